@@ -1,0 +1,1 @@
+fn main() -> std::process::ExitCode { hv_common::cli::main(hv_ls::run) }

@@ -1,0 +1,124 @@
+//! The flags every command shares and the `main` they all run through, so
+//! exit statuses, `-c`, `--format`, `-j` and the treatment of a closed pipe
+//! cannot drift between commands.
+
+use crate::connect::{self, Access};
+use crate::error::{Code, Error, Exit, Result};
+use crate::output::Format;
+use crate::runner::RunOptions;
+use clap::Parser;
+use std::io::IsTerminal;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default]
+    #[arg(short = 'c', long = "connect", value_name = "URI", global = true)]
+    pub connect: Option<String>,
+}
+
+impl ConnectArgs {
+    pub fn open(&self, access: Access) -> Result<virt::connect::Connect> {
+        let target = connect::resolve(self.connect.as_deref(), |k| std::env::var(k).ok());
+        connect::open(&target, access)
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
+    /// Output format [default: table on a terminal, jsonl otherwise]
+    #[arg(long, value_enum, value_name = "FORMAT", global = true)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobArgs {
+    /// How many VMs to work on at once
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
+    /// Seconds each VM may take before it is reported as timed out
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+impl JobArgs {
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            jobs: self.jobs as usize,
+            timeout: Some(Duration::from_secs(self.timeout)),
+            cancel: interrupt_flag(),
+        }
+    }
+}
+
+static PROGRAM: OnceLock<String> = OnceLock::new();
+
+/// The running command's name, for stderr messages.
+pub fn program() -> &'static str {
+    PROGRAM.get().map_or("hv", String::as_str)
+}
+
+/// A warning or per-item report on stderr, prefixed with the command name.
+pub fn warn(message: impl std::fmt::Display) {
+    eprintln!("{}: {message}", program());
+}
+
+/// The first Ctrl-C sets the flag (the runner stops starting new items); a
+/// second one exits at once with the shell's usual 130.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    Arc::clone(FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let sig = signal_hook::consts::SIGINT;
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag));
+        let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
+        flag
+    }))
+}
+
+/// Whether targets should be read from stdin: only when none were named
+/// and stdin is not a terminal (a person typing is not a pipeline).
+pub fn stdin_has_targets(args: &[String]) -> bool {
+    args.is_empty() && !std::io::stdin().is_terminal()
+}
+
+/// Every command's `main`: parse, run, and turn the outcome into the
+/// documented exit status.
+pub fn main<C: Parser>(run: fn(C) -> Result<Exit>) -> std::process::ExitCode {
+    let _ = PROGRAM.set(C::command().get_name().to_owned());
+    let cli = match C::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage.into() } else { Exit::Ok.into() };
+        }
+    };
+    match run(cli) {
+        Ok(exit) => exit.into(),
+        Err(e) if e.code == Code::BrokenPipe => Exit::Ok.into(),
+        Err(e) => {
+            warn(&e);
+            e.exit_status().into()
+        }
+    }
+}
+
+/// Tracks the run's exit status as items finish.
+#[derive(Debug, Default)]
+pub struct Status(Exit);
+
+impl Status {
+    pub fn failed(&mut self, err: &Error) {
+        self.0 = self.0.worst(err.exit_status());
+    }
+
+    pub fn malformed(&mut self) {
+        self.0 = self.0.worst(Exit::Usage);
+    }
+
+    pub fn exit(&self) -> Exit {
+        self.0
+    }
+}

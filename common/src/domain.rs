@@ -1,0 +1,256 @@
+//! What hv reads from a domain's XML and state codes. Kept in one place so
+//! that every command names states, reasons, disks and tags identically.
+
+use roxmltree::{Document, Node};
+
+/// hv's own `<metadata>` namespace. Tags live here so they travel with the
+/// domain definition (virsh dumpxml/define keeps them) and need no database.
+pub const TAGS_NS: &str = "https://hv.invalid/xmlns/tags/1";
+pub const TAGS_PREFIX: &str = "hv";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Disk {
+    pub target: String,
+    /// `disk`, `cdrom`, `floppy` or `lun`.
+    pub device: String,
+    /// libvirt's source type: `file`, `block`, `volume`, `network`, `dir`.
+    pub kind: String,
+    pub source: Option<String>,
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Interface {
+    pub mac: Option<String>,
+    pub kind: String,
+    pub source: Option<String>,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DomainXml {
+    pub vcpus: u64,
+    pub memory_bytes: u64,
+    pub max_memory_bytes: u64,
+    pub disks: Vec<Disk>,
+    pub interfaces: Vec<Interface>,
+    pub tags: Vec<String>,
+}
+
+pub fn parse(xml: &str) -> Result<DomainXml, String> {
+    let doc = Document::parse(xml).map_err(|e| format!("unreadable domain XML: {e}"))?;
+    let root = doc.root_element();
+    let devices = child(root, "devices");
+    let max_memory_bytes = child(root, "memory").map_or(0, memory_bytes);
+    Ok(DomainXml {
+        vcpus: child(root, "vcpu").and_then(|v| v.attribute("current").or(v.text())).and_then(|t| t.trim().parse().ok()).unwrap_or(0),
+        max_memory_bytes,
+        memory_bytes: child(root, "currentMemory").map_or(max_memory_bytes, memory_bytes),
+        disks: devices.map(|d| children(d, "disk").map(disk).collect()).unwrap_or_default(),
+        interfaces: devices.map(|d| children(d, "interface").map(interface).collect()).unwrap_or_default(),
+        tags: tags(root),
+    })
+}
+
+fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    node.children().find(|c| c.is_element() && c.tag_name().name() == name && c.tag_name().namespace().is_none())
+}
+
+fn children<'a, 'i: 'a>(node: Node<'a, 'i>, name: &'a str) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    node.children().filter(move |c| c.is_element() && c.tag_name().name() == name)
+}
+
+fn memory_bytes(node: Node) -> u64 {
+    let value: u64 = node.text().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    value.saturating_mul(unit_factor(node.attribute("unit").unwrap_or("KiB")))
+}
+
+/// libvirt's memory units (formatdomain.html#memory-allocation).
+fn unit_factor(unit: &str) -> u64 {
+    match unit {
+        "b" | "bytes" => 1,
+        "KB" => 1_000,
+        "k" | "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "M" | "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "G" | "GiB" => 1 << 30,
+        "TB" => 1_000_000_000_000,
+        "T" | "TiB" => 1 << 40,
+        _ => 1 << 10,
+    }
+}
+
+fn disk(node: Node) -> Disk {
+    let source = child(node, "source");
+    let source_path = source.and_then(|s| {
+        s.attribute("file")
+            .or(s.attribute("dev"))
+            .or(s.attribute("dir"))
+            .map(str::to_owned)
+            .or_else(|| match (s.attribute("pool"), s.attribute("volume")) {
+                (Some(p), Some(v)) => Some(format!("{p}/{v}")),
+                _ => None,
+            })
+            .or_else(|| s.attribute("name").map(|n| format!("{}:{n}", s.attribute("protocol").unwrap_or("network"))))
+    });
+    Disk {
+        target: child(node, "target").and_then(|t| t.attribute("dev")).unwrap_or_default().to_owned(),
+        device: node.attribute("device").unwrap_or("disk").to_owned(),
+        kind: node.attribute("type").unwrap_or("file").to_owned(),
+        source: source_path,
+        format: child(node, "driver").and_then(|d| d.attribute("type")).map(str::to_owned),
+    }
+}
+
+fn interface(node: Node) -> Interface {
+    let source = child(node, "source");
+    Interface {
+        mac: child(node, "mac").and_then(|m| m.attribute("address")).map(str::to_owned),
+        kind: node.attribute("type").unwrap_or_default().to_owned(),
+        source: source.and_then(|s| s.attribute("network").or(s.attribute("bridge")).or(s.attribute("dev"))).map(str::to_owned),
+        model: child(node, "model").and_then(|m| m.attribute("type")).map(str::to_owned),
+    }
+}
+
+fn tags(root: Node) -> Vec<String> {
+    let Some(meta) = child(root, "metadata") else { return Vec::new() };
+    meta.children()
+        .filter(|c| c.is_element() && c.tag_name().namespace() == Some(TAGS_NS))
+        .flat_map(|hv| hv.children().filter(|t| t.is_element() && t.tag_name().name() == "tag"))
+        .filter_map(|t| t.text().map(str::to_owned))
+        .collect()
+}
+
+/// The `<hv:tags>` element that `virDomainSetMetadata` stores for `tags`.
+pub fn tags_metadata(tags: &[String]) -> String {
+    let body: String = tags.iter().map(|t| format!("<tag>{}</tag>", xml_escape(t))).collect();
+    format!("<tags>{body}</tags>")
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Tag rules: short, no spaces or commas (tables join tags with commas and
+/// shells split on spaces), printable.
+pub fn check_tag(tag: &str) -> Result<(), String> {
+    let ok = !tag.is_empty()
+        && tag.chars().count() <= 64
+        && tag.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != ',');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid tag '{tag}': use 1 to 64 characters without spaces, commas or control characters"))
+    }
+}
+
+/// virDomainState, as virsh names them (`virsh domstate`), but in snake_case.
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        1 => "running",
+        2 => "blocked",
+        3 => "paused",
+        4 => "shutdown",
+        5 => "shutoff",
+        6 => "crashed",
+        7 => "pmsuspended",
+        _ => "nostate",
+    }
+}
+
+/// The reason enums of virDomainState*Reason for each state.
+pub fn state_reason_name(state: u32, reason: u32) -> &'static str {
+    const RUNNING: &[&str] = &[
+        "unknown", "booted", "migrated", "restored", "from_snapshot", "unpaused", "migration_canceled",
+        "save_canceled", "wakeup", "crashed", "postcopy", "postcopy_failed",
+    ];
+    const PAUSED: &[&str] = &[
+        "unknown", "user", "migration", "save", "dump", "ioerror", "watchdog", "from_snapshot",
+        "shutting_down", "snapshot", "crashed", "starting_up", "postcopy", "postcopy_failed", "api_error",
+    ];
+    const SHUTDOWN: &[&str] = &["unknown", "user"];
+    const SHUTOFF: &[&str] = &[
+        "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from_snapshot", "daemon",
+    ];
+    const CRASHED: &[&str] = &["unknown", "panicked"];
+    const PMSUSPENDED: &[&str] = &["unknown"];
+    let table: &[&str] = match state {
+        1 => RUNNING,
+        3 => PAUSED,
+        4 => SHUTDOWN,
+        5 => SHUTOFF,
+        6 => CRASHED,
+        7 => PMSUSPENDED,
+        _ => &["unknown"],
+    };
+    table.get(reason as usize).copied().unwrap_or("unknown")
+}
+
+pub const STATE_NAMES: &[&str] = &["running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended", "nostate"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XML: &str = r#"<domain type='qemu'>
+      <name>web 1</name>
+      <memory unit='KiB'>262144</memory>
+      <currentMemory unit='KiB'>131072</currentMemory>
+      <vcpu placement='static' current='2'>4</vcpu>
+      <metadata>
+        <other:x xmlns:other="urn:other"><tag>not-ours</tag></other:x>
+        <hv:tags xmlns:hv="https://hv.invalid/xmlns/tags/1"><hv:tag>prod</hv:tag><hv:tag>wëb</hv:tag></hv:tags>
+      </metadata>
+      <devices>
+        <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/a b.qcow2'/><target dev='vda' bus='virtio'/></disk>
+        <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='sda' bus='sata'/></disk>
+        <disk type='volume' device='disk'><source pool='default' volume='v1'/><target dev='vdb'/></disk>
+        <interface type='network'><mac address='52:54:00:aa:bb:cc'/><source network='default'/><model type='virtio'/></interface>
+        <interface type='bridge'><mac address='52:54:00:aa:bb:cd'/><source bridge='br0'/></interface>
+      </devices>
+    </domain>"#;
+
+    #[test]
+    fn reads_disks_interfaces_memory_and_only_our_tags() {
+        let d = parse(XML).unwrap();
+        assert_eq!(d.vcpus, 2);
+        assert_eq!(d.max_memory_bytes, 256 << 20);
+        assert_eq!(d.memory_bytes, 128 << 20);
+        assert_eq!(d.tags, vec!["prod", "wëb"]);
+        assert_eq!(d.disks[0].source.as_deref(), Some("/var/lib/a b.qcow2"));
+        assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
+        assert_eq!(d.disks[1].device, "cdrom");
+        assert_eq!(d.disks[1].source, None);
+        assert_eq!(d.disks[2].source.as_deref(), Some("default/v1"));
+        assert_eq!(d.interfaces[0].source.as_deref(), Some("default"));
+        assert_eq!(d.interfaces[1].kind, "bridge");
+        assert_eq!(d.interfaces[1].model, None);
+    }
+
+    #[test]
+    fn tag_metadata_escapes_and_reads_back_as_libvirt_stores_it() {
+        let meta = tags_metadata(&["a&b".into(), "<x>".into()]);
+        assert_eq!(meta, "<tags><tag>a&amp;b</tag><tag>&lt;x&gt;</tag></tags>");
+        // libvirt puts its prefix on the element it was given and leaves the children alone.
+        let stored = format!("<domain><metadata><hv:tags xmlns:hv='{TAGS_NS}'><tag>a&amp;b</tag><tag>&lt;x&gt;</tag></hv:tags></metadata></domain>");
+        assert_eq!(parse(&stored).unwrap().tags, vec!["a&b", "<x>"]);
+    }
+
+    #[test]
+    fn tags_are_checked() {
+        assert!(check_tag("prod").is_ok());
+        assert!(check_tag("wëb-1.a_b").is_ok());
+        assert!(check_tag("a b").unwrap_err().contains("'a b'"));
+        assert!(check_tag("a,b").is_err());
+        assert!(check_tag("").is_err());
+    }
+
+    #[test]
+    fn state_names_match_virsh() {
+        assert_eq!(state_name(5), "shutoff");
+        assert_eq!(state_reason_name(5, 2), "destroyed");
+        assert_eq!(state_reason_name(3, 5), "ioerror");
+        assert_eq!(state_reason_name(1, 99), "unknown");
+    }
+}

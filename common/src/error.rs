@@ -1,0 +1,181 @@
+//! One error type for every command, so that a failure becomes the same
+//! `{"code", "message"}` object in a result record and the same exit status
+//! (DESIGN.md) whichever command hit it. Codes are part of the interface:
+//! scripts match on them, so they never change spelling.
+
+use std::fmt;
+
+/// Stable, machine-readable failure classes. The string form is what users
+/// match on in `.error.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Bad flags or arguments.
+    Usage,
+    /// A stdin line that is neither a JSON object nor a name.
+    MalformedInput,
+    /// libvirt could not be reached at all.
+    ConnectFailed,
+    /// libvirt or polkit refused the operation.
+    PermissionDenied,
+    /// The named VM (or object) does not exist.
+    NotFound,
+    /// The VM is in a state that does not allow the operation.
+    InvalidState,
+    /// The item did not finish within its timeout.
+    Timeout,
+    /// The run was interrupted before this item started.
+    Cancelled,
+    /// The hypervisor does not support the operation.
+    Unsupported,
+    /// A local file operation failed.
+    Io,
+    /// Any other libvirt failure.
+    Libvirt,
+    /// The reader of stdout went away: not an error, the run just ends.
+    BrokenPipe,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Usage => "usage",
+            Code::MalformedInput => "malformed_input",
+            Code::ConnectFailed => "connect_failed",
+            Code::PermissionDenied => "permission_denied",
+            Code::NotFound => "not_found",
+            Code::InvalidState => "invalid_state",
+            Code::Timeout => "timeout",
+            Code::Cancelled => "cancelled",
+            Code::Unsupported => "unsupported",
+            Code::Io => "io_error",
+            Code::Libvirt => "libvirt_error",
+            Code::BrokenPipe => "broken_pipe",
+        }
+    }
+
+    /// The process exit status this class of failure maps to.
+    pub fn exit_status(self) -> Exit {
+        match self {
+            Code::Usage | Code::MalformedInput => Exit::Usage,
+            Code::ConnectFailed | Code::PermissionDenied => Exit::Unreachable,
+            Code::BrokenPipe => Exit::Ok,
+            _ => Exit::ItemFailed,
+        }
+    }
+}
+
+/// The exit statuses of DESIGN.md, ordered by severity so that a run's
+/// status is the maximum over everything that happened in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Exit {
+    #[default]
+    Ok = 0,
+    ItemFailed = 1,
+    Usage = 2,
+    Unreachable = 3,
+}
+
+impl Exit {
+    pub fn worst(self, other: Exit) -> Exit {
+        self.max(other)
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub code: Code,
+    pub message: String,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        // Messages end up in one stderr line and one JSON field: keep them single-line.
+        let message = message.into().replace('\n', "; ");
+        Error { code, message }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::new(Code::Usage, message)
+    }
+
+    pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
+        Error::new(Code::Io, format!("{what}: {err}"))
+    }
+
+    /// A failed write to stdout; a closed pipe is turned into a quiet stop.
+    pub fn output(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            Error::new(Code::BrokenPipe, "stdout closed")
+        } else {
+            Error::io("cannot write to stdout", err)
+        }
+    }
+
+    /// Classifies a libvirt error; `context` says what was being done.
+    pub fn libvirt(context: impl fmt::Display, err: &virt::error::Error) -> Self {
+        Error::new(classify(err), format!("{context}: {}", err.message()))
+    }
+
+    pub fn exit_status(&self) -> Exit {
+        self.code.exit_status()
+    }
+
+    /// The `error` object of a result record.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "code": self.code.as_str(), "message": self.message })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn classify(err: &virt::error::Error) -> Code {
+    use virt::error::ErrorNumber as N;
+    match err.code().unwrap_or(N::InternalError) {
+        N::NoDomain | N::NoDomainSnapshot | N::NoDomainCheckpoint | N::NoStoragePool
+        | N::NoStorageVolume | N::NoNetwork | N::NoDomainMetadata => Code::NotFound,
+        N::OperationDenied | N::AccessDenied | N::AuthFailed | N::AuthCancelled
+        | N::AuthUnavailable => Code::PermissionDenied,
+        N::OperationInvalid => Code::InvalidState,
+        N::NoSupport | N::ArgumentUnsupported | N::OperationUnsupported => Code::Unsupported,
+        N::NoConnect | N::InvalidConn => Code::ConnectFailed,
+        N::OperationTimeout | N::AgentUnresponsive => Code::Timeout,
+        _ => Code::Libvirt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_follows_design_scheme() {
+        assert_eq!(Code::Usage.exit_status() as u8, 2);
+        assert_eq!(Code::MalformedInput.exit_status() as u8, 2);
+        assert_eq!(Code::ConnectFailed.exit_status() as u8, 3);
+        assert_eq!(Code::PermissionDenied.exit_status() as u8, 3);
+        assert_eq!(Code::NotFound.exit_status() as u8, 1);
+        assert_eq!(Exit::ItemFailed.worst(Exit::Unreachable), Exit::Unreachable);
+        assert_eq!(Exit::Usage.worst(Exit::ItemFailed), Exit::Usage);
+    }
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        let e = Error::new(Code::Libvirt, "first\nsecond");
+        assert_eq!(e.message, "first; second");
+        assert_eq!(e.to_json()["code"], "libvirt_error");
+    }
+}

@@ -1,0 +1,127 @@
+//! The two libvirt calls hv needs that the `virt` crate does not wrap:
+//! bulk domain statistics (its `DomainStatsRecord` is an opaque pointer) and
+//! counting checkpoints. This is the only module with `unsafe`; each block
+//! follows the ownership rules stated in libvirt's API docs.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use virt::domain::Domain;
+use virt::error::Error as VirtError;
+use virt_sys as sys;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl Param {
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Param::UInt(v) => Some(v),
+            Param::Int(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Param::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One domain's statistics, keyed by libvirt's flat names (`state.state`,
+/// `block.0.capacity`, …).
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub uuid: String,
+    pub params: HashMap<String, Param>,
+}
+
+impl Stats {
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.params.get(key).and_then(Param::as_u64)
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.params.get(key).and_then(Param::as_str)
+    }
+}
+
+pub const STATS_STATE: u32 = sys::VIR_DOMAIN_STATS_STATE;
+pub const STATS_CPU_TOTAL: u32 = sys::VIR_DOMAIN_STATS_CPU_TOTAL;
+pub const STATS_BALLOON: u32 = sys::VIR_DOMAIN_STATS_BALLOON;
+pub const STATS_VCPU: u32 = sys::VIR_DOMAIN_STATS_VCPU;
+pub const STATS_INTERFACE: u32 = sys::VIR_DOMAIN_STATS_INTERFACE;
+pub const STATS_BLOCK: u32 = sys::VIR_DOMAIN_STATS_BLOCK;
+/// Skip a domain's live stats instead of waiting while another job holds it.
+pub const STATS_NOWAIT: u32 = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
+
+/// Statistics for the given domains in one round trip (virDomainListGetStats).
+pub fn domain_stats(domains: &[Domain], stats: u32, flags: u32) -> Result<Vec<Stats>, VirtError> {
+    if domains.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ptrs: Vec<sys::virDomainPtr> = domains.iter().map(|d| unsafe { d.as_ptr() }).collect();
+    ptrs.push(std::ptr::null_mut()); // libvirt wants a NULL-terminated array
+    let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+    // SAFETY: `ptrs` outlives the call and is NULL-terminated; on success libvirt
+    // allocates `records`, which we free with virDomainStatsRecordListFree.
+    let n = unsafe { sys::virDomainListGetStats(ptrs.as_mut_ptr(), stats, &mut records, flags) };
+    if n < 0 {
+        return Err(VirtError::last_error());
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        // SAFETY: libvirt returned `n` valid record pointers.
+        out.push(unsafe { read_record(*records.add(i)) });
+    }
+    // SAFETY: frees the list and the records libvirt allocated above.
+    unsafe { sys::virDomainStatsRecordListFree(records) };
+    Ok(out)
+}
+
+unsafe fn read_record(rec: sys::virDomainStatsRecordPtr) -> Stats {
+    let mut buf = [0 as std::os::raw::c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
+    let uuid = if sys::virDomainGetUUIDString((*rec).dom, buf.as_mut_ptr()) == 0 {
+        CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
+    } else {
+        String::new()
+    };
+    let mut params = HashMap::with_capacity((*rec).nparams as usize);
+    for j in 0..(*rec).nparams as usize {
+        let p = &*(*rec).params.add(j);
+        let field = CStr::from_ptr(p.field.as_ptr()).to_string_lossy().into_owned();
+        let value = match p.type_ as u32 {
+            sys::VIR_TYPED_PARAM_INT => Param::Int(p.value.i as i64),
+            sys::VIR_TYPED_PARAM_UINT => Param::UInt(p.value.ui as u64),
+            sys::VIR_TYPED_PARAM_LLONG => Param::Int(p.value.l),
+            sys::VIR_TYPED_PARAM_ULLONG => Param::UInt(p.value.ul),
+            sys::VIR_TYPED_PARAM_DOUBLE => Param::Float(p.value.d),
+            sys::VIR_TYPED_PARAM_BOOLEAN => Param::Bool(p.value.b != 0),
+            sys::VIR_TYPED_PARAM_STRING if !p.value.s.is_null() => {
+                Param::Str(CStr::from_ptr(p.value.s).to_string_lossy().into_owned())
+            }
+            _ => continue,
+        };
+        params.insert(field, value);
+    }
+    Stats { uuid, params }
+}
+
+/// How many checkpoints a domain has (virDomainListAllCheckpoints with a
+/// NULL list returns just the count).
+pub fn checkpoint_count(domain: &Domain) -> Result<u32, VirtError> {
+    // SAFETY: a NULL output array asks libvirt for the count only; nothing is allocated.
+    let n = unsafe { sys::virDomainListAllCheckpoints(domain.as_ptr(), std::ptr::null_mut(), 0) };
+    if n < 0 {
+        return Err(VirtError::last_error());
+    }
+    Ok(n as u32)
+}

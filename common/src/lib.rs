@@ -1,0 +1,15 @@
+//! hv-common: what two or more hv commands need. The contract it enforces is
+//! DESIGN.md's: records on stdout, messages on stderr, one exit status
+//! scheme, one way to connect and to name VMs.
+
+pub mod cli;
+pub mod connect;
+pub mod domain;
+pub mod error;
+pub mod ffi;
+pub mod manual;
+pub mod output;
+pub mod runner;
+pub mod targets;
+
+pub use error::{Code, Error, Exit, Result};

@@ -1,0 +1,23 @@
+//! The man page sections clap cannot derive: exit statuses, environment and
+//! examples. Every command shares the first two word for word (DESIGN.md
+//! promises one scheme), and states its own examples beside its `Cli`.
+
+/// What a command adds to its generated man page.
+pub struct Manual {
+    /// (what it does, the command line)
+    pub examples: &'static [(&'static str, &'static str)],
+    /// Extra paragraphs for DESCRIPTION-like notes, rendered under NOTES.
+    pub notes: &'static [&'static str],
+}
+
+pub const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "Every item succeeded (a closed output pipe also ends the run with 0)."),
+    ("1", "The command ran, and one or more items failed; each failure has its own record with \"ok\": false."),
+    ("2", "Usage error, or malformed input: a stdin line that is neither a JSON object with \"name\" or \"uuid\" nor a VM name. The other lines are still processed."),
+    ("3", "The hypervisor could not be reached, or permission was denied."),
+];
+
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("HV_CONNECT", "libvirt URI used when -c/--connect is not given."),
+    ("LIBVIRT_DEFAULT_URI", "libvirt URI used when neither -c nor HV_CONNECT is set; without any, libvirt picks its own default."),
+];

@@ -1,0 +1,307 @@
+//! Records out. Pipelines get JSON lines flushed one record at a time, so a
+//! downstream command starts working before the upstream one ends; people at
+//! a terminal get a table. Everything else a command says goes to stderr.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::io::{IsTerminal, Write};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line (default when stdout is not a terminal).
+    Jsonl,
+    /// One JSON array of all records.
+    Json,
+    /// Aligned columns for people (default on a terminal).
+    Table,
+    /// Comma-separated values with a header; nested values as JSON text.
+    Csv,
+}
+
+impl Format {
+    pub fn or_default_for_stdout(chosen: Option<Format>) -> Format {
+        chosen.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Jsonl })
+    }
+}
+
+/// How a table cell shows a field.
+#[derive(Debug, Clone, Copy)]
+pub enum Show {
+    Plain,
+    /// A byte count in binary units (`128 MiB`).
+    Bytes,
+    /// An array joined with commas; for arrays of objects, the named field of each.
+    Join(Option<&'static str>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub header: &'static str,
+    pub key: &'static str,
+    pub show: Show,
+}
+
+pub const fn col(header: &'static str, key: &'static str, show: Show) -> Column {
+    Column { header, key, show }
+}
+
+pub struct Printer<W: Write> {
+    format: Format,
+    out: W,
+    columns: &'static [Column],
+    held: Vec<Map<String, Value>>,
+    emitted: usize,
+}
+
+impl Printer<std::io::Stdout> {
+    pub fn stdout(format: Option<Format>, columns: &'static [Column]) -> Self {
+        Printer::new(Format::or_default_for_stdout(format), std::io::stdout(), columns)
+    }
+}
+
+impl<W: Write> Printer<W> {
+    /// `columns` are the table's columns; an empty slice shows every scalar field.
+    pub fn new(format: Format, out: W, columns: &'static [Column]) -> Self {
+        Printer { format, out, columns, held: Vec::new(), emitted: 0 }
+    }
+
+    pub fn emit(&mut self, record: Map<String, Value>) -> Result<()> {
+        match self.format {
+            Format::Jsonl => self.write_line(&Value::Object(record)),
+            Format::Json => self.write_array_item(record),
+            Format::Table | Format::Csv => {
+                self.held.push(record);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Result<W> {
+        match self.format {
+            Format::Jsonl => {}
+            Format::Json => {
+                let end = if self.emitted == 0 { "[]\n" } else { "\n]\n" };
+                self.out.write_all(end.as_bytes()).map_err(Error::output)?;
+            }
+            Format::Table => {
+                let text = render_table(&self.held, self.columns);
+                self.out.write_all(text.as_bytes()).map_err(Error::output)?;
+            }
+            Format::Csv => write_csv(&mut self.out, &self.held)?,
+        }
+        self.out.flush().map_err(Error::output)?;
+        Ok(self.out)
+    }
+
+    fn write_line(&mut self, value: &Value) -> Result<()> {
+        let mut line = serde_json::to_vec(value).expect("JSON values always serialize");
+        line.push(b'\n');
+        self.out.write_all(&line).map_err(Error::output)?;
+        self.out.flush().map_err(Error::output)
+    }
+
+    fn write_array_item(&mut self, record: Map<String, Value>) -> Result<()> {
+        let sep = if self.emitted == 0 { "[\n" } else { ",\n" };
+        let body = serde_json::to_string_pretty(&Value::Object(record)).expect("serializable");
+        let indented = body.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n");
+        self.emitted += 1;
+        self.out.write_all(format!("{sep}{indented}").as_bytes()).map_err(Error::output)?;
+        self.out.flush().map_err(Error::output)
+    }
+}
+
+fn union_keys(records: &[Map<String, Value>]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for key in records.iter().flat_map(|r| r.keys()) {
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.clone());
+        }
+    }
+    keys
+}
+
+fn write_csv<W: Write>(out: &mut W, records: &[Map<String, Value>]) -> Result<()> {
+    let keys = union_keys(records);
+    let mut w = csv::Writer::from_writer(out);
+    let csv_err = |e: csv::Error| match e.into_kind() {
+        csv::ErrorKind::Io(io) => Error::output(io),
+        other => Error::new(crate::error::Code::Io, format!("csv: {other:?}")),
+    };
+    if !keys.is_empty() {
+        w.write_record(&keys).map_err(csv_err)?;
+    }
+    for record in records {
+        let row = keys.iter().map(|k| csv_cell(record.get(k)));
+        w.write_record(row).map_err(csv_err)?;
+    }
+    w.flush().map_err(Error::output)
+}
+
+fn csv_cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v @ (Value::Array(_) | Value::Object(_))) => v.to_string(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// The columns to show as (header, key, how): the command's, or every
+/// field that is not an object.
+fn table_columns(records: &[Map<String, Value>], columns: &[Column]) -> Vec<(String, String, Show)> {
+    if !columns.is_empty() {
+        return columns.iter().map(|c| (c.header.to_uppercase(), c.key.to_owned(), c.show)).collect();
+    }
+    union_keys(records)
+        .into_iter()
+        .filter(|k| records.iter().all(|r| !matches!(r.get(k), Some(Value::Object(_)))))
+        .map(|k| (k.to_uppercase(), k, Show::Join(None)))
+        .collect()
+}
+
+fn render_table(records: &[Map<String, Value>], columns: &[Column]) -> String {
+    if records.is_empty() {
+        return String::new();
+    }
+    let columns = table_columns(records, columns);
+    let mut rows: Vec<Vec<String>> = vec![columns.iter().map(|c| c.0.clone()).collect()];
+    rows.extend(records.iter().map(|r| columns.iter().map(|(_, key, show)| cell(r.get(key), *show)).collect()));
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut text = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        text.push_str(line.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn cell(value: Option<&Value>, show: Show) -> String {
+    match (value, show) {
+        (None | Some(Value::Null), _) => "-".into(),
+        (Some(Value::Bool(b)), _) => if *b { "yes" } else { "no" }.into(),
+        (Some(Value::Number(n)), Show::Bytes) => n.as_u64().map(human_bytes).unwrap_or_else(|| n.to_string()),
+        (Some(Value::String(s)), _) => s.clone(),
+        (Some(Value::Array(items)), Show::Join(field)) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|item| match (field, item) {
+                    (Some(f), Value::Object(o)) => cell(o.get(f), Show::Plain),
+                    (_, v) => cell(Some(v), Show::Plain),
+                })
+                .collect();
+            if parts.is_empty() { "-".into() } else { parts.join(",") }
+        }
+        (Some(v), _) => v.to_string(),
+    }
+}
+
+/// `1536` → `1.5 KiB`: binary units, as virsh and free(1) print them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rec(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn print(format: Format, records: Vec<Value>, columns: &'static [Column]) -> String {
+        let mut p = Printer::new(format, Vec::new(), columns);
+        for r in records {
+            p.emit(rec(r)).unwrap();
+        }
+        String::from_utf8(p.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn jsonl_is_one_object_per_line() {
+        let out = print(Format::Jsonl, vec![json!({"name": "a b", "uuid": "1"}), json!({"name": "ü"})], &[]);
+        let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines, vec![json!({"name": "a b", "uuid": "1"}), json!({"name": "ü"})]);
+    }
+
+    #[test]
+    fn json_is_one_array_even_when_empty() {
+        let out = print(Format::Json, vec![json!({"a": 1}), json!({"a": 2})], &[]);
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([{"a": 1}, {"a": 2}]));
+        assert_eq!(serde_json::from_str::<Value>(&print(Format::Json, vec![], &[])).unwrap(), json!([]));
+    }
+
+    #[test]
+    fn csv_has_header_union_and_json_cells() {
+        let out = print(
+            Format::Csv,
+            vec![json!({"name": "a,b", "disks": [{"target": "vda"}]}), json!({"name": "c", "ok": false})],
+            &[],
+        );
+        let mut r = csv::Reader::from_reader(out.as_bytes());
+        assert_eq!(r.headers().unwrap(), vec!["name", "disks", "ok"]);
+        let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+        assert_eq!(&rows[0][0], "a,b");
+        assert_eq!(serde_json::from_str::<Value>(&rows[0][1]).unwrap(), json!([{"target": "vda"}]));
+        assert_eq!(&rows[1][2], "false");
+    }
+
+    #[test]
+    fn table_aligns_unicode_and_formats_cells() {
+        static COLS: [Column; 3] = [
+            col("name", "name", Show::Plain),
+            col("memory", "memory_bytes", Show::Bytes),
+            col("disks", "disks", Show::Join(Some("target"))),
+        ];
+        let out = print(
+            Format::Table,
+            vec![
+                json!({"name": "wëb", "memory_bytes": 134217728u64, "disks": [{"target": "vda"}, {"target": "vdb"}]}),
+                json!({"name": "database", "memory_bytes": null, "disks": []}),
+            ],
+            &COLS,
+        );
+        assert_eq!(out, "NAME      MEMORY   DISKS\nwëb       128 MiB  vda,vdb\ndatabase  -        -\n");
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(4 << 30), "4 GiB");
+    }
+
+    #[test]
+    fn broken_pipe_is_a_quiet_stop() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut p = Printer::new(Format::Jsonl, Closed, &[]);
+        let err = p.emit(rec(json!({"a": 1}))).unwrap_err();
+        assert_eq!(err.exit_status() as u8, 0);
+    }
+}

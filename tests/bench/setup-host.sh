@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Turns a fresh Debian 12 machine into an hv test host: libvirt 11 and QEMU 10
+# from bookworm-backports, daemons started without systemd (the bench has no
+# init), and /dev/kvm opened to group kvm. Every step checks before it acts, so
+# a second run takes about a second.
+set -euo pipefail
+
+log() { printf 'setup-host: %s\n' "$*" >&2; }
+need_root() { [ "$(id -u)" = 0 ] || { log "run as root (it installs packages and starts libvirtd)"; exit 2; }; }
+
+backports_source() {
+    local list=/etc/apt/sources.list.d/hv-backports.list uri
+    [ -f "$list" ] && return 0
+    # Use the machine's own Debian mirror rather than naming a host here.
+    uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$uri" ] || uri=$(awk '/^deb / && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$uri" ] || { log "no Debian mirror found in apt sources; add bookworm-backports by hand"; exit 1; }
+    echo "deb $uri bookworm-backports main" >"$list"
+    log "added bookworm-backports from $uri"
+}
+
+packages() {
+    local bp="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 libvirt-dev"
+    local plain="pkg-config mandoc xz-utils jq"
+    if dpkg-query -W -f='${Status}\n' $bp $plain 2>/dev/null | grep -vq 'install ok installed' \
+        || ! dpkg-query -W $bp $plain >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq -o Dpkg::Use-Pty=0 -t bookworm-backports --no-install-recommends $bp >/dev/null
+        apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends $plain >/dev/null
+        log "installed $bp $plain"
+    fi
+}
+
+qemu_conf() {
+    local conf=/etc/libvirt/qemu.conf
+    # libvirt's private mount namespace hides /dev/kvm from QEMU on these hosts.
+    grep -q '^namespaces = \[\]' "$conf" || { echo 'namespaces = []' >>"$conf"; log "set namespaces = [] in $conf"; }
+}
+
+kvm_device() {
+    [ -e /dev/kvm ] || { log "no /dev/kvm: guests will run under TCG only"; return 0; }
+    getent group kvm >/dev/null || groupadd -r kvm
+    chgrp kvm /dev/kvm && chmod 660 /dev/kvm
+}
+
+daemons() {
+    pgrep -x virtlogd >/dev/null || { virtlogd -d; log "started virtlogd"; }
+    pgrep -x libvirtd >/dev/null || { libvirtd -d; log "started libvirtd"; }
+    for _ in $(seq 50); do
+        virsh -c qemu:///system version >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    log "libvirtd did not answer on qemu:///system"; exit 1
+}
+
+default_pool_dir() { mkdir -p /var/lib/libvirt/images; }
+
+need_root
+backports_source
+packages
+qemu_conf
+kvm_device
+daemons
+default_pool_dir
+log "ready: $(virsh -c qemu:///system version 2>/dev/null | awk '/Running hypervisor/ {print $3, $4}')"
