@@ -25,15 +25,27 @@ pub struct Target {
 pub fn resolve(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Target {
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     if let Some(uri) = flag.filter(|s| !s.is_empty()) {
-        return Target { uri: Some(uri.to_owned()), source: UriSource::Flag };
+        return Target {
+            uri: Some(uri.to_owned()),
+            source: UriSource::Flag,
+        };
     }
     if let Some(uri) = non_empty(env("HV_CONNECT")) {
-        return Target { uri: Some(uri), source: UriSource::HvConnect };
+        return Target {
+            uri: Some(uri),
+            source: UriSource::HvConnect,
+        };
     }
     if let Some(uri) = non_empty(env("LIBVIRT_DEFAULT_URI")) {
-        return Target { uri: Some(uri), source: UriSource::LibvirtDefault };
+        return Target {
+            uri: Some(uri),
+            source: UriSource::LibvirtDefault,
+        };
     }
-    Target { uri: None, source: UriSource::LibvirtBuiltin }
+    Target {
+        uri: None,
+        source: UriSource::LibvirtBuiltin,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,15 +82,28 @@ fn connect_error(target: &Target, err: &virt::error::Error) -> Error {
     } else {
         "check the URI given with -c, HV_CONNECT or LIBVIRT_DEFAULT_URI"
     };
-    let code = if denied { Code::PermissionDenied } else { Code::ConnectFailed };
-    Error::new(code, format!("cannot connect to {shown}: {message}; {hint}"))
+    let code = if denied {
+        Code::PermissionDenied
+    } else {
+        Code::ConnectFailed
+    };
+    Error::new(
+        code,
+        format!("cannot connect to {shown}: {message}; {hint}"),
+    )
 }
 
 fn is_denied(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["permission denied", "authentication", "polkit", "access denied", "not authorized"]
-        .iter()
-        .any(|w| m.contains(w))
+    [
+        "permission denied",
+        "authentication",
+        "polkit",
+        "access denied",
+        "not authorized",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 #[cfg(test)]
@@ -86,12 +111,20 @@ mod tests {
     use super::*;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn flag_beats_environment() {
-        let t = resolve(Some("test:///default"), env(&[("HV_CONNECT", "qemu:///system")]));
+        let t = resolve(
+            Some("test:///default"),
+            env(&[("HV_CONNECT", "qemu:///system")]),
+        );
         assert_eq!(t.uri.as_deref(), Some("test:///default"));
         assert_eq!(t.source, UriSource::Flag);
     }
@@ -107,7 +140,10 @@ mod tests {
 
     #[test]
     fn refused_connection_names_uri_and_fix() {
-        let t = resolve(Some("qemu+unix:///system?socket=/nonexistent/sock"), env(&[]));
+        let t = resolve(
+            Some("qemu+unix:///system?socket=/nonexistent/sock"),
+            env(&[]),
+        );
         let err = open(&t, Access::ReadOnly).unwrap_err();
         assert_eq!(err.code, Code::ConnectFailed);
         assert!(err.message.contains("/nonexistent/sock"), "{}", err.message);

@@ -43,21 +43,34 @@ pub fn parse(xml: &str) -> Result<DomainXml, String> {
     let devices = child(root, "devices");
     let max_memory_bytes = child(root, "memory").map_or(0, memory_bytes);
     Ok(DomainXml {
-        vcpus: child(root, "vcpu").and_then(|v| v.attribute("current").or(v.text())).and_then(|t| t.trim().parse().ok()).unwrap_or(0),
+        vcpus: child(root, "vcpu")
+            .and_then(|v| v.attribute("current").or(v.text()))
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0),
         max_memory_bytes,
         memory_bytes: child(root, "currentMemory").map_or(max_memory_bytes, memory_bytes),
-        disks: devices.map(|d| children(d, "disk").map(disk).collect()).unwrap_or_default(),
-        interfaces: devices.map(|d| children(d, "interface").map(interface).collect()).unwrap_or_default(),
+        disks: devices
+            .map(|d| children(d, "disk").map(disk).collect())
+            .unwrap_or_default(),
+        interfaces: devices
+            .map(|d| children(d, "interface").map(interface).collect())
+            .unwrap_or_default(),
         tags: tags(root),
     })
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
-    node.children().find(|c| c.is_element() && c.tag_name().name() == name && c.tag_name().namespace().is_none())
+    node.children().find(|c| {
+        c.is_element() && c.tag_name().name() == name && c.tag_name().namespace().is_none()
+    })
 }
 
-fn children<'a, 'i: 'a>(node: Node<'a, 'i>, name: &'a str) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
-    node.children().filter(move |c| c.is_element() && c.tag_name().name() == name)
+fn children<'a, 'i: 'a>(
+    node: Node<'a, 'i>,
+    name: &'a str,
+) -> impl Iterator<Item = Node<'a, 'i>> + 'a {
+    node.children()
+        .filter(move |c| c.is_element() && c.tag_name().name() == name)
 }
 
 fn memory_bytes(node: Node) -> u64 {
@@ -92,44 +105,72 @@ fn disk(node: Node) -> Disk {
                 (Some(p), Some(v)) => Some(format!("{p}/{v}")),
                 _ => None,
             })
-            .or_else(|| s.attribute("name").map(|n| format!("{}:{n}", s.attribute("protocol").unwrap_or("network"))))
+            .or_else(|| {
+                s.attribute("name")
+                    .map(|n| format!("{}:{n}", s.attribute("protocol").unwrap_or("network")))
+            })
     });
     Disk {
-        target: child(node, "target").and_then(|t| t.attribute("dev")).unwrap_or_default().to_owned(),
+        target: child(node, "target")
+            .and_then(|t| t.attribute("dev"))
+            .unwrap_or_default()
+            .to_owned(),
         device: node.attribute("device").unwrap_or("disk").to_owned(),
         kind: node.attribute("type").unwrap_or("file").to_owned(),
         source: source_path,
-        format: child(node, "driver").and_then(|d| d.attribute("type")).map(str::to_owned),
+        format: child(node, "driver")
+            .and_then(|d| d.attribute("type"))
+            .map(str::to_owned),
     }
 }
 
 fn interface(node: Node) -> Interface {
     let source = child(node, "source");
     Interface {
-        mac: child(node, "mac").and_then(|m| m.attribute("address")).map(str::to_owned),
+        mac: child(node, "mac")
+            .and_then(|m| m.attribute("address"))
+            .map(str::to_owned),
         kind: node.attribute("type").unwrap_or_default().to_owned(),
-        source: source.and_then(|s| s.attribute("network").or(s.attribute("bridge")).or(s.attribute("dev"))).map(str::to_owned),
-        model: child(node, "model").and_then(|m| m.attribute("type")).map(str::to_owned),
+        source: source
+            .and_then(|s| {
+                s.attribute("network")
+                    .or(s.attribute("bridge"))
+                    .or(s.attribute("dev"))
+            })
+            .map(str::to_owned),
+        model: child(node, "model")
+            .and_then(|m| m.attribute("type"))
+            .map(str::to_owned),
     }
 }
 
 fn tags(root: Node) -> Vec<String> {
-    let Some(meta) = child(root, "metadata") else { return Vec::new() };
+    let Some(meta) = child(root, "metadata") else {
+        return Vec::new();
+    };
     meta.children()
         .filter(|c| c.is_element() && c.tag_name().namespace() == Some(TAGS_NS))
-        .flat_map(|hv| hv.children().filter(|t| t.is_element() && t.tag_name().name() == "tag"))
+        .flat_map(|hv| {
+            hv.children()
+                .filter(|t| t.is_element() && t.tag_name().name() == "tag")
+        })
         .filter_map(|t| t.text().map(str::to_owned))
         .collect()
 }
 
 /// The `<hv:tags>` element that `virDomainSetMetadata` stores for `tags`.
 pub fn tags_metadata(tags: &[String]) -> String {
-    let body: String = tags.iter().map(|t| format!("<tag>{}</tag>", xml_escape(t))).collect();
+    let body: String = tags
+        .iter()
+        .map(|t| format!("<tag>{}</tag>", xml_escape(t)))
+        .collect();
     format!("<tags>{body}</tags>")
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Tag rules: short, no spaces or commas (tables join tags with commas and
@@ -137,7 +178,9 @@ fn xml_escape(s: &str) -> String {
 pub fn check_tag(tag: &str) -> Result<(), String> {
     let ok = !tag.is_empty()
         && tag.chars().count() <= 64
-        && tag.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != ',');
+        && tag
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != ',');
     if ok {
         Ok(())
     } else {
@@ -162,16 +205,47 @@ pub fn state_name(state: u32) -> &'static str {
 /// The reason enums of virDomainState*Reason for each state.
 pub fn state_reason_name(state: u32, reason: u32) -> &'static str {
     const RUNNING: &[&str] = &[
-        "unknown", "booted", "migrated", "restored", "from_snapshot", "unpaused", "migration_canceled",
-        "save_canceled", "wakeup", "crashed", "postcopy", "postcopy_failed",
+        "unknown",
+        "booted",
+        "migrated",
+        "restored",
+        "from_snapshot",
+        "unpaused",
+        "migration_canceled",
+        "save_canceled",
+        "wakeup",
+        "crashed",
+        "postcopy",
+        "postcopy_failed",
     ];
     const PAUSED: &[&str] = &[
-        "unknown", "user", "migration", "save", "dump", "ioerror", "watchdog", "from_snapshot",
-        "shutting_down", "snapshot", "crashed", "starting_up", "postcopy", "postcopy_failed", "api_error",
+        "unknown",
+        "user",
+        "migration",
+        "save",
+        "dump",
+        "ioerror",
+        "watchdog",
+        "from_snapshot",
+        "shutting_down",
+        "snapshot",
+        "crashed",
+        "starting_up",
+        "postcopy",
+        "postcopy_failed",
+        "api_error",
     ];
     const SHUTDOWN: &[&str] = &["unknown", "user"];
     const SHUTOFF: &[&str] = &[
-        "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from_snapshot", "daemon",
+        "unknown",
+        "shutdown",
+        "destroyed",
+        "crashed",
+        "migrated",
+        "saved",
+        "failed",
+        "from_snapshot",
+        "daemon",
     ];
     const CRASHED: &[&str] = &["unknown", "panicked"];
     const PMSUSPENDED: &[&str] = &["unknown"];
@@ -187,7 +261,16 @@ pub fn state_reason_name(state: u32, reason: u32) -> &'static str {
     table.get(reason as usize).copied().unwrap_or("unknown")
 }
 
-pub const STATE_NAMES: &[&str] = &["running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended", "nostate"];
+pub const STATE_NAMES: &[&str] = &[
+    "running",
+    "blocked",
+    "paused",
+    "shutdown",
+    "shutoff",
+    "crashed",
+    "pmsuspended",
+    "nostate",
+];
 
 #[cfg(test)]
 mod tests {

@@ -145,9 +145,17 @@ impl std::error::Error for Error {}
 fn classify(err: &virt::error::Error) -> Code {
     use virt::error::ErrorNumber as N;
     match err.code().unwrap_or(N::InternalError) {
-        N::NoDomain | N::NoDomainSnapshot | N::NoDomainCheckpoint | N::NoStoragePool
-        | N::NoStorageVolume | N::NoNetwork | N::NoDomainMetadata => Code::NotFound,
-        N::OperationDenied | N::AccessDenied | N::AuthFailed | N::AuthCancelled
+        N::NoDomain
+        | N::NoDomainSnapshot
+        | N::NoDomainCheckpoint
+        | N::NoStoragePool
+        | N::NoStorageVolume
+        | N::NoNetwork
+        | N::NoDomainMetadata => Code::NotFound,
+        N::OperationDenied
+        | N::AccessDenied
+        | N::AuthFailed
+        | N::AuthCancelled
         | N::AuthUnavailable => Code::PermissionDenied,
         N::OperationInvalid => Code::InvalidState,
         N::NoSupport | N::ArgumentUnsupported | N::OperationUnsupported => Code::Unsupported,

@@ -97,7 +97,9 @@ unsafe fn read_record(rec: sys::virDomainStatsRecordPtr) -> Stats {
     let mut params = HashMap::with_capacity((*rec).nparams as usize);
     for j in 0..(*rec).nparams as usize {
         let p = &*(*rec).params.add(j);
-        let field = CStr::from_ptr(p.field.as_ptr()).to_string_lossy().into_owned();
+        let field = CStr::from_ptr(p.field.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         let value = match p.type_ as u32 {
             sys::VIR_TYPED_PARAM_INT => Param::Int(p.value.i as i64),
             sys::VIR_TYPED_PARAM_UINT => Param::UInt(p.value.ui as u64),

@@ -20,7 +20,11 @@ pub enum Format {
 
 impl Format {
     pub fn or_default_for_stdout(chosen: Option<Format>) -> Format {
-        chosen.unwrap_or(if std::io::stdout().is_terminal() { Format::Table } else { Format::Jsonl })
+        chosen.unwrap_or(if std::io::stdout().is_terminal() {
+            Format::Table
+        } else {
+            Format::Jsonl
+        })
     }
 }
 
@@ -55,14 +59,24 @@ pub struct Printer<W: Write> {
 
 impl Printer<std::io::Stdout> {
     pub fn stdout(format: Option<Format>, columns: &'static [Column]) -> Self {
-        Printer::new(Format::or_default_for_stdout(format), std::io::stdout(), columns)
+        Printer::new(
+            Format::or_default_for_stdout(format),
+            std::io::stdout(),
+            columns,
+        )
     }
 }
 
 impl<W: Write> Printer<W> {
     /// `columns` are the table's columns; an empty slice shows every scalar field.
     pub fn new(format: Format, out: W, columns: &'static [Column]) -> Self {
-        Printer { format, out, columns, held: Vec::new(), emitted: 0 }
+        Printer {
+            format,
+            out,
+            columns,
+            held: Vec::new(),
+            emitted: 0,
+        }
     }
 
     pub fn emit(&mut self, record: Map<String, Value>) -> Result<()> {
@@ -103,9 +117,15 @@ impl<W: Write> Printer<W> {
     fn write_array_item(&mut self, record: Map<String, Value>) -> Result<()> {
         let sep = if self.emitted == 0 { "[\n" } else { ",\n" };
         let body = serde_json::to_string_pretty(&Value::Object(record)).expect("serializable");
-        let indented = body.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n");
+        let indented = body
+            .lines()
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         self.emitted += 1;
-        self.out.write_all(format!("{sep}{indented}").as_bytes()).map_err(Error::output)?;
+        self.out
+            .write_all(format!("{sep}{indented}").as_bytes())
+            .map_err(Error::output)?;
         self.out.flush().map_err(Error::output)
     }
 }
@@ -148,13 +168,23 @@ fn csv_cell(value: Option<&Value>) -> String {
 
 /// The columns to show as (header, key, how): the command's, or every
 /// field that is not an object.
-fn table_columns(records: &[Map<String, Value>], columns: &[Column]) -> Vec<(String, String, Show)> {
+fn table_columns(
+    records: &[Map<String, Value>],
+    columns: &[Column],
+) -> Vec<(String, String, Show)> {
     if !columns.is_empty() {
-        return columns.iter().map(|c| (c.header.to_uppercase(), c.key.to_owned(), c.show)).collect();
+        return columns
+            .iter()
+            .map(|c| (c.header.to_uppercase(), c.key.to_owned(), c.show))
+            .collect();
     }
     union_keys(records)
         .into_iter()
-        .filter(|k| records.iter().all(|r| !matches!(r.get(k), Some(Value::Object(_)))))
+        .filter(|k| {
+            records
+                .iter()
+                .all(|r| !matches!(r.get(k), Some(Value::Object(_))))
+        })
         .map(|k| (k.to_uppercase(), k, Show::Join(None)))
         .collect()
 }
@@ -165,9 +195,19 @@ fn render_table(records: &[Map<String, Value>], columns: &[Column]) -> String {
     }
     let columns = table_columns(records, columns);
     let mut rows: Vec<Vec<String>> = vec![columns.iter().map(|c| c.0.clone()).collect()];
-    rows.extend(records.iter().map(|r| columns.iter().map(|(_, key, show)| cell(r.get(key), *show)).collect()));
+    rows.extend(records.iter().map(|r| {
+        columns
+            .iter()
+            .map(|(_, key, show)| cell(r.get(key), *show))
+            .collect()
+    }));
     let widths: Vec<usize> = (0..columns.len())
-        .map(|i| rows.iter().map(|row| row[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut text = String::new();
     for row in rows {
@@ -186,7 +226,9 @@ fn cell(value: Option<&Value>, show: Show) -> String {
     match (value, show) {
         (None | Some(Value::Null), _) => "-".into(),
         (Some(Value::Bool(b)), _) => if *b { "yes" } else { "no" }.into(),
-        (Some(Value::Number(n)), Show::Bytes) => n.as_u64().map(human_bytes).unwrap_or_else(|| n.to_string()),
+        (Some(Value::Number(n)), Show::Bytes) => {
+            n.as_u64().map(human_bytes).unwrap_or_else(|| n.to_string())
+        }
         (Some(Value::String(s)), _) => s.clone(),
         (Some(Value::Array(items)), Show::Join(field)) => {
             let parts: Vec<String> = items
@@ -196,7 +238,11 @@ fn cell(value: Option<&Value>, show: Show) -> String {
                     (_, v) => cell(Some(v), Show::Plain),
                 })
                 .collect();
-            if parts.is_empty() { "-".into() } else { parts.join(",") }
+            if parts.is_empty() {
+                "-".into()
+            } else {
+                parts.join(",")
+            }
         }
         (Some(v), _) => v.to_string(),
     }
@@ -237,30 +283,52 @@ mod tests {
 
     #[test]
     fn jsonl_is_one_object_per_line() {
-        let out = print(Format::Jsonl, vec![json!({"name": "a b", "uuid": "1"}), json!({"name": "ü"})], &[]);
-        let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines, vec![json!({"name": "a b", "uuid": "1"}), json!({"name": "ü"})]);
+        let out = print(
+            Format::Jsonl,
+            vec![json!({"name": "a b", "uuid": "1"}), json!({"name": "ü"})],
+            &[],
+        );
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            vec![json!({"name": "a b", "uuid": "1"}), json!({"name": "ü"})]
+        );
     }
 
     #[test]
     fn json_is_one_array_even_when_empty() {
         let out = print(Format::Json, vec![json!({"a": 1}), json!({"a": 2})], &[]);
-        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([{"a": 1}, {"a": 2}]));
-        assert_eq!(serde_json::from_str::<Value>(&print(Format::Json, vec![], &[])).unwrap(), json!([]));
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap(),
+            json!([{"a": 1}, {"a": 2}])
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&print(Format::Json, vec![], &[])).unwrap(),
+            json!([])
+        );
     }
 
     #[test]
     fn csv_has_header_union_and_json_cells() {
         let out = print(
             Format::Csv,
-            vec![json!({"name": "a,b", "disks": [{"target": "vda"}]}), json!({"name": "c", "ok": false})],
+            vec![
+                json!({"name": "a,b", "disks": [{"target": "vda"}]}),
+                json!({"name": "c", "ok": false}),
+            ],
             &[],
         );
         let mut r = csv::Reader::from_reader(out.as_bytes());
         assert_eq!(r.headers().unwrap(), vec!["name", "disks", "ok"]);
         let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
         assert_eq!(&rows[0][0], "a,b");
-        assert_eq!(serde_json::from_str::<Value>(&rows[0][1]).unwrap(), json!([{"target": "vda"}]));
+        assert_eq!(
+            serde_json::from_str::<Value>(&rows[0][1]).unwrap(),
+            json!([{"target": "vda"}])
+        );
         assert_eq!(&rows[1][2], "false");
     }
 
@@ -279,7 +347,10 @@ mod tests {
             ],
             &COLS,
         );
-        assert_eq!(out, "NAME      MEMORY   DISKS\nwëb       128 MiB  vda,vdb\ndatabase  -        -\n");
+        assert_eq!(
+            out,
+            "NAME      MEMORY   DISKS\nwëb       128 MiB  vda,vdb\ndatabase  -        -\n"
+        );
     }
 
     #[test]

@@ -126,7 +126,13 @@ where
             if let Some(done) = running.remove(&id) {
                 emit(match outcome {
                     Some(r) => Finished::Done(done.item, r),
-                    None => Finished::Failed(done.item, Error::new(Code::Libvirt, "internal error: the worker for this item panicked")),
+                    None => Finished::Failed(
+                        done.item,
+                        Error::new(
+                            Code::Libvirt,
+                            "internal error: the worker for this item panicked",
+                        ),
+                    ),
                 })?;
             }
         }
@@ -140,7 +146,10 @@ where
             for id in expired {
                 let gone = running.remove(&id).expect("listed above");
                 let secs = timeout.map_or(0.0, |t| t.as_secs_f64());
-                emit(Finished::Failed(gone.item, Error::new(Code::Timeout, format!("did not finish within {secs}s"))))?;
+                emit(Finished::Failed(
+                    gone.item,
+                    Error::new(Code::Timeout, format!("did not finish within {secs}s")),
+                ))?;
             }
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("the runner holds a sender"),
@@ -155,23 +164,35 @@ mod tests {
     use std::sync::Mutex;
 
     fn opts(jobs: usize, timeout_ms: Option<u64>) -> RunOptions {
-        RunOptions { jobs, timeout: timeout_ms.map(Duration::from_millis), cancel: Arc::new(AtomicBool::new(false)) }
+        RunOptions {
+            jobs,
+            timeout: timeout_ms.map(Duration::from_millis),
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Runs items that sleep `ms` and returns (item, outcome) in completion order.
-    fn collect(items: Vec<Job<u64, u64>>, o: &RunOptions) -> Vec<(Option<u64>, std::result::Result<u64, Code>)> {
+    fn collect(
+        items: Vec<Job<u64, u64>>,
+        o: &RunOptions,
+    ) -> Vec<(Option<u64>, std::result::Result<u64, Code>)> {
         let mut seen = Vec::new();
-        run(items, o, |ms: &u64| {
-            std::thread::sleep(Duration::from_millis(*ms));
-            *ms
-        }, |f| {
-            seen.push(match f {
-                Finished::Done(t, r) => (Some(*t), Ok(r)),
-                Finished::Failed(t, e) => (Some(*t), Err(e.code)),
-                Finished::Ready(r) => (None, Ok(r)),
-            });
-            Ok(())
-        })
+        run(
+            items,
+            o,
+            |ms: &u64| {
+                std::thread::sleep(Duration::from_millis(*ms));
+                *ms
+            },
+            |f| {
+                seen.push(match f {
+                    Finished::Done(t, r) => (Some(*t), Ok(r)),
+                    Finished::Failed(t, e) => (Some(*t), Err(e.code)),
+                    Finished::Ready(r) => (None, Ok(r)),
+                });
+                Ok(())
+            },
+        )
         .unwrap();
         seen
     }
@@ -179,9 +200,19 @@ mod tests {
     #[test]
     fn runs_in_parallel_and_reports_in_completion_order() {
         let start = Instant::now();
-        let seen = collect(vec![Job::Run(300), Job::Run(100), Job::Run(200)], &opts(3, None));
-        assert!(start.elapsed() < Duration::from_millis(550), "took {:?}", start.elapsed());
-        assert_eq!(seen.iter().map(|s| s.0.unwrap()).collect::<Vec<_>>(), vec![100, 200, 300]);
+        let seen = collect(
+            vec![Job::Run(300), Job::Run(100), Job::Run(200)],
+            &opts(3, None),
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(550),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(
+            seen.iter().map(|s| s.0.unwrap()).collect::<Vec<_>>(),
+            vec![100, 200, 300]
+        );
     }
 
     #[test]
@@ -190,12 +221,17 @@ mod tests {
         let peak = Arc::new(AtomicUsize::new(0));
         let (l, p) = (Arc::clone(&live), Arc::clone(&peak));
         let items = (0..8).map(Job::<u32, ()>::Run);
-        run(items, &opts(2, None), move |_| {
-            let now = l.fetch_add(1, Ordering::SeqCst) + 1;
-            p.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(30));
-            l.fetch_sub(1, Ordering::SeqCst);
-        }, |_| Ok(()))
+        run(
+            items,
+            &opts(2, None),
+            move |_| {
+                let now = l.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(30));
+                l.fetch_sub(1, Ordering::SeqCst);
+            },
+            |_| Ok(()),
+        )
         .unwrap();
         assert_eq!(peak.load(Ordering::SeqCst), 2);
     }
@@ -205,7 +241,10 @@ mod tests {
         let start = Instant::now();
         let seen = collect(vec![Job::Run(5_000), Job::Run(10)], &opts(2, Some(200)));
         assert!(start.elapsed() < Duration::from_millis(1_000));
-        assert_eq!(seen, vec![(Some(10), Ok(10)), (Some(5_000), Err(Code::Timeout))]);
+        assert_eq!(
+            seen,
+            vec![(Some(10), Ok(10)), (Some(5_000), Err(Code::Timeout))]
+        );
     }
 
     #[test]
@@ -219,31 +258,44 @@ mod tests {
         let o = opts(1, None);
         let cancel = Arc::clone(&o.cancel);
         let seen = Mutex::new(Vec::new());
-        run(vec![Job::Run(1u64), Job::Run(2), Job::Ready(99), Job::Run(3)], &o, move |n: &u64| {
-            cancel.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(50));
-            *n
-        }, |f| {
-            seen.lock().unwrap().push(match f {
-                Finished::Done(t, _) => format!("done {t}"),
-                Finished::Failed(t, e) => format!("{} {t}", e.code.as_str()),
-                Finished::Ready(r) => format!("ready {r}"),
-            });
-            Ok(())
-        })
+        run(
+            vec![Job::Run(1u64), Job::Run(2), Job::Ready(99), Job::Run(3)],
+            &o,
+            move |n: &u64| {
+                cancel.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+                *n
+            },
+            |f| {
+                seen.lock().unwrap().push(match f {
+                    Finished::Done(t, _) => format!("done {t}"),
+                    Finished::Failed(t, e) => format!("{} {t}", e.code.as_str()),
+                    Finished::Ready(r) => format!("ready {r}"),
+                });
+                Ok(())
+            },
+        )
         .unwrap();
-        assert_eq!(seen.into_inner().unwrap(), vec!["done 1", "cancelled 2", "ready 99", "cancelled 3"]);
+        assert_eq!(
+            seen.into_inner().unwrap(),
+            vec!["done 1", "cancelled 2", "ready 99", "cancelled 3"]
+        );
     }
 
     #[test]
     fn a_panicking_item_fails_alone() {
         let mut codes = Vec::new();
-        run(vec![Job::Run(0u8), Job::Run(1)], &opts(2, None), |n: &u8| {
-            assert!(*n != 0, "boom");
-        }, |f| {
-            codes.push(matches!(f, Finished::Done(..)));
-            Ok(())
-        })
+        run(
+            vec![Job::Run(0u8), Job::Run(1)],
+            &opts(2, None),
+            |n: &u8| {
+                assert!(*n != 0, "boom");
+            },
+            |f| {
+                codes.push(matches!(f, Finished::Done(..)));
+                Ok(())
+            },
+        )
         .unwrap();
         codes.sort();
         assert_eq!(codes, vec![false, true]);

@@ -24,13 +24,19 @@ pub enum Input {
     Vm(VmRef),
     /// An upstream result with `"ok": false`: printed again, not acted on.
     PassThrough(Map<String, Value>),
-    Malformed { line: usize, message: String },
+    Malformed {
+        line: usize,
+        message: String,
+    },
 }
 
 impl VmRef {
     /// What to call it in a message: the name if known, else the UUID.
     pub fn label(&self) -> String {
-        let at = self.line.map(|n| format!(" (stdin line {n})")).unwrap_or_default();
+        let at = self
+            .line
+            .map(|n| format!(" (stdin line {n})"))
+            .unwrap_or_default();
         match (&self.name, &self.uuid) {
             (Some(n), _) => format!("'{n}'{at}"),
             (None, Some(u)) => format!("{u}{at}"),
@@ -43,9 +49,17 @@ pub fn from_args(args: &[String]) -> Vec<Input> {
     args.iter()
         .map(|a| {
             let vm = if looks_like_uuid(a) {
-                VmRef { name: None, uuid: Some(a.clone()), line: None }
+                VmRef {
+                    name: None,
+                    uuid: Some(a.clone()),
+                    line: None,
+                }
             } else {
-                VmRef { name: Some(a.clone()), uuid: None, line: None }
+                VmRef {
+                    name: Some(a.clone()),
+                    uuid: None,
+                    line: None,
+                }
             };
             Input::Vm(vm)
         })
@@ -55,19 +69,19 @@ pub fn from_args(args: &[String]) -> Vec<Input> {
 /// Reads targets lazily, one line at a time, so a command can start on the
 /// first VM while upstream is still producing the rest.
 pub fn from_reader<R: BufRead>(reader: R) -> impl Iterator<Item = Input> {
-    reader
-        .split(b'\n')
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let n = i + 1;
-            match line {
-                Err(e) => Some(Input::Malformed { line: n, message: format!("cannot read stdin: {e}") }),
-                Ok(bytes) => match String::from_utf8(bytes) {
-                    Err(_) => Some(malformed(n, "not valid UTF-8")),
-                    Ok(text) => parse_line(n, &text),
-                },
-            }
-        })
+    reader.split(b'\n').enumerate().filter_map(|(i, line)| {
+        let n = i + 1;
+        match line {
+            Err(e) => Some(Input::Malformed {
+                line: n,
+                message: format!("cannot read stdin: {e}"),
+            }),
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Err(_) => Some(malformed(n, "not valid UTF-8")),
+                Ok(text) => parse_line(n, &text),
+            },
+        }
+    })
 }
 
 /// `None` for a blank line.
@@ -78,12 +92,23 @@ pub fn parse_line(n: usize, line: &str) -> Option<Input> {
     }
     Some(match text.as_bytes()[0] {
         b'{' => parse_object(n, text),
-        b'[' => malformed(n, "a JSON array; split it into one object per line with `jq -c '.[]'`"),
+        b'[' => malformed(
+            n,
+            "a JSON array; split it into one object per line with `jq -c '.[]'`",
+        ),
         b'"' => match serde_json::from_str::<String>(text) {
-            Ok(name) if !name.is_empty() => Input::Vm(VmRef { name: Some(name), uuid: None, line: Some(n) }),
+            Ok(name) if !name.is_empty() => Input::Vm(VmRef {
+                name: Some(name),
+                uuid: None,
+                line: Some(n),
+            }),
             _ => malformed(n, "not a valid JSON string"),
         },
-        _ => Input::Vm(VmRef { name: Some(text.to_owned()), uuid: None, line: Some(n) }),
+        _ => Input::Vm(VmRef {
+            name: Some(text.to_owned()),
+            uuid: None,
+            line: Some(n),
+        }),
     })
 }
 
@@ -103,7 +128,11 @@ fn parse_object(n: usize, text: &str) -> Input {
     match (field("name"), field("uuid")) {
         (Err(m), _) | (_, Err(m)) => malformed(n, &m),
         (Ok(None), Ok(None)) => malformed(n, "a JSON object with neither \"name\" nor \"uuid\""),
-        (Ok(name), Ok(uuid)) => Input::Vm(VmRef { name, uuid, line: Some(n) }),
+        (Ok(name), Ok(uuid)) => Input::Vm(VmRef {
+            name,
+            uuid,
+            line: Some(n),
+        }),
     }
 }
 
@@ -118,7 +147,10 @@ pub fn looks_like_uuid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     groups.len() == 5
-        && groups.iter().zip(lens).all(|(g, l)| g.len() == l && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        && groups
+            .iter()
+            .zip(lens)
+            .all(|(g, l)| g.len() == l && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Finds the domain: by UUID when one is given (it survives renames), else
@@ -128,19 +160,28 @@ pub fn lookup(conn: &Connect, vm: &VmRef) -> Result<Domain> {
         match conn.lookup_domain_by_uuid_string(uuid) {
             Ok(d) => return Ok(d),
             Err(e) if vm.name.is_none() => {
-                return conn.lookup_domain_by_name(uuid).map_err(|_| not_found(vm, &e));
+                return conn
+                    .lookup_domain_by_name(uuid)
+                    .map_err(|_| not_found(vm, &e));
             }
             Err(_) => {}
         }
     }
     let name = vm.name.as_deref().unwrap_or_default();
-    conn.lookup_domain_by_name(name).map_err(|e| not_found(vm, &e))
+    conn.lookup_domain_by_name(name)
+        .map_err(|e| not_found(vm, &e))
 }
 
 fn not_found(vm: &VmRef, err: &virt::error::Error) -> Error {
     let e = Error::libvirt(format!("VM {}", vm.label()), err);
     if e.code == Code::NotFound {
-        Error::new(Code::NotFound, format!("no VM {} on this connection; `hv-ls` lists the defined VMs", vm.label()))
+        Error::new(
+            Code::NotFound,
+            format!(
+                "no VM {} on this connection; `hv-ls` lists the defined VMs",
+                vm.label()
+            ),
+        )
     } else {
         e
     }
@@ -150,8 +191,14 @@ fn not_found(vm: &VmRef, err: &virt::error::Error) -> Error {
 /// the VM as the user did, so the failure can be traced and piped onward.
 pub fn failure_record(vm: &VmRef, action: Option<&str>, err: &Error) -> Map<String, Value> {
     let mut r = Map::new();
-    r.insert("name".into(), vm.name.clone().map_or(Value::Null, Value::String));
-    r.insert("uuid".into(), vm.uuid.clone().map_or(Value::Null, Value::String));
+    r.insert(
+        "name".into(),
+        vm.name.clone().map_or(Value::Null, Value::String),
+    );
+    r.insert(
+        "uuid".into(),
+        vm.uuid.clone().map_or(Value::Null, Value::String),
+    );
     if let Some(a) = action {
         r.insert("action".into(), Value::String(a.to_owned()));
     }
@@ -166,7 +213,11 @@ mod tests {
     use std::io::Cursor;
 
     fn vm(name: Option<&str>, uuid: Option<&str>, line: usize) -> Input {
-        Input::Vm(VmRef { name: name.map(Into::into), uuid: uuid.map(Into::into), line: Some(line) })
+        Input::Vm(VmRef {
+            name: name.map(Into::into),
+            uuid: uuid.map(Into::into),
+            line: Some(line),
+        })
     }
 
     #[test]
@@ -174,25 +225,36 @@ mod tests {
         let input = "web 1\n{oops\n\n{\"name\":\"db\",\"uuid\":\"u-1\",\"state\":\"running\"}\n\"spacy  \"\n{\"state\":1}\n";
         let got: Vec<Input> = from_reader(Cursor::new(input)).collect();
         assert_eq!(got[0], vm(Some("web 1"), None, 1));
-        assert!(matches!(&got[1], Input::Malformed { line: 2, message } if message.contains("line 2")));
+        assert!(
+            matches!(&got[1], Input::Malformed { line: 2, message } if message.contains("line 2"))
+        );
         assert_eq!(got[2], vm(Some("db"), Some("u-1"), 4));
         assert_eq!(got[3], vm(Some("spacy  "), None, 5));
-        assert!(matches!(&got[4], Input::Malformed { line: 6, message } if message.contains("neither")));
+        assert!(
+            matches!(&got[4], Input::Malformed { line: 6, message } if message.contains("neither"))
+        );
         assert_eq!(got.len(), 5);
     }
 
     #[test]
     fn failed_results_pass_through_untouched() {
-        let line = r#"{"name":"x","ok":false,"error":{"code":"timeout","message":"m"},"extra":[1]}"#;
+        let line =
+            r#"{"name":"x","ok":false,"error":{"code":"timeout","message":"m"},"extra":[1]}"#;
         match parse_line(1, line) {
-            Some(Input::PassThrough(r)) => assert_eq!(Value::Object(r), serde_json::from_str::<Value>(line).unwrap()),
+            Some(Input::PassThrough(r)) => assert_eq!(
+                Value::Object(r),
+                serde_json::from_str::<Value>(line).unwrap()
+            ),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn arrays_and_bad_utf8_are_malformed() {
-        assert!(matches!(parse_line(3, "[1,2]"), Some(Input::Malformed { line: 3, .. })));
+        assert!(matches!(
+            parse_line(3, "[1,2]"),
+            Some(Input::Malformed { line: 3, .. })
+        ));
         let got: Vec<Input> = from_reader(Cursor::new(b"\xff\xfe\nok\n".to_vec())).collect();
         assert!(matches!(&got[0], Input::Malformed { line: 1, .. }));
         assert_eq!(got[1], vm(Some("ok"), None, 2));
@@ -202,21 +264,66 @@ mod tests {
     fn uuid_arguments_are_recognised() {
         assert!(looks_like_uuid("6695eb01-f6a4-8304-79aa-97f2502e193f"));
         assert!(!looks_like_uuid("web-1"));
-        let args = vec!["6695eb01-f6a4-8304-79aa-97f2502e193f".to_string(), "web".to_string()];
+        let args = vec![
+            "6695eb01-f6a4-8304-79aa-97f2502e193f".to_string(),
+            "web".to_string(),
+        ];
         let got = from_args(&args);
-        assert!(matches!(&got[0], Input::Vm(VmRef { uuid: Some(_), name: None, .. })));
-        assert!(matches!(&got[1], Input::Vm(VmRef { name: Some(_), uuid: None, .. })));
+        assert!(matches!(
+            &got[0],
+            Input::Vm(VmRef {
+                uuid: Some(_),
+                name: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            &got[1],
+            Input::Vm(VmRef {
+                name: Some(_),
+                uuid: None,
+                ..
+            })
+        ));
     }
 
     #[test]
     fn lookup_on_test_driver_finds_by_name_and_uuid() {
         let conn = Connect::open_read_only(Some("test:///default")).unwrap();
-        let by_name = lookup(&conn, &VmRef { name: Some("test".into()), uuid: None, line: None }).unwrap();
+        let by_name = lookup(
+            &conn,
+            &VmRef {
+                name: Some("test".into()),
+                uuid: None,
+                line: None,
+            },
+        )
+        .unwrap();
         let uuid = by_name.uuid_string().unwrap();
-        let by_uuid = lookup(&conn, &VmRef { name: None, uuid: Some(uuid.clone()), line: None }).unwrap();
+        let by_uuid = lookup(
+            &conn,
+            &VmRef {
+                name: None,
+                uuid: Some(uuid.clone()),
+                line: None,
+            },
+        )
+        .unwrap();
         assert_eq!(by_uuid.name().unwrap(), "test");
-        let err = lookup(&conn, &VmRef { name: Some("nope".into()), uuid: None, line: Some(4) }).unwrap_err();
+        let err = lookup(
+            &conn,
+            &VmRef {
+                name: Some("nope".into()),
+                uuid: None,
+                line: Some(4),
+            },
+        )
+        .unwrap_err();
         assert_eq!(err.code, Code::NotFound);
-        assert!(err.message.contains("'nope' (stdin line 4)"), "{}", err.message);
+        assert!(
+            err.message.contains("'nope' (stdin line 4)"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -114,7 +114,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
             Box::new(targets::from_args(&cli.vms).into_iter())
         };
         let (domains, named) = resolve(&conn, inputs, &mut printer, &mut status)?;
-        if named { domains } else { all_domains(&conn)? }
+        if named {
+            domains
+        } else {
+            all_domains(&conn)?
+        }
     } else {
         all_domains(&conn)?
     };
@@ -126,7 +130,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
 }
 
 fn all_domains(conn: &Connect) -> Result<Vec<Domain>> {
-    let mut domains = conn.list_all_domains(0).map_err(|e| Error::libvirt("cannot list domains", &e))?;
+    let mut domains = conn
+        .list_all_domains(0)
+        .map_err(|e| Error::libvirt("cannot list domains", &e))?;
     domains.sort_by_cached_key(|d| d.name().unwrap_or_default());
     Ok(domains)
 }
@@ -184,7 +190,15 @@ impl Filter {
             .iter()
             .map(|g| glob::Pattern::new(g).map_err(|e| Error::usage(format!("--name '{g}': {e}"))))
             .collect::<Result<_>>()?;
-        let either = |yes: bool, no: bool| if yes { Some(true) } else if no { Some(false) } else { None };
+        let either = |yes: bool, no: bool| {
+            if yes {
+                Some(true)
+            } else if no {
+                Some(false)
+            } else {
+                None
+            }
+        };
         Ok(Filter {
             states: cli.state.clone(),
             names,
@@ -226,8 +240,16 @@ struct Detail {
     checkpoints: u32,
 }
 
-fn list(conn: &Connect, domains: Vec<Domain>, filter: &Filter, status: &mut Status) -> Result<Vec<Map<String, Value>>> {
-    let basics: Vec<Basic> = basics(conn, domains)?.into_iter().filter(|b| filter.keeps(b)).collect();
+fn list(
+    conn: &Connect,
+    domains: Vec<Domain>,
+    filter: &Filter,
+    status: &mut Status,
+) -> Result<Vec<Map<String, Value>>> {
+    let basics: Vec<Basic> = basics(conn, domains)?
+        .into_iter()
+        .filter(|b| filter.keeps(b))
+        .collect();
     let details = details(&basics);
     let mut records = Vec::with_capacity(basics.len());
     for (basic, detail) in basics.iter().zip(details) {
@@ -236,7 +258,11 @@ fn list(conn: &Connect, domains: Vec<Domain>, filter: &Filter, status: &mut Stat
             Ok(_) => {}
             Err(e) => {
                 status.failed(&e);
-                let vm = targets::VmRef { name: Some(basic.name.clone()), uuid: Some(basic.uuid.clone()), line: None };
+                let vm = targets::VmRef {
+                    name: Some(basic.name.clone()),
+                    uuid: Some(basic.uuid.clone()),
+                    line: None,
+                };
                 records.push(targets::failure_record(&vm, None, &e));
             }
         }
@@ -245,7 +271,9 @@ fn list(conn: &Connect, domains: Vec<Domain>, filter: &Filter, status: &mut Stat
 }
 
 fn uuid_set(conn: &Connect, flags: u32) -> Result<HashSet<String>> {
-    let listed = conn.list_all_domains(flags).map_err(|e| Error::libvirt("cannot list domains", &e))?;
+    let listed = conn
+        .list_all_domains(flags)
+        .map_err(|e| Error::libvirt("cannot list domains", &e))?;
     Ok(listed.iter().filter_map(|d| d.uuid_string().ok()).collect())
 }
 
@@ -255,7 +283,8 @@ fn basics(conn: &Connect, domains: Vec<Domain>) -> Result<Vec<Basic>> {
     let wanted = ffi::STATS_STATE | ffi::STATS_CPU_TOTAL | ffi::STATS_BLOCK;
     let stats = ffi::domain_stats(&domains, wanted, ffi::STATS_NOWAIT)
         .map_err(|e| Error::libvirt("cannot read domain statistics", &e))?;
-    let mut by_uuid: HashMap<String, Stats> = stats.into_iter().map(|s| (s.uuid.clone(), s)).collect();
+    let mut by_uuid: HashMap<String, Stats> =
+        stats.into_iter().map(|s| (s.uuid.clone(), s)).collect();
     Ok(domains
         .into_iter()
         .map(|domain| {
@@ -279,7 +308,8 @@ fn basics(conn: &Connect, domains: Vec<Domain>) -> Result<Vec<Basic>> {
 /// Fetches XML and counts for each domain on a few threads. `Ok(None)` is a
 /// domain that disappeared since the listing: it is simply not shown.
 fn details(basics: &[Basic]) -> Vec<Result<Option<Detail>>> {
-    let slots: Vec<Mutex<Option<Result<Option<Detail>>>>> = basics.iter().map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<Result<Option<Detail>>>>> =
+        basics.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..DETAIL_THREADS.min(basics.len()) {
@@ -290,18 +320,35 @@ fn details(basics: &[Basic]) -> Vec<Result<Option<Detail>>> {
             });
         }
     });
-    slots.into_iter().map(|m| m.into_inner().expect("no panics").expect("every slot filled")).collect()
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .expect("no panics")
+                .expect("every slot filled")
+        })
+        .collect()
 }
 
 fn detail(d: &Domain) -> Result<Option<Detail>> {
     let gone = |e: &Error| e.code == Code::NotFound;
     let name = d.name().unwrap_or_default();
     let attempt = || -> Result<Detail> {
-        let xml = d.xml_desc(0).map_err(|e| Error::libvirt(format!("VM '{name}': cannot read its XML"), &e))?;
-        let xml = domain::parse(&xml).map_err(|m| Error::new(Code::Libvirt, format!("VM '{name}': {m}")))?;
-        let snapshots = d.num_snapshots(0).map_err(|e| Error::libvirt(format!("VM '{name}': cannot count snapshots"), &e))?;
-        let checkpoints = ffi::checkpoint_count(d).map_err(|e| Error::libvirt(format!("VM '{name}': cannot count checkpoints"), &e))?;
-        Ok(Detail { xml, snapshots, checkpoints })
+        let xml = d
+            .xml_desc(0)
+            .map_err(|e| Error::libvirt(format!("VM '{name}': cannot read its XML"), &e))?;
+        let xml = domain::parse(&xml)
+            .map_err(|m| Error::new(Code::Libvirt, format!("VM '{name}': {m}")))?;
+        let snapshots = d
+            .num_snapshots(0)
+            .map_err(|e| Error::libvirt(format!("VM '{name}': cannot count snapshots"), &e))?;
+        let checkpoints = ffi::checkpoint_count(d)
+            .map_err(|e| Error::libvirt(format!("VM '{name}': cannot count checkpoints"), &e))?;
+        Ok(Detail {
+            xml,
+            snapshots,
+            checkpoints,
+        })
     };
     match attempt() {
         Ok(detail) => Ok(Some(detail)),
@@ -364,6 +411,11 @@ fn block_sizes(stats: &Stats, target: &str) -> (Option<u64>, Option<u64>) {
     let count = stats.u64("block.count").unwrap_or(0);
     (0..count)
         .find(|i| stats.str(&format!("block.{i}.name")) == Some(target))
-        .map(|i| (stats.u64(&format!("block.{i}.capacity")), stats.u64(&format!("block.{i}.allocation"))))
+        .map(|i| {
+            (
+                stats.u64(&format!("block.{i}.capacity")),
+                stats.u64(&format!("block.{i}.allocation")),
+            )
+        })
         .unwrap_or((None, None))
 }

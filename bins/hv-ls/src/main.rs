@@ -1,1 +1,3 @@
-fn main() -> std::process::ExitCode { hv_common::cli::main(hv_ls::run) }
+fn main() -> std::process::ExitCode {
+    hv_common::cli::main(hv_ls::run)
+}

@@ -1,0 +1,209 @@
+//! hv-tag: labels for VMs that every hv command can select on (`hv-ls
+//! --tag`). Tags are stored in the domain's own `<metadata>` under hv's
+//! namespace, so they survive daemon restarts, travel with `virsh dumpxml`,
+//! and need no database beside libvirt. hv-ls stays read-only; writing tags
+//! is this command's job.
+
+use clap::Parser;
+use hv_common::bulk;
+use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
+use hv_common::connect::Access;
+use hv_common::domain::{self, TAGS_NS, TAGS_PREFIX};
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::{Code, Error, Exit, Result};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use virt::domain::Domain;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-tag",
+    version,
+    about = "Add, remove or clear tags on VMs",
+    long_about = "Add, remove or clear tags on libvirt VMs, in bulk.\n\n\
+        Tags are kept in the domain XML's <metadata> under the namespace \
+        https://hv.invalid/xmlns/tags/1, in the persistent definition and, for a running VM, \
+        in its live definition too. VMs are named as arguments or piped in as records \
+        (e.g. from hv-ls). Each VM gets one result record with its tags afterwards."
+)]
+pub struct Cli {
+    /// VMs to tag, by name or UUID [default: records or names from stdin]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+
+    /// Add this tag (repeatable)
+    #[arg(short, long = "add", value_name = "TAG")]
+    pub add: Vec<String>,
+
+    /// Remove this tag (repeatable)
+    #[arg(short, long = "remove", value_name = "TAG")]
+    pub remove: Vec<String>,
+
+    /// Remove every tag first (then --add applies)
+    #[arg(long)]
+    pub clear: bool,
+
+    /// Show the tags each VM would end up with, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    examples: &[
+        ("Tag two VMs:", "hv-tag --add prod --add web web1 web2"),
+        ("Move every VM tagged staging to prod:", "hv-ls --tag staging | hv-tag --remove staging --add prod"),
+        ("See what a change would do:", "hv-ls --name 'db*' | hv-tag --clear --add db --dry-run"),
+        ("Then act on the tagged VMs:", "hv-ls --tag prod --state shutoff | hv-start"),
+    ],
+    notes: &[
+        "A tag is 1 to 64 characters without spaces, commas or control characters. Result records carry name, uuid, action (\"tag\"), ok, tags (the VM's tags afterwards, sorted), changed, and dry_run when --dry-run was given.",
+    ],
+};
+
+static COLUMNS: [Column; 4] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("changed", "changed", Show::Plain),
+    col("tags", "tags", Show::Join(None)),
+];
+
+#[derive(Debug, Clone)]
+struct Change {
+    add: Vec<String>,
+    remove: Vec<String>,
+    clear: bool,
+    dry_run: bool,
+}
+
+impl Change {
+    fn apply(&self, current: &[String]) -> Vec<String> {
+        let mut tags: Vec<String> = if self.clear {
+            Vec::new()
+        } else {
+            current.to_vec()
+        };
+        tags.retain(|t| !self.remove.contains(t));
+        tags.extend(self.add.iter().cloned());
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+}
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    if cli.add.is_empty() && cli.remove.is_empty() && !cli.clear {
+        return Err(Error::usage(
+            "nothing to do: give --add TAG, --remove TAG or --clear",
+        ));
+    }
+    for tag in cli.add.iter().chain(&cli.remove) {
+        domain::check_tag(tag).map_err(Error::usage)?;
+    }
+    let change = Change {
+        add: cli.add.clone(),
+        remove: cli.remove.clone(),
+        clear: cli.clear,
+        dry_run: cli.dry_run,
+    };
+    let inputs = bulk::inputs(&cli.vms, "hv-ls --name 'web*' | hv-tag --add web")?;
+    let access = if cli.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let conn = Arc::new(cli.connect.open(access)?);
+    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
+    let exit = bulk::run(
+        inputs,
+        conn,
+        &cli.jobs.options(),
+        "tag",
+        &mut printer,
+        move |_, dom| retag(dom, &change),
+    )?;
+    printer.finish()?;
+    Ok(exit)
+}
+
+fn retag(dom: &Domain, change: &Change) -> Result<Map<String, Value>> {
+    let persistent = dom
+        .is_persistent()
+        .map_err(|e| Error::libvirt("cannot tell if the VM is persistent", &e))?;
+    let active = dom
+        .is_active()
+        .map_err(|e| Error::libvirt("cannot tell if the VM is running", &e))?;
+    // The stored definition is the durable truth; a transient VM has only the live one.
+    let xml_flags = if persistent {
+        virt::sys::VIR_DOMAIN_XML_INACTIVE
+    } else {
+        0
+    };
+    let xml = dom
+        .xml_desc(xml_flags)
+        .map_err(|e| Error::libvirt("cannot read the VM's XML", &e))?;
+    let mut current = domain::parse(&xml)
+        .map_err(|m| Error::new(Code::Libvirt, m))?
+        .tags;
+    current.sort();
+    let wanted = change.apply(&current);
+    let changed = wanted != current;
+    if changed && !change.dry_run {
+        write_tags(dom, &wanted, persistent, active)?;
+    }
+    let mut r = Map::new();
+    r.insert("tags".into(), wanted.into());
+    r.insert("changed".into(), changed.into());
+    if change.dry_run {
+        r.insert("dry_run".into(), true.into());
+    }
+    Ok(r)
+}
+
+fn write_tags(dom: &Domain, tags: &[String], persistent: bool, active: bool) -> Result<()> {
+    let mut flags = 0;
+    if persistent {
+        flags |= virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+    }
+    if active {
+        flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    let element = virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32;
+    let body = (!tags.is_empty()).then(|| domain::tags_metadata(tags));
+    dom.set_metadata(
+        element,
+        body.as_deref(),
+        Some(TAGS_PREFIX),
+        Some(TAGS_NS),
+        flags,
+    )
+    .map_err(|e| Error::libvirt("cannot store tags in the VM's metadata", &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_apply_clear_then_remove_then_add() {
+        let c = |add: &[&str], remove: &[&str], clear| Change {
+            add: add.iter().map(|s| s.to_string()).collect(),
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+            clear,
+            dry_run: false,
+        };
+        let cur = vec!["b".to_string(), "a".to_string()];
+        assert_eq!(c(&["c", "a"], &["b"], false).apply(&cur), vec!["a", "c"]);
+        assert_eq!(c(&["x"], &[], true).apply(&cur), vec!["x"]);
+        assert!(c(&[], &["a", "b"], false).apply(&cur).is_empty());
+    }
+}

@@ -1,0 +1,101 @@
+//! One VM action applied to many targets: lookup, parallel run with per-item
+//! timeouts, one result record per VM, pass-through of upstream failures and
+//! reports of malformed lines. Commands supply only the action itself.
+
+use crate::cli::{self, Status};
+use crate::error::{Error, Exit, Result};
+use crate::output::Printer;
+use crate::runner::{self, Finished, Job, RunOptions};
+use crate::targets::{self, Input, VmRef};
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::sync::Arc;
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+/// The targets of an action: arguments, or stdin when it is a pipe. An
+/// action never defaults to "every VM": with neither, it is a usage error.
+pub fn inputs(args: &[String], example: &str) -> Result<Box<dyn Iterator<Item = Input>>> {
+    if !args.is_empty() {
+        return Ok(Box::new(targets::from_args(args).into_iter()));
+    }
+    if cli::stdin_has_targets(args) {
+        return Ok(Box::new(targets::from_reader(std::io::stdin().lock())));
+    }
+    Err(Error::usage(format!(
+        "no VMs given: name them as arguments or pipe records in, e.g. `{example}`"
+    )))
+}
+
+enum Outcome {
+    Record(Map<String, Value>, Option<Error>),
+    Malformed(String),
+}
+
+/// Runs `action` on every target. The action gets the connection and the
+/// domain and returns the record fields after `name`, `uuid`, `action`, `ok`.
+pub fn run<W, F>(
+    inputs: impl Iterator<Item = Input>,
+    conn: Arc<Connect>,
+    opts: &RunOptions,
+    action: &'static str,
+    printer: &mut Printer<W>,
+    work: F,
+) -> Result<Exit>
+where
+    W: Write,
+    F: Fn(&Connect, &Domain) -> Result<Map<String, Value>> + Send + Sync + 'static,
+{
+    let jobs = inputs.map(|input| match input {
+        Input::Vm(vm) => Job::Run(vm),
+        Input::PassThrough(record) => Job::Ready(Outcome::Record(record, None)),
+        Input::Malformed { message, .. } => Job::Ready(Outcome::Malformed(message)),
+    });
+    let mut status = Status::default();
+    let worker = move |vm: &VmRef| attempt(&conn, vm, action, &work);
+    runner::run(jobs, opts, worker, |finished| {
+        let (record, err) = match finished {
+            Finished::Done(_, Outcome::Record(r, e)) | Finished::Ready(Outcome::Record(r, e)) => {
+                (r, e)
+            }
+            Finished::Done(_, Outcome::Malformed(m)) | Finished::Ready(Outcome::Malformed(m)) => {
+                cli::warn(m);
+                status.malformed();
+                return Ok(());
+            }
+            Finished::Failed(vm, e) => (targets::failure_record(&vm, Some(action), &e), Some(e)),
+        };
+        if let Some(e) = &err {
+            status.failed(e);
+        }
+        printer.emit(record)
+    })?;
+    Ok(status.exit())
+}
+
+fn attempt<F>(conn: &Connect, vm: &VmRef, action: &str, work: &F) -> Outcome
+where
+    F: Fn(&Connect, &Domain) -> Result<Map<String, Value>>,
+{
+    let domain = match targets::lookup(conn, vm) {
+        Ok(d) => d,
+        Err(e) => return Outcome::Record(targets::failure_record(vm, Some(action), &e), Some(e)),
+    };
+    let named = VmRef {
+        name: domain.name().ok().or_else(|| vm.name.clone()),
+        uuid: domain.uuid_string().ok().or_else(|| vm.uuid.clone()),
+        line: vm.line,
+    };
+    match work(conn, &domain) {
+        Ok(fields) => {
+            let mut r = Map::new();
+            r.insert("name".into(), named.name.into());
+            r.insert("uuid".into(), named.uuid.into());
+            r.insert("action".into(), action.into());
+            r.insert("ok".into(), true.into());
+            r.extend(fields);
+            Outcome::Record(r, None)
+        }
+        Err(e) => Outcome::Record(targets::failure_record(&named, Some(action), &e), Some(e)),
+    }
+}
