@@ -1,1 +1,319 @@
-//! placeholder
+//! The test bench: real QEMU guests on the real libvirt daemon, for the
+//! integration tests of every hv command. Each test run gets its own name
+//! prefix and every guest is destroyed, undefined and its files removed when
+//! its handle drops, so a failing test leaves nothing behind for the next.
+//!
+//! The host is prepared by `tests/bench/setup-host.sh` and the guest image by
+//! `tests/guest/build.sh` (both run by `tests/run.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+pub const URI: &str = "qemu:///system";
+/// Where guest disks and serial logs live (libvirt's own image directory,
+/// so the QEMU user may open them).
+pub const IMAGE_DIR: &str = "/var/lib/libvirt/images/hv-test";
+/// Every bench guest's name starts with this; `tests/bench/sweep.sh` removes
+/// leftovers of killed runs by it.
+pub const NAME_PREFIX: &str = "hvt-";
+
+/// This run's prefix, unique per test process.
+pub fn run_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!(
+            "{NAME_PREFIX}{}-{:05x}-",
+            std::process::id(),
+            nanos & 0xfffff
+        )
+    })
+}
+
+/// The built guest (kernel and initramfs), built once per recipe.
+pub fn guest_image() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/guest/build.sh");
+        assert!(
+            out.status.success(),
+            "tests/guest/build.sh failed; run `tests/run.sh` or build the guest by hand"
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+/// A connection to the bench daemon, with a clear message when it is not set up.
+pub fn connect() -> Connect {
+    virt::error::clear_error_callback();
+    Connect::open(Some(URI)).unwrap_or_else(|e| {
+        panic!("the test bench needs libvirtd on {URI} ({e}); run `sudo tests/bench/setup-host.sh` first")
+    })
+}
+
+/// `qemu` (TCG) unless `HV_TEST_DOMAIN_TYPE=kvm`: the /dev/kvm of the
+/// development machines cannot boot Linux (shared/TEST-GUEST.md).
+pub fn domain_type() -> String {
+    std::env::var("HV_TEST_DOMAIN_TYPE").unwrap_or_else(|_| "qemu".into())
+}
+
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    pub name: String,
+    pub memory_mib: u32,
+    pub disk_mib: u32,
+    /// The guest keeps writing to its disk (a counter in sector 0, random MiBs elsewhere).
+    pub writer: bool,
+    /// The guest ignores ACPI power-button presses (to test forced stops).
+    pub ignore_acpi: bool,
+    pub autostart: bool,
+}
+
+impl GuestSpec {
+    /// `suffix` is appended to the run prefix; spaces and unicode are welcome.
+    pub fn new(suffix: &str) -> Self {
+        GuestSpec {
+            name: format!("{}{suffix}", run_prefix()),
+            memory_mib: 128,
+            disk_mib: 64,
+            writer: false,
+            ignore_acpi: false,
+            autostart: false,
+        }
+    }
+
+    pub fn writer(mut self) -> Self {
+        self.writer = true;
+        self
+    }
+
+    pub fn ignore_acpi(mut self) -> Self {
+        self.ignore_acpi = true;
+        self
+    }
+
+    pub fn autostart(mut self) -> Self {
+        self.autostart = true;
+        self
+    }
+
+    /// Defines the guest (shut off) with a fresh qcow2 disk.
+    pub fn define(self, conn: &Connect) -> Guest {
+        std::fs::create_dir_all(IMAGE_DIR).expect("create the bench image directory");
+        let file_stem = format!(
+            "{}{}",
+            run_prefix(),
+            safe_file_name(&self.name[run_prefix().len()..])
+        );
+        let disk = PathBuf::from(IMAGE_DIR).join(format!("{file_stem}.qcow2"));
+        let log = PathBuf::from(IMAGE_DIR).join(format!("{file_stem}.log"));
+        let _ = std::fs::remove_file(&log);
+        let status = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg(format!("{}M", self.disk_mib))
+            .status()
+            .expect("run qemu-img");
+        assert!(status.success(), "qemu-img create {}", disk.display());
+        let xml = domain_xml(&self, &disk, &log);
+        let domain = conn
+            .define_domain_xml(&xml)
+            .unwrap_or_else(|e| panic!("define {}: {e}", self.name));
+        if self.autostart {
+            domain.set_autostart(true).expect("set autostart");
+        }
+        let uuid = domain.uuid_string().unwrap();
+        Guest {
+            name: self.name,
+            uuid,
+            disk,
+            log,
+            domain,
+        }
+    }
+}
+
+fn safe_file_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+}
+
+fn domain_xml(spec: &GuestSpec, disk: &Path, log: &Path) -> String {
+    let image = guest_image();
+    let mut cmdline = String::from("console=ttyS0 panic=-1 quiet");
+    if spec.writer {
+        cmdline.push_str(" hvtest.writer=1");
+    }
+    if spec.ignore_acpi {
+        cmdline.push_str(" hvtest.ignore_acpi=1");
+    }
+    format!(
+        "<domain type='{kind}'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>{image}/vmlinux</kernel>
+    <initrd>{image}/initramfs.img</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'><source path='{log}'/><target port='0'/></serial>
+  </devices>
+</domain>",
+        kind = domain_type(),
+        name = xml_escape(&spec.name),
+        mem = spec.memory_mib,
+        image = image.display(),
+        disk = xml_escape(&disk.display().to_string()),
+        log = xml_escape(&log.display().to_string()),
+    )
+}
+
+/// A defined bench guest; dropping it removes every trace of it.
+pub struct Guest {
+    pub name: String,
+    pub uuid: String,
+    pub disk: PathBuf,
+    pub log: PathBuf,
+    pub domain: Domain,
+}
+
+impl Guest {
+    /// Starts the guest and waits for its "ready" line on the serial log:
+    /// from then on it answers ACPI shutdown.
+    pub fn start_ready(&self) -> &Self {
+        self.domain
+            .create()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.name));
+        self.wait_ready();
+        self
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.serial_log().contains("hv-test-guest: ready") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "guest {} did not become ready in 60 s; serial log:\n{}",
+            self.name,
+            self.serial_log()
+        );
+    }
+
+    pub fn serial_log(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// virsh's own view, e.g. "shut off (shutdown)": the ground truth tests compare with.
+    pub fn virsh_domstate(&self) -> String {
+        let out = Command::new("virsh")
+            .args(["-c", URI, "domstate", "--reason", &self.uuid])
+            .output()
+            .expect("run virsh");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits until the guest is shut off; false if it still runs at the deadline.
+    pub fn wait_off(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if !self.domain.is_active().unwrap_or(true) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        remove_domain(&self.domain);
+        let _ = std::fs::remove_file(&self.disk);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Destroys and undefines a domain with whatever metadata it gathered.
+pub fn remove_domain(domain: &Domain) {
+    if domain.is_active().unwrap_or(false) {
+        let _ = domain.destroy();
+    }
+    let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+    let _ = domain.undefine_flags(flags);
+}
+
+/// Runs a built hv binary against the bench, with stdin from `input`.
+pub fn hv(binary: &str, args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(binary)
+        .args(args)
+        .env("HV_CONNECT", URI)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+/// The JSON lines of a command's stdout.
+pub fn records(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
