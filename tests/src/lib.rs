@@ -289,6 +289,40 @@ pub fn remove_domain(domain: &Domain) {
     let _ = domain.undefine_flags(flags);
 }
 
+/// A workspace binary, for tests that cross commands (a crate's own tests
+/// get theirs from `CARGO_BIN_EXE_*`). `cargo test --workspace` builds them.
+pub fn bin(name: &str) -> String {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// Runs a shell pipeline with the workspace's binaries first on PATH.
+pub fn pipeline(script: &str) -> Output {
+    let dir = Path::new(&bin("hv-ls")).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("bash")
+        .args(["-o", "pipefail", "-c", script])
+        .env("PATH", path)
+        .env("HV_CONNECT", URI)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bash")
+}
+
 /// Runs a built hv binary against the bench, with stdin from `input`.
 pub fn hv(binary: &str, args: &[&str], input: &str) -> Output {
     let mut child = Command::new(binary)
