@@ -28,8 +28,14 @@ impl ConnectArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
-    /// Output format [default: table on a terminal, jsonl otherwise]
-    #[arg(long, value_enum, value_name = "FORMAT", global = true)]
+    /// Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        global = true,
+        hide_possible_values = true
+    )]
     pub format: Option<Format>,
 }
 

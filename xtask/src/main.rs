@@ -1,1 +1,49 @@
-fn main() {}
+//! `cargo xtask gen [--check]` keeps man/ and completions/ identical to what
+//! the commands' clap definitions say, so docs cannot drift from flags;
+//! `cargo xtask bench-ls` measures hv-ls against virsh on the real daemon.
+
+mod bench;
+mod gen;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Write man/*.1 and completions/* from each command's Cli
+    Gen {
+        /// Write nothing; fail if a checked-in file differs from what would be written
+        #[arg(long)]
+        check: bool,
+    },
+    /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
+    BenchLs {
+        /// How many domains to define for the run
+        #[arg(long, default_value_t = 1000)]
+        domains: usize,
+        /// libvirt URI of the daemon to measure
+        #[arg(long, default_value = "qemu:///system")]
+        uri: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Gen { check } => gen::run(check),
+        Task::BenchLs { domains, uri } => bench::ls(domains, &uri),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

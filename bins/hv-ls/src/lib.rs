@@ -36,8 +36,10 @@ pub struct Cli {
     #[arg(value_name = "VM")]
     pub vms: Vec<String>,
 
-    /// Only VMs in this state (repeatable: any of them)
-    #[arg(long, value_name = "STATE", value_parser = clap::builder::PossibleValuesParser::new(domain::STATE_NAMES))]
+    /// Only VMs in this state: running, paused, shutoff, crashed, pmsuspended, blocked,
+    /// shutdown or nostate (repeatable: any of them)
+    #[arg(long, value_name = "STATE", hide_possible_values = true,
+          value_parser = clap::builder::PossibleValuesParser::new(domain::STATE_NAMES))]
     pub state: Vec<String>,
 
     /// Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)
@@ -74,8 +76,8 @@ pub struct Cli {
 pub const MANUAL: Manual = Manual {
     examples: &[
         ("List every VM in a table on a terminal, JSON lines in a pipe:", "hv-ls"),
-        ("Start every stopped VM tagged dev:", "hv-ls --state shutoff --tag dev | hv-start"),
-        ("Names and memory of running VMs, with jq:", "hv-ls --state running | jq -r '\"\\\\(.name) \\\\(.memory_bytes)\"'"),
+        ("Tag every stopped VM whose name starts with dev:", "hv-ls --state shutoff --name 'dev*' | hv-tag --add cold"),
+        ("Names and memory of running VMs, with jq:", "hv-ls --state running | jq -r '\"\\(.name) \\(.memory_bytes)\"'"),
         ("Disks of one VM as CSV for a spreadsheet:", "hv-ls --format csv web1"),
         ("Re-read records from another command to see their current state:", "hv-ls --tag prod | hv-ls --state running"),
         ("List the test driver's domain without a daemon:", "hv-ls -c test:///default"),

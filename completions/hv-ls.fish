@@ -1,0 +1,21 @@
+complete -c hv-ls -l state -d 'Only VMs in this state: running, paused, shutoff, crashed, pmsuspended, blocked, shutdown or nostate (repeatable: any of them)' -r -f -a "running\t''
+blocked\t''
+paused\t''
+shutdown\t''
+shutoff\t''
+crashed\t''
+pmsuspended\t''
+nostate\t''"
+complete -c hv-ls -l name -d 'Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)' -r
+complete -c hv-ls -l tag -d 'Only VMs carrying this tag (repeatable: all of them); tags are set with hv-tag' -r
+complete -c hv-ls -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-ls -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-ls -l autostart -d 'Only VMs that start with the host'
+complete -c hv-ls -l no-autostart -d 'Only VMs that do not start with the host'
+complete -c hv-ls -l persistent -d 'Only persistent (defined) VMs'
+complete -c hv-ls -l transient -d 'Only transient VMs (running, with no stored definition)'
+complete -c hv-ls -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-ls -s V -l version -d 'Print version'

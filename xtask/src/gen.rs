@@ -1,0 +1,220 @@
+//! Man pages and shell completions, generated from the same clap `Cli` each
+//! command parses with, plus the sections clap cannot know (exit status,
+//! environment, examples) from hv-common's `manual`.
+
+use clap::CommandFactory;
+use hv_common::manual::{Manual, ENVIRONMENT, EXIT_STATUS};
+use std::path::{Path, PathBuf};
+
+/// The pages' date; bumped with releases, not with every build, so that
+/// regenerating is reproducible.
+const MAN_DATE: &str = "2026-11-21";
+const SOURCE: &str = concat!("hv ", env!("CARGO_PKG_VERSION"));
+
+struct Tool {
+    command: clap::Command,
+    manual: &'static Manual,
+}
+
+fn tools() -> Vec<Tool> {
+    vec![
+        Tool {
+            command: hv_ls::Cli::command(),
+            manual: &hv_ls::MANUAL,
+        },
+        Tool {
+            command: hv_tag::Cli::command(),
+            manual: &hv_tag::MANUAL,
+        },
+    ]
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+pub fn run(check: bool) -> Result<(), String> {
+    let files = generate()?;
+    let root = root();
+    let mut drift = Vec::new();
+    for (path, content) in &files {
+        let full = root.join(path);
+        let current = std::fs::read(&full).ok();
+        if current.as_deref() == Some(&content[..]) {
+            continue;
+        }
+        if check {
+            drift.push(path.display().to_string());
+        } else {
+            std::fs::create_dir_all(full.parent().unwrap()).map_err(|e| e.to_string())?;
+            std::fs::write(&full, content).map_err(|e| format!("{}: {e}", full.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    for stale in stale_files(&root, &files) {
+        if check {
+            drift.push(format!("{} (no command generates it)", stale.display()));
+        } else {
+            std::fs::remove_file(root.join(&stale)).map_err(|e| e.to_string())?;
+            eprintln!("removed {}", stale.display());
+        }
+    }
+    if drift.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "generated files are out of date: {}; run `cargo xtask gen`",
+            drift.join(", ")
+        ))
+    }
+}
+
+fn stale_files(root: &Path, files: &[(PathBuf, Vec<u8>)]) -> Vec<PathBuf> {
+    ["man", "completions"]
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(root.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|entry| entry.path().strip_prefix(root).unwrap().to_path_buf())
+        .filter(|p| !files.iter().any(|(f, _)| f == p))
+        .collect()
+}
+
+fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
+    let mut files = Vec::new();
+    for tool in tools() {
+        let name = tool.command.get_name().to_owned();
+        files.push((
+            PathBuf::from(format!("man/{name}.1")),
+            man_page(&tool).map_err(|e| e.to_string())?,
+        ));
+        for (shell, file) in [
+            (clap_complete::Shell::Bash, format!("{name}.bash")),
+            (clap_complete::Shell::Zsh, format!("_{name}")),
+            (clap_complete::Shell::Fish, format!("{name}.fish")),
+        ] {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut tool.command.clone(), &name, &mut buf);
+            files.push((PathBuf::from(format!("completions/{file}")), buf));
+        }
+    }
+    Ok(files)
+}
+
+fn man_page(tool: &Tool) -> std::io::Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(tool.command.clone())
+        .manual("hv manual")
+        .source(SOURCE)
+        .date(MAN_DATE);
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    let mut extra = String::new();
+    if !tool.manual.notes.is_empty() {
+        extra.push_str(".SH NOTES\n");
+        let notes: Vec<String> = tool.manual.notes.iter().map(|n| roff(n)).collect();
+        extra.push_str(&notes.join("\n.PP\n"));
+        extra.push('\n');
+    }
+    extra.push_str(".SH \"EXIT STATUS\"\n");
+    for (code, meaning) in EXIT_STATUS {
+        extra.push_str(&format!(".TP\n\\fB{code}\\fR\n{}\n", roff(meaning)));
+    }
+    extra.push_str(".SH ENVIRONMENT\n");
+    for (var, meaning) in ENVIRONMENT {
+        extra.push_str(&format!(".TP\n\\fB{var}\\fR\n{}\n", roff(meaning)));
+    }
+    extra.push_str(".SH EXAMPLES\n");
+    let examples: Vec<String> = tool
+        .manual
+        .examples
+        .iter()
+        .map(|(what, command)| format!("{}\n.RS 4\n.EX\n{}\n.EE\n.RE\n", roff(what), roff(command)))
+        .collect();
+    extra.push_str(&examples.join(".PP\n"));
+    let name = tool.command.get_name();
+    let others: Vec<String> = tools()
+        .iter()
+        .map(|t| t.command.get_name().to_owned())
+        .filter(|n| n != name)
+        .chain(["virsh".to_owned(), "jq".to_owned()])
+        .map(|n| format!("\\fB{n}\\fR(1)"))
+        .collect();
+    extra.push_str(&format!(".SH \"SEE ALSO\"\n{}\n", others.join(",\n")));
+    out.extend_from_slice(extra.as_bytes());
+    man.render_version_section(&mut out)?;
+    Ok(tidy(&String::from_utf8_lossy(&out)).into_bytes())
+}
+
+/// Makes clap_mangen's roff pass `mandoc -T lint` untouched: upper-case
+/// title, no trailing blanks, text lines wrapped under 80 bytes (outside
+/// example blocks, where line breaks are meaningful).
+fn tidy(page: &str) -> String {
+    let mut out = String::new();
+    let mut literal = false;
+    for line in page.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix(".TH ") {
+            let (title, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(&format!(".TH {} {tail}\n", title.to_uppercase()));
+            continue;
+        }
+        match line {
+            ".EX" | ".nf" => literal = true,
+            ".EE" | ".fi" => literal = false,
+            _ => {}
+        }
+        if literal || line.starts_with('.') || line.len() <= 78 {
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            out.push_str(&wrap(line, 78));
+        }
+    }
+    out
+}
+
+fn wrap(line: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut current = String::new();
+    for word in line.split(' ').filter(|w| !w.is_empty()) {
+        if !current.is_empty() && current.len() + 1 + word.len() > width {
+            out.push_str(&current);
+            out.push('\n');
+            current.clear();
+        }
+        if current.is_empty() && (word.starts_with('.') || word.starts_with('\'')) {
+            current.push_str("\\&");
+        } else if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    out.push_str(&current);
+    out.push('\n');
+    out
+}
+
+/// Escapes text for roff: backslashes, and dots or quotes that would start a request.
+fn roff(text: &str) -> String {
+    text.replace('\\', "\\e")
+        .replace('-', "\\-")
+        .lines()
+        .map(|l| {
+            if l.starts_with('.') || l.starts_with('\'') {
+                format!("\\&{l}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
