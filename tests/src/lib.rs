@@ -173,37 +173,14 @@ fn domain_xml(spec: &GuestSpec, disk: &Path, log: &Path) -> String {
     if spec.ignore_acpi {
         cmdline.push_str(" hvtest.ignore_acpi=1");
     }
-    format!(
-        "<domain type='{kind}'>
-  <name>{name}</name>
-  <memory unit='MiB'>{mem}</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{image}/vmlinux</kernel>
-    <initrd>{image}/initramfs.img</initrd>
-    <cmdline>{cmdline}</cmdline>
-  </os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='file'><source path='{log}'/><target port='0'/></serial>
-  </devices>
-</domain>",
-        kind = domain_type(),
-        name = xml_escape(&spec.name),
-        mem = spec.memory_mib,
-        image = image.display(),
-        disk = xml_escape(&disk.display().to_string()),
-        log = xml_escape(&log.display().to_string()),
-    )
+    include_str!("../guest/domain.xml.in")
+        .replace("@TYPE@", &domain_type())
+        .replace("@NAME@", &xml_escape(&spec.name))
+        .replace("@MEMORY_MIB@", &spec.memory_mib.to_string())
+        .replace("@IMAGE_DIR@", &image.display().to_string())
+        .replace("@CMDLINE@", &cmdline)
+        .replace("@DISK@", &xml_escape(&disk.display().to_string()))
+        .replace("@LOG@", &xml_escape(&log.display().to_string()))
 }
 
 /// A defined bench guest; dropping it removes every trace of it.
