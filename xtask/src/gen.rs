@@ -95,9 +95,9 @@ fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
             man_page(&tool).map_err(|e| e.to_string())?,
         ));
         for (shell, file) in [
-            (clap_complete::Shell::Bash, format!("{name}.bash")),
-            (clap_complete::Shell::Zsh, format!("_{name}")),
-            (clap_complete::Shell::Fish, format!("{name}.fish")),
+            (clap_complete::Shell::Bash, format!("bash/{name}")),
+            (clap_complete::Shell::Zsh, format!("zsh/_{name}")),
+            (clap_complete::Shell::Fish, format!("fish/{name}.fish")),
         ] {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut tool.command.clone(), &name, &mut buf);
