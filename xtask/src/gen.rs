@@ -73,17 +73,20 @@ pub fn run(check: bool) -> Result<(), String> {
 }
 
 fn stale_files(root: &Path, files: &[(PathBuf, Vec<u8>)]) -> Vec<PathBuf> {
-    ["man", "completions"]
-        .iter()
-        .flat_map(|dir| {
-            std::fs::read_dir(root.join(dir))
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .map(|entry| entry.path().strip_prefix(root).unwrap().to_path_buf())
-        .filter(|p| !files.iter().any(|(f, _)| f == p))
-        .collect()
+    let mut found = Vec::new();
+    let mut dirs = vec![root.join("man"), root.join("completions")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                found.push(path.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    found.retain(|p| !files.iter().any(|(f, _)| f == p));
+    found
 }
 
 fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
