@@ -7,7 +7,6 @@ use crate::error::{Code, Error, Exit, Result};
 use crate::output::Format;
 use crate::runner::RunOptions;
 use clap::Parser;
-use std::io::IsTerminal;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -85,9 +84,14 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Whether targets should be read from stdin: only when none were named
-/// and stdin is not a terminal (a person typing is not a pipeline).
+/// and stdin is a pipe or a file. A terminal is a person, not a pipeline;
+/// /dev/null (cron, systemd) and a socket (`ssh host hv-ls`, which holds
+/// stdin open) carry no targets, and reading them would wait forever.
 pub fn stdin_has_targets(args: &[String]) -> bool {
-    args.is_empty() && !std::io::stdin().is_terminal()
+    use std::os::unix::fs::FileTypeExt;
+    args.is_empty()
+        && std::fs::metadata("/proc/self/fd/0")
+            .is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_file())
 }
 
 /// Every command's `main`: parse, run, and turn the outcome into the

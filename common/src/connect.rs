@@ -74,8 +74,12 @@ fn connect_error(target: &Target, err: &virt::error::Error) -> Error {
         (None, _) => "libvirt's default URI".to_owned(),
     };
     let message = err.message();
-    let denied = is_denied(message);
-    let hint = if denied {
+    // libvirt authorises socket clients with polkit over the system D-Bus.
+    let no_bus = message.contains("system bus");
+    let denied = no_bus || is_denied(message);
+    let hint = if no_bus {
+        "libvirt checks this socket with polkit over D-Bus, which is not running: start dbus and polkitd, or set auth_unix_ro/auth_unix_rw in libvirtd.conf"
+    } else if denied {
         "check that your user may use libvirt (group libvirt, or a polkit rule for org.libvirt.unix.manage), or use -c qemu:///session"
     } else if message.contains("No such file") || message.contains("Connection refused") {
         "is libvirtd running? start it with `systemctl start libvirtd` (or `libvirtd -d` without systemd)"

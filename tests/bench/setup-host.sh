@@ -35,7 +35,15 @@ packages() {
 qemu_conf() {
     local conf=/etc/libvirt/qemu.conf
     # libvirt's private mount namespace hides /dev/kvm from QEMU on these hosts.
-    grep -q '^namespaces = \[\]' "$conf" || { echo 'namespaces = []' >>"$conf"; log "set namespaces = [] in $conf"; }
+    grep -q '^namespaces = \[\]' "$conf" || { echo 'namespaces = []' >>"$conf"; restart=1; log "set namespaces = [] in $conf"; }
+}
+
+restart=
+libvirtd_conf() {
+    local conf=/etc/libvirt/libvirtd.conf
+    # Read-only access for everyone, as the default polkit policy grants on a
+    # host with D-Bus; this bench has no D-Bus, so polkit cannot answer.
+    grep -q '^auth_unix_ro = "none"' "$conf" || { echo 'auth_unix_ro = "none"' >>"$conf"; restart=1; log "set auth_unix_ro = none in $conf"; }
 }
 
 kvm_device() {
@@ -45,6 +53,11 @@ kvm_device() {
 }
 
 daemons() {
+    if [ -n "$restart" ] && pgrep -x libvirtd >/dev/null; then
+        pkill -x libvirtd
+        for _ in $(seq 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
+        log "stopped libvirtd to apply its new configuration"
+    fi
     pgrep -x virtlogd >/dev/null || { virtlogd -d; log "started virtlogd"; }
     pgrep -x libvirtd >/dev/null || { libvirtd -d; log "started libvirtd"; }
     for _ in $(seq 50); do
@@ -60,6 +73,7 @@ need_root
 backports_source
 packages
 qemu_conf
+libvirtd_conf
 kvm_device
 daemons
 default_pool_dir

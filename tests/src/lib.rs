@@ -328,3 +328,26 @@ pub fn records(out: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect()
 }
+
+/// Runs a built binary as the unprivileged user `nobody`, from a copy in a
+/// world-readable directory (the build tree may not be reachable for it).
+pub fn hv_as_nobody(binary: &str, args: &[&str]) -> Output {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("{}nobody", run_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join(Path::new(binary).file_name().unwrap());
+    std::fs::copy(binary, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(&copy)
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .env_remove("HV_CONNECT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}

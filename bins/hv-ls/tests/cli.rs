@@ -290,3 +290,18 @@ fn bench_counts_snapshots_and_checkpoints() {
     assert_eq!(r["snapshot_count"], 2);
     assert_eq!(r["checkpoint_count"], 1);
 }
+
+#[test]
+fn bench_unprivileged_user_lists_over_a_read_only_connection() {
+    let conn = connect();
+    let guest = GuestSpec::new("readonly").define(&conn);
+    let out = hv_testbench::hv_as_nobody(HV_LS, &["-c", hv_testbench::URI, "--format", "jsonl"]);
+    assert!(out.status.success(), "as nobody: {}", stderr(&out));
+    let recs = records(&out);
+    let mine = recs
+        .iter()
+        .find(|r| r["uuid"] == guest.uuid.as_str())
+        .expect("the guest is listed");
+    assert_eq!(mine["state"], "shutoff");
+    assert_eq!(mine["disks"][0]["source"], guest.disk.to_str().unwrap());
+}

@@ -107,3 +107,21 @@ fn usage_errors_exit_2_and_name_the_fix() {
     assert_eq!(nothing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("--add"));
 }
+
+#[test]
+fn bench_unprivileged_write_is_denied_with_exit_3() {
+    let conn = connect();
+    let guest = GuestSpec::new("denied").define(&conn);
+    let out = hv_testbench::hv_as_nobody(HV_TAG, &["-c", URI, "--add", "x", &guest.uuid]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("qemu:///system") && err.contains("polkit"),
+        "names the URI and the fix: {err}"
+    );
+    assert!(
+        !dumpxml(&guest.uuid, true).contains("hv.invalid"),
+        "nothing was written"
+    );
+}
