@@ -305,3 +305,30 @@ fn bench_unprivileged_user_lists_over_a_read_only_connection() {
     assert_eq!(mine["state"], "shutoff");
     assert_eq!(mine["disks"][0]["source"], guest.disk.to_str().unwrap());
 }
+
+#[test]
+fn an_open_socket_on_stdin_is_not_waited_for() {
+    // `ssh host hv-ls` gives hv-ls a socket as stdin that stays open.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = Command::new(HV_LS)
+        .args(["-c", "test:///default", "--format", "jsonl"])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hv-ls waited on a socket stdin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    drop(ours);
+    assert_eq!(
+        records(&out)[0]["name"],
+        "test",
+        "with nothing named, every domain is listed"
+    );
+}
