@@ -56,9 +56,6 @@ impl Stats {
 
 pub const STATS_STATE: u32 = sys::VIR_DOMAIN_STATS_STATE;
 pub const STATS_CPU_TOTAL: u32 = sys::VIR_DOMAIN_STATS_CPU_TOTAL;
-pub const STATS_BALLOON: u32 = sys::VIR_DOMAIN_STATS_BALLOON;
-pub const STATS_VCPU: u32 = sys::VIR_DOMAIN_STATS_VCPU;
-pub const STATS_INTERFACE: u32 = sys::VIR_DOMAIN_STATS_INTERFACE;
 pub const STATS_BLOCK: u32 = sys::VIR_DOMAIN_STATS_BLOCK;
 /// Skip a domain's live stats instead of waiting while another job holds it.
 pub const STATS_NOWAIT: u32 = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;

@@ -232,18 +232,6 @@ impl Guest {
             .expect("run virsh");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
-
-    /// Waits until the guest is shut off; false if it still runs at the deadline.
-    pub fn wait_off(&self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if !self.domain.is_active().unwrap_or(true) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
 }
 
 impl Drop for Guest {
