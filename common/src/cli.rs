@@ -38,21 +38,21 @@ pub struct OutputArgs {
     pub format: Option<Format>,
 }
 
+/// `-j`: how many VMs at once. Each command adds its own `--timeout`,
+/// because what it bounds differs (hv-stop: the graceful wait).
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobArgs {
     /// How many VMs to work on at once
     #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
-    /// Seconds each VM may take before it is reported as timed out
-    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 300)]
-    pub timeout: u64,
 }
 
 impl JobArgs {
-    pub fn options(&self) -> RunOptions {
+    /// Options for the runner; `item_timeout` is the hard limit per VM.
+    pub fn options(&self, item_timeout: Duration) -> RunOptions {
         RunOptions {
             jobs: self.jobs as usize,
-            timeout: Some(Duration::from_secs(self.timeout)),
+            timeout: Some(item_timeout),
             cancel: interrupt_flag(),
         }
     }

@@ -124,3 +124,15 @@ pub fn checkpoint_count(domain: &Domain) -> Result<u32, VirtError> {
     }
     Ok(n as u32)
 }
+
+/// (state, reason) as libvirt's raw enum values (virDomainGetState); the
+/// `virt` crate's reason type has no raw form.
+pub fn state(domain: &Domain) -> Result<(u32, u32), VirtError> {
+    let (mut state, mut reason) = (0, 0);
+    // SAFETY: both out-pointers are valid for the call.
+    let rc = unsafe { sys::virDomainGetState(domain.as_ptr(), &mut state, &mut reason, 0) };
+    if rc < 0 {
+        return Err(VirtError::last_error());
+    }
+    Ok((state as u32, reason as u32))
+}

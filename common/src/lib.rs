@@ -8,6 +8,7 @@ pub mod connect;
 pub mod domain;
 pub mod error;
 pub mod ffi;
+pub mod lifecycle;
 pub mod manual;
 pub mod output;
 pub mod runner;

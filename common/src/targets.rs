@@ -46,24 +46,7 @@ impl VmRef {
 }
 
 pub fn from_args(args: &[String]) -> Vec<Input> {
-    args.iter()
-        .map(|a| {
-            let vm = if looks_like_uuid(a) {
-                VmRef {
-                    name: None,
-                    uuid: Some(a.clone()),
-                    line: None,
-                }
-            } else {
-                VmRef {
-                    name: Some(a.clone()),
-                    uuid: None,
-                    line: None,
-                }
-            };
-            Input::Vm(vm)
-        })
-        .collect()
+    args.iter().map(|a| Input::Vm(bare(a, None))).collect()
 }
 
 /// Reads targets lazily, one line at a time, so a command can start on the
@@ -104,12 +87,26 @@ pub fn parse_line(n: usize, line: &str) -> Option<Input> {
             }),
             _ => malformed(n, "not a valid JSON string"),
         },
-        _ => Input::Vm(VmRef {
+        _ => Input::Vm(bare(text, Some(n))),
+    })
+}
+
+/// A bare word names a VM; one shaped like a UUID is looked up as a UUID
+/// first (and as a name if no VM has that UUID).
+fn bare(text: &str, line: Option<usize>) -> VmRef {
+    if looks_like_uuid(text) {
+        VmRef {
+            name: None,
+            uuid: Some(text.to_owned()),
+            line,
+        }
+    } else {
+        VmRef {
             name: Some(text.to_owned()),
             uuid: None,
-            line: Some(n),
-        }),
-    })
+            line,
+        }
+    }
 }
 
 fn parse_object(n: usize, text: &str) -> Input {
@@ -258,6 +255,12 @@ mod tests {
         let got: Vec<Input> = from_reader(Cursor::new(b"\xff\xfe\nok\n".to_vec())).collect();
         assert!(matches!(&got[0], Input::Malformed { line: 1, .. }));
         assert_eq!(got[1], vm(Some("ok"), None, 2));
+    }
+
+    #[test]
+    fn bare_uuid_lines_are_uuids() {
+        let uuid = "6695eb01-f6a4-8304-79aa-97f2502e193f";
+        assert_eq!(parse_line(1, uuid), Some(vm(None, Some(uuid), 1)));
     }
 
     #[test]

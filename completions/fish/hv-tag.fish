@@ -1,7 +1,7 @@
 complete -c hv-tag -s a -l add -d 'Add this tag (repeatable)' -r
 complete -c hv-tag -s r -l remove -d 'Remove this tag (repeatable)' -r
-complete -c hv-tag -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-tag -l timeout -d 'Seconds each VM may take before it is reported as timed out' -r
+complete -c hv-tag -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-tag -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-tag -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'

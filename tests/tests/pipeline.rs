@@ -34,3 +34,37 @@ fn bench_listing_feeds_tagging_feeds_listing() {
     let text = String::from_utf8(tagged.stdout).unwrap();
     assert_eq!(text.lines().count(), 3, "header and two rows: {text}");
 }
+
+#[test]
+fn bench_ls_shutoff_into_start_starts_exactly_those() {
+    let conn = connect();
+    let names = ["only a", "only b", "only c"];
+    let guests: Vec<_> = names
+        .iter()
+        .map(|n| GuestSpec::new(n).define(&conn))
+        .collect();
+    guests[0].start_ready();
+    let glob = format!("{}only*", run_prefix());
+    let out = pipeline(&format!(
+        "hv-ls --name '{glob}' --state shutoff | hv-start --wait -j 4"
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out);
+    let mut started: Vec<&str> = recs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    started.sort();
+    assert_eq!(
+        started,
+        vec![guests[1].name.as_str(), guests[2].name.as_str()]
+    );
+    assert!(recs
+        .iter()
+        .all(|r| r["ok"] == true && r["changed"] == true && r["state"] == "running"));
+    let running = pipeline(&format!(
+        "hv-ls --name '{glob}' --state running | hv-stop --force | jq -s length"
+    ));
+    assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "3");
+}

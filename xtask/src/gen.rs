@@ -26,6 +26,14 @@ fn tools() -> Vec<Tool> {
             command: hv_tag::Cli::command(),
             manual: &hv_tag::MANUAL,
         },
+        Tool {
+            command: hv_start::Cli::command(),
+            manual: &hv_start::MANUAL,
+        },
+        Tool {
+            command: hv_stop::Cli::command(),
+            manual: &hv_stop::MANUAL,
+        },
     ]
 }
 

@@ -48,6 +48,10 @@ pub struct Cli {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 
+    /// Seconds each VM may take before it is reported as timed out
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
+
     #[command(flatten)]
     pub jobs: JobArgs,
 
@@ -126,7 +130,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let exit = bulk::run(
         inputs,
         conn,
-        &cli.jobs.options(),
+        &cli.jobs
+            .options(std::time::Duration::from_secs(cli.timeout)),
         "tag",
         &mut printer,
         move |_, dom| retag(dom, &change),

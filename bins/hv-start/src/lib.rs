@@ -1,0 +1,208 @@
+//! hv-start: bring VMs up in bulk. Each VM gets its own attempt, timer and
+//! result record; a VM that is already running is a success with
+//! `"changed": false`, so a pipeline can be re-run safely.
+
+use clap::Parser;
+use hv_common::bulk;
+use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
+use hv_common::connect::Access;
+use hv_common::lifecycle::{
+    self, BLOCKED, CRASHED, PAUSED, PMSUSPENDED, RUNNING, SHUTDOWN, SHUTOFF,
+};
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::{Code, Error, Exit, Result};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use virt::domain::Domain;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    /// Until libvirt reports the VM running
+    Running,
+    /// Until the QEMU guest agent answers a ping
+    Agent,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-start",
+    version,
+    about = "Start shut-off VMs and resume paused ones",
+    long_about = "Start shut-off VMs and resume paused ones, several at once.\n\n\
+        VMs are named as arguments or piped in as records (e.g. from hv-ls); with neither, \
+        nothing is started. A VM already running is reported with \"changed\": false. Each VM \
+        gets one result record with its new state and how long it took."
+)]
+pub struct Cli {
+    /// VMs to start, by name or UUID [default: records or names from stdin]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+
+    /// Start them with their CPUs paused (a paused VM stays paused)
+    #[arg(long)]
+    pub paused: bool,
+
+    /// Wait until each VM is running, or with --wait=agent until its guest agent answers
+    #[arg(long, value_enum, value_name = "UNTIL", num_args = 0..=1, require_equals = true, default_missing_value = "running", hide_possible_values = true)]
+    pub wait: Option<WaitFor>,
+
+    /// Seconds each VM may take to start (and to answer, with --wait)
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
+
+    /// Show what would be started, start nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    examples: &[
+        ("Start every stopped VM tagged dev:", "hv-ls --state shutoff --tag dev | hv-start"),
+        ("Start two VMs and wait until their guest agents answer:", "hv-start --wait=agent --timeout 300 web1 db1"),
+        ("Start a batch four at a time and list what failed:", "hv-ls --tag lab | hv-start -j 4 | jq -c 'select(.ok == false)'"),
+        ("Resume every paused VM:", "hv-ls --state paused | hv-start"),
+    ],
+    notes: &[
+        "Result records carry name, uuid, action (\"start\"), ok, changed, state, state_reason and elapsed_ms; with --dry-run, dry_run and no state change. A shut-off VM is started, a paused one resumed, a pmsuspended one woken up; one that is running is left alone. A VM that is shutting down or crashed (kept for inspection) is refused with error code invalid_state.",
+        "--wait=agent needs the QEMU guest agent in the guest and an org.qemu.guest_agent.0 channel in the domain; without it the VM is reported with error code timeout after --timeout seconds (it is still started).",
+    ],
+};
+
+static COLUMNS: [Column; 5] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("changed", "changed", Show::Plain),
+    col("state", "state", Show::Plain),
+    col("ms", "elapsed_ms", Show::Plain),
+];
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    paused: bool,
+    wait: Option<WaitFor>,
+    timeout: Duration,
+    dry_run: bool,
+}
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let plan = Plan {
+        paused: cli.paused,
+        wait: cli.wait,
+        timeout: Duration::from_secs(cli.timeout),
+        dry_run: cli.dry_run,
+    };
+    let inputs = bulk::inputs(&cli.vms, "hv-ls --state shutoff | hv-start")?;
+    let access = if cli.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let conn = Arc::new(cli.connect.open(access)?);
+    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
+    // The hard limit sits past --timeout so a VM's own wait reports first.
+    let opts = cli.jobs.options(plan.timeout + Duration::from_secs(30));
+    let exit = bulk::run(inputs, conn, &opts, "start", &mut printer, move |_, dom| {
+        start(dom, plan)
+    })?;
+    printer.finish()?;
+    Ok(exit)
+}
+
+fn start(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+    let began = Instant::now();
+    let (state, _) = lifecycle::state(dom)?;
+    let changed = match state {
+        SHUTOFF => act(plan, || {
+            let flags = if plan.paused {
+                virt::sys::VIR_DOMAIN_START_PAUSED
+            } else {
+                0
+            };
+            dom.create_with_flags(flags)
+        })?,
+        PAUSED if plan.paused => false,
+        PAUSED => act(plan, || dom.resume())?,
+        PMSUSPENDED => act(plan, || dom.pm_wakeup(0))?,
+        RUNNING | BLOCKED => false,
+        SHUTDOWN => return Err(refused("it is shutting down; start it once it is off")),
+        CRASHED => {
+            return Err(refused(
+                "it crashed and is kept for inspection; `hv-stop --force` it first",
+            ))
+        }
+        _ => return Err(refused("libvirt reports no state for it")),
+    };
+    if !plan.dry_run {
+        wait(dom, plan, began)?;
+    }
+    let mut r = Map::new();
+    r.insert("changed".into(), changed.into());
+    if plan.dry_run {
+        r.insert("dry_run".into(), true.into());
+    }
+    r.extend(lifecycle::state_fields(dom)?);
+    r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
+    Ok(r)
+}
+
+/// Runs the libvirt call unless this is a dry run; either way it is a change.
+fn act(
+    plan: Plan,
+    call: impl FnOnce() -> std::result::Result<(), virt::error::Error>,
+) -> Result<bool> {
+    if !plan.dry_run {
+        call().map_err(|e| Error::libvirt("libvirt refused to start it", &e))?;
+    }
+    Ok(true)
+}
+
+fn refused(why: &str) -> Error {
+    Error::new(Code::InvalidState, format!("not started: {why}"))
+}
+
+fn wait(dom: &Domain, plan: Plan, began: Instant) -> Result<()> {
+    let deadline = began + plan.timeout;
+    match plan.wait {
+        None => Ok(()),
+        Some(WaitFor::Running) => {
+            let target = if plan.paused { PAUSED } else { RUNNING };
+            if lifecycle::wait_until(dom, deadline, |s| s == target, |_| {})? {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    Code::Timeout,
+                    format!(
+                        "started, but not running within {}s",
+                        plan.timeout.as_secs()
+                    ),
+                ))
+            }
+        }
+        Some(WaitFor::Agent) => {
+            while Instant::now() < deadline {
+                if lifecycle::agent_answers(dom, Duration::from_secs(2)) {
+                    return Ok(());
+                }
+                std::thread::sleep(lifecycle::POLL);
+            }
+            Err(Error::new(
+                Code::Timeout,
+                format!(
+                    "started, but its guest agent did not answer within {}s; is qemu-guest-agent running in the guest, with an org.qemu.guest_agent.0 channel in the domain?",
+                    plan.timeout.as_secs()
+                ),
+            ))
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! hv-stop: shut VMs down the way an admin would by hand, for many at once:
+//! ask the guest (ACPI power button or guest agent), give it time, and only
+//! then pull the plug. Every VM has its own timer, so a batch takes about as
+//! long as its slowest guest, and the record says how each one ended.
+
+use clap::Parser;
+use hv_common::bulk;
+use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
+use hv_common::connect::Access;
+use hv_common::lifecycle::{self, PAUSED, SHUTOFF};
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::{Code, Error, Exit, Result};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use virt::domain::Domain;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Press the virtual power button
+    Acpi,
+    /// Ask the QEMU guest agent
+    Agent,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-stop",
+    version,
+    about = "Stop VMs gracefully, forcing off those that do not stop in time",
+    long_about = "Stop VMs, several at once: ask each guest to shut down (ACPI power button, or the \
+        guest agent with --mode agent), wait up to --timeout seconds, then force it off unless \
+        --no-force. --force skips the graceful step. --reboot and --pause do those instead.\n\n\
+        VMs are named as arguments or piped in as records (e.g. from hv-ls); with neither, nothing \
+        is stopped. Each VM gets one result record saying how it ended: \"how\" is graceful, \
+        forced or already_off."
+)]
+pub struct Cli {
+    /// VMs to stop, by name or UUID [default: records or names from stdin]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+
+    /// How to ask the guest: acpi or agent
+    #[arg(long, value_enum, default_value = "acpi", hide_possible_values = true)]
+    pub mode: Mode,
+
+    /// Seconds each guest gets to shut down before it is forced off
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
+
+    /// Leave a guest running when it does not stop in time (reported as a timeout)
+    #[arg(long, conflicts_with = "force")]
+    pub no_force: bool,
+
+    /// Force off at once, like pulling the plug: no graceful attempt
+    #[arg(long)]
+    pub force: bool,
+
+    /// Reboot instead (graceful; with --force a hard reset)
+    #[arg(long, conflicts_with_all = ["pause", "no_force"])]
+    pub reboot: bool,
+
+    /// Pause (suspend) the VMs' CPUs instead
+    #[arg(long, conflicts_with_all = ["force", "no_force"])]
+    pub pause: bool,
+
+    /// Show what would be done, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    examples: &[
+        ("Stop every VM tagged dev, giving each a minute:", "hv-ls --tag dev | hv-stop --timeout 60"),
+        ("Stop everything that runs, ten at a time, and show which had to be forced:", "hv-ls --state running | hv-stop -j 10 | jq -r 'select(.how == \"forced\") | .name'"),
+        ("Ask through the guest agent, never force:", "hv-stop --mode agent --no-force db1"),
+        ("Pause a batch, later resume it:", "hv-ls --tag batch | hv-stop --pause; hv-ls --tag batch | hv-start"),
+    ],
+    notes: &[
+        "Result records carry name, uuid, action (stop, reboot or pause), ok, changed, how, state, state_reason and elapsed_ms. how is graceful (the guest shut down by itself in time), forced (it was destroyed), already_off, or for --reboot graceful/forced and for --pause paused/already_paused.",
+        "A paused guest cannot act on a shutdown request, so it is forced off at once (or, with --no-force, reported with error code invalid_state). A request that the guest cannot receive at all (no guest agent with --mode agent) is treated like a guest that does not stop: forced, with the reason in graceful_error.",
+        "The ACPI request is repeated every 10 seconds while waiting, because a guest that is still booting drops it.",
+    ],
+};
+
+static COLUMNS: [Column; 5] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("how", "how", Show::Plain),
+    col("state", "state", Show::Plain),
+    col("ms", "elapsed_ms", Show::Plain),
+];
+
+/// How often an unanswered graceful request is sent again.
+const RESEND: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    mode: Mode,
+    timeout: Duration,
+    force_after: bool,
+    force_now: bool,
+    dry_run: bool,
+}
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let plan = Plan {
+        mode: cli.mode,
+        timeout: Duration::from_secs(cli.timeout),
+        force_after: !cli.no_force,
+        force_now: cli.force,
+        dry_run: cli.dry_run,
+    };
+    let inputs = bulk::inputs(&cli.vms, "hv-ls --tag dev | hv-stop")?;
+    let access = if cli.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let conn = Arc::new(cli.connect.open(access)?);
+    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
+    let opts = cli.jobs.options(plan.timeout + Duration::from_secs(60));
+    let exit = if cli.pause {
+        bulk::run(inputs, conn, &opts, "pause", &mut printer, move |_, dom| {
+            pause(dom, plan)
+        })?
+    } else if cli.reboot {
+        bulk::run(
+            inputs,
+            conn,
+            &opts,
+            "reboot",
+            &mut printer,
+            move |_, dom| reboot(dom, plan),
+        )?
+    } else {
+        bulk::run(inputs, conn, &opts, "stop", &mut printer, move |_, dom| {
+            stop(dom, plan)
+        })?
+    };
+    printer.finish()?;
+    Ok(exit)
+}
+
+fn record(
+    dom: &Domain,
+    plan: Plan,
+    how: &str,
+    changed: bool,
+    began: Instant,
+) -> Result<Map<String, Value>> {
+    let mut r = Map::new();
+    r.insert("changed".into(), changed.into());
+    r.insert("how".into(), how.into());
+    if plan.dry_run {
+        r.insert("dry_run".into(), true.into());
+    }
+    r.extend(lifecycle::state_fields(dom)?);
+    r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
+    Ok(r)
+}
+
+fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+    let began = Instant::now();
+    let (state, _) = lifecycle::state(dom)?;
+    if state == SHUTOFF {
+        return record(dom, plan, "already_off", false, began);
+    }
+    if plan.dry_run {
+        let how = if plan.force_now || state == PAUSED {
+            "forced"
+        } else {
+            "graceful"
+        };
+        return record(dom, plan, how, true, began);
+    }
+    if plan.force_now {
+        force_off(dom)?;
+        return record(dom, plan, "forced", true, began);
+    }
+    if state == PAUSED {
+        if !plan.force_after {
+            return Err(Error::new(Code::InvalidState, "it is paused and cannot act on a shutdown request; resume it with hv-start, or allow forcing"));
+        }
+        force_off(dom)?;
+        return record(dom, plan, "forced", true, began);
+    }
+    match graceful(dom, plan, began) {
+        Ok(true) => record(dom, plan, "graceful", true, began),
+        Ok(false) if !plan.force_after => Err(Error::new(
+            Code::Timeout,
+            format!(
+                "did not shut down within {}s; left running (--no-force)",
+                plan.timeout.as_secs()
+            ),
+        )),
+        Ok(false) => {
+            force_off(dom)?;
+            record(dom, plan, "forced", true, began)
+        }
+        Err(e) if !plan.force_after => Err(e),
+        Err(e) => {
+            force_off(dom)?;
+            let mut r = record(dom, plan, "forced", true, began)?;
+            r.insert("graceful_error".into(), e.message.into());
+            Ok(r)
+        }
+    }
+}
+
+fn shutdown_flags(mode: Mode) -> u32 {
+    match mode {
+        Mode::Acpi => virt::sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+        Mode::Agent => virt::sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+    }
+}
+
+/// Asks the guest to shut down and waits; `Ok(false)` when it did not in time.
+fn graceful(dom: &Domain, plan: Plan, began: Instant) -> Result<bool> {
+    let ask = || dom.shutdown_flags(shutdown_flags(plan.mode));
+    if let Err(e) = ask() {
+        // It may have gone off between our look and the request.
+        if lifecycle::state(dom)?.0 == SHUTOFF {
+            return Ok(true);
+        }
+        return Err(Error::libvirt(
+            "the guest could not be asked to shut down",
+            &e,
+        ));
+    }
+    let mut resent = Duration::ZERO;
+    lifecycle::wait_until(
+        dom,
+        began + plan.timeout,
+        |s| s == SHUTOFF,
+        |waited| {
+            if waited >= resent + RESEND {
+                resent = waited;
+                let _ = ask();
+            }
+        },
+    )
+}
+
+fn force_off(dom: &Domain) -> Result<()> {
+    match dom.destroy() {
+        Ok(()) => Ok(()),
+        // It shut down by itself just before: that is what we wanted.
+        Err(_) if lifecycle::state(dom)?.0 == SHUTOFF => Ok(()),
+        Err(e) => Err(Error::libvirt("could not force it off", &e)),
+    }
+}
+
+fn reboot(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+    let began = Instant::now();
+    if lifecycle::state(dom)?.0 == SHUTOFF {
+        return Err(Error::new(
+            Code::InvalidState,
+            "it is not running; start it with hv-start",
+        ));
+    }
+    let how = if plan.force_now { "forced" } else { "graceful" };
+    if !plan.dry_run {
+        let done = if plan.force_now {
+            dom.reset()
+        } else {
+            let flags = match plan.mode {
+                Mode::Acpi => virt::sys::VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
+                Mode::Agent => virt::sys::VIR_DOMAIN_REBOOT_GUEST_AGENT,
+            };
+            dom.reboot(flags)
+        };
+        done.map_err(|e| Error::libvirt("libvirt refused to reboot it", &e))?;
+    }
+    record(dom, plan, how, true, began)
+}
+
+fn pause(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+    let began = Instant::now();
+    match lifecycle::state(dom)?.0 {
+        PAUSED => record(dom, plan, "already_paused", false, began),
+        SHUTOFF => Err(Error::new(
+            Code::InvalidState,
+            "it is not running, so it cannot be paused",
+        )),
+        _ => {
+            if !plan.dry_run {
+                dom.suspend()
+                    .map_err(|e| Error::libvirt("libvirt refused to pause it", &e))?;
+            }
+            record(dom, plan, "paused", true, began)
+        }
+    }
+}
