@@ -34,6 +34,10 @@ fn tools() -> Vec<Tool> {
             command: hv_stop::Cli::command(),
             manual: &hv_stop::MANUAL,
         },
+        Tool {
+            command: hv_autostart::Cli::command(),
+            manual: &hv_autostart::MANUAL,
+        },
     ]
 }
 

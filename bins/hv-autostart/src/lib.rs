@@ -1,0 +1,119 @@
+//! hv-autostart: whether VMs start with the host, set for a batch at once
+//! (`hv-ls --tag prod | hv-autostart on`).
+
+use clap::Parser;
+use hv_common::bulk;
+use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
+use hv_common::connect::Access;
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::{Code, Error, Exit, Result};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use virt::domain::Domain;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-autostart",
+    version,
+    about = "Turn autostart on or off for VMs",
+    long_about = "Turn autostart on or off for VMs, several at once: an autostart VM is started by \
+        libvirt when the host boots.\n\nVMs are named as arguments or piped in as records (e.g. \
+        from hv-ls); with neither, nothing changes. Each VM gets one result record."
+)]
+pub struct Cli {
+    /// on or off
+    #[arg(value_enum, value_name = "on|off", hide_possible_values = true)]
+    pub switch: Switch,
+
+    /// VMs to change, by name or UUID [default: records or names from stdin]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+
+    /// Show what would change, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    examples: &[
+        ("Start every production VM with the host:", "hv-ls --tag prod | hv-autostart on"),
+        ("Stop starting two VMs at boot:", "hv-autostart off web1 web2"),
+        ("Which VMs would change:", "hv-ls --tag lab --autostart | hv-autostart off --dry-run | jq -r 'select(.changed) | .name'"),
+    ],
+    notes: &["Result records carry name, uuid, action (\"autostart\"), ok, autostart (the setting afterwards), changed, and dry_run with --dry-run. A transient VM has no stored definition to start from and is refused with error code invalid_state."],
+};
+
+static COLUMNS: [Column; 4] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("autostart", "autostart", Show::Plain),
+    col("changed", "changed", Show::Plain),
+];
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let want = cli.switch == Switch::On;
+    let dry_run = cli.dry_run;
+    let inputs = bulk::inputs(&cli.vms, "hv-ls --tag prod | hv-autostart on")?;
+    let access = if dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let conn = Arc::new(cli.connect.open(access)?);
+    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
+    let opts = cli.jobs.options(Duration::from_secs(60));
+    let exit = bulk::run(
+        inputs,
+        conn,
+        &opts,
+        "autostart",
+        &mut printer,
+        move |_, dom| set(dom, want, dry_run),
+    )?;
+    printer.finish()?;
+    Ok(exit)
+}
+
+fn set(dom: &Domain, want: bool, dry_run: bool) -> Result<Map<String, Value>> {
+    let persistent = dom
+        .is_persistent()
+        .map_err(|e| Error::libvirt("cannot tell if the VM is persistent", &e))?;
+    if !persistent {
+        return Err(Error::new(
+            Code::InvalidState,
+            "it is transient (no stored definition); define it first with `virsh define`",
+        ));
+    }
+    let current = dom
+        .autostart()
+        .map_err(|e| Error::libvirt("cannot read its autostart setting", &e))?;
+    let changed = current != want;
+    if changed && !dry_run {
+        dom.set_autostart(want)
+            .map_err(|e| Error::libvirt("libvirt refused to change autostart", &e))?;
+    }
+    let mut r = Map::new();
+    r.insert("autostart".into(), want.into());
+    r.insert("changed".into(), changed.into());
+    if dry_run {
+        r.insert("dry_run".into(), true.into());
+    }
+    Ok(r)
+}

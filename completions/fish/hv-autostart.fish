@@ -1,0 +1,9 @@
+complete -c hv-autostart -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-autostart -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-autostart -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-autostart -s n -l dry-run -d 'Show what would change, change nothing'
+complete -c hv-autostart -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-autostart -s V -l version -d 'Print version'
