@@ -17,6 +17,10 @@ pub struct Disk {
     pub kind: String,
     pub source: Option<String>,
     pub format: Option<String>,
+    /// `<readonly/>` or `<shareable/>`: media other guests may also use.
+    pub shared: bool,
+    /// Sources of the `<backingStore>` chain as far as the XML shows it.
+    pub backing: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -121,7 +125,23 @@ fn disk(node: Node) -> Disk {
         format: child(node, "driver")
             .and_then(|d| d.attribute("type"))
             .map(str::to_owned),
+        shared: child(node, "readonly").is_some() || child(node, "shareable").is_some(),
+        backing: backing_chain(node),
     }
+}
+
+fn backing_chain(disk: Node) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut next = child(disk, "backingStore");
+    while let Some(store) = next {
+        if let Some(file) =
+            child(store, "source").and_then(|s| s.attribute("file").or(s.attribute("dev")))
+        {
+            chain.push(file.to_owned());
+        }
+        next = child(store, "backingStore");
+    }
+    chain
 }
 
 fn interface(node: Node) -> Interface {
@@ -286,8 +306,8 @@ mod tests {
         <hv:tags xmlns:hv="https://hv.invalid/xmlns/tags/1"><hv:tag>prod</hv:tag><hv:tag>wëb</hv:tag></hv:tags>
       </metadata>
       <devices>
-        <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/a b.qcow2'/><target dev='vda' bus='virtio'/></disk>
-        <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='sda' bus='sata'/></disk>
+        <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/var/lib/a b.qcow2'/><backingStore type='file'><format type='qcow2'/><source file='/var/lib/base.qcow2'/><backingStore/></backingStore><target dev='vda' bus='virtio'/></disk>
+        <disk type='file' device='cdrom'><driver name='qemu' type='raw'/><target dev='sda' bus='sata'/><readonly/></disk>
         <disk type='volume' device='disk'><source pool='default' volume='v1'/><target dev='vdb'/></disk>
         <interface type='network'><mac address='52:54:00:aa:bb:cc'/><source network='default'/><model type='virtio'/></interface>
         <interface type='bridge'><mac address='52:54:00:aa:bb:cd'/><source bridge='br0'/></interface>
@@ -304,6 +324,9 @@ mod tests {
         assert_eq!(d.disks[0].source.as_deref(), Some("/var/lib/a b.qcow2"));
         assert_eq!(d.disks[0].format.as_deref(), Some("qcow2"));
         assert_eq!(d.disks[1].device, "cdrom");
+        assert!(d.disks[1].shared, "a cdrom is read-only media");
+        assert!(!d.disks[0].shared);
+        assert_eq!(d.disks[0].backing, vec!["/var/lib/base.qcow2"]);
         assert_eq!(d.disks[1].source, None);
         assert_eq!(d.disks[2].source.as_deref(), Some("default/v1"));
         assert_eq!(d.interfaces[0].source.as_deref(), Some("default"));

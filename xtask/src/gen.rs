@@ -38,6 +38,10 @@ fn tools() -> Vec<Tool> {
             command: hv_autostart::Cli::command(),
             manual: &hv_autostart::MANUAL,
         },
+        Tool {
+            command: hv_rm::Cli::command(),
+            manual: &hv_rm::MANUAL,
+        },
     ]
 }
 

@@ -1,0 +1,417 @@
+//! hv-rm: undefine VMs in bulk without the ways that goes wrong by hand. It
+//! asks once for the whole batch (and in a pipe acts only with `--yes`),
+//! refuses running VMs unless told to force them off, removes snapshot,
+//! checkpoint and NVRAM metadata with the definition so the undefine cannot
+//! fail half-way, and deletes only the disk files the domain itself lists
+//! that no other domain uses, directly or as a backing file.
+
+use clap::Parser;
+use hv_common::bulk;
+use hv_common::cli::{self, ConnectArgs, JobArgs, OutputArgs};
+use hv_common::connect::Access;
+use hv_common::domain::{self, Disk};
+use hv_common::lifecycle::{self, SHUTOFF};
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::targets::Input;
+use hv_common::{Code, Error, Exit, Result};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-rm",
+    version,
+    about = "Undefine VMs, safely, optionally with their disks",
+    long_about = "Undefine VMs, several at once. Running VMs are refused unless --force, which forces \
+        them off first. With --remove-storage their disk files go too, but only files the domain \
+        lists as disks, never CD-ROMs or shared/read-only media, and never a file another domain \
+        uses (directly or as a backing file).\n\n\
+        At a terminal hv-rm asks once for the whole batch; when stdin is not a terminal it acts \
+        only with --yes. --dry-run shows what would go and needs no confirmation."
+)]
+pub struct Cli {
+    /// VMs to remove, by name or UUID [default: records or names from stdin]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+
+    /// Force running VMs off first instead of refusing them
+    #[arg(long)]
+    pub force: bool,
+
+    /// Also delete the VMs' disk files (see DESCRIPTION for what is kept)
+    #[arg(long)]
+    pub remove_storage: bool,
+
+    /// Do not ask; required when stdin is not a terminal
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// Show what would be removed, remove nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    examples: &[
+        ("Remove a VM and its disks, asking first:", "hv-rm --remove-storage scratch1"),
+        ("See what removing every VM tagged tmp would delete:", "hv-ls --tag tmp | hv-rm --remove-storage --dry-run"),
+        ("Then do it, from a script:", "hv-ls --tag tmp | hv-rm --remove-storage --force --yes"),
+    ],
+    notes: &[
+        "Result records carry name, uuid, action (\"rm\"), ok, stopped (it was forced off), removed_storage (paths deleted, or that would be with --dry-run), kept_storage (path and reason for each disk left in place), and dry_run with --dry-run.",
+        "A disk file is deleted only after the domain is undefined, through its storage pool when it belongs to one. Backing files of a disk are kept. If a deletion fails the record has ok false with error code io_error and the paths that remain.",
+    ],
+};
+
+static COLUMNS: [Column; 4] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("removed", "removed_storage", Show::Join(None)),
+    col("kept", "kept_storage", Show::Join(Some("path"))),
+];
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    force: bool,
+    remove_storage: bool,
+    dry_run: bool,
+}
+
+/// Every domain (uuid, name) that uses each path, computed once per run.
+type Users = HashMap<String, Vec<(String, String)>>;
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let plan = Plan {
+        force: cli.force,
+        remove_storage: cli.remove_storage,
+        dry_run: cli.dry_run,
+    };
+    let inputs: Vec<Input> = bulk::inputs(&cli.vms, "hv-ls --tag tmp | hv-rm --yes")?.collect();
+    if !plan.dry_run && !cli.yes {
+        confirm(&inputs, plan)?;
+    }
+    let access = if plan.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let conn = Arc::new(cli.connect.open(access)?);
+    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
+    let users: Arc<OnceLock<Result<Users>>> = Arc::new(OnceLock::new());
+    let exit = bulk::run(
+        inputs.into_iter(),
+        conn,
+        &cli.jobs.options(Duration::from_secs(300)),
+        "rm",
+        &mut printer,
+        move |conn, dom| remove(conn, dom, plan, &users),
+    )?;
+    printer.finish()?;
+    Ok(exit)
+}
+
+/// Asks once at a terminal; anywhere else, without --yes, refuses the whole batch.
+fn confirm(inputs: &[Input], plan: Plan) -> Result<()> {
+    let vms: Vec<String> = inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Vm(vm) => Some(vm.label()),
+            _ => None,
+        })
+        .collect();
+    if vms.is_empty() {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::usage(format!(
+            "refusing to remove {} VM(s) without confirmation: stdin is not a terminal; add --yes (check first with --dry-run)",
+            vms.len()
+        )));
+    }
+    let what = if plan.remove_storage {
+        " and their disk files"
+    } else {
+        ""
+    };
+    eprint!(
+        "{}: remove {} VM(s){what}: {}? [y/N] ",
+        cli::program(),
+        vms.len(),
+        vms.join(", ")
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::io("cannot read the answer", e))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err(Error::new(Code::Cancelled, "nothing removed"))
+    }
+}
+
+fn remove(
+    conn: &Connect,
+    dom: &Domain,
+    plan: Plan,
+    users: &OnceLock<Result<Users>>,
+) -> Result<Map<String, Value>> {
+    let running = lifecycle::state(dom)?.0 != SHUTOFF;
+    if running && !plan.force {
+        return Err(Error::new(
+            Code::InvalidState,
+            "it is running; stop it first (hv-stop) or add --force to force it off",
+        ));
+    }
+    let persistent = dom
+        .is_persistent()
+        .map_err(|e| Error::libvirt("cannot tell if it is persistent", &e))?;
+    let flags = if persistent {
+        virt::sys::VIR_DOMAIN_XML_INACTIVE
+    } else {
+        0
+    };
+    let xml = dom
+        .xml_desc(flags)
+        .map_err(|e| Error::libvirt("cannot read its XML", &e))?;
+    let disks = domain::parse(&xml)
+        .map_err(|m| Error::new(Code::Libvirt, m))?
+        .disks;
+    let uuid = dom.uuid_string().unwrap_or_default();
+    let (doomed, kept) = if plan.remove_storage {
+        let users = users
+            .get_or_init(|| disk_users(conn))
+            .as_ref()
+            .map_err(Clone::clone)?;
+        sort_disks(&disks, users, &uuid)
+    } else {
+        (
+            Vec::new(),
+            disks
+                .iter()
+                .filter_map(|d| d.source.clone())
+                .map(|p| (p, "--remove-storage not given".to_owned()))
+                .collect(),
+        )
+    };
+    if !plan.dry_run {
+        if running {
+            dom.destroy()
+                .map_err(|e| Error::libvirt("could not force it off", &e))?;
+        }
+        if persistent {
+            undefine(dom)?;
+        }
+    }
+    let mut r = Map::new();
+    r.insert("stopped".into(), running.into());
+    let failed = if plan.dry_run {
+        Vec::new()
+    } else {
+        delete_files(conn, &doomed)
+    };
+    let removed: Vec<&String> = doomed
+        .iter()
+        .filter(|p| !failed.iter().any(|(f, _)| f == *p))
+        .collect();
+    r.insert("removed_storage".into(), json!(removed));
+    r.insert(
+        "kept_storage".into(),
+        kept.iter()
+            .map(|(p, why)| json!({"path": p, "reason": why}))
+            .collect(),
+    );
+    if plan.dry_run {
+        r.insert("dry_run".into(), true.into());
+    }
+    if let Some((path, why)) = failed.first() {
+        return Err(Error::new(
+            Code::Io,
+            format!(
+                "undefined, but {path} could not be deleted: {why} ({} file(s) remain)",
+                failed.len()
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+fn undefine(dom: &Domain) -> Result<()> {
+    // Metadata that would otherwise make libvirt refuse the undefine.
+    let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+    dom.undefine_flags(flags)
+        .map_err(|e| Error::libvirt("libvirt refused to undefine it", &e))
+}
+
+/// Splits the domain's disks into files to delete and (path, reason) to keep.
+fn sort_disks(
+    disks: &[Disk],
+    users: &Users,
+    own_uuid: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut doomed = Vec::new();
+    let mut kept = Vec::new();
+    for disk in disks {
+        let Some(path) = disk.source.clone() else {
+            continue;
+        };
+        let reason = if disk.device != "disk" {
+            Some(format!("a {} is media, not the VM's own disk", disk.device))
+        } else if disk.shared {
+            Some("marked read-only or shareable".to_owned())
+        } else if disk.kind != "file" && disk.kind != "volume" {
+            Some(format!("a {} disk, not a file", disk.kind))
+        } else if let Some((_, other)) = users
+            .get(&path)
+            .and_then(|u| u.iter().find(|(uuid, _)| uuid != own_uuid))
+        {
+            Some(format!("also used by VM '{other}'"))
+        } else if !std::path::Path::new(&path).is_file() && disk.kind == "file" {
+            Some("not a regular file".to_owned())
+        } else {
+            None
+        };
+        match reason {
+            Some(why) => kept.push((path, why)),
+            None => doomed.push(path),
+        }
+    }
+    (doomed, kept)
+}
+
+/// Every path any domain uses as a disk or backing file, with its users.
+fn disk_users(conn: &Connect) -> Result<Users> {
+    let mut users = Users::new();
+    let all = conn
+        .list_all_domains(0)
+        .map_err(|e| Error::libvirt("cannot list domains", &e))?;
+    for dom in &all {
+        let user = (
+            dom.uuid_string().unwrap_or_default(),
+            dom.name().unwrap_or_default(),
+        );
+        for flags in [0, virt::sys::VIR_DOMAIN_XML_INACTIVE] {
+            let Ok(xml) = dom.xml_desc(flags) else {
+                continue;
+            };
+            let Ok(parsed) = domain::parse(&xml) else {
+                continue;
+            };
+            for disk in parsed.disks {
+                let Some(source) = disk.source else { continue };
+                for path in backing_files(&source)
+                    .into_iter()
+                    .chain(disk.backing)
+                    .chain([source])
+                {
+                    let list = users.entry(path).or_default();
+                    if !list.contains(&user) {
+                        list.push(user.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// The backing chain below an image, as qemu-img sees it (the domain XML of
+/// a stopped VM does not show it). `-U`: the image may be in use.
+fn backing_files(path: &str) -> Vec<String> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "--backing-chain", "-U", "--output=json", path])
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    let chain: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    chain
+        .iter()
+        .skip(1)
+        .filter_map(|img| img["filename"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Deletes files, through their storage pool when they belong to one.
+/// Returns those that could not be deleted, with why.
+fn delete_files(conn: &Connect, paths: &[String]) -> Vec<(String, String)> {
+    let mut failed = Vec::new();
+    for path in paths {
+        let result = match conn.lookup_storage_vol_by_path(path) {
+            Ok(vol) => vol.delete(0).map_err(|e| e.message().to_owned()),
+            Err(_) => std::fs::remove_file(path).map_err(|e| e.to_string()),
+        };
+        if let Err(why) = result {
+            failed.push((path.clone(), why));
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(device: &str, kind: &str, source: &str, shared: bool) -> Disk {
+        Disk {
+            target: "vda".into(),
+            device: device.into(),
+            kind: kind.into(),
+            source: Some(source.into()),
+            shared,
+            ..Disk::default()
+        }
+    }
+
+    #[test]
+    fn only_own_unshared_file_disks_are_doomed() {
+        let dir = std::env::temp_dir().join(format!("hv-rm-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let own = dir.join("own.qcow2");
+        let base = dir.join("base.qcow2");
+        std::fs::write(&own, b"x").unwrap();
+        std::fs::write(&base, b"x").unwrap();
+        let (own, base) = (own.display().to_string(), base.display().to_string());
+        let mut users = Users::new();
+        let me = ("me".to_string(), "self".to_string());
+        users.insert(own.clone(), vec![me.clone()]);
+        users.insert(
+            base.clone(),
+            vec![me, ("other-uuid".into(), "clone".into())],
+        );
+        let disks = vec![
+            disk("disk", "file", &own, false),
+            disk("disk", "file", &base, false),
+            disk("cdrom", "file", "/isos/debian.iso", true),
+            disk("disk", "block", "/dev/sdz", false),
+            disk("disk", "file", "/shared/data.img", true),
+        ];
+        let (doomed, kept) = sort_disks(&disks, &users, "me");
+        assert_eq!(doomed, vec![own]);
+        let reasons: Vec<&str> = kept.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(reasons[0], "also used by VM 'clone'");
+        assert!(reasons[1].contains("cdrom"));
+        assert!(reasons[2].contains("block"));
+        assert!(reasons[3].contains("read-only"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
