@@ -3,6 +3,7 @@
 //! `cargo xtask bench-ls` measures hv-ls against virsh on the real daemon.
 
 mod bench;
+mod bench_lifecycle;
 mod gen;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,12 @@ enum Task {
         check: bool,
     },
     /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
+    /// Start and gracefully stop test guests: hv -j N against a sequential virsh loop
+    BenchLifecycle {
+        /// How many test guests
+        #[arg(long, default_value_t = 10)]
+        guests: usize,
+    },
     BenchLs {
         /// How many domains to define for the run
         #[arg(long, default_value_t = 1000)]
@@ -37,6 +44,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Gen { check } => gen::run(check),
+        Task::BenchLifecycle { guests } => bench_lifecycle::run(guests),
         Task::BenchLs { domains, uri } => bench::ls(domains, &uri),
     };
     match result {
