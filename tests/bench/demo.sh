@@ -20,7 +20,7 @@ fi
 
 as_root bash tests/bench/setup-host.sh
 image=$(as_root bash tests/guest/build.sh)
-cargo build --release --quiet -p hv-ls -p hv-tag
+cargo build --release --quiet -p hv-ls -p hv-tag -p hv-start -p hv-stop
 export PATH="$PWD/target/release:$PATH"
 as_root mkdir -p "$dir"
 for vm in "${demos[@]}"; do
@@ -31,15 +31,14 @@ for vm in "${demos[@]}"; do
         -e "s|@DISK@|$dir/$vm.qcow2|" -e "s|@LOG@|$dir/$vm.log|" tests/guest/domain.xml.in >"$dir/$vm.xml"
     as_root virsh -c "$HV_CONNECT" define "$dir/$vm.xml" >/dev/null
 done
-for vm in demo-web1 demo-db; do
-    [ "$(virsh -c "$HV_CONNECT" domstate "$vm")" = running ] || as_root virsh -c "$HV_CONNECT" start "$vm" >/dev/null
-done
 
 show() { printf '\n$ %s\n' "$*"; bash -o pipefail -c "$*"; }
 show "hv-tag --add web demo-web1 demo-web2 --format table"
 show "hv-tag --add db demo-db --format table"
+show "hv-start --wait demo-web1 demo-db --format table"
 show "hv-ls --format table"
 show "hv-ls --tag web --state shutoff | hv-tag --add cold | jq -c '{name, tags}'"
 show "hv-ls --state running | jq -r '\"\\(.name): \\(.memory_bytes / 1048576) MiB, disk \\(.disks[0].source)\"'"
 show "hv-ls --name 'demo-*' --format csv | cut -d, -f1-5"
+show "hv-ls --tag db | hv-stop --timeout 30 --format table"
 printf '\nThe demo VMs stay defined; remove them with: tests/bench/demo.sh --clean\n'
