@@ -2,14 +2,17 @@
 //! timeouts, one result record per VM, pass-through of upstream failures and
 //! reports of malformed lines. Commands supply only the action itself.
 
-use crate::cli::{self, Status};
+use crate::cli::{self, ActionArgs, Status};
+use crate::connect::Access;
 use crate::error::{Error, Exit, Result};
+use crate::output::Column;
 use crate::output::Printer;
 use crate::runner::{self, Finished, Job, RunOptions};
 use crate::targets::{self, Input, VmRef};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 use virt::connect::Connect;
 use virt::domain::Domain;
 
@@ -25,6 +28,39 @@ pub fn inputs(args: &[String], example: &str) -> Result<Box<dyn Iterator<Item = 
     Err(Error::usage(format!(
         "no VMs given: name them as arguments or pipe records in, e.g. `{example}`"
     )))
+}
+
+/// What an action command tells the bulk driver about itself.
+pub struct Action {
+    /// The `action` field of its records.
+    pub name: &'static str,
+    pub columns: &'static [Column],
+    /// Hard limit per VM, past any wait the command does itself.
+    pub item_timeout: Duration,
+}
+
+/// Opens the connection the action needs (read-only for a dry run), runs
+/// `work` on every target and prints the records.
+pub fn act<F>(
+    inputs: impl Iterator<Item = Input>,
+    args: &ActionArgs,
+    action: Action,
+    work: F,
+) -> Result<Exit>
+where
+    F: Fn(&Connect, &Domain) -> Result<Map<String, Value>> + Send + Sync + 'static,
+{
+    let access = if args.dry_run {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    let conn = Arc::new(args.connect.open(access)?);
+    let mut printer = Printer::stdout(args.output.format, action.columns);
+    let opts = args.jobs.options(action.item_timeout);
+    let exit = run(inputs, conn, &opts, action.name, &mut printer, work)?;
+    printer.finish()?;
+    Ok(exit)
 }
 
 enum Outcome {

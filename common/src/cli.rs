@@ -58,6 +58,23 @@ impl JobArgs {
     }
 }
 
+/// The flags every command that changes VMs shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ActionArgs {
+    /// Show what would be done, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
 static PROGRAM: OnceLock<String> = OnceLock::new();
 
 /// The running command's name, for stderr messages.

@@ -4,6 +4,6 @@ complete -c hv-autostart -l format -d 'Output format: jsonl, json, table or csv 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-autostart -s n -l dry-run -d 'Show what would change, change nothing'
+complete -c hv-autostart -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-autostart -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-autostart -s V -l version -d 'Print version'

@@ -7,6 +7,6 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-rm -l force -d 'Force running VMs off first instead of refusing them'
 complete -c hv-rm -l remove-storage -d 'Also delete the VMs\' disk files (see DESCRIPTION for what is kept)'
 complete -c hv-rm -s y -l yes -d 'Do not ask; required when stdin is not a terminal'
-complete -c hv-rm -s n -l dry-run -d 'Show what would be removed, remove nothing'
+complete -c hv-rm -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-rm -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-rm -s V -l version -d 'Print version'

@@ -2,14 +2,12 @@
 //! (`hv-ls --tag prod | hv-autostart on`).
 
 use clap::Parser;
-use hv_common::bulk;
-use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
-use hv_common::connect::Access;
+use hv_common::bulk::{self, Action};
+use hv_common::cli::ActionArgs;
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, Column, Show};
 use hv_common::{Code, Error, Exit, Result};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use std::time::Duration;
 use virt::domain::Domain;
 
@@ -37,18 +35,8 @@ pub struct Cli {
     #[arg(value_name = "VM")]
     pub vms: Vec<String>,
 
-    /// Show what would change, change nothing
-    #[arg(short = 'n', long)]
-    pub dry_run: bool,
-
     #[command(flatten)]
-    pub jobs: JobArgs,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub args: ActionArgs,
 }
 
 pub const MANUAL: Manual = Manual {
@@ -69,26 +57,16 @@ static COLUMNS: [Column; 4] = [
 
 pub fn run(cli: Cli) -> Result<Exit> {
     let want = cli.switch == Switch::On;
-    let dry_run = cli.dry_run;
+    let dry_run = cli.args.dry_run;
     let inputs = bulk::inputs(&cli.vms, "hv-ls --tag prod | hv-autostart on")?;
-    let access = if dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
+    let action = Action {
+        name: "autostart",
+        columns: &COLUMNS,
+        item_timeout: Duration::from_secs(60),
     };
-    let conn = Arc::new(cli.connect.open(access)?);
-    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
-    let opts = cli.jobs.options(Duration::from_secs(60));
-    let exit = bulk::run(
-        inputs,
-        conn,
-        &opts,
-        "autostart",
-        &mut printer,
-        move |_, dom| set(dom, want, dry_run),
-    )?;
-    printer.finish()?;
-    Ok(exit)
+    bulk::act(inputs, &cli.args, action, move |_, dom| {
+        set(dom, want, dry_run)
+    })
 }
 
 fn set(dom: &Domain, want: bool, dry_run: bool) -> Result<Map<String, Value>> {

@@ -6,13 +6,12 @@
 //! that no other domain uses, directly or as a backing file.
 
 use clap::Parser;
-use hv_common::bulk;
-use hv_common::cli::{self, ConnectArgs, JobArgs, OutputArgs};
-use hv_common::connect::Access;
+use hv_common::bulk::{self, Action};
+use hv_common::cli::{self, ActionArgs};
 use hv_common::domain::{self, Disk};
 use hv_common::lifecycle::{self, SHUTOFF};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, Column, Show};
 use hv_common::targets::Input;
 use hv_common::{Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
@@ -52,18 +51,8 @@ pub struct Cli {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
-    /// Show what would be removed, remove nothing
-    #[arg(short = 'n', long)]
-    pub dry_run: bool,
-
     #[command(flatten)]
-    pub jobs: JobArgs,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub args: ActionArgs,
 }
 
 pub const MANUAL: Manual = Manual {
@@ -99,30 +88,21 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let plan = Plan {
         force: cli.force,
         remove_storage: cli.remove_storage,
-        dry_run: cli.dry_run,
+        dry_run: cli.args.dry_run,
     };
     let inputs: Vec<Input> = bulk::inputs(&cli.vms, "hv-ls --tag tmp | hv-rm --yes")?.collect();
     if !plan.dry_run && !cli.yes {
         confirm(&inputs, plan)?;
     }
-    let access = if plan.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
-    };
-    let conn = Arc::new(cli.connect.open(access)?);
-    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
     let users: Arc<OnceLock<Result<Users>>> = Arc::new(OnceLock::new());
-    let exit = bulk::run(
-        inputs.into_iter(),
-        conn,
-        &cli.jobs.options(Duration::from_secs(300)),
-        "rm",
-        &mut printer,
-        move |conn, dom| remove(conn, dom, plan, &users),
-    )?;
-    printer.finish()?;
-    Ok(exit)
+    let action = Action {
+        name: "rm",
+        columns: &COLUMNS,
+        item_timeout: Duration::from_secs(300),
+    };
+    bulk::act(inputs.into_iter(), &cli.args, action, move |conn, dom| {
+        remove(conn, dom, plan, &users)
+    })
 }
 
 /// Asks once at a terminal; anywhere else, without --yes, refuses the whole batch.

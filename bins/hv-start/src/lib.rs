@@ -3,17 +3,15 @@
 //! `"changed": false`, so a pipeline can be re-run safely.
 
 use clap::Parser;
-use hv_common::bulk;
-use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
-use hv_common::connect::Access;
+use hv_common::bulk::{self, Action};
+use hv_common::cli::ActionArgs;
 use hv_common::lifecycle::{
     self, BLOCKED, CRASHED, PAUSED, PMSUSPENDED, RUNNING, SHUTDOWN, SHUTOFF,
 };
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, Column, Show};
 use hv_common::{Code, Error, Exit, Result};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
@@ -52,18 +50,8 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
 
-    /// Show what would be started, start nothing
-    #[arg(short = 'n', long)]
-    pub dry_run: bool,
-
     #[command(flatten)]
-    pub jobs: JobArgs,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub args: ActionArgs,
 }
 
 pub const MANUAL: Manual = Manual {
@@ -100,23 +88,16 @@ pub fn run(cli: Cli) -> Result<Exit> {
         paused: cli.paused,
         wait: cli.wait,
         timeout: Duration::from_secs(cli.timeout),
-        dry_run: cli.dry_run,
+        dry_run: cli.args.dry_run,
     };
     let inputs = bulk::inputs(&cli.vms, "hv-ls --state shutoff | hv-start")?;
-    let access = if cli.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
-    };
-    let conn = Arc::new(cli.connect.open(access)?);
-    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
     // The hard limit sits past --timeout so a VM's own wait reports first.
-    let opts = cli.jobs.options(plan.timeout + Duration::from_secs(30));
-    let exit = bulk::run(inputs, conn, &opts, "start", &mut printer, move |_, dom| {
-        start(dom, plan)
-    })?;
-    printer.finish()?;
-    Ok(exit)
+    let action = Action {
+        name: "start",
+        columns: &COLUMNS,
+        item_timeout: plan.timeout + Duration::from_secs(30),
+    };
+    bulk::act(inputs, &cli.args, action, move |_, dom| start(dom, plan))
 }
 
 fn start(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {

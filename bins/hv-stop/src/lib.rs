@@ -4,15 +4,13 @@
 //! long as its slowest guest, and the record says how each one ended.
 
 use clap::Parser;
-use hv_common::bulk;
-use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
-use hv_common::connect::Access;
+use hv_common::bulk::{self, Action};
+use hv_common::cli::ActionArgs;
 use hv_common::lifecycle::{self, PAUSED, SHUTOFF};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, Column, Show};
 use hv_common::{Code, Error, Exit, Result};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
@@ -65,18 +63,8 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["force", "no_force"])]
     pub pause: bool,
 
-    /// Show what would be done, change nothing
-    #[arg(short = 'n', long)]
-    pub dry_run: bool,
-
     #[command(flatten)]
-    pub jobs: JobArgs,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub args: ActionArgs,
 }
 
 pub const MANUAL: Manual = Manual {
@@ -119,37 +107,27 @@ pub fn run(cli: Cli) -> Result<Exit> {
         timeout: Duration::from_secs(cli.timeout),
         force_after: !cli.no_force,
         force_now: cli.force,
-        dry_run: cli.dry_run,
+        dry_run: cli.args.dry_run,
     };
     let inputs = bulk::inputs(&cli.vms, "hv-ls --tag dev | hv-stop")?;
-    let access = if cli.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
+    let action = |name| Action {
+        name,
+        columns: &COLUMNS,
+        item_timeout: plan.timeout + Duration::from_secs(60),
     };
-    let conn = Arc::new(cli.connect.open(access)?);
-    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
-    let opts = cli.jobs.options(plan.timeout + Duration::from_secs(60));
-    let exit = if cli.pause {
-        bulk::run(inputs, conn, &opts, "pause", &mut printer, move |_, dom| {
+    if cli.pause {
+        bulk::act(inputs, &cli.args, action("pause"), move |_, dom| {
             pause(dom, plan)
-        })?
+        })
     } else if cli.reboot {
-        bulk::run(
-            inputs,
-            conn,
-            &opts,
-            "reboot",
-            &mut printer,
-            move |_, dom| reboot(dom, plan),
-        )?
+        bulk::act(inputs, &cli.args, action("reboot"), move |_, dom| {
+            reboot(dom, plan)
+        })
     } else {
-        bulk::run(inputs, conn, &opts, "stop", &mut printer, move |_, dom| {
+        bulk::act(inputs, &cli.args, action("stop"), move |_, dom| {
             stop(dom, plan)
-        })?
-    };
-    printer.finish()?;
-    Ok(exit)
+        })
+    }
 }
 
 fn record(

@@ -5,15 +5,14 @@
 //! is this command's job.
 
 use clap::Parser;
-use hv_common::bulk;
-use hv_common::cli::{ConnectArgs, JobArgs, OutputArgs};
-use hv_common::connect::Access;
+use hv_common::bulk::{self, Action};
+use hv_common::cli::ActionArgs;
 use hv_common::domain::{self, TAGS_NS, TAGS_PREFIX};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, Column, Show};
 use hv_common::{Code, Error, Exit, Result};
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::time::Duration;
 use virt::domain::Domain;
 
 #[derive(Debug, Parser)]
@@ -44,22 +43,12 @@ pub struct Cli {
     #[arg(long)]
     pub clear: bool,
 
-    /// Show the tags each VM would end up with, change nothing
-    #[arg(short = 'n', long)]
-    pub dry_run: bool,
-
     /// Seconds each VM may take before it is reported as timed out
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
 
     #[command(flatten)]
-    pub jobs: JobArgs,
-
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-
-    #[command(flatten)]
-    pub output: OutputArgs,
+    pub args: ActionArgs,
 }
 
 pub const MANUAL: Manual = Manual {
@@ -117,27 +106,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
         add: cli.add.clone(),
         remove: cli.remove.clone(),
         clear: cli.clear,
-        dry_run: cli.dry_run,
+        dry_run: cli.args.dry_run,
     };
     let inputs = bulk::inputs(&cli.vms, "hv-ls --name 'web*' | hv-tag --add web")?;
-    let access = if cli.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
+    let action = Action {
+        name: "tag",
+        columns: &COLUMNS,
+        item_timeout: Duration::from_secs(cli.timeout),
     };
-    let conn = Arc::new(cli.connect.open(access)?);
-    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
-    let exit = bulk::run(
-        inputs,
-        conn,
-        &cli.jobs
-            .options(std::time::Duration::from_secs(cli.timeout)),
-        "tag",
-        &mut printer,
-        move |_, dom| retag(dom, &change),
-    )?;
-    printer.finish()?;
-    Ok(exit)
+    bulk::act(inputs, &cli.args, action, move |_, dom| retag(dom, &change))
 }
 
 fn retag(dom: &Domain, change: &Change) -> Result<Map<String, Value>> {
