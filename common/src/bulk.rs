@@ -48,7 +48,7 @@ pub fn act<F>(
     work: F,
 ) -> Result<Exit>
 where
-    F: Fn(&Connect, &Domain) -> Result<Map<String, Value>> + Send + Sync + 'static,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<Map<String, Value>> + Send + Sync + 'static,
 {
     let access = if args.dry_run {
         Access::ReadOnly
@@ -80,7 +80,7 @@ pub fn run<W, F>(
 ) -> Result<Exit>
 where
     W: Write,
-    F: Fn(&Connect, &Domain) -> Result<Map<String, Value>> + Send + Sync + 'static,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<Map<String, Value>> + Send + Sync + 'static,
 {
     let jobs = inputs.map(|input| match input {
         Input::Vm(vm) => Job::Run(vm),
@@ -111,7 +111,7 @@ where
 
 fn attempt<F>(conn: &Connect, vm: &VmRef, action: &str, work: &F) -> Outcome
 where
-    F: Fn(&Connect, &Domain) -> Result<Map<String, Value>>,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<Map<String, Value>>,
 {
     let domain = match targets::lookup(conn, vm) {
         Ok(d) => d,
@@ -121,8 +121,9 @@ where
         name: domain.name().ok().or_else(|| vm.name.clone()),
         uuid: domain.uuid_string().ok().or_else(|| vm.uuid.clone()),
         line: vm.line,
+        record: vm.record.clone(),
     };
-    match work(conn, &domain) {
+    match work(conn, &domain, &named) {
         Ok(fields) => {
             let mut r = Map::new();
             r.insert("name".into(), named.name.into());

@@ -11,7 +11,9 @@ pub mod ffi;
 pub mod lifecycle;
 pub mod manual;
 pub mod output;
+pub mod retention;
 pub mod runner;
 pub mod targets;
+pub mod time;
 
 pub use error::{Code, Error, Exit, Result};

@@ -17,6 +17,9 @@ pub struct VmRef {
     pub uuid: Option<String>,
     /// The stdin line it came from, for messages.
     pub line: Option<usize>,
+    /// The whole record it came from, for commands that read more of it
+    /// (hv-snap rm takes the `snapshot` field of hv-snap ls records).
+    pub record: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +87,7 @@ pub fn parse_line(n: usize, line: &str) -> Option<Input> {
                 name: Some(name),
                 uuid: None,
                 line: Some(n),
+                record: None,
             }),
             _ => malformed(n, "not a valid JSON string"),
         },
@@ -99,12 +103,14 @@ fn bare(text: &str, line: Option<usize>) -> VmRef {
             name: None,
             uuid: Some(text.to_owned()),
             line,
+            record: None,
         }
     } else {
         VmRef {
             name: Some(text.to_owned()),
             uuid: None,
             line,
+            record: None,
         }
     }
 }
@@ -129,6 +135,7 @@ fn parse_object(n: usize, text: &str) -> Input {
             name,
             uuid,
             line: Some(n),
+            record: Some(record.clone()),
         }),
     }
 }
@@ -214,6 +221,7 @@ mod tests {
             name: name.map(Into::into),
             uuid: uuid.map(Into::into),
             line: Some(line),
+            record: None,
         })
     }
 
@@ -225,7 +233,13 @@ mod tests {
         assert!(
             matches!(&got[1], Input::Malformed { line: 2, message } if message.contains("line 2"))
         );
-        assert_eq!(got[2], vm(Some("db"), Some("u-1"), 4));
+        match &got[2] {
+            Input::Vm(v) => {
+                assert_eq!((v.name.as_deref(), v.uuid.as_deref(), v.line), (Some("db"), Some("u-1"), Some(4)));
+                assert_eq!(v.record.as_ref().unwrap()["state"], "running", "the whole record travels along");
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(got[3], vm(Some("spacy  "), None, 5));
         assert!(
             matches!(&got[4], Input::Malformed { line: 6, message } if message.contains("neither"))
@@ -299,6 +313,7 @@ mod tests {
                 name: Some("test".into()),
                 uuid: None,
                 line: None,
+                record: None,
             },
         )
         .unwrap();
@@ -309,6 +324,7 @@ mod tests {
                 name: None,
                 uuid: Some(uuid.clone()),
                 line: None,
+                record: None,
             },
         )
         .unwrap();
@@ -319,6 +335,7 @@ mod tests {
                 name: Some("nope".into()),
                 uuid: None,
                 line: Some(4),
+                record: None,
             },
         )
         .unwrap_err();

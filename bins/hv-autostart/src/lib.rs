@@ -64,7 +64,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         columns: &COLUMNS,
         item_timeout: Duration::from_secs(60),
     };
-    bulk::act(inputs, &cli.args, action, move |_, dom| {
+    bulk::act(inputs, &cli.args, action, move |_, dom, _| {
         set(dom, want, dry_run)
     })
 }

@@ -267,6 +267,7 @@ fn list(
                     name: Some(basic.name.clone()),
                     uuid: Some(basic.uuid.clone()),
                     line: None,
+                    record: None,
                 };
                 records.push(targets::failure_record(&vm, None, &e));
             }

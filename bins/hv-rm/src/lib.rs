@@ -100,7 +100,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         columns: &COLUMNS,
         item_timeout: Duration::from_secs(300),
     };
-    bulk::act(inputs.into_iter(), &cli.args, action, move |conn, dom| {
+    bulk::act(inputs.into_iter(), &cli.args, action, move |conn, dom, _| {
         remove(conn, dom, plan, &users)
     })
 }

@@ -97,7 +97,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         columns: &COLUMNS,
         item_timeout: plan.timeout + Duration::from_secs(30),
     };
-    bulk::act(inputs, &cli.args, action, move |_, dom| start(dom, plan))
+    bulk::act(inputs, &cli.args, action, move |_, dom, _| start(dom, plan))
 }
 
 fn start(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {

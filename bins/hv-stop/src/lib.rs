@@ -116,15 +116,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
         item_timeout: plan.timeout + Duration::from_secs(60),
     };
     if cli.pause {
-        bulk::act(inputs, &cli.args, action("pause"), move |_, dom| {
+        bulk::act(inputs, &cli.args, action("pause"), move |_, dom, _| {
             pause(dom, plan)
         })
     } else if cli.reboot {
-        bulk::act(inputs, &cli.args, action("reboot"), move |_, dom| {
+        bulk::act(inputs, &cli.args, action("reboot"), move |_, dom, _| {
             reboot(dom, plan)
         })
     } else {
-        bulk::act(inputs, &cli.args, action("stop"), move |_, dom| {
+        bulk::act(inputs, &cli.args, action("stop"), move |_, dom, _| {
             stop(dom, plan)
         })
     }
