@@ -33,7 +33,16 @@ pub struct Keep {
 
 impl Keep {
     pub fn is_empty(&self) -> bool {
-        [self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly].iter().all(|k| k.unwrap_or(0) == 0)
+        [
+            self.last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+            self.yearly,
+        ]
+        .iter()
+        .all(|k| k.unwrap_or(0) == 0)
     }
 }
 
@@ -52,16 +61,31 @@ pub fn judge(times: &[i64], keep: &Keep) -> Vec<Verdict> {
     type Period = fn(i64, usize) -> String;
     let rules: [(&'static str, Option<usize>, Period); 6] = [
         ("keep-last", keep.last, |_, i| i.to_string()),
-        ("keep-hourly", keep.hourly, |t, _| time::rfc3339(t)[..13].to_owned()),
-        ("keep-daily", keep.daily, |t, _| time::rfc3339(t)[..10].to_owned()),
-        ("keep-weekly", keep.weekly, |t, _| format!("{:?}", time::iso_week(t))),
-        ("keep-monthly", keep.monthly, |t, _| time::rfc3339(t)[..7].to_owned()),
-        ("keep-yearly", keep.yearly, |t, _| time::rfc3339(t)[..4].to_owned()),
+        ("keep-hourly", keep.hourly, |t, _| {
+            time::rfc3339(t)[..13].to_owned()
+        }),
+        ("keep-daily", keep.daily, |t, _| {
+            time::rfc3339(t)[..10].to_owned()
+        }),
+        ("keep-weekly", keep.weekly, |t, _| {
+            format!("{:?}", time::iso_week(t))
+        }),
+        ("keep-monthly", keep.monthly, |t, _| {
+            time::rfc3339(t)[..7].to_owned()
+        }),
+        ("keep-yearly", keep.yearly, |t, _| {
+            time::rfc3339(t)[..4].to_owned()
+        }),
     ];
     for (rule, count, period) in rules {
-        let Some(count) = count.filter(|c| *c > 0) else { continue };
-        let covered: HashSet<String> =
-            order.iter().filter(|&&i| verdicts[i].is_some()).map(|&i| period(times[i], i)).collect();
+        let Some(count) = count.filter(|c| *c > 0) else {
+            continue;
+        };
+        let covered: HashSet<String> = order
+            .iter()
+            .filter(|&&i| verdicts[i].is_some())
+            .map(|&i| period(times[i], i))
+            .collect();
         let mut chosen: HashSet<String> = HashSet::new();
         for &i in &order {
             if decided[i] {
@@ -97,7 +121,12 @@ mod tests {
 
     fn kept(times: &[i64], keep: Keep) -> Vec<i64> {
         let v = judge(times, &keep);
-        let mut k: Vec<i64> = times.iter().zip(&v).filter(|(_, v)| v.is_some()).map(|(t, _)| *t).collect();
+        let mut k: Vec<i64> = times
+            .iter()
+            .zip(&v)
+            .filter(|(_, v)| v.is_some())
+            .map(|(t, _)| *t)
+            .collect();
         k.sort();
         k
     }
@@ -110,30 +139,83 @@ mod tests {
     #[test]
     fn keep_last_keeps_the_newest() {
         let times = [T0, T0 + H, T0 + 2 * H, T0 + 3 * H];
-        assert_eq!(kept(&times, Keep { last: Some(2), ..Keep::default() }), vec![T0 + 2 * H, T0 + 3 * H]);
+        assert_eq!(
+            kept(
+                &times,
+                Keep {
+                    last: Some(2),
+                    ..Keep::default()
+                }
+            ),
+            vec![T0 + 2 * H, T0 + 3 * H]
+        );
     }
 
     #[test]
     fn daily_keeps_the_newest_of_each_day() {
         // Two a day for four days.
-        let times: Vec<i64> = (0..4).flat_map(|d| [T0 + d * D + H, T0 + d * D + 20 * H]).collect();
-        let k = kept(&times, Keep { daily: Some(3), ..Keep::default() });
-        assert_eq!(k, vec![T0 + D + 20 * H, T0 + 2 * D + 20 * H, T0 + 3 * D + 20 * H]);
+        let times: Vec<i64> = (0..4)
+            .flat_map(|d| [T0 + d * D + H, T0 + d * D + 20 * H])
+            .collect();
+        let k = kept(
+            &times,
+            Keep {
+                daily: Some(3),
+                ..Keep::default()
+            },
+        );
+        assert_eq!(
+            k,
+            vec![T0 + D + 20 * H, T0 + 2 * D + 20 * H, T0 + 3 * D + 20 * H]
+        );
     }
 
     #[test]
     fn periods_covered_by_earlier_rules_do_not_count_again() {
         // Proxmox: keep-last 1 keeps day 4's newest; keep-daily 2 then keeps days 3 and 2.
         let times: Vec<i64> = (0..4).map(|d| T0 + d * D + 12 * H).collect();
-        let v = judge(&times, &Keep { last: Some(1), daily: Some(2), ..Keep::default() });
-        assert_eq!(v, vec![None, Some("keep-daily"), Some("keep-daily"), Some("keep-last")]);
+        let v = judge(
+            &times,
+            &Keep {
+                last: Some(1),
+                daily: Some(2),
+                ..Keep::default()
+            },
+        );
+        assert_eq!(
+            v,
+            vec![
+                None,
+                Some("keep-daily"),
+                Some("keep-daily"),
+                Some("keep-last")
+            ]
+        );
     }
 
     #[test]
     fn weekly_and_monthly_buckets() {
         // Saturdays for six weeks: weeks 47..52 of 2026, months Nov and Dec.
         let times: Vec<i64> = (0..6).map(|w| T0 + w * 7 * D).collect();
-        assert_eq!(kept(&times, Keep { weekly: Some(2), ..Keep::default() }), vec![times[4], times[5]]);
-        assert_eq!(kept(&times, Keep { monthly: Some(2), ..Keep::default() }), vec![times[1], times[5]]);
+        assert_eq!(
+            kept(
+                &times,
+                Keep {
+                    weekly: Some(2),
+                    ..Keep::default()
+                }
+            ),
+            vec![times[4], times[5]]
+        );
+        assert_eq!(
+            kept(
+                &times,
+                Keep {
+                    monthly: Some(2),
+                    ..Keep::default()
+                }
+            ),
+            vec![times[1], times[5]]
+        );
     }
 }

@@ -4,8 +4,11 @@
 //! Bad lines are reported and skipped, never fatal, and failed upstream
 //! results travel on untouched so the end of a pipeline still sees them.
 
+use crate::cli::{self, Status};
 use crate::error::{Code, Error, Result};
+use crate::output::Printer;
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::io::BufRead;
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -211,6 +214,77 @@ pub fn failure_record(vm: &VmRef, action: Option<&str>, err: &Error) -> Map<Stri
     r
 }
 
+/// The domains a reading command works on: those named as arguments or on
+/// stdin, or every domain (sorted by name) when none is named. Failed
+/// lookups and upstream failures are printed as records; malformed lines
+/// are reported.
+pub fn select<W: std::io::Write>(
+    conn: &Connect,
+    args: &[String],
+    printer: &mut Printer<W>,
+    status: &mut Status,
+) -> Result<Vec<Domain>> {
+    let inputs: Box<dyn Iterator<Item = Input>> = if !args.is_empty() {
+        Box::new(from_args(args).into_iter())
+    } else if cli::stdin_has_targets(args) {
+        Box::new(from_reader(std::io::stdin().lock()))
+    } else {
+        return all_domains(conn);
+    };
+    let (domains, named) = resolve(conn, inputs, printer, status)?;
+    if named {
+        Ok(domains)
+    } else {
+        all_domains(conn)
+    }
+}
+
+pub fn all_domains(conn: &Connect) -> Result<Vec<Domain>> {
+    let mut domains = conn
+        .list_all_domains(0)
+        .map_err(|e| Error::libvirt("cannot list domains", &e))?;
+    domains.sort_by_cached_key(|d| d.name().unwrap_or_default());
+    Ok(domains)
+}
+
+/// Looks up named VMs in input order, once each. Returns whether any VM was
+/// named at all: an empty stdin means "everything", as with no arguments.
+fn resolve<W: std::io::Write>(
+    conn: &Connect,
+    inputs: impl Iterator<Item = Input>,
+    printer: &mut Printer<W>,
+    status: &mut Status,
+) -> Result<(Vec<Domain>, bool)> {
+    let mut domains = Vec::new();
+    let mut seen = HashSet::new();
+    let mut named = false;
+    for input in inputs {
+        match input {
+            Input::Vm(vm) => {
+                named = true;
+                match lookup(conn, &vm) {
+                    Ok(d) if seen.insert(d.uuid_string().unwrap_or_default()) => domains.push(d),
+                    Ok(_) => {}
+                    Err(e) => {
+                        status.failed(&e);
+                        printer.emit(failure_record(&vm, None, &e))?;
+                    }
+                }
+            }
+            Input::PassThrough(record) => {
+                named = true;
+                printer.emit(record)?;
+            }
+            Input::Malformed { message, .. } => {
+                named = true;
+                cli::warn(message);
+                status.malformed();
+            }
+        }
+    }
+    Ok((domains, named))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,8 +309,15 @@ mod tests {
         );
         match &got[2] {
             Input::Vm(v) => {
-                assert_eq!((v.name.as_deref(), v.uuid.as_deref(), v.line), (Some("db"), Some("u-1"), Some(4)));
-                assert_eq!(v.record.as_ref().unwrap()["state"], "running", "the whole record travels along");
+                assert_eq!(
+                    (v.name.as_deref(), v.uuid.as_deref(), v.line),
+                    (Some("db"), Some("u-1"), Some(4))
+                );
+                assert_eq!(
+                    v.record.as_ref().unwrap()["state"],
+                    "running",
+                    "the whole record travels along"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -5,7 +5,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Hinnant's algorithm).
@@ -25,7 +27,14 @@ fn civil(days: i64) -> (i64, u32, u32) {
 pub fn utc(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let (y, m, d) = civil(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
-    (y, m, d, (s / 3600) as u32, (s % 3600 / 60) as u32, (s % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (s / 3600) as u32,
+        (s % 3600 / 60) as u32,
+        (s % 60) as u32,
+    )
 }
 
 pub fn rfc3339(secs: i64) -> String {

@@ -5,13 +5,13 @@
 //! per-domain reads done in parallel, never a `virsh dominfo` per VM.
 
 use clap::Parser;
-use hv_common::cli::{self, ConnectArgs, OutputArgs, Status};
+use hv_common::cli::{ConnectArgs, OutputArgs, Status};
 use hv_common::connect::Access;
 use hv_common::domain::{self, DomainXml};
 use hv_common::ffi::{self, Stats};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Printer, Show};
-use hv_common::targets::{self, Input};
+use hv_common::targets;
 use hv_common::{Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -109,72 +109,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let conn = cli.connect.open(Access::ReadOnly)?;
     let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
     let mut status = Status::default();
-    let domains = if !cli.vms.is_empty() || cli::stdin_has_targets(&cli.vms) {
-        let inputs: Box<dyn Iterator<Item = Input>> = if cli.vms.is_empty() {
-            Box::new(targets::from_reader(std::io::stdin().lock()))
-        } else {
-            Box::new(targets::from_args(&cli.vms).into_iter())
-        };
-        let (domains, named) = resolve(&conn, inputs, &mut printer, &mut status)?;
-        if named {
-            domains
-        } else {
-            all_domains(&conn)?
-        }
-    } else {
-        all_domains(&conn)?
-    };
+    let domains = targets::select(&conn, &cli.vms, &mut printer, &mut status)?;
     for record in list(&conn, domains, &filter, &mut status)? {
         printer.emit(record)?;
     }
     printer.finish()?;
     Ok(status.exit())
-}
-
-fn all_domains(conn: &Connect) -> Result<Vec<Domain>> {
-    let mut domains = conn
-        .list_all_domains(0)
-        .map_err(|e| Error::libvirt("cannot list domains", &e))?;
-    domains.sort_by_cached_key(|d| d.name().unwrap_or_default());
-    Ok(domains)
-}
-
-/// Looks up named VMs in input order, once each. Returns whether any VM was
-/// named at all: an empty stdin means "everything", as with no arguments.
-fn resolve<W: std::io::Write>(
-    conn: &Connect,
-    inputs: impl Iterator<Item = Input>,
-    printer: &mut Printer<W>,
-    status: &mut Status,
-) -> Result<(Vec<Domain>, bool)> {
-    let mut domains = Vec::new();
-    let mut seen = HashSet::new();
-    let mut named = false;
-    for input in inputs {
-        match input {
-            Input::Vm(vm) => {
-                named = true;
-                match targets::lookup(conn, &vm) {
-                    Ok(d) if seen.insert(d.uuid_string().unwrap_or_default()) => domains.push(d),
-                    Ok(_) => {}
-                    Err(e) => {
-                        status.failed(&e);
-                        printer.emit(targets::failure_record(&vm, None, &e))?;
-                    }
-                }
-            }
-            Input::PassThrough(record) => {
-                named = true;
-                printer.emit(record)?;
-            }
-            Input::Malformed { message, .. } => {
-                named = true;
-                cli::warn(message);
-                status.malformed();
-            }
-        }
-    }
-    Ok((domains, named))
 }
 
 struct Filter {

@@ -100,9 +100,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
         columns: &COLUMNS,
         item_timeout: Duration::from_secs(300),
     };
-    bulk::act(inputs.into_iter(), &cli.args, action, move |conn, dom, _| {
-        remove(conn, dom, plan, &users)
-    })
+    bulk::act(
+        inputs.into_iter(),
+        &cli.args,
+        action,
+        move |conn, dom, _| remove(conn, dom, plan, &users),
+    )
 }
 
 /// Asks once at a terminal; anywhere else, without --yes, refuses the whole batch.

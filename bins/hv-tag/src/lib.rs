@@ -114,7 +114,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         columns: &COLUMNS,
         item_timeout: Duration::from_secs(cli.timeout),
     };
-    bulk::act(inputs, &cli.args, action, move |_, dom, _| retag(dom, &change))
+    bulk::act(inputs, &cli.args, action, move |_, dom, _| {
+        retag(dom, &change)
+    })
 }
 
 fn retag(dom: &Domain, change: &Change) -> Result<Map<String, Value>> {
