@@ -49,13 +49,14 @@ impl Keep {
 /// The rule that keeps an item, or `None` when it goes.
 pub type Verdict = Option<&'static str>;
 
-/// `times` are Unix seconds in any order; the verdicts come back in the same order.
+/// `times` are Unix seconds; the verdicts come back in the same order. Of
+/// two items with the same time, the later in the slice counts as newer.
 pub fn judge(times: &[i64], keep: &Keep) -> Vec<Verdict> {
     if keep.is_empty() {
         return vec![Some("keep-all"); times.len()];
     }
     let mut order: Vec<usize> = (0..times.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(times[i]));
+    order.sort_by_key(|&i| std::cmp::Reverse((times[i], i)));
     let mut verdicts: Vec<Verdict> = vec![None; times.len()];
     let mut decided = vec![false; times.len()];
     type Period = fn(i64, usize) -> String;
@@ -149,6 +150,18 @@ mod tests {
             ),
             vec![T0 + 2 * H, T0 + 3 * H]
         );
+    }
+
+    #[test]
+    fn ties_go_to_the_later_item() {
+        let v = judge(
+            &[T0, T0, T0],
+            &Keep {
+                last: Some(1),
+                ..Keep::default()
+            },
+        );
+        assert_eq!(v, vec![None, None, Some("keep-last")]);
     }
 
     #[test]

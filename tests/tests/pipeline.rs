@@ -68,3 +68,21 @@ fn bench_ls_shutoff_into_start_starts_exactly_those() {
     ));
     assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "3");
 }
+
+#[test]
+fn bench_snapshot_records_name_their_vm_to_the_next_command() {
+    let conn = connect();
+    let g = GuestSpec::new("snap pipe").define(&conn);
+    let out = pipeline(&format!(
+        "hv-ls '{}' | hv-snap create --name piped | hv-ls",
+        g.name
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out);
+    assert_eq!(recs[0]["uuid"], g.uuid.as_str());
+    assert_eq!(recs[0]["snapshot_count"], 1);
+}

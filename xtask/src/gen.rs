@@ -42,6 +42,10 @@ fn tools() -> Vec<Tool> {
             command: hv_rm::Cli::command(),
             manual: &hv_rm::MANUAL,
         },
+        Tool {
+            command: hv_snap::Cli::command(),
+            manual: &hv_snap::MANUAL,
+        },
     ]
 }
 
@@ -111,8 +115,21 @@ fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
         let name = tool.command.get_name().to_owned();
         files.push((
             PathBuf::from(format!("man/{name}.1")),
-            man_page(&tool).map_err(|e| e.to_string())?,
+            man_page(&tool.command, tool.manual).map_err(|e| e.to_string())?,
         ));
+        // git-style: one page per subcommand, `hv-snap-create(1)`.
+        for sub in tool.command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let page = format!("{name}-{}", sub.get_name());
+            let command = sub
+                .clone()
+                .name(page.clone())
+                .bin_name(format!("{name} {}", sub.get_name()))
+                .version(env!("CARGO_PKG_VERSION"));
+            files.push((
+                PathBuf::from(format!("man/{page}.1")),
+                man_page(&command, tool.manual).map_err(|e| e.to_string())?,
+            ));
+        }
         for (shell, file) in [
             (clap_complete::Shell::Bash, format!("bash/{name}")),
             (clap_complete::Shell::Zsh, format!("zsh/_{name}")),
@@ -126,8 +143,8 @@ fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
     Ok(files)
 }
 
-fn man_page(tool: &Tool) -> std::io::Result<Vec<u8>> {
-    let man = clap_mangen::Man::new(tool.command.clone())
+fn man_page(command: &clap::Command, manual: &Manual) -> std::io::Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(command.clone())
         .manual("hv manual")
         .source(SOURCE)
         .date(MAN_DATE);
@@ -137,10 +154,13 @@ fn man_page(tool: &Tool) -> std::io::Result<Vec<u8>> {
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
+    if command.has_subcommands() {
+        man.render_subcommands_section(&mut out)?;
+    }
     let mut extra = String::new();
-    if !tool.manual.notes.is_empty() {
+    if !manual.notes.is_empty() {
         extra.push_str(".SH NOTES\n");
-        let notes: Vec<String> = tool.manual.notes.iter().map(|n| roff(n)).collect();
+        let notes: Vec<String> = manual.notes.iter().map(|n| roff(n)).collect();
         extra.push_str(&notes.join("\n.PP\n"));
         extra.push('\n');
     }
@@ -153,14 +173,13 @@ fn man_page(tool: &Tool) -> std::io::Result<Vec<u8>> {
         extra.push_str(&format!(".TP\n\\fB{var}\\fR\n{}\n", roff(meaning)));
     }
     extra.push_str(".SH EXAMPLES\n");
-    let examples: Vec<String> = tool
-        .manual
+    let examples: Vec<String> = manual
         .examples
         .iter()
         .map(|(what, command)| format!("{}\n.RS 4\n.EX\n{}\n.EE\n.RE\n", roff(what), roff(command)))
         .collect();
     extra.push_str(&examples.join(".PP\n"));
-    let name = tool.command.get_name();
+    let name = command.get_name();
     let others: Vec<String> = tools()
         .iter()
         .map(|t| t.command.get_name().to_owned())

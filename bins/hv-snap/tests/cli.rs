@@ -1,0 +1,235 @@
+//! hv-snap on real guests that write to their disks.
+
+use hv_testbench::{connect, hv, records, Guest, GuestSpec, URI};
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+const HV_SNAP: &str = env!("CARGO_BIN_EXE_hv-snap");
+
+fn snap(args: &[&str]) -> std::process::Output {
+    hv(HV_SNAP, args, "")
+}
+
+fn ok(out: &std::process::Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    records(out)
+}
+
+/// SHA-256 of what the guest sees on its disk (the active layer, read as raw).
+fn disk_digest(g: &Guest) -> String {
+    let raw = std::env::temp_dir().join(format!("{}digest.raw", hv_testbench::run_prefix()));
+    let st = Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(&g.disk)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("sha256sum").arg(&raw).output().unwrap();
+    let _ = std::fs::remove_file(&raw);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Lets the writer guest write for a while, then forces it off.
+fn write_a_while(g: &Guest) {
+    g.start_ready();
+    std::thread::sleep(Duration::from_secs(3));
+    g.domain.destroy().unwrap();
+}
+
+fn names(g: &Guest) -> Vec<String> {
+    ok(&snap(&["ls", &g.uuid]))
+        .iter()
+        .map(|r| r["snapshot"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn bench_revert_brings_the_disk_back_and_rm_deletes() {
+    let conn = connect();
+    let g = GuestSpec::new("snap disk ü").writer().define(&conn);
+    write_a_while(&g);
+    let before = disk_digest(&g);
+    let made = ok(&snap(&[
+        "create",
+        "--name",
+        "base ü",
+        "--description",
+        "known state",
+        &g.name,
+    ]));
+    let r = &made[0];
+    assert_eq!(
+        (
+            r["snapshot"].as_str(),
+            r["kind"].as_str(),
+            r["memory"].as_bool()
+        ),
+        (Some("base ü"), Some("internal"), Some(false))
+    );
+    assert_eq!(
+        (r["hv_made"].as_bool(), r["state"].as_str()),
+        (Some(true), Some("shutoff"))
+    );
+    assert!(r["created"].as_str().unwrap().ends_with('Z'));
+
+    write_a_while(&g);
+    assert_ne!(
+        disk_digest(&g),
+        before,
+        "the guest wrote after the snapshot"
+    );
+    let reverted = ok(&snap(&["revert", "--snapshot", "base ü", &g.name]));
+    assert_eq!(reverted[0]["state"], "shutoff");
+    assert_eq!(disk_digest(&g), before, "the disk is back as it was");
+
+    let listed = ok(&snap(&["ls", &g.name]));
+    assert_eq!(listed[0]["description"], "known state");
+    let gone = hv(
+        HV_SNAP,
+        &["rm"],
+        &(serde_json::to_string(&listed[0]).unwrap() + "\n"),
+    );
+    assert!(
+        gone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
+    assert!(names(&g).is_empty());
+    let missing = snap(&["rm", "--snapshot", "base ü", &g.name]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(records(&missing)[0]["error"]["code"], "not_found");
+}
+
+#[test]
+fn bench_running_guest_internal_with_memory_external_and_quiesce() {
+    let conn = connect();
+    let g = GuestSpec::new("snap running").writer().define(&conn);
+    let refused = snap(&["create", "--memory", &g.name]);
+    assert_eq!(
+        records(&refused)[0]["error"]["code"],
+        "invalid_state",
+        "a stopped VM has no memory"
+    );
+    g.start_ready();
+    let internal = ok(&snap(&["create", "--name", "live", &g.name]));
+    assert_eq!(
+        (
+            internal[0]["memory"].as_bool(),
+            internal[0]["state"].as_str()
+        ),
+        (Some(true), Some("running"))
+    );
+
+    let strict = snap(&[
+        "create",
+        "--name",
+        "frozen",
+        "--disk-only",
+        "--require-quiesce",
+        &g.name,
+    ]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert_eq!(records(&strict)[0]["error"]["code"], "timeout");
+    assert!(
+        !names(&g).contains(&"frozen".to_owned()),
+        "nothing half-made is left"
+    );
+
+    let loose = snap(&[
+        "create",
+        "--name",
+        "ext one",
+        "--disk-only",
+        "--quiesce",
+        &g.name,
+    ]);
+    let r = &ok(&loose)[0];
+    assert!(
+        String::from_utf8_lossy(&loose.stderr).contains("guest agent does not answer"),
+        "a warning, not a failure"
+    );
+    assert_eq!(
+        (
+            r["kind"].as_str(),
+            r["quiesced"].as_bool(),
+            r["parent"].as_str()
+        ),
+        (Some("external"), Some(false), Some("live"))
+    );
+    let overlay = g.disk.with_file_name(format!(
+        "{}.ext_one.qcow2",
+        g.disk.file_stem().unwrap().to_str().unwrap()
+    ));
+    assert!(
+        overlay.exists(),
+        "overlay beside the disk: {}",
+        overlay.display()
+    );
+
+    let back = ok(&snap(&["revert", "--snapshot", "live", &g.name]));
+    assert_eq!(
+        (back[0]["state"].as_str(), back[0]["state_reason"].as_str()),
+        (Some("running"), Some("from_snapshot"))
+    );
+    let _ = std::fs::remove_file(overlay);
+}
+
+#[test]
+fn bench_prune_keeps_exactly_what_the_rules_say() {
+    let conn = connect();
+    let g = GuestSpec::new("snap prune").define(&conn);
+    for n in ["p1", "p2", "p3", "p4"] {
+        ok(&snap(&["create", "--name", n, &g.name]));
+    }
+    let st = Command::new("virsh")
+        .args(["-c", URI, "snapshot-create-as", &g.uuid, "by-hand"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dry = ok(&snap(&["prune", "--keep-last", "2", "--dry-run", &g.name]));
+    assert_eq!(dry[0]["removed"], serde_json::json!(["p1", "p2"]));
+    assert_eq!(names(&g).len(), 5, "a dry run deletes nothing");
+    let done = ok(&hv(
+        HV_SNAP,
+        &["prune", "--keep-last", "2"],
+        &format!("{}\n", g.name),
+    ));
+    let kept: Vec<&str> = done[0]["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, vec!["p3", "p4"]);
+    assert!(done[0]["kept"][0]["rule"] == "keep-last");
+    let mut left = names(&g);
+    left.sort();
+    assert_eq!(
+        left,
+        vec!["by-hand", "p3", "p4"],
+        "a snapshot hv did not make is left alone"
+    );
+    ok(&snap(&["prune", "--all", "--keep-last", "1", &g.name]));
+    assert_eq!(
+        names(&g),
+        vec!["by-hand"],
+        "with --all the newest of all is kept"
+    );
+    let none = snap(&["prune", &g.name]);
+    assert_eq!(
+        none.status.code(),
+        Some(2),
+        "prune without a rule is refused"
+    );
+}

@@ -1,0 +1,94 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_hv_snap_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_hv_snap_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_hv_snap_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_hv_snap_using_subcommand
+    set -l cmd (__fish_hv_snap_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -s V -l version -d 'Print version'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "create" -d 'Take a snapshot of each VM'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "ls" -d 'List snapshots, one record each'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "revert" -d 'Revert each VM to a snapshot'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "rm" -d 'Delete a snapshot of each VM'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "prune" -d 'Delete the snapshots a retention policy does not keep'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l name -d 'Snapshot name [default: hv-YYYYmmdd-HHMMSS, the same for the whole batch]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l description -d 'A note stored with the snapshot' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l disk-only -d 'External disk-only snapshots: new overlay files next to each disk, no pause'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l memory -d 'Require the running VM\'s memory in the snapshot (internal snapshots of running VMs always have it)'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l quiesce -d 'Freeze the guest\'s filesystems through its agent for a --disk-only snapshot; warn if it does not answer'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l require-quiesce -d 'Like --quiesce, but fail the VM when its agent does not answer'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s h -l help -d 'Print help'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l hv-only -d 'Only snapshots hv made'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s h -l help -d 'Print help'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s h -l help -d 'Print help'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s h -l help -d 'Print help'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-last -d 'Keep the N newest' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-hourly -d 'Keep the newest of each of the last N hours that have one' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-daily -d 'Keep the newest of each of the last N days that have one' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-weekly -d 'Keep the newest of each of the last N ISO weeks that have one' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-yearly -d 'Keep the newest of each of the last N years that have one' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l all -d 'Also consider snapshots hv did not make'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "create" -d 'Take a snapshot of each VM'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "ls" -d 'List snapshots, one record each'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "revert" -d 'Revert each VM to a snapshot'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "rm" -d 'Delete a snapshot of each VM'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "prune" -d 'Delete the snapshots a retention policy does not keep'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
