@@ -61,6 +61,8 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l paused -d 'Leave the VM paused after reverting (default: the state the snapshot holds)'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l running -d 'Leave the VM running after reverting, even to a snapshot of a stopped VM'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s h -l help -d 'Print help'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s j -l jobs -d 'How many VMs to work on at once' -r

@@ -42,7 +42,7 @@ pub enum Command {
     /// List snapshots, one record each
     Ls(LsArgs),
     /// Revert each VM to a snapshot
-    Revert(PickArgs),
+    Revert(RevertArgs),
     /// Delete a snapshot of each VM
     Rm(PickArgs),
     /// Delete the snapshots a retention policy does not keep
@@ -103,6 +103,18 @@ pub struct PickArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RevertArgs {
+    #[command(flatten)]
+    pub pick: PickArgs,
+    /// Leave the VM paused after reverting (default: the state the snapshot holds)
+    #[arg(long, conflicts_with = "running")]
+    pub paused: bool,
+    /// Leave the VM running after reverting, even to a snapshot of a stopped VM
+    #[arg(long)]
+    pub running: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct PruneArgs {
     /// VMs to prune, by name or UUID [default: records or names from stdin]
     #[arg(value_name = "VM")]
@@ -160,8 +172,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
         Command::Create(a) => create(a),
         Command::Ls(a) => ls(a),
-        Command::Revert(a) => pick(a, "revert"),
-        Command::Rm(a) => pick(a, "rm"),
+        Command::Revert(a) => {
+            let flags = match (a.paused, a.running) {
+                (true, _) => virt::sys::VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED,
+                (_, true) => virt::sys::VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING,
+                _ => 0,
+            };
+            pick(a.pick, "revert", flags)
+        }
+        Command::Rm(a) => pick(a, "rm", 0),
         Command::Prune(a) => prune(a),
     }
 }
@@ -475,7 +494,8 @@ fn ls(a: LsArgs) -> Result<Exit> {
 
 // ---- revert and rm ---------------------------------------------------------
 
-fn pick(a: PickArgs, action: &'static str) -> Result<Exit> {
+/// `revert_flags`: libvirt's virDomainSnapshotRevertFlags, for revert.
+fn pick(a: PickArgs, action: &'static str, revert_flags: u32) -> Result<Exit> {
     let fixed = a.snapshot.clone();
     let inputs = bulk::inputs(
         &a.vms,
@@ -505,7 +525,7 @@ fn pick(a: PickArgs, action: &'static str) -> Result<Exit> {
         })?;
         if !dry_run {
             if action == "revert" {
-                snap.revert(0)
+                snap.revert(revert_flags)
                     .map_err(libvirt("libvirt could not revert to it"))?;
             } else {
                 snap.delete(0)

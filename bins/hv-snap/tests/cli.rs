@@ -40,6 +40,32 @@ fn disk_digest(g: &Guest) -> String {
         .to_owned()
 }
 
+/// SHA-256 of the disk as an internal snapshot holds it.
+fn snapshot_digest(g: &Guest, snapshot: &str) -> String {
+    let raw = std::env::temp_dir().join(format!("{}snapdigest.raw", hv_testbench::run_prefix()));
+    let st = Command::new("qemu-img")
+        .args([
+            "convert",
+            "-U",
+            "-O",
+            "raw",
+            "-l",
+            &format!("snapshot.name={snapshot}"),
+        ])
+        .arg(&g.disk)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = Command::new("sha256sum").arg(&raw).output().unwrap();
+    let _ = std::fs::remove_file(&raw);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// Lets the writer guest write for a while, then forces it off.
 fn write_a_while(g: &Guest) {
     g.start_ready();
@@ -177,11 +203,32 @@ fn bench_running_guest_internal_with_memory_external_and_quiesce() {
         overlay.display()
     );
 
-    let back = ok(&snap(&["revert", "--snapshot", "live", &g.name]));
+    // Revert paused, so the guest cannot write again: its disk must now hold
+    // exactly what the snapshot holds, though it kept writing after the snapshot.
+    let back = ok(&snap(&[
+        "revert",
+        "--paused",
+        "--snapshot",
+        "live",
+        &g.name,
+    ]));
     assert_eq!(
         (back[0]["state"].as_str(), back[0]["state_reason"].as_str()),
-        (Some("running"), Some("from_snapshot"))
+        (Some("paused"), Some("from_snapshot"))
     );
+    assert_eq!(
+        disk_digest(&g),
+        snapshot_digest(&g, "live"),
+        "the disk is back as the snapshot has it"
+    );
+    let resumed = ok(&snap(&[
+        "revert",
+        "--running",
+        "--snapshot",
+        "live",
+        &g.name,
+    ]));
+    assert_eq!(resumed[0]["state"], "running");
     let _ = std::fs::remove_file(overlay);
 }
 
