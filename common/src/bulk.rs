@@ -70,7 +70,7 @@ enum Outcome {
 
 /// Runs `action` on every target. The action gets the connection and the
 /// domain and returns the record fields after `name`, `uuid`, `action`, `ok`.
-pub fn run<W, F>(
+fn run<W, F>(
     inputs: impl Iterator<Item = Input>,
     conn: Arc<Connect>,
     opts: &RunOptions,

@@ -187,10 +187,13 @@ pub fn tags_metadata(tags: &[String]) -> String {
     format!("<tags>{body}</tags>")
 }
 
-fn xml_escape(s: &str) -> String {
+/// Escapes text for XML element content and for attributes in either quote style.
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
 }
 
 /// Tag rules: short, no spaces or commas (tables join tags with commas and

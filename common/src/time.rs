@@ -24,7 +24,7 @@ fn civil(days: i64) -> (i64, u32, u32) {
 }
 
 /// Broken-down UTC time: (year, month, day, hour, minute, second).
-pub fn utc(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+fn utc(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
     let (y, m, d) = civil(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
     (

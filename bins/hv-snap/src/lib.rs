@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{self, ActionArgs, ConnectArgs, OutputArgs, Status};
 use hv_common::connect::Access;
-use hv_common::domain::{self as domxml, Disk};
+use hv_common::domain::{self as domxml, xml_escape, Disk};
 use hv_common::lifecycle;
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Printer, Show};
@@ -322,13 +322,6 @@ fn quiesce(dom: &Domain, plan: &Plan, running: bool) -> Result<bool> {
     }
     cli::warn(format!("VM '{name}': its guest agent does not answer; taking the snapshot without freezing filesystems"));
     Ok(false)
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
 }
 
 /// The overlay file of an external snapshot: beside the disk, named after it

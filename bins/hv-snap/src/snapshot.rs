@@ -25,11 +25,7 @@ pub struct Info {
 
 /// The metadata element that marks `name` as made by hv.
 pub fn marker(name: &str) -> String {
-    let escaped = name
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('"', "&quot;");
-    format!("<made name=\"{escaped}\"/>")
+    format!("<made name=\"{}\"/>", hv_common::domain::xml_escape(name))
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {

@@ -21,42 +21,16 @@ fn ok(out: &std::process::Output) -> Vec<Value> {
     records(out)
 }
 
-/// SHA-256 of what the guest sees on its disk (the active layer, read as raw).
-fn disk_digest(g: &Guest) -> String {
+/// SHA-256 of the guest's disk as raw bytes: what it sees now (the active
+/// layer), or what the internal snapshot `snapshot` holds.
+fn digest(g: &Guest, snapshot: Option<&str>) -> String {
     let raw = std::env::temp_dir().join(format!("{}digest.raw", hv_testbench::run_prefix()));
-    let st = Command::new("qemu-img")
-        .args(["convert", "-U", "-O", "raw"])
-        .arg(&g.disk)
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = Command::new("sha256sum").arg(&raw).output().unwrap();
-    let _ = std::fs::remove_file(&raw);
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-/// SHA-256 of the disk as an internal snapshot holds it.
-fn snapshot_digest(g: &Guest, snapshot: &str) -> String {
-    let raw = std::env::temp_dir().join(format!("{}snapdigest.raw", hv_testbench::run_prefix()));
-    let st = Command::new("qemu-img")
-        .args([
-            "convert",
-            "-U",
-            "-O",
-            "raw",
-            "-l",
-            &format!("snapshot.name={snapshot}"),
-        ])
-        .arg(&g.disk)
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let mut convert = Command::new("qemu-img");
+    convert.args(["convert", "-U", "-O", "raw"]);
+    if let Some(name) = snapshot {
+        convert.arg("-l").arg(format!("snapshot.name={name}"));
+    }
+    assert!(convert.arg(&g.disk).arg(&raw).status().unwrap().success());
     let out = Command::new("sha256sum").arg(&raw).output().unwrap();
     let _ = std::fs::remove_file(&raw);
     String::from_utf8_lossy(&out.stdout)
@@ -85,7 +59,7 @@ fn bench_revert_brings_the_disk_back_and_rm_deletes() {
     let conn = connect();
     let g = GuestSpec::new("snap disk ü").writer().define(&conn);
     write_a_while(&g);
-    let before = disk_digest(&g);
+    let before = digest(&g, None);
     let made = ok(&snap(&[
         "create",
         "--name",
@@ -111,13 +85,13 @@ fn bench_revert_brings_the_disk_back_and_rm_deletes() {
 
     write_a_while(&g);
     assert_ne!(
-        disk_digest(&g),
+        digest(&g, None),
         before,
         "the guest wrote after the snapshot"
     );
     let reverted = ok(&snap(&["revert", "--snapshot", "base ü", &g.name]));
     assert_eq!(reverted[0]["state"], "shutoff");
-    assert_eq!(disk_digest(&g), before, "the disk is back as it was");
+    assert_eq!(digest(&g, None), before, "the disk is back as it was");
 
     let listed = ok(&snap(&["ls", &g.name]));
     assert_eq!(listed[0]["description"], "known state");
@@ -217,8 +191,8 @@ fn bench_running_guest_internal_with_memory_external_and_quiesce() {
         (Some("paused"), Some("from_snapshot"))
     );
     assert_eq!(
-        disk_digest(&g),
-        snapshot_digest(&g, "live"),
+        digest(&g, None),
+        digest(&g, Some("live")),
         "the disk is back as the snapshot has it"
     );
     let resumed = ok(&snap(&[
