@@ -33,6 +33,12 @@ pub enum Code {
     Libvirt,
     /// The reader of stdout went away: not an error, the run just ends.
     BrokenPipe,
+    /// Stored data failed its check: a chunk or image hash, a size, a frame.
+    Corrupt,
+    /// The identity given does not open the data (wrong key).
+    DecryptFailed,
+    /// Another process holds the lock the operation needs.
+    Locked,
 }
 
 impl Code {
@@ -50,6 +56,9 @@ impl Code {
             Code::Io => "io_error",
             Code::Libvirt => "libvirt_error",
             Code::BrokenPipe => "broken_pipe",
+            Code::Corrupt => "corrupt",
+            Code::DecryptFailed => "decrypt_failed",
+            Code::Locked => "locked",
         }
     }
 

@@ -1,6 +1,6 @@
-//! The two libvirt calls hv needs that the `virt` crate does not wrap:
-//! bulk domain statistics (its `DomainStatsRecord` is an opaque pointer) and
-//! counting checkpoints. This is the only module with `unsafe`; each block
+//! The libvirt calls hv needs that the `virt` crate does not wrap:
+//! bulk domain statistics (its `DomainStatsRecord` is an opaque pointer),
+//! counting checkpoints and backup jobs. This is the only module with `unsafe`; each block
 //! follows the ownership rules stated in libvirt's API docs.
 #![allow(unsafe_code)]
 
@@ -135,4 +135,45 @@ pub fn state(domain: &Domain) -> Result<(u32, u32), VirtError> {
         return Err(VirtError::last_error());
     }
     Ok((state as u32, reason as u32))
+}
+
+/// Starts a backup job (virDomainBackupBegin) without a checkpoint.
+pub fn backup_begin(domain: &Domain, backup_xml: &str) -> Result<(), VirtError> {
+    // An interior NUL cannot occur in XML hv builds; libvirt rejects the empty string.
+    let xml = std::ffi::CString::new(backup_xml).unwrap_or_default();
+    // SAFETY: `xml` is a valid C string for the call; a NULL checkpoint XML is allowed.
+    let rc =
+        unsafe { sys::virDomainBackupBegin(domain.as_ptr(), xml.as_ptr(), std::ptr::null(), 0) };
+    if rc < 0 {
+        return Err(VirtError::last_error());
+    }
+    Ok(())
+}
+
+/// The XML of the domain's running backup job, or an error when there is none.
+pub fn backup_xml(domain: &Domain) -> Result<String, VirtError> {
+    // SAFETY: on success libvirt returns a malloc'd C string that we copy and free.
+    unsafe {
+        let ptr = sys::virDomainBackupGetXMLDesc(domain.as_ptr(), 0);
+        if ptr.is_null() {
+            return Err(VirtError::last_error());
+        }
+        let s = CStr::from_ptr(ptr).to_string_lossy().into_owned();
+        libc_free(ptr as *mut std::ffi::c_void);
+        Ok(s)
+    }
+}
+
+/// Ends the domain's current job; for a pull-mode backup this is how it ends.
+pub fn abort_job(domain: &Domain) -> Result<(), VirtError> {
+    // SAFETY: plain call on a valid domain pointer.
+    if unsafe { sys::virDomainAbortJob(domain.as_ptr()) } < 0 {
+        return Err(VirtError::last_error());
+    }
+    Ok(())
+}
+
+extern "C" {
+    #[link_name = "free"]
+    fn libc_free(ptr: *mut std::ffi::c_void);
 }

@@ -104,6 +104,11 @@ impl GuestSpec {
         self
     }
 
+    pub fn disk_mib(mut self, mib: u32) -> Self {
+        self.disk_mib = mib;
+        self
+    }
+
     pub fn autostart(mut self) -> Self {
         self.autostart = true;
         self
@@ -338,4 +343,35 @@ pub fn hv_as_nobody(binary: &str, args: &[&str]) -> Output {
         .expect("run setpriv (util-linux)");
     let _ = std::fs::remove_dir_all(&dir);
     out
+}
+
+/// SHA-256 of a disk image's guest-visible bytes (qemu-img convert to raw,
+/// then sha256sum), optionally of an internal snapshot; `-U` so a running
+/// guest's image can be read.
+pub fn image_sha256(image: &Path, snapshot: Option<&str>) -> String {
+    let raw = std::env::temp_dir().join(format!(
+        "{}digest-{}.raw",
+        run_prefix(),
+        std::thread::current()
+            .name()
+            .unwrap_or("t")
+            .replace(':', "_")
+    ));
+    let mut convert = Command::new("qemu-img");
+    convert.args(["convert", "-U", "-O", "raw"]);
+    if let Some(name) = snapshot {
+        convert.arg("-l").arg(format!("snapshot.name={name}"));
+    }
+    let status = convert.arg(image).arg(&raw).status().expect("run qemu-img");
+    assert!(status.success(), "qemu-img convert {}", image.display());
+    let out = Command::new("sha256sum")
+        .arg(&raw)
+        .output()
+        .expect("run sha256sum");
+    let _ = std::fs::remove_file(&raw);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_owned()
 }

@@ -24,20 +24,7 @@ fn ok(out: &std::process::Output) -> Vec<Value> {
 /// SHA-256 of the guest's disk as raw bytes: what it sees now (the active
 /// layer), or what the internal snapshot `snapshot` holds.
 fn digest(g: &Guest, snapshot: Option<&str>) -> String {
-    let raw = std::env::temp_dir().join(format!("{}digest.raw", hv_testbench::run_prefix()));
-    let mut convert = Command::new("qemu-img");
-    convert.args(["convert", "-U", "-O", "raw"]);
-    if let Some(name) = snapshot {
-        convert.arg("-l").arg(format!("snapshot.name={name}"));
-    }
-    assert!(convert.arg(&g.disk).arg(&raw).status().unwrap().success());
-    let out = Command::new("sha256sum").arg(&raw).output().unwrap();
-    let _ = std::fs::remove_file(&raw);
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned()
+    hv_testbench::image_sha256(&g.disk, snapshot)
 }
 
 /// Lets the writer guest write for a while, then forces it off.

@@ -1,0 +1,450 @@
+//! The commands that read backups back: verify (without the identity it
+//! checks what can be checked without it; with it, every byte) and restore.
+//! Both hold the repository lock shared, so gc cannot delete a chunk they
+//! are about to read.
+
+use crate::format::{self, Index, Manifest};
+use crate::load::{self, Opener};
+use crate::repo::{LockKind, Repo};
+use crate::restore::{self, DiskFormat, Restored};
+use crate::{crypt, matches_vm, obj, RestoreArgs, VerifyArgs};
+use hv_common::cli::{self, Status};
+use hv_common::connect::Access;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::{Code, Error, Exit, Result};
+use serde_json::{json, Map, Value};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const VERIFY_COLUMNS: &[Column] = &[
+    col("ID", "id", Show::Plain),
+    col("NAME", "name", Show::Plain),
+    col("OK", "ok", Show::Plain),
+    col("DEEP", "deep", Show::Plain),
+    col("CHUNKS", "chunks", Show::Plain),
+    col("ERROR", "error", Show::Plain),
+];
+
+pub fn verify(a: VerifyArgs) -> Result<Exit> {
+    let repo = Repo::open(&a.repo.repo)?;
+    let mut status = Status::default();
+    let ids = pick_ids(&repo, &a.ids, &a.vm, &mut status)?;
+    let deep = if a.deep {
+        let identities = a.identity.load("verify --deep")?;
+        let key = repo.sealed_key(&identities)?;
+        Some((identities, key))
+    } else {
+        None
+    };
+    let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
+    let mut printer = Printer::stdout(a.output.format, VERIFY_COLUMNS);
+    for id in ids {
+        let start = Instant::now();
+        let index = match repo.index(&id) {
+            Ok(i) => i,
+            Err(e) => {
+                status.failed(&e);
+                printer.emit(failure(&id, None, "verify", &e))?;
+                continue;
+            }
+        };
+        let checked = check_chunks(&repo, &index).and_then(|chunks| match &deep {
+            None => Ok(chunks),
+            Some((identities, key)) => {
+                let op = Opener {
+                    repo: &repo,
+                    identities,
+                    key: *key,
+                    workers: a.work.workers(),
+                    backup: &id,
+                };
+                check_every_byte(&op, &repo).map(|()| chunks)
+            }
+        });
+        let record = match checked {
+            Ok(chunks) => {
+                let mut r = head(&index, "verify", true);
+                r.insert("deep".into(), a.deep.into());
+                r.insert("chunks".into(), chunks.into());
+                r.insert(
+                    "elapsed_ms".into(),
+                    (start.elapsed().as_millis() as u64).into(),
+                );
+                r
+            }
+            Err(e) => {
+                status.failed(&e);
+                let mut r = failure(&id, Some(&index), "verify", &e);
+                r.insert("deep".into(), a.deep.into());
+                r
+            }
+        };
+        printer.emit(record)?;
+    }
+    printer.finish()?;
+    Ok(status.exit())
+}
+
+/// Fast verify: the manifest and every referenced chunk exist, each chunk
+/// with its recorded size. Returns the number of chunks.
+fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
+    let id = &index.id;
+    let manifest = repo.backup_dir(id).join("manifest.age");
+    if std::fs::metadata(&manifest).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!("backup {id}: manifest.age is missing or empty"),
+        ));
+    }
+    let refs = repo.refs(id)?;
+    let (mut missing, mut wrong) = (Vec::new(), Vec::new());
+    for (chunk, size) in &refs {
+        match repo.chunk_size_on_disk(chunk) {
+            None => missing.push(chunk.as_str()),
+            Some(s) if s != *size => wrong.push(chunk.as_str()),
+            Some(_) => {}
+        }
+    }
+    if missing.is_empty() && wrong.is_empty() {
+        return Ok(refs.len() as u64);
+    }
+    let mut parts = Vec::new();
+    if let Some(first) = missing.first() {
+        parts.push(format!("{} chunks missing (first: {first})", missing.len()));
+    }
+    if let Some(first) = wrong.first() {
+        parts.push(format!(
+            "{} chunks of the wrong size (first: {first})",
+            wrong.len()
+        ));
+    }
+    Err(Error::new(
+        Code::Corrupt,
+        format!(
+            "backup {id}: {}; this backup cannot be restored in full, make a new one",
+            parts.join(", ")
+        ),
+    ))
+}
+
+fn check_every_byte(op: &Opener, repo: &Repo) -> Result<()> {
+    let manifest = open_manifest(repo, op.backup, op.identities)?;
+    for image in manifest.disks.iter().chain(manifest.nvram.iter()) {
+        load::read_image(op, image, manifest.chunk_size, |_, _| Ok(()))?;
+    }
+    Ok(())
+}
+
+pub fn open_manifest(repo: &Repo, id: &str, identities: &crypt::Identities) -> Result<Manifest> {
+    let sealed = repo.sealed_manifest(id)?;
+    let json = crypt::decrypt(identities, &sealed, &format!("backup {id}: manifest"))?;
+    let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| {
+        Error::new(
+            Code::Corrupt,
+            format!("backup {id}: manifest is not valid: {e}"),
+        )
+    })?;
+    if manifest.id != id || manifest.format != format::MANIFEST_FORMAT {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!(
+                "backup {id}: its manifest belongs to another backup ({})",
+                manifest.id
+            ),
+        ));
+    }
+    if manifest.version != format::VERSION {
+        return Err(Error::new(
+            Code::Unsupported,
+            format!(
+                "backup {id}: manifest version {} is newer than this hv-backup",
+                manifest.version
+            ),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// The backups to work on: named ids, ids from piped records, or all.
+fn pick_ids(
+    repo: &Repo,
+    ids: &[String],
+    vms: &[String],
+    status: &mut Status,
+) -> Result<Vec<String>> {
+    if !ids.is_empty() {
+        return Ok(ids.to_vec());
+    }
+    if cli::stdin_has_targets(ids) {
+        return Ok(ids_from(std::io::stdin().lock(), status));
+    }
+    Ok(repo
+        .list()?
+        .into_iter()
+        .rev()
+        .filter(|b| matches_vm(vms, &b.name, &b.uuid))
+        .map(|b| b.id)
+        .collect())
+}
+
+/// Backup ids from lines: records with an `id` field (as `hv-backup ls`
+/// prints), or bare ids. Other lines are reported and skipped.
+fn ids_from(reader: impl BufRead, status: &mut Status) -> Vec<String> {
+    let mut out = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let Ok(line) = line else {
+            status.malformed();
+            continue;
+        };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let id = if text.starts_with('{') {
+            serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+        } else {
+            Some(text.to_owned())
+        };
+        match id {
+            Some(id) => out.push(id),
+            None => {
+                cli::warn(format!(
+                    "stdin line {}: not a backup record (no \"id\" field); skipped",
+                    n + 1
+                ));
+                status.malformed();
+            }
+        }
+    }
+    out
+}
+
+fn head(index: &Index, action: &str, ok: bool) -> Map<String, Value> {
+    obj(json!({
+        "name": index.name,
+        "uuid": index.uuid,
+        "action": action,
+        "ok": ok,
+        "id": index.id,
+        "time": index.time,
+    }))
+}
+
+fn failure(id: &str, index: Option<&Index>, action: &str, e: &Error) -> Map<String, Value> {
+    let mut r = match index {
+        Some(i) => head(i, action, false),
+        None => obj(json!({ "name": null, "uuid": null, "action": action, "ok": false, "id": id })),
+    };
+    r.insert("error".into(), e.to_json());
+    r
+}
+
+const RESTORE_COLUMNS: &[Column] = &[
+    col("ID", "id", Show::Plain),
+    col("NAME", "name", Show::Plain),
+    col("OK", "ok", Show::Plain),
+    col("DOMAIN", "domain", Show::Plain),
+    col("ERROR", "error", Show::Plain),
+];
+
+pub fn restore(a: RestoreArgs) -> Result<Exit> {
+    let repo = Repo::open(&a.repo.repo)?;
+    let index = repo.index(&a.id)?;
+    let identities = a.identity.load("restore")?;
+    let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
+    let manifest = open_manifest(&repo, &a.id, &identities)?;
+    let op = Opener {
+        repo: &repo,
+        identities: &identities,
+        key: repo.sealed_key(&identities)?,
+        workers: a.work.workers(),
+        backup: &a.id,
+    };
+    let images = chosen_disks(&manifest, a.disk.as_deref())?;
+    if a.output_path.as_deref() == Some(Path::new("-")) {
+        let [image] = images.as_slice() else {
+            return Err(Error::usage("-o - streams one disk: add --disk TARGET"));
+        };
+        let stdout = std::io::stdout();
+        restore::to_stream(&op, &manifest, image, &mut stdout.lock())?;
+        return Ok(Exit::Ok);
+    }
+    let start = Instant::now();
+    let mut printer = Printer::stdout(a.output.format, RESTORE_COLUMNS);
+    let outcome = restore_files(&a, &op, &manifest, &images);
+    let record = match outcome {
+        Ok(fields) => {
+            let mut r = head(&index, "restore", true);
+            r.extend(fields);
+            r.insert(
+                "elapsed_ms".into(),
+                (start.elapsed().as_millis() as u64).into(),
+            );
+            r
+        }
+        Err(e) => {
+            if e.code.exit_status() != Exit::ItemFailed {
+                return Err(e);
+            }
+            cli::warn(&e);
+            let r = failure(&a.id, Some(&index), "restore", &e);
+            printer.emit(r)?;
+            printer.finish()?;
+            return Ok(Exit::ItemFailed);
+        }
+    };
+    printer.emit(record)?;
+    printer.finish()?;
+    Ok(Exit::Ok)
+}
+
+fn chosen_disks<'m>(manifest: &'m Manifest, disk: Option<&str>) -> Result<Vec<&'m format::Image>> {
+    let Some(target) = disk else {
+        return Ok(manifest.disks.iter().collect());
+    };
+    match manifest.disks.iter().find(|d| d.target == target) {
+        Some(d) => Ok(vec![d]),
+        None => {
+            let have: Vec<&str> = manifest.disks.iter().map(|d| d.target.as_str()).collect();
+            Err(Error::usage(format!(
+                "backup {} has no disk {target:?}; it has: {}",
+                manifest.id,
+                have.join(", ")
+            )))
+        }
+    }
+}
+
+fn restore_files(
+    a: &RestoreArgs,
+    op: &Opener,
+    manifest: &Manifest,
+    images: &[&format::Image],
+) -> Result<Map<String, Value>> {
+    if a.define && images.len() != manifest.disks.len() {
+        return Err(Error::usage("--define restores every disk: drop --disk"));
+    }
+    let single = match (&a.output_path, images) {
+        (Some(path), [_]) => Some(path.clone()),
+        (Some(_), _) => {
+            return Err(Error::usage(
+                "-o PATH writes one disk: add --disk TARGET, or use --dir",
+            ))
+        }
+        (None, _) => None,
+    };
+    let dir = match (&a.dir, &single) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) => p
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        (None, None) => {
+            return Err(Error::usage(
+                "give --dir DIR for the restored disks (or -o PATH with --disk)",
+            ))
+        }
+    };
+    let stem = restore::safe_file_stem(a.name.as_deref().unwrap_or(&manifest.name));
+    let mut restored: Vec<Restored> = Vec::new();
+    let mut disks = Vec::new();
+    for image in images {
+        let fmt = a.disk_format.unwrap_or_else(|| DiskFormat::of(image));
+        let dest = single
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("{stem}-{}.{}", image.target, fmt.name())));
+        let r = restore::to_file(
+            op,
+            manifest,
+            image,
+            &dest,
+            fmt,
+            a.force,
+            &a.work.scratch_dir,
+        )?;
+        disks.push(json!({
+            "target": r.target,
+            "path": r.path.display().to_string(),
+            "format": fmt.name(),
+            "virtual_size_bytes": image.virtual_size_bytes,
+            "sha256": image.sha256,
+        }));
+        restored.push(r);
+    }
+    let mut fields = obj(json!({ "disks": disks, "domain": null }));
+    if a.define {
+        let nvram = match &manifest.nvram {
+            Some(image) => {
+                let dest = dir.join(format!("{stem}-VARS.fd"));
+                Some(
+                    restore::to_file(
+                        op,
+                        manifest,
+                        image,
+                        &dest,
+                        DiskFormat::Raw,
+                        a.force,
+                        &a.work.scratch_dir,
+                    )?
+                    .path,
+                )
+            }
+            None => None,
+        };
+        let name = a.name.clone().unwrap_or_else(|| manifest.name.clone());
+        define(a, manifest, &name, &restored, nvram.as_deref())?;
+        fields.insert("domain".into(), name.into());
+    }
+    Ok(fields)
+}
+
+fn define(
+    a: &RestoreArgs,
+    manifest: &Manifest,
+    name: &str,
+    disks: &[Restored],
+    nvram: Option<&Path>,
+) -> Result<()> {
+    let conn = a.connect.open(Access::ReadWrite)?;
+    if let Ok(existing) = conn.lookup_domain_by_name(name) {
+        if !a.force {
+            return Err(Error::new(
+                Code::InvalidState,
+                format!("domain {name:?} exists; restore under another --name, or --force to replace it"),
+            ));
+        }
+        if existing.is_active().unwrap_or(true) {
+            return Err(Error::new(
+                Code::InvalidState,
+                format!("domain {name:?} is running; stop it before replacing it"),
+            ));
+        }
+        existing
+            .undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+            .map_err(|e| Error::libvirt(format!("cannot replace domain {name:?}"), &e))?;
+    }
+    let xml = restore::rewrite_domain_xml(&manifest.domain_xml, name, disks, nvram)?;
+    conn.define_domain_xml(&xml)
+        .map_err(|e| Error::libvirt(format!("cannot define domain {name:?}"), &e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_come_from_records_or_bare_lines() {
+        let input = "{\"id\":\"20261121T101500Z-3fa2b1c9\",\"name\":\"a\"}\n\n20261121T101501Z-00000000\n{\"name\":\"x\"}\n";
+        let mut status = Status::default();
+        let ids = ids_from(input.as_bytes(), &mut status);
+        assert_eq!(
+            ids,
+            ["20261121T101500Z-3fa2b1c9", "20261121T101501Z-00000000"]
+        );
+        assert_eq!(status.exit(), Exit::Usage);
+    }
+}

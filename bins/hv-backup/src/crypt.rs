@@ -1,0 +1,220 @@
+//! Sealing and opening what the repository stores. The host holds only age
+//! recipients (public keys), so everything it writes is unreadable to it;
+//! only `--identity` opens it again. Chunks are zstd frames sealed with age;
+//! chunk ids are a keyed BLAKE3 hash, so equal plaintext dedups while the
+//! repository alone does not reveal plaintext hashes.
+
+use hv_common::{Code, Error, Result};
+use std::io::{Read, Write};
+use std::path::Path;
+
+pub type Recipients = Vec<age::x25519::Recipient>;
+pub type Identities = Vec<age::x25519::Identity>;
+
+/// Length of the chunk-id key in bytes.
+pub const KEY_LEN: usize = 32;
+pub type ChunkKey = [u8; KEY_LEN];
+
+/// Parses `age1…` public keys; `source` names where they came from.
+pub fn parse_recipients<'a>(
+    keys: impl IntoIterator<Item = &'a str>,
+    source: &str,
+) -> Result<Recipients> {
+    let mut out = Vec::new();
+    for key in keys {
+        let key = key.trim();
+        if key.is_empty() || key.starts_with('#') {
+            continue;
+        }
+        let r = key.parse::<age::x25519::Recipient>().map_err(|e| {
+            Error::usage(format!(
+                "{source}: {key:?} is not an age X25519 recipient ({e}); give the age1… public key \
+                 that `age-keygen -y IDENTITY` prints"
+            ))
+        })?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+pub fn read_recipients_file(path: &Path) -> Result<Recipients> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("cannot read recipients file {}", path.display()), e))?;
+    parse_recipients(text.lines(), &path.display().to_string())
+}
+
+/// Reads an age identity file (`AGE-SECRET-KEY-1…` lines, as `age-keygen`
+/// writes; `#` comments and blank lines ignored).
+pub fn read_identity(path: &Path) -> Result<Identities> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::usage(format!(
+            "cannot read identity file {}: {e}; give the file age-keygen wrote",
+            path.display()
+        ))
+    })?;
+    let mut ids = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // Never echo the line: it is a secret key.
+        let id = line.parse::<age::x25519::Identity>().map_err(|_| {
+            Error::usage(format!(
+                "identity file {} line {}: not an AGE-SECRET-KEY-1… line (only X25519 identities are supported)",
+                path.display(),
+                n + 1
+            ))
+        })?;
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        return Err(Error::usage(format!(
+            "identity file {} holds no AGE-SECRET-KEY-1… line",
+            path.display()
+        )));
+    }
+    Ok(ids)
+}
+
+pub fn encrypt(recipients: &Recipients, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| Error::usage(format!("cannot encrypt: {e}")))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 512);
+    let io_err = |e| Error::io("cannot encrypt", e);
+    let mut w = encryptor.wrap_output(&mut out).map_err(io_err)?;
+    w.write_all(plaintext).map_err(io_err)?;
+    w.finish().map_err(io_err)?;
+    Ok(out)
+}
+
+/// Opens age data; `what` names it in errors. A key that opens nothing is
+/// `decrypt_failed`; anything else wrong with the bytes is `corrupt`.
+pub fn decrypt(identities: &Identities, ciphertext: &[u8], what: &str) -> Result<Vec<u8>> {
+    let decryptor = age::Decryptor::new(ciphertext).map_err(|e| corrupt_or_key(e, what))?;
+    let mut r = decryptor
+        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
+        .map_err(|e| corrupt_or_key(e, what))?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|e| Error::new(Code::Corrupt, format!("{what} is corrupt: {e}")))?;
+    Ok(out)
+}
+
+fn corrupt_or_key(e: age::DecryptError, what: &str) -> Error {
+    match e {
+        age::DecryptError::NoMatchingKeys => Error::new(
+            Code::DecryptFailed,
+            format!(
+                "{what}: the identity does not match any recipient it was encrypted to; give the \
+                 identity whose public key was passed to `hv-backup init`"
+            ),
+        ),
+        e => Error::new(Code::Corrupt, format!("{what} is corrupt: {e}")),
+    }
+}
+
+/// The chunk id of `plain`: keyed BLAKE3, lowercase hex.
+pub fn chunk_id(key: &ChunkKey, plain: &[u8]) -> String {
+    blake3::keyed_hash(key, plain).to_hex().to_string()
+}
+
+/// zstd then age: what a chunk file holds.
+pub fn seal_chunk(recipients: &Recipients, level: i32, plain: &[u8]) -> Result<Vec<u8>> {
+    let packed =
+        zstd::bulk::compress(plain, level).map_err(|e| Error::io("cannot compress a chunk", e))?;
+    encrypt(recipients, &packed)
+}
+
+/// Opens a chunk and checks its length and id; `what` names it in errors.
+pub fn open_chunk(
+    identities: &Identities,
+    key: &ChunkKey,
+    sealed: &[u8],
+    id: &str,
+    len: usize,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let packed = decrypt(identities, sealed, what)?;
+    let plain = zstd::bulk::decompress(&packed, len)
+        .map_err(|e| Error::new(Code::Corrupt, format!("{what} does not decompress: {e}")))?;
+    if plain.len() != len {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!("{what} holds {} bytes, expected {len}", plain.len()),
+        ));
+    }
+    if chunk_id(key, &plain) != id {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!("{what} does not hash to its id"),
+        ));
+    }
+    Ok(plain)
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b)
+        .map_err(|e| Error::new(Code::Io, format!("no randomness from the OS: {e}")))?;
+    Ok(b)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex_key(text: &str) -> Option<ChunkKey> {
+    let text = text.trim();
+    if text.len() != KEY_LEN * 2 {
+        return None;
+    }
+    let mut key = [0u8; KEY_LEN];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_round_trips_and_a_flipped_bit_is_caught() {
+        let identity = age::x25519::Identity::generate();
+        let recipients = vec![identity.to_public()];
+        let ids: Identities = vec![identity];
+        let key = [7u8; KEY_LEN];
+        let plain: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let id = chunk_id(&key, &plain);
+        let mut sealed = seal_chunk(&recipients, 3, &plain).unwrap();
+        let back = open_chunk(&ids, &key, &sealed, &id, plain.len(), "chunk").unwrap();
+        assert_eq!(back, plain);
+        let last = sealed.len() - 20;
+        sealed[last] ^= 1;
+        let err = open_chunk(&ids, &key, &sealed, &id, plain.len(), "chunk").unwrap_err();
+        assert_eq!(err.code, Code::Corrupt);
+    }
+
+    #[test]
+    fn a_foreign_identity_is_a_key_error() {
+        let a = age::x25519::Identity::generate();
+        let b: Identities = vec![age::x25519::Identity::generate()];
+        let sealed = encrypt(&vec![a.to_public()], b"secret").unwrap();
+        assert_eq!(
+            decrypt(&b, &sealed, "manifest").unwrap_err().code,
+            Code::DecryptFailed
+        );
+    }
+
+    #[test]
+    fn chunk_ids_depend_on_the_key() {
+        assert_ne!(chunk_id(&[1; 32], b"x"), chunk_id(&[2; 32], b"x"));
+        assert_eq!(unhex_key(&hex(&[9; 32])), Some([9; 32]));
+        assert_eq!(unhex_key("zz"), None);
+    }
+}

@@ -1,0 +1,528 @@
+//! hv-backup: encrypted, compressed, deduplicated VM backups in a plain
+//! directory, made without pausing running VMs, checked by `verify`, and
+//! restorable to new disks and a new domain. The host holds only age
+//! public keys: a stolen host or repository does not give the data away;
+//! the identity that opens it lives elsewhere until a restore needs it.
+//! docs/backup-format.md specifies the repository for other readers.
+
+mod check;
+mod create;
+mod crypt;
+mod format;
+mod load;
+mod nbd;
+mod prune;
+mod repo;
+mod restore;
+mod source;
+mod store;
+
+use clap::{Parser, Subcommand};
+use hv_common::bulk::{self, Action};
+use hv_common::cli::{self, ActionArgs, ConnectArgs, OutputArgs};
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::retention::Keep;
+use hv_common::{time, Error, Exit, Result};
+use repo::{LockKind, Repo};
+use serde_json::{json, Map, Value};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-backup",
+    version,
+    about = "Encrypted, compressed, deduplicated VM backups you can verify and restore",
+    long_about = "Back up VMs into a directory repository: fixed-size chunks, deduplicated, \
+        compressed with zstd and encrypted with age to public keys, so the host cannot read its \
+        own backups. Running VMs are read through a libvirt backup job without pausing them; \
+        stopped VMs are read in place. verify checks structure or, with the identity, every byte; \
+        restore writes new sparse disks and can define the domain again."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository
+    Init(InitArgs),
+    /// Back up VMs
+    Create(CreateArgs),
+    /// List backups, newest first
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Check backups: every chunk present (fast) or every byte (--deep)
+    Verify(VerifyArgs),
+    /// Restore a backup's disks to new files, and optionally its domain
+    Restore(RestoreArgs),
+    /// Delete the backups a retention policy does not keep, then collect garbage
+    Prune(PruneArgs),
+    /// Delete chunks no backup references, and leftovers of killed runs
+    Gc(GcArgs),
+    /// Put the repository's chunk-id key back on this host, from the repository and the identity
+    RecoverKey(RecoverKeyArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// The repository directory
+    #[arg(short = 'r', long = "repo", env = "HV_BACKUP_REPO", value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Seconds to wait for another hv-backup run's repository lock
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub lock_wait: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyDirArgs {
+    /// Where this host keeps each repository's chunk-id key
+    #[arg(
+        long,
+        env = "HV_BACKUP_KEY_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/hv/backup-keys"
+    )]
+    pub key_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkArgs {
+    /// Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+    /// Directory for backup-job sockets and scratch files (QEMU must be able to enter it)
+    #[arg(
+        long,
+        env = "HV_BACKUP_SCRATCH_DIR",
+        value_name = "DIR",
+        default_value = "/var/tmp/hv-backup"
+    )]
+    pub scratch_dir: PathBuf,
+}
+
+impl WorkArgs {
+    fn workers(&self) -> usize {
+        self.workers.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Directory for the new repository (absent or empty)
+    #[arg(value_name = "DIR")]
+    pub repo: PathBuf,
+    /// An age public key (age1…) backups are encrypted to; repeatable
+    #[arg(
+        long,
+        value_name = "AGE1…",
+        required_unless_present = "recipients_file"
+    )]
+    pub recipient: Vec<String>,
+    /// A file of age public keys, one per line (# comments allowed)
+    #[arg(long, value_name = "FILE")]
+    pub recipients_file: Option<PathBuf>,
+    /// zstd level for chunks (1 fastest … 19 smallest)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression_level: i32,
+    #[command(flatten)]
+    pub key_dir: KeyDirArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// VMs to back up, by name or UUID [default: records or names from stdin]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// A note stored (encrypted) with each backup
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Mark the backups protected: prune keeps them
+    #[arg(long)]
+    pub protected: bool,
+    /// Give up on a VM after this many seconds (0: never)
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    #[command(flatten)]
+    pub key_dir: KeyDirArgs,
+    #[command(flatten)]
+    pub args: ActionArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Only backups of this VM (name or UUID); repeatable
+    #[arg(long, value_name = "VM")]
+    pub vm: Vec<String>,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentityArgs {
+    /// age identity file (AGE-SECRET-KEY-1…) that opens the backups; never the key itself
+    #[arg(short = 'i', long, env = "HV_BACKUP_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    fn load(&self, why: &str) -> Result<crypt::Identities> {
+        let path = self.identity.as_ref().ok_or_else(|| {
+            Error::usage(format!(
+                "{why} needs the identity: give --identity FILE or set HV_BACKUP_IDENTITY"
+            ))
+        })?;
+        crypt::read_identity(path)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Backup ids [default: ids from piped records, else every backup]
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// Only backups of this VM (name or UUID); repeatable
+    #[arg(long, value_name = "VM")]
+    pub vm: Vec<String>,
+    /// Decrypt, decompress and re-hash every chunk and every disk image
+    #[arg(long)]
+    pub deep: bool,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup id (see hv-backup ls)
+    #[arg(value_name = "ID")]
+    pub id: String,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Restore only this disk (its target, e.g. vda)
+    #[arg(long, value_name = "TARGET")]
+    pub disk: Option<String>,
+    /// Write the one disk here; `-` streams it raw to stdout
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output_path: Option<PathBuf>,
+    /// Directory for the restored disks, named <vm>-<target>.<format>
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Format of the restored disks [default: each disk's original format]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub disk_format: Option<restore::DiskFormat>,
+    /// Define the domain again around the restored disks, with a new UUID and new MACs
+    #[arg(long)]
+    pub define: bool,
+    /// Name for the restored domain and files [default: the backed-up VM's name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Replace existing files, and a shut-off domain of the same name
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Only backups of this VM (name or UUID); repeatable [default: every VM]
+    #[arg(long, value_name = "VM")]
+    pub vm: Vec<String>,
+    #[command(flatten)]
+    pub keep: Keep,
+    /// Show what would be deleted, delete nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Do not collect unreferenced chunks afterwards
+    #[arg(long)]
+    pub no_gc: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Count what would be deleted, delete nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RecoverKeyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub key_dir: KeyDirArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    examples: &[
+        ("Create a repository; keep the identity off this host:", "age-keygen -o /safe/place/backup.key && hv-backup init /srv/backup --recipient \"$(age-keygen -y /safe/place/backup.key)\""),
+        ("Back up every production VM, two at a time:", "export HV_BACKUP_REPO=/srv/backup; hv-ls --tag prod | hv-backup create -j 2"),
+        ("Snapshot, then back up, the same VMs:", "hv-ls --tag prod | hv-snap create --name pre-upgrade | hv-backup create"),
+        ("VMs whose newest backup is older than 26 hours:", "hv-backup ls | jq -s 'group_by(.uuid)[] | max_by(.time_unix) | select(.age_hours > 26) | .name'"),
+        ("Check every chunk of every backup, then every byte of the newest:", "hv-backup verify && hv-backup verify --deep --identity /safe/place/backup.key \"$(hv-backup ls | head -1 | jq -r .id)\""),
+        ("Restore a backup as a new VM beside the original:", "hv-backup restore 20261121T020000Z-3fa2b1c9 --identity key.txt --dir /var/lib/libvirt/images --define --name web1-restored"),
+        ("Stream one disk into another tool:", "hv-backup restore ID --identity key.txt --disk vda -o - | qemu-img convert -f raw -O qcow2 /dev/stdin vda.qcow2"),
+        ("Keep 7 daily, 4 weekly and 6 monthly backups per VM:", "hv-backup prune --keep-daily 7 --keep-weekly 4 --keep-monthly 6"),
+    ],
+    notes: &[
+        "The repository is a directory (docs/backup-format.md describes every file): chunks/ holds 4 MiB pieces of disk images, each compressed with zstd and encrypted with age to the recipients given to init, named by a keyed BLAKE3 hash so equal data is stored once; backups/<id>/ holds a clear index.json (VM, time, sizes, protected), the list of chunks it references, and manifest.age, the encrypted manifest (domain XML, NVRAM, per disk its format, size, chunk list and SHA-256). The repository is safe to copy with rsync while no backup runs.",
+        "Keys: the host needs only the recipients (public keys) and the chunk-id key, which init stores in --key-dir and also, encrypted, in the repository; recover-key puts it back on a new host. restore, verify --deep and recover-key need the identity (--identity FILE or HV_BACKUP_IDENTITY naming a file); keep it off the host.",
+        "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id, time, mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s.",
+        "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait seconds.",
+        "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed.",
+        "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after its SHA-256 matched the backup; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
+        "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept. Each backup gets a record with kept and keep_reason.",
+    ],
+};
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    match cli.command {
+        Command::Init(a) => init(a),
+        Command::Create(a) => create(a),
+        Command::Ls(a) => ls(a),
+        Command::Verify(a) => check::verify(a),
+        Command::Restore(a) => check::restore(a),
+        Command::Prune(a) => prune::prune(a),
+        Command::Gc(a) => prune::gc(a),
+        Command::RecoverKey(a) => recover_key(a),
+    }
+}
+
+const REPO_COLUMNS: &[Column] = &[
+    col("REPOSITORY", "repository", Show::Plain),
+    col("ID", "id", Show::Plain),
+    col("KEY FILE", "key_file", Show::Plain),
+];
+
+fn init(a: InitArgs) -> Result<Exit> {
+    let mut recipients =
+        crypt::parse_recipients(a.recipient.iter().map(String::as_str), "--recipient")?;
+    if let Some(file) = &a.recipients_file {
+        recipients.extend(crypt::read_recipients_file(file)?);
+    }
+    let repo = Repo::init(
+        &a.repo,
+        &recipients,
+        a.compression_level,
+        &a.key_dir.key_dir,
+    )?;
+    let mut printer = Printer::stdout(a.output.format, REPO_COLUMNS);
+    printer.emit(obj(json!({
+        "repository": repo.root.display().to_string(),
+        "id": repo.config.id,
+        "recipients": repo.config.recipients,
+        "key_file": repo.host_key_path(&a.key_dir.key_dir).display().to_string(),
+        "ok": true,
+    })))?;
+    printer.finish()?;
+    Ok(Exit::Ok)
+}
+
+fn recover_key(a: RecoverKeyArgs) -> Result<Exit> {
+    let repo = Repo::open(&a.repo.repo)?;
+    let identities = a.identity.load("recover-key")?;
+    let key = repo.sealed_key(&identities)?;
+    repo.save_host_key(&a.key_dir.key_dir, &key)?;
+    let mut printer = Printer::stdout(a.output.format, REPO_COLUMNS);
+    printer.emit(obj(json!({
+        "repository": repo.root.display().to_string(),
+        "id": repo.config.id,
+        "key_file": repo.host_key_path(&a.key_dir.key_dir).display().to_string(),
+        "ok": true,
+    })))?;
+    printer.finish()?;
+    Ok(Exit::Ok)
+}
+
+const CREATE_COLUMNS: &[Column] = &[
+    col("NAME", "name", Show::Plain),
+    col("OK", "ok", Show::Plain),
+    col("ID", "id", Show::Plain),
+    col("MODE", "mode", Show::Plain),
+    col("SIZE", "size_bytes", Show::Bytes),
+    col("READ", "read_bytes", Show::Bytes),
+    col("NEW", "new_bytes", Show::Bytes),
+    col("STORED", "stored_bytes", Show::Bytes),
+    col("MS", "elapsed_ms", Show::Plain),
+    col("ERROR", "error", Show::Plain),
+];
+
+fn create(a: CreateArgs) -> Result<Exit> {
+    let inputs = bulk::inputs(&a.vms, "hv-ls --tag prod | hv-backup create")?;
+    let repo = Repo::open(&a.repo.repo)?;
+    let key = repo.host_key(&a.key_dir.key_dir)?;
+    let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
+    let recipients = repo.recipients.clone();
+    let level = repo.config.compression_level;
+    let plan = Arc::new(create::Plan {
+        sealer: store::Sealer {
+            repo: Arc::new(repo),
+            key,
+            recipients,
+            level,
+            workers: a.work.workers(),
+            seen: Mutex::new(Default::default()),
+            progress: Default::default(),
+        },
+        scratch_root: a.work.scratch_dir.clone(),
+        note: a.note.clone(),
+        protected: a.protected,
+        dry_run: a.args.dry_run,
+    });
+    let timeout = match a.timeout {
+        0 => Duration::from_secs(365 * 24 * 3600),
+        s => Duration::from_secs(s),
+    };
+    let action = Action {
+        name: "backup",
+        columns: CREATE_COLUMNS,
+        item_timeout: timeout,
+    };
+    let progress = Progress::start(plan.clone());
+    let work_plan = plan.clone();
+    let exit = bulk::act(inputs, &a.args, action, move |_conn, dom, vm| {
+        create::backup_vm(&work_plan, dom, vm)
+    });
+    progress.stop();
+    exit
+}
+
+/// A one-line progress display on stderr, only when stderr is a terminal.
+struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(plan: Arc<create::Plan>) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::io::stderr().is_terminal().then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let begun = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let done = plan.sealer.progress.load(Ordering::Relaxed);
+                    let rate = done as f64 / begun.elapsed().as_secs_f64().max(0.001);
+                    eprint!(
+                        "\r{}: {} scanned, {}/s   ",
+                        cli::program(),
+                        hv_common::output::human_bytes(done),
+                        hv_common::output::human_bytes(rate as u64)
+                    );
+                }
+                eprint!("\r\x1b[K");
+            })
+        });
+        Progress { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread {
+            let _ = t.join();
+        }
+    }
+}
+
+const LS_COLUMNS: &[Column] = &[
+    col("ID", "id", Show::Plain),
+    col("NAME", "name", Show::Plain),
+    col("TIME", "time", Show::Plain),
+    col("MODE", "mode", Show::Plain),
+    col("SIZE", "size_bytes", Show::Bytes),
+    col("STORED", "stored_bytes", Show::Bytes),
+    col("PROTECTED", "protected", Show::Plain),
+];
+
+fn ls(a: LsArgs) -> Result<Exit> {
+    let repo = Repo::open(&a.repo.repo)?;
+    let mut backups = repo.list()?;
+    backups.retain(|b| matches_vm(&a.vm, &b.name, &b.uuid));
+    backups.reverse();
+    let now = time::now();
+    let mut printer = Printer::stdout(a.output.format, LS_COLUMNS);
+    for b in backups {
+        printer.emit(ls_record(&b, now))?;
+    }
+    printer.finish()?;
+    Ok(Exit::Ok)
+}
+
+fn ls_record(b: &format::Index, now: i64) -> Map<String, Value> {
+    let age_hours = ((now - b.time_unix) as f64 / 360.0).round() / 10.0;
+    obj(json!({
+        "name": b.name,
+        "uuid": b.uuid,
+        "id": b.id,
+        "time": b.time,
+        "time_unix": b.time_unix,
+        "age_hours": age_hours,
+        "mode": b.mode,
+        "disks": b.disks.iter().map(|d| d.target.clone()).collect::<Vec<_>>(),
+        "size_bytes": b.size_bytes,
+        "read_bytes": b.read_bytes,
+        "new_bytes": b.new_bytes,
+        "stored_bytes": b.stored_bytes,
+        "referenced_bytes": b.referenced_bytes,
+        "chunks": b.chunks,
+        "elapsed_ms": b.elapsed_ms,
+        "protected": b.protected,
+    }))
+}
+
+/// True when `filter` is empty or names this VM by name or UUID.
+fn matches_vm(filter: &[String], name: &str, uuid: &str) -> bool {
+    filter.is_empty()
+        || filter
+            .iter()
+            .any(|f| f == name || f.eq_ignore_ascii_case(uuid))
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}

@@ -1,0 +1,511 @@
+//! The repository on disk. Every write goes to `tmp/` first, is synced,
+//! then renamed into place, so a process killed at any instant leaves only
+//! complete chunks and complete backups under their final names, plus
+//! garbage in `tmp/` that the next `gc` removes. A backup is one directory
+//! renamed into `backups/` last: it exists completely or not at all.
+//!
+//! Locking is `flock(2)` on `lock`: backups share it, prune and gc take it
+//! alone. The kernel drops a dead process's lock, so a stale lock cannot
+//! outlive its holder.
+
+use crate::crypt::{self, ChunkKey, Identities, Recipients};
+use crate::format::{self, Config, Index};
+use hv_common::{time, Code, Error, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const CONFIG_FILE: &str = "hv-backup.json";
+pub const KEY_FILE: &str = "keys/chunk-id-key.age";
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+
+pub struct Repo {
+    pub root: PathBuf,
+    pub config: Config,
+    pub recipients: Recipients,
+}
+
+/// Held for as long as the operation needs the repository.
+pub struct Lock(#[allow(dead_code)] File);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// Backups: many at once.
+    Shared,
+    /// Prune and gc: alone.
+    Exclusive,
+}
+
+impl Repo {
+    /// Creates a repository at `root` (absent or an empty directory).
+    pub fn init(root: &Path, recipients: &Recipients, level: i32, key_dir: &Path) -> Result<Repo> {
+        if recipients.is_empty() {
+            return Err(Error::usage(
+                "no recipients: give --recipient age1… or --recipients-file FILE",
+            ));
+        }
+        if root.join(CONFIG_FILE).exists() {
+            return Err(Error::usage(format!(
+                "{} is already an hv-backup repository",
+                root.display()
+            )));
+        }
+        if fs::read_dir(root)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
+            return Err(Error::usage(format!(
+                "{} exists and is not empty; give a new or empty directory",
+                root.display()
+            )));
+        }
+        for dir in ["", "chunks", "backups", "tmp", "keys"] {
+            mkdir(&root.join(dir))?;
+        }
+        let key: ChunkKey = crypt::random_bytes()?;
+        let id = crypt::hex(&crypt::random_bytes::<16>()?);
+        let config = Config {
+            format: format::REPO_FORMAT.into(),
+            version: format::VERSION,
+            id,
+            created: time::rfc3339(time::now()),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            compression: "zstd".into(),
+            compression_level: level,
+            encryption: "age-x25519".into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            chunk_id: "blake3-keyed".into(),
+        };
+        let repo = Repo {
+            root: root.to_path_buf(),
+            config,
+            recipients: recipients.clone(),
+        };
+        let sealed_key = crypt::encrypt(recipients, crypt::hex(&key).as_bytes())?;
+        repo.write_atomic(&root.join(KEY_FILE), &sealed_key)?;
+        repo.save_host_key(key_dir, &key)?;
+        let json = serde_json::to_vec_pretty(&repo.config).map_err(json_err)?;
+        repo.write_atomic(&root.join(CONFIG_FILE), &json)?;
+        Ok(repo)
+    }
+
+    pub fn open(root: &Path) -> Result<Repo> {
+        let path = root.join(CONFIG_FILE);
+        let text = fs::read(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::usage(format!(
+                    "{} is not an hv-backup repository (no {CONFIG_FILE}); create one with \
+                     `hv-backup init {} --recipient age1…`",
+                    root.display(),
+                    root.display()
+                ))
+            } else {
+                Error::io(format!("cannot read {}", path.display()), e)
+            }
+        })?;
+        let config: Config = serde_json::from_slice(&text).map_err(|e| {
+            Error::new(
+                Code::Corrupt,
+                format!("{} is not valid: {e}", path.display()),
+            )
+        })?;
+        if config.format != format::REPO_FORMAT || config.version != format::VERSION {
+            return Err(Error::new(
+                Code::Unsupported,
+                format!(
+                    "{} is format {} version {}; this hv-backup reads {} version {}",
+                    path.display(),
+                    config.format,
+                    config.version,
+                    format::REPO_FORMAT,
+                    format::VERSION
+                ),
+            ));
+        }
+        let recipients =
+            crypt::parse_recipients(config.recipients.iter().map(String::as_str), CONFIG_FILE)?;
+        Ok(Repo {
+            root: root.to_path_buf(),
+            config,
+            recipients,
+        })
+    }
+
+    /// Takes the repository lock, waiting up to `wait` for other runs.
+    pub fn lock(&self, kind: LockKind, wait: Duration) -> Result<Lock> {
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        let start = Instant::now();
+        let mut told = false;
+        loop {
+            let got = match kind {
+                LockKind::Shared => file.try_lock_shared(),
+                LockKind::Exclusive => file.try_lock(),
+            };
+            match got {
+                Ok(()) => return Ok(Lock(file)),
+                Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                    if !told {
+                        hv_common::cli::warn(format!(
+                            "waiting for the lock on {} (another backup, prune or gc is running)",
+                            self.root.display()
+                        ));
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(Error::new(
+                        Code::Locked,
+                        format!(
+                            "repository {} is locked by another hv-backup run (a backup holds it \
+                             shared, prune and gc alone); try again when it ends, or raise \
+                             --lock-wait",
+                            self.root.display()
+                        ),
+                    ))
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(Error::io(format!("cannot lock {}", path.display()), e))
+                }
+            }
+        }
+    }
+
+    /// Where this host keeps the chunk-id key of this repository.
+    pub fn host_key_path(&self, key_dir: &Path) -> PathBuf {
+        key_dir.join(format!("{}.key", self.config.id))
+    }
+
+    pub fn save_host_key(&self, key_dir: &Path, key: &ChunkKey) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(key_dir)
+            .map_err(|e| Error::io(format!("cannot create {}", key_dir.display()), e))?;
+        let path = self.host_key_path(key_dir);
+        let mut text = crypt::hex(key);
+        text.push('\n');
+        write_synced(&path, text.as_bytes(), 0o600)
+    }
+
+    pub fn host_key(&self, key_dir: &Path) -> Result<ChunkKey> {
+        let path = self.host_key_path(key_dir);
+        let text = fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Code::NotFound
+                } else {
+                    Code::Io
+                },
+                format!(
+                    "the chunk-id key of repository {} is not on this host ({}: {e}); recover it \
+                     with `hv-backup recover-key --repo {} --identity FILE`",
+                    self.root.display(),
+                    path.display(),
+                    self.root.display()
+                ),
+            )
+        })?;
+        crypt::unhex_key(&text).ok_or_else(|| {
+            Error::new(
+                Code::Corrupt,
+                format!("{} does not hold a 32-byte hex key", path.display()),
+            )
+        })
+    }
+
+    /// The chunk-id key, opened from the repository with the identity.
+    pub fn sealed_key(&self, identities: &Identities) -> Result<ChunkKey> {
+        let path = self.root.join(KEY_FILE);
+        let sealed =
+            fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let text = crypt::decrypt(identities, &sealed, &path.display().to_string())?;
+        crypt::unhex_key(&String::from_utf8_lossy(&text)).ok_or_else(|| {
+            Error::new(
+                Code::Corrupt,
+                format!("{} does not hold a key", path.display()),
+            )
+        })
+    }
+
+    pub fn chunk_path(&self, id: &str) -> PathBuf {
+        self.root.join("chunks").join(&id[..2]).join(id)
+    }
+
+    /// The stored size of a chunk, when it is there.
+    pub fn chunk_size_on_disk(&self, id: &str) -> Option<u64> {
+        fs::metadata(self.chunk_path(id)).ok().map(|m| m.len())
+    }
+
+    /// Stores a sealed chunk under its id; returns its size. The directory
+    /// entry is made durable later by [`Repo::sync_chunk_dirs`].
+    pub fn put_chunk(&self, id: &str, sealed: &[u8]) -> Result<u64> {
+        let dir = self.root.join("chunks").join(&id[..2]);
+        if !dir.is_dir() {
+            mkdir(&dir)?;
+        }
+        let tmp = self.tmp_path("chunk")?;
+        if let Err(e) = write_synced(&tmp, sealed, 0o600) {
+            let _ = fs::remove_file(&tmp); // a full disk must not keep the partial file
+            return Err(e);
+        }
+        let dest = dir.join(id);
+        fs::rename(&tmp, &dest)
+            .map_err(|e| Error::io(format!("cannot store chunk {}", dest.display()), e))?;
+        Ok(sealed.len() as u64)
+    }
+
+    pub fn read_chunk(&self, id: &str) -> Result<Vec<u8>> {
+        let path = self.chunk_path(id);
+        fs::read(&path).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                Code::Corrupt
+            } else {
+                Code::Io
+            };
+            Error::new(
+                code,
+                format!(
+                    "chunk {id} is missing or unreadable ({}: {e})",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    /// Syncs the chunk directories `ids` landed in, so their renames survive a crash.
+    pub fn sync_chunk_dirs<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        let prefixes: BTreeSet<&str> = ids.into_iter().map(|id| &id[..2]).collect();
+        for p in prefixes {
+            sync_dir(&self.root.join("chunks").join(p))?;
+        }
+        sync_dir(&self.root.join("chunks"))
+    }
+
+    /// A fresh name under `tmp/`.
+    pub fn tmp_path(&self, what: &str) -> Result<PathBuf> {
+        let salt = crypt::hex(&crypt::random_bytes::<8>()?);
+        Ok(self
+            .root
+            .join("tmp")
+            .join(format!("{what}-{}-{salt}", std::process::id())))
+    }
+
+    fn write_atomic(&self, dest: &Path, data: &[u8]) -> Result<()> {
+        let tmp = self.tmp_path("file")?;
+        write_synced(&tmp, data, 0o600)?;
+        fs::rename(&tmp, dest)
+            .map_err(|e| Error::io(format!("cannot write {}", dest.display()), e))?;
+        sync_dir(dest.parent().unwrap_or(&self.root))
+    }
+
+    pub fn backup_dir(&self, id: &str) -> PathBuf {
+        self.root.join("backups").join(id)
+    }
+
+    /// Makes a backup exist: its three files are written and synced in a
+    /// temporary directory that is then renamed into `backups/` at once.
+    pub fn commit_backup(
+        &self,
+        index: &Index,
+        refs: &BTreeMap<String, u64>,
+        sealed_manifest: &[u8],
+    ) -> Result<()> {
+        let tmp = self.tmp_path("backup")?;
+        mkdir(&tmp)?;
+        let index_json = serde_json::to_vec_pretty(index).map_err(json_err)?;
+        write_synced(&tmp.join("index.json"), &index_json, 0o600)?;
+        write_synced(
+            &tmp.join("chunks"),
+            format::format_refs(refs).as_bytes(),
+            0o600,
+        )?;
+        write_synced(&tmp.join("manifest.age"), sealed_manifest, 0o600)?;
+        sync_dir(&tmp)?;
+        let dest = self.backup_dir(&index.id);
+        fs::rename(&tmp, &dest)
+            .map_err(|e| Error::io(format!("cannot commit backup {}", dest.display()), e))?;
+        sync_dir(&self.root.join("backups"))
+    }
+
+    /// Every complete backup's index, oldest first. Unreadable entries are
+    /// reported on stderr and skipped, never guessed at.
+    pub fn list(&self) -> Result<Vec<Index>> {
+        let dir = self.root.join("backups");
+        let entries = fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !format::is_backup_id(&name) {
+                continue;
+            }
+            match self.index(&name) {
+                Ok(index) => out.push(index),
+                Err(e) => hv_common::cli::warn(e),
+            }
+        }
+        out.sort_by(|a, b| (a.time_unix, &a.id).cmp(&(b.time_unix, &b.id)));
+        Ok(out)
+    }
+
+    pub fn index(&self, id: &str) -> Result<Index> {
+        if !format::is_backup_id(id) {
+            return Err(Error::usage(format!(
+                "{id:?} is not a backup id (like 20261121T101500Z-3fa2b1c9); see `hv-backup ls`"
+            )));
+        }
+        let path = self.backup_dir(id).join("index.json");
+        let text = fs::read(&path).map_err(|e| {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                Code::NotFound
+            } else {
+                Code::Io
+            };
+            Error::new(
+                code,
+                format!("backup {id} not found in {} ({e})", self.root.display()),
+            )
+        })?;
+        let index: Index = serde_json::from_slice(&text).map_err(|e| {
+            Error::new(
+                Code::Corrupt,
+                format!("backup {id}: index.json is not valid: {e}"),
+            )
+        })?;
+        if index.id != id {
+            return Err(Error::new(
+                Code::Corrupt,
+                format!(
+                    "backup {id}: index.json names another backup ({})",
+                    index.id
+                ),
+            ));
+        }
+        Ok(index)
+    }
+
+    pub fn refs(&self, id: &str) -> Result<Vec<(String, u64)>> {
+        let path = self.backup_dir(id).join("chunks");
+        let text = fs::read_to_string(&path).map_err(|e| {
+            Error::new(
+                Code::Corrupt,
+                format!("backup {id}: cannot read its chunk list: {e}"),
+            )
+        })?;
+        format::parse_refs(&text).ok_or_else(|| {
+            Error::new(
+                Code::Corrupt,
+                format!("backup {id}: its chunk list is malformed"),
+            )
+        })
+    }
+
+    pub fn sealed_manifest(&self, id: &str) -> Result<Vec<u8>> {
+        let path = self.backup_dir(id).join("manifest.age");
+        fs::read(&path).map_err(|e| {
+            Error::new(
+                Code::Corrupt,
+                format!("backup {id}: cannot read its manifest: {e}"),
+            )
+        })
+    }
+
+    /// Removes a backup: it disappears from `backups/` in one rename.
+    pub fn remove_backup(&self, id: &str) -> Result<()> {
+        let tmp = self.tmp_path("deleted")?;
+        fs::rename(self.backup_dir(id), &tmp)
+            .map_err(|e| Error::io(format!("cannot remove backup {id}"), e))?;
+        sync_dir(&self.root.join("backups"))?;
+        fs::remove_dir_all(&tmp)
+            .map_err(|e| Error::io(format!("cannot delete {}", tmp.display()), e))
+    }
+
+    /// Deletes chunks no backup references and everything in `tmp/`. Needs
+    /// the exclusive lock. Returns (chunks removed, bytes freed).
+    pub fn gc(&self, dry_run: bool) -> Result<(u64, u64)> {
+        let mut live = BTreeSet::new();
+        for index in self.list()? {
+            for (id, _) in self.refs(&index.id)? {
+                live.insert(id);
+            }
+        }
+        let (mut count, mut bytes) = (0, 0);
+        let chunks = self.root.join("chunks");
+        for sub in read_dir(&chunks)? {
+            for entry in read_dir(&sub)? {
+                let name = entry.file_name().map(|n| n.to_string_lossy().into_owned());
+                let Some(name) = name else { continue };
+                if live.contains(&name) {
+                    continue;
+                }
+                count += 1;
+                bytes += fs::metadata(&entry).map(|m| m.len()).unwrap_or(0);
+                if !dry_run {
+                    fs::remove_file(&entry)
+                        .map_err(|e| Error::io(format!("cannot delete {}", entry.display()), e))?;
+                }
+            }
+        }
+        if !dry_run {
+            for entry in read_dir(&self.root.join("tmp"))? {
+                let gone = if entry.is_dir() {
+                    fs::remove_dir_all(&entry)
+                } else {
+                    fs::remove_file(&entry)
+                };
+                gone.map_err(|e| Error::io(format!("cannot delete {}", entry.display()), e))?;
+            }
+        }
+        Ok((count, bytes))
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+    Ok(entries.flatten().map(|e| e.path()).collect())
+}
+
+fn mkdir(dir: &Path) -> Result<()> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(Error::io(format!("cannot create {}", dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes a new file and syncs it before returning.
+pub fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let err = |e| Error::io(format!("cannot write {}", path.display()), e);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e))
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::new(Code::Io, format!("cannot encode JSON: {e}"))
+}

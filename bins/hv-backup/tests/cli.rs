@@ -1,0 +1,701 @@
+//! hv-backup on real guests: stopped and running (and writing) VMs backed
+//! up, restored, booted and compared byte for byte; damaged chunks, wrong
+//! keys, kills at random moments, a full disk and retention.
+
+use hv_testbench::{
+    connect, hv, image_sha256, records, remove_domain, run_prefix, Guest, GuestSpec, URI,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const HV_BACKUP: &str = env!("CARGO_BIN_EXE_hv-backup");
+
+/// A repository, a host key directory and an identity, all under one
+/// directory that is removed at the end.
+struct Bench {
+    dir: PathBuf,
+    repo: PathBuf,
+    identity: PathBuf,
+}
+
+impl Bench {
+    fn new(label: &str) -> Bench {
+        Bench::at(
+            &PathBuf::from("/var/tmp").join(format!("{}{label}", run_prefix())),
+            None,
+        )
+    }
+
+    /// A bench whose repository lives at `repo` (e.g. on a small tmpfs).
+    fn at(dir: &Path, repo: Option<PathBuf>) -> Bench {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        let identity = dir.join("identity.txt");
+        let st = Command::new("age-keygen")
+            .arg("-o")
+            .arg(&identity)
+            .stderr(Stdio::null())
+            .status();
+        assert!(st.expect("age-keygen (Debian package age)").success());
+        let b = Bench {
+            dir: dir.to_path_buf(),
+            repo: repo.unwrap_or_else(|| dir.join("repo")),
+            identity,
+        };
+        let out = b.run(&[
+            "init",
+            b.repo.to_str().unwrap(),
+            "--recipient",
+            &b.recipient(),
+        ]);
+        ok(&out);
+        b
+    }
+
+    fn recipient(&self) -> String {
+        let out = Command::new("age-keygen")
+            .arg("-y")
+            .arg(&self.identity)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn key_dir(&self) -> String {
+        self.dir.join("keys").display().to_string()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--key-dir".into(),
+            self.key_dir(),
+            "--scratch-dir".into(),
+            self.dir.join("scratch").display().to_string(),
+            "--repo".into(),
+            self.repo.display().to_string(),
+        ]);
+        v
+    }
+
+    /// Runs hv-backup with this bench's repository, key and scratch directories.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with_input(args, "")
+    }
+
+    fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        let sub = args[0];
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if sub != "init" && !args.contains(&"--repo") {
+            full.extend(["--repo".into(), self.repo.display().to_string()]);
+        }
+        if matches!(sub, "init" | "create" | "recover-key") {
+            full.extend(["--key-dir".into(), self.key_dir()]);
+        }
+        if matches!(sub, "create" | "restore" | "verify") {
+            full.extend([
+                "--scratch-dir".into(),
+                self.dir.join("scratch").display().to_string(),
+            ]);
+        }
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        hv(HV_BACKUP, &refs, input)
+    }
+
+    fn identity(&self) -> &str {
+        self.identity.to_str().unwrap()
+    }
+
+    fn out_dir(&self, name: &str) -> PathBuf {
+        let d = self.dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A file of the repository's chunk store (any one).
+    fn some_chunk(&self) -> PathBuf {
+        let chunks = self.repo.join("chunks");
+        for sub in std::fs::read_dir(chunks).unwrap().flatten() {
+            if let Some(f) = std::fs::read_dir(sub.path()).unwrap().flatten().next() {
+                return f.path();
+            }
+        }
+        panic!("no chunk in {}", self.repo.display());
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ok(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    records(out)
+}
+
+fn failed(out: &Output, code: &str) -> Vec<Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(out);
+    assert!(
+        recs.iter()
+            .any(|r| r["ok"] == false && r["error"]["code"] == code),
+        "no {code} record in {recs:?}"
+    );
+    recs
+}
+
+/// Fills a guest's disk with what VM disks hold: random data, text-like
+/// data, and zeros (left unallocated), through a raw file and qemu-img.
+fn fill_disk(g: &Guest, random_mib: u32, text_mib: u32) {
+    let raw = g.disk.with_extension("fill.raw");
+    let size_mib = 64;
+    let mut data = vec![0u8; (size_mib << 20) as usize];
+    let mut x: u64 =
+        0x9e37_79b9_7f4a_7c15 ^ u64::from(random_mib) ^ (u64::from(std::process::id()) << 20);
+    for b in data[..(random_mib << 20) as usize].iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let text = b"Nov 21 02:00:01 web1 systemd[1]: Started Daily apt upgrade and clean activities. ";
+    let from = (random_mib << 20) as usize;
+    for (i, b) in data[from..from + (text_mib << 20) as usize]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = text[i % text.len()];
+    }
+    std::fs::write(&raw, &data).unwrap();
+    let st = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&g.disk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(&raw).unwrap();
+}
+
+/// A domain defined by a restore, removed with its disk files at the end.
+struct Restored {
+    domain: virt::domain::Domain,
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        remove_domain(&self.domain);
+    }
+}
+
+fn backup_id(recs: &[Value]) -> String {
+    recs[0]["id"].as_str().expect("a backup id").to_owned()
+}
+
+#[test]
+fn a_stopped_vm_is_backed_up_restored_and_boots() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-off").define(&conn);
+    fill_disk(&g, 6, 6);
+    let source_sha = image_sha256(&g.disk, None);
+    let b = Bench::new("off");
+
+    let recs = ok(&b.run(&["create", &g.name]));
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(
+        (r["name"].as_str(), r["ok"].as_bool(), r["mode"].as_str()),
+        (Some(g.name.as_str()), Some(true), Some("offline"))
+    );
+    assert_eq!(r["size_bytes"], 64 << 20);
+    let read = r["read_bytes"].as_u64().unwrap();
+    assert!(
+        (12 << 20..20 << 20).contains(&read),
+        "zeros are not read: read {read}"
+    );
+    assert!(
+        r["stored_bytes"].as_u64().unwrap() < 8 << 20,
+        "text compresses: {r}"
+    );
+    let id = backup_id(&recs);
+
+    // Unchanged: nothing new is stored.
+    let again = ok(&b.run(&["create", &g.uuid]));
+    assert_eq!(
+        (
+            again[0]["new_bytes"].as_u64(),
+            again[0]["stored_bytes"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    let listed = ok(&b.run(&["ls", "--vm", &g.name]));
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1]["id"], id.as_str(), "newest first");
+    assert!(listed[0]["age_hours"].as_f64().unwrap() < 1.0);
+
+    let deep = ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &id]));
+    assert_eq!(
+        (deep[0]["ok"].as_bool(), deep[0]["deep"].as_bool()),
+        (Some(true), Some(true))
+    );
+
+    // Restore as a new domain beside the original, then boot it.
+    let out_dir = b.out_dir("restored");
+    let new_name = format!("{}backup-off restored ü", run_prefix());
+    let recs = ok(&b.run(&[
+        "restore",
+        &id,
+        "--identity",
+        b.identity(),
+        "--dir",
+        out_dir.to_str().unwrap(),
+        "--define",
+        "--name",
+        &new_name,
+    ]));
+    let restored = Restored {
+        domain: conn
+            .lookup_domain_by_name(&new_name)
+            .expect("restored domain defined"),
+    };
+    assert_eq!(recs[0]["domain"], new_name.as_str());
+    let disk = &recs[0]["disks"][0];
+    let path = PathBuf::from(disk["path"].as_str().unwrap());
+    assert_eq!(disk["format"], "qcow2");
+    assert_eq!(disk["sha256"], source_sha.as_str());
+    assert_eq!(
+        image_sha256(&path, None),
+        source_sha,
+        "restored disk holds the backed-up bytes"
+    );
+    assert_ne!(restored.domain.uuid_string().unwrap(), g.uuid);
+    let xml = restored.domain.xml_desc(0).unwrap();
+    assert!(
+        xml.contains(path.to_str().unwrap()),
+        "domain points at the restored disk"
+    );
+    restored.domain.create().expect("restored VM starts");
+    wait_for_log(&g.log, &restored.domain);
+
+    // Restoring onto an existing file is refused and the file is untouched.
+    let before = std::fs::read(&path).unwrap();
+    let again = b.run(&[
+        "restore",
+        &id,
+        "--identity",
+        b.identity(),
+        "--dir",
+        out_dir.to_str().unwrap(),
+        "--name",
+        &new_name,
+    ]);
+    failed(&again, "invalid_state");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+/// The restored guest writes "ready" to the serial log of its XML (the
+/// original's path, as copied): wait for a second "ready" line there.
+fn wait_for_log(log: &Path, dom: &virt::domain::Domain) {
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches("hv-test-guest: ready").count() >= 1 && dom.is_active().unwrap_or(false) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the restored guest did not boot");
+}
+
+#[test]
+fn a_running_writing_vm_is_backed_up_live_without_pausing() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-live").writer().define(&conn);
+    fill_disk(&g, 4, 4);
+    g.start_ready();
+    std::thread::sleep(Duration::from_secs(2));
+    let b = Bench::new("live");
+
+    let recs = ok(&b.run(&["create", &g.name]));
+    assert_eq!(recs[0]["mode"], "live");
+    assert!(
+        g.virsh_domstate().starts_with("running"),
+        "{}",
+        g.virsh_domstate()
+    );
+    let no_job = Command::new("virsh")
+        .args(["-c", URI, "domjobinfo", &g.uuid])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&no_job.stdout).contains("None"),
+        "the backup job ended"
+    );
+    assert_eq!(
+        std::fs::read_dir(b.dir.join("scratch")).unwrap().count(),
+        0,
+        "scratch cleaned up"
+    );
+    let id = backup_id(&recs);
+
+    // The restored disk is exactly the backup's image, and holds the guest's own writes.
+    let out = b.out_dir("out");
+    let recs = ok(&b.run(&[
+        "restore",
+        &id,
+        "--identity",
+        b.identity(),
+        "--dir",
+        out.to_str().unwrap(),
+        "--disk-format",
+        "raw",
+    ]));
+    let disk = &recs[0]["disks"][0];
+    let path = PathBuf::from(disk["path"].as_str().unwrap());
+    assert_eq!(image_sha256(&path, None), disk["sha256"].as_str().unwrap());
+    let head = std::fs::read(&path).unwrap();
+    assert!(
+        head.starts_with(b"hv-test-guest counter"),
+        "sector 0 holds the guest's counter"
+    );
+    assert!(g.virsh_domstate().starts_with("running"));
+
+    // Stream the disk raw to stdout: the same bytes.
+    let streamed = b.run(&[
+        "restore",
+        &id,
+        "--identity",
+        b.identity(),
+        "--disk",
+        "vda",
+        "-o",
+        "-",
+    ]);
+    assert!(
+        streamed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&streamed.stderr)
+    );
+    assert_eq!(streamed.stdout, head);
+}
+
+#[test]
+fn damage_and_wrong_keys_are_caught_and_named() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-damage").define(&conn);
+    fill_disk(&g, 2, 2);
+    let b = Bench::new("damage");
+    let id = backup_id(&ok(&b.run(&["create", &g.name])));
+    ok(&b.run(&["verify", &id]));
+
+    // A foreign identity opens nothing.
+    let other = b.dir.join("other.txt");
+    Command::new("age-keygen")
+        .arg("-o")
+        .arg(&other)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let out = b.run(&[
+        "verify",
+        "--deep",
+        "--identity",
+        other.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match any recipient"));
+
+    // One flipped bit: the fast verify (sizes) passes, deep verify and restore fail naming the chunk.
+    let chunk = b.some_chunk();
+    let chunk_id = chunk.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] ^= 0x08;
+    std::fs::write(&chunk, &bytes).unwrap();
+    ok(&b.run(&["verify", &id]));
+    let recs = failed(
+        &b.run(&["verify", "--deep", "--identity", b.identity(), &id]),
+        "corrupt",
+    );
+    assert!(
+        recs[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&chunk_id),
+        "{recs:?}"
+    );
+    let out = b.out_dir("out");
+    let recs = failed(
+        &b.run(&[
+            "restore",
+            &id,
+            "--identity",
+            b.identity(),
+            "--dir",
+            out.to_str().unwrap(),
+        ]),
+        "corrupt",
+    );
+    assert!(recs[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(&chunk_id));
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "a failed restore leaves no file"
+    );
+
+    // A missing chunk fails even the fast verify.
+    std::fs::remove_file(&chunk).unwrap();
+    let recs = failed(&b.run(&["verify", &id]), "corrupt");
+    assert!(recs[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1 chunks missing"));
+}
+
+#[test]
+fn killed_backups_leave_no_partial_backup_and_the_next_run_succeeds() {
+    let conn = connect();
+    let off = GuestSpec::new("backup-kill-off").disk_mib(64).define(&conn);
+    fill_disk(&off, 24, 24);
+    let live = GuestSpec::new("backup-kill-live").writer().define(&conn);
+    fill_disk(&live, 24, 24);
+    live.start_ready();
+    let b = Bench::new("kill");
+    let mut seed = std::process::id() as u64;
+    for round in 0..6 {
+        let vm = if round % 2 == 0 {
+            &off.name
+        } else {
+            &live.name
+        };
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = 50 + (seed >> 33) % 700;
+        let mut child = Command::new(HV_BACKUP)
+            .args(b.cmd(&["create", vm]))
+            .env("HV_CONNECT", URI)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever survived is whole.
+        let out = b.run(&["verify"]);
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    for vm in [&off.name, &live.name] {
+        let recs = ok(&b.run(&["create", vm]));
+        ok(&b.run(&[
+            "verify",
+            "--deep",
+            "--identity",
+            b.identity(),
+            &backup_id(&recs),
+        ]));
+    }
+    let gc = ok(&b.run(&["gc"]));
+    assert_eq!(gc[0]["ok"], true);
+    assert_eq!(std::fs::read_dir(b.repo.join("tmp")).unwrap().count(), 0);
+    ok(&b.run(&["verify"]));
+}
+
+#[test]
+fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-prune").define(&conn);
+    let b = Bench::new("prune");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        fill_disk(&g, 1 + i, 1);
+        let protected = if i == 0 { "--protected" } else { "--note=x" };
+        ids.push(backup_id(&ok(&b.run(&["create", protected, &g.name]))));
+    }
+    // Age them: backup i is 3-i days old (index.json is the clear, documented index).
+    let now = 1_800_000_000i64;
+    for (i, id) in ids.iter().enumerate() {
+        let path = b.repo.join("backups").join(id).join("index.json");
+        let mut index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        index["time_unix"] = (now - (3 - i as i64) * 86_400).into();
+        std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    }
+    let dry = ok(&b.run(&[
+        "prune",
+        "--keep-last",
+        "1",
+        "--keep-daily",
+        "1",
+        "--dry-run",
+    ]));
+    let kept = |recs: &[Value]| -> Vec<(String, bool, Value)> {
+        recs.iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["kept"].as_bool().unwrap(),
+                    r["keep_reason"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        kept(&dry),
+        vec![
+            (ids[0].clone(), true, "protected".into()),
+            (ids[1].clone(), false, Value::Null),
+            (ids[2].clone(), true, "keep-daily".into()),
+            (ids[3].clone(), true, "keep-last".into()),
+        ]
+    );
+    assert_eq!(ok(&b.run(&["ls"])).len(), 4, "a dry run deletes nothing");
+    let before = count_chunks(&b.repo);
+    ok(&b.run(&["prune", "--keep-last", "1", "--keep-daily", "1"]));
+    let left: Vec<String> = ok(&b.run(&["ls"]))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, vec![ids[3].clone(), ids[2].clone(), ids[0].clone()]);
+    assert!(
+        count_chunks(&b.repo) < before,
+        "the pruned backup's own chunks are gone"
+    );
+    for id in &left {
+        ok(&b.run(&["verify", "--deep", "--identity", b.identity(), id]));
+    }
+}
+
+fn count_chunks(repo: &Path) -> usize {
+    std::fs::read_dir(repo.join("chunks"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum()
+}
+
+#[test]
+fn a_full_disk_fails_the_backup_and_damages_nothing() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-full").define(&conn);
+    fill_disk(&g, 1, 1);
+    let dir = PathBuf::from("/var/tmp").join(format!("{}full", run_prefix()));
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a small tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let b = Bench::at(&dir.join("bench"), Some(mnt.join("repo")));
+    let good = backup_id(&ok(&b.run(&["create", &g.name])));
+
+    fill_disk(&g, 20, 0); // 20 MiB of random data cannot fit in 6 MiB
+    let recs = failed(&b.run(&["create", &g.name]), "io_error");
+    assert!(
+        recs[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{recs:?}"
+    );
+    let listed = ok(&b.run(&["ls"]));
+    assert_eq!(listed.len(), 1, "no partial backup is listed");
+    ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &good]));
+    ok(&b.run(&["gc"]));
+    assert_eq!(std::fs::read_dir(b.repo.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn repository_mistakes_get_one_line_errors_with_the_fix() {
+    let b = Bench::new("errors");
+    // Not a repository.
+    let out = hv(HV_BACKUP, &["ls", "--repo", "/nonexistent/repo"], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hv-backup init") && err.lines().count() == 1,
+        "{err}"
+    );
+    // init twice.
+    let again = b.run(&[
+        "init",
+        b.repo.to_str().unwrap(),
+        "--recipient",
+        &b.recipient(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    // A bad recipient names itself and the fix.
+    let bad = b.run(&[
+        "init",
+        b.dir.join("r2").to_str().unwrap(),
+        "--recipient",
+        "age1nope",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("age-keygen -y"));
+    // The host lost its key: create says how to recover it; recover-key does.
+    std::fs::remove_dir_all(b.dir.join("keys")).unwrap();
+    let out = b.run_with_input(&["create"], "some-vm\n");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("recover-key"));
+    ok(&b.run(&["recover-key", "--identity", b.identity()]));
+    // A missing VM is one failed record; the lock held by prune makes create wait, then fail.
+    let missing = b.run_with_input(&["create"], "no-such-vm-hv\n");
+    failed(&missing, "not_found");
+    let lock = b.repo.join("lock");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = b.run(&["gc", "--lock-wait", "1"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+}
