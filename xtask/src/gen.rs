@@ -46,6 +46,10 @@ fn tools() -> Vec<Tool> {
             command: hv_snap::Cli::command(),
             manual: &hv_snap::MANUAL,
         },
+        Tool {
+            command: hv_backup::Cli::command(),
+            manual: &hv_backup::MANUAL,
+        },
     ]
 }
 

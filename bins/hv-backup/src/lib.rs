@@ -121,12 +121,8 @@ pub struct InitArgs {
     /// Directory for the new repository (absent or empty)
     #[arg(value_name = "DIR")]
     pub repo: PathBuf,
-    /// An age public key (age1…) backups are encrypted to; repeatable
-    #[arg(
-        long,
-        value_name = "AGE1…",
-        required_unless_present = "recipients_file"
-    )]
+    /// An age public key (age1...) backups are encrypted to; repeatable
+    #[arg(long, value_name = "AGE1", required_unless_present = "recipients_file")]
     pub recipient: Vec<String>,
     /// A file of age public keys, one per line (# comments allowed)
     #[arg(long, value_name = "FILE")]
@@ -177,7 +173,7 @@ pub struct LsArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdentityArgs {
-    /// age identity file (AGE-SECRET-KEY-1…) that opens the backups; never the key itself
+    /// The age identity file that opens the backups (never the key itself on the command line)
     #[arg(short = 'i', long, env = "HV_BACKUP_IDENTITY", value_name = "FILE")]
     pub identity: Option<PathBuf>,
 }
@@ -230,8 +226,8 @@ pub struct RestoreArgs {
     /// Directory for the restored disks, named <vm>-<target>.<format>
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Format of the restored disks [default: each disk's original format]
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    /// Format of the restored disks: qcow2 or raw [default: each disk's original format]
+    #[arg(long, value_enum, value_name = "FORMAT", hide_possible_values = true)]
     pub disk_format: Option<restore::DiskFormat>,
     /// Define the domain again around the restored disks, with a new UUID and new MACs
     #[arg(long)]
@@ -310,6 +306,7 @@ pub const MANUAL: Manual = Manual {
         "Keys: the host needs only the recipients (public keys) and the chunk-id key, which init stores in --key-dir and also, encrypted, in the repository; recover-key puts it back on a new host. restore, verify --deep and recover-key need the identity (--identity FILE or HV_BACKUP_IDENTITY naming a file); keep it off the host.",
         "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id, time, mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s.",
         "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait seconds.",
+        "Environment: HV_BACKUP_REPO for --repo, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, and HV_BACKUP_IDENTITY naming the identity file.",
         "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed.",
         "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after its SHA-256 matched the backup; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
         "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept. Each backup gets a record with kept and keep_reason.",

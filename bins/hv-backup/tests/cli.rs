@@ -699,3 +699,48 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
 }
+
+/// docs/backup-format.md promises a reader needs only age, zstd and jq:
+/// run its shell recipe on a real backup and compare the image.
+#[test]
+fn the_format_doc_recipe_restores_a_disk_without_hv() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-doc").define(&conn);
+    fill_disk(&g, 5, 3);
+    let expected = image_sha256(&g.disk, None);
+    let b = Bench::new("doc");
+    let id = backup_id(&ok(&b.run(&["create", &g.name])));
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/backup-format.md"
+    ))
+    .unwrap();
+    let section = doc.split("## Reading a backup without hv").nth(1).unwrap();
+    let script = section
+        .split("```sh\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    assert!(
+        script.starts_with("id="),
+        "the recipe starts by naming the backup"
+    );
+    let script = script.replacen("identity.txt", b.identity(), usize::MAX);
+    let script = format!("set -e\nid={id}\n{}", script.split_once('\n').unwrap().1);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&b.repo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vda.raw: OK"));
+    assert_eq!(image_sha256(&b.repo.join("vda.raw"), None), expected);
+}

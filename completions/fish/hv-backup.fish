@@ -1,0 +1,152 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_hv_backup_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_hv_backup_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_hv_backup_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_hv_backup_using_subcommand
+    set -l cmd (__fish_hv_backup_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -s V -l version -d 'Print version'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "init" -d 'Create a repository'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "create" -d 'Back up VMs'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "ls" -d 'List backups, newest first'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "list" -d 'List backups, newest first'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "verify" -d 'Check backups: every chunk present (fast) or every byte (--deep)'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "restore" -d 'Restore a backup\'s disks to new files, and optionally its domain'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l recipient -d 'An age public key (age1...) backups are encrypted to; repeatable' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l recipients-file -d 'A file of age public keys, one per line (# comments allowed)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l compression-level -d 'zstd level for chunks (1 fastest … 19 smallest)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l note -d 'A note stored (encrypted) with each backup' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l timeout -d 'Give up on a VM after this many seconds (0: never)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l protected -d 'Mark the backups protected: prune keeps them'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l deep -d 'Decrypt, decompress and re-hash every chunk and every disk image'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l disk -d 'Restore only this disk (its target, e.g. vda)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s o -l output -d 'Write the one disk here; `-` streams it raw to stdout' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l dir -d 'Directory for the restored disks, named <vm>-<target>.<format>' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l disk-format -d 'Format of the restored disks: qcow2 or raw [default: each disk\'s original format]' -r -f -a "qcow2\t''
+raw\t''"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l name -d 'Name for the restored domain and files [default: the backed-up VM\'s name]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l define -d 'Define the domain again around the restored disks, with a new UUID and new MACs'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l force -d 'Replace existing files, and a shut-off domain of the same name'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l vm -d 'Only backups of this VM (name or UUID); repeatable [default: every VM]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-last -d 'Keep the N newest' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-hourly -d 'Keep the newest of each of the last N hours that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-daily -d 'Keep the newest of each of the last N days that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-weekly -d 'Keep the newest of each of the last N ISO weeks that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-yearly -d 'Keep the newest of each of the last N years that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s n -l dry-run -d 'Show what would be deleted, delete nothing'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l no-gc -d 'Do not collect unreferenced chunks afterwards'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s n -l dry-run -d 'Count what would be deleted, delete nothing'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "init" -d 'Create a repository'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "create" -d 'Back up VMs'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "ls" -d 'List backups, newest first'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "verify" -d 'Check backups: every chunk present (fast) or every byte (--deep)'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "restore" -d 'Restore a backup\'s disks to new files, and optionally its domain'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
