@@ -3,6 +3,7 @@
 //! `cargo xtask bench-ls` measures hv-ls against virsh on the real daemon.
 
 mod bench;
+mod bench_backup;
 mod bench_lifecycle;
 mod gen;
 
@@ -31,6 +32,12 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         guests: usize,
     },
+    /// hv-backup against zstd|age, restic, borg and virtnbdbackup on one VM-like disk
+    BenchBackup {
+        /// Disk size in MiB
+        #[arg(long, default_value_t = 4096)]
+        size_mib: u32,
+    },
     BenchLs {
         /// How many domains to define for the run
         #[arg(long, default_value_t = 1000)]
@@ -46,6 +53,7 @@ fn main() -> ExitCode {
         Task::Gen { check } => gen::run(check),
         Task::BenchLifecycle { guests } => bench_lifecycle::run(guests),
         Task::BenchLs { domains, uri } => bench::ls(domains, &uri),
+        Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

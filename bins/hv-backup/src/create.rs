@@ -5,6 +5,7 @@
 
 use crate::crypt;
 use crate::format::{self, Image, Index, IndexDisk, Manifest};
+use crate::midstate;
 use crate::source::{self, LiveJob, QemuNbd, RunDir};
 use crate::store::{self, Counts, Sealer, Stored};
 use hv_common::domain::{self as domxml, Disk};
@@ -21,6 +22,8 @@ use virt::sys;
 pub struct Plan {
     pub sealer: Sealer,
     pub scratch_root: PathBuf,
+    /// This host's midstate caches (see midstate.rs).
+    pub cache_dir: PathBuf,
     pub note: Option<String>,
     pub protected: bool,
     pub dry_run: bool,
@@ -65,7 +68,21 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     let mut images = Vec::new();
     let mut refs = BTreeMap::new();
     let mut counts = Counts::default();
+    let mut caches = Vec::new();
+    let uuid = vm.uuid.clone().unwrap_or_default();
+    let repo_id = plan.sealer.repo.config.id.clone();
+    let chunk_size = plan.sealer.repo.config.chunk_size;
+    let cache_of = |target: &str| midstate::cache_path(&plan.cache_dir, &repo_id, &uuid, target);
+    let load_cache = |target: &str, size: u64| {
+        cache_of(target).and_then(|p| midstate::load(&p, chunk_size, size))
+    };
     let mut keep = |stored: Stored, disk: &Disk| {
+        let entries = stored.cache_entries();
+        caches.push((
+            disk.target.clone(),
+            stored.image.virtual_size_bytes,
+            entries,
+        ));
         counts.add(stored.counts);
         refs.extend(stored.refs);
         let mut image = stored.image;
@@ -77,10 +94,9 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         let job = LiveJob::begin(dom, &live_xml, &disks, &plan.scratch_root)?;
         for disk in &disks {
             let mut client = job.connect(&disk.target)?;
-            keep(
-                store::store_export(&mut client, &plan.sealer, &disk.target)?,
-                disk,
-            );
+            let cache = load_cache(&disk.target, client.size());
+            let stored = store::store_export(&mut client, &plan.sealer, &disk.target, cache)?;
+            keep(stored, disk);
         }
     } else {
         let dir = RunDir::create(
@@ -92,10 +108,9 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
             let fmt = disk.format.as_deref().unwrap_or("raw");
             let server = QemuNbd::serve(&path, fmt, &dir.0, false, &disk.target)?;
             let mut client = server.connect()?;
-            keep(
-                store::store_export(&mut client, &plan.sealer, &disk.target)?,
-                disk,
-            );
+            let cache = load_cache(&disk.target, client.size());
+            let stored = store::store_export(&mut client, &plan.sealer, &disk.target, cache)?;
+            keep(stored, disk);
         }
     }
     let nvram = match nvram_path(&config_xml) {
@@ -110,10 +125,13 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     let repo = &plan.sealer.repo;
     repo.sync_chunk_dirs(refs.keys().map(String::as_str))?;
 
-    let now = time::now();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let now = now_ms.div_euclid(1000);
     let id = backup_id(now)?;
     let name = vm.name.clone().unwrap_or_default();
-    let uuid = vm.uuid.clone().unwrap_or_default();
     let elapsed_ms = start.elapsed().as_millis() as u64;
     let index = Index {
         format: format::INDEX_FORMAT.into(),
@@ -123,6 +141,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         uuid: uuid.clone(),
         time: time::rfc3339(now),
         time_unix: now,
+        time_unix_ms: now_ms,
         mode: mode.into(),
         disks: images
             .iter()
@@ -146,7 +165,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         id: id.clone(),
         repository: repo.config.id.clone(),
         name,
-        uuid,
+        uuid: uuid.clone(),
         time: index.time.clone(),
         mode: mode.into(),
         chunk_size: repo.config.chunk_size,
@@ -161,6 +180,14 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         .map_err(|e| Error::new(Code::Io, format!("cannot encode the manifest: {e}")))?;
     let sealed = crypt::encrypt(&plan.sealer.recipients, &json)?;
     repo.commit_backup(&index, &refs, &sealed)?;
+    for (target, size, entries) in caches {
+        let saved = cache_of(&target).map(|p| midstate::save(&p, chunk_size, size, &entries));
+        if let Some(Err(e)) = saved {
+            hv_common::cli::warn(format!(
+                "cannot save the hash cache for disk {target}: {e}; the next backup hashes it in full"
+            ));
+        }
+    }
     Ok(result_fields(&index))
 }
 
@@ -247,6 +274,7 @@ fn store_file(sealer: &Sealer, path: &Path) -> Result<Stored> {
         image,
         refs,
         counts,
+        states: Vec::new(),
     })
 }
 

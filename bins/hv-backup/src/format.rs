@@ -35,6 +35,8 @@ pub struct Index {
     pub uuid: String,
     pub time: String,
     pub time_unix: i64,
+    /// The same instant in milliseconds: orders backups made within one second.
+    pub time_unix_ms: i64,
     /// `live` (backup job of a running VM) or `offline` (stopped VM read in place).
     pub mode: String,
     pub disks: Vec<IndexDisk>,

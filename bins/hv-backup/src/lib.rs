@@ -10,6 +10,7 @@ mod create;
 mod crypt;
 mod format;
 mod load;
+mod midstate;
 mod nbd;
 mod prune;
 mod repo;
@@ -156,6 +157,14 @@ pub struct CreateArgs {
     pub work: WorkArgs,
     #[command(flatten)]
     pub key_dir: KeyDirArgs,
+    /// Where this host caches disk hash states between backups (safe to delete)
+    #[arg(
+        long,
+        env = "HV_BACKUP_CACHE_DIR",
+        value_name = "DIR",
+        default_value = "/var/cache/hv/backup"
+    )]
+    pub cache_dir: PathBuf,
     #[command(flatten)]
     pub args: ActionArgs,
 }
@@ -306,7 +315,8 @@ pub const MANUAL: Manual = Manual {
         "Keys: the host needs only the recipients (public keys) and the chunk-id key, which init stores in --key-dir and also, encrypted, in the repository; recover-key puts it back on a new host. restore, verify --deep and recover-key need the identity (--identity FILE or HV_BACKUP_IDENTITY naming a file); keep it off the host.",
         "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id, time, mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s.",
         "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait seconds.",
-        "Environment: HV_BACKUP_REPO for --repo, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, and HV_BACKUP_IDENTITY naming the identity file.",
+        "Environment: HV_BACKUP_REPO for --repo, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, HV_BACKUP_CACHE_DIR for --cache-dir, and HV_BACKUP_IDENTITY naming the identity file.",
+        "The image SHA-256 of an unchanged disk is not recomputed: after each backup the host keeps, in --cache-dir, each disk's chunk ids and the SHA-256 state after each chunk; the next backup resumes hashing after the last unchanged leading chunk. Equal keyed-BLAKE3 chunk ids mean equal bytes, so the result is the same as hashing everything; deleting the cache only costs time.",
         "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed.",
         "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after its SHA-256 matched the backup; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
         "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept. Each backup gets a record with kept and keep_reason.",
@@ -403,6 +413,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
             progress: Default::default(),
         },
         scratch_root: a.work.scratch_dir.clone(),
+        cache_dir: a.cache_dir.clone(),
         note: a.note.clone(),
         protected: a.protected,
         dry_run: a.args.dry_run,

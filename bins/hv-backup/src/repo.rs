@@ -265,6 +265,35 @@ impl Repo {
         Ok(sealed.len() as u64)
     }
 
+    /// Writes a sealed chunk to `tmp/` without syncing; [`Repo::commit_chunk`]
+    /// makes it durable and gives it its name.
+    pub fn write_chunk_unsynced(&self, sealed: &[u8]) -> Result<PathBuf> {
+        let tmp = self.tmp_path("chunk")?;
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(sealed));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp); // a full disk must not keep the partial file
+            return Err(Error::io(format!("cannot write {}", tmp.display()), e));
+        }
+        Ok(tmp)
+    }
+
+    pub fn commit_chunk(&self, tmp: &Path, id: &str) -> Result<()> {
+        let dir = self.root.join("chunks").join(&id[..2]);
+        if !dir.is_dir() {
+            mkdir(&dir)?;
+        }
+        let dest = dir.join(id);
+        File::open(tmp)
+            .and_then(|f| f.sync_data())
+            .and_then(|()| fs::rename(tmp, &dest))
+            .map_err(|e| Error::io(format!("cannot store chunk {}", dest.display()), e))
+    }
+
     pub fn read_chunk(&self, id: &str) -> Result<Vec<u8>> {
         let path = self.chunk_path(id);
         fs::read(&path).map_err(|e| {
@@ -355,7 +384,7 @@ impl Repo {
                 Err(e) => hv_common::cli::warn(e),
             }
         }
-        out.sort_by(|a, b| (a.time_unix, &a.id).cmp(&(b.time_unix, &b.id)));
+        out.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
         Ok(out)
     }
 

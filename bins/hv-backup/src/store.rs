@@ -2,15 +2,19 @@
 //! chunk order, asking block status first so holes and zeros are never
 //! read; one thread hashes the whole image (SHA-256 is sequential); worker
 //! threads id, compress, encrypt and write chunks, which is where the CPU
-//! goes. Queues are bounded, so memory stays at a few chunks per worker.
+//! goes; one thread syncs and renames written chunks, so workers never wait
+//! for the disk. The hashing thread resumes from this host's midstate cache
+//! while the disk matches its previous backup. Queues are bounded, so memory
+//! stays at a few chunks per worker.
 
 use crate::crypt::{self, ChunkKey, Recipients};
 use crate::format::Image;
+use crate::midstate::{self, Entry, ImageHash};
 use crate::nbd::{self, Extent};
 use crate::repo::Repo;
 use hv_common::{Code, Error, Result};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -48,36 +52,67 @@ pub struct Stored {
     pub image: Image,
     pub refs: Vec<(String, u64)>,
     pub counts: Counts,
+    /// The hash state after each full chunk, for the next run's cache.
+    pub states: Vec<[u32; 8]>,
+}
+
+impl Stored {
+    /// The midstate cache entries this image leaves for the next backup.
+    pub fn cache_entries(&self) -> Vec<Entry> {
+        self.states
+            .iter()
+            .zip(&self.image.chunks)
+            .map(|(state, id)| Entry {
+                id: id.as_deref().and_then(midstate::id_bytes),
+                state: *state,
+            })
+            .collect()
+    }
 }
 
 type Piece = (usize, Arc<Vec<u8>>);
 type Done = (usize, Result<(String, u64, bool)>);
+/// A written, not yet synced chunk: its temporary path, id and size.
+type Unsynced = (PathBuf, String, u64);
 
-/// Reads the whole export of `client` into the repository.
-pub fn store_export(client: &mut nbd::Client, sealer: &Sealer, target: &str) -> Result<Stored> {
+/// Reads the whole export of `client` into the repository. `cache` is the
+/// midstate cache of this disk's previous backup, if this host has one.
+pub fn store_export(
+    client: &mut nbd::Client,
+    sealer: &Sealer,
+    target: &str,
+    cache: Option<Vec<Entry>>,
+) -> Result<Stored> {
     let size = client.size();
     let chunk = sealer.repo.config.chunk_size;
     let count = size.div_ceil(chunk) as usize;
     let failed = AtomicBool::new(false);
     let (work_tx, work_rx) = mpsc::sync_channel::<Piece>(sealer.workers * 2);
-    let (hash_tx, hash_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<(Arc<Vec<u8>>, bool)>(4);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let (sync_tx, sync_rx) = mpsc::channel::<Unsynced>();
     let work_rx = Mutex::new(work_rx);
 
-    let (read_result, sha) = std::thread::scope(|s| {
-        let hasher = s.spawn(move || hash_all(hash_rx));
+    let (read_result, hashed, synced) = std::thread::scope(|s| {
+        let key = sealer.key;
+        let hasher = s.spawn(move || hash_all(hash_rx, chunk, &key, cache));
+        let syncer = s.spawn(|| sync_loop(sync_rx, sealer));
         for _ in 0..sealer.workers {
-            let done_tx = done_tx.clone();
+            let (done_tx, sync_tx) = (done_tx.clone(), sync_tx.clone());
             let (work_rx, failed) = (&work_rx, &failed);
-            s.spawn(move || seal_loop(work_rx, done_tx, sealer, failed));
+            s.spawn(move || seal_loop(work_rx, done_tx, sync_tx, sealer, failed));
         }
         drop(done_tx);
+        drop(sync_tx);
         let read = read_chunks(client, chunk, count, &work_tx, &hash_tx, &failed, sealer);
         drop(work_tx);
         drop(hash_tx);
-        (read, hasher.join().unwrap_or_default())
+        let hashed = hasher.join().unwrap_or_default();
+        (read, hashed, syncer.join().unwrap_or(Ok(())))
     });
+    let (sha, states) = hashed;
     let (mut chunks, read_bytes) = read_result.map_err(|e| in_disk(target, e))?;
+    synced.map_err(|e| in_disk(target, e))?;
     let mut counts = Counts {
         read_bytes,
         ..Counts::default()
@@ -104,6 +139,7 @@ pub fn store_export(client: &mut nbd::Client, sealer: &Sealer, target: &str) -> 
         image,
         refs,
         counts,
+        states,
     })
 }
 
@@ -118,7 +154,7 @@ fn read_chunks(
     chunk: u64,
     count: usize,
     work_tx: &SyncSender<Piece>,
-    hash_tx: &SyncSender<Arc<Vec<u8>>>,
+    hash_tx: &SyncSender<(Arc<Vec<u8>>, bool)>,
     failed: &AtomicBool,
     sealer: &Sealer,
 ) -> Result<(Vec<Option<String>>, u64)> {
@@ -154,9 +190,9 @@ fn read_chunks(
         };
         sealer.progress.fetch_add(len, Ordering::Relaxed);
         let for_hash = match &data {
-            Some(buf) => buf.clone(),
-            None if len == chunk => zeros.clone(),
-            None => Arc::new(vec![0u8; len as usize]),
+            Some(buf) => (buf.clone(), false),
+            None if len == chunk => (zeros.clone(), true),
+            None => (Arc::new(vec![0u8; len as usize]), true),
         };
         if hash_tx.send(for_hash).is_err() {
             break;
@@ -170,24 +206,73 @@ fn read_chunks(
     Ok((chunks, read))
 }
 
-fn hash_all(rx: Receiver<Arc<Vec<u8>>>) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for buf in rx {
-        h.update(&buf[..]);
+/// Hashes the image in order, resuming from the cache while the chunks
+/// match it. Returns the digest and the state after each full chunk.
+fn hash_all(
+    rx: Receiver<(Arc<Vec<u8>>, bool)>,
+    chunk: u64,
+    key: &ChunkKey,
+    cache: Option<Vec<Entry>>,
+) -> ([u8; 32], Vec<[u32; 8]>) {
+    let mut h = ImageHash::default();
+    let mut states = Vec::new();
+    let mut cache = cache.unwrap_or_default().into_iter();
+    let mut matching = true;
+    let mut last: Option<Arc<Vec<u8>>> = None;
+    for (buf, zero) in rx {
+        if buf.len() as u64 != chunk {
+            last = Some(buf); // only the final chunk can be short
+            break;
+        }
+        if matching {
+            let id = (!zero).then(|| *blake3::keyed_hash(key, &buf).as_bytes());
+            match cache.next() {
+                Some(entry) if entry.id == id => {
+                    h.state = entry.state;
+                    h.len += chunk;
+                    states.push(h.state);
+                    continue;
+                }
+                _ => matching = false,
+            }
+        }
+        h.update_blocks(&buf);
+        states.push(h.state);
     }
-    h.finalize().into()
+    let tail = last.as_deref().map(Vec::as_slice).unwrap_or_default();
+    (h.finish(tail), states)
+}
+
+/// Makes written chunks durable and visible: sync, then rename into place.
+fn sync_loop(rx: Receiver<Unsynced>, sealer: &Sealer) -> Result<()> {
+    let mut first_error = None;
+    for (tmp, id, size) in rx {
+        if first_error.is_some() {
+            let _ = std::fs::remove_file(&tmp);
+            continue;
+        }
+        match sealer.repo.commit_chunk(&tmp, &id) {
+            Ok(()) => remember(sealer, &id, size),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                first_error = Some(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 fn seal_loop(
     work_rx: &Mutex<Receiver<Piece>>,
     done_tx: mpsc::Sender<Done>,
+    sync_tx: mpsc::Sender<Unsynced>,
     sealer: &Sealer,
     failed: &AtomicBool,
 ) {
     loop {
         let next = work_rx.lock().map(|rx| rx.recv());
         let Ok(Ok((i, buf))) = next else { return };
-        let result = seal_one(sealer, &buf);
+        let result = seal_unsynced(sealer, &buf, &sync_tx);
         if result.is_err() {
             failed.store(true, Ordering::Relaxed);
         }
@@ -197,27 +282,45 @@ fn seal_loop(
     }
 }
 
-/// Ids a chunk and stores it unless the repository already has it:
+/// Ids a chunk and writes it unless the repository already has it,
+/// leaving syncing and renaming to the sync thread: (id, size, new).
+fn seal_unsynced(
+    sealer: &Sealer,
+    plain: &[u8],
+    sync_tx: &mpsc::Sender<Unsynced>,
+) -> Result<(String, u64, bool)> {
+    let id = crypt::chunk_id(&sealer.key, plain);
+    if let Some(size) = known_size(sealer, &id) {
+        return Ok((id, size, false));
+    }
+    let sealed = crypt::seal_chunk(&sealer.recipients, sealer.level, plain)?;
+    let tmp = sealer.repo.write_chunk_unsynced(&sealed)?;
+    let size = sealed.len() as u64;
+    let _ = sync_tx.send((tmp, id.clone(), size));
+    Ok((id, size, true))
+}
+
+/// Ids a chunk and stores it (synced) unless the repository already has it:
 /// (id, stored size, newly written).
 pub fn seal_one(sealer: &Sealer, plain: &[u8]) -> Result<(String, u64, bool)> {
     let id = crypt::chunk_id(&sealer.key, plain);
-    if let Some(&size) = sealer
-        .seen
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&id).copied())
-        .as_ref()
-    {
-        return Ok((id, size, false));
-    }
-    if let Some(size) = sealer.repo.chunk_size_on_disk(&id) {
-        remember(sealer, &id, size);
+    if let Some(size) = known_size(sealer, &id) {
         return Ok((id, size, false));
     }
     let sealed = crypt::seal_chunk(&sealer.recipients, sealer.level, plain)?;
     let size = sealer.repo.put_chunk(&id, &sealed)?;
     remember(sealer, &id, size);
     Ok((id, size, true))
+}
+
+/// The stored size of a chunk this run or an earlier one stored.
+fn known_size(sealer: &Sealer, id: &str) -> Option<u64> {
+    if let Some(size) = sealer.seen.lock().ok().and_then(|m| m.get(id).copied()) {
+        return Some(size);
+    }
+    let size = sealer.repo.chunk_size_on_disk(id)?;
+    remember(sealer, id, size);
+    Some(size)
 }
 
 fn remember(sealer: &Sealer, id: &str, size: u64) {

@@ -76,6 +76,8 @@ impl Bench {
             self.dir.join("scratch").display().to_string(),
             "--repo".into(),
             self.repo.display().to_string(),
+            "--cache-dir".into(),
+            self.dir.join("cache").display().to_string(),
         ]);
         v
     }
@@ -93,6 +95,12 @@ impl Bench {
         }
         if matches!(sub, "init" | "create" | "recover-key") {
             full.extend(["--key-dir".into(), self.key_dir()]);
+        }
+        if sub == "create" {
+            full.extend([
+                "--cache-dir".into(),
+                self.dir.join("cache").display().to_string(),
+            ]);
         }
         if matches!(sub, "create" | "restore" | "verify") {
             full.extend([
@@ -243,10 +251,35 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
         ),
         (Some(0), Some(0))
     );
+    // Its image hash came from the host's cache; deep verify recomputes it.
+    ok(&b.run(&[
+        "verify",
+        "--deep",
+        "--identity",
+        b.identity(),
+        &backup_id(&again),
+    ]));
+    // One MiB changed mid-disk: hashing resumes from the cache there.
+    let st = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x55 40M 1M"])
+        .arg(&g.disk)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let changed = ok(&b.run(&["create", &g.name]));
+    assert_eq!(changed[0]["new_bytes"], 4 << 20, "one 4 MiB chunk is new");
+    ok(&b.run(&[
+        "verify",
+        "--deep",
+        "--identity",
+        b.identity(),
+        &backup_id(&changed),
+    ]));
 
     let listed = ok(&b.run(&["ls", "--vm", &g.name]));
-    assert_eq!(listed.len(), 2);
-    assert_eq!(listed[1]["id"], id.as_str(), "newest first");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2]["id"], id.as_str(), "newest first");
     assert!(listed[0]["age_hours"].as_f64().unwrap() < 1.0);
 
     let deep = ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &id]));
@@ -546,7 +579,9 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
     for (i, id) in ids.iter().enumerate() {
         let path = b.repo.join("backups").join(id).join("index.json");
         let mut index: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        index["time_unix"] = (now - (3 - i as i64) * 86_400).into();
+        let t = now - (3 - i as i64) * 86_400;
+        index["time_unix"] = t.into();
+        index["time_unix_ms"] = (t * 1000).into();
         std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
     }
     let dry = ok(&b.run(&[
