@@ -267,9 +267,9 @@ fn write_disk(path: &Path, size_mib: u32) -> Result<(), String> {
                 while i < len {
                     rng = xorshift(rng);
                     let word = words[(rng % words.len() as u64) as usize].as_bytes();
-                    let sep: &[u8] = if rng % 11 == 0 {
+                    let sep: &[u8] = if rng.is_multiple_of(11) {
                         b"\n"
-                    } else if rng % 5 == 0 {
+                    } else if rng.is_multiple_of(5) {
                         b" 2026-11-21T02:00:"
                     } else {
                         b" "

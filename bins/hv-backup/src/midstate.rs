@@ -154,9 +154,10 @@ mod tests {
             let mut h = ImageHash::default();
             h.update_blocks(&msg[..320]);
             let saved = h; // a midstate, as the cache keeps it
-            let mut resumed = ImageHash::default();
-            resumed.state = saved.state;
-            resumed.len = saved.len;
+            let mut resumed = ImageHash {
+                state: saved.state,
+                len: saved.len,
+            };
             resumed.update_blocks(&msg[320..640]);
             assert_eq!(
                 resumed.finish(&msg[640..]),
