@@ -60,7 +60,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     let mode = if live { "live" } else { "offline" };
     if plan.dry_run {
         let targets: Vec<&str> = disks.iter().map(|d| d.target.as_str()).collect();
-        return Ok(fields(
+        return Ok(crate::obj(
             json!({ "mode": mode, "disks": targets, "dry_run": true }),
         ));
     }
@@ -193,7 +193,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
 
 fn result_fields(index: &Index) -> Map<String, Value> {
     let secs = (index.elapsed_ms.max(1)) as f64 / 1000.0;
-    fields(json!({
+    crate::obj(json!({
         "id": index.id,
         "time": index.time,
         "mode": index.mode,
@@ -205,13 +205,6 @@ fn result_fields(index: &Index) -> Map<String, Value> {
         "elapsed_ms": index.elapsed_ms,
         "throughput_bytes_per_s": (index.read_bytes as f64 / secs) as u64,
     }))
-}
-
-fn fields(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
 }
 
 /// `20261121T101500Z-3fa2b1c9`: sorts by time, unique per run.
