@@ -655,6 +655,9 @@ fn a_full_disk_fails_the_backup_and_damages_nothing() {
     impl Drop for Unmount {
         fn drop(&mut self) {
             let _ = Command::new("umount").arg(&self.0).status();
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
     let _unmount = Unmount(mnt.clone());
