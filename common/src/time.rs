@@ -5,9 +5,14 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+/// Unix time in milliseconds, for ordering events within one second.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Hinnant's algorithm).

@@ -6,6 +6,7 @@
 //! not like one repeated line) and unallocated zeros. Every file is read
 //! once before timing starts, so all tools read from the page cache.
 
+use crate::cmd::{capture, ok};
 use hv_testbench::GuestSpec;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ pub fn run(size_mib: u32) -> Result<(), String> {
         }
     }
     eprintln!("building hv-backup (release)…");
-    sh(Command::new("cargo").current_dir(root).args([
+    ok(Command::new("cargo").current_dir(root).args([
         "build",
         "--quiet",
         "--release",
@@ -48,7 +49,7 @@ pub fn run(size_mib: u32) -> Result<(), String> {
 
 fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
     let id = dir.join("identity.txt");
-    sh(Command::new("age-keygen")
+    ok(Command::new("age-keygen")
         .arg("-o")
         .arg(&id)
         .stderr(Stdio::null()))?;
@@ -60,11 +61,11 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
     let guest = GuestSpec::new("bench-backup")
         .disk_mib(size_mib)
         .define(&conn);
-    sh(Command::new("qemu-img")
+    ok(Command::new("qemu-img")
         .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
         .arg(&raw)
         .arg(&guest.disk))?;
-    sh(Command::new("sh").arg("-c").arg(format!(
+    ok(Command::new("sh").arg("-c").arg(format!(
         "cat '{}' '{}' >/dev/null",
         raw.display(),
         guest.disk.display()
@@ -82,7 +83,7 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
 
     let restic_repo = dir.join("restic");
     std::env::set_var("RESTIC_PASSWORD", "bench");
-    sh(Command::new("restic")
+    ok(Command::new("restic")
         .args(["init", "-q", "-r"])
         .arg(&restic_repo))?;
     let restic = time_sh(&format!(
@@ -94,7 +95,7 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
 
     let borg_repo = dir.join("borg");
     std::env::set_var("BORG_PASSPHRASE", "bench");
-    sh(Command::new("borg")
+    ok(Command::new("borg")
         .args(["init", "-e", "repokey"])
         .arg(&borg_repo))?;
     let borg = time_sh(&format!(
@@ -126,7 +127,7 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
             .env("HV_CONNECT", hv_testbench::URI);
         c
     };
-    sh(Command::new(hv)
+    ok(Command::new(hv)
         .arg("init")
         .arg(&repo)
         .arg("--recipient")
@@ -303,29 +304,9 @@ fn xorshift(mut x: u64) -> u64 {
     x
 }
 
-fn sh(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd
-        .stdout(Stdio::null())
-        .output()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn capture(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 fn time_sh(script: &str) -> Result<Duration, String> {
     let t = Instant::now();
-    sh(Command::new("bash").args(["-o", "pipefail", "-c", script]))?;
+    ok(Command::new("bash").args(["-o", "pipefail", "-c", script]))?;
     Ok(t.elapsed())
 }
 

@@ -4,22 +4,11 @@
 //! off). Both sides wait, untimed, for the guests to finish booting between
 //! the two phases, so only starting and stopping are compared.
 
+use crate::cmd::ok;
 use hv_testbench::{Guest, GuestSpec};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn ok(cmd: &mut Command) -> Result<(), String> {
-    let status = cmd
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed with {status}"))
-    }
-}
 
 fn timed(f: impl FnOnce() -> Result<(), String>) -> Result<Duration, String> {
     let t = Instant::now();

@@ -1,10 +1,12 @@
 //! `cargo xtask gen [--check]` keeps man/ and completions/ identical to what
 //! the commands' clap definitions say, so docs cannot drift from flags;
-//! `cargo xtask bench-ls` measures hv-ls against virsh on the real daemon.
+//! the bench-* tasks measure hv against the tools it replaces, on the real
+//! daemon, in one run.
 
 mod bench;
 mod bench_backup;
 mod bench_lifecycle;
+mod cmd;
 mod gen;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +27,6 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
     /// Start and gracefully stop test guests: hv -j N against a sequential virsh loop
     BenchLifecycle {
         /// How many test guests
@@ -38,6 +39,7 @@ enum Task {
         #[arg(long, default_value_t = 4096)]
         size_mib: u32,
     },
+    /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
     BenchLs {
         /// How many domains to define for the run
         #[arg(long, default_value_t = 1000)]

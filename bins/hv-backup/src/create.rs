@@ -6,6 +6,7 @@
 use crate::crypt;
 use crate::format::{self, Image, Index, IndexDisk, Manifest};
 use crate::midstate;
+use crate::nbd;
 use crate::source::{self, LiveJob, QemuNbd, RunDir};
 use crate::store::{self, Counts, Sealer, Stored};
 use hv_common::domain::{self as domxml, Disk};
@@ -64,75 +65,94 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
             json!({ "mode": mode, "disks": targets, "dry_run": true }),
         ));
     }
-
-    let mut images = Vec::new();
-    let mut refs = BTreeMap::new();
-    let mut counts = Counts::default();
-    let mut caches = Vec::new();
-    let uuid = vm.uuid.clone().unwrap_or_default();
-    let repo_id = plan.sealer.repo.config.id.clone();
-    let chunk_size = plan.sealer.repo.config.chunk_size;
-    let cache_of = |target: &str| midstate::cache_path(&plan.cache_dir, &repo_id, &uuid, target);
-    let load_cache = |target: &str, size: u64| {
-        cache_of(target).and_then(|p| midstate::load(&p, chunk_size, size))
-    };
-    let mut keep = |stored: Stored, disk: &Disk| {
-        let entries = stored.cache_entries();
-        caches.push((
-            disk.target.clone(),
-            stored.image.virtual_size_bytes,
-            entries,
-        ));
-        counts.add(stored.counts);
-        refs.extend(stored.refs);
-        let mut image = stored.image;
-        image.format = disk.format.clone().unwrap_or_else(|| "raw".into());
-        image.source = disk.source.clone();
-        images.push(image);
-    };
+    let cache = HashCache::new(plan, vm);
+    let mut got = Gathered::default();
     if live {
         let job = LiveJob::begin(dom, &live_xml, &disks, &plan.scratch_root)?;
         for disk in &disks {
-            let mut client = job.connect(&disk.target)?;
-            let cache = load_cache(&disk.target, client.size());
-            let stored = store::store_export(&mut client, &plan.sealer, &disk.target, cache)?;
-            keep(stored, disk);
+            got.store(plan, &cache, disk, job.connect(&disk.target)?)?;
         }
     } else {
-        let dir = RunDir::create(
-            &plan.scratch_root,
-            &format!("off-{}", source::short(vm.uuid.as_deref().unwrap_or("vm"))),
-        )?;
+        let label = format!("off-{}", source::short(vm.uuid.as_deref().unwrap_or("vm")));
+        let dir = RunDir::create(&plan.scratch_root, &label)?;
         for disk in &disks {
             let path = source::offline_path(disk)?;
             let fmt = disk.format.as_deref().unwrap_or("raw");
             let server = QemuNbd::serve(&path, fmt, &dir.0, false, &disk.target)?;
-            let mut client = server.connect()?;
-            let cache = load_cache(&disk.target, client.size());
-            let stored = store::store_export(&mut client, &plan.sealer, &disk.target, cache)?;
-            keep(stored, disk);
+            got.store(plan, &cache, disk, server.connect()?)?;
         }
     }
     let nvram = match nvram_path(&config_xml) {
-        Some(path) if path.exists() => {
-            let stored = store_file(&plan.sealer, &path)?;
-            counts.add(stored.counts);
-            refs.extend(stored.refs);
-            Some(stored.image)
-        }
+        Some(path) if path.exists() => Some(got.add(store_file(&plan.sealer, &path)?)),
         _ => None,
     };
-    let repo = &plan.sealer.repo;
-    repo.sync_chunk_dirs(refs.keys().map(String::as_str))?;
+    let backup = Backup {
+        mode,
+        config_xml,
+        tags: parsed.tags,
+        nvram,
+        started: start,
+    };
+    let index = commit(plan, vm, &got, backup)?;
+    cache.save_all(&got);
+    Ok(result_fields(&index))
+}
 
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+/// What the disks gave: images, the chunks they reference, counts, and the
+/// hash states for the next run's cache.
+#[derive(Default)]
+struct Gathered {
+    images: Vec<Image>,
+    refs: BTreeMap<String, u64>,
+    counts: Counts,
+    states: Vec<Vec<[u32; 8]>>,
+}
+
+impl Gathered {
+    /// Reads one disk's export into the repository.
+    fn store(
+        &mut self,
+        plan: &Plan,
+        cache: &HashCache,
+        disk: &Disk,
+        mut client: nbd::Client,
+    ) -> Result<()> {
+        let previous = cache.load(&disk.target, client.size());
+        let mut stored = store::store_export(&mut client, &plan.sealer, &disk.target, previous)?;
+        self.states.push(std::mem::take(&mut stored.states));
+        let mut image = self.add(stored);
+        image.format = disk.format.clone().unwrap_or_else(|| "raw".into());
+        image.source = disk.source.clone();
+        self.images.push(image);
+        Ok(())
+    }
+
+    /// Counts a stored image's chunks in and hands the image back.
+    fn add(&mut self, stored: Stored) -> Image {
+        self.counts.add(stored.counts);
+        self.refs.extend(stored.refs);
+        stored.image
+    }
+}
+
+/// The rest of what a backup records besides the disks.
+struct Backup {
+    mode: &'static str,
+    config_xml: String,
+    tags: Vec<String>,
+    nvram: Option<Image>,
+    started: Instant,
+}
+
+/// Writes the manifest and index: the moment the backup comes to exist.
+fn commit(plan: &Plan, vm: &VmRef, got: &Gathered, backup: Backup) -> Result<Index> {
+    let repo = &plan.sealer.repo;
+    repo.sync_chunk_dirs(got.refs.keys().map(String::as_str))?;
+    let now_ms = time::now_ms();
     let now = now_ms.div_euclid(1000);
     let id = backup_id(now)?;
     let name = vm.name.clone().unwrap_or_default();
-    let elapsed_ms = start.elapsed().as_millis() as u64;
+    let uuid = vm.uuid.clone().unwrap_or_default();
     let index = Index {
         format: format::INDEX_FORMAT.into(),
         version: format::VERSION,
@@ -142,53 +162,90 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         time: time::rfc3339(now),
         time_unix: now,
         time_unix_ms: now_ms,
-        mode: mode.into(),
-        disks: images
+        mode: backup.mode.into(),
+        disks: got
+            .images
             .iter()
             .map(|i| IndexDisk {
                 target: i.target.clone(),
                 virtual_size_bytes: i.virtual_size_bytes,
             })
             .collect(),
-        size_bytes: images.iter().map(|i| i.virtual_size_bytes).sum(),
-        read_bytes: counts.read_bytes,
-        new_bytes: counts.new_bytes,
-        stored_bytes: counts.stored_bytes,
-        referenced_bytes: refs.values().sum(),
-        chunks: refs.len() as u64,
-        elapsed_ms,
+        size_bytes: got.images.iter().map(|i| i.virtual_size_bytes).sum(),
+        read_bytes: got.counts.read_bytes,
+        new_bytes: got.counts.new_bytes,
+        stored_bytes: got.counts.stored_bytes,
+        referenced_bytes: got.refs.values().sum(),
+        chunks: got.refs.len() as u64,
+        elapsed_ms: backup.started.elapsed().as_millis() as u64,
         protected: plan.protected,
     };
     let manifest = Manifest {
         format: format::MANIFEST_FORMAT.into(),
         version: format::VERSION,
-        id: id.clone(),
+        id,
         repository: repo.config.id.clone(),
         name,
-        uuid: uuid.clone(),
+        uuid,
         time: index.time.clone(),
-        mode: mode.into(),
+        mode: backup.mode.into(),
         chunk_size: repo.config.chunk_size,
-        domain_xml: config_xml,
-        disks: images,
-        nvram,
-        tags: parsed.tags.clone(),
+        domain_xml: backup.config_xml,
+        disks: got.images.clone(),
+        nvram: backup.nvram,
+        tags: backup.tags,
         note: plan.note.clone(),
         protected: plan.protected,
     };
     let json = serde_json::to_vec(&manifest)
         .map_err(|e| Error::new(Code::Io, format!("cannot encode the manifest: {e}")))?;
     let sealed = crypt::encrypt(&plan.sealer.recipients, &json)?;
-    repo.commit_backup(&index, &refs, &sealed)?;
-    for (target, size, entries) in caches {
-        let saved = cache_of(&target).map(|p| midstate::save(&p, chunk_size, size, &entries));
-        if let Some(Err(e)) = saved {
-            hv_common::cli::warn(format!(
-                "cannot save the hash cache for disk {target}: {e}; the next backup hashes it in full"
-            ));
+    repo.commit_backup(&index, &got.refs, &sealed)?;
+    Ok(index)
+}
+
+/// This host's midstate caches for one VM's disks (see midstate.rs).
+struct HashCache<'a> {
+    dir: &'a Path,
+    repo_id: &'a str,
+    uuid: String,
+    chunk_size: u64,
+}
+
+impl<'a> HashCache<'a> {
+    fn new(plan: &'a Plan, vm: &VmRef) -> Self {
+        HashCache {
+            dir: &plan.cache_dir,
+            repo_id: &plan.sealer.repo.config.id,
+            uuid: vm.uuid.clone().unwrap_or_default(),
+            chunk_size: plan.sealer.repo.config.chunk_size,
         }
     }
-    Ok(result_fields(&index))
+
+    fn path(&self, target: &str) -> Option<PathBuf> {
+        midstate::cache_path(self.dir, self.repo_id, &self.uuid, target)
+    }
+
+    fn load(&self, target: &str, size: u64) -> Option<Vec<midstate::Entry>> {
+        midstate::load(&self.path(target)?, self.chunk_size, size)
+    }
+
+    /// Saves each disk's cache after the backup committed; a failure only
+    /// costs the next backup time.
+    fn save_all(&self, got: &Gathered) {
+        for (image, states) in got.images.iter().zip(&got.states) {
+            let entries = midstate::entries(states, &image.chunks);
+            let saved = self
+                .path(&image.target)
+                .map(|p| midstate::save(&p, self.chunk_size, image.virtual_size_bytes, &entries));
+            if let Some(Err(e)) = saved {
+                hv_common::cli::warn(format!(
+                    "cannot save the hash cache for disk {}: {e}; the next backup hashes it in full",
+                    image.target
+                ));
+            }
+        }
+    }
 }
 
 fn result_fields(index: &Index) -> Map<String, Value> {

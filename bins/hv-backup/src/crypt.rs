@@ -165,7 +165,8 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn unhex_key(text: &str) -> Option<ChunkKey> {
+/// 64 hex digits (surrounding blanks ignored) as 32 bytes: keys and chunk ids.
+pub fn unhex32(text: &str) -> Option<[u8; KEY_LEN]> {
     let text = text.trim();
     if text.len() != KEY_LEN * 2 {
         return None;
@@ -214,7 +215,7 @@ mod tests {
     #[test]
     fn chunk_ids_depend_on_the_key() {
         assert_ne!(chunk_id(&[1; 32], b"x"), chunk_id(&[2; 32], b"x"));
-        assert_eq!(unhex_key(&hex(&[9; 32])), Some([9; 32]));
-        assert_eq!(unhex_key("zz"), None);
+        assert_eq!(unhex32(&hex(&[9; 32])), Some([9; 32]));
+        assert_eq!(unhex32("zz"), None);
     }
 }

@@ -133,12 +133,16 @@ pub fn save(path: &Path, chunk_size: u64, size: u64, entries: &[Entry]) -> std::
     std::fs::rename(&tmp, path)
 }
 
-pub fn id_bytes(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
+/// Cache entries from an image's chunk ids and the states after each chunk.
+pub fn entries(states: &[[u32; 8]], chunks: &[Option<String>]) -> Vec<Entry> {
+    states
+        .iter()
+        .zip(chunks)
+        .map(|(state, id)| Entry {
+            id: id.as_deref().and_then(crate::crypt::unhex32),
+            state: *state,
+        })
+        .collect()
 }
 
 #[cfg(test)]

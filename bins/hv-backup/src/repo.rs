@@ -216,7 +216,7 @@ impl Repo {
                 ),
             )
         })?;
-        crypt::unhex_key(&text).ok_or_else(|| {
+        crypt::unhex32(&text).ok_or_else(|| {
             Error::new(
                 Code::Corrupt,
                 format!("{} does not hold a 32-byte hex key", path.display()),
@@ -230,7 +230,7 @@ impl Repo {
         let sealed =
             fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         let text = crypt::decrypt(identities, &sealed, &path.display().to_string())?;
-        crypt::unhex_key(&String::from_utf8_lossy(&text)).ok_or_else(|| {
+        crypt::unhex32(&String::from_utf8_lossy(&text)).ok_or_else(|| {
             Error::new(
                 Code::Corrupt,
                 format!("{} does not hold a key", path.display()),
@@ -245,24 +245,6 @@ impl Repo {
     /// The stored size of a chunk, when it is there.
     pub fn chunk_size_on_disk(&self, id: &str) -> Option<u64> {
         fs::metadata(self.chunk_path(id)).ok().map(|m| m.len())
-    }
-
-    /// Stores a sealed chunk under its id; returns its size. The directory
-    /// entry is made durable later by [`Repo::sync_chunk_dirs`].
-    pub fn put_chunk(&self, id: &str, sealed: &[u8]) -> Result<u64> {
-        let dir = self.root.join("chunks").join(&id[..2]);
-        if !dir.is_dir() {
-            mkdir(&dir)?;
-        }
-        let tmp = self.tmp_path("chunk")?;
-        if let Err(e) = write_synced(&tmp, sealed, 0o600) {
-            let _ = fs::remove_file(&tmp); // a full disk must not keep the partial file
-            return Err(e);
-        }
-        let dest = dir.join(id);
-        fs::rename(&tmp, &dest)
-            .map_err(|e| Error::io(format!("cannot store chunk {}", dest.display()), e))?;
-        Ok(sealed.len() as u64)
     }
 
     /// Writes a sealed chunk to `tmp/` without syncing; [`Repo::commit_chunk`]
@@ -282,16 +264,21 @@ impl Repo {
         Ok(tmp)
     }
 
+    /// Syncs a chunk written by [`Repo::write_chunk_unsynced`] and renames it
+    /// to its id; on failure the temporary file is removed.
     pub fn commit_chunk(&self, tmp: &Path, id: &str) -> Result<()> {
         let dir = self.root.join("chunks").join(&id[..2]);
         if !dir.is_dir() {
             mkdir(&dir)?;
         }
         let dest = dir.join(id);
-        File::open(tmp)
+        let done = File::open(tmp)
             .and_then(|f| f.sync_data())
-            .and_then(|()| fs::rename(tmp, &dest))
-            .map_err(|e| Error::io(format!("cannot store chunk {}", dest.display()), e))
+            .and_then(|()| fs::rename(tmp, &dest));
+        done.map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            Error::io(format!("cannot store chunk {}", dest.display()), e)
+        })
     }
 
     pub fn read_chunk(&self, id: &str) -> Result<Vec<u8>> {

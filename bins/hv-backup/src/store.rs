@@ -9,7 +9,7 @@
 
 use crate::crypt::{self, ChunkKey, Recipients};
 use crate::format::Image;
-use crate::midstate::{self, Entry, ImageHash};
+use crate::midstate::{Entry, ImageHash};
 use crate::nbd::{self, Extent};
 use crate::repo::Repo;
 use hv_common::{Code, Error, Result};
@@ -54,20 +54,6 @@ pub struct Stored {
     pub counts: Counts,
     /// The hash state after each full chunk, for the next run's cache.
     pub states: Vec<[u32; 8]>,
-}
-
-impl Stored {
-    /// The midstate cache entries this image leaves for the next backup.
-    pub fn cache_entries(&self) -> Vec<Entry> {
-        self.states
-            .iter()
-            .zip(&self.image.chunks)
-            .map(|(state, id)| Entry {
-                id: id.as_deref().and_then(midstate::id_bytes),
-                state: *state,
-            })
-            .collect()
-    }
 }
 
 type Piece = (usize, Arc<Vec<u8>>);
@@ -253,10 +239,7 @@ fn sync_loop(rx: Receiver<Unsynced>, sealer: &Sealer) -> Result<()> {
         }
         match sealer.repo.commit_chunk(&tmp, &id) {
             Ok(()) => remember(sealer, &id, size),
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                first_error = Some(e);
-            }
+            Err(e) => first_error = Some(e),
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -272,7 +255,10 @@ fn seal_loop(
     loop {
         let next = work_rx.lock().map(|rx| rx.recv());
         let Ok(Ok((i, buf))) = next else { return };
-        let result = seal_unsynced(sealer, &buf, &sync_tx);
+        let result = seal_with(sealer, &buf, |unsynced| {
+            let _ = sync_tx.send(unsynced); // the sync thread reports its own failures
+            Ok(())
+        });
         if result.is_err() {
             failed.store(true, Ordering::Relaxed);
         }
@@ -282,12 +268,13 @@ fn seal_loop(
     }
 }
 
-/// Ids a chunk and writes it unless the repository already has it,
-/// leaving syncing and renaming to the sync thread: (id, size, new).
-fn seal_unsynced(
+/// Ids a chunk and, unless the repository already has it, seals and writes
+/// it to `tmp/`, handing the file to `finish` (the sync thread, or an
+/// immediate commit): (id, stored size, newly written).
+fn seal_with(
     sealer: &Sealer,
     plain: &[u8],
-    sync_tx: &mpsc::Sender<Unsynced>,
+    finish: impl FnOnce(Unsynced) -> Result<()>,
 ) -> Result<(String, u64, bool)> {
     let id = crypt::chunk_id(&sealer.key, plain);
     if let Some(size) = known_size(sealer, &id) {
@@ -296,21 +283,17 @@ fn seal_unsynced(
     let sealed = crypt::seal_chunk(&sealer.recipients, sealer.level, plain)?;
     let tmp = sealer.repo.write_chunk_unsynced(&sealed)?;
     let size = sealed.len() as u64;
-    let _ = sync_tx.send((tmp, id.clone(), size));
+    finish((tmp, id.clone(), size))?;
     Ok((id, size, true))
 }
 
-/// Ids a chunk and stores it (synced) unless the repository already has it:
-/// (id, stored size, newly written).
+/// [`seal_with`], committing the chunk before it returns.
 pub fn seal_one(sealer: &Sealer, plain: &[u8]) -> Result<(String, u64, bool)> {
-    let id = crypt::chunk_id(&sealer.key, plain);
-    if let Some(size) = known_size(sealer, &id) {
-        return Ok((id, size, false));
-    }
-    let sealed = crypt::seal_chunk(&sealer.recipients, sealer.level, plain)?;
-    let size = sealer.repo.put_chunk(&id, &sealed)?;
-    remember(sealer, &id, size);
-    Ok((id, size, true))
+    seal_with(sealer, plain, |(tmp, id, size)| {
+        sealer.repo.commit_chunk(&tmp, &id)?;
+        remember(sealer, &id, size);
+        Ok(())
+    })
 }
 
 /// The stored size of a chunk this run or an earlier one stored.

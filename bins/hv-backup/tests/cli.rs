@@ -67,19 +67,25 @@ impl Bench {
         self.dir.join("keys").display().to_string()
     }
 
-    fn cmd(&self, args: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        v.extend([
-            "--key-dir".into(),
-            self.key_dir(),
-            "--scratch-dir".into(),
-            self.dir.join("scratch").display().to_string(),
-            "--repo".into(),
-            self.repo.display().to_string(),
-            "--cache-dir".into(),
-            self.dir.join("cache").display().to_string(),
-        ]);
-        v
+    /// `args` plus this bench's repository, key, cache and scratch
+    /// directories, as far as the subcommand takes them.
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        let sub = args[0];
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let path = |p: &Path| p.display().to_string();
+        if sub != "init" {
+            full.extend(["--repo".into(), path(&self.repo)]);
+        }
+        if matches!(sub, "init" | "create" | "recover-key") {
+            full.extend(["--key-dir".into(), self.key_dir()]);
+        }
+        if sub == "create" {
+            full.extend(["--cache-dir".into(), path(&self.dir.join("cache"))]);
+        }
+        if matches!(sub, "create" | "restore" | "verify") {
+            full.extend(["--scratch-dir".into(), path(&self.dir.join("scratch"))]);
+        }
+        full
     }
 
     /// Runs hv-backup with this bench's repository, key and scratch directories.
@@ -88,26 +94,7 @@ impl Bench {
     }
 
     fn run_with_input(&self, args: &[&str], input: &str) -> Output {
-        let sub = args[0];
-        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        if sub != "init" && !args.contains(&"--repo") {
-            full.extend(["--repo".into(), self.repo.display().to_string()]);
-        }
-        if matches!(sub, "init" | "create" | "recover-key") {
-            full.extend(["--key-dir".into(), self.key_dir()]);
-        }
-        if sub == "create" {
-            full.extend([
-                "--cache-dir".into(),
-                self.dir.join("cache").display().to_string(),
-            ]);
-        }
-        if matches!(sub, "create" | "restore" | "verify") {
-            full.extend([
-                "--scratch-dir".into(),
-                self.dir.join("scratch").display().to_string(),
-            ]);
-        }
+        let full = self.args(args);
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         hv(HV_BACKUP, &refs, input)
     }
@@ -530,7 +517,7 @@ fn killed_backups_leave_no_partial_backup_and_the_next_run_succeeds() {
             .wrapping_add(1442695040888963407);
         let delay = 50 + (seed >> 33) % 700;
         let mut child = Command::new(HV_BACKUP)
-            .args(b.cmd(&["create", vm]))
+            .args(b.args(&["create", vm]))
             .env("HV_CONNECT", URI)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
