@@ -124,6 +124,7 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
             .arg(&repo)
             .env("HV_BACKUP_KEY_DIR", &keys)
             .env("HV_BACKUP_SCRATCH_DIR", &scratch)
+            .env("HV_BACKUP_CACHE_DIR", dir.join("cache"))
             .env("HV_CONNECT", hv_testbench::URI);
         c
     };
