@@ -1,11 +1,11 @@
 //! The libvirt calls hv needs that the `virt` crate does not wrap:
 //! bulk domain statistics (its `DomainStatsRecord` is an opaque pointer),
-//! counting checkpoints and backup jobs. This is the only module with `unsafe`; each block
+//! checkpoints and backup jobs. This is the only module with `unsafe`; each block
 //! follows the ownership rules stated in libvirt's API docs.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use virt::domain::Domain;
 use virt::error::Error as VirtError;
 use virt_sys as sys;
@@ -137,17 +137,94 @@ pub fn state(domain: &Domain) -> Result<(u32, u32), VirtError> {
     Ok((state as u32, reason as u32))
 }
 
-/// Starts a backup job (virDomainBackupBegin) without a checkpoint.
-pub fn backup_begin(domain: &Domain, backup_xml: &str) -> Result<(), VirtError> {
+/// Starts a backup job (virDomainBackupBegin); with `checkpoint_xml`, the
+/// checkpoint is created at the job's point in time, atomically with it.
+pub fn backup_begin(
+    domain: &Domain,
+    backup_xml: &str,
+    checkpoint_xml: Option<&str>,
+) -> Result<(), VirtError> {
     // An interior NUL cannot occur in XML hv builds; libvirt rejects the empty string.
-    let xml = std::ffi::CString::new(backup_xml).unwrap_or_default();
-    // SAFETY: `xml` is a valid C string for the call; a NULL checkpoint XML is allowed.
-    let rc =
-        unsafe { sys::virDomainBackupBegin(domain.as_ptr(), xml.as_ptr(), std::ptr::null(), 0) };
+    let xml = CString::new(backup_xml).unwrap_or_default();
+    let checkpoint = checkpoint_xml.map(|c| CString::new(c).unwrap_or_default());
+    let checkpoint_ptr = checkpoint.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: both strings outlive the call; a NULL checkpoint XML is allowed.
+    let rc = unsafe { sys::virDomainBackupBegin(domain.as_ptr(), xml.as_ptr(), checkpoint_ptr, 0) };
     if rc < 0 {
         return Err(VirtError::last_error());
     }
     Ok(())
+}
+
+/// The names of the domain's checkpoints.
+pub fn checkpoint_names(domain: &Domain) -> Result<Vec<String>, VirtError> {
+    let mut list: *mut sys::virDomainCheckpointPtr = std::ptr::null_mut();
+    // SAFETY: on success libvirt allocates `list` with `n` checkpoint
+    // references; each is freed below, then the array itself.
+    unsafe {
+        let n = sys::virDomainListAllCheckpoints(domain.as_ptr(), &mut list, 0);
+        if n < 0 {
+            return Err(VirtError::last_error());
+        }
+        let mut names = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            let cp = *list.add(i);
+            let name = sys::virDomainCheckpointGetName(cp);
+            if !name.is_null() {
+                names.push(CStr::from_ptr(name).to_string_lossy().into_owned());
+            }
+            sys::virDomainCheckpointFree(cp);
+        }
+        libc_free(list as *mut std::ffi::c_void);
+        Ok(names)
+    }
+}
+
+/// Runs `f` on the named checkpoint, freeing it afterwards.
+fn with_checkpoint<T>(
+    domain: &Domain,
+    name: &str,
+    f: impl FnOnce(sys::virDomainCheckpointPtr) -> Result<T, VirtError>,
+) -> Result<T, VirtError> {
+    let cname = CString::new(name).unwrap_or_default();
+    // SAFETY: `cname` outlives the call; a non-NULL result is a reference we free.
+    let cp = unsafe { sys::virDomainCheckpointLookupByName(domain.as_ptr(), cname.as_ptr(), 0) };
+    if cp.is_null() {
+        return Err(VirtError::last_error());
+    }
+    let out = f(cp);
+    // SAFETY: `cp` came from the lookup above and is not used afterwards.
+    unsafe { sys::virDomainCheckpointFree(cp) };
+    out
+}
+
+/// A checkpoint's XML without the domain copy.
+pub fn checkpoint_xml(domain: &Domain, name: &str) -> Result<String, VirtError> {
+    with_checkpoint(domain, name, |cp| {
+        // SAFETY: on success libvirt returns a malloc'd C string that we copy and free.
+        unsafe {
+            let ptr =
+                sys::virDomainCheckpointGetXMLDesc(cp, sys::VIR_DOMAIN_CHECKPOINT_XML_NO_DOMAIN);
+            if ptr.is_null() {
+                return Err(VirtError::last_error());
+            }
+            let s = CStr::from_ptr(ptr).to_string_lossy().into_owned();
+            libc_free(ptr as *mut std::ffi::c_void);
+            Ok(s)
+        }
+    })
+}
+
+/// Deletes a checkpoint and its bitmaps; libvirt merges what it tracked
+/// into its parent, so older checkpoints stay correct.
+pub fn delete_checkpoint(domain: &Domain, name: &str) -> Result<(), VirtError> {
+    with_checkpoint(domain, name, |cp| {
+        // SAFETY: plain call on a valid checkpoint pointer.
+        if unsafe { sys::virDomainCheckpointDelete(cp, 0) } < 0 {
+            return Err(VirtError::last_error());
+        }
+        Ok(())
+    })
 }
 
 /// The XML of the domain's running backup job, or an error when there is none.

@@ -28,7 +28,8 @@ for vm in "${demos[@]}"; do
     as_root qemu-img create -q -f qcow2 "$dir/$vm.qcow2" 256M
     sed -e "s|@TYPE@|${HV_DOMAIN_TYPE:-qemu}|" -e "s|@NAME@|$vm|" -e "s|@MEMORY_MIB@|128|" \
         -e "s|@IMAGE_DIR@|$image|" -e "s|@CMDLINE@|console=ttyS0 panic=-1 quiet|" \
-        -e "s|@DISK@|$dir/$vm.qcow2|" -e "s|@LOG@|$dir/$vm.log|" tests/guest/domain.xml.in >"$dir/$vm.xml"
+        -e "s|@DISK@|$dir/$vm.qcow2|" -e "s|@LOG@|$dir/$vm.log|" -e "s|@CHANNEL@|$dir/$vm.sock|" \
+        tests/guest/domain.xml.in >"$dir/$vm.xml"
     as_root virsh -c "$HV_CONNECT" define "$dir/$vm.xml" >/dev/null
 done
 

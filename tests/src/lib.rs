@@ -125,6 +125,11 @@ impl GuestSpec {
         let disk = PathBuf::from(IMAGE_DIR).join(format!("{file_stem}.qcow2"));
         let log = PathBuf::from(IMAGE_DIR).join(format!("{file_stem}.log"));
         let _ = std::fs::remove_file(&log);
+        // Socket paths must stay under 108 bytes, whatever the guest's name.
+        static CHANNELS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CHANNELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let channel = PathBuf::from(IMAGE_DIR).join(format!("{}{n}.sock", run_prefix()));
+        let _ = std::fs::remove_file(&channel);
         let status = Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&disk)
@@ -132,7 +137,7 @@ impl GuestSpec {
             .status()
             .expect("run qemu-img");
         assert!(status.success(), "qemu-img create {}", disk.display());
-        let xml = domain_xml(&self, &disk, &log);
+        let xml = domain_xml(&self, &disk, &log, &channel);
         let domain = conn
             .define_domain_xml(&xml)
             .unwrap_or_else(|e| panic!("define {}: {e}", self.name));
@@ -145,6 +150,7 @@ impl GuestSpec {
             uuid,
             disk,
             log,
+            channel,
             domain,
         }
     }
@@ -169,7 +175,7 @@ fn xml_escape(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-fn domain_xml(spec: &GuestSpec, disk: &Path, log: &Path) -> String {
+fn domain_xml(spec: &GuestSpec, disk: &Path, log: &Path, channel: &Path) -> String {
     let image = guest_image();
     let mut cmdline = String::from("console=ttyS0 panic=-1 quiet");
     if spec.writer {
@@ -186,6 +192,7 @@ fn domain_xml(spec: &GuestSpec, disk: &Path, log: &Path) -> String {
         .replace("@CMDLINE@", &cmdline)
         .replace("@DISK@", &xml_escape(&disk.display().to_string()))
         .replace("@LOG@", &xml_escape(&log.display().to_string()))
+        .replace("@CHANNEL@", &xml_escape(&channel.display().to_string()))
 }
 
 /// A defined bench guest; dropping it removes every trace of it.
@@ -194,6 +201,8 @@ pub struct Guest {
     pub uuid: String,
     pub disk: PathBuf,
     pub log: PathBuf,
+    /// The unix socket of the guest's command port (see tests/guest/init).
+    pub channel: PathBuf,
     pub domain: Domain,
 }
 
@@ -229,6 +238,45 @@ impl Guest {
             .unwrap_or_default()
     }
 
+    /// Has the running guest write `count_mib` random MiBs at `offset_mib`
+    /// of its disk (synced) and waits until it says it did.
+    pub fn write_mib(&self, offset_mib: u64, count_mib: u64) {
+        let reply = self.command(&format!("write {offset_mib} {count_mib}"));
+        assert_eq!(
+            reply,
+            format!("wrote {offset_mib} {count_mib}"),
+            "guest {}",
+            self.name
+        );
+    }
+
+    /// Sends one command line to the guest's command port; its answer line.
+    pub fn command(&self, line: &str) -> String {
+        use std::io::{BufRead, Write};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let sock = loop {
+            match std::os::unix::net::UnixStream::connect(&self.channel) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    panic!(
+                        "guest {}: command port {}: {e}",
+                        self.name,
+                        self.channel.display()
+                    )
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        sock.set_read_timeout(Some(Duration::from_secs(300)))
+            .unwrap();
+        (&sock).write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::BufReader::new(&sock)
+            .read_line(&mut answer)
+            .unwrap_or_else(|e| panic!("guest {}: no answer to {line:?}: {e}", self.name));
+        answer.trim().to_owned()
+    }
+
     /// virsh's own view, e.g. "shut off (shutdown)": the ground truth tests compare with.
     pub fn virsh_domstate(&self) -> String {
         let out = Command::new("virsh")
@@ -244,6 +292,7 @@ impl Drop for Guest {
         remove_domain(&self.domain);
         let _ = std::fs::remove_file(&self.disk);
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.channel);
     }
 }
 

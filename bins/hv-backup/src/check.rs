@@ -131,7 +131,7 @@ fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
 fn check_every_byte(op: &Opener, repo: &Repo) -> Result<()> {
     let manifest = open_manifest(repo, op.backup, op.identities)?;
     for image in manifest.disks.iter().chain(manifest.nvram.iter()) {
-        load::read_image(op, image, manifest.chunk_size, |_, _| Ok(()))?;
+        let _ = load::read_image(op, image, manifest.chunk_size, |_, _| Ok(()))?;
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ pub fn open_manifest(repo: &Repo, id: &str, identities: &crypt::Identities) -> R
             ),
         ));
     }
-    if manifest.version != format::VERSION {
+    if !(1..=format::MANIFEST_VERSION).contains(&manifest.version) {
         return Err(Error::new(
             Code::Unsupported,
             format!(
@@ -370,7 +370,7 @@ fn restore_files(
             "path": r.path.display().to_string(),
             "format": fmt.name(),
             "virtual_size_bytes": image.virtual_size_bytes,
-            "sha256": image.sha256,
+            "sha256": r.sha256,
         }));
         restored.push(r);
     }

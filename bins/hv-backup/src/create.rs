@@ -1,17 +1,19 @@
 //! `hv-backup create`: one VM at a time per worker, every disk of it (not
 //! cdroms), its domain XML and NVRAM, into one manifest. Chunks are made
 //! durable before the manifest's directory is renamed into place, so the
-//! backup appears whole or not at all.
+//! backup appears whole or not at all. A running VM's disks are read
+//! incrementally where incremental.rs finds the chain whole.
 
 use crate::crypt;
 use crate::format::{self, Image, Index, IndexDisk, Manifest};
-use crate::midstate;
+use crate::incremental::{self, Base, Chain, Full};
+use crate::midstate::{self, DiskCache};
 use crate::nbd;
-use crate::source::{self, LiveJob, QemuNbd, RunDir};
-use crate::store::{self, Counts, Sealer, Stored};
+use crate::source::{self, JobDisk, LiveJob, QemuNbd, RunDir};
+use crate::store::{self, Counts, Prior, Reuse, Sealer, Stored};
 use hv_common::domain::{self as domxml, Disk};
 use hv_common::targets::VmRef;
-use hv_common::{ffi, time, Code, Error, Result};
+use hv_common::{cli, ffi, time, Code, Error, Result};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ pub struct Plan {
     pub note: Option<String>,
     pub protected: bool,
     pub dry_run: bool,
+    /// Read every disk in full (`--full`).
+    pub full: bool,
 }
 
 /// libvirt states in which a QEMU process runs and a backup job can read it.
@@ -67,11 +71,18 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     }
     let cache = HashCache::new(plan, vm);
     let mut got = Gathered::default();
-    if live {
-        let job = LiveJob::begin(dom, &live_xml, &disks, &plan.scratch_root)?;
-        for disk in &disks {
-            got.store(plan, &cache, disk, job.connect(&disk.target)?)?;
-        }
+    let chain = live.then(|| Chain::load(dom, &plan.sealer.repo.config.id));
+    let mut checkpoint = None;
+    if let Some(chain) = &chain {
+        let live = Live {
+            plan,
+            cache: &cache,
+            dom,
+            live_xml: &live_xml,
+            all: &parsed.disks,
+            chain,
+        };
+        checkpoint = live.read(&disks, &mut got)?;
     } else {
         let label = format!("off-{}", source::short(vm.uuid.as_deref().unwrap_or("vm")));
         let dir = RunDir::create(&plan.scratch_root, &label)?;
@@ -79,7 +90,15 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
             let path = source::offline_path(disk)?;
             let fmt = disk.format.as_deref().unwrap_or("raw");
             let server = QemuNbd::serve(&path, fmt, &dir.0, false, &disk.target)?;
-            got.store(plan, &cache, disk, server.connect()?)?;
+            let previous = cache.load(&disk.target);
+            // The VM cannot write while it is off, so the last live backup's
+            // checkpoint still describes this disk's changes for the next one.
+            let keep = previous.as_ref().and_then(|c| c.checkpoint.clone());
+            let why = Full::expected("the VM is stopped: no backup job to ask for changes");
+            got.store(plan, disk, server.connect()?, previous, why)?;
+            if let Some(last) = got.disks.last_mut() {
+                last.checkpoint = keep;
+            }
         }
     }
     let nvram = match nvram_path(&config_xml) {
@@ -94,37 +113,274 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         started: start,
     };
     let index = commit(plan, vm, &got, backup)?;
-    cache.save_all(&got);
-    Ok(result_fields(&index))
+    cache.save_all(&got, &index.id);
+    if let Some(chain) = &chain {
+        let pruned = incremental::prune_chain(dom, chain, checkpoint.as_deref());
+        got.warnings.extend(pruned);
+    }
+    let name = vm.name.as_deref().unwrap_or_default();
+    for w in &got.warnings {
+        cli::warn(format!("{name}: {w}"));
+    }
+    let mut fields = result_fields(&index);
+    fields.insert("checkpoint".into(), json!(checkpoint));
+    fields.insert("reads".into(), Value::Array(got.reads()));
+    fields.insert("warnings".into(), json!(got.warnings));
+    Ok(fields)
 }
 
-/// What the disks gave: images, the chunks they reference, counts, and the
-/// hash states for the next run's cache.
+/// A running VM's disks through one backup job.
+struct Live<'a> {
+    plan: &'a Plan,
+    cache: &'a HashCache<'a>,
+    dom: &'a Domain,
+    live_xml: &'a str,
+    /// Every disk of the domain (the checkpoint names each).
+    all: &'a [Disk],
+    chain: &'a Chain,
+}
+
+impl Live<'_> {
+    /// Reads `disks`; returns the checkpoint the job created, if it made one.
+    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<String>> {
+        let repo = &self.plan.sealer.repo;
+        let mut bases: BTreeMap<String, Base> = BTreeMap::new();
+        let mut fulls: BTreeMap<String, Full> = BTreeMap::new();
+        for disk in disks {
+            let decided = if self.plan.full {
+                Err(Full::expected("--full"))
+            } else {
+                let cached = self.cache.load(&disk.target);
+                self.chain.base(self.dom, repo, disk, cached)
+            };
+            match decided {
+                Ok(base) => {
+                    bases.insert(disk.target.clone(), base);
+                }
+                Err(full) => {
+                    fulls.insert(disk.target.clone(), full);
+                }
+            }
+        }
+        let name = incremental::new_name(&repo.config.id)?;
+        let (job, made) = self.begin(disks, &name, &mut bases, &mut fulls, got)?;
+        for disk in disks {
+            match bases.remove(&disk.target) {
+                Some(base) => got.store_since(self.plan, &job, disk, base)?,
+                None => {
+                    let why = fulls
+                        .remove(&disk.target)
+                        .unwrap_or_else(|| Full::expected("read in full"));
+                    let previous = self.cache.load(&disk.target);
+                    got.store(self.plan, disk, job.connect(&disk.target)?, previous, why)?;
+                }
+            }
+            if let Some(last) = got.disks.last_mut() {
+                last.checkpoint = (made && incremental::can_track(disk)).then(|| name.clone());
+            }
+        }
+        Ok(made.then_some(name))
+    }
+
+    /// Starts the job; if libvirt refuses the increments, again with every
+    /// disk in full, and if it refuses the checkpoint, again without one.
+    fn begin(
+        &self,
+        disks: &[&Disk],
+        name: &str,
+        bases: &mut BTreeMap<String, Base>,
+        fulls: &mut BTreeMap<String, Full>,
+        got: &mut Gathered,
+    ) -> Result<(LiveJob, bool)> {
+        let tracked: Vec<&str> = disks
+            .iter()
+            .filter(|d| incremental::can_track(d))
+            .map(|d| d.target.as_str())
+            .collect();
+        let checkpoint =
+            (!tracked.is_empty()).then(|| incremental::checkpoint_xml(name, self.all, &tracked));
+        let attempt = |bases: &BTreeMap<String, Base>, checkpoint: Option<&str>| {
+            let job: Vec<JobDisk> = disks
+                .iter()
+                .map(|d| JobDisk {
+                    disk: d,
+                    since: bases.get(&d.target).map(|b| b.checkpoint.as_str()),
+                })
+                .collect();
+            LiveJob::begin(
+                self.dom,
+                self.live_xml,
+                &job,
+                checkpoint,
+                &self.plan.scratch_root,
+            )
+        };
+        let first = attempt(bases, checkpoint.as_deref());
+        let refused = match first {
+            Err(e) if e.code == Code::Libvirt && !bases.is_empty() => e,
+            other => return other.map(|job| (job, checkpoint.is_some())),
+        };
+        got.warnings
+            .push(format!("{}; reading every disk in full", refused.message));
+        for (target, _) in std::mem::take(bases) {
+            let why = format!("libvirt refused the incremental job: {}", refused.message);
+            fulls.insert(target, Full::broken(why));
+        }
+        match attempt(bases, checkpoint.as_deref()) {
+            Err(e) if e.code == Code::Libvirt && checkpoint.is_some() => {
+                got.warnings.push(format!(
+                    "{}; backing up without a checkpoint, so the next backup reads in full too",
+                    e.message
+                ));
+                attempt(bases, None).map(|job| (job, false))
+            }
+            other => other.map(|job| (job, checkpoint.is_some())),
+        }
+    }
+}
+
+/// What the disks gave: images, the chunks they reference, counts, how
+/// each disk was read, and what the next run's cache needs.
 #[derive(Default)]
 struct Gathered {
     images: Vec<Image>,
     refs: BTreeMap<String, u64>,
     counts: Counts,
-    states: Vec<Vec<[u32; 8]>>,
+    disks: Vec<DiskRead>,
+    warnings: Vec<String>,
+}
+
+/// How one disk was read, for the result record and the cache.
+struct DiskRead {
+    target: String,
+    /// Why it was read in full; `None` for an incremental read.
+    full: Option<String>,
+    /// Bytes the dirty bitmap marked changed (incremental reads).
+    dirty_bytes: Option<u64>,
+    /// Hash states after each full chunk, as far as known.
+    states: Vec<[u32; 8]>,
+    /// The checkpoint the next backup of this disk can start from.
+    checkpoint: Option<String>,
 }
 
 impl Gathered {
-    /// Reads one disk's export into the repository.
+    /// Reads one disk's whole export into the repository, saying why in full.
     fn store(
         &mut self,
         plan: &Plan,
-        cache: &HashCache,
         disk: &Disk,
         mut client: nbd::Client,
+        previous: Option<DiskCache>,
+        why: Full,
     ) -> Result<()> {
-        let previous = cache.load(&disk.target, client.size());
-        let mut stored = store::store_export(&mut client, &plan.sealer, &disk.target, previous)?;
-        self.states.push(std::mem::take(&mut stored.states));
+        let hashes = previous
+            .filter(|c| c.size == client.size())
+            .map(|c| c.entries());
+        let prior = hashes.map_or(Prior::Nothing, Prior::Hashes);
+        let stored = store::store_export(&mut client, &plan.sealer, &disk.target, prior)?;
+        if why.warn {
+            self.warnings
+                .push(format!("{}; read disk {} in full", why.reason, disk.target));
+        }
+        self.push(disk, stored, Some(why.reason), None, None);
+        Ok(())
+    }
+
+    /// Reads only what changed on `disk` since `base`; falls back to a full
+    /// read, with a warning, when the export does not offer the changes.
+    fn store_since(&mut self, plan: &Plan, job: &LiveJob, disk: &Disk, base: Base) -> Result<()> {
+        let target = &disk.target;
+        let mut client = match job.connect_tracking(target) {
+            Ok(client) => client,
+            Err(e) => {
+                let why = Full::broken(format!("no dirty bitmap for disk {target}: {}", e.message));
+                return self.store(plan, disk, job.connect(target)?, Some(base.cache), why);
+            }
+        };
+        if client.size() != base.cache.size {
+            let why = Full::broken(format!(
+                "disk {target} was resized from {} to {} bytes",
+                base.cache.size,
+                client.size()
+            ));
+            return self.store(plan, disk, client, None, why);
+        }
+        let ranges = match client.dirty_ranges() {
+            Ok(r) => r,
+            Err(e) => {
+                let why = Full::broken(format!("cannot read disk {target}'s dirty bitmap: {e}"));
+                return self.store(plan, disk, client, Some(base.cache), why);
+            }
+        };
+        let chunk = plan.sealer.repo.config.chunk_size;
+        let count = client.size().div_ceil(chunk) as usize;
+        let dirty = Reuse::dirty_chunks(&ranges, chunk, count);
+        let unchanged_lead = dirty.iter().position(|d| *d).unwrap_or(count);
+        let mut states = base.cache.states;
+        states.truncate(unchanged_lead);
+        let reuse = Reuse {
+            ids: base
+                .cache
+                .ids
+                .iter()
+                .map(|id| id.map(|b| crypt::hex(&b)))
+                .collect(),
+            dirty,
+            sizes: base.sizes,
+        };
+        let stored = store::store_export(&mut client, &plan.sealer, target, Prior::Reuse(reuse))?;
+        let dirty_bytes = ranges.iter().map(|r| r.1).sum();
+        self.push(
+            disk,
+            stored,
+            None,
+            Some(dirty_bytes),
+            Some(base.cache.backup),
+        );
+        if let Some(last) = self.disks.last_mut() {
+            last.states = states;
+        }
+        Ok(())
+    }
+
+    fn push(
+        &mut self,
+        disk: &Disk,
+        mut stored: Stored,
+        full: Option<String>,
+        dirty_bytes: Option<u64>,
+        base: Option<String>,
+    ) {
+        let states = std::mem::take(&mut stored.states);
         let mut image = self.add(stored);
         image.format = disk.format.clone().unwrap_or_else(|| "raw".into());
         image.source = disk.source.clone();
+        image.base = base;
         self.images.push(image);
-        Ok(())
+        self.disks.push(DiskRead {
+            target: disk.target.clone(),
+            full,
+            dirty_bytes,
+            states,
+            checkpoint: None,
+        });
+    }
+
+    /// One entry per disk for the result record.
+    fn reads(&self) -> Vec<Value> {
+        self.disks
+            .iter()
+            .zip(&self.images)
+            .map(|(d, image)| match &d.full {
+                Some(reason) => json!({ "target": d.target, "read": "full", "reason": reason }),
+                None => json!({
+                    "target": d.target,
+                    "read": "incremental",
+                    "base": image.base,
+                    "dirty_bytes": d.dirty_bytes,
+                }),
+            })
+            .collect()
     }
 
     /// Counts a stored image's chunks in and hands the image back.
@@ -182,7 +438,7 @@ fn commit(plan: &Plan, vm: &VmRef, got: &Gathered, backup: Backup) -> Result<Ind
     };
     let manifest = Manifest {
         format: format::MANIFEST_FORMAT.into(),
-        version: format::VERSION,
+        version: format::MANIFEST_VERSION,
         id,
         repository: repo.config.id.clone(),
         name,
@@ -226,21 +482,27 @@ impl<'a> HashCache<'a> {
         midstate::cache_path(self.dir, self.repo_id, &self.uuid, target)
     }
 
-    fn load(&self, target: &str, size: u64) -> Option<Vec<midstate::Entry>> {
-        midstate::load(&self.path(target)?, self.chunk_size, size)
+    fn load(&self, target: &str) -> Option<DiskCache> {
+        DiskCache::load(&self.path(target)?, self.chunk_size)
     }
 
-    /// Saves each disk's cache after the backup committed; a failure only
-    /// costs the next backup time.
-    fn save_all(&self, got: &Gathered) {
-        for (image, states) in got.images.iter().zip(&got.states) {
-            let entries = midstate::entries(states, &image.chunks);
-            let saved = self
-                .path(&image.target)
-                .map(|p| midstate::save(&p, self.chunk_size, image.virtual_size_bytes, &entries));
+    /// Saves each disk's cache after backup `id` committed; a failure only
+    /// costs the next backup a full read.
+    fn save_all(&self, got: &Gathered, id: &str) {
+        for (image, read) in got.images.iter().zip(&got.disks) {
+            let cache = DiskCache {
+                chunk_size: self.chunk_size,
+                size: image.virtual_size_bytes,
+                backup: id.to_owned(),
+                checkpoint: read.checkpoint.clone(),
+                source: image.source.clone(),
+                ids: midstate::id_bytes(&image.chunks),
+                states: read.states.clone(),
+            };
+            let saved = self.path(&image.target).map(|p| cache.save(&p));
             if let Some(Err(e)) = saved {
-                hv_common::cli::warn(format!(
-                    "cannot save the hash cache for disk {}: {e}; the next backup hashes it in full",
+                cli::warn(format!(
+                    "cannot save the cache for disk {}: {e}; the next backup reads it in full",
                     image.target
                 ));
             }
@@ -317,7 +579,9 @@ fn store_file(sealer: &Sealer, path: &Path) -> Result<Stored> {
         format: "raw".into(),
         source: Some(path.display().to_string()),
         virtual_size_bytes: data.len() as u64,
-        sha256: crypt::hex(&Sha256::digest(&data)),
+        sha256: Some(crypt::hex(&Sha256::digest(&data))),
+        read: Some("full".into()),
+        base: None,
         chunks,
     };
     Ok(Stored {

@@ -8,6 +8,10 @@ pub const REPO_FORMAT: &str = "hv-backup-repository";
 pub const INDEX_FORMAT: &str = "hv-backup-index";
 pub const MANIFEST_FORMAT: &str = "hv-backup-manifest";
 pub const VERSION: u32 = 1;
+/// Manifests are at version 2: an incrementally read disk has no image
+/// SHA-256 and says which backup its unchanged chunks came from. Version 1
+/// manifests are still read.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// `hv-backup.json`: the repository's clear configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,7 +88,17 @@ pub struct Image {
     pub format: String,
     pub source: Option<String>,
     pub virtual_size_bytes: u64,
-    pub sha256: String,
+    /// SHA-256 of the whole plaintext image; absent when the disk was read
+    /// incrementally (hashing it would mean reading all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// `full` or `incremental` (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    /// For an incremental read: the backup whose chunk list supplied the
+    /// unchanged chunks (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     /// One entry per `chunk_size` piece in order; `null` reads as zeros.
     pub chunks: Vec<Option<String>>,
 }

@@ -9,6 +9,7 @@ mod check;
 mod create;
 mod crypt;
 mod format;
+mod incremental;
 mod load;
 mod midstate;
 mod nbd;
@@ -153,6 +154,9 @@ pub struct CreateArgs {
     /// Give up on a VM after this many seconds (0: never)
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub timeout: u64,
+    /// Read every disk in full, even where a checkpoint allows an incremental read
+    #[arg(long)]
+    pub full: bool,
     #[command(flatten)]
     pub work: WorkArgs,
     #[command(flatten)]
@@ -417,6 +421,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
         note: a.note.clone(),
         protected: a.protected,
         dry_run: a.args.dry_run,
+        full: a.full,
     });
     let timeout = match a.timeout {
         0 => Duration::from_secs(365 * 24 * 3600),

@@ -1,7 +1,7 @@
 //! Reading a stored image back, for restore and deep verify: workers open
 //! chunks in parallel (decryption and decompression are the cost), and the
-//! caller receives them in disk order with the image's SHA-256 checked at
-//! the end. Every chunk is checked against its id on the way, so a flipped
+//! caller receives them in disk order with the image's SHA-256 computed
+//! and, where the manifest has one, checked at the end. Every chunk is checked against its id on the way, so a flipped
 //! bit or a swapped file is named by chunk and offset, not discovered later.
 
 use crate::crypt::{self, ChunkKey, Identities};
@@ -31,9 +31,10 @@ pub enum Piece<'a> {
 
 type Opened = (usize, Result<Option<Vec<u8>>>);
 
-/// Feeds every chunk of `image` to `sink` in order and checks the image's
-/// SHA-256. A failing chunk stops the run with an error that names it.
-pub fn read_image<F>(op: &Opener, image: &Image, chunk_size: u64, mut sink: F) -> Result<()>
+/// Feeds every chunk of `image` to `sink` in order and returns the image's
+/// SHA-256, checked against the manifest's where it has one. A failing
+/// chunk stops the run with an error that names it.
+pub fn read_image<F>(op: &Opener, image: &Image, chunk_size: u64, mut sink: F) -> Result<String>
 where
     F: FnMut(u64, Piece) -> Result<()>,
 {
@@ -98,16 +99,16 @@ where
     });
     outcome?;
     let got = crypt::hex(&sha.finalize());
-    if got != image.sha256 {
-        return Err(Error::new(
+    match &image.sha256 {
+        Some(want) if *want != got => Err(Error::new(
             Code::Corrupt,
             format!(
-                "backup {}: disk {} reassembles to SHA-256 {got}, the manifest says {}",
-                op.backup, image.target, image.sha256
+                "backup {}: disk {} reassembles to SHA-256 {got}, the manifest says {want}",
+                op.backup, image.target
             ),
-        ));
+        )),
+        _ => Ok(got),
     }
-    Ok(())
 }
 
 fn open_loop(

@@ -5,7 +5,9 @@
 //! chunk is a plain SHA-256 midstate: this host caches them (with the chunk
 //! ids) after each backup, and the next backup skips hashing for as long
 //! as its chunk ids match the cache. Equal keyed-BLAKE3 ids mean equal
-//! bytes, so the resumed state is exactly what hashing would give.
+//! bytes, so the resumed state is exactly what hashing would give. The
+//! same file keeps the chunk list and checkpoint an incremental backup
+//! starts from (see incremental.rs).
 
 use sha2::digest::generic_array::GenericArray;
 use std::io::{Read, Write};
@@ -62,7 +64,7 @@ impl ImageHash {
     }
 }
 
-/// What the cache remembers about one chunk of the last backup.
+/// One chunk of the last backup as the hashing thread needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The chunk id as bytes, or `None` for a zero chunk.
@@ -71,7 +73,39 @@ pub struct Entry {
     pub state: [u32; 8],
 }
 
-const MAGIC: &[u8; 8] = b"hvbmid1\n";
+/// What this host remembers of a disk's last backup to one repository: its
+/// chunk ids (so an incremental backup can take unchanged chunks from it),
+/// the checkpoint made with it, and the hash states after each chunk for
+/// as long as they are known.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DiskCache {
+    pub chunk_size: u64,
+    pub size: u64,
+    /// The backup these chunk ids come from.
+    pub backup: String,
+    /// The libvirt checkpoint created at that backup's point in time.
+    pub checkpoint: Option<String>,
+    /// The disk's source then: a replaced disk is read in full.
+    pub source: Option<String>,
+    /// Every chunk, the last short one too; `None` for zeros.
+    pub ids: Vec<Option<[u8; 32]>>,
+    /// The hash state after each full chunk, for a prefix of the chunks
+    /// (an incremental backup does not hash past its first changed chunk).
+    pub states: Vec<[u32; 8]>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    chunk_size: u64,
+    size: u64,
+    backup: String,
+    checkpoint: Option<String>,
+    source: Option<String>,
+    chunks: usize,
+    states: usize,
+}
+
+const MAGIC: &[u8; 8] = b"hvbmid2\n";
 
 /// The per-disk cache file: `<cache dir>/<repository id>/<vm uuid>/<target>`.
 pub fn cache_path(dir: &Path, repo_id: &str, uuid: &str, target: &str) -> Option<PathBuf> {
@@ -83,65 +117,101 @@ pub fn cache_path(dir: &Path, repo_id: &str, uuid: &str, target: &str) -> Option
     (safe(repo_id) && safe(uuid) && safe(target)).then(|| dir.join(repo_id).join(uuid).join(target))
 }
 
-/// Loads the cache if it was made for this chunk size and disk size.
-pub fn load(path: &Path, chunk_size: u64, size: u64) -> Option<Vec<Entry>> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 24];
-    f.read_exact(&mut head).ok()?;
-    let word = |i: usize| u64::from_be_bytes(head[i..i + 8].try_into().unwrap_or_default());
-    if &head[..8] != MAGIC || word(8) != chunk_size || word(16) != size {
-        return None;
-    }
-    let mut body = Vec::new();
-    f.read_to_end(&mut body).ok()?;
-    if body.len() % 65 != 0 {
-        return None;
-    }
-    let entries = body
-        .chunks_exact(65)
-        .map(|e| {
-            let id = (e[0] == 1).then(|| e[1..33].try_into().unwrap_or_default());
-            let mut state = [0u32; 8];
-            for (s, b) in state.iter_mut().zip(e[33..].chunks_exact(4)) {
-                *s = u32::from_be_bytes(b.try_into().unwrap_or_default());
-            }
-            Entry { id, state }
-        })
-        .collect();
-    Some(entries)
-}
-
-/// Writes the cache atomically (temporary file, then rename).
-pub fn save(path: &Path, chunk_size: u64, size: u64, entries: &[Entry]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut data = Vec::with_capacity(24 + entries.len() * 65);
-    data.extend_from_slice(MAGIC);
-    data.extend_from_slice(&chunk_size.to_be_bytes());
-    data.extend_from_slice(&size.to_be_bytes());
-    for e in entries {
-        data.push(u8::from(e.id.is_some()));
-        data.extend_from_slice(&e.id.unwrap_or([0; 32]));
-        for w in e.state {
-            data.extend_from_slice(&w.to_be_bytes());
+impl DiskCache {
+    /// Loads the cache if it was made for this chunk size; anything else
+    /// (missing, older format, damaged) is no cache. Callers compare `size`.
+    pub fn load(path: &Path, chunk_size: u64) -> Option<DiskCache> {
+        let mut data = Vec::new();
+        std::fs::File::open(path)
+            .ok()?
+            .read_to_end(&mut data)
+            .ok()?;
+        let rest = data.strip_prefix(MAGIC)?;
+        let (len, rest) = rest.split_at_checked(4)?;
+        let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
+        let (head, body) = rest.split_at_checked(len)?;
+        let h: Header = serde_json::from_slice(head).ok()?;
+        let fits = h.chunk_size == chunk_size
+            && h.chunks == h.size.div_ceil(chunk_size) as usize
+            && h.states <= h.chunks
+            && body.len() == h.chunks * 33 + h.states * 32;
+        if !fits {
+            return None;
         }
+        let (ids, states) = body.split_at(h.chunks * 33);
+        Some(DiskCache {
+            chunk_size,
+            size: h.size,
+            backup: h.backup,
+            checkpoint: h.checkpoint,
+            source: h.source,
+            ids: ids
+                .chunks_exact(33)
+                .map(|e| (e[0] == 1).then(|| e[1..].try_into().unwrap_or_default()))
+                .collect(),
+            states: states.chunks_exact(32).map(words).collect(),
+        })
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&data)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
+
+    /// Writes the cache atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let head = serde_json::to_vec(&Header {
+            chunk_size: self.chunk_size,
+            size: self.size,
+            backup: self.backup.clone(),
+            checkpoint: self.checkpoint.clone(),
+            source: self.source.clone(),
+            chunks: self.ids.len(),
+            states: self.states.len(),
+        })?;
+        let mut data = Vec::with_capacity(12 + head.len() + self.ids.len() * 65);
+        data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&(head.len() as u32).to_be_bytes());
+        data.extend_from_slice(&head);
+        for id in &self.ids {
+            data.push(u8::from(id.is_some()));
+            data.extend_from_slice(&id.unwrap_or([0; 32]));
+        }
+        for state in &self.states {
+            for w in state {
+                data.extend_from_slice(&w.to_be_bytes());
+            }
+        }
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The chunks whose hash state is known, for resuming the image hash.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.ids
+            .iter()
+            .zip(&self.states)
+            .map(|(id, state)| Entry {
+                id: *id,
+                state: *state,
+            })
+            .collect()
+    }
 }
 
-/// Cache entries from an image's chunk ids and the states after each chunk.
-pub fn entries(states: &[[u32; 8]], chunks: &[Option<String>]) -> Vec<Entry> {
-    states
+fn words(b: &[u8]) -> [u32; 8] {
+    let mut state = [0u32; 8];
+    for (s, w) in state.iter_mut().zip(b.chunks_exact(4)) {
+        *s = u32::from_be_bytes(w.try_into().unwrap_or_default());
+    }
+    state
+}
+
+/// Chunk ids as bytes, from an image's chunk list.
+pub fn id_bytes(chunks: &[Option<String>]) -> Vec<Option<[u8; 32]>> {
+    chunks
         .iter()
-        .zip(chunks)
-        .map(|(state, id)| Entry {
-            id: id.as_deref().and_then(crate::crypt::unhex32),
-            state: *state,
-        })
+        .map(|id| id.as_deref().and_then(crate::crypt::unhex32))
         .collect()
 }
 
@@ -179,19 +249,22 @@ mod tests {
     fn the_cache_round_trips_and_rejects_other_geometry() {
         let dir = std::env::temp_dir().join(format!("hv-midstate-{}", std::process::id()));
         let path = cache_path(&dir, "abc", "u-1", "vda").unwrap();
-        let entries = vec![
-            Entry {
-                id: Some([3; 32]),
-                state: [1, 2, 3, 4, 5, 6, 7, 8],
-            },
-            Entry {
-                id: None,
-                state: IV,
-            },
-        ];
-        save(&path, 64, 200, &entries).unwrap();
-        assert_eq!(load(&path, 64, 200), Some(entries));
-        assert_eq!(load(&path, 64, 201), None);
+        let cache = DiskCache {
+            chunk_size: 64,
+            size: 200,
+            backup: "20261121T101500Z-3fa2b1c9".into(),
+            checkpoint: Some("hv-abc-1".into()),
+            source: Some("/var/lib/x y.qcow2".into()),
+            ids: vec![Some([3; 32]), None, None, Some([4; 32])],
+            states: vec![[1, 2, 3, 4, 5, 6, 7, 8], IV],
+        };
+        cache.save(&path).unwrap();
+        assert_eq!(DiskCache::load(&path, 64), Some(cache.clone()));
+        assert_eq!(DiskCache::load(&path, 128), None);
+        assert_eq!(cache.entries().len(), 2);
+        assert_eq!(cache.entries()[1].id, None);
+        std::fs::write(&path, b"hvbmid1\nold format").unwrap();
+        assert_eq!(DiskCache::load(&path, 64), None);
         assert!(cache_path(&dir, "abc", "../x", "vda").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }

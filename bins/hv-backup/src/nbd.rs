@@ -5,7 +5,8 @@
 //! them. Restoring into qcow2 writes through `qemu-nbd` the same way.
 //!
 //! Only what hv needs: fixed-newstyle handshake, structured replies, the
-//! `base:allocation` meta context, READ, WRITE, FLUSH, BLOCK_STATUS and
+//! `base:allocation` meta context and, for incremental backups, QEMU's
+//! `qemu:dirty-bitmap:<name>` context (what changed since a checkpoint), READ, WRITE, FLUSH, BLOCK_STATUS and
 //! DISC, one request in flight, over a unix socket. Protocol reference:
 //! <https://github.com/NetworkBlockDevice/nbd/blob/master/doc/proto.md>.
 
@@ -50,6 +51,8 @@ const REPLY_ERROR_BIT: u16 = 1 << 15;
 
 /// `base:allocation` status bits.
 const STATE_ZERO: u32 = 2;
+/// `qemu:dirty-bitmap:*` status bit.
+const STATE_DIRTY: u32 = 1;
 
 const ALLOCATION_CONTEXT: &str = "base:allocation";
 
@@ -67,18 +70,37 @@ pub struct Client {
     size: u64,
     read_only: bool,
     allocation_context: Option<u32>,
+    /// The dirty-bitmap context asked for, and its id once the server agreed.
+    dirty: Option<(String, Option<u32>)>,
     cookie: u64,
 }
 
 impl Client {
     /// Connects to `socket` and opens `export`.
     pub fn connect(socket: &Path, export: &str) -> io::Result<Client> {
+        Client::open(socket, export, None)
+    }
+
+    /// Connects and also asks for the dirty bitmap `bitmap` of the export
+    /// (libvirt names it `backup-<disk>` in an incremental backup job).
+    pub fn connect_tracking(socket: &Path, export: &str, bitmap: &str) -> io::Result<Client> {
+        let c = Client::open(socket, export, Some(format!("qemu:dirty-bitmap:{bitmap}")))?;
+        if c.dirty.as_ref().and_then(|d| d.1).is_none() {
+            return Err(protocol(&format!(
+                "the server does not offer bitmap {bitmap}"
+            )));
+        }
+        Ok(c)
+    }
+
+    fn open(socket: &Path, export: &str, dirty: Option<String>) -> io::Result<Client> {
         let sock = UnixStream::connect(socket)?;
         let mut c = Client {
             sock,
             size: 0,
             read_only: true,
             allocation_context: None,
+            dirty: dirty.map(|d| (d, None)),
             cookie: 0,
         };
         c.handshake(export)?;
@@ -149,16 +171,24 @@ impl Client {
     fn set_meta_context(&mut self, export: &str) -> io::Result<()> {
         let mut data = Vec::new();
         put_str32(&mut data, export);
-        data.extend_from_slice(&1u32.to_be_bytes());
-        put_str32(&mut data, ALLOCATION_CONTEXT);
+        let mut queries = vec![ALLOCATION_CONTEXT.to_owned()];
+        queries.extend(self.dirty.as_ref().map(|d| d.0.clone()));
+        data.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+        for q in &queries {
+            put_str32(&mut data, q);
+        }
         self.send_option(OPT_SET_META_CONTEXT, &data)?;
         loop {
             let (kind, payload) = self.option_reply(OPT_SET_META_CONTEXT)?;
             match kind {
                 REP_META_CONTEXT if payload.len() >= 4 => {
                     let id = u32::from_be_bytes(payload[..4].try_into().unwrap_or_default());
-                    if &payload[4..] == ALLOCATION_CONTEXT.as_bytes() {
+                    let name = &payload[4..];
+                    if name == ALLOCATION_CONTEXT.as_bytes() {
                         self.allocation_context = Some(id);
+                    }
+                    if let Some(d) = self.dirty.as_mut().filter(|d| name == d.0.as_bytes()) {
+                        d.1 = Some(id);
                     }
                 }
                 REP_ACK => return Ok(()),
@@ -269,6 +299,51 @@ impl Client {
                 zero: false,
             }]);
         };
+        let runs = self.block_status(offset, length, context)?;
+        Ok(runs
+            .into_iter()
+            .map(|(offset, length, flags)| Extent {
+                offset,
+                length,
+                zero: flags & STATE_ZERO != 0,
+            })
+            .collect())
+    }
+
+    /// The ranges (offset, length) the dirty bitmap marks changed, over the
+    /// whole export, merged where they touch.
+    pub fn dirty_ranges(&mut self) -> io::Result<Vec<(u64, u64)>> {
+        let context = self
+            .dirty
+            .as_ref()
+            .and_then(|d| d.1)
+            .ok_or_else(|| protocol("no dirty bitmap was negotiated"))?;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut at = 0;
+        while at < self.size {
+            let span = (self.size - at).min(1 << 30) as u32;
+            for (offset, length, flags) in self.block_status(at, span, context)? {
+                at = offset + length;
+                if flags & STATE_DIRTY == 0 {
+                    continue;
+                }
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 == offset => last.1 += length,
+                    _ => out.push((offset, length)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One BLOCK_STATUS request: the runs (offset, length, flags) that
+    /// `context` reports, at least one.
+    fn block_status(
+        &mut self,
+        offset: u64,
+        length: u32,
+        context: u32,
+    ) -> io::Result<Vec<(u64, u64, u32)>> {
         let cookie = self.request(CMD_BLOCK_STATUS, offset, length, &[])?;
         let mut out = Vec::new();
         self.replies(cookie, |kind, _, sock| match kind {
@@ -283,11 +358,7 @@ impl Client {
                     let flags = get_u32(sock)?;
                     rest -= 8;
                     if id == context && n > 0 {
-                        out.push(Extent {
-                            offset: at,
-                            length: n,
-                            zero: flags & STATE_ZERO != 0,
-                        });
+                        out.push((at, n, flags));
                     }
                     at += n;
                 }

@@ -1,5 +1,6 @@
 //! `hv-backup restore`: disks back to new files, sparse, each checked
-//! against the backup's SHA-256 before it takes its final name; optionally
+//! chunk by chunk and against the backup's SHA-256 (where it has one)
+//! before it takes its final name; optionally
 //! the domain redefined around them. Nothing existing is replaced without
 //! `--force`, and a failed restore leaves no file behind.
 
@@ -38,11 +39,12 @@ impl DiskFormat {
     }
 }
 
-/// A restored disk: where it went.
+/// A restored disk: where it went, and the SHA-256 of what was written.
 pub struct Restored {
     pub target: String,
     pub path: PathBuf,
     pub format: DiskFormat,
+    pub sha256: String,
 }
 
 /// Restores `image` to a new file at `dest`, via a hidden partial file.
@@ -69,14 +71,18 @@ pub fn to_file(
         DiskFormat::Raw => write_raw(op, manifest, image, &partial),
         DiskFormat::Qcow2 => write_qcow2(op, manifest, image, &partial, scratch_root),
     };
-    if let Err(e) = written.and_then(|()| commit(&partial, dest, force)) {
-        let _ = fs::remove_file(&partial);
-        return Err(e);
-    }
+    let sha256 = match written.and_then(|sha| commit(&partial, dest, force).map(|()| sha)) {
+        Ok(sha) => sha,
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
     Ok(Restored {
         target: image.target.clone(),
         path: dest.to_path_buf(),
         format,
+        sha256,
     })
 }
 
@@ -109,11 +115,11 @@ fn create_new(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))
 }
 
-fn write_raw(op: &Opener, manifest: &Manifest, image: &Image, path: &Path) -> Result<()> {
+fn write_raw(op: &Opener, manifest: &Manifest, image: &Image, path: &Path) -> Result<String> {
     let file = create_new(path)?;
     let err = |e| Error::io(format!("cannot write {}", path.display()), e);
     file.set_len(image.virtual_size_bytes).map_err(err)?;
-    load::read_image(
+    let sha = load::read_image(
         op,
         image,
         manifest.chunk_size,
@@ -122,7 +128,8 @@ fn write_raw(op: &Opener, manifest: &Manifest, image: &Image, path: &Path) -> Re
             Piece::Zeros(_) => Ok(()), // left as a hole
         },
     )?;
-    file.sync_all().map_err(err)
+    file.sync_all().map_err(err)?;
+    Ok(sha)
 }
 
 fn write_qcow2(
@@ -131,7 +138,7 @@ fn write_qcow2(
     image: &Image,
     path: &Path,
     scratch_root: &Path,
-) -> Result<()> {
+) -> Result<String> {
     drop(create_new(path)?);
     let out = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
@@ -159,7 +166,7 @@ fn write_qcow2(
         ));
     }
     let err = |e: std::io::Error| Error::io(format!("cannot write {}", path.display()), e);
-    load::read_image(
+    let sha = load::read_image(
         op,
         image,
         manifest.chunk_size,
@@ -171,7 +178,8 @@ fn write_qcow2(
     client.flush().map_err(err)?;
     drop(client);
     server.finish()?;
-    File::open(path).and_then(|f| f.sync_all()).map_err(err)
+    File::open(path).and_then(|f| f.sync_all()).map_err(err)?;
+    Ok(sha)
 }
 
 /// Streams `image` raw, zeros included, to `out` (stdout for `-o -`).
@@ -182,7 +190,7 @@ pub fn to_stream(
     out: &mut impl Write,
 ) -> Result<()> {
     let zeros = vec![0u8; manifest.chunk_size as usize];
-    load::read_image(op, image, manifest.chunk_size, |_, piece| {
+    let _ = load::read_image(op, image, manifest.chunk_size, |_, piece| {
         let r = match piece {
             Piece::Data(d) => out.write_all(d),
             Piece::Zeros(n) => out.write_all(&zeros[..n]),
@@ -336,6 +344,7 @@ mod tests {
             target: "vda".into(),
             path: PathBuf::from("/r/web1 copy-vda.qcow2"),
             format: DiskFormat::Qcow2,
+            sha256: String::new(),
         }];
         let out =
             rewrite_domain_xml(xml, "web1 copy", &restored, Some(Path::new("/r/n.fd"))).unwrap();

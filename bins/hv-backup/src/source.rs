@@ -75,6 +75,12 @@ impl Drop for RunDir {
     }
 }
 
+/// One disk of a backup job: read in full, or incrementally since `since`.
+pub struct JobDisk<'a> {
+    pub disk: &'a Disk,
+    pub since: Option<&'a str>,
+}
+
 /// A running pull-mode backup job; ended (aborted) when dropped.
 pub struct LiveJob {
     domain: Domain,
@@ -83,9 +89,18 @@ pub struct LiveJob {
 }
 
 impl LiveJob {
-    /// Starts a pull-mode backup of `disks` (by target); the domain's other
-    /// disks are left out.
-    pub fn begin(domain: &Domain, live_xml: &str, disks: &[&Disk], root: &Path) -> Result<LiveJob> {
+    /// Starts a pull-mode backup of `disks` (by target), creating the
+    /// checkpoint `checkpoint_xml` with it; the domain's other disks are left out.
+    pub fn begin(
+        domain: &Domain,
+        live_xml: &str,
+        disks: &[JobDisk],
+        checkpoint_xml: Option<&str>,
+        root: &Path,
+    ) -> Result<LiveJob> {
+        // libvirt wants absolute paths for the socket and scratch files.
+        let root = &std::path::absolute(root)
+            .map_err(|e| Error::io(format!("cannot resolve {}", root.display()), e))?;
         end_stale_job(domain, root)?;
         let uuid = domain.uuid_string().unwrap_or_default();
         let dir = RunDir::create(root, &format!("live-{}", short(&uuid)))?;
@@ -96,7 +111,7 @@ impl LiveJob {
         }
         let socket = dir.0.join("nbd.sock");
         let xml = backup_xml(live_xml, disks, &socket, &dir.0);
-        ffi::backup_begin(domain, &xml)
+        ffi::backup_begin(domain, &xml, checkpoint_xml)
             .map_err(|e| Error::libvirt("cannot start the backup job", &e))?;
         Ok(LiveJob {
             domain: domain.clone(),
@@ -106,7 +121,21 @@ impl LiveJob {
     }
 
     pub fn connect(&self, target: &str) -> Result<nbd::Client> {
-        nbd::Client::connect(&self.socket, target).map_err(|e| {
+        self.open(target, false)
+    }
+
+    /// Connects with the dirty bitmap libvirt exports for an incremental disk.
+    pub fn connect_tracking(&self, target: &str) -> Result<nbd::Client> {
+        self.open(target, true)
+    }
+
+    fn open(&self, target: &str, tracking: bool) -> Result<nbd::Client> {
+        let client = if tracking {
+            nbd::Client::connect_tracking(&self.socket, target, &format!("backup-{target}"))
+        } else {
+            nbd::Client::connect(&self.socket, target)
+        };
+        client.map_err(|e| {
             Error::new(
                 Code::Io,
                 format!("disk {target}: cannot read the backup job's export: {e}"),
@@ -120,7 +149,22 @@ impl Drop for LiveJob {
         if let Err(e) = ffi::abort_job(&self.domain) {
             cli::warn(format!("cannot end the backup job: {}", e.message()));
         }
+        wait_job_gone(&self.domain);
         let _ = &self.dir;
+    }
+}
+
+/// Waits until libvirt has finished ending the backup job. It ends the job
+/// asynchronously, and a checkpoint change made meanwhile can leave the
+/// domain with a job that never ends (seen on libvirt 11.3).
+fn wait_job_gone(domain: &Domain) {
+    let start = Instant::now();
+    while ffi::backup_xml(domain).is_ok() {
+        if start.elapsed() > Duration::from_secs(60) {
+            cli::warn("the backup job did not end within 60 s; see `virsh domjobinfo VM`");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -140,6 +184,7 @@ fn end_stale_job(domain: &Domain, root: &Path) -> Result<()> {
     }
     cli::warn("ending a backup job left by an earlier hv-backup run that was stopped");
     ffi::abort_job(domain).map_err(|e| Error::libvirt("cannot end the stale backup job", &e))?;
+    wait_job_gone(domain);
     if let Some(dir) = stale_dir(&xml, root) {
         let _ = fs::remove_dir_all(dir);
     }
@@ -158,7 +203,7 @@ fn stale_dir(xml: &str, root: &Path) -> Option<PathBuf> {
 
 /// The pull-mode `<domainbackup>` for `disks`; every other disk of the
 /// domain gets `backup='no'`.
-fn backup_xml(live_xml: &str, disks: &[&Disk], socket: &Path, dir: &Path) -> String {
+fn backup_xml(live_xml: &str, disks: &[JobDisk], socket: &Path, dir: &Path) -> String {
     let mut out = format!(
         "<domainbackup mode='pull'><server transport='unix' socket='{}'/><disks>",
         xml_escape(&socket.display().to_string())
@@ -168,10 +213,14 @@ fn backup_xml(live_xml: &str, disks: &[&Disk], socket: &Path, dir: &Path) -> Str
         .unwrap_or_default();
     for disk in &all {
         let target = xml_escape(&disk.target);
-        if disks.iter().any(|d| d.target == disk.target) {
+        if let Some(job) = disks.iter().find(|d| d.disk.target == disk.target) {
             let scratch = dir.join(format!("{}.scratch", disk.target));
+            let mode = match job.since {
+                Some(c) => format!("backupmode='incremental' incremental='{}'", xml_escape(c)),
+                None => "backupmode='full'".into(),
+            };
             out.push_str(&format!(
-                "<disk name='{target}' backup='yes' type='file'><scratch file='{}'/></disk>",
+                "<disk name='{target}' backup='yes' {mode} type='file'><scratch file='{}'/></disk>",
                 xml_escape(&scratch.display().to_string())
             ));
         } else {
@@ -349,10 +398,14 @@ mod tests {
             <disk type='file' device='cdrom'><target dev='sda'/></disk>\
             </devices><seclabel type='dynamic' model='dac'><label>+64055:+994</label></seclabel></domain>";
         let parsed = hv_common::domain::parse(xml).unwrap();
-        let vda = &parsed.disks[0];
+        let vda = JobDisk {
+            disk: &parsed.disks[0],
+            since: Some("hv-x-1"),
+        };
         let out = backup_xml(xml, &[vda], Path::new("/s/nbd.sock"), Path::new("/s"));
         assert!(out.contains(
-            "<disk name='vda' backup='yes' type='file'><scratch file='/s/vda.scratch'/>"
+            "<disk name='vda' backup='yes' backupmode='incremental' incremental='hv-x-1' \
+             type='file'><scratch file='/s/vda.scratch'/>"
         ));
         assert!(out.contains("<disk name='sda' backup='no'/>"));
         assert_eq!(dac_owner(xml), Some((64055, 994)));

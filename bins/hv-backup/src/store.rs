@@ -4,8 +4,11 @@
 //! threads id, compress, encrypt and write chunks, which is where the CPU
 //! goes; one thread syncs and renames written chunks, so workers never wait
 //! for the disk. The hashing thread resumes from this host's midstate cache
-//! while the disk matches its previous backup. Queues are bounded, so memory
-//! stays at a few chunks per worker.
+//! while the disk matches its previous backup. An incremental read skips
+//! the chunks the dirty bitmap leaves clean and takes their ids from the
+//! previous backup; it cannot hash the whole image without reading it, so
+//! it records no image SHA-256 (see docs/backup-format.md). Queues are
+//! bounded, so memory stays at a few chunks per worker.
 
 use crate::crypt::{self, ChunkKey, Recipients};
 use crate::format::Image;
@@ -47,6 +50,41 @@ impl Counts {
     }
 }
 
+/// What the previous backup of a disk lets this one skip.
+pub enum Prior {
+    /// Nothing: read and hash everything.
+    Nothing,
+    /// Hash states to resume from while the chunks match (a full read).
+    Hashes(Vec<Entry>),
+    /// Read only the changed chunks and take the others from the previous backup.
+    Reuse(Reuse),
+}
+
+/// An incremental read's plan for one disk.
+pub struct Reuse {
+    /// The previous backup's chunk list (`None`: zeros).
+    pub ids: Vec<Option<String>>,
+    /// Per chunk: touched since the previous backup.
+    pub dirty: Vec<bool>,
+    /// Stored sizes of the previous chunks, all present in the repository.
+    pub sizes: HashMap<String, u64>,
+}
+
+impl Reuse {
+    /// Marks the chunks of `chunk_size` that any of `ranges` touches.
+    pub fn dirty_chunks(ranges: &[(u64, u64)], chunk_size: u64, count: usize) -> Vec<bool> {
+        let mut dirty = vec![false; count];
+        for &(offset, length) in ranges.iter().filter(|r| r.1 > 0) {
+            let first = (offset / chunk_size) as usize;
+            let last = ((offset + length - 1) / chunk_size) as usize;
+            for d in dirty.iter_mut().take(last + 1).skip(first) {
+                *d = true;
+            }
+        }
+        dirty
+    }
+}
+
 /// A stored image and, per chunk id it references, that chunk's stored size.
 pub struct Stored {
     pub image: Image,
@@ -61,13 +99,13 @@ type Done = (usize, Result<(String, u64, bool)>);
 /// A written, not yet synced chunk: its temporary path, id and size.
 type Unsynced = (PathBuf, String, u64);
 
-/// Reads the whole export of `client` into the repository. `cache` is the
-/// midstate cache of this disk's previous backup, if this host has one.
+/// Reads the export of `client` into the repository: all of it, or with
+/// [`Prior::Reuse`] only the changed chunks.
 pub fn store_export(
     client: &mut nbd::Client,
     sealer: &Sealer,
     target: &str,
-    cache: Option<Vec<Entry>>,
+    prior: Prior,
 ) -> Result<Stored> {
     let size = client.size();
     let chunk = sealer.repo.config.chunk_size;
@@ -79,9 +117,15 @@ pub fn store_export(
     let (sync_tx, sync_rx) = mpsc::channel::<Unsynced>();
     let work_rx = Mutex::new(work_rx);
 
+    let (cache, reuse) = match prior {
+        Prior::Nothing => (None, None),
+        Prior::Hashes(entries) => (Some(entries), None),
+        Prior::Reuse(reuse) => (None, Some(reuse)),
+    };
+    let hashing = reuse.is_none();
     let (read_result, hashed, synced) = std::thread::scope(|s| {
         let key = sealer.key;
-        let hasher = s.spawn(move || hash_all(hash_rx, chunk, &key, cache));
+        let hasher = s.spawn(move || hashing.then(|| hash_all(hash_rx, chunk, &key, cache)));
         let syncer = s.spawn(|| sync_loop(sync_rx, sealer));
         for _ in 0..sealer.workers {
             let (done_tx, sync_tx) = (done_tx.clone(), sync_tx.clone());
@@ -90,20 +134,31 @@ pub fn store_export(
         }
         drop(done_tx);
         drop(sync_tx);
-        let read = read_chunks(client, chunk, count, &work_tx, &hash_tx, &failed, sealer);
+        let reader = Reader {
+            chunk,
+            count,
+            work_tx: &work_tx,
+            hash_tx: hashing.then_some(&hash_tx),
+            failed: &failed,
+            sealer,
+            reuse: reuse.as_ref(),
+        };
+        let read = reader.run(client);
         drop(work_tx);
         drop(hash_tx);
-        let hashed = hasher.join().unwrap_or_default();
+        let hashed = hasher.join().ok().flatten();
         (read, hashed, syncer.join().unwrap_or(Ok(())))
     });
-    let (sha, states) = hashed;
-    let (mut chunks, read_bytes) = read_result.map_err(|e| in_disk(target, e))?;
+    let (sha, states) = match hashed {
+        Some((sha, states)) => (Some(crypt::hex(&sha)), states),
+        None => (None, Vec::new()),
+    };
+    let (mut chunks, read_bytes, mut refs) = read_result.map_err(|e| in_disk(target, e))?;
     synced.map_err(|e| in_disk(target, e))?;
     let mut counts = Counts {
         read_bytes,
         ..Counts::default()
     };
-    let mut refs = Vec::new();
     for (i, result) in done_rx {
         let (id, stored, new) = result.map_err(|e| in_disk(target, e))?;
         if new {
@@ -118,7 +173,9 @@ pub fn store_export(
         format: String::new(),
         source: None,
         virtual_size_bytes: size,
-        sha256: crypt::hex(&sha),
+        sha256: sha,
+        read: Some(if hashing { "full" } else { "incremental" }.into()),
+        base: None,
         chunks,
     };
     Ok(Stored {
@@ -133,63 +190,100 @@ fn in_disk(target: &str, e: Error) -> Error {
     Error::new(e.code, format!("disk {target}: {}", e.message))
 }
 
-/// The reader: returns the chunk list with zero chunks filled in (the
-/// others are filled from the workers' results) and the bytes read.
-fn read_chunks(
-    client: &mut nbd::Client,
+/// The reading side of [`store_export`].
+struct Reader<'a> {
     chunk: u64,
     count: usize,
-    work_tx: &SyncSender<Piece>,
-    hash_tx: &SyncSender<(Arc<Vec<u8>>, bool)>,
-    failed: &AtomicBool,
-    sealer: &Sealer,
-) -> Result<(Vec<Option<String>>, u64)> {
-    let size = client.size();
-    let zeros = Arc::new(vec![0u8; chunk as usize]);
-    let mut map = ExtentMap::default();
-    let mut read = 0;
-    let chunks = vec![None; count];
-    for i in 0..count {
-        if failed.load(Ordering::Relaxed) {
-            break; // a worker failed; its error is reported
-        }
-        let start = i as u64 * chunk;
-        let len = chunk.min(size - start);
-        let extents = map.covering(client, start, len)?;
-        let data = if extents.iter().all(|e| e.zero) {
-            None
-        } else {
-            let mut buf = vec![0u8; len as usize];
-            for e in extents.iter().filter(|e| !e.zero) {
-                let from = (e.offset - start) as usize;
-                client
-                    .read_at(e.offset, &mut buf[from..from + e.length as usize])
-                    .map_err(|err| {
-                        Error::new(
-                            Code::Io,
-                            format!("cannot read at offset {}: {err}", e.offset),
-                        )
-                    })?;
-                read += e.length;
+    work_tx: &'a SyncSender<Piece>,
+    /// Where every chunk's bytes go for the image hash; none when incremental.
+    hash_tx: Option<&'a SyncSender<(Arc<Vec<u8>>, bool)>>,
+    failed: &'a AtomicBool,
+    sealer: &'a Sealer,
+    reuse: Option<&'a Reuse>,
+}
+
+/// The chunk list so far (zero and reused chunks filled in, the others
+/// come from the workers), bytes read, and the reused chunks' references.
+type ReadOutcome = (Vec<Option<String>>, u64, Vec<(String, u64)>);
+
+impl Reader<'_> {
+    fn run(&self, client: &mut nbd::Client) -> Result<ReadOutcome> {
+        let size = client.size();
+        let zeros = Arc::new(vec![0u8; self.chunk as usize]);
+        let mut map = ExtentMap::default();
+        let mut read = 0;
+        let mut chunks = vec![None; self.count];
+        let mut reused = Vec::new();
+        for (i, slot) in chunks.iter_mut().enumerate() {
+            if self.failed.load(Ordering::Relaxed) {
+                break; // a worker failed; its error is reported
             }
-            (!is_zero(&buf)).then(|| Arc::new(buf))
-        };
-        sealer.progress.fetch_add(len, Ordering::Relaxed);
-        let for_hash = match &data {
-            Some(buf) => (buf.clone(), false),
-            None if len == chunk => (zeros.clone(), true),
-            None => (Arc::new(vec![0u8; len as usize]), true),
-        };
-        if hash_tx.send(for_hash).is_err() {
-            break;
-        }
-        if let Some(buf) = data {
-            if work_tx.send((i, buf)).is_err() {
-                break;
+            let start = i as u64 * self.chunk;
+            let len = self.chunk.min(size - start);
+            self.sealer.progress.fetch_add(len, Ordering::Relaxed);
+            if let Some(id) = self.unchanged(i) {
+                if let Some(id) = id {
+                    let stored = self.reuse.and_then(|r| r.sizes.get(id)).copied();
+                    reused.push((id.clone(), stored.unwrap_or_default()));
+                }
+                *slot = id.clone();
+                continue;
+            }
+            let data = read_chunk(client, &mut map, start, len, &mut read)?;
+            if let Some(hash_tx) = self.hash_tx {
+                let for_hash = match &data {
+                    Some(buf) => (buf.clone(), false),
+                    None if len == self.chunk => (zeros.clone(), true),
+                    None => (Arc::new(vec![0u8; len as usize]), true),
+                };
+                if hash_tx.send(for_hash).is_err() {
+                    break;
+                }
+            }
+            if let Some(buf) = data {
+                if self.work_tx.send((i, buf)).is_err() {
+                    break;
+                }
             }
         }
+        Ok((chunks, read, reused))
     }
-    Ok((chunks, read))
+
+    /// The previous backup's id for chunk `i` when it has not changed.
+    fn unchanged(&self, i: usize) -> Option<&Option<String>> {
+        let reuse = self.reuse?;
+        (!reuse.dirty.get(i).copied().unwrap_or(true))
+            .then(|| reuse.ids.get(i))
+            .flatten()
+    }
+}
+
+/// Reads one chunk's allocated, non-zero extents; `None` when it is all zeros.
+fn read_chunk(
+    client: &mut nbd::Client,
+    map: &mut ExtentMap,
+    start: u64,
+    len: u64,
+    read: &mut u64,
+) -> Result<Option<Arc<Vec<u8>>>> {
+    let extents = map.covering(client, start, len)?;
+    if extents.iter().all(|e| e.zero) {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len as usize];
+    for e in extents.iter().filter(|e| !e.zero) {
+        let from = (e.offset - start) as usize;
+        client
+            .read_at(e.offset, &mut buf[from..from + e.length as usize])
+            .map_err(|err| {
+                Error::new(
+                    Code::Io,
+                    format!("cannot read at offset {}: {err}", e.offset),
+                )
+            })?;
+        *read += e.length;
+    }
+    Ok((!is_zero(&buf)).then(|| Arc::new(buf)))
 }
 
 /// Hashes the image in order, resuming from the cache while the chunks
@@ -373,6 +467,14 @@ impl ExtentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_ranges_mark_every_chunk_they_touch() {
+        let d = Reuse::dirty_chunks(&[(0, 1), (4095, 2), (10 * 1024, 0)], 1024, 12);
+        let marked: Vec<usize> = (0..12).filter(|&i| d[i]).collect();
+        assert_eq!(marked, [0, 3, 4]);
+        assert!(Reuse::dirty_chunks(&[(11 * 1024, 5000)], 1024, 12)[11]);
+    }
 
     #[test]
     fn zero_detection_sees_the_last_byte() {

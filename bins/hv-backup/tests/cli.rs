@@ -769,3 +769,6 @@ fn the_format_doc_recipe_restores_a_disk_without_hv() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("vda.raw: OK"));
     assert_eq!(image_sha256(&b.repo.join("vda.raw"), None), expected);
 }
+
+#[path = "cli/incremental.rs"]
+mod incremental;

@@ -1,0 +1,271 @@
+//! Incremental reads through libvirt checkpoints. Every live backup
+//! creates a checkpoint atomically with its job; the next backup to the same
+//! repository asks libvirt for the blocks dirtied since then and reads only
+//! the chunks they touch, taking the others from this host's cache of the
+//! previous chunk list (midstate.rs). The manifest stays a full list, so a
+//! restore never replays a chain.
+//!
+//! The failures peers are known for come from trusting a chain that is no
+//! longer whole. hv trusts nothing it did not just check: the checkpoint
+//! must exist with a bitmap for the disk, the disk must be the same file at
+//! the same size, and every chunk to be reused must still be in the
+//! repository. Anything else reads that disk in full and says why, and a
+//! job libvirt refuses is started again without increments; so a broken
+//! chain costs one full read, never a failing night after night.
+//!
+//! Checkpoint names carry a per-repository prefix (`hv-<16 hex of the
+//! repository id>-`), so two repositories never share or delete each
+//! other's chain. After a backup commits, every checkpoint of its prefix
+//! but the new one is deleted (libvirt merges their bitmaps into older
+//! checkpoints, so other tools' chains stay correct); a checkpoint left by
+//! a killed run goes the same way.
+
+use crate::midstate::DiskCache;
+use crate::repo::Repo;
+use hv_common::domain::{xml_escape, Disk};
+use hv_common::{ffi, time};
+use std::collections::HashMap;
+use virt::domain::Domain;
+
+/// This repository's checkpoint name prefix.
+pub fn prefix(repo_id: &str) -> String {
+    format!("hv-{}-", &repo_id[..repo_id.len().min(16)])
+}
+
+/// A new checkpoint name: `hv-<repo>-<UTC time>-<8 hex>`.
+pub fn new_name(repo_id: &str) -> hv_common::Result<String> {
+    let salt = crate::crypt::hex(&crate::crypt::random_bytes::<4>()?);
+    Ok(format!(
+        "{}{}-{salt}",
+        prefix(repo_id),
+        time::compact(time::now())
+    ))
+}
+
+/// Only qcow2 images can keep a persistent dirty bitmap.
+pub fn can_track(disk: &Disk) -> bool {
+    disk.format.as_deref() == Some("qcow2")
+}
+
+/// The `<domaincheckpoint>` for a backup of `tracked` (targets); every other
+/// disk of the domain gets `checkpoint='no'`.
+pub fn checkpoint_xml(name: &str, all: &[Disk], tracked: &[&str]) -> String {
+    let mut out = format!(
+        "<domaincheckpoint><name>{}</name><description>hv-backup</description><disks>",
+        xml_escape(name)
+    );
+    for disk in all {
+        let how = if tracked.contains(&disk.target.as_str()) {
+            "bitmap"
+        } else {
+            "no"
+        };
+        out.push_str(&format!(
+            "<disk name='{}' checkpoint='{how}'/>",
+            xml_escape(&disk.target)
+        ));
+    }
+    out.push_str("</disks></domaincheckpoint>");
+    out
+}
+
+/// Why a disk is read in full; `warn` when it is not the expected case (a
+/// first backup, `--full`, a raw disk) but a chain that broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full {
+    pub reason: String,
+    pub warn: bool,
+}
+
+impl Full {
+    pub fn expected(reason: impl Into<String>) -> Full {
+        Full {
+            reason: reason.into(),
+            warn: false,
+        }
+    }
+
+    pub fn broken(reason: impl Into<String>) -> Full {
+        Full {
+            reason: reason.into(),
+            warn: true,
+        }
+    }
+}
+
+/// An incremental read's starting point for one disk.
+pub struct Base {
+    pub checkpoint: String,
+    pub cache: DiskCache,
+    /// Stored sizes of the cached chunks, every one present.
+    pub sizes: HashMap<String, u64>,
+}
+
+/// This repository's checkpoints on one domain.
+pub struct Chain {
+    pub prefix: String,
+    pub ours: Vec<String>,
+    /// Set when the checkpoints could not be listed.
+    pub unlisted: Option<String>,
+}
+
+impl Chain {
+    pub fn load(dom: &Domain, repo_id: &str) -> Chain {
+        let prefix = prefix(repo_id);
+        match ffi::checkpoint_names(dom) {
+            Ok(names) => Chain {
+                ours: names
+                    .into_iter()
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect(),
+                prefix,
+                unlisted: None,
+            },
+            Err(e) => Chain {
+                prefix,
+                ours: Vec::new(),
+                unlisted: Some(e.message().to_string()),
+            },
+        }
+    }
+
+    /// Where `disk` can be read incrementally from, or why not.
+    pub fn base(
+        &self,
+        dom: &Domain,
+        repo: &Repo,
+        disk: &Disk,
+        cache: Option<DiskCache>,
+    ) -> Result<Base, Full> {
+        let target = &disk.target;
+        if !can_track(disk) {
+            return Err(Full::expected(format!(
+                "disk {target} is not qcow2 and keeps no dirty bitmap"
+            )));
+        }
+        let Some(cache) = cache else {
+            return Err(if self.ours.is_empty() {
+                Full::expected(format!("first backup of disk {target} to this repository"))
+            } else {
+                Full::broken(format!(
+                    "this host has no chunk list of disk {target}'s last backup (cache \
+                     directory cleared?)"
+                ))
+            });
+        };
+        let Some(checkpoint) = cache.checkpoint.clone() else {
+            return Err(Full::expected(format!(
+                "disk {target}'s last backup made no checkpoint"
+            )));
+        };
+        if let Some(why) = &self.unlisted {
+            return Err(Full::broken(format!("cannot list checkpoints: {why}")));
+        }
+        if !self.ours.contains(&checkpoint) {
+            return Err(Full::broken(format!(
+                "checkpoint {checkpoint} is gone (deleted outside hv-backup?)"
+            )));
+        }
+        if !has_bitmap(dom, &checkpoint, target) {
+            return Err(Full::broken(format!(
+                "checkpoint {checkpoint} keeps no bitmap for disk {target}"
+            )));
+        }
+        if cache.source != disk.source {
+            return Err(Full::broken(format!(
+                "disk {target} was replaced since backup {} ({} then, {} now)",
+                cache.backup,
+                cache.source.as_deref().unwrap_or("-"),
+                disk.source.as_deref().unwrap_or("-")
+            )));
+        }
+        let sizes = present_chunks(repo, &cache).ok_or_else(|| {
+            Full::broken(format!(
+                "chunks of backup {} are no longer in the repository (pruned?)",
+                cache.backup
+            ))
+        })?;
+        Ok(Base {
+            checkpoint,
+            cache,
+            sizes,
+        })
+    }
+}
+
+fn has_bitmap(dom: &Domain, checkpoint: &str, target: &str) -> bool {
+    let Ok(xml) = ffi::checkpoint_xml(dom, checkpoint) else {
+        return false;
+    };
+    let Ok(doc) = roxmltree::Document::parse(&xml) else {
+        return false;
+    };
+    doc.descendants().any(|n| {
+        n.has_tag_name("disk")
+            && n.attribute("name") == Some(target)
+            && n.attribute("checkpoint") == Some("bitmap")
+    })
+}
+
+/// The stored size of every chunk `cache` lists, or `None` if one is missing.
+fn present_chunks(repo: &Repo, cache: &DiskCache) -> Option<HashMap<String, u64>> {
+    let mut sizes = HashMap::new();
+    for id in cache.ids.iter().flatten() {
+        let id = crate::crypt::hex(id);
+        if !sizes.contains_key(&id) {
+            let size = repo.chunk_size_on_disk(&id)?;
+            sizes.insert(id, size);
+        }
+    }
+    Some(sizes)
+}
+
+/// Deletes this repository's checkpoints other than `keep`; returns what
+/// could not be deleted, as warnings.
+pub fn prune_chain(dom: &Domain, chain: &Chain, keep: Option<&str>) -> Vec<String> {
+    // Fresh list: the job just added one, and a killed run may have left one.
+    let names = ffi::checkpoint_names(dom).unwrap_or_else(|_| chain.ours.clone());
+    let mut warnings = Vec::new();
+    for name in names.iter().filter(|n| n.starts_with(&chain.prefix)) {
+        if Some(name.as_str()) == keep {
+            continue;
+        }
+        if let Err(e) = ffi::delete_checkpoint(dom, name) {
+            warnings.push(format!(
+                "cannot delete old checkpoint {name}: {}; delete it with `virsh checkpoint-delete`",
+                e.message()
+            ));
+        }
+    }
+    warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_repository_prefix() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(prefix(id), "hv-0123456789abcdef-");
+        let name = new_name(id).unwrap();
+        assert!(name.starts_with("hv-0123456789abcdef-2"), "{name}");
+        assert_ne!(name, new_name(id).unwrap());
+    }
+
+    #[test]
+    fn the_checkpoint_tracks_only_the_backed_up_qcow2_disks() {
+        let xml = "<domain><devices>\
+            <disk type='file' device='disk'><driver type='qcow2'/><source file='/a'/><target dev='vda'/></disk>\
+            <disk type='file' device='disk'><driver type='raw'/><source file='/b'/><target dev='vdb'/></disk>\
+            <disk type='file' device='cdrom'><target dev='sda'/></disk>\
+            </devices></domain>";
+        let disks = hv_common::domain::parse(xml).unwrap().disks;
+        assert!(can_track(&disks[0]) && !can_track(&disks[1]));
+        let out = checkpoint_xml("hv-x-1", &disks, &["vda"]);
+        assert!(out.contains("<name>hv-x-1</name>"));
+        assert!(out.contains("<disk name='vda' checkpoint='bitmap'/>"));
+        assert!(out.contains("<disk name='vdb' checkpoint='no'/>"));
+        assert!(out.contains("<disk name='sda' checkpoint='no'/>"));
+    }
+}
