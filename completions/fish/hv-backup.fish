@@ -52,7 +52,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l timeout -
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l cache-dir -d 'Where this host caches disk hash states between backups (safe to delete)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l cache-dir -d 'Where this host keeps each disk\'s last chunk list, checkpoint and hash states (deleting it makes the next backup a full read)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -60,6 +60,7 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l protected -d 'Mark the backups protected: prune keeps them'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l full -d 'Read every disk in full, even where a checkpoint allows an incremental read'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r

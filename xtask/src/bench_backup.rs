@@ -234,17 +234,17 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn verdict(what: &str, ratio: f64, target: f64) {
+pub(crate) fn verdict(what: &str, ratio: f64, target: f64) {
     let met = if ratio >= target { "met" } else { "NOT met" };
     println!("  {what}: {ratio:.2} (target >= {target}): {met}");
 }
 
-fn mix() -> &'static str {
+pub(crate) fn mix() -> &'static str {
     "per 192 MiB: 64 MiB random, 64 MiB text-like, 64 MiB unallocated"
 }
 
 /// Segments cycle random, text, hole: a third each, like a used VM disk.
-fn write_disk(path: &Path, size_mib: u32) -> Result<(), String> {
+pub(crate) fn write_disk(path: &Path, size_mib: u32) -> Result<(), String> {
     let mut f = std::fs::File::create(path).map_err(|e| e.to_string())?;
     let size = (size_mib as u64) << 20;
     f.set_len(size).map_err(|e| e.to_string())?;
@@ -305,13 +305,13 @@ fn xorshift(mut x: u64) -> u64 {
     x
 }
 
-fn time_sh(script: &str) -> Result<Duration, String> {
+pub(crate) fn time_sh(script: &str) -> Result<Duration, String> {
     let t = Instant::now();
     ok(Command::new("bash").args(["-o", "pipefail", "-c", script]))?;
     Ok(t.elapsed())
 }
 
-fn record(cmd: &mut Command) -> Result<serde_json::Value, String> {
+pub(crate) fn record(cmd: &mut Command) -> Result<serde_json::Value, String> {
     let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
@@ -332,7 +332,7 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-fn du(p: &Path) -> Result<u64, String> {
+pub(crate) fn du(p: &Path) -> Result<u64, String> {
     let text = capture(Command::new("du").arg("-sB1").arg(p))?;
     text.split_whitespace()
         .next()

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_backup;
+mod bench_incremental;
 mod bench_lifecycle;
 mod cmd;
 mod gen;
@@ -39,6 +40,12 @@ enum Task {
         #[arg(long, default_value_t = 4096)]
         size_mib: u32,
     },
+    /// hv-backup's incremental read against its full read and virtnbdbackup -l inc
+    BenchIncremental {
+        /// Disk size in MiB
+        #[arg(long, default_value_t = 4096)]
+        size_mib: u32,
+    },
     /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
     BenchLs {
         /// How many domains to define for the run
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         Task::BenchLifecycle { guests } => bench_lifecycle::run(guests),
         Task::BenchLs { domains, uri } => bench::ls(domains, &uri),
         Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
+        Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -211,10 +211,10 @@ fn has_bitmap(dom: &Domain, checkpoint: &str, target: &str) -> bool {
 fn present_chunks(repo: &Repo, cache: &DiskCache) -> Option<HashMap<String, u64>> {
     let mut sizes = HashMap::new();
     for id in cache.ids.iter().flatten() {
-        let id = crate::crypt::hex(id);
-        if !sizes.contains_key(&id) {
-            let size = repo.chunk_size_on_disk(&id)?;
-            sizes.insert(id, size);
+        if let std::collections::hash_map::Entry::Vacant(slot) = sizes.entry(crate::crypt::hex(id))
+        {
+            let size = repo.chunk_size_on_disk(slot.key())?;
+            slot.insert(size);
         }
     }
     Some(sizes)

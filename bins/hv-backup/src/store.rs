@@ -95,6 +95,8 @@ pub struct Stored {
 }
 
 type Piece = (usize, Arc<Vec<u8>>);
+/// A chunk's bytes for the image hash, and whether they are all zeros.
+type ForHash = (Arc<Vec<u8>>, bool);
 type Done = (usize, Result<(String, u64, bool)>);
 /// A written, not yet synced chunk: its temporary path, id and size.
 type Unsynced = (PathBuf, String, u64);
@@ -112,7 +114,7 @@ pub fn store_export(
     let count = size.div_ceil(chunk) as usize;
     let failed = AtomicBool::new(false);
     let (work_tx, work_rx) = mpsc::sync_channel::<Piece>(sealer.workers * 2);
-    let (hash_tx, hash_rx) = mpsc::sync_channel::<(Arc<Vec<u8>>, bool)>(4);
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<ForHash>(4);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let (sync_tx, sync_rx) = mpsc::channel::<Unsynced>();
     let work_rx = Mutex::new(work_rx);
@@ -196,7 +198,7 @@ struct Reader<'a> {
     count: usize,
     work_tx: &'a SyncSender<Piece>,
     /// Where every chunk's bytes go for the image hash; none when incremental.
-    hash_tx: Option<&'a SyncSender<(Arc<Vec<u8>>, bool)>>,
+    hash_tx: Option<&'a SyncSender<ForHash>>,
     failed: &'a AtomicBool,
     sealer: &'a Sealer,
     reuse: Option<&'a Reuse>,
@@ -289,7 +291,7 @@ fn read_chunk(
 /// Hashes the image in order, resuming from the cache while the chunks
 /// match it. Returns the digest and the state after each full chunk.
 fn hash_all(
-    rx: Receiver<(Arc<Vec<u8>>, bool)>,
+    rx: Receiver<ForHash>,
     chunk: u64,
     key: &ChunkKey,
     cache: Option<Vec<Entry>>,

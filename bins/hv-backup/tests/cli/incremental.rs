@@ -87,7 +87,7 @@ fn incremental_backups_read_what_changed_and_survive_a_broken_chain() {
         .as_str()
         .expect("a checkpoint")
         .to_owned();
-    assert_eq!(checkpoints(&g, &b), [cp1.clone()]);
+    assert_eq!(checkpoints(&g, &b), [cp1]);
     assert!(first["read_bytes"].as_u64().unwrap() >= 24 * MIB);
 
     // 8 MiB rewritten over two chunks: the next backup reads them, not the disk.
@@ -104,7 +104,7 @@ fn incremental_backups_read_what_changed_and_survive_a_broken_chain() {
     let cp2 = second["checkpoint"].as_str().unwrap().to_owned();
     assert_eq!(
         checkpoints(&g, &b),
-        [cp2.clone()],
+        [cp2],
         "the old checkpoint is gone"
     );
 
