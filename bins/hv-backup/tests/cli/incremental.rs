@@ -102,11 +102,7 @@ fn incremental_backups_read_what_changed_and_survive_a_broken_chain() {
     assert!(read["dirty_bytes"].as_u64().unwrap() >= 8 * MIB);
     assert_eq!(second["warnings"], serde_json::json!([]));
     let cp2 = second["checkpoint"].as_str().unwrap().to_owned();
-    assert_eq!(
-        checkpoints(&g, &b),
-        [cp2],
-        "the old checkpoint is gone"
-    );
+    assert_eq!(checkpoints(&g, &b), [cp2], "the old checkpoint is gone");
 
     // Nothing written: nothing read.
     let (third, truth3) = backup_paused(&b, &g, &[]);
