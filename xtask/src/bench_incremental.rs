@@ -101,7 +101,7 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
             guest.write_mib(i * step + 3, RUN_MIB);
         }
     };
-    let rewritten = RUNS * RUN_MIB << 20;
+    let rewritten = (RUNS * RUN_MIB) << 20;
 
     // virtnbdbackup refuses to work beside checkpoints it did not make, so
     // it goes first and its chain is removed before hv's starts.
