@@ -16,8 +16,16 @@ use std::time::{Duration, Instant};
 const SEGMENT: usize = 64 << 20;
 
 pub fn run(size_mib: u32) -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for tool in ["zstd", "age", "restic", "borg", "virtnbdbackup"] {
+    need_tools(
+        &["zstd", "age", "restic", "borg", "virtnbdbackup"],
+        "zstd age restic borgbackup virtnbdbackup",
+    )?;
+    in_fresh_dir("hv-bench-backup", |hv, dir| measure(hv, dir, size_mib))
+}
+
+/// Fails with the apt-get line when a peer tool is missing.
+pub(crate) fn need_tools(tools: &[&str], packages: &str) -> Result<(), String> {
+    for tool in tools {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -25,11 +33,19 @@ pub fn run(size_mib: u32) -> Result<(), String> {
             .map(|s| !s.success())
             .unwrap_or(true)
         {
-            return Err(format!(
-                "{tool} is missing: apt-get install zstd age restic borgbackup virtnbdbackup"
-            ));
+            return Err(format!("{tool} is missing: apt-get install {packages}"));
         }
     }
+    Ok(())
+}
+
+/// Builds hv-backup (release) and runs `measure` with it in a fresh
+/// directory under /var/tmp, removed afterwards.
+pub(crate) fn in_fresh_dir(
+    name: &str,
+    measure: impl FnOnce(&Path, &Path) -> Result<(), String>,
+) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     eprintln!("building hv-backup (release)…");
     ok(Command::new("cargo").current_dir(root).args([
         "build",
@@ -39,21 +55,27 @@ pub fn run(size_mib: u32) -> Result<(), String> {
         "hv-backup",
     ]))?;
     let hv = root.join("target/release/hv-backup");
-    let dir = PathBuf::from("/var/tmp/hv-bench-backup");
+    let dir = PathBuf::from("/var/tmp").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let result = measure(&hv, &dir, size_mib);
+    let result = measure(&hv, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
+/// A new age identity in `dir`: its path and its recipient.
+pub(crate) fn new_identity(dir: &Path) -> Result<(PathBuf, String), String> {
     let id = dir.join("identity.txt");
     ok(Command::new("age-keygen")
         .arg("-o")
         .arg(&id)
         .stderr(Stdio::null()))?;
     let recipient = capture(Command::new("age-keygen").arg("-y").arg(&id))?;
+    Ok((id, recipient))
+}
+
+fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
+    let (id, recipient) = new_identity(dir)?;
     let raw = dir.join("disk.raw");
     eprintln!("writing a {size_mib} MiB VM-like disk…");
     write_disk(&raw, size_mib)?;

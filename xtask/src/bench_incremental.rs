@@ -4,7 +4,9 @@
 //! 8 MiB runs that do not start on a chunk boundary, as guest writes do
 //! not), and it is backed up again; first by virtnbdbackup, then by hv.
 
-use crate::bench_backup::{du, mix, record, time_sh, verdict, write_disk};
+use crate::bench_backup::{
+    du, in_fresh_dir, mix, need_tools, new_identity, record, time_sh, verdict, write_disk,
+};
 use crate::cmd::{capture, ok};
 use hv_testbench::GuestSpec;
 use std::path::{Path, PathBuf};
@@ -15,37 +17,12 @@ const RUNS: u64 = 8;
 const RUN_MIB: u64 = 8;
 
 pub fn run(size_mib: u32) -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    for tool in ["virtnbdbackup", "age-keygen"] {
-        ok(Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null()))
-        .map_err(|_| format!("{tool} is missing: apt-get install virtnbdbackup age"))?;
-    }
-    eprintln!("building hv-backup (release)…");
-    ok(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "hv-backup",
-    ]))?;
-    let hv = root.join("target/release/hv-backup");
-    let dir = PathBuf::from("/var/tmp/hv-bench-incremental");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let result = measure(&hv, &dir, size_mib);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    need_tools(&["virtnbdbackup", "age-keygen"], "virtnbdbackup age")?;
+    in_fresh_dir("hv-bench-incremental", |hv, dir| measure(hv, dir, size_mib))
 }
 
 fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
-    let id = dir.join("identity.txt");
-    ok(Command::new("age-keygen")
-        .arg("-o")
-        .arg(&id)
-        .stderr(Stdio::null()))?;
-    let recipient = capture(Command::new("age-keygen").arg("-y").arg(&id))?;
+    let (_, recipient) = new_identity(dir)?;
     let raw = dir.join("disk.raw");
     eprintln!("writing a {size_mib} MiB VM-like disk…");
     write_disk(&raw, size_mib)?;
