@@ -7,7 +7,7 @@
 //! once before timing starts, so all tools read from the page cache.
 
 use crate::cmd::{capture, ok};
-use hv_testbench::GuestSpec;
+use hv_testbench::{Guest, GuestSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -74,19 +74,25 @@ pub(crate) fn new_identity(dir: &Path) -> Result<(PathBuf, String), String> {
     Ok((id, recipient))
 }
 
+/// A stopped test guest whose qcow2 disk holds the VM-like content, also
+/// left raw at `raw`.
+pub(crate) fn guest_on_disk(raw: &Path, name: &str, size_mib: u32) -> Result<Guest, String> {
+    eprintln!("writing a {size_mib} MiB VM-like disk…");
+    write_disk(raw, size_mib)?;
+    let guest = GuestSpec::new(name)
+        .disk_mib(size_mib)
+        .define(&hv_testbench::connect());
+    ok(Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(raw)
+        .arg(&guest.disk))?;
+    Ok(guest)
+}
+
 fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
     let (id, recipient) = new_identity(dir)?;
     let raw = dir.join("disk.raw");
-    eprintln!("writing a {size_mib} MiB VM-like disk…");
-    write_disk(&raw, size_mib)?;
-    let conn = hv_testbench::connect();
-    let guest = GuestSpec::new("bench-backup")
-        .disk_mib(size_mib)
-        .define(&conn);
-    ok(Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&guest.disk))?;
+    let guest = guest_on_disk(&raw, "bench-backup", size_mib)?;
     ok(Command::new("sh").arg("-c").arg(format!(
         "cat '{}' '{}' >/dev/null",
         raw.display(),

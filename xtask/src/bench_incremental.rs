@@ -5,11 +5,10 @@
 //! not), and it is backed up again; first by virtnbdbackup, then by hv.
 
 use crate::bench_backup::{
-    du, in_fresh_dir, mix, need_tools, new_identity, record, time_sh, verdict, write_disk,
+    du, guest_on_disk, in_fresh_dir, mix, need_tools, new_identity, record, time_sh, verdict,
 };
 use crate::cmd::{capture, ok};
-use hv_testbench::GuestSpec;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,16 +23,7 @@ pub fn run(size_mib: u32) -> Result<(), String> {
 fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
     let (_, recipient) = new_identity(dir)?;
     let raw = dir.join("disk.raw");
-    eprintln!("writing a {size_mib} MiB VM-like disk…");
-    write_disk(&raw, size_mib)?;
-    let conn = hv_testbench::connect();
-    let guest = GuestSpec::new("bench-incremental")
-        .disk_mib(size_mib)
-        .define(&conn);
-    ok(Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&guest.disk))?;
+    let guest = guest_on_disk(&raw, "bench-incremental", size_mib)?;
     std::fs::remove_file(&raw).map_err(|e| e.to_string())?;
     guest.start_ready();
 
