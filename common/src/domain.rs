@@ -211,6 +211,19 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
+/// The UUIDs of the domains a virConnectListAllDomains filter selects
+/// (`VIR_CONNECT_LIST_DOMAINS_AUTOSTART`, …): one call answers a yes/no
+/// question for every domain at once.
+pub fn uuids_listed(
+    conn: &virt::connect::Connect,
+    flags: u32,
+) -> crate::Result<std::collections::HashSet<String>> {
+    let listed = conn
+        .list_all_domains(flags)
+        .map_err(|e| crate::Error::libvirt("cannot list domains", &e))?;
+    Ok(listed.iter().filter_map(|d| d.uuid_string().ok()).collect())
+}
+
 /// virDomainState, as virsh names them (`virsh domstate`), but in snake_case.
 pub fn state_name(state: u32) -> &'static str {
     match state {

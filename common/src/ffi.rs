@@ -1,11 +1,12 @@
 //! The libvirt calls hv needs that the `virt` crate does not wrap:
 //! bulk domain statistics (its `DomainStatsRecord` is an opaque pointer),
-//! checkpoints and backup jobs. This is the only module with `unsafe`; each block
+//! checkpoints and backup jobs; and statvfs(3). This is the only module with `unsafe`; each block
 //! follows the ownership rules stated in libvirt's API docs.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
+use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::Error as VirtError;
 use virt_sys as sys;
@@ -40,6 +41,7 @@ impl Param {
 /// `block.0.capacity`, …).
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
+    pub name: String,
     pub uuid: String,
     pub params: HashMap<String, Param>,
 }
@@ -57,6 +59,9 @@ impl Stats {
 pub const STATS_STATE: u32 = sys::VIR_DOMAIN_STATS_STATE;
 pub const STATS_CPU_TOTAL: u32 = sys::VIR_DOMAIN_STATS_CPU_TOTAL;
 pub const STATS_BLOCK: u32 = sys::VIR_DOMAIN_STATS_BLOCK;
+pub const STATS_BALLOON: u32 = sys::VIR_DOMAIN_STATS_BALLOON;
+pub const STATS_VCPU: u32 = sys::VIR_DOMAIN_STATS_VCPU;
+pub const STATS_INTERFACE: u32 = sys::VIR_DOMAIN_STATS_INTERFACE;
 /// Skip a domain's live stats instead of waiting while another job holds it.
 pub const STATS_NOWAIT: u32 = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
 
@@ -84,12 +89,39 @@ pub fn domain_stats(domains: &[Domain], stats: u32, flags: u32) -> Result<Vec<St
     Ok(out)
 }
 
+/// Statistics for every domain, active and inactive, in one round trip
+/// (virConnectGetAllDomainStats).
+pub fn all_domain_stats(conn: &Connect, stats: u32, flags: u32) -> Result<Vec<Stats>, VirtError> {
+    let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+    // SAFETY: on success libvirt allocates `records`, which we free with
+    // virDomainStatsRecordListFree after copying every record out.
+    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut records, flags) };
+    if n < 0 {
+        return Err(VirtError::last_error());
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        // SAFETY: libvirt returned `n` valid record pointers.
+        out.push(unsafe { read_record(*records.add(i)) });
+    }
+    // SAFETY: frees the list and the records libvirt allocated above.
+    unsafe { sys::virDomainStatsRecordListFree(records) };
+    Ok(out)
+}
+
 unsafe fn read_record(rec: sys::virDomainStatsRecordPtr) -> Stats {
     let mut buf = [0 as std::os::raw::c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
     let uuid = if sys::virDomainGetUUIDString((*rec).dom, buf.as_mut_ptr()) == 0 {
         CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned()
     } else {
         String::new()
+    };
+    // The name is cached in the domain object: no round trip.
+    let name_ptr = sys::virDomainGetName((*rec).dom);
+    let name = if name_ptr.is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(name_ptr).to_string_lossy().into_owned()
     };
     let mut params = HashMap::with_capacity((*rec).nparams as usize);
     for j in 0..(*rec).nparams as usize {
@@ -111,7 +143,7 @@ unsafe fn read_record(rec: sys::virDomainStatsRecordPtr) -> Stats {
         };
         params.insert(field, value);
     }
-    Stats { uuid, params }
+    Stats { name, uuid, params }
 }
 
 /// How many checkpoints a domain has (virDomainListAllCheckpoints with a
@@ -248,6 +280,30 @@ pub fn abort_job(domain: &Domain) -> Result<(), VirtError> {
         return Err(VirtError::last_error());
     }
     Ok(())
+}
+
+/// Space on the filesystem holding a path, as statvfs(3) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsSpace {
+    pub size_bytes: u64,
+    /// What an unprivileged process may still write.
+    pub available_bytes: u64,
+}
+
+pub fn fs_space(path: &std::path::Path) -> std::io::Result<FsSpace> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs only writes into the zeroed struct we own.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    Ok(FsSpace {
+        size_bytes: st.f_blocks as u64 * unit,
+        available_bytes: st.f_bavail as u64 * unit,
+    })
 }
 
 extern "C" {

@@ -2,6 +2,7 @@
 //! DESIGN.md's: records on stdout, messages on stderr, one exit status
 //! scheme, one way to connect and to name VMs.
 
+pub mod backup_index;
 pub mod bulk;
 pub mod cli;
 pub mod connect;

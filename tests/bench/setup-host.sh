@@ -20,8 +20,8 @@ backports_source() {
 }
 
 packages() {
-    local bp="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils libvirt-dev"
-    local plain="pkg-config mandoc xz-utils jq procps age zstd util-linux"
+    local bp="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage libvirt-clients qemu-system-x86 qemu-utils libvirt-dev"
+    local plain="pkg-config mandoc xz-utils jq procps age zstd util-linux curl prometheus prometheus-libvirt-exporter"
     if dpkg-query -W -f='${Status}\n' $bp $plain 2>/dev/null | grep -vq 'install ok installed' \
         || ! dpkg-query -W $bp $plain >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
@@ -29,6 +29,7 @@ packages() {
         apt-get install -y -qq -o Dpkg::Use-Pty=0 -t bookworm-backports --no-install-recommends $bp >/dev/null
         apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends $plain >/dev/null
         log "installed $bp $plain"
+        restart=1 # a new driver package is loaded only when libvirtd starts
     fi
 }
 

@@ -50,6 +50,10 @@ fn tools() -> Vec<Tool> {
             command: hv_backup::Cli::command(),
             manual: &hv_backup::MANUAL,
         },
+        Tool {
+            command: hv_metrics::Cli::command(),
+            manual: &hv_metrics::MANUAL,
+        },
     ]
 }
 

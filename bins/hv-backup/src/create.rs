@@ -600,7 +600,7 @@ mod tests {
     fn ids_are_valid_and_distinct() {
         let a = backup_id(1_795_000_000).unwrap();
         let b = backup_id(1_795_000_000).unwrap();
-        assert!(format::is_backup_id(&a), "{a}");
+        assert!(hv_common::backup_index::is_backup_id(&a), "{a}");
         assert_ne!(a, b);
     }
 

@@ -2,10 +2,10 @@
 //! normative description; field names here are the ones on disk, so a
 //! change here is a format change and needs a new `version`.
 
+pub use hv_common::backup_index::{Index, IndexDisk, INDEX_FORMAT};
 use serde::{Deserialize, Serialize};
 
 pub const REPO_FORMAT: &str = "hv-backup-repository";
-pub const INDEX_FORMAT: &str = "hv-backup-index";
 pub const MANIFEST_FORMAT: &str = "hv-backup-manifest";
 pub const VERSION: u32 = 1;
 /// Manifests are at version 2: an incrementally read disk has no image
@@ -26,38 +26,6 @@ pub struct Config {
     pub encryption: String,
     pub recipients: Vec<String>,
     pub chunk_id: String,
-}
-
-/// `backups/<id>/index.json`: what `ls` and `prune` need, readable without
-/// the identity.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Index {
-    pub format: String,
-    pub version: u32,
-    pub id: String,
-    pub name: String,
-    pub uuid: String,
-    pub time: String,
-    pub time_unix: i64,
-    /// The same instant in milliseconds: orders backups made within one second.
-    pub time_unix_ms: i64,
-    /// `live` (backup job of a running VM) or `offline` (stopped VM read in place).
-    pub mode: String,
-    pub disks: Vec<IndexDisk>,
-    pub size_bytes: u64,
-    pub read_bytes: u64,
-    pub new_bytes: u64,
-    pub stored_bytes: u64,
-    pub referenced_bytes: u64,
-    pub chunks: u64,
-    pub elapsed_ms: u64,
-    pub protected: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IndexDisk {
-    pub target: String,
-    pub virtual_size_bytes: u64,
 }
 
 /// `backups/<id>/manifest.age`, encrypted: everything a restore needs.
@@ -134,24 +102,13 @@ pub fn is_chunk_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Backup ids: `YYYYmmddTHHMMSSZ-<8 hex>`, sortable by time, never a path.
-pub fn is_backup_id(s: &str) -> bool {
-    s.len() == 25
-        && s.bytes().enumerate().all(|(i, b)| match i {
-            8 => b == b'T',
-            15 => b == b'Z',
-            16 => b == b'-',
-            0..=14 => b.is_ascii_digit(),
-            _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ids_are_checked_before_they_become_paths() {
+        use hv_common::backup_index::is_backup_id;
         assert!(is_backup_id("20261121T101500Z-3fa2b1c9"));
         assert!(!is_backup_id("../../etc/passwd"));
         assert!(!is_backup_id("20261121T101500Z-3fa2b1c/"));

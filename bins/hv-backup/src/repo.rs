@@ -10,7 +10,7 @@
 
 use crate::crypt::{self, ChunkKey, Identities, Recipients};
 use crate::format::{self, Config, Index};
-use hv_common::{time, Code, Error, Result};
+use hv_common::{backup_index, time, Code, Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -354,61 +354,13 @@ impl Repo {
         sync_dir(&self.root.join("backups"))
     }
 
-    /// Every complete backup's index, oldest first. Unreadable entries are
-    /// reported on stderr and skipped, never guessed at.
+    /// Every complete backup's index, oldest first.
     pub fn list(&self) -> Result<Vec<Index>> {
-        let dir = self.root.join("backups");
-        let entries = fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !format::is_backup_id(&name) {
-                continue;
-            }
-            match self.index(&name) {
-                Ok(index) => out.push(index),
-                Err(e) => hv_common::cli::warn(e),
-            }
-        }
-        out.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
-        Ok(out)
+        backup_index::list(&self.root)
     }
 
     pub fn index(&self, id: &str) -> Result<Index> {
-        if !format::is_backup_id(id) {
-            return Err(Error::usage(format!(
-                "{id:?} is not a backup id (like 20261121T101500Z-3fa2b1c9); see `hv-backup ls`"
-            )));
-        }
-        let path = self.backup_dir(id).join("index.json");
-        let text = fs::read(&path).map_err(|e| {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                Code::NotFound
-            } else {
-                Code::Io
-            };
-            Error::new(
-                code,
-                format!("backup {id} not found in {} ({e})", self.root.display()),
-            )
-        })?;
-        let index: Index = serde_json::from_slice(&text).map_err(|e| {
-            Error::new(
-                Code::Corrupt,
-                format!("backup {id}: index.json is not valid: {e}"),
-            )
-        })?;
-        if index.id != id {
-            return Err(Error::new(
-                Code::Corrupt,
-                format!(
-                    "backup {id}: index.json names another backup ({})",
-                    index.id
-                ),
-            ));
-        }
-        Ok(index)
+        backup_index::read(&self.root, id)
     }
 
     pub fn refs(&self, id: &str) -> Result<Vec<(String, u64)>> {

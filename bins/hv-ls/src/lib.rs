@@ -14,7 +14,7 @@ use hv_common::output::{col, Column, Printer, Show};
 use hv_common::targets;
 use hv_common::{Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use virt::connect::Connect;
@@ -216,18 +216,13 @@ fn list(
     Ok(records)
 }
 
-fn uuid_set(conn: &Connect, flags: u32) -> Result<HashSet<String>> {
-    let listed = conn
-        .list_all_domains(flags)
-        .map_err(|e| Error::libvirt("cannot list domains", &e))?;
-    Ok(listed.iter().filter_map(|d| d.uuid_string().ok()).collect())
-}
-
 fn basics(conn: &Connect, domains: Vec<Domain>) -> Result<Vec<Basic>> {
-    let persistent = uuid_set(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT)?;
-    let autostart = uuid_set(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
-    let with_snapshots = uuid_set(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)?;
-    let with_checkpoints = uuid_set(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT)?;
+    let persistent = domain::uuids_listed(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT)?;
+    let autostart = domain::uuids_listed(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
+    let with_snapshots =
+        domain::uuids_listed(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)?;
+    let with_checkpoints =
+        domain::uuids_listed(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT)?;
     let wanted = ffi::STATS_STATE | ffi::STATS_CPU_TOTAL | ffi::STATS_BLOCK;
     let stats = ffi::domain_stats(&domains, wanted, ffi::STATS_NOWAIT)
         .map_err(|e| Error::libvirt("cannot read domain statistics", &e))?;

@@ -1,0 +1,529 @@
+//! One scrape: what libvirt says about the host and every domain, and what
+//! hv's own files say about backups. libvirt is asked in bulk
+//! (virConnectGetAllDomainStats for every domain at once, list filters for
+//! autostart and persistence); per-domain calls are made only for domains
+//! that have snapshots. Each part is a collector that can fail alone: its
+//! failure is reported and the rest of the scrape still comes out.
+
+use crate::exposition::Exposition;
+use hv_common::domain::{self, state_name, state_reason_name};
+use hv_common::ffi::{self, Stats};
+use hv_common::{backup_index, Code, Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use virt::connect::Connect;
+use virt::sys;
+
+/// What a scrape reads besides libvirt.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub repos: Vec<PathBuf>,
+    pub backup_results: Option<PathBuf>,
+}
+
+pub struct Scrape {
+    pub exposition: Exposition,
+    pub errors: Vec<Error>,
+}
+
+pub fn scrape(conn: Option<&Connect>, sources: &Sources) -> Scrape {
+    let start = Instant::now();
+    let mut s = Scraper {
+        e: Exposition::default(),
+        errors: Vec::new(),
+    };
+    let up = match conn {
+        Some(conn) => {
+            let vms = s.run("domains", |e| domains(e, conn));
+            if let Some(vms) = &vms {
+                s.run("snapshots", |e| snapshots(e, conn, vms));
+            }
+            s.run("host", |e| host(e, conn));
+            s.run("pools", |e| pools(e, conn));
+            vms.is_some()
+        }
+        None => false,
+    };
+    s.e.add("hv_libvirt_up", &[], bool_value(up));
+    for repo in &sources.repos {
+        s.run("backups", |e| backups(e, repo));
+    }
+    if let Some(file) = &sources.backup_results {
+        s.run("backup_results", |e| backup_results(e, file));
+    }
+    s.e.add(
+        "hv_scrape_duration_seconds",
+        &[],
+        start.elapsed().as_secs_f64(),
+    );
+    Scrape {
+        exposition: s.e,
+        errors: s.errors,
+    }
+}
+
+struct Scraper {
+    e: Exposition,
+    errors: Vec<Error>,
+}
+
+impl Scraper {
+    fn run<T>(
+        &mut self,
+        collector: &'static str,
+        f: impl FnOnce(&mut Exposition) -> Result<T>,
+    ) -> Option<T> {
+        let result = f(&mut self.e);
+        let ok = result.is_ok();
+        self.e.add(
+            "hv_scrape_collector_success",
+            &[("collector", collector)],
+            bool_value(ok),
+        );
+        result.map_err(|err| self.errors.push(err)).ok()
+    }
+}
+
+fn bool_value(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// A domain's identity, as the labels every VM series carries.
+pub struct Vm {
+    name: String,
+    uuid: String,
+}
+
+const STATS_WANTED: u32 = ffi::STATS_STATE
+    | ffi::STATS_CPU_TOTAL
+    | ffi::STATS_BALLOON
+    | ffi::STATS_VCPU
+    | ffi::STATS_INTERFACE
+    | ffi::STATS_BLOCK;
+
+fn domains(e: &mut Exposition, conn: &Connect) -> Result<Vec<Vm>> {
+    // NOWAIT: a domain busy in another job (a backup) is reported with what
+    // libvirt has at hand instead of stalling the scrape.
+    let all = ffi::all_domain_stats(conn, STATS_WANTED, ffi::STATS_NOWAIT)
+        .map_err(|err| Error::libvirt("cannot read domain statistics", &err))?;
+    let autostart = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
+    let persistent = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT)?;
+    e.add("hv_host_domains", &[], all.len() as f64);
+    let mut vms = Vec::with_capacity(all.len());
+    for stats in &all {
+        let vm = Vm {
+            name: stats.name.clone(),
+            uuid: stats.uuid.clone(),
+        };
+        vm_state(e, &vm, stats);
+        let id = [("name", vm.name.as_str()), ("uuid", vm.uuid.as_str())];
+        e.add(
+            "hv_vm_autostart",
+            &id,
+            bool_value(autostart.contains(&vm.uuid)),
+        );
+        e.add(
+            "hv_vm_persistent",
+            &id,
+            bool_value(persistent.contains(&vm.uuid)),
+        );
+        vm_values(e, &id, stats);
+        devices(e, &id, stats, "block", "target", DISK_VALUES);
+        devices(e, &id, stats, "net", "interface", NET_VALUES);
+        vms.push(vm);
+    }
+    Ok(vms)
+}
+
+fn vm_state(e: &mut Exposition, vm: &Vm, stats: &Stats) {
+    let id = [("name", vm.name.as_str()), ("uuid", vm.uuid.as_str())];
+    let state = stats.u64("state.state").unwrap_or(0) as u32;
+    let reason = stats.u64("state.reason").unwrap_or(0) as u32;
+    let current = state_name(state);
+    for name in domain::STATE_NAMES {
+        let labels = [id[0], id[1], ("state", *name)];
+        e.add("hv_vm_state", &labels, bool_value(*name == current));
+    }
+    let reason_name = state_reason_name(state, reason);
+    let labels = [id[0], id[1], ("state", current), ("reason", reason_name)];
+    e.add("hv_vm_state_reason", &labels, 1.0);
+    let crashed = current == "crashed" || (current == "shutoff" && reason_name == "crashed");
+    e.add("hv_vm_crashed", &id, bool_value(crashed));
+}
+
+/// libvirt's stats key, hv's metric, and how to reach base units.
+type Mapping = (&'static str, &'static str, Scale);
+
+#[derive(Clone, Copy)]
+enum Scale {
+    One,
+    /// Nanoseconds to seconds (a division, so 120000000 ns prints as 0.12).
+    Ns,
+    Kib,
+}
+
+impl Scale {
+    fn apply(self, v: u64) -> f64 {
+        match self {
+            Scale::One => v as f64,
+            Scale::Ns => v as f64 / 1e9,
+            Scale::Kib => v as f64 * 1024.0,
+        }
+    }
+}
+
+use Scale::{Kib, Ns, One};
+
+const VM_VALUES: &[Mapping] = &[
+    ("vcpu.current", "hv_vm_vcpus", One),
+    ("vcpu.maximum", "hv_vm_vcpus_max", One),
+    ("cpu.time", "hv_vm_cpu_seconds_total", Ns),
+    ("cpu.user", "hv_vm_cpu_user_seconds_total", Ns),
+    ("cpu.system", "hv_vm_cpu_system_seconds_total", Ns),
+    ("balloon.current", "hv_vm_memory_bytes", Kib),
+    ("balloon.maximum", "hv_vm_memory_max_bytes", Kib),
+    ("balloon.rss", "hv_vm_memory_rss_bytes", Kib),
+    (
+        "balloon.available",
+        "hv_vm_memory_guest_available_bytes",
+        Kib,
+    ),
+    ("balloon.unused", "hv_vm_memory_guest_unused_bytes", Kib),
+    ("balloon.usable", "hv_vm_memory_guest_usable_bytes", Kib),
+    (
+        "balloon.disk_caches",
+        "hv_vm_memory_guest_disk_caches_bytes",
+        Kib,
+    ),
+    ("balloon.swap_in", "hv_vm_memory_swap_in_bytes_total", Kib),
+    ("balloon.swap_out", "hv_vm_memory_swap_out_bytes_total", Kib),
+    (
+        "balloon.major_fault",
+        "hv_vm_memory_major_faults_total",
+        One,
+    ),
+    (
+        "balloon.minor_fault",
+        "hv_vm_memory_minor_faults_total",
+        One,
+    ),
+];
+
+const DISK_VALUES: &[Mapping] = &[
+    ("rd.bytes", "hv_vm_disk_read_bytes_total", One),
+    ("wr.bytes", "hv_vm_disk_write_bytes_total", One),
+    ("rd.reqs", "hv_vm_disk_read_requests_total", One),
+    ("wr.reqs", "hv_vm_disk_write_requests_total", One),
+    ("fl.reqs", "hv_vm_disk_flush_requests_total", One),
+    ("rd.times", "hv_vm_disk_read_seconds_total", Ns),
+    ("wr.times", "hv_vm_disk_write_seconds_total", Ns),
+    ("fl.times", "hv_vm_disk_flush_seconds_total", Ns),
+    ("capacity", "hv_vm_disk_capacity_bytes", One),
+    ("allocation", "hv_vm_disk_allocation_bytes", One),
+    ("physical", "hv_vm_disk_physical_bytes", One),
+];
+
+const NET_VALUES: &[Mapping] = &[
+    ("rx.bytes", "hv_vm_network_receive_bytes_total", One),
+    ("rx.pkts", "hv_vm_network_receive_packets_total", One),
+    ("rx.errs", "hv_vm_network_receive_errors_total", One),
+    ("rx.drop", "hv_vm_network_receive_drops_total", One),
+    ("tx.bytes", "hv_vm_network_transmit_bytes_total", One),
+    ("tx.pkts", "hv_vm_network_transmit_packets_total", One),
+    ("tx.errs", "hv_vm_network_transmit_errors_total", One),
+    ("tx.drop", "hv_vm_network_transmit_drops_total", One),
+];
+
+fn vm_values(e: &mut Exposition, id: &[(&'static str, &str)], stats: &Stats) {
+    for (key, metric, factor) in VM_VALUES {
+        if let Some(v) = stats.u64(key) {
+            e.add(metric, id, factor.apply(v));
+        }
+    }
+}
+
+/// Disks (`block.N.*`) or interfaces (`net.N.*`), labelled by their name.
+fn devices(
+    e: &mut Exposition,
+    id: &[(&'static str, &str)],
+    stats: &Stats,
+    group: &str,
+    label: &'static str,
+    mapping: &[Mapping],
+) {
+    let count = stats.u64(&format!("{group}.count")).unwrap_or(0);
+    for i in 0..count {
+        let Some(dev) = stats.str(&format!("{group}.{i}.name")) else {
+            continue;
+        };
+        let labels = [id[0], id[1], (label, dev)];
+        if group == "block" {
+            let source = stats.str(&format!("block.{i}.path")).unwrap_or("");
+            let info = [id[0], id[1], (label, dev), ("source", source)];
+            e.add("hv_vm_disk_info", &info, 1.0);
+        }
+        for (key, metric, factor) in mapping {
+            if let Some(v) = stats.u64(&format!("{group}.{i}.{key}")) {
+                e.add(metric, &labels, factor.apply(v));
+            }
+        }
+    }
+}
+
+/// Snapshot counts for every VM; libvirt is asked per domain only for the
+/// domains its list filter says have snapshots.
+fn snapshots(e: &mut Exposition, conn: &Connect, vms: &[Vm]) -> Result<()> {
+    let with = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)?;
+    for vm in vms {
+        let id = [("name", vm.name.as_str()), ("uuid", vm.uuid.as_str())];
+        if !with.contains(&vm.uuid) {
+            e.add("hv_vm_snapshots", &id, 0.0);
+            continue;
+        }
+        let (count, oldest) = snapshot_ages(conn, vm)?;
+        e.add("hv_vm_snapshots", &id, count as f64);
+        if let Some(t) = oldest {
+            e.add("hv_vm_snapshot_oldest_timestamp_seconds", &id, t as f64);
+        }
+    }
+    Ok(())
+}
+
+fn snapshot_ages(conn: &Connect, vm: &Vm) -> Result<(usize, Option<i64>)> {
+    let context = format!("VM '{}': cannot list snapshots", vm.name);
+    let dom = conn
+        .lookup_domain_by_uuid_string(&vm.uuid)
+        .map_err(|err| Error::libvirt(&context, &err))?;
+    let snaps = dom
+        .list_all_snapshots(0)
+        .map_err(|err| Error::libvirt(&context, &err))?;
+    let oldest = snaps
+        .iter()
+        .filter_map(|s| s.xml_desc(0).ok())
+        .filter_map(|xml| creation_time(&xml))
+        .min();
+    Ok((snaps.len(), oldest))
+}
+
+/// The snapshot's own `<creationTime>`, which libvirt writes before the
+/// embedded domain definition; a full parse of that definition is not needed.
+fn creation_time(xml: &str) -> Option<i64> {
+    let start = xml.find("<creationTime>")? + "<creationTime>".len();
+    let end = start + xml[start..].find('<')?;
+    xml[start..end].trim().parse().ok()
+}
+
+fn host(e: &mut Exposition, conn: &Connect) -> Result<()> {
+    let fail =
+        |what: &str, err: virt::error::Error| Error::libvirt(format!("cannot read {what}"), &err);
+    let info = conn
+        .node_info()
+        .map_err(|err| fail("host information", err))?;
+    e.add("hv_host_cpus", &[], info.cpus as f64);
+    e.add("hv_host_memory_bytes", &[], Kib.apply(info.memory));
+    let free = conn.free_memory().map_err(|err| fail("free memory", err))?;
+    e.add("hv_host_memory_free_bytes", &[], free as f64);
+    let lib = conn
+        .lib_version()
+        .map_err(|err| fail("libvirt's version", err))?;
+    let hyp = conn
+        .hyp_version()
+        .map_err(|err| fail("the hypervisor's version", err))?;
+    let driver = conn.driver_type().unwrap_or_default();
+    let (lib, hyp) = (version(lib), version(hyp));
+    let labels = [
+        ("libvirt_version", lib.as_str()),
+        ("hypervisor", driver.as_str()),
+        ("hypervisor_version", hyp.as_str()),
+    ];
+    e.add("hv_libvirt_info", &labels, 1.0);
+    Ok(())
+}
+
+/// libvirt encodes versions as major * 1,000,000 + minor * 1,000 + release.
+fn version(v: u32) -> String {
+    format!("{}.{}.{}", v / 1_000_000, v / 1_000 % 1_000, v % 1_000)
+}
+
+fn pools(e: &mut Exposition, conn: &Connect) -> Result<()> {
+    let pools = match conn.list_all_storage_pools(0) {
+        Ok(pools) => pools,
+        // A daemon without the storage driver has no pools to report.
+        Err(err) if Error::libvirt("", &err).code == Code::Unsupported => return Ok(()),
+        Err(err) => return Err(Error::libvirt("cannot list storage pools", &err)),
+    };
+    for pool in pools {
+        let name = pool.name().unwrap_or_default();
+        let info = pool
+            .info()
+            .map_err(|err| Error::libvirt(format!("storage pool '{name}'"), &err))?;
+        let labels = [("pool", name.as_str())];
+        let active = info.state == sys::VIR_STORAGE_POOL_RUNNING;
+        e.add("hv_pool_active", &labels, bool_value(active));
+        e.add("hv_pool_capacity_bytes", &labels, info.capacity as f64);
+        e.add("hv_pool_allocation_bytes", &labels, info.allocation as f64);
+        e.add("hv_pool_available_bytes", &labels, info.available as f64);
+    }
+    Ok(())
+}
+
+fn backups(e: &mut Exposition, repo: &Path) -> Result<()> {
+    let shown = repo.display().to_string();
+    let labels = [("repository", shown.as_str())];
+    let listed = read_repository(e, repo, &shown);
+    e.add(
+        "hv_backup_repository_up",
+        &labels,
+        bool_value(listed.is_ok()),
+    );
+    let mut newest: HashMap<&str, (usize, &backup_index::Index)> = HashMap::new();
+    let listed = listed?;
+    for index in &listed {
+        let entry = newest.entry(index.uuid.as_str()).or_insert((0, index));
+        entry.0 += 1;
+        entry.1 = index; // oldest first, so the last one seen is the newest
+    }
+    let mut vms: Vec<_> = newest.into_values().collect();
+    vms.sort_by(|a, b| (&a.1.name, &a.1.uuid).cmp(&(&b.1.name, &b.1.uuid)));
+    for (count, last) in vms {
+        let labels = [
+            ("name", last.name.as_str()),
+            ("uuid", last.uuid.as_str()),
+            ("repository", shown.as_str()),
+        ];
+        e.add("hv_backup_count", &labels, count as f64);
+        let time = last.time_unix_ms as f64 / 1000.0;
+        e.add("hv_backup_last_timestamp_seconds", &labels, time);
+        let elapsed = last.elapsed_ms as f64 / 1000.0;
+        e.add("hv_backup_last_duration_seconds", &labels, elapsed);
+        e.add("hv_backup_last_size_bytes", &labels, last.size_bytes as f64);
+        e.add("hv_backup_last_read_bytes", &labels, last.read_bytes as f64);
+        e.add(
+            "hv_backup_last_stored_bytes",
+            &labels,
+            last.stored_bytes as f64,
+        );
+    }
+    Ok(())
+}
+
+fn read_repository(
+    e: &mut Exposition,
+    repo: &Path,
+    shown: &str,
+) -> Result<Vec<backup_index::Index>> {
+    if !repo.join("hv-backup.json").is_file() {
+        return Err(Error::new(
+            Code::NotFound,
+            format!(
+                "{shown} is not an hv-backup repository (no hv-backup.json): check --repo, or create it with `hv-backup init`"
+            ),
+        ));
+    }
+    let space =
+        ffi::fs_space(repo).map_err(|err| Error::io(format!("cannot stat {shown}"), err))?;
+    let labels = [("repository", shown)];
+    e.add(
+        "hv_backup_repository_size_bytes",
+        &labels,
+        space.size_bytes as f64,
+    );
+    e.add(
+        "hv_backup_repository_available_bytes",
+        &labels,
+        space.available_bytes as f64,
+    );
+    backup_index::list(repo)
+}
+
+/// The records of the last `hv-backup create` run, saved by the caller
+/// (`hv-backup create … > FILE`): one `ok` per VM, and the file's time.
+fn backup_results(e: &mut Exposition, file: &Path) -> Result<()> {
+    let shown = file.display();
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| Error::io(format!("cannot read backup results {shown}"), err))?;
+    let written = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .map_err(|err| Error::io(format!("cannot stat {shown}"), err))?;
+    let mut last: Vec<(String, String, bool)> = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_result(line) {
+            Some(r) => {
+                last.retain(|(n, u, _)| (n, u) != (&r.0, &r.1));
+                last.push(r);
+            }
+            None => bad.push(i + 1),
+        }
+    }
+    let time = unix_seconds(written);
+    for (name, uuid, ok) in &last {
+        let labels = [("name", name.as_str()), ("uuid", uuid.as_str())];
+        e.add("hv_backup_result_ok", &labels, bool_value(*ok));
+        e.add("hv_backup_result_timestamp_seconds", &labels, time);
+    }
+    match bad.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::new(
+            Code::MalformedInput,
+            format!(
+                "{shown}: {} line(s) are not hv-backup create records with name and ok (first: line {first}); write the file with `hv-backup create … > {shown}`",
+                bad.len()
+            ),
+        )),
+    }
+}
+
+fn parse_result(line: &str) -> Option<(String, String, bool)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let name = v.get("name")?.as_str()?.to_owned();
+    let uuid = v
+        .get("uuid")
+        .and_then(|u| u.as_str())
+        .unwrap_or("")
+        .to_owned();
+    let ok = v.get("ok")?.as_bool()?;
+    Some((name, uuid, ok))
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_decode() {
+        assert_eq!(version(11_003_000), "11.3.0");
+        assert_eq!(version(10_000_002), "10.0.2");
+    }
+
+    #[test]
+    fn snapshot_creation_time_is_the_snapshots_own() {
+        let xml = "<domainsnapshot><name>a</name><creationTime>1795140000</creationTime>\
+                   <domain><creationTime>1</creationTime></domain></domainsnapshot>";
+        assert_eq!(creation_time(xml), Some(1795140000));
+        assert_eq!(creation_time("<domainsnapshot/>"), None);
+    }
+
+    #[test]
+    fn backup_result_lines_need_a_name_and_ok() {
+        let ok = r#"{"name":"web 1","uuid":"u","action":"backup","ok":true}"#;
+        assert_eq!(parse_result(ok), Some(("web 1".into(), "u".into(), true)));
+        let failed = r#"{"name":"db","uuid":null,"ok":false,"error":{"code":"not_found"}}"#;
+        assert_eq!(parse_result(failed), Some(("db".into(), "".into(), false)));
+        assert_eq!(parse_result("{\"name\":\"x\"}"), None);
+        assert_eq!(parse_result("not json"), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! The Prometheus text exposition format (version 0.0.4), written by hand:
+//! it is a few escaping rules, and a client library would bring a registry
+//! and global state that a one-shot command does not want.
+//!
+//! Every metric hv exports is declared once in [`METRICS`]; docs/metrics.md
+//! is checked against that table by a test, so the documented list cannot
+//! drift from what is exported.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+        }
+    }
+}
+
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Gauge,
+        help,
+    }
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        kind: Kind::Counter,
+        help,
+    }
+}
+
+/// Every metric, in the order it is written.
+pub static METRICS: &[Metric] = &[
+    gauge("hv_libvirt_up", "1 when libvirt answered this scrape, else 0."),
+    gauge("hv_libvirt_info", "Versions of libvirt and the hypervisor, as labels; always 1."),
+    gauge("hv_scrape_duration_seconds", "How long this scrape took."),
+    gauge("hv_scrape_collector_success", "1 when this part of the scrape succeeded, else 0."),
+    gauge("hv_host_cpus", "Logical CPUs of the host."),
+    gauge("hv_host_memory_bytes", "Memory of the host."),
+    gauge("hv_host_memory_free_bytes", "Free memory of the host, as libvirt reports it."),
+    gauge("hv_host_domains", "Defined and running domains on the host."),
+    gauge("hv_pool_active", "1 when the storage pool is active."),
+    gauge("hv_pool_capacity_bytes", "Size of the storage pool."),
+    gauge("hv_pool_allocation_bytes", "Space allocated in the storage pool."),
+    gauge("hv_pool_available_bytes", "Space still free in the storage pool."),
+    gauge("hv_vm_state", "1 for the VM's current state, 0 for the others (running, blocked, paused, shutdown, shutoff, crashed, pmsuspended, nostate)."),
+    gauge("hv_vm_state_reason", "Why the VM is in its state (libvirt's state reason), as a label; always 1."),
+    gauge("hv_vm_crashed", "1 when the VM crashed: state crashed, or shut off because its QEMU process died."),
+    gauge("hv_vm_autostart", "1 when the VM starts with the host."),
+    gauge("hv_vm_persistent", "1 when the VM is defined (not transient)."),
+    gauge("hv_vm_vcpus", "vCPUs the VM has now."),
+    gauge("hv_vm_vcpus_max", "vCPUs the VM may have."),
+    counter("hv_vm_cpu_seconds_total", "CPU time the VM used (all vCPUs and QEMU's own threads)."),
+    counter("hv_vm_cpu_user_seconds_total", "CPU time the VM used in user mode."),
+    counter("hv_vm_cpu_system_seconds_total", "CPU time the VM used in kernel mode."),
+    gauge("hv_vm_memory_bytes", "Memory the VM has now (the balloon's current size)."),
+    gauge("hv_vm_memory_max_bytes", "Memory the VM may have."),
+    gauge("hv_vm_memory_rss_bytes", "Resident memory of the VM's QEMU process on the host."),
+    gauge("hv_vm_memory_guest_available_bytes", "Memory the guest sees as usable in total (balloon driver)."),
+    gauge("hv_vm_memory_guest_unused_bytes", "Memory the guest leaves unused (balloon driver)."),
+    gauge("hv_vm_memory_guest_usable_bytes", "Memory the guest could use without swapping (balloon driver)."),
+    gauge("hv_vm_memory_guest_disk_caches_bytes", "Memory the guest uses for disk caches it can free (balloon driver)."),
+    counter("hv_vm_memory_swap_in_bytes_total", "Memory the guest swapped in (balloon driver)."),
+    counter("hv_vm_memory_swap_out_bytes_total", "Memory the guest swapped out (balloon driver)."),
+    counter("hv_vm_memory_major_faults_total", "Page faults in the guest that needed disk I/O (balloon driver)."),
+    counter("hv_vm_memory_minor_faults_total", "Page faults in the guest served from memory (balloon driver)."),
+    gauge("hv_vm_disk_info", "A disk of the VM, with its source in the label source; always 1."),
+    counter("hv_vm_disk_read_bytes_total", "Bytes the VM read from the disk."),
+    counter("hv_vm_disk_write_bytes_total", "Bytes the VM wrote to the disk."),
+    counter("hv_vm_disk_read_requests_total", "Read requests the VM made to the disk."),
+    counter("hv_vm_disk_write_requests_total", "Write requests the VM made to the disk."),
+    counter("hv_vm_disk_flush_requests_total", "Flush requests the VM made to the disk."),
+    counter("hv_vm_disk_read_seconds_total", "Time spent on the disk's reads."),
+    counter("hv_vm_disk_write_seconds_total", "Time spent on the disk's writes."),
+    counter("hv_vm_disk_flush_seconds_total", "Time spent on the disk's flushes."),
+    gauge("hv_vm_disk_capacity_bytes", "Virtual size of the disk, as the guest sees it."),
+    gauge("hv_vm_disk_allocation_bytes", "Bytes of the disk's image written on the host."),
+    gauge("hv_vm_disk_physical_bytes", "Size of the disk's image file or device on the host."),
+    counter("hv_vm_network_receive_bytes_total", "Bytes the VM received on the interface."),
+    counter("hv_vm_network_receive_packets_total", "Packets the VM received on the interface."),
+    counter("hv_vm_network_receive_errors_total", "Receive errors on the interface."),
+    counter("hv_vm_network_receive_drops_total", "Received packets dropped on the interface."),
+    counter("hv_vm_network_transmit_bytes_total", "Bytes the VM sent on the interface."),
+    counter("hv_vm_network_transmit_packets_total", "Packets the VM sent on the interface."),
+    counter("hv_vm_network_transmit_errors_total", "Transmit errors on the interface."),
+    counter("hv_vm_network_transmit_drops_total", "Sent packets dropped on the interface."),
+    gauge("hv_vm_snapshots", "Snapshots the VM has."),
+    gauge("hv_vm_snapshot_oldest_timestamp_seconds", "Creation time of the VM's oldest snapshot (Unix time)."),
+    gauge("hv_backup_repository_up", "1 when the backup repository could be read."),
+    gauge("hv_backup_repository_size_bytes", "Size of the filesystem holding the backup repository."),
+    gauge("hv_backup_repository_available_bytes", "Space still writable on the filesystem holding the backup repository."),
+    gauge("hv_backup_count", "Backups of the VM in the repository."),
+    gauge("hv_backup_last_timestamp_seconds", "When the VM's newest backup was taken (Unix time); a backup exists only once complete."),
+    gauge("hv_backup_last_duration_seconds", "How long the VM's newest backup took."),
+    gauge("hv_backup_last_size_bytes", "Virtual size of the disks in the VM's newest backup."),
+    gauge("hv_backup_last_read_bytes", "Bytes read from the VM's disks for its newest backup."),
+    gauge("hv_backup_last_stored_bytes", "Bytes the VM's newest backup added to the repository (compressed, encrypted)."),
+    gauge("hv_backup_result_ok", "1 when the VM's last hv-backup create run succeeded, 0 when it failed (from --backup-results)."),
+    gauge("hv_backup_result_timestamp_seconds", "When the --backup-results file was last written (Unix time)."),
+];
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One scrape's samples, grouped by metric.
+#[derive(Default)]
+pub struct Exposition {
+    samples: HashMap<&'static str, Vec<(Labels, f64)>>,
+}
+
+impl Exposition {
+    /// Adds a sample. Panics on a name missing from [`METRICS`]: that is a
+    /// programming error the tests catch, not something input can cause.
+    pub fn add(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        assert!(
+            METRICS.iter().any(|m| m.name == name),
+            "metric {name} is not declared in METRICS"
+        );
+        let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self.samples.entry(name).or_default().push((labels, value));
+    }
+
+    pub fn series(&self) -> usize {
+        self.samples.values().map(Vec::len).sum()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(self.series() * 96);
+        for metric in METRICS {
+            let Some(samples) = self.samples.get(metric.name) else {
+                continue;
+            };
+            let _ = writeln!(out, "# HELP {} {}", metric.name, escape_help(metric.help));
+            let _ = writeln!(out, "# TYPE {} {}", metric.name, metric.kind.as_str());
+            for (labels, value) in samples {
+                write_sample(&mut out, metric.name, labels, *value);
+            }
+        }
+        out
+    }
+}
+
+fn write_sample(out: &mut String, name: &str, labels: &Labels, value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (key, val)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{key}=\"{}\"", escape_label(val));
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(&format_value(value));
+    out.push('\n');
+}
+
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_families_keep_declared_order() {
+        let mut e = Exposition::default();
+        e.add(
+            "hv_vm_vcpus",
+            &[("name", "a \"b\"\\c\nd"), ("uuid", "u")],
+            2.0,
+        );
+        e.add("hv_libvirt_up", &[], 1.0);
+        let text = e.render();
+        let up = text.find("hv_libvirt_up 1").unwrap();
+        let vcpus = text.find("hv_vm_vcpus{").unwrap();
+        assert!(up < vcpus, "{text}");
+        assert!(
+            text.contains(r#"hv_vm_vcpus{name="a \"b\"\\c\nd",uuid="u"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE hv_vm_vcpus gauge\n"));
+        assert_eq!(e.series(), 2);
+    }
+
+    #[test]
+    fn values_print_exactly() {
+        assert_eq!(format_value(3.0), "3");
+        assert_eq!(format_value(0.25), "0.25");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(1.5e18), "1500000000000000000");
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let mut seen = std::collections::HashSet::new();
+        for m in METRICS {
+            assert!(seen.insert(m.name), "{} declared twice", m.name);
+            assert!(m.name.starts_with("hv_"), "{}", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
+            assert!(m.help.ends_with('.'), "{}", m.name);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! hv-metrics: the host, its VMs and hv's own state (backups, snapshots) as
+//! Prometheus metrics, so alerts can be written on what hv knows. It prints
+//! one scrape, writes one for node_exporter's textfile collector, or serves
+//! /metrics itself. A scrape is a handful of bulk libvirt calls, so its cost
+//! barely grows with the number of VMs.
+
+mod collect;
+pub mod exposition;
+mod serve;
+
+use clap::Parser;
+use collect::{scrape, Sources};
+use hv_common::cli::ConnectArgs;
+use hv_common::connect::Access;
+use hv_common::manual::Manual;
+use hv_common::{Code, Error, Exit, Result};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use virt::connect::Connect;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-metrics",
+    version,
+    about = "Prometheus metrics for the host, its VMs, backups and snapshots",
+    long_about = "Print the Prometheus text exposition format for the host and every VM: state, vCPUs, \
+        CPU time, memory, disk and network counters, storage pools, snapshot counts, and from hv's \
+        own files the newest backup of each VM. With --textfile it writes the same text for \
+        node_exporter's textfile collector; with --listen it serves /metrics over HTTP.\n\n\
+        Every metric is listed with its labels in docs/metrics.md; alert rules, a Grafana \
+        dashboard and an example prometheus.yml are in docs/monitoring/."
+)]
+pub struct Cli {
+    /// Write DIR/hv.prom atomically (temporary file, then rename) for node_exporter's
+    /// --collector.textfile.directory, instead of printing
+    #[arg(long, value_name = "DIR", conflicts_with = "listen")]
+    pub textfile: Option<PathBuf>,
+
+    /// Serve /metrics over HTTP on ADDR:PORT (a bare PORT binds 127.0.0.1) until killed
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+
+    /// An hv-backup repository whose backups to report: each VM's newest backup time,
+    /// duration and sizes, and the free space of its filesystem (repeatable)
+    #[arg(long = "repo", value_name = "REPO")]
+    pub repos: Vec<PathBuf>,
+
+    /// The saved records of the last `hv-backup create` run (`hv-backup create … > FILE`):
+    /// reports which VMs' last backup failed
+    #[arg(long, value_name = "FILE")]
+    pub backup_results: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    examples: &[
+        ("Print one scrape:", "hv-metrics"),
+        ("Check the output with Prometheus' own linter:", "hv-metrics | promtool check metrics"),
+        (
+            "Every five minutes from a systemd timer or cron, for node_exporter:",
+            "hv-metrics --textfile /var/lib/prometheus/node-exporter --repo /srv/backup",
+        ),
+        ("Serve /metrics for Prometheus on loopback:", "hv-metrics --listen 127.0.0.1:9177 --repo /srv/backup"),
+        (
+            "Keep the last backup run's records so a failed backup becomes an alert:",
+            "hv-ls --tag prod | hv-backup create --repo /srv/backup > /var/lib/hv/backup-results.jsonl; hv-metrics --backup-results /var/lib/hv/backup-results.jsonl",
+        ),
+        ("Which VMs crashed, from the command line:", "hv-metrics | grep '^hv_vm_crashed.* 1$'"),
+    ],
+    notes: &[
+        "Every VM series carries the labels name and uuid; disk series add target, network series interface, backup series repository. docs/metrics.md lists every metric; docs/monitoring/ has alert rules (tested with promtool), a Grafana dashboard and a prometheus.yml.",
+        "When libvirt cannot be reached, the output still comes out with hv_libvirt_up 0 (so the LibvirtDown alert can fire), and the exit status is 3. When one part of a scrape fails (storage pools, a backup repository), the rest is still written, hv_scrape_collector_success is 0 for that part, the reason goes to stderr, and the exit status is 1.",
+        "The connection is read-only: a monitoring user needs no write access to libvirt. With --listen the connection is kept between scrapes and reopened when libvirt restarts.",
+    ],
+};
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let sources = Sources {
+        repos: cli.repos.clone(),
+        backup_results: cli.backup_results.clone(),
+    };
+    if let Some(addr) = &cli.listen {
+        return listen(&cli.connect, addr, &sources);
+    }
+    let (conn, connect_error) = match cli.connect.open(Access::ReadOnly) {
+        Ok(conn) => (Some(conn), None),
+        Err(err) => (None, Some(err)),
+    };
+    let scraped = scrape(conn.as_ref(), &sources);
+    let text = scraped.exposition.render();
+    match &cli.textfile {
+        Some(dir) => write_textfile(dir, &text)?,
+        None => print(&text)?,
+    }
+    if let Some(err) = connect_error {
+        return Err(err);
+    }
+    for err in &scraped.errors {
+        hv_common::cli::warn(err);
+    }
+    Ok(if scraped.errors.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::ItemFailed
+    })
+}
+
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Error::output)
+}
+
+pub const TEXTFILE_NAME: &str = "hv.prom";
+
+/// node_exporter reads every `*.prom` file whenever it is scraped, so the
+/// file must never be seen half-written: write a dot-file beside it (which
+/// node_exporter ignores), sync, rename over the old one.
+fn write_textfile(dir: &Path, text: &str) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(Error::new(
+            Code::NotFound,
+            format!(
+                "textfile directory {} does not exist: create it, or give node_exporter's --collector.textfile.directory",
+                dir.display()
+            ),
+        ));
+    }
+    let dest = dir.join(TEXTFILE_NAME);
+    let tmp = dir.join(format!(".{TEXTFILE_NAME}.{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, &dest));
+    written.map_err(|err| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(format!("cannot write {}", dest.display()), err)
+    })
+}
+
+fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> {
+    let addr = parse_listen(addr)?;
+    let listener = TcpListener::bind(addr).map_err(|err| {
+        Error::io(
+            format!("cannot listen on {addr}: is another exporter using the port? choose another with --listen"),
+            err,
+        )
+    })?;
+    hv_common::cli::warn(format!("serving http://{addr}/metrics"));
+    let mut conn: Option<Connect> = None;
+    serve::serve(listener, || {
+        if !conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false)) {
+            conn = match connect.open(Access::ReadOnly) {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    hv_common::cli::warn(err);
+                    None
+                }
+            };
+        }
+        let scraped = scrape(conn.as_ref(), sources);
+        for err in &scraped.errors {
+            hv_common::cli::warn(err);
+        }
+        scraped.exposition.render()
+    });
+    Ok(Exit::Ok)
+}
+
+/// `ADDR:PORT`, `[v6]:PORT`, `host:PORT`, or a bare `PORT` on loopback: an
+/// exporter must not end up on every interface by accident.
+fn parse_listen(addr: &str) -> Result<SocketAddr> {
+    let with_host = if addr.bytes().all(|b| b.is_ascii_digit()) && !addr.is_empty() {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_owned()
+    };
+    with_host
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "--listen {addr:?} is not an address: use ADDR:PORT like 127.0.0.1:9177, or a bare port"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("9177").unwrap().to_string(), "127.0.0.1:9177");
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert_eq!(
+            parse_listen("[::1]:9177").unwrap().to_string(),
+            "[::1]:9177"
+        );
+        assert!(parse_listen("nonsense").is_err());
+        assert!(parse_listen("").is_err());
+    }
+
+    #[test]
+    fn textfile_is_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("hv-metrics-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_textfile(&dir, "a 1\n").unwrap();
+        write_textfile(&dir, "b 2\n").unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![TEXTFILE_NAME]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join(TEXTFILE_NAME)).unwrap(),
+            "b 2\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = write_textfile(&dir, "x").unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,115 @@
+//! The clear half of an hv-backup repository: `backups/<id>/index.json`.
+//! It lives here because more than the backup command reads it: metrics and
+//! health report each VM's newest backup from it, without the identity and
+//! without taking the repository lock (a backup directory is renamed into
+//! place whole, so a reader never sees half of one).
+//! docs/backup-format.md is the normative description.
+
+use crate::{Code, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::Path;
+
+pub const INDEX_FORMAT: &str = "hv-backup-index";
+
+/// `backups/<id>/index.json`: what `ls` and `prune` need, readable without
+/// the identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Index {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub name: String,
+    pub uuid: String,
+    pub time: String,
+    pub time_unix: i64,
+    /// The same instant in milliseconds: orders backups made within one second.
+    pub time_unix_ms: i64,
+    /// `live` (backup job of a running VM) or `offline` (stopped VM read in place).
+    pub mode: String,
+    pub disks: Vec<IndexDisk>,
+    pub size_bytes: u64,
+    pub read_bytes: u64,
+    pub new_bytes: u64,
+    pub stored_bytes: u64,
+    pub referenced_bytes: u64,
+    pub chunks: u64,
+    pub elapsed_ms: u64,
+    pub protected: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexDisk {
+    pub target: String,
+    pub virtual_size_bytes: u64,
+}
+
+/// Backup ids: `YYYYmmddTHHMMSSZ-<8 hex>`, sortable by time, never a path.
+pub fn is_backup_id(s: &str) -> bool {
+    s.len() == 25
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 => b == b'T',
+            15 => b == b'Z',
+            16 => b == b'-',
+            0..=14 => b.is_ascii_digit(),
+            _ => matches!(b, b'0'..=b'9' | b'a'..=b'f'),
+        })
+}
+
+/// Every complete backup's index in the repository at `root`, oldest first.
+/// Unreadable entries are reported on stderr and skipped, never guessed at.
+pub fn list(root: &Path) -> Result<Vec<Index>> {
+    let dir = root.join("backups");
+    let entries =
+        fs::read_dir(&dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_backup_id(&name) {
+            continue;
+        }
+        match read(root, &name) {
+            Ok(index) => out.push(index),
+            Err(e) => crate::cli::warn(e),
+        }
+    }
+    out.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
+    Ok(out)
+}
+
+/// One backup's index; a missing backup is `not_found`, a damaged one `corrupt`.
+pub fn read(root: &Path, id: &str) -> Result<Index> {
+    if !is_backup_id(id) {
+        return Err(Error::usage(format!(
+            "{id:?} is not a backup id (like 20261121T101500Z-3fa2b1c9); see `hv-backup ls`"
+        )));
+    }
+    let path = root.join("backups").join(id).join("index.json");
+    let text = fs::read(&path).map_err(|e| {
+        let code = if e.kind() == std::io::ErrorKind::NotFound {
+            Code::NotFound
+        } else {
+            Code::Io
+        };
+        Error::new(
+            code,
+            format!("backup {id} not found in {} ({e})", root.display()),
+        )
+    })?;
+    let index: Index = serde_json::from_slice(&text).map_err(|e| {
+        Error::new(
+            Code::Corrupt,
+            format!("backup {id}: index.json is not valid: {e}"),
+        )
+    })?;
+    if index.id != id {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!(
+                "backup {id}: index.json names another backup ({})",
+                index.id
+            ),
+        ));
+    }
+    Ok(index)
+}
