@@ -282,6 +282,37 @@ pub fn abort_job(domain: &Domain) -> Result<(), VirtError> {
     Ok(())
 }
 
+/// The host's memory counters in KiB (`total`, `free`, `buffers`,
+/// `cached`), as virNodeGetMemoryStats reports them for all NUMA cells.
+pub fn node_memory_stats(conn: &Connect) -> Result<HashMap<String, u64>, VirtError> {
+    let cells = sys::VIR_NODE_MEMORY_STATS_ALL_CELLS;
+    let mut n: std::os::raw::c_int = 0;
+    // SAFETY: a NULL array with nparams 0 asks libvirt only for the count.
+    if unsafe { sys::virNodeGetMemoryStats(conn.as_ptr(), cells, std::ptr::null_mut(), &mut n, 0) }
+        < 0
+    {
+        return Err(VirtError::last_error());
+    }
+    // SAFETY: the zeroed struct is a valid empty name and value.
+    let mut params: Vec<sys::_virNodeMemoryStats> =
+        (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+    // SAFETY: `params` has room for `n` entries, and libvirt writes at most `n`.
+    if unsafe { sys::virNodeGetMemoryStats(conn.as_ptr(), cells, params.as_mut_ptr(), &mut n, 0) }
+        < 0
+    {
+        return Err(VirtError::last_error());
+    }
+    Ok(params
+        .iter()
+        .take(n.max(0) as usize)
+        .map(|p| {
+            // SAFETY: libvirt NUL-terminates `field` within its 80 bytes.
+            let name = unsafe { CStr::from_ptr(p.field.as_ptr()) };
+            (name.to_string_lossy().into_owned(), p.value)
+        })
+        .collect())
+}
+
 /// Space on the filesystem holding a path, as statvfs(3) reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsSpace {

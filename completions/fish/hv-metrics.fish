@@ -1,7 +1,7 @@
 complete -c hv-metrics -l textfile -d 'Write DIR/hv.prom atomically (temporary file, then rename) for node_exporter\'s --collector.textfile.directory, instead of printing' -r -F
 complete -c hv-metrics -l listen -d 'Serve /metrics over HTTP on ADDR:PORT (a bare PORT binds 127.0.0.1) until killed' -r
 complete -c hv-metrics -l repo -d 'An hv-backup repository whose backups to report: each VM\'s newest backup time, duration and sizes, and the free space of its filesystem (repeatable)' -r -F
-complete -c hv-metrics -l backup-results -d 'The saved records of the last `hv-backup create` run (`hv-backup create … > FILE`): reports which VMs\' last backup failed' -r -F
+complete -c hv-metrics -l backup-results -d 'The saved output of the last hv-backup create run (hv-backup create ... > FILE): reports which VMs\' last backup failed' -r -F
 complete -c hv-metrics -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-metrics -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-metrics -s V -l version -d 'Print version'

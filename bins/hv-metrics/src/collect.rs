@@ -326,8 +326,16 @@ fn host(e: &mut Exposition, conn: &Connect) -> Result<()> {
         .map_err(|err| fail("host information", err))?;
     e.add("hv_host_cpus", &[], info.cpus as f64);
     e.add("hv_host_memory_bytes", &[], Kib.apply(info.memory));
-    let free = conn.free_memory().map_err(|err| fail("free memory", err))?;
-    e.add("hv_host_memory_free_bytes", &[], free as f64);
+    match ffi::node_memory_stats(conn) {
+        Ok(memory) => {
+            let kib = |key: &str| memory.get(key).copied().unwrap_or(0);
+            e.add("hv_host_memory_free_bytes", &[], Kib.apply(kib("free")));
+            let available = kib("free") + kib("buffers") + kib("cached");
+            e.add("hv_host_memory_available_bytes", &[], Kib.apply(available));
+        }
+        Err(err) if unsupported(&err) => {}
+        Err(err) => return Err(fail("host memory", err)),
+    }
     let lib = conn
         .lib_version()
         .map_err(|err| fail("libvirt's version", err))?;
@@ -345,6 +353,12 @@ fn host(e: &mut Exposition, conn: &Connect) -> Result<()> {
     Ok(())
 }
 
+/// A driver without this call (the test driver, a daemon without the
+/// storage driver) has nothing to report, which is not a failed scrape.
+fn unsupported(err: &virt::error::Error) -> bool {
+    Error::libvirt("", err).code == Code::Unsupported
+}
+
 /// libvirt encodes versions as major * 1,000,000 + minor * 1,000 + release.
 fn version(v: u32) -> String {
     format!("{}.{}.{}", v / 1_000_000, v / 1_000 % 1_000, v % 1_000)
@@ -354,7 +368,7 @@ fn pools(e: &mut Exposition, conn: &Connect) -> Result<()> {
     let pools = match conn.list_all_storage_pools(0) {
         Ok(pools) => pools,
         // A daemon without the storage driver has no pools to report.
-        Err(err) if Error::libvirt("", &err).code == Code::Unsupported => return Ok(()),
+        Err(err) if unsupported(&err) => return Ok(()),
         Err(err) => return Err(Error::libvirt("cannot list storage pools", &err)),
     };
     for pool in pools {
@@ -396,7 +410,7 @@ fn backups(e: &mut Exposition, repo: &Path) -> Result<()> {
             ("uuid", last.uuid.as_str()),
             ("repository", shown.as_str()),
         ];
-        e.add("hv_backup_count", &labels, count as f64);
+        e.add("hv_backups", &labels, count as f64);
         let time = last.time_unix_ms as f64 / 1000.0;
         e.add("hv_backup_last_timestamp_seconds", &labels, time);
         let elapsed = last.elapsed_ms as f64 / 1000.0;

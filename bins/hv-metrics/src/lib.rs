@@ -46,7 +46,7 @@ pub struct Cli {
     #[arg(long = "repo", value_name = "REPO")]
     pub repos: Vec<PathBuf>,
 
-    /// The saved records of the last `hv-backup create` run (`hv-backup create … > FILE`):
+    /// The saved output of the last hv-backup create run (hv-backup create ... > FILE):
     /// reports which VMs' last backup failed
     #[arg(long, value_name = "FILE")]
     pub backup_results: Option<PathBuf>,

@@ -1,0 +1,586 @@
+//! hv-metrics against the real bench: its output passes promtool, describes
+//! the bench guests exactly, a real Prometheus server scrapes it and the
+//! shipped alert rules fire on a guest killed from outside; backups made by
+//! hv-backup show up; an unreachable libvirt still yields `hv_libvirt_up 0`.
+
+use hv_testbench::{bin, connect, hv, hv_as_nobody, run_prefix, Guest, GuestSpec, URI};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const HV_METRICS: &str = env!("CARGO_BIN_EXE_hv-metrics");
+
+fn docs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/monitoring")
+}
+
+/// One sample of the exposition: metric name, labels, value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(parse_line)
+        .collect()
+}
+
+fn parse_line(line: &str) -> Sample {
+    let (head, value) = line.rsplit_once(' ').expect("sample line has a value");
+    let (name, mut rest) = head.split_once('{').unwrap_or((head, ""));
+    let mut labels = BTreeMap::new();
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut val = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next().expect("closed label value") {
+                (_, '\\') => match chars.next().unwrap().1 {
+                    'n' => val.push('\n'),
+                    c => val.push(c),
+                },
+                (i, '"') => break i,
+                (_, c) => val.push(c),
+            }
+        };
+        labels.insert(key.trim_start_matches(',').to_owned(), val);
+        rest = &after[end + 1..];
+    }
+    Sample {
+        name: name.to_owned(),
+        labels,
+        value: value.parse().unwrap_or_else(|_| panic!("value in {line}")),
+    }
+}
+
+/// The value of the one sample with this name whose labels include `want`.
+fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<_> = samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect();
+    assert!(
+        found.len() <= 1,
+        "{name} {want:?} matches {} samples",
+        found.len()
+    );
+    found.first().map(|s| s.value)
+}
+
+fn metrics(args: &[&str]) -> Output {
+    hv(HV_METRICS, args, "")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}"
+    );
+}
+
+fn kill_qemu(guest: &Guest) {
+    let pid_file = format!("/var/run/libvirt/qemu/{}.pid", guest.name);
+    let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{pid_file}: {e}"));
+    let st = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while guest.virsh_domstate() != "shut off (crashed)" {
+        assert!(
+            Instant::now() < deadline,
+            "{}: {}",
+            guest.name,
+            guest.virsh_domstate()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn output_passes_promtool_and_describes_each_guest() {
+    let conn = connect();
+    let running = GuestSpec::new("metrics run \"ü\"")
+        .autostart()
+        .define(&conn);
+    running.start_ready();
+    let stopped = GuestSpec::new("metrics-off").disk_mib(48).define(&conn);
+
+    let out = metrics(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = text(&out);
+    promtool_check(&body);
+    let s = parse(&body);
+    assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(1.0));
+
+    let run = [
+        ("name", running.name.as_str()),
+        ("uuid", running.uuid.as_str()),
+    ];
+    let off = [
+        ("name", stopped.name.as_str()),
+        ("uuid", stopped.uuid.as_str()),
+    ];
+    let state =
+        |id: &[(&str, &str); 2], st: &str| value(&s, "hv_vm_state", &[id[0], id[1], ("state", st)]);
+    assert_eq!(state(&run, "running"), Some(1.0));
+    assert_eq!(state(&run, "shutoff"), Some(0.0));
+    assert_eq!(state(&off, "shutoff"), Some(1.0));
+    assert_eq!(
+        value(
+            &s,
+            "hv_vm_state_reason",
+            &[run[0], ("state", "running"), ("reason", "booted")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&s, "hv_vm_crashed", &run), Some(0.0));
+    assert_eq!(value(&s, "hv_vm_autostart", &run), Some(1.0));
+    assert_eq!(value(&s, "hv_vm_autostart", &off), Some(0.0));
+    assert_eq!(value(&s, "hv_vm_vcpus", &run), Some(1.0));
+    assert!(value(&s, "hv_vm_cpu_seconds_total", &run).unwrap() > 0.0);
+    let xml_memory = running.domain.info().unwrap().max_mem as f64 * 1024.0;
+    assert_eq!(value(&s, "hv_vm_memory_max_bytes", &run), Some(xml_memory));
+    let source = stopped.disk.display().to_string();
+    let disk = [off[0], off[1], ("target", "vda")];
+    assert_eq!(
+        value(
+            &s,
+            "hv_vm_disk_info",
+            &[off[0], ("target", "vda"), ("source", &source)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&s, "hv_vm_disk_capacity_bytes", &disk),
+        Some(48.0 * 1024.0 * 1024.0)
+    );
+    // The booted guest read its disk: the counter is real, not a placeholder.
+    let run_disk = [run[0], run[1], ("target", "vda")];
+    assert!(value(&s, "hv_vm_disk_read_bytes_total", &run_disk).unwrap() > 0.0);
+    assert_eq!(value(&s, "hv_vm_snapshots", &off), Some(0.0));
+    let domains = conn.num_of_domains().unwrap() + conn.num_of_defined_domains().unwrap();
+    assert_eq!(value(&s, "hv_host_domains", &[]), Some(domains as f64));
+    let node = conn.node_info().unwrap();
+    assert_eq!(value(&s, "hv_host_cpus", &[]), Some(node.cpus as f64));
+
+    // A monitoring user without write access gets the same metrics.
+    let nobody = hv_as_nobody(HV_METRICS, &["-c", URI]);
+    assert!(
+        nobody.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
+    let s = parse(&text(&nobody));
+    assert_eq!(state(&run, "running"), Some(1.0));
+    drop(s);
+
+    // The textfile is replaced whole and nothing else is left in the directory.
+    let dir = std::env::temp_dir().join(format!("{}textfile", run_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for _ in 0..2 {
+        let out = metrics(&["--textfile", dir.to_str().unwrap()]);
+        assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    }
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["hv.prom"]);
+    promtool_check(&std::fs::read_to_string(dir.join("hv.prom")).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn unreachable_libvirt_still_reports_itself_down() {
+    let out = metrics(&["-c", "qemu+unix:///system?socket=/nonexistent/libvirt-sock"]);
+    assert_eq!(out.status.code(), Some(3));
+    let s = parse(&text(&out));
+    assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(0.0));
+    assert!(!s.iter().any(|x| x.name.starts_with("hv_vm_")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/nonexistent/libvirt-sock") && err.contains("libvirtd"),
+        "{err}"
+    );
+}
+
+#[test]
+fn alert_rules_pass_their_unit_tests_and_the_example_config_is_valid() {
+    let out = Command::new("promtool")
+        .args(["test", "rules", "hv-alerts.test.yml"])
+        .current_dir(docs())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dir = std::env::temp_dir().join(format!("{}promcheck", run_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = example_config(&dir, "127.0.0.1:9177");
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// docs/monitoring/prometheus.yml, pointed at this test's rules and target,
+/// with 1 s intervals so the test does not wait for real-world ones.
+fn example_config(dir: &Path, target: &str) -> PathBuf {
+    let rules = docs().join("hv-alerts.yml").canonicalize().unwrap();
+    let text = std::fs::read_to_string(docs().join("prometheus.yml"))
+        .unwrap()
+        .replace("/etc/prometheus/hv-alerts.yml", rules.to_str().unwrap())
+        .replace("127.0.0.1:9177", target)
+        .replace("scrape_interval: 30s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 30s", "evaluation_interval: 1s")
+        .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
+    let path = dir.join("prometheus.yml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Prometheus' answer to an instant query; None while it is still starting.
+fn try_query(port: u16, expr: &str) -> Option<serde_json::Value> {
+    let out = Command::new("curl")
+        .args(["-s", "--get", "--data-urlencode"])
+        .arg(format!("query={expr}"))
+        .arg(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .output()
+        .expect("curl");
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn query(port: u16, expr: &str) -> serde_json::Value {
+    try_query(port, expr).unwrap_or_else(|| panic!("{expr}: Prometheus gave no JSON answer"))
+}
+
+fn wait_for_series(port: u16, expr: &str) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = try_query(port, expr).unwrap_or_default();
+        let result = answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !result.is_empty() {
+            return result;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no series for {expr} in 60 s: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn prometheus_scrapes_listen_and_the_crash_alert_fires() {
+    let conn = connect();
+    let guest = GuestSpec::new("metrics-prom").define(&conn);
+    guest.start_ready();
+    let dir = std::env::temp_dir().join(format!("{}prometheus", run_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let hv_port = free_port();
+    let _exporter = Killed(
+        Command::new(HV_METRICS)
+            .args(["--listen", &hv_port.to_string(), "-c", URI])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let prom_port = free_port();
+    let config = example_config(&dir, &format!("127.0.0.1:{hv_port}"));
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus)"),
+    );
+
+    let running = format!(
+        r#"hv_vm_state{{job="hv",name="{}",state="running"}} == 1"#,
+        guest.name
+    );
+    let found = wait_for_series(prom_port, &running);
+    assert_eq!(found.len(), 1);
+    let metric = &found[0]["metric"];
+    assert_eq!(metric["uuid"], guest.uuid.as_str());
+    assert_eq!(metric["instance"], format!("127.0.0.1:{hv_port}").as_str());
+
+    // Every expression of the dashboard and the rules is valid PromQL on a
+    // real server and names metrics hv exports.
+    for expr in dashboard_exprs().iter().chain(rule_exprs().iter()) {
+        let expr = expr.replace("$instance", ".*").replace("$vm", ".*");
+        let answer = query(prom_port, &expr);
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+    }
+
+    kill_qemu(&guest);
+    let crashed = format!(r#"hv_vm_crashed{{name="{}"}} == 1"#, guest.name);
+    wait_for_series(prom_port, &crashed);
+    let alert = format!(
+        r#"ALERTS{{alertname="HvVmCrashed",alertstate="firing",name="{}"}}"#,
+        guest.name
+    );
+    let firing = wait_for_series(prom_port, &alert);
+    assert_eq!(firing[0]["metric"]["uuid"], guest.uuid.as_str());
+    drop(guest);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn dashboard_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(docs().join("grafana-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 15, "{}", exprs.len());
+    exprs
+}
+
+/// The `expr:` values of the rules file (single-line or folded `>-`).
+fn rule_exprs() -> Vec<String> {
+    let text = std::fs::read_to_string(docs().join("hv-alerts.yml")).unwrap();
+    let mut exprs = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        if rest.trim() != ">-" {
+            exprs.push(rest.trim().to_owned());
+            continue;
+        }
+        let mut folded = Vec::new();
+        while let Some(next) = lines.peek() {
+            if next.trim_start().starts_with("labels:") || next.trim_start().starts_with("for:") {
+                break;
+            }
+            folded.push(lines.next().unwrap().trim());
+        }
+        exprs.push(folded.join(" "));
+    }
+    assert_eq!(exprs.len(), text.matches("- alert:").count());
+    exprs
+}
+
+#[test]
+fn backups_and_backup_results_become_metrics() {
+    let conn = connect();
+    let guest = GuestSpec::new("metrics-backup").disk_mib(32).define(&conn);
+    let dir = PathBuf::from("/var/tmp").join(format!("{}metrics-backup", run_prefix()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let repo = dir.join("repo");
+    let identity = dir.join("identity.txt");
+    let keygen = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .stderr(Stdio::null())
+        .status();
+    assert!(keygen.expect("age-keygen (Debian package age)").success());
+    let recipient = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8(recipient.stdout).unwrap();
+    let keys = dir.join("keys");
+    let init = hv(
+        &bin("hv-backup"),
+        &[
+            "init",
+            repo.to_str().unwrap(),
+            "--recipient",
+            recipient.trim(),
+            "--key-dir",
+            keys.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let missing = format!("{}no-such-vm", run_prefix());
+    let create = hv(
+        &bin("hv-backup"),
+        &[
+            "create",
+            &guest.name,
+            &missing,
+            "--repo",
+            repo.to_str().unwrap(),
+            "--key-dir",
+            keys.to_str().unwrap(),
+            "--cache-dir",
+            dir.join("cache").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(
+        create.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&create.stderr)
+    );
+    let results = dir.join("results.jsonl");
+    std::fs::write(&results, &create.stdout).unwrap();
+    let created: Vec<serde_json::Value> = String::from_utf8_lossy(&create.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let made = created
+        .iter()
+        .find(|r| r["ok"] == true)
+        .expect("one backup made");
+
+    let out = metrics(&[
+        "--repo",
+        repo.to_str().unwrap(),
+        "--backup-results",
+        results.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = text(&out);
+    promtool_check(&body);
+    let s = parse(&body);
+    let shown = repo.display().to_string();
+    let vm = [
+        ("name", guest.name.as_str()),
+        ("uuid", guest.uuid.as_str()),
+        ("repository", shown.as_str()),
+    ];
+    assert_eq!(value(&s, "hv_backups", &vm), Some(1.0));
+    let id = made["id"].as_str().expect("backup id in the create record");
+    let index = std::fs::read(repo.join("backups").join(id).join("index.json")).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let time = value(&s, "hv_backup_last_timestamp_seconds", &vm).unwrap();
+    assert_eq!(time, index["time_unix_ms"].as_f64().unwrap() / 1000.0);
+    assert_eq!(
+        value(&s, "hv_backup_last_stored_bytes", &vm),
+        index["stored_bytes"].as_f64()
+    );
+    assert_eq!(
+        value(&s, "hv_backup_last_size_bytes", &vm),
+        Some(32.0 * 1024.0 * 1024.0)
+    );
+    let repo_labels = [("repository", shown.as_str())];
+    assert_eq!(
+        value(&s, "hv_backup_repository_up", &repo_labels),
+        Some(1.0)
+    );
+    assert!(value(&s, "hv_backup_repository_available_bytes", &repo_labels).unwrap() > 0.0);
+    let ok = [("name", guest.name.as_str()), ("uuid", guest.uuid.as_str())];
+    assert_eq!(value(&s, "hv_backup_result_ok", &ok), Some(1.0));
+    assert_eq!(
+        value(&s, "hv_backup_result_ok", &[("name", missing.as_str())]),
+        Some(0.0)
+    );
+
+    // A path that is not a repository fails that collector alone, with a hint.
+    let out = metrics(&["--repo", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = parse(&text(&out));
+    assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &s,
+            "hv_scrape_collector_success",
+            &[("collector", "backups")]
+        ),
+        Some(0.0)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not an hv-backup repository") && err.contains("hv-backup init"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
