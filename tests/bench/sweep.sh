@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Removes what killed test or bench runs left behind: domains named hvt-*
-# (tests) or hvb-* (benchmarks), and their files under the bench directory.
+# Removes what killed test or bench runs left behind: domains and storage
+# pools named hvt-* (tests) or hvb-* (benchmarks), and their files under the bench directory.
 set -uo pipefail
 uri=${HV_TEST_URI:-qemu:///system}
 virsh -c "$uri" list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | while IFS= read -r name; do
@@ -8,5 +8,10 @@ virsh -c "$uri" list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | while IF
     virsh -c "$uri" undefine "$name" --snapshots-metadata --checkpoints-metadata --nvram >/dev/null 2>&1 \
         || virsh -c "$uri" undefine "$name" >/dev/null 2>&1
     echo "sweep: removed leftover domain '$name'" >&2
+done
+virsh -c "$uri" pool-list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | while IFS= read -r name; do
+    virsh -c "$uri" pool-destroy "$name" >/dev/null 2>&1
+    virsh -c "$uri" pool-undefine "$name" >/dev/null 2>&1
+    echo "sweep: removed leftover storage pool '$name'" >&2
 done
 rm -f /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-*

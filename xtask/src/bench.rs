@@ -11,7 +11,7 @@ use virt::connect::Connect;
 const ROUNDS: usize = 7;
 const IMAGE_DIR: &str = "/var/lib/libvirt/images/hv-test";
 
-struct Domains<'a> {
+pub(crate) struct Domains<'a> {
     conn: &'a Connect,
     names: Vec<String>,
     disk: String,
@@ -45,7 +45,7 @@ fn domain_xml(name: &str, disk: &str, i: usize) -> String {
     )
 }
 
-fn define(conn: &Connect, n: usize) -> Result<Domains<'_>, String> {
+pub(crate) fn define(conn: &Connect, n: usize) -> Result<Domains<'_>, String> {
     std::fs::create_dir_all(IMAGE_DIR).map_err(|e| e.to_string())?;
     let prefix = format!("hvb-{}-", std::process::id());
     let disk = format!("{IMAGE_DIR}/{prefix}disk.qcow2");
@@ -82,7 +82,7 @@ fn timed(cmd: &mut Command) -> Result<(Duration, Vec<u8>), String> {
 }
 
 /// CPU time libvirtd has used so far (user + system), from /proc.
-fn daemon_cpu() -> Option<Duration> {
+pub(crate) fn daemon_cpu() -> Option<Duration> {
     let pid = String::from_utf8(
         Command::new("pgrep")
             .args(["-o", "-x", "libvirtd"])
@@ -98,7 +98,7 @@ fn daemon_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }

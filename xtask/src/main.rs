@@ -7,6 +7,7 @@ mod bench;
 mod bench_backup;
 mod bench_incremental;
 mod bench_lifecycle;
+mod bench_metrics;
 mod cmd;
 mod gen;
 
@@ -46,6 +47,15 @@ enum Task {
         #[arg(long, default_value_t = 4096)]
         size_mib: u32,
     },
+    /// hv-metrics --listen against prometheus-libvirt-exporter: scrape time and series
+    BenchMetrics {
+        /// How many domains in all
+        #[arg(long, default_value_t = 200)]
+        domains: usize,
+        /// How many of them are running test guests
+        #[arg(long, default_value_t = 10)]
+        running: usize,
+    },
     /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
     BenchLs {
         /// How many domains to define for the run
@@ -62,6 +72,7 @@ fn main() -> ExitCode {
         Task::Gen { check } => gen::run(check),
         Task::BenchLifecycle { guests } => bench_lifecycle::run(guests),
         Task::BenchLs { domains, uri } => bench::ls(domains, &uri),
+        Task::BenchMetrics { domains, running } => bench_metrics::run(domains, running),
         Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
         Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),
     };

@@ -16,7 +16,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
@@ -117,6 +117,28 @@ pub static METRICS: &[Metric] = &[
     gauge("hv_backup_result_timestamp_seconds", "When the --backup-results file was last written (Unix time)."),
 ];
 
+/// The label names a metric carries, in order. One rule per family of
+/// metrics, so labels stay uniform: every VM series names its VM the same
+/// way, and a join `on (instance, uuid)` works between any two of them.
+pub fn labels_of(name: &str) -> &'static [&'static str] {
+    const VM: &[&str] = &["name", "uuid"];
+    match name {
+        "hv_libvirt_info" => &["libvirt_version", "hypervisor", "hypervisor_version"],
+        "hv_scrape_collector_success" => &["collector"],
+        "hv_vm_state" => &["name", "uuid", "state"],
+        "hv_vm_state_reason" => &["name", "uuid", "state", "reason"],
+        "hv_vm_disk_info" => &["name", "uuid", "target", "source"],
+        n if n.starts_with("hv_vm_disk_") => &["name", "uuid", "target"],
+        n if n.starts_with("hv_vm_network_") => &["name", "uuid", "interface"],
+        n if n.starts_with("hv_vm_") => VM,
+        n if n.starts_with("hv_pool_") => &["pool"],
+        n if n.starts_with("hv_backup_repository_") => &["repository"],
+        n if n.starts_with("hv_backup_result_") => VM,
+        n if n.starts_with("hv_backup") => &["name", "uuid", "repository"],
+        _ => &[],
+    }
+}
+
 type Labels = Vec<(&'static str, String)>;
 
 /// One scrape's samples, grouped by metric.
@@ -132,6 +154,13 @@ impl Exposition {
         assert!(
             METRICS.iter().any(|m| m.name == name),
             "metric {name} is not declared in METRICS"
+        );
+        debug_assert!(
+            labels
+                .iter()
+                .map(|(k, _)| *k)
+                .eq(labels_of(name).iter().copied()),
+            "{name}: labels {labels:?} differ from labels_of"
         );
         let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
         self.samples.entry(name).or_default().push((labels, value));

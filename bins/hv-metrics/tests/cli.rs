@@ -131,6 +131,39 @@ fn kill_qemu(guest: &Guest) {
     }
 }
 
+/// A transient directory pool, destroyed on drop (sweep.sh removes one a
+/// killed run left).
+struct Pool {
+    name: String,
+    dir: PathBuf,
+}
+
+impl Pool {
+    fn create(suffix: &str) -> Pool {
+        let name = format!("{}{suffix}", run_prefix());
+        let dir = PathBuf::from("/var/tmp").join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("virsh")
+            .args(["-c", URI, "-q", "pool-create-as", &name, "dir", "--target"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "virsh pool-create-as {name}");
+        Pool { name, dir }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = Command::new("virsh")
+            .args(["-c", URI, "-q", "pool-destroy", &self.name])
+            .stdout(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn output_passes_promtool_and_describes_each_guest() {
     let conn = connect();
@@ -139,6 +172,8 @@ fn output_passes_promtool_and_describes_each_guest() {
         .define(&conn);
     running.start_ready();
     let stopped = GuestSpec::new("metrics-off").disk_mib(48).define(&conn);
+
+    let pool = Pool::create("metrics-pool");
 
     let out = metrics(&[]);
     assert!(
@@ -199,6 +234,22 @@ fn output_passes_promtool_and_describes_each_guest() {
     assert_eq!(value(&s, "hv_vm_snapshots", &off), Some(0.0));
     let domains = conn.num_of_domains().unwrap() + conn.num_of_defined_domains().unwrap();
     assert_eq!(value(&s, "hv_host_domains", &[]), Some(domains as f64));
+    let pool_label = [("pool", pool.name.as_str())];
+    assert_eq!(value(&s, "hv_pool_active", &pool_label), Some(1.0));
+    let space = Command::new("df")
+        .args(["-B1", "--output=size"])
+        .arg(&pool.dir)
+        .output()
+        .unwrap();
+    let size: f64 = String::from_utf8_lossy(&space.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(value(&s, "hv_pool_capacity_bytes", &pool_label), Some(size));
+    drop(pool);
     let node = conn.node_info().unwrap();
     assert_eq!(value(&s, "hv_host_cpus", &[]), Some(node.cpus as f64));
 

@@ -1,0 +1,189 @@
+//! hv-metrics against Debian's prometheus-libvirt-exporter on the same
+//! daemon, in one run: both serve /metrics over HTTP, both are scraped in
+//! turn the way Prometheus would, and the time of each scrape and the number
+//! of series each exports are printed. The domains are defined for the run
+//! (most stopped, some running test guests) and removed afterwards.
+
+use crate::bench::{daemon_cpu, define, median};
+use crate::bench_backup::{need_tools, verdict};
+use hv_testbench::{Guest, GuestSpec};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 15;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn run(domains: usize, running: usize) -> Result<(), String> {
+    need_tools(
+        &["prometheus-libvirt-exporter", "promtool"],
+        "prometheus-libvirt-exporter prometheus",
+    )?;
+    let uri = hv_testbench::URI;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    eprintln!("building hv-metrics (release)…");
+    let built = Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--quiet", "--release", "-p", "hv-metrics"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !built.success() {
+        return Err("cargo build -p hv-metrics failed".into());
+    }
+    let conn = hv_testbench::connect();
+    eprintln!(
+        "defining {} stopped domains and starting {running} test guests…",
+        domains - running
+    );
+    let _stopped = define(&conn, domains - running)?;
+    let guests: Vec<Guest> = (0..running)
+        .map(|i| GuestSpec::new(&format!("metrics-{i:02}")).define(&conn))
+        .collect();
+    guests.iter().for_each(|g| {
+        g.start_ready();
+    });
+    let total = conn.list_all_domains(0).map_err(|e| e.to_string())?.len();
+
+    let hv_port = free_port()?;
+    let _hv = Server(
+        Command::new(root.join("target/release/hv-metrics"))
+            .args(["-c", uri, "--listen", &hv_port.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    let peer_port = free_port()?;
+    let _peer = Server(
+        Command::new("prometheus-libvirt-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{peer_port}"))
+            .arg(format!("--libvirt.uri={uri}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    // Warm both (connections, daemon caches) and check what they export.
+    let (hv_body, peer_body) = (scrape_ready(hv_port)?, scrape_ready(peer_port)?);
+    check_metrics(&hv_body)?;
+    let (hv_series, peer_series) = (series(&hv_body), series(&peer_body));
+
+    let (mut hv_times, mut peer_times) = (Vec::new(), Vec::new());
+    let (mut hv_cpu, mut peer_cpu) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..ROUNDS {
+        let before = daemon_cpu().unwrap_or_default();
+        hv_times.push(timed_scrape(hv_port)?);
+        let between = daemon_cpu().unwrap_or_default();
+        peer_times.push(timed_scrape(peer_port)?);
+        let after = daemon_cpu().unwrap_or_default();
+        hv_cpu += between.saturating_sub(before);
+        peer_cpu += after.saturating_sub(between);
+    }
+    let (hv, peer) = (median(hv_times), median(peer_times));
+    println!("hv-metrics vs prometheus-libvirt-exporter, {total} domains ({running} running), median of {ROUNDS} scrapes each, in turn:");
+    println!(
+        "  hv-metrics --listen:          {:>8.1} ms, {hv_series} series",
+        ms(hv)
+    );
+    println!(
+        "  prometheus-libvirt-exporter:  {:>8.1} ms, {peer_series} series",
+        ms(peer)
+    );
+    println!(
+        "  libvirtd CPU per scrape: hv-metrics {:.1} ms, exporter {:.1} ms",
+        ms(hv_cpu) / ROUNDS as f64,
+        ms(peer_cpu) / ROUNDS as f64
+    );
+    verdict(
+        "exporter time / hv-metrics time",
+        peer.as_secs_f64() / hv.as_secs_f64(),
+        1.0,
+    );
+    verdict(
+        "hv-metrics series / exporter series",
+        hv_series as f64 / peer_series as f64,
+        1.0,
+    );
+    drop(guests);
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// One GET /metrics, its body.
+fn scrape(port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let status = reply.lines().next().unwrap_or("").to_owned();
+    if !status.contains(" 200 ") {
+        return Err(std::io::Error::other(format!("HTTP status {status:?}")));
+    }
+    Ok(reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+fn scrape_ready(port: u16) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match scrape(port) {
+            Ok(body) => return Ok(body),
+            Err(e) if Instant::now() > deadline => return Err(format!("port {port}: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn timed_scrape(port: u16) -> Result<Duration, String> {
+    let start = Instant::now();
+    scrape(port).map_err(|e| format!("port {port}: {e}"))?;
+    Ok(start.elapsed())
+}
+
+fn series(body: &str) -> usize {
+    body.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+fn check_metrics(body: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "promtool check metrics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
