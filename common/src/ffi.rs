@@ -89,26 +89,6 @@ pub fn domain_stats(domains: &[Domain], stats: u32, flags: u32) -> Result<Vec<St
     Ok(out)
 }
 
-/// Statistics for every domain, active and inactive, in one round trip
-/// (virConnectGetAllDomainStats).
-pub fn all_domain_stats(conn: &Connect, stats: u32, flags: u32) -> Result<Vec<Stats>, VirtError> {
-    let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
-    // SAFETY: on success libvirt allocates `records`, which we free with
-    // virDomainStatsRecordListFree after copying every record out.
-    let n = unsafe { sys::virConnectGetAllDomainStats(conn.as_ptr(), stats, &mut records, flags) };
-    if n < 0 {
-        return Err(VirtError::last_error());
-    }
-    let mut out = Vec::with_capacity(n as usize);
-    for i in 0..n as usize {
-        // SAFETY: libvirt returned `n` valid record pointers.
-        out.push(unsafe { read_record(*records.add(i)) });
-    }
-    // SAFETY: frees the list and the records libvirt allocated above.
-    unsafe { sys::virDomainStatsRecordListFree(records) };
-    Ok(out)
-}
-
 unsafe fn read_record(rec: sys::virDomainStatsRecordPtr) -> Stats {
     let mut buf = [0 as std::os::raw::c_char; sys::VIR_UUID_STRING_BUFLEN as usize];
     let uuid = if sys::virDomainGetUUIDString((*rec).dom, buf.as_mut_ptr()) == 0 {

@@ -424,3 +424,31 @@ pub fn image_sha256(image: &Path, snapshot: Option<&str>) -> String {
         .expect("sha256sum output")
         .to_owned()
 }
+
+/// `promtool check metrics` on an exposition: Err with promtool's complaint
+/// (its lint findings count as failures, as they would in CI).
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool (Debian package prometheus): {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let written = stdin.write_all(text.as_bytes());
+    drop(stdin);
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    written.map_err(|e| e.to_string())?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("promtool check metrics: {said}"))
+    }
+}

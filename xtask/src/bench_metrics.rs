@@ -73,7 +73,7 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
     );
     // Warm both (connections, daemon caches) and check what they export.
     let (hv_body, peer_body) = (scrape_ready(hv_port)?, scrape_ready(peer_port)?);
-    check_metrics(&hv_body)?;
+    hv_testbench::promtool_check_metrics(&hv_body)?;
     let (hv_series, peer_series) = (series(&hv_body), series(&peer_body));
 
     let (mut hv_times, mut peer_times) = (Vec::new(), Vec::new());
@@ -162,28 +162,4 @@ fn series(body: &str) -> usize {
     body.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .count()
-}
-
-fn check_metrics(body: &str) -> Result<(), String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "promtool check metrics: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
 }

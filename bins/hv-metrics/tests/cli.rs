@@ -3,7 +3,9 @@
 //! shipped alert rules fire on a guest killed from outside; backups made by
 //! hv-backup show up; an unreachable libvirt still yields `hv_libvirt_up 0`.
 
-use hv_testbench::{bin, connect, hv, hv_as_nobody, run_prefix, Guest, GuestSpec, URI};
+use hv_testbench::{
+    bin, connect, hv, hv_as_nobody, promtool_check_metrics, run_prefix, Guest, GuestSpec, URI,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -85,30 +87,17 @@ fn text(out: &Output) -> String {
 }
 
 fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {said}"
-    );
+    promtool_check_metrics(text).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A successful scrape that passes promtool, as samples.
+fn scrape_ok(args: &[&str]) -> Vec<Sample> {
+    let out = metrics(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let body = text(&out);
+    promtool_check(&body);
+    parse(&body)
 }
 
 fn kill_qemu(guest: &Guest) {
@@ -175,15 +164,7 @@ fn output_passes_promtool_and_describes_each_guest() {
 
     let pool = Pool::create("metrics-pool");
 
-    let out = metrics(&[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body = text(&out);
-    promtool_check(&body);
-    let s = parse(&body);
+    let s = scrape_ok(&[]);
     assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(1.0));
 
     let run = [
@@ -297,31 +278,23 @@ fn unreachable_libvirt_still_reports_itself_down() {
 
 #[test]
 fn alert_rules_pass_their_unit_tests_and_the_example_config_is_valid() {
-    let out = Command::new("promtool")
-        .args(["test", "rules", "hv-alerts.test.yml"])
-        .current_dir(docs())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    promtool(&["test", "rules", "hv-alerts.test.yml"]);
     let dir = std::env::temp_dir().join(format!("{}promcheck", run_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = example_config(&dir, "127.0.0.1:9177");
+    promtool(&["check", "config", config.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Runs promtool in docs/monitoring and fails the test with its output.
+fn promtool(args: &[&str]) {
     let out = Command::new("promtool")
-        .arg("check")
-        .arg("config")
-        .arg(&config)
+        .args(args)
+        .current_dir(docs())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "promtool {args:?}: {said}");
 }
 
 /// docs/monitoring/prometheus.yml, pointed at this test's rules and target,
@@ -568,20 +541,12 @@ fn backups_and_backup_results_become_metrics() {
         .find(|r| r["ok"] == true)
         .expect("one backup made");
 
-    let out = metrics(&[
+    let s = scrape_ok(&[
         "--repo",
         repo.to_str().unwrap(),
         "--backup-results",
         results.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body = text(&out);
-    promtool_check(&body);
-    let s = parse(&body);
     let shown = repo.display().to_string();
     let vm = [
         ("name", guest.name.as_str()),
