@@ -7,6 +7,7 @@
 
 use crate::{Code, Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
@@ -59,22 +60,38 @@ pub fn is_backup_id(s: &str) -> bool {
 /// Every complete backup's index in the repository at `root`, oldest first.
 /// Unreadable entries are reported on stderr and skipped, never guessed at.
 pub fn list(root: &Path) -> Result<Vec<Index>> {
-    let dir = root.join("backups");
-    let entries =
-        fs::read_dir(&dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
     let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_backup_id(&name) {
-            continue;
-        }
-        match read(root, &name) {
+    for id in ids(root)? {
+        match read(root, &id) {
             Ok(index) => out.push(index),
             Err(e) => crate::cli::warn(e),
         }
     }
     out.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
     Ok(out)
+}
+
+/// Every directory under `backups/` named like a backup, whether its index
+/// reads or not (gc must keep the chunks of a backup with a damaged index).
+pub fn ids(root: &Path) -> Result<Vec<String>> {
+    let dir = root.join("backups");
+    let entries =
+        fs::read_dir(&dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+    Ok(entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| is_backup_id(name))
+        .collect())
+}
+
+/// Backups grouped by VM UUID, each group in the order given (oldest first
+/// when it comes from [`list`]): retention and "newest backup" work per VM.
+pub fn by_vm(backups: impl IntoIterator<Item = Index>) -> BTreeMap<String, Vec<Index>> {
+    let mut groups: BTreeMap<String, Vec<Index>> = BTreeMap::new();
+    for b in backups {
+        groups.entry(b.uuid.clone()).or_default().push(b);
+    }
+    groups
 }
 
 /// One backup's index; a missing backup is `not_found`, a damaged one `corrupt`.

@@ -401,11 +401,16 @@ impl Repo {
 
     /// Deletes chunks no backup references and everything in `tmp/`. Needs
     /// the exclusive lock. Returns (chunks removed, bytes freed).
+    ///
+    /// The live set comes from every backup directory's chunk list, not from
+    /// the listable backups: a backup whose index.json is damaged is skipped
+    /// by `ls`, but its chunks must survive until someone repairs or deletes it.
+    /// A chunk list that cannot be read stops gc before anything is deleted.
     pub fn gc(&self, dry_run: bool) -> Result<(u64, u64)> {
         let mut live = BTreeSet::new();
-        for index in self.list()? {
-            for (id, _) in self.refs(&index.id)? {
-                live.insert(id);
+        for id in backup_index::ids(&self.root)? {
+            for (chunk, _) in self.refs(&id)? {
+                live.insert(chunk);
             }
         }
         let (mut count, mut bytes) = (0, 0);

@@ -614,6 +614,25 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
     for id in &left {
         ok(&b.run(&["verify", "--deep", "--identity", b.identity(), id]));
     }
+
+    // A backup whose clear index is damaged keeps its chunks through gc.
+    let index = b.repo.join("backups").join(&ids[3]).join("index.json");
+    let saved = std::fs::read(&index).unwrap();
+    std::fs::write(&index, b"{").unwrap();
+    let before = count_chunks(&b.repo);
+    let out = b.run(&["gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count_chunks(&b.repo),
+        before,
+        "gc kept the damaged backup's chunks"
+    );
+    std::fs::write(&index, saved).unwrap();
+    ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &ids[3]]));
 }
 
 fn count_chunks(repo: &Path) -> usize {
