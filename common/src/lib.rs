@@ -14,6 +14,7 @@ pub mod manual;
 pub mod output;
 pub mod retention;
 pub mod runner;
+pub mod snapshot;
 pub mod targets;
 pub mod time;
 

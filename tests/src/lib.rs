@@ -452,3 +452,22 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
         Err(format!("promtool check metrics: {said}"))
     }
 }
+
+/// A loopback TCP port nobody listens on right now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// A server process (hv-metrics --listen, Prometheus, an exporter) that is
+/// killed when the test or benchmark ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -3,7 +3,7 @@
 //! dominfo` loop (what a script does to get per-VM facts). The domains are
 //! defined for the run and removed afterwards, even on failure.
 
-use std::path::Path;
+use crate::cmd::{median, release_build, verdict, verdict_at_most};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use virt::connect::Connect;
@@ -98,22 +98,8 @@ pub(crate) fn daemon_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 
-pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 pub fn ls(n: usize, uri: &str) -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    eprintln!("building hv-ls (release)…");
-    run_ok(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "hv-ls",
-    ]))?;
-    let hv_ls = root.join("target/release/hv-ls");
+    let hv_ls = release_build(&["hv-ls"])?.join("hv-ls");
     virt::error::clear_error_callback();
     let conn = Connect::open(Some(uri)).map_err(|e| format!("cannot connect to {uri}: {e}"))?;
     eprintln!("defining {n} domains…");
@@ -187,14 +173,8 @@ pub fn ls(n: usize, uri: &str) -> Result<(), String> {
             ms(median(t_daemon))
         );
     }
-    println!(
-        "  hv-ls / virsh list     = {vs_list:.2}x   (target <= 1.5x: {})",
-        if vs_list <= 1.5 { "met" } else { "NOT met" }
-    );
-    println!(
-        "  dominfo loop / hv-ls   = {vs_loop:.1}x   (target >= 20x: {})",
-        if vs_loop >= 20.0 { "met" } else { "NOT met" }
-    );
+    verdict_at_most("hv-ls time / virsh list time", vs_list, 1.5);
+    verdict("dominfo loop time / hv-ls time", vs_loop, 20.0);
     drop(domains);
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! not like one repeated line) and unallocated zeros. Every file is read
 //! once before timing starts, so all tools read from the page cache.
 
-use crate::cmd::{capture, ok};
+use crate::cmd::{capture, need_tools, ok, release_build, verdict};
 use hv_testbench::{Guest, GuestSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,37 +24,13 @@ pub fn run(size_mib: u32) -> Result<(), String> {
 }
 
 /// Fails with the apt-get line when a peer tool is missing.
-pub(crate) fn need_tools(tools: &[&str], packages: &str) -> Result<(), String> {
-    for tool in tools {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| !s.success())
-            .unwrap_or(true)
-        {
-            return Err(format!("{tool} is missing: apt-get install {packages}"));
-        }
-    }
-    Ok(())
-}
-
 /// Builds hv-backup (release) and runs `measure` with it in a fresh
 /// directory under /var/tmp, removed afterwards.
 pub(crate) fn in_fresh_dir(
     name: &str,
     measure: impl FnOnce(&Path, &Path) -> Result<(), String>,
 ) -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    eprintln!("building hv-backup (release)…");
-    ok(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "hv-backup",
-    ]))?;
-    let hv = root.join("target/release/hv-backup");
+    let hv = release_build(&["hv-backup"])?.join("hv-backup");
     let dir = PathBuf::from("/var/tmp").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -260,11 +236,6 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
     );
     drop(guest);
     Ok(())
-}
-
-pub(crate) fn verdict(what: &str, ratio: f64, target: f64) {
-    let met = if ratio >= target { "met" } else { "NOT met" };
-    println!("  {what}: {ratio:.2} (target >= {target}): {met}");
 }
 
 pub(crate) fn mix() -> &'static str {

@@ -4,10 +4,8 @@
 //! 8 MiB runs that do not start on a chunk boundary, as guest writes do
 //! not), and it is backed up again; first by virtnbdbackup, then by hv.
 
-use crate::bench_backup::{
-    du, guest_on_disk, in_fresh_dir, mix, need_tools, new_identity, record, time_sh, verdict,
-};
-use crate::cmd::{capture, ok};
+use crate::bench_backup::{du, guest_on_disk, in_fresh_dir, mix, new_identity, record, time_sh};
+use crate::cmd::{capture, need_tools, ok, verdict, verdict_at_most};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,15 +131,9 @@ fn measure(hv: &Path, dir: &Path, size_mib: u32) -> Result<(), String> {
     println!();
     let secs = |d: Duration| d.as_secs_f64();
     let read_ratio = read as f64 / rewritten as f64;
-    println!(
-        "  incremental bytes read / bytes rewritten: {read_ratio:.2} (target <= 2): {}",
-        if read_ratio <= 2.0 { "met" } else { "NOT met" }
-    );
+    verdict_at_most("incremental bytes read / bytes rewritten", read_ratio, 2.0);
     let time_ratio = secs(hv_incr) / secs(hv_full);
-    println!(
-        "  incremental time / full time: {time_ratio:.3} (target <= 0.10): {}",
-        if time_ratio <= 0.10 { "met" } else { "NOT met" }
-    );
+    verdict_at_most("incremental time / full time", time_ratio, 0.10);
     verdict(
         "unchanged backup: times faster than the full one",
         secs(hv_full) / secs(hv_same),

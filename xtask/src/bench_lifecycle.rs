@@ -4,9 +4,8 @@
 //! off). Both sides wait, untimed, for the guests to finish booting between
 //! the two phases, so only starting and stopping are compared.
 
-use crate::cmd::ok;
+use crate::cmd::{ok, release_build, verdict_at_most};
 use hv_testbench::{Guest, GuestSpec};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -35,18 +34,8 @@ done"#;
 
 pub fn run(n: usize) -> Result<(), String> {
     let uri = hv_testbench::URI;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    eprintln!("building hv-start and hv-stop (release)…");
-    ok(Command::new("cargo").current_dir(root).args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "hv-start",
-        "-p",
-        "hv-stop",
-    ]))?;
-    let bin = |name: &str| root.join("target/release").join(name);
+    let release = release_build(&["hv-start", "hv-stop"])?;
+    let bin = |name: &str| release.join(name);
     let conn = hv_testbench::connect();
     eprintln!("defining {n} test guests…");
     let guests: Vec<Guest> = (0..n)
@@ -112,9 +101,6 @@ pub fn run(n: usize) -> Result<(), String> {
         s(hv_total)
     );
     println!("  all hv stops graceful: {graceful}");
-    println!(
-        "  hv / loop = {ratio:.2}   (target <= 0.33: {})",
-        if ratio <= 1.0 / 3.0 { "met" } else { "NOT met" }
-    );
+    verdict_at_most("hv / loop", ratio, 1.0 / 3.0);
     Ok(())
 }

@@ -4,25 +4,15 @@
 //! of series each exports are printed. The domains are defined for the run
 //! (most stopped, some running test guests) and removed afterwards.
 
-use crate::bench::{daemon_cpu, define, median};
-use crate::bench_backup::{need_tools, verdict};
-use hv_testbench::{Guest, GuestSpec};
+use crate::bench::{daemon_cpu, define};
+use crate::cmd::{median, need_tools, release_build, verdict};
+use hv_testbench::{free_port, Guest, GuestSpec, KillOnDrop};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 15;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 pub fn run(domains: usize, running: usize) -> Result<(), String> {
     need_tools(
@@ -30,16 +20,7 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
         "prometheus-libvirt-exporter prometheus",
     )?;
     let uri = hv_testbench::URI;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    eprintln!("building hv-metrics (release)…");
-    let built = Command::new("cargo")
-        .current_dir(root)
-        .args(["build", "--quiet", "--release", "-p", "hv-metrics"])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !built.success() {
-        return Err("cargo build -p hv-metrics failed".into());
-    }
+    let hv_metrics = release_build(&["hv-metrics"])?.join("hv-metrics");
     let conn = hv_testbench::connect();
     eprintln!(
         "defining {} stopped domains and starting {running} test guests…",
@@ -54,16 +35,16 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
     });
     let total = conn.list_all_domains(0).map_err(|e| e.to_string())?.len();
 
-    let hv_port = free_port()?;
-    let _hv = Server(
-        Command::new(root.join("target/release/hv-metrics"))
+    let hv_port = free_port();
+    let _hv = KillOnDrop(
+        Command::new(&hv_metrics)
             .args(["-c", uri, "--listen", &hv_port.to_string()])
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?,
     );
-    let peer_port = free_port()?;
-    let _peer = Server(
+    let peer_port = free_port();
+    let _peer = KillOnDrop(
         Command::new("prometheus-libvirt-exporter")
             .arg(format!("--web.listen-address=127.0.0.1:{peer_port}"))
             .arg(format!("--libvirt.uri={uri}"))
@@ -118,11 +99,6 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 /// One GET /metrics, its body.

@@ -9,10 +9,9 @@ use crate::repo::{LockKind, Repo};
 use crate::{matches_vm, obj, GcArgs, PruneArgs};
 use hv_common::cli::{self, Status};
 use hv_common::output::{col, Column, Printer, Show};
-use hv_common::retention;
+use hv_common::{backup_index, retention};
 use hv_common::{Error, Exit, Result};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const PRUNE_COLUMNS: &[Column] = &[
@@ -31,12 +30,8 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
     }
     let repo = Repo::open(&a.repo.repo)?;
     let _lock = repo.lock(LockKind::Exclusive, Duration::from_secs(a.repo.lock_wait))?;
-    let mut by_vm: BTreeMap<String, Vec<crate::format::Index>> = BTreeMap::new();
-    for b in repo.list()? {
-        if matches_vm(&a.vm, &b.name, &b.uuid) {
-            by_vm.entry(b.uuid.clone()).or_default().push(b);
-        }
-    }
+    let chosen = repo.list()?.into_iter();
+    let by_vm = backup_index::by_vm(chosen.filter(|b| matches_vm(&a.vm, &b.name, &b.uuid)));
     let mut printer = Printer::stdout(a.output.format, PRUNE_COLUMNS);
     let mut status = Status::default();
     for backups in by_vm.values() {

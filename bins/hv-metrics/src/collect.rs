@@ -1,22 +1,20 @@
 //! One scrape: what libvirt says about the host and every domain, and what
-//! hv's own files say about backups. libvirt is asked in bulk
-//! (virConnectGetAllDomainStats for every domain at once, list filters for
-//! autostart and persistence); per-domain calls are made only for domains
-//! that have snapshots. Each part is a collector that can fail alone: its
-//! failure is reported and the rest of the scrape still comes out.
+//! hv's own files say about backups. libvirt is asked in bulk (list filters
+//! for running, autostart and persistent domains, virDomainListGetStats over
+//! many domains per call); per-domain calls are made only for domains that
+//! have snapshots. Each part is a collector that can fail alone: its failure
+//! is reported and the rest of the scrape still comes out.
 
 use crate::exposition::Exposition;
 use hv_common::domain::{self, state_name, state_reason_name};
 use hv_common::ffi::{self, Stats};
-use hv_common::{backup_index, Code, Error, Result};
-use std::collections::HashMap;
+use hv_common::{backup_index, snapshot, Code, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use virt::connect::Connect;
 use virt::sys;
 
 /// What a scrape reads besides libvirt.
-#[derive(Debug, Clone, Default)]
 pub struct Sources {
     pub repos: Vec<PathBuf>,
     pub backup_results: Option<PathBuf>,
@@ -94,9 +92,8 @@ fn bool_value(b: bool) -> f64 {
 }
 
 /// A domain's identity, as the labels every VM series carries.
-pub struct Vm {
-    name: String,
-    uuid: String,
+fn vm_id(stats: &Stats) -> [(&'static str, &str); 2] {
+    [("name", stats.name.as_str()), ("uuid", stats.uuid.as_str())]
 }
 
 /// A stopped domain has no CPU or network counters; asking for them costs
@@ -123,13 +120,12 @@ const STATS_CALLS: usize = 4;
 /// ask), running ones split over [`STATS_CALLS`] concurrent calls. The
 /// number of calls does not grow with the number of domains.
 fn all_stats(conn: &Connect) -> Result<Vec<Stats>> {
-    let listed = conn
-        .list_all_domains(0)
-        .map_err(|err| Error::libvirt("cannot list domains", &err))?;
-    let active = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
-    let (running, stopped): (Vec<_>, Vec<_>) = listed
-        .into_iter()
-        .partition(|d| d.uuid_string().is_ok_and(|u| active.contains(&u)));
+    let list = |flags| {
+        conn.list_all_domains(flags)
+            .map_err(|err| Error::libvirt("cannot list domains", &err))
+    };
+    let running = list(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
+    let stopped = list(sys::VIR_CONNECT_LIST_DOMAINS_INACTIVE)?;
     let per_call = running.len().div_ceil(STATS_CALLS).max(1);
     // NOWAIT: a domain busy in another job (a backup) is reported with what
     // libvirt has at hand instead of stalling the scrape.
@@ -153,39 +149,33 @@ fn all_stats(conn: &Connect) -> Result<Vec<Stats>> {
     Ok(all)
 }
 
-fn domains(e: &mut Exposition, conn: &Connect) -> Result<Vec<Vm>> {
+fn domains(e: &mut Exposition, conn: &Connect) -> Result<Vec<Stats>> {
     let all = all_stats(conn)?;
     let autostart = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
     let persistent = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT)?;
     e.add("hv_host_domains", &[], all.len() as f64);
-    let mut vms = Vec::with_capacity(all.len());
     for stats in &all {
-        let vm = Vm {
-            name: stats.name.clone(),
-            uuid: stats.uuid.clone(),
-        };
-        vm_state(e, &vm, stats);
-        let id = [("name", vm.name.as_str()), ("uuid", vm.uuid.as_str())];
+        let id = vm_id(stats);
+        vm_state(e, stats);
         e.add(
             "hv_vm_autostart",
             &id,
-            bool_value(autostart.contains(&vm.uuid)),
+            bool_value(autostart.contains(&stats.uuid)),
         );
         e.add(
             "hv_vm_persistent",
             &id,
-            bool_value(persistent.contains(&vm.uuid)),
+            bool_value(persistent.contains(&stats.uuid)),
         );
         vm_values(e, &id, stats);
         devices(e, &id, stats, "block", "target", DISK_VALUES);
         devices(e, &id, stats, "net", "interface", NET_VALUES);
-        vms.push(vm);
     }
-    Ok(vms)
+    Ok(all)
 }
 
-fn vm_state(e: &mut Exposition, vm: &Vm, stats: &Stats) {
-    let id = [("name", vm.name.as_str()), ("uuid", vm.uuid.as_str())];
+fn vm_state(e: &mut Exposition, stats: &Stats) {
+    let id = vm_id(stats);
     let state = stats.u64("state.state").unwrap_or(0) as u32;
     let reason = stats.u64("state.reason").unwrap_or(0) as u32;
     let current = state_name(state);
@@ -321,10 +311,10 @@ fn devices(
 
 /// Snapshot counts for every VM; libvirt is asked per domain only for the
 /// domains its list filter says have snapshots.
-fn snapshots(e: &mut Exposition, conn: &Connect, vms: &[Vm]) -> Result<()> {
+fn snapshots(e: &mut Exposition, conn: &Connect, vms: &[Stats]) -> Result<()> {
     let with = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)?;
     for vm in vms {
-        let id = [("name", vm.name.as_str()), ("uuid", vm.uuid.as_str())];
+        let id = vm_id(vm);
         if !with.contains(&vm.uuid) {
             e.add("hv_vm_snapshots", &id, 0.0);
             continue;
@@ -338,7 +328,7 @@ fn snapshots(e: &mut Exposition, conn: &Connect, vms: &[Vm]) -> Result<()> {
     Ok(())
 }
 
-fn snapshot_ages(conn: &Connect, vm: &Vm) -> Result<(usize, Option<i64>)> {
+fn snapshot_ages(conn: &Connect, vm: &Stats) -> Result<(usize, Option<i64>)> {
     let context = format!("VM '{}': cannot list snapshots", vm.name);
     let dom = conn
         .lookup_domain_by_uuid_string(&vm.uuid)
@@ -349,17 +339,11 @@ fn snapshot_ages(conn: &Connect, vm: &Vm) -> Result<(usize, Option<i64>)> {
     let oldest = snaps
         .iter()
         .filter_map(|s| s.xml_desc(0).ok())
-        .filter_map(|xml| creation_time(&xml))
+        .filter_map(|xml| snapshot::parse(&xml).ok())
+        .map(|info| info.created)
+        .filter(|&created| created > 0)
         .min();
     Ok((snaps.len(), oldest))
-}
-
-/// The snapshot's own `<creationTime>`, which libvirt writes before the
-/// embedded domain definition; a full parse of that definition is not needed.
-fn creation_time(xml: &str) -> Option<i64> {
-    let start = xml.find("<creationTime>")? + "<creationTime>".len();
-    let end = start + xml[start..].find('<')?;
-    xml[start..end].trim().parse().ok()
 }
 
 fn host(e: &mut Exposition, conn: &Connect) -> Result<()> {
@@ -439,16 +423,8 @@ fn backups(e: &mut Exposition, repo: &Path) -> Result<()> {
         &labels,
         bool_value(listed.is_ok()),
     );
-    let mut newest: HashMap<&str, (usize, &backup_index::Index)> = HashMap::new();
-    let listed = listed?;
-    for index in &listed {
-        let entry = newest.entry(index.uuid.as_str()).or_insert((0, index));
-        entry.0 += 1;
-        entry.1 = index; // oldest first, so the last one seen is the newest
-    }
-    let mut vms: Vec<_> = newest.into_values().collect();
-    vms.sort_by(|a, b| (&a.1.name, &a.1.uuid).cmp(&(&b.1.name, &b.1.uuid)));
-    for (count, last) in vms {
+    for backups in backup_index::by_vm(listed?).values() {
+        let (count, last) = (backups.len(), backups.last().expect("a group has a backup"));
         let labels = [
             ("name", last.name.as_str()),
             ("uuid", last.uuid.as_str()),
@@ -565,14 +541,6 @@ mod tests {
     fn versions_decode() {
         assert_eq!(version(11_003_000), "11.3.0");
         assert_eq!(version(10_000_002), "10.0.2");
-    }
-
-    #[test]
-    fn snapshot_creation_time_is_the_snapshots_own() {
-        let xml = "<domainsnapshot><name>a</name><creationTime>1795140000</creationTime>\
-                   <domain><creationTime>1</creationTime></domain></domainsnapshot>";
-        assert_eq!(creation_time(xml), Some(1795140000));
-        assert_eq!(creation_time("<domainsnapshot/>"), None);
     }
 
     #[test]

@@ -79,8 +79,8 @@ pub const MANUAL: Manual = Manual {
 
 pub fn run(cli: Cli) -> Result<Exit> {
     let sources = Sources {
-        repos: cli.repos.clone(),
-        backup_results: cli.backup_results.clone(),
+        repos: cli.repos,
+        backup_results: cli.backup_results,
     };
     if let Some(addr) = &cli.listen {
         return listen(&cli.connect, addr, &sources);

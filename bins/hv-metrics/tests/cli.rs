@@ -4,11 +4,12 @@
 //! hv-backup show up; an unreachable libvirt still yields `hv_libvirt_up 0`.
 
 use hv_testbench::{
-    bin, connect, hv, hv_as_nobody, promtool_check_metrics, run_prefix, Guest, GuestSpec, URI,
+    bin, connect, free_port, hv, hv_as_nobody, promtool_check_metrics, run_prefix, Guest,
+    GuestSpec, KillOnDrop, URI,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const HV_METRICS: &str = env!("CARGO_BIN_EXE_hv-metrics");
@@ -313,24 +314,6 @@ fn example_config(dir: &Path, target: &str) -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Prometheus' answer to an instant query; None while it is still starting.
 fn try_query(port: u16, expr: &str) -> Option<serde_json::Value> {
     let out = Command::new("curl")
@@ -374,7 +357,7 @@ fn prometheus_scrapes_listen_and_the_crash_alert_fires() {
     std::fs::create_dir_all(&dir).unwrap();
 
     let hv_port = free_port();
-    let _exporter = Killed(
+    let _exporter = KillOnDrop(
         Command::new(HV_METRICS)
             .args(["--listen", &hv_port.to_string(), "-c", URI])
             .stdout(Stdio::null())
@@ -384,7 +367,7 @@ fn prometheus_scrapes_listen_and_the_crash_alert_fires() {
     );
     let prom_port = free_port();
     let config = example_config(&dir, &format!("127.0.0.1:{hv_port}"));
-    let _prometheus = Killed(
+    let _prometheus = KillOnDrop(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(

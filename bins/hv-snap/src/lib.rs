@@ -3,8 +3,6 @@
 //! `hv-snap create | hv-backup create` and `hv-snap ls | jq … | hv-snap rm`
 //! work; prune by default touches only snapshots hv made itself.
 
-mod snapshot;
-
 use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{self, ActionArgs, ConnectArgs, OutputArgs, Status};
@@ -14,6 +12,7 @@ use hv_common::lifecycle;
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Printer, Show};
 use hv_common::retention::{self, Keep};
+use hv_common::snapshot;
 use hv_common::targets::{self, VmRef};
 use hv_common::{time, Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};

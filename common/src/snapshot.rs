@@ -1,10 +1,11 @@
-//! What hv reads from a snapshot's XML. Whether hv made a snapshot is read
+//! What hv reads from a snapshot's XML (hv-snap lists and prunes by it,
+//! hv-metrics reports snapshot ages from it). Whether hv made a snapshot is read
 //! from the copy of the domain definition libvirt stores inside it: hv puts
 //! a marker naming the snapshot in the domain's metadata just before taking
 //! it. Snapshot XML has no metadata of its own, and a marker in the live
 //! domain would be lost when the domain is reverted.
 
-use hv_common::time;
+use crate::time;
 use roxmltree::{Document, Node};
 
 pub const MADE_NS: &str = "https://hv.invalid/xmlns/snapshot/1";
@@ -25,7 +26,7 @@ pub struct Info {
 
 /// The metadata element that marks `name` as made by hv.
 pub fn marker(name: &str) -> String {
-    format!("<made name=\"{}\"/>", hv_common::domain::xml_escape(name))
+    format!("<made name=\"{}\"/>", crate::domain::xml_escape(name))
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
