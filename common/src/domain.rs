@@ -211,6 +211,27 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
     }
 }
 
+pub fn is_persistent(dom: &virt::domain::Domain) -> crate::Result<bool> {
+    dom.is_persistent()
+        .map_err(|e| crate::Error::libvirt("cannot tell if the VM is persistent", &e))
+}
+
+/// Whether the VM is persistent, and its definition: the stored one, which
+/// is the durable truth, or the live one for a transient VM, which has no other.
+pub fn definition(dom: &virt::domain::Domain) -> crate::Result<(bool, DomainXml)> {
+    let persistent = is_persistent(dom)?;
+    let flags = if persistent {
+        virt::sys::VIR_DOMAIN_XML_INACTIVE
+    } else {
+        0
+    };
+    let xml = dom
+        .xml_desc(flags)
+        .map_err(|e| crate::Error::libvirt("cannot read the VM's XML", &e))?;
+    let parsed = parse(&xml).map_err(|m| crate::Error::new(crate::Code::Libvirt, m))?;
+    Ok((persistent, parsed))
+}
+
 /// The UUIDs of the domains a virConnectListAllDomains filter selects
 /// (`VIR_CONNECT_LIST_DOMAINS_AUTOSTART`, …): one call answers a yes/no
 /// question for every domain at once.

@@ -161,7 +161,6 @@ fn csv_cell(value: Option<&Value>) -> String {
     match value {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
-        Some(v @ (Value::Array(_) | Value::Object(_))) => v.to_string(),
         Some(v) => v.to_string(),
     }
 }

@@ -51,7 +51,7 @@ pub fn verdict(what: &str, ratio: f64, target: f64) {
 /// A figure that must stay at or below `target` (a share of time or bytes).
 pub fn verdict_at_most(what: &str, ratio: f64, target: f64) {
     let met = if ratio <= target { "met" } else { "NOT met" };
-    println!("  {what}: {ratio:.3} (target <= {target}): {met}");
+    println!("  {what}: {ratio:.3} (target <= {target:.2}): {met}");
 }
 
 pub fn ok(cmd: &mut Command) -> Result<(), String> {

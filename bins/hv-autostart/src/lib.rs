@@ -70,10 +70,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
 }
 
 fn set(dom: &Domain, want: bool, dry_run: bool) -> Result<Map<String, Value>> {
-    let persistent = dom
-        .is_persistent()
-        .map_err(|e| Error::libvirt("cannot tell if the VM is persistent", &e))?;
-    if !persistent {
+    if !hv_common::domain::is_persistent(dom)? {
         return Err(Error::new(
             Code::InvalidState,
             "it is transient (no stored definition); define it first with `virsh define`",

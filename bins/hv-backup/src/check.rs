@@ -59,7 +59,7 @@ pub fn verify(a: VerifyArgs) -> Result<Exit> {
                     workers: a.work.workers(),
                     backup: &id,
                 };
-                check_every_byte(&op, &repo).map(|()| chunks)
+                check_every_byte(&op).map(|()| chunks)
             }
         });
         let record = match checked {
@@ -128,8 +128,8 @@ fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
     ))
 }
 
-fn check_every_byte(op: &Opener, repo: &Repo) -> Result<()> {
-    let manifest = open_manifest(repo, op.backup, op.identities)?;
+fn check_every_byte(op: &Opener) -> Result<()> {
+    let manifest = open_manifest(op.repo, op.backup, op.identities)?;
     for image in manifest.disks.iter().chain(manifest.nvram.iter()) {
         let _ = load::read_image(op, image, manifest.chunk_size, |_, _| Ok(()))?;
     }

@@ -455,7 +455,7 @@ fn commit(plan: &Plan, vm: &VmRef, got: &Gathered, backup: Backup) -> Result<Ind
     };
     let json = serde_json::to_vec(&manifest)
         .map_err(|e| Error::new(Code::Io, format!("cannot encode the manifest: {e}")))?;
-    let sealed = crypt::encrypt(&plan.sealer.recipients, &json)?;
+    let sealed = crypt::encrypt(&plan.sealer.repo.recipients, &json)?;
     repo.commit_backup(&index, &got.refs, &sealed)?;
     Ok(index)
 }
@@ -532,10 +532,7 @@ fn backup_id(now: i64) -> Result<String> {
         .chars()
         .filter(|c| *c != '-' && *c != ':')
         .collect();
-    Ok(format!(
-        "{stamp}-{}",
-        crypt::hex(&crypt::random_bytes::<4>()?)
-    ))
+    Ok(format!("{stamp}-{}", crypt::random_hex::<4>()?))
 }
 
 /// The UEFI variable store of the domain, from `<os><nvram>`.

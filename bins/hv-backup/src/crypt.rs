@@ -161,6 +161,11 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
+/// N random bytes as 2N hex digits: salts in ids and temporary names.
+pub fn random_hex<const N: usize>() -> Result<String> {
+    Ok(hex(&random_bytes::<N>()?))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -34,7 +34,7 @@ pub fn prefix(repo_id: &str) -> String {
 
 /// A new checkpoint name: `hv-<repo>-<UTC time>-<8 hex>`.
 pub fn new_name(repo_id: &str) -> hv_common::Result<String> {
-    let salt = crate::crypt::hex(&crate::crypt::random_bytes::<4>()?);
+    let salt = crate::crypt::random_hex::<4>()?;
     Ok(format!(
         "{}{}-{salt}",
         prefix(repo_id),

@@ -405,14 +405,10 @@ fn create(a: CreateArgs) -> Result<Exit> {
     let repo = Repo::open(&a.repo.repo)?;
     let key = repo.host_key(&a.key_dir.key_dir)?;
     let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
-    let recipients = repo.recipients.clone();
-    let level = repo.config.compression_level;
     let plan = Arc::new(create::Plan {
         sealer: store::Sealer {
             repo: Arc::new(repo),
             key,
-            recipients,
-            level,
             workers: a.work.workers(),
             seen: Mutex::new(Default::default()),
             progress: Default::default(),

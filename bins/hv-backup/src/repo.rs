@@ -66,7 +66,7 @@ impl Repo {
             mkdir(&root.join(dir))?;
         }
         let key: ChunkKey = crypt::random_bytes()?;
-        let id = crypt::hex(&crypt::random_bytes::<16>()?);
+        let id = crypt::random_hex::<16>()?;
         let config = Config {
             format: format::REPO_FORMAT.into(),
             version: format::VERSION,
@@ -310,7 +310,7 @@ impl Repo {
 
     /// A fresh name under `tmp/`.
     pub fn tmp_path(&self, what: &str) -> Result<PathBuf> {
-        let salt = crypt::hex(&crypt::random_bytes::<8>()?);
+        let salt = crypt::random_hex::<8>()?;
         Ok(self
             .root
             .join("tmp")

@@ -90,7 +90,7 @@ fn partial_path(dest: &Path) -> Result<PathBuf> {
     let name = dest
         .file_name()
         .ok_or_else(|| Error::usage(format!("{} is not a file path", dest.display())))?;
-    let salt = crate::crypt::hex(&crate::crypt::random_bytes::<4>()?);
+    let salt = crate::crypt::random_hex::<4>()?;
     Ok(dest.with_file_name(format!(".{}.partial-{salt}", name.to_string_lossy())))
 }
 

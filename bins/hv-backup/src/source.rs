@@ -36,7 +36,7 @@ impl RunDir {
                 )
             })?;
         sweep_dead_runs(root);
-        let salt = crate::crypt::hex(&crate::crypt::random_bytes::<4>()?);
+        let salt = crate::crypt::random_hex::<4>()?;
         let dir = root.join(format!("{label}-{}-{salt}", std::process::id()));
         fs::DirBuilder::new()
             .mode(0o700)

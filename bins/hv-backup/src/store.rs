@@ -10,7 +10,7 @@
 //! it records no image SHA-256 (see docs/backup-format.md). Queues are
 //! bounded, so memory stays at a few chunks per worker.
 
-use crate::crypt::{self, ChunkKey, Recipients};
+use crate::crypt::{self, ChunkKey};
 use crate::format::Image;
 use crate::midstate::{Entry, ImageHash};
 use crate::nbd::{self, Extent};
@@ -26,8 +26,6 @@ use std::sync::{Arc, Mutex};
 pub struct Sealer {
     pub repo: Arc<Repo>,
     pub key: ChunkKey,
-    pub recipients: Recipients,
-    pub level: i32,
     pub workers: usize,
     /// Chunks already stored in this run: id → stored size.
     pub seen: Mutex<HashMap<String, u64>>,
@@ -376,7 +374,11 @@ fn seal_with(
     if let Some(size) = known_size(sealer, &id) {
         return Ok((id, size, false));
     }
-    let sealed = crypt::seal_chunk(&sealer.recipients, sealer.level, plain)?;
+    let sealed = crypt::seal_chunk(
+        &sealer.repo.recipients,
+        sealer.repo.config.compression_level,
+        plain,
+    )?;
     let tmp = sealer.repo.write_chunk_unsynced(&sealed)?;
     let size = sealed.len() as u64;
     finish((tmp, id.clone(), size))?;

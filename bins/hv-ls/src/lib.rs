@@ -278,7 +278,7 @@ fn details(basics: &[Basic]) -> Vec<Result<Option<Detail>>> {
 fn detail(b: &Basic) -> Result<Option<Detail>> {
     let d = &b.domain;
     let gone = |e: &Error| e.code == Code::NotFound;
-    let name = d.name().unwrap_or_default();
+    let name = &b.name;
     let attempt = || -> Result<Detail> {
         let xml = d
             .xml_desc(0)

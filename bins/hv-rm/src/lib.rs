@@ -163,20 +163,8 @@ fn remove(
             "it is running; stop it first (hv-stop) or add --force to force it off",
         ));
     }
-    let persistent = dom
-        .is_persistent()
-        .map_err(|e| Error::libvirt("cannot tell if it is persistent", &e))?;
-    let flags = if persistent {
-        virt::sys::VIR_DOMAIN_XML_INACTIVE
-    } else {
-        0
-    };
-    let xml = dom
-        .xml_desc(flags)
-        .map_err(|e| Error::libvirt("cannot read its XML", &e))?;
-    let disks = domain::parse(&xml)
-        .map_err(|m| Error::new(Code::Libvirt, m))?
-        .disks;
+    let (persistent, definition) = domain::definition(dom)?;
+    let disks = definition.disks;
     let uuid = dom.uuid_string().unwrap_or_default();
     let (doomed, kept) = if plan.remove_storage {
         let users = users
@@ -285,6 +273,9 @@ fn sort_disks(
 /// Every path any domain uses as a disk or backing file, with its users.
 fn disk_users(conn: &Connect) -> Result<Users> {
     let mut users = Users::new();
+    // A stopped domain's live and stored XML name the same disks, and linked
+    // clones share a base: each source's backing chain is probed once.
+    let mut chains: HashMap<String, Vec<String>> = HashMap::new();
     let all = conn
         .list_all_domains(0)
         .map_err(|e| Error::libvirt("cannot list domains", &e))?;
@@ -302,11 +293,10 @@ fn disk_users(conn: &Connect) -> Result<Users> {
             };
             for disk in parsed.disks {
                 let Some(source) = disk.source else { continue };
-                for path in backing_files(&source)
-                    .into_iter()
-                    .chain(disk.backing)
-                    .chain([source])
-                {
+                let chain = chains
+                    .entry(source.clone())
+                    .or_insert_with(|| backing_files(&source));
+                for path in chain.iter().cloned().chain(disk.backing).chain([source]) {
                     let list = users.entry(path).or_default();
                     if !list.contains(&user) {
                         list.push(user.clone());

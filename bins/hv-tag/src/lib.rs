@@ -10,7 +10,7 @@ use hv_common::cli::ActionArgs;
 use hv_common::domain::{self, TAGS_NS, TAGS_PREFIX};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
-use hv_common::{Code, Error, Exit, Result};
+use hv_common::{Error, Exit, Result};
 use serde_json::{Map, Value};
 use std::time::Duration;
 use virt::domain::Domain;
@@ -120,24 +120,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
 }
 
 fn retag(dom: &Domain, change: &Change) -> Result<Map<String, Value>> {
-    let persistent = dom
-        .is_persistent()
-        .map_err(|e| Error::libvirt("cannot tell if the VM is persistent", &e))?;
+    let (persistent, definition) = domain::definition(dom)?;
     let active = dom
         .is_active()
         .map_err(|e| Error::libvirt("cannot tell if the VM is running", &e))?;
-    // The stored definition is the durable truth; a transient VM has only the live one.
-    let xml_flags = if persistent {
-        virt::sys::VIR_DOMAIN_XML_INACTIVE
-    } else {
-        0
-    };
-    let xml = dom
-        .xml_desc(xml_flags)
-        .map_err(|e| Error::libvirt("cannot read the VM's XML", &e))?;
-    let mut current = domain::parse(&xml)
-        .map_err(|m| Error::new(Code::Libvirt, m))?
-        .tags;
+    let mut current = definition.tags;
     current.sort();
     let wanted = change.apply(&current);
     let changed = wanted != current;
