@@ -63,7 +63,7 @@ pub const MANUAL: Manual = Manual {
             "Every five minutes from a systemd timer or cron, for node_exporter:",
             "hv-metrics --textfile /var/lib/prometheus/node-exporter --repo /srv/backup",
         ),
-        ("Serve /metrics for Prometheus on loopback:", "hv-metrics --listen 127.0.0.1:9177 --repo /srv/backup"),
+        ("Serve /metrics for Prometheus on loopback:", "hv-metrics --listen 127.0.0.1:9477 --repo /srv/backup"),
         (
             "Keep the last backup run's records so a failed backup becomes an alert:",
             "hv-ls --tag prod | hv-backup create --repo /srv/backup > /var/lib/hv/backup-results.jsonl; hv-metrics --backup-results /var/lib/hv/backup-results.jsonl",
@@ -72,7 +72,7 @@ pub const MANUAL: Manual = Manual {
     ],
     notes: &[
         "Every VM series carries the labels name and uuid; disk series add target, network series interface, backup series repository. docs/metrics.md lists every metric; docs/monitoring/ has alert rules (tested with promtool), a Grafana dashboard and a prometheus.yml.",
-        "When libvirt cannot be reached, the output still comes out with hv_libvirt_up 0 (so the LibvirtDown alert can fire), and the exit status is 3. When one part of a scrape fails (storage pools, a backup repository), the rest is still written, hv_scrape_collector_success is 0 for that part, the reason goes to stderr, and the exit status is 1.",
+        "When libvirt cannot be reached, the output still comes out with hv_libvirt_up 0 (so the HvLibvirtDown alert can fire), and the exit status is 3. When one part of a scrape fails (storage pools, a backup repository), the rest is still written, hv_scrape_collector_success is 0 for that part, the reason goes to stderr, and the exit status is 1.",
         "The connection is read-only: a monitoring user needs no write access to libvirt. With --listen the connection is kept between scrapes and reopened when libvirt restarts.",
     ],
 };
@@ -184,7 +184,7 @@ fn parse_listen(addr: &str) -> Result<SocketAddr> {
         .and_then(|mut it| it.next())
         .ok_or_else(|| {
             Error::usage(format!(
-                "--listen {addr:?} is not an address: use ADDR:PORT like 127.0.0.1:9177, or a bare port"
+                "--listen {addr:?} is not an address: use ADDR:PORT like 127.0.0.1:9477, or a bare port"
             ))
         })
 }
@@ -195,14 +195,14 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen("9177").unwrap().to_string(), "127.0.0.1:9177");
+        assert_eq!(parse_listen("9477").unwrap().to_string(), "127.0.0.1:9477");
         assert_eq!(
             parse_listen("0.0.0.0:80").unwrap().to_string(),
             "0.0.0.0:80"
         );
         assert_eq!(
-            parse_listen("[::1]:9177").unwrap().to_string(),
-            "[::1]:9177"
+            parse_listen("[::1]:9477").unwrap().to_string(),
+            "[::1]:9477"
         );
         assert!(parse_listen("nonsense").is_err());
         assert!(parse_listen("").is_err());

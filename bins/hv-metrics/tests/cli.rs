@@ -101,6 +101,13 @@ fn scrape_ok(args: &[&str]) -> Vec<Sample> {
     parse(&body)
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64
+}
+
 fn kill_qemu(guest: &Guest) {
     let pid_file = format!("/var/run/libvirt/qemu/{}.pid", guest.name);
     let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{pid_file}: {e}"));
@@ -164,6 +171,20 @@ fn output_passes_promtool_and_describes_each_guest() {
     let stopped = GuestSpec::new("metrics-off").disk_mib(48).define(&conn);
 
     let pool = Pool::create("metrics-pool");
+    let before_snapshot = unix_now();
+    let st = Command::new("virsh")
+        .args([
+            "-c",
+            URI,
+            "-q",
+            "snapshot-create-as",
+            &stopped.uuid,
+            "metrics-snap",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "virsh snapshot-create-as");
 
     let s = scrape_ok(&[]);
     assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(1.0));
@@ -213,7 +234,14 @@ fn output_passes_promtool_and_describes_each_guest() {
     // The booted guest read its disk: the counter is real, not a placeholder.
     let run_disk = [run[0], run[1], ("target", "vda")];
     assert!(value(&s, "hv_vm_disk_read_bytes_total", &run_disk).unwrap() > 0.0);
-    assert_eq!(value(&s, "hv_vm_snapshots", &off), Some(0.0));
+    assert_eq!(value(&s, "hv_vm_snapshots", &run), Some(0.0));
+    assert_eq!(value(&s, "hv_vm_snapshots", &off), Some(1.0));
+    let taken = value(&s, "hv_vm_snapshot_oldest_timestamp_seconds", &off).unwrap();
+    assert!(taken >= before_snapshot && taken <= unix_now(), "{taken}");
+    assert_eq!(
+        value(&s, "hv_vm_snapshot_oldest_timestamp_seconds", &run),
+        None
+    );
     let domains = conn.num_of_domains().unwrap() + conn.num_of_defined_domains().unwrap();
     assert_eq!(value(&s, "hv_host_domains", &[]), Some(domains as f64));
     let pool_label = [("pool", pool.name.as_str())];
@@ -282,7 +310,7 @@ fn alert_rules_pass_their_unit_tests_and_the_example_config_is_valid() {
     promtool(&["test", "rules", "hv-alerts.test.yml"]);
     let dir = std::env::temp_dir().join(format!("{}promcheck", run_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = example_config(&dir, "127.0.0.1:9177");
+    let config = example_config(&dir, "127.0.0.1:9477");
     promtool(&["check", "config", config.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -305,7 +333,7 @@ fn example_config(dir: &Path, target: &str) -> PathBuf {
     let text = std::fs::read_to_string(docs().join("prometheus.yml"))
         .unwrap()
         .replace("/etc/prometheus/hv-alerts.yml", rules.to_str().unwrap())
-        .replace("127.0.0.1:9177", target)
+        .replace("127.0.0.1:9477", target)
         .replace("scrape_interval: 30s", "scrape_interval: 1s")
         .replace("evaluation_interval: 30s", "evaluation_interval: 1s")
         .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
