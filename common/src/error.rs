@@ -39,6 +39,10 @@ pub enum Code {
     DecryptFailed,
     /// Another process holds the lock the operation needs.
     Locked,
+    /// A signature did not verify, or its key is unknown, expired or revoked.
+    Untrusted,
+    /// A download failed (HTTP status, connection dropped, timeout).
+    Fetch,
 }
 
 impl Code {
@@ -59,6 +63,8 @@ impl Code {
             Code::Corrupt => "corrupt",
             Code::DecryptFailed => "decrypt_failed",
             Code::Locked => "locked",
+            Code::Untrusted => "untrusted",
+            Code::Fetch => "fetch_failed",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod ffi;
 pub mod lifecycle;
 pub mod manual;
 pub mod output;
+pub mod progress;
 pub mod retention;
 pub mod runner;
 pub mod snapshot;

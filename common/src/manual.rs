@@ -8,6 +8,10 @@ pub struct Manual {
     pub examples: &'static [(&'static str, &'static str)],
     /// Extra paragraphs for DESCRIPTION-like notes, rendered under NOTES.
     pub notes: &'static [&'static str],
+    /// EXIT STATUS: the shared scheme, in the words that fit the command.
+    pub exit_status: &'static [(&'static str, &'static str)],
+    /// ENVIRONMENT: the variables the command reads.
+    pub environment: &'static [(&'static str, &'static str)],
 }
 
 pub const EXIT_STATUS: &[(&str, &str)] = &[

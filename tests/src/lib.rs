@@ -6,6 +6,8 @@
 //! The host is prepared by `tests/bench/setup-host.sh` and the guest image by
 //! `tests/guest/build.sh` (both run by `tests/run.sh`).
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;

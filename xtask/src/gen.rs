@@ -3,7 +3,7 @@
 //! environment, examples) from hv-common's `manual`.
 
 use clap::CommandFactory;
-use hv_common::manual::{Manual, ENVIRONMENT, EXIT_STATUS};
+use hv_common::manual::Manual;
 use std::path::{Path, PathBuf};
 
 /// The pages' date; bumped with releases, not with every build, so that
@@ -53,6 +53,10 @@ fn tools() -> Vec<Tool> {
         Tool {
             command: hv_metrics::Cli::command(),
             manual: &hv_metrics::MANUAL,
+        },
+        Tool {
+            command: hv_iso::Cli::command(),
+            manual: &hv_iso::MANUAL,
         },
     ]
 }
@@ -211,11 +215,11 @@ fn man_page(command: &clap::Command, manual: &Manual) -> std::io::Result<Vec<u8>
         extra.push('\n');
     }
     extra.push_str(".SH \"EXIT STATUS\"\n");
-    for (code, meaning) in EXIT_STATUS {
+    for (code, meaning) in manual.exit_status {
         extra.push_str(&format!(".TP\n\\fB{code}\\fR\n{}\n", roff(meaning)));
     }
     extra.push_str(".SH ENVIRONMENT\n");
-    for (var, meaning) in ENVIRONMENT {
+    for (var, meaning) in manual.environment {
         extra.push_str(&format!(".TP\n\\fB{var}\\fR\n{}\n", roff(meaning)));
     }
     extra.push_str(".SH EXAMPLES\n");

@@ -40,6 +40,8 @@ pub struct Cli {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Start every production VM with the host:", "hv-ls --tag prod | hv-autostart on"),
         ("Stop starting two VMs at boot:", "hv-autostart off web1 web2"),

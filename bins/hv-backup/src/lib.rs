@@ -21,16 +21,15 @@ mod store;
 
 use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
-use hv_common::cli::{self, ActionArgs, ConnectArgs, OutputArgs};
+use hv_common::cli::{ActionArgs, ConnectArgs, OutputArgs};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Printer, Show};
+use hv_common::progress::Progress;
 use hv_common::retention::Keep;
 use hv_common::{time, Error, Exit, Result};
 use repo::{LockKind, Repo};
 use serde_json::{json, Map, Value};
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -304,6 +303,8 @@ pub struct RecoverKeyArgs {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Create a repository; keep the identity off this host:", "age-keygen -o /safe/place/backup.key && hv-backup init /srv/backup --recipient \"$(age-keygen -y /safe/place/backup.key)\""),
         ("Back up every production VM, two at a time:", "export HV_BACKUP_REPO=/srv/backup; hv-ls --tag prod | hv-backup create -j 2"),
@@ -429,51 +430,13 @@ fn create(a: CreateArgs) -> Result<Exit> {
         columns: CREATE_COLUMNS,
         item_timeout: timeout,
     };
-    let progress = Progress::start(plan.clone());
+    let progress = Progress::start("scanned", plan.sealer.progress.clone());
     let work_plan = plan.clone();
     let exit = bulk::act(inputs, &a.args, action, move |_conn, dom, vm| {
         create::backup_vm(&work_plan, dom, vm)
     });
     progress.stop();
     exit
-}
-
-/// A one-line progress display on stderr, only when stderr is a terminal.
-struct Progress {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Progress {
-    fn start(plan: Arc<create::Plan>) -> Progress {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::io::stderr().is_terminal().then(|| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let begun = std::time::Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(250));
-                    let done = plan.sealer.progress.load(Ordering::Relaxed);
-                    let rate = done as f64 / begun.elapsed().as_secs_f64().max(0.001);
-                    eprint!(
-                        "\r{}: {} scanned, {}/s   ",
-                        cli::program(),
-                        hv_common::output::human_bytes(done),
-                        hv_common::output::human_bytes(rate as u64)
-                    );
-                }
-                eprint!("\r\x1b[K");
-            })
-        });
-        Progress { stop, thread }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread {
-            let _ = t.join();
-        }
-    }
 }
 
 const LS_COLUMNS: &[Column] = &[

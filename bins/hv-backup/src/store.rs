@@ -18,7 +18,7 @@ use crate::repo::Repo;
 use hv_common::{Code, Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -30,7 +30,7 @@ pub struct Sealer {
     /// Chunks already stored in this run: id → stored size.
     pub seen: Mutex<HashMap<String, u64>>,
     /// Bytes done, for the progress line.
-    pub progress: AtomicU64,
+    pub progress: Arc<hv_common::progress::Counter>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -220,7 +220,7 @@ impl Reader<'_> {
             }
             let start = i as u64 * self.chunk;
             let len = self.chunk.min(size - start);
-            self.sealer.progress.fetch_add(len, Ordering::Relaxed);
+            self.sealer.progress.add(len);
             if let Some(id) = self.unchanged(i) {
                 if let Some(id) = id {
                     let stored = self.reuse.and_then(|r| r.sizes.get(id)).copied();

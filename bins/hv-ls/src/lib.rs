@@ -74,6 +74,8 @@ pub struct Cli {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("List every VM in a table on a terminal, JSON lines in a pipe:", "hv-ls"),
         ("Tag every stopped VM whose name starts with dev:", "hv-ls --state shutoff --name 'dev*' | hv-tag --add cold"),

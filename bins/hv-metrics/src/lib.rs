@@ -56,6 +56,8 @@ pub struct Cli {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Print one scrape:", "hv-metrics"),
         ("Check the output with Prometheus' own linter:", "hv-metrics | promtool check metrics"),

@@ -56,6 +56,8 @@ pub struct Cli {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Remove a VM and its disks, asking first:", "hv-rm --remove-storage scratch1"),
         ("See what removing every VM tagged tmp would delete:", "hv-ls --tag tmp | hv-rm --remove-storage --dry-run"),

@@ -128,6 +128,8 @@ pub struct PruneArgs {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Snapshot every production VM before an upgrade:", "hv-ls --tag prod | hv-snap create --name pre-upgrade --description 'before 12.5'"),
         ("List the snapshots of running VMs:", "hv-ls --state running | hv-snap ls --format table"),

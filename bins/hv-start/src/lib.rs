@@ -55,6 +55,8 @@ pub struct Cli {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Start every stopped VM tagged dev:", "hv-ls --state shutoff --tag dev | hv-start"),
         ("Start two VMs and wait until their guest agents answer:", "hv-start --wait=agent --timeout 300 web1 db1"),

@@ -68,6 +68,8 @@ pub struct Cli {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Stop every VM tagged dev, giving each a minute:", "hv-ls --tag dev | hv-stop --timeout 60"),
         ("Stop everything that runs, ten at a time, and show which had to be forced:", "hv-ls --state running | hv-stop -j 10 | jq -r 'select(.how == \"forced\") | .name'"),

@@ -52,6 +52,8 @@ pub struct Cli {
 }
 
 pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Tag two VMs:", "hv-tag --add prod --add web web1 web2"),
         ("Move every VM tagged staging to prod:", "hv-ls --tag staging | hv-tag --remove staging --add prod"),

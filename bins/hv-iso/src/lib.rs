@@ -1,0 +1,416 @@
+//! hv-iso: install media are the root of trust of every VM built from
+//! them, so an image enters the library only when its distributor's signed
+//! checksum proves it, and `verify` later proves it has not rotted. The
+//! proof is kept beside each image (a JSON sidecar) for audits and for
+//! hv-preflight, hv-health and hv-metrics to read.
+
+mod add;
+mod checksums;
+mod digest;
+mod fetch;
+mod library;
+mod openpgp;
+
+use clap::{Parser, Subcommand};
+use hv_common::cli::{OutputArgs, Status};
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::progress::{Counter, Progress};
+use hv_common::{time, Code, Error, Exit, Result};
+use library::{Entry, Library, Sidecar};
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-iso",
+    version,
+    about = "An ISO library whose images are proven by their distributor's signed checksums",
+    long_about = "Keep install media in a library directory and admit an image only when it \
+        matches its distributor's checksum file and that file's OpenPGP signature verifies \
+        against a keyring you gave. Downloads resume where they stopped and are hashed as they \
+        arrive; a JSON sidecar beside each image records how it was proven. verify re-hashes \
+        the library to catch bit rot."
+)]
+pub struct Cli {
+    /// The library directory
+    #[arg(
+        long,
+        global = true,
+        env = "HV_ISO_LIBRARY",
+        value_name = "DIR",
+        default_value = "/var/lib/hv/isos"
+    )]
+    pub library: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch or copy an image, prove it, and admit it to the library
+    Add(AddArgs),
+    /// List the library's images and how each was proven
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Re-hash images and compare with their sidecars (bit rot, tampering)
+    Verify(VerifyArgs),
+    /// Remove images from the library
+    Rm(RmArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The image: an http(s):// URL or a local path
+    #[arg(value_name = "URL|PATH")]
+    pub source: String,
+    /// The distributor's checksum file (SHA256SUMS, CHECKSUM, ...): a path or URL.
+    /// With --keyring and a URL image, SHA256SUMS or SHA512SUMS next to the image is tried
+    #[arg(long, value_name = "FILE|URL")]
+    pub checksums: Option<String>,
+    /// The checksum file's detached OpenPGP signature (binary or ASCII-armoured); by default
+    /// FILE.sign, .gpg, .asc or .sig next to it. Not needed for a clearsigned checksum file
+    #[arg(long, value_name = "FILE|URL")]
+    pub signature: Option<String>,
+    /// The public key(s) you trust to sign the checksum file (armoured or binary, as
+    /// gpg --export writes)
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// A SHA-256 you already have for the image; checked as well as the checksum file
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// The library name [default: the image's file name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Admit the image without a verified signature (recorded in its sidecar)
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Accept an MD5 or SHA-1 checksum, which a forger can match
+    #[arg(long)]
+    pub allow_weak: bool,
+    /// Replace an image of the same name
+    #[arg(long)]
+    pub force: bool,
+    /// How often a dropped download is resumed before giving up
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Only these images [default: all]
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Only these images [default: all]
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmArgs {
+    /// The images to remove
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    exit_status: &[
+        ("0", "Every image was admitted, listed, verified or removed."),
+        ("1", "An image failed: its hash does not match, its signature does not verify, its key is unknown, expired or revoked, a download failed, or a name is not in the library. verify prints a record with \"ok\": false for each such image."),
+        ("2", "Usage error: bad flags, a keyring that is not one, or an image that would be admitted without a signature and without --allow-unsigned."),
+    ],
+    environment: &[
+        ("HV_ISO_LIBRARY", "The library directory when --library is not given (default /var/lib/hv/isos)."),
+        ("https_proxy, http_proxy, no_proxy", "Proxies for downloads, as for curl."),
+    ],
+    examples: &[
+        (
+            "Debian: the image, its SHA256SUMS and the signature SHA256SUMS.sign, checked with the Debian CD signing key (from debian-keyring, or the key whose fingerprint https://www.debian.org/CD/verify lists):",
+            "hv-iso add https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.2.0-amd64-netinst.iso --checksums https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/SHA256SUMS --signature https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/SHA256SUMS.sign --keyring debian-cd.asc",
+        ),
+        (
+            "The same, letting hv-iso find SHA256SUMS and SHA256SUMS.sign next to the image:",
+            "hv-iso add https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.2.0-amd64-netinst.iso --keyring debian-cd.asc",
+        ),
+        (
+            "Fedora: its CHECKSUM file is clearsigned, so no --signature; the keyring is https://fedoraproject.org/fedora.gpg:",
+            "hv-iso add https://download.fedoraproject.org/pub/fedora/linux/releases/43/Server/x86_64/iso/Fedora-Server-netinst-x86_64-43-1.6.iso --checksums https://download.fedoraproject.org/pub/fedora/linux/releases/43/Server/x86_64/iso/Fedora-Server-43-1.6-x86_64-CHECKSUM --keyring fedora.gpg",
+        ),
+        ("Every week, from a systemd timer: exit status 1 when an image rotted:", "hv-iso verify"),
+        ("Which images were admitted without a signature:", "hv-iso ls --format jsonl | jq -r 'select(.unsigned) | .name'"),
+        ("Attach a library image to a VM:", "virsh change-media web1 sda /var/lib/hv/isos/debian-13.2.0-amd64-netinst.iso --insert"),
+    ],
+    notes: &[
+        "An image is admitted when its hash matches the entry for its file name in the checksum file, and the checksum file's signature verifies with a key in --keyring that is neither expired nor revoked. The signature is checked in-process; gpg's own keyrings and trust database are not consulted, only the keys you pass. A keyring exported with gpg --export (binary) or --export --armor works; a GnuPG keybox (pubring.kbx) does not.",
+        "Checksum files may be in GNU form (HASH  name, HASH *name), BSD-tagged form (SHA256 (name) = HASH), or Fedora's clearsigned CHECKSUM, with CRLF line ends and ./ prefixes; SHA-256 and SHA-512 are accepted, MD5 and SHA-1 only with --allow-weak.",
+        "A download goes to a dot-file in the library and is hashed as it arrives; a dropped connection is resumed (--retries), and an interrupted run leaves the partial file for the next run of the same command to resume. An image whose hash does not match is deleted. Each image NAME has a sidecar NAME.json with sha256, size_bytes, source, checksums, checksum, signature, keyring, signer (the key's fingerprint), verified_by (signature, checksums, sha256 or none), unsigned and verified_at; verify adds checked_at and check_ok. docs/iso.md describes the library and a distributor's workflow step by step.",
+    ],
+};
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let lib = Library::new(cli.library);
+    match cli.command {
+        Command::Add(a) => add(&lib, a),
+        Command::Ls(a) => ls(&lib, a),
+        Command::Verify(a) => verify(&lib, a),
+        Command::Rm(a) => rm(&lib, a),
+    }
+}
+
+const ENTRY_COLUMNS: &[Column] = &[
+    col("NAME", "name", Show::Plain),
+    col("SIZE", "size_bytes", Show::Bytes),
+    col("VERIFIED BY", "verified_by", Show::Plain),
+    col("SIGNER", "signer", Show::Plain),
+    col("VERIFIED AT", "verified_at", Show::Plain),
+    col("CHECK OK", "check_ok", Show::Plain),
+];
+
+fn entry_record(lib: &Library, s: &Sidecar) -> Map<String, Value> {
+    let mut record =
+        obj(json!({ "name": s.name, "path": lib.image(&s.name).display().to_string() }));
+    if let Value::Object(fields) = serde_json::to_value(s).expect("a sidecar serializes") {
+        record.extend(
+            fields
+                .into_iter()
+                .filter(|(k, _)| k != "format" && k != "name"),
+        );
+    }
+    record
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("json! of an object"),
+    }
+}
+
+fn add(lib: &Library, a: AddArgs) -> Result<Exit> {
+    let begun = Instant::now();
+    let sidecar = add::add(lib, &a)?;
+    let mut record = entry_record(lib, &sidecar);
+    record.insert("ok".into(), true.into());
+    record.insert(
+        "elapsed_ms".into(),
+        (begun.elapsed().as_millis() as u64).into(),
+    );
+    let mut printer = Printer::stdout(a.output.format, ENTRY_COLUMNS);
+    printer.emit(record)?;
+    printer.finish()?;
+    Ok(Exit::Ok)
+}
+
+/// The named entries, or all; a name not in the library is an error
+/// record of its own, so the others are still worked on.
+fn select(
+    lib: &Library,
+    names: &[String],
+) -> Result<Vec<std::result::Result<Entry, (String, Error)>>> {
+    let names = if names.is_empty() {
+        lib.names()?
+    } else {
+        names.to_vec()
+    };
+    Ok(names
+        .into_iter()
+        .map(|name| match lib.get(&name) {
+            Ok(Some(entry)) => Ok(entry),
+            Ok(None) => Err((
+                name.clone(),
+                Error::new(
+                    Code::NotFound,
+                    format!(
+                        "{name} is not in the library {} (hv-iso ls lists what is)",
+                        lib.root.display()
+                    ),
+                ),
+            )),
+            Err(e) => Err((name, e)),
+        })
+        .collect())
+}
+
+fn failure(lib: &Library, name: &str, err: &Error) -> Map<String, Value> {
+    obj(json!({
+        "name": name,
+        "path": lib.image(name).display().to_string(),
+        "ok": false,
+        "error": err.to_json(),
+    }))
+}
+
+fn ls(lib: &Library, a: LsArgs) -> Result<Exit> {
+    let mut status = Status::default();
+    let mut printer = Printer::stdout(a.output.format, ENTRY_COLUMNS);
+    for item in select(lib, &a.names)? {
+        match item {
+            // An image missing beside its sidecar was never fully admitted
+            // (or was deleted by hand): not listed; verify reports it.
+            Ok(entry) if !library::exists(&entry.path) => {}
+            Ok(entry) => printer.emit(entry_record(lib, &entry.sidecar))?,
+            Err((name, e)) => {
+                status.failed(&e);
+                hv_common::cli::warn(format!("{name}: {e}"));
+            }
+        }
+    }
+    printer.finish()?;
+    Ok(status.exit())
+}
+
+const VERIFY_COLUMNS: &[Column] = &[
+    col("NAME", "name", Show::Plain),
+    col("OK", "ok", Show::Plain),
+    col("SIZE", "size_bytes", Show::Bytes),
+    col("MS", "elapsed_ms", Show::Plain),
+    col("ERROR", "error", Show::Plain),
+];
+
+fn verify(lib: &Library, a: VerifyArgs) -> Result<Exit> {
+    let mut status = Status::default();
+    let mut printer = Printer::stdout(a.output.format, VERIFY_COLUMNS);
+    for item in select(lib, &a.names)? {
+        let record = match item {
+            Ok(mut entry) => {
+                let begun = Instant::now();
+                let checked = recheck(&entry);
+                record_check(lib, &mut entry.sidecar, checked.is_ok());
+                let mut record = obj(json!({
+                    "name": entry.sidecar.name,
+                    "path": entry.path.display().to_string(),
+                    "ok": checked.is_ok(),
+                    "size_bytes": entry.sidecar.size_bytes,
+                    "sha256": entry.sidecar.sha256,
+                    "elapsed_ms": begun.elapsed().as_millis() as u64,
+                }));
+                if let Err(e) = checked {
+                    status.failed(&e);
+                    record.insert("error".into(), e.to_json());
+                }
+                record
+            }
+            Err((name, e)) => {
+                status.failed(&e);
+                failure(lib, &name, &e)
+            }
+        };
+        printer.emit(record)?;
+    }
+    printer.finish()?;
+    Ok(status.exit())
+}
+
+/// Re-hashes the image and compares size and SHA-256 with the sidecar.
+fn recheck(entry: &Entry) -> Result<()> {
+    let s = &entry.sidecar;
+    let file = std::fs::File::open(&entry.path).map_err(|e| {
+        let fix = format!("hv-iso rm {:?} and add it again", s.name);
+        Error::new(
+            Code::Corrupt,
+            format!("{}: {e}; {fix}", entry.path.display()),
+        )
+    })?;
+    let counter = Arc::new(Counter::default());
+    counter
+        .total
+        .store(s.size_bytes, std::sync::atomic::Ordering::Relaxed);
+    let progress = Progress::start("hashed", counter.clone());
+    let mut hasher = digest::Hasher::new(None);
+    let pumped = digest::pump(file, &mut hasher, |_| Ok(()), &counter);
+    progress.stop();
+    pumped.map_err(|e| Error::io(entry.path.display(), e))?;
+    let got = hasher.finish();
+    let fix = format!(
+        "hv-iso add it again with --force (the sidecar records where it came from: {})",
+        s.source
+    );
+    if got.bytes != s.size_bytes {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!(
+                "{} is {} bytes, it was admitted with {}; {fix}",
+                s.name, got.bytes, s.size_bytes
+            ),
+        ));
+    }
+    if got.sha256 != s.sha256 {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!(
+                "{} has sha256 {}, it was admitted with {}; {fix}",
+                s.name, got.sha256, s.sha256
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Keeps the outcome in the sidecar for hv-metrics and hv-health; a user
+/// who may read but not write the library still gets the answer.
+fn record_check(lib: &Library, s: &mut Sidecar, ok: bool) {
+    s.checked_at = Some(time::rfc3339(time::now()));
+    s.check_ok = Some(ok);
+    if let Err(e) = lib.write_sidecar(s) {
+        hv_common::cli::warn(format!("could not record the check in the sidecar: {e}"));
+    }
+}
+
+const RM_COLUMNS: &[Column] = &[
+    col("NAME", "name", Show::Plain),
+    col("OK", "ok", Show::Plain),
+    col("ERROR", "error", Show::Plain),
+];
+
+fn rm(lib: &Library, a: RmArgs) -> Result<Exit> {
+    let mut status = Status::default();
+    let mut printer = Printer::stdout(a.output.format, RM_COLUMNS);
+    for item in select(lib, &a.names)? {
+        let record =
+            match item.and_then(|entry| remove(lib, &entry).map_err(|e| (entry.sidecar.name, e))) {
+                Ok(record) => record,
+                Err((name, e)) => {
+                    status.failed(&e);
+                    failure(lib, &name, &e)
+                }
+            };
+        printer.emit(record)?;
+    }
+    printer.finish()?;
+    Ok(status.exit())
+}
+
+/// The image goes first: a run killed in between leaves a sidecar alone,
+/// which ls does not list and rm removes.
+fn remove(lib: &Library, entry: &Entry) -> Result<Map<String, Value>> {
+    let name = &entry.sidecar.name;
+    match std::fs::remove_file(&entry.path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(entry.path.display(), e))
+        }
+        _ => {}
+    }
+    let sidecar = lib.sidecar_path(name);
+    std::fs::remove_file(&sidecar).map_err(|e| Error::io(sidecar.display(), e))?;
+    Ok(obj(json!({
+        "name": name,
+        "path": entry.path.display().to_string(),
+        "action": "rm",
+        "ok": true,
+    })))
+}

@@ -1,0 +1,824 @@
+//! hv-iso end to end: ISOs built by xorriso, checksum files signed by keys
+//! gpg generates for each test (good, foreign, expired, revoked, subkey),
+//! served by a loopback HTTP server that can drop connections. What is
+//! asserted is what a user checks: the exit status, the record, what is in
+//! the library directory afterwards, and what the server was asked.
+
+use hv_testbench::http::{Fault, FileServer};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A scratch directory (server root, library, gpg home) removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = PathBuf::from(format!("/var/tmp/{}iso-{test}", hv_testbench::run_prefix()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        Scratch(dir)
+    }
+    fn www(&self) -> PathBuf {
+        self.0.join("www")
+    }
+    fn lib(&self) -> PathBuf {
+        self.0.join("library")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A GnuPG home with keys made for the test; its agent dies with it.
+struct Gpg {
+    home: PathBuf,
+}
+
+impl Gpg {
+    fn new() -> Gpg {
+        // Short: gpg-agent's socket path must fit in sun_path.
+        let home = PathBuf::from(format!("/tmp/{}g{}", hv_testbench::run_prefix(), unique()));
+        std::fs::create_dir_all(&home).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Gpg { home }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&self.home)
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("gpg (Debian package gpg)");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// A new key; returns its fingerprint.
+    fn key(&self, uid: &str, expire: &str, faked_time: Option<&str>) -> String {
+        let mut args = vec![];
+        if let Some(t) = faked_time {
+            args.extend(["--faked-system-time", t]);
+        }
+        args.extend(["--quick-gen-key", uid, "ed25519", "sign", expire]);
+        self.run(&args);
+        self.fingerprints(uid)[0].clone()
+    }
+
+    /// The primary's fingerprint, then the subkeys'.
+    fn fingerprints(&self, uid: &str) -> Vec<String> {
+        let out = self.run(&["--with-colons", "--list-keys", uid]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("fpr:"))
+            .map(|l| l.split(':').nth(9).unwrap().to_owned())
+            .collect()
+    }
+
+    fn sign(&self, key: &str, mode: &str, file: &Path, out: &Path, faked_time: Option<&str>) {
+        let mut args = vec!["--local-user", key, "-o", out.to_str().unwrap()];
+        if let Some(t) = faked_time {
+            args.extend(["--faked-system-time", t]);
+        }
+        match mode {
+            "armor" => args.extend(["--armor", "--detach-sign"]),
+            "binary" => args.push("--detach-sign"),
+            "clear" => args.push("--clearsign"),
+            _ => unreachable!(),
+        }
+        args.push(file.to_str().unwrap());
+        self.run(&args);
+    }
+
+    fn export(&self, keys: &[&str], armor: bool, out: &Path) {
+        let mut args = vec!["-o", out.to_str().unwrap()];
+        if armor {
+            args.push("--armor");
+        }
+        args.push("--export");
+        args.extend(keys);
+        self.run(&args);
+    }
+
+    fn revoke(&self, fpr: &str) {
+        let cert = self.home.join(format!("openpgp-revocs.d/{fpr}.rev"));
+        let text = std::fs::read_to_string(&cert)
+            .unwrap()
+            .replace(":-----BEGIN", "-----BEGIN");
+        let usable = self.home.join("revoke.asc");
+        std::fs::write(&usable, text).unwrap();
+        self.run(&["--import", usable.to_str().unwrap()]);
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.home)
+            .args(["--kill", "gpg-agent"])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+fn unique() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// An ISO 9660 image with `payload_mib` MiB of pseudo-random data in it.
+fn make_iso(dir: &Path, name: &str, payload_mib: usize, seed: u64) -> PathBuf {
+    let content = dir.join(format!("{name}.content"));
+    std::fs::create_dir_all(&content).unwrap();
+    let mut x = seed | 1;
+    let data: Vec<u8> = (0..payload_mib << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(content.join("payload.bin"), data).unwrap();
+    let iso = dir.join(name);
+    let out = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "HVTEST", "-o"])
+        .arg(&iso)
+        .arg(&content)
+        .output()
+        .expect("xorriso (Debian package xorriso)");
+    assert!(
+        out.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&content).unwrap();
+    iso
+}
+
+fn sha256sum(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn hv_iso(lib: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hv-iso"))
+        .args(args)
+        .env("HV_ISO_LIBRARY", lib)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hv-iso")
+}
+
+fn one_record(out: &Output) -> Value {
+    let recs = hv_testbench::records(out);
+    assert_eq!(
+        recs.len(),
+        1,
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    recs.into_iter().next().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What the library directory holds, dot-files included.
+fn listing(lib: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(lib)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Debian's layout: an image, SHA256SUMS listing it among others, and the
+/// armoured detached signature SHA256SUMS.sign.
+fn debian_mirror(s: &Scratch, gpg: &Gpg, key: &str, image: &str) -> PathBuf {
+    let iso = make_iso(&s.www(), image, 3, 7);
+    let sums = format!(
+        "{}  debian-13.2.0-amd64-DVD-1.iso\n{}  {image}\n",
+        "0".repeat(64),
+        sha256sum(&iso)
+    );
+    std::fs::write(s.www().join("SHA256SUMS"), sums).unwrap();
+    gpg.sign(
+        key,
+        "armor",
+        &s.www().join("SHA256SUMS"),
+        &s.www().join("SHA256SUMS.sign"),
+        None,
+    );
+    iso
+}
+
+#[test]
+fn a_signed_image_is_admitted_listed_verified_and_bit_rot_is_caught() {
+    let s = Scratch::new("good");
+    let gpg = Gpg::new();
+    let key = gpg.key(
+        "Debian CD signing key <debian-cd@lists.debian.org>",
+        "never",
+        None,
+    );
+    gpg.export(&[&key], true, &s.0.join("debian-cd.asc"));
+    let iso = debian_mirror(&s, &gpg, &key, "debian-13.2.0-amd64-netinst.iso");
+    let server = FileServer::start(s.www());
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &server.url("debian-13.2.0-amd64-netinst.iso"),
+            "--checksums",
+            &server.url("SHA256SUMS"),
+            "--signature",
+            &server.url("SHA256SUMS.sign"),
+            "--keyring",
+            s.0.join("debian-cd.asc").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = one_record(&out);
+    let want_sha = sha256sum(&iso);
+    assert_eq!(r["ok"], true);
+    assert_eq!(r["name"], "debian-13.2.0-amd64-netinst.iso");
+    assert_eq!(r["verified_by"], "signature");
+    assert_eq!(r["unsigned"], false);
+    assert_eq!(r["signer"], key.as_str());
+    assert_eq!(r["sha256"], want_sha.as_str());
+    assert_eq!(r["size_bytes"], std::fs::metadata(&iso).unwrap().len());
+    assert_eq!(r["checksum"]["algorithm"], "sha256");
+    assert_eq!(
+        r["source"],
+        server.url("debian-13.2.0-amd64-netinst.iso").as_str()
+    );
+    assert_eq!(r["signature"], server.url("SHA256SUMS.sign").as_str());
+    let image = s.lib().join("debian-13.2.0-amd64-netinst.iso");
+    assert_eq!(r["path"], image.to_str().unwrap());
+    assert_eq!(sha256sum(&image), want_sha);
+    assert_eq!(
+        listing(&s.lib()),
+        [
+            "debian-13.2.0-amd64-netinst.iso",
+            "debian-13.2.0-amd64-netinst.iso.json"
+        ]
+    );
+    let sidecar: Value = serde_json::from_slice(
+        &std::fs::read(s.lib().join("debian-13.2.0-amd64-netinst.iso.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(sidecar["sha256"], want_sha.as_str());
+    assert_eq!(sidecar["signer"], key.as_str());
+    assert!(sidecar["verified_at"].as_str().unwrap().ends_with('Z'));
+
+    let ls = hv_iso(&s.lib(), &["ls", "--format", "jsonl"]);
+    assert_eq!(ls.status.code(), Some(0));
+    let listed = one_record(&ls);
+    assert_eq!(listed["name"], "debian-13.2.0-amd64-netinst.iso");
+    assert_eq!(listed["sha256"], want_sha.as_str());
+
+    let verify = hv_iso(&s.lib(), &["verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    assert_eq!(one_record(&verify)["ok"], true);
+
+    flip_byte(&image, 40_000);
+    let verify = hv_iso(&s.lib(), &["verify", "debian-13.2.0-amd64-netinst.iso"]);
+    assert_eq!(verify.status.code(), Some(1));
+    let r = one_record(&verify);
+    assert_eq!(r["ok"], false);
+    assert_eq!(r["error"]["code"], "corrupt");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("--force"),
+        "{r}"
+    );
+    let after = one_record(&hv_iso(&s.lib(), &["ls", "--format", "jsonl"]));
+    assert_eq!(
+        after["check_ok"], false,
+        "the failed check is kept for hv-health and hv-metrics"
+    );
+
+    let rm = hv_iso(&s.lib(), &["rm", "debian-13.2.0-amd64-netinst.iso"]);
+    assert_eq!(rm.status.code(), Some(0), "{}", stderr(&rm));
+    assert!(listing(&s.lib()).is_empty());
+    let again = hv_iso(&s.lib(), &["rm", "debian-13.2.0-amd64-netinst.iso"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(one_record(&again)["error"]["code"], "not_found");
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 1]).unwrap();
+}
+
+#[test]
+fn fedora_clearsigned_sha512_with_crlf_from_local_files_signed_by_a_subkey() {
+    let s = Scratch::new("fedora");
+    let gpg = Gpg::new();
+    let uid = "Fedora (43) <fedora-43-primary@fedoraproject.org>";
+    let primary = gpg.key(uid, "never", None);
+    gpg.run(&["--quick-add-key", &primary, "ed25519", "sign", "never"]);
+    let subkey = gpg.fingerprints(uid)[1].clone();
+    gpg.export(&[&primary], false, &s.0.join("fedora.gpg"));
+    let name = "Fedora-Server-netinst-x86_64-43-1.6.iso";
+    let iso = make_iso(&s.www(), name, 2, 11);
+    let sha512 =
+        String::from_utf8_lossy(&Command::new("sha512sum").arg(&iso).output().unwrap().stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+    let size = std::fs::metadata(&iso).unwrap().len();
+    let checksum = format!(
+        "# {name}: {size} bytes\r\nSHA512 (./{name}) = {sha512}\r\nSHA512 (Fedora-Server-dvd-x86_64-43-1.6.iso) = {}\r\n",
+        "1".repeat(128)
+    );
+    let plain = s.www().join("CHECKSUM.txt");
+    std::fs::write(&plain, checksum).unwrap();
+    let signed = s.www().join("Fedora-Server-43-1.6-x86_64-CHECKSUM");
+    gpg.sign(&format!("{subkey}!"), "clear", &plain, &signed, None);
+    let keyring = s.0.join("fedora.gpg");
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            iso.to_str().unwrap(),
+            "--checksums",
+            signed.to_str().unwrap(),
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = one_record(&out);
+    assert_eq!(
+        r["signer"],
+        primary.as_str(),
+        "the primary key is named, not the subkey"
+    );
+    assert_eq!(r["checksum"]["algorithm"], "sha512");
+    assert_eq!(r["checksum"]["digest"], sha512.as_str());
+    assert_eq!(r["sha256"], sha256sum(&iso).as_str());
+    assert_eq!(
+        r["signature"],
+        Value::Null,
+        "clearsigned: no separate signature"
+    );
+
+    // Dash-escaping and CRLF are part of what is signed: change one digit
+    // of the signed text and the signature must fail.
+    let text = std::fs::read_to_string(&signed).unwrap();
+    let altered = text.replacen(
+        &sha512[..8],
+        &format!(
+            "{}{}",
+            &sha512[..7],
+            if &sha512[7..8] == "0" { "1" } else { "0" }
+        ),
+        1,
+    );
+    std::fs::write(&signed, altered).unwrap();
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            iso.to_str().unwrap(),
+            "--name",
+            "second.iso",
+            "--checksums",
+            signed.to_str().unwrap(),
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("does not match the signed file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn with_only_a_keyring_the_checksums_and_signature_next_to_the_image_are_found() {
+    let s = Scratch::new("discover");
+    let gpg = Gpg::new();
+    let key = gpg.key("Distributor <cd@example.org>", "never", None);
+    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let iso = make_iso(&s.www(), "distro.iso", 1, 3);
+    std::fs::write(
+        s.www().join("SHA256SUMS"),
+        format!("{}  distro.iso\n", sha256sum(&iso)),
+    )
+    .unwrap();
+    gpg.sign(
+        &key,
+        "binary",
+        &s.www().join("SHA256SUMS"),
+        &s.www().join("SHA256SUMS.gpg"),
+        None,
+    );
+    let server = FileServer::start(s.www());
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &server.url("distro.iso"),
+            "--keyring",
+            s.0.join("key.asc").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = one_record(&out);
+    assert_eq!(r["checksums"], server.url("SHA256SUMS").as_str());
+    assert_eq!(r["signature"], server.url("SHA256SUMS.gpg").as_str());
+    assert_eq!(r["signer"], key.as_str());
+}
+
+#[test]
+fn a_tampered_image_is_refused_and_nothing_is_left() {
+    let s = Scratch::new("tampered");
+    let gpg = Gpg::new();
+    let key = gpg.key("Distributor <cd@example.org>", "never", None);
+    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
+    flip_byte(&iso, 1_500_000);
+    let server = FileServer::start(s.www());
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &server.url("distro.iso"),
+            "--keyring",
+            s.0.join("key.asc").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("distro.iso is not the published image"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&sha256sum(&iso)),
+        "names the hash it got: {err}"
+    );
+    assert!(
+        listing(&s.lib()).is_empty(),
+        "left: {:?}",
+        listing(&s.lib())
+    );
+    assert_eq!(hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).stdout, b"");
+}
+
+#[test]
+fn signatures_by_other_expired_or_revoked_keys_fail_naming_the_key_before_any_download() {
+    let s = Scratch::new("untrusted");
+    let gpg = Gpg::new();
+    let trusted = gpg.key("Distributor <cd@example.org>", "never", None);
+    let other = gpg.key("Someone Else <evil@example.net>", "never", None);
+    let expired = gpg.key("Old Key <old@example.org>", "1d", Some("20200101T000000!"));
+    let revoked = gpg.key("Lost Key <lost@example.org>", "never", None);
+    let iso = make_iso(&s.www(), "distro.iso", 1, 5);
+    std::fs::write(
+        s.www().join("SHA256SUMS"),
+        format!("{}  distro.iso\n", sha256sum(&iso)),
+    )
+    .unwrap();
+    let sums = s.www().join("SHA256SUMS");
+    gpg.sign(&other, "armor", &sums, &s.www().join("by-other.sign"), None);
+    gpg.sign(
+        &expired,
+        "armor",
+        &sums,
+        &s.www().join("by-expired.sign"),
+        Some("20200101T120000!"),
+    );
+    gpg.sign(
+        &revoked,
+        "armor",
+        &sums,
+        &s.www().join("by-revoked.sign"),
+        None,
+    );
+    gpg.revoke(&revoked);
+    gpg.export(
+        &[&trusted, &expired, &revoked],
+        true,
+        &s.0.join("keyring.asc"),
+    );
+    let server = FileServer::start(s.www());
+    let cases = [
+        ("by-other.sign", other.as_str(), "not in the keyring"),
+        ("by-expired.sign", &expired, "expired on 2020-01-02"),
+        ("by-revoked.sign", &revoked, "is revoked"),
+    ];
+    for (sig, fpr, why) in cases {
+        let out = hv_iso(
+            &s.lib(),
+            &[
+                "add",
+                &server.url("distro.iso"),
+                "--checksums",
+                &server.url("SHA256SUMS"),
+                "--signature",
+                &server.url(sig),
+                "--keyring",
+                s.0.join("keyring.asc").to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{sig}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(why), "{sig}: {err}");
+        assert!(
+            err.contains(fpr) || err.contains(&fpr[24..]),
+            "{sig} names the key {fpr}: {err}"
+        );
+        assert!(
+            !err.contains('\n') || err.trim_end().lines().count() == 1,
+            "one line: {err}"
+        );
+    }
+    assert!(
+        server.requests("distro.iso").is_empty(),
+        "no image byte fetched on a bad signature"
+    );
+    assert!(listing(&s.lib()).is_empty());
+}
+
+#[test]
+fn a_wrong_or_missing_proof_is_refused_and_unsigned_admission_is_explicit_and_recorded() {
+    let s = Scratch::new("unsigned");
+    let iso = make_iso(&s.www(), "homebrew.iso", 1, 9);
+    let path = iso.to_str().unwrap();
+    let out = hv_iso(&s.lib(), &["add", path]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--allow-unsigned"),
+        "{}",
+        stderr(&out)
+    );
+    let wrong = "ab".repeat(32);
+    let out = hv_iso(
+        &s.lib(),
+        &["add", path, "--sha256", &wrong, "--allow-unsigned"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("--sha256 says {wrong}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        listing(&s.lib()).is_empty(),
+        "left: {:?}",
+        listing(&s.lib())
+    );
+    let md5 = String::from_utf8_lossy(&Command::new("md5sum").arg(&iso).output().unwrap().stdout)
+        .into_owned();
+    std::fs::write(s.www().join("MD5SUMS"), md5).unwrap();
+    let sums = s.www().join("MD5SUMS");
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            path,
+            "--checksums",
+            sums.to_str().unwrap(),
+            "--allow-unsigned",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--allow-weak"), "{}", stderr(&out));
+    let right = sha256sum(&iso);
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            path,
+            "--sha256",
+            &right.to_uppercase(),
+            "--allow-unsigned",
+            "--name",
+            "my image ü.iso",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = one_record(&out);
+    assert_eq!(
+        (r["verified_by"].as_str(), r["unsigned"].as_bool()),
+        (Some("sha256"), Some(true))
+    );
+    assert_eq!(r["name"], "my image ü.iso");
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            path,
+            "--sha256",
+            &right,
+            "--allow-unsigned",
+            "--name",
+            "my image ü.iso",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an existing entry is not replaced without --force"
+    );
+    let out = hv_iso(
+        &s.lib(),
+        &["add", path, "--allow-unsigned", "--name", "../escape.iso"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let keybox = s.0.join("pubring.kbx");
+    std::fs::write(&keybox, b"\0\0\0\x20\x01\x01\0\0KBXf").unwrap();
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            path,
+            "--checksums",
+            sums.to_str().unwrap(),
+            "--keyring",
+            keybox.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("gpg --export"), "{}", stderr(&out));
+}
+
+fn add_from(server: &FileServer, s: &Scratch, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "add".to_owned(),
+        server.url("distro.iso"),
+        "--keyring".into(),
+        s.0.join("key.asc").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    hv_iso(
+        &s.lib(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+#[test]
+fn a_dropped_download_resumes_within_the_run_and_across_runs() {
+    let s = Scratch::new("resume");
+    let gpg = Gpg::new();
+    let key = gpg.key("Distributor <cd@example.org>", "never", None);
+    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
+    let server = FileServer::start(s.www());
+
+    server.fault("distro.iso", Fault::TruncateOnce(1 << 20));
+    let out = add_from(&server, &s, &["--retries", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("the 1048576 bytes fetched are kept: run the same command again to resume"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        listing(&s.lib()),
+        [".distro.iso.part", ".distro.iso.part.json"]
+    );
+    assert_eq!(
+        std::fs::metadata(s.lib().join(".distro.iso.part"))
+            .unwrap()
+            .len(),
+        1 << 20
+    );
+    assert_eq!(
+        hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).stdout,
+        b"",
+        "a partial file is not listed"
+    );
+
+    let out = add_from(&server, &s, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(one_record(&out)["sha256"], sha256sum(&iso).as_str());
+    let second = server.requests("distro.iso").pop().unwrap();
+    assert_eq!(
+        second.range.as_deref(),
+        Some("bytes=1048576-"),
+        "the second run asked only for the rest"
+    );
+    assert!(
+        second.if_range.is_some(),
+        "with If-Range, so a changed file starts over"
+    );
+    assert_eq!(listing(&s.lib()), ["distro.iso", "distro.iso.json"]);
+
+    std::fs::remove_dir_all(s.lib()).unwrap();
+    server.fault("distro.iso", Fault::TruncateOnce(2 << 20));
+    let out = add_from(&server, &s, &["--retries", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resuming at byte"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sha256sum(&s.lib().join("distro.iso")), sha256sum(&iso));
+}
+
+#[test]
+fn a_server_that_drops_every_connection_fails_cleanly() {
+    let s = Scratch::new("drop");
+    let gpg = Gpg::new();
+    let key = gpg.key("Distributor <cd@example.org>", "never", None);
+    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    debian_mirror(&s, &gpg, &key, "distro.iso");
+    let server = FileServer::start(s.www());
+    server.fault("distro.iso", Fault::DropAlways);
+    let out = add_from(&server, &s, &["--retries", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&server.url("distro.iso")),
+        "names the URL: {err}"
+    );
+    assert!(err.contains("resuming at byte 0"), "retried: {err}");
+    assert_eq!(server.requests("distro.iso").len(), 2);
+    assert_eq!(hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).stdout, b"");
+
+    let missing = FileServer::start(s.0.join("nowhere"));
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &missing.url("distro.iso"),
+            "--keyring",
+            s.0.join("key.asc").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("give --checksums"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_server_that_ignores_range_restarts_the_file_from_zero() {
+    let s = Scratch::new("norange");
+    let gpg = Gpg::new();
+    let key = gpg.key("Distributor <cd@example.org>", "never", None);
+    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
+    let server = FileServer::start(s.www());
+    server.fault("distro.iso", Fault::TruncateOnce(1 << 20));
+    assert_eq!(
+        add_from(&server, &s, &["--retries", "0"]).status.code(),
+        Some(1)
+    );
+    server.fault("distro.iso", Fault::IgnoreRange);
+    let out = add_from(&server, &s, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        sha256sum(&s.lib().join("distro.iso")),
+        sha256sum(&iso),
+        "not spliced"
+    );
+}
