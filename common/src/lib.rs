@@ -9,6 +9,7 @@ pub mod connect;
 pub mod domain;
 pub mod error;
 pub mod ffi;
+pub mod iso_library;
 pub mod lifecycle;
 pub mod manual;
 pub mod output;

@@ -2,6 +2,7 @@ complete -c hv-metrics -l textfile -d 'Write DIR/hv.prom atomically (temporary f
 complete -c hv-metrics -l listen -d 'Serve /metrics over HTTP on ADDR:PORT (a bare PORT binds 127.0.0.1) until killed' -r
 complete -c hv-metrics -l repo -d 'An hv-backup repository whose backups to report: each VM\'s newest backup time, duration and sizes, and the free space of its filesystem (repeatable)' -r -F
 complete -c hv-metrics -l backup-results -d 'The saved output of the last hv-backup create run (hv-backup create ... > FILE): reports which VMs\' last backup failed' -r -F
+complete -c hv-metrics -l iso-library -d 'An hv-iso library whose images to report: present, unsigned, and the outcome of the last hv-iso verify (which this does not repeat)' -r -F
 complete -c hv-metrics -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-metrics -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-metrics -s V -l version -d 'Print version'

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_backup;
 mod bench_incremental;
+mod bench_iso;
 mod bench_lifecycle;
 mod bench_metrics;
 mod cmd;
@@ -56,6 +57,12 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         running: usize,
     },
+    /// hv-iso verify against sha256sum and openssl, hv-iso add against curl -o + sha256sum
+    BenchIso {
+        /// Image size in MiB
+        #[arg(long, default_value_t = 4096)]
+        size_mib: u64,
+    },
     /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
     BenchLs {
         /// How many domains to define for the run
@@ -75,6 +82,7 @@ fn main() -> ExitCode {
         Task::BenchMetrics { domains, running } => bench_metrics::run(domains, running),
         Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
         Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),
+        Task::BenchIso { size_mib } => bench_iso::run(size_mib),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,9 +7,9 @@
 use crate::checksums;
 use crate::digest::{self, Digests, Hasher};
 use crate::fetch::{self, Download, FetchError, Resume, Source};
-use crate::library::{self, Checksum, Library, Sidecar};
 use crate::openpgp::{self, Keyring};
 use crate::AddArgs;
+use hv_common::iso_library::{self as library, Checksum, Library, Sidecar};
 use hv_common::progress::{Counter, Progress};
 use hv_common::{time, Code, Error, Result};
 use std::fs::{self, File, OpenOptions};

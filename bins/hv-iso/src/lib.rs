@@ -8,16 +8,15 @@ mod add;
 mod checksums;
 mod digest;
 mod fetch;
-mod library;
 mod openpgp;
 
 use clap::{Parser, Subcommand};
 use hv_common::cli::{OutputArgs, Status};
+use hv_common::iso_library::{self as library, Entry, Library, Sidecar};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Printer, Show};
 use hv_common::progress::{Counter, Progress};
 use hv_common::{time, Code, Error, Exit, Result};
-use library::{Entry, Library, Sidecar};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 use crate::exposition::Exposition;
 use hv_common::domain::{self, state_name, state_reason_name};
 use hv_common::ffi::{self, Stats};
-use hv_common::{backup_index, snapshot, Code, Error, Result};
+use hv_common::{backup_index, iso_library, snapshot, time, Code, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use virt::connect::Connect;
@@ -18,6 +18,7 @@ use virt::sys;
 pub struct Sources {
     pub repos: Vec<PathBuf>,
     pub backup_results: Option<PathBuf>,
+    pub iso_library: Option<PathBuf>,
 }
 
 pub struct Scrape {
@@ -49,6 +50,9 @@ pub fn scrape(conn: Option<&Connect>, sources: &Sources) -> Scrape {
     }
     if let Some(file) = &sources.backup_results {
         s.run("backup_results", |e| backup_results(e, file));
+    }
+    if let Some(dir) = &sources.iso_library {
+        s.run("isos", |e| isos(e, dir));
     }
     s.e.add(
         "hv_scrape_duration_seconds",
@@ -477,6 +481,59 @@ fn read_repository(
 
 /// The records of the last `hv-backup create` run, saved by the caller
 /// (`hv-backup create … > FILE`): one `ok` per VM, and the file's time.
+/// The library's sidecars only: hashing is hv-iso verify's job (from its
+/// timer); the metrics report what it found.
+fn isos(e: &mut Exposition, dir: &Path) -> Result<()> {
+    let lib = iso_library::Library::new(dir.to_path_buf());
+    if !dir.is_dir() {
+        return Err(Error::new(
+            Code::NotFound,
+            format!(
+                "--iso-library {}: no such directory; hv-iso add creates it",
+                dir.display()
+            ),
+        ));
+    }
+    let shown = dir.display().to_string();
+    let names = lib.names()?;
+    let mut count = 0;
+    let mut damaged = Vec::new();
+    for name in &names {
+        let entry = match lib.get(name) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => continue,
+            Err(err) => {
+                damaged.push(err.message);
+                continue;
+            }
+        };
+        count += 1;
+        let s = &entry.sidecar;
+        let labels = [("name", name.as_str()), ("library", shown.as_str())];
+        e.add("hv_iso_present", &labels, bool_value(entry.path.is_file()));
+        e.add("hv_iso_size_bytes", &labels, s.size_bytes as f64);
+        e.add("hv_iso_unsigned", &labels, bool_value(s.unsigned));
+        if let Some(at) = time::parse_rfc3339(&s.verified_at) {
+            e.add("hv_iso_verified_timestamp_seconds", &labels, at as f64);
+        }
+        if let Some(ok) = s.check_ok {
+            e.add("hv_iso_check_ok", &labels, bool_value(ok));
+        }
+        if let Some(at) = s.checked_at.as_deref().and_then(time::parse_rfc3339) {
+            e.add("hv_iso_checked_timestamp_seconds", &labels, at as f64);
+        }
+    }
+    e.add(
+        "hv_iso_images",
+        &[("library", shown.as_str())],
+        count as f64,
+    );
+    match damaged.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::new(Code::Corrupt, first.clone())),
+    }
+}
+
 fn backup_results(e: &mut Exposition, file: &Path) -> Result<()> {
     let shown = file.display();
     let text = std::fs::read_to_string(file)

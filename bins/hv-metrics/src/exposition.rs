@@ -115,6 +115,13 @@ pub static METRICS: &[Metric] = &[
     gauge("hv_backup_last_stored_bytes", "Bytes the VM's newest backup added to the repository (compressed, encrypted)."),
     gauge("hv_backup_result_ok", "1 when the VM's last hv-backup create run succeeded, 0 when it failed (from --backup-results)."),
     gauge("hv_backup_result_timestamp_seconds", "When the --backup-results file was last written (Unix time)."),
+    gauge("hv_iso_images", "Images in the hv-iso library (from --iso-library)."),
+    gauge("hv_iso_present", "1 when the image file is there beside its sidecar, 0 when it has gone."),
+    gauge("hv_iso_size_bytes", "Size of the image when it was admitted."),
+    gauge("hv_iso_unsigned", "1 when the image was admitted without a verified signature (--allow-unsigned)."),
+    gauge("hv_iso_verified_timestamp_seconds", "When the image was admitted (Unix time)."),
+    gauge("hv_iso_check_ok", "1 when the last hv-iso verify found the image unchanged, 0 when it did not; absent before the first verify."),
+    gauge("hv_iso_checked_timestamp_seconds", "When hv-iso verify last re-hashed the image (Unix time)."),
 ];
 
 /// The label names a metric carries, in order. One rule per family of
@@ -135,6 +142,8 @@ pub fn labels_of(name: &str) -> &'static [&'static str] {
         n if n.starts_with("hv_backup_repository_") => &["repository"],
         n if n.starts_with("hv_backup_result_") => VM,
         n if n.starts_with("hv_backup") => &["name", "uuid", "repository"],
+        "hv_iso_images" => &["library"],
+        n if n.starts_with("hv_iso_") => &["name", "library"],
         _ => &[],
     }
 }

@@ -51,6 +51,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub backup_results: Option<PathBuf>,
 
+    /// An hv-iso library whose images to report: present, unsigned, and the outcome of
+    /// the last hv-iso verify (which this does not repeat)
+    #[arg(long, value_name = "DIR")]
+    pub iso_library: Option<PathBuf>,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -70,6 +75,10 @@ pub const MANUAL: Manual = Manual {
             "Keep the last backup run's records so a failed backup becomes an alert:",
             "hv-ls --tag prod | hv-backup create --repo /srv/backup > /var/lib/hv/backup-results.jsonl; hv-metrics --backup-results /var/lib/hv/backup-results.jsonl",
         ),
+        (
+            "Report the ISO library too (hv-iso verify runs from its own timer and records what it found):",
+            "hv-metrics --textfile /var/lib/prometheus/node-exporter --iso-library /var/lib/hv/isos",
+        ),
         ("Which VMs crashed, from the command line:", "hv-metrics | grep '^hv_vm_crashed.* 1$'"),
     ],
     notes: &[
@@ -83,6 +92,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let sources = Sources {
         repos: cli.repos,
         backup_results: cli.backup_results,
+        iso_library: cli.iso_library,
     };
     if let Some(addr) = &cli.listen {
         return listen(&cli.connect, addr, &sources);

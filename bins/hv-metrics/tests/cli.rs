@@ -611,3 +611,68 @@ fn backups_and_backup_results_become_metrics() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_iso_library_and_its_last_verify_become_metrics() {
+    let dir = PathBuf::from("/var/tmp").join(format!("{}metrics-iso", run_prefix()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = dir.join("isos");
+    let iso = |args: &[&str]| {
+        let mut full = vec!["--library", lib.to_str().unwrap()];
+        full.extend(args);
+        let out = hv(&bin("hv-iso"), &full, "");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for (name, byte) in [("good.iso", 1u8), ("rotten.iso", 2)] {
+        let image = dir.join(name);
+        std::fs::write(&image, vec![byte; 1 << 20]).unwrap();
+        let sha = String::from_utf8(
+            Command::new("sha256sum")
+                .arg(&image)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let err = iso(&[
+            "add",
+            image.to_str().unwrap(),
+            "--sha256",
+            &sha[..64],
+            "--allow-unsigned",
+        ]);
+        assert!(lib.join(name).exists(), "{err}");
+    }
+    let s = scrape_ok(&["--iso-library", lib.to_str().unwrap()]);
+    let shown = lib.display().to_string();
+    let good = [("name", "good.iso"), ("library", shown.as_str())];
+    assert_eq!(
+        value(&s, "hv_iso_images", &[("library", shown.as_str())]),
+        Some(2.0)
+    );
+    assert_eq!(value(&s, "hv_iso_present", &good), Some(1.0));
+    assert_eq!(value(&s, "hv_iso_unsigned", &good), Some(1.0));
+    assert_eq!(value(&s, "hv_iso_size_bytes", &good), Some(1048576.0));
+    let admitted = value(&s, "hv_iso_verified_timestamp_seconds", &good).unwrap();
+    assert!((unix_now() - admitted).abs() < 600.0, "admitted {admitted}");
+    assert_eq!(
+        value(&s, "hv_iso_check_ok", &good),
+        None,
+        "never verified yet"
+    );
+
+    let mut image = std::fs::read(lib.join("rotten.iso")).unwrap();
+    image[4096] ^= 0x40;
+    std::fs::write(lib.join("rotten.iso"), image).unwrap();
+    iso(&["verify"]);
+    let s = scrape_ok(&["--iso-library", lib.to_str().unwrap()]);
+    let rotten = [("name", "rotten.iso"), ("library", shown.as_str())];
+    assert_eq!(value(&s, "hv_iso_check_ok", &good), Some(1.0));
+    assert_eq!(value(&s, "hv_iso_check_ok", &rotten), Some(0.0));
+    assert!(value(&s, "hv_iso_checked_timestamp_seconds", &rotten).unwrap() >= admitted);
+    std::fs::remove_file(lib.join("good.iso")).unwrap();
+    let s = scrape_ok(&["--iso-library", lib.to_str().unwrap()]);
+    assert_eq!(value(&s, "hv_iso_present", &good), Some(0.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

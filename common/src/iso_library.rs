@@ -3,8 +3,9 @@
 //! dot-files are work in progress. An entry exists when both are there;
 //! the sidecar is written before the image is renamed into place, so a
 //! killed run never leaves an image that looks admitted but was not.
+//! It lives in hv-common because hv-metrics and the checks read sidecars too.
 
-use hv_common::{Code, Error, Result};
+use crate::{Code, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::Write;
