@@ -149,6 +149,36 @@ pub fn state(domain: &Domain) -> Result<(u32, u32), VirtError> {
     Ok((state as u32, reason as u32))
 }
 
+/// Disks QEMU stopped on an I/O error (virDomainGetDiskErrors): the
+/// target and `no_space` or `unspecified`. Only a running domain has any.
+pub fn disk_errors(domain: &Domain) -> Result<Vec<(String, &'static str)>, VirtError> {
+    let mut buf: Vec<sys::virDomainDiskError> = Vec::with_capacity(64);
+    // SAFETY: the buffer holds 64 entries; libvirt fills at most that many
+    // and allocates each `disk` string, which is freed below.
+    let n = unsafe { sys::virDomainGetDiskErrors(domain.as_ptr(), buf.as_mut_ptr(), 64, 0) };
+    if n < 0 {
+        return Err(VirtError::last_error());
+    }
+    // SAFETY: libvirt initialised the first n entries.
+    unsafe { buf.set_len(n as usize) };
+    let mut errors = Vec::with_capacity(buf.len());
+    for e in buf {
+        // SAFETY: `disk` is a NUL-terminated string libvirt allocated for us.
+        let disk = unsafe { std::ffi::CStr::from_ptr(e.disk) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: the caller frees `disk` (libvirt's documentation); once.
+        unsafe { libc::free(e.disk.cast()) };
+        let kind = match e.error as u32 {
+            sys::VIR_DOMAIN_DISK_ERROR_NO_SPACE => "no_space",
+            sys::VIR_DOMAIN_DISK_ERROR_NONE => continue,
+            _ => "unspecified",
+        };
+        errors.push((disk, kind));
+    }
+    Ok(errors)
+}
+
 /// Starts a backup job (virDomainBackupBegin); with `checkpoint_xml`, the
 /// checkpoint is created at the job's point in time, atomically with it.
 pub fn backup_begin(

@@ -99,6 +99,16 @@ impl Library {
                 ),
             )
         })?;
+        if sidecar.name != name {
+            return Err(Error::new(
+                Code::Corrupt,
+                format!(
+                    "{}: it names {:?}, not {name:?}; hv-iso rm {name:?} and add it again",
+                    sidecar_path.display(),
+                    sidecar.name
+                ),
+            ));
+        }
         Ok(Some(Entry {
             sidecar,
             path: self.image(name),
@@ -126,7 +136,9 @@ impl Library {
     /// Writes the sidecar through a dot-file and a rename.
     pub fn write_sidecar(&self, sidecar: &Sidecar) -> Result<()> {
         let path = self.sidecar_path(&sidecar.name);
-        let tmp = self.root.join(format!(".{}.json.tmp", sidecar.name));
+        let tmp = self
+            .root
+            .join(format!(".{}.json.{}.tmp", sidecar.name, std::process::id()));
         let mut text = serde_json::to_vec_pretty(sidecar).expect("a sidecar serializes");
         text.push(b'\n');
         let written = File::create(&tmp).and_then(|mut f| {

@@ -4,6 +4,7 @@
 
 pub mod backup_index;
 pub mod bulk;
+pub mod checks;
 pub mod cli;
 pub mod connect;
 pub mod domain;

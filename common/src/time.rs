@@ -64,6 +64,28 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
 }
 
+/// Seconds in a duration flag: `90s`, `30m`, `26h`, `7d`, `2w`.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    let unit = |c: char| match c {
+        's' => Some(1),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86_400),
+        'w' => Some(7 * 86_400),
+        _ => None,
+    };
+    let bad = || {
+        format!("{text:?} is not a duration: write a number and a unit, as 90s, 30m, 26h, 7d or 2w")
+    };
+    let last = text.chars().last().ok_or_else(bad)?;
+    let scale = unit(last).ok_or_else(bad)?;
+    let n: i64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
+    if n < 0 {
+        return Err(bad());
+    }
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
 /// `20261121-221005`, for names that sort by time.
 pub fn compact(secs: i64) -> String {
     let (y, mo, d, h, mi, s) = utc(secs);

@@ -287,6 +287,28 @@ impl Guest {
             .expect("run virsh");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+
+    /// Kills the guest's QEMU from outside (as the OOM killer or a crash
+    /// would) and waits until libvirt shows it shut off, reason crashed.
+    pub fn kill_qemu(&self) {
+        let pid_file = format!("/var/run/libvirt/qemu/{}.pid", self.name);
+        let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{pid_file}: {e}"));
+        let st = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.virsh_domstate() != "shut off (crashed)" {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {}",
+                self.name,
+                self.virsh_domstate()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 impl Drop for Guest {

@@ -58,6 +58,10 @@ fn tools() -> Vec<Tool> {
             command: hv_iso::Cli::command(),
             manual: &hv_iso::MANUAL,
         },
+        Tool {
+            command: hv_health::Cli::command(),
+            manual: &hv_health::MANUAL,
+        },
     ]
 }
 

@@ -46,9 +46,12 @@ pub fn add(lib: &Library, a: &AddArgs) -> Result<Sidecar> {
     })?;
     let name = a.name.clone().unwrap_or_else(|| file_name.clone());
     library::check_name(&name)?;
+    lib.create()?;
+    // Held until the image is in place: two runs for one name never share
+    // a partial file, and the existence check below cannot go stale.
+    let _lock = lock(lib, &name)?;
     refuse_existing(lib, &name, a.force)?;
     let trust = resolve_trust(a, &source, &file_name)?;
-    lib.create()?;
     let digests = transfer(lib, &name, &source, &trust, a.retries).inspect_err(|e| {
         let partial_len = fs::metadata(lib.partial(&name)).map_or(0, |m| m.len());
         let resumable = matches!(source, Source::Url(_)) && partial_len > 0;
@@ -74,6 +77,26 @@ fn absolute(source: Source) -> Result<Source> {
             .map_err(|e| Error::new(Code::NotFound, format!("{}: {e}", p.display()))),
         url => Ok(url),
     }
+}
+
+fn lock(lib: &Library, name: &str) -> Result<File> {
+    let path = lib.root.join(format!(".{name}.lock"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(path.display(), e))?;
+    if file.try_lock().is_err() {
+        return Err(Error::new(
+            Code::Locked,
+            format!(
+                "another hv-iso add is working on {name} in {}; wait for it to finish",
+                lib.root.display()
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 fn refuse_existing(lib: &Library, name: &str, force: bool) -> Result<()> {
@@ -274,15 +297,6 @@ fn transfer(
         .truncate(false)
         .open(&partial)
         .map_err(io)?;
-    if file.try_lock().is_err() {
-        return Err(Error::new(
-            Code::Locked,
-            format!(
-                "another hv-iso add is fetching {name} into {}",
-                lib.root.display()
-            ),
-        ));
-    }
     let mut hasher = Hasher::new(trust.expected.as_ref().map(|e| e.algorithm));
     let counter = Arc::new(Counter::default());
     let progress = Progress::start("fetched", counter.clone());
@@ -316,7 +330,9 @@ fn download(
         .ok()
         .and_then(|t| serde_json::from_slice(&t).ok())
         .filter(|r: &Resume| r.url == url);
-    let resume = match earlier {
+    // Without a validator there is no telling whether the server still has
+    // the same file: start over rather than splice.
+    let resume = match earlier.filter(|r| r.validator.is_some()) {
         Some(r) if file.metadata().map_err(io)?.len() > 0 => {
             hv_common::cli::warn(format!("resuming {name} from an earlier run"));
             digest::pump(&mut *file, hasher, |_| Ok(()), counter).map_err(io)?;
@@ -413,8 +429,16 @@ fn admit(
         checked_at: None,
         check_ok: None,
     };
-    lib.write_sidecar(&sidecar)?;
     let image = lib.image(name);
+    // --force: the old image goes first, so its bytes are never listed
+    // under the new proof.
+    match fs::remove_file(&image) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::io(image.display(), e))
+        }
+        _ => {}
+    }
+    lib.write_sidecar(&sidecar)?;
     fs::rename(lib.partial(name), &image).map_err(|e| Error::io(image.display(), e))?;
     let _ = fs::remove_file(lib.resume_state(name));
     lib.sync_dir()?;

@@ -96,6 +96,9 @@ pub fn pump(
     }
     std::thread::scope(|s| {
         s.spawn(move || read_ahead(reader, &empty_rx, &full_tx));
+        // Both channel ends move in here, so an early return (a sink that
+        // failed: a full disk) drops them and the reader thread ends too.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
         for block in full_rx {
             let (buf, len) = block?;
             hasher.update(&buf[..len]);
@@ -144,6 +147,20 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_sink_ends_the_reader_instead_of_hanging() {
+        let data = vec![7u8; 64 << 20];
+        let mut h = Hasher::new(None);
+        let full = io::Error::new(io::ErrorKind::StorageFull, "No space left on device");
+        let got = pump(
+            &data[..],
+            &mut h,
+            |_| Err(io::Error::new(full.kind(), "full")),
+            &Counter::default(),
+        );
+        assert_eq!(got.unwrap_err().kind(), io::ErrorKind::StorageFull);
+    }
 
     #[test]
     fn known_vectors_in_one_pass() {

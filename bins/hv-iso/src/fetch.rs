@@ -26,10 +26,7 @@ impl Source {
             return Source::Path(PathBuf::from(percent_decode(path)));
         }
         let lower = s.to_ascii_lowercase();
-        if ["http://", "https://", "ftp://"]
-            .iter()
-            .any(|p| lower.starts_with(p))
-        {
+        if ["http://", "https://"].iter().any(|p| lower.starts_with(p)) {
             Source::Url(s.to_owned())
         } else {
             Source::Path(PathBuf::from(s))
@@ -253,6 +250,7 @@ impl Download<'_> {
             on_validator: &mut *self.on_validator,
             offset,
             started: false,
+            discard: false,
             error: None,
         });
         let performed = {
@@ -369,6 +367,8 @@ struct Sink<'a> {
     on_validator: &'a mut dyn FnMut(&Resume) -> io::Result<()>,
     offset: u64,
     started: bool,
+    /// An error response: its body is read and dropped; the status decides.
+    discard: bool,
     error: Option<Stop>,
 }
 
@@ -381,6 +381,9 @@ impl Sink<'_> {
                 self.error = Some(stop);
                 return 0;
             }
+        }
+        if self.discard {
+            return data.len();
         }
         if let Err(e) = self.out.write_all(data) {
             self.error = Some(Stop::Fatal(format!("writing the partial file: {e}")));
@@ -395,18 +398,24 @@ impl Sink<'_> {
     /// continues the partial file or replaces it.
     fn start(&mut self, response: &Response) -> Result<(), Stop> {
         self.started = true;
+        let truncate = |e: io::Error| Stop::Fatal(format!("truncating the partial file: {e}"));
         match response.status {
-            206 if response.range_start == Some(self.offset) => {}
+            // A 206 continues the partial file only if it is the same file:
+            // its validator must be the one the partial bytes came with.
+            206 if response.range_start == Some(self.offset)
+                && self.resume.validator.is_some()
+                && response.validator() == self.resume.validator => {}
             206 => {
-                return Err(Stop::Fatal(format!(
-                    "asked for bytes from {} but the server sent from {:?}",
-                    self.offset, response.range_start
-                )))
+                self.restart().map_err(truncate)?;
+                return Err(Stop::Retry(
+                    "the server's copy is not the one the partial file holds; starting over".into(),
+                ));
             }
-            200 | 0 => self
-                .restart()
-                .map_err(|e| Stop::Fatal(format!("truncating the partial file: {e}")))?,
-            code => return Err(Stop::Fatal(format!("HTTP {code}"))),
+            200 | 0 => self.restart().map_err(truncate)?,
+            _ => {
+                self.discard = true;
+                return Ok(());
+            }
         }
         if let Some(total) = response.total {
             self.progress.total.store(total, Ordering::Relaxed);

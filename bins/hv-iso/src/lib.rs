@@ -363,6 +363,12 @@ fn recheck(entry: &Entry) -> Result<()> {
 /// Keeps the outcome in the sidecar for hv-metrics and hv-health; a user
 /// who may read but not write the library still gets the answer.
 fn record_check(lib: &Library, s: &mut Sidecar, ok: bool) {
+    // Hashing took minutes: an `add --force` may have replaced the entry
+    // meanwhile. Record only on the sidecar that was checked.
+    match lib.get(&s.name) {
+        Ok(Some(now)) if now.sidecar.sha256 == s.sha256 => *s = now.sidecar,
+        _ => return,
+    }
     s.checked_at = Some(time::rfc3339(time::now()));
     s.check_ok = Some(ok);
     if let Err(e) = lib.write_sidecar(s) {

@@ -85,55 +85,103 @@ impl Keyring {
                 sig.typ()
             ));
         }
-        let Some((cert, component)) = self.issuer_of(sig) else {
+        let candidates = self.issuers_of(sig);
+        if candidates.is_empty() {
             return Err(format!(
                 "was made by key {}, which is not in the keyring {}: get the distributor's key \
                  (check its fingerprint on their website) and add it",
                 issuer_name(sig),
                 self.origin
             ));
-        };
-        let fpr = fingerprint(&cert.primary_key);
-        let verified = match component {
-            None => sig.verify(&cert.primary_key, Cursor::new(data)),
-            Some(i) => sig.verify(&cert.public_subkeys[i].key, Cursor::new(data)),
-        };
-        verified.map_err(|e| {
-            format!("does not match the signed file: it was altered, or the signature is for another file (key {fpr}: {e})")
-        })?;
-        let now = time::now();
-        usable_primary(cert, now).map_err(|why| format!("was made by key {fpr}, which {why}"))?;
-        if let Some(i) = component {
-            usable_subkey(cert, i, now).map_err(|why| {
-                let sub = fingerprint(&cert.public_subkeys[i].key);
-                format!("was made by subkey {sub} of key {fpr}, which {why}")
-            })?;
         }
-        signature_current(sig, now).map_err(|why| format!("by key {fpr} {why}"))?;
-        Ok(fpr)
+        // A keyring may hold an old and a refreshed copy of one key: any
+        // copy that makes the signature good is enough.
+        let mut first_error = None;
+        for (cert, component) in candidates {
+            match check_with(cert, component, sig, data) {
+                Ok(fpr) => return Ok(fpr),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("at least one candidate"))
     }
 
-    /// The certificate and (for a subkey) the subkey index that issued `sig`.
-    fn issuer_of(&self, sig: &Signature) -> Option<(&SignedPublicKey, Option<usize>)> {
+    /// Every certificate (and subkey index) that could have issued `sig`.
+    fn issuers_of(&self, sig: &Signature) -> Vec<(&SignedPublicKey, Option<usize>)> {
         let issued = |key: &dyn KeyDetails| {
             sig.issuer_fingerprint().contains(&&key.fingerprint())
                 || sig.issuer_key_id().contains(&&key.legacy_key_id())
         };
-        self.keys.iter().find_map(|cert| {
+        let mut found = Vec::new();
+        for cert in &self.keys {
             if issued(&cert.primary_key) {
-                return Some((cert, None));
+                found.push((cert, None));
             }
-            let sub = cert.public_subkeys.iter().position(|s| issued(&s.key))?;
-            Some((cert, Some(sub)))
-        })
+            for (i, sub) in cert.public_subkeys.iter().enumerate() {
+                if issued(&sub.key) {
+                    found.push((cert, Some(i)));
+                }
+            }
+        }
+        found
     }
+}
+
+/// The signature over `data` with one candidate key, then the key's
+/// validity today: a good signature by a dead key is not good enough.
+fn check_with(
+    cert: &SignedPublicKey,
+    component: Option<usize>,
+    sig: &Signature,
+    data: &[u8],
+) -> Result<String, String> {
+    let fpr = fingerprint(&cert.primary_key);
+    let verified = match component {
+        None => sig.verify(&cert.primary_key, Cursor::new(data)),
+        Some(i) => sig.verify(&cert.public_subkeys[i].key, Cursor::new(data)),
+    };
+    verified.map_err(|e| {
+        format!("does not match the signed file: it was altered, or the signature is for another file (key {fpr}: {e})")
+    })?;
+    let now = time::now();
+    let refresh = "; if the distributor has extended or replaced it, export the current key again";
+    let primary = usable_primary(cert, now)
+        .map_err(|why| format!("was made by key {fpr}, which {why}{refresh}"))?;
+    match component {
+        None if !can_sign(primary) => Err(format!(
+            "was made by key {fpr}, which is not marked for signing"
+        )),
+        None => Ok(()),
+        Some(i) => usable_subkey(cert, i, now).map_err(|why| {
+            let sub = fingerprint(&cert.public_subkeys[i].key);
+            format!("was made by subkey {sub} of key {fpr}, which {why}{refresh}")
+        }),
+    }?;
+    signature_current(sig, now).map_err(|why| format!("by key {fpr} {why}"))?;
+    Ok(fpr)
+}
+
+/// Key flags bind only when the self-signature has them; old keys have none.
+fn can_sign(self_sig: &Signature) -> bool {
+    let flags = self_sig.key_flags();
+    flags.sign() || flags == pgp::packet::KeyFlags::default()
 }
 
 fn parse_keys(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
     let parsed: Vec<_> = if is_armored(bytes) {
-        let (keys, _) = SignedPublicKey::from_armor_many(Cursor::new(bytes))
-            .map_err(|e| format!("is not an OpenPGP keyring: {e}"))?;
-        keys.collect()
+        // `cat a.asc b.asc > keyring.asc` is a common way to make a keyring:
+        // read every armour block, not only the first.
+        let text = String::from_utf8_lossy(bytes);
+        let mut keys = Vec::new();
+        for block in text.split("-----BEGIN PGP PUBLIC KEY BLOCK-----").skip(1) {
+            let block = format!("-----BEGIN PGP PUBLIC KEY BLOCK-----{block}");
+            let (parsed, _) = SignedPublicKey::from_armor_many(Cursor::new(block.into_bytes()))
+                .map_err(|e| format!("is not an OpenPGP keyring: {e}"))?;
+            keys.extend(parsed);
+        }
+        keys
     } else {
         SignedPublicKey::from_bytes_many(Cursor::new(bytes))
             .map_err(|e| format!("is not an OpenPGP keyring: {e}"))?
@@ -193,7 +241,7 @@ fn issuer_name(sig: &Signature) -> String {
 
 /// Not revoked, not expired: judged by the newest self-signature that
 /// verifies (third-party certifications say nothing about expiry).
-fn usable_primary(cert: &SignedPublicKey, now: i64) -> Result<(), String> {
+fn usable_primary(cert: &SignedPublicKey, now: i64) -> Result<&Signature, String> {
     let key = &cert.primary_key;
     for rev in &cert.details.revocation_signatures {
         if rev.verify_key(key).is_ok() {
@@ -204,17 +252,41 @@ fn usable_primary(cert: &SignedPublicKey, now: i64) -> Result<(), String> {
         .details
         .direct_signatures
         .iter()
-        .filter(|s| s.verify_key(key).is_ok());
-    let certs = cert.details.users.iter().flat_map(|u| {
-        u.signatures
-            .iter()
-            .filter(move |s| s.verify_certification(key, Tag::UserId, &u.id).is_ok())
-    });
+        .filter(|s| s.typ() == Some(SignatureType::Key) && s.verify_key(key).is_ok());
+    let certification = |s: &&Signature| {
+        matches!(
+            s.typ(),
+            Some(
+                SignatureType::CertGeneric
+                    | SignatureType::CertPersona
+                    | SignatureType::CertCasual
+                    | SignatureType::CertPositive
+            )
+        )
+    };
+    let revoked = |u: &pgp::types::SignedUser| {
+        u.signatures.iter().any(|s| {
+            s.typ() == Some(SignatureType::CertRevocation)
+                && s.verify_certification(key, Tag::UserId, &u.id).is_ok()
+        })
+    };
+    let certs = cert
+        .details
+        .users
+        .iter()
+        .filter(|u| !revoked(u))
+        .flat_map(move |u| {
+            u.signatures
+                .iter()
+                .filter(certification)
+                .filter(move |s| s.verify_certification(key, Tag::UserId, &u.id).is_ok())
+        });
     let newest = direct.chain(certs).max_by_key(|s| created(s));
     let Some(newest) = newest else {
         return Err("has no valid self-signature".to_owned());
     };
-    not_expired(key.created_at(), newest, now)
+    not_expired(key.created_at(), newest, now)?;
+    Ok(newest)
 }
 
 fn usable_subkey(cert: &SignedPublicKey, index: usize, now: i64) -> Result<(), String> {

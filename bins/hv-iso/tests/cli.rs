@@ -209,12 +209,14 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// What the library directory holds, dot-files included.
+/// What the library directory holds, dot-files included (not the lock
+/// files, which stay, empty, so that locking never races with removal).
 fn listing(lib: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(lib)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".lock"))
                 .collect()
         })
         .unwrap_or_default();

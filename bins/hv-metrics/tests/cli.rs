@@ -4,8 +4,8 @@
 //! hv-backup show up; an unreachable libvirt still yields `hv_libvirt_up 0`.
 
 use hv_testbench::{
-    bin, connect, free_port, hv, hv_as_nobody, promtool_check_metrics, run_prefix, Guest,
-    GuestSpec, KillOnDrop, URI,
+    bin, connect, free_port, hv, hv_as_nobody, promtool_check_metrics, run_prefix, GuestSpec,
+    KillOnDrop, URI,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -106,26 +106,6 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as f64
-}
-
-fn kill_qemu(guest: &Guest) {
-    let pid_file = format!("/var/run/libvirt/qemu/{}.pid", guest.name);
-    let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{pid_file}: {e}"));
-    let st = Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while guest.virsh_domstate() != "shut off (crashed)" {
-        assert!(
-            Instant::now() < deadline,
-            "{}: {}",
-            guest.name,
-            guest.virsh_domstate()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A transient directory pool, destroyed on drop (sweep.sh removes one a
@@ -427,7 +407,7 @@ fn prometheus_scrapes_listen_and_the_crash_alert_fires() {
         assert_eq!(answer["status"], "success", "{expr}: {answer}");
     }
 
-    kill_qemu(&guest);
+    guest.kill_qemu();
     let crashed = format!(r#"hv_vm_crashed{{name="{}"}} == 1"#, guest.name);
     wait_for_series(prom_port, &crashed);
     let alert = format!(

@@ -1,0 +1,223 @@
+//! hv-health: what is wrong with a running host right now, and how to fix
+//! it, for a timer or a person. Each finding is a check record (the shape
+//! hv-preflight shares); with a state file, a timer reports what changed
+//! since the last run instead of the same problem every five minutes.
+
+mod host;
+mod vms;
+
+use clap::Parser;
+use hv_common::checks::{self, Check, Status};
+use hv_common::cli::{ConnectArgs, OutputArgs};
+use hv_common::connect::Access;
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::{time, Exit, Result};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-health",
+    version,
+    about = "Check a running host and its VMs; each finding names its fix",
+    long_about = "Check what goes wrong on a running libvirt host: libvirt not answering, VMs \
+        crashed or paused by an I/O error, disks with I/O errors, autostart VMs that are down, \
+        storage pools, backup repositories and host memory running out, backups too old, \
+        snapshots too old or too many, ISO images that failed hv-iso verify. One record per \
+        check and subject, with status pass, warn or fail, the value measured, the threshold, \
+        and a hint: the command that fixes it. docs/health.md lists every check."
+)]
+pub struct Cli {
+    /// VMs to check (names or UUIDs) [default: every VM, or the records piped in]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+
+    /// Check only the host, the repositories and the ISO library, no VM
+    #[arg(long, conflicts_with = "vms")]
+    pub host_only: bool,
+
+    /// An hv-backup repository: checks its free space and each VM's newest backup (repeatable)
+    #[arg(long = "repo", value_name = "DIR")]
+    pub repos: Vec<PathBuf>,
+
+    /// An hv-iso library: reports images whose last hv-iso verify failed or is too old
+    #[arg(long, value_name = "DIR")]
+    pub iso_library: Option<PathBuf>,
+
+    /// Warn when a VM's newest backup (in --repo) is older than this
+    #[arg(long, value_name = "AGE", default_value = "26h", value_parser = duration)]
+    pub max_backup_age: i64,
+
+    /// Warn when a VM keeps a snapshot older than this
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = duration)]
+    pub max_snapshot_age: i64,
+
+    /// Warn when a VM has more snapshots than this
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_snapshots: u32,
+
+    /// Warn when an ISO image was last verified longer ago than this
+    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = duration)]
+    pub max_iso_check_age: i64,
+
+    /// Warn when a storage pool or repository filesystem is this full (percent used)
+    #[arg(long, value_name = "PERCENT", default_value_t = 85.0)]
+    pub disk_warn: f64,
+
+    /// Fail when a storage pool or repository filesystem is this full (percent used)
+    #[arg(long, value_name = "PERCENT", default_value_t = 95.0)]
+    pub disk_fail: f64,
+
+    /// Warn when the host's available memory (free + cache) falls below this (percent)
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    pub memory_warn: f64,
+
+    /// Fail when the host's available memory falls below this (percent)
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
+    pub memory_fail: f64,
+
+    /// Compare with the last run's problems kept in this file: each record gets
+    /// change new, ongoing or resolved
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Print only warn and fail records (and resolved ones)
+    #[arg(long)]
+    pub problems: bool,
+
+    /// Print only what changed since the last run: new problems and resolved ones
+    #[arg(long, requires = "state_file")]
+    pub changes_only: bool,
+
+    /// Exit 1 on a warning too, not only on a failure
+    #[arg(long)]
+    pub strict: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn duration(s: &str) -> std::result::Result<i64, String> {
+    time::parse_duration(s)
+}
+
+pub const MANUAL: Manual = Manual {
+    exit_status: &[
+        ("0", "No check failed (warnings allowed unless --strict)."),
+        ("1", "A check failed, or with --strict a check warned; or a named VM was not found."),
+        ("2", "Usage error, a malformed stdin line or an unreadable state file."),
+        ("3", "libvirt could not be reached (the libvirt.reachable check fails; the checks that need no libvirt still run)."),
+    ],
+    environment: hv_common::manual::ENVIRONMENT,
+    examples: &[
+        ("Everything, as a table:", "hv-health"),
+        ("Only the problems, with their fixes:", "hv-health --problems --format jsonl | jq -r '\"\\(.check) \\(.subject): \\(.message) -> \\(.hint)\"'"),
+        (
+            "Every five minutes from a timer, mailing only what changed:",
+            "hv-health --repo /srv/backup --state-file /var/lib/hv/health.json --changes-only --format jsonl | ifne mail -s 'hv-health' root",
+        ),
+        ("Only the production VMs, with a backup expected nightly:", "hv-ls --tag prod | hv-health --repo /srv/backup --max-backup-age 26h"),
+    ],
+    notes: &[
+        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, repository, library or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured). With --state-file, change is new or ongoing for a problem, resolved for a problem that went away (its record comes back with status pass), and null otherwise. docs/health.md lists every check with its threshold and fix.",
+        "The connection is read-only, so a monitoring user without write access to libvirt can run it. ISO images are not re-hashed here: hv-iso verify does that from its own timer and records the outcome, which hv-health reads.",
+    ],
+};
+
+const COLUMNS: &[Column] = &[
+    col("STATUS", "status", Show::Plain),
+    col("CHECK", "check", Show::Plain),
+    col("SUBJECT", "subject", Show::Plain),
+    col("MESSAGE", "message", Show::Plain),
+    col("HINT", "hint", Show::Plain),
+];
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let previous = match &cli.state_file {
+        Some(path) => Some(checks::load_state(path)?),
+        None => None,
+    };
+    let mut printer = Printer::stdout(cli.output.format, COLUMNS);
+    let mut status = hv_common::cli::Status::default();
+    let mut found = Vec::new();
+    let reachable = match cli.connect.open(Access::ReadOnly) {
+        Ok(conn) => {
+            found.push(host::libvirt_up(&conn));
+            if !cli.host_only {
+                let domains =
+                    hv_common::targets::select(&conn, &cli.vms, &mut printer, &mut status)?;
+                found.extend(vms::check(&domains, &cli)?);
+            }
+            found.extend(host::memory(&conn, &cli));
+            found.extend(host::pools(&conn, &cli));
+            true
+        }
+        Err(e) => {
+            found.push(host::libvirt_down(&e));
+            false
+        }
+    };
+    for repo in &cli.repos {
+        found.push(host::repository_space(repo, &cli));
+    }
+    if let Some(dir) = &cli.iso_library {
+        found.extend(host::isos(dir, &cli));
+    }
+    let records = match &previous {
+        Some(previous) => checks::with_changes(&found, previous),
+        None => found.iter().map(Check::record).collect(),
+    };
+    for record in records.into_iter().filter(|r| shown(r, &cli)) {
+        printer.emit(with_subject(record))?;
+    }
+    printer.finish()?;
+    if let Some(path) = &cli.state_file {
+        checks::save_state(path, &found)?;
+    }
+    let mut exit = checks::exit(&found, cli.strict).worst(status.exit());
+    if !reachable {
+        exit = exit.worst(Exit::Unreachable);
+    }
+    Ok(exit)
+}
+
+fn shown(record: &Map<String, Value>, cli: &Cli) -> bool {
+    let change = record.get("change").and_then(Value::as_str);
+    if cli.changes_only {
+        return matches!(change, Some("new" | "resolved"));
+    }
+    !cli.problems
+        || record.get("status").and_then(Value::as_str) != Some(Status::Pass.as_str())
+        || change == Some("resolved")
+}
+
+/// A short label for tables and messages: the VM's name, the pool, the
+/// path, or "host".
+fn with_subject(mut record: Map<String, Value>) -> Map<String, Value> {
+    let subject = ["name", "pool", "repository", "image", "library"]
+        .iter()
+        .filter_map(|k| record.get(*k).and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let subject = if subject.is_empty() {
+        "host".to_owned()
+    } else {
+        subject
+    };
+    let mut out = Map::new();
+    out.insert(
+        "check".into(),
+        record.remove("check").unwrap_or(Value::Null),
+    );
+    out.insert(
+        "status".into(),
+        record.remove("status").unwrap_or(Value::Null),
+    );
+    out.insert("subject".into(), subject.into());
+    out.extend(record);
+    out
+}

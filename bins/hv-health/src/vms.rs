@@ -1,0 +1,268 @@
+//! Checks of each VM: what state it is in and why (libvirt's state
+//! reasons tell a crash from a shutdown and an I/O-error pause from a user's
+//! pause), what its disks report, and whether its snapshots and backups
+//! are within bounds.
+
+use crate::host::human_age;
+use crate::Cli;
+use hv_common::checks::{Check, Status};
+use hv_common::domain::{state_name, state_reason_name};
+use hv_common::{backup_index, ffi, snapshot, time, Error, Result};
+use std::collections::HashMap;
+use virt::domain::Domain;
+use virt::sys;
+
+struct Vm {
+    name: String,
+    uuid: String,
+    state: u32,
+    reason: u32,
+}
+
+impl Vm {
+    fn check(&self, id: &'static str, status: Status, message: String) -> Check {
+        Check::new(id, status, message)
+            .about("name", self.name.clone())
+            .about("uuid", self.uuid.clone())
+    }
+
+    fn running(&self) -> bool {
+        self.state == sys::VIR_DOMAIN_RUNNING
+    }
+}
+
+pub fn check(domains: &[Domain], cli: &Cli) -> Result<Vec<Check>> {
+    let newest = newest_backups(cli)?;
+    let now = time::now();
+    let mut out = Vec::new();
+    for dom in domains {
+        let Some(vm) = describe(dom) else {
+            continue; // undefined while we looked: not a problem of this host
+        };
+        out.push(crashed(&vm));
+        out.push(io_error(&vm));
+        out.push(autostart(dom, &vm));
+        if vm.running() {
+            out.push(disk_errors(dom, &vm));
+        }
+        out.extend(snapshots(dom, &vm, cli, now));
+        if let Some(newest) = &newest {
+            out.push(backup_age(&vm, newest.get(&vm.uuid), cli, now));
+        }
+    }
+    Ok(out)
+}
+
+fn describe(dom: &Domain) -> Option<Vm> {
+    let (state, reason) = ffi::state(dom).ok()?;
+    Some(Vm {
+        name: dom.name().ok()?,
+        uuid: dom.uuid_string().ok()?,
+        state,
+        reason,
+    })
+}
+
+fn crashed(vm: &Vm) -> Check {
+    let died = vm.state == sys::VIR_DOMAIN_CRASHED
+        || (vm.state == sys::VIR_DOMAIN_SHUTOFF && vm.reason == sys::VIR_DOMAIN_SHUTOFF_CRASHED);
+    let (state, reason) = (state_name(vm.state), state_reason_name(vm.state, vm.reason));
+    let status = if died { Status::Fail } else { Status::Pass };
+    vm.check(
+        "vm.crashed",
+        status,
+        format!("{} is {state} ({reason})", vm.name),
+    )
+    .value(format!("{state}/{reason}"))
+    .hint(format!(
+        "read why in /var/log/libvirt/qemu/{}.log, then hv-start {:?}",
+        vm.name, vm.name
+    ))
+}
+
+fn io_error(vm: &Vm) -> Check {
+    let paused = vm.state == sys::VIR_DOMAIN_PAUSED && vm.reason == sys::VIR_DOMAIN_PAUSED_IOERROR;
+    let (status, message) = if paused {
+        (
+            Status::Fail,
+            format!("{} is paused by a disk I/O error", vm.name),
+        )
+    } else {
+        (
+            Status::Pass,
+            format!("{} is not paused by an I/O error", vm.name),
+        )
+    };
+    vm.check("vm.io_error", status, message).hint(format!(
+        "free space where its disks live (hv-health shows full pools), then hv-start {:?} resumes it",
+        vm.name
+    ))
+}
+
+fn autostart(dom: &Domain, vm: &Vm) -> Check {
+    let on = dom.autostart().unwrap_or(false);
+    let down = on && !vm.running();
+    let state = state_name(vm.state);
+    let (status, message) = match (on, down) {
+        (true, true) => (
+            Status::Warn,
+            format!("{} starts with the host but is {state}", vm.name),
+        ),
+        (true, false) => (
+            Status::Pass,
+            format!("{} starts with the host and is running", vm.name),
+        ),
+        (false, _) => (
+            Status::Pass,
+            format!("{} does not start with the host", vm.name),
+        ),
+    };
+    vm.check("vm.autostart", status, message)
+        .value(on)
+        .hint(format!(
+            "hv-start {:?}; if it should stay off, hv-autostart off {:?}",
+            vm.name, vm.name
+        ))
+}
+
+fn disk_errors(dom: &Domain, vm: &Vm) -> Check {
+    match ffi::disk_errors(dom) {
+        Ok(errors) if errors.is_empty() => vm.check(
+            "vm.disk_errors",
+            Status::Pass,
+            format!("{} has no disk errors", vm.name),
+        ),
+        Ok(errors) => {
+            let list: Vec<String> = errors.iter().map(|(d, e)| format!("{d}: {e}")).collect();
+            vm.check(
+                "vm.disk_errors",
+                Status::Fail,
+                format!("{} had disk I/O errors ({})", vm.name, list.join(", ")),
+            )
+            .value(list.join(", "))
+            .hint("no_space: free space on the disk's storage; otherwise check the host's kernel log (dmesg) for the device")
+        }
+        Err(e) => vm.check(
+            "vm.disk_errors",
+            Status::Warn,
+            format!(
+                "cannot read {}'s disk errors: {}",
+                vm.name,
+                Error::libvirt("", &e).message
+            ),
+        ),
+    }
+}
+
+fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
+    let snaps = dom.list_all_snapshots(0).unwrap_or_default();
+    let count = snaps.len() as u32;
+    let oldest = snaps
+        .iter()
+        .filter_map(|s| s.xml_desc(0).ok())
+        .filter_map(|xml| snapshot::parse(&xml).ok())
+        .map(|info| (info.created, info.name))
+        .filter(|(created, _)| *created > 0)
+        .min();
+    let status = if count > cli.max_snapshots {
+        Status::Warn
+    } else {
+        Status::Pass
+    };
+    let many = vm
+        .check(
+            "vm.snapshot_count",
+            status,
+            format!("{} has {count} snapshots", vm.name),
+        )
+        .measured(count, cli.max_snapshots)
+        .hint(format!(
+            "hv-snap prune {:?} --keep-last {}",
+            vm.name, cli.max_snapshots
+        ));
+    let age = oldest.as_ref().map_or(0, |(created, _)| now - created);
+    let status = if age > cli.max_snapshot_age {
+        Status::Warn
+    } else {
+        Status::Pass
+    };
+    let message = match &oldest {
+        Some((_, name)) => format!(
+            "{}'s oldest snapshot {name:?} is {} old",
+            vm.name,
+            human_age(age)
+        ),
+        None => format!("{} has no snapshot", vm.name),
+    };
+    let old = vm
+        .check("vm.snapshot_age", status, message)
+        .measured(age, cli.max_snapshot_age)
+        .hint(format!(
+            "an old snapshot grows without bound: hv-snap rm {:?} {:?} once it is not needed",
+            vm.name,
+            oldest.map(|(_, n)| n).unwrap_or_default()
+        ));
+    vec![many, old]
+}
+
+/// Newest backup time per VM uuid across every --repo; None without --repo.
+fn newest_backups(cli: &Cli) -> Result<Option<HashMap<String, (i64, String)>>> {
+    if cli.repos.is_empty() {
+        return Ok(None);
+    }
+    let mut newest: HashMap<String, (i64, String)> = HashMap::new();
+    for repo in &cli.repos {
+        let Ok(backups) = backup_index::list(repo) else {
+            continue; // repository.space reports an unreadable repository
+        };
+        for b in backups {
+            let shown = repo.display().to_string();
+            let slot = newest
+                .entry(b.uuid.clone())
+                .or_insert((b.time_unix, shown.clone()));
+            if b.time_unix > slot.0 {
+                *slot = (b.time_unix, shown);
+            }
+        }
+    }
+    Ok(Some(newest))
+}
+
+fn backup_age(vm: &Vm, newest: Option<&(i64, String)>, cli: &Cli, now: i64) -> Check {
+    let repos: Vec<String> = cli
+        .repos
+        .iter()
+        .map(|r| format!("{:?}", r.display().to_string()))
+        .collect();
+    let fix = format!("hv-backup create {:?} --repo {}", vm.name, repos[0]);
+    match newest {
+        None => vm
+            .check(
+                "vm.backup_age",
+                Status::Warn,
+                format!("{} has no backup in {}", vm.name, repos.join(", ")),
+            )
+            .hint(fix),
+        Some((at, repo)) => {
+            let age = now - at;
+            let status = if age > cli.max_backup_age {
+                Status::Warn
+            } else {
+                Status::Pass
+            };
+            vm.check(
+                "vm.backup_age",
+                status,
+                format!(
+                    "{}'s newest backup in {repo} is {} old",
+                    vm.name,
+                    human_age(age)
+                ),
+            )
+            .measured(age, cli.max_backup_age)
+            .hint(format!(
+                "{fix}; check the backup timer: systemctl status hv-backup.timer"
+            ))
+        }
+    }
+}

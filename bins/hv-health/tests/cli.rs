@@ -1,0 +1,318 @@
+//! hv-health on the real bench: a guest whose QEMU is killed from outside,
+//! an autostart guest left off, a repository on a tiny tmpfs, an ISO
+//! library with a rotten image, an unreachable daemon, and the state file
+//! across runs. Records are checked field by field, as a script reads them.
+
+use hv_testbench::{bin, connect, hv, records, run_prefix, GuestSpec, URI};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const HV_HEALTH: &str = env!("CARGO_BIN_EXE_hv-health");
+
+fn health(args: &[&str]) -> Output {
+    let mut full = vec!["--format", "jsonl"];
+    full.extend(args);
+    hv(HV_HEALTH, &full, "")
+}
+
+/// The one record of `check` about `subject` (a VM name, pool, path).
+fn find<'a>(recs: &'a [Value], check: &str, subject: &str) -> &'a Value {
+    let found: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["check"] == check && r["subject"] == subject)
+        .collect();
+    assert_eq!(found.len(), 1, "{check} {subject}: {recs:#?}");
+    found[0]
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_killed_guest_is_crashed_and_an_autostart_guest_left_off_is_reported() {
+    let conn = connect();
+    let crashed = GuestSpec::new("health-crash").define(&conn);
+    let off = GuestSpec::new("health-autostart").define(&conn);
+    off.domain.set_autostart(true).unwrap();
+    crashed.start_ready();
+    crashed.kill_qemu();
+    let snap = Command::new("virsh")
+        .args(["-c", URI, "-q", "snapshot-create-as", &off.name, "before"])
+        .output()
+        .unwrap();
+    assert!(
+        snap.status.success(),
+        "{}",
+        String::from_utf8_lossy(&snap.stderr)
+    );
+
+    let out = health(&[&crashed.name, &off.name, "--max-snapshots", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed check exits 1: {}",
+        stderr(&out)
+    );
+    let recs = records(&out);
+    let r = find(&recs, "vm.crashed", &crashed.name);
+    assert_eq!(r["status"], "fail");
+    assert_eq!(r["name"], crashed.name.as_str());
+    assert_eq!(r["uuid"], crashed.uuid.as_str());
+    assert_eq!(r["value"], "shutoff/crashed");
+    assert!(r["message"].as_str().unwrap().contains("crashed"), "{r}");
+    assert!(
+        r["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("hv-start {:?}", crashed.name)),
+        "{r}"
+    );
+    assert_eq!(r["threshold"], Value::Null);
+
+    let r = find(&recs, "vm.autostart", &off.name);
+    assert_eq!(r["status"], "warn");
+    assert_eq!(r["value"], true);
+    assert!(
+        r["hint"].as_str().unwrap().contains("hv-autostart off"),
+        "{r}"
+    );
+    assert_eq!(find(&recs, "vm.autostart", &crashed.name)["status"], "pass");
+    assert_eq!(find(&recs, "vm.crashed", &off.name)["status"], "pass");
+    assert_eq!(
+        find(&recs, "vm.crashed", &off.name)["hint"],
+        Value::Null,
+        "no hint on a pass"
+    );
+
+    let r = find(&recs, "vm.snapshot_count", &off.name);
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["value"].as_u64(),
+            r["threshold"].as_u64()
+        ),
+        (Some("warn"), Some(1), Some(0))
+    );
+    assert_eq!(
+        find(&recs, "vm.snapshot_count", &crashed.name)["status"],
+        "pass"
+    );
+    assert_eq!(find(&recs, "libvirt.reachable", "host")["status"], "pass");
+
+    // Only the problems; and the crash fixed, the exit is 0 with a warning.
+    let out = health(&[&crashed.name, &off.name, "--problems"]);
+    let recs = records(&out);
+    assert!(
+        !recs.is_empty() && recs.iter().all(|r| r["status"] != "pass"),
+        "{recs:#?}"
+    );
+    crashed.start_ready();
+    let out = health(&[&crashed.name, &off.name]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning alone exits 0: {}",
+        stderr(&out)
+    );
+    let out = health(&[&crashed.name, &off.name, "--strict"]);
+    assert_eq!(out.status.code(), Some(1), "but 1 with --strict");
+}
+
+#[test]
+fn the_state_file_marks_new_ongoing_and_resolved() {
+    let conn = connect();
+    let guest = GuestSpec::new("health-state").define(&conn);
+    guest.start_ready();
+    guest.kill_qemu();
+    let dir = scratch("state");
+    let state = dir.join("health.json");
+    let state = state.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![guest.name.as_str(), "--state-file", state];
+        args.extend(extra);
+        records(&health(&args))
+    };
+    let first = run(&[]);
+    assert_eq!(find(&first, "vm.crashed", &guest.name)["change"], "new");
+    assert_eq!(
+        find(&first, "vm.io_error", &guest.name)["change"],
+        Value::Null
+    );
+    let second = run(&[]);
+    assert_eq!(
+        find(&second, "vm.crashed", &guest.name)["change"],
+        "ongoing"
+    );
+    assert!(run(&["--changes-only"]).is_empty(), "nothing changed");
+    guest.start_ready();
+    let fixed = run(&["--changes-only"]);
+    assert_eq!(fixed.len(), 1, "{fixed:#?}");
+    assert_eq!(fixed[0]["check"], "vm.crashed");
+    assert_eq!(fixed[0]["status"], "pass");
+    assert_eq!(fixed[0]["change"], "resolved");
+    assert!(run(&["--changes-only"]).is_empty(), "resolved is said once");
+
+    std::fs::write(state, "not json").unwrap();
+    let out = health(&[&guest.name, "--state-file", state]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("delete it"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/var/tmp/{}health-{name}", run_prefix()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A 4 MiB tmpfs, unmounted on drop.
+struct Tiny(PathBuf);
+
+impl Tiny {
+    fn mount(dir: &Path) -> Tiny {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", dir.display());
+        Tiny(dir.to_path_buf())
+    }
+
+    /// Fills the filesystem to about `percent` used.
+    fn fill(&self, percent: u64) {
+        let _ = std::fs::remove_file(self.0.join("fill"));
+        std::fs::write(
+            self.0.join("fill"),
+            vec![1u8; (4 << 20) * percent as usize / 100],
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Tiny {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_nearly_full_repository_filesystem_warns_then_fails_and_libvirt_down_still_checks_it() {
+    let dir = scratch("tiny");
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let tiny = Tiny::mount(&repo);
+    let shown = repo.to_str().unwrap();
+    let only_repo = |fill: u64| {
+        tiny.fill(fill);
+        let out = health(&[
+            "--repo",
+            shown,
+            "--problems",
+            "--disk-warn",
+            "80",
+            "--disk-fail",
+            "95",
+            "--host-only",
+        ]);
+        let recs = records(&out);
+        let r = recs
+            .iter()
+            .find(|r| r["check"] == "repository.space")
+            .cloned();
+        (out.status.code(), r)
+    };
+    let (_, r) = only_repo(50);
+    assert_eq!(r, None, "half full is no problem");
+    let (_, r) = only_repo(88);
+    let r = r.expect("a warning");
+    assert_eq!(r["status"], "warn");
+    assert_eq!(r["repository"], shown);
+    assert_eq!(r["threshold"], 80.0);
+    let used = r["value"].as_f64().unwrap();
+    assert!((85.0..95.0).contains(&used), "{used}");
+    assert!(
+        r["hint"].as_str().unwrap().contains("hv-backup prune"),
+        "{r}"
+    );
+    let (code, r) = only_repo(99);
+    assert_eq!(code, Some(1), "a failed check exits 1");
+    let r = r.expect("a failure");
+    assert_eq!(
+        (r["status"].as_str(), r["threshold"].as_f64()),
+        (Some("fail"), Some(95.0))
+    );
+
+    let out = hv(
+        HV_HEALTH,
+        &[
+            "-c",
+            "qemu+unix:///system?socket=/nonexistent",
+            "--format",
+            "jsonl",
+            "--repo",
+            shown,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let recs = records(&out);
+    let r = find(&recs, "libvirt.reachable", "host");
+    assert_eq!(r["status"], "fail");
+    assert!(r["hint"].as_str().unwrap().contains("libvirtd"), "{r}");
+    assert_eq!(
+        find(&recs, "repository.space", shown)["status"],
+        "fail",
+        "checked without libvirt"
+    );
+    drop(tiny);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn iso_images_that_failed_or_missed_their_verify_are_reported() {
+    let dir = scratch("iso");
+    let lib = dir.join("isos");
+    let iso = |args: &[&str]| {
+        let mut full = vec!["--library", lib.to_str().unwrap()];
+        full.extend(args);
+        let out = hv(&bin("hv-iso"), &full, "");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for (name, byte) in [("good.iso", 1u8), ("rotten.iso", 2), ("unchecked.iso", 3)] {
+        let image = dir.join(name);
+        std::fs::write(&image, vec![byte; 1 << 20]).unwrap();
+        let err = iso(&["add", image.to_str().unwrap(), "--allow-unsigned"]);
+        assert!(lib.join(name).exists(), "{err}");
+    }
+    let mut rotten = std::fs::read(lib.join("rotten.iso")).unwrap();
+    rotten[100] ^= 1;
+    std::fs::write(lib.join("rotten.iso"), rotten).unwrap();
+    iso(&["verify", "good.iso", "rotten.iso"]);
+    let out = health(&["--iso-library", lib.to_str().unwrap(), "--host-only"]);
+    let recs = records(&out);
+    let shown = lib.display().to_string();
+    let subject = |n: &str| format!("{n} {shown}");
+    let good = find(&recs, "iso.verified", &subject("good.iso"));
+    assert_eq!(
+        (good["status"].as_str(), good["image"].as_str()),
+        (Some("pass"), Some("good.iso"))
+    );
+    assert_eq!(good["library"], shown.as_str());
+    let bad = find(&recs, "iso.verified", &subject("rotten.iso"));
+    assert_eq!(bad["status"], "fail");
+    assert!(
+        bad["hint"].as_str().unwrap().contains("hv-iso add --force"),
+        "{bad}"
+    );
+    let never = find(&recs, "iso.verified", &subject("unchecked.iso"));
+    assert_eq!(never["status"], "warn");
+    assert!(
+        never["hint"].as_str().unwrap().contains("hv-iso verify"),
+        "{never}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,282 @@
+//! hv-health and hv-preflight speak one record shape: a check id that never
+//! changes spelling (scripts and alerts match on it), a status, what was
+//! measured against what limit, and the command or setting that fixes it.
+//! The state file turns a timer's repeated runs into changes (new, ongoing,
+//! resolved), so a problem alerts once instead of every five minutes.
+
+use crate::error::{Error, Exit, Result};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Status> {
+        match s {
+            "pass" => Some(Status::Pass),
+            "warn" => Some(Status::Warn),
+            "fail" => Some(Status::Fail),
+            _ => None,
+        }
+    }
+}
+
+/// One check's outcome about one subject (the host, a VM, a pool, ...).
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub check: &'static str,
+    pub status: Status,
+    /// What it is about: `name`/`uuid` for a VM, `pool`, `repository`,
+    /// `library`, `image`; empty for the host.
+    pub subject: Vec<(&'static str, String)>,
+    pub message: String,
+    pub hint: Option<String>,
+    pub value: Option<Value>,
+    pub threshold: Option<Value>,
+}
+
+impl Check {
+    pub fn new(check: &'static str, status: Status, message: impl Into<String>) -> Check {
+        Check {
+            check,
+            status,
+            subject: Vec::new(),
+            message: message.into(),
+            hint: None,
+            value: None,
+            threshold: None,
+        }
+    }
+
+    pub fn about(mut self, key: &'static str, value: impl Into<String>) -> Check {
+        self.subject.push((key, value.into()));
+        self
+    }
+
+    /// The fix, when the check did not pass.
+    pub fn hint(mut self, hint: impl Into<String>) -> Check {
+        if self.status != Status::Pass {
+            self.hint = Some(hint.into());
+        }
+        self
+    }
+
+    pub fn measured(mut self, value: impl Into<Value>, threshold: impl Into<Value>) -> Check {
+        self.value = Some(value.into());
+        self.threshold = Some(threshold.into());
+        self
+    }
+
+    pub fn value(mut self, value: impl Into<Value>) -> Check {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Identifies the same problem across runs: the check and its subject
+    /// (a VM by uuid, so a rename is not a new problem).
+    pub fn key(&self) -> String {
+        let subject = self
+            .subject
+            .iter()
+            .filter(|(k, _)| *k != "name" || !self.has("uuid"));
+        let parts: Vec<String> = subject.map(|(k, v)| format!("{k}={v}")).collect();
+        format!("{} {}", self.check, parts.join(" "))
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.subject.iter().any(|(k, _)| *k == key)
+    }
+
+    pub fn record(&self) -> Map<String, Value> {
+        let mut r = Map::new();
+        r.insert("check".into(), self.check.into());
+        r.insert("status".into(), self.status.as_str().into());
+        for (k, v) in &self.subject {
+            r.insert((*k).into(), v.clone().into());
+        }
+        r.insert("message".into(), self.message.clone().into());
+        r.insert(
+            "hint".into(),
+            self.hint.clone().map_or(Value::Null, Value::from),
+        );
+        r.insert("value".into(), self.value.clone().unwrap_or(Value::Null));
+        r.insert(
+            "threshold".into(),
+            self.threshold.clone().unwrap_or(Value::Null),
+        );
+        r
+    }
+}
+
+/// DESIGN.md's mapping: any fail → 1; a warn → 1 only with `--strict`.
+pub fn exit(checks: &[Check], strict: bool) -> Exit {
+    let worst = checks
+        .iter()
+        .map(|c| c.status)
+        .max()
+        .unwrap_or(Status::Pass);
+    match worst {
+        Status::Fail => Exit::ItemFailed,
+        Status::Warn if strict => Exit::ItemFailed,
+        _ => Exit::Ok,
+    }
+}
+
+/// What the last run found wrong: key → its record.
+pub type Previous = BTreeMap<String, Map<String, Value>>;
+
+/// Reads the state file; a missing file is a first run.
+pub fn load_state(path: &Path) -> Result<Previous> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Previous::new()),
+        Err(e) => return Err(Error::io(path.display(), e)),
+    };
+    serde_json::from_slice(&text).map_err(|e| {
+        Error::usage(format!(
+            "{}: not an hv state file ({e}); delete it and the next run starts afresh",
+            path.display()
+        ))
+    })
+}
+
+/// Saves the problems of this run (atomically: a killed run leaves the
+/// previous state, and the next run reports the same changes again).
+pub fn save_state(path: &Path, checks: &[Check]) -> Result<()> {
+    let problems: Previous = checks
+        .iter()
+        .filter(|c| c.status != Status::Pass)
+        .map(|c| (c.key(), c.record()))
+        .collect();
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(&problems).expect("records serialize");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(path.display(), e))
+}
+
+/// Each record with its `change` against the last run: `new` or `ongoing`
+/// for a problem, null for a pass that was no problem before; then one
+/// `resolved` record (status pass) per earlier problem that is gone.
+pub fn with_changes(checks: &[Check], previous: &Previous) -> Vec<Map<String, Value>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for c in checks {
+        let key = c.key();
+        let was = previous
+            .get(&key)
+            .and_then(|r| r.get("status")?.as_str())
+            .and_then(Status::parse);
+        let change = match (c.status, was) {
+            (Status::Pass, Some(_)) => "resolved",
+            (Status::Pass, None) => "",
+            (_, None) => "new",
+            (now, Some(before)) if now != before => "new",
+            _ => "ongoing",
+        };
+        seen.insert(key);
+        let mut r = c.record();
+        r.insert(
+            "change".into(),
+            if change.is_empty() {
+                Value::Null
+            } else {
+                change.into()
+            },
+        );
+        out.push(r);
+    }
+    for (key, before) in previous {
+        if seen.contains(key) {
+            continue;
+        }
+        let mut r = before.clone();
+        r.insert("status".into(), "pass".into());
+        r.insert(
+            "message".into(),
+            format!(
+                "no longer found: {}",
+                before.get("message").and_then(Value::as_str).unwrap_or("")
+            )
+            .into(),
+        );
+        r.insert("hint".into(), Value::Null);
+        r.insert("change".into(), "resolved".into());
+        out.push(r);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(check: &'static str, status: Status, uuid: &str) -> Check {
+        Check::new(check, status, "m")
+            .about("name", "web 1")
+            .about("uuid", uuid)
+    }
+
+    #[test]
+    fn changes_against_the_last_run() {
+        let first = [
+            vm("vm.crashed", Status::Fail, "u1"),
+            vm("vm.crashed", Status::Fail, "u2"),
+            vm("vm.crashed", Status::Pass, "u3"),
+        ];
+        let previous: Previous = first
+            .iter()
+            .filter(|c| c.status != Status::Pass)
+            .map(|c| (c.key(), c.record()))
+            .collect();
+        let second = [
+            vm("vm.crashed", Status::Fail, "u1"),
+            vm("vm.crashed", Status::Pass, "u3"),
+            vm("vm.crashed", Status::Warn, "u4"),
+        ];
+        let out = with_changes(&second, &previous);
+        let changes: Vec<(&str, &str, Option<&str>)> = out
+            .iter()
+            .map(|r| {
+                (
+                    r["uuid"].as_str().unwrap(),
+                    r["status"].as_str().unwrap(),
+                    r["change"].as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("u1", "fail", Some("ongoing")),
+                ("u3", "pass", None),
+                ("u4", "warn", Some("new")),
+                ("u2", "pass", Some("resolved"))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pass_has_no_hint_and_warn_exits_1_only_when_strict() {
+        let pass = Check::new("host.kvm", Status::Pass, "ok").hint("fix");
+        assert_eq!(pass.record()["hint"], Value::Null);
+        let warn = Check::new("x", Status::Warn, "w");
+        assert_eq!(exit(&[pass.clone(), warn.clone()], false), Exit::Ok);
+        assert_eq!(exit(&[pass, warn], true), Exit::ItemFailed);
+        assert_eq!(vm("a", Status::Fail, "u").key(), "a uuid=u");
+    }
+}

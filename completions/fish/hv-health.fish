@@ -1,0 +1,22 @@
+complete -c hv-health -l repo -d 'An hv-backup repository: checks its free space and each VM\'s newest backup (repeatable)' -r -F
+complete -c hv-health -l iso-library -d 'An hv-iso library: reports images whose last hv-iso verify failed or is too old' -r -F
+complete -c hv-health -l max-backup-age -d 'Warn when a VM\'s newest backup (in --repo) is older than this' -r
+complete -c hv-health -l max-snapshot-age -d 'Warn when a VM keeps a snapshot older than this' -r
+complete -c hv-health -l max-snapshots -d 'Warn when a VM has more snapshots than this' -r
+complete -c hv-health -l max-iso-check-age -d 'Warn when an ISO image was last verified longer ago than this' -r
+complete -c hv-health -l disk-warn -d 'Warn when a storage pool or repository filesystem is this full (percent used)' -r
+complete -c hv-health -l disk-fail -d 'Fail when a storage pool or repository filesystem is this full (percent used)' -r
+complete -c hv-health -l memory-warn -d 'Warn when the host\'s available memory (free + cache) falls below this (percent)' -r
+complete -c hv-health -l memory-fail -d 'Fail when the host\'s available memory falls below this (percent)' -r
+complete -c hv-health -l state-file -d 'Compare with the last run\'s problems kept in this file: each record gets change new, ongoing or resolved' -r -F
+complete -c hv-health -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-health -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-health -l host-only -d 'Check only the host, the repositories and the ISO library, no VM'
+complete -c hv-health -l problems -d 'Print only warn and fail records (and resolved ones)'
+complete -c hv-health -l changes-only -d 'Print only what changed since the last run: new problems and resolved ones'
+complete -c hv-health -l strict -d 'Exit 1 on a warning too, not only on a failure'
+complete -c hv-health -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-health -s V -l version -d 'Print version'
