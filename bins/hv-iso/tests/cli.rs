@@ -176,6 +176,16 @@ fn make_iso(dir: &Path, name: &str, payload_mib: usize, seed: u64) -> PathBuf {
     iso
 }
 
+/// A scratch directory, a GnuPG home and the distributor's signing key,
+/// exported (armoured) to key.asc in the scratch directory.
+fn distributor(test: &str) -> (Scratch, Gpg, String) {
+    let s = Scratch::new(test);
+    let gpg = Gpg::new();
+    let key = gpg.key("Distributor <cd@example.org>", "never", None);
+    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    (s, gpg, key)
+}
+
 fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -441,10 +451,7 @@ fn fedora_clearsigned_sha512_with_crlf_from_local_files_signed_by_a_subkey() {
 
 #[test]
 fn with_only_a_keyring_the_checksums_and_signature_next_to_the_image_are_found() {
-    let s = Scratch::new("discover");
-    let gpg = Gpg::new();
-    let key = gpg.key("Distributor <cd@example.org>", "never", None);
-    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let (s, gpg, key) = distributor("discover");
     let iso = make_iso(&s.www(), "distro.iso", 1, 3);
     std::fs::write(
         s.www().join("SHA256SUMS"),
@@ -477,10 +484,7 @@ fn with_only_a_keyring_the_checksums_and_signature_next_to_the_image_are_found()
 
 #[test]
 fn a_tampered_image_is_refused_and_nothing_is_left() {
-    let s = Scratch::new("tampered");
-    let gpg = Gpg::new();
-    let key = gpg.key("Distributor <cd@example.org>", "never", None);
-    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let (s, gpg, key) = distributor("tampered");
     let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
     flip_byte(&iso, 1_500_000);
     let server = FileServer::start(s.www());
@@ -705,10 +709,7 @@ fn add_from(server: &FileServer, s: &Scratch, extra: &[&str]) -> Output {
 
 #[test]
 fn a_dropped_download_resumes_within_the_run_and_across_runs() {
-    let s = Scratch::new("resume");
-    let gpg = Gpg::new();
-    let key = gpg.key("Distributor <cd@example.org>", "never", None);
-    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let (s, gpg, key) = distributor("resume");
     let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
     let server = FileServer::start(s.www());
 
@@ -766,10 +767,7 @@ fn a_dropped_download_resumes_within_the_run_and_across_runs() {
 
 #[test]
 fn a_server_that_drops_every_connection_fails_cleanly() {
-    let s = Scratch::new("drop");
-    let gpg = Gpg::new();
-    let key = gpg.key("Distributor <cd@example.org>", "never", None);
-    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let (s, gpg, key) = distributor("drop");
     debian_mirror(&s, &gpg, &key, "distro.iso");
     let server = FileServer::start(s.www());
     server.fault("distro.iso", Fault::DropAlways);
@@ -804,10 +802,7 @@ fn a_server_that_drops_every_connection_fails_cleanly() {
 
 #[test]
 fn a_server_that_ignores_range_restarts_the_file_from_zero() {
-    let s = Scratch::new("norange");
-    let gpg = Gpg::new();
-    let key = gpg.key("Distributor <cd@example.org>", "never", None);
-    gpg.export(&[&key], true, &s.0.join("key.asc"));
+    let (s, gpg, key) = distributor("norange");
     let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
     let server = FileServer::start(s.www());
     server.fault("distro.iso", Fault::TruncateOnce(1 << 20));
