@@ -248,6 +248,19 @@ fn cell(value: Option<&Value>, show: Show) -> String {
 }
 
 /// `1536` → `1.5 KiB`: binary units, as virsh and free(1) print them.
+/// The object inside a `json!({...})`, for building a record.
+pub fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Lowercase hex, as records and file names show digests and keys.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = n as f64;

@@ -166,9 +166,7 @@ pub fn random_hex<const N: usize>() -> Result<String> {
     Ok(hex(&random_bytes::<N>()?))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use hv_common::output::hex;
 
 /// 64 hex digits (surrounding blanks ignored) as 32 bytes: keys and chunk ids.
 pub fn unhex32(text: &str) -> Option<[u8; KEY_LEN]> {

@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{ActionArgs, ConnectArgs, OutputArgs};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, obj, Column, Printer, Show};
 use hv_common::progress::Progress;
 use hv_common::retention::Keep;
 use hv_common::{time, Error, Exit, Result};
@@ -491,11 +491,4 @@ fn matches_vm(filter: &[String], name: &str, uuid: &str) -> bool {
         || filter
             .iter()
             .any(|f| f == name || f.eq_ignore_ascii_case(uuid))
-}
-
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
 }

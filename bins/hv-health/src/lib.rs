@@ -150,7 +150,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             if !cli.host_only {
                 let domains =
                     hv_common::targets::select(&conn, &cli.vms, &mut printer, &mut status)?;
-                found.extend(vms::check(&domains, &cli)?);
+                found.extend(vms::check(&domains, &cli));
             }
             found.extend(host::memory(&conn, &cli));
             found.extend(host::pools(&conn, &cli));

@@ -7,7 +7,7 @@ use crate::host::human_age;
 use crate::Cli;
 use hv_common::checks::{Check, Status};
 use hv_common::domain::{state_name, state_reason_name};
-use hv_common::{backup_index, ffi, snapshot, time, Error, Result};
+use hv_common::{backup_index, ffi, snapshot, time, Error};
 use std::collections::HashMap;
 use virt::domain::Domain;
 use virt::sys;
@@ -31,8 +31,8 @@ impl Vm {
     }
 }
 
-pub fn check(domains: &[Domain], cli: &Cli) -> Result<Vec<Check>> {
-    let newest = newest_backups(cli)?;
+pub fn check(domains: &[Domain], cli: &Cli) -> Vec<Check> {
+    let newest = newest_backups(cli);
     let now = time::now();
     let mut out = Vec::new();
     for dom in domains {
@@ -50,7 +50,7 @@ pub fn check(domains: &[Domain], cli: &Cli) -> Result<Vec<Check>> {
             out.push(backup_age(&vm, newest.get(&vm.uuid), cli, now));
         }
     }
-    Ok(out)
+    out
 }
 
 fn describe(dom: &Domain) -> Option<Vm> {
@@ -206,9 +206,9 @@ fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
 }
 
 /// Newest backup time per VM uuid across every --repo; None without --repo.
-fn newest_backups(cli: &Cli) -> Result<Option<HashMap<String, (i64, String)>>> {
+fn newest_backups(cli: &Cli) -> Option<HashMap<String, (i64, String)>> {
     if cli.repos.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut newest: HashMap<String, (i64, String)> = HashMap::new();
     for repo in &cli.repos {
@@ -225,7 +225,7 @@ fn newest_backups(cli: &Cli) -> Result<Option<HashMap<String, (i64, String)>>> {
             }
         }
     }
-    Ok(Some(newest))
+    Some(newest)
 }
 
 fn backup_age(vm: &Vm, newest: Option<&(i64, String)>, cli: &Cli, now: i64) -> Check {

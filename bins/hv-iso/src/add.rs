@@ -52,10 +52,10 @@ pub fn add(lib: &Library, a: &AddArgs) -> Result<Sidecar> {
     let _lock = lock(lib, &name)?;
     refuse_existing(lib, &name, a.force)?;
     let trust = resolve_trust(a, &source, &file_name)?;
-    let digests = transfer(lib, &name, &source, &trust, a.retries).inspect_err(|e| {
+    let digests = transfer(lib, &name, &source, &trust, a.retries).inspect_err(|_| {
         let partial_len = fs::metadata(lib.partial(&name)).map_or(0, |m| m.len());
         let resumable = matches!(source, Source::Url(_)) && partial_len > 0;
-        if e.code != Code::Locked && !resumable {
+        if !resumable {
             discard_partial(lib, &name);
         }
     })?;

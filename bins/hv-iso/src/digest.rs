@@ -4,6 +4,7 @@
 //! runs on its own thread so the disk and the CPU work at the same time.
 
 use crate::checksums::Algorithm;
+use hv_common::output::hex;
 use hv_common::progress::Counter;
 use sha2::digest::DynDigest;
 use sha2::{Digest, Sha256};
@@ -75,10 +76,6 @@ impl Hasher {
             bytes: self.bytes,
         }
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Feeds everything `reader` holds to `hasher` (and to `sink`, when

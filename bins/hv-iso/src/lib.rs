@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use hv_common::cli::{OutputArgs, Status};
 use hv_common::iso_library::{self as library, Entry, Library, Sidecar};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, obj, Column, Printer, Show};
 use hv_common::progress::{Counter, Progress};
 use hv_common::{time, Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
@@ -193,13 +193,6 @@ fn entry_record(lib: &Library, s: &Sidecar) -> Map<String, Value> {
     record
 }
 
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("json! of an object"),
-    }
-}
-
 fn add(lib: &Library, a: AddArgs) -> Result<Exit> {
     let begun = Instant::now();
     let sidecar = add::add(lib, &a)?;
@@ -282,33 +275,45 @@ const VERIFY_COLUMNS: &[Column] = &[
 ];
 
 fn verify(lib: &Library, a: VerifyArgs) -> Result<Exit> {
+    each_entry(lib, &a.names, &a.output, VERIFY_COLUMNS, |entry| {
+        let begun = Instant::now();
+        let checked = recheck(entry);
+        record_check(lib, &mut entry.sidecar, checked.is_ok());
+        let mut record = obj(json!({
+            "name": entry.sidecar.name,
+            "path": entry.path.display().to_string(),
+            "ok": checked.is_ok(),
+            "size_bytes": entry.sidecar.size_bytes,
+            "sha256": entry.sidecar.sha256,
+            "elapsed_ms": begun.elapsed().as_millis() as u64,
+        }));
+        if let Err(e) = &checked {
+            record.insert("error".into(), e.to_json());
+        }
+        (record, checked.err())
+    })
+}
+
+/// Works on each named entry (or all) and prints one record per name: what
+/// `act` made of it, or a failure record for a name not in the library.
+/// `act` returns its record and, when the item failed, the error.
+fn each_entry(
+    lib: &Library,
+    names: &[String],
+    output: &OutputArgs,
+    columns: &'static [Column],
+    act: impl Fn(&mut Entry) -> (Map<String, Value>, Option<Error>),
+) -> Result<Exit> {
     let mut status = Status::default();
-    let mut printer = Printer::stdout(a.output.format, VERIFY_COLUMNS);
-    for item in select(lib, &a.names)? {
-        let record = match item {
-            Ok(mut entry) => {
-                let begun = Instant::now();
-                let checked = recheck(&entry);
-                record_check(lib, &mut entry.sidecar, checked.is_ok());
-                let mut record = obj(json!({
-                    "name": entry.sidecar.name,
-                    "path": entry.path.display().to_string(),
-                    "ok": checked.is_ok(),
-                    "size_bytes": entry.sidecar.size_bytes,
-                    "sha256": entry.sidecar.sha256,
-                    "elapsed_ms": begun.elapsed().as_millis() as u64,
-                }));
-                if let Err(e) = checked {
-                    status.failed(&e);
-                    record.insert("error".into(), e.to_json());
-                }
-                record
-            }
-            Err((name, e)) => {
-                status.failed(&e);
-                failure(lib, &name, &e)
-            }
+    let mut printer = Printer::stdout(output.format, columns);
+    for item in select(lib, names)? {
+        let (record, failed) = match item {
+            Ok(mut entry) => act(&mut entry),
+            Err((name, e)) => (failure(lib, &name, &e), Some(e)),
         };
+        if let Some(e) = failed {
+            status.failed(&e);
+        }
         printer.emit(record)?;
     }
     printer.finish()?;
@@ -383,21 +388,12 @@ const RM_COLUMNS: &[Column] = &[
 ];
 
 fn rm(lib: &Library, a: RmArgs) -> Result<Exit> {
-    let mut status = Status::default();
-    let mut printer = Printer::stdout(a.output.format, RM_COLUMNS);
-    for item in select(lib, &a.names)? {
-        let record =
-            match item.and_then(|entry| remove(lib, &entry).map_err(|e| (entry.sidecar.name, e))) {
-                Ok(record) => record,
-                Err((name, e)) => {
-                    status.failed(&e);
-                    failure(lib, &name, &e)
-                }
-            };
-        printer.emit(record)?;
-    }
-    printer.finish()?;
-    Ok(status.exit())
+    each_entry(lib, &a.names, &a.output, RM_COLUMNS, |entry| {
+        match remove(lib, entry) {
+            Ok(record) => (record, None),
+            Err(e) => (failure(lib, &entry.sidecar.name, &e), Some(e)),
+        }
+    })
 }
 
 /// The image goes first: a run killed in between leaves a sidecar alone,

@@ -234,7 +234,7 @@ fn issuer_name(sig: &Signature) -> String {
         return format!("{fpr:X}");
     }
     match sig.issuer_key_id().first() {
-        Some(id) => crate::digest::hex(id.as_ref()).to_uppercase(),
+        Some(id) => hv_common::output::hex(id.as_ref()).to_uppercase(),
         None => "(unnamed)".to_owned(),
     }
 }
