@@ -101,10 +101,27 @@ impl Check {
         self.subject.iter().any(|(k, _)| *k == key)
     }
 
+    /// A short label for tables and messages: the VM's name, the pool,
+    /// the path, or "host".
+    pub fn subject_label(&self) -> String {
+        let parts: Vec<&str> = self
+            .subject
+            .iter()
+            .filter(|(k, _)| *k != "uuid")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if parts.is_empty() {
+            "host".to_owned()
+        } else {
+            parts.join(" ")
+        }
+    }
+
     pub fn record(&self) -> Map<String, Value> {
         let mut r = Map::new();
         r.insert("check".into(), self.check.into());
         r.insert("status".into(), self.status.as_str().into());
+        r.insert("subject".into(), self.subject_label().into());
         for (k, v) in &self.subject {
             r.insert((*k).into(), v.clone().into());
         }

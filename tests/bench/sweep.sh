@@ -15,6 +15,6 @@ virsh -c "$uri" pool-list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | whi
     echo "sweep: removed leftover storage pool '$name'" >&2
 done
 rm -f /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-*
-# tmpfs a killed hv-health test left mounted (rm -rf would empty it, not remove it)
+# tmpfs a killed test left mounted (rm -rf would empty it, not remove it)
 awk '$2 ~ "^/var/tmp/hv[tb]-" {print $2}' /proc/mounts | xargs -r -n1 umount
 rm -rf /var/tmp/hvt-* /var/tmp/hvb-* # benches and tests that panicked before their cleanup

@@ -495,3 +495,39 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A small tmpfs mounted over a directory (the bench runs as root), to
+/// fill a filesystem without filling the host's; unmounted on drop.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+    size_mib: u64,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size_mib: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs at {}", dir.display());
+        Tmpfs {
+            dir: dir.to_path_buf(),
+            size_mib,
+        }
+    }
+
+    /// Fills the filesystem to about `percent` used.
+    pub fn fill(&self, percent: u64) {
+        let _ = std::fs::remove_file(self.dir.join("fill"));
+        let len = (self.size_mib << 20) * percent / 100;
+        std::fs::write(self.dir.join("fill"), vec![1u8; len as usize]).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}

@@ -62,6 +62,10 @@ fn tools() -> Vec<Tool> {
             command: hv_health::Cli::command(),
             manual: &hv_health::MANUAL,
         },
+        Tool {
+            command: hv_preflight::Cli::command(),
+            manual: &hv_preflight::MANUAL,
+        },
     ]
 }
 

@@ -172,7 +172,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         None => found.iter().map(Check::record).collect(),
     };
     for record in records.into_iter().filter(|r| shown(r, &cli)) {
-        printer.emit(with_subject(record))?;
+        printer.emit(record)?;
     }
     printer.finish()?;
     if let Some(path) = &cli.state_file {
@@ -193,31 +193,4 @@ fn shown(record: &Map<String, Value>, cli: &Cli) -> bool {
     !cli.problems
         || record.get("status").and_then(Value::as_str) != Some(Status::Pass.as_str())
         || change == Some("resolved")
-}
-
-/// A short label for tables and messages: the VM's name, the pool, the
-/// path, or "host".
-fn with_subject(mut record: Map<String, Value>) -> Map<String, Value> {
-    let subject = ["name", "pool", "repository", "image", "library"]
-        .iter()
-        .filter_map(|k| record.get(*k).and_then(Value::as_str))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let subject = if subject.is_empty() {
-        "host".to_owned()
-    } else {
-        subject
-    };
-    let mut out = Map::new();
-    out.insert(
-        "check".into(),
-        record.remove("check").unwrap_or(Value::Null),
-    );
-    out.insert(
-        "status".into(),
-        record.remove("status").unwrap_or(Value::Null),
-    );
-    out.insert("subject".into(), subject.into());
-    out.extend(record);
-    out
 }

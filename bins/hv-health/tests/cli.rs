@@ -3,9 +3,9 @@
 //! library with a rotten image, an unreachable daemon, and the state file
 //! across runs. Records are checked field by field, as a script reads them.
 
-use hv_testbench::{bin, connect, hv, records, run_prefix, GuestSpec, URI};
+use hv_testbench::{bin, connect, hv, records, run_prefix, GuestSpec, Tmpfs, URI};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const HV_HEALTH: &str = env!("CARGO_BIN_EXE_hv-health");
@@ -168,43 +168,12 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// A 4 MiB tmpfs, unmounted on drop.
-struct Tiny(PathBuf);
-
-impl Tiny {
-    fn mount(dir: &Path) -> Tiny {
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs at {}", dir.display());
-        Tiny(dir.to_path_buf())
-    }
-
-    /// Fills the filesystem to about `percent` used.
-    fn fill(&self, percent: u64) {
-        let _ = std::fs::remove_file(self.0.join("fill"));
-        std::fs::write(
-            self.0.join("fill"),
-            vec![1u8; (4 << 20) * percent as usize / 100],
-        )
-        .unwrap();
-    }
-}
-
-impl Drop for Tiny {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_nearly_full_repository_filesystem_warns_then_fails_and_libvirt_down_still_checks_it() {
     let dir = scratch("tiny");
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    let tiny = Tiny::mount(&repo);
+    let tiny = Tmpfs::mount(&repo, 4);
     let shown = repo.to_str().unwrap();
     let only_repo = |fill: u64| {
         tiny.fill(fill);

@@ -1,0 +1,154 @@
+//! Planned VMs, VMs about to start and backups about to run draw on the
+//! same memory, CPUs and filesystems. One ledger counts them together, so
+//! the tenth VM fails its check when the nine before it took what was
+//! there, as it would fail for real, instead of each passing alone.
+
+use crate::{bytes, num, Cli};
+use hv_common::checks::{Check, Status};
+use hv_common::ffi;
+use std::collections::HashMap;
+use virt::connect::Connect;
+
+pub struct Budget {
+    /// Total and still available bytes (free + buffers + page cache).
+    memory: Option<(u64, u64)>,
+    memory_warn: f64,
+    host_cpus: u64,
+    vcpus_active: u64,
+    /// By pool name or filesystem: what is left after the items so far.
+    space: HashMap<String, u64>,
+    disk_warn: f64,
+}
+
+/// The outcome for one item on one filesystem or pool.
+pub struct Fit {
+    pub status: Status,
+    /// What was left before this item.
+    pub left: u64,
+}
+
+impl Budget {
+    pub fn new(conn: &Connect, cli: &Cli) -> Budget {
+        let memory = ffi::node_memory_stats(conn).ok().map(|s| {
+            let kib = |k: &str| s.get(k).copied().unwrap_or(0);
+            (
+                kib("total") * 1024,
+                (kib("free") + kib("buffers") + kib("cached")) * 1024,
+            )
+        });
+        let host_cpus = conn.node_info().map_or(0, |n| u64::from(n.cpus));
+        let vcpus_active = conn
+            .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| d.info().ok())
+            .map(|i| u64::from(i.nr_virt_cpu))
+            .sum();
+        Budget {
+            memory,
+            memory_warn: cli.memory_warn,
+            host_cpus,
+            vcpus_active,
+            space: HashMap::new(),
+            disk_warn: cli.disk_warn,
+        }
+    }
+
+    /// Takes `need` bytes of host memory for `who`.
+    pub fn memory(&mut self, id: &'static str, who: &str, need: u64) -> Check {
+        let Some((total, left)) = self.memory else {
+            return Check::new(id, Status::Warn, "libvirt did not report the host's memory")
+                .hint("check libvirtd's log; hv-health reports host.memory too");
+        };
+        let after = left.saturating_sub(need);
+        self.memory = Some((total, after));
+        let floor = (total as f64 * self.memory_warn / 100.0) as u64;
+        let (status, message) = if need > left {
+            (
+                Status::Fail,
+                format!(
+                    "{who} needs {} of memory; {} is available",
+                    bytes(need),
+                    bytes(left)
+                ),
+            )
+        } else if after < floor {
+            (
+                Status::Warn,
+                format!(
+                    "{who} needs {}, which leaves the host {} ({}% is the floor)",
+                    bytes(need),
+                    bytes(after),
+                    self.memory_warn
+                ),
+            )
+        } else {
+            (
+                Status::Pass,
+                format!(
+                    "{who} needs {} of the {} available",
+                    bytes(need),
+                    bytes(left)
+                ),
+            )
+        };
+        Check::new(id, status, message)
+            .measured(num(need), num(left))
+            .hint("stop or shrink other VMs (hv-ls --state running shows their memory), give this one less, or add memory to the host")
+    }
+
+    /// Adds `vcpus` to what runs on the host's CPUs.
+    pub fn vcpus(&mut self, id: &'static str, who: &str, vcpus: u64) -> Check {
+        let cpus = self.host_cpus;
+        self.vcpus_active += vcpus;
+        let total = self.vcpus_active;
+        let (status, message, hint) = if vcpus > cpus {
+            (
+                Status::Fail,
+                format!("{who} has {vcpus} vCPUs; the host has {cpus} CPUs"),
+                format!("give it at most {cpus} vCPUs: more than the host has only adds scheduling overhead"),
+            )
+        } else if total > cpus {
+            (
+                Status::Warn,
+                format!("with {who}, running VMs have {total} vCPUs on {cpus} host CPUs (overcommitted)"),
+                "fine while the VMs are mostly idle; for busy ones give fewer vCPUs or stop others".to_owned(),
+            )
+        } else {
+            (
+                Status::Pass,
+                format!("with {who}, running VMs have {total} vCPUs on {cpus} host CPUs"),
+                String::new(),
+            )
+        };
+        Check::new(id, status, message)
+            .measured(total, cpus)
+            .hint(hint)
+    }
+
+    /// Takes `need` bytes from a pool or filesystem (`key`, first seen with
+    /// `size` and `available`). Fails when `must` does not fit now; warns
+    /// when all of `need` does not fit, or would leave it over --disk-warn.
+    pub fn space(&mut self, key: &str, size: u64, available: u64, need: u64, must: u64) -> Fit {
+        let left = *self.space.entry(key.to_owned()).or_insert(available);
+        let after = left.saturating_sub(need);
+        self.space.insert(key.to_owned(), after);
+        let used_after = if size == 0 {
+            0.0
+        } else {
+            (size - after.min(size)) as f64 * 100.0 / size as f64
+        };
+        let status = if must > left {
+            Status::Fail
+        } else if need > left || used_after >= self.disk_warn {
+            Status::Warn
+        } else {
+            Status::Pass
+        };
+        Fit { status, left }
+    }
+
+    pub fn disk_warn(&self) -> f64 {
+        self.disk_warn
+    }
+}

@@ -1,0 +1,344 @@
+//! hv-preflight: whether an operation can work, asked before it runs rather
+//! than learned from its failure halfway through. It checks what
+//! virt-host-validate checks, then what a planned VM or a batch of backups,
+//! snapshots or starts will need from this host (memory, vCPUs, space), and
+//! says for every problem the command that fixes it. Every check runs: one
+//! failure never hides the next. Records share hv-health's shape.
+
+mod budget;
+mod host;
+mod ops;
+mod plan;
+mod size;
+
+use budget::Budget;
+use clap::{Parser, ValueEnum};
+use hv_common::checks::{self, Check, Status};
+use hv_common::cli::{ConnectArgs, OutputArgs};
+use hv_common::connect::Access;
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::{Error, Exit, Result};
+use serde_json::Value;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Operation {
+    Backup,
+    Snapshot,
+    Start,
+}
+
+/// The libvirt domain type VMs will use: `kvm` needs the hardware, `qemu`
+/// (TCG emulation) runs anywhere, only slower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VirtType {
+    Kvm,
+    Qemu,
+}
+
+impl VirtType {
+    fn as_str(self) -> &'static str {
+        match self {
+            VirtType::Kvm => "kvm",
+            VirtType::Qemu => "qemu",
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-preflight",
+    version,
+    about = "Check, before an operation, that the host and the VMs are ready for it; each problem names its fix",
+    long_about = "Check before an operation that it can work. With no options: the host (hardware \
+        virtualization, /dev/kvm usable by you, vhost-net, tun, cgroup controllers, IOMMU, secure \
+        guest support, libvirt reachable and its version, QEMU's version, the domain type). With \
+        --name/--memory/--vcpus/--disk/--iso or --profiles: a planned VM (name free, memory, vCPUs, \
+        space in the pool or directory, ISO verified by hv-iso). With --for backup|snapshot|start \
+        and VMs as arguments or on stdin: each VM exists, is in a state the operation accepts, and \
+        the space, memory and vCPUs they need together are there. One record per check and \
+        subject: status pass, warn or fail, the value measured, the threshold, and a hint with \
+        the fix. docs/preflight.md lists every check."
+)]
+pub struct Cli {
+    /// VMs to check for --for (names or UUIDs) [default: the records or names piped in]
+    #[arg(value_name = "VM", requires = "operation")]
+    pub vms: Vec<String>,
+
+    /// Check VMs before this operation: backup, snapshot or start
+    #[arg(
+        long = "for",
+        value_name = "OPERATION",
+        value_enum,
+        hide_possible_values = true
+    )]
+    pub operation: Option<Operation>,
+
+    /// The hv-backup repository the backups go to (needed with --for backup)
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    /// With --for snapshot: the snapshots will be --disk-only (overlays, no memory saved)
+    #[arg(long, requires = "operation")]
+    pub disk_only: bool,
+
+    /// A planned VM's name
+    #[arg(long, value_name = "NAME", conflicts_with = "operation")]
+    pub name: Option<String>,
+
+    /// A planned VM's memory, with a unit: 512M, 4G (also the default for --profiles)
+    #[arg(long, value_name = "SIZE", value_parser = size::parse, conflicts_with = "operation")]
+    pub memory: Option<u64>,
+
+    /// A planned VM's vCPUs (also the default for --profiles)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "operation")]
+    pub vcpus: Option<u32>,
+
+    /// A planned VM's disk size, with a unit: 20G (also the default for --profiles)
+    #[arg(long, value_name = "SIZE", value_parser = size::parse, conflicts_with = "operation")]
+    pub disk: Option<u64>,
+
+    /// The storage pool the planned disk goes to [default: default]
+    #[arg(long, value_name = "POOL", conflicts_with_all = ["dir", "operation"])]
+    pub pool: Option<String>,
+
+    /// The directory the planned disk goes to, instead of a pool
+    #[arg(long, value_name = "DIR", conflicts_with = "operation")]
+    pub dir: Option<PathBuf>,
+
+    /// The ISO a planned VM installs from: a name in the hv-iso library, or a path
+    #[arg(long, value_name = "NAME|PATH", conflicts_with = "operation")]
+    pub iso: Option<String>,
+
+    /// The hv-iso library --iso names are looked up in
+    #[arg(
+        long,
+        env = "HV_ISO_LIBRARY",
+        value_name = "DIR",
+        default_value = "/var/lib/hv/isos"
+    )]
+    pub iso_library: PathBuf,
+
+    /// Planned VMs as JSON profile records, one per line, from FILE (- for stdin)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["operation", "name"])]
+    pub profiles: Option<PathBuf>,
+
+    /// The domain type VMs will run with: kvm, or qemu (TCG emulation, no hardware needed)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "TYPE",
+        default_value = "kvm",
+        hide_possible_values = true
+    )]
+    pub virt_type: VirtType,
+
+    /// Warn when a pool, directory or repository would be this full afterwards (percent used)
+    #[arg(long, value_name = "PERCENT", default_value_t = 85.0)]
+    pub disk_warn: f64,
+
+    /// Warn when the host would keep less than this share of its memory available (percent)
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    pub memory_warn: f64,
+
+    /// Leave out a check, by id (repeatable): --skip host.iommu
+    #[arg(long, value_name = "CHECK", value_parser = known_check)]
+    pub skip: Vec<String>,
+
+    /// Print only warn and fail records
+    #[arg(long)]
+    pub problems: bool,
+
+    /// Exit 1 on a warning too, not only on a failure
+    #[arg(long)]
+    pub strict: bool,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Every check id, in the order docs/preflight.md explains them.
+pub const CHECK_IDS: &[&str] = &[
+    "host.hw_virt",
+    "host.kvm_device",
+    "host.kvm_access",
+    "host.vhost_net",
+    "host.tun",
+    "host.cgroup",
+    "host.iommu",
+    "host.secure_guest",
+    "libvirt.reachable",
+    "libvirt.version",
+    "libvirt.domain_type",
+    "qemu.version",
+    "plan.name",
+    "plan.memory",
+    "plan.vcpus",
+    "plan.storage",
+    "plan.iso",
+    "vm.exists",
+    "vm.state",
+    "vm.job",
+    "vm.disks",
+    "vm.memory",
+    "vm.vcpus",
+    "vm.snapshot_format",
+    "snapshot.space",
+    "backup.repository",
+    "backup.space",
+];
+
+fn known_check(id: &str) -> std::result::Result<String, String> {
+    if CHECK_IDS.contains(&id) {
+        Ok(id.to_owned())
+    } else {
+        Err(format!(
+            "no check {id:?}; the ids are listed in docs/preflight.md and the man page"
+        ))
+    }
+}
+
+pub const MANUAL: Manual = Manual {
+    exit_status: &[
+        ("0", "No check failed (warnings allowed unless --strict)."),
+        ("1", "A check failed, or with --strict a check warned."),
+        ("2", "Usage error, or a malformed profile or stdin line (reported with its line number; the other lines are still checked)."),
+        ("3", "libvirt could not be reached (the libvirt.reachable check fails; the host checks that need no libvirt still run)."),
+    ],
+    environment: &[
+        ("HV_CONNECT", "The libvirt URI when -c is not given (then LIBVIRT_DEFAULT_URI, then libvirt's default)."),
+        ("HV_ISO_LIBRARY", "The hv-iso library when --iso-library is not given (default /var/lib/hv/isos)."),
+    ],
+    examples: &[
+        ("Is this host ready for KVM guests?", "hv-preflight"),
+        ("Only the problems, with their fixes:", "hv-preflight --problems --format jsonl | jq -r '\"\\(.check) \\(.subject): \\(.message) -> \\(.hint)\"'"),
+        ("Before creating a VM:", "hv-preflight --name web1 --memory 4G --vcpus 2 --disk 20G --pool default --iso debian-12.7.0-amd64-netinst.iso"),
+        ("Several planned VMs at once (they are counted together):", "hv-preflight --profiles fleet.jsonl --pool default"),
+        ("Before tonight's backups; back up only if nothing failed:", "hv-ls --tag prod | hv-preflight --for backup --repo /srv/backup >/dev/null && hv-ls --tag prod | hv-backup create --repo /srv/backup"),
+        ("Before starting every stopped VM:", "hv-ls --state shutoff | hv-preflight --for start --problems"),
+    ],
+    notes: &[
+        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, directory, repository, controller or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured). Sizes are in bytes. docs/preflight.md lists every check with its threshold and fix.",
+        "A profile record has name, and any of memory or memory_bytes, vcpus, disk or disk_bytes, pool, dir and iso; --memory, --vcpus, --disk, --pool, --dir and --iso fill in what a profile leaves out. Sizes take a unit: K, M, G, T (powers of 1024, also KiB...), KB, MB, GB, TB (powers of 1000). Planned VMs and VMs to start are counted together: each one's memory, vCPUs and disk are checked against what the ones before it leave.",
+        "--for backup estimates each VM's need from its last backups in the repository (the most any of its last five stored), or, before its first, from its disks' allocation: compression and deduplication usually store less. --for snapshot counts a running VM's memory (saved into its first disk, unless --disk-only) and its disks' allocation (what the guest can rewrite while the snapshot keeps the old data).",
+        "With --virt-type qemu the hardware and /dev/kvm checks warn instead of failing: TCG emulation runs without them, many times slower.",
+    ],
+};
+
+const COLUMNS: &[Column] = &[
+    col("STATUS", "status", Show::Plain),
+    col("CHECK", "check", Show::Plain),
+    col("SUBJECT", "subject", Show::Plain),
+    col("MESSAGE", "message", Show::Plain),
+    col("HINT", "hint", Show::Plain),
+];
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    validate(&cli)?;
+    let mut printer = Printer::stdout(cli.output.format, COLUMNS);
+    let mut status = hv_common::cli::Status::default();
+    let mut found = Vec::new();
+    let needs_hardware = !matches!(cli.operation, Some(Operation::Backup | Operation::Snapshot));
+    if needs_hardware {
+        found.extend(host::hardware(&host::Root::system(), cli.virt_type));
+    }
+    let conn = match cli.connect.open(Access::ReadOnly) {
+        Ok(conn) => conn,
+        Err(e) => {
+            found.push(host::libvirt_down(&e));
+            let exit = emit(printer, &found, &cli)?;
+            return Ok(exit.worst(Exit::Unreachable));
+        }
+    };
+    found.extend(host::libvirt(&conn, &cli, needs_hardware));
+    let mut budget = Budget::new(&conn, &cli);
+    if let Some(op) = cli.operation {
+        found.extend(ops::check(
+            &conn,
+            op,
+            &cli,
+            &mut budget,
+            &mut printer,
+            &mut status,
+        )?);
+    } else if planned(&cli) {
+        found.extend(plan::check(&conn, &cli, &mut budget, &mut status)?);
+    }
+    Ok(emit(printer, &found, &cli)?.worst(status.exit()))
+}
+
+fn emit(mut printer: Printer<std::io::Stdout>, found: &[Check], cli: &Cli) -> Result<Exit> {
+    let kept: Vec<Check> = found
+        .iter()
+        .filter(|c| !cli.skip.iter().any(|s| s == c.check))
+        .cloned()
+        .collect();
+    for c in kept
+        .iter()
+        .filter(|c| !cli.problems || c.status != Status::Pass)
+    {
+        printer.emit(c.record())?;
+    }
+    printer.finish()?;
+    Ok(checks::exit(&kept, cli.strict))
+}
+
+fn planned(cli: &Cli) -> bool {
+    cli.name.is_some() || cli.profiles.is_some()
+}
+
+/// What clap cannot say: the flags of a planned VM need a VM to describe,
+/// and a backup needs the repository it goes to.
+fn validate(cli: &Cli) -> Result<()> {
+    let describes_plan = cli.memory.is_some()
+        || cli.vcpus.is_some()
+        || cli.disk.is_some()
+        || cli.pool.is_some()
+        || cli.dir.is_some()
+        || cli.iso.is_some();
+    if describes_plan && !planned(cli) {
+        return Err(Error::usage(
+            "--memory, --vcpus, --disk, --pool, --dir and --iso describe a planned VM: give its --name, or --profiles FILE",
+        ));
+    }
+    if cli.operation == Some(Operation::Backup) && cli.repo.is_none() {
+        return Err(Error::usage(
+            "--for backup needs the repository the backups go to: --repo DIR",
+        ));
+    }
+    if cli.repo.is_some() && cli.operation != Some(Operation::Backup) {
+        return Err(Error::usage("--repo is only used with --for backup"));
+    }
+    if cli.disk_only && cli.operation != Some(Operation::Snapshot) {
+        return Err(Error::usage("--disk-only is only used with --for snapshot"));
+    }
+    Ok(())
+}
+
+/// `x` of `y` for messages about bytes.
+pub(crate) fn bytes(n: u64) -> String {
+    hv_common::output::human_bytes(n)
+}
+
+/// A JSON number for a byte count.
+pub(crate) fn num(n: u64) -> Value {
+    Value::from(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_docs_explain_every_check() {
+        let docs = include_str!("../../../docs/preflight.md");
+        for id in super::CHECK_IDS {
+            assert!(
+                docs.contains(&format!("| `{id}` |")),
+                "docs/preflight.md lacks {id}"
+            );
+        }
+    }
+}

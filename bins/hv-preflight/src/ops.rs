@@ -1,0 +1,540 @@
+//! VMs about to be backed up, snapshotted or started: each exists, is in a
+//! state the operation accepts, has no job in the way, and what they need
+//! together (space where backups and snapshots grow, memory and vCPUs to
+//! start) is there. Estimates come from what libvirt and the repository
+//! already know (disk allocations, the sizes of earlier backups), so a
+//! check costs no reading of disks.
+
+use crate::budget::Budget;
+use crate::plan::dir_space;
+use crate::{bytes, num, Cli, Operation};
+use hv_common::checks::{Check, Status};
+use hv_common::domain::{self, state_name, DomainXml};
+use hv_common::output::Printer;
+use hv_common::targets::{self, Input};
+use hv_common::{backup_index, cli, ffi, Error, Result};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::sys;
+
+/// Backup repositories keep this file at their root (docs/backup-format.md).
+const REPO_CONFIG: &str = "hv-backup.json";
+
+/// How many of a VM's latest backups predict its next one.
+const RECENT_BACKUPS: usize = 5;
+
+struct Vm {
+    dom: Domain,
+    name: String,
+    uuid: String,
+    state: u32,
+    xml: DomainXml,
+}
+
+impl Vm {
+    fn check(&self, id: &'static str, status: Status, message: String) -> Check {
+        Check::new(id, status, message)
+            .about("name", self.name.clone())
+            .about("uuid", self.uuid.clone())
+    }
+
+    fn active(&self) -> bool {
+        !matches!(
+            self.state,
+            sys::VIR_DOMAIN_SHUTOFF | sys::VIR_DOMAIN_NOSTATE
+        )
+    }
+
+    /// The disks an operation writes to or copies: not cdroms, not media
+    /// shared with other guests.
+    fn own_disks(&self) -> impl Iterator<Item = &domain::Disk> {
+        self.xml
+            .disks
+            .iter()
+            .filter(|d| d.device == "disk" && !d.shared)
+    }
+
+    /// Bytes the host holds for a disk (what the guest has written).
+    fn allocation(&self, disk: &domain::Disk) -> u64 {
+        self.dom
+            .block_info(&disk.target, 0)
+            .map(|b| b.allocation)
+            .unwrap_or(0)
+    }
+}
+
+struct Repo {
+    root: std::path::PathBuf,
+    /// Filesystem key, size and available bytes; None when unusable.
+    space: Option<(String, u64, u64)>,
+    /// The stored bytes of each VM's latest backups, by UUID.
+    recent: BTreeMap<String, Vec<u64>>,
+}
+
+pub fn check(
+    conn: &Connect,
+    op: Operation,
+    cli: &Cli,
+    budget: &mut Budget,
+    printer: &mut Printer<std::io::Stdout>,
+    status: &mut cli::Status,
+) -> Result<Vec<Check>> {
+    let inputs: Box<dyn Iterator<Item = Input>> = if !cli.vms.is_empty() {
+        Box::new(targets::from_args(&cli.vms).into_iter())
+    } else if cli::stdin_has_targets(&[]) {
+        Box::new(targets::from_reader(std::io::stdin().lock()))
+    } else {
+        return Err(Error::usage(
+            "--for checks VMs: name them as arguments or pipe them in (hv-ls --tag prod | hv-preflight --for backup --repo DIR)",
+        ));
+    };
+    let mut out = Vec::new();
+    let repo = match (op, &cli.repo) {
+        (Operation::Backup, Some(root)) => {
+            let (check, repo) = repository(root);
+            out.push(check);
+            Some(repo)
+        }
+        _ => None,
+    };
+    let mut seen = HashSet::new();
+    for input in inputs {
+        match input {
+            Input::Malformed { message, .. } => {
+                cli::warn(message);
+                status.malformed();
+            }
+            Input::PassThrough(record) => printer.emit(record)?,
+            Input::Vm(vm) => match targets::lookup(conn, &vm).and_then(describe) {
+                Err(e) => out.push(
+                    Check::new("vm.exists", Status::Fail, e.message)
+                        .about("name", vm.name.clone().unwrap_or_else(|| vm.label()))
+                        .hint("hv-ls lists the defined VMs; check the name or UUID"),
+                ),
+                Ok(vm) if !seen.insert(vm.uuid.clone()) => {}
+                Ok(vm) => out.extend(checks(&vm, op, cli, budget, repo.as_ref())),
+            },
+        }
+    }
+    Ok(out)
+}
+
+fn describe(dom: Domain) -> Result<Vm> {
+    let context = |e: &virt::error::Error| Error::libvirt("cannot read the VM", e);
+    let (state, _) = ffi::state(&dom).map_err(|e| context(&e))?;
+    let xml = dom.xml_desc(0).map_err(|e| context(&e))?;
+    Ok(Vm {
+        name: dom.name().map_err(|e| context(&e))?,
+        uuid: dom.uuid_string().map_err(|e| context(&e))?,
+        state,
+        xml: domain::parse(&xml).map_err(|e| Error::new(hv_common::Code::Corrupt, e))?,
+        dom,
+    })
+}
+
+fn checks(
+    vm: &Vm,
+    op: Operation,
+    cli: &Cli,
+    budget: &mut Budget,
+    repo: Option<&Repo>,
+) -> Vec<Check> {
+    let mut out = vec![vm.check("vm.exists", Status::Pass, format!("{} is defined", vm.name))];
+    out.push(state(vm, op, cli.disk_only));
+    match op {
+        Operation::Start => {
+            if !vm.active() {
+                out.push(disks_present(vm));
+                out.push(
+                    budget
+                        .memory("vm.memory", &vm.name, vm.xml.max_memory_bytes)
+                        .about("name", vm.name.clone())
+                        .about("uuid", vm.uuid.clone()),
+                );
+                out.push(
+                    budget
+                        .vcpus("vm.vcpus", &vm.name, vm.xml.vcpus)
+                        .about("name", vm.name.clone())
+                        .about("uuid", vm.uuid.clone()),
+                );
+            }
+        }
+        Operation::Snapshot => {
+            out.extend(job(vm));
+            out.push(snapshot_format(vm, cli.disk_only));
+            out.extend(snapshot_space(vm, cli.disk_only, budget));
+        }
+        Operation::Backup => {
+            out.extend(job(vm));
+            if let Some(repo) = repo {
+                out.extend(backup_space(vm, repo, budget));
+            }
+        }
+    }
+    out
+}
+
+fn state(vm: &Vm, op: Operation, disk_only: bool) -> Check {
+    use sys::{
+        VIR_DOMAIN_BLOCKED as BLOCKED, VIR_DOMAIN_CRASHED as CRASHED, VIR_DOMAIN_PAUSED as PAUSED,
+        VIR_DOMAIN_PMSUSPENDED as PMSUSPENDED, VIR_DOMAIN_RUNNING as RUNNING,
+        VIR_DOMAIN_SHUTDOWN as SHUTDOWN, VIR_DOMAIN_SHUTOFF as SHUTOFF,
+    };
+    let name = &vm.name;
+    let force = format!("hv-stop --force {name:?} first");
+    let (status, what, hint) = match (op, vm.state) {
+        (_, SHUTDOWN) => (
+            Status::Warn,
+            "is shutting down; wait until it is off".to_owned(),
+            format!("hv-stop {name:?} waits until it is off"),
+        ),
+        (Operation::Start, SHUTOFF) => (
+            Status::Pass,
+            "is shut off: hv-start starts it".to_owned(),
+            String::new(),
+        ),
+        (Operation::Start, PAUSED) => (
+            Status::Pass,
+            "is paused: hv-start resumes it".to_owned(),
+            String::new(),
+        ),
+        (Operation::Start, PMSUSPENDED) => (
+            Status::Pass,
+            "is suspended: hv-start wakes it".to_owned(),
+            String::new(),
+        ),
+        (Operation::Start, RUNNING | BLOCKED) => (
+            Status::Pass,
+            "is already running: hv-start leaves it".to_owned(),
+            String::new(),
+        ),
+        (Operation::Start | Operation::Snapshot, CRASHED) => (
+            Status::Fail,
+            "crashed and is kept for inspection".to_owned(),
+            force,
+        ),
+        (Operation::Snapshot, SHUTOFF) => (
+            Status::Pass,
+            "is shut off: an internal snapshot of its disks".to_owned(),
+            String::new(),
+        ),
+        (Operation::Snapshot, RUNNING | PAUSED | BLOCKED) if disk_only => (
+            Status::Pass,
+            "is running: external overlays, no pause".to_owned(),
+            String::new(),
+        ),
+        (Operation::Snapshot, RUNNING | PAUSED | BLOCKED) => (
+            Status::Pass,
+            "is running: the snapshot saves its memory too, pausing it meanwhile".to_owned(),
+            String::new(),
+        ),
+        (Operation::Snapshot, PMSUSPENDED) => (
+            Status::Fail,
+            "is suspended by its guest; libvirt cannot snapshot it".to_owned(),
+            format!("wake it first: hv-start {name:?}"),
+        ),
+        (Operation::Backup, SHUTOFF) => (
+            Status::Pass,
+            "is shut off: its disks are read in place".to_owned(),
+            String::new(),
+        ),
+        (Operation::Backup, RUNNING | PAUSED | BLOCKED | PMSUSPENDED) => (
+            Status::Pass,
+            "is running: a live backup job, no pause".to_owned(),
+            String::new(),
+        ),
+        (Operation::Backup, CRASHED) => (
+            Status::Warn,
+            "crashed: its disks may be inconsistent".to_owned(),
+            format!("{force}, then back it up shut off"),
+        ),
+        (_, other) => (
+            Status::Fail,
+            format!("is in state {}", state_name(other)),
+            "hv-ls shows its state; try again once it is running or shut off".to_owned(),
+        ),
+    };
+    vm.check("vm.state", status, format!("{name} {what}"))
+        .value(state_name(vm.state))
+        .hint(hint)
+}
+
+/// A backup, migration or other job already running makes libvirt refuse
+/// a backup or snapshot; only a running VM has one.
+fn job(vm: &Vm) -> Option<Check> {
+    if !vm.active() {
+        return None;
+    }
+    let kind = vm
+        .dom
+        .job_info()
+        .map_or(sys::VIR_DOMAIN_JOB_NONE as i32, |j| j.r#type);
+    let name = &vm.name;
+    Some(if kind == sys::VIR_DOMAIN_JOB_NONE as i32 {
+        vm.check(
+            "vm.job",
+            Status::Pass,
+            format!("no job is running on {name}"),
+        )
+    } else {
+        vm.check(
+            "vm.job",
+            Status::Fail,
+            format!("a job (a backup, migration or save) is already running on {name}"),
+        )
+        .hint(format!(
+            "wait for it (virsh domjobinfo {name:?}), or cancel it: virsh domjobabort {name:?}"
+        ))
+    })
+}
+
+/// Starting fails when a disk's file is gone; cdroms may be empty.
+fn disks_present(vm: &Vm) -> Check {
+    let missing: Vec<String> = vm
+        .xml
+        .disks
+        .iter()
+        .filter(|d| matches!(d.kind.as_str(), "file" | "block"))
+        .filter_map(|d| {
+            let source = d.source.as_ref()?;
+            (!Path::new(source).exists()).then(|| format!("{} ({source})", d.target))
+        })
+        .collect();
+    let name = &vm.name;
+    if missing.is_empty() {
+        return vm.check(
+            "vm.disks",
+            Status::Pass,
+            format!("the disks of {name} are there"),
+        );
+    }
+    vm.check("vm.disks", Status::Fail, format!("{name} cannot start: missing {}", missing.join(", ")))
+        .hint(format!("restore the files, or change or remove the disks (virsh edit {name:?}; an empty cdrom: virsh change-media {name:?} TARGET --eject --config)"))
+}
+
+/// Internal snapshots live inside qcow2 files; other formats need external
+/// overlays (--disk-only).
+fn snapshot_format(vm: &Vm, disk_only: bool) -> Check {
+    let name = &vm.name;
+    if disk_only {
+        return vm.check(
+            "vm.snapshot_format",
+            Status::Pass,
+            format!("--disk-only: external overlays work on any format of {name}'s disks"),
+        );
+    }
+    let wrong: Vec<String> = vm
+        .own_disks()
+        .filter(|d| d.format.as_deref() != Some("qcow2"))
+        .map(|d| {
+            format!(
+                "{} is {}",
+                d.target,
+                d.format.as_deref().unwrap_or("of unknown format")
+            )
+        })
+        .collect();
+    if wrong.is_empty() {
+        return vm.check(
+            "vm.snapshot_format",
+            Status::Pass,
+            format!("every disk of {name} is qcow2: internal snapshots work"),
+        );
+    }
+    vm.check("vm.snapshot_format", Status::Fail, format!("internal snapshots need qcow2, and {}", wrong.join(", ")))
+        .hint(format!("use hv-snap create --disk-only (external overlays), or convert the disk: qemu-img convert -O qcow2 (with {name:?} shut off)"))
+}
+
+/// Where a snapshot grows: a running VM's memory goes into its first disk
+/// (unless --disk-only), and after the snapshot every rewrite of the disks
+/// takes new space, up to what the guest has written (the allocation).
+fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
+    let mut places: BTreeMap<String, Place> = BTreeMap::new();
+    let mut memory = if vm.active() && !disk_only {
+        vm.xml.max_memory_bytes
+    } else {
+        0
+    };
+    let mut out = Vec::new();
+    for disk in vm.own_disks().filter(|d| d.kind == "file") {
+        let Some(dir) = disk.source.as_deref().and_then(|s| Path::new(s).parent()) else {
+            continue;
+        };
+        let (key, size, available) = match dir_space(dir) {
+            Ok(found) => found,
+            Err(message) => {
+                out.push(
+                    vm.check("snapshot.space", Status::Fail, message)
+                        .about("dir", dir.display().to_string())
+                        .hint("check that the disk's directory exists and is mounted"),
+                );
+                continue;
+            }
+        };
+        let place = places.entry(key).or_insert_with(|| Place {
+            dir: dir.display().to_string(),
+            size,
+            available,
+            need: 0,
+            must: 0,
+        });
+        place.need += vm.allocation(disk) + memory;
+        place.must += memory;
+        memory = 0;
+    }
+    for (key, p) in places {
+        let fit = budget.space(&key, p.size, p.available, p.need, p.must);
+        let message = match fit.status {
+            Status::Fail => format!(
+                "{}'s memory ({}) does not fit in {}: {} free",
+                vm.name,
+                bytes(p.must),
+                p.dir,
+                bytes(fit.left)
+            ),
+            Status::Warn => format!(
+                "snapshots of {} can grow by {} in {}, which has {} free: rewrites could fill it",
+                vm.name,
+                bytes(p.need),
+                p.dir,
+                bytes(fit.left)
+            ),
+            Status::Pass => format!(
+                "snapshots of {} can grow by {} in {} ({} free)",
+                vm.name,
+                bytes(p.need),
+                p.dir,
+                bytes(fit.left)
+            ),
+        };
+        out.push(
+            vm.check("snapshot.space", fit.status, message)
+                .about("dir", p.dir.clone())
+                .measured(num(p.need), num(fit.left))
+                .hint(format!("free space in {} (hv-snap prune removes old snapshots), or snapshot fewer VMs at once", p.dir)),
+        );
+    }
+    out
+}
+
+struct Place {
+    dir: String,
+    size: u64,
+    available: u64,
+    need: u64,
+    must: u64,
+}
+
+fn repository(root: &Path) -> (Check, Repo) {
+    let shown = root.display().to_string();
+    let mut repo = Repo {
+        root: root.to_path_buf(),
+        space: None,
+        recent: BTreeMap::new(),
+    };
+    let check = |status, message: String| {
+        Check::new("backup.repository", status, message).about("repository", shown.clone())
+    };
+    let init =
+        format!("create it: hv-backup init --repo {shown:?} --recipient age1… (docs/backup.md)");
+    if !root.join(REPO_CONFIG).is_file() {
+        let why = if root.exists() {
+            "is not an hv-backup repository"
+        } else {
+            "does not exist"
+        };
+        return (
+            check(Status::Fail, format!("{shown} {why}")).hint(init),
+            repo,
+        );
+    }
+    let space = match dir_space(root) {
+        Ok(space) => space,
+        Err(message) => {
+            return (
+                check(Status::Fail, message).hint("check the path, and that its disk is mounted"),
+                repo,
+            )
+        }
+    };
+    let backups = match backup_index::list(root) {
+        Ok(list) => list,
+        Err(e) => {
+            return (
+                check(Status::Fail, e.message)
+                    .hint("hv-backup verify --repo to see what is damaged"),
+                repo,
+            )
+        }
+    };
+    let count = backups.len();
+    repo.recent = backup_index::by_vm(backups)
+        .into_iter()
+        .map(|(uuid, list)| {
+            (
+                uuid,
+                list.iter()
+                    .rev()
+                    .take(RECENT_BACKUPS)
+                    .map(|b| b.stored_bytes)
+                    .collect(),
+            )
+        })
+        .collect();
+    let message = format!(
+        "{shown} is an hv-backup repository with {count} backups, {} free",
+        bytes(space.2)
+    );
+    repo.space = Some(space);
+    (check(Status::Pass, message), repo)
+}
+
+/// The next backup stores at most what the VM's recent backups stored; the
+/// first stores its disks' allocation, before compression.
+fn backup_space(vm: &Vm, repo: &Repo, budget: &mut Budget) -> Option<Check> {
+    let (key, size, available) = repo.space.clone()?;
+    let recent = repo
+        .recent
+        .get(&vm.uuid)
+        .and_then(|stored| stored.iter().max().copied());
+    let (need, basis) = match recent {
+        Some(stored) => (
+            stored,
+            "the most one of its recent backups stored".to_owned(),
+        ),
+        None => (
+            vm.own_disks().map(|d| vm.allocation(d)).sum(),
+            "its first backup: its disks' allocation before compression".to_owned(),
+        ),
+    };
+    let fit = budget.space(&key, size, available, need, need);
+    let shown = repo.root.display();
+    let message = match fit.status {
+        Status::Fail => format!(
+            "a backup of {} may need {} ({basis}); {shown} has {} free",
+            vm.name,
+            bytes(need),
+            bytes(fit.left)
+        ),
+        Status::Warn => format!(
+            "a backup of {} may need {} ({basis}), filling {shown} over {}%",
+            vm.name,
+            bytes(need),
+            budget.disk_warn()
+        ),
+        Status::Pass => format!(
+            "a backup of {} may need {} ({basis}); {shown} has {} free",
+            vm.name,
+            bytes(need),
+            bytes(fit.left)
+        ),
+    };
+    Some(
+        vm.check("backup.space", fit.status, message)
+            .about("repository", shown.to_string())
+            .measured(num(need), num(fit.left))
+            .hint(format!("hv-backup prune --repo {:?} with a shorter retention, then hv-backup gc; or move the repository to a larger disk", shown.to_string())),
+    )
+}

@@ -1,0 +1,758 @@
+//! hv-preflight on the real bench: the host checks against
+//! virt-host-validate's own verdicts, /dev/kvm as the unprivileged user
+//! nobody, planned VMs against tmpfs directories, pools and a real hv-iso
+//! library, and real guests before start, snapshot and backup (one with a
+//! live backup job in the way). Every record is checked field by field.
+
+use hv_testbench::{bin, connect, hv, hv_as_nobody, records, run_prefix, GuestSpec, Tmpfs, URI};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const HV_PREFLIGHT: &str = env!("CARGO_BIN_EXE_hv-preflight");
+
+fn preflight(args: &[&str], input: &str) -> Output {
+    let mut full = vec!["--format", "jsonl"];
+    full.extend(args);
+    let out = hv(HV_PREFLIGHT, &full, input);
+    for r in records(&out) {
+        assert_record(&r);
+    }
+    out
+}
+
+/// The shape docs/preflight.md promises: the fields in order, a hint
+/// exactly when something is wrong.
+fn assert_record(r: &Value) {
+    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(&keys[..3], ["check", "status", "subject"], "{r}");
+    assert_eq!(
+        &keys[keys.len() - 4..],
+        ["message", "hint", "value", "threshold"],
+        "{r}"
+    );
+    let status = r["status"].as_str().unwrap();
+    assert!(["pass", "warn", "fail"].contains(&status), "{r}");
+    assert_eq!(
+        r["hint"].is_null(),
+        status == "pass",
+        "a hint exactly when not passing: {r}"
+    );
+    assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
+}
+
+/// The one record of `check` about `subject`.
+fn find<'a>(recs: &'a [Value], check: &str, subject: &str) -> &'a Value {
+    let found: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["check"] == check && r["subject"] == subject)
+        .collect();
+    assert_eq!(found.len(), 1, "{check} {subject}: {recs:#?}");
+    found[0]
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn hint(r: &Value) -> &str {
+    r["hint"].as_str().unwrap_or_else(|| panic!("no hint: {r}"))
+}
+
+fn message(r: &Value) -> &str {
+    r["message"].as_str().unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/var/tmp/{}preflight-{name}", run_prefix()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", URI, "-q"])
+        .args(args)
+        .output()
+        .expect("run virsh");
+    assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// virt-host-validate's QEMU checks, each mapped to the record that covers
+/// it: a check it gains in a later release fails this test until covered.
+#[test]
+fn every_virt_host_validate_check_is_covered_with_the_same_verdict() {
+    let vhv = Command::new("virt-host-validate")
+        .arg("qemu")
+        .output()
+        .expect("virt-host-validate (Debian package libvirt-clients)");
+    let text = String::from_utf8_lossy(&vhv.stdout);
+    let out = preflight(&["-c", URI], "");
+    let recs = records(&out);
+    let mut compared = 0;
+    for line in text.lines().filter(|l| l.contains("QEMU: Checking")) {
+        let (what, verdict) = line.rsplit_once(':').unwrap();
+        let verdict = verdict.split_whitespace().next().unwrap().to_lowercase();
+        let (check, subject, same_verdict) = if what.contains("hardware virtualization") {
+            ("host.hw_virt", "host".to_owned(), true)
+        } else if what.contains("'/dev/kvm' exists") {
+            ("host.kvm_device", "host".to_owned(), true)
+        } else if what.contains("'/dev/kvm' is accessible") {
+            ("host.kvm_access", "host".to_owned(), true)
+        } else if what.contains("'/dev/vhost-net'") {
+            ("host.vhost_net", "host".to_owned(), true)
+        } else if what.contains("'/dev/net/tun'") {
+            ("host.tun", "host".to_owned(), true)
+        } else if let Some(rest) = what.split("cgroup '").nth(1) {
+            (
+                "host.cgroup",
+                rest.split('\'').next().unwrap().to_owned(),
+                true,
+            )
+        } else if what.contains("IOMMU") {
+            ("host.iommu", "host".to_owned(), verdict != "pass")
+        } else if what.contains("secure guest") {
+            // hv-preflight passes a host without it: few VMs need it.
+            ("host.secure_guest", "host".to_owned(), false)
+        } else {
+            panic!("virt-host-validate checks something hv-preflight does not: {line}");
+        };
+        let r = find(&recs, check, &subject);
+        if same_verdict {
+            assert_eq!(r["status"], verdict.as_str(), "{line}\n{r}");
+        }
+        compared += 1;
+    }
+    assert!(compared >= 10, "virt-host-validate said:\n{text}");
+
+    let version = virsh(&["version"]);
+    let find_version = |prefix: &str| {
+        version
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let lib = find(&recs, "libvirt.version", "host");
+    assert_eq!(
+        lib["value"],
+        find_version("Using library: libvirt").as_str()
+    );
+    assert_eq!(lib["threshold"], "7.2.0");
+    let qemu = find(&recs, "qemu.version", "host");
+    assert_eq!(
+        qemu["value"],
+        find_version("Running hypervisor: QEMU").as_str()
+    );
+    assert_eq!(find(&recs, "libvirt.reachable", "host")["value"], URI);
+    let expected = if recs.iter().any(|r| r["status"] == "fail") {
+        1
+    } else {
+        0
+    };
+    assert_eq!(out.status.code(), Some(expected), "{}", stderr(&out));
+
+    let problems = preflight(&["-c", URI, "--problems", "--skip", "host.iommu"], "");
+    let recs = records(&problems);
+    assert!(
+        recs.iter()
+            .all(|r| r["status"] != "pass" && r["check"] != "host.iommu"),
+        "{recs:#?}"
+    );
+    let wrong = preflight(&["--skip", "host.iomu"], "");
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(
+        stderr(&wrong).contains("docs/preflight.md"),
+        "{}",
+        stderr(&wrong)
+    );
+}
+
+#[test]
+fn dev_kvm_unusable_for_the_user_fails_with_the_fix() {
+    let out = hv_as_nobody(HV_PREFLIGHT, &["-c", URI, "--format", "jsonl"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let recs = records(&out);
+    recs.iter().for_each(assert_record);
+    let r = find(&recs, "host.kvm_access", "host");
+    assert_eq!(r["status"], "fail");
+    if Path::new("/dev/kvm").exists() {
+        assert!(message(r).contains("nobody cannot open /dev/kvm"), "{r}");
+        assert!(hint(r).contains("usermod -aG kvm nobody"), "{r}");
+        assert!(hint(r).contains("users.users.nobody.extraGroups"), "{r}");
+    } else {
+        assert!(message(r).contains("missing"), "{r}");
+    }
+    let emulated = hv_as_nobody(
+        HV_PREFLIGHT,
+        &["-c", URI, "--format", "jsonl", "--virt-type", "qemu"],
+    );
+    let recs = records(&emulated);
+    assert_eq!(find(&recs, "host.kvm_access", "host")["status"], "warn");
+    assert_eq!(find(&recs, "libvirt.domain_type", "host")["value"], "qemu");
+
+    let root = preflight(&["-c", URI], "");
+    let r = find(&records(&root), "host.kvm_access", "host").clone();
+    if Path::new("/dev/kvm").exists() {
+        assert_eq!(r["status"], "pass", "root can use /dev/kvm: {r}");
+    }
+}
+
+#[test]
+fn unreachable_libvirt_exits_3_and_the_host_checks_still_run() {
+    let out = preflight(
+        &["-c", "qemu:///system?socket=/nonexistent/libvirt-sock"],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let recs = records(&out);
+    let r = find(&recs, "libvirt.reachable", "host");
+    assert_eq!(r["status"], "fail");
+    assert!(hint(r).contains("systemctl start libvirtd"), "{r}");
+    find(&recs, "host.tun", "host");
+    assert_eq!(
+        recs.iter().filter(|r| r["check"] == "host.cgroup").count(),
+        6
+    );
+}
+
+fn profile(name: &str, fields: &str) -> String {
+    format!(
+        "{{\"name\": {}, {fields}}}\n",
+        serde_json::to_string(name).unwrap()
+    )
+}
+
+#[test]
+fn planned_vms_are_counted_together_against_names_memory_cpus_and_space() {
+    let conn = connect();
+    let taken = GuestSpec::new("preflight taken ü").define(&conn);
+    let dir = scratch("plan");
+    let tiny = Tmpfs::mount(&dir.join("small"), 8);
+    let small = tiny.dir.to_str().unwrap();
+    let first = format!("{}plan-1", run_prefix());
+    let second = format!("{}plan-2", run_prefix());
+    let mut input = profile(&taken.name, "\"memory\": \"64M\"");
+    input += &profile(
+        &first,
+        &format!("\"disk\": \"5M\", \"dir\": {small:?}, \"vcpus\": 1"),
+    );
+    input += &profile(
+        &second,
+        &format!("\"disk\": \"5M\", \"dir\": {small:?}, \"memory\": \"100T\", \"vcpus\": 4096"),
+    );
+    input += &profile(&first, "\"vcpus\": 1");
+    input += "{\"name\": \"typo\", \"memroy\": \"1G\"}\n";
+    let out = preflight(&["--profiles", "-", "--virt-type", "qemu"], &input);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed line exits 2: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("stdin line 5: unknown field \"memroy\""),
+        "{}",
+        stderr(&out)
+    );
+    let recs = records(&out);
+
+    let r = find(&recs, "plan.name", &taken.name);
+    assert_eq!(r["status"], "fail");
+    assert!(message(r).contains(&taken.uuid), "{r}");
+    assert!(hint(r).contains(&format!("hv-rm {:?}", taken.name)), "{r}");
+    assert_eq!(find(&recs, "plan.memory", &taken.name)["status"], "pass");
+
+    let fits = find(&recs, "plan.storage", &format!("{first} {small}"));
+    assert_eq!(fits["status"], "pass", "{fits}");
+    assert_eq!(fits["dir"], small);
+    assert_eq!(fits["value"], 5 << 20);
+    let free = fits["threshold"].as_u64().unwrap();
+    assert!(free > 7 << 20 && free <= 8 << 20, "{fits}");
+    let full = find(&recs, "plan.storage", &format!("{second} {small}"));
+    assert_eq!(
+        full["status"], "fail",
+        "the second 5M disk meets what the first left: {full}"
+    );
+    assert_eq!(full["threshold"], free - (5 << 20));
+    assert!(hint(full).contains("--dir"), "{full}");
+
+    let memory = find(&recs, "plan.memory", &second);
+    assert_eq!(memory["status"], "fail");
+    assert_eq!(memory["value"], 100u64 << 40);
+    let cpus = find(&recs, "plan.vcpus", &second);
+    assert_eq!(cpus["status"], "fail");
+    assert!(cpus["threshold"].as_u64().unwrap() < 4096, "{cpus}");
+    let twice: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["check"] == "plan.name" && r["subject"] == first.as_str())
+        .collect();
+    assert_eq!(twice[0]["status"], "pass");
+    assert_eq!(twice[1]["status"], "fail");
+    assert!(message(twice[1]).contains("planned twice"));
+    assert!(
+        recs.iter().all(|r| r["name"] != "typo"),
+        "a malformed profile is not checked"
+    );
+
+    let no_unit = preflight(&["--name", "x", "--memory", "4096"], "");
+    assert_eq!(no_unit.status.code(), Some(2));
+    assert!(stderr(&no_unit).contains("4096M"), "{}", stderr(&no_unit));
+    drop(tiny);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_planned_disk_goes_to_an_active_pool() {
+    let dir = scratch("pool");
+    let tiny = Tmpfs::mount(&dir.join("pool"), 8);
+    let pool = format!("{}preflight-pool", run_prefix());
+    let idle = format!("{}preflight-idle", run_prefix());
+    let target = tiny.dir.to_str().unwrap();
+    virsh(&["pool-create-as", &pool, "dir", "--target", target]);
+    let idle_target = dir.join("idle");
+    std::fs::create_dir_all(&idle_target).unwrap();
+    virsh(&[
+        "pool-define-as",
+        &idle,
+        "dir",
+        "--target",
+        idle_target.to_str().unwrap(),
+    ]);
+    let vm = format!("{}plan-pool", run_prefix());
+    let run = |pool: &str, disk: &str| {
+        let out = preflight(
+            &[
+                "--virt-type",
+                "qemu",
+                "--name",
+                &vm,
+                "--disk",
+                disk,
+                "--pool",
+                pool,
+            ],
+            "",
+        );
+        find(&records(&out), "plan.storage", &format!("{vm} {pool}")).clone()
+    };
+    let r = run(&pool, "1M");
+    assert_eq!(r["status"], "pass", "{r}");
+    assert_eq!(r["pool"], pool.as_str());
+    let r = run(&pool, "7.5M");
+    assert_eq!(
+        r["status"], "warn",
+        "fits, but fills the pool over 85%: {r}"
+    );
+    let r = run(&pool, "1G");
+    assert_eq!(r["status"], "fail", "{r}");
+    let r = run(&idle, "1M");
+    assert_eq!(r["status"], "fail", "{r}");
+    assert!(
+        hint(&r).contains(&format!("virsh pool-start {idle}")),
+        "{r}"
+    );
+    let r = run("hv-no-such-pool", "1M");
+    assert!(hint(&r).contains("virsh pool-list --all"), "{r}");
+    virsh(&["pool-destroy", &pool]);
+    virsh(&["pool-undefine", &idle]);
+    drop(tiny);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A distributor's signed SHA256SUMS for one image, made with gpg.
+fn signed_image(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let gnupg = dir.join("gnupg");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    let gpg = |args: &[&str]| {
+        let st = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&gnupg)
+            .args([
+                "--batch",
+                "--quiet",
+                "--passphrase",
+                "",
+                "--pinentry-mode",
+                "loopback",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("gpg (Debian package gpg)");
+        assert!(st.status.success(), "gpg {args:?}: {}", stderr(&st));
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "hv test <test@hv.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let image = dir.join(name);
+    std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+    let sums = dir.join("SHA256SUMS");
+    let hash = Command::new("sha256sum")
+        .arg(name)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    std::fs::write(&sums, &hash.stdout).unwrap();
+    gpg(&[
+        "--armor",
+        "--detach-sign",
+        "--output",
+        "SHA256SUMS.asc",
+        "SHA256SUMS",
+    ]);
+    gpg(&["--armor", "--export", "--output", "key.asc"]);
+    (image, sums, dir.join("SHA256SUMS.asc"), dir.join("key.asc"))
+}
+
+#[test]
+fn the_iso_must_be_in_the_library_admitted_by_signature_and_unchanged() {
+    let dir = scratch("iso");
+    let lib = dir.join("library");
+    let (image, sums, sig, key) = signed_image(&dir, "distro.iso");
+    let add = |args: &[&str]| {
+        let mut full = vec!["add", "--library", lib.to_str().unwrap()];
+        full.extend(args);
+        let out = hv(&bin("hv-iso"), &full, "");
+        assert!(out.status.success(), "hv-iso {full:?}: {}", stderr(&out));
+    };
+    add(&[
+        image.to_str().unwrap(),
+        "--checksums",
+        sums.to_str().unwrap(),
+        "--signature",
+        sig.to_str().unwrap(),
+        "--keyring",
+        key.to_str().unwrap(),
+    ]);
+    let unsigned = dir.join("unsigned.iso");
+    std::fs::write(&unsigned, b"an image nobody signed").unwrap();
+    add(&[unsigned.to_str().unwrap(), "--allow-unsigned"]);
+    let vm = format!("{}plan-iso", run_prefix());
+    let check = |iso: &str| {
+        let out = preflight(
+            &[
+                "--virt-type",
+                "qemu",
+                "--name",
+                &vm,
+                "--iso",
+                iso,
+                "--iso-library",
+                lib.to_str().unwrap(),
+            ],
+            "",
+        );
+        let recs = records(&out);
+        recs.iter()
+            .find(|r| r["check"] == "plan.iso")
+            .cloned()
+            .unwrap_or_else(|| panic!("{recs:#?}"))
+    };
+    let r = check("distro.iso");
+    assert_eq!(r["status"], "pass", "{r}");
+    assert_eq!(r["value"], "signature");
+    assert_eq!(r["subject"], format!("{vm} distro.iso"));
+    let r = check("unsigned.iso");
+    assert_eq!(r["status"], "warn", "{r}");
+    assert!(hint(&r).contains("--signature"), "{r}");
+    let r = check("missing.iso");
+    assert_eq!(r["status"], "fail", "{r}");
+    assert!(hint(&r).contains("hv-iso add"), "{r}");
+    let r = check(image.to_str().unwrap());
+    assert_eq!(
+        r["status"], "warn",
+        "a path outside the library proves nothing: {r}"
+    );
+    let r = check(lib.join("distro.iso").to_str().unwrap());
+    assert_eq!(
+        r["status"], "pass",
+        "a path into the library is its entry: {r}"
+    );
+
+    use std::io::Write;
+    let mut grown = std::fs::OpenOptions::new()
+        .append(true)
+        .open(lib.join("distro.iso"))
+        .unwrap();
+    grown.write_all(b"tampered").unwrap();
+    let r = check("distro.iso");
+    assert_eq!(r["status"], "fail", "{r}");
+    assert_eq!(r["value"], (1 << 20) + 8);
+    assert!(hint(&r).contains("hv-iso verify"), "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A VM whose only disk is a raw file (which may not exist).
+fn raw_vm(conn: &virt::connect::Connect, name: &str, disk: &Path) -> virt::domain::Domain {
+    let xml = format!(
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
+         <os><type arch='x86_64'>hvm</type></os><devices>\
+         <disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+        disk.display()
+    );
+    conn.define_domain_xml(&xml).unwrap()
+}
+
+#[test]
+fn vms_about_to_start_need_their_disks_memory_and_a_startable_state() {
+    let conn = connect();
+    let off = GuestSpec::new("preflight start").define(&conn);
+    let lost_name = format!("{}preflight-lost", run_prefix());
+    let lost_disk = PathBuf::from(format!("/var/tmp/{lost_name}.img"));
+    let lost = raw_vm(&conn, &lost_name, &lost_disk);
+    let input = format!("{}\n{{\"name\": {:?}}}\nno-such-vm\n", off.name, lost_name);
+    let out = preflight(&["--for", "start", "--virt-type", "qemu"], &input);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let recs = records(&out);
+    find(&recs, "host.tun", "host");
+    let r = find(&recs, "vm.state", &off.name);
+    assert_eq!(
+        (r["status"].as_str(), r["value"].as_str()),
+        (Some("pass"), Some("shutoff"))
+    );
+    assert_eq!(r["uuid"], off.uuid.as_str());
+    assert_eq!(find(&recs, "vm.disks", &off.name)["status"], "pass");
+    let memory = find(&recs, "vm.memory", &off.name);
+    assert_eq!(memory["value"], 128u64 << 20);
+    let vcpus = find(&recs, "vm.vcpus", &off.name);
+    assert!(vcpus["value"].as_u64().unwrap() >= 1);
+    let expected = if vcpus["value"].as_u64() > vcpus["threshold"].as_u64() {
+        "warn"
+    } else {
+        "pass"
+    };
+    assert_eq!(vcpus["status"], expected, "{vcpus}");
+    let r = find(&recs, "vm.disks", &lost_name);
+    assert_eq!(r["status"], "fail");
+    assert!(message(r).contains(&lost_disk.display().to_string()), "{r}");
+    assert!(hint(r).contains("virsh edit"), "{r}");
+    let r = find(&recs, "vm.exists", "no-such-vm");
+    assert_eq!(r["status"], "fail");
+
+    off.start_ready();
+    let recs = records(&preflight(
+        &["--for", "start", "--virt-type", "qemu", &off.name],
+        "",
+    ));
+    assert!(message(find(&recs, "vm.state", &off.name)).contains("already running"));
+    assert!(
+        recs.iter().all(|r| r["check"] != "vm.memory"),
+        "a running VM needs no more memory"
+    );
+    hv_testbench::remove_domain(&lost);
+}
+
+#[test]
+fn vms_about_to_be_snapshotted_need_qcow2_no_job_and_room_for_their_memory() {
+    let conn = connect();
+    let guest = GuestSpec::new("preflight snap").define(&conn);
+    guest.start_ready();
+    let raw_name = format!("{}preflight-raw", run_prefix());
+    let raw_disk = PathBuf::from(format!("/var/tmp/{raw_name}.img"));
+    std::fs::write(&raw_disk, vec![0u8; 1 << 20]).unwrap();
+    let raw = raw_vm(&conn, &raw_name, &raw_disk);
+    let input = format!("{}\n{raw_name}\n", guest.name);
+    let out = preflight(&["--for", "snapshot"], &input);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let recs = records(&out);
+    assert!(
+        recs.iter()
+            .all(|r| !r["check"].as_str().unwrap().starts_with("host.")),
+        "no hardware checks for a snapshot"
+    );
+    assert_eq!(find(&recs, "vm.job", &guest.name)["status"], "pass");
+    assert_eq!(
+        find(&recs, "vm.snapshot_format", &guest.name)["status"],
+        "pass"
+    );
+    let disk_dir = guest.disk.parent().unwrap().display().to_string();
+    let space = find(
+        &recs,
+        "snapshot.space",
+        &format!("{} {disk_dir}", guest.name),
+    );
+    assert_eq!(space["status"], "pass");
+    let with_memory = space["value"].as_u64().unwrap();
+    assert!(
+        with_memory >= 128 << 20,
+        "a running VM's snapshot holds its memory: {space}"
+    );
+    let r = find(&recs, "vm.snapshot_format", &raw_name);
+    assert_eq!(r["status"], "fail");
+    assert!(message(r).contains("vda is raw"), "{r}");
+    assert!(hint(r).contains("--disk-only"), "{r}");
+
+    let out = preflight(&["--for", "snapshot", "--disk-only"], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recs = records(&out);
+    assert_eq!(
+        find(&recs, "vm.snapshot_format", &raw_name)["status"],
+        "pass"
+    );
+    let space = find(
+        &recs,
+        "snapshot.space",
+        &format!("{} {disk_dir}", guest.name),
+    );
+    assert!(
+        space["value"].as_u64().unwrap() < 128 << 20,
+        "--disk-only saves no memory: {space}"
+    );
+
+    // A pull-mode backup job stays until aborted: libvirt would refuse a snapshot now.
+    let dir = scratch("job");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap(); // QEMU binds the socket
+    let job_xml = dir.join("backup.xml");
+    std::fs::write(
+        &job_xml,
+        format!(
+            "<domainbackup mode='pull'><server transport='unix' socket='{}'/>\
+             <disks><disk name='vda' backup='yes' type='file'><scratch file='{}'/></disk></disks></domainbackup>",
+            dir.join("nbd.sock").display(),
+            dir.join("vda.scratch").display()
+        ),
+    )
+    .unwrap();
+    virsh(&["backup-begin", &guest.name, job_xml.to_str().unwrap()]);
+    let out = preflight(
+        &[
+            "--for",
+            "backup",
+            "--repo",
+            dir.to_str().unwrap(),
+            &guest.name,
+        ],
+        "",
+    );
+    let recs = records(&out);
+    let r = find(&recs, "vm.job", &guest.name);
+    assert_eq!(r["status"], "fail", "{r}");
+    assert!(hint(r).contains("virsh domjobabort"), "{r}");
+    virsh(&["domjobabort", &guest.name]);
+    hv_testbench::remove_domain(&raw);
+    let _ = std::fs::remove_file(&raw_disk);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An hv-backup repository at `repo`, with the identity in `dir`.
+fn backup_repo(dir: &Path, repo: &Path) -> Vec<String> {
+    let identity = dir.join("identity.txt");
+    let st = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .expect("age-keygen (Debian package age)");
+    assert!(st.status.success());
+    let recipient = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8(recipient.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let keys = dir.join("keys").display().to_string();
+    let out = hv(
+        &bin("hv-backup"),
+        &[
+            "init",
+            repo.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+            "--key-dir",
+            &keys,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    vec![
+        "--repo".into(),
+        repo.display().to_string(),
+        "--key-dir".into(),
+        keys,
+        "--cache-dir".into(),
+        dir.join("cache").display().to_string(),
+        "--scratch-dir".into(),
+        dir.join("scratch").display().to_string(),
+    ]
+}
+
+#[test]
+fn vms_about_to_be_backed_up_need_a_repository_with_room_for_them() {
+    let conn = connect();
+    let guest = GuestSpec::new("preflight backup").define(&conn);
+    guest.start_ready();
+    guest.write_mib(0, 8);
+    let dir = scratch("backup");
+    let repo = dir.join("repo");
+    let backup_args = backup_repo(&dir, &repo);
+    let shown = repo.to_str().unwrap();
+    let check = |repo: &str| {
+        let out = preflight(&["--for", "backup", "--repo", repo, &guest.name], "");
+        records(&out)
+    };
+    let recs = check(shown);
+    let r = find(&recs, "backup.repository", shown);
+    assert_eq!(r["status"], "pass", "{r}");
+    assert!(message(r).contains("0 backups"), "{r}");
+    assert_eq!(find(&recs, "vm.state", &guest.name)["value"], "running");
+    let first = find(&recs, "backup.space", &format!("{} {shown}", guest.name));
+    assert_eq!(first["status"], "pass");
+    assert!(
+        first["value"].as_u64().unwrap() >= 8 << 20,
+        "the first backup counts what the guest wrote: {first}"
+    );
+    assert!(message(first).contains("allocation"), "{first}");
+
+    let mut args: Vec<&str> = vec!["create", &guest.name];
+    args.extend(backup_args.iter().map(String::as_str));
+    let made = hv(&bin("hv-backup"), &args, "");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let stored = records(&made)[0]["stored_bytes"]
+        .as_u64()
+        .expect("stored_bytes");
+    let recs = check(shown);
+    let next = find(&recs, "backup.space", &format!("{} {shown}", guest.name));
+    assert_eq!(
+        next["value"], stored,
+        "the next backup is estimated from the last: {next}"
+    );
+    assert!(message(next).contains("recent backups"), "{next}");
+
+    let tiny_dir = dir.join("tiny");
+    let tiny = Tmpfs::mount(&tiny_dir, 4);
+    let tiny_repo = tiny_dir.join("repo");
+    let tiny_keys = dir.join("tiny-keys");
+    std::fs::create_dir_all(&tiny_keys).unwrap();
+    backup_repo(&tiny_keys, &tiny_repo);
+    let recs = check(tiny_repo.to_str().unwrap());
+    let r = find(
+        &recs,
+        "backup.space",
+        &format!("{} {}", guest.name, tiny_repo.display()),
+    );
+    assert_eq!(
+        r["status"], "fail",
+        "8 MiB written do not fit in 4 MiB: {r}"
+    );
+    assert!(hint(r).contains("hv-backup prune"), "{r}");
+
+    let recs = check(dir.to_str().unwrap());
+    let r = find(&recs, "backup.repository", dir.to_str().unwrap());
+    assert_eq!(r["status"], "fail");
+    assert!(hint(r).contains("hv-backup init"), "{r}");
+    assert!(recs.iter().all(|r| r["check"] != "backup.space"));
+    drop(tiny);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,28 @@
+complete -c hv-preflight -l for -d 'Check VMs before this operation: backup, snapshot or start' -r -f -a "backup\t''
+snapshot\t''
+start\t''"
+complete -c hv-preflight -l repo -d 'The hv-backup repository the backups go to (needed with --for backup)' -r -F
+complete -c hv-preflight -l name -d 'A planned VM\'s name' -r
+complete -c hv-preflight -l memory -d 'A planned VM\'s memory, with a unit: 512M, 4G (also the default for --profiles)' -r
+complete -c hv-preflight -l vcpus -d 'A planned VM\'s vCPUs (also the default for --profiles)' -r
+complete -c hv-preflight -l disk -d 'A planned VM\'s disk size, with a unit: 20G (also the default for --profiles)' -r
+complete -c hv-preflight -l pool -d 'The storage pool the planned disk goes to [default: default]' -r
+complete -c hv-preflight -l dir -d 'The directory the planned disk goes to, instead of a pool' -r -F
+complete -c hv-preflight -l iso -d 'The ISO a planned VM installs from: a name in the hv-iso library, or a path' -r
+complete -c hv-preflight -l iso-library -d 'The hv-iso library --iso names are looked up in' -r -F
+complete -c hv-preflight -l profiles -d 'Planned VMs as JSON profile records, one per line, from FILE (- for stdin)' -r -F
+complete -c hv-preflight -l virt-type -d 'The domain type VMs will run with: kvm, or qemu (TCG emulation, no hardware needed)' -r -f -a "kvm\t''
+qemu\t''"
+complete -c hv-preflight -l disk-warn -d 'Warn when a pool, directory or repository would be this full afterwards (percent used)' -r
+complete -c hv-preflight -l memory-warn -d 'Warn when the host would keep less than this share of its memory available (percent)' -r
+complete -c hv-preflight -l skip -d 'Leave out a check, by id (repeatable): --skip host.iommu' -r
+complete -c hv-preflight -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-preflight -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-preflight -l disk-only -d 'With --for snapshot: the snapshots will be --disk-only (overlays, no memory saved)'
+complete -c hv-preflight -l problems -d 'Print only warn and fail records'
+complete -c hv-preflight -l strict -d 'Exit 1 on a warning too, not only on a failure'
+complete -c hv-preflight -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-preflight -s V -l version -d 'Print version'
