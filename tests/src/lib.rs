@@ -531,3 +531,52 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(&self.dir).status();
     }
 }
+
+/// An hv-backup repository at `repo` (identity and keys in `dir`); the
+/// arguments `hv-backup create` needs for it.
+pub fn backup_repo(dir: &Path, repo: &Path) -> Vec<String> {
+    let identity = dir.join("identity.txt");
+    let st = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .expect("age-keygen (Debian package age)");
+    assert!(st.status.success());
+    let recipient = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8(recipient.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let keys = dir.join("keys").display().to_string();
+    let out = hv(
+        &bin("hv-backup"),
+        &[
+            "init",
+            repo.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+            "--key-dir",
+            &keys,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    vec![
+        "--repo".into(),
+        repo.display().to_string(),
+        "--key-dir".into(),
+        keys,
+        "--cache-dir".into(),
+        dir.join("cache").display().to_string(),
+        "--scratch-dir".into(),
+        dir.join("scratch").display().to_string(),
+    ]
+}

@@ -3,7 +3,7 @@
 //! library with a rotten image, an unreachable daemon, and the state file
 //! across runs. Records are checked field by field, as a script reads them.
 
-use hv_testbench::{bin, connect, hv, records, run_prefix, GuestSpec, Tmpfs, URI};
+use hv_testbench::{backup_repo, bin, connect, hv, records, run_prefix, GuestSpec, Tmpfs, URI};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -158,6 +158,61 @@ fn the_state_file_marks_new_ongoing_and_resolved() {
     let out = health(&[&guest.name, "--state-file", state]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("delete it"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_newest_backup_of_each_vm_is_measured_against_max_backup_age() {
+    let conn = connect();
+    let backed = GuestSpec::new("health backed up").define(&conn);
+    let never = GuestSpec::new("health never backed up").define(&conn);
+    let dir = scratch("backup-age");
+    let repo = dir.join("repo");
+    let create_args = backup_repo(&dir, &repo);
+    let mut args = vec!["create", backed.name.as_str()];
+    args.extend(create_args.iter().map(String::as_str));
+    let made = hv(&bin("hv-backup"), &args, "");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let shown = repo.to_str().unwrap();
+
+    let out = health(&[&backed.name, &never.name, "--repo", shown]);
+    let recs = records(&out);
+    let r = find(&recs, "vm.backup_age", &backed.name);
+    assert_eq!(r["status"], "pass", "{r}");
+    assert_eq!(r["uuid"], backed.uuid.as_str());
+    assert!(r["value"].as_i64().unwrap() < 120, "{r}");
+    assert_eq!(r["threshold"], 26 * 3600);
+    assert!(r["message"].as_str().unwrap().contains(shown), "{r}");
+    let r = find(&recs, "vm.backup_age", &never.name);
+    assert_eq!(r["status"], "warn", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("has no backup"),
+        "{r}"
+    );
+    assert!(
+        r["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("hv-backup create {:?}", never.name)),
+        "{r}"
+    );
+    assert_eq!(out.status.code(), Some(0), "a warning alone exits 0");
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = health(&[
+        &backed.name,
+        "--repo",
+        shown,
+        "--max-backup-age",
+        "1s",
+        "--strict",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "--strict fails on a warning");
+    let recs = records(&out);
+    let r = find(&recs, "vm.backup_age", &backed.name);
+    assert_eq!(r["status"], "warn", "{r}");
+    assert!(r["value"].as_i64().unwrap() >= 2, "{r}");
+    assert_eq!(r["threshold"], 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

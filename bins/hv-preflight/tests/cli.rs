@@ -4,7 +4,9 @@
 //! library, and real guests before start, snapshot and backup (one with a
 //! live backup job in the way). Every record is checked field by field.
 
-use hv_testbench::{bin, connect, hv, hv_as_nobody, records, run_prefix, GuestSpec, Tmpfs, URI};
+use hv_testbench::{
+    backup_repo, bin, connect, hv, hv_as_nobody, records, run_prefix, GuestSpec, Tmpfs, URI,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -642,50 +644,6 @@ fn vms_about_to_be_snapshotted_need_qcow2_no_job_and_room_for_their_memory() {
     hv_testbench::remove_domain(&raw);
     let _ = std::fs::remove_file(&raw_disk);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// An hv-backup repository at `repo`, with the identity in `dir`.
-fn backup_repo(dir: &Path, repo: &Path) -> Vec<String> {
-    let identity = dir.join("identity.txt");
-    let st = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&identity)
-        .output()
-        .expect("age-keygen (Debian package age)");
-    assert!(st.status.success());
-    let recipient = Command::new("age-keygen")
-        .arg("-y")
-        .arg(&identity)
-        .output()
-        .unwrap();
-    let recipient = String::from_utf8(recipient.stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let keys = dir.join("keys").display().to_string();
-    let out = hv(
-        &bin("hv-backup"),
-        &[
-            "init",
-            repo.to_str().unwrap(),
-            "--recipient",
-            &recipient,
-            "--key-dir",
-            &keys,
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    vec![
-        "--repo".into(),
-        repo.display().to_string(),
-        "--key-dir".into(),
-        keys,
-        "--cache-dir".into(),
-        dir.join("cache").display().to_string(),
-        "--scratch-dir".into(),
-        dir.join("scratch").display().to_string(),
-    ]
 }
 
 #[test]
