@@ -1,6 +1,7 @@
 //! Man pages and shell completions, generated from the same clap `Cli` each
 //! command parses with, plus the sections clap cannot know (exit status,
-//! environment, examples) from hv-common's `manual`.
+//! environment, examples) from hv-common's `manual`; and the deployment
+//! files from xtask/src/deploy.rs.
 
 use clap::CommandFactory;
 use hv_common::manual::Manual;
@@ -114,7 +115,12 @@ pub fn run(check: bool) -> Result<(), String> {
 
 fn stale_files(root: &Path, files: &[(PathBuf, Vec<u8>)]) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let mut dirs = vec![root.join("man"), root.join("completions")];
+    let mut dirs = vec![
+        root.join("man"),
+        root.join("completions"),
+        root.join("contrib/systemd"),
+        root.join("contrib/polkit"),
+    ];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -160,6 +166,7 @@ fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
             files.push((PathBuf::from(format!("completions/{file}")), buf));
         }
     }
+    files.extend(crate::deploy::files());
     files.push((
         PathBuf::from("docs/metrics.md"),
         metrics_page().into_bytes(),

@@ -10,6 +10,7 @@ mod bench_iso;
 mod bench_lifecycle;
 mod bench_metrics;
 mod cmd;
+mod deploy;
 mod gen;
 
 use clap::{Parser, Subcommand};

@@ -13,7 +13,7 @@ pub struct Budget {
     /// Total and still available bytes (free + buffers + page cache).
     memory: Option<(u64, u64)>,
     memory_warn: f64,
-    host_cpus: u64,
+    host_cpus: Option<u64>,
     vcpus_active: u64,
     /// By pool name or filesystem: what is left after the items so far.
     space: HashMap<String, u64>,
@@ -36,7 +36,7 @@ impl Budget {
                 (kib("free") + kib("buffers") + kib("cached")) * 1024,
             )
         });
-        let host_cpus = conn.node_info().map_or(0, |n| u64::from(n.cpus));
+        let host_cpus = conn.node_info().ok().map(|n| u64::from(n.cpus));
         let vcpus_active = conn
             .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
             .unwrap_or_default()
@@ -99,16 +99,18 @@ impl Budget {
 
     /// Adds `vcpus` to what runs on the host's CPUs.
     pub fn vcpus(&mut self, id: &'static str, who: &str, vcpus: u64) -> Check {
-        let cpus = self.host_cpus;
+        let Some(cpus) = self.host_cpus else {
+            return Check::new(id, Status::Warn, "libvirt did not report the host's CPUs")
+                .hint("check libvirtd's log; virsh nodeinfo shows them");
+        };
         self.vcpus_active += vcpus;
         let total = self.vcpus_active;
-        let (status, message, hint) = if vcpus > cpus {
-            (
-                Status::Fail,
-                format!("{who} has {vcpus} vCPUs; the host has {cpus} CPUs"),
-                format!("give it at most {cpus} vCPUs: more than the host has only adds scheduling overhead"),
-            )
-        } else if total > cpus {
+        if vcpus > cpus {
+            return Check::new(id, Status::Fail, format!("{who} has {vcpus} vCPUs; the host has {cpus} CPUs"))
+                .measured(vcpus, cpus)
+                .hint(format!("give it at most {cpus} vCPUs: more than the host has only adds scheduling overhead"));
+        }
+        let (status, message, hint) = if total > cpus {
             (
                 Status::Warn,
                 format!("with {who}, running VMs have {total} vCPUs on {cpus} host CPUs (overcommitted)"),

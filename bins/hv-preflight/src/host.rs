@@ -139,19 +139,23 @@ fn kvm_access(root: &Root, virt_type: VirtType) -> Check {
         .hint("load the KVM module first (see host.kvm_device)"),
         Err(e) => {
             use std::os::unix::fs::MetadataExt;
-            let gid = std::fs::metadata(&path).map(|m| m.gid()).ok();
-            let group = gid.map_or_else(
+            let meta = std::fs::metadata(&path).ok();
+            let group = meta.as_ref().map_or_else(
                 || "kvm".to_owned(),
-                |g| account("/etc/group", Some(g), root),
+                |m| account("/etc/group", Some(m.gid()), root),
             );
+            let group_rw = meta.is_some_and(|m| m.mode() & 0o060 == 0o060 && m.gid() != 0);
+            let hint = if group_rw {
+                format!("add {user} to the group {group}: usermod -aG {group} {user} (on NixOS users.users.{user}.extraGroups = [ \"{group}\" ]), then log in again")
+            } else {
+                format!("/dev/kvm is not read-write for a group: add the udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\" (udevadm trigger), then usermod -aG kvm {user}")
+            };
             Check::new(
                 "host.kvm_access",
                 needed(virt_type),
                 format!("{user} cannot open /dev/kvm read-write: {e}"),
             )
-            .hint(format!(
-                "add {user} to the group {group}: usermod -aG {group} {user} (on NixOS users.users.{user}.extraGroups = [ \"{group}\" ]), then log in again"
-            ))
+            .hint(hint)
         }
     }
 }
@@ -267,11 +271,10 @@ fn v2_controllers(root: &Root, mounts: &str, own: &str) -> Option<Vec<String>> {
             dir.trim_matches('/')
         ))
     };
-    let mut text = file(group);
-    if text.trim().is_empty() {
-        text = file("");
-    }
-    Some(text.split_whitespace().map(str::to_owned).collect())
+    let found: Vec<String> = file(group).split_whitespace().map(str::to_owned).collect();
+    // As libvirt decides: a v2 hierarchy offering no controllers (the
+    // unused half of a hybrid host) is no v2 at all.
+    (!found.is_empty()).then_some(found)
 }
 
 /// PCI passthrough needs an IOMMU in the hardware (its ACPI table: DMAR
@@ -339,7 +342,7 @@ pub fn libvirt_down(err: &Error) -> Check {
 
 pub fn libvirt(conn: &Connect, cli: &Cli, needs_hardware: bool) -> Vec<Check> {
     let uri = conn.uri().unwrap_or_default();
-    let lib = conn.lib_version().unwrap_or(0);
+    let lib = conn.lib_version().ok();
     let mut out = vec![
         Check::new(
             "libvirt.reachable",
@@ -347,16 +350,22 @@ pub fn libvirt(conn: &Connect, cli: &Cli, needs_hardware: bool) -> Vec<Check> {
             format!("libvirt answers at {uri}"),
         )
         .value(uri.clone()),
-        version_check("libvirt.version", "libvirt", lib, MIN_LIBVIRT)
-            .hint("upgrade libvirt (on Debian 12: bookworm-backports has libvirt 11)"),
+        version_check(
+            ("libvirt.version", "libvirt"),
+            lib,
+            MIN_LIBVIRT,
+            "upgrade libvirt (on Debian 12: bookworm-backports has libvirt 11)",
+        ),
     ];
     let driver = conn.driver_type().unwrap_or_default();
-    if driver.eq_ignore_ascii_case("qemu") {
-        let qemu = conn.hyp_version().unwrap_or(0);
-        out.push(
-            version_check("qemu.version", "QEMU", qemu, MIN_QEMU)
-                .hint("upgrade QEMU (on Debian 12: bookworm-backports has QEMU 10)"),
-        );
+    if driver.eq_ignore_ascii_case("qemu") || driver.is_empty() {
+        let qemu = conn.hyp_version().ok().filter(|_| !driver.is_empty());
+        out.push(version_check(
+            ("qemu.version", "QEMU"),
+            qemu,
+            MIN_QEMU,
+            "upgrade QEMU (on Debian 12: bookworm-backports has QEMU 10)",
+        ));
     } else {
         out.push(Check::new(
             "qemu.version",
@@ -370,7 +379,20 @@ pub fn libvirt(conn: &Connect, cli: &Cli, needs_hardware: bool) -> Vec<Check> {
     out
 }
 
-fn version_check(id: &'static str, what: &str, found: u32, min: u32) -> Check {
+fn version_check(
+    (id, what): (&'static str, &str),
+    found: Option<u32>,
+    min: u32,
+    upgrade: &str,
+) -> Check {
+    let Some(found) = found else {
+        return Check::new(
+            id,
+            Status::Warn,
+            format!("libvirt did not report {what}'s version"),
+        )
+        .hint("virsh version shows it; check libvirtd's log");
+    };
     let status = if found >= min {
         Status::Pass
     } else {
@@ -385,7 +407,9 @@ fn version_check(id: &'static str, what: &str, found: u32, min: u32) -> Check {
             version(min)
         )
     };
-    Check::new(id, status, message).measured(version(found), version(min))
+    Check::new(id, status, message)
+        .measured(version(found), version(min))
+        .hint(upgrade)
 }
 
 fn version(v: u32) -> String {
@@ -475,7 +499,7 @@ mod tests {
                 ("cpuacct".to_owned(), "pass"),
                 ("cpuset".to_owned(), "warn"),
                 ("memory".to_owned(), "pass"),
-                ("devices".to_owned(), "pass"),
+                ("devices".to_owned(), "warn"), // an empty v2 half is no v2
                 ("blkio".to_owned(), "warn")
             ]
         );
@@ -491,7 +515,7 @@ mod tests {
             ),
             ("/proc/self/cgroup", "0::/user.slice/session-1.scope\n"),
             (
-                "/sys/fs/cgroup/cgroup.controllers",
+                "/sys/fs/cgroup/user.slice/session-1.scope/cgroup.controllers",
                 "cpuset cpu io memory pids\n",
             ),
         ]);
@@ -533,7 +557,12 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(version(11_006_000), "11.6.0");
-        let old = version_check("libvirt.version", "libvirt", 6_010_000, MIN_LIBVIRT);
+        let old = version_check(
+            ("libvirt.version", "libvirt"),
+            Some(6_010_000),
+            MIN_LIBVIRT,
+            "upgrade",
+        );
         assert_eq!(old.status, Status::Warn);
         assert_eq!(old.record()["threshold"], "7.2.0");
     }

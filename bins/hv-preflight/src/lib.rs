@@ -223,7 +223,7 @@ pub const MANUAL: Manual = Manual {
     ],
     notes: &[
         "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, directory, repository, controller or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured). Sizes are in bytes. docs/preflight.md lists every check with its threshold and fix.",
-        "A profile record has name, and any of memory or memory_bytes, vcpus, disk or disk_bytes, pool, dir and iso; --memory, --vcpus, --disk, --pool, --dir and --iso fill in what a profile leaves out. Sizes take a unit: K, M, G, T (powers of 1024, also KiB...), KB, MB, GB, TB (powers of 1000). Planned VMs and VMs to start are counted together: each one's memory, vCPUs and disk are checked against what the ones before it leave.",
+        "A profile record has name, and any of memory or memory_bytes, vcpus, disk or disk_bytes, pool, dir and iso; --memory, --vcpus, --disk, --pool, --dir and --iso fill in what a profile leaves out. Sizes take a unit: K, M, G, T (powers of 1024, also KiB...), KB, MB, GB, TB (powers of 1000). The planned VMs of one run (or the VMs of one --for start run) are counted together: each one's memory, vCPUs and disk are checked against what the ones before it leave.",
         "--for backup estimates each VM's need from its last backups in the repository (the most any of its last five stored), or, before its first, from its disks' allocation: compression and deduplication usually store less. --for snapshot counts a running VM's memory (saved into its first disk, unless --disk-only) and its disks' allocation (what the guest can rewrite while the snapshot keeps the old data).",
         "With --virt-type qemu the hardware and /dev/kvm checks warn instead of failing: TCG emulation runs without them, many times slower.",
     ],
@@ -239,7 +239,7 @@ const COLUMNS: &[Column] = &[
 
 pub fn run(cli: Cli) -> Result<Exit> {
     validate(&cli)?;
-    let mut printer = Printer::stdout(cli.output.format, COLUMNS);
+    let printer = Printer::stdout(cli.output.format, COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
     let needs_hardware = !matches!(cli.operation, Some(Operation::Backup | Operation::Snapshot));
@@ -257,14 +257,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     found.extend(host::libvirt(&conn, &cli, needs_hardware));
     let mut budget = Budget::new(&conn, &cli);
     if let Some(op) = cli.operation {
-        found.extend(ops::check(
-            &conn,
-            op,
-            &cli,
-            &mut budget,
-            &mut printer,
-            &mut status,
-        )?);
+        found.extend(ops::check(&conn, op, &cli, &mut budget, &mut status)?);
     } else if planned(&cli) {
         found.extend(plan::check(&conn, &cli, &mut budget, &mut status)?);
     }

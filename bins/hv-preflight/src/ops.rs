@@ -10,7 +10,6 @@ use crate::plan::dir_space;
 use crate::{bytes, num, Cli, Operation};
 use hv_common::checks::{Check, Status};
 use hv_common::domain::{self, state_name, DomainXml};
-use hv_common::output::Printer;
 use hv_common::targets::{self, Input};
 use hv_common::{backup_index, cli, ffi, Error, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -58,9 +57,15 @@ impl Vm {
 
     /// Bytes the host holds for a disk (what the guest has written).
     fn allocation(&self, disk: &domain::Disk) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         self.dom
             .block_info(&disk.target, 0)
             .map(|b| b.allocation)
+            .ok()
+            .or_else(|| {
+                let meta = std::fs::metadata(disk.source.as_deref()?).ok()?;
+                Some(meta.blocks() * 512)
+            })
             .unwrap_or(0)
     }
 }
@@ -78,7 +83,6 @@ pub fn check(
     op: Operation,
     cli: &Cli,
     budget: &mut Budget,
-    printer: &mut Printer<std::io::Stdout>,
     status: &mut cli::Status,
 ) -> Result<Vec<Check>> {
     let inputs: Box<dyn Iterator<Item = Input>> = if !cli.vms.is_empty() {
@@ -106,19 +110,46 @@ pub fn check(
                 cli::warn(message);
                 status.malformed();
             }
-            Input::PassThrough(record) => printer.emit(record)?,
-            Input::Vm(vm) => match targets::lookup(conn, &vm).and_then(describe) {
-                Err(e) => out.push(
-                    Check::new("vm.exists", Status::Fail, e.message)
-                        .about("name", vm.name.clone().unwrap_or_else(|| vm.label()))
-                        .hint("hv-ls lists the defined VMs; check the name or UUID"),
-                ),
-                Ok(vm) if !seen.insert(vm.uuid.clone()) => {}
-                Ok(vm) => out.extend(checks(&vm, op, cli, budget, repo.as_ref())),
-            },
+            Input::PassThrough(record) => out.push(upstream_failed(&record)),
+            Input::Vm(vm) => {
+                let label = vm.name.clone().unwrap_or_else(|| vm.label());
+                match targets::lookup(conn, &vm) {
+                    Err(e) => out.push(
+                        Check::new("vm.exists", Status::Fail, e.message)
+                            .about("name", label)
+                            .hint("check the name or UUID; define the VM first if it is new"),
+                    ),
+                    Ok(dom) => match describe(dom) {
+                        Err(e) => out.push(
+                            Check::new("vm.exists", Status::Fail, format!("cannot read VM {label}: {}", e.message))
+                                .about("name", label)
+                                .hint("try again; if it persists, check libvirtd's log (journalctl -u libvirtd)"),
+                        ),
+                        Ok(vm) if !seen.insert(vm.uuid.clone()) => {}
+                        Ok(vm) => out.extend(checks(&vm, op, cli, budget, repo.as_ref())),
+                    },
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// A failed record from upstream (`"ok": false`): that VM is not ready
+/// for anything, and a script gating on the exit status must see it.
+fn upstream_failed(record: &serde_json::Map<String, serde_json::Value>) -> Check {
+    let field = |k: &str| record.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let why = record
+        .get("error")
+        .and_then(|e| e.get("message"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("no message");
+    let mut c = Check::new("vm.exists", Status::Fail, format!("failed upstream: {why}"))
+        .about("name", field("name").unwrap_or_else(|| "?".to_owned()));
+    if let Some(uuid) = field("uuid") {
+        c = c.about("uuid", uuid);
+    }
+    c.hint("fix what failed upstream (the command before hv-preflight in the pipeline), then check again")
 }
 
 fn describe(dom: Domain) -> Result<Vm> {
@@ -215,6 +246,11 @@ fn state(vm: &Vm, op: Operation, disk_only: bool) -> Check {
             "crashed and is kept for inspection".to_owned(),
             force,
         ),
+        (Operation::Snapshot, SHUTOFF) if disk_only => (
+            Status::Pass,
+            "is shut off: external overlays of its disks".to_owned(),
+            String::new(),
+        ),
         (Operation::Snapshot, SHUTOFF) => (
             Status::Pass,
             "is shut off: an internal snapshot of its disks".to_owned(),
@@ -222,12 +258,15 @@ fn state(vm: &Vm, op: Operation, disk_only: bool) -> Check {
         ),
         (Operation::Snapshot, RUNNING | PAUSED | BLOCKED) if disk_only => (
             Status::Pass,
-            "is running: external overlays, no pause".to_owned(),
+            format!("is {}: external overlays, no pause", state_name(vm.state)),
             String::new(),
         ),
         (Operation::Snapshot, RUNNING | PAUSED | BLOCKED) => (
             Status::Pass,
-            "is running: the snapshot saves its memory too, pausing it meanwhile".to_owned(),
+            format!(
+                "is {}: the snapshot saves its memory too, pausing it meanwhile",
+                state_name(vm.state)
+            ),
             String::new(),
         ),
         (Operation::Snapshot, PMSUSPENDED) => (
@@ -242,7 +281,7 @@ fn state(vm: &Vm, op: Operation, disk_only: bool) -> Check {
         ),
         (Operation::Backup, RUNNING | PAUSED | BLOCKED | PMSUSPENDED) => (
             Status::Pass,
-            "is running: a live backup job, no pause".to_owned(),
+            format!("is {}: a live backup job, no pause", state_name(vm.state)),
             String::new(),
         ),
         (Operation::Backup, CRASHED) => (
@@ -267,11 +306,20 @@ fn job(vm: &Vm) -> Option<Check> {
     if !vm.active() {
         return None;
     }
-    let kind = vm
-        .dom
-        .job_info()
-        .map_or(sys::VIR_DOMAIN_JOB_NONE as i32, |j| j.r#type);
     let name = &vm.name;
+    let kind = match vm.dom.job_info() {
+        Ok(job) => job.r#type,
+        Err(e) => {
+            return Some(
+                vm.check(
+                    "vm.job",
+                    Status::Warn,
+                    format!("cannot read the jobs of {name}: {e}"),
+                )
+                .hint(format!("virsh domjobinfo {name:?} shows them")),
+            )
+        }
+    };
     Some(if kind == sys::VIR_DOMAIN_JOB_NONE as i32 {
         vm.check(
             "vm.job",
@@ -384,6 +432,12 @@ fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
         place.must += memory;
         memory = 0;
     }
+    if memory > 0 {
+        out.push(
+            vm.check("snapshot.space", Status::Warn, format!("{}'s memory ({}) is saved into its first disk, which is not a file hv-preflight can measure", vm.name, bytes(memory)))
+                .hint("check the free space of the volume or device holding its first disk"),
+        );
+    }
     for (key, p) in places {
         let fit = budget.space(&key, p.size, p.available, p.need, p.must);
         let message = match fit.status {
@@ -459,6 +513,7 @@ fn repository(root: &Path) -> (Check, Repo) {
             )
         }
     };
+    repo.space = Some(space.clone());
     let backups = match backup_index::list(root) {
         Ok(list) => list,
         Err(e) => {
@@ -487,7 +542,6 @@ fn repository(root: &Path) -> (Check, Repo) {
         "{shown} is an hv-backup repository with {count} backups, {} free",
         bytes(space.2)
     );
-    repo.space = Some(space);
     (check(Status::Pass, message), repo)
 }
 

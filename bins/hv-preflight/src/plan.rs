@@ -319,7 +319,8 @@ fn read_profiles(file: &Path, status: &mut cli::Status) -> Result<Vec<Profile>> 
     let reader: Box<dyn BufRead> = if file == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        let f = std::fs::File::open(file).map_err(|e| Error::io(file.display(), e))?;
+        let f = std::fs::File::open(file)
+            .map_err(|e| Error::usage(format!("--profiles {}: {e}", file.display())))?;
         Box::new(std::io::BufReader::new(f))
     };
     let shown = if file == Path::new("-") {

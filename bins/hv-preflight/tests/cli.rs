@@ -511,7 +511,10 @@ fn vms_about_to_start_need_their_disks_memory_and_a_startable_state() {
     let lost_name = format!("{}preflight-lost", run_prefix());
     let lost_disk = PathBuf::from(format!("/var/tmp/{lost_name}.img"));
     let lost = raw_vm(&conn, &lost_name, &lost_disk);
-    let input = format!("{}\n{{\"name\": {:?}}}\nno-such-vm\n", off.name, lost_name);
+    let input = format!(
+        "{}\n{{\"name\": {:?}}}\nno-such-vm\n{{\"name\": \"upstream\", \"ok\": false, \"error\": {{\"code\": \"timeout\", \"message\": \"boom\"}}}}\n",
+        off.name, lost_name
+    );
     let out = preflight(&["--for", "start", "--virt-type", "qemu"], &input);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let recs = records(&out);
@@ -539,6 +542,9 @@ fn vms_about_to_start_need_their_disks_memory_and_a_startable_state() {
     assert!(hint(r).contains("virsh edit"), "{r}");
     let r = find(&recs, "vm.exists", "no-such-vm");
     assert_eq!(r["status"], "fail");
+    let r = find(&recs, "vm.exists", "upstream");
+    assert_eq!(r["status"], "fail");
+    assert_eq!(message(r), "failed upstream: boom");
 
     off.start_ready();
     let recs = records(&preflight(
