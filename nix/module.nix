@@ -1,0 +1,259 @@
+# services.hv: hv's timers (backups, snapshot pruning, health, metrics, ISO
+# verification) and the operator/admin roles over libvirt's polkit access
+# control. The units come from nix/units.json, the same source as the plain
+# units in contrib/systemd/, so NixOS and Debian hosts run the same commands
+# with the same hardening. docs/deploy.md explains each option.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.hv;
+  inherit (lib)
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    optionalAttrs
+    types
+    ;
+  rendered = import ./render.nix {
+    bindir = "${cfg.package}/bin";
+    bash = "${pkgs.bash}/bin/bash";
+  };
+  units = builtins.fromJSON (builtins.readFile ./units.json);
+  defaultSchedule = name: (lib.findFirst (u: u.name == name) null units.units).onCalendar;
+  keepArgs =
+    keep: lib.concatStringsSep " " (lib.mapAttrsToList (period: n: "--keep-${period} ${toString n}") keep);
+  common = optionalAttrs (cfg.connect != null) { HV_CONNECT = cfg.connect; };
+  schedule =
+    name:
+    mkOption {
+      type = types.str;
+      default = defaultSchedule name;
+      description = "When ${name} runs (systemd OnCalendar syntax).";
+    };
+  select = mkOption {
+    type = types.str;
+    default = "";
+    example = "--tag prod";
+    description = "hv-ls arguments choosing the VMs (default: every VM).";
+  };
+  # One feature: its service (with environment on top of the defaults) and timer.
+  unit = name: feature: environment: extra: {
+    systemd.services.${name} = mkIf feature.enable (
+      lib.recursiveUpdate rendered.services.${name} {
+        environment = rendered.services.${name}.environment // common // environment;
+      }
+      // extra
+    );
+    systemd.timers.${name} = mkIf feature.enable (
+      lib.recursiveUpdate rendered.timers.${name} { timerConfig.OnCalendar = feature.schedule; }
+    );
+  };
+in
+{
+  options.services.hv = {
+    enable = mkEnableOption "hv, small composable commands for a KVM/libvirt host";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ./package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
+      description = "The hv package.";
+    };
+
+    connect = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "qemu:///system";
+      description = "The libvirt URI the services use (HV_CONNECT); null for libvirt's default.";
+    };
+
+    onFailure = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "\${pkgs.writeShellScript \"page\" \"curl -d \\\"$1 failed\\\" ntfy.sh/my-host\"}";
+      description = "A command run with the failed unit's name whenever an hv service fails.";
+    };
+
+    backup = {
+      enable = mkEnableOption "nightly backups of the VMs into an encrypted hv-backup repository, then prune and gc";
+      repository = mkOption {
+        type = types.str;
+        example = "/srv/backup/hv";
+        description = "The hv-backup repository (HV_BACKUP_REPO).";
+      };
+      recipientsFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/etc/hv/recipients.txt";
+        description = "age recipients the repository is created with when it does not exist yet (a public key file; the identity stays off this host).";
+      };
+      inherit select;
+      keep = mkOption {
+        type = types.attrsOf types.ints.positive;
+        default = {
+          daily = 7;
+          weekly = 4;
+          monthly = 6;
+        };
+        description = "Retention: keep-last, -hourly, -daily, -weekly, -monthly, -yearly counts for hv-backup prune.";
+      };
+      schedule = schedule "hv-backup";
+    };
+
+    snapshotPrune = {
+      enable = mkEnableOption "pruning of the snapshots hv made";
+      inherit select;
+      keep = mkOption {
+        type = types.attrsOf types.ints.positive;
+        default = {
+          hourly = 24;
+          daily = 7;
+        };
+        description = "Retention for hv-snap prune.";
+      };
+      schedule = schedule "hv-snap-prune";
+    };
+
+    health = {
+      enable = mkEnableOption "hv-health every few minutes, reporting what changed";
+      maxBackupAge = mkOption {
+        type = types.str;
+        default = "26h";
+        description = "--max-backup-age";
+      };
+      maxSnapshotAge = mkOption {
+        type = types.str;
+        default = "7d";
+        description = "--max-snapshot-age";
+      };
+      maxSnapshots = mkOption {
+        type = types.ints.unsigned;
+        default = 10;
+        description = "--max-snapshots";
+      };
+      diskWarn = mkOption {
+        type = types.number;
+        default = 85;
+        description = "--disk-warn (percent used)";
+      };
+      diskFail = mkOption {
+        type = types.number;
+        default = 95;
+        description = "--disk-fail (percent used)";
+      };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "More hv-health arguments.";
+      };
+      onChange = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "A command that reads the changed check records (JSON lines) on stdin.";
+      };
+      schedule = schedule "hv-health";
+    };
+
+    metrics = {
+      enable = mkEnableOption "hv-metrics into node_exporter's textfile directory";
+      textfileDirectory = mkOption {
+        type = types.str;
+        default = "/var/lib/prometheus-node-exporter-text-files";
+        description = "node_exporter's --collector.textfile.directory.";
+      };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "--iso-library"
+          "/var/lib/hv/isos"
+        ];
+        description = "More hv-metrics arguments.";
+      };
+      schedule = schedule "hv-metrics";
+    };
+
+    isoVerify = {
+      enable = mkEnableOption "weekly re-verification of the hv-iso library";
+      library = mkOption {
+        type = types.str;
+        default = "/var/lib/hv/isos";
+        description = "The hv-iso library (HV_ISO_LIBRARY).";
+      };
+      schedule = schedule "hv-iso-verify";
+    };
+
+    roles.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "Groups ${units.operatorGroup} (list, start, stop, snapshot, back up) and ${units.adminGroup} (everything), enforced by libvirt's polkit access driver.";
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      environment.systemPackages = [ cfg.package ];
+      environment.variables = optionalAttrs (cfg.isoVerify.enable) { HV_ISO_LIBRARY = cfg.isoVerify.library; };
+      systemd.services."hv-failure@" = {
+        inherit (rendered.services."hv-failure@") description serviceConfig;
+        environment = common // optionalAttrs (cfg.onFailure != null) { HV_ON_FAILURE = cfg.onFailure; };
+      };
+    }
+    (unit "hv-backup" cfg.backup (
+      {
+        HV_BACKUP_REPO = cfg.backup.repository;
+        HV_BACKUP_SELECT = cfg.backup.select;
+        HV_BACKUP_KEEP = keepArgs cfg.backup.keep;
+      }
+      // optionalAttrs (cfg.backup.recipientsFile != null) {
+        HV_BACKUP_RECIPIENTS_FILE = toString cfg.backup.recipientsFile;
+      }
+    ) { path = [ pkgs.qemu-utils ]; })
+    (unit "hv-snap-prune" cfg.snapshotPrune {
+      HV_SNAP_SELECT = cfg.snapshotPrune.select;
+      HV_SNAP_KEEP = keepArgs cfg.snapshotPrune.keep;
+    } { })
+    (unit "hv-health" cfg.health (
+      {
+        HV_HEALTH_ARGS = lib.concatStringsSep " " (
+          [
+            "--max-backup-age ${cfg.health.maxBackupAge}"
+            "--max-snapshot-age ${cfg.health.maxSnapshotAge}"
+            "--max-snapshots ${toString cfg.health.maxSnapshots}"
+            "--disk-warn ${toString cfg.health.diskWarn}"
+            "--disk-fail ${toString cfg.health.diskFail}"
+          ]
+          ++ lib.optional cfg.backup.enable "--repo ${cfg.backup.repository}"
+          ++ lib.optional cfg.isoVerify.enable "--iso-library ${cfg.isoVerify.library}"
+          ++ cfg.health.extraArgs
+        );
+      }
+      // optionalAttrs (cfg.health.onChange != null) { HV_ON_CHANGE = cfg.health.onChange; }
+    ) { })
+    (unit "hv-metrics" cfg.metrics {
+      HV_METRICS_TEXTFILE_DIR = cfg.metrics.textfileDirectory;
+      HV_METRICS_ARGS = lib.concatStringsSep " " (
+        lib.optionals cfg.backup.enable [
+          "--repo"
+          cfg.backup.repository
+        ]
+        ++ cfg.metrics.extraArgs
+      );
+    } { })
+    (unit "hv-iso-verify" cfg.isoVerify { HV_ISO_LIBRARY = cfg.isoVerify.library; } { })
+    (mkIf cfg.roles.enable {
+      users.groups.${units.operatorGroup} = { };
+      users.groups.${units.adminGroup} = { };
+      security.polkit.enable = true;
+      security.polkit.extraConfig = builtins.readFile ../contrib/polkit/50-hv.rules;
+      virtualisation.libvirtd.extraConfig = ''
+        access_drivers = [ "polkit" ]
+      '';
+    })
+  ]);
+}

@@ -1,0 +1,387 @@
+//! The deployment files as a host uses them: systemd-analyze verifies the
+//! plain units, Nix parses every .nix file and renders the same units from
+//! nix/units.json as contrib/systemd/ holds, and the services' commands run
+//! against the bench exactly as systemd would run them (its `$$` and `%%`
+//! escapes undone, the environment file's variables set): the backup unit
+//! creates the repository, backs up, prunes and collects garbage; the
+//! health unit reports a change once; the failure hook calls the user's
+//! command with the unit's name.
+
+use hv_testbench::{bin, connect, run_prefix, GuestSpec, URI};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn unit_file(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("contrib/systemd").join(name)).unwrap()
+}
+
+/// `Key=Value` lines of a unit, in order, repeated keys kept.
+fn settings(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn all(unit: &str, key: &str) -> Vec<String> {
+    settings(unit)
+        .into_iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// The `Environment="K=V"` defaults of a unit.
+fn defaults(unit: &str) -> BTreeMap<String, String> {
+    all(unit, "Environment")
+        .iter()
+        .map(|v| {
+            let (k, v) = v.trim_matches('"').split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+fn bindir() -> String {
+    Path::new(&bin("hv-ls"))
+        .parent()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs one ExecStart= line as systemd would: its escapes undone, the
+/// binaries from this build, `state_dir` in place of /var/lib/hv.
+fn exec(line: &str, env: &BTreeMap<String, String>, state_dir: &Path, instance: &str) -> Output {
+    let line = line
+        .replace("/usr/local/bin", &bindir())
+        .replace("/var/lib/hv/", &format!("{}/", state_dir.display()))
+        .replace("$$", "$")
+        .replace("%%", "%")
+        .replace("%i", instance);
+    Command::new("bash")
+        .args(["-c", &line])
+        .envs(env)
+        .env(
+            "HV_CONNECT",
+            env.get("HV_CONNECT").map_or(URI, String::as_str),
+        )
+        .output()
+        .expect("run bash")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/var/tmp/{}deploy-{name}", run_prefix()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_plain_units_pass_systemd_analyze_verify() {
+    let dir = scratch("verify");
+    for entry in std::fs::read_dir(repo_root().join("contrib/systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            dir.join(path.file_name().unwrap()),
+            text.replace("/usr/local/bin", &bindir()),
+        )
+        .unwrap();
+    }
+    let units: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        units.len(),
+        11,
+        "five services, five timers, the failure hook"
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "systemd-analyze verify warns");
+    for unit in [
+        "hv-backup",
+        "hv-snap-prune",
+        "hv-health",
+        "hv-metrics",
+        "hv-iso-verify",
+    ] {
+        let timer = unit_file(&format!("{unit}.timer"));
+        assert_eq!(all(&timer, "Persistent"), ["true"], "{unit}.timer");
+        let service = unit_file(&format!("{unit}.service"));
+        assert_eq!(all(&service, "OnFailure"), ["hv-failure@%N.service"]);
+        assert_eq!(all(&service, "NoNewPrivileges"), ["yes"]);
+        assert_eq!(all(&service, "ProtectSystem"), ["full"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn nix(args: &[&str]) -> Output {
+    Command::new("nix-instantiate")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("nix-instantiate (Debian package nix-bin)")
+}
+
+#[test]
+fn the_nix_files_parse_and_render_the_plain_units() {
+    for file in [
+        "flake.nix",
+        "nix/default.nix",
+        "nix/package.nix",
+        "nix/module.nix",
+        "nix/render.nix",
+    ] {
+        let out = nix(&["--parse", file]);
+        assert!(out.status.success(), "{file}: {}", stderr(&out));
+    }
+    let out = nix(&[
+        "--eval",
+        "--strict",
+        "--json",
+        "-E",
+        "import ./nix/render.nix { bindir = \"/usr/local/bin\"; bash = \"/bin/bash\"; }",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for unit in [
+        "hv-backup",
+        "hv-snap-prune",
+        "hv-health",
+        "hv-metrics",
+        "hv-iso-verify",
+    ] {
+        let plain = unit_file(&format!("{unit}.service"));
+        let nixos = &rendered["services"][unit];
+        let config = nixos["serviceConfig"].as_object().unwrap();
+        let list = |key: &str| -> Vec<String> {
+            config[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(list("ExecStart"), all(&plain, "ExecStart"), "{unit}");
+        assert_eq!(list("ExecStartPre"), all(&plain, "ExecStartPre"), "{unit}");
+        for (key, value) in settings(&plain) {
+            if key.starts_with("Exec")
+                || [
+                    "Environment",
+                    "EnvironmentFile",
+                    "Description",
+                    "Documentation",
+                    "After",
+                    "OnFailure",
+                ]
+                .contains(&key.as_str())
+            {
+                continue;
+            }
+            assert_eq!(config[&key], value.as_str(), "{unit} {key}");
+        }
+        let env: BTreeMap<String, String> =
+            serde_json::from_value(nixos["environment"].clone()).unwrap();
+        assert_eq!(env, defaults(&plain), "{unit}");
+        let timer = unit_file(&format!("{unit}.timer"));
+        let timer_config = &rendered["timers"][unit]["timerConfig"];
+        assert_eq!(
+            timer_config["OnCalendar"],
+            all(&timer, "OnCalendar")[0].as_str()
+        );
+        for key in ["RandomizedDelaySec", "AccuracySec"] {
+            assert_eq!(
+                timer_config
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                all(&timer, key).first().cloned(),
+                "{unit}.timer {key}"
+            );
+        }
+    }
+    let hook = unit_file("hv-failure@.service");
+    assert_eq!(
+        rendered["services"]["hv-failure@"]["serviceConfig"]["ExecStart"],
+        all(&hook, "ExecStart")[0].as_str()
+    );
+}
+
+/// An age identity in `dir`, and the recipients file of its public key.
+fn recipients(dir: &Path) -> PathBuf {
+    let identity = dir.join("identity.txt");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .expect("age-keygen");
+    assert!(out.status.success());
+    let public = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    let file = dir.join("recipients.txt");
+    std::fs::write(&file, &public.stdout).unwrap();
+    file
+}
+
+#[test]
+fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
+    let conn = connect();
+    let guest = GuestSpec::new("deploy-backup").define(&conn);
+    let dir = scratch("backup");
+    let unit = unit_file("hv-backup.service");
+    let mut env = defaults(&unit);
+    let repo = dir.join("repo");
+    for (k, v) in [
+        ("HV_BACKUP_REPO", repo.clone()),
+        ("HV_BACKUP_RECIPIENTS_FILE", recipients(&dir)),
+        ("HV_BACKUP_KEY_DIR", dir.join("keys")),
+        ("HV_BACKUP_CACHE_DIR", dir.join("cache")),
+        ("HV_BACKUP_SCRATCH_DIR", dir.join("scratch")),
+    ] {
+        env.insert(k.into(), v.display().to_string());
+    }
+    env.insert("HV_BACKUP_SELECT".into(), format!("--name {}", guest.name));
+    let lines: Vec<String> = all(&unit, "ExecStartPre")
+        .into_iter()
+        .chain(all(&unit, "ExecStart"))
+        .collect();
+    assert_eq!(lines.len(), 4, "init, create, prune, gc");
+    for round in 0..2 {
+        for line in &lines {
+            let out = exec(line, &env, &dir, "");
+            assert!(
+                out.status.success(),
+                "round {round}: {line}\n{}",
+                stderr(&out)
+            );
+        }
+    }
+    let listed = Command::new(bin("hv-backup"))
+        .args(["ls", "--format", "jsonl", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    let backups: Vec<Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        backups.len(),
+        1,
+        "two runs the same day keep one daily backup: {backups:#?}"
+    );
+    assert_eq!(backups[0]["name"], guest.name.as_str());
+
+    env.remove("HV_BACKUP_REPO");
+    let out = exec(&lines[0], &env, &dir, "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("set HV_BACKUP_REPO"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_run() {
+    let conn = connect();
+    let guest = GuestSpec::new("deploy-health").autostart().define(&conn);
+    let dir = scratch("health");
+    let unit = unit_file("hv-health.service");
+    let mut env = defaults(&unit);
+    let changes = dir.join("changes.jsonl");
+    env.insert("HV_HEALTH_ARGS".into(), guest.name.clone());
+    env.insert(
+        "HV_ON_CHANGE".into(),
+        format!("tee -a {}", changes.display()),
+    );
+    let line = &all(&unit, "ExecStart")[0];
+    let out = exec(line, &env, &dir, "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = std::fs::read_to_string(&changes).unwrap();
+    let records: Vec<Value> = first
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let autostart = records
+        .iter()
+        .find(|r| r["check"] == "vm.autostart")
+        .unwrap_or_else(|| panic!("{records:#?}"));
+    assert_eq!(autostart["change"], "new");
+    assert_eq!(autostart["name"], guest.name.as_str());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("vm.autostart"),
+        "and to the journal"
+    );
+
+    let out = exec(line, &env, &dir, "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&changes).unwrap(),
+        first,
+        "nothing changed, nothing said"
+    );
+
+    env.insert(
+        "HV_CONNECT".into(),
+        "qemu:///system?socket=/nonexistent/sock".into(),
+    );
+    let out = exec(line, &env, &dir, "");
+    assert!(!out.status.success(), "libvirt unreachable fails the unit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_failure_hook_calls_the_users_command_with_the_unit() {
+    let dir = scratch("hook");
+    let hook = dir.join("hook.sh");
+    let told = dir.join("told");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", told.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let line = &all(&unit_file("hv-failure@.service"), "ExecStart")[0];
+    let mut env = BTreeMap::new();
+    env.insert("HV_ON_FAILURE".to_owned(), hook.display().to_string());
+    let out = exec(line, &env, &dir, "hv-backup.service");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&told).unwrap(),
+        "hv-backup.service\n"
+    );
+    let out = exec(line, &BTreeMap::new(), &dir, "hv-backup.service");
+    assert!(
+        stderr(&out).contains("set HV_ON_FAILURE"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
