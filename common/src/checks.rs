@@ -5,9 +5,19 @@
 //! resolved), so a problem alerts once instead of every five minutes.
 
 use crate::error::{Error, Exit, Result};
+use crate::output::{col, Column, Show};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// The table both check commands print: the fix is always on screen.
+pub const COLUMNS: &[Column] = &[
+    col("STATUS", "status", Show::Plain),
+    col("CHECK", "check", Show::Plain),
+    col("SUBJECT", "subject", Show::Plain),
+    col("MESSAGE", "message", Show::Plain),
+    col("HINT", "hint", Show::Plain),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {

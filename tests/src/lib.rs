@@ -580,3 +580,18 @@ pub fn backup_repo(dir: &Path, repo: &Path) -> Vec<String> {
         dir.join("scratch").display().to_string(),
     ]
 }
+
+/// The one check record (hv-health, hv-preflight) of `check` about
+/// `subject` (host, a VM name, a pool, a path).
+pub fn check_record<'a>(
+    recs: &'a [serde_json::Value],
+    check: &str,
+    subject: &str,
+) -> &'a serde_json::Value {
+    let found: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["check"] == check && r["subject"] == subject)
+        .collect();
+    assert_eq!(found.len(), 1, "{check} {subject}: {recs:#?}");
+    found[0]
+}

@@ -11,7 +11,7 @@ use hv_common::checks::{self, Check, Status};
 use hv_common::cli::{ConnectArgs, OutputArgs};
 use hv_common::connect::Access;
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::Printer;
 use hv_common::{time, Exit, Result};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -128,20 +128,12 @@ pub const MANUAL: Manual = Manual {
     ],
 };
 
-const COLUMNS: &[Column] = &[
-    col("STATUS", "status", Show::Plain),
-    col("CHECK", "check", Show::Plain),
-    col("SUBJECT", "subject", Show::Plain),
-    col("MESSAGE", "message", Show::Plain),
-    col("HINT", "hint", Show::Plain),
-];
-
 pub fn run(cli: Cli) -> Result<Exit> {
     let previous = match &cli.state_file {
         Some(path) => Some(checks::load_state(path)?),
         None => None,
     };
-    let mut printer = Printer::stdout(cli.output.format, COLUMNS);
+    let mut printer = Printer::stdout(cli.output.format, checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
     let reachable = match cli.connect.open(Access::ReadOnly) {

@@ -3,7 +3,9 @@
 //! library with a rotten image, an unreachable daemon, and the state file
 //! across runs. Records are checked field by field, as a script reads them.
 
-use hv_testbench::{backup_repo, bin, connect, hv, records, run_prefix, GuestSpec, Tmpfs, URI};
+use hv_testbench::{
+    backup_repo, bin, check_record as find, connect, hv, records, run_prefix, GuestSpec, Tmpfs, URI,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -14,16 +16,6 @@ fn health(args: &[&str]) -> Output {
     let mut full = vec!["--format", "jsonl"];
     full.extend(args);
     hv(HV_HEALTH, &full, "")
-}
-
-/// The one record of `check` about `subject` (a VM name, pool, path).
-fn find<'a>(recs: &'a [Value], check: &str, subject: &str) -> &'a Value {
-    let found: Vec<&Value> = recs
-        .iter()
-        .filter(|r| r["check"] == check && r["subject"] == subject)
-        .collect();
-    assert_eq!(found.len(), 1, "{check} {subject}: {recs:#?}");
-    found[0]
 }
 
 fn stderr(out: &Output) -> String {

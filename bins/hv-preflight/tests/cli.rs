@@ -5,7 +5,8 @@
 //! live backup job in the way). Every record is checked field by field.
 
 use hv_testbench::{
-    backup_repo, bin, connect, hv, hv_as_nobody, records, run_prefix, GuestSpec, Tmpfs, URI,
+    backup_repo, bin, check_record as find, connect, hv, hv_as_nobody, records, run_prefix,
+    GuestSpec, Tmpfs, URI,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -41,16 +42,6 @@ fn assert_record(r: &Value) {
         "a hint exactly when not passing: {r}"
     );
     assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
-}
-
-/// The one record of `check` about `subject`.
-fn find<'a>(recs: &'a [Value], check: &str, subject: &str) -> &'a Value {
-    let found: Vec<&Value> = recs
-        .iter()
-        .filter(|r| r["check"] == check && r["subject"] == subject)
-        .collect();
-    assert_eq!(found.len(), 1, "{check} {subject}: {recs:#?}");
-    found[0]
 }
 
 fn stderr(out: &Output) -> String {
