@@ -149,6 +149,13 @@ impl Check {
     }
 }
 
+/// The record both check commands give when libvirt does not answer.
+pub fn libvirt_down(err: &Error) -> Check {
+    Check::new("libvirt.reachable", Status::Fail, err.message.clone()).hint(
+        "start the daemon: systemctl start libvirtd (or virtqemud.socket); check the URI with -c or HV_CONNECT, and that you may use it (group libvirt)",
+    )
+}
+
 /// DESIGN.md's mapping: any fail → 1; a warn → 1 only with `--strict`.
 pub fn exit(checks: &[Check], strict: bool) -> Exit {
     let worst = checks

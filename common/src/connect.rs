@@ -5,6 +5,11 @@
 use crate::error::{Code, Error, Result};
 use virt::connect::Connect;
 
+/// libvirt encodes versions as major * 1,000,000 + minor * 1,000 + release.
+pub fn version_text(v: u32) -> String {
+    format!("{}.{}.{}", v / 1_000_000, v / 1_000 % 1_000, v % 1_000)
+}
+
 /// Where the URI came from, for the error message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UriSource {

@@ -595,3 +595,20 @@ pub fn check_record<'a>(
     assert_eq!(found.len(), 1, "{check} {subject}: {recs:#?}");
     found[0]
 }
+
+/// An empty directory for one test, `/var/tmp/<run prefix><label>` (on disk,
+/// not tmpfs, and swept by tests/bench/sweep.sh if the test dies).
+pub fn scratch(label: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/var/tmp/{}{label}", run_prefix()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs hv-iso on the library `lib`; its stderr, for assertion messages.
+pub fn hv_iso_in(lib: &Path, args: &[&str]) -> String {
+    let mut full = vec!["--library", lib.to_str().unwrap()];
+    full.extend(args);
+    let out = hv(&bin("hv-iso"), &full, "");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

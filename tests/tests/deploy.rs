@@ -7,11 +7,20 @@
 //! health unit reports a change once; the failure hook calls the user's
 //! command with the unit's name.
 
-use hv_testbench::{bin, connect, run_prefix, GuestSpec, URI};
+use hv_testbench::{bin, connect, scratch, GuestSpec, URI};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// The services with timers, as xtask/src/deploy.rs defines them.
+const SERVICES: [&str; 5] = [
+    "hv-backup",
+    "hv-snap-prune",
+    "hv-health",
+    "hv-metrics",
+    "hv-iso-verify",
+];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -84,16 +93,9 @@ fn exec(line: &str, env: &BTreeMap<String, String>, state_dir: &Path, instance: 
         .expect("run bash")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/var/tmp/{}deploy-{name}", run_prefix()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn the_plain_units_pass_systemd_analyze_verify() {
-    let dir = scratch("verify");
+    let dir = scratch("deploy-verify");
     for entry in std::fs::read_dir(repo_root().join("contrib/systemd")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -119,13 +121,7 @@ fn the_plain_units_pass_systemd_analyze_verify() {
         .expect("systemd-analyze (Debian package systemd)");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "systemd-analyze verify warns");
-    for unit in [
-        "hv-backup",
-        "hv-snap-prune",
-        "hv-health",
-        "hv-metrics",
-        "hv-iso-verify",
-    ] {
+    for unit in SERVICES {
         let timer = unit_file(&format!("{unit}.timer"));
         assert_eq!(all(&timer, "Persistent"), ["true"], "{unit}.timer");
         let service = unit_file(&format!("{unit}.service"));
@@ -165,13 +161,7 @@ fn the_nix_files_parse_and_render_the_plain_units() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for unit in [
-        "hv-backup",
-        "hv-snap-prune",
-        "hv-health",
-        "hv-metrics",
-        "hv-iso-verify",
-    ] {
+    for unit in SERVICES {
         let plain = unit_file(&format!("{unit}.service"));
         let nixos = &rendered["services"][unit];
         let config = nixos["serviceConfig"].as_object().unwrap();
@@ -251,7 +241,7 @@ fn recipients(dir: &Path) -> PathBuf {
 fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
     let conn = connect();
     let guest = GuestSpec::new("deploy-backup").define(&conn);
-    let dir = scratch("backup");
+    let dir = scratch("deploy-backup");
     let unit = unit_file("hv-backup.service");
     let mut env = defaults(&unit);
     let repo = dir.join("repo");
@@ -311,7 +301,7 @@ fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
 fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_run() {
     let conn = connect();
     let guest = GuestSpec::new("deploy-health").autostart().define(&conn);
-    let dir = scratch("health");
+    let dir = scratch("deploy-health");
     let unit = unit_file("hv-health.service");
     let mut env = defaults(&unit);
     let changes = dir.join("changes.jsonl");
@@ -358,7 +348,7 @@ fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_ru
 
 #[test]
 fn the_failure_hook_calls_the_users_command_with_the_unit() {
-    let dir = scratch("hook");
+    let dir = scratch("deploy-hook");
     let hook = dir.join("hook.sh");
     let told = dir.join("told");
     std::fs::write(

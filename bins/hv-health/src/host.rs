@@ -5,13 +5,14 @@
 
 use crate::Cli;
 use hv_common::checks::{Check, Status};
+use hv_common::connect::version_text;
 use hv_common::iso_library::Library;
-use hv_common::{ffi, time, Error};
+use hv_common::{ffi, time};
 use std::path::Path;
 use virt::connect::Connect;
 
 pub fn libvirt_up(conn: &Connect) -> Check {
-    let version = conn.lib_version().map(version).unwrap_or_default();
+    let version = conn.lib_version().map(version_text).unwrap_or_default();
     let uri = conn.uri().unwrap_or_default();
     Check::new(
         "libvirt.reachable",
@@ -19,16 +20,6 @@ pub fn libvirt_up(conn: &Connect) -> Check {
         format!("libvirt {version} answers at {uri}"),
     )
     .value(version)
-}
-
-pub fn libvirt_down(err: &Error) -> Check {
-    Check::new("libvirt.reachable", Status::Fail, err.message.clone()).hint(
-        "start the daemon: systemctl start libvirtd (or virtqemud); check the URI with -c or HV_CONNECT",
-    )
-}
-
-fn version(v: u32) -> String {
-    format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
 }
 
 fn percent(part: u64, whole: u64) -> f64 {

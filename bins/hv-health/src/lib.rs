@@ -149,7 +149,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             true
         }
         Err(e) => {
-            found.push(host::libvirt_down(&e));
+            found.push(checks::libvirt_down(&e));
             false
         }
     };

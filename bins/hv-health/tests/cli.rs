@@ -4,10 +4,10 @@
 //! across runs. Records are checked field by field, as a script reads them.
 
 use hv_testbench::{
-    backup_repo, bin, check_record as find, connect, hv, records, run_prefix, GuestSpec, Tmpfs, URI,
+    backup_repo, bin, check_record as find, connect, hv, hv_iso_in, records, scratch, GuestSpec,
+    Tmpfs, URI,
 };
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const HV_HEALTH: &str = env!("CARGO_BIN_EXE_hv-health");
@@ -118,7 +118,7 @@ fn the_state_file_marks_new_ongoing_and_resolved() {
     let guest = GuestSpec::new("health-state").define(&conn);
     guest.start_ready();
     guest.kill_qemu();
-    let dir = scratch("state");
+    let dir = scratch("health-state");
     let state = dir.join("health.json");
     let state = state.to_str().unwrap();
     let run = |extra: &[&str]| {
@@ -158,7 +158,7 @@ fn the_newest_backup_of_each_vm_is_measured_against_max_backup_age() {
     let conn = connect();
     let backed = GuestSpec::new("health backed up").define(&conn);
     let never = GuestSpec::new("health never backed up").define(&conn);
-    let dir = scratch("backup-age");
+    let dir = scratch("health-backup-age");
     let repo = dir.join("repo");
     let create_args = backup_repo(&dir, &repo);
     let mut args = vec!["create", backed.name.as_str()];
@@ -208,16 +208,9 @@ fn the_newest_backup_of_each_vm_is_measured_against_max_backup_age() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/var/tmp/{}health-{name}", run_prefix()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn a_nearly_full_repository_filesystem_warns_then_fails_and_libvirt_down_still_checks_it() {
-    let dir = scratch("tiny");
+    let dir = scratch("health-tiny");
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     let tiny = Tmpfs::mount(&repo, 4);
@@ -290,14 +283,9 @@ fn a_nearly_full_repository_filesystem_warns_then_fails_and_libvirt_down_still_c
 
 #[test]
 fn iso_images_that_failed_or_missed_their_verify_are_reported() {
-    let dir = scratch("iso");
+    let dir = scratch("health-iso");
     let lib = dir.join("isos");
-    let iso = |args: &[&str]| {
-        let mut full = vec!["--library", lib.to_str().unwrap()];
-        full.extend(args);
-        let out = hv(&bin("hv-iso"), &full, "");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let iso = |args: &[&str]| hv_iso_in(&lib, args);
     for (name, byte) in [("good.iso", 1u8), ("rotten.iso", 2), ("unchecked.iso", 3)] {
         let image = dir.join(name);
         std::fs::write(&image, vec![byte; 1 << 20]).unwrap();

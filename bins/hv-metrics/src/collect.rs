@@ -6,6 +6,7 @@
 //! is reported and the rest of the scrape still comes out.
 
 use crate::exposition::Exposition;
+use hv_common::connect::version_text;
 use hv_common::domain::{self, state_name, state_reason_name};
 use hv_common::ffi::{self, Stats};
 use hv_common::{backup_index, iso_library, snapshot, time, Code, Error, Result};
@@ -375,7 +376,7 @@ fn host(e: &mut Exposition, conn: &Connect) -> Result<()> {
         .hyp_version()
         .map_err(|err| fail("the hypervisor's version", err))?;
     let driver = conn.driver_type().unwrap_or_default();
-    let (lib, hyp) = (version(lib), version(hyp));
+    let (lib, hyp) = (version_text(lib), version_text(hyp));
     let labels = [
         ("libvirt_version", lib.as_str()),
         ("hypervisor", driver.as_str()),
@@ -389,11 +390,6 @@ fn host(e: &mut Exposition, conn: &Connect) -> Result<()> {
 /// storage driver) has nothing to report, which is not a failed scrape.
 fn unsupported(err: &virt::error::Error) -> bool {
     Error::libvirt("", err).code == Code::Unsupported
-}
-
-/// libvirt encodes versions as major * 1,000,000 + minor * 1,000 + release.
-fn version(v: u32) -> String {
-    format!("{}.{}.{}", v / 1_000_000, v / 1_000 % 1_000, v % 1_000)
 }
 
 fn pools(e: &mut Exposition, conn: &Connect) -> Result<()> {
@@ -596,8 +592,8 @@ mod tests {
 
     #[test]
     fn versions_decode() {
-        assert_eq!(version(11_003_000), "11.3.0");
-        assert_eq!(version(10_000_002), "10.0.2");
+        assert_eq!(version_text(11_003_000), "11.3.0");
+        assert_eq!(version_text(10_000_002), "10.0.2");
     }
 
     #[test]

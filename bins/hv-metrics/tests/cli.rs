@@ -4,8 +4,8 @@
 //! hv-backup show up; an unreachable libvirt still yields `hv_libvirt_up 0`.
 
 use hv_testbench::{
-    bin, connect, free_port, hv, hv_as_nobody, promtool_check_metrics, run_prefix, GuestSpec,
-    KillOnDrop, URI,
+    bin, connect, free_port, hv, hv_as_nobody, hv_iso_in, promtool_check_metrics, run_prefix,
+    scratch, GuestSpec, KillOnDrop, URI,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -594,16 +594,9 @@ fn backups_and_backup_results_become_metrics() {
 
 #[test]
 fn the_iso_library_and_its_last_verify_become_metrics() {
-    let dir = PathBuf::from("/var/tmp").join(format!("{}metrics-iso", run_prefix()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("metrics-iso");
     let lib = dir.join("isos");
-    let iso = |args: &[&str]| {
-        let mut full = vec!["--library", lib.to_str().unwrap()];
-        full.extend(args);
-        let out = hv(&bin("hv-iso"), &full, "");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let iso = |args: &[&str]| hv_iso_in(&lib, args);
     for (name, byte) in [("good.iso", 1u8), ("rotten.iso", 2)] {
         let image = dir.join(name);
         std::fs::write(&image, vec![byte; 1 << 20]).unwrap();

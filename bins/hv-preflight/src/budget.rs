@@ -3,9 +3,10 @@
 //! the tenth VM fails its check when the nine before it took what was
 //! there, as it would fail for real, instead of each passing alone.
 
-use crate::{bytes, num, Cli};
+use crate::Cli;
 use hv_common::checks::{Check, Status};
 use hv_common::ffi;
+use hv_common::output::human_bytes;
 use std::collections::HashMap;
 use virt::connect::Connect;
 
@@ -68,8 +69,8 @@ impl Budget {
                 Status::Fail,
                 format!(
                     "{who} needs {} of memory; {} is available",
-                    bytes(need),
-                    bytes(left)
+                    human_bytes(need),
+                    human_bytes(left)
                 ),
             )
         } else if after < floor {
@@ -77,8 +78,8 @@ impl Budget {
                 Status::Warn,
                 format!(
                     "{who} needs {}, which leaves the host {} ({}% is the floor)",
-                    bytes(need),
-                    bytes(after),
+                    human_bytes(need),
+                    human_bytes(after),
                     self.memory_warn
                 ),
             )
@@ -87,13 +88,13 @@ impl Budget {
                 Status::Pass,
                 format!(
                     "{who} needs {} of the {} available",
-                    bytes(need),
-                    bytes(left)
+                    human_bytes(need),
+                    human_bytes(left)
                 ),
             )
         };
         Check::new(id, status, message)
-            .measured(num(need), num(left))
+            .measured(need, left)
             .hint("stop or shrink other VMs (hv-ls --state running shows their memory), give this one less, or add memory to the host")
     }
 

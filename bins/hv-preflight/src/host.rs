@@ -5,7 +5,7 @@
 
 use crate::{Cli, VirtType};
 use hv_common::checks::{Check, Status};
-use hv_common::Error;
+use hv_common::connect::version_text;
 use std::path::PathBuf;
 use virt::connect::Connect;
 
@@ -334,12 +334,6 @@ fn secure_guest(root: &Root, flags: &[String]) -> Check {
     }
 }
 
-pub fn libvirt_down(err: &Error) -> Check {
-    Check::new("libvirt.reachable", Status::Fail, err.message.clone()).hint(
-        "start the daemon: systemctl start libvirtd (or virtqemud.socket); check the URI with -c or HV_CONNECT, and that you may use it (group libvirt)",
-    )
-}
-
 pub fn libvirt(conn: &Connect, cli: &Cli, needs_hardware: bool) -> Vec<Check> {
     let uri = conn.uri().unwrap_or_default();
     let lib = conn.lib_version().ok();
@@ -399,21 +393,17 @@ fn version_check(
         Status::Warn
     };
     let message = if status == Status::Pass {
-        format!("{what} {}", version(found))
+        format!("{what} {}", version_text(found))
     } else {
         format!(
             "{what} {} is older than {}: hv-backup's live and incremental backups need it",
-            version(found),
-            version(min)
+            version_text(found),
+            version_text(min)
         )
     };
     Check::new(id, status, message)
-        .measured(version(found), version(min))
+        .measured(version_text(found), version_text(min))
         .hint(upgrade)
-}
-
-fn version(v: u32) -> String {
-    format!("{}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000)
 }
 
 /// libvirt's own answer to "can QEMU run a VM of this type here" (its
@@ -556,7 +546,7 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(version(11_006_000), "11.6.0");
+        assert_eq!(version_text(11_006_000), "11.6.0");
         let old = version_check(
             ("libvirt.version", "libvirt"),
             Some(6_010_000),

@@ -19,7 +19,6 @@ use hv_common::connect::Access;
 use hv_common::manual::Manual;
 use hv_common::output::Printer;
 use hv_common::{Error, Exit, Result};
-use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -241,7 +240,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let conn = match cli.connect.open(Access::ReadOnly) {
         Ok(conn) => conn,
         Err(e) => {
-            found.push(host::libvirt_down(&e));
+            found.push(checks::libvirt_down(&e));
             let exit = emit(printer, &found, &cli)?;
             return Ok(exit.worst(Exit::Unreachable));
         }
@@ -302,16 +301,6 @@ fn validate(cli: &Cli) -> Result<()> {
         return Err(Error::usage("--disk-only is only used with --for snapshot"));
     }
     Ok(())
-}
-
-/// `x` of `y` for messages about bytes.
-pub(crate) fn bytes(n: u64) -> String {
-    hv_common::output::human_bytes(n)
-}
-
-/// A JSON number for a byte count.
-pub(crate) fn num(n: u64) -> Value {
-    Value::from(n)
 }
 
 #[cfg(test)]

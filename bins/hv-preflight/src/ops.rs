@@ -7,9 +7,10 @@
 
 use crate::budget::Budget;
 use crate::plan::dir_space;
-use crate::{bytes, num, Cli, Operation};
+use crate::{Cli, Operation};
 use hv_common::checks::{Check, Status};
 use hv_common::domain::{self, state_name, DomainXml};
+use hv_common::output::human_bytes;
 use hv_common::targets::{self, Input};
 use hv_common::{backup_index, cli, ffi, Error, Result};
 use std::collections::{BTreeMap, HashSet};
@@ -434,7 +435,7 @@ fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
     }
     if memory > 0 {
         out.push(
-            vm.check("snapshot.space", Status::Warn, format!("{}'s memory ({}) is saved into its first disk, which is not a file hv-preflight can measure", vm.name, bytes(memory)))
+            vm.check("snapshot.space", Status::Warn, format!("{}'s memory ({}) is saved into its first disk, which is not a file hv-preflight can measure", vm.name, human_bytes(memory)))
                 .hint("check the free space of the volume or device holding its first disk"),
         );
     }
@@ -444,29 +445,29 @@ fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
             Status::Fail => format!(
                 "{}'s memory ({}) does not fit in {}: {} free",
                 vm.name,
-                bytes(p.must),
+                human_bytes(p.must),
                 p.dir,
-                bytes(fit.left)
+                human_bytes(fit.left)
             ),
             Status::Warn => format!(
                 "snapshots of {} can grow by {} in {}, which has {} free: rewrites could fill it",
                 vm.name,
-                bytes(p.need),
+                human_bytes(p.need),
                 p.dir,
-                bytes(fit.left)
+                human_bytes(fit.left)
             ),
             Status::Pass => format!(
                 "snapshots of {} can grow by {} in {} ({} free)",
                 vm.name,
-                bytes(p.need),
+                human_bytes(p.need),
                 p.dir,
-                bytes(fit.left)
+                human_bytes(fit.left)
             ),
         };
         out.push(
             vm.check("snapshot.space", fit.status, message)
                 .about("dir", p.dir.clone())
-                .measured(num(p.need), num(fit.left))
+                .measured(p.need, fit.left)
                 .hint(format!("free space in {} (hv-snap prune removes old snapshots), or snapshot fewer VMs at once", p.dir)),
         );
     }
@@ -540,7 +541,7 @@ fn repository(root: &Path) -> (Check, Repo) {
         .collect();
     let message = format!(
         "{shown} is an hv-backup repository with {count} backups, {} free",
-        bytes(space.2)
+        human_bytes(space.2)
     );
     (check(Status::Pass, message), repo)
 }
@@ -569,26 +570,26 @@ fn backup_space(vm: &Vm, repo: &Repo, budget: &mut Budget) -> Option<Check> {
         Status::Fail => format!(
             "a backup of {} may need {} ({basis}); {shown} has {} free",
             vm.name,
-            bytes(need),
-            bytes(fit.left)
+            human_bytes(need),
+            human_bytes(fit.left)
         ),
         Status::Warn => format!(
             "a backup of {} may need {} ({basis}), filling {shown} over {}%",
             vm.name,
-            bytes(need),
+            human_bytes(need),
             budget.disk_warn()
         ),
         Status::Pass => format!(
             "a backup of {} may need {} ({basis}); {shown} has {} free",
             vm.name,
-            bytes(need),
-            bytes(fit.left)
+            human_bytes(need),
+            human_bytes(fit.left)
         ),
     };
     Some(
         vm.check("backup.space", fit.status, message)
             .about("repository", shown.to_string())
-            .measured(num(need), num(fit.left))
+            .measured(need, fit.left)
             .hint(format!("hv-backup prune --repo {:?} with a shorter retention, then hv-backup gc; or move the repository to a larger disk", shown.to_string())),
     )
 }

@@ -4,9 +4,10 @@
 //! misspelled is an error, never silently ignored.
 
 use crate::budget::Budget;
-use crate::{bytes, num, size, Cli};
+use crate::{size, Cli};
 use hv_common::checks::{Check, Status};
 use hv_common::iso_library::{self, Library};
+use hv_common::output::human_bytes;
 use hv_common::{cli, ffi, Error, Result};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -146,24 +147,24 @@ fn storage(conn: &Connect, budget: &mut Budget, p: &Profile, disk: u64) -> Check
     let message = match fit.status {
         Status::Fail => format!(
             "a {} disk does not fit in {label}: {} free",
-            bytes(disk),
-            bytes(fit.left)
+            human_bytes(disk),
+            human_bytes(fit.left)
         ),
         Status::Warn => format!(
             "a {} disk fits in {label} ({} free) but can fill it over {}%",
-            bytes(disk),
-            bytes(fit.left),
+            human_bytes(disk),
+            human_bytes(fit.left),
             budget.disk_warn()
         ),
         Status::Pass => format!(
             "a {} disk fits in {label} ({} free)",
-            bytes(disk),
-            bytes(fit.left)
+            human_bytes(disk),
+            human_bytes(fit.left)
         ),
     };
     Check::new("plan.storage", fit.status, message)
         .about(subject.0, subject.1)
-        .measured(num(disk), num(fit.left))
+        .measured(disk, fit.left)
         .hint(format!("free space in the {label} (hv-snap prune, remove unused volumes or images), grow it, or put the disk elsewhere with --pool or --dir"))
 }
 

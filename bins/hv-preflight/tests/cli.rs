@@ -6,7 +6,7 @@
 
 use hv_testbench::{
     backup_repo, bin, check_record as find, connect, hv, hv_as_nobody, records, run_prefix,
-    GuestSpec, Tmpfs, URI,
+    scratch, GuestSpec, Tmpfs, URI,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -54,13 +54,6 @@ fn hint(r: &Value) -> &str {
 
 fn message(r: &Value) -> &str {
     r["message"].as_str().unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/var/tmp/{}preflight-{name}", run_prefix()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn virsh(args: &[&str]) -> String {
@@ -223,7 +216,7 @@ fn profile(name: &str, fields: &str) -> String {
 fn planned_vms_are_counted_together_against_names_memory_cpus_and_space() {
     let conn = connect();
     let taken = GuestSpec::new("preflight taken ü").define(&conn);
-    let dir = scratch("plan");
+    let dir = scratch("preflight-plan");
     let tiny = Tmpfs::mount(&dir.join("small"), 8);
     let small = tiny.dir.to_str().unwrap();
     let first = format!("{}plan-1", run_prefix());
@@ -300,7 +293,7 @@ fn planned_vms_are_counted_together_against_names_memory_cpus_and_space() {
 
 #[test]
 fn a_planned_disk_goes_to_an_active_pool() {
-    let dir = scratch("pool");
+    let dir = scratch("preflight-pool");
     let tiny = Tmpfs::mount(&dir.join("pool"), 8);
     let pool = format!("{}preflight-pool", run_prefix());
     let idle = format!("{}preflight-idle", run_prefix());
@@ -407,7 +400,7 @@ fn signed_image(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) 
 
 #[test]
 fn the_iso_must_be_in_the_library_admitted_by_signature_and_unchanged() {
-    let dir = scratch("iso");
+    let dir = scratch("preflight-iso");
     let lib = dir.join("library");
     let (image, sums, sig, key) = signed_image(&dir, "distro.iso");
     let add = |args: &[&str]| {
@@ -608,7 +601,7 @@ fn vms_about_to_be_snapshotted_need_qcow2_no_job_and_room_for_their_memory() {
     );
 
     // A pull-mode backup job stays until aborted: libvirt would refuse a snapshot now.
-    let dir = scratch("job");
+    let dir = scratch("preflight-job");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap(); // QEMU binds the socket
     let job_xml = dir.join("backup.xml");
@@ -649,7 +642,7 @@ fn vms_about_to_be_backed_up_need_a_repository_with_room_for_them() {
     let guest = GuestSpec::new("preflight backup").define(&conn);
     guest.start_ready();
     guest.write_mib(0, 8);
-    let dir = scratch("backup");
+    let dir = scratch("preflight-backup");
     let repo = dir.join("repo");
     let backup_args = backup_repo(&dir, &repo);
     let shown = repo.to_str().unwrap();
