@@ -136,7 +136,40 @@ impl Error {
 
     /// Classifies a libvirt error; `context` says what was being done.
     pub fn libvirt(context: impl fmt::Display, err: &virt::error::Error) -> Self {
-        Error::new(classify(err), format!("{context}: {}", err.message()))
+        Error::refused(context, err, &[])
+    }
+
+    /// A libvirt error from a call that libvirt's access control checks as
+    /// `permissions` (polkit actions `org.libvirt.api.<permission>`): a
+    /// denial names them, so the admin knows which rule to grant.
+    pub fn libvirt_needing(
+        context: impl fmt::Display,
+        err: &virt::error::Error,
+        permissions: &[&str],
+    ) -> Self {
+        Error::refused(context, err, permissions)
+    }
+
+    fn refused(context: impl fmt::Display, err: &virt::error::Error, permissions: &[&str]) -> Self {
+        let denied = err
+            .code()
+            .unwrap_or(virt::error::ErrorNumber::InternalError)
+            == virt::error::ErrorNumber::AccessDenied;
+        let actions: Vec<String> = permissions
+            .iter()
+            .map(|p| format!("org.libvirt.api.{p}"))
+            .collect();
+        let needs = match actions.len() {
+            0 => String::new(),
+            _ if !denied => String::new(),
+            1 => format!(" (needs polkit action {})", actions[0]),
+            _ => format!(" (needs polkit actions {})", actions.join(" and ")),
+        };
+        let hint = if denied { ACCESS_HINT } else { "" };
+        Error::new(
+            classify(err),
+            format!("{context}: {}{needs}{hint}", err.message()),
+        )
     }
 
     pub fn exit_status(&self) -> Exit {
@@ -156,6 +189,9 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Appended to libvirt's bare "access denied": which role would allow it.
+const ACCESS_HINT: &str = "; libvirt's polkit access control refused this to your user: with hv's rules (docs/deploy.md, Roles) group hv-operator may list, start, stop, snapshot, back up and tag VMs, and only group hv-admin may remove them or do anything else";
 
 fn classify(err: &virt::error::Error) -> Code {
     use virt::error::ErrorNumber as N;

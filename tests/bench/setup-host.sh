@@ -70,6 +70,17 @@ daemons() {
 
 default_pool_dir() { mkdir -p /var/lib/libvirt/images; }
 
+# hv's roles (contrib/polkit/50-hv.rules) and one bench user in each, for the
+# role test (tests/tests/deploy.rs, which runs its own polkit-checked libvirtd).
+role_users() {
+    local role
+    for role in operator admin; do
+        getent group "hv-$role" >/dev/null || groupadd -r "hv-$role"
+        id "hv-test-$role" >/dev/null 2>&1 ||
+            useradd -r -M -d /nonexistent -s /usr/sbin/nologin -G "hv-$role" "hv-test-$role"
+    done
+}
+
 need_root
 backports_source
 packages
@@ -78,4 +89,5 @@ libvirtd_conf
 kvm_device
 daemons
 default_pool_dir
+role_users
 log "ready: $(virsh -c qemu:///system version 2>/dev/null | awk '/Running hypervisor/ {print $3, $4}')"

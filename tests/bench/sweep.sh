@@ -17,4 +17,9 @@ done
 rm -f /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-*
 # tmpfs a killed test left mounted (rm -rf would empty it, not remove it)
 awk '$2 ~ "^/var/tmp/hv[tb]-" {print $2}' /proc/mounts | xargs -r -n1 umount
+# the role test's private libvirtd, polkitd and bus (tests/bench/roles.sh), and its VM
+for pids in /var/tmp/hvt-*/libvirtd.pid; do
+    [ -f "$pids" ] && bash "$(dirname "$0")/roles.sh" stop "$(dirname "$pids")"
+done
+pkill -9 -f -- '-name guest=hvt-[^,]*-role,' 2>/dev/null
 rm -rf /var/tmp/hvt-* /var/tmp/hvb-* # benches and tests that panicked before their cleanup

@@ -395,18 +395,33 @@ pub fn records(out: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Runs a built binary as the unprivileged user `nobody`, from a copy in a
-/// world-readable directory (the build tree may not be reachable for it).
+/// Runs a built binary as the unprivileged user `nobody`.
 pub fn hv_as_nobody(binary: &str, args: &[&str]) -> Output {
+    hv_as("nobody", binary, args)
+}
+
+/// Runs a built binary as `user` with that user's groups, from a copy in a
+/// world-readable directory (the build tree may not be reachable for it).
+pub fn hv_as(user: &str, binary: &str, args: &[&str]) -> Output {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("{}nobody", run_prefix()));
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("{}as-{user}-{call}", run_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let copy = dir.join(Path::new(binary).file_name().unwrap());
     std::fs::copy(binary, &copy).unwrap();
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let group = Command::new("id").args(["-g", user]).output().unwrap();
+    assert!(
+        group.status.success(),
+        "no user {user}: run tests/bench/setup-host.sh"
+    );
+    let group = String::from_utf8(group.stdout).unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(format!("--reuid={user}"))
+        .arg(format!("--regid={}", group.trim()))
+        .args(["--init-groups", "--"])
         .arg(&copy)
         .args(args)
         .env("HOME", "/nonexistent")

@@ -7,7 +7,7 @@
 //! health unit reports a change once; the failure hook calls the user's
 //! command with the unit's name.
 
-use hv_testbench::{bin, connect, scratch, GuestSpec, URI};
+use hv_testbench::{bin, connect, hv_as, records, run_prefix, scratch, GuestSpec, URI};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -374,4 +374,184 @@ fn the_failure_hook_calls_the_users_command_with_the_unit() {
         stderr(&out)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A private libvirtd whose every call libvirt's polkit access driver checks
+/// against hv's generated rules (tests/bench/roles.sh has why it is private).
+/// Dropping it destroys its domains and stops it.
+struct RoleDaemon {
+    dir: PathBuf,
+    uri: String,
+}
+
+impl RoleDaemon {
+    fn start(label: &str) -> RoleDaemon {
+        let dir = scratch(label);
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/bench/roles.sh"))
+            .arg("start")
+            .arg(&dir)
+            .arg(repo_root().join("contrib/polkit/50-hv.rules"))
+            .output()
+            .expect("run tests/bench/roles.sh");
+        let daemon = RoleDaemon {
+            uri: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            dir,
+        };
+        assert!(out.status.success(), "{}", stderr(&out));
+        daemon
+    }
+
+    /// Defines (as root) a VM with one small qcow2 disk and no OS: QEMU runs
+    /// it, but nothing inside answers ACPI.
+    fn define(&self, name: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(&self.dir, open).unwrap();
+        let disk = self.dir.join("disk.qcow2");
+        let made = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("16M")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let xml = format!(
+            "<domain type='{}'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='q35'>hvm</type></os><devices>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+            hv_testbench::domain_type(),
+            disk.display()
+        );
+        let conn = virt::connect::Connect::open(Some(&self.uri)).unwrap();
+        conn.define_domain_xml(&xml).unwrap();
+    }
+
+    fn is_defined(&self, name: &str) -> bool {
+        Command::new("virsh")
+            .args(["-c", &self.uri, "dominfo", name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    /// Runs a built hv command as `user` against this daemon.
+    fn hv_as(&self, user: &str, command: &str, args: &[&str]) -> Output {
+        let mut full = args.to_vec();
+        full.extend(["-c", self.uri.as_str()]);
+        hv_as(user, &bin(command), &full)
+    }
+}
+
+impl Drop for RoleDaemon {
+    fn drop(&mut self) {
+        let virsh = |args: &[&str]| {
+            Command::new("virsh")
+                .args(["-c", &self.uri])
+                .args(args)
+                .output()
+        };
+        if let Ok(out) = virsh(&["list", "--all", "--name"]) {
+            for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = virsh(&["destroy", name]);
+                let _ = virsh(&["undefine", name, "--snapshots-metadata"]);
+            }
+        }
+        let _ = Command::new("bash")
+            .arg(repo_root().join("tests/bench/roles.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}: {}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+}
+
+/// A refusal is exit 3 with a permission_denied record that names the
+/// polkit action and the role that has it.
+fn assert_denied(out: &Output, action: &str, what: &str) {
+    assert_eq!(out.status.code(), Some(3), "{what}: {}", stderr(out));
+    let records = records(out);
+    let error = &records
+        .first()
+        .unwrap_or_else(|| panic!("{what}: no record: {}", stderr(out)))["error"];
+    assert_eq!(error["code"], "permission_denied", "{what}: {error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains(action), "{what} names {action}: {message}");
+    assert!(
+        message.contains("hv-admin"),
+        "{what} names the role: {message}"
+    );
+}
+
+#[test]
+fn polkit_roles_let_operators_run_vms_and_only_admins_remove_them() {
+    let daemon = RoleDaemon::start("roles");
+    let name = format!("{}role", run_prefix());
+    daemon.define(&name);
+    let operator = "hv-test-operator";
+
+    let listed = daemon.hv_as(operator, "hv-ls", &["--format", "jsonl"]);
+    assert_ok(&listed, "operator hv-ls");
+    assert_eq!(records(&listed)[0]["name"], name.as_str());
+    let snap = daemon.hv_as(operator, "hv-snap", &["create", &name, "--name", "before"]);
+    assert_ok(&snap, "operator hv-snap create");
+    // Tags and autostart are domain write + save, which would let an
+    // operator define any VM: admin only.
+    for (command, args) in [
+        ("hv-tag", vec!["--add", "web"]),
+        ("hv-autostart", vec!["on"]),
+    ] {
+        let refused = daemon.hv_as(operator, command, &[&args[..], &[name.as_str()]].concat());
+        assert_denied(
+            &refused,
+            "org.libvirt.api.domain.save",
+            &format!("operator {command}"),
+        );
+    }
+    assert_ok(
+        &daemon.hv_as(operator, "hv-start", &[&name]),
+        "operator hv-start",
+    );
+    // Nothing in the VM answers ACPI: the graceful request (init-control)
+    // and the forced stop after the timeout (stop) are both the operator's.
+    let stopped = daemon.hv_as(operator, "hv-stop", &["--timeout", "1", &name]);
+    assert_ok(&stopped, "operator hv-stop");
+    assert_eq!(records(&stopped)[0]["state"], "shutoff");
+    assert_eq!(records(&stopped)[0]["how"], "forced");
+
+    let refused = daemon.hv_as(operator, "hv-rm", &["--yes", &name]);
+    assert_denied(&refused, "org.libvirt.api.domain.delete", "operator hv-rm");
+    assert!(
+        daemon.is_defined(&name),
+        "a refused hv-rm left {name} defined"
+    );
+
+    let outsider = daemon.hv_as("nobody", "hv-start", &[&name]);
+    assert_eq!(outsider.status.code(), Some(3), "{}", stderr(&outsider));
+    assert!(
+        stderr(&outsider).contains("polkit"),
+        "{}",
+        stderr(&outsider)
+    );
+
+    let admin = "hv-test-admin";
+    assert_ok(
+        &daemon.hv_as(admin, "hv-tag", &["--add", "web", &name]),
+        "admin hv-tag",
+    );
+    let removed = daemon.hv_as(admin, "hv-rm", &["--yes", &name]);
+    assert_ok(&removed, "admin hv-rm");
+    assert!(!daemon.is_defined(&name));
 }

@@ -83,8 +83,13 @@ fn set(dom: &Domain, want: bool, dry_run: bool) -> Result<Map<String, Value>> {
         .map_err(|e| Error::libvirt("cannot read its autostart setting", &e))?;
     let changed = current != want;
     if changed && !dry_run {
-        dom.set_autostart(want)
-            .map_err(|e| Error::libvirt("libvirt refused to change autostart", &e))?;
+        dom.set_autostart(want).map_err(|e| {
+            Error::libvirt_needing(
+                "libvirt refused to change autostart",
+                &e,
+                &["domain.write", "domain.save"],
+            )
+        })?;
     }
     let mut r = Map::new();
     r.insert("autostart".into(), want.into());

@@ -186,8 +186,9 @@ fn remove(
     };
     if !plan.dry_run {
         if running {
-            dom.destroy()
-                .map_err(|e| Error::libvirt("could not force it off", &e))?;
+            dom.destroy().map_err(|e| {
+                Error::libvirt_needing("could not force it off", &e, &["domain.stop"])
+            })?;
         }
         if persistent {
             undefine(dom)?;
@@ -232,8 +233,9 @@ fn undefine(dom: &Domain) -> Result<()> {
         | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
         | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
         | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
-    dom.undefine_flags(flags)
-        .map_err(|e| Error::libvirt("libvirt refused to undefine it", &e))
+    dom.undefine_flags(flags).map_err(|e| {
+        Error::libvirt_needing("libvirt refused to undefine it", &e, &["domain.delete"])
+    })
 }
 
 /// Splits the domain's disks into files to delete and (path, reason) to keep.

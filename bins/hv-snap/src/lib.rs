@@ -190,6 +190,11 @@ fn libvirt(what: &'static str) -> impl Fn(virt::error::Error) -> Error {
     move |e| Error::libvirt(what, &e)
 }
 
+/// Taking, reverting and deleting snapshots are one libvirt permission.
+fn needing_snapshot(what: &'static str) -> impl Fn(virt::error::Error) -> Error {
+    move |e| Error::libvirt_needing(what, &e, &["domain.snapshot"])
+}
+
 // ---- create ----------------------------------------------------------------
 
 #[derive(Debug, Clone)]
@@ -289,7 +294,7 @@ fn snapshot_vm(dom: &Domain, plan: &Plan) -> Result<Map<String, Value>> {
     let snap = with_marker(dom, &plan.name, || {
         dom.create_snapshot_xml(&snapshot_xml, flags)
     })
-    .map_err(libvirt(
+    .map_err(needing_snapshot(
         "libvirt could not take the snapshot (nothing was kept)",
     ))?;
     let info = snapshot::parse(
@@ -520,10 +525,10 @@ fn pick(a: PickArgs, action: &'static str, revert_flags: u32) -> Result<Exit> {
         if !dry_run {
             if action == "revert" {
                 snap.revert(revert_flags)
-                    .map_err(libvirt("libvirt could not revert to it"))?;
+                    .map_err(needing_snapshot("libvirt could not revert to it"))?;
             } else {
                 snap.delete(0)
-                    .map_err(libvirt("libvirt could not delete it"))?;
+                    .map_err(needing_snapshot("libvirt could not delete it"))?;
             }
         }
         let mut r = Map::new();

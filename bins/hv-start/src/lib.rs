@@ -145,7 +145,9 @@ fn act(
     call: impl FnOnce() -> std::result::Result<(), virt::error::Error>,
 ) -> Result<bool> {
     if !plan.dry_run {
-        call().map_err(|e| Error::libvirt("libvirt refused to start it", &e))?;
+        call().map_err(|e| {
+            Error::libvirt_needing("libvirt refused to start it", &e, &["domain.start"])
+        })?;
     }
     Ok(true)
 }

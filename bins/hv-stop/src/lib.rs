@@ -213,9 +213,10 @@ fn graceful(dom: &Domain, plan: Plan, began: Instant) -> Result<bool> {
         if lifecycle::state(dom)?.0 == SHUTOFF {
             return Ok(true);
         }
-        return Err(Error::libvirt(
+        return Err(Error::libvirt_needing(
             "the guest could not be asked to shut down",
             &e,
+            &["domain.init-control"],
         ));
     }
     let mut resent = Duration::ZERO;
@@ -237,7 +238,11 @@ fn force_off(dom: &Domain) -> Result<()> {
         Ok(()) => Ok(()),
         // It shut down by itself just before: that is what we wanted.
         Err(_) if lifecycle::state(dom)?.0 == SHUTOFF => Ok(()),
-        Err(e) => Err(Error::libvirt("could not force it off", &e)),
+        Err(e) => Err(Error::libvirt_needing(
+            "could not force it off",
+            &e,
+            &["domain.stop"],
+        )),
     }
 }
 
@@ -260,7 +265,12 @@ fn reboot(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
             };
             dom.reboot(flags)
         };
-        done.map_err(|e| Error::libvirt("libvirt refused to reboot it", &e))?;
+        let permission = if plan.force_now {
+            ["domain.reset"]
+        } else {
+            ["domain.init-control"]
+        };
+        done.map_err(|e| Error::libvirt_needing("libvirt refused to reboot it", &e, &permission))?;
     }
     record(dom, plan, how, true, began)
 }
@@ -275,8 +285,9 @@ fn pause(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
         )),
         _ => {
             if !plan.dry_run {
-                dom.suspend()
-                    .map_err(|e| Error::libvirt("libvirt refused to pause it", &e))?;
+                dom.suspend().map_err(|e| {
+                    Error::libvirt_needing("libvirt refused to pause it", &e, &["domain.suspend"])
+                })?;
             }
             record(dom, plan, "paused", true, began)
         }

@@ -159,7 +159,13 @@ fn write_tags(dom: &Domain, tags: &[String], persistent: bool, active: bool) -> 
         Some(TAGS_NS),
         flags,
     )
-    .map_err(|e| Error::libvirt("cannot store tags in the VM's metadata", &e))
+    .map_err(|e| {
+        Error::libvirt_needing(
+            "cannot store tags in the VM's metadata",
+            &e,
+            &["domain.write", "domain.save"],
+        )
+    })
 }
 
 #[cfg(test)]
