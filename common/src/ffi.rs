@@ -198,6 +198,23 @@ pub fn backup_begin(
     Ok(())
 }
 
+/// Tells libvirt about a checkpoint whose bitmaps already exist (libvirt
+/// creates checkpoints only on running domains; hv adds a stopped domain's
+/// bitmaps itself).
+pub fn redefine_checkpoint(domain: &Domain, checkpoint_xml: &str) -> Result<(), VirtError> {
+    let xml = CString::new(checkpoint_xml).unwrap_or_default();
+    let flags = sys::VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE;
+    // SAFETY: `xml` outlives the call; the returned reference is freed at once.
+    unsafe {
+        let cp = sys::virDomainCheckpointCreateXML(domain.as_ptr(), xml.as_ptr(), flags);
+        if cp.is_null() {
+            return Err(VirtError::last_error());
+        }
+        sys::virDomainCheckpointFree(cp);
+    }
+    Ok(())
+}
+
 /// The names of the domain's checkpoints.
 pub fn checkpoint_names(domain: &Domain) -> Result<Vec<String>, VirtError> {
     let mut list: *mut sys::virDomainCheckpointPtr = std::ptr::null_mut();
@@ -258,11 +275,22 @@ pub fn checkpoint_xml(domain: &Domain, name: &str) -> Result<String, VirtError> 
 }
 
 /// Deletes a checkpoint and its bitmaps; libvirt merges what it tracked
-/// into its parent, so older checkpoints stay correct.
-pub fn delete_checkpoint(domain: &Domain, name: &str) -> Result<(), VirtError> {
+/// into its parent, so older checkpoints stay correct. libvirt deletes the
+/// bitmaps of a running domain only: for a stopped one the caller removes
+/// them and passes `metadata_only`.
+pub fn delete_checkpoint(
+    domain: &Domain,
+    name: &str,
+    metadata_only: bool,
+) -> Result<(), VirtError> {
+    let flags = if metadata_only {
+        sys::VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY
+    } else {
+        0
+    };
     with_checkpoint(domain, name, |cp| {
         // SAFETY: plain call on a valid checkpoint pointer.
-        if unsafe { sys::virDomainCheckpointDelete(cp, 0) } < 0 {
+        if unsafe { sys::virDomainCheckpointDelete(cp, flags) } < 0 {
             return Err(VirtError::last_error());
         }
         Ok(())

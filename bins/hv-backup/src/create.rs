@@ -1,7 +1,7 @@
 //! `hv-backup create`: one VM at a time per worker, every disk of it (not
 //! cdroms), its domain XML and NVRAM, into one manifest. Chunks are made
 //! durable before the manifest's directory is renamed into place, so the
-//! backup appears whole or not at all. A running VM's disks are read
+//! backup appears whole or not at all. qcow2 disks, running or stopped, are read
 //! incrementally where incremental.rs finds the chain whole.
 
 use crate::crypt;
@@ -71,36 +71,28 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     }
     let cache = HashCache::new(plan, vm);
     let mut got = Gathered::default();
-    let chain = live.then(|| Chain::load(dom, &plan.sealer.repo.config.id));
-    let mut checkpoint = None;
-    if let Some(chain) = &chain {
+    let chain = Chain::load(dom, &plan.sealer.repo.config.id);
+    let checkpoint = if live {
         let live = Live {
             plan,
             cache: &cache,
             dom,
             live_xml: &live_xml,
             all: &parsed.disks,
-            chain,
+            chain: &chain,
         };
-        checkpoint = live.read(&disks, &mut got)?;
+        live.read(&disks, &mut got)?
     } else {
-        let label = format!("off-{}", source::short(vm.uuid.as_deref().unwrap_or("vm")));
-        let dir = RunDir::create(&plan.scratch_root, &label)?;
-        for disk in &disks {
-            let path = source::offline_path(disk)?;
-            let fmt = disk.format.as_deref().unwrap_or("raw");
-            let server = QemuNbd::serve(&path, fmt, &dir.0, false, &disk.target)?;
-            let previous = cache.load(&disk.target);
-            // The VM cannot write while it is off, so the last live backup's
-            // checkpoint still describes this disk's changes for the next one.
-            let keep = previous.as_ref().and_then(|c| c.checkpoint.clone());
-            let why = Full::expected("the VM is stopped: no backup job to ask for changes");
-            got.store(plan, disk, server.connect()?, previous, why)?;
-            if let Some(last) = got.disks.last_mut() {
-                last.checkpoint = keep;
-            }
-        }
-    }
+        let offline = Offline {
+            plan,
+            cache: &cache,
+            dom,
+            all: &parsed.disks,
+            chain: &chain,
+            label: format!("off-{}", source::short(vm.uuid.as_deref().unwrap_or("vm"))),
+        };
+        offline.read(&disks, &mut got)?
+    };
     let nvram = match nvram_path(&config_xml) {
         Some(path) if path.exists() => Some(got.add(store_file(&plan.sealer, &path)?)),
         _ => None,
@@ -114,8 +106,11 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     };
     let index = commit(plan, vm, &got, backup)?;
     cache.save_all(&got, &index.id);
-    if let Some(chain) = &chain {
-        let pruned = incremental::prune_chain(dom, chain, checkpoint.as_deref());
+    // A stopped VM that got no new checkpoint keeps its old ones: the
+    // disks' caches still start from them.
+    if live || checkpoint.is_some() {
+        let stopped = (!live).then_some(parsed.disks.as_slice());
+        let pruned = incremental::prune_chain(dom, &chain, checkpoint.as_deref(), stopped);
         got.warnings.extend(pruned);
     }
     let name = vm.name.as_deref().unwrap_or_default();
@@ -140,33 +135,40 @@ struct Live<'a> {
     chain: &'a Chain,
 }
 
+/// Per disk, where an incremental read starts, or why it reads in full.
+type Decided = (BTreeMap<String, Base>, BTreeMap<String, Full>);
+
+fn decide(plan: &Plan, cache: &HashCache, dom: &Domain, chain: &Chain, disks: &[&Disk]) -> Decided {
+    let mut bases = BTreeMap::new();
+    let mut fulls = BTreeMap::new();
+    for disk in disks {
+        let decided = if plan.full {
+            Err(Full::expected("--full"))
+        } else {
+            let cached = cache.load(&disk.target);
+            chain.base(dom, &plan.sealer.repo, disk, cached)
+        };
+        match decided {
+            Ok(base) => bases.insert(disk.target.clone(), base).map(drop),
+            Err(full) => fulls.insert(disk.target.clone(), full).map(drop),
+        };
+    }
+    (bases, fulls)
+}
+
 impl Live<'_> {
     /// Reads `disks`; returns the checkpoint the job created, if it made one.
     fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<String>> {
-        let repo = &self.plan.sealer.repo;
-        let mut bases: BTreeMap<String, Base> = BTreeMap::new();
-        let mut fulls: BTreeMap<String, Full> = BTreeMap::new();
-        for disk in disks {
-            let decided = if self.plan.full {
-                Err(Full::expected("--full"))
-            } else {
-                let cached = self.cache.load(&disk.target);
-                self.chain.base(self.dom, repo, disk, cached)
-            };
-            match decided {
-                Ok(base) => {
-                    bases.insert(disk.target.clone(), base);
-                }
-                Err(full) => {
-                    fulls.insert(disk.target.clone(), full);
-                }
-            }
-        }
-        let name = incremental::new_name(&repo.config.id)?;
+        let (mut bases, mut fulls) = decide(self.plan, self.cache, self.dom, self.chain, disks);
+        let name = incremental::new_name(&self.plan.sealer.repo.config.id)?;
         let (job, made) = self.begin(disks, &name, &mut bases, &mut fulls, got)?;
         for disk in disks {
             match bases.remove(&disk.target) {
-                Some(base) => got.store_since(self.plan, &job, disk, base)?,
+                Some(base) => {
+                    let target = &disk.target;
+                    let tracking = job.connect_tracking(target);
+                    got.store_since(self.plan, disk, base, tracking, || job.connect(target))?
+                }
                 None => {
                     let why = fulls
                         .remove(&disk.target)
@@ -197,8 +199,8 @@ impl Live<'_> {
             .filter(|d| incremental::can_track(d))
             .map(|d| d.target.as_str())
             .collect();
-        let checkpoint =
-            (!tracked.is_empty()).then(|| incremental::checkpoint_xml(name, self.all, &tracked));
+        let checkpoint = (!tracked.is_empty())
+            .then(|| incremental::checkpoint_xml(name, self.all, &tracked, None));
         let attempt = |bases: &BTreeMap<String, Base>, checkpoint: Option<&str>| {
             let job: Vec<JobDisk> = disks
                 .iter()
@@ -236,6 +238,87 @@ impl Live<'_> {
             }
             other => other.map(|job| (job, checkpoint.is_some())),
         }
+    }
+}
+
+/// A stopped VM's disks, each served in place by qemu-nbd; qcow2 disks
+/// are read incrementally from their last checkpoint's bitmap, as a live
+/// job would, under a new checkpoint made by hand (incremental.rs).
+struct Offline<'a> {
+    plan: &'a Plan,
+    cache: &'a HashCache<'a>,
+    dom: &'a Domain,
+    all: &'a [Disk],
+    chain: &'a Chain,
+    label: String,
+}
+
+impl Offline<'_> {
+    /// Reads `disks`; returns the checkpoint made for the next backup.
+    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<String>> {
+        let paths = disks
+            .iter()
+            .map(|d| source::offline_path(d))
+            .collect::<Result<Vec<_>>>()?;
+        let (mut bases, mut fulls) = decide(self.plan, self.cache, self.dom, self.chain, disks);
+        let name = incremental::new_name(&self.plan.sealer.repo.config.id)?;
+        let tracked: Vec<&Disk> = disks
+            .iter()
+            .copied()
+            .filter(|d| incremental::can_track(d))
+            .collect();
+        let made = !tracked.is_empty()
+            && incremental::create_offline(self.dom, &name, self.all, &tracked)
+                .map_err(|e| {
+                    got.warnings.push(format!(
+                        "{e}; backing up without a new checkpoint, so the next backup reads these disks as this one did"
+                    ))
+                })
+                .is_ok();
+        let dir = RunDir::create(&self.plan.scratch_root, &self.label)?;
+        let mut servers = Vec::new();
+        for (disk, path) in disks.iter().zip(&paths) {
+            let fmt = disk.format.as_deref().unwrap_or("raw");
+            let serve = |bitmap: Option<&str>| {
+                QemuNbd::serve(path, fmt, &dir.0, false, bitmap, &disk.target)
+            };
+            let base = bases.remove(&disk.target);
+            let since = base.as_ref().map(|b| b.checkpoint.clone());
+            match base {
+                Some(base) => {
+                    let bitmap = base.checkpoint.clone();
+                    let tracking = serve(Some(&bitmap)).and_then(|server| {
+                        let client = server.connect_tracking(&bitmap)?;
+                        servers.push(server);
+                        Ok(client)
+                    });
+                    let plain = || {
+                        let server = serve(None)?;
+                        let client = server.connect()?;
+                        servers.push(server);
+                        Ok(client)
+                    };
+                    got.store_since(self.plan, disk, base, tracking, plain)?;
+                }
+                None => {
+                    let why = fulls
+                        .remove(&disk.target)
+                        .unwrap_or_else(|| Full::expected("read in full"));
+                    let server = serve(None)?;
+                    let previous = self.cache.load(&disk.target);
+                    got.store(self.plan, disk, server.connect()?, previous, why)?;
+                    servers.push(server);
+                }
+            }
+            if let Some(last) = got.disks.last_mut() {
+                last.checkpoint = match made && incremental::can_track(disk) {
+                    true => Some(name.clone()),
+                    // No new checkpoint: the old one still tracks this disk.
+                    false => since,
+                };
+            }
+        }
+        Ok(made.then_some(name))
     }
 }
 
@@ -286,15 +369,23 @@ impl Gathered {
         Ok(())
     }
 
-    /// Reads only what changed on `disk` since `base`; falls back to a full
-    /// read, with a warning, when the export does not offer the changes.
-    fn store_since(&mut self, plan: &Plan, job: &LiveJob, disk: &Disk, base: Base) -> Result<()> {
+    /// Reads only what changed on `disk` since `base`, through `tracking`
+    /// (an export with the dirty bitmap); falls back to a full read through
+    /// `plain`, with a warning, when the changes are not on offer.
+    fn store_since(
+        &mut self,
+        plan: &Plan,
+        disk: &Disk,
+        base: Base,
+        tracking: Result<nbd::Client>,
+        plain: impl FnOnce() -> Result<nbd::Client>,
+    ) -> Result<()> {
         let target = &disk.target;
-        let mut client = match job.connect_tracking(target) {
+        let mut client = match tracking {
             Ok(client) => client,
             Err(e) => {
                 let why = Full::broken(format!("no dirty bitmap for disk {target}: {}", e.message));
-                return self.store(plan, disk, job.connect(target)?, Some(base.cache), why);
+                return self.store(plan, disk, plain()?, Some(base.cache), why);
             }
         };
         if client.size() != base.cache.size {

@@ -13,6 +13,14 @@
 //! job libvirt refuses is started again without increments; so a broken
 //! chain costs one full read, never a failing night after night.
 //!
+//! libvirt creates and deletes checkpoints only on running domains. For a
+//! stopped VM hv does what libvirt would: it adds the bitmap to each qcow2
+//! image with `qemu-img bitmap` (whose write lock keeps the VM from
+//! starting meanwhile) and redefines the checkpoint to libvirt, which then
+//! carries it on when the VM starts; qemu-nbd exports the old bitmap for the
+//! read. Every bitmap libvirt makes records all writes since it was
+//! created, so a stopped VM's chain and a running VM's are one chain.
+//!
 //! Checkpoint names carry a per-repository prefix (`hv-<16 hex of the
 //! repository id>-`), so two repositories never share or delete each
 //! other's chain. After a backup commits, every checkpoint of its prefix
@@ -25,6 +33,7 @@ use crate::repo::Repo;
 use hv_common::domain::{xml_escape, Disk};
 use hv_common::{ffi, time};
 use std::collections::HashMap;
+use std::process::Command;
 use virt::domain::Domain;
 
 /// This repository's checkpoint name prefix.
@@ -48,17 +57,21 @@ pub fn can_track(disk: &Disk) -> bool {
 }
 
 /// The `<domaincheckpoint>` for a backup of `tracked` (targets); every other
-/// disk of the domain gets `checkpoint='no'`.
-pub fn checkpoint_xml(name: &str, all: &[Disk], tracked: &[&str]) -> String {
-    let mut out = format!(
-        "<domaincheckpoint><name>{}</name><description>hv-backup</description><disks>",
-        xml_escape(name)
-    );
+/// disk of the domain gets `checkpoint='no'`. A redefinition (`created`)
+/// also names the time and each bitmap, as libvirt needs then.
+pub fn checkpoint_xml(name: &str, all: &[Disk], tracked: &[&str], created: Option<i64>) -> String {
+    let name = xml_escape(name);
+    let mut out =
+        format!("<domaincheckpoint><name>{name}</name><description>hv-backup</description>");
+    if let Some(created) = created {
+        out.push_str(&format!("<creationTime>{created}</creationTime>"));
+    }
+    out.push_str("<disks>");
     for disk in all {
-        let how = if tracked.contains(&disk.target.as_str()) {
-            "bitmap"
-        } else {
-            "no"
+        let how = match (tracked.contains(&disk.target.as_str()), created) {
+            (true, Some(_)) => format!("bitmap' bitmap='{name}"),
+            (true, None) => "bitmap".to_owned(),
+            (false, _) => "no".to_owned(),
         };
         out.push_str(&format!(
             "<disk name='{}' checkpoint='{how}'/>",
@@ -220,9 +233,64 @@ fn present_chunks(repo: &Repo, cache: &DiskCache) -> Option<HashMap<String, u64>
     Some(sizes)
 }
 
+/// Gives the stopped VM `dom` the checkpoint `name` on its `tracked`
+/// disks; undone if any step fails.
+pub fn create_offline(
+    dom: &Domain,
+    name: &str,
+    all: &[Disk],
+    tracked: &[&Disk],
+) -> Result<(), String> {
+    let mut added: Vec<&Disk> = Vec::new();
+    let undo = |added: &[&Disk]| {
+        for disk in added {
+            let _ = bitmap(disk, "--remove", name);
+        }
+    };
+    for disk in tracked {
+        if let Err(e) = bitmap(disk, "--add", name) {
+            undo(&added);
+            return Err(e);
+        }
+        added.push(disk);
+    }
+    let targets: Vec<&str> = tracked.iter().map(|d| d.target.as_str()).collect();
+    let xml = checkpoint_xml(name, all, &targets, Some(time::now()));
+    ffi::redefine_checkpoint(dom, &xml).map_err(|e| {
+        undo(&added);
+        format!("libvirt would not take checkpoint {name}: {}", e.message())
+    })
+}
+
+/// `qemu-img bitmap OP` on a stopped VM's qcow2 image.
+fn bitmap(disk: &Disk, op: &str, bitmap: &str) -> Result<(), String> {
+    let target = &disk.target;
+    let path = disk
+        .source
+        .as_deref()
+        .ok_or_else(|| format!("disk {target} has no image file"))?;
+    let out = Command::new("qemu-img")
+        .args(["bitmap", op, "-f", "qcow2", path, bitmap])
+        .output()
+        .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "qemu-img bitmap {op} {bitmap} on disk {target}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
 /// Deletes this repository's checkpoints other than `keep`; returns what
-/// could not be deleted, as warnings.
-pub fn prune_chain(dom: &Domain, chain: &Chain, keep: Option<&str>) -> Vec<String> {
+/// could not be deleted, as warnings. `stopped` holds the disks of a VM
+/// that is not running, whose bitmaps hv removes itself.
+pub fn prune_chain(
+    dom: &Domain,
+    chain: &Chain,
+    keep: Option<&str>,
+    stopped: Option<&[Disk]>,
+) -> Vec<String> {
     // Fresh list: the job just added one, and a killed run may have left one.
     let names = ffi::checkpoint_names(dom).unwrap_or_else(|_| chain.ours.clone());
     let mut warnings = Vec::new();
@@ -230,14 +298,41 @@ pub fn prune_chain(dom: &Domain, chain: &Chain, keep: Option<&str>) -> Vec<Strin
         if Some(name.as_str()) == keep {
             continue;
         }
-        if let Err(e) = ffi::delete_checkpoint(dom, name) {
+        let deleted = match stopped {
+            Some(disks) => remove_bitmaps(dom, name, disks).and_then(|()| {
+                ffi::delete_checkpoint(dom, name, true).map_err(|e| e.message().to_owned())
+            }),
+            None => ffi::delete_checkpoint(dom, name, false).map_err(|e| e.message().to_owned()),
+        };
+        if let Err(e) = deleted {
             warnings.push(format!(
-                "cannot delete old checkpoint {name}: {}; delete it with `virsh checkpoint-delete`",
-                e.message()
+                "cannot delete old checkpoint {name}: {e}; the next backup tries again, or delete it with `virsh checkpoint-delete`"
             ));
         }
     }
     warnings
+}
+
+/// Removes checkpoint `name`'s bitmaps from a stopped VM's images; one
+/// already gone is fine.
+fn remove_bitmaps(dom: &Domain, name: &str, disks: &[Disk]) -> Result<(), String> {
+    let xml = ffi::checkpoint_xml(dom, name).map_err(|e| e.message().to_owned())?;
+    let doc = roxmltree::Document::parse(&xml).map_err(|e| e.to_string())?;
+    let marked = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("disk") && n.attribute("checkpoint") == Some("bitmap"));
+    for node in marked {
+        let target = node.attribute("name").unwrap_or_default();
+        let Some(disk) = disks.iter().find(|d| d.target == target && can_track(d)) else {
+            continue;
+        };
+        let bitmap_name = node.attribute("bitmap").unwrap_or(name);
+        match bitmap(disk, "--remove", bitmap_name) {
+            Err(e) if !e.contains("not found") => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -262,10 +357,13 @@ mod tests {
             </devices></domain>";
         let disks = hv_common::domain::parse(xml).unwrap().disks;
         assert!(can_track(&disks[0]) && !can_track(&disks[1]));
-        let out = checkpoint_xml("hv-x-1", &disks, &["vda"]);
+        let out = checkpoint_xml("hv-x-1", &disks, &["vda"], None);
         assert!(out.contains("<name>hv-x-1</name>"));
         assert!(out.contains("<disk name='vda' checkpoint='bitmap'/>"));
         assert!(out.contains("<disk name='vdb' checkpoint='no'/>"));
         assert!(out.contains("<disk name='sda' checkpoint='no'/>"));
+        let redefined = checkpoint_xml("hv-x-1", &disks, &["vda"], Some(1700000000));
+        assert!(redefined.contains("<creationTime>1700000000</creationTime>"));
+        assert!(redefined.contains("<disk name='vda' checkpoint='bitmap' bitmap='hv-x-1'/>"));
     }
 }

@@ -157,7 +157,7 @@ fn write_qcow2(
         ));
     }
     let dir = RunDir::create(scratch_root, "restore")?;
-    let server = QemuNbd::serve(path, "qcow2", &dir.0, true, &image.target)?;
+    let server = QemuNbd::serve(path, "qcow2", &dir.0, true, None, &image.target)?;
     let mut client = server.connect()?;
     if client.read_only() {
         return Err(Error::new(

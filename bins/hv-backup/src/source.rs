@@ -255,15 +255,19 @@ pub struct QemuNbd {
 }
 
 impl QemuNbd {
-    /// Serves `path` (format `format`) on a socket in `dir`.
+    /// Serves `path` (format `format`) on a socket in `dir`, with the
+    /// image's persistent dirty bitmap `bitmap` when given.
     pub fn serve(
         path: &Path,
         format: &str,
         dir: &Path,
         writable: bool,
+        bitmap: Option<&str>,
         what: &str,
     ) -> Result<QemuNbd> {
         let socket = dir.join(format!("{what}.sock"));
+        // A server for this disk that was given up on leaves its socket.
+        let _ = fs::remove_file(&socket);
         // setpriv --pdeathsig: if hv-backup is killed, qemu-nbd goes too and
         // does not keep holding the image's lock.
         let mut cmd = Command::new("setpriv");
@@ -277,6 +281,9 @@ impl QemuNbd {
             cmd.arg("--cache=writeback").arg("--discard=unmap");
         } else {
             cmd.arg("--read-only");
+        }
+        if let Some(bitmap) = bitmap {
+            cmd.arg(format!("--bitmap={bitmap}"));
         }
         let child = cmd
             .arg(path)
@@ -329,12 +336,20 @@ impl QemuNbd {
     }
 
     pub fn connect(&self) -> Result<nbd::Client> {
-        nbd::Client::connect(&self.socket, "").map_err(|e| {
-            Error::new(
-                Code::Io,
-                format!("disk {}: cannot read qemu-nbd's export: {e}", self.what),
-            )
-        })
+        until_listening(|| nbd::Client::connect(&self.socket, "")).map_err(|e| self.unreadable(e))
+    }
+
+    /// Connects with the dirty bitmap the server was started with.
+    pub fn connect_tracking(&self, bitmap: &str) -> Result<nbd::Client> {
+        until_listening(|| nbd::Client::connect_tracking(&self.socket, "", bitmap))
+            .map_err(|e| self.unreadable(e))
+    }
+
+    fn unreadable(&self, e: std::io::Error) -> Error {
+        Error::new(
+            Code::Io,
+            format!("disk {}: cannot read qemu-nbd's export: {e}", self.what),
+        )
     }
 }
 
@@ -369,6 +384,23 @@ impl Drop for QemuNbd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Retries `connect` while the socket exists but is not listening yet
+/// (qemu-nbd binds, then listens).
+fn until_listening<T>(mut connect: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match connect() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => return other,
+        }
     }
 }
 

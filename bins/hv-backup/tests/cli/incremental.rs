@@ -229,3 +229,95 @@ fn two_repositories_and_killed_runs_keep_separate_whole_chains() {
     assert_eq!(restored_sha(&b, b3["id"].as_str().unwrap()), truth_b3);
     assert_eq!(restored_sha(&b, b2["id"].as_str().unwrap()), truth_b2);
 }
+
+/// The names of the persistent dirty bitmaps in a qcow2 image.
+fn bitmaps(image: &Path) -> Vec<String> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(image)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(list) = info["format-specific"]["data"]["bitmaps"].as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A stopped VM's backup, its only checkpoint and the image's only bitmap.
+fn backup_stopped(b: &Bench, g: &Guest) -> (Value, String) {
+    let truth = image_sha256(&g.disk, None);
+    let rec = ok(&b.run(&["create", &g.name])).remove(0);
+    assert_eq!(rec["mode"], "offline", "{rec}");
+    let checkpoint = rec["checkpoint"].as_str().expect("a checkpoint").to_owned();
+    assert_eq!(
+        checkpoints(g, b),
+        std::slice::from_ref(&checkpoint),
+        "one checkpoint"
+    );
+    assert_eq!(bitmaps(&g.disk), [checkpoint], "one bitmap in the image");
+    (rec, truth)
+}
+
+#[test]
+fn a_stopped_vm_is_read_incrementally_through_its_images_bitmaps() {
+    let conn = connect();
+    let g = GuestSpec::new("incr-off").define(&conn);
+    fill_disk(&g, 16, 8);
+    let b = Bench::new("incr-off");
+
+    // libvirt makes no checkpoint of a stopped VM; hv adds the bitmap.
+    let (first, truth1) = backup_stopped(&b, &g);
+    assert_eq!(read_of(&first)["read"], "full");
+    assert!(first["read_bytes"].as_u64().unwrap() >= 24 * MIB);
+
+    // Unchanged: nothing is read.
+    let (second, truth2) = backup_stopped(&b, &g);
+    assert_eq!(read_of(&second)["read"], "incremental", "{second}");
+    assert_eq!(second["read_bytes"], 0);
+    assert_eq!(second["warnings"], serde_json::json!([]));
+
+    // The guest runs, writes 8 MiB and powers off: QEMU kept the bitmap.
+    g.start_ready();
+    g.write_mib(20, 8);
+    shut_down(&g);
+    let (third, truth3) = backup_stopped(&b, &g);
+    let read = read_of(&third);
+    assert_eq!(read["read"], "incremental", "{third}");
+    assert_eq!(read["base"], second["id"]);
+    let bytes = third["read_bytes"].as_u64().unwrap();
+    assert!((8 * MIB..=16 * MIB).contains(&bytes), "read {bytes} bytes");
+
+    // A live backup continues the chain made while the VM was off.
+    g.start_ready();
+    g.write_mib(40, 4);
+    let (fourth, truth4) = backup_paused(&b, &g, &[]);
+    assert_eq!(read_of(&fourth)["read"], "incremental", "{fourth}");
+    let bytes = fourth["read_bytes"].as_u64().unwrap();
+    assert!((4 * MIB..=8 * MIB).contains(&bytes), "read {bytes} bytes");
+
+    // Killed while running: its bitmaps were never saved, so the next
+    // backup reads in full, says why, and the chain is whole after it.
+    g.write_mib(0, 4);
+    g.kill_qemu();
+    let (fifth, truth5) = backup_stopped(&b, &g);
+    assert_eq!(read_of(&fifth)["read"], "full", "{fifth}");
+    assert!(!fifth["warnings"].as_array().unwrap().is_empty(), "{fifth}");
+    let (sixth, truth6) = backup_stopped(&b, &g);
+    assert_eq!(read_of(&sixth)["read"], "incremental", "{sixth}");
+    assert_eq!(sixth["read_bytes"], 0);
+
+    for (rec, truth) in [
+        (&first, &truth1),
+        (&second, &truth2),
+        (&third, &truth3),
+        (&fourth, &truth4),
+        (&fifth, &truth5),
+        (&sixth, &truth6),
+    ] {
+        let id = rec["id"].as_str().unwrap();
+        assert_eq!(&restored_sha(&b, id), truth, "backup {id}");
+    }
+}
