@@ -6,6 +6,7 @@
 //! is reported and the rest of the scrape still comes out.
 
 use crate::exposition::Exposition;
+use crate::stopped::StoppedDisks;
 use hv_common::connect::version_text;
 use hv_common::domain::{self, state_name, state_reason_name};
 use hv_common::ffi::{self, Stats};
@@ -27,7 +28,7 @@ pub struct Scrape {
     pub errors: Vec<Error>,
 }
 
-pub fn scrape(conn: Option<&Connect>, sources: &Sources) -> Scrape {
+pub fn scrape(conn: Option<&Connect>, sources: &Sources, stopped: &mut StoppedDisks) -> Scrape {
     let start = Instant::now();
     let mut s = Scraper {
         e: Exposition::default(),
@@ -35,7 +36,7 @@ pub fn scrape(conn: Option<&Connect>, sources: &Sources) -> Scrape {
     };
     let up = match conn {
         Some(conn) => {
-            let vms = s.run("domains", |e| domains(e, conn));
+            let vms = s.run("domains", |e| domains(e, conn, stopped));
             if let Some(vms) = &vms {
                 s.run("snapshots", |e| snapshots(e, conn, vms));
             }
@@ -77,12 +78,18 @@ impl Scraper {
         collector: &'static str,
         f: impl FnOnce(&mut Exposition) -> Result<T>,
     ) -> Option<T> {
+        let start = Instant::now();
         let result = f(&mut self.e);
-        let ok = result.is_ok();
+        let labels = [("collector", collector)];
+        self.e.add(
+            "hv_scrape_collector_duration_seconds",
+            &labels,
+            start.elapsed().as_secs_f64(),
+        );
         self.e.add(
             "hv_scrape_collector_success",
-            &[("collector", collector)],
-            bool_value(ok),
+            &labels,
+            bool_value(result.is_ok()),
         );
         result.map_err(|err| self.errors.push(err)).ok()
     }
@@ -102,9 +109,9 @@ fn vm_id(stats: &Stats) -> [(&'static str, &str); 2] {
 }
 
 /// A stopped domain has no CPU or network counters; asking for them costs
-/// libvirt time for nothing.
-const STATS_STOPPED: u32 =
-    ffi::STATS_STATE | ffi::STATS_BALLOON | ffi::STATS_VCPU | ffi::STATS_BLOCK;
+/// libvirt time for nothing. Its disks come from [`StoppedDisks`] when
+/// their files have not changed.
+const STATS_STOPPED: u32 = ffi::STATS_STATE | ffi::STATS_BALLOON | ffi::STATS_VCPU;
 
 const STATS_WANTED: u32 = ffi::STATS_STATE
     | ffi::STATS_CPU_TOTAL
@@ -121,16 +128,24 @@ const STATS_WANTED: u32 = ffi::STATS_STATE
 /// cores (`cargo xtask bench-metrics`).
 const STATS_CALLS: usize = 4;
 
-/// Statistics of every domain: stopped ones in one call (no monitor to
-/// ask), running ones split over [`STATS_CALLS`] concurrent calls. The
-/// number of calls does not grow with the number of domains.
-fn all_stats(conn: &Connect) -> Result<Vec<Stats>> {
-    let list = |flags| {
-        conn.list_all_domains(flags)
-            .map_err(|err| Error::libvirt("cannot list domains", &err))
-    };
-    let running = list(sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)?;
-    let stopped = list(sys::VIR_CONNECT_LIST_DOMAINS_INACTIVE)?;
+/// Statistics of every domain: stopped ones in at most two calls (those
+/// whose disks `stopped` knows, and the rest with their disks), running
+/// ones split over [`STATS_CALLS`] concurrent calls. The number of calls
+/// does not grow with the number of domains.
+fn all_stats(conn: &Connect, stopped_disks: &mut StoppedDisks) -> Result<Vec<Stats>> {
+    let all = conn
+        .list_all_domains(0)
+        .map_err(|err| Error::libvirt("cannot list domains", &err))?;
+    let (running, stopped): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d.id().is_some());
+    let stopped: Vec<(String, virt::domain::Domain)> = stopped
+        .into_iter()
+        .map(|d| (d.uuid_string().unwrap_or_default(), d))
+        .collect();
+    let (known, unknown) = stopped_disks.split(&stopped);
+    let (known, unknown): (Vec<_>, Vec<_>) = (
+        known.into_iter().cloned().collect(),
+        unknown.into_iter().cloned().collect(),
+    );
     let per_call = running.len().div_ceil(STATS_CALLS).max(1);
     // NOWAIT: a domain busy in another job (a backup) is reported with what
     // libvirt has at hand instead of stalling the scrape.
@@ -138,26 +153,42 @@ fn all_stats(conn: &Connect) -> Result<Vec<Stats>> {
         ffi::domain_stats(doms, groups, ffi::STATS_NOWAIT)
     };
     let results = std::thread::scope(|s| {
-        let calls: Vec<_> = std::iter::once((&stopped[..], STATS_STOPPED))
-            .chain(running.chunks(per_call).map(|c| (c, STATS_WANTED)))
-            .map(|(doms, groups)| s.spawn(move || read(doms, groups)))
-            .collect();
+        let calls: Vec<_> = [
+            (&known[..], STATS_STOPPED),
+            (&unknown[..], STATS_STOPPED | ffi::STATS_BLOCK),
+        ]
+        .into_iter()
+        .chain(running.chunks(per_call).map(|c| (c, STATS_WANTED)))
+        .map(|(doms, groups)| s.spawn(move || read(doms, groups)))
+        .collect();
         calls
             .into_iter()
             .map(|c| c.join().expect("stats thread"))
             .collect::<Vec<_>>()
     });
+    let mut results = results
+        .into_iter()
+        .map(|result| result.map_err(|err| Error::libvirt("cannot read domain statistics", &err)));
     let mut all = Vec::new();
+    for mut stats in results.next().expect("the known call")? {
+        stopped_disks.fill(&mut stats);
+        all.push(stats);
+    }
+    for stats in results.next().expect("the unknown call")? {
+        stopped_disks.remember(&stats);
+        all.push(stats);
+    }
     for result in results {
-        all.extend(result.map_err(|err| Error::libvirt("cannot read domain statistics", &err))?);
+        all.extend(result?);
     }
     Ok(all)
 }
 
-fn domains(e: &mut Exposition, conn: &Connect) -> Result<Vec<Stats>> {
-    let all = all_stats(conn)?;
+fn domains(e: &mut Exposition, conn: &Connect, stopped: &mut StoppedDisks) -> Result<Vec<Stats>> {
+    let all = all_stats(conn, stopped)?;
     let autostart = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
-    let persistent = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_PERSISTENT)?;
+    // Few domains are transient: listing those is cheaper than the rest.
+    let transient = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?;
     e.add("hv_host_domains", &[], all.len() as f64);
     for stats in &all {
         let id = vm_id(stats);
@@ -170,7 +201,7 @@ fn domains(e: &mut Exposition, conn: &Connect) -> Result<Vec<Stats>> {
         e.add(
             "hv_vm_persistent",
             &id,
-            bool_value(persistent.contains(&stats.uuid)),
+            bool_value(!transient.contains(&stats.uuid)),
         );
         vm_values(e, &id, stats);
         devices(e, &id, stats, "block", "target", DISK_VALUES);

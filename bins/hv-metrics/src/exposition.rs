@@ -52,6 +52,7 @@ pub static METRICS: &[Metric] = &[
     gauge("hv_libvirt_info", "Versions of libvirt and the hypervisor, as labels; always 1."),
     gauge("hv_scrape_duration_seconds", "How long this scrape took."),
     gauge("hv_scrape_collector_success", "1 when this part of the scrape succeeded, else 0."),
+    gauge("hv_scrape_collector_duration_seconds", "How long this part of the scrape took."),
     gauge("hv_host_cpus", "Logical CPUs of the host."),
     gauge("hv_host_memory_bytes", "Memory of the host."),
     gauge("hv_host_memory_free_bytes", "Memory of the host that nothing uses, not even the page cache."),
@@ -131,7 +132,7 @@ pub fn labels_of(name: &str) -> &'static [&'static str] {
     const VM: &[&str] = &["name", "uuid"];
     match name {
         "hv_libvirt_info" => &["libvirt_version", "hypervisor", "hypervisor_version"],
-        "hv_scrape_collector_success" => &["collector"],
+        "hv_scrape_collector_success" | "hv_scrape_collector_duration_seconds" => &["collector"],
         "hv_vm_state" => &["name", "uuid", "state"],
         "hv_vm_state_reason" => &["name", "uuid", "state", "reason"],
         "hv_vm_disk_info" => &["name", "uuid", "target", "source"],
@@ -157,10 +158,11 @@ pub struct Exposition {
 }
 
 impl Exposition {
-    /// Adds a sample. Panics on a name missing from [`METRICS`]: that is a
-    /// programming error the tests catch, not something input can cause.
+    /// Adds a sample. A name missing from [`METRICS`] is a programming
+    /// error the (debug-built) tests catch; a release build would leave the
+    /// sample out of [`Exposition::render`], not crash a scrape.
     pub fn add(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
-        assert!(
+        debug_assert!(
             METRICS.iter().any(|m| m.name == name),
             "metric {name} is not declared in METRICS"
         );
@@ -203,12 +205,15 @@ fn write_sample(out: &mut String, name: &str, labels: &Labels, value: f64) {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{key}=\"{}\"", escape_label(val));
+            out.push_str(key);
+            out.push_str("=\"");
+            push_escaped_label(out, val);
+            out.push('"');
         }
         out.push('}');
     }
     out.push(' ');
-    out.push_str(&format_value(value));
+    push_value(out, value);
     out.push('\n');
 }
 
@@ -216,21 +221,28 @@ fn escape_help(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Writes a label value with `\`, `"` and newlines escaped. Straight into
+/// the output: a scrape writes thousands of labels.
+fn push_escaped_label(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
-fn format_value(v: f64) -> String {
+fn push_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        let _ = write!(out, "{}", v as i64);
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -257,6 +269,12 @@ mod tests {
         );
         assert!(text.contains("# TYPE hv_vm_vcpus gauge\n"));
         assert_eq!(e.series(), 2);
+    }
+
+    fn format_value(v: f64) -> String {
+        let mut out = String::new();
+        push_value(&mut out, v);
+        out
     }
 
     #[test]

@@ -649,3 +649,58 @@ fn the_iso_library_and_its_last_verify_become_metrics() {
     assert_eq!(value(&s, "hv_iso_present", &good), Some(0.0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `GET /metrics` from a `--listen` server, as samples.
+fn http_scrape(port: u16) -> Vec<Sample> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("hv-metrics --listen on {port}: {e}"),
+        }
+    };
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    promtool_check(body);
+    parse(body)
+}
+
+#[test]
+fn listen_notices_when_a_stopped_guests_image_changes() {
+    let conn = connect();
+    let guest = GuestSpec::new("metrics-stopped").define(&conn);
+    let port = free_port();
+    let _server = KillOnDrop(
+        Command::new(HV_METRICS)
+            .args(["--listen", &port.to_string(), "-c", URI])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let vda = [("name", guest.name.as_str()), ("target", "vda")];
+    let allocation = |samples: &[Sample]| {
+        value(samples, "hv_vm_disk_allocation_bytes", &vda).expect("the stopped guest's disk")
+    };
+    let before = allocation(&http_scrape(port));
+    assert_eq!(allocation(&http_scrape(port)), before, "nothing changed");
+
+    // Written while stopped, as a restore or qemu-img would.
+    let written = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 7 16M 8M"])
+        .arg(&guest.disk)
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
+    let after = allocation(&http_scrape(port));
+    assert!(
+        after >= before + 8.0 * 1048576.0,
+        "allocation {before} then {after}: the cached size was served"
+    );
+}
