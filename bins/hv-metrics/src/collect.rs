@@ -6,11 +6,12 @@
 //! is reported and the rest of the scrape still comes out.
 
 use crate::exposition::Exposition;
-use crate::stopped::StoppedDisks;
+use crate::remembered::{Listed, Remembered};
 use hv_common::connect::version_text;
 use hv_common::domain::{self, state_name, state_reason_name};
 use hv_common::ffi::{self, Stats};
 use hv_common::{backup_index, iso_library, snapshot, time, Code, Error, Result};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use virt::connect::Connect;
@@ -28,7 +29,7 @@ pub struct Scrape {
     pub errors: Vec<Error>,
 }
 
-pub fn scrape(conn: Option<&Connect>, sources: &Sources, stopped: &mut StoppedDisks) -> Scrape {
+pub fn scrape(conn: Option<&Connect>, sources: &Sources, memory: &mut Remembered) -> Scrape {
     let start = Instant::now();
     let mut s = Scraper {
         e: Exposition::default(),
@@ -36,7 +37,7 @@ pub fn scrape(conn: Option<&Connect>, sources: &Sources, stopped: &mut StoppedDi
     };
     let up = match conn {
         Some(conn) => {
-            let vms = s.run("domains", |e| domains(e, conn, stopped));
+            let vms = s.run("domains", |e| domains(e, conn, memory));
             if let Some(vms) = &vms {
                 s.run("snapshots", |e| snapshots(e, conn, vms));
             }
@@ -108,18 +109,6 @@ fn vm_id(stats: &Stats) -> [(&'static str, &str); 2] {
     [("name", stats.name.as_str()), ("uuid", stats.uuid.as_str())]
 }
 
-/// A stopped domain has no CPU or network counters; asking for them costs
-/// libvirt time for nothing. Its disks come from [`StoppedDisks`] when
-/// their files have not changed.
-const STATS_STOPPED: u32 = ffi::STATS_STATE | ffi::STATS_BALLOON | ffi::STATS_VCPU;
-
-const STATS_WANTED: u32 = ffi::STATS_STATE
-    | ffi::STATS_CPU_TOTAL
-    | ffi::STATS_BALLOON
-    | ffi::STATS_VCPU
-    | ffi::STATS_INTERFACE
-    | ffi::STATS_BLOCK;
-
 /// Running domains' statistics are read in this many concurrent calls.
 /// libvirt reads them one domain after another, each with a few round trips
 /// to that domain's QEMU monitor; a monitor answers only when its QEMU gets
@@ -128,64 +117,68 @@ const STATS_WANTED: u32 = ffi::STATS_STATE
 /// cores (`cargo xtask bench-metrics`).
 const STATS_CALLS: usize = 4;
 
-/// Statistics of every domain: stopped ones in at most two calls (those
-/// whose disks `stopped` knows, and the rest with their disks), running
-/// ones split over [`STATS_CALLS`] concurrent calls. The number of calls
-/// does not grow with the number of domains.
-fn all_stats(conn: &Connect, stopped_disks: &mut StoppedDisks) -> Result<Vec<Stats>> {
+/// Statistics of every domain, in calls grouped by what is asked of each
+/// domain (a stopped domain has no CPU or network counters, and
+/// [`Remembered`] knows some of the rest); running domains are spread over
+/// [`STATS_CALLS`] concurrent calls. The number of calls does not grow with
+/// the number of domains.
+fn all_stats(conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
     let all = conn
         .list_all_domains(0)
         .map_err(|err| Error::libvirt("cannot list domains", &err))?;
-    let (running, stopped): (Vec<_>, Vec<_>) = all.into_iter().partition(|d| d.id().is_some());
-    let stopped: Vec<(String, virt::domain::Domain)> = stopped
-        .into_iter()
-        .map(|d| (d.uuid_string().unwrap_or_default(), d))
+    let listed: Vec<Listed> = all
+        .iter()
+        .map(|d| Listed {
+            uuid: d.uuid_string().unwrap_or_default(),
+            name: d.name().unwrap_or_default(),
+            id: d.id(),
+        })
         .collect();
-    let (known, unknown) = stopped_disks.split(&stopped);
-    let (known, unknown): (Vec<_>, Vec<_>) = (
-        known.into_iter().cloned().collect(),
-        unknown.into_iter().cloned().collect(),
-    );
-    let per_call = running.len().div_ceil(STATS_CALLS).max(1);
+    memory.expire(&listed);
+    let mut by_groups: BTreeMap<(bool, u32), Vec<usize>> = BTreeMap::new();
+    for (i, domain) in listed.iter().enumerate() {
+        let key = (domain.id.is_some(), memory.groups(domain));
+        by_groups.entry(key).or_default().push(i);
+    }
+    let running = listed.iter().filter(|l| l.id.is_some()).count();
+    let per_call = running.div_ceil(STATS_CALLS).max(1);
+    let mut calls: Vec<(u32, Vec<usize>)> = Vec::new();
+    for ((live, groups), members) in by_groups {
+        let size = if live { per_call } else { members.len() };
+        calls.extend(members.chunks(size).map(|c| (groups, c.to_vec())));
+    }
     // NOWAIT: a domain busy in another job (a backup) is reported with what
     // libvirt has at hand instead of stalling the scrape.
-    let read = |doms: &[virt::domain::Domain], groups: u32| {
-        ffi::domain_stats(doms, groups, ffi::STATS_NOWAIT)
-    };
     let results = std::thread::scope(|s| {
-        let calls: Vec<_> = [
-            (&known[..], STATS_STOPPED),
-            (&unknown[..], STATS_STOPPED | ffi::STATS_BLOCK),
-        ]
-        .into_iter()
-        .chain(running.chunks(per_call).map(|c| (c, STATS_WANTED)))
-        .map(|(doms, groups)| s.spawn(move || read(doms, groups)))
-        .collect();
-        calls
+        let spawned: Vec<_> = calls
+            .iter()
+            .map(|(groups, members)| {
+                let doms: Vec<virt::domain::Domain> =
+                    members.iter().map(|&i| all[i].clone()).collect();
+                s.spawn(move || ffi::domain_stats(&doms, *groups, ffi::STATS_NOWAIT))
+            })
+            .collect();
+        spawned
             .into_iter()
             .map(|c| c.join().expect("stats thread"))
             .collect::<Vec<_>>()
     });
-    let mut results = results
-        .into_iter()
-        .map(|result| result.map_err(|err| Error::libvirt("cannot read domain statistics", &err)));
-    let mut all = Vec::new();
-    for mut stats in results.next().expect("the known call")? {
-        stopped_disks.fill(&mut stats);
-        all.push(stats);
+    let by_uuid: HashMap<&str, &Listed> = listed.iter().map(|l| (l.uuid.as_str(), l)).collect();
+    let mut out = Vec::with_capacity(listed.len());
+    for ((groups, _), result) in calls.iter().zip(results) {
+        let stats = result.map_err(|err| Error::libvirt("cannot read domain statistics", &err))?;
+        for mut one in stats {
+            if let Some(domain) = by_uuid.get(one.uuid.as_str()) {
+                memory.complete(&mut one, *groups, domain);
+            }
+            out.push(one);
+        }
     }
-    for stats in results.next().expect("the unknown call")? {
-        stopped_disks.remember(&stats);
-        all.push(stats);
-    }
-    for result in results {
-        all.extend(result?);
-    }
-    Ok(all)
+    Ok(out)
 }
 
-fn domains(e: &mut Exposition, conn: &Connect, stopped: &mut StoppedDisks) -> Result<Vec<Stats>> {
-    let all = all_stats(conn, stopped)?;
+fn domains(e: &mut Exposition, conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
+    let all = all_stats(conn, memory)?;
     let autostart = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
     // Few domains are transient: listing those is cheaper than the rest.
     let transient = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?;

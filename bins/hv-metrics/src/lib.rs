@@ -6,8 +6,8 @@
 
 mod collect;
 pub mod exposition;
+mod remembered;
 mod serve;
-mod stopped;
 
 use clap::Parser;
 use collect::{scrape, Sources};
@@ -15,10 +15,10 @@ use hv_common::cli::ConnectArgs;
 use hv_common::connect::Access;
 use hv_common::manual::Manual;
 use hv_common::{Code, Error, Exit, Result};
+use remembered::Remembered;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use stopped::StoppedDisks;
 use virt::connect::Connect;
 
 #[derive(Debug, Parser)]
@@ -86,7 +86,7 @@ pub const MANUAL: Manual = Manual {
     notes: &[
         "Every VM series carries the labels name and uuid; disk series add target, network series interface, backup series repository. docs/metrics.md lists every metric; docs/monitoring/ has alert rules (tested with promtool), a Grafana dashboard and a prometheus.yml.",
         "When libvirt cannot be reached, the output still comes out with hv_libvirt_up 0 (so the HvLibvirtDown alert can fire), and the exit status is 3. When one part of a scrape fails (storage pools, a backup repository), the rest is still written, hv_scrape_collector_success is 0 for that part, the reason goes to stderr, and the exit status is 1.",
-        "The connection is read-only: a monitoring user needs no write access to libvirt. With --listen the connection is kept between scrapes and reopened when libvirt restarts, and a stopped VM's disk sizes (for which libvirt opens every image) are remembered until one of its image files changes or a minute passes.",
+        "The connection is read-only: a monitoring user needs no write access to libvirt. With --listen the connection is kept between scrapes and reopened when libvirt restarts, and what costs libvirt much but changes seldom is remembered for up to a minute: a stopped VM's disk sizes (until one of its image files changes) and a running VM's vCPU counts and memory size (until it stops). See docs/monitoring.md.",
     ],
 };
 
@@ -103,7 +103,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Ok(conn) => (Some(conn), None),
         Err(err) => (None, Some(err)),
     };
-    let scraped = scrape(conn.as_ref(), &sources, &mut StoppedDisks::default());
+    let scraped = scrape(conn.as_ref(), &sources, &mut Remembered::default());
     let text = scraped.exposition.render();
     match &cli.textfile {
         Some(dir) => write_textfile(dir, &text)?,
@@ -165,7 +165,7 @@ fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> 
     })?;
     hv_common::cli::warn(format!("serving http://{addr}/metrics"));
     let mut conn: Option<Connect> = None;
-    let mut stopped = StoppedDisks::default();
+    let mut stopped = Remembered::default();
     serve::serve(listener, || {
         if !conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false)) {
             conn = match connect.open(Access::ReadOnly) {

@@ -704,3 +704,58 @@ fn listen_notices_when_a_stopped_guests_image_changes() {
         "allocation {before} then {after}: the cached size was served"
     );
 }
+
+#[test]
+fn listen_serves_a_running_guest_the_same_series_from_what_it_remembers() {
+    let conn = connect();
+    let guest = GuestSpec::new("metrics-remembered").define(&conn);
+    guest.start_ready();
+    let port = free_port();
+    let _server = KillOnDrop(
+        Command::new(HV_METRICS)
+            .args(["--listen", &port.to_string(), "-c", URI])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let of_guest = |samples: Vec<Sample>| -> BTreeMap<String, f64> {
+        samples
+            .into_iter()
+            .filter(|s| s.labels.get("name") == Some(&guest.name))
+            .map(|s| {
+                let labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| *k != "name" && *k != "uuid")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                (format!("{}{{{}}}", s.name, labels.join(",")), s.value)
+            })
+            .collect()
+    };
+    // The first scrape asks libvirt for everything; the next ones take vCPU
+    // counts and memory sizes from memory and the RSS from /proc.
+    let asked = of_guest(http_scrape(port));
+    let remembered = of_guest(http_scrape(port));
+    assert_eq!(
+        asked.keys().collect::<Vec<_>>(),
+        remembered.keys().collect::<Vec<_>>()
+    );
+    for key in [
+        "hv_vm_vcpus{}",
+        "hv_vm_memory_bytes{}",
+        "hv_vm_memory_max_bytes{}",
+    ] {
+        assert_eq!(asked.get(key), remembered.get(key), "{key}");
+    }
+    let rss = |m: &BTreeMap<String, f64>| m["hv_vm_memory_rss_bytes{}"];
+    let ratio = rss(&remembered) / rss(&asked);
+    assert!(
+        (0.8..1.25).contains(&ratio),
+        "RSS {} from libvirt, then {} from /proc",
+        rss(&asked),
+        rss(&remembered)
+    );
+    assert!(remembered["hv_vm_cpu_seconds_total{}"] >= asked["hv_vm_cpu_seconds_total{}"]);
+}

@@ -1,0 +1,320 @@
+//! What `--listen` does not ask libvirt for on every scrape, because it
+//! costs much and changes seldom.
+//!
+//! - A stopped domain's disks: libvirt opens every image of every stopped
+//!   domain to report their sizes, which on a host of many stopped VMs (or
+//!   images on network storage) is most of a scrape. Asked again when one
+//!   of the domain's image files changes (size, modification time or inode,
+//!   by `stat`) or cannot be checked.
+//! - A running domain's vCPU count and memory size: libvirt's vCPU group
+//!   asks the QEMU monitor (query-stats), and its balloon group asks the
+//!   monitor for the guest's memory statistics even when the guest gives
+//!   none (no `<stats period>`). On a loaded host each monitor round trip
+//!   waits for QEMU to get the CPU. The balloon group is skipped only for
+//!   domains that gave no guest statistics and whose QEMU's RSS hv can read
+//!   itself from /proc (a local daemon), so every series stays fresh except
+//!   vCPU and memory sizes, which change only when an admin changes them.
+//!
+//! Everything is asked again at least every [`MAX_AGE`] and whenever a
+//! domain starts or stops, which bounds how late a hot-plugged vCPU, a
+//! `virsh setmem` or a disk added to a stopped VM shows up. One-shot runs
+//! start empty, so they always ask.
+
+use hv_common::ffi::{self, Param, Stats};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant, SystemTime};
+
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+
+/// A listed domain: what decides which statistics to ask for.
+pub struct Listed {
+    pub uuid: String,
+    pub name: String,
+    /// `None` when the domain is not running.
+    pub id: Option<u32>,
+}
+
+/// Statistics libvirt derives from the definition, cheap for any domain.
+pub const BASE: u32 = ffi::STATS_STATE | ffi::STATS_BALLOON | ffi::STATS_VCPU;
+
+/// Groups a running domain has and a stopped one lacks.
+const LIVE: u32 = ffi::STATS_CPU_TOTAL | ffi::STATS_INTERFACE | ffi::STATS_BLOCK;
+
+#[derive(Default)]
+pub struct Remembered {
+    disks: HashMap<String, Disks>,
+    sizes: HashMap<String, Sizes>,
+}
+
+impl Remembered {
+    /// Forgets what no longer holds; call once per scrape, before
+    /// [`Remembered::groups`].
+    pub fn expire(&mut self, listed: &[Listed]) {
+        let now = Instant::now();
+        let stopped: HashSet<&str> = listed
+            .iter()
+            .filter(|l| l.id.is_none())
+            .map(|l| l.uuid.as_str())
+            .collect();
+        let running: HashMap<&str, u32> = listed
+            .iter()
+            .filter_map(|l| Some((l.uuid.as_str(), l.id?)))
+            .collect();
+        self.disks
+            .retain(|uuid, d| stopped.contains(uuid.as_str()) && d.still_true(now));
+        self.sizes.retain(|uuid, s| {
+            running.get(uuid.as_str()) == Some(&s.id) && now.duration_since(s.read_at) < MAX_AGE
+        });
+    }
+
+    /// The statistics groups to ask libvirt for about `domain`.
+    pub fn groups(&self, domain: &Listed) -> u32 {
+        match domain.id {
+            None if self.disks.contains_key(&domain.uuid) => BASE,
+            None => BASE | ffi::STATS_BLOCK,
+            Some(_) => match self.sizes.get(&domain.uuid) {
+                None => BASE | LIVE,
+                Some(s) if s.guest_stats || !s.rss_readable => BASE & !ffi::STATS_VCPU | LIVE,
+                Some(_) => ffi::STATS_STATE | LIVE,
+            },
+        }
+    }
+
+    /// Completes `stats`, read with `asked` groups, from what is
+    /// remembered, or remembers what it brought.
+    pub fn complete(&mut self, stats: &mut Stats, asked: u32, domain: &Listed) {
+        match domain.id {
+            None if asked & ffi::STATS_BLOCK != 0 => {
+                self.disks.insert(stats.uuid.clone(), Disks::from(stats));
+            }
+            None => fill(stats, self.disks.get(&stats.uuid).map(|d| &d.block)),
+            Some(id) if asked & ffi::STATS_VCPU != 0 => {
+                self.sizes
+                    .insert(stats.uuid.clone(), Sizes::from(stats, id, &domain.name));
+            }
+            Some(_) => {
+                let Some(sizes) = self.sizes.get(&stats.uuid) else {
+                    return;
+                };
+                fill(stats, Some(&sizes.values));
+                if asked & ffi::STATS_BALLOON == 0 {
+                    if let Some(rss) = qemu_rss_kib(&domain.name) {
+                        stats.params.insert("balloon.rss".into(), Param::UInt(rss));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fill(stats: &mut Stats, remembered: Option<&Vec<(String, Param)>>) {
+    for (key, value) in remembered.into_iter().flatten() {
+        stats
+            .params
+            .entry(key.clone())
+            .or_insert_with(|| value.clone());
+    }
+}
+
+fn with_prefix(stats: &Stats, prefixes: &[&str]) -> Vec<(String, Param)> {
+    stats
+        .params
+        .iter()
+        .filter(|(key, _)| prefixes.iter().any(|p| key.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A stopped domain's `block.*` statistics and its image files' stamps.
+struct Disks {
+    block: Vec<(String, Param)>,
+    files: Vec<(String, Option<Stamp>)>,
+    read_at: Instant,
+}
+
+impl Disks {
+    fn from(stats: &Stats) -> Disks {
+        let block = with_prefix(stats, &["block."]);
+        let files = block
+            .iter()
+            .filter(|(key, _)| key.ends_with(".path"))
+            .filter_map(|(_, value)| value.as_str())
+            .map(|path| (path.to_owned(), stamp(path)))
+            .collect();
+        Disks {
+            block,
+            files,
+            read_at: Instant::now(),
+        }
+    }
+
+    fn still_true(&self, now: Instant) -> bool {
+        now.duration_since(self.read_at) < MAX_AGE
+            && self
+                .files
+                .iter()
+                .all(|(path, then)| then.is_some() && stamp(path) == *then)
+    }
+}
+
+/// What identifies a file's content closely enough for a size report.
+#[derive(PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: SystemTime,
+    inode: u64,
+}
+
+fn stamp(path: &str) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: meta.len(),
+        modified: meta.modified().ok()?,
+        inode: meta.ino(),
+    })
+}
+
+/// A running domain's vCPU counts and memory sizes, for one run of it.
+struct Sizes {
+    /// The domain id of the run they belong to.
+    id: u32,
+    values: Vec<(String, Param)>,
+    /// The guest reports memory statistics, which must be asked each time.
+    guest_stats: bool,
+    rss_readable: bool,
+    read_at: Instant,
+}
+
+impl Sizes {
+    fn from(stats: &Stats, id: u32, name: &str) -> Sizes {
+        Sizes {
+            id,
+            values: with_prefix(
+                stats,
+                &[
+                    "vcpu.current",
+                    "vcpu.maximum",
+                    "balloon.current",
+                    "balloon.maximum",
+                ],
+            ),
+            guest_stats: stats.u64("balloon.last-update").unwrap_or(0) > 0,
+            rss_readable: qemu_rss_kib(name).is_some(),
+            read_at: Instant::now(),
+        }
+    }
+}
+
+/// The resident memory of the domain's QEMU, as libvirt's `balloon.rss`
+/// reports it, when the pid file of a local system daemon names a process
+/// that is this domain's QEMU.
+fn qemu_rss_kib(name: &str) -> Option<u64> {
+    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.pid")).ok()?;
+    let pid: u32 = pid.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    // QEMU's -name doubles commas in the domain name.
+    let guest = format!("guest={},", name.replace(',', ",,"));
+    let ours = cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg.starts_with(guest.as_bytes()));
+    if !ours {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(uuid: &str) -> Listed {
+        Listed {
+            uuid: uuid.into(),
+            name: uuid.into(),
+            id: None,
+        }
+    }
+
+    fn stats(uuid: &str, params: &[(&str, Param)]) -> Stats {
+        let mut s = Stats {
+            uuid: uuid.into(),
+            ..Stats::default()
+        };
+        for (k, v) in params {
+            s.params.insert((*k).into(), v.clone());
+        }
+        s
+    }
+
+    #[test]
+    fn a_stopped_domain_is_asked_about_its_disks_when_an_image_changes() {
+        let dir =
+            std::env::temp_dir().join(format!("hv-metrics-remembered-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("a.qcow2");
+        std::fs::write(&image, b"one").unwrap();
+        let path = image.to_str().unwrap();
+        let disk = [
+            ("block.0.path", Param::Str(path.into())),
+            ("block.0.capacity", Param::UInt(1 << 30)),
+        ];
+        let mut memory = Remembered::default();
+        let listed = [stopped("u1"), stopped("u2")];
+        memory.expire(&listed);
+        assert_eq!(memory.groups(&listed[0]), BASE | ffi::STATS_BLOCK);
+        memory.complete(&mut stats("u1", &disk), BASE | ffi::STATS_BLOCK, &listed[0]);
+        memory.expire(&listed);
+        assert_eq!(memory.groups(&listed[0]), BASE, "known");
+        assert_eq!(memory.groups(&listed[1]), BASE | ffi::STATS_BLOCK);
+
+        let mut fresh = stats("u1", &[("state.state", Param::Int(5))]);
+        memory.complete(&mut fresh, BASE, &listed[0]);
+        assert_eq!(fresh.u64("block.0.capacity"), Some(1 << 30));
+
+        std::fs::write(&image, b"grown by a write").unwrap();
+        memory.expire(&listed);
+        assert_eq!(
+            memory.groups(&listed[0]),
+            BASE | ffi::STATS_BLOCK,
+            "changed"
+        );
+        memory.complete(&mut stats("u1", &disk), BASE | ffi::STATS_BLOCK, &listed[0]);
+        std::fs::remove_file(&image).unwrap();
+        memory.expire(&listed);
+        assert_eq!(memory.groups(&listed[0]), BASE | ffi::STATS_BLOCK, "gone");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_running_domain_is_asked_again_after_a_restart_and_for_guest_stats() {
+        let run = |id| Listed {
+            uuid: "u".into(),
+            name: "hv-no-such-domain".into(),
+            id: Some(id),
+        };
+        let sizes = [
+            ("vcpu.current", Param::UInt(2)),
+            ("balloon.current", Param::UInt(1 << 20)),
+            ("balloon.last-update", Param::UInt(1_700_000_000)),
+        ];
+        let mut memory = Remembered::default();
+        memory.expire(&[run(1)]);
+        assert_eq!(memory.groups(&run(1)), BASE | LIVE);
+        memory.complete(&mut stats("u", &sizes), BASE | LIVE, &run(1));
+        memory.expire(&[run(1)]);
+        // The guest gives memory statistics: the balloon group stays.
+        let asked = memory.groups(&run(1));
+        assert_eq!(asked, ffi::STATS_STATE | ffi::STATS_BALLOON | LIVE);
+        let mut fresh = stats("u", &[("balloon.current", Param::UInt(5))]);
+        memory.complete(&mut fresh, asked, &run(1));
+        assert_eq!(fresh.u64("vcpu.current"), Some(2));
+        assert_eq!(fresh.u64("balloon.current"), Some(5), "fresh values win");
+        memory.expire(&[run(2)]);
+        assert_eq!(memory.groups(&run(2)), BASE | LIVE, "restarted");
+    }
+}
