@@ -29,34 +29,36 @@ pub struct Scrape {
     pub errors: Vec<Error>,
 }
 
+/// One scrape. The parts that wait on libvirt's domain statistics, on the
+/// host and pools, and on hv's files run side by side, so a scrape takes
+/// about as long as its slowest part.
 pub fn scrape(conn: Option<&Connect>, sources: &Sources, memory: &mut Remembered) -> Scrape {
     let start = Instant::now();
-    let mut s = Scraper {
-        e: Exposition::default(),
-        errors: Vec::new(),
-    };
-    let up = match conn {
-        Some(conn) => {
+    let mut s = Scraper::default();
+    let (host_part, files_part) = std::thread::scope(|scope| {
+        let host_part = conn.map(|conn| {
+            scope.spawn(move || {
+                let mut s = Scraper::default();
+                s.run("host", |e| host(e, conn));
+                s.run("pools", |e| pools(e, conn));
+                s
+            })
+        });
+        let files_part = scope.spawn(|| files(sources));
+        let up = conn.is_some_and(|conn| {
             let vms = s.run("domains", |e| domains(e, conn, memory));
             if let Some(vms) = &vms {
                 s.run("snapshots", |e| snapshots(e, conn, vms));
             }
-            s.run("host", |e| host(e, conn));
-            s.run("pools", |e| pools(e, conn));
             vms.is_some()
-        }
-        None => false,
-    };
-    s.e.add("hv_libvirt_up", &[], bool_value(up));
-    for repo in &sources.repos {
-        s.run("backups", |e| backups(e, repo));
-    }
-    if let Some(file) = &sources.backup_results {
-        s.run("backup_results", |e| backup_results(e, file));
-    }
-    if let Some(dir) = &sources.iso_library {
-        s.run("isos", |e| isos(e, dir));
-    }
+        });
+        s.e.add("hv_libvirt_up", &[], bool_value(up));
+        let joined =
+            |part: std::thread::ScopedJoinHandle<'_, Scraper>| part.join().expect("scrape part");
+        (host_part.map(joined), joined(files_part))
+    });
+    s.absorb(host_part.unwrap_or_default());
+    s.absorb(files_part);
     s.e.add(
         "hv_scrape_duration_seconds",
         &[],
@@ -68,12 +70,34 @@ pub fn scrape(conn: Option<&Connect>, sources: &Sources, memory: &mut Remembered
     }
 }
 
+/// What hv's own files say: backup repositories, backup results, the ISO
+/// library.
+fn files(sources: &Sources) -> Scraper {
+    let mut s = Scraper::default();
+    for repo in &sources.repos {
+        s.run("backups", |e| backups(e, repo));
+    }
+    if let Some(file) = &sources.backup_results {
+        s.run("backup_results", |e| backup_results(e, file));
+    }
+    if let Some(dir) = &sources.iso_library {
+        s.run("isos", |e| isos(e, dir));
+    }
+    s
+}
+
+#[derive(Default)]
 struct Scraper {
     e: Exposition,
     errors: Vec<Error>,
 }
 
 impl Scraper {
+    fn absorb(&mut self, other: Scraper) {
+        self.e.absorb(other.e);
+        self.errors.extend(other.errors);
+    }
+
     fn run<T>(
         &mut self,
         collector: &'static str,
@@ -178,10 +202,16 @@ fn all_stats(conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
 }
 
 fn domains(e: &mut Exposition, conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
-    let all = all_stats(conn, memory)?;
-    let autostart = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?;
-    // Few domains are transient: listing those is cheaper than the rest.
-    let transient = domain::uuids_listed(conn, sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?;
+    let listed = |flags| move || domain::uuids_listed(conn, flags);
+    let (all, autostart, transient) = std::thread::scope(|s| {
+        let autostart = s.spawn(listed(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART));
+        // Few domains are transient: listing those is cheaper than the rest.
+        let transient = s.spawn(listed(sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT));
+        let all = all_stats(conn, memory);
+        let join = |h: std::thread::ScopedJoinHandle<'_, _>| h.join().expect("list thread");
+        (all, join(autostart), join(transient))
+    });
+    let (all, autostart, transient) = (all?, autostart?, transient?);
     e.add("hv_host_domains", &[], all.len() as f64);
     for stats in &all {
         let id = vm_id(stats);

@@ -177,6 +177,13 @@ impl Exposition {
         self.samples.entry(name).or_default().push((labels, value));
     }
 
+    /// Takes in another part of the same scrape.
+    pub fn absorb(&mut self, other: Exposition) {
+        for (name, samples) in other.samples {
+            self.samples.entry(name).or_default().extend(samples);
+        }
+    }
+
     pub fn series(&self) -> usize {
         self.samples.values().map(Vec::len).sum()
     }
