@@ -8,6 +8,7 @@
 mod check;
 mod create;
 mod crypt;
+mod direct;
 mod format;
 mod incremental;
 mod load;

@@ -4,6 +4,7 @@
 //! the domain redefined around them. Nothing existing is replaced without
 //! `--force`, and a failed restore leaves no file behind.
 
+use crate::direct::RawWriter;
 use crate::format::{Image, Manifest};
 use crate::load::{self, Opener, Piece};
 use crate::source::{QemuNbd, RunDir};
@@ -11,7 +12,7 @@ use hv_common::domain::xml_escape;
 use hv_common::{Code, Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -119,16 +120,17 @@ fn write_raw(op: &Opener, manifest: &Manifest, image: &Image, path: &Path) -> Re
     let file = create_new(path)?;
     let err = |e| Error::io(format!("cannot write {}", path.display()), e);
     file.set_len(image.virtual_size_bytes).map_err(err)?;
+    let mut out = RawWriter::new(file, path, manifest.chunk_size as usize);
     let sha = load::read_image(
         op,
         image,
         manifest.chunk_size,
         |offset, piece| match piece {
-            Piece::Data(d) => file.write_all_at(d, offset).map_err(err),
+            Piece::Data(d) => out.write_at(d, offset).map_err(err),
             Piece::Zeros(_) => Ok(()), // left as a hole
         },
     )?;
-    file.sync_all().map_err(err)?;
+    out.sync().map_err(err)?;
     Ok(sha)
 }
 
