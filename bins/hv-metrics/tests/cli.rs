@@ -365,14 +365,7 @@ fn prometheus_scrapes_listen_and_the_crash_alert_fires() {
     std::fs::create_dir_all(&dir).unwrap();
 
     let hv_port = free_port();
-    let _exporter = KillOnDrop(
-        Command::new(HV_METRICS)
-            .args(["--listen", &hv_port.to_string(), "-c", URI])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _exporter = listening(hv_port);
     let prom_port = free_port();
     let config = example_config(&dir, &format!("127.0.0.1:{hv_port}"));
     let _prometheus = KillOnDrop(
@@ -650,6 +643,18 @@ fn the_iso_library_and_its_last_verify_become_metrics() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `hv-metrics --listen PORT` on the bench, stopped when dropped.
+fn listening(port: u16) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(HV_METRICS)
+            .args(["--listen", &port.to_string(), "-c", URI])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// `GET /metrics` from a `--listen` server, as samples.
 fn http_scrape(port: u16) -> Vec<Sample> {
     use std::io::{Read, Write};
@@ -676,14 +681,7 @@ fn listen_notices_when_a_stopped_guests_image_changes() {
     let conn = connect();
     let guest = GuestSpec::new("metrics-stopped").define(&conn);
     let port = free_port();
-    let _server = KillOnDrop(
-        Command::new(HV_METRICS)
-            .args(["--listen", &port.to_string(), "-c", URI])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = listening(port);
     let vda = [("name", guest.name.as_str()), ("target", "vda")];
     let allocation = |samples: &[Sample]| {
         value(samples, "hv_vm_disk_allocation_bytes", &vda).expect("the stopped guest's disk")
@@ -711,14 +709,7 @@ fn listen_serves_a_running_guest_the_same_series_from_what_it_remembers() {
     let guest = GuestSpec::new("metrics-remembered").define(&conn);
     guest.start_ready();
     let port = free_port();
-    let _server = KillOnDrop(
-        Command::new(HV_METRICS)
-            .args(["--listen", &port.to_string(), "-c", URI])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = listening(port);
     let of_guest = |samples: Vec<Sample>| -> BTreeMap<String, f64> {
         samples
             .into_iter()

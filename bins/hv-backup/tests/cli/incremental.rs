@@ -40,6 +40,14 @@ fn restored_sha(b: &Bench, id: &str) -> String {
     sha
 }
 
+/// Each backup restores to an image with the SHA-256 its disk had.
+fn assert_restores(b: &Bench, backups: &[(&Value, &String)]) {
+    for (rec, truth) in backups {
+        let id = rec["id"].as_str().unwrap();
+        assert_eq!(&&restored_sha(b, id), truth, "backup {id}");
+    }
+}
+
 /// This repository's checkpoints on the guest (hv's name prefix).
 fn checkpoints(g: &Guest, b: &Bench) -> Vec<String> {
     let config: Value =
@@ -150,18 +158,18 @@ fn incremental_backups_read_what_changed_and_survive_a_broken_chain() {
     assert_eq!(checkpoints(&g, &b).len(), 1);
 
     // Every backup restores to the disk as it was, and deep-verifies.
-    for (rec, truth) in [
-        (&first, &truth1),
-        (&second, &truth2),
-        (&third, &truth3),
-        (&fourth, &truth4),
-        (&fifth, &truth5),
-        (&sixth, &truth6),
-        (&full, &truth7),
-    ] {
-        let id = rec["id"].as_str().unwrap();
-        assert_eq!(&restored_sha(&b, id), truth, "backup {id}");
-    }
+    assert_restores(
+        &b,
+        &[
+            (&first, &truth1),
+            (&second, &truth2),
+            (&third, &truth3),
+            (&fourth, &truth4),
+            (&fifth, &truth5),
+            (&sixth, &truth6),
+            (&full, &truth7),
+        ],
+    );
     ok(&b.run(&["verify", "--deep", "--identity", b.identity()]));
 }
 
@@ -309,15 +317,15 @@ fn a_stopped_vm_is_read_incrementally_through_its_images_bitmaps() {
     assert_eq!(read_of(&sixth)["read"], "incremental", "{sixth}");
     assert_eq!(sixth["read_bytes"], 0);
 
-    for (rec, truth) in [
-        (&first, &truth1),
-        (&second, &truth2),
-        (&third, &truth3),
-        (&fourth, &truth4),
-        (&fifth, &truth5),
-        (&sixth, &truth6),
-    ] {
-        let id = rec["id"].as_str().unwrap();
-        assert_eq!(&restored_sha(&b, id), truth, "backup {id}");
-    }
+    assert_restores(
+        &b,
+        &[
+            (&first, &truth1),
+            (&second, &truth2),
+            (&third, &truth3),
+            (&fourth, &truth4),
+            (&fifth, &truth5),
+            (&sixth, &truth6),
+        ],
+    );
 }
