@@ -191,7 +191,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Appended to libvirt's bare "access denied": which role would allow it.
-const ACCESS_HINT: &str = "; libvirt's polkit access control refused this to your user: with hv's rules (docs/deploy.md, Roles) group hv-operator may list, start, stop, snapshot, back up and tag VMs, and only group hv-admin may remove them or do anything else";
+const ACCESS_HINT: &str = "; libvirt's polkit access control refused this to your user: with hv's rules (docs/deploy.md, Roles) group hv-operator may list, start, stop, snapshot and back up VMs, and only group hv-admin may remove, tag or change them";
 
 fn classify(err: &virt::error::Error) -> Code {
     use virt::error::ErrorNumber as N;

@@ -36,9 +36,16 @@ write_bus_config() {
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow user="*"/>
-    <allow own="*"/>
     <allow send_destination="*"/>
     <allow receive_sender="*"/>
+  </policy>
+  <!-- Only root and polkitd (which it becomes) may own names: libvirtd
+       trusts whoever answers as polkit. -->
+  <policy user="root">
+    <allow own="*"/>
+  </policy>
+  <policy user="polkitd">
+    <allow own="org.freedesktop.PolicyKit1"/>
   </policy>
 </busconfig>
 EOF
@@ -75,8 +82,8 @@ in_namespace() {
 start() {
     local dir=$1 rules=$2
     [[ -f $rules ]] || die "no rules file '$rules'; run cargo xtask gen"
-    mkdir -p "$dir/rules"
-    chmod 0755 "$dir" "$dir/rules"
+    mkdir -p "$dir/rules" "$dir/no-rules"
+    chmod 0755 "$dir" "$dir/rules" "$dir/no-rules"
     install -m 0644 "$rules" "$dir/rules/"
     write_bus_config "$dir"
     write_libvirt_config "$dir"
@@ -86,7 +93,8 @@ start() {
     echo $! >"$dir/bus.pid"
     wait_for "$dir/bus" 10 "$dir/bus.log"
 
-    binds="$dir/rules:/etc/polkit-1/rules.d"
+    # hv's rules and nothing else: not the distribution's either.
+    binds="$dir/rules:/etc/polkit-1/rules.d $dir/no-rules:/usr/share/polkit-1/rules.d"
     in_namespace /usr/lib/polkit-1/polkitd --no-debug >"$dir/polkitd.log" 2>&1 &
     echo $! >"$dir/polkitd.pid"
     # polkitd is ready once it owns its name; libvirtd asks it on first use
@@ -109,9 +117,15 @@ start() {
 
 stop() {
     local dir=$1 name pid
+    declare -A comm=([libvirtd]=libvirtd [polkitd]=polkitd [bus]=dbus-daemon)
     for name in libvirtd polkitd bus; do
         [[ -f $dir/$name.pid ]] || continue
         pid=$(<"$dir/$name.pid")
+        # A pid file that outlived its process (a reboot) names someone else.
+        if [[ $(cat "/proc/$pid/comm" 2>/dev/null) != "${comm[$name]}" ]]; then
+            rm -f "$dir/$name.pid"
+            continue
+        fi
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true

@@ -507,6 +507,9 @@ fn polkit_roles_let_operators_run_vms_and_only_admins_remove_them() {
     assert_eq!(records(&listed)[0]["name"], name.as_str());
     let snap = daemon.hv_as(operator, "hv-snap", &["create", &name, "--name", "before"]);
     assert_ok(&snap, "operator hv-snap create");
+    // Marking it as hv's needs domain write + save: said, not silent.
+    assert_eq!(records(&snap)[0]["hv_made"], false);
+    assert!(stderr(&snap).contains("hv-snap prune"), "{}", stderr(&snap));
     // Tags and autostart are domain write + save, which would let an
     // operator define any VM: admin only.
     for (command, args) in [

@@ -93,18 +93,27 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         };
         offline.read(&disks, &mut got)?
     };
-    let nvram = match nvram_path(&config_xml) {
-        Some(path) if path.exists() => Some(got.add(store_file(&plan.sealer, &path)?)),
-        _ => None,
-    };
-    let backup = Backup {
-        mode,
-        config_xml,
-        tags: parsed.tags,
-        nvram,
-        started: start,
-    };
-    let index = commit(plan, vm, &got, backup)?;
+    let committed = (|| {
+        let nvram = match nvram_path(&config_xml) {
+            Some(path) if path.exists() => Some(got.add(store_file(&plan.sealer, &path)?)),
+            _ => None,
+        };
+        let backup = Backup {
+            mode,
+            config_xml,
+            tags: parsed.tags.clone(),
+            nvram,
+            started: start,
+        };
+        commit(plan, vm, &got, backup)
+    })();
+    let index = committed.inspect_err(|_| {
+        if let (false, Some(name)) = (live, &checkpoint) {
+            if let Some(w) = incremental::discard_offline(dom, name, &parsed.disks) {
+                cli::warn(w);
+            }
+        }
+    })?;
     cache.save_all(&got, &index.id);
     // A stopped VM that got no new checkpoint keeps its old ones: the
     // disks' caches still start from them.
@@ -260,13 +269,13 @@ impl Offline<'_> {
             .iter()
             .map(|d| source::offline_path(d))
             .collect::<Result<Vec<_>>>()?;
-        let (mut bases, mut fulls) = decide(self.plan, self.cache, self.dom, self.chain, disks);
         let name = incremental::new_name(&self.plan.sealer.repo.config.id)?;
         let tracked: Vec<&Disk> = disks
             .iter()
             .copied()
             .filter(|d| incremental::can_track(d))
             .collect();
+        let dir = RunDir::create(&self.plan.scratch_root, &self.label)?;
         let made = !tracked.is_empty()
             && incremental::create_offline(self.dom, &name, self.all, &tracked)
                 .map_err(|e| {
@@ -275,9 +284,27 @@ impl Offline<'_> {
                     ))
                 })
                 .is_ok();
-        let dir = RunDir::create(&self.plan.scratch_root, &self.label)?;
+        let read = self.read_disks(disks, &paths, &dir, &name, made, got);
+        if let (Err(_), true) = (&read, made) {
+            if let Some(w) = incremental::discard_offline(self.dom, &name, self.all) {
+                cli::warn(w);
+            }
+        }
+        read.map(|()| made.then_some(name))
+    }
+
+    fn read_disks(
+        &self,
+        disks: &[&Disk],
+        paths: &[PathBuf],
+        dir: &RunDir,
+        name: &str,
+        made: bool,
+        got: &mut Gathered,
+    ) -> Result<()> {
+        let (mut bases, mut fulls) = decide(self.plan, self.cache, self.dom, self.chain, disks);
         let mut servers = Vec::new();
-        for (disk, path) in disks.iter().zip(&paths) {
+        for (disk, path) in disks.iter().zip(paths) {
             let fmt = disk.format.as_deref().unwrap_or("raw");
             let serve = |bitmap: Option<&str>| {
                 QemuNbd::serve(path, fmt, &dir.0, false, bitmap, &disk.target)
@@ -287,11 +314,16 @@ impl Offline<'_> {
             match base {
                 Some(base) => {
                     let bitmap = base.checkpoint.clone();
-                    let tracking = serve(Some(&bitmap)).and_then(|server| {
-                        let client = server.connect_tracking(&bitmap)?;
-                        servers.push(server);
-                        Ok(client)
-                    });
+                    let in_image = incremental::bitmap_in_image(path, &bitmap)
+                        .map_err(|e| Error::new(Code::Io, e));
+                    let tracking =
+                        in_image
+                            .and_then(|()| serve(Some(&bitmap)))
+                            .and_then(|server| {
+                                let client = server.connect_tracking(&bitmap)?;
+                                servers.push(server);
+                                Ok(client)
+                            });
                     let plain = || {
                         let server = serve(None)?;
                         let client = server.connect()?;
@@ -312,13 +344,13 @@ impl Offline<'_> {
             }
             if let Some(last) = got.disks.last_mut() {
                 last.checkpoint = match made && incremental::can_track(disk) {
-                    true => Some(name.clone()),
+                    true => Some(name.to_owned()),
                     // No new checkpoint: the old one still tracks this disk.
                     false => since,
                 };
             }
         }
-        Ok(made.then_some(name))
+        Ok(())
     }
 }
 

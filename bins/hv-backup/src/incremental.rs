@@ -262,6 +262,58 @@ pub fn create_offline(
     })
 }
 
+/// Checks that the image at `path` itself holds `bitmap`, recording and
+/// consistent. qemu-nbd would otherwise export a bitmap of that name from
+/// a backing file (an image moved aside under a new overlay), which never
+/// saw the overlay's writes, or refuse one QEMU never saved.
+pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> Result<(), String> {
+    let out = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        format!(
+            "qemu-img cannot read {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    let listed = info["format-specific"]["data"]["bitmaps"].as_array();
+    let found = listed
+        .into_iter()
+        .flatten()
+        .find(|b| b["name"] == bitmap)
+        .ok_or_else(|| format!("{} holds no bitmap {bitmap} (replaced?)", path.display()))?;
+    let flags: Vec<&str> = found["flags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str())
+        .collect();
+    if flags.contains(&"in-use") {
+        return Err(format!(
+            "bitmap {bitmap} in {} was never saved (QEMU stopped without closing it)",
+            path.display()
+        ));
+    }
+    if !flags.contains(&"auto") {
+        return Err(format!("bitmap {bitmap} in {} is disabled", path.display()));
+    }
+    Ok(())
+}
+
+/// Undoes [`create_offline`] after a failed backup, so failing runs do not
+/// pile up bitmaps that every write of the VM then updates; a warning if
+/// that fails too (the next successful backup removes it).
+pub fn discard_offline(dom: &Domain, name: &str, disks: &[Disk]) -> Option<String> {
+    let removed = remove_bitmaps(dom, name, disks)
+        .and_then(|()| ffi::delete_checkpoint(dom, name, true).map_err(|e| e.message().to_owned()));
+    removed.err().map(|e| {
+        format!("cannot remove checkpoint {name} of the failed backup: {e}; the next backup does")
+    })
+}
+
 /// `qemu-img bitmap OP` on a stopped VM's qcow2 image.
 fn bitmap(disk: &Disk, op: &str, bitmap: &str) -> Result<(), String> {
     let target = &disk.target;

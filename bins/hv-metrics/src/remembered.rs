@@ -99,7 +99,7 @@ impl Remembered {
                 };
                 fill(stats, Some(&sizes.values));
                 if asked & ffi::STATS_BALLOON == 0 {
-                    if let Some(rss) = qemu_rss_kib(&domain.name) {
+                    if let Some(rss) = qemu_rss_kib(&domain.name, &stats.uuid) {
                         stats.params.insert("balloon.rss".into(), Param::UInt(rss));
                     }
                 }
@@ -200,7 +200,7 @@ impl Sizes {
                 ],
             ),
             guest_stats: stats.u64("balloon.last-update").unwrap_or(0) > 0,
-            rss_readable: qemu_rss_kib(name).is_some(),
+            rss_readable: qemu_rss_kib(name, &stats.uuid).is_some(),
             read_at: Instant::now(),
         }
     }
@@ -208,17 +208,20 @@ impl Sizes {
 
 /// The resident memory of the domain's QEMU, as libvirt's `balloon.rss`
 /// reports it, when the pid file of a local system daemon names a process
-/// that is this domain's QEMU.
-fn qemu_rss_kib(name: &str) -> Option<u64> {
+/// that is this domain's QEMU (its name and UUID: a remote host's VM of
+/// the same name is not this one).
+fn qemu_rss_kib(name: &str, uuid: &str) -> Option<u64> {
     let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.pid")).ok()?;
     let pid: u32 = pid.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     // QEMU's -name doubles commas in the domain name.
     let guest = format!("guest={},", name.replace(',', ",,"));
-    let ours = cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg.starts_with(guest.as_bytes()));
-    if !ours {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let named = args.iter().any(|arg| arg.starts_with(guest.as_bytes()));
+    let same_uuid = args
+        .windows(2)
+        .any(|w| w[0] == b"-uuid" && w[1] == uuid.as_bytes());
+    if !named || !same_uuid {
         return None;
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

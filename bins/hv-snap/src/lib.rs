@@ -303,6 +303,13 @@ fn snapshot_vm(dom: &Domain, plan: &Plan) -> Result<Map<String, Value>> {
             .map_err(libvirt("cannot read the new snapshot"))?,
     )
     .map_err(|m| Error::new(Code::Libvirt, m))?;
+    if !info.hv_made {
+        hv_common::cli::warn(format!(
+            "{}: snapshot {} is not marked as made by hv (marking needs libvirt's domain write and save permissions, which the hv-operator role lacks): `hv-snap prune` leaves it alone unless --all",
+            dom.name().unwrap_or_default(),
+            plan.name
+        ));
+    }
     r.extend(snapshot::fields(&info, true));
     r.insert("quiesced".into(), quiesced.into());
     r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
