@@ -190,6 +190,21 @@ fn libvirt(what: &'static str) -> impl Fn(virt::error::Error) -> Error {
     move |e| Error::libvirt(what, &e)
 }
 
+/// QEMU reverts no disk that has dirty bitmaps, and libvirt's error then
+/// does not say why: name the checkpoints that hold them and the way out.
+fn with_checkpoint_hint(dom: &Domain, err: Error) -> Error {
+    match hv_common::ffi::checkpoint_count(dom) {
+        Ok(n) if n > 0 => Error::new(
+            err.code,
+            format!(
+                "{}; the VM has {n} checkpoint(s) (hv-backup makes them for incremental backups) and QEMU does not revert a disk with their dirty bitmaps: delete them (docs/snapshots.md, Backups), revert, and the next backup reads in full",
+                err.message
+            ),
+        ),
+        _ => err,
+    }
+}
+
 /// Taking, reverting and deleting snapshots are one libvirt permission.
 fn needing_snapshot(what: &'static str) -> impl Fn(virt::error::Error) -> Error {
     move |e| Error::libvirt_needing(what, &e, &["domain.snapshot"])
@@ -532,7 +547,8 @@ fn pick(a: PickArgs, action: &'static str, revert_flags: u32) -> Result<Exit> {
         if !dry_run {
             if action == "revert" {
                 snap.revert(revert_flags)
-                    .map_err(needing_snapshot("libvirt could not revert to it"))?;
+                    .map_err(needing_snapshot("libvirt could not revert to it"))
+                    .map_err(|e| with_checkpoint_hint(dom, e))?;
             } else {
                 snap.delete(0)
                     .map_err(needing_snapshot("libvirt could not delete it"))?;
