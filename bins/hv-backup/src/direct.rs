@@ -27,9 +27,10 @@ impl RawWriter {
     pub fn new(file: File, path: &Path, piece_len: usize) -> RawWriter {
         let direct = OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_DIRECT)
+            .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
             .open(path)
-            .ok();
+            .ok()
+            .filter(|d| same_file(d, &file));
         RawWriter {
             buffered: file,
             direct,
@@ -39,12 +40,9 @@ impl RawWriter {
 
     pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         let aligned = offset.is_multiple_of(ALIGN as u64) && data.len().is_multiple_of(ALIGN);
-        if let (true, Some(direct)) = (
-            aligned && data.len() + ALIGN <= self.bounce.len(),
-            &self.direct,
-        ) {
-            let start = self.bounce.as_ptr().align_offset(ALIGN);
-            let buf = &mut self.bounce[start..start + data.len()];
+        let start = self.bounce.as_ptr().align_offset(ALIGN);
+        let bounce = self.bounce.get_mut(start..start.saturating_add(data.len()));
+        if let (true, Some(direct), Some(buf)) = (aligned, &self.direct, bounce) {
             buf.copy_from_slice(data);
             match direct.write_all_at(buf, offset) {
                 Ok(()) => return Ok(()),
@@ -59,6 +57,16 @@ impl RawWriter {
     /// Makes everything written durable, the file's size and extents too.
     pub fn sync(&self) -> io::Result<()> {
         self.buffered.sync_all()
+    }
+}
+
+/// The second handle reopened the file the first one created, not one put
+/// in its place meanwhile.
+fn same_file(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

@@ -100,11 +100,16 @@ fn partial_path(dest: &Path) -> Result<PathBuf> {
 fn commit(partial: &Path, dest: &Path, force: bool) -> Result<()> {
     let err = |e| Error::io(format!("cannot create {}", dest.display()), e);
     if force {
-        fs::rename(partial, dest).map_err(err)
+        fs::rename(partial, dest).map_err(err)?;
     } else {
         fs::hard_link(partial, dest).map_err(err)?;
-        fs::remove_file(partial).map_err(err)
+        fs::remove_file(partial).map_err(err)?;
     }
+    // The name, too, must survive a crash once the restore says it is done.
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty());
+    File::open(dir.unwrap_or(Path::new(".")))
+        .and_then(|d| d.sync_all())
+        .map_err(err)
 }
 
 fn create_new(path: &Path) -> Result<File> {

@@ -168,6 +168,8 @@ fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> 
     let mut stopped = Remembered::default();
     serve::serve(listener, || {
         if !conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false)) {
+            // A restarted daemon may hold other domains under the same UUIDs.
+            stopped = Remembered::default();
             conn = match connect.open(Access::ReadOnly) {
                 Ok(c) => Some(c),
                 Err(err) => {
