@@ -74,8 +74,23 @@ pub fn scrape(conn: Option<&Connect>, sources: &Sources, memory: &mut Remembered
 /// library.
 fn files(sources: &Sources) -> Scraper {
     let mut s = Scraper::default();
-    for repo in &sources.repos {
-        s.run("backups", |e| backups(e, repo));
+    if !sources.repos.is_empty() {
+        // One collector for all repositories: its series must be unique.
+        // Each repository's own state is hv_backup_repository_up.
+        s.run("backups", |e| {
+            let failed: Vec<Error> = sources
+                .repos
+                .iter()
+                .filter_map(|repo| backups(e, repo).err())
+                .collect();
+            match failed.first() {
+                None => Ok(()),
+                Some(first) => {
+                    let all: Vec<&str> = failed.iter().map(|e| e.message.as_str()).collect();
+                    Err(Error::new(first.code, all.join("; ")))
+                }
+            }
+        });
     }
     if let Some(file) = &sources.backup_results {
         s.run("backup_results", |e| backup_results(e, file));

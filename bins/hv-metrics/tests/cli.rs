@@ -571,11 +571,19 @@ fn backups_and_backup_results_become_metrics() {
         Some(0.0)
     );
 
-    // A path that is not a repository fails that collector alone, with a hint.
-    let out = metrics(&["--repo", dir.to_str().unwrap()]);
+    // A path that is not a repository fails that collector alone, with a
+    // hint; the good repository beside it still reports, and the collector
+    // is one series (Prometheus rejects a scrape with duplicates).
+    let out = metrics(&[
+        "--repo",
+        dir.to_str().unwrap(),
+        "--repo",
+        repo.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let s = parse(&text(&out));
     assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(1.0));
+    assert_eq!(value(&s, "hv_backups", &vm), Some(1.0));
     assert_eq!(
         value(
             &s,
