@@ -155,17 +155,19 @@ impl Error {
             .code()
             .unwrap_or(virt::error::ErrorNumber::InternalError)
             == virt::error::ErrorNumber::AccessDenied;
-        let actions: Vec<String> = permissions
-            .iter()
-            .map(|p| format!("org.libvirt.api.{p}"))
-            .collect();
-        let needs = match actions.len() {
-            0 => String::new(),
-            _ if !denied => String::new(),
-            1 => format!(" (needs polkit action {})", actions[0]),
-            _ => format!(" (needs polkit actions {})", actions.join(" and ")),
+        let (needs, hint) = match (denied, permissions) {
+            (false, _) => (String::new(), ""),
+            (true, []) => (String::new(), ACCESS_HINT),
+            (true, _) => {
+                let actions: Vec<String> = permissions
+                    .iter()
+                    .map(|p| format!("org.libvirt.api.{p}"))
+                    .collect();
+                let plural = if actions.len() > 1 { "s" } else { "" };
+                let needs = format!(" (needs polkit action{plural} {})", actions.join(" and "));
+                (needs, ACCESS_HINT)
+            }
         };
-        let hint = if denied { ACCESS_HINT } else { "" };
         Error::new(
             classify(err),
             format!("{context}: {}{needs}{hint}", err.message()),

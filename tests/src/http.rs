@@ -2,7 +2,8 @@
 //! faults real mirrors have: a connection that drops mid-file, one that
 //! drops before answering, a server that ignores Range. Python's
 //! http.server has no Range support, and a mirror's misbehaviour cannot be
-//! ordered from a real one.
+//! ordered from a real one. Also the one request an exporter answers:
+//! `GET /metrics`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -10,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -220,6 +221,34 @@ fn respond(
         _ => {
             std::io::copy(&mut file, out)?;
             Ok(true)
+        }
+    }
+}
+
+/// One `GET /metrics` on loopback `port`: the body of a 200 answer.
+pub fn get_metrics(port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let status = reply.lines().next().unwrap_or("").to_owned();
+    if !status.contains(" 200 ") {
+        return Err(std::io::Error::other(format!("HTTP status {status:?}")));
+    }
+    Ok(reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+/// [`get_metrics`], retried for up to 30 s while the exporter starts.
+pub fn get_metrics_when_up(port: u16) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match get_metrics(port) {
+            Ok(body) => return Ok(body),
+            Err(e) if Instant::now() > deadline => return Err(format!("port {port}: {e}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
 }

@@ -6,9 +6,8 @@
 
 use crate::bench::{daemon_cpu, define};
 use crate::cmd::{median, need_tools, release_build, verdict};
+use hv_testbench::http::{get_metrics, get_metrics_when_up};
 use hv_testbench::{free_port, Guest, GuestSpec, KillOnDrop};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,7 +52,10 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
             .map_err(|e| e.to_string())?,
     );
     // Warm both (connections, daemon caches) and check what they export.
-    let (hv_body, peer_body) = (scrape_ready(hv_port)?, scrape_ready(peer_port)?);
+    let (hv_body, peer_body) = (
+        get_metrics_when_up(hv_port)?,
+        get_metrics_when_up(peer_port)?,
+    );
     hv_testbench::promtool_check_metrics(&hv_body)?;
     let (hv_series, peer_series) = (series(&hv_body), series(&peer_body));
 
@@ -101,36 +103,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// One GET /metrics, its body.
-fn scrape(port: u16) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply)?;
-    let status = reply.lines().next().unwrap_or("").to_owned();
-    if !status.contains(" 200 ") {
-        return Err(std::io::Error::other(format!("HTTP status {status:?}")));
-    }
-    Ok(reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default())
-}
-
-fn scrape_ready(port: u16) -> Result<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match scrape(port) {
-            Ok(body) => return Ok(body),
-            Err(e) if Instant::now() > deadline => return Err(format!("port {port}: {e}")),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
 fn timed_scrape(port: u16) -> Result<Duration, String> {
     let start = Instant::now();
-    scrape(port).map_err(|e| format!("port {port}: {e}"))?;
+    get_metrics(port).map_err(|e| format!("port {port}: {e}"))?;
     Ok(start.elapsed())
 }
 

@@ -6,7 +6,7 @@
 
 use crate::crypt;
 use crate::format::{self, Image, Index, IndexDisk, Manifest};
-use crate::incremental::{self, Base, Chain, Full};
+use crate::incremental::{self, Base, Chain, Full, OfflineCheckpoint};
 use crate::midstate::{self, DiskCache};
 use crate::nbd;
 use crate::source::{self, JobDisk, LiveJob, QemuNbd, RunDir};
@@ -72,7 +72,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     let cache = HashCache::new(plan, vm);
     let mut got = Gathered::default();
     let chain = Chain::load(dom, &plan.sealer.repo.config.id);
-    let checkpoint = if live {
+    let (checkpoint, made_by_hand) = if live {
         let live = Live {
             plan,
             cache: &cache,
@@ -81,7 +81,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
             all: &parsed.disks,
             chain: &chain,
         };
-        live.read(&disks, &mut got)?
+        (live.read(&disks, &mut got)?, None)
     } else {
         let offline = Offline {
             plan,
@@ -91,29 +91,25 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
             chain: &chain,
             label: format!("off-{}", source::short(vm.uuid.as_deref().unwrap_or("vm"))),
         };
-        offline.read(&disks, &mut got)?
+        let made = offline.read(&disks, &mut got)?;
+        (made.as_ref().map(|c| c.name.clone()), made)
     };
-    let committed = (|| {
-        let nvram = match nvram_path(&config_xml) {
-            Some(path) if path.exists() => Some(got.add(store_file(&plan.sealer, &path)?)),
-            _ => None,
-        };
-        let backup = Backup {
-            mode,
-            config_xml,
-            tags: parsed.tags.clone(),
-            nvram,
-            started: start,
-        };
-        commit(plan, vm, &got, backup)
-    })();
-    let index = committed.inspect_err(|_| {
-        if let (false, Some(name)) = (live, &checkpoint) {
-            if let Some(w) = incremental::discard_offline(dom, name, &parsed.disks) {
-                cli::warn(w);
-            }
-        }
-    })?;
+    // From here a failure drops `made_by_hand`, which removes it again.
+    let nvram = match nvram_path(&config_xml) {
+        Some(path) if path.exists() => Some(got.add(store_file(&plan.sealer, &path)?)),
+        _ => None,
+    };
+    let backup = Backup {
+        mode,
+        config_xml,
+        tags: parsed.tags,
+        nvram,
+        started: start,
+    };
+    let index = commit(plan, vm, &got, backup)?;
+    if let Some(made) = made_by_hand {
+        made.keep();
+    }
     cache.save_all(&got, &index.id);
     // A stopped VM that got no new checkpoint keeps its old ones: the
     // disks' caches still start from them.
@@ -262,9 +258,9 @@ struct Offline<'a> {
     label: String,
 }
 
-impl Offline<'_> {
+impl<'a> Offline<'a> {
     /// Reads `disks`; returns the checkpoint made for the next backup.
-    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<String>> {
+    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<OfflineCheckpoint<'a>>> {
         let paths = disks
             .iter()
             .map(|d| source::offline_path(d))
@@ -276,21 +272,19 @@ impl Offline<'_> {
             .filter(|d| incremental::can_track(d))
             .collect();
         let dir = RunDir::create(&self.plan.scratch_root, &self.label)?;
-        let made = !tracked.is_empty()
-            && incremental::create_offline(self.dom, &name, self.all, &tracked)
+        let made = match tracked.is_empty() {
+            true => None,
+            false => incremental::create_offline(self.dom, &name, self.all, &tracked)
                 .map_err(|e| {
                     got.warnings.push(format!(
                         "{e}; backing up without a new checkpoint, so the next backup reads these disks as this one did"
                     ))
                 })
-                .is_ok();
-        let read = self.read_disks(disks, &paths, &dir, &name, made, got);
-        if let (Err(_), true) = (&read, made) {
-            if let Some(w) = incremental::discard_offline(self.dom, &name, self.all) {
-                cli::warn(w);
-            }
-        }
-        read.map(|()| made.then_some(name))
+                .ok(),
+        };
+        // A failed read drops `made`, which removes the checkpoint again.
+        self.read_disks(disks, &paths, &dir, &name, made.is_some(), got)?;
+        Ok(made)
     }
 
     fn read_disks(

@@ -233,14 +233,45 @@ fn present_chunks(repo: &Repo, cache: &DiskCache) -> Option<HashMap<String, u64>
     Some(sizes)
 }
 
+/// A checkpoint hv made for a stopped VM. Dropped before [`Self::keep`],
+/// it is removed again, so failing backups do not pile up bitmaps that
+/// every write of the VM then updates.
+pub struct OfflineCheckpoint<'a> {
+    dom: &'a Domain,
+    all: &'a [Disk],
+    pub name: String,
+    kept: bool,
+}
+
+impl OfflineCheckpoint<'_> {
+    /// The backup committed: the checkpoint stays for the next one.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for OfflineCheckpoint<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        if let Err(e) = delete_offline(self.dom, &self.name, self.all) {
+            hv_common::cli::warn(format!(
+                "cannot remove checkpoint {} of the failed backup: {e}; the next backup does",
+                self.name
+            ));
+        }
+    }
+}
+
 /// Gives the stopped VM `dom` the checkpoint `name` on its `tracked`
 /// disks; undone if any step fails.
-pub fn create_offline(
-    dom: &Domain,
+pub fn create_offline<'a>(
+    dom: &'a Domain,
     name: &str,
-    all: &[Disk],
+    all: &'a [Disk],
     tracked: &[&Disk],
-) -> Result<(), String> {
+) -> Result<OfflineCheckpoint<'a>, String> {
     let mut added: Vec<&Disk> = Vec::new();
     let undo = |added: &[&Disk]| {
         for disk in added {
@@ -259,6 +290,12 @@ pub fn create_offline(
     ffi::redefine_checkpoint(dom, &xml).map_err(|e| {
         undo(&added);
         format!("libvirt would not take checkpoint {name}: {}", e.message())
+    })?;
+    Ok(OfflineCheckpoint {
+        dom,
+        all,
+        name: name.to_owned(),
+        kept: false,
     })
 }
 
@@ -303,17 +340,6 @@ pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// Undoes [`create_offline`] after a failed backup, so failing runs do not
-/// pile up bitmaps that every write of the VM then updates; a warning if
-/// that fails too (the next successful backup removes it).
-pub fn discard_offline(dom: &Domain, name: &str, disks: &[Disk]) -> Option<String> {
-    let removed = remove_bitmaps(dom, name, disks)
-        .and_then(|()| ffi::delete_checkpoint(dom, name, true).map_err(|e| e.message().to_owned()));
-    removed.err().map(|e| {
-        format!("cannot remove checkpoint {name} of the failed backup: {e}; the next backup does")
-    })
-}
-
 /// `qemu-img bitmap OP` on a stopped VM's qcow2 image.
 fn bitmap(disk: &Disk, op: &str, bitmap: &str) -> Result<(), String> {
     let target = &disk.target;
@@ -351,9 +377,7 @@ pub fn prune_chain(
             continue;
         }
         let deleted = match stopped {
-            Some(disks) => remove_bitmaps(dom, name, disks).and_then(|()| {
-                ffi::delete_checkpoint(dom, name, true).map_err(|e| e.message().to_owned())
-            }),
+            Some(disks) => delete_offline(dom, name, disks),
             None => ffi::delete_checkpoint(dom, name, false).map_err(|e| e.message().to_owned()),
         };
         if let Err(e) = deleted {
@@ -363,6 +387,13 @@ pub fn prune_chain(
         }
     }
     warnings
+}
+
+/// Deletes a stopped VM's checkpoint: its bitmaps from the images, then
+/// libvirt's record of it (libvirt deletes bitmaps of running VMs only).
+fn delete_offline(dom: &Domain, name: &str, disks: &[Disk]) -> Result<(), String> {
+    remove_bitmaps(dom, name, disks)?;
+    ffi::delete_checkpoint(dom, name, true).map_err(|e| e.message().to_owned())
 }
 
 /// Removes checkpoint `name`'s bitmaps from a stopped VM's images; one

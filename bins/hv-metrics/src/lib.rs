@@ -165,11 +165,11 @@ fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> 
     })?;
     hv_common::cli::warn(format!("serving http://{addr}/metrics"));
     let mut conn: Option<Connect> = None;
-    let mut stopped = Remembered::default();
+    let mut memory = Remembered::default();
     serve::serve(listener, || {
         if !conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false)) {
             // A restarted daemon may hold other domains under the same UUIDs.
-            stopped = Remembered::default();
+            memory = Remembered::default();
             conn = match connect.open(Access::ReadOnly) {
                 Ok(c) => Some(c),
                 Err(err) => {
@@ -178,7 +178,7 @@ fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> 
                 }
             };
         }
-        let scraped = scrape(conn.as_ref(), sources, &mut stopped);
+        let scraped = scrape(conn.as_ref(), sources, &mut memory);
         for err in &scraped.errors {
             hv_common::cli::warn(err);
         }

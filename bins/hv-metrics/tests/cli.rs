@@ -672,23 +672,9 @@ fn listening(port: u16) -> KillOnDrop {
 
 /// `GET /metrics` from a `--listen` server, as samples.
 fn http_scrape(port: u16) -> Vec<Sample> {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut stream = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("hv-metrics --listen on {port}: {e}"),
-        }
-    };
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    promtool_check(body);
-    parse(body)
+    let body = hv_testbench::http::get_metrics_when_up(port).unwrap_or_else(|e| panic!("{e}"));
+    promtool_check(&body);
+    parse(&body)
 }
 
 #[test]
