@@ -95,6 +95,7 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
         hv_series as f64 / peer_series as f64,
         1.0,
     );
+    print_collector_times(&get_metrics(hv_port).map_err(|e| e.to_string())?);
     drop(guests);
     Ok(())
 }
@@ -107,6 +108,23 @@ fn timed_scrape(port: u16) -> Result<Duration, String> {
     let start = Instant::now();
     get_metrics(port).map_err(|e| format!("port {port}: {e}"))?;
     Ok(start.elapsed())
+}
+
+/// hv's own account of where a scrape's time goes.
+fn print_collector_times(body: &str) {
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("hv_scrape_collector_duration_seconds{collector=\"")
+        else {
+            continue;
+        };
+        if let Some((name, secs)) = rest.split_once("\"} ") {
+            let secs: f64 = secs.parse().unwrap_or(f64::NAN);
+            println!(
+                "  hv-metrics collector {name:<10} {:>8.1} ms",
+                secs * 1000.0
+            );
+        }
+    }
 }
 
 fn series(body: &str) -> usize {

@@ -6,6 +6,7 @@
 
 mod collect;
 pub mod exposition;
+mod local_qemu;
 mod remembered;
 mod serve;
 

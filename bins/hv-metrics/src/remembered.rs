@@ -12,14 +12,17 @@
 //!   none (no `<stats period>`). On a loaded host each monitor round trip
 //!   waits for QEMU to get the CPU. The balloon group is skipped only for
 //!   domains that gave no guest statistics and whose QEMU's RSS hv can read
-//!   itself from /proc (a local daemon), so every series stays fresh except
-//!   vCPU and memory sizes, which change only when an admin changes them.
+//!   itself ([`LocalQemu`]), and the cpu-total group only for domains whose
+//!   CPU times hv can read from their cgroup, so every series stays fresh
+//!   except vCPU and memory sizes, which change only when an admin changes
+//!   them.
 //!
 //! Everything is asked again at least every [`MAX_AGE`] and whenever a
 //! domain starts or stops, which bounds how late a hot-plugged vCPU, a
 //! `virsh setmem` or a disk added to a stopped VM shows up. One-shot runs
 //! start empty, so they always ask.
 
+use crate::local_qemu::LocalQemu;
 use hv_common::ffi::{self, Param, Stats};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -75,8 +78,16 @@ impl Remembered {
             None => BASE | ffi::STATS_BLOCK,
             Some(_) => match self.sizes.get(&domain.uuid) {
                 None => BASE | LIVE,
-                Some(s) if s.guest_stats || !s.rss_readable => BASE & !ffi::STATS_VCPU | LIVE,
-                Some(_) => ffi::STATS_STATE | LIVE,
+                Some(s) => {
+                    let mut groups = ffi::STATS_STATE | LIVE;
+                    if s.guest_stats || !s.rss_readable {
+                        groups |= ffi::STATS_BALLOON;
+                    }
+                    if s.cpu_readable {
+                        groups &= !ffi::STATS_CPU_TOTAL;
+                    }
+                    groups
+                }
             },
         }
     }
@@ -98,9 +109,21 @@ impl Remembered {
                     return;
                 };
                 fill(stats, Some(&sizes.values));
+                let local = LocalQemu::find(&domain.name, &stats.uuid);
                 if asked & ffi::STATS_BALLOON == 0 {
-                    if let Some(rss) = qemu_rss_kib(&domain.name, &stats.uuid) {
+                    if let Some(rss) = local.as_ref().and_then(LocalQemu::rss_kib) {
                         stats.params.insert("balloon.rss".into(), Param::UInt(rss));
+                    }
+                }
+                if asked & ffi::STATS_CPU_TOTAL == 0 {
+                    if let Some(cpu) = local.as_ref().and_then(LocalQemu::cpu_times) {
+                        for (key, ns) in [
+                            ("cpu.time", cpu.total),
+                            ("cpu.user", cpu.user),
+                            ("cpu.system", cpu.system),
+                        ] {
+                            stats.params.insert(key.into(), Param::UInt(ns));
+                        }
                     }
                 }
             }
@@ -183,11 +206,13 @@ struct Sizes {
     /// The guest reports memory statistics, which must be asked each time.
     guest_stats: bool,
     rss_readable: bool,
+    cpu_readable: bool,
     read_at: Instant,
 }
 
 impl Sizes {
     fn from(stats: &Stats, id: u32, name: &str) -> Sizes {
+        let local = LocalQemu::find(name, &stats.uuid);
         Sizes {
             id,
             values: with_prefix(
@@ -200,35 +225,11 @@ impl Sizes {
                 ],
             ),
             guest_stats: stats.u64("balloon.last-update").unwrap_or(0) > 0,
-            rss_readable: qemu_rss_kib(name, &stats.uuid).is_some(),
+            rss_readable: local.as_ref().and_then(LocalQemu::rss_kib).is_some(),
+            cpu_readable: local.as_ref().and_then(LocalQemu::cpu_times).is_some(),
             read_at: Instant::now(),
         }
     }
-}
-
-/// The resident memory of the domain's QEMU, as libvirt's `balloon.rss`
-/// reports it, when the pid file of a local system daemon names a process
-/// that is this domain's QEMU (its name and UUID: a remote host's VM of
-/// the same name is not this one).
-fn qemu_rss_kib(name: &str, uuid: &str) -> Option<u64> {
-    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.pid")).ok()?;
-    let pid: u32 = pid.trim().parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    // QEMU's -name doubles commas in the domain name.
-    let guest = format!("guest={},", name.replace(',', ",,"));
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let named = args.iter().any(|arg| arg.starts_with(guest.as_bytes()));
-    let same_uuid = args
-        .windows(2)
-        .any(|w| w[0] == b"-uuid" && w[1] == uuid.as_bytes());
-    if !named || !same_uuid {
-        return None;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 #[cfg(test)]

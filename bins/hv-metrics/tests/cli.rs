@@ -727,9 +727,11 @@ fn listen_serves_a_running_guest_the_same_series_from_what_it_remembers() {
             .collect()
     };
     // The first scrape asks libvirt for everything; the next ones take vCPU
-    // counts and memory sizes from memory and the RSS from /proc.
+    // counts and memory sizes from memory, the RSS from /proc and the CPU
+    // times from the domain's cgroup.
     let asked = of_guest(http_scrape(port));
     let remembered = of_guest(http_scrape(port));
+    let libvirt_cpu_after = cpu_seconds_from_libvirt(&guest.name);
     assert_eq!(
         asked.keys().collect::<Vec<_>>(),
         remembered.keys().collect::<Vec<_>>()
@@ -749,5 +751,39 @@ fn listen_serves_a_running_guest_the_same_series_from_what_it_remembers() {
         rss(&asked),
         rss(&remembered)
     );
-    assert!(remembered["hv_vm_cpu_seconds_total{}"] >= asked["hv_vm_cpu_seconds_total{}"]);
+    let cpu = |m: &BTreeMap<String, f64>| m["hv_vm_cpu_seconds_total{}"];
+    assert!(
+        cpu(&asked) <= cpu(&remembered) && cpu(&remembered) <= libvirt_cpu_after,
+        "CPU seconds {} from libvirt, then {} from the cgroup, then {libvirt_cpu_after} from libvirt",
+        cpu(&asked),
+        cpu(&remembered)
+    );
+    assert!(
+        libvirt_cpu_after - cpu(&remembered) < 5.0,
+        "the cgroup's CPU time {} lags libvirt's {libvirt_cpu_after}: not this VM's",
+        cpu(&remembered)
+    );
+    let split = remembered["hv_vm_cpu_user_seconds_total{}"]
+        + remembered["hv_vm_cpu_system_seconds_total{}"];
+    assert!(
+        (split - cpu(&remembered)).abs() < 0.5,
+        "user + system {split} against total {}",
+        cpu(&remembered)
+    );
+}
+
+/// `cpu.time` of `virsh domstats --cpu-total`, in seconds.
+fn cpu_seconds_from_libvirt(name: &str) -> f64 {
+    let out = Command::new("virsh")
+        .args(["-c", URI, "domstats", "--cpu-total", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ns: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cpu.time="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cpu.time in {text}"));
+    ns / 1e9
 }
