@@ -66,11 +66,20 @@ pub const STATS_INTERFACE: u32 = sys::VIR_DOMAIN_STATS_INTERFACE;
 pub const STATS_NOWAIT: u32 = sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT;
 
 /// Statistics for the given domains in one round trip (virDomainListGetStats).
-pub fn domain_stats(domains: &[Domain], stats: u32, flags: u32) -> Result<Vec<Stats>, VirtError> {
+/// Takes the domains by reference too: every reference libvirt's client
+/// library counts up or down costs it a formatted debug message.
+pub fn domain_stats<D: std::borrow::Borrow<Domain>>(
+    domains: &[D],
+    stats: u32,
+    flags: u32,
+) -> Result<Vec<Stats>, VirtError> {
     if domains.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ptrs: Vec<sys::virDomainPtr> = domains.iter().map(|d| unsafe { d.as_ptr() }).collect();
+    let mut ptrs: Vec<sys::virDomainPtr> = domains
+        .iter()
+        .map(|d| unsafe { d.borrow().as_ptr() })
+        .collect();
     ptrs.push(std::ptr::null_mut()); // libvirt wants a NULL-terminated array
     let mut records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
     // SAFETY: `ptrs` outlives the call and is NULL-terminated; on success libvirt

@@ -11,7 +11,7 @@ use hv_common::connect::version_text;
 use hv_common::domain::{self, state_name, state_reason_name};
 use hv_common::ffi::{self, Stats};
 use hv_common::{backup_index, iso_library, snapshot, time, Code, Error, Result};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use virt::connect::Connect;
@@ -152,16 +152,23 @@ fn vm_id(stats: &Stats) -> [(&'static str, &str); 2] {
 /// libvirt reads them one domain after another, each with a few round trips
 /// to that domain's QEMU monitor; a monitor answers only when its QEMU gets
 /// the CPU, so on a loaded host the waits dominate, and concurrent calls
-/// overlap them. Measured with 10 busy TCG guests among 200 domains on 2
-/// cores (`cargo xtask bench-metrics`).
-const STATS_CALLS: usize = 4;
+/// overlap them. With the stream of cheap calls [`all_domains`] makes
+/// meanwhile and the host part's, a scrape keeps within the 5 calls of one
+/// client libvirtd serves at once (`max_client_requests`; it leaves further
+/// calls unread). Measured with 10 busy TCG guests among 200 domains on 2
+/// cores (`cargo xtask bench-metrics`): 1 call took 1.4 to 1.6 times as
+/// long as 3, and 4, 5 or 10 as long as 3.
+const STATS_CALLS: usize = 3;
 
-/// Statistics of every domain, in calls grouped by what is asked of each
-/// domain (a stopped domain has no CPU or network counters, and
-/// [`Remembered`] knows some of the rest); running domains are spread over
-/// [`STATS_CALLS`] concurrent calls. The number of calls does not grow with
-/// the number of domains.
-fn all_stats(conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
+/// Every domain's series, from statistics asked in calls grouped by what is
+/// asked of each domain (a stopped domain has no CPU or network counters,
+/// and [`Remembered`] knows some of the rest). Running domains, whose calls
+/// wait on QEMU monitors, are spread over [`STATS_CALLS`] concurrent calls;
+/// meanwhile this thread makes the cheap calls one after another (stopped
+/// domains, the autostart and transient lists) and writes the stopped
+/// domains' series. The number of calls does not grow with the number of
+/// domains.
+fn domains(e: &mut Exposition, conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
     let all = conn
         .list_all_domains(0)
         .map_err(|err| Error::libvirt("cannot list domains", &err))?;
@@ -174,6 +181,66 @@ fn all_stats(conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
         })
         .collect();
     memory.expire(&listed);
+    let (live, stopped) = calls(&listed, memory);
+    let stats_of = |(groups, members): &(u32, Vec<usize>)| {
+        let doms: Vec<&virt::domain::Domain> = members.iter().map(|&i| &all[i]).collect();
+        // NOWAIT: a domain busy in another job (a backup) is reported with
+        // what libvirt has at hand instead of stalling the scrape.
+        ffi::domain_stats(&doms, *groups, ffi::STATS_NOWAIT)
+    };
+    let by_uuid: HashMap<&str, &Listed> = listed.iter().map(|l| (l.uuid.as_str(), l)).collect();
+    let mut completed = |calls: &Calls, answers: Vec<StatsAnswer>| -> Result<Vec<Stats>> {
+        let mut out = Vec::new();
+        for ((groups, _), answer) in calls.iter().zip(answers) {
+            let answer =
+                answer.map_err(|err| Error::libvirt("cannot read domain statistics", &err))?;
+            for mut one in answer {
+                if let Some(domain) = by_uuid.get(one.uuid.as_str()) {
+                    memory.complete(&mut one, *groups, domain);
+                }
+                out.push(one);
+            }
+        }
+        Ok(out)
+    };
+    std::thread::scope(|s| {
+        let spawned: Vec<_> = live
+            .iter()
+            .map(|call| s.spawn(move || stats_of(call)))
+            .collect();
+        let mut stats = completed(&stopped, stopped.iter().map(stats_of).collect())?;
+        let listed_with = |flags| domain::uuids_listed(conn, flags);
+        let flags = Flags {
+            autostart: listed_with(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?,
+            // Few domains are transient: listing those is cheaper than the rest.
+            transient: listed_with(sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?,
+        };
+        vm_series(e, &stats, &flags);
+        let answers = spawned
+            .into_iter()
+            .map(|c| c.join().expect("stats thread"))
+            .collect();
+        let running = completed(&live, answers)?;
+        vm_series(e, &running, &flags);
+        stats.extend(running);
+        e.add("hv_host_domains", &[], stats.len() as f64);
+        Ok(stats)
+    })
+}
+
+type StatsAnswer = std::result::Result<Vec<Stats>, virt::error::Error>;
+
+/// Which domains start with the host and which are not defined, by UUID.
+struct Flags {
+    autostart: HashSet<String>,
+    transient: HashSet<String>,
+}
+
+/// The statistics calls for `listed`: (groups, members) for running
+/// domains, spread over [`STATS_CALLS`], and for stopped ones.
+type Calls = Vec<(u32, Vec<usize>)>;
+
+fn calls(listed: &[Listed], memory: &Remembered) -> (Calls, Calls) {
     let mut by_groups: BTreeMap<(bool, u32), Vec<usize>> = BTreeMap::new();
     for (i, domain) in listed.iter().enumerate() {
         let key = (domain.id.is_some(), memory.groups(domain));
@@ -181,71 +248,35 @@ fn all_stats(conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
     }
     let running = listed.iter().filter(|l| l.id.is_some()).count();
     let per_call = running.div_ceil(STATS_CALLS).max(1);
-    let mut calls: Vec<(u32, Vec<usize>)> = Vec::new();
-    for ((live, groups), members) in by_groups {
-        let size = if live { per_call } else { members.len() };
-        calls.extend(members.chunks(size).map(|c| (groups, c.to_vec())));
-    }
-    // NOWAIT: a domain busy in another job (a backup) is reported with what
-    // libvirt has at hand instead of stalling the scrape.
-    let results = std::thread::scope(|s| {
-        let spawned: Vec<_> = calls
-            .iter()
-            .map(|(groups, members)| {
-                let doms: Vec<virt::domain::Domain> =
-                    members.iter().map(|&i| all[i].clone()).collect();
-                s.spawn(move || ffi::domain_stats(&doms, *groups, ffi::STATS_NOWAIT))
-            })
-            .collect();
-        spawned
-            .into_iter()
-            .map(|c| c.join().expect("stats thread"))
-            .collect::<Vec<_>>()
-    });
-    let by_uuid: HashMap<&str, &Listed> = listed.iter().map(|l| (l.uuid.as_str(), l)).collect();
-    let mut out = Vec::with_capacity(listed.len());
-    for ((groups, _), result) in calls.iter().zip(results) {
-        let stats = result.map_err(|err| Error::libvirt("cannot read domain statistics", &err))?;
-        for mut one in stats {
-            if let Some(domain) = by_uuid.get(one.uuid.as_str()) {
-                memory.complete(&mut one, *groups, domain);
-            }
-            out.push(one);
+    let (mut live, mut stopped) = (Vec::new(), Vec::new());
+    for ((is_live, groups), members) in by_groups {
+        if is_live {
+            live.extend(members.chunks(per_call).map(|c| (groups, c.to_vec())));
+        } else {
+            stopped.push((groups, members));
         }
     }
-    Ok(out)
+    (live, stopped)
 }
 
-fn domains(e: &mut Exposition, conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
-    let listed = |flags| move || domain::uuids_listed(conn, flags);
-    let (all, autostart, transient) = std::thread::scope(|s| {
-        let autostart = s.spawn(listed(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART));
-        // Few domains are transient: listing those is cheaper than the rest.
-        let transient = s.spawn(listed(sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT));
-        let all = all_stats(conn, memory);
-        let join = |h: std::thread::ScopedJoinHandle<'_, _>| h.join().expect("list thread");
-        (all, join(autostart), join(transient))
-    });
-    let (all, autostart, transient) = (all?, autostart?, transient?);
-    e.add("hv_host_domains", &[], all.len() as f64);
-    for stats in &all {
-        let id = vm_id(stats);
-        vm_state(e, stats);
+fn vm_series(e: &mut Exposition, vms: &[Stats], flags: &Flags) {
+    for one in vms {
+        let id = vm_id(one);
+        vm_state(e, one);
         e.add(
             "hv_vm_autostart",
             &id,
-            bool_value(autostart.contains(&stats.uuid)),
+            bool_value(flags.autostart.contains(&one.uuid)),
         );
         e.add(
             "hv_vm_persistent",
             &id,
-            bool_value(!transient.contains(&stats.uuid)),
+            bool_value(!flags.transient.contains(&one.uuid)),
         );
-        vm_values(e, &id, stats);
-        devices(e, &id, stats, "block", "target", DISK_VALUES);
-        devices(e, &id, stats, "net", "interface", NET_VALUES);
+        vm_values(e, &id, one);
+        devices(e, &id, one, "block", "target", DISK_VALUES);
+        devices(e, &id, one, "net", "interface", NET_VALUES);
     }
-    Ok(all)
 }
 
 fn vm_state(e: &mut Exposition, stats: &Stats) {

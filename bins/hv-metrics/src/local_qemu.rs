@@ -12,7 +12,9 @@
 //!
 //! A process is this domain's QEMU only if the daemon's pid file names it
 //! and its command line carries the domain's name and UUID: a remote
-//! host's VM of the same name, or a recycled pid, is not this one.
+//! host's VM of the same name, or a recycled pid, is not this one. That is
+//! checked once per run of the domain; later scrapes check only that the
+//! pid file still names the same process.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,6 +22,8 @@ use std::sync::OnceLock;
 /// A running domain's QEMU on this host.
 pub struct LocalQemu {
     pid: u32,
+    /// The `cpu.stat` of the domain's cgroup, when it has one hv can read.
+    cpu_stat: Option<PathBuf>,
 }
 
 /// A domain's CPU time, in nanoseconds, as libvirt's `cpu.*` reports it.
@@ -32,10 +36,20 @@ pub struct CpuTimes {
 
 impl LocalQemu {
     pub fn find(name: &str, uuid: &str) -> Option<LocalQemu> {
-        let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.pid")).ok()?;
-        let pid: u32 = pid.trim().parse().ok()?;
+        let pid = pid_in_file(name)?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        is_domains_qemu(&cmdline, name, uuid).then_some(LocalQemu { pid })
+        if !is_domains_qemu(&cmdline, name, uuid) {
+            return None;
+        }
+        let cpu_stat = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|own| Some(cgroup2_root()?.join(domain_cgroup(&own)?).join("cpu.stat")));
+        Some(LocalQemu { pid, cpu_stat })
+    }
+
+    /// Whether the daemon still names this process the domain's QEMU.
+    pub fn is_current(&self, name: &str) -> bool {
+        pid_in_file(name) == Some(self.pid)
     }
 
     /// Resident memory in KiB, as libvirt's `balloon.rss`.
@@ -51,11 +65,13 @@ impl LocalQemu {
     /// the `cpu.stat` of the cgroup v2 libvirt made for the domain: the
     /// parent of the `emulator` cgroup QEMU's main thread lives in.
     pub fn cpu_times(&self) -> Option<CpuTimes> {
-        let own = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid)).ok()?;
-        let dir = domain_cgroup(&own)?;
-        let stat = std::fs::read_to_string(cgroup2_root()?.join(dir).join("cpu.stat")).ok()?;
-        parse_cpu_stat(&stat)
+        parse_cpu_stat(&std::fs::read_to_string(self.cpu_stat.as_ref()?).ok()?)
     }
+}
+
+fn pid_in_file(name: &str) -> Option<u32> {
+    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.pid")).ok()?;
+    pid.trim().parse().ok()
 }
 
 fn is_domains_qemu(cmdline: &[u8], name: &str, uuid: &str) -> bool {

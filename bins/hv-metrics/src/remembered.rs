@@ -67,7 +67,9 @@ impl Remembered {
         self.disks
             .retain(|uuid, d| stopped.contains(uuid.as_str()) && d.still_true(now));
         self.sizes.retain(|uuid, s| {
-            running.get(uuid.as_str()) == Some(&s.id) && now.duration_since(s.read_at) < MAX_AGE
+            running.get(uuid.as_str()) == Some(&s.id)
+                && now.duration_since(s.read_at) < MAX_AGE
+                && s.local.as_ref().is_none_or(|q| q.is_current(&s.name))
         });
     }
 
@@ -109,14 +111,14 @@ impl Remembered {
                     return;
                 };
                 fill(stats, Some(&sizes.values));
-                let local = LocalQemu::find(&domain.name, &stats.uuid);
+                let local = sizes.local.as_ref();
                 if asked & ffi::STATS_BALLOON == 0 {
-                    if let Some(rss) = local.as_ref().and_then(LocalQemu::rss_kib) {
+                    if let Some(rss) = local.and_then(LocalQemu::rss_kib) {
                         stats.params.insert("balloon.rss".into(), Param::UInt(rss));
                     }
                 }
                 if asked & ffi::STATS_CPU_TOTAL == 0 {
-                    if let Some(cpu) = local.as_ref().and_then(LocalQemu::cpu_times) {
+                    if let Some(cpu) = local.and_then(LocalQemu::cpu_times) {
                         for (key, ns) in [
                             ("cpu.time", cpu.total),
                             ("cpu.user", cpu.user),
@@ -202,6 +204,9 @@ fn stamp(path: &str) -> Option<Stamp> {
 struct Sizes {
     /// The domain id of the run they belong to.
     id: u32,
+    name: String,
+    /// Its QEMU, when hv can read its RSS or CPU times itself.
+    local: Option<LocalQemu>,
     values: Vec<(String, Param)>,
     /// The guest reports memory statistics, which must be asked each time.
     guest_stats: bool,
@@ -215,6 +220,7 @@ impl Sizes {
         let local = LocalQemu::find(name, &stats.uuid);
         Sizes {
             id,
+            name: name.to_owned(),
             values: with_prefix(
                 stats,
                 &[
@@ -227,6 +233,7 @@ impl Sizes {
             guest_stats: stats.u64("balloon.last-update").unwrap_or(0) > 0,
             rss_readable: local.as_ref().and_then(LocalQemu::rss_kib).is_some(),
             cpu_readable: local.as_ref().and_then(LocalQemu::cpu_times).is_some(),
+            local,
             read_at: Instant::now(),
         }
     }
