@@ -169,8 +169,6 @@ fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> 
     let mut memory = Remembered::default();
     serve::serve(listener, || {
         if !conn.as_ref().is_some_and(|c| c.is_alive().unwrap_or(false)) {
-            // A restarted daemon may hold other domains under the same UUIDs.
-            memory = Remembered::default();
             conn = match connect.open(Access::ReadOnly) {
                 Ok(c) => Some(c),
                 Err(err) => {
@@ -178,6 +176,8 @@ fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> 
                     None
                 }
             };
+            // A restarted daemon may hold other domains under the same UUIDs.
+            memory = Remembered::new(conn.as_ref().is_some_and(local_system_daemon));
         }
         let scraped = scrape(conn.as_ref(), sources, &mut memory);
         for err in &scraped.errors {
@@ -186,6 +186,18 @@ fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> 
         scraped.exposition.render()
     });
     Ok(Exit::Ok)
+}
+
+/// Whether the daemon's QEMU processes run on this host under the system
+/// daemon's /run/libvirt, so hv may read them itself: a remote host's VM
+/// may have a local twin of the same name and UUID (a migrated copy).
+fn local_system_daemon(conn: &Connect) -> bool {
+    conn.uri().is_ok_and(|uri| {
+        matches!(
+            uri.split('?').next(),
+            Some("qemu:///system" | "qemu+unix:///system")
+        )
+    })
 }
 
 /// `ADDR:PORT`, `[v6]:PORT`, `host:PORT`, or a bare `PORT` on loopback: an

@@ -48,9 +48,18 @@ const LIVE: u32 = ffi::STATS_CPU_TOTAL | ffi::STATS_INTERFACE | ffi::STATS_BLOCK
 pub struct Remembered {
     disks: HashMap<String, Disks>,
     sizes: HashMap<String, Sizes>,
+    /// The daemon's QEMUs are this host's processes ([`LocalQemu`]).
+    local_daemon: bool,
 }
 
 impl Remembered {
+    pub fn new(local_daemon: bool) -> Remembered {
+        Remembered {
+            local_daemon,
+            ..Remembered::default()
+        }
+    }
+
     /// Forgets what no longer holds; call once per scrape, before
     /// [`Remembered::groups`].
     pub fn expire(&mut self, listed: &[Listed]) {
@@ -103,8 +112,14 @@ impl Remembered {
             }
             None => fill(stats, self.disks.get(&stats.uuid).map(|d| &d.block)),
             Some(id) if asked & ffi::STATS_VCPU != 0 => {
-                self.sizes
-                    .insert(stats.uuid.clone(), Sizes::from(stats, id, &domain.name));
+                let local = self
+                    .local_daemon
+                    .then(|| LocalQemu::find(&domain.name, &stats.uuid))
+                    .flatten();
+                self.sizes.insert(
+                    stats.uuid.clone(),
+                    Sizes::from(stats, id, &domain.name, local),
+                );
             }
             Some(_) => {
                 let Some(sizes) = self.sizes.get(&stats.uuid) else {
@@ -216,8 +231,7 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn from(stats: &Stats, id: u32, name: &str) -> Sizes {
-        let local = LocalQemu::find(name, &stats.uuid);
+    fn from(stats: &Stats, id: u32, name: &str, local: Option<LocalQemu>) -> Sizes {
         Sizes {
             id,
             name: name.to_owned(),
