@@ -50,6 +50,8 @@ pub struct Remembered {
     sizes: HashMap<String, Sizes>,
     /// The daemon's QEMUs are this host's processes ([`LocalQemu`]).
     local_daemon: bool,
+    /// When this scrape's statistics were asked for.
+    asked_at: Option<SystemTime>,
 }
 
 impl Remembered {
@@ -64,6 +66,7 @@ impl Remembered {
     /// [`Remembered::groups`].
     pub fn expire(&mut self, listed: &[Listed]) {
         let now = Instant::now();
+        self.asked_at = Some(SystemTime::now());
         let stopped: HashSet<&str> = listed
             .iter()
             .filter(|l| l.id.is_none())
@@ -108,7 +111,8 @@ impl Remembered {
     pub fn complete(&mut self, stats: &mut Stats, asked: u32, domain: &Listed) {
         match domain.id {
             None if asked & ffi::STATS_BLOCK != 0 => {
-                self.disks.insert(stats.uuid.clone(), Disks::from(stats));
+                self.disks
+                    .insert(stats.uuid.clone(), Disks::from(stats, self.asked_at));
             }
             None => fill(stats, self.disks.get(&stats.uuid).map(|d| &d.block)),
             Some(id) if asked & ffi::STATS_VCPU != 0 => {
@@ -174,13 +178,21 @@ struct Disks {
 }
 
 impl Disks {
-    fn from(stats: &Stats) -> Disks {
+    /// The stamps are taken after libvirt's answer: a file changed since
+    /// shortly before the question gets none, so it is asked again (file
+    /// times come from a clock coarser than [`SystemTime::now`]).
+    fn from(stats: &Stats, asked_at: Option<SystemTime>) -> Disks {
         let block = with_prefix(stats, &["block."]);
+        let settled_before = asked_at.and_then(|t| t.checked_sub(Duration::from_secs(1)));
         let files = block
             .iter()
             .filter(|(key, _)| key.ends_with(".path"))
             .filter_map(|(_, value)| value.as_str())
-            .map(|path| (path.to_owned(), stamp(path)))
+            .map(|path| {
+                let stamp = stamp(path)
+                    .filter(|s| settled_before.is_some_and(|before| s.modified < before));
+                (path.to_owned(), stamp)
+            })
             .collect();
         Disks {
             block,
@@ -282,7 +294,13 @@ mod tests {
             std::env::temp_dir().join(format!("hv-metrics-remembered-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let image = dir.join("a.qcow2");
-        std::fs::write(&image, b"one").unwrap();
+        let write = |content: &[u8], age: u64| {
+            std::fs::write(&image, content).unwrap();
+            let then = SystemTime::now() - Duration::from_secs(age);
+            let file = std::fs::File::options().write(true).open(&image).unwrap();
+            file.set_modified(then).unwrap();
+        };
+        write(b"one", 60);
         let path = image.to_str().unwrap();
         let disk = [
             ("block.0.path", Param::Str(path.into())),
@@ -301,14 +319,25 @@ mod tests {
         memory.complete(&mut fresh, BASE, &listed[0]);
         assert_eq!(fresh.u64("block.0.capacity"), Some(1 << 30));
 
-        std::fs::write(&image, b"grown by a write").unwrap();
+        write(b"grown by a write", 0);
         memory.expire(&listed);
         assert_eq!(
             memory.groups(&listed[0]),
             BASE | ffi::STATS_BLOCK,
             "changed"
         );
+        // Written while libvirt was asked: what it said may be older.
         memory.complete(&mut stats("u1", &disk), BASE | ffi::STATS_BLOCK, &listed[0]);
+        memory.expire(&listed);
+        assert_eq!(
+            memory.groups(&listed[0]),
+            BASE | ffi::STATS_BLOCK,
+            "written as asked"
+        );
+        write(b"grown by a write", 60);
+        memory.complete(&mut stats("u1", &disk), BASE | ffi::STATS_BLOCK, &listed[0]);
+        memory.expire(&listed);
+        assert_eq!(memory.groups(&listed[0]), BASE, "settled");
         std::fs::remove_file(&image).unwrap();
         memory.expire(&listed);
         assert_eq!(memory.groups(&listed[0]), BASE | ffi::STATS_BLOCK, "gone");
