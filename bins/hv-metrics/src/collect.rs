@@ -148,26 +148,30 @@ fn vm_id(stats: &Stats) -> [(&'static str, &str); 2] {
     [("name", stats.name.as_str()), ("uuid", stats.uuid.as_str())]
 }
 
-/// Running domains' statistics are read in this many concurrent calls.
+/// Running domains' statistics are read by this many threads at once.
 /// libvirt reads them one domain after another, each with a few round trips
 /// to that domain's QEMU monitor; a monitor answers only when its QEMU gets
 /// the CPU, so on a loaded host the waits dominate, and concurrent calls
-/// overlap them. With the stream of cheap calls [`all_domains`] makes
-/// meanwhile and the host part's, a scrape keeps within the 5 calls of one
-/// client libvirtd serves at once (`max_client_requests`; it leaves further
-/// calls unread). Measured with 10 busy TCG guests among 200 domains on 2
-/// cores (`cargo xtask bench-metrics`): 1 call took 1.4 to 1.6 times as
-/// long as 3, and 4, 5 or 10 as long as 3.
+/// overlap them. With the stream of cheap calls [`domains`] makes meanwhile
+/// and the host part's, a scrape keeps within the 5 calls of one client
+/// libvirtd serves at once (`max_client_requests`; it leaves further calls
+/// unread). Measured with 10 busy TCG guests among 200 domains on 2 cores
+/// (`cargo xtask bench-metrics`): 1 call took 1.4 to 1.6 times as long as
+/// 3, and 4, 5 or 10 as long as 3.
 const STATS_CALLS: usize = 3;
+
+/// Domains (indices into the listing) asked for the same statistics groups
+/// in one call.
+type Call = (u32, Vec<usize>);
+
+type StatsAnswer = std::result::Result<Vec<Stats>, virt::error::Error>;
 
 /// Every domain's series, from statistics asked in calls grouped by what is
 /// asked of each domain (a stopped domain has no CPU or network counters,
 /// and [`Remembered`] knows some of the rest). Running domains, whose calls
-/// wait on QEMU monitors, are spread over [`STATS_CALLS`] concurrent calls;
-/// meanwhile this thread makes the cheap calls one after another (stopped
-/// domains, the autostart and transient lists) and writes the stopped
-/// domains' series. The number of calls does not grow with the number of
-/// domains.
+/// wait on QEMU monitors, are read by [`STATS_CALLS`] threads; meanwhile
+/// this thread makes the cheap calls one after another. The number of
+/// calls does not grow with the number of domains.
 fn domains(e: &mut Exposition, conn: &Connect, memory: &mut Remembered) -> Result<Vec<Stats>> {
     let all = conn
         .list_all_domains(0)
@@ -181,46 +185,27 @@ fn domains(e: &mut Exposition, conn: &Connect, memory: &mut Remembered) -> Resul
         })
         .collect();
     memory.expire(&listed);
-    let (live, stopped) = calls(&listed, memory);
-    let stats_of = |(groups, members): &(u32, Vec<usize>)| {
+    let (live, stopped) = plan(&listed, |domain| memory.groups(domain));
+    let ask = |(groups, members): &Call| {
         let doms: Vec<&virt::domain::Domain> = members.iter().map(|&i| &all[i]).collect();
         // NOWAIT: a domain busy in another job (a backup) is reported with
         // what libvirt has at hand instead of stalling the scrape.
         ffi::domain_stats(&doms, *groups, ffi::STATS_NOWAIT)
     };
-    let by_uuid: HashMap<&str, &Listed> = listed.iter().map(|l| (l.uuid.as_str(), l)).collect();
-    let mut completed = |calls: &Calls, answers: Vec<StatsAnswer>| -> Result<Vec<Stats>> {
-        let mut out = Vec::new();
-        for ((groups, _), answer) in calls.iter().zip(answers) {
-            let answer =
-                answer.map_err(|err| Error::libvirt("cannot read domain statistics", &err))?;
-            for mut one in answer {
-                if let Some(domain) = by_uuid.get(one.uuid.as_str()) {
-                    memory.complete(&mut one, *groups, domain);
-                }
-                out.push(one);
-            }
-        }
-        Ok(out)
-    };
     std::thread::scope(|s| {
-        let spawned: Vec<_> = live
+        let threads: Vec<_> = live
             .iter()
-            .map(|call| s.spawn(move || stats_of(call)))
+            .map(|calls| s.spawn(move || calls.iter().map(ask).collect::<Vec<_>>()))
             .collect();
-        let mut stats = completed(&stopped, stopped.iter().map(stats_of).collect())?;
-        let listed_with = |flags| domain::uuids_listed(conn, flags);
-        let flags = Flags {
-            autostart: listed_with(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?,
-            // Few domains are transient: listing those is cheaper than the rest.
-            transient: listed_with(sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?,
-        };
-        vm_series(e, &stats, &flags);
-        let answers = spawned
+        // Aside until the running domains are in: a failed domains
+        // collector writes no series at all.
+        let mut aside = Exposition::default();
+        let (mut stats, flags) = cheap_part(&mut aside, conn, memory, &listed, &stopped, ask)?;
+        let answers = threads
             .into_iter()
-            .map(|c| c.join().expect("stats thread"))
-            .collect();
-        let running = completed(&live, answers)?;
+            .flat_map(|t| t.join().expect("stats thread"));
+        let running = completed(memory, &listed, live.iter().flatten().zip(answers))?;
+        e.absorb(aside);
         vm_series(e, &running, &flags);
         stats.extend(running);
         e.add("hv_host_domains", &[], stats.len() as f64);
@@ -228,7 +213,48 @@ fn domains(e: &mut Exposition, conn: &Connect, memory: &mut Remembered) -> Resul
     })
 }
 
-type StatsAnswer = std::result::Result<Vec<Stats>, virt::error::Error>;
+/// What is asked while the running domains' calls are out: the stopped
+/// domains' statistics, whose series are written meanwhile, and the
+/// autostart and transient lists.
+fn cheap_part(
+    e: &mut Exposition,
+    conn: &Connect,
+    memory: &mut Remembered,
+    listed: &[Listed],
+    stopped: &[Call],
+    ask: impl Fn(&Call) -> StatsAnswer,
+) -> Result<(Vec<Stats>, Flags)> {
+    let answers = stopped.iter().map(&ask);
+    let stats = completed(memory, listed, stopped.iter().zip(answers))?;
+    let listed_with = |flags| domain::uuids_listed(conn, flags);
+    let flags = Flags {
+        autostart: listed_with(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART)?,
+        // Few domains are transient: listing those is cheaper than the rest.
+        transient: listed_with(sys::VIR_CONNECT_LIST_DOMAINS_TRANSIENT)?,
+    };
+    vm_series(e, &stats, &flags);
+    Ok((stats, flags))
+}
+
+/// Statistics calls' answers, completed from what is remembered.
+fn completed<'a>(
+    memory: &mut Remembered,
+    listed: &[Listed],
+    answered: impl Iterator<Item = (&'a Call, StatsAnswer)>,
+) -> Result<Vec<Stats>> {
+    let by_uuid: HashMap<&str, &Listed> = listed.iter().map(|l| (l.uuid.as_str(), l)).collect();
+    let mut out = Vec::new();
+    for ((groups, _), answer) in answered {
+        let answer = answer.map_err(|err| Error::libvirt("cannot read domain statistics", &err))?;
+        for mut one in answer {
+            if let Some(domain) = by_uuid.get(one.uuid.as_str()) {
+                memory.complete(&mut one, *groups, domain);
+            }
+            out.push(one);
+        }
+    }
+    Ok(out)
+}
 
 /// Which domains start with the host and which are not defined, by UUID.
 struct Flags {
@@ -236,26 +262,38 @@ struct Flags {
     transient: HashSet<String>,
 }
 
-/// The statistics calls for `listed`: (groups, members) for running
-/// domains, spread over [`STATS_CALLS`], and for stopped ones.
-type Calls = Vec<(u32, Vec<usize>)>;
-
-fn calls(listed: &[Listed], memory: &Remembered) -> (Calls, Calls) {
+/// The statistics calls for `listed`, given the groups to ask of each
+/// domain: for running domains, one list of calls per thread, at most
+/// [`STATS_CALLS`] (a thread makes one call per set of groups among its
+/// domains, one after another); for stopped domains, one call per set.
+fn plan(listed: &[Listed], groups: impl Fn(&Listed) -> u32) -> (Vec<Vec<Call>>, Vec<Call>) {
     let mut by_groups: BTreeMap<(bool, u32), Vec<usize>> = BTreeMap::new();
     for (i, domain) in listed.iter().enumerate() {
-        let key = (domain.id.is_some(), memory.groups(domain));
+        let key = (domain.id.is_some(), groups(domain));
         by_groups.entry(key).or_default().push(i);
     }
-    let running = listed.iter().filter(|l| l.id.is_some()).count();
-    let per_call = running.div_ceil(STATS_CALLS).max(1);
-    let (mut live, mut stopped) = (Vec::new(), Vec::new());
+    let (mut running, mut stopped) = (Vec::new(), Vec::new());
     for ((is_live, groups), members) in by_groups {
         if is_live {
-            live.extend(members.chunks(per_call).map(|c| (groups, c.to_vec())));
+            running.extend(members.into_iter().map(|i| (groups, i)));
         } else {
             stopped.push((groups, members));
         }
     }
+    let per_thread = running.len().div_ceil(STATS_CALLS).max(1);
+    let live = running
+        .chunks(per_thread)
+        .map(|share| {
+            let mut calls: Vec<Call> = Vec::new();
+            for &(groups, i) in share {
+                match calls.last_mut() {
+                    Some((same, members)) if *same == groups => members.push(i),
+                    _ => calls.push((groups, vec![i])),
+                }
+            }
+            calls
+        })
+        .collect();
     (live, stopped)
 }
 
@@ -689,6 +727,47 @@ fn unix_seconds(t: SystemTime) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_domains_are_read_by_at_most_stats_calls_threads() {
+        let listed: Vec<Listed> = (0..13)
+            .map(|i| Listed {
+                uuid: format!("u{i}"),
+                name: format!("vm{i}"),
+                id: (i < 10).then_some(i),
+            })
+            .collect();
+        // Two sets of groups among the running domains, as when some
+        // guests report memory statistics and others do not.
+        let (live, stopped) = plan(&listed, |l| {
+            if l.id.is_some_and(|id| id.is_multiple_of(2)) {
+                1
+            } else {
+                2
+            }
+        });
+        assert_eq!(live.len(), STATS_CALLS);
+        let mut asked: Vec<usize> = live.iter().flatten().flat_map(|(_, m)| m.clone()).collect();
+        asked.sort();
+        assert_eq!(
+            asked,
+            (0..10).collect::<Vec<_>>(),
+            "each running domain once"
+        );
+        for (groups, members) in live.iter().flatten() {
+            let want = |i: &usize| if i.is_multiple_of(2) { 1 } else { 2 };
+            assert!(
+                members.iter().all(|i| want(i) == *groups),
+                "{groups}: {members:?}"
+            );
+        }
+        assert_eq!(stopped, vec![(2, vec![10, 11, 12])]);
+        assert_eq!(
+            plan(&listed[10..], |_| 1).0.len(),
+            0,
+            "no running domain, no thread"
+        );
+    }
 
     #[test]
     fn versions_decode() {

@@ -13,8 +13,9 @@
 //! A process is this domain's QEMU only if the daemon's pid file names it
 //! and its command line carries the domain's name and UUID: a remote
 //! host's VM of the same name, or a recycled pid, is not this one. That is
-//! checked once per run of the domain; later scrapes check only that the
-//! pid file still names the same process.
+//! checked when hv first sees a run of the domain and at least once a
+//! minute; the scrapes between check only that the pid file still names the
+//! process, started when it was.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -22,6 +23,10 @@ use std::sync::OnceLock;
 /// A running domain's QEMU on this host.
 pub struct LocalQemu {
     pid: u32,
+    /// When the process started (clock ticks after boot): a recycled pid
+    /// names a process started later.
+    started: u64,
+    pid_file: PathBuf,
     /// The `cpu.stat` of the domain's cgroup, when it has one hv can read.
     cpu_stat: Option<PathBuf>,
 }
@@ -36,7 +41,9 @@ pub struct CpuTimes {
 
 impl LocalQemu {
     pub fn find(name: &str, uuid: &str) -> Option<LocalQemu> {
-        let pid = pid_in_file(name)?;
+        let pid_file = PathBuf::from(format!("/run/libvirt/qemu/{name}.pid"));
+        let pid = pid_in(&pid_file)?;
+        let started = start_time(pid)?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         if !is_domains_qemu(&cmdline, name, uuid) {
             return None;
@@ -44,12 +51,30 @@ impl LocalQemu {
         let cpu_stat = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .ok()
             .and_then(|own| Some(cgroup2_root()?.join(domain_cgroup(&own)?).join("cpu.stat")));
-        Some(LocalQemu { pid, cpu_stat })
+        Some(LocalQemu {
+            pid,
+            started,
+            pid_file,
+            cpu_stat,
+        })
+    }
+
+    /// This process, as if its pid file were `pid_file`.
+    #[cfg(test)]
+    pub fn this_process(pid_file: PathBuf, cpu_stat: PathBuf) -> LocalQemu {
+        let pid = std::process::id();
+        std::fs::write(&pid_file, pid.to_string()).unwrap();
+        LocalQemu {
+            pid,
+            started: start_time(pid).unwrap(),
+            pid_file,
+            cpu_stat: Some(cpu_stat),
+        }
     }
 
     /// Whether the daemon still names this process the domain's QEMU.
-    pub fn is_current(&self, name: &str) -> bool {
-        pid_in_file(name) == Some(self.pid)
+    pub fn is_current(&self) -> bool {
+        pid_in(&self.pid_file) == Some(self.pid) && start_time(self.pid) == Some(self.started)
     }
 
     /// Resident memory in KiB, as libvirt's `balloon.rss`.
@@ -69,9 +94,16 @@ impl LocalQemu {
     }
 }
 
-fn pid_in_file(name: &str) -> Option<u32> {
-    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{name}.pid")).ok()?;
-    pid.trim().parse().ok()
+fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Field 22 of /proc/PID/stat; the fields before it follow the command
+/// name, which may hold spaces and parentheses.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn is_domains_qemu(cmdline: &[u8], name: &str, uuid: &str) -> bool {
@@ -106,7 +138,9 @@ fn guest_name(option: &str) -> Option<String> {
 fn domain_cgroup(proc_cgroup: &str) -> Option<&str> {
     let path = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
     let parent = path.strip_suffix("/emulator")?;
-    Some(parent.trim_start_matches('/'))
+    // Seen from another cgroup namespace, the path climbs out of its root.
+    let climbs = parent.split('/').any(|part| part == ".." || part == ".");
+    (!climbs).then(|| parent.trim_start_matches('/'))
 }
 
 /// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup on a unified
@@ -120,14 +154,45 @@ fn cgroup2_root() -> Option<&'static Path> {
     .as_deref()
 }
 
+/// The mount of the whole hierarchy (root `/`), not of a subtree bound
+/// elsewhere.
 fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (before, after) = line.split_once(" - ")?;
         if after.split(' ').next() != Some("cgroup2") {
             return None;
         }
-        before.split(' ').nth(4).map(PathBuf::from)
+        let fields: Vec<&str> = before.split(' ').collect();
+        if fields.get(3) != Some(&"/") {
+            return None;
+        }
+        fields.get(4).map(|point| PathBuf::from(unescape(point)))
     })
+}
+
+/// mountinfo writes a space, tab, newline and backslash in a path as an
+/// octal escape (`\040`).
+fn unescape(field: &str) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let text = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_cpu_stat(text: &str) -> Option<CpuTimes> {
@@ -182,6 +247,11 @@ mod tests {
             Some("machine/qemu-21-web.libvirt-qemu")
         );
         assert_eq!(domain_cgroup("0::/user.slice/session-1.scope\n"), None);
+        assert_eq!(
+            domain_cgroup("0::/../../machine/qemu-1-web.libvirt-qemu/emulator\n"),
+            None,
+            "seen from another cgroup namespace"
+        );
         assert_eq!(domain_cgroup("4:cpu:/machine/emulator\n"), None, "v1 only");
     }
 
@@ -203,6 +273,13 @@ mod tests {
             cgroup2_mount("32 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw\n"),
             None
         );
+        let escaped = "40 24 0:30 / /srv/my\\040cgroups rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup2_mount(escaped),
+            Some(PathBuf::from("/srv/my cgroups"))
+        );
+        let subtree = "41 24 0:30 /machine /srv/machines rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount(subtree), None, "a bound subtree");
     }
 
     #[test]

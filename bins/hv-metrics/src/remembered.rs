@@ -81,7 +81,7 @@ impl Remembered {
         self.sizes.retain(|uuid, s| {
             running.get(uuid.as_str()) == Some(&s.id)
                 && now.duration_since(s.read_at) < MAX_AGE
-                && s.local.as_ref().is_none_or(|q| q.is_current(&s.name))
+                && s.local.as_ref().is_none_or(LocalQemu::is_current)
         });
     }
 
@@ -120,36 +120,50 @@ impl Remembered {
                     .local_daemon
                     .then(|| LocalQemu::find(&domain.name, &stats.uuid))
                     .flatten();
-                self.sizes.insert(
-                    stats.uuid.clone(),
-                    Sizes::from(stats, id, &domain.name, local),
-                );
+                self.sizes
+                    .insert(stats.uuid.clone(), Sizes::from(stats, id, local));
             }
             Some(_) => {
                 let Some(sizes) = self.sizes.get(&stats.uuid) else {
                     return;
                 };
                 fill(stats, Some(&sizes.values));
-                let local = sizes.local.as_ref();
-                if asked & ffi::STATS_BALLOON == 0 {
-                    if let Some(rss) = local.and_then(LocalQemu::rss_kib) {
-                        stats.params.insert("balloon.rss".into(), Param::UInt(rss));
-                    }
-                }
-                if asked & ffi::STATS_CPU_TOTAL == 0 {
-                    if let Some(cpu) = local.and_then(LocalQemu::cpu_times) {
-                        for (key, ns) in [
-                            ("cpu.time", cpu.total),
-                            ("cpu.user", cpu.user),
-                            ("cpu.system", cpu.system),
-                        ] {
-                            stats.params.insert(key.into(), Param::UInt(ns));
-                        }
-                    }
+                if !read_locally(stats, asked, sizes.local.as_ref()) {
+                    // Missing from this scrape; asked of libvirt from the next.
+                    self.sizes.remove(&stats.uuid);
                 }
             }
         }
     }
+}
+
+/// Adds what was left out of the question because hv reads it itself;
+/// false when that failed.
+fn read_locally(stats: &mut Stats, asked: u32, local: Option<&LocalQemu>) -> bool {
+    let mut read = true;
+    if asked & ffi::STATS_BALLOON == 0 {
+        match local.and_then(LocalQemu::rss_kib) {
+            Some(rss) => {
+                stats.params.insert("balloon.rss".into(), Param::UInt(rss));
+            }
+            None => read = false,
+        }
+    }
+    if asked & ffi::STATS_CPU_TOTAL == 0 {
+        match local.and_then(LocalQemu::cpu_times) {
+            Some(cpu) => {
+                for (key, ns) in [
+                    ("cpu.time", cpu.total),
+                    ("cpu.user", cpu.user),
+                    ("cpu.system", cpu.system),
+                ] {
+                    stats.params.insert(key.into(), Param::UInt(ns));
+                }
+            }
+            None => read = false,
+        }
+    }
+    read
 }
 
 fn fill(stats: &mut Stats, remembered: Option<&Vec<(String, Param)>>) {
@@ -231,7 +245,6 @@ fn stamp(path: &str) -> Option<Stamp> {
 struct Sizes {
     /// The domain id of the run they belong to.
     id: u32,
-    name: String,
     /// Its QEMU, when hv can read its RSS or CPU times itself.
     local: Option<LocalQemu>,
     values: Vec<(String, Param)>,
@@ -243,10 +256,9 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn from(stats: &Stats, id: u32, name: &str, local: Option<LocalQemu>) -> Sizes {
+    fn from(stats: &Stats, id: u32, local: Option<LocalQemu>) -> Sizes {
         Sizes {
             id,
-            name: name.to_owned(),
             values: with_prefix(
                 stats,
                 &[
@@ -341,6 +353,58 @@ mod tests {
         std::fs::remove_file(&image).unwrap();
         memory.expire(&listed);
         assert_eq!(memory.groups(&listed[0]), BASE | ffi::STATS_BLOCK, "gone");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn what_hv_reads_itself_is_asked_of_libvirt_once_it_cannot() {
+        let dir = std::env::temp_dir().join(format!("hv-metrics-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cpu_stat, pid_file) = (dir.join("cpu.stat"), dir.join("vm.pid"));
+        let stat = "usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\n";
+        std::fs::write(&cpu_stat, stat).unwrap();
+        let run = Listed {
+            uuid: "u".into(),
+            name: "vm".into(),
+            id: Some(7),
+        };
+        let mut memory = Remembered::new(true);
+        let remember = |memory: &mut Remembered| {
+            let local = LocalQemu::this_process(pid_file.clone(), cpu_stat.clone());
+            let sizes = Sizes::from(
+                &stats("u", &[("vcpu.current", Param::UInt(2))]),
+                7,
+                Some(local),
+            );
+            memory.sizes.insert("u".into(), sizes);
+            memory.expire(std::slice::from_ref(&run));
+        };
+        remember(&mut memory);
+        let asked = memory.groups(&run);
+        assert_eq!(
+            asked,
+            ffi::STATS_STATE | ffi::STATS_INTERFACE | ffi::STATS_BLOCK
+        );
+        let mut fresh = stats("u", &[]);
+        memory.complete(&mut fresh, asked, &run);
+        assert_eq!(fresh.u64("cpu.time"), Some(2_000_000_000));
+        assert_eq!(fresh.u64("cpu.user"), Some(1_500_000_000));
+        assert!(
+            fresh.u64("balloon.rss").is_some_and(|kib| kib > 0),
+            "{fresh:?}"
+        );
+        assert_eq!(fresh.u64("vcpu.current"), Some(2));
+
+        std::fs::remove_file(&cpu_stat).unwrap();
+        memory.complete(&mut stats("u", &[]), asked, &run);
+        memory.expire(std::slice::from_ref(&run));
+        assert_eq!(memory.groups(&run), BASE | LIVE, "cpu.stat gone");
+
+        std::fs::write(&cpu_stat, stat).unwrap();
+        remember(&mut memory);
+        std::fs::write(&pid_file, "1").unwrap();
+        memory.expire(std::slice::from_ref(&run));
+        assert_eq!(memory.groups(&run), BASE | LIVE, "another process");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
