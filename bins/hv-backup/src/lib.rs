@@ -326,7 +326,7 @@ pub const MANUAL: Manual = Manual {
         "On a full read, the image SHA-256 of an unchanged disk is not recomputed: after each backup the host keeps, in --cache-dir, each disk's chunk ids and the SHA-256 state after each chunk; the next backup resumes hashing after the last unchanged leading chunk. Equal keyed-BLAKE3 chunk ids mean equal bytes, so the result is the same as hashing everything; deleting the cache only makes the next backup a full read.",
         "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed.",
         "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after every chunk matched its id and the image's SHA-256 matched the backup's (where it has one); the record gives the SHA-256 of what was written; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
-        "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept. Each backup gets a record with kept and keep_reason.",
+        "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept and take no --keep-* slot. Each backup gets a record with kept and keep_reason.",
     ],
 };
 

@@ -35,14 +35,7 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
     let mut printer = Printer::stdout(a.output.format, PRUNE_COLUMNS);
     let mut status = Status::default();
     for backups in by_vm.values() {
-        let times: Vec<i64> = backups.iter().map(|b| b.time_unix).collect();
-        let verdicts = retention::judge(&times, &a.keep);
-        for (b, verdict) in backups.iter().zip(verdicts) {
-            let reason = if b.protected {
-                Some("protected")
-            } else {
-                verdict
-            };
+        for (b, reason) in backups.iter().zip(verdicts(backups, &a.keep)) {
             let mut r = obj(json!({
                 "name": b.name,
                 "uuid": b.uuid,
@@ -96,4 +89,67 @@ pub fn gc(a: GcArgs) -> Result<Exit> {
     })))?;
     printer.finish()?;
     Ok(Exit::Ok)
+}
+
+/// Why each backup is kept, or `None` when it goes. As in Proxmox Backup
+/// Server, a protected backup is kept outside the rules: it takes no
+/// `--keep-*` slot and covers no period, so the rules keep as many other
+/// backups as they would without it.
+fn verdicts(backups: &[backup_index::Index], keep: &retention::Keep) -> Vec<retention::Verdict> {
+    let unprotected: Vec<i64> = backups
+        .iter()
+        .filter(|b| !b.protected)
+        .map(|b| b.time_unix)
+        .collect();
+    let mut judged = retention::judge(&unprotected, keep).into_iter();
+    backups
+        .iter()
+        .map(|b| {
+            if b.protected {
+                Some("protected")
+            } else {
+                judged.next().flatten()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(day: i64, protected: bool) -> backup_index::Index {
+        let t = 1_800_000_000 + day * 86_400;
+        serde_json::from_value(json!({
+            "format": "hv-backup", "version": 1, "id": format!("b{day}"), "name": "vm",
+            "uuid": "u", "time": "", "time_unix": t, "time_unix_ms": t * 1000,
+            "mode": "offline", "disks": [], "size_bytes": 0, "read_bytes": 0,
+            "new_bytes": 0, "stored_bytes": 0, "referenced_bytes": 0, "chunks": 0,
+            "elapsed_ms": 0, "protected": protected,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_protected_backup_takes_no_keep_slot() {
+        let backups = [backup(1, false), backup(2, false), backup(3, true)];
+        let keep = retention::Keep {
+            last: Some(2),
+            ..retention::Keep::default()
+        };
+        assert_eq!(
+            verdicts(&backups, &keep),
+            vec![Some("keep-last"), Some("keep-last"), Some("protected")]
+        );
+        let daily = retention::Keep {
+            daily: Some(1),
+            ..retention::Keep::default()
+        };
+        let same_day = [backup(1, false), backup(1, true)];
+        assert_eq!(
+            verdicts(&same_day, &daily),
+            vec![Some("keep-daily"), Some("protected")],
+            "a protected backup covers no day"
+        );
+    }
 }
