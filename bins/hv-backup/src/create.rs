@@ -6,7 +6,7 @@
 
 use crate::crypt;
 use crate::format::{self, Image, Index, IndexDisk, Manifest};
-use crate::incremental::{self, Base, Chain, Full, OfflineCheckpoint};
+use crate::incremental::{self, Base, Chain, Full, NewCheckpoint};
 use crate::midstate::{self, DiskCache};
 use crate::nbd;
 use crate::source::{self, JobDisk, LiveJob, QemuNbd, RunDir};
@@ -72,7 +72,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     let cache = HashCache::new(plan, vm);
     let mut got = Gathered::default();
     let chain = Chain::load(dom, &plan.sealer.repo.config.id);
-    let (checkpoint, made_by_hand) = if live {
+    let made = if live {
         let live = Live {
             plan,
             cache: &cache,
@@ -81,7 +81,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
             all: &parsed.disks,
             chain: &chain,
         };
-        (live.read(&disks, &mut got)?, None)
+        live.read(&disks, &mut got)?
     } else {
         let offline = Offline {
             plan,
@@ -91,10 +91,10 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
             chain: &chain,
             label: format!("off-{}", source::short(vm.uuid.as_deref().unwrap_or("vm"))),
         };
-        let made = offline.read(&disks, &mut got)?;
-        (made.as_ref().map(|c| c.name.clone()), made)
+        offline.read(&disks, &mut got)?
     };
-    // From here a failure drops `made_by_hand`, which removes it again.
+    let checkpoint = made.as_ref().map(|c| c.name.clone());
+    // From here a failure drops `made`, which removes the checkpoint again.
     let nvram = match nvram_path(&config_xml) {
         Some(path) if path.exists() => Some(got.add(store_file(&plan.sealer, &path)?)),
         _ => None,
@@ -107,7 +107,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
         started: start,
     };
     let index = commit(plan, vm, &got, backup)?;
-    if let Some(made) = made_by_hand {
+    if let Some(made) = made {
         made.keep();
     }
     cache.save_all(&got, &index.id);
@@ -161,12 +161,16 @@ fn decide(plan: &Plan, cache: &HashCache, dom: &Domain, chain: &Chain, disks: &[
     (bases, fulls)
 }
 
-impl Live<'_> {
+impl<'a> Live<'a> {
     /// Reads `disks`; returns the checkpoint the job created, if it made one.
-    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<String>> {
+    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<NewCheckpoint<'a>>> {
         let (mut bases, mut fulls) = decide(self.plan, self.cache, self.dom, self.chain, disks);
         let name = incremental::new_name(&self.plan.sealer.repo.config.id)?;
+        // Declared before the job, so a failed read ends the job first and
+        // then removes the checkpoint.
+        let new_checkpoint;
         let (job, made) = self.begin(disks, &name, &mut bases, &mut fulls, got)?;
+        new_checkpoint = made.then(|| NewCheckpoint::made_by_job(self.dom, &name));
         for disk in disks {
             match bases.remove(&disk.target) {
                 Some(base) => {
@@ -186,7 +190,7 @@ impl Live<'_> {
                 last.checkpoint = (made && incremental::can_track(disk)).then(|| name.clone());
             }
         }
-        Ok(made.then_some(name))
+        Ok(new_checkpoint)
     }
 
     /// Starts the job; if libvirt refuses the increments, again with every
@@ -260,7 +264,7 @@ struct Offline<'a> {
 
 impl<'a> Offline<'a> {
     /// Reads `disks`; returns the checkpoint made for the next backup.
-    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<OfflineCheckpoint<'a>>> {
+    fn read(&self, disks: &[&Disk], got: &mut Gathered) -> Result<Option<NewCheckpoint<'a>>> {
         let paths = disks
             .iter()
             .map(|d| source::offline_path(d))

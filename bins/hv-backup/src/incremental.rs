@@ -233,29 +233,46 @@ fn present_chunks(repo: &Repo, cache: &DiskCache) -> Option<HashMap<String, u64>
     Some(sizes)
 }
 
-/// A checkpoint hv made for a stopped VM. Dropped before [`Self::keep`],
-/// it is removed again, so failing backups do not pile up bitmaps that
-/// every write of the VM then updates.
-pub struct OfflineCheckpoint<'a> {
+/// A checkpoint a backup made: by a running VM's backup job, or by hand for
+/// a stopped VM. Dropped before [`Self::keep`], it is removed again, so
+/// failing backups do not pile up bitmaps that every write of the VM then
+/// updates. A running VM's must drop after its job has ended.
+pub struct NewCheckpoint<'a> {
     dom: &'a Domain,
-    all: &'a [Disk],
+    /// A stopped VM's disks, whose images hold the bitmaps.
+    stopped: Option<&'a [Disk]>,
     pub name: String,
     kept: bool,
 }
 
-impl OfflineCheckpoint<'_> {
+impl<'a> NewCheckpoint<'a> {
+    /// The checkpoint a running VM's backup job created with it.
+    pub fn made_by_job(dom: &'a Domain, name: &str) -> NewCheckpoint<'a> {
+        NewCheckpoint {
+            dom,
+            stopped: None,
+            name: name.to_owned(),
+            kept: false,
+        }
+    }
+
     /// The backup committed: the checkpoint stays for the next one.
     pub fn keep(mut self) {
         self.kept = true;
     }
 }
 
-impl Drop for OfflineCheckpoint<'_> {
+impl Drop for NewCheckpoint<'_> {
     fn drop(&mut self) {
         if self.kept {
             return;
         }
-        if let Err(e) = delete_offline(self.dom, &self.name, self.all) {
+        let deleted = match self.stopped {
+            Some(disks) => delete_offline(self.dom, &self.name, disks),
+            None => ffi::delete_checkpoint(self.dom, &self.name, false)
+                .map_err(|e| e.message().to_owned()),
+        };
+        if let Err(e) = deleted {
             hv_common::cli::warn(format!(
                 "cannot remove checkpoint {} of the failed backup: {e}; the next backup does",
                 self.name
@@ -271,7 +288,7 @@ pub fn create_offline<'a>(
     name: &str,
     all: &'a [Disk],
     tracked: &[&Disk],
-) -> Result<OfflineCheckpoint<'a>, String> {
+) -> Result<NewCheckpoint<'a>, String> {
     let mut added: Vec<&Disk> = Vec::new();
     let undo = |added: &[&Disk]| {
         for disk in added {
@@ -291,9 +308,9 @@ pub fn create_offline<'a>(
         undo(&added);
         format!("libvirt would not take checkpoint {name}: {}", e.message())
     })?;
-    Ok(OfflineCheckpoint {
+    Ok(NewCheckpoint {
         dom,
-        all,
+        stopped: Some(all),
         name: name.to_owned(),
         kept: false,
     })

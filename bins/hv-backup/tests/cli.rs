@@ -669,15 +669,35 @@ fn a_full_disk_fails_the_backup_and_damages_nothing() {
     let _unmount = Unmount(mnt.clone());
     let b = Bench::at(&dir.join("bench"), Some(mnt.join("repo")));
     let good = backup_id(&ok(&b.run(&["create", &g.name])));
+    let checkpoints = || {
+        let out = Command::new("virsh")
+            .args(["-c", URI, "checkpoint-list", "--name", &g.name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let good_checkpoint = checkpoints();
+    assert!(good_checkpoint.starts_with("hv-"), "{good_checkpoint:?}");
 
     fill_disk(&g, 20, 0); // 20 MiB of random data cannot fit in 6 MiB
-    let recs = failed(&b.run(&["create", &g.name]), "io_error");
-    assert!(
-        recs[0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("No space left"),
-        "{recs:?}"
+    let no_space = |recs: &[Value]| {
+        let message = recs[0]["error"]["message"].as_str().unwrap();
+        assert!(message.contains("No space left"), "{recs:?}");
+    };
+    no_space(&failed(&b.run(&["create", &g.name]), "io_error"));
+    assert_eq!(
+        checkpoints(),
+        good_checkpoint,
+        "the stopped VM's failed backup removed its checkpoint"
+    );
+    // The same VM running: the backup job's checkpoint goes too.
+    g.start_ready();
+    no_space(&failed(&b.run(&["create", &g.name]), "io_error"));
+    assert_eq!(
+        checkpoints(),
+        good_checkpoint,
+        "the live failed backup removed its checkpoint"
     );
     let listed = ok(&b.run(&["ls"]));
     assert_eq!(listed.len(), 1, "no partial backup is listed");
