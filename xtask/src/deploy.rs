@@ -57,6 +57,8 @@ const UNITS: &[Unit] = &[
             ("StateDirectory", "hv"),
             ("StateDirectoryMode", "0755"),
             ("CacheDirectory", "hv"),
+            // The disk hash states there reveal what chunks hold.
+            ("CacheDirectoryMode", "0700"),
             ("Nice", "10"),
             ("IOSchedulingClass", "idle"),
         ],

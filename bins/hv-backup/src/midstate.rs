@@ -11,7 +11,9 @@
 
 use sha2::digest::generic_array::GenericArray;
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 const IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
@@ -153,10 +155,12 @@ impl DiskCache {
         })
     }
 
-    /// Writes the cache atomically (temporary file, then rename).
+    /// Writes the cache atomically (temporary file, then rename), readable
+    /// by its owner only: a hash state after each chunk would let anyone
+    /// test a guess of what the chunk holds.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        private_dirs(dir)?;
         let head = serde_json::to_vec(&Header {
             chunk_size: self.chunk_size,
             size: self.size,
@@ -179,8 +183,15 @@ impl DiskCache {
                 data.extend_from_slice(&w.to_be_bytes());
             }
         }
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = path.with_extension(format!("tmp-{}-{nanos}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&data)?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)
@@ -197,6 +208,23 @@ impl DiskCache {
             })
             .collect()
     }
+}
+
+/// Creates `dir` (a VM's directory under its repository's) and closes it
+/// and its parent to everyone but the owner, also when an older hv made
+/// them open.
+fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        let mode = std::fs::metadata(d)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    Ok(())
 }
 
 fn words(b: &[u8]) -> [u32; 8] {
@@ -258,7 +286,15 @@ mod tests {
             ids: vec![Some([3; 32]), None, None, Some([4; 32])],
             states: vec![[1, 2, 3, 4, 5, 6, 7, 8], IV],
         };
+        // As an older hv left it: open to all.
+        let repo_dir = dir.join("abc");
+        std::fs::create_dir_all(&repo_dir).unwrap();
+        std::fs::set_permissions(&repo_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         cache.save(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&repo_dir), 0o700, "closed");
         assert_eq!(DiskCache::load(&path, 64), Some(cache.clone()));
         assert_eq!(DiskCache::load(&path, 128), None);
         assert_eq!(cache.entries().len(), 2);
