@@ -100,6 +100,17 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     }))
 }
 
+/// A command for a child process of hv's own (qemu-img, qemu-nbd), in a
+/// process group of its own: the terminal's Ctrl-C goes to the foreground
+/// group, and it is hv that decides what a first Ctrl-C stops (no new
+/// items; running ones finish, with their children).
+pub fn child_command(program: &str) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(program);
+    cmd.process_group(0);
+    cmd
+}
+
 /// Whether targets should be read from stdin: only when none were named
 /// and stdin is a pipe or a file. A terminal is a person, not a pipeline;
 /// /dev/null (cron, systemd) and a socket (`ssh host hv-ls`, which holds

@@ -33,7 +33,6 @@ use crate::repo::Repo;
 use hv_common::domain::{xml_escape, Disk};
 use hv_common::{ffi, time};
 use std::collections::HashMap;
-use std::process::Command;
 use virt::domain::Domain;
 
 /// This repository's checkpoint name prefix.
@@ -321,7 +320,7 @@ pub fn create_offline<'a>(
 /// a backing file (an image moved aside under a new overlay), which never
 /// saw the overlay's writes, or refuse one QEMU never saved.
 pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> Result<(), String> {
-    let out = Command::new("qemu-img")
+    let out = hv_common::cli::child_command("qemu-img")
         .args(["info", "-U", "--output=json"])
         .arg(path)
         .output()
@@ -364,7 +363,7 @@ fn bitmap(disk: &Disk, op: &str, bitmap: &str) -> Result<(), String> {
         .source
         .as_deref()
         .ok_or_else(|| format!("disk {target} has no image file"))?;
-    let out = Command::new("qemu-img")
+    let out = hv_common::cli::child_command("qemu-img")
         .args(["bitmap", op, "-f", "qcow2", path, bitmap])
         .output()
         .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;

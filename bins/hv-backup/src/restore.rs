@@ -14,7 +14,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DiskFormat {
@@ -147,7 +146,7 @@ fn write_qcow2(
     scratch_root: &Path,
 ) -> Result<String> {
     drop(create_new(path)?);
-    let out = Command::new("qemu-img")
+    let out = hv_common::cli::child_command("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
         .arg(path)
         .arg(image.virtual_size_bytes.to_string())

@@ -16,7 +16,7 @@ use hv_common::{cli, ffi, Code, Error, Result};
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
@@ -270,7 +270,7 @@ impl QemuNbd {
         let _ = fs::remove_file(&socket);
         // setpriv --pdeathsig: if hv-backup is killed, qemu-nbd goes too and
         // does not keep holding the image's lock.
-        let mut cmd = Command::new("setpriv");
+        let mut cmd = cli::child_command("setpriv");
         cmd.args(["--pdeathsig", "KILL", "--", "qemu-nbd"]);
         // Not --persistent: qemu-nbd exits when its one client disconnects,
         // which is how a restore knows its writes reached the image.

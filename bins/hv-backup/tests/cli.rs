@@ -811,3 +811,52 @@ fn the_format_doc_recipe_restores_a_disk_without_hv() {
 
 #[path = "cli/incremental.rs"]
 mod incremental;
+
+#[test]
+fn ctrl_c_lets_a_running_backup_of_a_stopped_vm_finish() {
+    use std::os::unix::process::CommandExt;
+    let conn = connect();
+    let g = GuestSpec::new("backup-ctrlc").define(&conn);
+    fill_disk(&g, 48, 0);
+    let b = Bench::new("ctrlc");
+    // In a group of its own, as a shell runs a foreground job: the
+    // terminal's Ctrl-C goes to the whole group.
+    let child = Command::new(HV_BACKUP)
+        .args(b.args(&["create", &g.name]))
+        .env("HV_CONNECT", URI)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let disk = g.disk.display().to_string().replace('.', "[.]");
+    let pattern = format!("^qemu-nbd .*{disk}$");
+    let serving = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        !out.stdout.is_empty()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !serving() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "qemu-nbd never served {disk}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = format!("-{}", child.id());
+    let st = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let recs = records(&out);
+    assert_eq!(recs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(recs[0]["ok"], true, "the running backup finished: {recs:?}");
+    assert_eq!(recs[0]["warnings"], serde_json::json!([]), "{recs:?}");
+    assert_eq!(ok(&b.run(&["ls"])).len(), 1);
+}

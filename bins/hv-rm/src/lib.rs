@@ -315,7 +315,7 @@ fn disk_users(conn: &Connect) -> Result<Users> {
 /// The backing chain below an image, as qemu-img sees it (the domain XML of
 /// a stopped VM does not show it). `-U`: the image may be in use.
 fn backing_files(path: &str) -> Vec<String> {
-    let out = std::process::Command::new("qemu-img")
+    let out = hv_common::cli::child_command("qemu-img")
         .args(["info", "--backing-chain", "-U", "--output=json", path])
         .stderr(std::process::Stdio::null())
         .output();
