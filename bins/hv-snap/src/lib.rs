@@ -281,7 +281,9 @@ fn snapshot_vm(dom: &Domain, plan: &Plan) -> Result<Map<String, Value>> {
             ));
         }
     }
-    let quiesced = quiesce(dom, plan, running)?;
+    // A dry run's connection is read-only, and libvirt talks to the guest
+    // agent only over a read-write one.
+    let quiesced = !plan.dry_run && quiesce(dom, plan, running)?;
     let snapshot_xml = snapshot_xml(plan, &disks)?;
     let mut flags = virt::sys::VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC;
     if plan.disk_only {
@@ -303,6 +305,9 @@ fn snapshot_vm(dom: &Domain, plan: &Plan) -> Result<Map<String, Value>> {
             .into(),
         );
         r.insert("memory".into(), (running && !plan.disk_only).into());
+        if plan.quiesce && running && plan.disk_only {
+            r.insert("quiesce".into(), "unchecked".into());
+        }
         r.insert("dry_run".into(), true.into());
         return Ok(r);
     }

@@ -118,6 +118,19 @@ fn bench_running_guest_internal_with_memory_external_and_quiesce() {
         (Some(true), Some("running"))
     );
 
+    let planned = ok(&snap(&[
+        "create",
+        "--name",
+        "frozen",
+        "--disk-only",
+        "--require-quiesce",
+        "--dry-run",
+        &g.name,
+    ]));
+    assert_eq!(
+        planned[0]["quiesce"], "unchecked",
+        "a dry run does not ask the agent"
+    );
     let strict = snap(&[
         "create",
         "--name",
