@@ -29,7 +29,7 @@ const VERIFY_COLUMNS: &[Column] = &[
 pub fn verify(a: VerifyArgs) -> Result<Exit> {
     let repo = Repo::open(&a.repo.repo)?;
     let mut status = Status::default();
-    let ids = pick_ids(&repo, &a.ids, &a.vm, &mut status)?;
+    let targets = pick_ids(&repo, &a.ids, &a.vm, &mut status)?;
     let deep = if a.deep {
         let identities = a.identity.load("verify --deep")?;
         let key = repo.sealed_key(&identities)?;
@@ -39,7 +39,14 @@ pub fn verify(a: VerifyArgs) -> Result<Exit> {
     };
     let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
     let mut printer = Printer::stdout(a.output.format, VERIFY_COLUMNS);
-    for id in ids {
+    for target in targets {
+        let id = match target {
+            Target::Id(id) => id,
+            Target::Failed(record) => {
+                printer.emit(record)?;
+                continue;
+            }
+        };
         let start = Instant::now();
         let index = match repo.index(&id) {
             Ok(i) => i,
@@ -167,14 +174,22 @@ pub fn open_manifest(repo: &Repo, id: &str, identities: &crypt::Identities) -> R
 }
 
 /// The backups to work on: named ids, ids from piped records, or all.
+/// What verify is given: a backup to check, or an upstream failure
+/// (`"ok": false`, e.g. a failed `create`), printed again untouched.
+#[derive(Debug, PartialEq)]
+enum Target {
+    Id(String),
+    Failed(Map<String, Value>),
+}
+
 fn pick_ids(
     repo: &Repo,
     ids: &[String],
     vms: &[String],
     status: &mut Status,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Target>> {
     if !ids.is_empty() {
-        return Ok(ids.to_vec());
+        return Ok(ids.iter().cloned().map(Target::Id).collect());
     }
     if cli::stdin_has_targets(ids) {
         return Ok(ids_from(std::io::stdin().lock(), status));
@@ -184,32 +199,45 @@ fn pick_ids(
         .into_iter()
         .rev()
         .filter(|b| matches_vm(vms, &b.name, &b.uuid))
-        .map(|b| b.id)
+        .map(|b| Target::Id(b.id))
         .collect())
 }
 
-/// Backup ids from lines: records with an `id` field (as `hv-backup ls`
-/// prints), or bare ids. Other lines are reported and skipped.
-fn ids_from(reader: impl BufRead, status: &mut Status) -> Vec<String> {
+/// Backups from lines: records with an `id` field (as `hv-backup ls` and
+/// `create` print), or bare ids; failed records pass through. Other lines
+/// are reported and skipped.
+fn ids_from(reader: impl BufRead, status: &mut Status) -> Vec<Target> {
     let mut out = Vec::new();
     for (n, line) in reader.lines().enumerate() {
-        let Ok(line) = line else {
-            status.malformed();
-            continue;
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                cli::warn(format!(
+                    "stdin line {}: cannot read it ({e}); skipped",
+                    n + 1
+                ));
+                status.malformed();
+                continue;
+            }
         };
         let text = line.trim();
         if text.is_empty() {
             continue;
         }
-        let id = if text.starts_with('{') {
-            serde_json::from_str::<Value>(text)
-                .ok()
-                .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+        let target = if text.starts_with('{') {
+            match serde_json::from_str::<Map<String, Value>>(text) {
+                Ok(r) if r.get("ok") == Some(&Value::Bool(false)) => Some(Target::Failed(r)),
+                Ok(r) => r
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(|id| Target::Id(id.to_owned())),
+                Err(_) => None,
+            }
         } else {
-            Some(text.to_owned())
+            Some(Target::Id(text.to_owned()))
         };
-        match id {
-            Some(id) => out.push(id),
+        match target {
+            Some(target) => out.push(target),
             None => {
                 cli::warn(format!(
                     "stdin line {}: not a backup record (no \"id\" field); skipped",
@@ -438,13 +466,21 @@ mod tests {
 
     #[test]
     fn ids_come_from_records_or_bare_lines() {
-        let input = "{\"id\":\"20261121T101500Z-3fa2b1c9\",\"name\":\"a\"}\n\n20261121T101501Z-00000000\n{\"name\":\"x\"}\n";
+        let input = "{\"id\":\"20261121T101500Z-3fa2b1c9\",\"name\":\"a\"}\n\n20261121T101501Z-00000000\n{\"name\":\"x\"}\n{\"name\":\"b\",\"ok\":false,\"error\":{\"code\":\"io_error\"}}\n";
         let mut status = Status::default();
-        let ids = ids_from(input.as_bytes(), &mut status);
+        let targets = ids_from(input.as_bytes(), &mut status);
+        let failed = obj(json!({"name": "b", "ok": false, "error": {"code": "io_error"}}));
         assert_eq!(
-            ids,
-            ["20261121T101500Z-3fa2b1c9", "20261121T101501Z-00000000"]
+            targets,
+            [
+                Target::Id("20261121T101500Z-3fa2b1c9".into()),
+                Target::Id("20261121T101501Z-00000000".into()),
+                Target::Failed(failed),
+            ]
         );
-        assert_eq!(status.exit(), Exit::Usage);
+        assert_eq!(status.exit(), Exit::Usage, "the line without an id");
+        let mut status = Status::default();
+        assert!(ids_from(&b"\xff\xfe\n"[..], &mut status).is_empty());
+        assert_eq!(status.exit(), Exit::Usage, "an unreadable line");
     }
 }
