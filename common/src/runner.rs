@@ -3,10 +3,18 @@
 //! aborts the others, and the whole run takes about as long as its slowest
 //! item. Outcomes are handed back on the calling thread, in completion order,
 //! so printing stays single-threaded and streams.
+//!
+//! A thread cannot be killed, so an item that times out is reported at its
+//! deadline while its worker may still run. Work that can stop early asks
+//! [`abandoned`]; work with a step that cannot be undone (a backup's
+//! commit) passes [`point_of_no_return`] first, so an item never does what
+//! its record already said failed. A given-up item keeps its `-j` slot
+//! until its worker ends, or for [`GRACE`] if the worker hangs.
 
 use crate::error::{Code, Error, Result};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -36,9 +44,56 @@ pub struct RunOptions {
 /// How often the coordinator looks at the cancel flag while items run.
 const TICK: Duration = Duration::from_millis(50);
 
+/// How long a given-up item's worker keeps its slot if it does not end.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// An item's state, shared by its worker and the coordinator.
+const RUNNING: u8 = 0;
+const ABANDONED: u8 = 1;
+const COMMITTED: u8 = 2;
+
+thread_local! {
+    static ITEM: RefCell<Option<Arc<AtomicU8>>> = const { RefCell::new(None) };
+}
+
+/// Whether the runner gave up on the item this thread works on (its
+/// timeout passed and its record is out): work that can stop early should.
+pub fn abandoned() -> bool {
+    ITEM.with(|item| {
+        item.borrow()
+            .as_ref()
+            .is_some_and(|state| state.load(Ordering::SeqCst) == ABANDONED)
+    })
+}
+
+/// Marks the step after which the item's work cannot be undone: from here
+/// the item no longer times out. An error if it already has, and the work
+/// must then stop without that step.
+pub fn point_of_no_return() -> Result<()> {
+    let Some(state) = ITEM.with(|item| item.borrow().clone()) else {
+        return Ok(()); // not under a runner
+    };
+    match state.compare_exchange(RUNNING, COMMITTED, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) | Err(COMMITTED) => Ok(()),
+        Err(_) => Err(Error::new(
+            Code::Timeout,
+            "given up on at its timeout before it could finish; nothing was committed",
+        )),
+    }
+}
+
 struct InFlight<T> {
     item: Arc<T>,
     deadline: Option<Instant>,
+    state: Arc<AtomicU8>,
+    /// Given up on: its outcome is dropped, and its slot is free from then.
+    released_at: Option<Instant>,
+}
+
+impl<T> InFlight<T> {
+    fn holds_a_slot(&self, now: Instant) -> bool {
+        self.released_at.is_none_or(|t| now < t)
+    }
 }
 
 pub fn run<T, R, I, W, E>(jobs: I, opts: &RunOptions, work: W, mut emit: E) -> Result<()>
@@ -62,24 +117,43 @@ where
             }
             exhausted = true;
         }
-        while !exhausted && running.len() < opts.jobs.max(1) {
+        let slots = |running: &HashMap<usize, InFlight<T>>| {
+            let now = Instant::now();
+            running.values().filter(|f| f.holds_a_slot(now)).count()
+        };
+        while !exhausted && slots(&running) < opts.jobs.max(1) {
             match jobs.next() {
                 None => exhausted = true,
                 Some(Job::Ready(r)) => emit(Finished::Ready(r))?,
                 Some(Job::Run(item)) => {
                     let item = Arc::new(item);
-                    spawn(next_id, Arc::clone(&item), Arc::clone(&work), tx.clone());
+                    let state = Arc::new(AtomicU8::new(RUNNING));
+                    let worker = Worker {
+                        id: next_id,
+                        state: Arc::clone(&state),
+                        tx: tx.clone(),
+                    };
+                    spawn(worker, Arc::clone(&item), Arc::clone(&work));
                     let deadline = opts.timeout.map(|t| Instant::now() + t);
-                    running.insert(next_id, InFlight { item, deadline });
+                    let flight = InFlight {
+                        item,
+                        deadline,
+                        state,
+                        released_at: None,
+                    };
+                    running.insert(next_id, flight);
                     next_id += 1;
                 }
             }
         }
-        if running.is_empty() {
+        // Given-up workers are not waited for at the end.
+        if running.values().all(|f| f.released_at.is_some()) {
             if exhausted {
                 return Ok(());
             }
-            continue;
+            if running.is_empty() {
+                continue;
+            }
         }
         wait_for_one(&rx, &mut running, opts.timeout, &mut emit)?;
     }
@@ -95,16 +169,24 @@ fn cancelled<T, R>(job: Job<T, R>) -> Finished<T, R> {
     }
 }
 
-fn spawn<T, R, W>(id: usize, item: Arc<T>, work: Arc<W>, tx: mpsc::Sender<(usize, Option<R>)>)
+/// A worker thread's ends of its item: its id, state and reply channel.
+struct Worker<R> {
+    id: usize,
+    state: Arc<AtomicU8>,
+    tx: mpsc::Sender<(usize, Option<R>)>,
+}
+
+fn spawn<T, R, W>(worker: Worker<R>, item: Arc<T>, work: Arc<W>)
 where
     T: Send + Sync + 'static,
     R: Send + 'static,
     W: Fn(&T) -> R + Send + Sync + 'static,
 {
     std::thread::spawn(move || {
+        ITEM.with(|state| *state.borrow_mut() = Some(worker.state));
         // A panicking worker still reports, so the run never waits for it forever.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&item))).ok();
-        let _ = tx.send((id, outcome));
+        let _ = worker.tx.send((worker.id, outcome));
     });
 }
 
@@ -123,7 +205,10 @@ where
     match rx.recv_timeout(wait) {
         Ok((id, outcome)) => {
             // A late answer from an item already reported as timed out is dropped.
-            if let Some(done) = running.remove(&id) {
+            let Some(done) = running.remove(&id) else {
+                return Ok(());
+            };
+            if done.released_at.is_none() {
                 emit(match outcome {
                     Some(r) => Finished::Done(done.item, r),
                     None => Finished::Failed(
@@ -138,16 +223,24 @@ where
         }
         Err(mpsc::RecvTimeoutError::Timeout) => {
             let now = Instant::now();
-            let expired: Vec<usize> = running
-                .iter()
-                .filter(|(_, f)| f.deadline.is_some_and(|d| d <= now))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in expired {
-                let gone = running.remove(&id).expect("listed above");
+            let expired = running
+                .values_mut()
+                .filter(|f| f.deadline.is_some_and(|d| d <= now));
+            for flight in expired {
+                flight.deadline = None;
+                let gave_up = flight.state.compare_exchange(
+                    RUNNING,
+                    ABANDONED,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+                if gave_up.is_err() {
+                    continue; // past its point of no return: it finishes
+                }
+                flight.released_at = Some(now + GRACE);
                 let secs = timeout.map_or(0.0, |t| t.as_secs_f64());
                 emit(Finished::Failed(
-                    gone.item,
+                    Arc::clone(&flight.item),
                     Error::new(Code::Timeout, format!("did not finish within {secs}s")),
                 ))?;
             }
@@ -245,6 +338,65 @@ mod tests {
             seen,
             vec![(Some(10), Ok(10)), (Some(5_000), Err(Code::Timeout))]
         );
+    }
+
+    /// Outcomes of items whose work is `work`, as (item, done or code).
+    fn outcomes(
+        items: Vec<u64>,
+        o: &RunOptions,
+        work: impl Fn(&u64) -> Result<u64> + Send + Sync + 'static,
+    ) -> Vec<(u64, std::result::Result<(), Code>)> {
+        let mut seen = Vec::new();
+        run(items.into_iter().map(Job::Run), o, work, |f| {
+            seen.push(match f {
+                Finished::Done(t, r) => (*t, r.map(|_| ()).map_err(|e| e.code)),
+                Finished::Failed(t, e) => (*t, Err(e.code)),
+                Finished::Ready(_) => unreachable!(),
+            });
+            Ok(())
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_given_up_item_keeps_its_slot_until_its_worker_stops() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (l, p) = (Arc::clone(&live), Arc::clone(&peak));
+        let seen = outcomes(vec![5_000, 10], &opts(1, Some(100)), move |ms| {
+            p.fetch_max(l.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(*ms) && !abandoned() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            l.fetch_sub(1, Ordering::SeqCst);
+            Ok(*ms)
+        });
+        assert_eq!(seen, vec![(5_000, Err(Code::Timeout)), (10, Ok(()))]);
+        assert_eq!(peak.load(Ordering::SeqCst), 1, "-j 1 held");
+    }
+
+    #[test]
+    fn an_item_past_its_point_of_no_return_does_not_time_out() {
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let c = Arc::clone(&committed);
+        // Item n reaches its point of no return after n ms, then works 300 ms more.
+        let seen = outcomes(vec![20, 400], &opts(2, Some(150)), move |ms| {
+            std::thread::sleep(Duration::from_millis(*ms));
+            point_of_no_return()?;
+            c.lock().unwrap().push(*ms);
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(*ms)
+        });
+        assert_eq!(seen, vec![(400, Err(Code::Timeout)), (20, Ok(()))]);
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(
+            *committed.lock().unwrap(),
+            vec![20],
+            "the timed-out item stopped"
+        );
+        assert!(point_of_no_return().is_ok(), "outside a runner");
     }
 
     #[test]

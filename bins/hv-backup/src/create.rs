@@ -13,7 +13,7 @@ use crate::source::{self, JobDisk, LiveJob, QemuNbd, RunDir};
 use crate::store::{self, Counts, Prior, Reuse, Sealer, Stored};
 use hv_common::domain::{self as domxml, Disk};
 use hv_common::targets::VmRef;
-use hv_common::{cli, ffi, time, Code, Error, Result};
+use hv_common::{cli, ffi, runner, time, Code, Error, Result};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -577,6 +577,8 @@ fn commit(plan: &Plan, vm: &VmRef, got: &Gathered, backup: Backup) -> Result<Ind
     let json = serde_json::to_vec(&manifest)
         .map_err(|e| Error::new(Code::Io, format!("cannot encode the manifest: {e}")))?;
     let sealed = crypt::encrypt(&plan.sealer.repo.recipients, &json)?;
+    // A backup given up on at --timeout has had its failure printed.
+    runner::point_of_no_return()?;
     repo.commit_backup(&index, &got.refs, &sealed)?;
     Ok(index)
 }

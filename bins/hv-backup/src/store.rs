@@ -15,7 +15,7 @@ use crate::format::Image;
 use crate::midstate::{Entry, ImageHash};
 use crate::nbd::{self, Extent};
 use crate::repo::Repo;
-use hv_common::{Code, Error, Result};
+use hv_common::{runner, Code, Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -217,6 +217,9 @@ impl Reader<'_> {
         for (i, slot) in chunks.iter_mut().enumerate() {
             if self.failed.load(Ordering::Relaxed) {
                 break; // a worker failed; its error is reported
+            }
+            if runner::abandoned() {
+                return Err(Error::new(Code::Timeout, "given up on at --timeout"));
             }
             let start = i as u64 * self.chunk;
             let len = self.chunk.min(size - start);

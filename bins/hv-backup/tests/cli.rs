@@ -860,3 +860,61 @@ fn ctrl_c_lets_a_running_backup_of_a_stopped_vm_finish() {
     assert_eq!(recs[0]["warnings"], serde_json::json!([]), "{recs:?}");
     assert_eq!(ok(&b.run(&["ls"])).len(), 1);
 }
+
+#[test]
+fn a_backup_given_up_at_its_timeout_stops_and_commits_nothing() {
+    use std::io::Read;
+    let conn = connect();
+    // Each takes about 5 s to back up here: with --timeout 3 both are
+    // given up on, and with -j 1 the second may start only once the first
+    // has stopped reading (its qemu-nbd gone).
+    let guests: Vec<Guest> = ["a", "b"]
+        .iter()
+        .map(|n| GuestSpec::new(&format!("backup-timeout-{n}")).define(&conn))
+        .collect();
+    for (i, g) in guests.iter().enumerate() {
+        fill_disk(g, 64 - i as u32, 0); // other data: nothing to share
+    }
+    let b = Bench::new("timeout");
+    let mut args = vec!["create", "-j", "1", "--timeout", "3"];
+    args.extend(guests.iter().map(|g| g.name.as_str()));
+    let mut child = Command::new(HV_BACKUP)
+        .args(b.args(&args))
+        .env("HV_CONNECT", URI)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let servers = || {
+        let out = Command::new("pgrep")
+            .args(["-fa", "^qemu-nbd "])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let of_ours = |l: &&str| guests.iter().any(|g| l.contains(g.disk.to_str().unwrap()));
+        text.lines().filter(of_ours).count()
+    };
+    let mut most = 0;
+    while child.try_wait().unwrap().is_none() {
+        most = most.max(servers());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let codes: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["error"]["code"].to_string())
+        .collect();
+    assert_eq!(codes, ["\"timeout\""; 2], "{stdout}");
+    assert_eq!(most, 1, "-j 1: a given-up backup went on beside the next");
+    assert!(
+        ok(&b.run(&["ls"])).is_empty(),
+        "a backup reported as timed out was committed"
+    );
+}
