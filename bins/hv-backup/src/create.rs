@@ -639,7 +639,8 @@ fn result_fields(index: &Index) -> Map<String, Value> {
         "id": index.id,
         "time": index.time,
         "mode": index.mode,
-        "disks": index.disks.len(),
+        // Targets, as in the dry run and in `ls`.
+        "disks": index.disks.iter().map(|d| d.target.as_str()).collect::<Vec<_>>(),
         "size_bytes": index.size_bytes,
         "read_bytes": index.read_bytes,
         "new_bytes": index.new_bytes,

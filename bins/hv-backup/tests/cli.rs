@@ -858,6 +858,7 @@ fn ctrl_c_lets_a_running_backup_of_a_stopped_vm_finish() {
     assert_eq!(recs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(recs[0]["ok"], true, "the running backup finished: {recs:?}");
     assert_eq!(recs[0]["warnings"], serde_json::json!([]), "{recs:?}");
+    assert_eq!(recs[0]["disks"], serde_json::json!(["vda"]), "targets, as ls gives");
     assert_eq!(ok(&b.run(&["ls"])).len(), 1);
 }
 
