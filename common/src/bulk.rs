@@ -56,7 +56,7 @@ where
         Access::ReadWrite
     };
     let conn = Arc::new(args.connect.open(access)?);
-    let mut printer = Printer::stdout(args.output.format, action.columns);
+    let mut printer = Printer::stdout(args.output.format(), action.columns);
     let opts = args.jobs.options(action.item_timeout);
     let exit = run(inputs, conn, &opts, action.name, &mut printer, work)?;
     printer.finish()?;

@@ -35,7 +35,21 @@ pub struct OutputArgs {
         global = true,
         hide_possible_values = true
     )]
-    pub format: Option<Format>,
+    format: Option<Format>,
+    /// Shorthand for --format jsonl
+    #[arg(long, global = true, conflicts_with = "format")]
+    json: bool,
+}
+
+impl OutputArgs {
+    /// The format asked for, if any.
+    pub fn format(&self) -> Option<Format> {
+        if self.json {
+            Some(Format::Jsonl)
+        } else {
+            self.format
+        }
+    }
 }
 
 /// `-j`: how many VMs at once. Each command adds its own `--timeout`,
@@ -162,5 +176,28 @@ impl Status {
 
     pub fn exit(&self) -> Exit {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        output: OutputArgs,
+    }
+
+    #[test]
+    fn json_is_jsonl_and_conflicts_with_format() {
+        let format = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("hv").chain(args.iter().copied()))
+                .map(|c| c.output.format())
+        };
+        assert_eq!(format(&["--json"]).unwrap(), Some(Format::Jsonl));
+        assert_eq!(format(&["--format", "csv"]).unwrap(), Some(Format::Csv));
+        assert_eq!(format(&[]).unwrap(), None);
+        assert!(format(&["--json", "--format", "table"]).is_err());
     }
 }

@@ -5,5 +5,6 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-autostart -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-autostart -l json -d 'Shorthand for --format jsonl'
 complete -c hv-autostart -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-autostart -s V -l version -d 'Print version'

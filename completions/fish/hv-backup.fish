@@ -44,6 +44,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s r -l repo -d 'The repository directory' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
@@ -62,6 +63,7 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l protected -d 'Mark the backups protected: prune keeps them'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l full -d 'Read every disk in full, even where a checkpoint allows an incremental read'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s r -l repo -d 'The repository directory' -r -F
@@ -70,6 +72,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s r -l repo -d 'The repository directory' -r -F
@@ -78,6 +81,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
@@ -90,6 +94,7 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l deep -d 'Decrypt, decompress and re-hash every chunk and every disk image'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l disk -d 'Restore only this disk (its target, e.g. vda)' -r
@@ -109,6 +114,7 @@ table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l define -d 'Define the domain again around the restored disks, with a new UUID and new MACs'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l force -d 'Replace existing files, and a shut-off domain of the same name'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l vm -d 'Only backups of this VM (name or UUID); repeatable [default: every VM]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-last -d 'Keep the N newest' -r
@@ -125,6 +131,7 @@ table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s n -l dry-run -d 'Show what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l no-gc -d 'Do not collect unreferenced chunks afterwards'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s r -l repo -d 'The repository directory' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
@@ -133,6 +140,7 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s n -l dry-run -d 'Count what would be deleted, delete nothing'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s r -l repo -d 'The repository directory' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
@@ -142,6 +150,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l form
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "init" -d 'Create a repository'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "create" -d 'Back up VMs'

@@ -18,5 +18,6 @@ complete -c hv-health -l host-only -d 'Check only the host, the repositories and
 complete -c hv-health -l problems -d 'Print only warn and fail records (and resolved ones)'
 complete -c hv-health -l changes-only -d 'Print only what changed since the last run: new problems and resolved ones'
 complete -c hv-health -l strict -d 'Exit 1 on a warning too, not only on a failure'
+complete -c hv-health -l json -d 'Shorthand for --format jsonl'
 complete -c hv-health -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-health -s V -l version -d 'Print version'

@@ -47,30 +47,35 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l library -d 'The li
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l allow-unsigned -d 'Admit the image without a verified signature (recorded in its sidecar)'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l allow-weak -d 'Accept an MD5 or SHA-1 checksum, which a forger can match'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l force -d 'Replace an image of the same name'
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -s h -l help -d 'Print help'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l library -d 'The library directory' -r -F
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l library -d 'The library directory' -r -F
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -s h -l help -d 'Print help'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -l library -d 'The library directory' -r -F
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -l library -d 'The library directory' -r -F
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -s h -l help -d 'Print help'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand help; and not __fish_seen_subcommand_from add ls verify rm help" -f -a "add" -d 'Fetch or copy an image, prove it, and admit it to the library'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand help; and not __fish_seen_subcommand_from add ls verify rm help" -f -a "ls" -d 'List the library\'s images and how each was proven'

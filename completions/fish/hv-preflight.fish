@@ -24,5 +24,6 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-preflight -l disk-only -d 'With --for snapshot: the snapshots will be --disk-only (overlays, no memory saved)'
 complete -c hv-preflight -l problems -d 'Print only warn and fail records'
 complete -c hv-preflight -l strict -d 'Exit 1 on a warning too, not only on a failure'
+complete -c hv-preflight -l json -d 'Shorthand for --format jsonl'
 complete -c hv-preflight -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-preflight -s V -l version -d 'Print version'

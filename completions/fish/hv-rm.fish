@@ -8,5 +8,6 @@ complete -c hv-rm -l force -d 'Force running VMs off first instead of refusing t
 complete -c hv-rm -l remove-storage -d 'Also delete the VMs\' disk files (see DESCRIPTION for what is kept)'
 complete -c hv-rm -s y -l yes -d 'Do not ask; required when stdin is not a terminal'
 complete -c hv-rm -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-rm -l json -d 'Shorthand for --format jsonl'
 complete -c hv-rm -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-rm -s V -l version -d 'Print version'

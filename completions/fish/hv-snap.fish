@@ -45,6 +45,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l memory -d 'Re
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l quiesce -d 'Freeze the guest\'s filesystems through its agent for a --disk-only snapshot; warn if it does not answer'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l require-quiesce -d 'Like --quiesce, but fail the VM when its agent does not answer'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s h -l help -d 'Print help'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -52,6 +53,7 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l hv-only -d 'Only snapshots hv made'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s j -l jobs -d 'How many VMs to work on at once' -r
@@ -61,6 +63,7 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l paused -d 'Leave the VM paused after reverting (default: the state the snapshot holds)'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l running -d 'Leave the VM running after reverting, even to a snapshot of a stopped VM'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s h -l help -d 'Print help'
@@ -72,6 +75,7 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s h -l help -d 'Print help'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-last -d 'Keep the N newest' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-hourly -d 'Keep the newest of each of the last N hours that have one' -r
@@ -87,6 +91,7 @@ table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l all -d 'Also consider snapshots hv did not make'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "create" -d 'Take a snapshot of each VM'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "ls" -d 'List snapshots, one record each'

@@ -9,5 +9,6 @@ table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-start -l paused -d 'Start them with their CPUs paused (a paused VM stays paused)'
 complete -c hv-start -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-start -l json -d 'Shorthand for --format jsonl'
 complete -c hv-start -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-start -s V -l version -d 'Print version'

@@ -12,5 +12,6 @@ complete -c hv-stop -l force -d 'Force off at once, like pulling the plug: no gr
 complete -c hv-stop -l reboot -d 'Reboot instead (graceful; with --force a hard reset)'
 complete -c hv-stop -l pause -d 'Pause (suspend) the VMs\' CPUs instead'
 complete -c hv-stop -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-stop -l json -d 'Shorthand for --format jsonl'
 complete -c hv-stop -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-stop -s V -l version -d 'Print version'

@@ -9,5 +9,6 @@ table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-tag -l clear -d 'Remove every tag first (then --add applies)'
 complete -c hv-tag -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-tag -l json -d 'Shorthand for --format jsonl'
 complete -c hv-tag -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-tag -s V -l version -d 'Print version'

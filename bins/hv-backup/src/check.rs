@@ -38,7 +38,7 @@ pub fn verify(a: VerifyArgs) -> Result<Exit> {
         None
     };
     let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
-    let mut printer = Printer::stdout(a.output.format, VERIFY_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), VERIFY_COLUMNS);
     for target in targets {
         let id = match target {
             Target::Id(id) => id,
@@ -301,7 +301,7 @@ pub fn restore(a: RestoreArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     let start = Instant::now();
-    let mut printer = Printer::stdout(a.output.format, RESTORE_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), RESTORE_COLUMNS);
     let outcome = restore_files(&a, &op, &manifest, &images);
     let record = match outcome {
         Ok(fields) => {

@@ -361,7 +361,7 @@ fn init(a: InitArgs) -> Result<Exit> {
         a.compression_level,
         &a.key_dir.key_dir,
     )?;
-    let mut printer = Printer::stdout(a.output.format, REPO_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), REPO_COLUMNS);
     printer.emit(obj(json!({
         "repository": repo.root.display().to_string(),
         "id": repo.config.id,
@@ -378,7 +378,7 @@ fn recover_key(a: RecoverKeyArgs) -> Result<Exit> {
     let identities = a.identity.load("recover-key")?;
     let key = repo.sealed_key(&identities)?;
     repo.save_host_key(&a.key_dir.key_dir, &key)?;
-    let mut printer = Printer::stdout(a.output.format, REPO_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), REPO_COLUMNS);
     printer.emit(obj(json!({
         "repository": repo.root.display().to_string(),
         "id": repo.config.id,
@@ -456,7 +456,7 @@ fn ls(a: LsArgs) -> Result<Exit> {
     backups.retain(|b| matches_vm(&a.vm, &b.name, &b.uuid));
     backups.reverse();
     let now = time::now();
-    let mut printer = Printer::stdout(a.output.format, LS_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), LS_COLUMNS);
     for b in backups {
         printer.emit(ls_record(&b, now))?;
     }

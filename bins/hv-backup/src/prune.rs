@@ -32,7 +32,7 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
     let _lock = repo.lock(LockKind::Exclusive, Duration::from_secs(a.repo.lock_wait))?;
     let chosen = repo.list()?.into_iter();
     let by_vm = backup_index::by_vm(chosen.filter(|b| matches_vm(&a.vm, &b.name, &b.uuid)));
-    let mut printer = Printer::stdout(a.output.format, PRUNE_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), PRUNE_COLUMNS);
     let mut status = Status::default();
     for backups in by_vm.values() {
         for (b, reason) in backups.iter().zip(verdicts(backups, &a.keep)) {
@@ -78,7 +78,7 @@ pub fn gc(a: GcArgs) -> Result<Exit> {
     let repo = Repo::open(&a.repo.repo)?;
     let _lock = repo.lock(LockKind::Exclusive, Duration::from_secs(a.repo.lock_wait))?;
     let (chunks, bytes) = repo.gc(a.dry_run)?;
-    let mut printer = Printer::stdout(a.output.format, GC_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), GC_COLUMNS);
     printer.emit(obj(json!({
         "repository": repo.root.display().to_string(),
         "action": "gc",

@@ -600,6 +600,16 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
         ]
     );
     assert_eq!(ok(&b.run(&["ls"])).len(), 4, "a dry run deletes nothing");
+    // As the design brief has it: hv-backup list --json | jq 'select(.age_hours > 26)'
+    let listed = ok(&b.run(&["list", "--json"]));
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for r in &listed {
+        let age = (clock - r["time_unix"].as_f64().unwrap()) / 3600.0;
+        assert!((r["age_hours"].as_f64().unwrap() - age).abs() < 0.2, "{r}");
+    }
     let before = count_chunks(&b.repo);
     ok(&b.run(&["prune", "--keep-last", "1", "--keep-daily", "1"]));
     let left: Vec<String> = ok(&b.run(&["ls"]))
@@ -858,7 +868,11 @@ fn ctrl_c_lets_a_running_backup_of_a_stopped_vm_finish() {
     assert_eq!(recs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(recs[0]["ok"], true, "the running backup finished: {recs:?}");
     assert_eq!(recs[0]["warnings"], serde_json::json!([]), "{recs:?}");
-    assert_eq!(recs[0]["disks"], serde_json::json!(["vda"]), "targets, as ls gives");
+    assert_eq!(
+        recs[0]["disks"],
+        serde_json::json!(["vda"]),
+        "targets, as ls gives"
+    );
     assert_eq!(ok(&b.run(&["ls"])).len(), 1);
 }
 

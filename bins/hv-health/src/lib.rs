@@ -133,7 +133,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Some(path) => Some(checks::load_state(path)?),
         None => None,
     };
-    let mut printer = Printer::stdout(cli.output.format, checks::COLUMNS);
+    let mut printer = Printer::stdout(cli.output.format(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
     let reachable = match cli.connect.open(Access::ReadOnly) {

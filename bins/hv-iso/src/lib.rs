@@ -202,7 +202,7 @@ fn add(lib: &Library, a: AddArgs) -> Result<Exit> {
         "elapsed_ms".into(),
         (begun.elapsed().as_millis() as u64).into(),
     );
-    let mut printer = Printer::stdout(a.output.format, ENTRY_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), ENTRY_COLUMNS);
     printer.emit(record)?;
     printer.finish()?;
     Ok(Exit::Ok)
@@ -249,7 +249,7 @@ fn failure(lib: &Library, name: &str, err: &Error) -> Map<String, Value> {
 
 fn ls(lib: &Library, a: LsArgs) -> Result<Exit> {
     let mut status = Status::default();
-    let mut printer = Printer::stdout(a.output.format, ENTRY_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), ENTRY_COLUMNS);
     for item in select(lib, &a.names)? {
         match item {
             // An image missing beside its sidecar was never fully admitted
@@ -305,7 +305,7 @@ fn each_entry(
     act: impl Fn(&mut Entry) -> (Map<String, Value>, Option<Error>),
 ) -> Result<Exit> {
     let mut status = Status::default();
-    let mut printer = Printer::stdout(output.format, columns);
+    let mut printer = Printer::stdout(output.format(), columns);
     for item in select(lib, names)? {
         let (record, failed) = match item {
             Ok(mut entry) => act(&mut entry),

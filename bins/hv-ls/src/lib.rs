@@ -109,7 +109,7 @@ const DETAIL_THREADS: usize = 8;
 pub fn run(cli: Cli) -> Result<Exit> {
     let filter = Filter::new(&cli)?;
     let conn = cli.connect.open(Access::ReadOnly)?;
-    let mut printer = Printer::stdout(cli.output.format, &COLUMNS);
+    let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
     let mut status = Status::default();
     let domains = targets::select(&conn, &cli.vms, &mut printer, &mut status)?;
     for record in list(&conn, domains, &filter, &mut status)? {

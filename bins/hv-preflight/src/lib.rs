@@ -230,7 +230,7 @@ pub const MANUAL: Manual = Manual {
 
 pub fn run(cli: Cli) -> Result<Exit> {
     validate(&cli)?;
-    let printer = Printer::stdout(cli.output.format, checks::COLUMNS);
+    let printer = Printer::stdout(cli.output.format(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
     let needs_hardware = !matches!(cli.operation, Some(Operation::Backup | Operation::Snapshot));

@@ -483,7 +483,7 @@ fn snapshots_of(dom: &Domain) -> Result<Vec<(snapshot::Info, bool, DomainSnapsho
 
 fn ls(a: LsArgs) -> Result<Exit> {
     let conn = a.connect.open(Access::ReadOnly)?;
-    let mut printer = Printer::stdout(a.output.format, &LS_COLUMNS);
+    let mut printer = Printer::stdout(a.output.format(), &LS_COLUMNS);
     let mut status = Status::default();
     for dom in targets::select(&conn, &a.vms, &mut printer, &mut status)? {
         let (name, uuid) = (
