@@ -6,6 +6,7 @@
 //! is checked against that table by a test, so the documented list cannot
 //! drift from what is exported.
 
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -201,6 +202,27 @@ impl Exposition {
             }
         }
         out
+    }
+}
+
+impl Exposition {
+    /// The samples as records, in the order [`Exposition::render`] writes
+    /// them: the metric's name, its labels as fields, and its value.
+    pub fn records(&self) -> impl Iterator<Item = Map<String, Value>> + '_ {
+        METRICS.iter().flat_map(move |metric| {
+            let samples = self.samples.get(metric.name).into_iter().flatten();
+            samples.map(move |(labels, value)| {
+                let mut record = Map::new();
+                record.insert("metric".into(), metric.name.into());
+                for (key, label) in labels {
+                    record.insert((*key).into(), label.clone().into());
+                }
+                let number =
+                    serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number);
+                record.insert("value".into(), number);
+                record
+            })
+        })
     }
 }
 

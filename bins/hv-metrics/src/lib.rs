@@ -12,9 +12,11 @@ mod serve;
 
 use clap::Parser;
 use collect::{scrape, Sources};
+use exposition::Exposition;
 use hv_common::cli::ConnectArgs;
 use hv_common::connect::Access;
 use hv_common::manual::Manual;
+use hv_common::output::{Format, Printer};
 use hv_common::{Code, Error, Exit, Result};
 use remembered::Remembered;
 use std::io::Write;
@@ -59,8 +61,36 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub iso_library: Option<PathBuf>,
 
+    /// prometheus (the text exposition format), or one record per series: jsonl, json,
+    /// table or csv
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = MetricsFormat::Prometheus, conflicts_with_all = ["textfile", "listen"])]
+    pub format: MetricsFormat,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// What Prometheus reads is the default, on a terminal too: the records
+/// are for scripts that would rather not parse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsFormat {
+    Prometheus,
+    Jsonl,
+    Json,
+    Table,
+    Csv,
+}
+
+impl MetricsFormat {
+    fn records(self) -> Option<Format> {
+        match self {
+            MetricsFormat::Prometheus => None,
+            MetricsFormat::Jsonl => Some(Format::Jsonl),
+            MetricsFormat::Json => Some(Format::Json),
+            MetricsFormat::Table => Some(Format::Table),
+            MetricsFormat::Csv => Some(Format::Csv),
+        }
+    }
 }
 
 pub const MANUAL: Manual = Manual {
@@ -83,6 +113,10 @@ pub const MANUAL: Manual = Manual {
             "hv-metrics --textfile /var/lib/prometheus/node-exporter --iso-library /var/lib/hv/isos",
         ),
         ("Which VMs crashed, from the command line:", "hv-metrics | grep '^hv_vm_crashed.* 1$'"),
+        (
+            "The same as records, for jq:",
+            "hv-metrics --format jsonl | jq -r 'select(.metric == \"hv_vm_crashed\" and .value == 1) | .name'",
+        ),
     ],
     notes: &[
         "Every VM series carries the labels name and uuid; disk series add target, network series interface, backup series repository. docs/metrics.md lists every metric; docs/monitoring/ has alert rules (tested with promtool), a Grafana dashboard and a prometheus.yml.",
@@ -105,10 +139,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Err(err) => (None, Some(err)),
     };
     let scraped = scrape(conn.as_ref(), &sources, &mut Remembered::default());
-    let text = scraped.exposition.render();
-    match &cli.textfile {
-        Some(dir) => write_textfile(dir, &text)?,
-        None => print(&text)?,
+    match (&cli.textfile, cli.format.records()) {
+        (Some(dir), _) => write_textfile(dir, &scraped.exposition.render())?,
+        (None, Some(format)) => print_records(&scraped.exposition, format)?,
+        (None, None) => print(&scraped.exposition.render())?,
     }
     if let Some(err) = connect_error {
         return Err(err);
@@ -121,6 +155,14 @@ pub fn run(cli: Cli) -> Result<Exit> {
     } else {
         Exit::ItemFailed
     })
+}
+
+fn print_records(exposition: &Exposition, format: Format) -> Result<()> {
+    let mut printer = Printer::new(format, std::io::stdout(), &[]);
+    for record in exposition.records() {
+        printer.emit(record)?;
+    }
+    printer.finish().map(drop)
 }
 
 fn print(text: &str) -> Result<()> {

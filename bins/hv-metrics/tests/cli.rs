@@ -275,6 +275,48 @@ fn output_passes_promtool_and_describes_each_guest() {
     assert_eq!(names, ["hv.prom"]);
     promtool_check(&std::fs::read_to_string(dir.join("hv.prom")).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
+
+    // The same series as records, each flat with its labels as fields.
+    let key = |metric: &str, labels: Vec<(String, String)>| {
+        let mut labels = labels;
+        labels.sort();
+        format!("{metric}{labels:?}")
+    };
+    let series: BTreeMap<String, f64> = parse(&text(&metrics(&[])))
+        .into_iter()
+        .map(|s| (key(&s.name, s.labels.into_iter().collect()), s.value))
+        .collect();
+    let records = hv_testbench::records(&metrics(&["--format", "jsonl"]));
+    let from_records: BTreeMap<String, f64> = records
+        .iter()
+        .map(|r| {
+            let r = r.as_object().unwrap();
+            let labels = r
+                .iter()
+                .filter(|(k, _)| *k != "metric" && *k != "value")
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect();
+            (
+                key(r["metric"].as_str().unwrap(), labels),
+                r["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        series.keys().collect::<Vec<_>>(),
+        from_records.keys().collect::<Vec<_>>()
+    );
+    let crashed = |m: &BTreeMap<String, f64>| {
+        let k = key(
+            "hv_vm_crashed",
+            vec![
+                ("name".into(), running.name.clone()),
+                ("uuid".into(), running.uuid.clone()),
+            ],
+        );
+        m[&k]
+    };
+    assert_eq!(crashed(&series), crashed(&from_records));
 }
 
 #[test]
