@@ -63,7 +63,7 @@ pub struct Cli {
 
     /// prometheus (the text exposition format), or one record per series: jsonl, json,
     /// table or csv
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = MetricsFormat::Prometheus, conflicts_with_all = ["textfile", "listen"])]
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = MetricsFormat::Prometheus, hide_possible_values = true, conflicts_with_all = ["textfile", "listen"])]
     pub format: MetricsFormat,
 
     #[command(flatten)]
