@@ -146,14 +146,18 @@ where
                 }
             }
         }
-        // Given-up workers are not waited for at the end.
-        if running.values().all(|f| f.released_at.is_some()) {
+        if running.is_empty() {
             if exhausted {
                 return Ok(());
             }
-            if running.is_empty() {
-                continue;
-            }
+            continue;
+        }
+        // At the end, a given-up worker is waited for until its grace
+        // ends, so what it cleans up when it stops (a backup job, a
+        // checkpoint) is cleaned up.
+        let now = Instant::now();
+        if exhausted && !running.values().any(|f| f.holds_a_slot(now)) {
+            return Ok(());
         }
         wait_for_one(&rx, &mut running, opts.timeout, &mut emit)?;
     }
@@ -183,9 +187,14 @@ where
     W: Fn(&T) -> R + Send + Sync + 'static,
 {
     std::thread::spawn(move || {
-        ITEM.with(|state| *state.borrow_mut() = Some(worker.state));
+        ITEM.with(|state| *state.borrow_mut() = Some(Arc::clone(&worker.state)));
         // A panicking worker still reports, so the run never waits for it forever.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&item))).ok();
+        // Done before its deadline is seen: the outcome stands.
+        let _ =
+            worker
+                .state
+                .compare_exchange(RUNNING, COMMITTED, Ordering::SeqCst, Ordering::SeqCst);
         let _ = worker.tx.send((worker.id, outcome));
     });
 }
@@ -332,11 +341,33 @@ mod tests {
     #[test]
     fn a_slow_item_times_out_alone() {
         let start = Instant::now();
-        let seen = collect(vec![Job::Run(5_000), Job::Run(10)], &opts(2, Some(200)));
+        let seen = outcomes(vec![5_000, 10], &opts(2, Some(200)), |ms| {
+            let begun = Instant::now();
+            while begun.elapsed() < Duration::from_millis(*ms) && !abandoned() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(*ms)
+        });
         assert!(start.elapsed() < Duration::from_millis(1_000));
-        assert_eq!(
-            seen,
-            vec![(Some(10), Ok(10)), (Some(5_000), Err(Code::Timeout))]
+        assert_eq!(seen, vec![(10, Ok(())), (5_000, Err(Code::Timeout))]);
+    }
+
+    #[test]
+    fn the_run_ends_after_a_given_up_worker_has_stopped() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stopped);
+        let seen = outcomes(vec![5_000], &opts(1, Some(100)), move |_| {
+            while !abandoned() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(200)); // its cleanup
+            s.store(true, Ordering::SeqCst);
+            Ok(0)
+        });
+        assert_eq!(seen, vec![(5_000, Err(Code::Timeout))]);
+        assert!(
+            stopped.load(Ordering::SeqCst),
+            "the run ended before the cleanup"
         );
     }
 

@@ -170,7 +170,7 @@ impl<'a> Live<'a> {
         // then removes the checkpoint.
         let new_checkpoint;
         let (job, made) = self.begin(disks, &name, &mut bases, &mut fulls, got)?;
-        new_checkpoint = made.then(|| NewCheckpoint::made_by_job(self.dom, &name));
+        new_checkpoint = made.then(|| NewCheckpoint::made_by_job(self.dom, &name, job.ended()));
         for disk in disks {
             match bases.remove(&disk.target) {
                 Some(base) => {

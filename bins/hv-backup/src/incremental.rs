@@ -33,6 +33,8 @@ use crate::repo::Repo;
 use hv_common::domain::{xml_escape, Disk};
 use hv_common::{ffi, time};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use virt::domain::Domain;
 
 /// This repository's checkpoint name prefix.
@@ -240,16 +242,24 @@ pub struct NewCheckpoint<'a> {
     dom: &'a Domain,
     /// A stopped VM's disks, whose images hold the bitmaps.
     stopped: Option<&'a [Disk]>,
+    /// Whether the job that made it has ended; none for a stopped VM's.
+    job_ended: Option<Arc<AtomicBool>>,
     pub name: String,
     kept: bool,
 }
 
 impl<'a> NewCheckpoint<'a> {
-    /// The checkpoint a running VM's backup job created with it.
-    pub fn made_by_job(dom: &'a Domain, name: &str) -> NewCheckpoint<'a> {
+    /// The checkpoint a running VM's backup job created with it; removed
+    /// only once `job_ended`.
+    pub fn made_by_job(
+        dom: &'a Domain,
+        name: &str,
+        job_ended: Arc<AtomicBool>,
+    ) -> NewCheckpoint<'a> {
         NewCheckpoint {
             dom,
             stopped: None,
+            job_ended: Some(job_ended),
             name: name.to_owned(),
             kept: false,
         }
@@ -264,6 +274,17 @@ impl<'a> NewCheckpoint<'a> {
 impl Drop for NewCheckpoint<'_> {
     fn drop(&mut self) {
         if self.kept {
+            return;
+        }
+        if self
+            .job_ended
+            .as_ref()
+            .is_some_and(|e| !e.load(Ordering::SeqCst))
+        {
+            hv_common::cli::warn(format!(
+                "checkpoint {} of the failed backup stays while its job may still run; the next backup removes it",
+                self.name
+            ));
             return;
         }
         let deleted = match self.stopped {
@@ -310,6 +331,7 @@ pub fn create_offline<'a>(
     Ok(NewCheckpoint {
         dom,
         stopped: Some(all),
+        job_ended: None,
         name: name.to_owned(),
         kept: false,
     })

@@ -9,9 +9,10 @@
 //! same file keeps the chunk list and checkpoint an incremental backup
 //! starts from (see incremental.rs).
 
+use hv_common::ffi;
 use sha2::digest::generic_array::GenericArray;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -212,14 +213,31 @@ impl DiskCache {
 
 /// Creates `dir` (a VM's directory under its repository's) and closes it
 /// and its parent to everyone but the owner, also when an older hv made
-/// them open.
+/// them open. Anything but a directory of this user's there (a planted
+/// symlink in a shared `--cache-dir`) is refused, not followed or changed.
 fn private_dirs(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    for d in [Some(dir), dir.parent()].into_iter().flatten() {
-        let mode = std::fs::metadata(d)?.permissions().mode();
+    let repo_dir = dir.parent().unwrap_or(Path::new("."));
+    if let Some(cache_dir) = repo_dir.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(cache_dir)?;
+    }
+    for d in [repo_dir, dir] {
+        let meta = match std::fs::symlink_metadata(d) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new().mode(0o700).create(d)?;
+                continue;
+            }
+            other => other?,
+        };
+        if !meta.is_dir() || meta.uid() != ffi::effective_uid() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a directory of this user's; remove it or choose another --cache-dir",
+                d.display()
+            )));
+        }
+        let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode & 0o700))?;
         }
@@ -302,6 +320,20 @@ mod tests {
         std::fs::write(&path, b"hvbmid1\nold format").unwrap();
         assert_eq!(DiskCache::load(&path, 64), None);
         assert!(cache_path(&dir, "abc", "../x", "vda").is_none());
+        // A repository directory planted as a symlink is refused, its target untouched.
+        let elsewhere = dir.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("planted")).unwrap();
+        let planted = cache_path(&dir, "planted", "u-1", "vda").unwrap();
+        let err = cache.save(&planted).unwrap_err();
+        assert!(err.to_string().contains("--cache-dir"), "{err}");
+        assert_eq!(mode(&elsewhere), 0o755);
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing made there"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,6 +17,8 @@ use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
@@ -86,6 +88,8 @@ pub struct LiveJob {
     domain: Domain,
     socket: PathBuf,
     dir: RunDir,
+    /// Set once the job has ended; see [`LiveJob::ended`].
+    ended: Arc<AtomicBool>,
 }
 
 impl LiveJob {
@@ -114,6 +118,7 @@ impl LiveJob {
         ffi::backup_begin(domain, &xml, checkpoint_xml)
             .map_err(|e| Error::libvirt("cannot start the backup job", &e))?;
         Ok(LiveJob {
+            ended: Arc::new(AtomicBool::new(false)),
             domain: domain.clone(),
             socket,
             dir,
@@ -144,12 +149,22 @@ impl LiveJob {
     }
 }
 
+impl LiveJob {
+    /// True once the job has ended (dropped, and gone from libvirt). Its
+    /// checkpoint must not be changed before: libvirt 11.3 can then keep a
+    /// job that never ends.
+    pub fn ended(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ended)
+    }
+}
+
 impl Drop for LiveJob {
     fn drop(&mut self) {
         if let Err(e) = ffi::abort_job(&self.domain) {
             cli::warn(format!("cannot end the backup job: {}", e.message()));
         }
-        wait_job_gone(&self.domain);
+        let gone = wait_job_gone(&self.domain);
+        self.ended.store(gone, Ordering::SeqCst);
         let _ = &self.dir;
     }
 }
@@ -157,15 +172,16 @@ impl Drop for LiveJob {
 /// Waits until libvirt has finished ending the backup job. It ends the job
 /// asynchronously, and a checkpoint change made meanwhile can leave the
 /// domain with a job that never ends (seen on libvirt 11.3).
-fn wait_job_gone(domain: &Domain) {
+fn wait_job_gone(domain: &Domain) -> bool {
     let start = Instant::now();
     while ffi::backup_xml(domain).is_ok() {
         if start.elapsed() > Duration::from_secs(60) {
             cli::warn("the backup job did not end within 60 s; see `virsh domjobinfo VM`");
-            return;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 /// Ends a backup job an earlier, killed hv-backup left running (its paths
