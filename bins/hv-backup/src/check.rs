@@ -377,13 +377,24 @@ fn restore_files(
         }
     };
     let stem = restore::safe_file_stem(a.name.as_deref().unwrap_or(&manifest.name));
+    let name = a.name.clone().unwrap_or_else(|| manifest.name.clone());
+    let dests: Vec<(&format::Image, DiskFormat, PathBuf)> = images
+        .iter()
+        .map(|image| {
+            let fmt = a.disk_format.unwrap_or_else(|| DiskFormat::of(image));
+            let dest = single
+                .clone()
+                .unwrap_or_else(|| dir.join(format!("{stem}-{}.{}", image.target, fmt.name())));
+            (*image, fmt, dest)
+        })
+        .collect();
+    // Checked before a byte is written: a replaced file under a running VM
+    // loses what the guest writes next.
+    let paths: Vec<&Path> = dests.iter().map(|(_, _, p)| p.as_path()).collect();
+    safe_to_write(a, &name, &paths)?;
     let mut restored: Vec<Restored> = Vec::new();
     let mut disks = Vec::new();
-    for image in images {
-        let fmt = a.disk_format.unwrap_or_else(|| DiskFormat::of(image));
-        let dest = single
-            .clone()
-            .unwrap_or_else(|| dir.join(format!("{stem}-{}.{}", image.target, fmt.name())));
+    for (image, fmt, dest) in dests {
         let r = restore::to_file(
             op,
             manifest,
@@ -422,42 +433,141 @@ fn restore_files(
             }
             None => None,
         };
-        let name = a.name.clone().unwrap_or_else(|| manifest.name.clone());
-        define(a, manifest, &name, &restored, nvram.as_deref())?;
+        let keep_old = dir.join(format!("{stem}-replaced-domain.xml"));
+        define(a, manifest, &name, &restored, nvram.as_deref(), &keep_old)?;
         fields.insert("domain".into(), name.into());
     }
     Ok(fields)
 }
 
+/// Refuses, before anything is written, a restore that would replace a
+/// file a running VM uses, or (with --define) a domain that exists without
+/// --force or is running.
+fn safe_to_write(a: &RestoreArgs, name: &str, paths: &[&Path]) -> Result<()> {
+    if !a.define && !a.force {
+        return Ok(()); // existing files are refused one by one
+    }
+    let conn = match a.connect.open(Access::ReadOnly) {
+        Ok(conn) => conn,
+        Err(e) if !a.define => {
+            cli::warn(format!(
+                "cannot check that no running VM uses the files --force replaces: {}",
+                e.message
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if a.define {
+        if let Ok(existing) = conn.lookup_domain_by_name(name) {
+            if !a.force {
+                return Err(Error::new(
+                    Code::InvalidState,
+                    format!("domain {name:?} exists; restore under another --name, or --force to replace it"),
+                ));
+            }
+            if existing.is_active().unwrap_or(true) {
+                return Err(Error::new(
+                    Code::InvalidState,
+                    format!("domain {name:?} is running; stop it before replacing it"),
+                ));
+            }
+        }
+    }
+    for path in paths {
+        if let Some(vm) = running_vm_using(&conn, path)? {
+            return Err(Error::new(
+                Code::InvalidState,
+                format!("{} is a disk of the running VM {vm:?}; stop it, or restore elsewhere with --dir", path.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The running VM one of whose disks is the file at `path`, by device and
+/// inode (a path may be spelled many ways).
+fn running_vm_using(conn: &virt::connect::Connect, path: &Path) -> Result<Option<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(path) else {
+        return Ok(None); // a new file
+    };
+    let running = conn
+        .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        .map_err(|e| Error::libvirt("cannot list the running VMs", &e))?;
+    for dom in running {
+        let Ok(xml) = dom.xml_desc(0) else { continue };
+        let Ok(parsed) = hv_common::domain::parse(&xml) else {
+            continue;
+        };
+        let same = parsed
+            .disks
+            .iter()
+            .filter_map(|d| d.source.as_deref())
+            .any(|source| {
+                std::fs::metadata(source)
+                    .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+            });
+        if same {
+            return Ok(Some(dom.name().unwrap_or_default()));
+        }
+    }
+    Ok(None)
+}
+
+/// Defines the restored domain. The definition of one it replaces is
+/// saved to `keep_old` first and defined again if the new one is refused,
+/// so a failure never leaves neither.
 fn define(
     a: &RestoreArgs,
     manifest: &Manifest,
     name: &str,
     disks: &[Restored],
     nvram: Option<&Path>,
+    keep_old: &Path,
 ) -> Result<()> {
     let conn = a.connect.open(Access::ReadWrite)?;
+    let xml = restore::rewrite_domain_xml(&manifest.domain_xml, name, disks, nvram)?;
+    let mut replaced = None;
     if let Ok(existing) = conn.lookup_domain_by_name(name) {
-        if !a.force {
-            return Err(Error::new(
-                Code::InvalidState,
-                format!("domain {name:?} exists; restore under another --name, or --force to replace it"),
-            ));
-        }
         if existing.is_active().unwrap_or(true) {
             return Err(Error::new(
                 Code::InvalidState,
                 format!("domain {name:?} is running; stop it before replacing it"),
             ));
         }
+        let flags = virt::sys::VIR_DOMAIN_XML_SECURE | virt::sys::VIR_DOMAIN_XML_INACTIVE;
+        let old = existing.xml_desc(flags).map_err(|e| {
+            Error::libvirt(
+                format!("cannot read domain {name:?} before replacing it"),
+                &e,
+            )
+        })?;
+        crate::repo::write_synced(keep_old, old.as_bytes(), 0o600)?;
         existing
             .undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
             .map_err(|e| Error::libvirt(format!("cannot replace domain {name:?}"), &e))?;
+        replaced = Some(old);
     }
-    let xml = restore::rewrite_domain_xml(&manifest.domain_xml, name, disks, nvram)?;
-    conn.define_domain_xml(&xml)
-        .map_err(|e| Error::libvirt(format!("cannot define domain {name:?}"), &e))?;
-    Ok(())
+    let Err(e) = conn.define_domain_xml(&xml) else {
+        return Ok(());
+    };
+    let mut err = Error::libvirt(format!("cannot define domain {name:?}"), &e);
+    if let Some(old) = replaced {
+        err.message = match conn.define_domain_xml(&old) {
+            Ok(_) => format!(
+                "{}; the domain it was to replace is defined again",
+                err.message
+            ),
+            Err(e2) => format!(
+                "{}; nor could the domain it replaced be defined again ({}): `virsh define {}`",
+                err.message,
+                e2.message(),
+                keep_old.display()
+            ),
+        };
+    }
+    Err(err)
 }
 
 #[cfg(test)]

@@ -327,6 +327,47 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     ]);
     failed(&again, "invalid_state");
     assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // Replacing it with --force while that VM runs is refused before a byte
+    // is written: the running guest's disk stays the same file.
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    let forced = b.run(&[
+        "restore",
+        &id,
+        "--identity",
+        b.identity(),
+        "--dir",
+        out_dir.to_str().unwrap(),
+        "--name",
+        &new_name,
+        "--define",
+        "--force",
+    ]);
+    let recs = failed(&forced, "invalid_state");
+    let message = recs[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("running"), "{message}");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().ino(),
+        inode,
+        "replaced under the running VM"
+    );
+    // Without --define too: the file is a running VM's disk.
+    let forced = b.run(&[
+        "restore",
+        &id,
+        "--identity",
+        b.identity(),
+        "-o",
+        path.to_str().unwrap(),
+        "--disk",
+        "vda",
+        "--force",
+    ]);
+    let recs = failed(&forced, "invalid_state");
+    let message = recs[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("running VM"), "{message}");
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
 }
 
 /// The restored guest writes "ready" to the serial log of its XML (the
