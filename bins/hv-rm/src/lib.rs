@@ -83,8 +83,36 @@ struct Plan {
     dry_run: bool,
 }
 
-/// Every domain (uuid, name) that uses each path, computed once per run.
-type Users = HashMap<String, Vec<(String, String)>>;
+/// Every domain (uuid, name) that uses each file as a disk or backing
+/// file, computed once per run. Files are told apart by device and inode,
+/// not by how a path spells them (`/images/../base.qcow2`, a symlink).
+#[derive(Default)]
+struct Users {
+    by_file: HashMap<String, Vec<(String, String)>>,
+    /// Another VM's disk whose backing chain qemu-img could not read:
+    /// (VM, disk, why). Any file may be its base, so none is deleted.
+    unknown_chains: Vec<(String, String, String)>,
+}
+
+impl Users {
+    fn of(&self, path: &str) -> &[(String, String)] {
+        self.by_file.get(&file_key(path)).map_or(&[], Vec::as_slice)
+    }
+
+    fn add(&mut self, path: &str, user: &(String, String)) {
+        let list = self.by_file.entry(file_key(path)).or_default();
+        if !list.contains(user) {
+            list.push(user.clone());
+        }
+    }
+}
+
+/// The file's identity: device and inode, or the path itself if it
+/// cannot be read.
+fn file_key(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or_else(|_| path.to_owned(), |m| format!("{}:{}", m.dev(), m.ino()))
+}
 
 pub fn run(cli: Cli) -> Result<Exit> {
     let plan = Plan {
@@ -166,7 +194,11 @@ fn remove(
         ));
     }
     let (persistent, definition) = domain::definition(dom)?;
-    let disks = definition.disks;
+    let disks: Vec<Disk> = definition
+        .disks
+        .into_iter()
+        .map(|d| with_file(conn, d))
+        .collect();
     let uuid = dom.uuid_string().unwrap_or_default();
     let (doomed, kept) = if plan.remove_storage {
         let users = users
@@ -238,6 +270,26 @@ fn undefine(dom: &Domain) -> Result<()> {
     })
 }
 
+/// A storage volume disk (`pool/volume`) with its file's path as its
+/// source, as libvirt resolves it; file disks as they are.
+fn with_file(conn: &Connect, mut disk: Disk) -> Disk {
+    if disk.kind == "volume" {
+        let resolved = disk
+            .source
+            .as_deref()
+            .and_then(|s| s.split_once('/'))
+            .and_then(|(pool, vol)| {
+                let pool = conn.lookup_storage_pool_by_name(pool).ok()?;
+                pool.lookup_storage_vol_by_name(vol).ok()?.path().ok()
+            });
+        if let Some(path) = resolved {
+            disk.source = Some(path);
+            disk.kind = "file".into();
+        }
+    }
+    disk
+}
+
 /// Splits the domain's disks into files to delete and (path, reason) to keep.
 fn sort_disks(
     disks: &[Disk],
@@ -250,19 +302,23 @@ fn sort_disks(
         let Some(path) = disk.source.clone() else {
             continue;
         };
+        let unknown = users.unknown_chains.first();
         let reason = if disk.device != "disk" {
             Some(format!("a {} is media, not the VM's own disk", disk.device))
         } else if disk.shared {
             Some("marked read-only or shareable".to_owned())
-        } else if disk.kind != "file" && disk.kind != "volume" {
+        } else if disk.kind == "volume" {
+            Some("a storage volume libvirt could not find".to_owned())
+        } else if disk.kind != "file" {
             Some(format!("a {} disk, not a file", disk.kind))
-        } else if let Some((_, other)) = users
-            .get(&path)
-            .and_then(|u| u.iter().find(|(uuid, _)| uuid != own_uuid))
-        {
+        } else if let Some((_, other)) = users.of(&path).iter().find(|(uuid, _)| uuid != own_uuid) {
             Some(format!("also used by VM '{other}'"))
-        } else if !std::path::Path::new(&path).is_file() && disk.kind == "file" {
+        } else if !std::path::Path::new(&path).is_absolute()
+            || !std::path::Path::new(&path).is_file()
+        {
             Some("not a regular file".to_owned())
+        } else if let Some((vm, other_disk, why)) = unknown {
+            Some(format!("it may be a base of VM '{vm}': the backing chain of its disk {other_disk} is unknown ({why})"))
         } else {
             None
         };
@@ -276,10 +332,10 @@ fn sort_disks(
 
 /// Every path any domain uses as a disk or backing file, with its users.
 fn disk_users(conn: &Connect) -> Result<Users> {
-    let mut users = Users::new();
+    let mut users = Users::default();
     // A stopped domain's live and stored XML name the same disks, and linked
     // clones share a base: each source's backing chain is probed once.
-    let mut chains: HashMap<String, Vec<String>> = HashMap::new();
+    let mut chains: HashMap<String, std::result::Result<Vec<String>, String>> = HashMap::new();
     let all = conn
         .list_all_domains(0)
         .map_err(|e| Error::libvirt("cannot list domains", &e))?;
@@ -296,15 +352,28 @@ fn disk_users(conn: &Connect) -> Result<Users> {
                 continue;
             };
             for disk in parsed.disks {
+                let disk = with_file(conn, disk);
                 let Some(source) = disk.source else { continue };
-                let chain = chains
-                    .entry(source.clone())
-                    .or_insert_with(|| backing_files(&source));
-                for path in chain.iter().cloned().chain(disk.backing).chain([source]) {
-                    let list = users.entry(path).or_default();
-                    if !list.contains(&user) {
-                        list.push(user.clone());
+                let probed = disk.kind == "file" && std::path::Path::new(&source).is_file();
+                let chain = match probed {
+                    true => chains
+                        .entry(source.clone())
+                        .or_insert_with(|| backing_files(&source)),
+                    false => &Ok(Vec::new()),
+                };
+                match chain {
+                    Ok(chain) => chain.iter().for_each(|path| users.add(path, &user)),
+                    // Gone meanwhile (that VM's disk was removed): no chain.
+                    Err(_) if !std::path::Path::new(&source).exists() => {}
+                    Err(why) => {
+                        let unknown = (user.1.clone(), disk.target.clone(), why.clone());
+                        if !users.unknown_chains.contains(&unknown) {
+                            users.unknown_chains.push(unknown);
+                        }
                     }
+                }
+                for path in disk.backing.iter().chain([&source]) {
+                    users.add(path, &user);
                 }
             }
         }
@@ -314,18 +383,23 @@ fn disk_users(conn: &Connect) -> Result<Users> {
 
 /// The backing chain below an image, as qemu-img sees it (the domain XML of
 /// a stopped VM does not show it). `-U`: the image may be in use.
-fn backing_files(path: &str) -> Vec<String> {
+fn backing_files(path: &str) -> std::result::Result<Vec<String>, String> {
     let out = hv_common::cli::child_command("qemu-img")
         .args(["info", "--backing-chain", "-U", "--output=json", path])
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Ok(out) = out else { return Vec::new() };
-    let chain: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    chain
+        .output()
+        .map_err(|e| format!("cannot run qemu-img: {e}; install qemu-utils"))?;
+    let chain: Vec<Value> = serde_json::from_slice(&out.stdout).map_err(|_| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        format!(
+            "qemu-img info: {}",
+            err.lines().next().unwrap_or("no answer")
+        )
+    })?;
+    Ok(chain
         .iter()
         .skip(1)
         .filter_map(|img| img["filename"].as_str().map(str::to_owned))
-        .collect()
+        .collect())
 }
 
 /// Deletes files, through their storage pool when they belong to one.
@@ -335,6 +409,9 @@ fn delete_files(conn: &Connect, paths: &[String]) -> Vec<(String, String)> {
     for path in paths {
         let result = match conn.lookup_storage_vol_by_path(path) {
             Ok(vol) => vol.delete(0).map_err(|e| e.message().to_owned()),
+            Err(_) if !std::path::Path::new(path).is_absolute() => {
+                Err("not an absolute path; not deleted".to_owned())
+            }
             Err(_) => std::fs::remove_file(path).map_err(|e| e.to_string()),
         };
         if let Err(why) = result {
@@ -368,13 +445,17 @@ mod tests {
         std::fs::write(&own, b"x").unwrap();
         std::fs::write(&base, b"x").unwrap();
         let (own, base) = (own.display().to_string(), base.display().to_string());
-        let mut users = Users::new();
+        let mut users = Users::default();
         let me = ("me".to_string(), "self".to_string());
-        users.insert(own.clone(), vec![me.clone()]);
-        users.insert(
-            base.clone(),
-            vec![me, ("other-uuid".into(), "clone".into())],
+        users.add(&own, &me);
+        users.add(&base, &me);
+        // The clone names its base by another spelling of the same file.
+        let spelled = format!(
+            "{}/../{}/base.qcow2",
+            dir.display(),
+            dir.file_name().unwrap().to_str().unwrap()
         );
+        users.add(&spelled, &("other-uuid".into(), "clone".into()));
         let disks = vec![
             disk("disk", "file", &own, false),
             disk("disk", "file", &base, false),
@@ -389,6 +470,13 @@ mod tests {
         assert!(reasons[1].contains("cdrom"));
         assert!(reasons[2].contains("block"));
         assert!(reasons[3].contains("read-only"));
+
+        users
+            .unknown_chains
+            .push(("clone".into(), "vda".into(), "qemu-img info: locked".into()));
+        let (doomed, kept) = sort_disks(&disks[..1], &users, "me");
+        assert!(doomed.is_empty(), "an unknown chain keeps every disk");
+        assert!(kept[0].1.contains("unknown"), "{kept:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
