@@ -217,6 +217,8 @@ fn remove(
         )
     };
     if !plan.dry_run {
+        // Given up on at its timeout, it must not remove anything after all.
+        hv_common::runner::point_of_no_return()?;
         if running {
             dom.destroy().map_err(|e| {
                 Error::libvirt_needing("could not force it off", &e, &["domain.stop"])

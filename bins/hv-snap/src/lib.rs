@@ -14,7 +14,7 @@ use hv_common::output::{col, Column, Printer, Show};
 use hv_common::retention::{self, Keep};
 use hv_common::snapshot;
 use hv_common::targets::{self, VmRef};
-use hv_common::{time, Code, Error, Exit, Result};
+use hv_common::{runner, time, Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
@@ -311,6 +311,8 @@ fn snapshot_vm(dom: &Domain, plan: &Plan) -> Result<Map<String, Value>> {
         r.insert("dry_run".into(), true.into());
         return Ok(r);
     }
+    // Given up on at its timeout, it must not take the snapshot after all.
+    runner::point_of_no_return()?;
     let snap = with_marker(dom, &plan.name, || {
         dom.create_snapshot_xml(&snapshot_xml, flags)
     })
@@ -550,6 +552,7 @@ fn pick(a: PickArgs, action: &'static str, revert_flags: u32) -> Result<Exit> {
             }
         })?;
         if !dry_run {
+            runner::point_of_no_return()?;
             if action == "revert" {
                 snap.revert(revert_flags)
                     .map_err(needing_snapshot("libvirt could not revert to it"))
@@ -606,9 +609,12 @@ fn prune_vm(dom: &Domain, keep: &Keep, all: bool, dry_run: bool) -> Result<Map<S
         match verdict {
             Some(rule) => kept.push(json!({"snapshot": info.name, "created": time::rfc3339(info.created), "rule": rule})),
             None if dry_run => removed.push(info.name.clone()),
-            None => match snap.delete(0) {
+            None => match runner::point_of_no_return().and_then(|()| {
+                snap.delete(0)
+                    .map_err(|e| Error::new(Code::Libvirt, e.message()))
+            }) {
                 Ok(()) => removed.push(info.name.clone()),
-                Err(e) => failed.push(format!("'{}': {}", info.name, e.message())),
+                Err(e) => failed.push(format!("'{}': {}", info.name, e.message)),
             },
         }
     }
