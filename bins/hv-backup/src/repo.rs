@@ -29,7 +29,8 @@ pub struct Repo {
 }
 
 /// Held for as long as the operation needs the repository.
-pub struct Lock(#[allow(dead_code)] File);
+/// Held until dropped; none on a repository nothing can write to.
+pub struct Lock(#[allow(dead_code)] Option<File>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -135,15 +136,28 @@ impl Repo {
     }
 
     /// Takes the repository lock, waiting up to `wait` for other runs.
+    /// A shared lock (verify, restore) also works on a repository this
+    /// user may only read, or on a read-only copy (a mounted snapshot).
     pub fn lock(&self, kind: LockKind, wait: Duration) -> Result<Lock> {
         let path = self.root.join("lock");
-        let file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if kind == LockKind::Shared && cannot_write(&e) => match File::open(&path) {
+                Ok(file) => file,
+                // A read-only copy without a lock file: nothing can be writing.
+                Err(_) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                    return Ok(Lock(None))
+                }
+                Err(e) => return Err(Error::io(format!("cannot open {}", path.display()), e)),
+            },
+            Err(e) => return Err(Error::io(format!("cannot open {}", path.display()), e)),
+        };
         let start = Instant::now();
         let mut told = false;
         loop {
@@ -152,7 +166,7 @@ impl Repo {
                 LockKind::Exclusive => file.try_lock(),
             };
             match got {
-                Ok(()) => return Ok(Lock(file)),
+                Ok(()) => return Ok(Lock(Some(file))),
                 Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
                     if !told {
                         hv_common::cli::warn(format!(
@@ -481,4 +495,11 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 fn json_err(e: serde_json::Error) -> Error {
     Error::new(Code::Io, format!("cannot encode JSON: {e}"))
+}
+
+fn cannot_write(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+    )
 }

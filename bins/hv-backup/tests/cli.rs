@@ -755,6 +755,16 @@ fn a_full_disk_fails_the_backup_and_damages_nothing() {
     ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &good]));
     ok(&b.run(&["gc"]));
     assert_eq!(std::fs::read_dir(b.repo.join("tmp")).unwrap().count(), 0);
+
+    // A read-only repository (a mounted snapshot, a DR copy) still verifies.
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success(), "remount read-only");
+    ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &good]));
+    assert_eq!(ok(&b.run(&["ls"])).len(), 1);
 }
 
 #[test]
