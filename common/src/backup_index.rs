@@ -77,11 +77,18 @@ pub fn ids(root: &Path) -> Result<Vec<String>> {
     let dir = root.join("backups");
     let entries =
         fs::read_dir(&dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
-    Ok(entries
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|name| is_backup_id(name))
-        .collect())
+    // An entry that cannot be read fails the listing: gc must not take a
+    // backup it skipped for one that is gone.
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            if is_backup_id(&name) {
+                ids.push(name);
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// Backups grouped by VM UUID, each group in the order given (oldest first

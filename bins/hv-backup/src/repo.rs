@@ -385,12 +385,27 @@ impl Repo {
                 format!("backup {id}: cannot read its chunk list: {e}"),
             )
         })?;
-        format::parse_refs(&text).ok_or_else(|| {
+        let refs = format::parse_refs(&text).ok_or_else(|| {
             Error::new(
                 Code::Corrupt,
                 format!("backup {id}: its chunk list is malformed"),
             )
-        })
+        })?;
+        // A list cut at a line boundary still parses; gc would then delete
+        // chunks the backup needs. Its index counts them.
+        if let Ok(index) = self.index(id) {
+            if index.chunks != refs.len() as u64 {
+                return Err(Error::new(
+                    Code::Corrupt,
+                    format!(
+                        "backup {id}: its chunk list names {} chunks, its index.json {}; the list is damaged: restore the repository from a copy, or delete this backup",
+                        refs.len(),
+                        index.chunks
+                    ),
+                ));
+            }
+        }
+        Ok(refs)
     }
 
     pub fn sealed_manifest(&self, id: &str) -> Result<Vec<u8>> {

@@ -535,6 +535,20 @@ fn damage_and_wrong_keys_are_caught_and_named() {
         .as_str()
         .unwrap()
         .contains("1 chunks missing"));
+
+    // A chunk list cut at a line boundary still parses, but its index counts
+    // the chunks: verify says so, and gc deletes nothing.
+    let list = b.repo.join("backups").join(&id).join("chunks");
+    let text = std::fs::read_to_string(&list).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&list, format!("{}\n", kept[..kept.len() - 1].join("\n"))).unwrap();
+    let recs = failed(&b.run(&["verify", &id]), "corrupt");
+    let message = recs[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("chunk list"), "{message}");
+    let before = count_chunks(&b.repo);
+    let out = b.run(&["gc"]);
+    assert_ne!(out.status.code(), Some(0), "gc ran on a damaged list");
+    assert_eq!(count_chunks(&b.repo), before, "gc deleted a chunk");
 }
 
 #[test]
