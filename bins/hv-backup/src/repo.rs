@@ -209,7 +209,17 @@ impl Repo {
         let path = self.host_key_path(key_dir);
         let mut text = crypt::hex(key);
         text.push('\n');
-        write_synced(&path, text.as_bytes(), 0o600)
+        // Beside its name first: a run killed while writing leaves the old
+        // key or the new one, never half of one.
+        let tmp = path.with_extension(format!("key.tmp-{}", std::process::id()));
+        write_synced(&tmp, text.as_bytes(), 0o600)?;
+        fs::rename(&tmp, &path).map_err(|e| {
+            Error::io(
+                format!("cannot rename {} to {}", tmp.display(), path.display()),
+                e,
+            )
+        })?;
+        sync_dir(key_dir)
     }
 
     pub fn host_key(&self, key_dir: &Path) -> Result<ChunkKey> {
@@ -233,7 +243,11 @@ impl Repo {
         crypt::unhex32(&text).ok_or_else(|| {
             Error::new(
                 Code::Corrupt,
-                format!("{} does not hold a 32-byte hex key", path.display()),
+                format!(
+                    "{} does not hold a 32-byte hex key; recover it with `hv-backup recover-key --repo {} --identity FILE`",
+                    path.display(),
+                    self.root.display()
+                ),
             )
         })
     }

@@ -820,6 +820,22 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("recover-key"));
     ok(&b.run(&["recover-key", "--identity", b.identity()]));
+    // A damaged key says the same; recover-key replaces it whole.
+    let key = std::fs::read_dir(b.dir.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&key, "half a ke").unwrap();
+    let out = b.run_with_input(&["create"], "some-vm\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("recover-key"),
+        "{out:?}"
+    );
+    ok(&b.run(&["recover-key", "--identity", b.identity()]));
+    let keys: Vec<_> = std::fs::read_dir(b.dir.join("keys")).unwrap().collect();
+    assert_eq!(keys.len(), 1, "no temporary file is left");
     // A missing VM is one failed record; the lock held by prune makes create wait, then fail.
     let missing = b.run_with_input(&["create"], "no-such-vm-hv\n");
     failed(&missing, "not_found");
