@@ -79,7 +79,7 @@ fn absolute(source: Source) -> Result<Source> {
     }
 }
 
-fn lock(lib: &Library, name: &str) -> Result<File> {
+pub(crate) fn lock(lib: &Library, name: &str) -> Result<File> {
     let path = lib.root.join(format!(".{name}.lock"));
     let file = OpenOptions::new()
         .write(true)
@@ -368,11 +368,15 @@ fn download(
     })
 }
 
+/// Through a temporary file and a rename: a torn state file would make the
+/// next run throw the partial download away.
 fn save_resume(path: &std::path::Path, r: &Resume) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     fs::write(
-        path,
+        &tmp,
         serde_json::to_vec(r).expect("resume state serializes"),
-    )
+    )?;
+    fs::rename(&tmp, path)
 }
 
 fn compare(trust: &Trust, got: &Digests) -> std::result::Result<(), String> {

@@ -400,6 +400,8 @@ fn rm(lib: &Library, a: RmArgs) -> Result<Exit> {
 /// which ls does not list and rm removes.
 fn remove(lib: &Library, entry: &Entry) -> Result<Map<String, Value>> {
     let name = &entry.sidecar.name;
+    // Not while an add replaces it: rm would delete the new image.
+    let _lock = add::lock(lib, name)?;
     match std::fs::remove_file(&entry.path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(Error::io(entry.path.display(), e))
