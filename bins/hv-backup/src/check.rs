@@ -394,7 +394,9 @@ fn restore_files(
     safe_to_write(a, &name, &paths)?;
     let mut restored: Vec<Restored> = Vec::new();
     let mut disks = Vec::new();
+    let mut new_files = NewFiles::default();
     for (image, fmt, dest) in dests {
+        new_files.note(&dest);
         let r = restore::to_file(
             op,
             manifest,
@@ -418,6 +420,7 @@ fn restore_files(
         let nvram = match &manifest.nvram {
             Some(image) => {
                 let dest = dir.join(format!("{stem}-VARS.fd"));
+                new_files.note(&dest);
                 Some(
                     restore::to_file(
                         op,
@@ -437,7 +440,49 @@ fn restore_files(
         define(a, manifest, &name, &restored, nvram.as_deref(), &keep_old)?;
         fields.insert("domain".into(), name.into());
     }
+    new_files.keep();
     Ok(fields)
+}
+
+/// The files a restore creates where none was: removed again if the
+/// restore fails part-way, so it leaves no disk behind that its record
+/// does not name. A file `--force` replaced is not restored; it stays.
+#[derive(Default)]
+struct NewFiles {
+    paths: Vec<PathBuf>,
+    kept: bool,
+}
+
+impl NewFiles {
+    /// `path` is about to be written.
+    fn note(&mut self, path: &Path) {
+        if !path.exists() {
+            self.paths.push(path.to_path_buf());
+        }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for NewFiles {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for path in &self.paths {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    cli::warn(format!(
+                        "cannot remove {} of the failed restore: {e}",
+                        path.display()
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Refuses, before anything is written, a restore that would replace a
