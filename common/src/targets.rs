@@ -215,9 +215,11 @@ pub fn failure_record(vm: &VmRef, action: Option<&str>, err: &Error) -> Map<Stri
 }
 
 /// The domains a reading command works on: those named as arguments or on
-/// stdin, or every domain (sorted by name) when none is named. Failed
-/// lookups and upstream failures are printed as records; malformed lines
-/// are reported.
+/// piped stdin, or every domain (sorted by name) when stdin is not piped
+/// and there are no arguments. A pipe that names nothing selects nothing:
+/// an empty upstream (`hv-ls --tag none | hv-ls --state running | hv-stop`)
+/// must not become every VM. Failed lookups and upstream failures are
+/// printed as records; malformed lines are reported.
 pub fn select<W: std::io::Write>(
     conn: &Connect,
     args: &[String],
@@ -231,12 +233,7 @@ pub fn select<W: std::io::Write>(
     } else {
         return all_domains(conn);
     };
-    let (domains, named) = resolve(conn, inputs, printer, status)?;
-    if named {
-        Ok(domains)
-    } else {
-        all_domains(conn)
-    }
+    resolve(conn, inputs, printer, status)
 }
 
 pub fn all_domains(conn: &Connect) -> Result<Vec<Domain>> {
@@ -247,42 +244,33 @@ pub fn all_domains(conn: &Connect) -> Result<Vec<Domain>> {
     Ok(domains)
 }
 
-/// Looks up named VMs in input order, once each. Returns whether any VM was
-/// named at all: an empty stdin means "everything", as with no arguments.
+/// Looks up named VMs in input order, once each.
 fn resolve<W: std::io::Write>(
     conn: &Connect,
     inputs: impl Iterator<Item = Input>,
     printer: &mut Printer<W>,
     status: &mut Status,
-) -> Result<(Vec<Domain>, bool)> {
+) -> Result<Vec<Domain>> {
     let mut domains = Vec::new();
     let mut seen = HashSet::new();
-    let mut named = false;
     for input in inputs {
         match input {
-            Input::Vm(vm) => {
-                named = true;
-                match lookup(conn, &vm) {
-                    Ok(d) if seen.insert(d.uuid_string().unwrap_or_default()) => domains.push(d),
-                    Ok(_) => {}
-                    Err(e) => {
-                        status.failed(&e);
-                        printer.emit(failure_record(&vm, None, &e))?;
-                    }
+            Input::Vm(vm) => match lookup(conn, &vm) {
+                Ok(d) if seen.insert(d.uuid_string().unwrap_or_default()) => domains.push(d),
+                Ok(_) => {}
+                Err(e) => {
+                    status.failed(&e);
+                    printer.emit(failure_record(&vm, None, &e))?;
                 }
-            }
-            Input::PassThrough(record) => {
-                named = true;
-                printer.emit(record)?;
-            }
+            },
+            Input::PassThrough(record) => printer.emit(record)?,
             Input::Malformed { message, .. } => {
-                named = true;
                 cli::warn(message);
                 status.malformed();
             }
         }
     }
-    Ok((domains, named))
+    Ok(domains)
 }
 
 #[cfg(test)]

@@ -366,21 +366,29 @@ pub fn pipeline(script: &str) -> Output {
         .expect("run bash")
 }
 
-/// Runs a built hv binary against the bench, with stdin from `input`.
+/// Runs an hv command with `input` piped to it; with no input its stdin is
+/// /dev/null, as under cron or systemd (an empty pipe names no VM).
 pub fn hv(binary: &str, args: &[&str], input: &str) -> Output {
+    let stdin = if input.is_empty() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    };
     let mut child = Command::new(binary)
         .args(args)
         .env("HV_CONNECT", URI)
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
     use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
+    let stdin = child.stdin.take();
     let input = input.to_owned();
     let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
+        if let Some(mut stdin) = stdin {
+            let _ = stdin.write_all(input.as_bytes());
+        }
     });
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();

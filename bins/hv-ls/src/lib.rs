@@ -28,8 +28,8 @@ use virt::domain::Domain;
     long_about = "List libvirt domains, active and inactive, one record each.\n\n\
         With VM names or UUIDs as arguments, only those are shown. Without arguments, when stdin \
         is a pipe, each line names a VM (a JSON record with \"name\" or \"uuid\", or a bare name), \
-        so hv-ls can re-read the output of any hv command; with nothing on stdin, every domain is \
-        listed. Filters combine: a VM is shown when it passes all of them."
+        so hv-ls can re-read the output of any hv command, and a pipe that names no VM lists none. \
+        Without arguments or a pipe (a terminal, /dev/null), every domain is listed. Filters combine: a VM is shown when it passes all of them."
 )]
 pub struct Cli {
     /// VMs to show, by name or UUID

@@ -332,3 +332,27 @@ fn an_open_socket_on_stdin_is_not_waited_for() {
         "with nothing named, every domain is listed"
     );
 }
+
+#[test]
+fn an_empty_pipe_names_no_vm() {
+    // `hv-ls --tag none | hv-ls --state running | hv-stop` must not stop
+    // every running VM: the empty pipe selects nothing.
+    let piped = Command::new(HV_LS)
+        .args(["-c", "test:///default", "--format", "jsonl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = piped.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "listed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Without a pipe (cron, systemd: /dev/null), every domain is listed.
+    assert_eq!(
+        records(&ls(&["-c", "test:///default"], ""))[0]["name"],
+        "test"
+    );
+}
