@@ -6,6 +6,7 @@
 use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
+use hv_common::domain;
 use hv_common::lifecycle::{self, PAUSED, SHUTOFF};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
@@ -145,14 +146,28 @@ fn record(
     if plan.dry_run {
         r.insert("dry_run".into(), true.into());
     }
-    r.extend(lifecycle::state_fields(dom)?);
+    let (state, reason) = state_of(dom)?;
+    r.insert("state".into(), domain::state_name(state).into());
+    r.insert(
+        "state_reason".into(),
+        domain::state_reason_name(state, reason).into(),
+    );
     r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
     Ok(r)
 }
 
+/// The domain's state. A transient domain is gone once it is off, and
+/// reading it then says there is no such domain: it is off.
+fn state_of(dom: &Domain) -> Result<(u32, u32)> {
+    match lifecycle::state(dom) {
+        Err(e) if e.code == Code::NotFound => Ok((SHUTOFF, 0)),
+        other => other,
+    }
+}
+
 fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
     let began = Instant::now();
-    let (state, _) = lifecycle::state(dom)?;
+    let (state, _) = state_of(dom)?;
     if state == SHUTOFF {
         return record(dom, plan, "already_off", false, began);
     }
@@ -210,7 +225,7 @@ fn graceful(dom: &Domain, plan: Plan, began: Instant) -> Result<bool> {
     let ask = || dom.shutdown_flags(shutdown_flags(plan.mode));
     if let Err(e) = ask() {
         // It may have gone off between our look and the request.
-        if lifecycle::state(dom)?.0 == SHUTOFF {
+        if state_of(dom)?.0 == SHUTOFF {
             return Ok(true);
         }
         return Err(Error::libvirt_needing(
@@ -220,7 +235,7 @@ fn graceful(dom: &Domain, plan: Plan, began: Instant) -> Result<bool> {
         ));
     }
     let mut resent = Duration::ZERO;
-    lifecycle::wait_until(
+    let waited = lifecycle::wait_until(
         dom,
         began + plan.timeout,
         |s| s == SHUTOFF,
@@ -230,14 +245,18 @@ fn graceful(dom: &Domain, plan: Plan, began: Instant) -> Result<bool> {
                 let _ = ask();
             }
         },
-    )
+    );
+    match waited {
+        Err(e) if e.code == Code::NotFound => Ok(true), // a transient domain, gone
+        other => other,
+    }
 }
 
 fn force_off(dom: &Domain) -> Result<()> {
     match dom.destroy() {
         Ok(()) => Ok(()),
         // It shut down by itself just before: that is what we wanted.
-        Err(_) if lifecycle::state(dom)?.0 == SHUTOFF => Ok(()),
+        Err(_) if state_of(dom)?.0 == SHUTOFF => Ok(()),
         Err(e) => Err(Error::libvirt_needing(
             "could not force it off",
             &e,

@@ -191,3 +191,36 @@ fn bench_ctrl_c_lets_the_running_stop_finish_and_cancels_the_rest() {
         "a cancelled VM is not touched"
     );
 }
+
+#[test]
+fn bench_a_transient_vm_is_stopped_though_it_is_gone_afterwards() {
+    let conn = connect();
+    let graceful = GuestSpec::new("stop transient acpi").define(&conn);
+    let forced = GuestSpec::new("stop transient force").define(&conn);
+    for g in [&graceful, &forced] {
+        g.start_ready();
+        // Running and no longer defined: libvirt forgets it once it is off.
+        g.domain.undefine().unwrap();
+    }
+    let out = hv(HV_STOP, &["--timeout", "60", &graceful.uuid], "");
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let r = &records(&out)[0];
+    assert_eq!(
+        (r["how"].as_str(), r["state"].as_str()),
+        (Some("graceful"), Some("shutoff")),
+        "{r}"
+    );
+
+    let out = hv(HV_STOP, &["--force", &forced.uuid], "");
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let r = &records(&out)[0];
+    assert_eq!(
+        (r["how"].as_str(), r["state"].as_str()),
+        (Some("forced"), Some("shutoff")),
+        "{r}"
+    );
+    assert!(
+        conn.lookup_domain_by_uuid_string(&forced.uuid).is_err(),
+        "gone"
+    );
+}
