@@ -86,6 +86,11 @@ struct Plan {
 }
 
 pub fn run(cli: Cli) -> Result<Exit> {
+    if cli.paused && cli.wait == Some(WaitFor::Agent) {
+        return Err(Error::usage(
+            "--paused with --wait=agent: a paused guest's agent cannot answer; use --wait",
+        ));
+    }
     let plan = Plan {
         paused: cli.paused,
         wait: cli.wait,
@@ -127,7 +132,10 @@ fn start(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
         _ => return Err(refused("libvirt reports no state for it")),
     };
     if !plan.dry_run {
-        wait(dom, plan, began)?;
+        // Only a VM that was off or paused is left paused; a running or
+        // suspended one runs.
+        let paused = plan.paused && matches!(state, SHUTOFF | PAUSED);
+        wait(dom, plan, paused, began)?;
     }
     let mut r = Map::new();
     r.insert("changed".into(), changed.into());
@@ -156,12 +164,12 @@ fn refused(why: &str) -> Error {
     Error::new(Code::InvalidState, format!("not started: {why}"))
 }
 
-fn wait(dom: &Domain, plan: Plan, began: Instant) -> Result<()> {
+fn wait(dom: &Domain, plan: Plan, paused: bool, began: Instant) -> Result<()> {
     let deadline = began + plan.timeout;
     match plan.wait {
         None => Ok(()),
         Some(WaitFor::Running) => {
-            let target = if plan.paused { PAUSED } else { RUNNING };
+            let target = if paused { PAUSED } else { RUNNING };
             if lifecycle::wait_until(dom, deadline, |s| s == target, |_| {})? {
                 Ok(())
             } else {

@@ -103,9 +103,44 @@ fn dry_run_and_errors_on_the_test_driver() {
         recs.iter().find(|r| r["name"] == "ghost").unwrap()["error"]["code"],
         "not_found"
     );
-    let none = hv(HV_START, &["-c", "test:///default"], "");
+    let none = std::process::Command::new(HV_START)
+        .args(["-c", "test:///default"])
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .unwrap();
     assert!(
         none.status.success() && none.stdout.is_empty(),
-        "empty stdin starts nothing"
+        "an empty pipe starts nothing"
+    );
+    let unnamed = hv(HV_START, &["-c", "test:///default"], "");
+    assert_eq!(
+        unnamed.status.code(),
+        Some(2),
+        "no VM named, no pipe: a usage error"
+    );
+}
+
+#[test]
+fn bench_paused_wait_on_a_running_vm_does_not_wait_for_a_pause() {
+    let conn = connect();
+    let g = GuestSpec::new("start paused running").define(&conn);
+    g.start_ready();
+    let out = hv(
+        HV_START,
+        &["--paused", "--wait", "--timeout", "20", &g.name],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let r = &records(&out)[0];
+    assert_eq!(
+        (r["changed"].as_bool(), r["state"].as_str()),
+        (Some(false), Some("running")),
+        "{r}"
+    );
+    let out = hv(HV_START, &["--paused", "--wait=agent", &g.name], "");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a paused guest's agent cannot answer"
     );
 }
