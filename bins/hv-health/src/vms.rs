@@ -74,10 +74,18 @@ fn crashed(vm: &Vm) -> Check {
         format!("{} is {state} ({reason})", vm.name),
     )
     .value(format!("{state}/{reason}"))
-    .hint(format!(
-        "read why in /var/log/libvirt/qemu/{}.log, then hv-start {:?}",
-        vm.name, vm.name
-    ))
+    .hint(if vm.state == sys::VIR_DOMAIN_CRASHED {
+        // A crashed domain is kept for inspection; hv-start refuses it.
+        format!(
+            "read why in /var/log/libvirt/qemu/{}.log, then hv-stop --force {:?} and hv-start {:?}",
+            vm.name, vm.name, vm.name
+        )
+    } else {
+        format!(
+            "read why in /var/log/libvirt/qemu/{}.log, then hv-start {:?}",
+            vm.name, vm.name
+        )
+    })
 }
 
 fn io_error(vm: &Vm) -> Check {
