@@ -174,39 +174,69 @@ pub fn exit(checks: &[Check], strict: bool) -> Exit {
 pub type Previous = BTreeMap<String, Map<String, Value>>;
 
 /// Reads the state file; a missing file is a first run.
+/// A damaged file (a crash while it was written by an older hv) is
+/// reported and read as empty: the checks must still run and report.
 pub fn load_state(path: &Path) -> Result<Previous> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Previous::new()),
         Err(e) => return Err(Error::io(path.display(), e)),
     };
-    serde_json::from_slice(&text).map_err(|e| {
-        Error::usage(format!(
-            "{}: not an hv state file ({e}); delete it and the next run starts afresh",
+    Ok(serde_json::from_slice(&text).unwrap_or_else(|e| {
+        crate::cli::warn(format!(
+            "{}: not an hv state file ({e}); starting afresh, so every problem is new once",
             path.display()
-        ))
-    })
+        ));
+        Previous::new()
+    }))
 }
 
-/// Saves the problems of this run (atomically: a killed run leaves the
-/// previous state, and the next run reports the same changes again).
-pub fn save_state(path: &Path, checks: &[Check]) -> Result<()> {
-    let problems: Previous = checks
+/// Saves the problems of this run, and the earlier ones of checks this run
+/// did not cover (libvirt unreachable, some VMs only), atomically: a
+/// killed run leaves the previous state, and the next run reports the same
+/// changes again. Runs at once each write their own temporary file.
+pub fn save_state(
+    path: &Path,
+    checks: &[Check],
+    previous: &Previous,
+    covered: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let looked_at: std::collections::HashSet<String> = checks.iter().map(Check::key).collect();
+    let mut problems: Previous = previous
         .iter()
-        .filter(|c| c.status != Status::Pass)
-        .map(|c| (c.key(), c.record()))
+        .filter(|(k, r)| {
+            let check = r.get("check").and_then(Value::as_str).unwrap_or("");
+            !covered(check) && !looked_at.contains(*k)
+        })
+        .map(|(k, r)| (k.clone(), r.clone()))
         .collect();
-    let tmp = path.with_extension("tmp");
+    problems.extend(
+        checks
+            .iter()
+            .filter(|c| c.status != Status::Pass)
+            .map(|c| (c.key(), c.record())),
+    );
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let text = serde_json::to_vec_pretty(&problems).expect("records serialize");
-    std::fs::write(&tmp, text)
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, &text)?;
+        f.sync_all()
+    });
+    written
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| Error::io(path.display(), e))
 }
 
 /// Each record with its `change` against the last run: `new` or `ongoing`
 /// for a problem, null for a pass that was no problem before; then one
-/// `resolved` record (status pass) per earlier problem that is gone.
-pub fn with_changes(checks: &[Check], previous: &Previous) -> Vec<Map<String, Value>> {
+/// `resolved` record (status pass) per earlier problem that is gone. An
+/// earlier problem of a check this run did not cover (`covered` is false
+/// for its id) is neither: it was not looked at.
+pub fn with_changes(
+    checks: &[Check],
+    previous: &Previous,
+    covered: impl Fn(&str) -> bool,
+) -> Vec<Map<String, Value>> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for c in checks {
@@ -235,7 +265,8 @@ pub fn with_changes(checks: &[Check], previous: &Previous) -> Vec<Map<String, Va
         out.push(r);
     }
     for (key, before) in previous {
-        if seen.contains(key) {
+        let check = before.get("check").and_then(Value::as_str).unwrap_or("");
+        if seen.contains(key) || !covered(check) {
             continue;
         }
         let mut r = before.clone();
@@ -282,7 +313,7 @@ mod tests {
             vm("vm.crashed", Status::Pass, "u3"),
             vm("vm.crashed", Status::Warn, "u4"),
         ];
-        let out = with_changes(&second, &previous);
+        let out = with_changes(&second, &previous, |_| true);
         let changes: Vec<(&str, &str, Option<&str>)> = out
             .iter()
             .map(|r| {
@@ -302,6 +333,32 @@ mod tests {
                 ("u2", "pass", Some("resolved"))
             ]
         );
+    }
+
+    #[test]
+    fn a_problem_not_looked_at_is_neither_resolved_nor_forgotten() {
+        let problem = vm("vm.crashed", Status::Fail, "u1");
+        let previous: Previous = [(problem.key(), problem.record())].into();
+        // libvirt unreachable: no VM check ran.
+        let down = [Check::new("libvirt.reachable", Status::Fail, "down")];
+        let covered = |check: &str| check == "libvirt.reachable";
+        let out = with_changes(&down, &previous, covered);
+        assert!(out.iter().all(|r| r["change"] != "resolved"), "{out:?}");
+        let dir = std::env::temp_dir().join(format!("hv-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("health.json");
+        save_state(&path, &down, &previous, covered).unwrap();
+        let kept = load_state(&path).unwrap();
+        assert!(
+            kept.contains_key(&problem.key()),
+            "the crash is still remembered"
+        );
+        std::fs::write(&path, "{\"half").unwrap();
+        assert!(
+            load_state(&path).unwrap().is_empty(),
+            "a damaged file reads as empty"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -159,16 +159,21 @@ pub fn run(cli: Cli) -> Result<Exit> {
     if let Some(dir) = &cli.iso_library {
         found.extend(host::isos(dir, &cli));
     }
+    // A check covers an earlier problem only if it ran here, over every VM
+    // for the VM checks: one not looked at is not resolved.
+    let some_vms = !cli.vms.is_empty() || hv_common::cli::stdin_has_targets(&cli.vms);
+    let ran: std::collections::HashSet<&str> = found.iter().map(|c| c.check).collect();
+    let covered = |check: &str| ran.contains(check) && !(some_vms && check.starts_with("vm."));
     let records = match &previous {
-        Some(previous) => checks::with_changes(&found, previous),
+        Some(previous) => checks::with_changes(&found, previous, covered),
         None => found.iter().map(Check::record).collect(),
     };
     for record in records.into_iter().filter(|r| shown(r, &cli)) {
         printer.emit(record)?;
     }
     printer.finish()?;
-    if let Some(path) = &cli.state_file {
-        checks::save_state(path, &found)?;
+    if let (Some(path), Some(previous)) = (&cli.state_file, &previous) {
+        checks::save_state(path, &found, previous, covered)?;
     }
     let mut exit = checks::exit(&found, cli.strict).worst(status.exit());
     if !reachable {
