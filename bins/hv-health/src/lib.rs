@@ -109,7 +109,7 @@ pub const MANUAL: Manual = Manual {
     exit_status: &[
         ("0", "No check failed (warnings allowed unless --strict)."),
         ("1", "A check failed, or with --strict a check warned; or a named VM was not found."),
-        ("2", "Usage error, a malformed stdin line or an unreadable state file."),
+        ("2", "Usage error, a malformed stdin line, or a state file that cannot be read (a damaged one is read as empty, with a warning)."),
         ("3", "libvirt could not be reached (the libvirt.reachable check fails; the checks that need no libvirt still run)."),
     ],
     environment: hv_common::manual::ENVIRONMENT,
