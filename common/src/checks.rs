@@ -180,7 +180,12 @@ pub fn load_state(path: &Path) -> Result<Previous> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Previous::new()),
-        Err(e) => return Err(Error::io(path.display(), e)),
+        Err(e) => {
+            return Err(Error::usage(format!(
+                "--state-file {}: cannot read it ({e}); give a file this user may read and write",
+                path.display()
+            )))
+        }
     };
     Ok(serde_json::from_slice(&text).unwrap_or_else(|e| {
         crate::cli::warn(format!(
