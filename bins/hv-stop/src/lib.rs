@@ -171,6 +171,10 @@ fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
     if state == SHUTOFF {
         return record(dom, plan, "already_off", false, began);
     }
+    let paused_and_kept = state == PAUSED && !plan.force_now && !plan.force_after;
+    if paused_and_kept {
+        return Err(Error::new(Code::InvalidState, "it is paused and cannot act on a shutdown request; resume it with hv-start, or allow forcing"));
+    }
     if plan.dry_run {
         let how = if plan.force_now || state == PAUSED {
             "forced"
@@ -184,9 +188,6 @@ fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
         return record(dom, plan, "forced", true, began);
     }
     if state == PAUSED {
-        if !plan.force_after {
-            return Err(Error::new(Code::InvalidState, "it is paused and cannot act on a shutdown request; resume it with hv-start, or allow forcing"));
-        }
         force_off(dom)?;
         return record(dom, plan, "forced", true, began);
     }
