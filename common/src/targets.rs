@@ -162,6 +162,9 @@ pub fn looks_like_uuid(s: &str) -> bool {
 
 /// Finds the domain: by UUID when one is given (it survives renames), else
 /// by name; a UUID-looking argument that is a name still resolves.
+/// A record's UUID is the VM it means: when that VM is gone, another one
+/// that took its name is not it (a saved list must not act on a newer VM).
+/// A bare word that looks like a UUID may still be a VM's name.
 pub fn lookup(conn: &Connect, vm: &VmRef) -> Result<Domain> {
     if let Some(uuid) = &vm.uuid {
         match conn.lookup_domain_by_uuid_string(uuid) {
@@ -171,12 +174,29 @@ pub fn lookup(conn: &Connect, vm: &VmRef) -> Result<Domain> {
                     .lookup_domain_by_name(uuid)
                     .map_err(|_| not_found(vm, &e));
             }
-            Err(_) => {}
+            Err(e) => return Err(gone(conn, vm, uuid, &e)),
         }
     }
     let name = vm.name.as_deref().unwrap_or_default();
     conn.lookup_domain_by_name(name)
         .map_err(|e| not_found(vm, &e))
+}
+
+/// The error for a record whose UUID no VM has; says so if its name is
+/// now another VM's.
+fn gone(conn: &Connect, vm: &VmRef, uuid: &str, err: &virt::error::Error) -> Error {
+    let e = not_found(vm, err);
+    let name = vm.name.as_deref().unwrap_or_default();
+    match conn.lookup_domain_by_name(name) {
+        Ok(other) if e.code == Code::NotFound => Error::new(
+            Code::NotFound,
+            format!(
+                "no VM has UUID {uuid}; the VM now named {name:?} is another ({}): name it to act on it",
+                other.uuid_string().unwrap_or_default()
+            ),
+        ),
+        _ => e,
+    }
 }
 
 fn not_found(vm: &VmRef, err: &virt::error::Error) -> Error {
@@ -414,5 +434,19 @@ mod tests {
             "{}",
             err.message
         );
+        // A saved record of a VM that is gone does not mean the VM that
+        // took its name.
+        let err = lookup(
+            &conn,
+            &VmRef {
+                name: Some("test".into()),
+                uuid: Some("00000000-1111-2222-3333-444444444444".into()),
+                line: None,
+                record: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.code, Code::NotFound);
+        assert!(err.message.contains("another"), "{}", err.message);
     }
 }
