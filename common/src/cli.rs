@@ -127,8 +127,9 @@ pub fn child_command(program: &str) -> std::process::Command {
 
 /// Whether targets should be read from stdin: only when none were named
 /// and stdin is a pipe or a file. A terminal is a person, not a pipeline;
-/// /dev/null (cron, systemd) and a socket (`ssh host hv-ls`, which holds
-/// stdin open) carry no targets, and reading them would wait forever.
+/// /dev/null (systemd) and a socket (`ssh host hv-ls`, which holds stdin
+/// open) carry no targets, and reading them would wait forever. cron gives
+/// its jobs an empty pipe: that is read, and names nothing.
 pub fn stdin_has_targets(args: &[String]) -> bool {
     use std::os::unix::fs::FileTypeExt;
     args.is_empty()

@@ -246,14 +246,21 @@ pub fn select<W: std::io::Write>(
     printer: &mut Printer<W>,
     status: &mut Status,
 ) -> Result<Vec<Domain>> {
+    let piped = args.is_empty() && cli::stdin_has_targets(args);
     let inputs: Box<dyn Iterator<Item = Input>> = if !args.is_empty() {
         Box::new(from_args(args).into_iter())
-    } else if cli::stdin_has_targets(args) {
+    } else if piped {
         Box::new(from_reader(std::io::stdin().lock()))
     } else {
         return all_domains(conn);
     };
-    resolve(conn, inputs, printer, status)
+    let mut named = false;
+    let inputs = inputs.inspect(|_| named = true);
+    let domains = resolve(conn, inputs, printer, status)?;
+    if piped && !named {
+        cli::warn("stdin was an empty pipe, so no VM was selected; to mean every VM, give stdin </dev/null (cron gives its jobs an empty pipe)");
+    }
+    Ok(domains)
 }
 
 pub fn all_domains(conn: &Connect) -> Result<Vec<Domain>> {

@@ -489,8 +489,8 @@ impl Drop for NewFiles {
 /// file a running VM uses, or (with --define) a domain that exists without
 /// --force or is running.
 fn safe_to_write(a: &RestoreArgs, name: &str, paths: &[&Path]) -> Result<()> {
-    if !a.define && !a.force {
-        return Ok(()); // existing files are refused one by one
+    if !a.define && (!a.force || !paths.iter().any(|p| p.exists())) {
+        return Ok(()); // existing files are refused one by one; new ones harm no VM
     }
     let conn = match a.connect.open(Access::ReadOnly) {
         Ok(conn) => conn,

@@ -224,13 +224,17 @@ fn private_dirs(dir: &Path) -> std::io::Result<()> {
             .create(cache_dir)?;
     }
     for d in [repo_dir, dir] {
-        let meta = match std::fs::symlink_metadata(d) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new().mode(0o700).create(d)?;
-                continue;
+        if let Err(e) = std::fs::symlink_metadata(d) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
             }
-            other => other?,
-        };
+            match std::fs::DirBuilder::new().mode(0o700).create(d) {
+                // Another backup made it meanwhile: it is checked below.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                other => other?,
+            }
+        }
+        let meta = std::fs::symlink_metadata(d)?;
         if !meta.is_dir() || meta.uid() != ffi::effective_uid() {
             return Err(std::io::Error::other(format!(
                 "{} is not a directory of this user's; remove it or choose another --cache-dir",

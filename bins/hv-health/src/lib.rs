@@ -159,11 +159,18 @@ pub fn run(cli: Cli) -> Result<Exit> {
     if let Some(dir) = &cli.iso_library {
         found.extend(host::isos(dir, &cli));
     }
-    // A check covers an earlier problem only if it ran here, over every VM
-    // for the VM checks: one not looked at is not resolved.
+    // An earlier problem is looked at again when its check ran here; the
+    // VM, pool and memory checks when libvirt answered (over every VM for
+    // the VM checks: a VM that stopped or went has no disk_errors check,
+    // and its problem is gone). One not looked at is not resolved.
     let some_vms = !cli.vms.is_empty() || hv_common::cli::stdin_has_targets(&cli.vms);
     let ran: std::collections::HashSet<&str> = found.iter().map(|c| c.check).collect();
-    let covered = |check: &str| ran.contains(check) && !(some_vms && check.starts_with("vm."));
+    let covered = |check: &str| match check.split('.').next() {
+        Some("vm") => reachable && !cli.host_only && !some_vms,
+        Some("pool") => reachable,
+        _ if check == "host.memory" => reachable,
+        _ => ran.contains(check),
+    };
     let records = match &previous {
         Some(previous) => checks::with_changes(&found, previous, covered),
         None => found.iter().map(Check::record).collect(),

@@ -341,6 +341,7 @@ fn an_empty_pipe_names_no_vm() {
         .args(["-c", "test:///default", "--format", "jsonl"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let out = piped.wait_with_output().unwrap();
@@ -350,7 +351,12 @@ fn an_empty_pipe_names_no_vm() {
         "listed: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // Without a pipe (cron, systemd: /dev/null), every domain is listed.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("empty pipe") && said.contains("</dev/null"),
+        "{said}"
+    );
+    // Without a pipe (/dev/null, as systemd gives), every domain is listed.
     assert_eq!(
         records(&ls(&["-c", "test:///default"], ""))[0]["name"],
         "test"

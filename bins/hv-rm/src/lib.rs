@@ -89,9 +89,10 @@ struct Plan {
 #[derive(Default)]
 struct Users {
     by_file: HashMap<String, Vec<(String, String)>>,
-    /// Another VM's disk whose backing chain qemu-img could not read:
-    /// (VM, disk, why). Any file may be its base, so none is deleted.
-    unknown_chains: Vec<(String, String, String)>,
+    /// A disk whose backing chain qemu-img could not read: (VM uuid, VM
+    /// name, disk, why). Any file may be its base, so none of another VM's
+    /// is deleted.
+    unknown_chains: Vec<(String, String, String, String)>,
 }
 
 impl Users {
@@ -304,7 +305,12 @@ fn sort_disks(
         let Some(path) = disk.source.clone() else {
             continue;
         };
-        let unknown = users.unknown_chains.first();
+        // The VM's own unreadable image (a damaged one, often why it goes)
+        // is no other VM's base.
+        let unknown = users
+            .unknown_chains
+            .iter()
+            .find(|(uuid, ..)| uuid != own_uuid);
         let reason = if disk.device != "disk" {
             Some(format!("a {} is media, not the VM's own disk", disk.device))
         } else if disk.shared {
@@ -315,12 +321,12 @@ fn sort_disks(
             Some(format!("a {} disk, not a file", disk.kind))
         } else if let Some((_, other)) = users.of(&path).iter().find(|(uuid, _)| uuid != own_uuid) {
             Some(format!("also used by VM '{other}'"))
-        } else if !std::path::Path::new(&path).is_absolute()
-            || !std::path::Path::new(&path).is_file()
-        {
+        } else if !std::path::Path::new(&path).is_absolute() {
+            Some("a relative path".to_owned())
+        } else if !std::path::Path::new(&path).is_file() {
             Some("not a regular file".to_owned())
-        } else if let Some((vm, other_disk, why)) = unknown {
-            Some(format!("it may be a base of VM '{vm}': the backing chain of its disk {other_disk} is unknown ({why})"))
+        } else if let Some((_, vm, other_disk, why)) = unknown {
+            Some(format!("it may be a base of VM '{vm}': the backing chain of its disk {other_disk} is unknown ({why}; as root qemu-img can read every image)"))
         } else {
             None
         };
@@ -368,7 +374,12 @@ fn disk_users(conn: &Connect) -> Result<Users> {
                     // Gone meanwhile (that VM's disk was removed): no chain.
                     Err(_) if !std::path::Path::new(&source).exists() => {}
                     Err(why) => {
-                        let unknown = (user.1.clone(), disk.target.clone(), why.clone());
+                        let unknown = (
+                            user.0.clone(),
+                            user.1.clone(),
+                            disk.target.clone(),
+                            why.clone(),
+                        );
                         if !users.unknown_chains.contains(&unknown) {
                             users.unknown_chains.push(unknown);
                         }
@@ -466,18 +477,30 @@ mod tests {
             disk("disk", "file", "/shared/data.img", true),
         ];
         let (doomed, kept) = sort_disks(&disks, &users, "me");
-        assert_eq!(doomed, vec![own]);
+        assert_eq!(doomed, vec![own.clone()]);
         let reasons: Vec<&str> = kept.iter().map(|(_, r)| r.as_str()).collect();
         assert_eq!(reasons[0], "also used by VM 'clone'");
         assert!(reasons[1].contains("cdrom"));
         assert!(reasons[2].contains("block"));
         assert!(reasons[3].contains("read-only"));
 
-        users
-            .unknown_chains
-            .push(("clone".into(), "vda".into(), "qemu-img info: locked".into()));
+        let unreadable = |uuid: &str| {
+            let why = "qemu-img info: Permission denied".to_string();
+            (uuid.to_string(), "clone".into(), "vda".into(), why)
+        };
+        users.unknown_chains.push(unreadable("me"));
+        let (doomed, _) = sort_disks(&disks[..1], &users, "me");
+        assert_eq!(
+            doomed,
+            vec![own.clone()],
+            "its own unreadable image blocks nothing"
+        );
+        users.unknown_chains.push(unreadable("other-uuid"));
         let (doomed, kept) = sort_disks(&disks[..1], &users, "me");
-        assert!(doomed.is_empty(), "an unknown chain keeps every disk");
+        assert!(
+            doomed.is_empty(),
+            "another VM's unknown chain keeps every disk"
+        );
         assert!(kept[0].1.contains("unknown"), "{kept:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -173,7 +173,7 @@ fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
     }
     let paused_and_kept = state == PAUSED && !plan.force_now && !plan.force_after;
     if paused_and_kept {
-        return Err(Error::new(Code::InvalidState, "it is paused and cannot act on a shutdown request; resume it with hv-start, or allow forcing"));
+        return Err(Error::new(Code::InvalidState, "it is paused and cannot act on a shutdown request; resume it with hv-start, or drop --no-force"));
     }
     if plan.dry_run {
         let how = if plan.force_now || state == PAUSED {
