@@ -314,60 +314,41 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     wait_for_log(&g.log, &restored.domain);
 
     // Restoring onto an existing file is refused and the file is untouched.
+    let restore = |more: &[&str]| {
+        let mut args = vec!["restore", &id, "--identity", b.identity()];
+        args.extend(more);
+        b.run(&args)
+    };
+    let (dir, path_arg) = (out_dir.to_str().unwrap(), path.to_str().unwrap());
     let before = std::fs::read(&path).unwrap();
-    let again = b.run(&[
-        "restore",
-        &id,
-        "--identity",
-        b.identity(),
-        "--dir",
-        out_dir.to_str().unwrap(),
-        "--name",
-        &new_name,
-    ]);
-    failed(&again, "invalid_state");
+    failed(
+        &restore(&["--dir", dir, "--name", &new_name]),
+        "invalid_state",
+    );
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
     // Replacing it with --force while that VM runs is refused before a byte
-    // is written: the running guest's disk stays the same file.
+    // is written, with --define or without: the running guest's disk stays
+    // the same file.
     use std::os::unix::fs::MetadataExt;
     let inode = std::fs::metadata(&path).unwrap().ino();
-    let forced = b.run(&[
-        "restore",
-        &id,
-        "--identity",
-        b.identity(),
-        "--dir",
-        out_dir.to_str().unwrap(),
-        "--name",
-        &new_name,
-        "--define",
-        "--force",
-    ]);
-    let recs = failed(&forced, "invalid_state");
-    let message = recs[0]["error"]["message"].as_str().unwrap();
-    assert!(message.contains("running"), "{message}");
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().ino(),
-        inode,
-        "replaced under the running VM"
-    );
-    // Without --define too: the file is a running VM's disk.
-    let forced = b.run(&[
-        "restore",
-        &id,
-        "--identity",
-        b.identity(),
-        "-o",
-        path.to_str().unwrap(),
-        "--disk",
-        "vda",
-        "--force",
-    ]);
-    let recs = failed(&forced, "invalid_state");
-    let message = recs[0]["error"]["message"].as_str().unwrap();
-    assert!(message.contains("running VM"), "{message}");
-    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+    let attempts: [(&[&str], &str); 2] = [
+        (
+            &["--dir", dir, "--name", &new_name, "--define", "--force"],
+            "running",
+        ),
+        (&["-o", path_arg, "--disk", "vda", "--force"], "running VM"),
+    ];
+    for (more, says) in attempts {
+        let recs = failed(&restore(more), "invalid_state");
+        let message = recs[0]["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            inode,
+            "replaced under the running VM"
+        );
+    }
 }
 
 /// The restored guest writes "ready" to the serial log of its XML (the
