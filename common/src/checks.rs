@@ -221,15 +221,8 @@ pub fn save_state(
             .filter(|c| c.status != Status::Pass)
             .map(|c| (c.key(), c.record())),
     );
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let text = serde_json::to_vec_pretty(&problems).expect("records serialize");
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        std::io::Write::write_all(&mut f, &text)?;
-        f.sync_all()
-    });
-    written
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::io(path.display(), e))
+    crate::fsutil::write_atomic(path, &text, 0o644).map_err(|e| Error::io(path.display(), e))
 }
 
 /// Each record with its `change` against the last run: `new` or `ongoing`

@@ -8,7 +8,6 @@
 use crate::{Code, Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const SIDECAR_FORMAT: u32 = 1;
@@ -136,18 +135,9 @@ impl Library {
     /// Writes the sidecar through a dot-file and a rename.
     pub fn write_sidecar(&self, sidecar: &Sidecar) -> Result<()> {
         let path = self.sidecar_path(&sidecar.name);
-        let tmp = self
-            .root
-            .join(format!(".{}.json.{}.tmp", sidecar.name, std::process::id()));
         let mut text = serde_json::to_vec_pretty(sidecar).expect("a sidecar serializes");
         text.push(b'\n');
-        let written = File::create(&tmp).and_then(|mut f| {
-            f.write_all(&text)?;
-            f.sync_all()
-        });
-        written
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(path.display(), e))
+        crate::fsutil::write_atomic(&path, &text, 0o644).map_err(|e| Error::io(path.display(), e))
     }
 
     pub fn sync_dir(&self) -> Result<()> {

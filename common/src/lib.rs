@@ -10,6 +10,7 @@ pub mod connect;
 pub mod domain;
 pub mod error;
 pub mod ffi;
+pub mod fsutil;
 pub mod iso_library;
 pub mod lifecycle;
 pub mod manual;

@@ -27,11 +27,15 @@ pub fn state(dom: &Domain) -> Result<(u32, u32)> {
 
 /// `state` and `state_reason` fields for a result record.
 pub fn state_fields(dom: &Domain) -> Result<Map<String, Value>> {
-    let (s, r) = state(dom)?;
+    Ok(fields_of(state(dom)?))
+}
+
+/// `state` and `state_reason` fields for a (state, reason) already read.
+pub fn fields_of((s, r): (u32, u32)) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("state".into(), state_name(s).into());
     m.insert("state_reason".into(), state_reason_name(s, r).into());
-    Ok(m)
+    m
 }
 
 /// Polls until `done(state)` holds or `deadline` passes; `tick` runs on

@@ -11,7 +11,7 @@ use crate::{crypt, matches_vm, obj, RestoreArgs, VerifyArgs};
 use hv_common::cli::{self, Status};
 use hv_common::connect::Access;
 use hv_common::output::{col, Column, Printer, Show};
-use hv_common::{Code, Error, Exit, Result};
+use hv_common::{fsutil, Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -533,8 +533,7 @@ fn safe_to_write(a: &RestoreArgs, name: &str, paths: &[&Path]) -> Result<()> {
 /// The running VM one of whose disks is the file at `path`, by device and
 /// inode (a path may be spelled many ways).
 fn running_vm_using(conn: &virt::connect::Connect, path: &Path) -> Result<Option<String>> {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(target) = std::fs::metadata(path) else {
+    let Some(target) = fsutil::file_id(path) else {
         return Ok(None); // a new file
     };
     let running = conn
@@ -545,15 +544,11 @@ fn running_vm_using(conn: &virt::connect::Connect, path: &Path) -> Result<Option
         let Ok(parsed) = hv_common::domain::parse(&xml) else {
             continue;
         };
-        let same = parsed
-            .disks
-            .iter()
-            .filter_map(|d| d.source.as_deref())
-            .any(|source| {
-                std::fs::metadata(source)
-                    .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
-            });
-        if same {
+        let sources = parsed.disks.iter().filter_map(|d| d.source.as_deref());
+        if sources
+            .into_iter()
+            .any(|s| fsutil::file_id(s) == Some(target))
+        {
             return Ok(Some(dom.name().unwrap_or_default()));
         }
     }

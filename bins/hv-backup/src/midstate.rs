@@ -11,10 +11,9 @@
 
 use hv_common::ffi;
 use sha2::digest::generic_array::GenericArray;
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const IV: [u32; 8] = [
     0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
@@ -184,18 +183,7 @@ impl DiskCache {
                 data.extend_from_slice(&w.to_be_bytes());
             }
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let tmp = path.with_extension(format!("tmp-{}-{nanos}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, path)
+        hv_common::fsutil::write_atomic(path, &data, 0o600)
     }
 
     /// The chunks whose hash state is known, for resuming the image hash.

@@ -209,17 +209,9 @@ impl Repo {
         let path = self.host_key_path(key_dir);
         let mut text = crypt::hex(key);
         text.push('\n');
-        // Beside its name first: a run killed while writing leaves the old
-        // key or the new one, never half of one.
-        let tmp = path.with_extension(format!("key.tmp-{}", std::process::id()));
-        write_synced(&tmp, text.as_bytes(), 0o600)?;
-        fs::rename(&tmp, &path).map_err(|e| {
-            Error::io(
-                format!("cannot rename {} to {}", tmp.display(), path.display()),
-                e,
-            )
-        })?;
-        sync_dir(key_dir)
+        // Replaced whole: a killed run leaves the old key or the new one.
+        hv_common::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
     }
 
     pub fn host_key(&self, key_dir: &Path) -> Result<ChunkKey> {

@@ -371,12 +371,8 @@ fn download(
 /// Through a temporary file and a rename: a torn state file would make the
 /// next run throw the partial download away.
 fn save_resume(path: &std::path::Path, r: &Resume) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    fs::write(
-        &tmp,
-        serde_json::to_vec(r).expect("resume state serializes"),
-    )?;
-    fs::rename(&tmp, path)
+    let state = serde_json::to_vec(r).expect("resume state serializes");
+    hv_common::fsutil::write_atomic(path, &state, 0o644)
 }
 
 fn compare(trust: &Trust, got: &Digests) -> std::result::Result<(), String> {

@@ -188,14 +188,8 @@ fn write_textfile(dir: &Path, text: &str) -> Result<()> {
         ));
     }
     let dest = dir.join(TEXTFILE_NAME);
-    let tmp = dir.join(format!(".{TEXTFILE_NAME}.{}.tmp", std::process::id()));
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, &dest));
-    written.map_err(|err| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(format!("cannot write {}", dest.display()), err)
-    })
+    hv_common::fsutil::write_atomic(&dest, text.as_bytes(), 0o644)
+        .map_err(|err| Error::io(format!("cannot write {}", dest.display()), err))
 }
 
 fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> {

@@ -166,33 +166,11 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
         if fields.get(3) != Some(&"/") {
             return None;
         }
-        fields.get(4).map(|point| PathBuf::from(unescape(point)))
+        // mountinfo writes a space, tab, newline or backslash as `\040`.
+        fields
+            .get(4)
+            .map(|point| PathBuf::from(hv_common::fsutil::unescape(point, b'\\', 3, 8)))
     })
-}
-
-/// mountinfo writes a space, tab, newline and backslash in a path as an
-/// octal escape (`\040`).
-fn unescape(field: &str) -> String {
-    let mut out = Vec::with_capacity(field.len());
-    let bytes = field.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-            let text = std::str::from_utf8(d).ok()?;
-            u8::from_str_radix(text, 8).ok()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_cpu_stat(text: &str) -> Option<CpuTimes> {

@@ -111,8 +111,8 @@ impl Users {
 /// The file's identity: device and inode, or the path itself if it
 /// cannot be read.
 fn file_key(path: &str) -> String {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map_or_else(|_| path.to_owned(), |m| format!("{}:{}", m.dev(), m.ino()))
+    hv_common::fsutil::file_id(path)
+        .map_or_else(|| path.to_owned(), |(dev, ino)| format!("{dev}:{ino}"))
 }
 
 pub fn run(cli: Cli) -> Result<Exit> {

@@ -6,7 +6,6 @@
 use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
-use hv_common::domain;
 use hv_common::lifecycle::{self, PAUSED, SHUTOFF};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
@@ -146,12 +145,7 @@ fn record(
     if plan.dry_run {
         r.insert("dry_run".into(), true.into());
     }
-    let (state, reason) = state_of(dom)?;
-    r.insert("state".into(), domain::state_name(state).into());
-    r.insert(
-        "state_reason".into(),
-        domain::state_reason_name(state, reason).into(),
-    );
+    r.extend(lifecycle::fields_of(state_of(dom)?));
     r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
     Ok(r)
 }

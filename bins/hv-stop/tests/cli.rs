@@ -202,23 +202,19 @@ fn bench_a_transient_vm_is_stopped_though_it_is_gone_afterwards() {
         // Running and no longer defined: libvirt forgets it once it is off.
         g.domain.undefine().unwrap();
     }
-    let out = hv(HV_STOP, &["--timeout", "60", &graceful.uuid], "");
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    let r = &records(&out)[0];
-    assert_eq!(
-        (r["how"].as_str(), r["state"].as_str()),
-        (Some("graceful"), Some("shutoff")),
-        "{r}"
-    );
-
-    let out = hv(HV_STOP, &["--force", &forced.uuid], "");
-    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-    let r = &records(&out)[0];
-    assert_eq!(
-        (r["how"].as_str(), r["state"].as_str()),
-        (Some("forced"), Some("shutoff")),
-        "{r}"
-    );
+    for (g, how, flag) in [
+        (&graceful, "graceful", "--timeout=60"),
+        (&forced, "forced", "--force"),
+    ] {
+        let out = hv(HV_STOP, &[flag, &g.uuid], "");
+        assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+        let r = &records(&out)[0];
+        assert_eq!(
+            (r["how"].as_str(), r["state"].as_str()),
+            (Some(how), Some("shutoff")),
+            "{r}"
+        );
+    }
     assert!(
         conn.lookup_domain_by_uuid_string(&forced.uuid).is_err(),
         "gone"
