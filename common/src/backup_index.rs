@@ -37,6 +37,10 @@ pub struct Index {
     pub chunks: u64,
     pub elapsed_ms: u64,
     pub protected: bool,
+    /// The body size of `manifest.age` (version 2): fast verify's check
+    /// that the manifest was not cut short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 
 use crate::format::{self, Index, Manifest};
 use crate::load::{self, Opener};
-use crate::repo::{LockKind, Repo};
+use crate::repo::{sealed_file, LockKind, Repo, Sealed};
 use crate::restore::{self, DiskFormat, Restored};
 use crate::{crypt, matches_vm, obj, RestoreArgs, VerifyArgs};
 use hv_common::cli::{self, Status};
@@ -93,24 +93,37 @@ pub fn verify(a: VerifyArgs) -> Result<Exit> {
     Ok(status.exit())
 }
 
-/// Fast verify: the manifest and every referenced chunk exist, each chunk
-/// with its recorded size. Returns the number of chunks.
+/// Fast verify: the manifest and every referenced chunk exist, each an
+/// age file whose body has the recorded size. Returns the number of chunks.
 fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
     let id = &index.id;
-    let manifest = repo.backup_dir(id).join("manifest.age");
-    if std::fs::metadata(&manifest).map(|m| m.len()).unwrap_or(0) == 0 {
-        return Err(Error::new(
-            Code::Corrupt,
-            format!("backup {id}: manifest.age is missing or empty"),
-        ));
+    match sealed_file(&repo.backup_dir(id).join("manifest.age")) {
+        Sealed::Intact { body, .. } if index.manifest_bytes.is_none_or(|m| m == body) => {}
+        found => {
+            let what = match found {
+                Sealed::Missing => "is missing",
+                Sealed::Damaged => "has no whole age header",
+                Sealed::Intact { .. } => "has the wrong size",
+            };
+            return Err(Error::new(
+                Code::Corrupt,
+                format!(
+                    "backup {id}: manifest.age {what}; this backup cannot be restored: restore \
+                     backups/{id}/ from a copy of the repository, or make a new backup"
+                ),
+            ));
+        }
     }
     let refs = repo.refs(id)?;
+    // Version 1 chunk lists hold whole file sizes, which differ each time a
+    // chunk is sealed; version 2 lists hold body sizes, which do not.
+    let whole_sizes = index.version < 2;
     let (mut missing, mut wrong) = (Vec::new(), Vec::new());
     for (chunk, size) in &refs {
-        match repo.chunk_size_on_disk(chunk) {
-            None => missing.push(chunk.as_str()),
-            Some(s) if s != *size => wrong.push(chunk.as_str()),
-            Some(_) => {}
+        match repo.chunk_file(chunk) {
+            Sealed::Missing => missing.push(chunk.as_str()),
+            Sealed::Intact { body, whole } if body == *size || (whole_sizes && whole == *size) => {}
+            Sealed::Intact { .. } | Sealed::Damaged => wrong.push(chunk.as_str()),
         }
     }
     if missing.is_empty() && wrong.is_empty() {
@@ -122,7 +135,7 @@ fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
     }
     if let Some(first) = wrong.first() {
         parts.push(format!(
-            "{} chunks of the wrong size (first: {first})",
+            "{} chunks damaged or of the wrong size (first: {first})",
             wrong.len()
         ));
     }

@@ -530,9 +530,30 @@ fn commit(plan: &Plan, vm: &VmRef, got: &Gathered, backup: Backup) -> Result<Ind
     let id = backup_id(now)?;
     let name = vm.name.clone().unwrap_or_default();
     let uuid = vm.uuid.clone().unwrap_or_default();
+    let manifest = Manifest {
+        format: format::MANIFEST_FORMAT.into(),
+        version: format::MANIFEST_VERSION,
+        id: id.clone(),
+        repository: repo.config.id.clone(),
+        name: name.clone(),
+        uuid: uuid.clone(),
+        time: time::rfc3339(now),
+        mode: backup.mode.into(),
+        chunk_size: repo.config.chunk_size,
+        domain_xml: backup.config_xml.clone(),
+        disks: got.images.clone(),
+        nvram: backup.nvram.clone(),
+        tags: backup.tags.clone(),
+        note: plan.note.clone(),
+        protected: plan.protected,
+    };
+    let json = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::new(Code::Io, format!("cannot encode the manifest: {e}")))?;
+    let sealed = crypt::encrypt(&plan.sealer.repo.recipients, &json)?;
+    let manifest_bytes = crypt::header_len(&sealed).map(|h| (sealed.len() - h) as u64);
     let index = Index {
         format: format::INDEX_FORMAT.into(),
-        version: format::VERSION,
+        version: format::INDEX_VERSION,
         id: id.clone(),
         name: name.clone(),
         uuid: uuid.clone(),
@@ -556,27 +577,8 @@ fn commit(plan: &Plan, vm: &VmRef, got: &Gathered, backup: Backup) -> Result<Ind
         chunks: got.refs.len() as u64,
         elapsed_ms: backup.started.elapsed().as_millis() as u64,
         protected: plan.protected,
+        manifest_bytes,
     };
-    let manifest = Manifest {
-        format: format::MANIFEST_FORMAT.into(),
-        version: format::MANIFEST_VERSION,
-        id,
-        repository: repo.config.id.clone(),
-        name,
-        uuid,
-        time: index.time.clone(),
-        mode: backup.mode.into(),
-        chunk_size: repo.config.chunk_size,
-        domain_xml: backup.config_xml,
-        disks: got.images.clone(),
-        nvram: backup.nvram,
-        tags: backup.tags,
-        note: plan.note.clone(),
-        protected: plan.protected,
-    };
-    let json = serde_json::to_vec(&manifest)
-        .map_err(|e| Error::new(Code::Io, format!("cannot encode the manifest: {e}")))?;
-    let sealed = crypt::encrypt(&plan.sealer.repo.recipients, &json)?;
     // A backup given up on at --timeout has had its failure printed.
     runner::point_of_no_return()?;
     repo.commit_backup(&index, &got.refs, &sealed)?;
@@ -687,13 +689,13 @@ fn store_file(sealer: &Sealer, path: &Path) -> Result<Stored> {
             chunks.push(None);
             continue;
         }
-        let (id, size, new) = store::seal_one(sealer, piece)?;
-        if new {
+        let c = store::seal_one(sealer, piece)?;
+        if let Some(written) = c.written {
             counts.new_bytes += piece.len() as u64;
-            counts.stored_bytes += size;
+            counts.stored_bytes += written;
         }
-        refs.push((id.clone(), size));
-        chunks.push(Some(id));
+        refs.push((c.id.clone(), c.body));
+        chunks.push(Some(c.id));
     }
     let image = Image {
         target: "nvram".into(),

@@ -120,12 +120,49 @@ pub fn chunk_id(key: &ChunkKey, plain: &[u8]) -> String {
     blake3::keyed_hash(key, plain).to_hex().to_string()
 }
 
-/// zstd then age: what a chunk file holds.
-pub fn seal_chunk(recipients: &Recipients, level: i32, plain: &[u8]) -> Result<Vec<u8>> {
+/// zstd then age: what a chunk file holds, and its body length.
+pub fn seal_chunk(recipients: &Recipients, level: i32, plain: &[u8]) -> Result<(Vec<u8>, u64)> {
     let packed =
         zstd::bulk::compress(plain, level).map_err(|e| Error::io("cannot compress a chunk", e))?;
-    encrypt(recipients, &packed)
+    let sealed = encrypt(recipients, &packed)?;
+    let body = header_len(&sealed)
+        .map(|h| (sealed.len() - h) as u64)
+        .ok_or_else(|| Error::new(Code::Io, "the age library wrote a header hv cannot parse"))?;
+    Ok((sealed, body))
 }
+
+/// The length of the age header that starts `head`, through its MAC line,
+/// or `None` when `head` does not start with a whole, well-formed one.
+///
+/// The header is not a function of the data: the age library adds a
+/// stanza of random length to every file it writes, so the same chunk
+/// sealed twice differs in size. What follows the header (a nonce and the
+/// STREAM segments) has a length fixed by the compressed data, which is
+/// what the repository records and fast verify checks: equal however many
+/// runs stored the chunk.
+pub fn header_len(head: &[u8]) -> Option<usize> {
+    const INTRO: &[u8] = b"age-encryption.org/v1\n";
+    // "--- " and an unpadded base64 HMAC-SHA-256.
+    const MAC_LINE: usize = 4 + 43;
+    if !head.starts_with(INTRO) {
+        return None;
+    }
+    let mut pos = INTRO.len();
+    loop {
+        let end = pos + head[pos..].iter().position(|&b| b == b'\n')?;
+        let line = &head[pos..end];
+        if line.starts_with(b"---") {
+            return (line.len() == MAC_LINE && line[3] == b' ').then_some(end + 1);
+        }
+        if !(line.starts_with(b"-> ") || line.len() <= 64) {
+            return None;
+        }
+        pos = end + 1;
+    }
+}
+
+/// The smallest body an age file can have: its nonce and one tag.
+pub const MIN_BODY: u64 = 16 + 16;
 
 /// Opens a chunk and checks its length and id; `what` names it in errors.
 pub fn open_chunk(
@@ -195,7 +232,7 @@ mod tests {
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
         let id = chunk_id(&key, &plain);
-        let mut sealed = seal_chunk(&recipients, 3, &plain).unwrap();
+        let (mut sealed, _) = seal_chunk(&recipients, 3, &plain).unwrap();
         let back = open_chunk(&ids, &key, &sealed, &id, plain.len(), "chunk").unwrap();
         assert_eq!(back, plain);
         let last = sealed.len() - 20;
@@ -213,6 +250,31 @@ mod tests {
             decrypt(&b, &sealed, "manifest").unwrap_err().code,
             Code::DecryptFailed
         );
+    }
+
+    #[test]
+    fn bodies_of_one_chunk_sealed_twice_are_equal_though_files_differ() {
+        let identity = age::x25519::Identity::generate();
+        let recipients: Recipients = vec![identity.to_public()];
+        let plain = vec![7u8; 100_000];
+        let sizes: Vec<(usize, u64)> = (0..20)
+            .map(|_| {
+                let (sealed, body) = seal_chunk(&recipients, 3, &plain).unwrap();
+                let header = header_len(&sealed).unwrap();
+                assert_eq!(sealed.len() - header, body as usize);
+                (sealed.len(), body)
+            })
+            .collect();
+        assert!(sizes.iter().all(|s| s.1 == sizes[0].1), "{sizes:?}");
+        assert!(
+            sizes.iter().any(|s| s.0 != sizes[0].0),
+            "the age library no longer pads its headers at random: {sizes:?}"
+        );
+        let (sealed, _) = seal_chunk(&recipients, 3, &plain).unwrap();
+        let header = header_len(&sealed).unwrap();
+        assert_eq!(header_len(&sealed[..header - 1]), None);
+        assert_eq!(header_len(&sealed[..100]), None);
+        assert_eq!(header_len(b"not age at all\n"), None);
     }
 
     #[test]

@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 pub const REPO_FORMAT: &str = "hv-backup-repository";
 pub const MANIFEST_FORMAT: &str = "hv-backup-manifest";
 pub const VERSION: u32 = 1;
+/// index.json is at version 2: its backup's chunk list records body sizes
+/// (the bytes after each chunk's age header), and it records
+/// `manifest_bytes`. Version 1 chunk lists recorded whole file sizes and
+/// are still checked as such.
+pub const INDEX_VERSION: u32 = 2;
 /// Manifests are at version 2: an incrementally read disk has no image
 /// SHA-256 and says which backup its unchanged chunks came from. Version 1
 /// manifests are still read.
@@ -79,7 +84,7 @@ impl Image {
     }
 }
 
-/// `backups/<id>/chunks`: the chunks a backup references, one `<id> <stored
+/// `backups/<id>/chunks`: the chunks a backup references, one `<id> <body
 /// bytes>` line each, sorted: enough for fast verify and garbage collection
 /// without the identity, and no offsets.
 pub fn format_refs(refs: &std::collections::BTreeMap<String, u64>) -> String {

@@ -195,7 +195,7 @@ impl Chain {
         }
         let sizes = present_chunks(repo, &cache).ok_or_else(|| {
             Full::broken(format!(
-                "chunks of backup {} are no longer in the repository (pruned?)",
+                "chunks of backup {} are missing or damaged in the repository (pruned?)",
                 cache.backup
             ))
         })?;
@@ -221,14 +221,17 @@ fn has_bitmap(dom: &Domain, checkpoint: &str, target: &str) -> bool {
     })
 }
 
-/// The stored size of every chunk `cache` lists, or `None` if one is missing.
+/// The body size of every chunk `cache` lists, or `None` if one is
+/// missing or damaged (an incremental backup must not lean on it).
 fn present_chunks(repo: &Repo, cache: &DiskCache) -> Option<HashMap<String, u64>> {
     let mut sizes = HashMap::new();
     for id in cache.ids.iter().flatten() {
         if let std::collections::hash_map::Entry::Vacant(slot) = sizes.entry(crate::crypt::hex(id))
         {
-            let size = repo.chunk_size_on_disk(slot.key())?;
-            slot.insert(size);
+            match repo.chunk_file(slot.key()) {
+                crate::repo::Sealed::Intact { body, .. } => slot.insert(body),
+                _ => return None,
+            };
         }
     }
     Some(sizes)

@@ -31,7 +31,7 @@ use hv_common::{time, Error, Exit, Result};
 use repo::{LockKind, Repo};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -412,7 +412,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
             repo: Arc::new(repo),
             key,
             workers: a.work.workers(),
-            seen: Mutex::new(Default::default()),
+            seen: Default::default(),
             progress: Default::default(),
         },
         scratch_root: a.work.scratch_dir.clone(),

@@ -13,7 +13,7 @@ use crate::format::{self, Config, Index};
 use hv_common::{backup_index, time, Code, Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -262,9 +262,10 @@ impl Repo {
         self.root.join("chunks").join(&id[..2]).join(id)
     }
 
-    /// The stored size of a chunk, when it is there.
-    pub fn chunk_size_on_disk(&self, id: &str) -> Option<u64> {
-        fs::metadata(self.chunk_path(id)).ok().map(|m| m.len())
+    /// What the repository holds under chunk `id`: nothing, a file that is
+    /// no age file, or a sealed chunk with its body and file lengths.
+    pub fn chunk_file(&self, id: &str) -> Sealed {
+        sealed_file(&self.chunk_path(id))
     }
 
     /// Writes a sealed chunk to `tmp/` without syncing; [`Repo::commit_chunk`]
@@ -523,4 +524,47 @@ fn cannot_write(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
     )
+}
+
+/// A sealed file as found on disk, told apart by its age header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    Missing,
+    /// Present, but with no whole age header: cut short or overwritten.
+    Damaged,
+    /// `body`: the bytes after the header, fixed by the data (see
+    /// [`crypt::header_len`]); `whole`: the file's length.
+    Intact {
+        body: u64,
+        whole: u64,
+    },
+}
+
+/// Reads just enough of `path` to find where its age header ends.
+pub fn sealed_file(path: &Path) -> Sealed {
+    // Headers are a few hundred bytes: the intro, one stanza per recipient,
+    // a random one, the MAC. Many recipients fit in 64 KiB.
+    const MAX_HEADER: u64 = 64 << 10;
+    let Ok(file) = File::open(path) else {
+        return Sealed::Missing;
+    };
+    let whole = match file.metadata() {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return Sealed::Damaged,
+    };
+    let mut head = Vec::new();
+    if (&file)
+        .take(MAX_HEADER.min(whole))
+        .read_to_end(&mut head)
+        .is_err()
+    {
+        return Sealed::Damaged;
+    }
+    match crypt::header_len(&head) {
+        Some(h) if whole - h as u64 >= crypt::MIN_BODY => Sealed::Intact {
+            body: whole - h as u64,
+            whole,
+        },
+        _ => Sealed::Damaged,
+    }
 }

@@ -14,21 +14,22 @@ use crate::crypt::{self, ChunkKey};
 use crate::format::Image;
 use crate::midstate::{Entry, ImageHash};
 use crate::nbd::{self, Extent};
-use crate::repo::Repo;
+use crate::repo::{Repo, Sealed};
 use hv_common::{runner, Code, Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// What writing chunks needs, shared by every disk of a run.
 pub struct Sealer {
     pub repo: Arc<Repo>,
     pub key: ChunkKey,
     pub workers: usize,
-    /// Chunks already stored in this run: id → stored size.
-    pub seen: Mutex<HashMap<String, u64>>,
+    /// Chunks this run stored, found stored, or is storing.
+    pub seen: Seen,
     /// Bytes done, for the progress line.
     pub progress: Arc<hv_common::progress::Counter>,
 }
@@ -64,7 +65,7 @@ pub struct Reuse {
     pub ids: Vec<Option<String>>,
     /// Per chunk: touched since the previous backup.
     pub dirty: Vec<bool>,
-    /// Stored sizes of the previous chunks, all present in the repository.
+    /// Body sizes of the previous chunks, all present in the repository.
     pub sizes: HashMap<String, u64>,
 }
 
@@ -83,7 +84,7 @@ impl Reuse {
     }
 }
 
-/// A stored image and, per chunk id it references, that chunk's stored size.
+/// A stored image and, per chunk id it references, that chunk's body size.
 pub struct Stored {
     pub image: Image,
     pub refs: Vec<(String, u64)>,
@@ -95,8 +96,8 @@ pub struct Stored {
 type Piece = (usize, Arc<Vec<u8>>);
 /// A chunk's bytes for the image hash, and whether they are all zeros.
 type ForHash = (Arc<Vec<u8>>, bool);
-type Done = (usize, Result<(String, u64, bool)>);
-/// A written, not yet synced chunk: its temporary path, id and size.
+type Done = (usize, Result<Chunk>);
+/// A written, not yet synced chunk: its temporary path, id and body size.
 type Unsynced = (PathBuf, String, u64);
 
 /// Reads the export of `client` into the repository: all of it, or with
@@ -147,7 +148,13 @@ pub fn store_export(
         drop(work_tx);
         drop(hash_tx);
         let hashed = hasher.join().ok().flatten();
-        (read, hashed, syncer.join().unwrap_or(Ok(())))
+        let synced = syncer.join().unwrap_or_else(|_| {
+            Err(Error::new(
+                Code::Io,
+                "the thread that syncs chunks to disk panicked; nothing it held was committed",
+            ))
+        });
+        (read, hashed, synced)
     });
     let (sha, states) = match hashed {
         Some((sha, states)) => (Some(crypt::hex(&sha)), states),
@@ -160,13 +167,13 @@ pub fn store_export(
         ..Counts::default()
     };
     for (i, result) in done_rx {
-        let (id, stored, new) = result.map_err(|e| in_disk(target, e))?;
-        if new {
+        let c = result.map_err(|e| in_disk(target, e))?;
+        if let Some(written) = c.written {
             counts.new_bytes += chunk.min(size - i as u64 * chunk);
-            counts.stored_bytes += stored;
+            counts.stored_bytes += written;
         }
-        refs.push((id.clone(), stored));
-        chunks[i] = Some(id);
+        refs.push((c.id.clone(), c.body));
+        chunks[i] = Some(c.id);
     }
     let image = Image {
         target: target.to_owned(),
@@ -329,14 +336,18 @@ fn hash_all(
 /// Makes written chunks durable and visible: sync, then rename into place.
 fn sync_loop(rx: Receiver<Unsynced>, sealer: &Sealer) -> Result<()> {
     let mut first_error = None;
-    for (tmp, id, size) in rx {
+    for (tmp, id, body) in rx {
         if first_error.is_some() {
             let _ = std::fs::remove_file(&tmp);
+            sealer.seen.release(&id);
             continue;
         }
         match sealer.repo.commit_chunk(&tmp, &id) {
-            Ok(()) => remember(sealer, &id, size),
-            Err(e) => first_error = Some(e),
+            Ok(()) => sealer.seen.stored(&id, body),
+            Err(e) => {
+                sealer.seen.release(&id);
+                first_error = Some(e);
+            }
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -353,7 +364,12 @@ fn seal_loop(
         let next = work_rx.lock().map(|rx| rx.recv());
         let Ok(Ok((i, buf))) = next else { return };
         let result = seal_with(sealer, &buf, |unsynced| {
-            let _ = sync_tx.send(unsynced); // the sync thread reports its own failures
+            // The sync thread reports its own failures, and releases the claim.
+            if let Err(mpsc::SendError((tmp, id, _))) = sync_tx.send(unsynced) {
+                let _ = std::fs::remove_file(tmp);
+                sealer.seen.release(&id);
+                return Err(Error::new(Code::Io, "the chunk sync thread is gone"));
+            }
             Ok(())
         });
         if result.is_err() {
@@ -365,51 +381,143 @@ fn seal_loop(
     }
 }
 
-/// Ids a chunk and, unless the repository already has it, seals and writes
-/// it to `tmp/`, handing the file to `finish` (the sync thread, or an
-/// immediate commit): (id, stored size, newly written).
+/// One chunk of an image as stored: its id, its body size (the same
+/// whichever run sealed it), and its file size when this call wrote it.
+pub struct Chunk {
+    pub id: String,
+    pub body: u64,
+    pub written: Option<u64>,
+}
+
+/// Ids a chunk and, unless the repository already has it or another
+/// worker of this run is storing it, seals and writes it to `tmp/`,
+/// handing the file to `finish` (the sync thread, or an immediate commit).
 fn seal_with(
     sealer: &Sealer,
     plain: &[u8],
     finish: impl FnOnce(Unsynced) -> Result<()>,
-) -> Result<(String, u64, bool)> {
+) -> Result<Chunk> {
     let id = crypt::chunk_id(&sealer.key, plain);
-    if let Some(size) = known_size(sealer, &id) {
-        return Ok((id, size, false));
+    if let Claim::Stored(body) = sealer.seen.claim(&id, &sealer.repo) {
+        return Ok(Chunk {
+            id,
+            body,
+            written: None,
+        });
     }
-    let sealed = crypt::seal_chunk(
+    let written = crypt::seal_chunk(
         &sealer.repo.recipients,
         sealer.repo.config.compression_level,
         plain,
-    )?;
-    let tmp = sealer.repo.write_chunk_unsynced(&sealed)?;
-    let size = sealed.len() as u64;
-    finish((tmp, id.clone(), size))?;
-    Ok((id, size, true))
+    )
+    .and_then(|(sealed, body)| {
+        let tmp = sealer.repo.write_chunk_unsynced(&sealed)?;
+        Ok((tmp, body, sealed.len() as u64))
+    });
+    let (tmp, body, whole) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            sealer.seen.release(&id);
+            return Err(e);
+        }
+    };
+    finish((tmp, id.clone(), body))?;
+    Ok(Chunk {
+        id,
+        body,
+        written: Some(whole),
+    })
 }
 
 /// [`seal_with`], committing the chunk before it returns.
-pub fn seal_one(sealer: &Sealer, plain: &[u8]) -> Result<(String, u64, bool)> {
-    seal_with(sealer, plain, |(tmp, id, size)| {
-        sealer.repo.commit_chunk(&tmp, &id)?;
-        remember(sealer, &id, size);
+pub fn seal_one(sealer: &Sealer, plain: &[u8]) -> Result<Chunk> {
+    seal_with(sealer, plain, |(tmp, id, body)| {
+        match sealer.repo.commit_chunk(&tmp, &id) {
+            Ok(()) => sealer.seen.stored(&id, body),
+            Err(e) => {
+                sealer.seen.release(&id);
+                return Err(e);
+            }
+        }
         Ok(())
     })
 }
 
-/// The stored size of a chunk this run or an earlier one stored.
-fn known_size(sealer: &Sealer, id: &str) -> Option<u64> {
-    if let Some(size) = sealer.seen.lock().ok().and_then(|m| m.get(id).copied()) {
-        return Some(size);
-    }
-    let size = sealer.repo.chunk_size_on_disk(id)?;
-    remember(sealer, id, size);
-    Some(size)
+/// The chunks of one run, shared by all its disks: which are stored, and
+/// which a worker is storing now. Clones of one template share most
+/// chunks, and their disks are read at once; without claims two workers
+/// would seal and write the same chunk, and both count it as new.
+#[derive(Default)]
+pub struct Seen {
+    chunks: Mutex<HashMap<String, Slot>>,
+    changed: Condvar,
 }
 
-fn remember(sealer: &Sealer, id: &str, size: u64) {
-    if let Ok(mut m) = sealer.seen.lock() {
-        m.insert(id.to_owned(), size);
+enum Slot {
+    /// A worker is sealing it; it is not yet in the repository.
+    Claimed,
+    /// In the repository, with this body size.
+    Stored(u64),
+}
+
+enum Claim {
+    Stored(u64),
+    /// The caller must store it, and then call [`Seen::stored`] or [`Seen::release`].
+    Mine,
+}
+
+/// How long a worker waits for another to store a chunk before it stores
+/// its own copy (an equal one: the rename replaces a chunk with its twin).
+const CLAIM_WAIT: Duration = Duration::from_secs(120);
+
+impl Seen {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.chunks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn claim(&self, id: &str, repo: &Repo) -> Claim {
+        let deadline = Instant::now() + CLAIM_WAIT;
+        let mut chunks = self.lock();
+        loop {
+            match chunks.get(id) {
+                Some(Slot::Stored(body)) => return Claim::Stored(*body),
+                Some(Slot::Claimed) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Claim::Mine;
+                    }
+                    chunks = match self.changed.wait_timeout(chunks, left) {
+                        Ok((guard, _)) => guard,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+                None => break,
+            }
+        }
+        chunks.insert(id.to_owned(), Slot::Claimed);
+        drop(chunks);
+        // A damaged chunk file is stored again: its twin replaces it.
+        match repo.chunk_file(id) {
+            Sealed::Intact { body, .. } => {
+                self.stored(id, body);
+                Claim::Stored(body)
+            }
+            Sealed::Missing | Sealed::Damaged => Claim::Mine,
+        }
+    }
+
+    fn stored(&self, id: &str, body: u64) {
+        self.lock().insert(id.to_owned(), Slot::Stored(body));
+        self.changed.notify_all();
+    }
+
+    fn release(&self, id: &str) {
+        let mut chunks = self.lock();
+        if matches!(chunks.get(id), Some(Slot::Claimed)) {
+            chunks.remove(id);
+        }
+        drop(chunks);
+        self.changed.notify_all();
     }
 }
 

@@ -995,3 +995,112 @@ fn a_backup_given_up_at_its_timeout_stops_and_commits_nothing() {
         "a backup reported as timed out was committed"
     );
 }
+
+/// The sum of `new_bytes` over `recs`.
+fn new_bytes(recs: &[Value]) -> u64 {
+    recs.iter().map(|r| r["new_bytes"].as_u64().unwrap()).sum()
+}
+
+/// Rewrites a backup's chunk list and index as hv-backup 0.1 wrote them:
+/// index version 1, whole file sizes, no `manifest_bytes`.
+fn as_version_1(repo: &Path, id: &str) {
+    let dir = repo.join("backups").join(id);
+    let list = std::fs::read_to_string(dir.join("chunks")).unwrap();
+    let whole: String = list
+        .lines()
+        .map(|line| {
+            let chunk = line.split(' ').next().unwrap();
+            let path = repo.join("chunks").join(&chunk[..2]).join(chunk);
+            format!("{chunk} {}\n", std::fs::metadata(path).unwrap().len())
+        })
+        .collect();
+    std::fs::write(dir.join("chunks"), whole).unwrap();
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["version"] = 1.into();
+    index.as_object_mut().unwrap().remove("manifest_bytes");
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+}
+
+#[test]
+fn intact_backups_verify_whichever_run_stored_their_chunks() {
+    let conn = connect();
+    let a = GuestSpec::new("twin-a").define(&conn);
+    let b = GuestSpec::new("twin-b").define(&conn);
+    fill_disk(&a, 24, 16);
+    std::fs::copy(&a.disk, &b.disk).unwrap();
+
+    // What one clone stores on its own.
+    let alone = Bench::new("twin-alone");
+    let single = new_bytes(&ok(&alone.run(&["create", &a.name])));
+    assert!(single > 0);
+
+    // Clones of one template backed up in one run: every chunk stored once,
+    // counted once, and both backups verify.
+    let bench = Bench::new("twins");
+    let recs = ok(&bench.run(&["create", "-j", "2", &a.name, &b.name]));
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(
+        new_bytes(&recs),
+        single,
+        "two clones' new bytes must add up to one clone's: {recs:?}"
+    );
+    let verified = ok(&bench.run(&["verify"]));
+    assert_eq!(verified.len(), 2, "{verified:?}");
+
+    // Two creates of one VM at once, in two processes.
+    let args = bench.args(&["create", &a.name]);
+    let spawn = || {
+        Command::new(HV_BACKUP)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (one, two) = (spawn(), spawn());
+    ok(&one.wait_with_output().unwrap());
+    ok(&two.wait_with_output().unwrap());
+    assert_eq!(ok(&bench.run(&["verify"])).len(), 4);
+
+    // Chunks lost and stored again by a later backup: the older backups
+    // that name them are whole again, and say so.
+    let mut lost = 0;
+    for sub in std::fs::read_dir(bench.repo.join("chunks"))
+        .unwrap()
+        .flatten()
+    {
+        for chunk in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            std::fs::remove_file(chunk.path()).unwrap();
+            lost += 1;
+        }
+    }
+    assert!(lost >= 4, "only {lost} chunks");
+    failed(&bench.run(&["verify"]), "corrupt");
+    ok(&bench.run(&["create", "--full", &a.name]));
+    ok(&bench.run(&["create", "--full", &b.name]));
+    let recs = ok(&bench.run(&["verify", "--deep", "--identity", bench.identity()]));
+    assert_eq!(recs.len(), 6, "{recs:?}");
+    let recs = ok(&bench.run(&["ls"]));
+
+    // A backup written before chunk lists held body sizes still verifies.
+    let id = recs[0]["id"].as_str().unwrap().to_owned();
+    as_version_1(&bench.repo, &id);
+    ok(&bench.run(&["verify", &id]));
+    // A manifest cut short fails even the fast verify.
+    let id = recs[1]["id"].as_str().unwrap().to_owned();
+    let manifest = bench.repo.join("backups").join(&id).join("manifest.age");
+    let sealed = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &sealed[..100]).unwrap();
+    let recs = failed(&bench.run(&["verify", &id]), "corrupt");
+    assert!(
+        recs[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("manifest.age"),
+        "{recs:?}"
+    );
+    std::fs::write(&manifest, &sealed[..sealed.len() - 1]).unwrap();
+    failed(&bench.run(&["verify", &id]), "corrupt");
+}
