@@ -12,6 +12,8 @@ use std::fs;
 use std::path::Path;
 
 pub const INDEX_FORMAT: &str = "hv-backup-index";
+/// An index is a few hundred bytes; anything past this is not one.
+const INDEX_LIMIT: u64 = 1 << 20;
 
 /// `backups/<id>/index.json`: what `ls` and `prune` need, readable without
 /// the identity.
@@ -64,15 +66,38 @@ pub fn is_backup_id(s: &str) -> bool {
 /// Every complete backup's index in the repository at `root`, oldest first.
 /// Unreadable entries are reported on stderr and skipped, never guessed at.
 pub fn list(root: &Path) -> Result<Vec<Index>> {
-    let mut out = Vec::new();
+    let listing = list_all(root)?;
+    for (_, e) in listing.damaged {
+        crate::cli::warn(e);
+    }
+    Ok(listing.backups)
+}
+
+/// The backups of a repository: those whose index reads, oldest first, and
+/// those whose index does not, by id. A command that lists or checks
+/// backups reports the damaged ones as failures: a backup that silently
+/// vanished from the listing would look deleted, not broken.
+pub struct Listing {
+    pub backups: Vec<Index>,
+    pub damaged: Vec<(String, Error)>,
+}
+
+pub fn list_all(root: &Path) -> Result<Listing> {
+    let mut listing = Listing {
+        backups: Vec::new(),
+        damaged: Vec::new(),
+    };
     for id in ids(root)? {
         match read(root, &id) {
-            Ok(index) => out.push(index),
-            Err(e) => crate::cli::warn(e),
+            Ok(index) => listing.backups.push(index),
+            Err(e) => listing.damaged.push((id, e)),
         }
     }
-    out.sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
-    Ok(out)
+    listing
+        .backups
+        .sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
+    listing.damaged.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(listing)
 }
 
 /// Every directory under `backups/` named like a backup, whether its index
@@ -112,24 +137,35 @@ pub fn read(root: &Path, id: &str) -> Result<Index> {
             "{id:?} is not a backup id (like 20261121T101500Z-3fa2b1c9); see `hv-backup ls`"
         )));
     }
-    let path = root.join("backups").join(id).join("index.json");
-    let text = fs::read(&path).map_err(|e| {
-        let code = if e.kind() == std::io::ErrorKind::NotFound {
-            Code::NotFound
-        } else {
-            Code::Io
-        };
-        Error::new(
-            code,
-            format!("backup {id} not found in {} ({e})", root.display()),
-        )
-    })?;
-    let index: Index = serde_json::from_slice(&text).map_err(|e| {
+    let dir = root.join("backups").join(id);
+    let path = dir.join("index.json");
+    let damaged = |what: String| {
         Error::new(
             Code::Corrupt,
-            format!("backup {id}: index.json is not valid: {e}"),
+            format!(
+                "backup {id}: index.json {what}; restore backups/{id}/ from a copy of the \
+                 repository, or remove that directory to drop the backup (then run hv-backup gc)"
+            ),
         )
-    })?;
+    };
+    let text = match crate::fsutil::read_limited(&path, INDEX_LIMIT) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.is_dir() => {
+            return Err(Error::new(
+                Code::NotFound,
+                format!("backup {id} not found in {}", root.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(damaged("is missing".into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::io(format!("cannot read {}", path.display()), e))
+        }
+        Err(e) => return Err(damaged(format!("cannot be read ({e})"))),
+    };
+    let index: Index =
+        serde_json::from_slice(&text).map_err(|e| damaged(format!("is not valid ({e})")))?;
     if index.id != id {
         return Err(Error::new(
             Code::Corrupt,

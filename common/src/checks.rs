@@ -177,7 +177,7 @@ pub type Previous = BTreeMap<String, Map<String, Value>>;
 /// A damaged file (a crash while it was written by an older hv) is
 /// reported and read as empty: the checks must still run and report.
 pub fn load_state(path: &Path) -> Result<Previous> {
-    let text = match std::fs::read(path) {
+    let text = match crate::fsutil::read_limited(path, 64 << 20) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Previous::new()),
         Err(e) => {

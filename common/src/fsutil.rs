@@ -2,9 +2,10 @@
 //! rule is right in one place: state files, keys, sidecars and metrics
 //! files are replaced whole, and "the same file" means the same inode.
 
+use crate::{Code, Error};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,6 +41,50 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     }
     written?;
     File::open(dir)?.sync_all()
+}
+
+/// Reads a file a user named, at most `limit` bytes of it. A regular file
+/// or a pipe (`--identity <(pass show …)`) is read; a device, a directory
+/// or a socket is refused before a byte is read, so `/dev/zero` given as an
+/// identity cannot eat the machine's memory, and neither can a pipe that
+/// never ends.
+pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !(kind.is_file() || kind.is_fifo()) {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}, not a file"),
+        ));
+    }
+    let mut data = Vec::new();
+    file.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            ErrorKind::FileTooLarge,
+            format!("it is larger than {}", crate::output::human_bytes(limit)),
+        ));
+    }
+    Ok(data)
+}
+
+/// [`read_limited`] for a file named on the command line: `what` names
+/// it ("identity file") and `fix` says what to give instead; every
+/// failure is a usage error naming the path.
+pub fn read_named(path: &Path, what: &str, limit: u64, fix: &str) -> crate::Result<Vec<u8>> {
+    read_limited(path, limit).map_err(|e| {
+        Error::new(
+            Code::Usage,
+            format!("cannot read {what} {}: {e}; {fix}", path.display()),
+        )
+    })
 }
 
 /// A file's identity (device and inode), however its path is spelled.

@@ -207,12 +207,16 @@ fn pick_ids(
     if cli::stdin_has_targets(ids) {
         return Ok(ids_from(std::io::stdin().lock(), status));
     }
-    Ok(repo
-        .list()?
+    // A damaged backup is checked whatever VM it is of (its index, which
+    // would say, is what is damaged), and fails.
+    let listing = hv_common::backup_index::list_all(&repo.root)?;
+    Ok(listing
+        .backups
         .into_iter()
         .rev()
         .filter(|b| matches_vm(vms, &b.name, &b.uuid))
         .map(|b| Target::Id(b.id))
+        .chain(listing.damaged.into_iter().map(|(id, _)| Target::Id(id)))
         .collect())
 }
 

@@ -37,18 +37,33 @@ pub fn parse_recipients<'a>(
     Ok(out)
 }
 
+/// Key files are a few lines; anything larger is not one (and is not read
+/// whole: `/dev/zero` or a huge file given by mistake).
+const KEY_FILE_LIMIT: u64 = 1 << 20;
+
 pub fn read_recipients_file(path: &Path) -> Result<Recipients> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("cannot read recipients file {}", path.display()), e))?;
+    let data = hv_common::fsutil::read_named(
+        path,
+        "recipients file",
+        KEY_FILE_LIMIT,
+        "give a file of age1… public keys, one per line",
+    )?;
+    let text = String::from_utf8_lossy(&data);
     parse_recipients(text.lines(), &path.display().to_string())
 }
 
 /// Reads an age identity file (`AGE-SECRET-KEY-1…` lines, as `age-keygen`
 /// writes; `#` comments and blank lines ignored).
 pub fn read_identity(path: &Path) -> Result<Identities> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let data = hv_common::fsutil::read_named(
+        path,
+        "identity file",
+        KEY_FILE_LIMIT,
+        "give the file age-keygen wrote",
+    )?;
+    let text = String::from_utf8(data).map_err(|_| {
         Error::usage(format!(
-            "cannot read identity file {}: {e}; give the file age-keygen wrote",
+            "identity file {} is not text; give the file age-keygen wrote",
             path.display()
         ))
     })?;

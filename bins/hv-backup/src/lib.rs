@@ -452,7 +452,8 @@ const LS_COLUMNS: &[Column] = &[
 
 fn ls(a: LsArgs) -> Result<Exit> {
     let repo = Repo::open(&a.repo.repo)?;
-    let mut backups = repo.list()?;
+    let listing = hv_common::backup_index::list_all(&repo.root)?;
+    let mut backups = listing.backups;
     backups.retain(|b| matches_vm(&a.vm, &b.name, &b.uuid));
     backups.reverse();
     let now = time::now();
@@ -460,8 +461,17 @@ fn ls(a: LsArgs) -> Result<Exit> {
     for b in backups {
         printer.emit(ls_record(&b, now))?;
     }
+    // A damaged backup cannot say which VM it is of: it is listed whatever
+    // --vm asks for, so a filter never hides damage.
+    let mut status = hv_common::cli::Status::default();
+    for (id, e) in listing.damaged {
+        status.failed(&e);
+        printer.emit(obj(json!({
+            "name": null, "uuid": null, "id": id, "ok": false, "error": e.to_json(),
+        })))?;
+    }
     printer.finish()?;
-    Ok(Exit::Ok)
+    Ok(status.exit())
 }
 
 fn ls_record(b: &format::Index, now: i64) -> Map<String, Value> {

@@ -30,10 +30,20 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
     }
     let repo = Repo::open(&a.repo.repo)?;
     let _lock = repo.lock(LockKind::Exclusive, Duration::from_secs(a.repo.lock_wait))?;
-    let chosen = repo.list()?.into_iter();
+    let listing = backup_index::list_all(&repo.root)?;
+    let chosen = listing.backups.into_iter();
     let by_vm = backup_index::by_vm(chosen.filter(|b| matches_vm(&a.vm, &b.name, &b.uuid)));
     let mut printer = Printer::stdout(a.output.format(), PRUNE_COLUMNS);
     let mut status = Status::default();
+    // A backup whose index is damaged cannot be judged: it is kept, and
+    // fails, so the timer that prunes says the repository needs a person.
+    for (id, e) in listing.damaged {
+        status.failed(&e);
+        printer.emit(obj(json!({
+            "name": null, "uuid": null, "action": "prune", "ok": false, "id": id,
+            "kept": true, "error": e.to_json(),
+        })))?;
+    }
     for backups in by_vm.values() {
         for (b, reason) in backups.iter().zip(verdicts(backups, &a.keep)) {
             let mut r = obj(json!({
@@ -78,6 +88,14 @@ pub fn gc(a: GcArgs) -> Result<Exit> {
     let repo = Repo::open(&a.repo.repo)?;
     let _lock = repo.lock(LockKind::Exclusive, Duration::from_secs(a.repo.lock_wait))?;
     let (chunks, bytes) = repo.gc(a.dry_run)?;
+    let damaged: Vec<String> = backup_index::list_all(&repo.root)?
+        .damaged
+        .into_iter()
+        .map(|(id, e)| {
+            cli::warn(format!("{e} (its chunks are kept)"));
+            id
+        })
+        .collect();
     let mut printer = Printer::stdout(a.output.format(), GC_COLUMNS);
     printer.emit(obj(json!({
         "repository": repo.root.display().to_string(),
@@ -85,6 +103,7 @@ pub fn gc(a: GcArgs) -> Result<Exit> {
         "ok": true,
         "chunks_removed": chunks,
         "bytes_freed": bytes,
+        "damaged_backups": damaged,
         "dry_run": a.dry_run,
     })))?;
     printer.finish()?;

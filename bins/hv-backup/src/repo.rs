@@ -375,11 +375,6 @@ impl Repo {
         sync_dir(&self.root.join("backups"))
     }
 
-    /// Every complete backup's index, oldest first.
-    pub fn list(&self) -> Result<Vec<Index>> {
-        backup_index::list(&self.root)
-    }
-
     pub fn index(&self, id: &str) -> Result<Index> {
         backup_index::read(&self.root, id)
     }

@@ -781,6 +781,30 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
         &b.recipient(),
     ]);
     assert_eq!(again.status.code(), Some(2));
+    // A device where a key file is meant is refused at once, by name, not
+    // read until memory runs out.
+    for args in [
+        vec!["verify", "--deep", "--identity", "/dev/zero"],
+        vec!["recover-key", "--identity", "/dev/zero"],
+    ] {
+        let started = std::time::Instant::now();
+        let out = b.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/dev/zero") && err.contains("a device") && err.contains("age-keygen"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+    let out = b.run(&[
+        "init",
+        b.dir.join("r3").to_str().unwrap(),
+        "--recipients-file",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a device"));
     // A bad recipient names itself and the fix.
     let bad = b.run(&[
         "init",
@@ -1103,4 +1127,52 @@ fn intact_backups_verify_whichever_run_stored_their_chunks() {
     );
     std::fs::write(&manifest, &sealed[..sealed.len() - 1]).unwrap();
     failed(&bench.run(&["verify", &id]), "corrupt");
+}
+
+#[test]
+fn a_backup_with_a_damaged_index_is_a_failing_record_not_gone() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-index").define(&conn);
+    fill_disk(&g, 2, 2);
+    let b = Bench::new("index");
+    let ids: Vec<String> = (0..3)
+        .map(|_| backup_id(&ok(&b.run(&["create", &g.name]))))
+        .collect();
+    let index = |id: &str| b.repo.join("backups").join(id).join("index.json");
+    let text = std::fs::read(index(&ids[0])).unwrap();
+    std::fs::write(index(&ids[0]), &text[..text.len() / 2]).unwrap();
+    std::fs::remove_file(index(&ids[1])).unwrap();
+
+    for args in [
+        vec!["ls"],
+        vec!["ls", "--vm", &g.name],
+        vec!["verify"],
+        vec!["verify", "--deep", "--identity", b.identity()],
+    ] {
+        let out = b.run(&args);
+        let recs = failed(&out, "corrupt");
+        let bad: Vec<&str> = recs
+            .iter()
+            .filter(|r| r["ok"] == false)
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(bad.len(), 2, "{args:?}: {recs:?}");
+        assert!(bad.contains(&ids[0].as_str()) && bad.contains(&ids[1].as_str()));
+        assert!(
+            recs.iter()
+                .any(|r| r["id"] == ids[2].as_str() && r["ok"] != false),
+            "{args:?}: the intact backup is still listed: {recs:?}"
+        );
+        for r in recs.iter().filter(|r| r["ok"] == false) {
+            let message = r["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("index.json") && message.contains("from a copy"),
+                "{message}"
+            );
+        }
+    }
+    // Its chunks stay until someone repairs or drops it.
+    let before = count_chunks(&b.repo);
+    ok(&b.run(&["gc"]));
+    assert_eq!(count_chunks(&b.repo), before);
 }

@@ -8,10 +8,10 @@ use crate::{size, Cli};
 use hv_common::checks::{Check, Status};
 use hv_common::iso_library::{self, Library};
 use hv_common::output::human_bytes;
-use hv_common::{cli, ffi, Error, Result};
+use hv_common::{cli, ffi, fsutil, Error, Result};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use virt::connect::Connect;
 
@@ -317,13 +317,31 @@ fn outside_library(path: &Path) -> Check {
 }
 
 fn read_profiles(file: &Path, status: &mut cli::Status) -> Result<Vec<Profile>> {
-    let reader: Box<dyn BufRead> = if file == Path::new("-") {
-        Box::new(std::io::stdin().lock())
+    // Profiles are small; a limit keeps `--profiles /dev/zero` or an
+    // endless pipe from eating memory.
+    const LIMIT: u64 = 16 << 20;
+    let data = if file == Path::new("-") {
+        let mut data = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(LIMIT + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io("--profiles -: cannot read stdin", e))?;
+        if data.len() as u64 > LIMIT {
+            return Err(Error::usage(
+                "--profiles -: stdin holds more than 16 MiB: that is not a list of profiles",
+            ));
+        }
+        data
     } else {
-        let f = std::fs::File::open(file)
-            .map_err(|e| Error::usage(format!("--profiles {}: {e}", file.display())))?;
-        Box::new(std::io::BufReader::new(f))
+        fsutil::read_named(
+            file,
+            "--profiles",
+            LIMIT,
+            "give a file of JSON profiles, one per line",
+        )?
     };
+    let reader = std::io::Cursor::new(data);
     let shown = if file == Path::new("-") {
         "stdin".to_owned()
     } else {

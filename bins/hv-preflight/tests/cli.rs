@@ -704,3 +704,14 @@ fn vms_about_to_be_backed_up_need_a_repository_with_room_for_them() {
     drop(tiny);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_device_given_as_profiles_is_refused_not_read() {
+    let out = preflight(&["--profiles", "/dev/zero", "--virt-type", "qemu"], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/dev/zero") && err.contains("a device"),
+        "{err}"
+    );
+}
