@@ -7,7 +7,7 @@ use crate::error::{Code, Error, Exit, Result};
 use crate::output::Format;
 use crate::runner::RunOptions;
 use clap::Parser;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -101,17 +101,47 @@ pub fn warn(message: impl std::fmt::Display) {
     eprintln!("{}: {message}", program());
 }
 
-/// The first Ctrl-C sets the flag (the runner stops starting new items); a
-/// second one exits at once with the shell's usual 130.
+/// The first Ctrl-C or SIGTERM (what `systemctl stop` sends) sets the flag:
+/// the runner stops starting new items, and what has passed its point of
+/// no return finishes; a second one exits at once with the shell's usual
+/// 130 or 143.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
     Arc::clone(FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
-        let sig = signal_hook::consts::SIGINT;
-        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag));
-        let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let code = 128 + sig;
+            let _ = signal_hook::flag::register_conditional_shutdown(sig, code, Arc::clone(&flag));
+            let _ = signal_hook::flag::register_usize(sig, Arc::clone(signal()), sig as usize);
+            let _ = signal_hook::flag::register(sig, Arc::clone(&flag));
+        }
         flag
     }))
+}
+
+fn signal() -> &'static Arc<AtomicUsize> {
+    static SIGNAL: OnceLock<Arc<AtomicUsize>> = OnceLock::new();
+    SIGNAL.get_or_init(Default::default)
+}
+
+/// The signal that asked this run to stop, once one has (the handlers are
+/// installed by the first call).
+pub fn interrupted() -> Option<i32> {
+    let _ = interrupt_flag();
+    match signal().load(Ordering::Relaxed) {
+        0 => None,
+        sig => Some(sig as i32),
+    }
+}
+
+/// The error a command stops with when [`interrupted`]: `main` turns it
+/// into the shell's 128 + signal.
+pub fn interrupted_error(what: &str) -> Error {
+    let name = match interrupted() {
+        Some(signal_hook::consts::SIGTERM) => "SIGTERM",
+        _ => "Ctrl-C",
+    };
+    Error::new(Code::Interrupted, format!("{what}: stopped by {name}"))
 }
 
 /// A command for a child process of hv's own (qemu-img, qemu-nbd), in a
@@ -155,6 +185,10 @@ pub fn main<C: Parser>(run: fn(C) -> Result<Exit>) -> std::process::ExitCode {
     match run(cli) {
         Ok(exit) => exit.into(),
         Err(e) if e.code == Code::BrokenPipe => Exit::Ok.into(),
+        Err(e) if e.code == Code::Interrupted => {
+            warn(&e);
+            std::process::ExitCode::from(128 + interrupted().unwrap_or(2) as u8)
+        }
         Err(e) => {
             warn(&e);
             e.exit_status().into()

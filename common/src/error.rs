@@ -43,6 +43,9 @@ pub enum Code {
     Untrusted,
     /// A download failed (HTTP status, connection dropped, timeout).
     Fetch,
+    /// Ctrl-C or SIGTERM stopped work that cannot be left half done; what
+    /// it had written is removed. The process exits 128 + the signal.
+    Interrupted,
 }
 
 impl Code {
@@ -65,6 +68,7 @@ impl Code {
             Code::Locked => "locked",
             Code::Untrusted => "untrusted",
             Code::Fetch => "fetch_failed",
+            Code::Interrupted => "interrupted",
         }
     }
 

@@ -14,6 +14,7 @@ use hv_common::output::{col, Column, Printer, Show};
 use hv_common::{fsutil, Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
 use std::io::BufRead;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -296,6 +297,9 @@ const RESTORE_COLUMNS: &[Column] = &[
 ];
 
 pub fn restore(a: RestoreArgs) -> Result<Exit> {
+    // Ctrl-C and SIGTERM stop the restore between chunks, and the partial
+    // file is removed: a killed restore leaves no file behind.
+    let _ = cli::interrupt_flag();
     let repo = Repo::open(&a.repo.repo)?;
     let index = repo.index(&a.id)?;
     let identities = a.identity.load("restore")?;
@@ -331,7 +335,7 @@ pub fn restore(a: RestoreArgs) -> Result<Exit> {
             r
         }
         Err(e) => {
-            if e.code.exit_status() != Exit::ItemFailed {
+            if e.code.exit_status() != Exit::ItemFailed || e.code == Code::Interrupted {
                 return Err(e);
             }
             cli::warn(&e);
@@ -382,7 +386,18 @@ fn restore_files(
         (None, _) => None,
     };
     let dir = match (&a.dir, &single) {
-        (Some(d), _) => d.clone(),
+        (Some(d), _) => {
+            // As restic's --target: a directory that is not there yet is
+            // made, private, since it will hold VM data.
+            if !d.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(d)
+                    .map_err(|e| Error::io(format!("cannot create --dir {}", d.display()), e))?;
+            }
+            d.clone()
+        }
         (None, Some(p)) => p
             .parent()
             .map(Path::to_path_buf)

@@ -313,7 +313,7 @@ pub const MANUAL: Manual = Manual {
         ("VMs whose newest backup is older than 26 hours:", "hv-backup ls | jq -s 'group_by(.uuid)[] | max_by(.time_unix) | select(.age_hours > 26) | .name'"),
         ("Check every chunk of every backup, then every byte of the newest:", "hv-backup verify && hv-backup verify --deep --identity /safe/place/backup.key \"$(hv-backup ls | head -1 | jq -r .id)\""),
         ("Restore a backup as a new VM beside the original:", "hv-backup restore 20261121T020000Z-3fa2b1c9 --identity key.txt --dir /var/lib/libvirt/images --define --name web1-restored"),
-        ("Stream one disk into another tool:", "hv-backup restore ID --identity key.txt --disk vda -o - | qemu-img convert -f raw -O qcow2 /dev/stdin vda.qcow2"),
+        ("Stream one disk raw onto a logical volume (exit 1 if the stream is cut short):", "hv-backup restore ID --identity key.txt --disk vda -o - | dd of=/dev/vg0/web1-vda bs=4M"),
         ("Keep 7 daily, 4 weekly and 6 monthly backups per VM:", "hv-backup prune --keep-daily 7 --keep-weekly 4 --keep-monthly 6"),
     ],
     notes: &[

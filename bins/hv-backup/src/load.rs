@@ -74,6 +74,13 @@ where
         let mut next = 0;
         let result = (|| {
             for (i, opened) in done_rx.iter() {
+                // What is written so far is removed by the caller.
+                if hv_common::cli::interrupted().is_some() {
+                    return Err(hv_common::cli::interrupted_error(&format!(
+                        "backup {}: disk {}",
+                        op.backup, image.target
+                    )));
+                }
                 pending.insert(i, opened?);
                 while let Some(data) = pending.remove(&next) {
                     let offset = next as u64 * chunk_size;

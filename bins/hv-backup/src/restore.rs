@@ -71,6 +71,13 @@ pub fn to_file(
         DiskFormat::Raw => write_raw(op, manifest, image, &partial),
         DiskFormat::Qcow2 => write_qcow2(op, manifest, image, &partial, scratch_root),
     };
+    let written = written.and_then(|sha| match hv_common::cli::interrupted() {
+        Some(_) => Err(hv_common::cli::interrupted_error(&format!(
+            "restore of {}",
+            dest.display()
+        ))),
+        None => Ok(sha),
+    });
     let sha256 = match written.and_then(|sha| commit(&partial, dest, force).map(|()| sha)) {
         Ok(sha) => sha,
         Err(e) => {
@@ -196,14 +203,29 @@ pub fn to_stream(
     out: &mut impl Write,
 ) -> Result<()> {
     let zeros = vec![0u8; manifest.chunk_size as usize];
+    let mut sent = 0u64;
+    // A stream cut short is a disk cut short: unlike a listing that `head`
+    // ends, a closed pipe here fails the restore (exit 1), so
+    // `hv-backup restore -o - … | consumer` in a script does not pass
+    // when the consumer gave up.
+    let cut = |e: std::io::Error, sent: u64| {
+        Error::new(
+            Code::Io,
+            format!(
+                "disk {}: stdout failed after {sent} of {} bytes ({e}); the stream is incomplete",
+                image.target, image.virtual_size_bytes
+            ),
+        )
+    };
     let _ = load::read_image(op, image, manifest.chunk_size, |_, piece| {
         let r = match piece {
-            Piece::Data(d) => out.write_all(d),
-            Piece::Zeros(n) => out.write_all(&zeros[..n]),
+            Piece::Data(d) => out.write_all(d).map(|()| d.len()),
+            Piece::Zeros(n) => out.write_all(&zeros[..n]).map(|()| n),
         };
-        r.map_err(Error::output)
+        sent += r.map_err(|e| cut(e, sent))? as u64;
+        Ok(())
     })?;
-    out.flush().map_err(Error::output)
+    out.flush().map_err(|e| cut(e, sent))
 }
 
 /// A file name from a VM name that cannot leave its directory.

@@ -1176,3 +1176,112 @@ fn a_backup_with_a_damaged_index_is_a_failing_record_not_gone() {
     ok(&b.run(&["gc"]));
     assert_eq!(count_chunks(&b.repo), before);
 }
+
+#[test]
+fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
+    let conn = connect();
+    let g = GuestSpec::new("restore-stop").define(&conn);
+    fill_disk(&g, 48, 8);
+    let b = Bench::new("restore-stop");
+    let id = backup_id(&ok(&b.run(&["create", &g.name])));
+
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        // --dir need not exist: it is made, private.
+        let dir = b.dir.join(format!("new/{signal}"));
+        let args = b.args(&[
+            "restore",
+            &id,
+            "--identity",
+            b.identity(),
+            "--dir",
+            dir.to_str().unwrap(),
+        ]);
+        let mut child = Command::new(HV_BACKUP)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let partial = loop {
+            let found = std::fs::read_dir(&dir).ok().and_then(|d| {
+                d.flatten()
+                    .find(|e| e.file_name().to_string_lossy().contains(".partial-"))
+            });
+            if found.is_some() {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(20) || child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert!(partial, "the restore never wrote its partial file");
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "SIG{signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert!(left.is_empty(), "SIG{signal} left {left:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    // A raw stream whose reader stops early is a failed restore; one read
+    // to its end matches the source.
+    let args = b.args(&[
+        "restore",
+        &id,
+        "--identity",
+        b.identity(),
+        "--disk",
+        "vda",
+        "-o",
+        "-",
+    ]);
+    let quoted: Vec<String> = std::iter::once(HV_BACKUP.to_owned())
+        .chain(args)
+        .map(|a| format!("'{a}'"))
+        .collect();
+    let cut = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} | head -c 1000 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            quoted.join(" ")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cut.stdout).trim(), "1");
+    assert!(String::from_utf8_lossy(&cut.stderr).contains("incomplete"));
+    let whole = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; {} | sha256sum", quoted.join(" ")))
+        .output()
+        .unwrap();
+    assert!(whole.status.success());
+    let raw = b.dir.join("source.raw");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "raw"])
+        .arg(&g.disk)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        String::from_utf8_lossy(&whole.stdout)
+            .split(' ')
+            .next()
+            .unwrap(),
+        image_sha256(&raw, None)
+    );
+}
