@@ -1,5 +1,5 @@
 complete -c hv-metrics -l textfile -d 'Write DIR/hv.prom atomically (temporary file, then rename) for node_exporter\'s --collector.textfile.directory, instead of printing' -r -F
-complete -c hv-metrics -l listen -d 'Serve /metrics over HTTP on ADDR:PORT (a bare PORT binds 127.0.0.1) until killed' -r
+complete -c hv-metrics -l listen -d 'Serve /metrics over HTTP on ADDR:PORT (a bare PORT binds 127.0.0.1) until SIGTERM or Ctrl-C, which exit with status 0' -r
 complete -c hv-metrics -l repo -d 'An hv-backup repository whose backups to report: each VM\'s newest backup time, duration and sizes, and the free space of its filesystem (repeatable)' -r -F
 complete -c hv-metrics -l backup-results -d 'The saved output of the last hv-backup create run (hv-backup create ... > FILE): reports which VMs\' last backup failed' -r -F
 complete -c hv-metrics -l iso-library -d 'An hv-iso library whose images to report: present, unsigned, and the outcome of the last hv-iso verify (which this does not repeat)' -r -F

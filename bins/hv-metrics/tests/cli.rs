@@ -8,6 +8,8 @@ use hv_testbench::{
     scratch, GuestSpec, KillOnDrop, URI,
 };
 use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -717,6 +719,163 @@ fn http_scrape(port: u16) -> Vec<Sample> {
     let body = hv_testbench::http::get_metrics_when_up(port).unwrap_or_else(|e| panic!("{e}"));
     promtool_check(&body);
     parse(&body)
+}
+
+/// `GET /metrics` on a new connection, read to its end: the status line and
+/// the body, which must be as long as its Content-Length says.
+fn get_whole(port: u16) -> (String, String) {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of the head in {reply:?}"));
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    assert_eq!(body.len(), length, "the body is cut short");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+/// A client that sends its request one byte a second, and reads whatever
+/// comes back: how long the server kept the connection, and what it said.
+fn trickle(mut conn: TcpStream) -> (Duration, String) {
+    let opened = Instant::now();
+    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    for byte in b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n" {
+        if conn.write_all(&[*byte]).is_err() {
+            break;
+        }
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    (
+        opened.elapsed(),
+        String::from_utf8_lossy(&answer).into_owned(),
+    )
+}
+
+#[test]
+fn listen_answers_a_scrape_at_once_while_200_idle_connections_are_held_open() {
+    let port = free_port();
+    let _server = listening(port);
+    // Up, with libvirt connected: the timed scrape below is an ordinary one.
+    http_scrape(port);
+    let open = || TcpStream::connect(("127.0.0.1", port));
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|i| open().unwrap_or_else(|e| panic!("idle connection {i}: {e}")))
+        .collect();
+    let trickling: Vec<_> = (0..4)
+        .map(|_| {
+            let conn = open().unwrap();
+            std::thread::spawn(move || trickle(conn))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let started = Instant::now();
+    let (status, body) = get_whole(port);
+    let took = started.elapsed();
+    assert!(
+        status.contains(" 200 "),
+        "with 200 idle connections held open, the scrape got {status:?}"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "with 200 idle and 4 trickling connections held open, a scrape took {took:.2?} (at most 1 s): \
+         idle clients hold scrapes back"
+    );
+    promtool_check(&body);
+    assert_eq!(value(&parse(&body), "hv_libvirt_up", &[]), Some(1.0));
+
+    // The request head has 5 s in all, however the bytes trickle in.
+    for client in trickling {
+        let (kept, answer) = client.join().unwrap();
+        assert!(
+            kept < Duration::from_secs(8),
+            "a client sending its request a byte a second was kept {kept:.1?} (the head has 5 s); it got {answer:?}"
+        );
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408 "),
+            "a client sending its request a byte a second got {answer:?}; want 408, or the connection closed"
+        );
+    }
+    drop(idle);
+}
+
+#[test]
+fn listen_refuses_a_request_head_over_8_kib() {
+    let port = free_port();
+    let _server = listening(port);
+    http_scrape(port);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: bench\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    // The server may stop reading, and reset the connection, before all of
+    // it is sent.
+    let _ = conn.write_all(request.as_bytes());
+    let mut reply = Vec::new();
+    let read = conn.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        !matches!(&read, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "a 16 KiB request head was neither refused nor closed within 10 s; got {reply:?}"
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 431 ") || reply.is_empty(),
+        "a 16 KiB request head got {reply:?}; want 431, or the connection closed"
+    );
+    // And the server still answers.
+    http_scrape(port);
+}
+
+#[test]
+fn listen_exits_0_promptly_on_sigterm_and_ctrl_c() {
+    for signal in ["TERM", "INT"] {
+        let port = free_port();
+        let mut server = listening(port);
+        http_scrape(port);
+        // A connection still waiting for its request does not hold the exit back.
+        let _idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let sent = Instant::now();
+        let kill = Command::new("kill")
+            .args([&format!("-{signal}"), &server.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success(), "kill -{signal}");
+        let status = loop {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(3),
+                "hv-metrics --listen still runs 3 s after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(0), "after SIG{signal}: {status}");
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still takes connections after SIG{signal}"
+        );
+    }
 }
 
 #[test]
