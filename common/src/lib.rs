@@ -18,6 +18,7 @@ pub mod output;
 pub mod progress;
 pub mod retention;
 pub mod runner;
+pub mod size;
 pub mod snapshot;
 pub mod targets;
 pub mod time;

@@ -35,10 +35,11 @@ complete -c hv-iso -n "__fish_hv_iso_needs_command" -f -a "rm" -d 'Remove images
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l checksums -d 'The distributor\'s checksum file (SHA256SUMS, CHECKSUM, ...): a path or URL. With --keyring and a URL image, SHA256SUMS or SHA512SUMS next to the image is tried' -r
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l signature -d 'The checksum file\'s detached OpenPGP signature (binary or ASCII-armoured); by default FILE.sign, .gpg, .asc or .sig next to it. Not needed for a clearsigned checksum file' -r
-complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l keyring -d 'The public key(s) you trust to sign the checksum file (armoured or binary, as gpg --export writes)' -r -F
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l keyring -d 'The public key(s) you trust to sign the checksum file: what gpg --export writes (binary or armoured), or a distribution\'s keyring such as /usr/share/keyrings/debian-role-keys.gpg' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l sha256 -d 'A SHA-256 you already have for the image; checked as well as the checksum file' -r
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l name -d 'The library name [default: the image\'s file name]' -r
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l retries -d 'How often a dropped download is resumed before giving up' -r
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l max-size -d 'The largest image to fetch or copy (512M, 8G, 1.5T): a download that grows past it, or a server that says it is larger, is stopped and its partial file deleted' -r
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

@@ -7,7 +7,7 @@
 use crate::checksums;
 use crate::digest::{self, Digests, Hasher};
 use crate::fetch::{self, Download, FetchError, Resume, Source};
-use crate::openpgp::{self, Keyring};
+use crate::openpgp::{self, Keyring, Refusal};
 use crate::AddArgs;
 use hv_common::iso_library::{self as library, Checksum, Library, Sidecar};
 use hv_common::progress::{Counter, Progress};
@@ -52,10 +52,8 @@ pub fn add(lib: &Library, a: &AddArgs) -> Result<Sidecar> {
     let _lock = lock(lib, &name)?;
     refuse_existing(lib, &name, a.force)?;
     let trust = resolve_trust(a, &source, &file_name)?;
-    let digests = transfer(lib, &name, &source, &trust, a.retries).inspect_err(|_| {
-        let partial_len = fs::metadata(lib.partial(&name)).map_or(0, |m| m.len());
-        let resumable = matches!(source, Source::Url(_)) && partial_len > 0;
-        if !resumable {
+    let digests = transfer(lib, &name, &source, &trust, a).inspect_err(|_| {
+        if !resumable(lib, &name, &source) {
             discard_partial(lib, &name);
         }
     })?;
@@ -235,16 +233,31 @@ fn signed_text(
                 "{origin} is clearsigned (it carries its own signature): drop --signature"
             )));
         }
-        let v = keyring
-            .verify_clearsigned(bytes)
-            .map_err(|why| untrusted(&origin.to_string(), why))?;
+        let v = keyring.verify_clearsigned(bytes).map_err(|r| match r {
+            Refusal::Mismatch { key } => Error::new(
+                Code::Untrusted,
+                format!(
+                    "{origin}: the signature by key {key} does not match the signed file: its \
+                     text was altered after signing; fetch it again from the distributor"
+                ),
+            ),
+            Refusal::Other(why) => untrusted(&origin.to_string(), why),
+        })?;
         trust.signer = Some(v.signer);
         return Ok(v.signed);
     }
     let (sig_origin, sig) = signature_file(a, origin)?;
-    let v = keyring
-        .verify_detached(&sig, bytes)
-        .map_err(|why| untrusted(&format!("{origin} with {sig_origin}"), why))?;
+    let v = keyring.verify_detached(&sig, bytes).map_err(|r| match r {
+        Refusal::Mismatch { key } => Error::new(
+            Code::Untrusted,
+            format!(
+                "{origin} does not match its signature {sig_origin} (by key {key}): the signature \
+                 is for another file, or the checksum file was altered; fetch both again from the \
+                 same directory of the distributor's site"
+            ),
+        ),
+        Refusal::Other(why) => untrusted(&format!("{origin} with {sig_origin}"), why),
+    })?;
     trust.signer = Some(v.signer);
     trust.signature = Some(sig_origin.to_string());
     Ok(v.signed)
@@ -286,7 +299,7 @@ fn transfer(
     name: &str,
     source: &Source,
     trust: &Trust,
-    retries: u32,
+    a: &AddArgs,
 ) -> Result<Digests> {
     let partial = lib.partial(name);
     let io = |e| Error::io(partial.display(), e);
@@ -303,10 +316,10 @@ fn transfer(
     let moved = match source {
         Source::Path(path) => {
             file.set_len(0).map_err(io)?;
-            fetch::copy_local(path, &mut file, &mut hasher, &counter)
+            fetch::copy_local(path, &mut file, &mut hasher, &counter, a.max_size)
                 .map_err(|e| Error::io(format!("copying {}", path.display()), e))
         }
-        Source::Url(url) => download(lib, name, url, &mut file, &mut hasher, &counter, retries),
+        Source::Url(url) => download(lib, name, url, &mut file, &mut hasher, &counter, a),
     };
     progress.stop();
     moved?;
@@ -321,7 +334,7 @@ fn download(
     file: &mut File,
     hasher: &mut Hasher,
     counter: &Counter,
-    retries: u32,
+    a: &AddArgs,
 ) -> Result<()> {
     let state_path = lib.resume_state(name);
     let partial = lib.partial(name);
@@ -354,18 +367,42 @@ fn download(
         file,
         hasher,
         resume,
-        retries,
+        retries: a.retries,
+        max_bytes: a.max_size,
         progress: counter,
         on_validator: &mut save,
     }
     .run()
     .map_err(|e| {
+        let source = Source::Url(url.to_owned());
         let kept = match file.metadata().map_or(0, |m| m.len()) {
+            _ if matches!(e, FetchError::TooLarge(_)) => {
+                discard_partial(lib, name);
+                String::new()
+            }
             0 => String::new(),
+            _ if !resumable(lib, name, &source) => {
+                discard_partial(lib, name);
+                "; the partial file was deleted: the server names no ETag or Last-Modified, \
+                 so it cannot be resumed safely"
+                    .to_owned()
+            }
             n => format!("; the {n} bytes fetched are kept: run the same command again to resume"),
         };
         Error::new(Code::Fetch, format!("{e}{kept}"))
     })
+}
+
+/// Whether the partial file can be resumed by the next run: it came from
+/// a URL, has bytes, and the server named a validator for them (without
+/// one, the next run starts over anyway, so the bytes only take space).
+fn resumable(lib: &Library, name: &str, source: &Source) -> bool {
+    let partial_len = fs::metadata(lib.partial(name)).map_or(0, |m| m.len());
+    let validated = fs::read(lib.resume_state(name))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Resume>(&t).ok())
+        .is_some_and(|r| r.validator.is_some());
+    matches!(source, Source::Url(_)) && partial_len > 0 && validated
 }
 
 /// Through a temporary file and a rename: a torn state file would make the

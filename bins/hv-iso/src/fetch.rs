@@ -3,12 +3,19 @@
 //! are multi-GiB and mirrors drop connections, so a download resumes where
 //! it stopped (Range with If-Range, so a file replaced on the server starts
 //! over instead of being spliced), within one run and across runs.
+//!
+//! Redirects are followed here, not by libcurl, so that each one is
+//! checked: libcurl would follow one to ftp:// (and send `anonymous` in
+//! clear) or from HTTPS down to HTTP. A server that never answers is an
+//! error at once rather than after every retry, and a body with no end is
+//! cut at --max-size, so a hostile or broken mirror cannot fill the disk.
 
 use crate::digest::Hasher;
+use hv_common::output::human_bytes;
 use hv_common::progress::Counter;
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -76,12 +83,17 @@ pub enum FetchError {
     /// HTTP 404/410 or no such file: worth trying another name.
     Missing(String),
     Failed(String),
+    /// More bytes than the limit: what was fetched is of no use, now or on
+    /// a resumed run.
+    TooLarge(String),
 }
 
 impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FetchError::Missing(m) | FetchError::Failed(m) => f.write_str(m),
+            FetchError::Missing(m) | FetchError::Failed(m) | FetchError::TooLarge(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -89,60 +101,162 @@ impl std::fmt::Display for FetchError {
 /// Checksum files and signatures are small; anything bigger is not one.
 const SMALL_LIMIT: usize = 16 << 20;
 
+fn small_too_large(what: impl std::fmt::Display) -> FetchError {
+    FetchError::TooLarge(format!(
+        "{what}: too large (over {} MiB) for a checksum file or signature; check that it names one",
+        SMALL_LIMIT >> 20
+    ))
+}
+
 /// Reads a small file (checksums, signature) whole.
 pub fn fetch_small(source: &Source) -> Result<Vec<u8>, FetchError> {
     match source {
-        Source::Path(p) => {
-            let data = std::fs::read(p).map_err(|e| match e.kind() {
+        Source::Path(p) => read_capped(p, SMALL_LIMIT)
+            .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => {
                     FetchError::Missing(format!("{}: no such file", p.display()))
                 }
                 _ => FetchError::Failed(format!("{}: {e}", p.display())),
-            })?;
-            if data.len() > SMALL_LIMIT {
-                return Err(FetchError::Failed(format!(
-                    "{}: larger than 16 MiB",
-                    p.display()
-                )));
-            }
-            Ok(data)
-        }
+            })?
+            .ok_or_else(|| small_too_large(p.display())),
         Source::Url(u) => fetch_small_url(u),
     }
 }
 
-fn fetch_small_url(url: &str) -> Result<Vec<u8>, FetchError> {
-    let failed = |e: curl::Error| FetchError::Failed(format!("{url}: {}", describe(&e)));
-    let mut easy = handle(url).map_err(failed)?;
+/// Reads a file a user named, up to `limit` bytes; None when it holds
+/// more (a wrong file, or /dev/zero), which is never read whole.
+pub fn read_capped(path: &Path, limit: usize) -> io::Result<Option<Vec<u8>>> {
     let mut data = Vec::new();
-    {
-        let mut t = easy.transfer();
-        t.write_function(|chunk| {
-            if data.len() + chunk.len() > SMALL_LIMIT {
-                return Ok(0);
-            }
-            data.extend_from_slice(chunk);
-            Ok(chunk.len())
-        })
-        .map_err(failed)?;
-        t.perform().map_err(failed)?;
+    File::open(path)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut data)?;
+    Ok((data.len() <= limit).then_some(data))
+}
+
+fn fetch_small_url(url: &str) -> Result<Vec<u8>, FetchError> {
+    let mut at = url.to_owned();
+    for _ in 0..=MAX_REDIRECTS {
+        let failed = |why: String| FetchError::Failed(format!("{}: {why}", place(url, &at)));
+        let curl_failed = |e: curl::Error| failed(describe(&e));
+        let mut easy = handle(&at).map_err(curl_failed)?;
+        let mut data = Vec::new();
+        let mut too_large = false;
+        let performed = {
+            let mut t = easy.transfer();
+            t.write_function(|chunk| {
+                if data.len() + chunk.len() > SMALL_LIMIT {
+                    too_large = true;
+                    return Ok(0);
+                }
+                data.extend_from_slice(chunk);
+                Ok(chunk.len())
+            })
+            .map_err(curl_failed)?;
+            t.perform()
+        };
+        if too_large {
+            return Err(small_too_large(place(url, &at)));
+        }
+        let code = easy.response_code().unwrap_or(0);
+        if let Err(e) = performed {
+            return Err(failed(match classify(&e, code, false) {
+                Stop::Retry(why) | Stop::Fatal(why) | Stop::TooLarge(why) => why,
+            }));
+        }
+        if let Some(next) = redirect_target(&easy, code).map_err(curl_failed)? {
+            follow(&at, &next).map_err(failed)?;
+            at = next;
+            continue;
+        }
+        return match code {
+            200..=299 | 0 => Ok(data),
+            404 | 410 => Err(FetchError::Missing(format!(
+                "{}: HTTP {code}",
+                place(url, &at)
+            ))),
+            _ => Err(failed(format!("HTTP {code}"))),
+        };
     }
-    match easy.response_code().map_err(failed)? {
-        200..=299 | 0 => Ok(data),
-        code @ (404 | 410) => Err(FetchError::Missing(format!("{url}: HTTP {code}"))),
-        code => Err(FetchError::Failed(format!("{url}: HTTP {code}"))),
+    Err(FetchError::Failed(format!(
+        "{url}: more than {MAX_REDIRECTS} redirects"
+    )))
+}
+
+/// Redirects followed at most, each one checked by [`follow`].
+const MAX_REDIRECTS: usize = 10;
+
+/// Whether a redirect from `from` to `to` may be followed: only to HTTP or
+/// HTTPS, and never from HTTPS down to plain HTTP, where anyone on the way
+/// could read or cut the download. A user who accepts plain HTTP gives the
+/// http:// URL themselves.
+pub fn follow(from: &str, to: &str) -> Result<(), String> {
+    match (scheme(from), scheme(to)) {
+        (_, None) => Err(format!(
+            "redirected to {to}, which is not HTTP or HTTPS: hv-iso downloads only over \
+             HTTP(S); give a URL that serves the file over HTTPS"
+        )),
+        (Some(Scheme::Https), Some(Scheme::Http)) => Err(format!(
+            "redirected from HTTPS to plain HTTP ({to}); give an HTTPS mirror, or that \
+             http:// URL yourself to accept plain HTTP"
+        )),
+        _ => Ok(()),
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
+fn scheme(url: &str) -> Option<Scheme> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        Some(Scheme::Https)
+    } else if lower.starts_with("http://") {
+        Some(Scheme::Http)
+    } else {
+        None
+    }
+}
+
+/// The target of a redirect response: what its Location names, resolved
+/// against the request's URL by libcurl.
+fn redirect_target(easy: &curl::easy::Easy, code: u32) -> Result<Option<String>, curl::Error> {
+    if !is_redirect(code) {
+        return Ok(None);
+    }
+    Ok(easy.redirect_url()?.map(str::to_owned))
+}
+
+fn is_redirect(code: u32) -> bool {
+    matches!(code, 301 | 302 | 303 | 307 | 308)
+}
+
+/// Where an error happened: the URL given, and where redirects led.
+fn place(url: &str, at: &str) -> String {
+    if url == at {
+        url.to_owned()
+    } else {
+        format!("{url} (redirected to {at})")
+    }
+}
+
+/// Seconds to wait for a TCP connection: a host that drops packets is
+/// given up on in that time, not libcurl's five minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A transfer with no byte in this long (no answer, or a stalled mirror)
+/// is an error, not a hang forever.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn handle(url: &str) -> Result<curl::easy::Easy, curl::Error> {
     let mut easy = curl::easy::Easy::new();
     easy.url(url)?;
-    easy.follow_location(true)?;
-    easy.max_redirections(10)?;
-    easy.connect_timeout(Duration::from_secs(30))?;
-    // A stalled mirror is an error after a minute, not a hang forever.
+    // Redirects are followed by the callers, each checked by `follow`.
+    easy.follow_location(false)?;
+    easy.connect_timeout(CONNECT_TIMEOUT)?;
     easy.low_speed_limit(1)?;
-    easy.low_speed_time(Duration::from_secs(60))?;
+    easy.low_speed_time(STALL_TIMEOUT)?;
     easy.useragent(concat!("hv-iso/", env!("CARGO_PKG_VERSION")))?;
     Ok(easy)
 }
@@ -172,6 +286,9 @@ pub struct Download<'a> {
     pub hasher: &'a mut Hasher,
     pub resume: Resume,
     pub retries: u32,
+    /// The most bytes the file may have (--max-size): a server that sends
+    /// no Content-Length, or a wrong one, must not fill the disk.
+    pub max_bytes: u64,
     pub progress: &'a Counter,
     pub on_validator: &'a mut dyn FnMut(&Resume) -> io::Result<()>,
 }
@@ -181,13 +298,29 @@ enum Stop {
     /// Dropped connection, timeout, 5xx: try again from where it stopped.
     Retry(String),
     Fatal(String),
+    /// Over --max-size: the partial file is of no use, resumed or not.
+    TooLarge(String),
+}
+
+impl Stop {
+    fn map(self, f: impl FnOnce(String) -> String) -> Stop {
+        match self {
+            Stop::Retry(why) => Stop::Retry(f(why)),
+            Stop::Fatal(why) => Stop::Fatal(f(why)),
+            Stop::TooLarge(why) => Stop::TooLarge(f(why)),
+        }
+    }
 }
 
 impl Download<'_> {
     pub fn run(mut self) -> Result<(), FetchError> {
         let mut attempt = 0;
+        // Whether the server (where redirects led) answered at all in this
+        // run: one that never did is not there, and asking it again only
+        // makes the user wait longer for the same error.
+        let mut answered = false;
         loop {
-            match self.attempt() {
+            match self.attempt(&mut answered) {
                 Ok(()) => return Ok(()),
                 Err(Stop::Retry(why)) if attempt < self.retries => {
                     attempt += 1;
@@ -201,6 +334,9 @@ impl Download<'_> {
                     ));
                     std::thread::sleep(wait);
                 }
+                Err(Stop::TooLarge(why)) => {
+                    return Err(FetchError::TooLarge(format!("{}: {why}", self.url)))
+                }
                 Err(Stop::Retry(why)) | Err(Stop::Fatal(why)) => {
                     return Err(FetchError::Failed(format!("{}: {why}", self.url)))
                 }
@@ -208,10 +344,34 @@ impl Download<'_> {
         }
     }
 
-    fn attempt(&mut self) -> Result<(), Stop> {
+    /// One try: the URL, then each redirect it leads to, checked.
+    fn attempt(&mut self, answered: &mut bool) -> Result<(), Stop> {
+        let mut at = self.url.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            let next = self.exchange(&at, answered).map_err(|stop| {
+                if at == self.url {
+                    stop
+                } else {
+                    stop.map(|why| format!("redirected to {at}: {why}"))
+                }
+            })?;
+            match next {
+                None => return Ok(()),
+                Some(next) => {
+                    follow(&at, &next).map_err(Stop::Fatal)?;
+                    at = next;
+                }
+            }
+        }
+        Err(Stop::Fatal(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// One request and its answer: the body goes to the file, or, for a
+    /// redirect, its target is returned.
+    fn exchange(&mut self, url: &str, answered: &mut bool) -> Result<Option<String>, Stop> {
         let offset = self.hasher.bytes;
         let state = RefCell::new(Response::default());
-        let mut easy = handle(self.url).map_err(|e| Stop::Fatal(describe(&e)))?;
+        let mut easy = handle(url).map_err(|e| Stop::Fatal(describe(&e)))?;
         let setup = |easy: &mut curl::easy::Easy| -> Result<(), curl::Error> {
             if offset > 0 {
                 easy.range(&format!("{offset}-"))?;
@@ -231,6 +391,7 @@ impl Download<'_> {
             resume: &mut self.resume,
             on_validator: &mut *self.on_validator,
             offset,
+            max_bytes: self.max_bytes,
             started: false,
             discard: false,
             error: None,
@@ -255,22 +416,39 @@ impl Download<'_> {
         flushed.map_err(|e| Stop::Fatal(format!("writing the partial file: {e}")))?;
         let code = easy.response_code().unwrap_or(0);
         let response = state.into_inner();
+        if response.status != 0 && !is_redirect(response.status) {
+            *answered = true;
+        }
         if let Err(e) = performed {
-            return Err(classify(&e, code));
+            return Err(classify(&e, code, *answered));
+        }
+        if let Some(next) = redirect_target(&easy, code).map_err(|e| Stop::Fatal(describe(&e)))? {
+            return Ok(Some(next));
         }
         match code {
-            200 | 206 | 0 => Ok(()),
-            416 if response.total == Some(offset) => Ok(()),
+            200 | 206 | 0 => Ok(None),
+            416 if response.total == Some(offset) => Ok(None),
             429 | 500..=599 => Err(Stop::Retry(format!("HTTP {code}"))),
             _ => Err(Stop::Fatal(format!("HTTP {code}"))),
         }
     }
 }
 
-fn classify(e: &curl::Error, code: u32) -> Stop {
+/// Whether a failed transfer is worth another try. A server that was never
+/// reached (refused, unknown, silent) is not, unless it answered earlier in
+/// the run and then went away.
+fn classify(e: &curl::Error, code: u32, answered: bool) -> Stop {
     let why = describe(e);
     if e.is_write_error() {
         return Stop::Fatal(format!("HTTP {code}: {why}"));
+    }
+    let unreachable = e.is_couldnt_connect()
+        || e.is_couldnt_resolve_host()
+        || (e.is_operation_timedout() && code == 0);
+    if unreachable && !answered {
+        return Stop::Fatal(format!(
+            "no answer ({why}); check the URL and that the server is up, or use another mirror"
+        ));
     }
     let transient = e.is_partial_file()
         || e.is_recv_error()
@@ -287,7 +465,8 @@ fn classify(e: &curl::Error, code: u32) -> Stop {
     }
 }
 
-/// What the headers of the final response (after redirects) said.
+/// What the headers of one response said (the last one, when libcurl saw
+/// several: a proxy's answer to CONNECT, a 100 Continue).
 #[derive(Debug, Default)]
 struct Response {
     status: u32,
@@ -348,6 +527,7 @@ struct Sink<'a> {
     resume: &'a mut Resume,
     on_validator: &'a mut dyn FnMut(&Resume) -> io::Result<()>,
     offset: u64,
+    max_bytes: u64,
     started: bool,
     /// An error response: its body is read and dropped; the status decides.
     discard: bool,
@@ -366,6 +546,14 @@ impl Sink<'_> {
         }
         if self.discard {
             return data.len();
+        }
+        if self.hasher.bytes + data.len() as u64 > self.max_bytes {
+            self.error = Some(Stop::TooLarge(format!(
+                "more than {} arrived, the most --max-size allows; the partial file was deleted \
+                 (a larger --max-size admits a larger image)",
+                human_bytes(self.max_bytes)
+            )));
+            return 0;
         }
         if let Err(e) = self.out.write_all(data) {
             self.error = Some(Stop::Fatal(format!("writing the partial file: {e}")));
@@ -400,6 +588,14 @@ impl Sink<'_> {
             }
         }
         if let Some(total) = response.total {
+            if total > self.max_bytes {
+                return Err(Stop::TooLarge(format!(
+                    "the server says it is {}, more than --max-size ({}); a larger --max-size \
+                     admits it",
+                    human_bytes(total),
+                    human_bytes(self.max_bytes)
+                )));
+            }
             self.progress.total.store(total, Ordering::Relaxed);
         }
         let validator = response.validator();
@@ -428,19 +624,28 @@ impl Sink<'_> {
     }
 }
 
-/// Copies a local image into the partial file, hashing as it goes.
+/// Copies a local image into the partial file, hashing as it goes; at
+/// most `max_bytes` (a device or a pipe has no size to check first).
 pub fn copy_local(
     path: &Path,
     file: &mut File,
     hasher: &mut Hasher,
     progress: &Counter,
+    max_bytes: u64,
 ) -> io::Result<()> {
     let src = File::open(path)?;
     progress
         .total
         .store(src.metadata()?.len(), Ordering::Relaxed);
     let mut out = BufWriter::with_capacity(1 << 20, file);
+    let src = src.take(max_bytes.saturating_add(1));
     crate::digest::pump(src, hasher, |b| out.write_all(b), progress)?;
+    if hasher.bytes > max_bytes {
+        return Err(io::Error::other(format!(
+            "more than {}, the most --max-size allows",
+            human_bytes(max_bytes)
+        )));
+    }
     out.flush()
 }
 
@@ -495,5 +700,45 @@ mod tests {
             weak.validator().as_deref(),
             Some("Tue, 01 Jan 2030 00:00:00 GMT")
         );
+    }
+
+    #[test]
+    fn redirects_only_to_http_or_https_and_never_down_from_https() {
+        assert_eq!(follow("http://a/x.iso", "https://b/x.iso"), Ok(()));
+        assert_eq!(follow("https://a/x.iso", "HTTPS://b/x.iso"), Ok(()));
+        assert_eq!(follow("http://a/x.iso", "http://b/x.iso"), Ok(()));
+        let down = follow("https://a/x.iso", "http://b/x.iso").unwrap_err();
+        assert!(
+            down.contains("from HTTPS to plain HTTP (http://b/x.iso)"),
+            "{down}"
+        );
+        for to in [
+            "ftp://b/x.iso",
+            "file:///etc/passwd",
+            "scp://b/x.iso",
+            "b/x.iso",
+        ] {
+            let refused = follow("http://a/x.iso", to).unwrap_err();
+            assert!(refused.contains("not HTTP or HTTPS"), "{to}: {refused}");
+        }
+    }
+
+    #[test]
+    fn a_server_never_reached_is_not_retried_one_that_went_away_is() {
+        let refused = curl::Error::new(7); // CURLE_COULDNT_CONNECT
+        let silent = curl::Error::new(28); // CURLE_OPERATION_TIMEDOUT
+        let empty = curl::Error::new(52); // CURLE_GOT_NOTHING
+        assert!(
+            matches!(classify(&refused, 0, false), Stop::Fatal(why) if why.starts_with("no answer"))
+        );
+        assert!(
+            matches!(classify(&silent, 0, false), Stop::Fatal(why) if why.starts_with("no answer"))
+        );
+        assert!(matches!(classify(&refused, 0, true), Stop::Retry(_)));
+        assert!(
+            matches!(classify(&silent, 200, false), Stop::Retry(_)),
+            "a stall in the middle of the body is resumed"
+        );
+        assert!(matches!(classify(&empty, 0, false), Stop::Retry(_)));
     }
 }

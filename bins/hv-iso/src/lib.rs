@@ -9,6 +9,7 @@ mod checksums;
 mod digest;
 mod fetch;
 mod openpgp;
+use hv_common::size;
 
 use clap::{Parser, Subcommand};
 use hv_common::cli::{OutputArgs, Status};
@@ -74,8 +75,9 @@ pub struct AddArgs {
     /// FILE.sign, .gpg, .asc or .sig next to it. Not needed for a clearsigned checksum file
     #[arg(long, value_name = "FILE|URL")]
     pub signature: Option<String>,
-    /// The public key(s) you trust to sign the checksum file (armoured or binary, as
-    /// gpg --export writes)
+    /// The public key(s) you trust to sign the checksum file: what gpg --export writes
+    /// (binary or armoured), or a distribution's keyring such as
+    /// /usr/share/keyrings/debian-role-keys.gpg
     #[arg(long, value_name = "FILE")]
     pub keyring: Option<PathBuf>,
     /// A SHA-256 you already have for the image; checked as well as the checksum file
@@ -96,6 +98,10 @@ pub struct AddArgs {
     /// How often a dropped download is resumed before giving up
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
+    /// The largest image to fetch or copy (512M, 8G, 1.5T): a download that grows past it,
+    /// or a server that says it is larger, is stopped and its partial file deleted
+    #[arg(long, value_name = "SIZE", default_value = "64G", value_parser = size::parse)]
+    pub max_size: u64,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -139,25 +145,29 @@ pub const MANUAL: Manual = Manual {
     ],
     examples: &[
         (
-            "Debian: the image, its SHA256SUMS and the signature SHA256SUMS.sign, checked with the Debian CD signing key (from debian-keyring, or the key whose fingerprint https://www.debian.org/CD/verify lists):",
-            "hv-iso add https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.2.0-amd64-netinst.iso --checksums https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/SHA256SUMS --signature https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/SHA256SUMS.sign --keyring debian-cd.asc",
+            "Debian: the image, its SHA256SUMS and the signature SHA256SUMS.sign, checked with the Debian CD signing key from the debian-keyring package (or the key whose fingerprint https://www.debian.org/CD/verify lists):",
+            "hv-iso add https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.2.0-amd64-netinst.iso --checksums https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/SHA256SUMS --signature https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/SHA256SUMS.sign --keyring /usr/share/keyrings/debian-role-keys.gpg",
         ),
         (
             "The same, letting hv-iso find SHA256SUMS and SHA256SUMS.sign next to the image:",
-            "hv-iso add https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.2.0-amd64-netinst.iso --keyring debian-cd.asc",
+            "hv-iso add https://cdimage.debian.org/debian-cd/current/amd64/iso-cd/debian-13.2.0-amd64-netinst.iso --keyring /usr/share/keyrings/debian-role-keys.gpg",
         ),
         (
-            "Fedora: its CHECKSUM file is clearsigned, so no --signature; the keyring is https://fedoraproject.org/fedora.gpg:",
-            "hv-iso add https://download.fedoraproject.org/pub/fedora/linux/releases/43/Server/x86_64/iso/Fedora-Server-netinst-x86_64-43-1.6.iso --checksums https://download.fedoraproject.org/pub/fedora/linux/releases/43/Server/x86_64/iso/Fedora-Server-43-1.6-x86_64-CHECKSUM --keyring fedora.gpg",
+            "Ubuntu: SHA256SUMS and SHA256SUMS.gpg next to the image, checked with the keyring of the ubuntu-keyring package:",
+            "hv-iso add https://releases.ubuntu.com/24.04/ubuntu-24.04.3-live-server-amd64.iso --keyring /usr/share/keyrings/ubuntu-archive-keyring.gpg",
+        ),
+        (
+            "Fedora: its CHECKSUM file is clearsigned, so no --signature; the key is in the distribution-gpg-keys package (or at https://fedoraproject.org/fedora.gpg):",
+            "hv-iso add https://download.fedoraproject.org/pub/fedora/linux/releases/43/Server/x86_64/iso/Fedora-Server-netinst-x86_64-43-1.6.iso --checksums https://download.fedoraproject.org/pub/fedora/linux/releases/43/Server/x86_64/iso/Fedora-Server-43-1.6-x86_64-CHECKSUM --keyring /usr/share/distribution-gpg-keys/fedora/RPM-GPG-KEY-fedora-43-primary",
         ),
         ("Every week, from a systemd timer: exit status 1 when an image rotted:", "hv-iso verify"),
         ("Which images were admitted without a signature:", "hv-iso ls --format jsonl | jq -r 'select(.unsigned) | .name'"),
         ("Attach a library image to a VM:", "virsh change-media web1 sda /var/lib/hv/isos/debian-13.2.0-amd64-netinst.iso --insert"),
     ],
     notes: &[
-        "An image is admitted when its hash matches the entry for its file name in the checksum file, and the checksum file's signature verifies with a key in --keyring that is neither expired nor revoked. The signature is checked in-process; gpg's own keyrings and trust database are not consulted, only the keys you pass. A keyring exported with gpg --export (binary) or --export --armor works; a GnuPG keybox (pubring.kbx) does not.",
+        "An image is admitted when its hash matches the entry for its file name in the checksum file, and the checksum file's signature verifies with a key in --keyring that is neither expired nor revoked. The signature is checked in-process; gpg's own keyrings and trust database are not consulted, only the keys you pass. A keyring exported with gpg --export (binary) or --export --armor works, and so does a distribution's keyring in GnuPG's keyring format (/usr/share/keyrings/*.gpg), read as gpgv reads it: trust packets are skipped, and a certificate that cannot be read leaves the others usable. A GnuPG keybox (pubring.kbx) does not work: export from it.",
         "Checksum files may be in GNU form (HASH  name, HASH *name), BSD-tagged form (SHA256 (name) = HASH), or Fedora's clearsigned CHECKSUM, with CRLF line ends and ./ prefixes; SHA-256 and SHA-512 are accepted, MD5 and SHA-1 only with --allow-weak.",
-        "A download goes to a dot-file in the library and is hashed as it arrives; a dropped connection is resumed (--retries), and an interrupted run leaves the partial file for the next run of the same command to resume. An image whose hash does not match is deleted. Each image NAME has a sidecar NAME.json with sha256, size_bytes, source, checksums, checksum, signature, keyring, signer (the key's fingerprint), verified_by (signature, checksums, sha256 or none), unsigned and verified_at; verify adds checked_at and check_ok. docs/iso.md describes the library and a distributor's workflow step by step.",
+        "A download goes to a dot-file in the library and is hashed as it arrives; a dropped connection is resumed (--retries), and an interrupted run leaves the partial file for the next run of the same command to resume (when the server names an ETag or Last-Modified; otherwise it is deleted). Redirects are followed only to HTTP and HTTPS, never from HTTPS to HTTP; a server that never answers (20 s to connect, 60 s without a byte) is given up at once, not retried. A download is stopped at --max-size (default 64 GiB), whether or not the server sent a Content-Length, and its partial file deleted. An image whose hash does not match is deleted. Each image NAME has a sidecar NAME.json with sha256, size_bytes, source, checksums, checksum, signature, keyring, signer (the key's fingerprint), verified_by (signature, checksums, sha256 or none), unsigned and verified_at; verify adds checked_at and check_ok. docs/iso.md describes the library and a distributor's workflow step by step.",
     ],
 };
 

@@ -3,17 +3,43 @@
 //! gpg, no agent, no trust database), against exactly the keys the user
 //! handed over. A key that is expired or revoked, or outside the keyring,
 //! fails with its fingerprint named, so the user knows which key to fetch.
+//!
+//! Keyrings are read the way gpgv reads them, because the file a user
+//! points at first is the one their distribution ships
+//! (/usr/share/keyrings/*.gpg), in GnuPG's keyring format: trust packets
+//! after the key, user ID and signature packets, which rpgp would take for
+//! the end of a certificate. So the packet framing is walked here, trust
+//! and marker packets are dropped, and each certificate is parsed on its
+//! own: one that cannot be read (an algorithm rpgp lacks, a damaged
+//! packet) leaves the others usable.
 
 use hv_common::time;
+use pgp::armor::{BlockType, Dearmor};
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::packet::{Signature, SignatureType};
 use pgp::types::{KeyDetails, Tag, Timestamp};
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::Path;
+
+/// debian-keyring.gpg, the largest keyring a distribution ships, is 28 MB.
+const KEYRING_LIMIT: usize = 64 << 20;
 
 pub struct Keyring {
     keys: Vec<SignedPublicKey>,
+    /// Why each certificate that could not be read was left out.
+    skipped: Vec<String>,
     origin: String,
+}
+
+/// Why a signature is not accepted.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A key in the keyring made the signature, but not over these bytes:
+    /// the signed file was altered, or the signature is another file's.
+    /// The caller names both files, which this module does not know.
+    Mismatch { key: String },
+    /// Anything else, as a phrase that follows "the signature".
+    Other(String),
 }
 
 /// Who signed, and what: the text a clearsigned file vouches for.
@@ -26,23 +52,38 @@ pub struct Verified {
 
 impl Keyring {
     pub fn load(path: &Path) -> Result<Keyring, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let bytes = crate::fetch::read_capped(path, KEYRING_LIMIT)
+            .map_err(|e| format!("cannot read: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "is too large for a keyring (over {} MiB): give the distributor's keys, \
+                     exported with gpg --export FINGERPRINT",
+                    KEYRING_LIMIT >> 20
+                )
+            })?;
         let origin = path.display().to_string();
         if bytes.get(8..12) == Some(b"KBXf") {
             return Err("is a GnuPG keybox, not a keyring: export the key with \
                         gpg --export FINGERPRINT > keyring.gpg and pass that"
                 .to_owned());
         }
-        let keys = parse_keys(&bytes)?;
+        let (keys, skipped) = parse_keys(&bytes);
         if keys.is_empty() {
-            return Err("holds no OpenPGP public key".to_owned());
+            return Err(match skipped.first() {
+                Some(why) => format!("holds no OpenPGP public key that can be read ({why})"),
+                None => "holds no OpenPGP public key".to_owned(),
+            });
         }
-        Ok(Keyring { keys, origin })
+        Ok(Keyring {
+            keys,
+            skipped,
+            origin,
+        })
     }
 
     /// Checks a detached signature (binary or ASCII-armoured) over `data`.
-    pub fn verify_detached(&self, signature: &[u8], data: &[u8]) -> Result<Verified, String> {
-        let sigs = parse_detached(signature)?;
+    pub fn verify_detached(&self, signature: &[u8], data: &[u8]) -> Result<Verified, Refusal> {
+        let sigs = parse_detached(signature).map_err(Refusal::Other)?;
         let signer = self.first_valid(&sigs, data)?;
         Ok(Verified {
             signer,
@@ -51,10 +92,15 @@ impl Keyring {
     }
 
     /// Checks a clearsigned text and returns its (dash-unescaped) content.
-    pub fn verify_clearsigned(&self, text: &[u8]) -> Result<Verified, String> {
-        let text = std::str::from_utf8(text).map_err(|_| "is not UTF-8 text".to_owned())?;
-        let (message, _) = CleartextSignedMessage::from_string(text)
-            .map_err(|e| format!("is not a valid clearsigned message: {e}"))?;
+    pub fn verify_clearsigned(&self, text: &[u8]) -> Result<Verified, Refusal> {
+        let text = std::str::from_utf8(text)
+            .map_err(|_| Refusal::Other("is not UTF-8 text".to_owned()))?;
+        let (message, _) = CleartextSignedMessage::from_string(text).map_err(|e| {
+            Refusal::Other(format!(
+                "is not a valid clearsigned message: {}",
+                one_line(&e)
+            ))
+        })?;
         let normalized = message.signed_text();
         let signer = self.first_valid(message.signatures(), normalized.as_bytes())?;
         Ok(Verified {
@@ -65,7 +111,7 @@ impl Keyring {
 
     /// The first signature that verifies with a usable key; otherwise the
     /// reason the first one failed.
-    fn first_valid(&self, sigs: &[Signature], data: &[u8]) -> Result<String, String> {
+    fn first_valid(&self, sigs: &[Signature], data: &[u8]) -> Result<String, Refusal> {
         let mut first_error = None;
         for sig in sigs {
             match self.check(sig, data) {
@@ -75,24 +121,31 @@ impl Keyring {
                 }
             }
         }
-        Err(first_error.unwrap_or_else(|| "holds no signature".to_owned()))
+        Err(first_error.unwrap_or_else(|| Refusal::Other("holds no signature".to_owned())))
     }
 
-    fn check(&self, sig: &Signature, data: &[u8]) -> Result<String, String> {
+    fn check(&self, sig: &Signature, data: &[u8]) -> Result<String, Refusal> {
         if !matches!(sig.typ(), Some(SignatureType::Binary | SignatureType::Text)) {
-            return Err(format!(
+            return Err(Refusal::Other(format!(
                 "is a {:?} signature, not one over a file",
                 sig.typ()
-            ));
+            )));
         }
         let candidates = self.issuers_of(sig);
         if candidates.is_empty() {
-            return Err(format!(
-                "was made by key {}, which is not in the keyring {}: get the distributor's key \
-                 (check its fingerprint on their website) and add it",
+            let unread = match self.skipped.first() {
+                Some(why) => format!(
+                    " ({} certificate(s) in it could not be read, the first because {why})",
+                    self.skipped.len()
+                ),
+                None => String::new(),
+            };
+            return Err(Refusal::Other(format!(
+                "was made by key {}, which is not in the keyring {}{unread}: get the distributor's \
+                 key (check its fingerprint on their website) and add it",
                 issuer_name(sig),
                 self.origin
-            ));
+            )));
         }
         // A keyring may hold an old and a refreshed copy of one key: any
         // copy that makes the signature good is enough.
@@ -136,15 +189,33 @@ fn check_with(
     component: Option<usize>,
     sig: &Signature,
     data: &[u8],
-) -> Result<String, String> {
+) -> Result<String, Refusal> {
     let fpr = fingerprint(&cert.primary_key);
     let verified = match component {
         None => sig.verify(&cert.primary_key, Cursor::new(data)),
         Some(i) => sig.verify(&cert.public_subkeys[i].key, Cursor::new(data)),
     };
-    verified.map_err(|e| {
-        format!("does not match the signed file: it was altered, or the signature is for another file (key {fpr}: {e})")
+    // rpgp's own text for a mismatch is an assertion dump ("left: [..],
+    // right: [..]"): a user needs to know which files disagree, and the
+    // caller names them. Only an algorithm rpgp lacks is told apart.
+    verified.map_err(|e| match &e {
+        pgp::errors::Error::Unsupported { .. } => {
+            Refusal::Other(format!("by key {fpr} cannot be checked: {}", one_line(&e)))
+        }
+        _ => Refusal::Mismatch { key: fpr.clone() },
     })?;
+    check_key(cert, component, sig, &fpr).map_err(Refusal::Other)?;
+    Ok(fpr)
+}
+
+/// The key (and subkey) that made a good signature, and the signature
+/// itself, are still valid today.
+fn check_key(
+    cert: &SignedPublicKey,
+    component: Option<usize>,
+    sig: &Signature,
+    fpr: &str,
+) -> Result<(), String> {
     let now = time::now();
     let refresh = "; if the distributor has extended or replaced it, export the current key again";
     let primary = usable_primary(cert, now)
@@ -159,8 +230,7 @@ fn check_with(
             format!("was made by subkey {sub} of key {fpr}, which {why}{refresh}")
         }),
     }?;
-    signature_current(sig, now).map_err(|why| format!("by key {fpr} {why}"))?;
-    Ok(fpr)
+    signature_current(sig, now).map_err(|why| format!("by key {fpr} {why}"))
 }
 
 /// Key flags bind only when the self-signature has them; old keys have none.
@@ -169,36 +239,172 @@ fn can_sign(self_sig: &Signature) -> bool {
     flags.sign() || flags == pgp::packet::KeyFlags::default()
 }
 
-fn parse_keys(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
-    let parsed: Vec<_> = if is_armored(bytes) {
+/// Every certificate that can be read, and why each other one could not.
+fn parse_keys(bytes: &[u8]) -> (Vec<SignedPublicKey>, Vec<String>) {
+    let mut keys = Vec::new();
+    let mut skipped = Vec::new();
+    if is_armored(bytes) {
         // `cat a.asc b.asc > keyring.asc` is a common way to make a keyring:
         // read every armour block, not only the first.
         let text = String::from_utf8_lossy(bytes);
-        let mut keys = Vec::new();
         for block in text.split("-----BEGIN PGP PUBLIC KEY BLOCK-----").skip(1) {
             let block = format!("-----BEGIN PGP PUBLIC KEY BLOCK-----{block}");
-            let (parsed, _) = SignedPublicKey::from_armor_many(Cursor::new(block.into_bytes()))
-                .map_err(|e| format!("is not an OpenPGP keyring: {e}"))?;
-            keys.extend(parsed);
+            match dearmor(block.as_bytes()) {
+                Ok(binary) => read_binary(&binary, &mut keys, &mut skipped),
+                Err(why) => skipped.push(why),
+            }
         }
-        keys
     } else {
-        SignedPublicKey::from_bytes_many(Cursor::new(bytes))
-            .map_err(|e| format!("is not an OpenPGP keyring: {e}"))?
-            .collect()
-    };
-    // One unreadable key (an algorithm rpgp lacks) must not hide the others.
-    Ok(parsed.into_iter().filter_map(|k| k.ok()).collect())
+        read_binary(bytes, &mut keys, &mut skipped);
+    }
+    (keys, skipped)
+}
+
+fn dearmor(block: &[u8]) -> Result<Vec<u8>, String> {
+    let mut reader = Dearmor::new(block);
+    let mut binary = Vec::new();
+    reader
+        .read_to_end(&mut binary)
+        .map_err(|e| format!("an armour block is damaged: {}", one_line(&e)))?;
+    if reader.typ != Some(BlockType::PublicKey) {
+        return Err("an armour block is not a PUBLIC KEY BLOCK".to_owned());
+    }
+    Ok(binary)
+}
+
+/// Parses each certificate of a binary keyring on its own.
+fn read_binary(bytes: &[u8], keys: &mut Vec<SignedPublicKey>, skipped: &mut Vec<String>) {
+    let (found, broken) = packets(bytes);
+    for cert in certificates(&found) {
+        match SignedPublicKey::from_bytes(&cert[..]) {
+            Ok(key) => keys.push(key),
+            Err(e) => skipped.push(one_line(&e)),
+        }
+    }
+    skipped.extend(broken);
+}
+
+/// Packet tags (RFC 9580 section 5) that matter to reading a keyring.
+const TAG_SECRET_KEY: u8 = 5;
+const TAG_PUBLIC_KEY: u8 = 6;
+const TAG_MARKER: u8 = 10;
+const TAG_TRUST: u8 = 12;
+const TAG_PADDING: u8 = 21;
+
+/// One packet of a binary OpenPGP stream: its tag, and its bytes with the
+/// header, as they are handed on to rpgp.
+struct Packet<'a> {
+    tag: u8,
+    bytes: &'a [u8],
+}
+
+/// Splits a binary OpenPGP stream into packets by their headers alone, old
+/// and new format (RFC 9580 section 4.2). A header that cannot be read, or
+/// a length past the end, ends the walk: the packets before it are kept,
+/// with the reason.
+fn packets(bytes: &[u8]) -> (Vec<Packet<'_>>, Option<String>) {
+    let mut found = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let (tag, head, body) = match header(&bytes[at..]) {
+            Ok(h) => h,
+            Err(why) => return (found, Some(format!("{why} at byte {at}"))),
+        };
+        let end = at.saturating_add(head).saturating_add(body);
+        if end > bytes.len() {
+            return (
+                found,
+                Some(format!(
+                    "the packet at byte {at} runs past the end of the file"
+                )),
+            );
+        }
+        found.push(Packet {
+            tag,
+            bytes: &bytes[at..end],
+        });
+        at = end;
+    }
+    (found, None)
+}
+
+/// A packet header at the start of `b`: (tag, header length, body length).
+/// Partial and indeterminate lengths are for data packets; no key, user ID
+/// or signature packet has one.
+fn header(b: &[u8]) -> Result<(u8, usize, usize), String> {
+    let short = || "the file ends inside a packet header".to_owned();
+    let byte = |i: usize| b.get(i).map(|&x| usize::from(x)).ok_or_else(short);
+    let first = b[0];
+    if first & 0x80 == 0 {
+        return Err("not an OpenPGP packet".to_owned());
+    }
+    if first & 0x40 != 0 {
+        let tag = first & 0x3f;
+        return match byte(1)? {
+            len @ 0..=191 => Ok((tag, 2, len)),
+            len @ 192..=223 => Ok((tag, 3, ((len - 192) << 8) + byte(2)? + 192)),
+            255 => {
+                let len = (byte(2)? << 24) | (byte(3)? << 16) | (byte(4)? << 8) | byte(5)?;
+                Ok((tag, 6, len))
+            }
+            _ => Err(format!(
+                "a packet (tag {tag}) of partial length, which no key has"
+            )),
+        };
+    }
+    let tag = (first >> 2) & 0x0f;
+    match first & 0x03 {
+        0 => Ok((tag, 2, byte(1)?)),
+        1 => Ok((tag, 3, (byte(1)? << 8) | byte(2)?)),
+        2 => {
+            let len = (byte(1)? << 24) | (byte(2)? << 16) | (byte(3)? << 8) | byte(4)?;
+            Ok((tag, 5, len))
+        }
+        _ => Err(format!(
+            "a packet (tag {tag}) of indeterminate length, which no key has"
+        )),
+    }
+}
+
+/// Each certificate as the bytes rpgp parses: a primary public key packet
+/// and what follows it up to the next primary key, without the trust,
+/// marker and padding packets gpgv ignores too. Secret keys are not
+/// certificates to verify with, and are left out with their packets.
+fn certificates(packets: &[Packet<'_>]) -> Vec<Vec<u8>> {
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    let mut in_cert = false;
+    for p in packets {
+        match p.tag {
+            TAG_PUBLIC_KEY => {
+                certs.push(p.bytes.to_vec());
+                in_cert = true;
+            }
+            TAG_SECRET_KEY => in_cert = false,
+            TAG_TRUST | TAG_MARKER | TAG_PADDING => {}
+            _ => {
+                if let (true, Some(cert)) = (in_cert, certs.last_mut()) {
+                    cert.extend_from_slice(p.bytes);
+                }
+            }
+        }
+    }
+    certs
+}
+
+/// A library error's first line: rpgp's messages can span several.
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
 fn parse_detached(bytes: &[u8]) -> Result<Vec<Signature>, String> {
     let parsed: Vec<_> = if is_armored(bytes) {
         let (sigs, _) = DetachedSignature::from_armor_many(Cursor::new(bytes))
-            .map_err(|e| format!("is not an OpenPGP signature: {e}"))?;
+            .map_err(|e| format!("is not an OpenPGP signature: {}", one_line(&e)))?;
         sigs.collect()
     } else {
         DetachedSignature::from_bytes_many(Cursor::new(bytes))
-            .map_err(|e| format!("is not an OpenPGP signature: {e}"))?
+            .map_err(|e| format!("is not an OpenPGP signature: {}", one_line(&e)))?
             .collect()
     };
     let sigs: Vec<Signature> = parsed
@@ -347,5 +553,111 @@ fn reason(rev: &Signature) -> String {
     match rev.revocation_reason_string() {
         Some(r) if !r.is_empty() => format!(" ({})", String::from_utf8_lossy(r)),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_headers_in_old_and_new_format() {
+        // New format: one-, two- and five-octet lengths.
+        assert_eq!(header(&[0xC6, 5]), Ok((6, 2, 5)));
+        assert_eq!(header(&[0xCD, 192, 0]), Ok((13, 3, 192)));
+        assert_eq!(header(&[0xC2, 0xC5, 0xFB]), Ok((2, 3, 1723)));
+        assert_eq!(header(&[0xC2, 255, 0, 1, 0, 0]), Ok((2, 6, 65536)));
+        // Old format, as GnuPG writes keyrings: a key with a two-octet
+        // length, a trust packet, a signature with a four-octet length.
+        assert_eq!(header(&[0x99, 0x02, 0x0d]), Ok((6, 3, 525)));
+        assert_eq!(header(&[0xB0, 12]), Ok((12, 2, 12)));
+        assert_eq!(header(&[0x8A, 0, 0, 1, 0]), Ok((2, 5, 256)));
+        assert!(header(&[0xC6, 230]).unwrap_err().contains("partial length"));
+        assert!(header(&[0x9B]).unwrap_err().contains("indeterminate"));
+        assert!(header(&[0x42])
+            .unwrap_err()
+            .contains("not an OpenPGP packet"));
+        assert!(header(&[0x99, 0x02]).unwrap_err().contains("ends inside"));
+    }
+
+    #[test]
+    fn trust_and_marker_packets_are_dropped_and_each_certificate_stands_alone() {
+        let parts: [&[u8]; 8] = [
+            &[0xCA, 3, b'P', b'G', b'P'], // marker
+            &[0xC6, 1, 4],                // primary key
+            &[0xB0, 2, 0, 0],             // trust, old format
+            &[0xCD, 1, b'a'],             // user ID
+            &[0xCC, 1, 0],                // trust, new format
+            &[0xC6, 1, 4],                // the next primary key
+            &[0xCE, 1, 4],                // its subkey
+            &[0xB0, 1, 0],                // trust
+        ];
+        let ring = parts.concat();
+        let (found, broken) = packets(&ring);
+        assert_eq!(broken, None);
+        let tags: Vec<u8> = found.iter().map(|p| p.tag).collect();
+        assert_eq!(tags, [10, 6, 12, 13, 12, 6, 14, 12]);
+        assert_eq!(
+            certificates(&found),
+            [
+                vec![0xC6, 1, 4, 0xCD, 1, b'a'],
+                vec![0xC6, 1, 4, 0xCE, 1, 4]
+            ]
+        );
+        // A damaged tail costs only itself.
+        let damaged = [&ring[..], &[0xC6, 9, 4]].concat();
+        let (found, broken) = packets(&damaged);
+        assert_eq!(found.len(), 8);
+        assert!(broken.unwrap().contains("runs past the end of the file"));
+    }
+
+    /// The keyrings Debian's packages install, the files a user on Debian or
+    /// Ubuntu points --keyring at first (tests/bench/setup-host.sh installs
+    /// the packages): every certificate is read, and the distributor's CD
+    /// signing key in each is usable.
+    #[test]
+    fn keyrings_as_debian_packages_install_them() {
+        let cases = [
+            (
+                "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+                "ubuntu-keyring",
+                "843938DF228D22F7B3742BC0D94AA3F0EFE21092",
+            ),
+            (
+                "/usr/share/keyrings/debian-role-keys.gpg",
+                "debian-keyring",
+                "DF9B9C49EAA9298432589D76DA87E80D6294BE9B",
+            ),
+        ];
+        for (path, package, cd_key) in cases {
+            let path = Path::new(path);
+            if !path.exists() {
+                eprintln!(
+                    "skipped: {} is absent (install the Debian package {package})",
+                    path.display()
+                );
+                continue;
+            }
+            let ring = Keyring::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let bytes = std::fs::read(path).unwrap();
+            let (found, broken) = packets(&bytes);
+            assert_eq!(broken, None, "{}", path.display());
+            let primaries = found.iter().filter(|p| p.tag == TAG_PUBLIC_KEY).count();
+            assert_eq!(
+                ring.keys.len(),
+                primaries,
+                "{}: not read: {:?}",
+                path.display(),
+                ring.skipped
+            );
+            let cert = ring
+                .keys
+                .iter()
+                .find(|k| fingerprint(&k.primary_key) == cd_key)
+                .unwrap_or_else(|| panic!("{cd_key} is not in {}", path.display()));
+            if let Err(why) = usable_primary(cert, time::now()) {
+                panic!("{cd_key} in {}: {why}", path.display());
+            }
+        }
     }
 }

@@ -1,13 +1,18 @@
 //! hv-iso end to end: ISOs built by xorriso, checksum files signed by keys
 //! gpg generates for each test (good, foreign, expired, revoked, subkey),
-//! served by a loopback HTTP server that can drop connections. What is
+//! served by a loopback HTTP server that can drop connections, and by a raw
+//! one that redirects anywhere or sends bytes without end. What is
 //! asserted is what a user checks: the exit status, the record, what is in
 //! the library directory afterwards, and what the server was asked.
 
 use hv_testbench::http::{Fault, FileServer};
 use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A scratch directory (server root, library, gpg home) removed at the end.
 struct Scratch(PathBuf);
@@ -818,4 +823,406 @@ fn a_server_that_ignores_range_restarts_the_file_from_zero() {
         sha256sum(&iso),
         "not spliced"
     );
+}
+
+#[test]
+fn a_keyring_in_gnupgs_own_format_verifies_and_an_unreadable_certificate_hides_no_other() {
+    let (s, gpg, key) = distributor("ring");
+    let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
+    // As /usr/share/keyrings/*.gpg are written: GnuPG's keyring format (not
+    // a keybox), with a trust packet after the key, user ID and signature.
+    let ring = s.0.join("ring.gpg");
+    let asc = s.0.join("key.asc");
+    gpg.run(&[
+        "--no-default-keyring",
+        "--keyring",
+        &format!("gnupg-ring:{}", ring.display()),
+        "--import",
+        asc.to_str().unwrap(),
+    ]);
+    let listed = gpg.run(&["--list-packets", ring.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(":trust packet:"),
+        "gpg wrote no trust packets: {}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    let server = FileServer::start(s.www());
+    let add = |keyring: &Path, name: &str| {
+        hv_iso(
+            &s.lib(),
+            &[
+                "add",
+                &server.url("distro.iso"),
+                "--name",
+                name,
+                "--keyring",
+                keyring.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = add(&ring, "distro.iso");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = one_record(&out);
+    assert_eq!(r["signer"], key.as_str());
+    assert_eq!(r["sha256"], sha256sum(&iso).as_str());
+
+    // Certificates that cannot be read come first: a key packet cut short
+    // (with the user ID that followed it) and an RSA key whose modulus is
+    // missing. A damaged packet ends the file.
+    let broken: [&[u8]; 3] = [
+        &[0xC6, 5, 4, 0x65, 0, 0, 0],
+        b"\xCD\x10Broken <b@e.org>",
+        &[
+            0x99, 0x00, 0x0A, 4, 0x65, 0, 0, 0, 1, 0x10, 0x00, 0xAB, 0xCD,
+        ],
+    ];
+    let mut mixed = broken.concat();
+    mixed.extend(std::fs::read(&ring).unwrap());
+    mixed.extend_from_slice(&[0xC6, 0x40, 4]);
+    let mixed_ring = s.0.join("mixed.gpg");
+    std::fs::write(&mixed_ring, mixed).unwrap();
+    let out = add(&mixed_ring, "again.iso");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(one_record(&out)["signer"], key.as_str());
+
+    let only_broken = s.0.join("broken.gpg");
+    std::fs::write(&only_broken, broken.concat()).unwrap();
+    let out = add(&only_broken, "third.iso");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds no OpenPGP public key that can be read"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_signature_of_another_file_names_both_files_and_the_fix_in_one_line() {
+    let (s, gpg, key) = distributor("wrongsig");
+    debian_mirror(&s, &gpg, &key, "distro.iso");
+    std::fs::write(s.www().join("SHA512SUMS"), "another file\n").unwrap();
+    gpg.sign(
+        &key,
+        "armor",
+        &s.www().join("SHA512SUMS"),
+        &s.www().join("SHA512SUMS.sign"),
+        None,
+    );
+    let server = FileServer::start(s.www());
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &server.url("distro.iso"),
+            "--checksums",
+            &server.url("SHA256SUMS"),
+            "--signature",
+            &server.url("SHA512SUMS.sign"),
+            "--keyring",
+            s.0.join("key.asc").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let want = format!(
+        "{} does not match its signature {} (by key {key})",
+        server.url("SHA256SUMS"),
+        server.url("SHA512SUMS.sign")
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("fetch both again"), "names the fix: {err}");
+    assert!(
+        !err.contains("assertion") && !err.contains("left:"),
+        "no library internals: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(server.requests("distro.iso").is_empty());
+}
+
+/// A loopback server that answers each request with what `answer` writes
+/// for its path: the redirects and endless bodies of a broken or hostile
+/// mirror, which the testbench's file server does not send.
+struct Raw {
+    port: u16,
+}
+
+impl Raw {
+    fn start(
+        answer: impl Fn(&str, &mut TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Raw {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    if let Some(path) = request_path(&conn) {
+                        let _ = answer(&path, &mut conn);
+                    }
+                });
+            }
+        });
+        Raw { port }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+/// Reads one request's head and returns its path.
+fn request_path(conn: &TcpStream) -> Option<String> {
+    let mut reader = BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 || header.trim().is_empty() {
+            return Some(path);
+        }
+    }
+}
+
+fn redirect(out: &mut TcpStream, to: &str) -> std::io::Result<()> {
+    write!(
+        out,
+        "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+}
+
+#[test]
+fn redirects_lead_only_to_http_or_https_and_a_server_never_reached_is_not_retried() {
+    let s = Scratch::new("redirect");
+    let iso = make_iso(&s.www(), "distro.iso", 1, 13);
+    let server = FileServer::start(s.www());
+
+    // Followed: a relative redirect, then one to another server.
+    let target = server.url("distro.iso");
+    let hops = Raw::start(move |path, out| match path {
+        "/a/distro.iso" => redirect(out, "../b/distro.iso"),
+        _ => redirect(out, &target),
+    });
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &hops.url("a/distro.iso"),
+            "--sha256",
+            &sha256sum(&iso),
+            "--allow-unsigned",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = one_record(&out);
+    assert_eq!(r["sha256"], sha256sum(&iso).as_str());
+    assert_eq!(r["source"], hops.url("a/distro.iso").as_str());
+    assert_eq!(server.requests("distro.iso").len(), 1);
+    std::fs::remove_dir_all(s.lib()).unwrap();
+
+    // Refused: to ftp://, for the image and for a checksum file; nothing
+    // connects to the ftp server.
+    let ftp = TcpListener::bind("127.0.0.1:0").unwrap();
+    ftp.set_nonblocking(true).unwrap();
+    let ftp_url = format!(
+        "ftp://127.0.0.1:{}/distro.iso",
+        ftp.local_addr().unwrap().port()
+    );
+    let to_ftp = {
+        let ftp_url = ftp_url.clone();
+        Raw::start(move |_, out| redirect(out, &ftp_url))
+    };
+    let image = to_ftp.url("distro.iso");
+    let sums = to_ftp.url("SHA256SUMS");
+    let local = iso.to_str().unwrap();
+    for args in [
+        vec!["add", image.as_str(), "--allow-unsigned"],
+        vec![
+            "add",
+            local,
+            "--checksums",
+            sums.as_str(),
+            "--allow-unsigned",
+        ],
+    ] {
+        let out = hv_iso(&s.lib(), &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "redirected to {ftp_url}, which is not HTTP or HTTPS"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            listing(&s.lib()).is_empty(),
+            "left: {:?}",
+            listing(&s.lib())
+        );
+    }
+    assert!(
+        matches!(ftp.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the ftp:// target was contacted"
+    );
+
+    // A redirect to a port nobody listens on: one clear error at once, not
+    // five retries with growing waits.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("http://127.0.0.1:{closed}/distro.iso");
+    let to_nowhere = {
+        let nowhere = nowhere.clone();
+        Raw::start(move |_, out| redirect(out, &nowhere))
+    };
+    let begun = Instant::now();
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &to_nowhere.url("distro.iso"),
+            "--allow-unsigned",
+            "--retries",
+            "5",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("redirected to {nowhere}: no answer")),
+        "{err}"
+    );
+    assert!(!err.contains("resuming at byte"), "not retried: {err}");
+    assert!(
+        begun.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        begun.elapsed()
+    );
+    assert!(
+        listing(&s.lib()).is_empty(),
+        "left: {:?}",
+        listing(&s.lib())
+    );
+}
+
+#[test]
+fn a_download_is_stopped_at_max_size_and_its_partial_file_deleted() {
+    let s = Scratch::new("maxsize");
+    // No Content-Length and no end: bytes until the client hangs up.
+    let endless = Raw::start(|_, out| {
+        out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+        let block = vec![0u8; 64 << 10];
+        loop {
+            out.write_all(&block)?;
+        }
+    });
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &endless.url("endless.iso"),
+            "--allow-unsigned",
+            "--max-size",
+            "2M",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("more than 2 MiB arrived, the most --max-size allows"),
+        "{err}"
+    );
+    assert!(
+        listing(&s.lib()).is_empty(),
+        "left: {:?}",
+        listing(&s.lib())
+    );
+
+    // A server that states a larger size is refused before its body.
+    let iso = make_iso(&s.www(), "big.iso", 3, 17);
+    let server = FileServer::start(s.www());
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            &server.url("big.iso"),
+            "--allow-unsigned",
+            "--max-size",
+            "1M",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("more than --max-size (1 MiB)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        listing(&s.lib()).is_empty(),
+        "left: {:?}",
+        listing(&s.lib())
+    );
+    // A local file is held to the same limit.
+    let out = hv_iso(
+        &s.lib(),
+        &[
+            "add",
+            iso.to_str().unwrap(),
+            "--allow-unsigned",
+            "--max-size",
+            "1M",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-size"), "{}", stderr(&out));
+    assert!(
+        listing(&s.lib()).is_empty(),
+        "left: {:?}",
+        listing(&s.lib())
+    );
+    // The default (64 GiB) lets it in.
+    let out = hv_iso(
+        &s.lib(),
+        &["add", &server.url("big.iso"), "--allow-unsigned"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(one_record(&out)["sha256"], sha256sum(&iso).as_str());
+}
+
+#[test]
+fn a_checksum_file_over_16_mib_is_too_large_from_a_url_a_path_or_dev_zero() {
+    let s = Scratch::new("bigsums");
+    let iso = make_iso(&s.www(), "distro.iso", 1, 19);
+    let mut sums = format!("{}  distro.iso\n", sha256sum(&iso)).into_bytes();
+    sums.resize(17 << 20, b'\n');
+    std::fs::write(s.www().join("SHA256SUMS"), &sums).unwrap();
+    let server = FileServer::start(s.www());
+    let path = std::fs::canonicalize(s.www().join("SHA256SUMS")).unwrap();
+    for given in [
+        server.url("SHA256SUMS"),
+        path.display().to_string(),
+        "/dev/zero".to_owned(),
+    ] {
+        let out = hv_iso(
+            &s.lib(),
+            &[
+                "add",
+                iso.to_str().unwrap(),
+                "--checksums",
+                &given,
+                "--allow-unsigned",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{given}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{given}: too large (over 16 MiB)")),
+            "{given}: {err}"
+        );
+        assert!(!err.contains("Failed writing"), "{err}");
+    }
 }

@@ -9,7 +9,7 @@ mod budget;
 mod host;
 mod ops;
 mod plan;
-mod size;
+use hv_common::size;
 
 use budget::Budget;
 use clap::{Parser, ValueEnum};
