@@ -39,8 +39,13 @@ pub struct Action {
     pub item_timeout: Duration,
 }
 
-/// Opens the connection the action needs (read-only for a dry run), runs
-/// `work` on every target and prints the records.
+/// Opens the connection the action needs, runs `work` on every target and
+/// prints the records.
+///
+/// A dry run opens the same read-write connection the real run would: on
+/// a read-only one it would say `ok` for actions the user may not take,
+/// and could not read what the real run reads (a backup's secure XML).
+/// What a dry run does with it is only reads.
 pub fn act<F>(
     inputs: impl Iterator<Item = Input>,
     args: &ActionArgs,
@@ -50,12 +55,7 @@ pub fn act<F>(
 where
     F: Fn(&Connect, &Domain, &VmRef) -> Result<Map<String, Value>> + Send + Sync + 'static,
 {
-    let access = if args.dry_run {
-        Access::ReadOnly
-    } else {
-        Access::ReadWrite
-    };
-    let conn = Arc::new(args.connect.open(access)?);
+    let conn = Arc::new(args.connect.open(Access::ReadWrite)?);
     let mut printer = Printer::stdout(args.output.format(), action.columns);
     let opts = args.jobs.options(action.item_timeout);
     let exit = run(inputs, conn, &opts, action.name, &mut printer, work)?;

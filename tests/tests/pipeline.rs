@@ -86,3 +86,40 @@ fn bench_snapshot_records_name_their_vm_to_the_next_command() {
     assert_eq!(recs[0]["uuid"], g.uuid.as_str());
     assert_eq!(recs[0]["snapshot_count"], 1);
 }
+
+/// A dry run promises only what the real run may do: it connects as the
+/// real run would, so a user without write access is told so, and it
+/// reads what the real run reads.
+#[test]
+fn bench_dry_runs_promise_only_what_the_real_run_may_do() {
+    let conn = connect();
+    let g = GuestSpec::new("dry run");
+    let g = g.define(&conn);
+    let start = hv_testbench::bin("hv-start");
+    let out = hv_testbench::hv_as_nobody(&start, &["-c", hv_testbench::URI, "--dry-run", &g.name]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "hv-start --dry-run as nobody: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(records(&out).iter().all(|r| r["ok"] != true));
+
+    let dir = hv_testbench::scratch("dry-backup");
+    let repo = dir.join("repo");
+    let init = hv_testbench::backup_repo(&dir, &repo);
+    let mut args: Vec<&str> = vec!["create", "--dry-run", &g.name];
+    args.extend(init.iter().map(String::as_str));
+    let out = hv_testbench::hv(&hv_testbench::bin("hv-backup"), &args, "");
+    assert!(
+        out.status.success(),
+        "hv-backup create --dry-run as root: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out);
+    assert_eq!(recs[0]["ok"], true, "{recs:?}");
+    assert_eq!(recs[0]["dry_run"], true);
+    assert_eq!(recs[0]["disks"], serde_json::json!(["vda"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
