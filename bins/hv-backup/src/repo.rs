@@ -206,6 +206,7 @@ impl Repo {
             .mode(0o700)
             .create(key_dir)
             .map_err(|e| Error::io(format!("cannot create {}", key_dir.display()), e))?;
+        check_key_dir(key_dir)?;
         let path = self.host_key_path(key_dir);
         let mut text = crypt::hex(key);
         text.push('\n');
@@ -215,6 +216,7 @@ impl Repo {
     }
 
     pub fn host_key(&self, key_dir: &Path) -> Result<ChunkKey> {
+        check_key_dir(key_dir)?;
         let path = self.host_key_path(key_dir);
         let text = fs::read_to_string(&path).map_err(|e| {
             Error::new(
@@ -479,6 +481,34 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries =
         fs::read_dir(dir).map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
     Ok(entries.flatten().map(|e| e.path()).collect())
+}
+
+/// The host's chunk-id keys are secrets: a directory other users may
+/// write lets them put a key of their choosing in place (and then learn
+/// which chunks a backup holds); one they may read gives the keys away.
+/// The first is refused, the second named, with the fix either way.
+fn check_key_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(dir) else {
+        return Ok(()); // not made yet, or not readable: the key's own read says why
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Error::usage(format!(
+            "key directory {} is writable by other users (mode {mode:04o}): one of them could \
+             replace this host's chunk-id key; run `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if mode & 0o044 != 0 {
+        hv_common::cli::warn(format!(
+            "key directory {} is readable by other users (mode {mode:04o}); run `chmod 700 {}`",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 fn mkdir(dir: &Path) -> Result<()> {

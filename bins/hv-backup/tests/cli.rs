@@ -805,6 +805,20 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("a device"));
+    // A key directory open to everyone is not trusted with the key.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let keys = PathBuf::from(b.key_dir());
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let out = b.run_with_input(&["create"], "some-vm\n");
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("writable by other users") && err.contains("chmod 700"),
+            "{err}"
+        );
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     // A bad recipient names itself and the fix.
     let bad = b.run(&[
         "init",
