@@ -1,6 +1,6 @@
 //! The libvirt calls hv needs that the `virt` crate does not wrap:
 //! bulk domain statistics (its `DomainStatsRecord` is an opaque pointer),
-//! checkpoints and backup jobs; and statvfs(3). This is the only module with `unsafe`; each block
+//! checkpoints and backup jobs; statvfs(3) and the terminal's width. This is the only module with `unsafe`; each block
 //! follows the ownership rules stated in libvirt's API docs.
 #![allow(unsafe_code)]
 
@@ -393,4 +393,19 @@ extern "C" {
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid cannot fail and touches no memory.
     unsafe { libc::geteuid() }
+}
+
+/// The width in columns of the terminal on `fd`, if it is one.
+pub fn terminal_width(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we own; the
+    // descriptor is borrowed, so it stays open for the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }

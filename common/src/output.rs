@@ -98,16 +98,25 @@ impl<W: Write> Printer<W> {
                 self.out.write_all(end.as_bytes()).map_err(Error::output)?;
             }
             Format::Table => {
-                let text = render_table(&self.held, self.columns);
+                crate::progress::hide();
+                let text = render_table(&self.held, self.columns, table_width());
                 self.out.write_all(text.as_bytes()).map_err(Error::output)?;
+                self.out.flush().map_err(Error::output)?;
+                for line in failures(&self.held) {
+                    crate::cli::warn(line);
+                }
             }
-            Format::Csv => write_csv(&mut self.out, &self.held)?,
+            Format::Csv => {
+                crate::progress::hide();
+                write_csv(&mut self.out, &self.held)?
+            }
         }
         self.out.flush().map_err(Error::output)?;
         Ok(self.out)
     }
 
     fn write_line(&mut self, value: &Value) -> Result<()> {
+        crate::progress::clear_line();
         let mut line = serde_json::to_vec(value).expect("JSON values always serialize");
         line.push(b'\n');
         self.out.write_all(&line).map_err(Error::output)?;
@@ -188,11 +197,57 @@ fn table_columns(
         .collect()
 }
 
-fn render_table(records: &[Map<String, Value>], columns: &[Column]) -> String {
+/// The width a table must fit: `$COLUMNS` when set (as shells export it),
+/// else the terminal's, else none (a table written to a file or a pipe).
+fn table_width() -> Option<usize> {
+    use std::os::fd::AsFd;
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c > 0)
+        .or_else(|| crate::ffi::terminal_width(std::io::stdout().as_fd()))
+}
+
+/// Fields that name an item: never shortened or wrapped, so a person can
+/// copy a name from the table into the next command.
+const NAMES: &[&str] = &[
+    "name", "uuid", "id", "host", "subject", "target", "check", "ok",
+];
+
+/// Columns left in a table that is too wide for the terminal, after the
+/// names: what state an item is in and why it failed.
+const KEPT: &[&str] = &["status", "state", "error", "message", "hint"];
+
+fn drop_column<C>(
+    i: usize,
+    columns: &mut Vec<C>,
+    widths: &mut Vec<usize>,
+    rows: &mut [Vec<String>],
+) {
+    columns.remove(i);
+    widths.remove(i);
+    for row in rows {
+        row.remove(i);
+    }
+}
+
+/// A table's width with its two-space gaps.
+fn width_of(widths: &[usize]) -> usize {
+    widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1)
+}
+
+/// The narrowest a wrapped column gets.
+const MIN_WRAPPED: usize = 12;
+
+fn render_table(
+    records: &[Map<String, Value>],
+    columns: &[Column],
+    width: Option<usize>,
+) -> String {
     if records.is_empty() {
         return String::new();
     }
-    let columns = table_columns(records, columns);
+    let mut columns = table_columns(records, columns);
     let mut rows: Vec<Vec<String>> = vec![columns.iter().map(|c| c.0.clone()).collect()];
     rows.extend(records.iter().map(|r| {
         columns
@@ -200,7 +255,7 @@ fn render_table(records: &[Map<String, Value>], columns: &[Column]) -> String {
             .map(|(_, key, show)| cell(r.get(key), *show))
             .collect()
     }));
-    let widths: Vec<usize> = (0..columns.len())
+    let mut widths: Vec<usize> = (0..columns.len())
         .map(|i| {
             rows.iter()
                 .map(|row| row[i].chars().count())
@@ -208,17 +263,134 @@ fn render_table(records: &[Map<String, Value>], columns: &[Column]) -> String {
                 .unwrap_or(0)
         })
         .collect();
+    if let Some(limit) = width {
+        // A column with no value in any row says nothing: it goes first.
+        if width_of(&widths) > limit {
+            for i in (0..columns.len()).rev() {
+                if rows[1..].iter().all(|row| row[i] == "-") {
+                    drop_column(i, &mut columns, &mut widths, &mut rows);
+                }
+            }
+        }
+        let mut left_out = 0;
+        loop {
+            // Narrow the widest column of text (cells with spaces; never a
+            // name or a time) until the table fits; its cells wrap.
+            while width_of(&widths) > limit {
+                let excess = width_of(&widths) - limit;
+                let widest = (0..columns.len())
+                    .filter(|&i| !NAMES.contains(&columns[i].1.as_str()))
+                    .filter(|&i| rows[1..].iter().any(|row| row[i].contains(' ')))
+                    .filter(|&i| widths[i] > MIN_WRAPPED.max(columns[i].0.len()))
+                    .max_by_key(|&i| widths[i]);
+                let Some(i) = widest else { break };
+                let floor = MIN_WRAPPED.max(columns[i].0.len());
+                widths[i] = widths[i].saturating_sub(excess).max(floor);
+            }
+            if width_of(&widths) <= limit {
+                break;
+            }
+            // Still too wide: leave out the rightmost column that is not
+            // a name, a state or the reason for a failure.
+            let spare = (0..columns.len()).rev().find(|&i| {
+                !NAMES.contains(&columns[i].1.as_str()) && !KEPT.contains(&columns[i].1.as_str())
+            });
+            let Some(i) = spare else { break };
+            drop_column(i, &mut columns, &mut widths, &mut rows);
+            left_out += 1;
+        }
+        if left_out > 0 {
+            crate::cli::warn(format!(
+                "{left_out} columns left out to fit {limit} columns; --format json shows every field"
+            ));
+        }
+    }
     let mut text = String::new();
     for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
-            .collect();
-        text.push_str(line.join("  ").trim_end());
-        text.push('\n');
+        let cells: Vec<Vec<String>> = row.iter().zip(&widths).map(|(c, &w)| wrap(c, w)).collect();
+        let height = cells.iter().map(Vec::len).max().unwrap_or(1);
+        for n in 0..height {
+            let line: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(lines, w)| {
+                    let c = lines.get(n).map(String::as_str).unwrap_or("");
+                    format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count())))
+                })
+                .collect();
+            text.push_str(line.join("  ").trim_end());
+            text.push('\n');
+        }
     }
     text
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces where
+/// it can be and inside a word where it must.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    if text.chars().count() <= width || width == 0 {
+        return vec![text.to_owned()];
+    }
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let used = line.chars().count();
+            let room = if used == 0 {
+                width
+            } else {
+                width.saturating_sub(used + 1)
+            };
+            if word.len() <= room {
+                if used > 0 {
+                    line.push(' ');
+                }
+                line.extend(word.iter());
+                break;
+            }
+            // A word that fits a line of its own starts one; so does a
+            // long word that would leave only a stub on this line.
+            if used > 0 && (word.len() <= width || room < 4) {
+                lines.push(std::mem::take(&mut line));
+                continue;
+            }
+            // Longer than a whole line: cut it.
+            let (head, tail) = word.split_at(room.min(word.len()));
+            if used > 0 {
+                line.push(' ');
+            }
+            line.extend(head.iter());
+            lines.push(std::mem::take(&mut line));
+            word = tail.to_vec();
+            if word.is_empty() {
+                break;
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// One line per failed item, for people reading a table: which item, the
+/// error's code and its whole message (a table cell shows the code only).
+fn failures(records: &[Map<String, Value>]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.get("ok") == Some(&Value::Bool(false)))
+        .filter_map(|r| {
+            let error = r.get("error")?.as_object()?;
+            let item = ["name", "id", "subject", "path", "url"]
+                .iter()
+                .find_map(|k| r.get(*k).and_then(Value::as_str))
+                .unwrap_or("-");
+            let code = error.get("code").and_then(Value::as_str).unwrap_or("error");
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+            Some(format!("{item}: {code}: {message}"))
+        })
+        .collect()
 }
 
 fn cell(value: Option<&Value>, show: Show) -> String {
@@ -243,6 +415,8 @@ fn cell(value: Option<&Value>, show: Show) -> String {
                 parts.join(",")
             }
         }
+        // An error object shows its code; the message follows the table.
+        (Some(Value::Object(o)), _) if o.contains_key("code") => cell(o.get("code"), Show::Plain),
         (Some(v), _) => v.to_string(),
     }
 }
@@ -273,6 +447,50 @@ pub fn human_bytes(n: u64) -> String {
         format!("{value:.0} {}", UNITS[unit])
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wrapped_lines_never_pass_the_width() {
+        let text = "enable nested virtualization on its host (options kvm_intel nested=1) and CPU mode host-passthrough, then /dev/kvm";
+        for width in 1..40 {
+            for line in wrap(text, width) {
+                assert!(line.chars().count() <= width, "{width}: {line:?}");
+            }
+        }
+        assert_eq!(wrap("a bb ccc", 4), ["a bb", "ccc"]);
+    }
+
+    #[test]
+    fn a_table_fits_its_width_and_names_are_whole() {
+        let long = "x".repeat(50) + " " + &"word ".repeat(40);
+        let records: Vec<Map<String, Value>> = (0..3)
+            .map(|i| {
+                obj(
+                    json!({"name": format!("a-rather-long-vm-name-{i}"), "ok": false,
+                    "error": {"code": "not_found", "message": long}, "hint": long}),
+                )
+            })
+            .collect();
+        const COLS: &[Column] = &[
+            col("NAME", "name", Show::Plain),
+            col("OK", "ok", Show::Plain),
+            col("ERROR", "error", Show::Plain),
+            col("HINT", "hint", Show::Plain),
+        ];
+        let text = render_table(&records, COLS, Some(60));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 60, "{line:?}\n{text}");
+        }
+        assert!(text.contains("a-rather-long-vm-name-2"));
+        assert!(text.contains("not_found"));
+        assert_eq!(failures(&records).len(), 3);
+        assert!(failures(&records)[0].starts_with("a-rather-long-vm-name-0: not_found: xxx"));
     }
 }
 

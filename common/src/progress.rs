@@ -6,7 +6,7 @@ use crate::cli;
 use crate::output::human_bytes;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,13 +50,51 @@ impl Progress {
     }
 }
 
+/// Whether a progress line is on the screen, and whether results have
+/// begun to print as a table (then no line is drawn again): one lock, so
+/// a result never lands after a half-drawn line or under a stale one.
+struct Screen {
+    drawn: bool,
+    hidden: bool,
+}
+
+static SCREEN: Mutex<Screen> = Mutex::new(Screen {
+    drawn: false,
+    hidden: false,
+});
+
+fn screen() -> std::sync::MutexGuard<'static, Screen> {
+    SCREEN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the progress line before a record is printed; the next redraw
+/// puts it back below the record.
+pub fn clear_line() {
+    let mut s = screen();
+    if s.drawn {
+        eprint!("\r\x1b[K");
+        s.drawn = false;
+    }
+}
+
+/// Removes the progress line for good: a table or other whole output is
+/// about to be printed.
+pub fn hide() {
+    clear_line();
+    screen().hidden = true;
+}
+
 fn draw_until(stop: &AtomicBool, verb: &str, counter: &Counter) {
     let begun = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
-        eprint!("\r{}   ", line(verb, counter, begun.elapsed()));
+        let mut s = screen();
+        if !s.hidden && !stop.load(Ordering::Relaxed) {
+            eprint!("\r{}\x1b[K", line(verb, counter, begun.elapsed()));
+            s.drawn = true;
+        }
     }
-    eprint!("\r\x1b[K");
+    clear_line();
 }
 
 fn line(verb: &str, counter: &Counter, elapsed: Duration) -> String {
@@ -64,7 +102,15 @@ fn line(verb: &str, counter: &Counter, elapsed: Duration) -> String {
     let total = counter.total.load(Ordering::Relaxed);
     let rate = (done as f64 / elapsed.as_secs_f64().max(0.001)) as u64;
     let of = if total > 0 {
-        format!(" of {} ({}%)", human_bytes(total), done * 100 / total)
+        let left = match total.saturating_sub(done).checked_div(rate) {
+            Some(secs) if done > 0 => format!(", {} left", short(secs)),
+            _ => String::new(),
+        };
+        format!(
+            " of {} ({}%{left})",
+            human_bytes(total),
+            done.min(total) * 100 / total
+        )
     } else {
         String::new()
     };
@@ -75,6 +121,15 @@ fn line(verb: &str, counter: &Counter, elapsed: Duration) -> String {
         verb,
         human_bytes(rate)
     )
+}
+
+/// `42s`, `3m10s`, `1h05m`: a time left, to the precision a person reads.
+fn short(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 #[cfg(test)]
@@ -89,7 +144,7 @@ mod tests {
         c.total.store(1 << 30, Ordering::Relaxed);
         let l = line("fetched", &c, Duration::from_secs(2));
         assert!(
-            l.contains("512 MiB fetched of 1 GiB (50%), 256 MiB/s"),
+            l.contains("512 MiB fetched of 1 GiB (50%, 2s left), 256 MiB/s"),
             "{l}"
         );
     }

@@ -635,3 +635,125 @@ pub fn hv_iso_in(lib: &Path, args: &[&str]) -> String {
     let out = hv(&bin("hv-iso"), &full, "");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A real terminal: a detached tmux session of `width` columns running one
+/// shell command line, with the workspace's binaries first on PATH and
+/// HV_CONNECT set to the bench daemon.
+pub struct Terminal {
+    session: String,
+}
+
+impl Terminal {
+    /// Runs `script` in a new `width`-column terminal and waits (up to
+    /// `timeout`) for it to end.
+    pub fn run(script: &str, width: u16, timeout: std::time::Duration) -> Terminal {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = format!("{}term{n}", run_prefix());
+        let dir = Path::new(&bin("hv-ls")).parent().unwrap().to_path_buf();
+        let line = format!(
+            "export PATH='{}':\"$PATH\" HV_CONNECT='{URI}'; unset COLUMNS; {script}; echo \"[exit $?]\"; sleep 600",
+            dir.display()
+        );
+        let st = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x"])
+            .arg(width.to_string())
+            .args(["-y", "200", "bash", "--norc", "--noprofile", "-c", &line])
+            .env_remove("TMUX")
+            .status()
+            .expect("tmux (Debian package tmux)");
+        assert!(st.success(), "tmux new-session");
+        let t = Terminal { session };
+        let started = std::time::Instant::now();
+        while !t.screen(false).contains("[exit ") {
+            assert!(
+                started.elapsed() < timeout,
+                "{script} did not end within {timeout:?}:\n{}",
+                t.screen(false)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        t
+    }
+
+    /// An interactive bash of `width` columns, for typing into with
+    /// [`Terminal::keys`] (completion, prompts).
+    pub fn shell(width: u16) -> Terminal {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let session = format!("{}shell{n}", run_prefix());
+        let dir = Path::new(&bin("hv-ls")).parent().unwrap().to_path_buf();
+        let st = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &session, "-x"])
+            .arg(width.to_string())
+            .args(["-y", "50", "bash", "--norc", "--noprofile", "-i"])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("HV_CONNECT", URI)
+            .env("PS1", "$ ")
+            .env_remove("TMUX")
+            .status()
+            .expect("tmux (Debian package tmux)");
+        assert!(st.success(), "tmux new-session");
+        Terminal { session }
+    }
+
+    /// Types `keys` (tmux key names such as `Tab`, `Enter`, or text).
+    pub fn keys(&self, keys: &[&str]) {
+        let st = Command::new("tmux")
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(st.success());
+    }
+
+    /// Waits until the screen shows `text`; the screen.
+    pub fn wait_for(&self, text: &str, timeout: std::time::Duration) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let screen = self.screen(true);
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{text:?} did not appear within {timeout:?}:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// What the terminal shows; with `joined`, lines the terminal wrapped
+    /// are joined again, so a line longer than the width shows as one.
+    pub fn screen(&self, joined: bool) -> String {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["capture-pane", "-p", "-t", &self.session]);
+        if joined {
+            cmd.arg("-J");
+        }
+        let out = cmd.output().expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    /// The exit status the command line ended with.
+    pub fn exit_status(&self) -> i32 {
+        let screen = self.screen(false);
+        let at = screen.rfind("[exit ").unwrap();
+        screen[at + 6..].split(']').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .status();
+    }
+}

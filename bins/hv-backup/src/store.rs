@@ -109,6 +109,8 @@ pub fn store_export(
     prior: Prior,
 ) -> Result<Stored> {
     let size = client.size();
+    // The progress line's total grows as each disk's export opens.
+    sealer.progress.total.fetch_add(size, Ordering::Relaxed);
     let chunk = sealer.repo.config.chunk_size;
     let count = size.div_ceil(chunk) as usize;
     let failed = AtomicBool::new(false);

@@ -1,0 +1,149 @@
+//! hv as a person sees it: in a real terminal (tmux) of 80 columns.
+
+use hv_testbench::{backup_repo, connect, scratch, GuestSpec, Terminal};
+use std::time::Duration;
+
+/// Asserts that no line of `t`'s screen was longer than `width`, but for
+/// messages on stderr (`hv-…: …`), which wrap as any message does.
+fn fits(t: &Terminal, width: usize, what: &str) {
+    let joined = t.screen(true);
+    for line in joined.lines().filter(|l| !l.starts_with("hv-")) {
+        assert!(
+            line.chars().count() <= width,
+            "{what}: a line of {} columns at {width}:\n{joined}",
+            line.chars().count()
+        );
+    }
+}
+
+#[test]
+fn bench_a_failed_item_shows_why_at_a_terminal() {
+    let t = Terminal::run("hv-start hv-no-such-vm", 80, Duration::from_secs(30));
+    let screen = t.screen(true);
+    assert_eq!(t.exit_status(), 1, "{screen}");
+    assert!(screen.contains("not_found"), "{screen}");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("hv-no-such-vm") && l.contains("not_found:") && l.len() > 40),
+        "the message names the item: {screen}"
+    );
+    fits(&t, 80, "hv-start");
+}
+
+#[test]
+fn bench_tables_fit_80_columns() {
+    let conn = connect();
+    let g = GuestSpec::new("term wide");
+    let _g = g.define(&conn);
+    let dir = scratch("term-tables");
+    let repo = dir.join("repo");
+    let args = backup_repo(&dir, &repo).join(" ");
+    for (script, what) in [
+        ("hv-health".to_owned(), "hv-health"),
+        ("hv-preflight".to_owned(), "hv-preflight"),
+        ("hv-ls".to_owned(), "hv-ls"),
+        (
+            format!("hv-iso --library {} ls", dir.join("iso").display()),
+            "hv-iso ls",
+        ),
+        (
+            format!(
+                "hv-backup create {args} '{}' && hv-backup ls --repo {}",
+                _g.name,
+                repo.display()
+            ),
+            "hv-backup create, ls",
+        ),
+    ] {
+        let t = Terminal::run(&script, 80, Duration::from_secs(120));
+        fits(&t, 80, what);
+        let screen = t.screen(true);
+        assert!(
+            !screen.contains("scanned"),
+            "{what}: the progress line is left on the screen:\n{screen}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The checked-in completion file for `shell` and `command`.
+fn completion(shell: &str, command: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = match shell {
+        "bash" => format!("completions/bash/{command}"),
+        _ => format!("completions/fish/{command}.fish"),
+    };
+    root.join(file)
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
+    let conn = connect();
+    let off = GuestSpec::new("complete-off").define(&conn);
+    let on = GuestSpec::new("complete-on").define(&conn);
+    on.start_ready();
+    let t = Terminal::shell(120);
+    for command in ["hv-snap", "hv-start", "hv-stop", "hv-backup"] {
+        t.keys(&[
+            &format!("source '{}'", completion("bash", command)),
+            "Enter",
+        ]);
+    }
+    t.keys(&["clear", "Enter"]);
+
+    // Flags after a subcommand.
+    t.keys(&["hv-snap create --", "Tab", "Tab"]);
+    let screen = t.wait_for("--description", Duration::from_secs(10));
+    assert!(screen.contains("--disk-only"), "{screen}");
+    t.keys(&["C-c", "clear", "Enter"]);
+
+    // VM names: shut-off ones for hv-start, running ones for hv-stop.
+    let prefix = hv_testbench::run_prefix();
+    t.keys(&[&format!("hv-start {prefix}complete-"), "Tab"]);
+    let screen = t.wait_for(&off.name, Duration::from_secs(10));
+    assert!(
+        !screen.contains(&on.name),
+        "hv-start offers a running VM: {screen}"
+    );
+    t.keys(&["C-c", "clear", "Enter"]);
+    t.keys(&[&format!("hv-stop {prefix}complete-"), "Tab"]);
+    let screen = t.wait_for(&on.name, Duration::from_secs(10));
+    assert!(
+        !screen.contains(&off.name),
+        "hv-stop offers a stopped VM: {screen}"
+    );
+    t.keys(&["C-c", "clear", "Enter"]);
+
+    // --wait is offered with its `=`, never as a flag taking the next word.
+    t.keys(&["hv-start --wa", "Tab", "Tab"]);
+    t.wait_for("--wait=agent", Duration::from_secs(10));
+    t.keys(&["C-c", "clear", "Enter"]);
+
+    // Backup ids from the repository named on the line.
+    let dir = scratch("complete-backup");
+    let repo = dir.join("repo");
+    let args = backup_repo(&dir, &repo);
+    let mut create: Vec<&str> = vec!["create", &off.name];
+    create.extend(args.iter().map(String::as_str));
+    let out = hv_testbench::hv(&hv_testbench::bin("hv-backup"), &create, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = hv_testbench::records(&out)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.keys(&[
+        &format!("hv-backup verify --repo {} 20", repo.display()),
+        "Tab",
+    ]);
+    t.wait_for(&id, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
