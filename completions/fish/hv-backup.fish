@@ -47,9 +47,9 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l note -d 'A note stored (encrypted) with each backup' -r
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l timeout -d 'Give up on a VM after this many seconds (0: never)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l timeout -d 'Give up on a VM after this long (90, 90s, 5m, 1h30m; 0: never)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
@@ -67,7 +67,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l json -d '
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -76,7 +76,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l json -d 'Shor
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -88,7 +88,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s i -l iden
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -106,7 +106,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l name -d 
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
@@ -124,7 +124,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-weekl
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-yearly -d 'Keep the newest of each of the last N years that have one' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -134,7 +134,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l no-gc -d '
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -143,7 +143,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s n -l dry-run 
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s r -l repo -d 'The repository directory' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l lock-wait -d 'Seconds to wait for another hv-backup run\'s repository lock' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -161,3 +161,26 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-backup -n '__fish_seen_subcommand_from create' -f -a '(__hv_vms)'
+complete -c hv-backup -n '__fish_seen_subcommand_from verify' -f -a '(__hv_backups)'
+complete -c hv-backup -n '__fish_seen_subcommand_from restore' -f -a '(__hv_backups)'

@@ -1,5 +1,5 @@
-complete -c hv-health -l repo -d 'An hv-backup repository: checks its free space and each VM\'s newest backup (repeatable)' -r -F
-complete -c hv-health -l iso-library -d 'An hv-iso library: reports images whose last hv-iso verify failed or is too old' -r -F
+complete -c hv-health -l repo -d 'An hv-backup repository: checks its free space and each VM\'s newest backup (repeatable) [default: $HV_BACKUP_REPO when set]' -r -F
+complete -c hv-health -l iso-library -d 'An hv-iso library: reports images whose last hv-iso verify failed or is too old [default: $HV_ISO_LIBRARY when set]' -r -F
 complete -c hv-health -l max-backup-age -d 'Warn when a VM\'s newest backup (in --repo) is older than this' -r
 complete -c hv-health -l max-snapshot-age -d 'Warn when a VM keeps a snapshot older than this' -r
 complete -c hv-health -l max-snapshots -d 'Warn when a VM has more snapshots than this' -r
@@ -21,3 +21,24 @@ complete -c hv-health -l strict -d 'Exit 1 on a warning too, not only on a failu
 complete -c hv-health -l json -d 'Shorthand for --format jsonl'
 complete -c hv-health -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-health -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-health -f -a '(__hv_vms)'

@@ -83,3 +83,23 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand help; and not __fish_seen_
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand help; and not __fish_seen_subcommand_from add ls verify rm help" -f -a "verify" -d 'Re-hash images and compare with their sidecars (bit rot, tampering)'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand help; and not __fish_seen_subcommand_from add ls verify rm help" -f -a "rm" -d 'Remove images from the library'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand help; and not __fish_seen_subcommand_from add ls verify rm help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end

@@ -11,7 +11,7 @@ complete -c hv-preflight -l dir -d 'The directory the planned disk goes to, inst
 complete -c hv-preflight -l iso -d 'The ISO a planned VM installs from: a name in the hv-iso library, or a path' -r
 complete -c hv-preflight -l iso-library -d 'The hv-iso library --iso names are looked up in' -r -F
 complete -c hv-preflight -l profiles -d 'Planned VMs as JSON profile records, one per line, from FILE (- for stdin)' -r -F
-complete -c hv-preflight -l virt-type -d 'The domain type VMs will run with: kvm, or qemu (TCG emulation, no hardware needed)' -r -f -a "kvm\t''
+complete -c hv-preflight -l virt-type -d 'The domain type the host\'s or planned VMs will run with: kvm, or qemu (TCG emulation, no hardware needed); --for start reads each VM\'s own' -r -f -a "kvm\t''
 qemu\t''"
 complete -c hv-preflight -l disk-warn -d 'Warn when a pool, directory or repository would be this full afterwards (percent used)' -r
 complete -c hv-preflight -l memory-warn -d 'Warn when the host would keep less than this share of its memory available (percent)' -r
@@ -27,3 +27,24 @@ complete -c hv-preflight -l strict -d 'Exit 1 on a warning too, not only on a fa
 complete -c hv-preflight -l json -d 'Shorthand for --format jsonl'
 complete -c hv-preflight -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-preflight -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-preflight -f -a '(__hv_vms)'

@@ -34,6 +34,7 @@ complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "prune" -d 'Delete t
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l name -d 'Snapshot name [default: hv-YYYYmmdd-HHMMSS, the same for the whole batch]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l description -d 'A note stored with the snapshot' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -56,6 +57,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l hv-only -d 'Only 
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -68,6 +70,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l paused -d 'Le
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l running -d 'Leave the VM running after reverting, even to a snapshot of a stopped VM'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s h -l help -d 'Print help'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -83,6 +86,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-daily -d 
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-weekly -d 'Keep the newest of each of the last N ISO weeks that have one' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-yearly -d 'Keep the newest of each of the last N years that have one' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -99,3 +103,30 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_see
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "rm" -d 'Delete a snapshot of each VM'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "prune" -d 'Delete the snapshots a retention policy does not keep'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-snap -n '__fish_seen_subcommand_from create' -f -a '(__hv_vms)'
+complete -c hv-snap -n '__fish_seen_subcommand_from ls' -f -a '(__hv_vms)'
+complete -c hv-snap -n '__fish_seen_subcommand_from revert' -f -a '(__hv_vms)'
+complete -c hv-snap -n '__fish_seen_subcommand_from revert' -l snapshot -x -a '(__hv_snapshots)'
+complete -c hv-snap -n '__fish_seen_subcommand_from rm' -f -a '(__hv_vms)'
+complete -c hv-snap -n '__fish_seen_subcommand_from rm' -l snapshot -x -a '(__hv_snapshots)'
+complete -c hv-snap -n '__fish_seen_subcommand_from prune' -f -a '(__hv_vms)'

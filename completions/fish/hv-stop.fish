@@ -1,6 +1,5 @@
 complete -c hv-stop -l mode -d 'How to ask the guest: acpi or agent' -r -f -a "acpi\t'Press the virtual power button'
-agent\t'Ask the QEMU guest agent'"
-complete -c hv-stop -l timeout -d 'Seconds each guest gets to shut down before it is forced off' -r
+complete -c hv-stop -l timeout -d 'How long each guest gets to shut down before it is forced off (90, 90s, 5m, 1h30m)' -r
 complete -c hv-stop -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-stop -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-stop -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -15,3 +14,24 @@ complete -c hv-stop -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-stop -l json -d 'Shorthand for --format jsonl'
 complete -c hv-stop -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-stop -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-stop -f -a '(__hv_vms --state running)'

@@ -1,6 +1,6 @@
 complete -c hv-tag -s a -l add -d 'Add this tag (repeatable)' -r
-complete -c hv-tag -s r -l remove -d 'Remove this tag (repeatable)' -r
-complete -c hv-tag -l timeout -d 'Seconds each VM may take before it is reported as timed out' -r
+complete -c hv-tag -s d -l remove -d 'Remove this tag (repeatable; -d as in `git tag -d`)' -r
+complete -c hv-tag -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-tag -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-tag -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-tag -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -12,3 +12,24 @@ complete -c hv-tag -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-tag -l json -d 'Shorthand for --format jsonl'
 complete -c hv-tag -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-tag -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-tag -f -a '(__hv_vms)'

@@ -163,7 +163,16 @@ fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
         ] {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut tool.command.clone(), &name, &mut buf);
-            files.push((PathBuf::from(format!("completions/{file}")), buf));
+            let text = String::from_utf8(buf).map_err(|e| e.to_string())?;
+            let text = match shell {
+                clap_complete::Shell::Bash => crate::complete::bash(&tool.command, &text),
+                clap_complete::Shell::Fish => crate::complete::fish(&tool.command, &text),
+                _ => text,
+            };
+            files.push((
+                PathBuf::from(format!("completions/{file}")),
+                text.into_bytes(),
+            ));
         }
     }
     files.extend(crate::deploy::files());

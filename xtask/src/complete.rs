@@ -1,0 +1,270 @@
+//! What clap_complete cannot write: completions that ask hv itself, when
+//! Tab is pressed, which VMs, snapshots and backups there are (as virsh's
+//! completion asks libvirt), and a repair of its bash output for commands
+//! named with a hyphen.
+//!
+//! clap_complete 4.5 names a subcommand's state `hv__snap__subcmd__create`
+//! but its case label `hv__subcmd__snap__subcmd__create`, so nothing after
+//! `hv-snap create` completes; the labels are rewritten to match.
+
+use clap::Command;
+
+/// Where the words of a positional argument or a flag's value come from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// VMs, optionally in one state (`hv-ls --state STATE`).
+    Vms(Option<&'static str>),
+    /// Snapshots of the VMs named on the line.
+    Snapshots,
+    /// Backups in the repository named on the line or by HV_BACKUP_REPO.
+    Backups,
+}
+
+impl Source {
+    /// A bash command line printing one candidate per line.
+    fn bash(self) -> &'static str {
+        match self {
+            Source::Vms(None) => "_hv_vms",
+            Source::Vms(Some("shutoff")) => "_hv_vms --state shutoff",
+            Source::Vms(Some(_)) => "_hv_vms --state running",
+            Source::Snapshots => "_hv_snapshots",
+            Source::Backups => "_hv_backups",
+        }
+    }
+
+    /// The same, for fish.
+    fn fish(self) -> &'static str {
+        match self {
+            Source::Vms(None) => "__hv_vms",
+            Source::Vms(Some("shutoff")) => "__hv_vms --state shutoff",
+            Source::Vms(Some(_)) => "__hv_vms --state running",
+            Source::Snapshots => "__hv_snapshots",
+            Source::Backups => "__hv_backups",
+        }
+    }
+}
+
+/// What the positional arguments of `path` (a command and its
+/// subcommand, if any) complete to.
+fn positional(path: &[&str]) -> Option<Source> {
+    match path {
+        ["hv-start"] => Some(Source::Vms(Some("shutoff"))),
+        ["hv-stop"] => Some(Source::Vms(Some("running"))),
+        ["hv-backup", "verify" | "restore"] => Some(Source::Backups),
+        ["hv-metrics" | "hv-iso", ..] => None,
+        ["hv-backup", sub] if *sub != "create" => None,
+        _ => Some(Source::Vms(None)),
+    }
+}
+
+/// One command or subcommand: its path, its value-taking flags, and what
+/// its positionals and `--snapshot` complete to.
+struct Site {
+    path: Vec<String>,
+    valued: Vec<String>,
+    positional: Option<Source>,
+    snapshot_flag: bool,
+}
+
+fn sites(command: &Command) -> Vec<Site> {
+    let name = command.get_name().to_owned();
+    let mut out = Vec::new();
+    let mut visit = |cmd: &Command, path: Vec<String>| {
+        let has_positional = cmd.get_positionals().next().is_some();
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        let mut valued = Vec::new();
+        for arg in cmd.get_arguments().filter(|a| !a.is_positional()) {
+            // A value after `=` only (`--wait=agent`): the next word is not its value.
+            if !arg.get_action().takes_values() || arg.is_require_equals_set() {
+                continue;
+            }
+            valued.extend(arg.get_long().map(|l| format!("--{l}")));
+            valued.extend(arg.get_short().map(|s| format!("-{s}")));
+        }
+        out.push(Site {
+            positional: if has_positional {
+                positional(&refs)
+            } else {
+                None
+            },
+            snapshot_flag: cmd
+                .get_arguments()
+                .any(|a| a.get_long() == Some("snapshot")),
+            valued,
+            path,
+        });
+    };
+    if command.has_subcommands() {
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            visit(sub, vec![name.clone(), sub.get_name().to_owned()]);
+        }
+    } else {
+        visit(command, vec![name]);
+    }
+    out
+}
+
+const BASH_HELPERS: &str = r#"
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+# A record's fields come in a fixed order, `name` first.
+_hv_vms() {
+    hv-ls --format jsonl "$@" </dev/null 2>/dev/null |
+        sed -n 's/^{"name":"\(\([^"\\]\|\\.\)*\)".*/\1/p'
+}
+_hv_snapshots() {
+    local w vms=()
+    for w in "${COMP_WORDS[@]:2:COMP_CWORD-2}"; do [[ $w == -* ]] || vms+=("$w"); done
+    hv-snap ls --format jsonl "${vms[@]}" </dev/null 2>/dev/null |
+        sed -n 's/.*"snapshot":"\(\([^"\\]\|\\.\)*\)".*/\1/p' | sort -u
+}
+_hv_backups() {
+    local i repo=${HV_BACKUP_REPO-}
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in --repo | -r) repo=${COMP_WORDS[i + 1]} ;; esac
+    done
+    [[ -n $repo ]] || return 0
+    hv-backup ls --repo "$repo" --format jsonl </dev/null 2>/dev/null |
+        sed -n 's/.*"id":"\([0-9TZa-f-]*\)".*/\1/p'
+}
+# Offers the lines on stdin that start with the word being completed (fed
+# with < <(…): in a pipe it would fill a subshell's COMPREPLY).
+_hv_offer() {
+    local line cur=${COMP_WORDS[COMP_CWORD]}
+    COMPREPLY=()
+    while IFS= read -r line; do
+        [[ -n $line && $line == "$cur"* ]] && COMPREPLY+=("$(printf '%q' "$line")")
+    done
+}
+"#;
+
+/// The bash file clap wrote for `command`, repaired, with dynamic
+/// completion around it.
+pub fn bash(command: &Command, generated: &str) -> String {
+    let name = command.get_name();
+    let func = format!("_{}", name.replace('-', "__"));
+    let mut text = generated.replace("hv__subcmd__", "hv__");
+    // `--wait` takes its value after `=` only (a word after a space is a
+    // VM): offer the two spellings as words, not as a value to follow.
+    if text.contains("--wait)") {
+        text = text.replace(" --wait ", " --wait --wait=running --wait=agent ");
+        let start = text
+            .find("                --wait)")
+            .expect("the --wait case");
+        let end = start + text[start..].find(";;\n").expect("its end") + 3;
+        text.replace_range(start..end, "");
+    }
+    // clap registers its function; ours wraps it.
+    let wrapper = format!("{func}_dynamic");
+    text = text.replace(
+        &format!("complete -F {func} "),
+        &format!("complete -F {wrapper} "),
+    );
+    text.push_str(BASH_HELPERS);
+    text.push_str(&format!("{wrapper}() {{\n    {func} \"$@\"\n"));
+    text.push_str("    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n");
+    text.push_str("    [[ $cur == -* ]] && return 0\n");
+    let depth = if command.has_subcommands() { 2 } else { 1 };
+    if depth == 2 {
+        text.push_str("    (( COMP_CWORD >= 2 )) || return 0\n");
+    }
+    text.push_str(&format!(
+        "    case \"${{COMP_WORDS[@]:1:{}}}\" in\n",
+        depth - 1
+    ));
+    for site in sites(command) {
+        let label = if depth == 2 {
+            site.path[1].clone()
+        } else {
+            "*".into()
+        };
+        text.push_str(&format!("        {label})\n            case $prev in\n"));
+        if site.snapshot_flag {
+            text.push_str(&format!(
+                "                --snapshot) _hv_offer < <({}) ;;\n",
+                Source::Snapshots.bash()
+            ));
+        }
+        if !site.valued.is_empty() {
+            text.push_str(&format!(
+                "                {}) ;;\n",
+                site.valued.join(" | ")
+            ));
+        }
+        if let Some(source) = site.positional {
+            text.push_str(&format!(
+                "                *) _hv_offer < <({}) ;;\n",
+                source.bash()
+            ));
+        }
+        text.push_str("            esac ;;\n");
+    }
+    text.push_str("    esac\n    return 0\n}\n");
+    text
+}
+
+const FISH_HELPERS: &str = r#"
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+"#;
+
+/// The fish file clap wrote, with dynamic completion added.
+pub fn fish(command: &Command, generated: &str) -> String {
+    let name = command.get_name();
+    // As in bash: `--wait` is a switch here, its values follow `=`.
+    let mut text = String::new();
+    for line in generated.lines() {
+        if line.starts_with(&format!("complete -c {name} -l wait ")) {
+            let desc = line
+                .split(" -d ")
+                .nth(1)
+                .and_then(|d| d.split(" -r").next());
+            text.push_str(&format!(
+                "complete -c {name} -l wait -d {}\n",
+                desc.unwrap_or("'Wait'")
+            ));
+            continue;
+        }
+        if line.starts_with("running\\t") || line.starts_with("agent\\t") {
+            continue; // the value lines of --wait's -a "…"
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(FISH_HELPERS);
+    for site in sites(command) {
+        let cond = match site.path.get(1) {
+            Some(sub) => format!(" -n '__fish_seen_subcommand_from {sub}'"),
+            None => String::new(),
+        };
+        if let Some(source) = site.positional {
+            text.push_str(&format!(
+                "complete -c {name}{cond} -f -a '({})'\n",
+                source.fish()
+            ));
+        }
+        if site.snapshot_flag {
+            text.push_str(&format!(
+                "complete -c {name}{cond} -l snapshot -x -a '({})'\n",
+                Source::Snapshots.fish()
+            ));
+        }
+    }
+    text
+}
