@@ -29,3 +29,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+
+step "Debian package and cargo xtask install (tests/bench/deb.sh)"
+bash tests/bench/deb.sh

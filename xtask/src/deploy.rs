@@ -8,10 +8,11 @@
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-/// Where the plain units expect the binaries (README's install step) and
-/// bash; the NixOS module puts its store paths in place of `@bindir@` and
-/// `@bash@` (NixOS has no /bin/bash).
-const PLAIN_BINDIR: &str = "/usr/local/bin";
+/// Where the plain units expect the binaries (`cargo xtask install`'s
+/// default prefix, which rewrites it for another prefix) and bash; the
+/// NixOS module puts its store paths in place of `@bindir@` and `@bash@`
+/// (NixOS has no /bin/bash).
+pub const PLAIN_BINDIR: &str = "/usr/local/bin";
 const PLAIN_BASH: &str = "/bin/bash";
 
 pub const OPERATOR_GROUP: &str = "hv-operator";

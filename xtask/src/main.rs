@@ -1,7 +1,9 @@
 //! `cargo xtask gen [--check]` keeps man/ and completions/ identical to what
 //! the commands' clap definitions say, so docs cannot drift from flags;
 //! the bench-* tasks measure hv against the tools it replaces, on the real
-//! daemon, in one run.
+//! daemon, in one run; install and deb put the same tree of files on a host
+//! or into a Debian package, so a package and a plain install cannot
+//! disagree on where a file goes.
 
 mod bench;
 mod bench_backup;
@@ -10,10 +12,14 @@ mod bench_iso;
 mod bench_lifecycle;
 mod bench_metrics;
 mod cmd;
+mod complete;
+mod deb;
 mod deploy;
 mod gen;
+mod install;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -31,6 +37,20 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Install the commands, man pages, completions, systemd units, polkit rules and /etc/hv/hv.env
+    Install {
+        /// Where bin/, share/ and lib/systemd/ go; /usr for a distribution's package
+        #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Write the tree under DIR instead of / (staging for a package)
+        #[arg(long, value_name = "DIR")]
+        destdir: Option<PathBuf>,
+        /// Install target/release as it is, without `cargo build --release` first (sudo after a user's build)
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Build target/deb/hv_VERSION_ARCH.deb from the release binaries; print its path
+    Deb,
     /// Start and gracefully stop test guests: hv -j N against a sequential virsh loop
     BenchLifecycle {
         /// How many test guests
@@ -78,6 +98,12 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Gen { check } => gen::run(check),
+        Task::Install {
+            prefix,
+            destdir,
+            no_build,
+        } => install::run(&prefix, destdir.as_deref(), !no_build),
+        Task::Deb => deb::run(),
         Task::BenchLifecycle { guests } => bench_lifecycle::run(guests),
         Task::BenchLs { domains, uri } => bench::ls(domains, &uri),
         Task::BenchMetrics { domains, running } => bench_metrics::run(domains, running),
