@@ -1,6 +1,10 @@
 //! hv-health and hv-preflight speak one record shape: a check id that never
 //! changes spelling (scripts and alerts match on it), a status, what was
 //! measured against what limit, and the command or setting that fixes it.
+//! The measure carries its unit, because checks measure different things
+//! (a share of a disk, an age, a size, a count) in one pair of fields: a
+//! script comparing `value` with `threshold` must not need to know each
+//! check to know whether 90 is a percentage, seconds or bytes.
 //! The state file turns a timer's repeated runs into changes (new, ongoing,
 //! resolved), so a problem alerts once instead of every five minutes.
 
@@ -18,6 +22,29 @@ pub const COLUMNS: &[Column] = &[
     col("MESSAGE", "message", Show::Plain),
     col("HINT", "hint", Show::Plain),
 ];
+
+/// What a check's `value` and `threshold` count. Only numbers have one;
+/// a state, a version or a flag is text, and its unit is null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// 0 to 100, of the whole named in the message.
+    Percent,
+    Seconds,
+    Bytes,
+    /// vCPUs, CPUs, snapshots, IOMMU groups.
+    Count,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Percent => "percent",
+            Unit::Seconds => "seconds",
+            Unit::Bytes => "bytes",
+            Unit::Count => "count",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
@@ -57,6 +84,8 @@ pub struct Check {
     pub hint: Option<String>,
     pub value: Option<Value>,
     pub threshold: Option<Value>,
+    /// The unit of `value` and `threshold` when they are numbers.
+    pub unit: Option<Unit>,
 }
 
 impl Check {
@@ -69,6 +98,7 @@ impl Check {
             hint: None,
             value: None,
             threshold: None,
+            unit: None,
         }
     }
 
@@ -85,14 +115,58 @@ impl Check {
         self
     }
 
-    pub fn measured(mut self, value: impl Into<Value>, threshold: impl Into<Value>) -> Check {
+    /// A number measured against a limit in the same unit; a value that
+    /// could not be measured is null (`Value::Null`), the limit still shown.
+    pub fn measured(
+        mut self,
+        unit: Unit,
+        value: impl Into<Value>,
+        threshold: impl Into<Value>,
+    ) -> Check {
         self.value = Some(value.into());
         self.threshold = Some(threshold.into());
+        self.unit = Some(unit);
         self
     }
 
-    pub fn value(mut self, value: impl Into<Value>) -> Check {
+    /// A number measured with no limit to compare it with.
+    pub fn amount(mut self, unit: Unit, value: impl Into<Value>) -> Check {
         self.value = Some(value.into());
+        self.unit = Some(unit);
+        self
+    }
+
+    /// A limit alone: nothing to measure yet (a VM with no backup at all).
+    pub fn limit(mut self, unit: Unit, threshold: impl Into<Value>) -> Check {
+        self.threshold = Some(threshold.into());
+        self.unit = Some(unit);
+        self
+    }
+
+    /// Text found against text expected (a version against the oldest
+    /// that works): no unit.
+    pub fn versus(mut self, value: impl Into<Value>, threshold: impl Into<Value>) -> Check {
+        let (value, threshold) = (value.into(), threshold.into());
+        debug_assert!(
+            !value.is_number() && !threshold.is_number(),
+            "{}: numbers need their unit",
+            self.check
+        );
+        self.value = Some(value);
+        self.threshold = Some(threshold);
+        self
+    }
+
+    /// What was found, as text (a state, a version, a flag): no unit.
+    /// A number goes through `measured` or `amount`, with its unit.
+    pub fn value(mut self, value: impl Into<Value>) -> Check {
+        let value = value.into();
+        debug_assert!(
+            !value.is_number(),
+            "{}: a number needs its unit",
+            self.check
+        );
+        self.value = Some(value);
         self
     }
 
@@ -144,6 +218,10 @@ impl Check {
         r.insert(
             "threshold".into(),
             self.threshold.clone().unwrap_or(Value::Null),
+        );
+        r.insert(
+            "unit".into(),
+            self.unit.map_or(Value::Null, |u| u.as_str().into()),
         );
         r
     }
@@ -278,6 +356,8 @@ pub fn with_changes(
             .into(),
         );
         r.insert("hint".into(), Value::Null);
+        // A state file written before records had a unit.
+        r.entry("unit").or_insert(Value::Null);
         r.insert("change".into(), "resolved".into());
         out.push(r);
     }
@@ -367,5 +447,38 @@ mod tests {
         assert_eq!(exit(&[pass.clone(), warn.clone()], false), Exit::Ok);
         assert_eq!(exit(&[pass, warn], true), Exit::ItemFailed);
         assert_eq!(vm("a", Status::Fail, "u").key(), "a uuid=u");
+    }
+
+    #[test]
+    fn the_unit_follows_the_numbers() {
+        let text = Check::new("vm.state", Status::Pass, "m").value("running");
+        let r = text.record();
+        assert_eq!(
+            (&r["value"], &r["unit"]),
+            (&Value::from("running"), &Value::Null)
+        );
+        let full = Check::new("pool.space", Status::Warn, "m").measured(Unit::Percent, 87.5, 85.0);
+        let r = full.record();
+        assert_eq!(r["unit"], "percent");
+        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "check",
+                "status",
+                "subject",
+                "message",
+                "hint",
+                "value",
+                "threshold",
+                "unit"
+            ]
+        );
+        let never = Check::new("vm.backup_age", Status::Warn, "m").limit(Unit::Seconds, 3600);
+        let r = never.record();
+        assert_eq!(
+            (&r["value"], &r["threshold"], &r["unit"]),
+            (&Value::Null, &Value::from(3600), &Value::from("seconds"))
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! table, a timer's mail and hv-metrics' alerts.
 
 use crate::Cli;
-use hv_common::checks::{Check, Status};
+use hv_common::checks::{Check, Status, Unit};
 use hv_common::connect::version_text;
 use hv_common::iso_library::Library;
 use hv_common::{ffi, time};
@@ -47,6 +47,7 @@ pub fn memory(conn: &Connect, cli: &Cli) -> Option<Check> {
     Some(
         Check::new("host.memory", status, message)
             .measured(
+                Unit::Percent,
                 share,
                 if status == Status::Fail {
                     cli.memory_fail
@@ -83,7 +84,7 @@ pub fn pools(conn: &Connect, cli: &Cli) -> Vec<Check> {
             Some(
                 Check::new("pool.space", status, format!("pool {name} is {used}% full ({free} MiB free)"))
                     .about("pool", name.clone())
-                    .measured(used, threshold)
+                    .measured(Unit::Percent, used, threshold)
                     .hint(format!(
                         "free space in pool {name}: hv-snap prune old snapshots, remove unused volumes (virsh vol-list {name}), or grow it"
                     )),
@@ -105,7 +106,7 @@ pub fn repository_space(repo: &Path, cli: &Cli) -> Check {
             let free = space.available_bytes >> 20;
             Check::new("repository.space", status, format!("{shown} is on a filesystem {used}% full ({free} MiB free)"))
                 .about("repository", shown.clone())
-                .measured(used, threshold)
+                .measured(Unit::Percent, used, threshold)
                 .hint(format!("hv-backup prune --repo {shown:?} with a shorter retention, or move the repository to a larger disk"))
         }
         Err(e) => Check::new(
@@ -173,7 +174,7 @@ pub fn isos(dir: &Path, cli: &Cli) -> Vec<Check> {
                     Status::Pass,
                     format!("{name} matched its sha256 {} ago", human_age(age)),
                 )
-                .measured(age, cli.max_iso_check_age),
+                .measured(Unit::Seconds, age, cli.max_iso_check_age),
                 (_, age) => check(
                     Status::Warn,
                     match age {
@@ -182,6 +183,7 @@ pub fn isos(dir: &Path, cli: &Cli) -> Vec<Check> {
                     },
                 )
                 .measured(
+                    Unit::Seconds,
                     age.map_or(serde_json::Value::Null, Into::into),
                     cli.max_iso_check_age,
                 )

@@ -22,11 +22,12 @@ use std::path::PathBuf;
     version,
     about = "Check a running host and its VMs; each finding names its fix",
     long_about = "Check what goes wrong on a running libvirt host: libvirt not answering, VMs \
-        crashed or paused by an I/O error, disks with I/O errors, autostart VMs that are down, \
-        storage pools, backup repositories and host memory running out, backups too old, \
-        snapshots too old or too many, ISO images that failed hv-iso verify. One record per \
-        check and subject, with status pass, warn or fail, the value measured, the threshold, \
-        and a hint: the command that fixes it. docs/health.md lists every check."
+        crashed, paused by an I/O error or by anything else no one chose (a QEMU internal \
+        error, a watchdog), disks with I/O errors, autostart VMs that are down, storage \
+        pools, backup repositories and host memory running out, backups too old, snapshots \
+        too old or too many, ISO images that failed hv-iso verify. One record per check and \
+        subject, with status pass, warn or fail, the value measured, the threshold and \
+        their unit, and a hint: the command that fixes it. docs/health.md lists every check."
 )]
 pub struct Cli {
     /// VMs to check (names or UUIDs) [default: every VM, or the records piped in]
@@ -37,11 +38,11 @@ pub struct Cli {
     #[arg(long, conflicts_with = "vms")]
     pub host_only: bool,
 
-    /// An hv-backup repository: checks its free space and each VM's newest backup (repeatable)
+    /// An hv-backup repository: checks its free space and each VM's newest backup (repeatable) [default: $HV_BACKUP_REPO when set]
     #[arg(long = "repo", value_name = "DIR")]
     pub repos: Vec<PathBuf>,
 
-    /// An hv-iso library: reports images whose last hv-iso verify failed or is too old
+    /// An hv-iso library: reports images whose last hv-iso verify failed or is too old [default: $HV_ISO_LIBRARY when set]
     #[arg(long, value_name = "DIR")]
     pub iso_library: Option<PathBuf>,
 
@@ -123,12 +124,24 @@ pub const MANUAL: Manual = Manual {
         ("Only the production VMs, with a backup expected nightly:", "hv-ls --tag prod | hv-health --repo /srv/backup --max-backup-age 26h"),
     ],
     notes: &[
-        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, repository, library or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured). With --state-file, change is new or ongoing for a problem, resolved for a problem that went away (its record comes back with status pass), and null otherwise. docs/health.md lists every check with its threshold and fix.",
+        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, repository, library or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured), and unit: what value and threshold count when they are numbers (percent, seconds, bytes or count), null when they are text (a state, a version). With --state-file, change is new or ongoing for a problem, resolved for a problem that went away (its record comes back with status pass), and null otherwise. docs/health.md lists every check with its threshold and fix.",
         "The connection is read-only, so a monitoring user without write access to libvirt can run it. ISO images are not re-hashed here: hv-iso verify does that from its own timer and records the outcome, which hv-health reads.",
     ],
 };
 
-pub fn run(cli: Cli) -> Result<Exit> {
+pub fn run(mut cli: Cli) -> Result<Exit> {
+    // As the units load them from hv.env, where an empty value means none.
+    let from_env = |key: &str| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if cli.repos.is_empty() {
+        cli.repos.extend(from_env("HV_BACKUP_REPO"));
+    }
+    if cli.iso_library.is_none() {
+        cli.iso_library = from_env("HV_ISO_LIBRARY");
+    }
     let previous = match &cli.state_file {
         Some(path) => Some(checks::load_state(path)?),
         None => None,

@@ -1,11 +1,11 @@
 //! Checks of each VM: what state it is in and why (libvirt's state
-//! reasons tell a crash from a shutdown and an I/O-error pause from a user's
-//! pause), what its disks report, and whether its snapshots and backups
-//! are within bounds.
+//! reasons tell a crash from a shutdown, and a pause someone chose from one
+//! that happened to the guest), what its disks report, and whether its
+//! snapshots and backups are within bounds.
 
 use crate::host::human_age;
 use crate::Cli;
-use hv_common::checks::{Check, Status};
+use hv_common::checks::{Check, Status, Unit};
 use hv_common::domain::{state_name, state_reason_name};
 use hv_common::{backup_index, ffi, snapshot, time, Error};
 use std::collections::HashMap;
@@ -41,6 +41,7 @@ pub fn check(domains: &[Domain], cli: &Cli) -> Vec<Check> {
         };
         out.push(crashed(&vm));
         out.push(io_error(&vm));
+        out.push(paused(&vm));
         out.push(autostart(dom, &vm));
         if vm.running() {
             out.push(disk_errors(dom, &vm));
@@ -105,6 +106,91 @@ fn io_error(vm: &Vm) -> Check {
         "free space where its disks live (hv-health shows full pools), then hv-start {:?} resumes it",
         vm.name
     ))
+}
+
+/// Whether a pause for this reason (virDomainPausedReason) is a problem,
+/// and if so what happened, in words. A pause is fine when a person or a
+/// job chose it and ends it: a user's `virsh suspend`, a save, a memory
+/// dump, a snapshot (taking one, or reverting to a paused one), a
+/// migration, and the moments libvirt itself holds a guest paused while it
+/// starts or after it shut down. Anything else happened to the guest and
+/// nobody will resume it: QEMU stopping it on its own, which libvirt
+/// reports as `unknown` (an emulation or KVM internal error, or someone at
+/// QEMU's monitor behind libvirt's back) or `crashed`; its watchdog firing
+/// (the guest hung); a post-copy migration that failed halfway; a libvirt
+/// call that failed after pausing it. A reason newer than this list is a
+/// problem too, until someone says otherwise. An I/O-error pause is one
+/// with its own check and fix (`vm.io_error`).
+fn paused_problem(reason: u32) -> Option<&'static str> {
+    match reason {
+        sys::VIR_DOMAIN_PAUSED_USER
+        | sys::VIR_DOMAIN_PAUSED_SAVE
+        | sys::VIR_DOMAIN_PAUSED_DUMP
+        | sys::VIR_DOMAIN_PAUSED_SNAPSHOT
+        | sys::VIR_DOMAIN_PAUSED_FROM_SNAPSHOT
+        | sys::VIR_DOMAIN_PAUSED_MIGRATION
+        | sys::VIR_DOMAIN_PAUSED_POSTCOPY
+        | sys::VIR_DOMAIN_PAUSED_STARTING_UP
+        | sys::VIR_DOMAIN_PAUSED_SHUTTING_DOWN
+        | sys::VIR_DOMAIN_PAUSED_IOERROR => None,
+        sys::VIR_DOMAIN_PAUSED_UNKNOWN => Some(
+            "QEMU stopped it and nobody told libvirt why (an internal error in QEMU or KVM, or a stop at QEMU's monitor)",
+        ),
+        sys::VIR_DOMAIN_PAUSED_CRASHED => Some("its guest crashed, or QEMU hit an internal error"),
+        sys::VIR_DOMAIN_PAUSED_WATCHDOG => Some("its watchdog fired: the guest stopped answering it"),
+        sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED => Some(
+            "a post-copy migration failed halfway: part of its memory is still on the other host",
+        ),
+        sys::VIR_DOMAIN_PAUSED_API_ERROR => Some("a libvirt operation failed after pausing it"),
+        _ => Some("for a reason this hv does not know"),
+    }
+}
+
+fn paused(vm: &Vm) -> Check {
+    let (state, reason) = (state_name(vm.state), state_reason_name(vm.state, vm.reason));
+    let problem = (vm.state == sys::VIR_DOMAIN_PAUSED)
+        .then(|| paused_problem(vm.reason))
+        .flatten();
+    let (status, message) = match problem {
+        Some(why) => (
+            Status::Fail,
+            format!(
+                "{} is paused ({reason}) and nobody will resume it: {why}",
+                vm.name
+            ),
+        ),
+        None if vm.state == sys::VIR_DOMAIN_PAUSED
+            && vm.reason == sys::VIR_DOMAIN_PAUSED_IOERROR =>
+        {
+            (
+                Status::Pass,
+                format!("{} is paused by an I/O error: see vm.io_error", vm.name),
+            )
+        }
+        None if vm.state == sys::VIR_DOMAIN_PAUSED => (
+            Status::Pass,
+            format!(
+                "{} is paused ({reason}), as someone or a job chose",
+                vm.name
+            ),
+        ),
+        None => (Status::Pass, format!("{} is not paused", vm.name)),
+    };
+    let log = format!("/var/log/libvirt/qemu/{}.log", vm.name);
+    let hint = if vm.reason == sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED {
+        format!(
+            "read why in {log}; recover the migration with virsh migrate --postcopy --postcopy-resume {:?} DESTINATION (stopping it loses the memory already moved)",
+            vm.name
+        )
+    } else {
+        format!(
+            "read why in {log}, then hv-start {:?} resumes it; if it does not run on, hv-stop --force {:?} and hv-start {:?}",
+            vm.name, vm.name, vm.name
+        )
+    };
+    vm.check("vm.paused", status, message)
+        .value(format!("{state}/{reason}"))
+        .hint(hint)
 }
 
 fn autostart(dom: &Domain, vm: &Vm) -> Check {
@@ -183,7 +269,7 @@ fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
             status,
             format!("{} has {count} snapshots", vm.name),
         )
-        .measured(count, cli.max_snapshots)
+        .measured(Unit::Count, count, cli.max_snapshots)
         .hint(format!(
             "hv-snap prune {:?} --keep-last {}",
             vm.name, cli.max_snapshots
@@ -204,7 +290,7 @@ fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
     };
     let old = vm
         .check("vm.snapshot_age", status, message)
-        .measured(age, cli.max_snapshot_age)
+        .measured(Unit::Seconds, age, cli.max_snapshot_age)
         .hint(format!(
             "an old snapshot grows without bound: hv-snap rm {:?} {:?} once it is not needed",
             vm.name,
@@ -250,6 +336,7 @@ fn backup_age(vm: &Vm, newest: Option<&(i64, String)>, cli: &Cli, now: i64) -> C
                 Status::Warn,
                 format!("{} has no backup in {}", vm.name, repos.join(", ")),
             )
+            .limit(Unit::Seconds, cli.max_backup_age)
             .hint(fix),
         Some((at, repo)) => {
             let age = now - at;
@@ -267,10 +354,68 @@ fn backup_age(vm: &Vm, newest: Option<&(i64, String)>, cli: &Cli, now: i64) -> C
                     human_age(age)
                 ),
             )
-            .measured(age, cli.max_backup_age)
+            .measured(Unit::Seconds, age, cli.max_backup_age)
             .hint(format!(
                 "{fix}; check the backup timer: systemctl status hv-backup.timer"
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_nobody_chose_is_a_problem() {
+        let chosen = [
+            sys::VIR_DOMAIN_PAUSED_USER,
+            sys::VIR_DOMAIN_PAUSED_SAVE,
+            sys::VIR_DOMAIN_PAUSED_DUMP,
+            sys::VIR_DOMAIN_PAUSED_SNAPSHOT,
+            sys::VIR_DOMAIN_PAUSED_FROM_SNAPSHOT,
+            sys::VIR_DOMAIN_PAUSED_MIGRATION,
+            sys::VIR_DOMAIN_PAUSED_POSTCOPY,
+            sys::VIR_DOMAIN_PAUSED_STARTING_UP,
+            sys::VIR_DOMAIN_PAUSED_SHUTTING_DOWN,
+            sys::VIR_DOMAIN_PAUSED_IOERROR,
+        ];
+        for reason in chosen {
+            assert_eq!(paused_problem(reason), None, "reason {reason}");
+        }
+        let problems = [
+            sys::VIR_DOMAIN_PAUSED_UNKNOWN,
+            sys::VIR_DOMAIN_PAUSED_CRASHED,
+            sys::VIR_DOMAIN_PAUSED_WATCHDOG,
+            sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+            sys::VIR_DOMAIN_PAUSED_API_ERROR,
+            99,
+        ];
+        for reason in problems {
+            assert!(paused_problem(reason).is_some(), "reason {reason}");
+        }
+        let vm = |state, reason| Vm {
+            name: "web 1".into(),
+            uuid: "u".into(),
+            state,
+            reason,
+        };
+        let crashed = paused(&vm(sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_CRASHED));
+        assert_eq!(crashed.status, Status::Fail);
+        assert_eq!(
+            crashed.value,
+            Some(serde_json::Value::from("paused/crashed"))
+        );
+        let hint = crashed.hint.unwrap();
+        assert!(
+            hint.contains("/var/log/libvirt/qemu/web 1.log")
+                && hint.contains("hv-start \"web 1\"")
+                && hint.contains("hv-stop --force \"web 1\""),
+            "{hint}"
+        );
+        // Reason 0 of a running VM is not a pause.
+        let running = paused(&vm(sys::VIR_DOMAIN_RUNNING, 0));
+        assert_eq!(running.status, Status::Pass);
+        assert_eq!(running.hint, None);
     }
 }

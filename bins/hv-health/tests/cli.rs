@@ -1,7 +1,8 @@
 //! hv-health on the real bench: a guest whose QEMU is killed from outside,
-//! an autostart guest left off, a repository on a tiny tmpfs, an ISO
-//! library with a rotten image, an unreachable daemon, and the state file
-//! across runs. Records are checked field by field, as a script reads them.
+//! one QEMU pauses on its own, an autostart guest left off, a repository
+//! on a tiny tmpfs, an ISO library with a rotten image, an unreachable
+//! daemon, and the state file across runs. Records are checked field by
+//! field, as a script reads them.
 
 use hv_testbench::{
     backup_repo, bin, check_record as find, connect, hv, hv_iso_in, records, scratch, GuestSpec,
@@ -15,7 +16,56 @@ const HV_HEALTH: &str = env!("CARGO_BIN_EXE_hv-health");
 fn health(args: &[&str]) -> Output {
     let mut full = vec!["--format", "jsonl"];
     full.extend(args);
-    hv(HV_HEALTH, &full, "")
+    let out = hv(HV_HEALTH, &full, "");
+    for r in records(&out) {
+        assert_record(&r);
+    }
+    out
+}
+
+/// The shape docs/health.md promises: the fields in order (`change` last,
+/// with --state-file), and `unit` saying what `value` and `threshold`
+/// count: set exactly when they are numbers, so a script may compare them.
+fn assert_record(r: &Value) {
+    let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    let keys = keys.strip_suffix(&["change"]).unwrap_or(&keys);
+    assert_eq!(&keys[..3], ["check", "status", "subject"], "{r}");
+    assert_eq!(
+        &keys[keys.len() - 5..],
+        ["message", "hint", "value", "threshold", "unit"],
+        "{r}"
+    );
+    let measures = [&r["value"], &r["threshold"]];
+    match r["unit"].as_str() {
+        Some(unit) => {
+            assert!(
+                ["percent", "seconds", "bytes", "count"].contains(&unit),
+                "{r}"
+            );
+            assert!(measures.iter().all(|m| m.is_null() || m.is_number()), "{r}");
+            assert!(measures.iter().any(|m| m.is_number()), "{r}");
+            if unit == "percent" {
+                let share = |m: &&Value| m.as_f64().is_none_or(|p| (0.0..=100.0).contains(&p));
+                assert!(measures.iter().all(share), "{r}");
+            }
+        }
+        None => {
+            assert!(r["unit"].is_null(), "{r}");
+            assert!(
+                measures.iter().all(|m| !m.is_number()),
+                "text has no unit: {r}"
+            );
+        }
+    }
+}
+
+fn virsh(args: &[&str]) {
+    let out = Command::new("virsh")
+        .args(["-c", URI, "-q"])
+        .args(args)
+        .output()
+        .expect("run virsh");
+    assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
 }
 
 fn stderr(out: &Output) -> String {
@@ -83,10 +133,13 @@ fn a_killed_guest_is_crashed_and_an_autostart_guest_left_off_is_reported() {
         (
             r["status"].as_str(),
             r["value"].as_u64(),
-            r["threshold"].as_u64()
+            r["threshold"].as_u64(),
+            r["unit"].as_str()
         ),
-        (Some("warn"), Some(1), Some(0))
+        (Some("warn"), Some(1), Some(0), Some("count"))
     );
+    let r = find(&recs, "vm.snapshot_age", &off.name);
+    assert_eq!(r["unit"], "seconds", "{r}");
     assert_eq!(
         find(&recs, "vm.snapshot_count", &crashed.name)["status"],
         "pass"
@@ -110,6 +163,58 @@ fn a_killed_guest_is_crashed_and_an_autostart_guest_left_off_is_reported() {
     );
     let out = health(&[&crashed.name, &off.name, "--strict"]);
     assert_eq!(out.status.code(), Some(1), "but 1 with --strict");
+}
+
+/// QEMU stopping a guest on its own (an internal error, here its monitor's
+/// `stop`, which libvirt sees the same way) leaves it paused with reason
+/// unknown, and nobody will resume it: a failure with the fix. A user's
+/// pause is no problem.
+#[test]
+fn a_guest_paused_by_qemu_fails_and_one_paused_by_a_user_passes() {
+    let conn = connect();
+    let guest = GuestSpec::new("health paused").define(&conn);
+    guest.start_ready();
+    virsh(&["qemu-monitor-command", &guest.uuid, "--hmp", "stop"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while guest.virsh_domstate() != "paused (unknown)" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            guest.virsh_domstate()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let out = health(&[&guest.name]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let recs = records(&out);
+    let r = find(&recs, "vm.paused", &guest.name);
+    assert_eq!(r["status"], "fail", "{r}");
+    assert_eq!(r["uuid"], guest.uuid.as_str());
+    assert_eq!(r["value"], "paused/unknown");
+    assert_eq!(r["unit"], Value::Null);
+    let fix = r["hint"].as_str().unwrap();
+    assert!(
+        fix.contains(&format!("/var/log/libvirt/qemu/{}.log", guest.name))
+            && fix.contains(&format!("hv-start {:?}", guest.name))
+            && fix.contains(&format!("hv-stop --force {:?}", guest.name)),
+        "{r}"
+    );
+    assert_eq!(find(&recs, "vm.io_error", &guest.name)["status"], "pass");
+
+    // The fix works: hv-start resumes it.
+    let started = hv(&bin("hv-start"), &[&guest.name], "");
+    assert!(started.status.success(), "{}", stderr(&started));
+    assert_eq!(guest.virsh_domstate(), "running (unpaused)");
+    virsh(&["suspend", &guest.uuid]);
+    assert_eq!(guest.virsh_domstate(), "paused (user)");
+    let out = health(&[&guest.name]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = find(&records(&out), "vm.paused", &guest.name).clone();
+    assert_eq!(
+        (r["status"].as_str(), r["value"].as_str(), &r["hint"]),
+        (Some("pass"), Some("paused/user"), &Value::Null)
+    );
 }
 
 #[test]
@@ -180,12 +285,18 @@ fn the_newest_backup_of_each_vm_is_measured_against_max_backup_age() {
     assert_eq!(r["uuid"], backed.uuid.as_str());
     assert!(r["value"].as_i64().unwrap() < 120, "{r}");
     assert_eq!(r["threshold"], 26 * 3600);
+    assert_eq!(r["unit"], "seconds");
     assert!(r["message"].as_str().unwrap().contains(shown), "{r}");
     let r = find(&recs, "vm.backup_age", &never.name);
     assert_eq!(r["status"], "warn", "{r}");
     assert!(
         r["message"].as_str().unwrap().contains("has no backup"),
         "{r}"
+    );
+    assert_eq!(
+        (&r["value"], &r["threshold"], r["unit"].as_str()),
+        (&Value::Null, &Value::from(26 * 3600), Some("seconds")),
+        "no age, but the limit it will be held to"
     );
     assert!(
         r["hint"]
@@ -247,6 +358,7 @@ fn a_nearly_full_repository_filesystem_warns_then_fails_and_libvirt_down_still_c
     assert_eq!(r["status"], "warn");
     assert_eq!(r["repository"], shown);
     assert_eq!(r["threshold"], 80.0);
+    assert_eq!(r["unit"], "percent");
     let used = r["value"].as_f64().unwrap();
     assert!((85.0..95.0).contains(&used), "{used}");
     assert!(

@@ -38,7 +38,7 @@ fn test_driver_domain_has_every_field() {
     let r = &recs[0];
     assert_eq!(r["name"], "test");
     assert_eq!(r["uuid"], "6695eb01-f6a4-8304-79aa-97f2502e193f");
-    assert_eq!(r["id"], 1);
+    assert_eq!(r["domain_id"], 1);
     assert_eq!(r["state"], "running");
     assert!(r["state_reason"].is_string());
     assert_eq!(r["persistent"], true);
@@ -60,7 +60,7 @@ fn test_driver_domain_has_every_field() {
         [
             "name",
             "uuid",
-            "id",
+            "domain_id",
             "state",
             "state_reason",
             "persistent",
@@ -196,7 +196,7 @@ fn bench_running_guest_shows_its_state_and_disk() {
     assert_eq!(r["uuid"], guest.uuid.as_str());
     assert_eq!(r["state"], "running");
     assert_eq!(r["state_reason"], "booted");
-    assert!(r["id"].as_u64().unwrap() > 0);
+    assert!(r["domain_id"].as_u64().unwrap() > 0);
     assert_eq!(r["memory_bytes"], 128u64 << 20);
     assert_eq!(r["vcpus"], 1);
     assert!(
@@ -215,7 +215,11 @@ fn bench_running_guest_shows_its_state_and_disk() {
     let r = &records(&ls(&[&guest.uuid], ""))[0];
     assert_eq!(r["state"], "shutoff");
     assert_eq!(r["state_reason"], "destroyed");
-    assert_eq!(r["id"], Value::Null);
+    assert_eq!(r["domain_id"], Value::Null);
+    assert_eq!(
+        r["cpu_time_ns"], 0,
+        "a stopped VM uses no CPU: not the last run's time libvirt remembers"
+    );
     assert_eq!(
         r["disks"][0]["capacity_bytes"],
         64u64 << 20,

@@ -4,7 +4,7 @@
 //! there, as it would fail for real, instead of each passing alone.
 
 use crate::Cli;
-use hv_common::checks::{Check, Status};
+use hv_common::checks::{Check, Status, Unit};
 use hv_common::ffi;
 use hv_common::output::human_bytes;
 use std::collections::HashMap;
@@ -94,7 +94,7 @@ impl Budget {
             )
         };
         Check::new(id, status, message)
-            .measured(need, left)
+            .measured(Unit::Bytes, need, left)
             .hint("stop or shrink other VMs (hv-ls --state running shows their memory), give this one less, or add memory to the host")
     }
 
@@ -108,7 +108,7 @@ impl Budget {
         let total = self.vcpus_active;
         if vcpus > cpus {
             return Check::new(id, Status::Fail, format!("{who} has {vcpus} vCPUs; the host has {cpus} CPUs"))
-                .measured(vcpus, cpus)
+                .measured(Unit::Count, vcpus, cpus)
                 .hint(format!("give it at most {cpus} vCPUs: more than the host has only adds scheduling overhead"));
         }
         let (status, message, hint) = if total > cpus {
@@ -125,7 +125,7 @@ impl Budget {
             )
         };
         Check::new(id, status, message)
-            .measured(total, cpus)
+            .measured(Unit::Count, total, cpus)
             .hint(hint)
     }
 

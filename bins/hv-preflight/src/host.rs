@@ -2,9 +2,12 @@
 //! /proc, /sys and /dev the way it does, plus what only libvirt can answer
 //! (its version, QEMU's, whether it offers the domain type). Paths hang off
 //! a root so the unit tests can lay out a cgroup v1, v2 or hybrid host.
+//! Whether missing KVM matters depends on who will run: the domain type
+//! the user names for the host or a planned VM, or, before VMs start, the
+//! type each of them is defined with.
 
-use crate::{Cli, VirtType};
-use hv_common::checks::{Check, Status};
+use crate::VirtType;
+use hv_common::checks::{Check, Status, Unit};
 use hv_common::connect::version_text;
 use std::path::PathBuf;
 use virt::connect::Connect;
@@ -39,13 +42,69 @@ impl Root {
     }
 }
 
-pub fn hardware(root: &Root, virt_type: VirtType) -> Vec<Check> {
+/// Who needs KVM (hardware virtualization, /dev/kvm usable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// The host or planned VMs, with `--virt-type`.
+    Chosen(VirtType),
+    /// VMs about to start: the names of those defined with domain type
+    /// kvm. The others (type qemu) were made to be emulated and need none.
+    Vms(Vec<String>),
+    /// VMs about to start, but libvirt did not answer with their types.
+    Unknown,
+}
+
+impl Need {
+    /// How much missing KVM matters. Without it a VM of type qemu still
+    /// runs, many times slower: a warning when the user is choosing for
+    /// the host, nothing for a VM already defined that way; a VM of type
+    /// kvm does not start at all.
+    fn status(&self) -> Status {
+        match self {
+            Need::Chosen(VirtType::Kvm) => Status::Fail,
+            Need::Chosen(VirtType::Qemu) | Need::Unknown => Status::Warn,
+            Need::Vms(kvm) if kvm.is_empty() => Status::Pass,
+            Need::Vms(_) => Status::Fail,
+        }
+    }
+
+    /// Added to the message of a missing piece: whom it concerns.
+    fn who(&self) -> String {
+        match self {
+            Need::Chosen(_) => String::new(),
+            Need::Vms(kvm) if kvm.is_empty() => {
+                "; the VMs to start need none: they are emulated (domain type qemu)".to_owned()
+            }
+            Need::Vms(kvm) => format!("; needed by the VMs of domain type kvm: {}", kvm.join(", ")),
+            Need::Unknown => "; libvirt did not answer, so which VMs need it is unknown".to_owned(),
+        }
+    }
+
+    /// The way around missing KVM, for a hint.
+    fn instead(&self) -> &'static str {
+        match self {
+            Need::Vms(_) => "or run those VMs emulated: <domain type='qemu'> (virsh edit NAME)",
+            _ => "or use --virt-type qemu",
+        }
+    }
+
+    /// The domain type libvirt must offer: kvm when anything needs it.
+    pub fn virt_type(&self) -> VirtType {
+        match self {
+            Need::Chosen(t) => *t,
+            Need::Vms(kvm) if kvm.is_empty() => VirtType::Qemu,
+            Need::Vms(_) | Need::Unknown => VirtType::Kvm,
+        }
+    }
+}
+
+pub fn hardware(root: &Root, need: &Need) -> Vec<Check> {
     let cpuinfo = root.read("/proc/cpuinfo");
     let flags = cpu_flags(&cpuinfo);
     let mut out = vec![
-        hw_virt(&flags, virt_type),
-        kvm_device(root, virt_type),
-        kvm_access(root, virt_type),
+        hw_virt(&flags, need),
+        kvm_device(root, need),
+        kvm_access(root, need),
         vhost_net(root),
         tun(root),
     ];
@@ -53,15 +112,6 @@ pub fn hardware(root: &Root, virt_type: VirtType) -> Vec<Check> {
     out.push(iommu(root, &flags));
     out.push(secure_guest(root, &flags));
     out
-}
-
-/// Without KVM a VM still runs under TCG, only many times slower: that is a
-/// failure when the user asked for kvm and a warning when they chose qemu.
-fn needed(virt_type: VirtType) -> Status {
-    match virt_type {
-        VirtType::Kvm => Status::Fail,
-        VirtType::Qemu => Status::Warn,
-    }
 }
 
 fn cpu_flags(cpuinfo: &str) -> Vec<String> {
@@ -77,7 +127,7 @@ fn has(flags: &[String], flag: &str) -> bool {
     flags.iter().any(|f| f == flag)
 }
 
-fn hw_virt(flags: &[String], virt_type: VirtType) -> Check {
+fn hw_virt(flags: &[String], need: &Need) -> Check {
     let found = ["vmx", "svm"].into_iter().find(|f| has(flags, f));
     if let Some(flag) = found {
         let what = if flag == "vmx" { "Intel VT-x" } else { "AMD-V" };
@@ -96,29 +146,32 @@ fn hw_virt(flags: &[String], virt_type: VirtType) -> Check {
         );
     }
     let hint = if has(flags, "hypervisor") {
-        "this host is itself a VM: enable nested virtualization on its host (options kvm_intel nested=1, or kvm_amd nested=1, and CPU mode host-passthrough for this VM), or use --virt-type qemu"
+        format!("this host is itself a VM: enable nested virtualization on its host (options kvm_intel nested=1, or kvm_amd nested=1, and CPU mode host-passthrough for this VM); {}", need.instead())
     } else {
-        "enable Intel VT-x or AMD-V (SVM) in the firmware setup (BIOS/UEFI), then reboot"
+        format!(
+            "enable Intel VT-x or AMD-V (SVM) in the firmware setup (BIOS/UEFI), then reboot; {}",
+            need.instead()
+        )
     };
     Check::new(
         "host.hw_virt",
-        needed(virt_type),
-        "the CPU offers no hardware virtualization (no vmx or svm flag): VMs can only be emulated, many times slower",
+        need.status(),
+        format!("the CPU offers no hardware virtualization (no vmx or svm flag): VMs can only be emulated, many times slower{}", need.who()),
     )
     .hint(hint)
 }
 
-fn kvm_device(root: &Root, virt_type: VirtType) -> Check {
+fn kvm_device(root: &Root, need: &Need) -> Check {
     if root.exists("/dev/kvm") {
         return Check::new("host.kvm_device", Status::Pass, "/dev/kvm exists");
     }
-    Check::new("host.kvm_device", needed(virt_type), "/dev/kvm does not exist: the KVM module is not loaded")
+    Check::new("host.kvm_device", need.status(), format!("/dev/kvm does not exist: the KVM module is not loaded{}", need.who()))
         .hint("modprobe kvm_intel (or kvm_amd), and load it at boot (/etc/modules-load.d; on NixOS boot.kernelModules = [ \"kvm-intel\" ])")
 }
 
 /// Opening /dev/kvm read-write is exactly what QEMU does first, so it is
 /// the test: group membership, ACLs and LSMs all have their say.
-fn kvm_access(root: &Root, virt_type: VirtType) -> Check {
+fn kvm_access(root: &Root, need: &Need) -> Check {
     let path = root.path("/dev/kvm");
     let opened = std::fs::OpenOptions::new()
         .read(true)
@@ -133,8 +186,8 @@ fn kvm_access(root: &Root, virt_type: VirtType) -> Check {
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Check::new(
             "host.kvm_access",
-            needed(virt_type),
-            "/dev/kvm is missing, so nobody can use it",
+            need.status(),
+            format!("/dev/kvm is missing, so nobody can use it{}", need.who()),
         )
         .hint("load the KVM module first (see host.kvm_device)"),
         Err(e) => {
@@ -152,8 +205,8 @@ fn kvm_access(root: &Root, virt_type: VirtType) -> Check {
             };
             Check::new(
                 "host.kvm_access",
-                needed(virt_type),
-                format!("{user} cannot open /dev/kvm read-write: {e}"),
+                need.status(),
+                format!("{user} cannot open /dev/kvm read-write: {e}{}", need.who()),
             )
             .hint(hint)
         }
@@ -297,7 +350,7 @@ fn iommu(root: &Root, flags: &[String]) -> Check {
         "intel_iommu=on"
     };
     match hardware {
-        _ if groups > 0 => Check::new("host.iommu", Status::Pass, format!("the kernel has set up {groups} IOMMU groups: PCI devices can be passed through")).value(groups),
+        _ if groups > 0 => Check::new("host.iommu", Status::Pass, format!("the kernel has set up {groups} IOMMU groups: PCI devices can be passed through")).amount(Unit::Count, groups),
         Some((what, param)) => Check::new("host.iommu", Status::Warn, format!("the firmware reports {what}, but the kernel has not enabled it: no PCI passthrough"))
             .hint(format!("add {param} iommu=pt to the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub; on NixOS boot.kernelParams), then reboot")),
         None => Check::new("host.iommu", Status::Warn, "no IOMMU found (no DMAR or IVRS ACPI table): PCI devices cannot be passed through to VMs")
@@ -334,7 +387,9 @@ fn secure_guest(root: &Root, flags: &[String]) -> Check {
     }
 }
 
-pub fn libvirt(conn: &Connect, cli: &Cli, needs_hardware: bool) -> Vec<Check> {
+/// libvirt's answers; `need` is whom the domain type is checked for (none
+/// before a backup or snapshot, which start no QEMU).
+pub fn libvirt(conn: &Connect, need: Option<&Need>) -> Vec<Check> {
     let uri = conn.uri().unwrap_or_default();
     let lib = conn.lib_version().ok();
     let mut out = vec![
@@ -367,8 +422,8 @@ pub fn libvirt(conn: &Connect, cli: &Cli, needs_hardware: bool) -> Vec<Check> {
             format!("{uri} is the {driver} driver, not QEMU: nothing to check"),
         ));
     }
-    if needs_hardware {
-        out.push(domain_type(conn, cli.virt_type));
+    if let Some(need) = need {
+        out.push(domain_type(conn, need));
     }
     out
 }
@@ -402,14 +457,15 @@ fn version_check(
         )
     };
     Check::new(id, status, message)
-        .measured(version_text(found), version_text(min))
+        .versus(version_text(found), version_text(min))
         .hint(upgrade)
 }
 
 /// libvirt's own answer to "can QEMU run a VM of this type here" (its
 /// capabilities, which it probes as its QEMU user, who may differ from the
 /// user running hv-preflight). Read-only connections may ask for them.
-fn domain_type(conn: &Connect, virt_type: VirtType) -> Check {
+fn domain_type(conn: &Connect, need: &Need) -> Check {
+    let virt_type = need.virt_type();
     let name = virt_type.as_str();
     let offered = conn
         .capabilities()
@@ -419,10 +475,10 @@ fn domain_type(conn: &Connect, virt_type: VirtType) -> Check {
         |status, message: String| Check::new("libvirt.domain_type", status, message).value(name);
     match offered {
         Ok(Some(arch)) => check(Status::Pass, format!("libvirt can run {arch} domains of type {name}")),
-        Ok(None) => check(Status::Fail, format!("libvirt offers no domains of type {name} for this host's architecture"))
+        Ok(None) => check(Status::Fail, format!("libvirt offers no domains of type {name} for this host's architecture{}", need.who()))
             .hint(match virt_type {
-                VirtType::Kvm => "make /dev/kvm usable by libvirt's QEMU user (user and group in /etc/libvirt/qemu.conf; group kvm) and restart libvirtd; or use --virt-type qemu",
-                VirtType::Qemu => "install the QEMU system emulator for this architecture (qemu-system-x86 on Debian) and restart libvirtd",
+                VirtType::Kvm => format!("make /dev/kvm usable by libvirt's QEMU user (user and group in /etc/libvirt/qemu.conf; group kvm) and restart libvirtd; {}", need.instead()),
+                VirtType::Qemu => "install the QEMU system emulator for this architecture (qemu-system-x86 on Debian) and restart libvirtd".to_owned(),
             }),
         Err(e) => check(Status::Fail, format!("cannot read libvirt's capabilities: {e}")).hint("check libvirtd's log (journalctl -u libvirtd)"),
     }
@@ -521,17 +577,43 @@ mod tests {
     fn iommu_and_hardware_virtualization() {
         let (dir, root) = host(&[("/sys/firmware/acpi/tables/DMAR", "x")]);
         let flags = cpu_flags("processor: 0\nflags\t\t: fpu vmx sse\n");
-        assert_eq!(hw_virt(&flags, VirtType::Kvm).status, Status::Pass);
+        let kvm = Need::Chosen(VirtType::Kvm);
+        assert_eq!(hw_virt(&flags, &kvm).status, Status::Pass);
         let off = iommu(&root, &flags);
         assert_eq!(off.status, Status::Warn);
         assert!(off.hint.unwrap().contains("intel_iommu=on"));
         std::fs::create_dir_all(dir.join("sys/kernel/iommu_groups/0")).unwrap();
         assert_eq!(iommu(&root, &flags).status, Status::Pass);
         let nested = cpu_flags("flags : fpu hypervisor\n");
-        let c = hw_virt(&nested, VirtType::Kvm);
+        let c = hw_virt(&nested, &kvm);
         assert_eq!(c.status, Status::Fail);
         assert!(c.hint.unwrap().contains("nested"));
-        assert_eq!(hw_virt(&nested, VirtType::Qemu).status, Status::Warn);
+        assert_eq!(
+            hw_virt(&nested, &Need::Chosen(VirtType::Qemu)).status,
+            Status::Warn
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn vms_to_start_need_kvm_only_when_defined_with_it() {
+        let (dir, root) = host(&[("/proc/cpuinfo", "flags : fpu hypervisor\n")]);
+        let nested = cpu_flags("flags : fpu hypervisor\n");
+        let emulated = Need::Vms(Vec::new());
+        for c in hardware(&root, &emulated).iter().take(3) {
+            assert_eq!(c.status, Status::Pass, "{c:?}");
+            assert!(c.message.contains("domain type qemu"), "{c:?}");
+            assert_eq!(c.hint, None);
+        }
+        assert_eq!(emulated.virt_type(), VirtType::Qemu);
+        let kvm = Need::Vms(vec!["web 1".to_owned()]);
+        let c = hw_virt(&nested, &kvm);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.message.contains("kvm: web 1"), "{c:?}");
+        assert!(c.hint.unwrap().contains("<domain type='qemu'>"));
+        assert_eq!(kvm_device(&root, &kvm).status, Status::Fail);
+        assert_eq!(kvm.virt_type(), VirtType::Kvm);
+        assert_eq!(kvm_device(&root, &Need::Unknown).status, Status::Warn);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

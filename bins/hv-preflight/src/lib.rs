@@ -13,6 +13,7 @@ use hv_common::size;
 
 use budget::Budget;
 use clap::{Parser, ValueEnum};
+use host::Need;
 use hv_common::checks::{self, Check, Status};
 use hv_common::cli::{ConnectArgs, OutputArgs};
 use hv_common::connect::Access;
@@ -123,13 +124,15 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["operation", "name"])]
     pub profiles: Option<PathBuf>,
 
-    /// The domain type VMs will run with: kvm, or qemu (TCG emulation, no hardware needed)
+    /// The domain type the host's or planned VMs will run with: kvm, or qemu (TCG emulation,
+    /// no hardware needed); --for start reads each VM's own
     #[arg(
         long,
         value_enum,
         value_name = "TYPE",
         default_value = "kvm",
-        hide_possible_values = true
+        hide_possible_values = true,
+        conflicts_with = "operation"
     )]
     pub virt_type: VirtType,
 
@@ -221,10 +224,10 @@ pub const MANUAL: Manual = Manual {
         ("Before starting every stopped VM:", "hv-ls --state shutoff | hv-preflight --for start --problems"),
     ],
     notes: &[
-        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, directory, repository, controller or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured). Sizes are in bytes. docs/preflight.md lists every check with its threshold and fix.",
+        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, directory, repository, controller or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured), and unit: what value and threshold count when they are numbers (bytes, count, percent or seconds), null when they are text (a state, a version). docs/preflight.md lists every check with its threshold and fix.",
         "A profile record has name, and any of memory or memory_bytes, vcpus, disk or disk_bytes, pool, dir and iso; --memory, --vcpus, --disk, --pool, --dir and --iso fill in what a profile leaves out. Sizes take a unit: K, M, G, T (powers of 1024, also KiB...), KB, MB, GB, TB (powers of 1000). The planned VMs of one run (or the VMs of one --for start run) are counted together: each one's memory, vCPUs and disk are checked against what the ones before it leave.",
         "--for backup estimates each VM's need from its last backups in the repository (the most any of its last five stored), or, before its first, from its disks' allocation: compression and deduplication usually store less. --for snapshot counts a running VM's memory (saved into its first disk, unless --disk-only) and its disks' allocation (what the guest can rewrite while the snapshot keeps the old data).",
-        "With --virt-type qemu the hardware and /dev/kvm checks warn instead of failing: TCG emulation runs without them, many times slower.",
+        "With --virt-type qemu the hardware and /dev/kvm checks warn instead of failing: TCG emulation runs without them, many times slower. --for start judges them by the domain type each VM to start is defined with: they fail when a VM of type kvm is among them (and name it), and pass when all are of type qemu, which need no hardware.",
     ],
 };
 
@@ -233,25 +236,40 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let printer = Printer::stdout(cli.output.format(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
+    // Backups and snapshots start no QEMU; starts need what the VMs'
+    // own domain types need, known only once libvirt has described them.
     let needs_hardware = !matches!(cli.operation, Some(Operation::Backup | Operation::Snapshot));
-    if needs_hardware {
-        found.extend(host::hardware(&host::Root::system(), cli.virt_type));
-    }
+    let root = host::Root::system();
     let conn = match cli.connect.open(Access::ReadOnly) {
         Ok(conn) => conn,
         Err(e) => {
+            if needs_hardware {
+                let need = match cli.operation {
+                    Some(_) => Need::Unknown,
+                    None => Need::Chosen(cli.virt_type),
+                };
+                found.extend(host::hardware(&root, &need));
+            }
             found.push(checks::libvirt_down(&e));
             let exit = emit(printer, &found, &cli)?;
             return Ok(exit.worst(Exit::Unreachable));
         }
     };
-    found.extend(host::libvirt(&conn, &cli, needs_hardware));
     let mut budget = Budget::new(&conn, &cli);
+    let mut need = Need::Chosen(cli.virt_type);
+    let mut asked = Vec::new();
     if let Some(op) = cli.operation {
-        found.extend(ops::check(&conn, op, &cli, &mut budget, &mut status)?);
+        let mut kvm = Vec::new();
+        asked = ops::check(&conn, op, &cli, &mut budget, &mut status, &mut kvm)?;
+        need = Need::Vms(kvm);
     } else if planned(&cli) {
-        found.extend(plan::check(&conn, &cli, &mut budget, &mut status)?);
+        asked = plan::check(&conn, &cli, &mut budget, &mut status)?;
     }
+    if needs_hardware {
+        found.extend(host::hardware(&root, &need));
+    }
+    found.extend(host::libvirt(&conn, needs_hardware.then_some(&need)));
+    found.extend(asked);
     Ok(emit(printer, &found, &cli)?.worst(status.exit()))
 }
 

@@ -8,7 +8,7 @@
 use crate::budget::Budget;
 use crate::plan::dir_space;
 use crate::{Cli, Operation};
-use hv_common::checks::{Check, Status};
+use hv_common::checks::{Check, Status, Unit};
 use hv_common::domain::{self, state_name, DomainXml};
 use hv_common::output::human_bytes;
 use hv_common::targets::{self, Input};
@@ -31,6 +31,8 @@ struct Vm {
     uuid: String,
     state: u32,
     xml: DomainXml,
+    /// `kvm` or `qemu` (TCG emulation): what starting it needs of the host.
+    domain_type: String,
 }
 
 impl Vm {
@@ -79,12 +81,16 @@ struct Repo {
     recent: BTreeMap<String, Vec<u64>>,
 }
 
+/// The checks of the VMs named; `kvm` gets the names of those that a start
+/// would run with KVM (not running yet, domain type kvm), for the host's
+/// hardware checks.
 pub fn check(
     conn: &Connect,
     op: Operation,
     cli: &Cli,
     budget: &mut Budget,
     status: &mut cli::Status,
+    kvm: &mut Vec<String>,
 ) -> Result<Vec<Check>> {
     let inputs: Box<dyn Iterator<Item = Input>> = if !cli.vms.is_empty() {
         Box::new(targets::from_args(&cli.vms).into_iter())
@@ -127,7 +133,12 @@ pub fn check(
                                 .hint("try again; if it persists, check libvirtd's log (journalctl -u libvirtd)"),
                         ),
                         Ok(vm) if !seen.insert(vm.uuid.clone()) => {}
-                        Ok(vm) => out.extend(checks(&vm, op, cli, budget, repo.as_ref())),
+                        Ok(vm) => {
+                            if op == Operation::Start && !vm.active() && vm.domain_type == "kvm" {
+                                kvm.push(vm.name.clone());
+                            }
+                            out.extend(checks(&vm, op, cli, budget, repo.as_ref()));
+                        }
                     },
                 }
             }
@@ -161,9 +172,19 @@ fn describe(dom: Domain) -> Result<Vm> {
         name: dom.name().map_err(|e| context(&e))?,
         uuid: dom.uuid_string().map_err(|e| context(&e))?,
         state,
+        domain_type: domain_type(&xml),
         xml: domain::parse(&xml).map_err(|e| Error::new(hv_common::Code::Corrupt, e))?,
         dom,
     })
+}
+
+/// `<domain type='…'>`; empty when the XML cannot be read (domain::parse
+/// then reports it).
+fn domain_type(xml: &str) -> String {
+    roxmltree::Document::parse(xml)
+        .ok()
+        .and_then(|doc| doc.root_element().attribute("type").map(str::to_owned))
+        .unwrap_or_default()
 }
 
 fn checks(
@@ -467,7 +488,7 @@ fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
         out.push(
             vm.check("snapshot.space", fit.status, message)
                 .about("dir", p.dir.clone())
-                .measured(p.need, fit.left)
+                .measured(Unit::Bytes, p.need, fit.left)
                 .hint(format!("free space in {} (hv-snap prune removes old snapshots), or snapshot fewer VMs at once", p.dir)),
         );
     }
@@ -589,7 +610,7 @@ fn backup_space(vm: &Vm, repo: &Repo, budget: &mut Budget) -> Option<Check> {
     Some(
         vm.check("backup.space", fit.status, message)
             .about("repository", shown.to_string())
-            .measured(need, fit.left)
+            .measured(Unit::Bytes, need, fit.left)
             .hint(format!("hv-backup prune --repo {:?} with a shorter retention, then hv-backup gc; or move the repository to a larger disk", shown.to_string())),
     )
 }

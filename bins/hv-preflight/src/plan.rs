@@ -5,7 +5,7 @@
 
 use crate::budget::Budget;
 use crate::{size, Cli};
-use hv_common::checks::{Check, Status};
+use hv_common::checks::{Check, Status, Unit};
 use hv_common::iso_library::{self, Library};
 use hv_common::output::human_bytes;
 use hv_common::{cli, ffi, fsutil, Error, Result};
@@ -164,7 +164,7 @@ fn storage(conn: &Connect, budget: &mut Budget, p: &Profile, disk: u64) -> Check
     };
     Check::new("plan.storage", fit.status, message)
         .about(subject.0, subject.1)
-        .measured(disk, fit.left)
+        .measured(Unit::Bytes, disk, fit.left)
         .hint(format!("free space in the {label} (hv-snap prune, remove unused volumes or images), grow it, or put the disk elsewhere with --pool or --dir"))
 }
 
@@ -271,7 +271,7 @@ fn iso_checked(library: &Path, iso: &str) -> Check {
                     s.size_bytes
                 ),
             )
-            .measured(m.len(), s.size_bytes)
+            .measured(Unit::Bytes, m.len(), s.size_bytes)
             .hint(format!("hv-iso verify {name:?}, then {again}"))
         }
         Ok(_) => {}

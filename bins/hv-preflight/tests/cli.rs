@@ -25,15 +25,16 @@ fn preflight(args: &[&str], input: &str) -> Output {
 }
 
 /// The shape docs/preflight.md promises: the fields in order, a hint
-/// exactly when something is wrong.
+/// exactly when something is wrong, and the unit of what was measured.
 fn assert_record(r: &Value) {
     let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(&keys[..3], ["check", "status", "subject"], "{r}");
     assert_eq!(
-        &keys[keys.len() - 4..],
-        ["message", "hint", "value", "threshold"],
+        &keys[keys.len() - 5..],
+        ["message", "hint", "value", "threshold", "unit"],
         "{r}"
     );
+    assert_unit(r);
     let status = r["status"].as_str().unwrap();
     assert!(["pass", "warn", "fail"].contains(&status), "{r}");
     assert_eq!(
@@ -42,6 +43,36 @@ fn assert_record(r: &Value) {
         "a hint exactly when not passing: {r}"
     );
     assert!(!r["message"].as_str().unwrap().is_empty(), "{r}");
+}
+
+/// `unit` says what `value` and `threshold` count: it is set exactly when
+/// they are numbers, and both are in it, so a script may compare them.
+fn assert_unit(r: &Value) {
+    let measures = [&r["value"], &r["threshold"]];
+    match r["unit"].as_str() {
+        Some(unit) => {
+            assert!(
+                ["percent", "seconds", "bytes", "count"].contains(&unit),
+                "{r}"
+            );
+            assert!(measures.iter().all(|m| m.is_null() || m.is_number()), "{r}");
+            assert!(measures.iter().any(|m| m.is_number()), "{r}");
+            if unit == "bytes" || unit == "count" {
+                assert!(measures.iter().all(|m| m.is_null() || m.is_u64()), "{r}");
+            }
+            if unit == "percent" {
+                let share = |m: &&Value| m.as_f64().is_none_or(|p| (0.0..=100.0).contains(&p));
+                assert!(measures.iter().all(share), "{r}");
+            }
+        }
+        None => {
+            assert!(r["unit"].is_null(), "{r}");
+            assert!(
+                measures.iter().all(|m| !m.is_number()),
+                "text has no unit: {r}"
+            );
+        }
+    }
 }
 
 fn stderr(out: &Output) -> String {
@@ -478,14 +509,80 @@ fn the_iso_must_be_in_the_library_admitted_by_signature_and_unchanged() {
 
 /// A VM whose only disk is a raw file (which may not exist).
 fn raw_vm(conn: &virt::connect::Connect, name: &str, disk: &Path) -> virt::domain::Domain {
+    typed_vm(conn, name, disk, "qemu").unwrap()
+}
+
+/// A VM of a domain type (`qemu`, `kvm`) whose only disk is a raw file.
+fn typed_vm(
+    conn: &virt::connect::Connect,
+    name: &str,
+    disk: &Path,
+    domain_type: &str,
+) -> Result<virt::domain::Domain, virt::error::Error> {
     let xml = format!(
-        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
+        "<domain type='{domain_type}'><name>{name}</name><memory unit='MiB'>64</memory>\
          <os><type arch='x86_64'>hvm</type></os><devices>\
          <disk type='file' device='disk'><driver name='qemu' type='raw'/>\
          <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
         disk.display()
     );
-    conn.define_domain_xml(&xml).unwrap()
+    conn.define_domain_xml(&xml)
+}
+
+/// The bench's guests are emulated (type qemu) and its CPU may offer no
+/// VT-x: starting them needs no KVM, so hv-preflight --for start must not
+/// fail the host for it; a VM of type kvm among them does need it.
+#[test]
+fn before_a_start_each_vm_is_judged_by_its_own_domain_type() {
+    let conn = connect();
+    let dir = scratch("preflight-types");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let tcg_name = format!("{}preflight-tcg", run_prefix());
+    let tcg = typed_vm(&conn, &tcg_name, &disk, "qemu").unwrap();
+    let host = records(&preflight(&["-c", URI], ""));
+    let kvm_verdict = find(&host, "host.hw_virt", "host")["status"].clone();
+
+    let out = preflight(&["--for", "start", &tcg_name], "");
+    let recs = records(&out);
+    for check in ["host.hw_virt", "host.kvm_device", "host.kvm_access"] {
+        let r = find(&recs, check, "host");
+        assert_eq!(r["status"], "pass", "an emulated VM needs no KVM: {r}");
+    }
+    if kvm_verdict != "pass" {
+        let r = find(&recs, "host.hw_virt", "host");
+        assert!(message(r).contains("domain type qemu"), "{r}");
+    }
+    assert_eq!(find(&recs, "libvirt.domain_type", "host")["value"], "qemu");
+    assert!(recs.iter().all(|r| r["status"] != "fail"), "{recs:#?}");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let kvm_name = format!("{}preflight-kvm", run_prefix());
+    match typed_vm(&conn, &kvm_name, &disk, "kvm") {
+        Err(e) => eprintln!("libvirt defines no kvm domains here ({e}); the kvm half is skipped"),
+        Ok(kvm) => {
+            let input = format!("{tcg_name}\n{kvm_name}\n");
+            let recs = records(&preflight(&["--for", "start"], &input));
+            let r = find(&recs, "host.hw_virt", "host");
+            assert_eq!(
+                r["status"], kvm_verdict,
+                "as for the host's KVM guests: {r}"
+            );
+            if r["status"] != "pass" {
+                assert!(message(r).contains(&kvm_name), "{r}");
+                assert!(!message(r).contains(&tcg_name), "{r}");
+                assert!(hint(r).contains("<domain type='qemu'>"), "{r}");
+            }
+            assert_eq!(find(&recs, "libvirt.domain_type", "host")["value"], "kvm");
+            hv_testbench::remove_domain(&kvm);
+        }
+    }
+
+    // --virt-type is for the host and planned VMs; a start reads each VM's.
+    let both = preflight(&["--for", "start", "--virt-type", "qemu", &tcg_name], "");
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    hv_testbench::remove_domain(&tcg);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -499,7 +596,7 @@ fn vms_about_to_start_need_their_disks_memory_and_a_startable_state() {
         "{}\n{{\"name\": {:?}}}\nno-such-vm\n{{\"name\": \"upstream\", \"ok\": false, \"error\": {{\"code\": \"timeout\", \"message\": \"boom\"}}}}\n",
         off.name, lost_name
     );
-    let out = preflight(&["--for", "start", "--virt-type", "qemu"], &input);
+    let out = preflight(&["--for", "start"], &input);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let recs = records(&out);
     find(&recs, "host.tun", "host");
@@ -531,10 +628,7 @@ fn vms_about_to_start_need_their_disks_memory_and_a_startable_state() {
     assert_eq!(message(r), "failed upstream: boom");
 
     off.start_ready();
-    let recs = records(&preflight(
-        &["--for", "start", "--virt-type", "qemu", &off.name],
-        "",
-    ));
+    let recs = records(&preflight(&["--for", "start", &off.name], ""));
     assert!(message(find(&recs, "vm.state", &off.name)).contains("already running"));
     assert!(
         recs.iter().all(|r| r["check"] != "vm.memory"),
