@@ -64,26 +64,83 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s)
 }
 
-/// Seconds in a duration flag: `90s`, `30m`, `26h`, `7d`, `2w`.
-pub fn parse_duration(text: &str) -> Result<i64, String> {
-    let unit = |c: char| match c {
-        's' => Some(1),
-        'm' => Some(60),
-        'h' => Some(3600),
-        'd' => Some(86_400),
-        'w' => Some(7 * 86_400),
-        _ => None,
-    };
-    let bad = || {
-        format!("{text:?} is not a duration: write a number and a unit, as 90s, 30m, 26h, 7d or 2w")
-    };
-    let last = text.chars().last().ok_or_else(bad)?;
-    let scale = unit(last).ok_or_else(bad)?;
-    let n: i64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
-    if n < 0 {
-        return Err(bad());
+/// The forms every duration flag takes, for help texts and errors.
+pub const DURATION_FORMS: &str =
+    "90 (seconds), 90s, 5m, 1h30m, 2d or 2w (units s, m, h, d, w; largest first)";
+
+/// The longest duration a flag takes: ten years. Anything longer is a
+/// typo, and deadlines past it would overflow the clock's arithmetic.
+pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
+
+/// A duration flag (`--timeout`, `--lock-wait`, `--max-backup-age`, …), as
+/// clap's `value_parser`: a bare number of seconds (`90`), or numbers with
+/// units, largest first, each unit once (`90s`, `5m`, `1h30m`, `2d`, `2w`).
+/// The error names the accepted forms.
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = |why: &str| format!("{why}: write {DURATION_FORMS}");
+    if text.is_empty() {
+        return Err(bad("no duration given"));
     }
-    n.checked_mul(scale).ok_or_else(bad)
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = text.parse().map_err(|_| bad("too long"))?;
+        return within_limit(secs);
+    }
+    // (unit, seconds), largest first: the order units must come in.
+    const UNITS: [(char, u64); 5] = [
+        ('w', 7 * 86_400),
+        ('d', 86_400),
+        ('h', 3600),
+        ('m', 60),
+        ('s', 1),
+    ];
+    let mut total: u64 = 0;
+    let mut next_unit = 0; // the index in UNITS the next unit may start from
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let Some(unit) = rest[digits..].chars().next() else {
+            return Err(bad(&format!("the last number in {text:?} has no unit")));
+        };
+        if digits == 0 {
+            return Err(match unit {
+                '.' | ',' => bad("no fractions"),
+                '-' => bad("no negative durations"),
+                _ => bad("not a duration"),
+            });
+        }
+        if unit == '.' || unit == ',' {
+            return Err(bad("no fractions (1h30m, not 1.5h)"));
+        }
+        let Some(at) = UNITS.iter().position(|(u, _)| *u == unit) else {
+            return Err(bad(&format!("unknown unit {unit:?}")));
+        };
+        if at < next_unit {
+            return Err(bad("each unit once, largest first (1h30m, not 30m1h)"));
+        }
+        next_unit = at + 1;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad("too long"))?;
+        total = n
+            .checked_mul(UNITS[at].1)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(|| bad("too long"))?;
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    within_limit(total)
+}
+
+fn within_limit(secs: u64) -> Result<std::time::Duration, String> {
+    if secs > MAX_DURATION_SECS {
+        return Err(format!(
+            "too long: at most {}d; write {DURATION_FORMS}",
+            MAX_DURATION_SECS / 86_400
+        ));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// [`duration`] in whole seconds, for flags compared with Unix times.
+pub fn parse_duration(text: &str) -> Result<i64, String> {
+    duration(text).map(|d| d.as_secs() as i64)
 }
 
 /// `20261121-221005`, for names that sort by time.
@@ -142,6 +199,60 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_298_405), "2026-11-21T22:00:05Z");
         assert_eq!(compact(1_795_298_405), "20261121-220005");
+    }
+
+    #[test]
+    fn durations_in_every_documented_form() {
+        let secs = |t: &str| duration(t).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90), "a bare number is seconds");
+        assert_eq!(secs("0"), Ok(0));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("5m"), Ok(300));
+        assert_eq!(secs("1h30m"), Ok(5400));
+        assert_eq!(secs("26h"), Ok(93_600));
+        assert_eq!(secs("2d"), Ok(172_800));
+        assert_eq!(secs("2w"), Ok(1_209_600));
+        assert_eq!(secs("1d2h3m4s"), Ok(93_784));
+        assert_eq!(secs("3650d"), Ok(MAX_DURATION_SECS));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+    }
+
+    #[test]
+    fn refused_durations_name_the_accepted_forms() {
+        for bad in [
+            "",
+            "5x",
+            "m",
+            "-5",
+            "-5m",
+            "1.5h",
+            ".5h",
+            "5M",
+            "5 m",
+            " 5m",
+            "5m ",
+            "30m1h",
+            "5m5m",
+            "1h30",
+            "5ms",
+            "10y",
+            "3651d",
+            "99999999999999999999",
+            "9999999999999w",
+            "5min",
+            "½h",
+        ] {
+            let err = duration(bad).expect_err(bad);
+            assert!(
+                err.contains("90s, 5m, 1h30m, 2d"),
+                "{bad:?}: the error names the accepted forms: {err}"
+            );
+        }
+        assert!(duration("1.5h").unwrap_err().contains("1h30m, not 1.5h"));
+        assert!(duration("30m1h").unwrap_err().contains("largest first"));
+        assert!(duration("3651d").unwrap_err().contains("at most 3650d"));
+        assert!(duration("5x").unwrap_err().contains("unknown unit 'x'"));
+        assert!(duration("1h30").unwrap_err().contains("has no unit"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
-use hv_common::{Code, Error, Exit, Result};
+use hv_common::{time, Code, Error, Exit, Result};
 use serde_json::{Map, Value};
 use std::time::Duration;
 use virt::domain::Domain;
@@ -34,6 +34,10 @@ pub struct Cli {
     /// VMs to change, by name or UUID [default: records or names from stdin]
     #[arg(value_name = "VM")]
     pub vms: Vec<String>,
+
+    /// How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = time::duration)]
+    pub timeout: Duration,
 
     #[command(flatten)]
     pub args: ActionArgs,
@@ -64,7 +68,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let action = Action {
         name: "autostart",
         columns: &COLUMNS,
-        item_timeout: Duration::from_secs(60),
+        item_timeout: cli.timeout,
     };
     bulk::act(inputs, &cli.args, action, move |_, dom, _| {
         set(dom, want, dry_run)

@@ -65,3 +65,43 @@ fn bench_turns_autostart_on_and_off_in_bulk() {
         ("disable", "disable")
     );
 }
+
+/// `--timeout` takes the common duration syntax; a bad one is a usage
+/// error naming the accepted forms. On libvirt's test driver: no bench.
+#[test]
+fn timeout_takes_the_common_duration_syntax() {
+    let args = |timeout: &'static str| {
+        [
+            "on",
+            "-c",
+            "test:///default",
+            "--dry-run",
+            "--timeout",
+            timeout,
+            "test",
+        ]
+    };
+    let out = hv(HV_AUTOSTART, &args("5m"), "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = &records(&out)[0];
+    assert_eq!(
+        (&r["ok"], &r["autostart"], &r["dry_run"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(true)
+        )
+    );
+    let bad = hv(HV_AUTOSTART, &args("5x"), "");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--timeout") && err.contains("90s, 5m, 1h30m, 2d"),
+        "the error names the flag and the accepted forms: {err}"
+    );
+    assert!(bad.stdout.is_empty());
+}

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use std::io::BufRead;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const VERIFY_COLUMNS: &[Column] = &[
     col("ID", "id", Show::Plain),
@@ -38,7 +38,7 @@ pub fn verify(a: VerifyArgs) -> Result<Exit> {
     } else {
         None
     };
-    let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
+    let _lock = repo.lock(LockKind::Shared, a.repo.lock_wait)?;
     let mut printer = Printer::stdout(a.output.format(), VERIFY_COLUMNS);
     for target in targets {
         let id = match target {
@@ -275,7 +275,7 @@ fn head(index: &Index, action: &str, ok: bool) -> Map<String, Value> {
         "action": action,
         "ok": ok,
         "id": index.id,
-        "time": index.time,
+        "created_at": crate::created_at(index),
     }))
 }
 
@@ -303,7 +303,7 @@ pub fn restore(a: RestoreArgs) -> Result<Exit> {
     let repo = Repo::open(&a.repo.repo)?;
     let index = repo.index(&a.id)?;
     let identities = a.identity.load("restore")?;
-    let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
+    let _lock = repo.lock(LockKind::Shared, a.repo.lock_wait)?;
     let manifest = open_manifest(&repo, &a.id, &identities)?;
     let op = Opener {
         repo: &repo,

@@ -639,7 +639,7 @@ fn result_fields(index: &Index) -> Map<String, Value> {
     let secs = (index.elapsed_ms.max(1)) as f64 / 1000.0;
     crate::obj(json!({
         "id": index.id,
-        "time": index.time,
+        "created_at": crate::created_at(index),
         "mode": index.mode,
         // Targets, as in the dry run and in `ls`.
         "disks": index.disks.iter().map(|d| d.target.as_str()).collect::<Vec<_>>(),

@@ -76,9 +76,9 @@ pub struct RepoArgs {
     /// The repository directory
     #[arg(short = 'r', long = "repo", env = "HV_BACKUP_REPO", value_name = "DIR")]
     pub repo: PathBuf,
-    /// Seconds to wait for another hv-backup run's repository lock
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
-    pub lock_wait: u64,
+    /// How long to wait for another hv-backup run's repository lock (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = time::duration)]
+    pub lock_wait: Duration,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -151,9 +151,9 @@ pub struct CreateArgs {
     /// Mark the backups protected: prune keeps them
     #[arg(long)]
     pub protected: bool,
-    /// Give up on a VM after this many seconds (0: never)
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
-    pub timeout: u64,
+    /// Give up on a VM after this long (90, 90s, 5m, 1h30m; 0: never)
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = time::duration)]
+    pub timeout: Duration,
     /// Read every disk in full, even where a checkpoint allows an incremental read
     #[arg(long)]
     pub full: bool,
@@ -310,7 +310,7 @@ pub const MANUAL: Manual = Manual {
         ("Create a repository; keep the identity off this host:", "age-keygen -o /safe/place/backup.key && hv-backup init /srv/backup --recipient \"$(age-keygen -y /safe/place/backup.key)\""),
         ("Back up every production VM, two at a time:", "export HV_BACKUP_REPO=/srv/backup; hv-ls --tag prod | hv-backup create -j 2"),
         ("Snapshot, then back up, the same VMs:", "hv-ls --tag prod | hv-snap create --name pre-upgrade | hv-backup create"),
-        ("VMs whose newest backup is older than 26 hours:", "hv-backup ls | jq -s 'group_by(.uuid)[] | max_by(.time_unix) | select(.age_hours > 26) | .name'"),
+        ("VMs whose newest backup is older than 26 hours:", "hv-backup ls | jq -s 'group_by(.uuid)[] | max_by(.created_at) | select(.age_hours > 26) | .name'"),
         ("Check every chunk of every backup, then every byte of the newest:", "hv-backup verify && hv-backup verify --deep --identity /safe/place/backup.key \"$(hv-backup ls | head -1 | jq -r .id)\""),
         ("Restore a backup as a new VM beside the original:", "hv-backup restore 20261121T020000Z-3fa2b1c9 --identity key.txt --dir /var/lib/libvirt/images --define --name web1-restored"),
         ("Stream one disk raw onto a logical volume (exit 1 if the stream is cut short):", "hv-backup restore ID --identity key.txt --disk vda -o - | dd of=/dev/vg0/web1-vda bs=4M"),
@@ -319,14 +319,14 @@ pub const MANUAL: Manual = Manual {
     notes: &[
         "The repository is a directory (docs/backup-format.md describes every file): chunks/ holds 4 MiB pieces of disk images, each compressed with zstd and encrypted with age to the recipients given to init, named by a keyed BLAKE3 hash so equal data is stored once; backups/<id>/ holds a clear index.json (VM, time, sizes, protected), the list of chunks it references, and manifest.age, the encrypted manifest (domain XML, NVRAM, per disk its format, size, chunk list and SHA-256). The repository is safe to copy with rsync while no backup runs.",
         "Keys: the host needs only the recipients (public keys) and the chunk-id key, which init stores in --key-dir and also, encrypted, in the repository; recover-key puts it back on a new host. restore, verify --deep and recover-key need the identity (--identity FILE or HV_BACKUP_IDENTITY naming a file); keep it off the host.",
-        "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id, time, mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s, checkpoint (the one this backup created, or null), reads (per disk: target, read full with its reason, or incremental with base and dirty_bytes) and warnings.",
+        "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id (the backup's), created_at (RFC 3339, UTC), mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s, checkpoint (the one this backup created, or null), reads (per disk: target, read full with its reason, or incremental with base and dirty_bytes) and warnings.",
         "Incremental: each backup of a VM with qcow2 disks creates a libvirt checkpoint (a stopped VM's by qemu-img bitmap --add and a redefinition, as libvirt creates checkpoints only on running VMs) (named hv-<16 hex of the repository id>-<time>-<random>, so repositories never share a chain); the next backup to the same repository reads only the 4 MiB chunks the checkpoint's dirty bitmap marks and takes the others from the previous chunk list, which --cache-dir keeps. Every manifest is still complete. A deleted or foreign checkpoint, a missing bitmap, a replaced or resized disk, chunks no longer in the repository, a cleared cache or a job libvirt refuses each cost one full read of that disk with a warning, never a failed backup; older hv checkpoints of the repository are deleted after each backup. A bitmap QEMU never saved (killed while running) also costs one full read. Raw disks are always read in full. An incrementally read disk records no whole-image SHA-256 (that would need every byte); its chunks are still checked by id. --full reads everything.",
-        "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait seconds.",
+        "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait (default 1h).",
         "Environment: HV_BACKUP_REPO for --repo, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, HV_BACKUP_CACHE_DIR for --cache-dir, and HV_BACKUP_IDENTITY naming the identity file.",
         "On a full read, the image SHA-256 of an unchanged disk is not recomputed: after each backup the host keeps, in --cache-dir, each disk's chunk ids and the SHA-256 state after each chunk; the next backup resumes hashing after the last unchanged leading chunk. Equal keyed-BLAKE3 chunk ids mean equal bytes, so the result is the same as hashing everything; deleting the cache only makes the next backup a full read.",
         "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed. Piped records name the backups by their id (hv-backup ls, hv-backup create); a failed record (ok false, e.g. a create that failed) is printed again untouched.",
         "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after every chunk matched its id and the image's SHA-256 matched the backup's (where it has one); the record gives the SHA-256 of what was written; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
-        "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept and take no --keep-* slot. Each backup gets a record with kept and keep_reason.",
+        "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept and take no --keep-* slot. Each backup gets a record with kept (true or false) and keep_reason (the rule that kept it: keep-last ... keep-yearly, protected, or damaged for a backup whose index cannot be read; null when it goes), the shape of each item of hv-snap prune's snapshots.",
     ],
 };
 
@@ -345,7 +345,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
 
 const REPO_COLUMNS: &[Column] = &[
     col("REPOSITORY", "repository", Show::Plain),
-    col("ID", "id", Show::Plain),
+    col("REPOSITORY ID", "repository_id", Show::Plain),
     col("KEY FILE", "key_file", Show::Plain),
 ];
 
@@ -364,7 +364,7 @@ fn init(a: InitArgs) -> Result<Exit> {
     let mut printer = Printer::stdout(a.output.format(), REPO_COLUMNS);
     printer.emit(obj(json!({
         "repository": repo.root.display().to_string(),
-        "id": repo.config.id,
+        "repository_id": repo.config.id,
         "recipients": repo.config.recipients,
         "key_file": repo.host_key_path(&a.key_dir.key_dir).display().to_string(),
         "ok": true,
@@ -381,7 +381,7 @@ fn recover_key(a: RecoverKeyArgs) -> Result<Exit> {
     let mut printer = Printer::stdout(a.output.format(), REPO_COLUMNS);
     printer.emit(obj(json!({
         "repository": repo.root.display().to_string(),
-        "id": repo.config.id,
+        "repository_id": repo.config.id,
         "key_file": repo.host_key_path(&a.key_dir.key_dir).display().to_string(),
         "ok": true,
     })))?;
@@ -406,7 +406,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
     let inputs = bulk::inputs(&a.vms, "hv-ls --tag prod | hv-backup create")?;
     let repo = Repo::open(&a.repo.repo)?;
     let key = repo.host_key(&a.key_dir.key_dir)?;
-    let _lock = repo.lock(LockKind::Shared, Duration::from_secs(a.repo.lock_wait))?;
+    let _lock = repo.lock(LockKind::Shared, a.repo.lock_wait)?;
     let plan = Arc::new(create::Plan {
         sealer: store::Sealer {
             repo: Arc::new(repo),
@@ -422,9 +422,10 @@ fn create(a: CreateArgs) -> Result<Exit> {
         dry_run: a.args.dry_run,
         full: a.full,
     });
-    let timeout = match a.timeout {
-        0 => Duration::from_secs(365 * 24 * 3600),
-        s => Duration::from_secs(s),
+    let timeout = if a.timeout.is_zero() {
+        Duration::from_secs(365 * 24 * 3600)
+    } else {
+        a.timeout
     };
     let action = Action {
         name: "backup",
@@ -443,7 +444,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
 const LS_COLUMNS: &[Column] = &[
     col("ID", "id", Show::Plain),
     col("NAME", "name", Show::Plain),
-    col("TIME", "time", Show::Plain),
+    col("CREATED", "created_at", Show::Plain),
     col("MODE", "mode", Show::Plain),
     col("SIZE", "size_bytes", Show::Bytes),
     col("STORED", "stored_bytes", Show::Bytes),
@@ -474,14 +475,19 @@ fn ls(a: LsArgs) -> Result<Exit> {
     Ok(status.exit())
 }
 
+/// A backup's time in records: RFC 3339 UTC, from the index's Unix time
+/// (what prune judges by), in a field named `*_at` as every hv time is.
+pub(crate) fn created_at(b: &format::Index) -> String {
+    time::rfc3339(b.time_unix)
+}
+
 fn ls_record(b: &format::Index, now: i64) -> Map<String, Value> {
     let age_hours = ((now - b.time_unix) as f64 / 360.0).round() / 10.0;
     obj(json!({
         "name": b.name,
         "uuid": b.uuid,
         "id": b.id,
-        "time": b.time,
-        "time_unix": b.time_unix,
+        "created_at": created_at(b),
         "age_hours": age_hours,
         "mode": b.mode,
         "disks": b.disks.iter().map(|d| d.target.clone()).collect::<Vec<_>>(),

@@ -6,18 +6,17 @@
 //! the same time could otherwise reference a chunk gc is deleting.
 
 use crate::repo::{LockKind, Repo};
-use crate::{matches_vm, obj, GcArgs, PruneArgs};
+use crate::{created_at, matches_vm, obj, GcArgs, PruneArgs};
 use hv_common::cli::{self, Status};
 use hv_common::output::{col, Column, Printer, Show};
 use hv_common::{backup_index, retention};
 use hv_common::{Error, Exit, Result};
 use serde_json::json;
-use std::time::Duration;
 
 const PRUNE_COLUMNS: &[Column] = &[
     col("ID", "id", Show::Plain),
     col("NAME", "name", Show::Plain),
-    col("TIME", "time", Show::Plain),
+    col("CREATED", "created_at", Show::Plain),
     col("KEPT", "kept", Show::Plain),
     col("REASON", "keep_reason", Show::Plain),
 ];
@@ -29,7 +28,7 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
         ));
     }
     let repo = Repo::open(&a.repo.repo)?;
-    let _lock = repo.lock(LockKind::Exclusive, Duration::from_secs(a.repo.lock_wait))?;
+    let _lock = repo.lock(LockKind::Exclusive, a.repo.lock_wait)?;
     let listing = backup_index::list_all(&repo.root)?;
     let chosen = listing.backups.into_iter();
     let by_vm = backup_index::by_vm(chosen.filter(|b| matches_vm(&a.vm, &b.name, &b.uuid)));
@@ -41,7 +40,7 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
         status.failed(&e);
         printer.emit(obj(json!({
             "name": null, "uuid": null, "action": "prune", "ok": false, "id": id,
-            "kept": true, "error": e.to_json(),
+            "kept": true, "keep_reason": "damaged", "error": e.to_json(),
         })))?;
     }
     for backups in by_vm.values() {
@@ -52,7 +51,7 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
                 "action": "prune",
                 "ok": true,
                 "id": b.id,
-                "time": b.time,
+                "created_at": created_at(b),
                 "kept": reason.is_some(),
                 "keep_reason": reason,
                 "dry_run": a.dry_run,
@@ -86,7 +85,7 @@ const GC_COLUMNS: &[Column] = &[
 
 pub fn gc(a: GcArgs) -> Result<Exit> {
     let repo = Repo::open(&a.repo.repo)?;
-    let _lock = repo.lock(LockKind::Exclusive, Duration::from_secs(a.repo.lock_wait))?;
+    let _lock = repo.lock(LockKind::Exclusive, a.repo.lock_wait)?;
     let (chunks, bytes) = repo.gc(a.dry_run)?;
     let damaged: Vec<String> = backup_index::list_all(&repo.root)?
         .damaged

@@ -202,6 +202,14 @@ fn backup_id(recs: &[Value]) -> String {
     recs[0]["id"].as_str().expect("a backup id").to_owned()
 }
 
+/// Times in records are RFC 3339 UTC, as `2026-11-21T02:00:00Z`.
+fn assert_rfc3339_utc(text: &str) {
+    assert!(
+        hv_common::time::parse_rfc3339(text).is_some(),
+        "not RFC 3339 UTC: {text}"
+    );
+}
+
 #[test]
 fn a_stopped_vm_is_backed_up_restored_and_boots() {
     let conn = connect();
@@ -228,6 +236,9 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
         "text compresses: {r}"
     );
     let id = backup_id(&recs);
+    let created_at = r["created_at"].as_str().expect("created_at").to_owned();
+    assert_rfc3339_utc(&created_at);
+    assert!(r.get("time").is_none(), "renamed to created_at: {r}");
 
     // Unchanged: nothing new is stored.
     let again = ok(&b.run(&["create", &g.uuid]));
@@ -268,12 +279,21 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[2]["id"], id.as_str(), "newest first");
     assert!(listed[0]["age_hours"].as_f64().unwrap() < 1.0);
+    assert_eq!(
+        listed[2]["created_at"], created_at,
+        "ls and create name one time"
+    );
+    for old in ["time", "time_unix"] {
+        assert!(listed[2].get(old).is_none(), "{old} is gone: {}", listed[2]);
+    }
 
     let deep = ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &id]));
     assert_eq!(
         (deep[0]["ok"].as_bool(), deep[0]["deep"].as_bool()),
         (Some(true), Some(true))
     );
+    assert_eq!(deep[0]["created_at"], created_at);
+    assert!(deep[0].get("time").is_none(), "{}", deep[0]);
 
     // Restore as a new domain beside the original, then boot it.
     let out_dir = b.out_dir("restored");
@@ -295,6 +315,7 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
             .expect("restored domain defined"),
     };
     assert_eq!(recs[0]["domain"], new_name.as_str());
+    assert_eq!(recs[0]["created_at"], created_at);
     let disk = &recs[0]["disks"][0];
     let path = PathBuf::from(disk["path"].as_str().unwrap());
     assert_eq!(disk["format"], "qcow2");
@@ -618,6 +639,7 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
     let kept = |recs: &[Value]| -> Vec<(String, bool, Value)> {
         recs.iter()
             .map(|r| {
+                assert!(r.get("time").is_none(), "renamed to created_at: {r}");
                 (
                     r["id"].as_str().unwrap().to_owned(),
                     r["kept"].as_bool().unwrap(),
@@ -635,6 +657,15 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
             (ids[3].clone(), true, "keep-last".into()),
         ]
     );
+    // Prune judges by the index's time, and says which it judged by.
+    let judged_at: Vec<i64> = dry
+        .iter()
+        .map(|r| hv_common::time::parse_rfc3339(r["created_at"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        judged_at,
+        (0..4).map(|i| now - (3 - i) * 86_400).collect::<Vec<_>>()
+    );
     assert_eq!(ok(&b.run(&["ls"])).len(), 4, "a dry run deletes nothing");
     // As the design brief has it: hv-backup list --json | jq 'select(.age_hours > 26)'
     let listed = ok(&b.run(&["list", "--json"]));
@@ -643,7 +674,8 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
         .unwrap()
         .as_secs_f64();
     for r in &listed {
-        let age = (clock - r["time_unix"].as_f64().unwrap()) / 3600.0;
+        let created_at = r["created_at"].as_str().unwrap();
+        let age = (clock - hv_common::time::parse_rfc3339(created_at).unwrap() as f64) / 3600.0;
         assert!((r["age_hours"].as_f64().unwrap() - age).abs() < 0.2, "{r}");
     }
     let before = count_chunks(&b.repo);
@@ -1185,6 +1217,18 @@ fn a_backup_with_a_damaged_index_is_a_failing_record_not_gone() {
             );
         }
     }
+    // prune keeps what it cannot judge, in the shape of every prune record.
+    let pruned = failed(
+        &b.run(&["prune", "--keep-last", "1", "--dry-run"]),
+        "corrupt",
+    );
+    for r in pruned.iter().filter(|r| r["ok"] == false) {
+        assert_eq!(
+            (&r["kept"], &r["keep_reason"]),
+            (&Value::Bool(true), &Value::from("damaged")),
+            "{r}"
+        );
+    }
     // Its chunks stay until someone repairs or drops it.
     let before = count_chunks(&b.repo);
     ok(&b.run(&["gc"]));
@@ -1298,4 +1342,56 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
             .unwrap(),
         image_sha256(&raw, None)
     );
+}
+
+/// docs/records.md: durations take one syntax, `id` is only ever a
+/// backup's id, and a repository's own id is `repository_id`. Needs no VM.
+#[test]
+fn durations_and_ids_speak_the_common_language() {
+    let b = Bench::new("language");
+    let other = b.dir.join("other-repo");
+    let init = ok(&b.run(&[
+        "init",
+        other.to_str().unwrap(),
+        "--recipient",
+        &b.recipient(),
+    ]));
+    assert!(
+        init[0]["repository_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{}",
+        init[0]
+    );
+    assert!(
+        init[0].get("id").is_none(),
+        "id is a backup's id: {}",
+        init[0]
+    );
+    let recovered = ok(&b.run(&["recover-key", "--identity", b.identity()]));
+    assert!(recovered[0].get("id").is_none(), "{}", recovered[0]);
+    assert!(recovered[0]["repository_id"].is_string());
+
+    ok(&b.run(&["gc", "--lock-wait", "1m30s"]));
+    ok(&b.run(&[
+        "prune",
+        "--keep-last",
+        "1",
+        "--lock-wait",
+        "90",
+        "--dry-run",
+    ]));
+    for args in [
+        vec!["gc", "--lock-wait", "5x"],
+        vec!["ls", "--lock-wait", "1.5h"],
+        vec!["create", "--timeout", "5x", "some-vm"],
+    ] {
+        let out = b.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(args[1]) && err.contains("90s, 5m, 1h30m, 2d"),
+            "{args:?}: the error names the flag and the accepted forms: {err}"
+        );
+    }
 }

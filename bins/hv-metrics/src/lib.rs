@@ -49,6 +49,7 @@ pub struct Cli {
 
     /// An hv-backup repository whose backups to report: each VM's newest backup time,
     /// duration and sizes, and the free space of its filesystem (repeatable)
+    /// [default: $HV_BACKUP_REPO when set]
     #[arg(long = "repo", value_name = "REPO")]
     pub repos: Vec<PathBuf>,
 
@@ -58,7 +59,7 @@ pub struct Cli {
     pub backup_results: Option<PathBuf>,
 
     /// An hv-iso library whose images to report: present, unsigned, and the outcome of
-    /// the last hv-iso verify (which this does not repeat)
+    /// the last hv-iso verify (which this does not repeat) [default: $HV_ISO_LIBRARY when set]
     #[arg(long, value_name = "DIR")]
     pub iso_library: Option<PathBuf>,
 
@@ -96,7 +97,12 @@ impl MetricsFormat {
 
 pub const MANUAL: Manual = Manual {
     exit_status: hv_common::manual::EXIT_STATUS,
-    environment: hv_common::manual::ENVIRONMENT,
+    environment: &[
+        ("HV_CONNECT", "libvirt URI used when -c/--connect is not given."),
+        ("LIBVIRT_DEFAULT_URI", "libvirt URI used when neither -c nor HV_CONNECT is set; without any, libvirt picks its own default."),
+        ("HV_BACKUP_REPO", "The hv-backup repository to report when no --repo is given, as for hv-backup; empty means none."),
+        ("HV_ISO_LIBRARY", "The hv-iso library to report when --iso-library is not given, as for hv-iso; empty means none."),
+    ],
     examples: &[
         ("Print one scrape:", "hv-metrics"),
         ("Check the output with Prometheus' own linter:", "hv-metrics | promtool check metrics"),
@@ -128,10 +134,12 @@ pub const MANUAL: Manual = Manual {
 };
 
 pub fn run(cli: Cli) -> Result<Exit> {
+    let env = |key: &str| std::env::var_os(key);
     let sources = Sources {
-        repos: cli.repos,
+        repos: or_from_env(cli.repos, "HV_BACKUP_REPO", env),
         backup_results: cli.backup_results,
-        iso_library: cli.iso_library,
+        iso_library: or_from_env(cli.iso_library.into_iter().collect(), "HV_ISO_LIBRARY", env)
+            .pop(),
     };
     if let Some(addr) = &cli.listen {
         return listen(&cli.connect, addr, &sources);
@@ -192,6 +200,25 @@ fn write_textfile(dir: &Path, text: &str) -> Result<()> {
     let dest = dir.join(TEXTFILE_NAME);
     hv_common::fsutil::write_atomic(&dest, text.as_bytes(), 0o644)
         .map_err(|err| Error::io(format!("cannot write {}", dest.display()), err))
+}
+
+/// The paths a flag gave or, with none, the one the environment variable
+/// names, as the command that owns it (hv-backup, hv-iso) reads it. An
+/// empty variable names nothing: /etc/hv/hv.env ships `HV_BACKUP_REPO=`.
+/// Not clap's `env`, which refuses an empty value.
+fn or_from_env(
+    given: Vec<PathBuf>,
+    key: &str,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<PathBuf> {
+    if !given.is_empty() {
+        return given;
+    }
+    env(key)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect()
 }
 
 fn listen(connect: &ConnectArgs, addr: &str, sources: &Sources) -> Result<Exit> {
@@ -260,6 +287,25 @@ fn parse_listen(addr: &str) -> Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repo_and_library_default_to_their_environment_variables() {
+        let env = |value: &'static str| move |_: &str| Some(std::ffi::OsString::from(value));
+        let flag = vec![PathBuf::from("/flag")];
+        assert_eq!(
+            or_from_env(flag.clone(), "HV_BACKUP_REPO", env("/env")),
+            flag
+        );
+        assert_eq!(
+            or_from_env(Vec::new(), "HV_BACKUP_REPO", env("/env")),
+            [PathBuf::from("/env")]
+        );
+        assert!(
+            or_from_env(Vec::new(), "HV_BACKUP_REPO", env("")).is_empty(),
+            "hv.env's empty HV_BACKUP_REPO= names no repository"
+        );
+        assert!(or_from_env(Vec::new(), "HV_ISO_LIBRARY", |_: &str| None).is_empty());
+    }
 
     #[test]
     fn listen_addresses() {

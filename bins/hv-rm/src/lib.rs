@@ -13,7 +13,7 @@ use hv_common::lifecycle::{self, SHUTOFF};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
 use hv_common::targets::Input;
-use hv_common::{Code, Error, Exit, Result};
+use hv_common::{time, Code, Error, Exit, Result};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -50,6 +50,10 @@ pub struct Cli {
     /// Do not ask; required when stdin is not a terminal
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = time::duration)]
+    pub timeout: Duration,
 
     #[command(flatten)]
     pub args: ActionArgs,
@@ -129,7 +133,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let action = Action {
         name: "rm",
         columns: &COLUMNS,
-        item_timeout: Duration::from_secs(300),
+        item_timeout: cli.timeout,
     };
     bulk::act(
         inputs.into_iter(),

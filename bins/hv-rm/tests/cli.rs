@@ -155,3 +155,36 @@ fn bench_at_a_terminal_it_asks_once() {
     assert!(!defined(&g.uuid));
     assert!(g.disk.exists(), "without --remove-storage the disk stays");
 }
+
+/// `--timeout` takes the common duration syntax; a bad one is a usage
+/// error naming the accepted forms. On libvirt's test driver (its `test`
+/// VM runs, hence --force): no bench, and a dry run removes nothing.
+#[test]
+fn timeout_takes_the_common_duration_syntax() {
+    let args = |timeout: &'static str| {
+        [
+            "-c",
+            "test:///default",
+            "--dry-run",
+            "--force",
+            "--timeout",
+            timeout,
+            "test",
+        ]
+    };
+    let out = hv(HV_RM, &args("5m"), "");
+    assert!(out.status.success(), "{}", err(&out));
+    let r = &records(&out)[0];
+    assert_eq!(
+        (&r["ok"], &r["dry_run"]),
+        (&serde_json::json!(true), &serde_json::json!(true))
+    );
+    let bad = hv(HV_RM, &args("5x"), "");
+    assert_eq!(bad.status.code(), Some(2), "{}", err(&bad));
+    assert!(
+        err(&bad).contains("--timeout") && err(&bad).contains("90s, 5m, 1h30m, 2d"),
+        "the error names the flag and the accepted forms: {}",
+        err(&bad)
+    );
+    assert!(bad.stdout.is_empty());
+}

@@ -71,6 +71,9 @@ pub struct CreateArgs {
     /// Like --quiesce, but fail the VM when its agent does not answer
     #[arg(long)]
     pub require_quiesce: bool,
+    /// How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = time::duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub args: ActionArgs,
 }
@@ -97,6 +100,9 @@ pub struct PickArgs {
     /// The snapshot [default: the `snapshot` field of each piped record]
     #[arg(long, value_name = "NAME")]
     pub snapshot: Option<String>,
+    /// How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = time::duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub args: ActionArgs,
 }
@@ -123,6 +129,9 @@ pub struct PruneArgs {
     /// Also consider snapshots hv did not make
     #[arg(long)]
     pub all: bool,
+    /// How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = time::duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub args: ActionArgs,
 }
@@ -138,9 +147,9 @@ pub const MANUAL: Manual = Manual {
         ("Keep a rolling set from a timer:", "hv-ls --tag prod | hv-snap create && hv-ls --tag prod | hv-snap prune --keep-last 3 --keep-daily 7 --keep-weekly 4"),
     ],
     notes: &[
-        "hv-snap create: a stopped VM gets an internal snapshot of its disks (qcow2 only). A running VM's internal snapshot includes its memory, which libvirt requires (the VM pauses while its RAM is saved); --disk-only makes external snapshots instead: each disk gets a new overlay file <disk>.<snapshot>.qcow2 beside it and the VM does not pause. Snapshots are atomic across disks: if one disk fails, none is kept. Records: snapshot, created, state, kind (internal or external), memory, parent, current, description, hv_made, and for create quiesced and elapsed_ms.",
+        "hv-snap create: a stopped VM gets an internal snapshot of its disks (qcow2 only). A running VM's internal snapshot includes its memory, which libvirt requires (the VM pauses while its RAM is saved); --disk-only makes external snapshots instead: each disk gets a new overlay file <disk>.<snapshot>.qcow2 beside it and the VM does not pause. Snapshots are atomic across disks: if one disk fails, none is kept. Records: snapshot, created_at (RFC 3339, UTC), state, kind (internal or external), memory, parent, current, description, hv_made, and for create quiesced and elapsed_ms.",
         "hv-snap revert and rm take the snapshot from --snapshot or from the snapshot field of each piped record. libvirt 11 reverts internal and external snapshots; it refuses to delete an external snapshot whose parent is internal, and that refusal is reported with error code unsupported.",
-        "hv-snap prune applies --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly and --keep-yearly with Proxmox Backup Server's rules (docs/snapshots.md); periods are UTC. Only snapshots hv made are considered unless --all. Records: kept (snapshot, created, rule) and removed.",
+        "hv-snap prune applies --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly and --keep-yearly with Proxmox Backup Server's rules (docs/snapshots.md); periods are UTC. Only snapshots hv made are considered unless --all. Each VM's record has snapshots (each considered snapshot with snapshot, created_at, kept and keep_reason: the rule that kept it, or null) and removed (the names deleted, or that would be with --dry-run).",
     ],
 };
 
@@ -155,7 +164,7 @@ static ACTION_COLUMNS: [Column; 5] = [
 static LS_COLUMNS: [Column; 7] = [
     col("name", "name", Show::Plain),
     col("snapshot", "snapshot", Show::Plain),
-    col("created", "created", Show::Plain),
+    col("created", "created_at", Show::Plain),
     col("state", "state", Show::Plain),
     col("kind", "kind", Show::Plain),
     col("current", "current", Show::Plain),
@@ -165,7 +174,7 @@ static LS_COLUMNS: [Column; 7] = [
 static PRUNE_COLUMNS: [Column; 4] = [
     col("name", "name", Show::Plain),
     col("ok", "ok", Show::Plain),
-    col("kept", "kept", Show::Join(Some("snapshot"))),
+    col("snapshots", "snapshots", Show::Join(Some("snapshot"))),
     col("removed", "removed", Show::Join(None)),
 ];
 
@@ -246,7 +255,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
     let action = Action {
         name: "snapshot",
         columns: &ACTION_COLUMNS,
-        item_timeout: Duration::from_secs(1800),
+        item_timeout: a.timeout,
     };
     bulk::act(inputs, &a.args, action, move |_, dom, _| {
         snapshot_vm(dom, &plan)
@@ -332,7 +341,7 @@ fn snapshot_vm(dom: &Domain, plan: &Plan) -> Result<Map<String, Value>> {
             plan.name
         ));
     }
-    r.extend(snapshot::fields(&info, true));
+    r.extend(snapshot_fields(&info, true));
     r.insert("quiesced".into(), quiesced.into());
     r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
     Ok(r)
@@ -448,6 +457,31 @@ fn with_marker<T>(
 
 // ---- ls --------------------------------------------------------------------
 
+/// The fields of a snapshot record after the VM's `name` and `uuid`
+/// (docs/snapshots.md). Times are RFC 3339 UTC in `*_at` fields, as in
+/// every hv record.
+fn snapshot_fields(info: &snapshot::Info, current: bool) -> Map<String, Value> {
+    let mut r = Map::new();
+    r.insert("snapshot".into(), info.name.clone().into());
+    r.insert("created_at".into(), time::rfc3339(info.created).into());
+    r.insert("state".into(), info.state.clone().into());
+    r.insert(
+        "kind".into(),
+        if info.external {
+            "external"
+        } else {
+            "internal"
+        }
+        .into(),
+    );
+    r.insert("memory".into(), info.memory.into());
+    r.insert("parent".into(), json!(info.parent));
+    r.insert("current".into(), current.into());
+    r.insert("description".into(), json!(info.description));
+    r.insert("hv_made".into(), info.hv_made.into());
+    r
+}
+
 fn snapshots_of(dom: &Domain) -> Result<Vec<(snapshot::Info, bool, DomainSnapshot)>> {
     let mut all = Vec::new();
     for snap in dom
@@ -500,7 +534,7 @@ fn ls(a: LsArgs) -> Result<Exit> {
                     let mut r = Map::new();
                     r.insert("name".into(), name.clone().into());
                     r.insert("uuid".into(), uuid.clone().into());
-                    r.extend(snapshot::fields(&info, current));
+                    r.extend(snapshot_fields(&info, current));
                     printer.emit(r)?;
                 }
             }
@@ -533,7 +567,7 @@ fn pick(a: PickArgs, action: &'static str, revert_flags: u32) -> Result<Exit> {
     let act = Action {
         name: action,
         columns: &ACTION_COLUMNS,
-        item_timeout: Duration::from_secs(1800),
+        item_timeout: a.timeout,
     };
     bulk::act(inputs, &a.args, act, move |_, dom, vm| {
         let name = fixed.clone().or_else(|| vm.record.as_ref()?.get("snapshot")?.as_str().map(str::to_owned)).ok_or_else(|| {
@@ -588,7 +622,7 @@ fn prune(a: PruneArgs) -> Result<Exit> {
     let act = Action {
         name: "prune",
         columns: &PRUNE_COLUMNS,
-        item_timeout: Duration::from_secs(3600),
+        item_timeout: a.timeout,
     };
     bulk::act(inputs, &a.args, act, move |_, dom, _| {
         prune_vm(dom, &keep, all, dry_run)
@@ -602,12 +636,13 @@ fn prune_vm(dom: &Domain, keep: &Keep, all: bool, dry_run: bool) -> Result<Map<S
         .collect();
     let times: Vec<i64> = candidates.iter().map(|(i, _, _)| i.created).collect();
     let verdicts = retention::judge(&times, keep);
-    let mut kept = Vec::new();
+    let mut judged = Vec::new();
     let mut removed = Vec::new();
     let mut failed = Vec::new();
     for ((info, _, snap), verdict) in candidates.iter().zip(verdicts) {
+        judged.push(judged_item(info, verdict));
         match verdict {
-            Some(rule) => kept.push(json!({"snapshot": info.name, "created": time::rfc3339(info.created), "rule": rule})),
+            Some(_) => {}
             None if dry_run => removed.push(info.name.clone()),
             None => match runner::point_of_no_return().and_then(|()| {
                 snap.delete(0)
@@ -629,10 +664,109 @@ fn prune_vm(dom: &Domain, keep: &Keep, all: bool, dry_run: bool) -> Result<Map<S
         ));
     }
     let mut r = Map::new();
-    r.insert("kept".into(), kept.into());
+    r.insert("snapshots".into(), judged.into());
     r.insert("removed".into(), json!(removed));
     if dry_run {
         r.insert("dry_run".into(), true.into());
     }
     Ok(r)
+}
+
+/// What prune decided about one snapshot, in the shape every prune record
+/// has (hv-backup prune's too): `kept`, and `keep_reason`, the rule that
+/// kept it or null.
+fn judged_item(info: &snapshot::Info, verdict: retention::Verdict) -> Value {
+    json!({
+        "snapshot": info.name,
+        "created_at": time::rfc3339(info.created),
+        "kept": verdict.is_some(),
+        "keep_reason": verdict,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> snapshot::Info {
+        snapshot::Info {
+            name: "pre".into(),
+            description: None,
+            state: "shutoff".into(),
+            parent: None,
+            created: 1_795_298_405,
+            external: false,
+            memory: false,
+            hv_made: true,
+        }
+    }
+
+    #[test]
+    fn snapshot_records_carry_created_at_in_rfc3339_utc() {
+        let r = snapshot_fields(&info(), true);
+        assert_eq!(r["created_at"], "2026-11-21T22:00:05Z");
+        assert!(!r.contains_key("created"), "renamed, not duplicated");
+        let keys: Vec<&str> = r.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "snapshot",
+                "created_at",
+                "state",
+                "kind",
+                "memory",
+                "parent",
+                "current",
+                "description",
+                "hv_made"
+            ]
+        );
+    }
+
+    #[test]
+    fn prune_items_have_the_shape_hv_backup_prune_records_have() {
+        assert_eq!(
+            judged_item(&info(), Some("keep-daily")),
+            json!({"snapshot": "pre", "created_at": "2026-11-21T22:00:05Z", "kept": true, "keep_reason": "keep-daily"})
+        );
+        assert_eq!(
+            judged_item(&info(), None),
+            json!({"snapshot": "pre", "created_at": "2026-11-21T22:00:05Z", "kept": false, "keep_reason": null})
+        );
+    }
+
+    #[test]
+    fn every_action_takes_a_timeout_in_the_common_syntax() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("hv-snap").chain(args.iter().copied()))
+        };
+        let timeout = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Create(a) => a.timeout,
+            Command::Revert(a) => a.pick.timeout,
+            Command::Rm(a) => a.timeout,
+            Command::Prune(a) => a.timeout,
+            Command::Ls(_) => unreachable!(),
+        };
+        assert_eq!(timeout(&["create", "vm"]), Duration::from_secs(1800));
+        assert_eq!(
+            timeout(&["create", "--timeout", "5m", "vm"]),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            timeout(&["revert", "--timeout", "90", "vm"]),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            timeout(&["rm", "--timeout", "1h30m", "vm"]),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(timeout(&["prune", "vm"]), Duration::from_secs(3600));
+        assert_eq!(
+            timeout(&["prune", "--timeout", "2d", "vm"]),
+            Duration::from_secs(172_800)
+        );
+        let err = parse(&["create", "--timeout", "5x", "vm"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("1h30m"), "{err}");
+    }
 }

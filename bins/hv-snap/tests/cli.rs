@@ -68,7 +68,12 @@ fn bench_revert_brings_the_disk_back_and_rm_deletes() {
         (r["hv_made"].as_bool(), r["state"].as_str()),
         (Some(true), Some("shutoff"))
     );
-    assert!(r["created"].as_str().unwrap().ends_with('Z'));
+    let created_at = r["created_at"].as_str().unwrap();
+    assert!(
+        hv_common::time::parse_rfc3339(created_at).is_some(),
+        "created_at is RFC 3339 UTC: {created_at}"
+    );
+    assert!(r.get("created").is_none(), "renamed to created_at: {r}");
 
     write_a_while(&g);
     assert_ne!(
@@ -226,14 +231,30 @@ fn bench_prune_keeps_exactly_what_the_rules_say() {
         &["prune", "--keep-last", "2"],
         &format!("{}\n", g.name),
     ));
-    let kept: Vec<&str> = done[0]["kept"]
+    // One shape with hv-backup prune: each snapshot says kept and keep_reason.
+    let judged: Vec<(&str, bool, &Value)> = done[0]["snapshots"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| k["snapshot"].as_str().unwrap())
+        .map(|k| {
+            assert!(k["created_at"].as_str().unwrap().ends_with('Z'), "{k}");
+            (
+                k["snapshot"].as_str().unwrap(),
+                k["kept"].as_bool().unwrap(),
+                &k["keep_reason"],
+            )
+        })
         .collect();
-    assert_eq!(kept, vec!["p3", "p4"]);
-    assert!(done[0]["kept"][0]["rule"] == "keep-last");
+    assert_eq!(
+        judged,
+        vec![
+            ("p1", false, &Value::Null),
+            ("p2", false, &Value::Null),
+            ("p3", true, &serde_json::json!("keep-last")),
+            ("p4", true, &serde_json::json!("keep-last")),
+        ]
+    );
+    assert_eq!(done[0]["removed"], serde_json::json!(["p1", "p2"]));
     let mut left = names(&g);
     left.sort();
     assert_eq!(
@@ -253,4 +274,56 @@ fn bench_prune_keeps_exactly_what_the_rules_say() {
         Some(2),
         "prune without a rule is refused"
     );
+}
+
+/// `--timeout` takes the common duration syntax on every action; a bad one
+/// is a usage error naming the accepted forms. The test driver needs no
+/// bench.
+#[test]
+fn timeout_takes_the_common_duration_syntax() {
+    let out = snap(&[
+        "prune",
+        "-c",
+        "test:///default",
+        "--keep-last",
+        "1",
+        "--dry-run",
+        "--timeout",
+        "5m",
+        "test",
+    ]);
+    let r = &ok(&out)[0];
+    assert_eq!(
+        (&r["ok"], &r["dry_run"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
+    assert_eq!(r["snapshots"], serde_json::json!([]));
+    let planned = ok(&snap(&[
+        "create",
+        "-c",
+        "test:///default",
+        "--disk-only",
+        "--dry-run",
+        "--timeout",
+        "1h30m",
+        "test",
+    ]));
+    assert_eq!(planned[0]["dry_run"], true);
+    for sub in [
+        &["create"][..],
+        &["revert", "--snapshot", "s"],
+        &["rm", "--snapshot", "s"],
+        &["prune", "--keep-last", "1"],
+    ] {
+        let mut args = sub.to_vec();
+        args.extend(["-c", "test:///default", "--timeout", "5x", "test"]);
+        let out = snap(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{sub:?}: {err}");
+        assert!(
+            err.contains("--timeout") && err.contains("90s, 5m, 1h30m, 2d"),
+            "{sub:?}: the error names the flag and the accepted forms: {err}"
+        );
+        assert!(out.stdout.is_empty());
+    }
 }

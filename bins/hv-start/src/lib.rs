@@ -10,7 +10,7 @@ use hv_common::lifecycle::{
 };
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
-use hv_common::{Code, Error, Exit, Result};
+use hv_common::{time, Code, Error, Exit, Result};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
@@ -46,9 +46,9 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "UNTIL", num_args = 0..=1, require_equals = true, default_missing_value = "running", hide_possible_values = true)]
     pub wait: Option<WaitFor>,
 
-    /// Seconds each VM may take to start (and to answer, with --wait)
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    pub timeout: u64,
+    /// How long each VM may take to start, and to answer with --wait (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = time::duration)]
+    pub timeout: Duration,
 
     #[command(flatten)]
     pub args: ActionArgs,
@@ -59,13 +59,13 @@ pub const MANUAL: Manual = Manual {
     environment: hv_common::manual::ENVIRONMENT,
     examples: &[
         ("Start every stopped VM tagged dev:", "hv-ls --state shutoff --tag dev | hv-start"),
-        ("Start two VMs and wait until their guest agents answer:", "hv-start --wait=agent --timeout 300 web1 db1"),
+        ("Start two VMs and wait until their guest agents answer:", "hv-start --wait=agent --timeout 5m web1 db1"),
         ("Start a batch four at a time and list what failed:", "hv-ls --tag lab | hv-start -j 4 | jq -c 'select(.ok == false)'"),
         ("Resume every paused VM:", "hv-ls --state paused | hv-start"),
     ],
     notes: &[
         "Result records carry name, uuid, action (\"start\"), ok, changed, state, state_reason and elapsed_ms; with --dry-run, dry_run and no state change. A shut-off VM is started, a paused one resumed, a pmsuspended one woken up; one that is running is left alone. A VM that is shutting down or crashed (kept for inspection) is refused with error code invalid_state.",
-        "--wait=agent needs the QEMU guest agent in the guest and an org.qemu.guest_agent.0 channel in the domain; without it the VM is reported with error code timeout after --timeout seconds (it is still started).",
+        "--wait=agent needs the QEMU guest agent in the guest and an org.qemu.guest_agent.0 channel in the domain; without it the VM is reported with error code timeout once --timeout has passed (it is still started).",
     ],
 };
 
@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let plan = Plan {
         paused: cli.paused,
         wait: cli.wait,
-        timeout: Duration::from_secs(cli.timeout),
+        timeout: cli.timeout,
         dry_run: cli.args.dry_run,
     };
     let inputs = bulk::inputs(&cli.vms, "hv-ls --state shutoff | hv-start")?;
@@ -197,5 +197,29 @@ fn wait(dom: &Domain, plan: Plan, paused: bool, began: Instant) -> Result<()> {
                 ),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    #[test]
+    fn timeout_takes_the_common_duration_syntax() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("hv-start").chain(args.iter().copied()))
+        };
+        assert_eq!(parse(&["vm"]).unwrap().timeout, Duration::from_secs(120));
+        assert_eq!(
+            parse(&["--timeout", "90", "vm"]).unwrap().timeout,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse(&["--timeout", "5m", "vm"]).unwrap().timeout,
+            Duration::from_secs(300)
+        );
+        let err = parse(&["--timeout", "5x", "vm"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("90s, 5m, 1h30m, 2d"), "{err}");
     }
 }

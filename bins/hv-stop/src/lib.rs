@@ -9,7 +9,7 @@ use hv_common::cli::ActionArgs;
 use hv_common::lifecycle::{self, PAUSED, SHUTOFF};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
-use hv_common::{Code, Error, Exit, Result};
+use hv_common::{time, Code, Error, Exit, Result};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
@@ -28,7 +28,7 @@ pub enum Mode {
     version,
     about = "Stop VMs gracefully, forcing off those that do not stop in time",
     long_about = "Stop VMs, several at once: ask each guest to shut down (ACPI power button, or the \
-        guest agent with --mode agent), wait up to --timeout seconds, then force it off unless \
+        guest agent with --mode agent), wait up to --timeout (default 2m), then force it off unless \
         --no-force. --force skips the graceful step. --reboot and --pause do those instead.\n\n\
         VMs are named as arguments or piped in as records (e.g. from hv-ls); with neither, nothing \
         is stopped. Each VM gets one result record saying how it ended: \"how\" is graceful, \
@@ -43,9 +43,9 @@ pub struct Cli {
     #[arg(long, value_enum, default_value = "acpi", hide_possible_values = true)]
     pub mode: Mode,
 
-    /// Seconds each guest gets to shut down before it is forced off
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
-    pub timeout: u64,
+    /// How long each guest gets to shut down before it is forced off (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = time::duration)]
+    pub timeout: Duration,
 
     /// Leave a guest running when it does not stop in time (reported as a timeout)
     #[arg(long, conflicts_with = "force")]
@@ -71,7 +71,7 @@ pub const MANUAL: Manual = Manual {
     exit_status: hv_common::manual::EXIT_STATUS,
     environment: hv_common::manual::ENVIRONMENT,
     examples: &[
-        ("Stop every VM tagged dev, giving each a minute:", "hv-ls --tag dev | hv-stop --timeout 60"),
+        ("Stop every VM tagged dev, giving each a minute:", "hv-ls --tag dev | hv-stop --timeout 1m"),
         ("Stop everything that runs, ten at a time, and show which had to be forced:", "hv-ls --state running | hv-stop -j 10 | jq -r 'select(.how == \"forced\") | .name'"),
         ("Ask through the guest agent, never force:", "hv-stop --mode agent --no-force db1"),
         ("Pause a batch, later resume it:", "hv-ls --tag batch | hv-stop --pause; hv-ls --tag batch | hv-start"),
@@ -106,7 +106,7 @@ struct Plan {
 pub fn run(cli: Cli) -> Result<Exit> {
     let plan = Plan {
         mode: cli.mode,
-        timeout: Duration::from_secs(cli.timeout),
+        timeout: cli.timeout,
         force_after: !cli.no_force,
         force_now: cli.force,
         dry_run: cli.args.dry_run,
@@ -305,5 +305,29 @@ fn pause(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
             }
             record(dom, plan, "paused", true, began)
         }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    #[test]
+    fn timeout_takes_the_common_duration_syntax() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("hv-stop").chain(args.iter().copied()))
+        };
+        assert_eq!(parse(&["vm"]).unwrap().timeout, Duration::from_secs(120));
+        assert_eq!(
+            parse(&["--timeout", "90", "vm"]).unwrap().timeout,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse(&["--timeout", "5m", "vm"]).unwrap().timeout,
+            Duration::from_secs(300)
+        );
+        let err = parse(&["--timeout", "5x", "vm"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("90s, 5m, 1h30m, 2d"), "{err}");
     }
 }

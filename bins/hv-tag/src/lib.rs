@@ -10,7 +10,7 @@ use hv_common::cli::ActionArgs;
 use hv_common::domain::{self, TAGS_NS, TAGS_PREFIX};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
-use hv_common::{Error, Exit, Result};
+use hv_common::{time, Error, Exit, Result};
 use serde_json::{Map, Value};
 use std::time::Duration;
 use virt::domain::Domain;
@@ -35,17 +35,17 @@ pub struct Cli {
     #[arg(short, long = "add", value_name = "TAG")]
     pub add: Vec<String>,
 
-    /// Remove this tag (repeatable)
-    #[arg(short, long = "remove", value_name = "TAG")]
+    /// Remove this tag (repeatable; -d as in `git tag -d`)
+    #[arg(short = 'd', long = "remove", value_name = "TAG")]
     pub remove: Vec<String>,
 
     /// Remove every tag first (then --add applies)
     #[arg(long)]
     pub clear: bool,
 
-    /// Seconds each VM may take before it is reported as timed out
-    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-    pub timeout: u64,
+    /// How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = time::duration)]
+    pub timeout: Duration,
 
     #[command(flatten)]
     pub args: ActionArgs,
@@ -114,7 +114,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let action = Action {
         name: "tag",
         columns: &COLUMNS,
-        item_timeout: Duration::from_secs(cli.timeout),
+        item_timeout: cli.timeout,
     };
     bulk::act(inputs, &cli.args, action, move |_, dom, _| {
         retag(dom, &change)
@@ -184,5 +184,34 @@ mod tests {
         assert_eq!(c(&["c", "a"], &["b"], false).apply(&cur), vec!["a", "c"]);
         assert_eq!(c(&["x"], &[], true).apply(&cur), vec!["x"]);
         assert!(c(&[], &["a", "b"], false).apply(&cur).is_empty());
+    }
+
+    fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("hv-tag").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn remove_is_d_not_r_which_is_hv_backup_repo() {
+        let cli = parse(&["-a", "new", "-d", "old", "vm"]).unwrap();
+        assert_eq!(
+            (cli.add, cli.remove),
+            (vec!["new".to_owned()], vec!["old".to_owned()])
+        );
+        assert!(parse(&["-r", "old", "vm"]).is_err(), "-r is gone");
+    }
+
+    #[test]
+    fn timeout_takes_the_common_duration_syntax() {
+        assert_eq!(
+            parse(&["-a", "x", "vm"]).unwrap().timeout,
+            Duration::from_secs(60)
+        );
+        let t = parse(&["-a", "x", "--timeout", "1h30m", "vm"])
+            .unwrap()
+            .timeout;
+        assert_eq!(t, Duration::from_secs(5400));
+        let err = parse(&["-a", "x", "--timeout", "5x", "vm"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("90s, 5m, 1h30m, 2d"), "{err}");
     }
 }
