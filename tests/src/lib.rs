@@ -714,6 +714,26 @@ impl Terminal {
         assert!(st.success());
     }
 
+    /// Empties the command line and the screen, and waits until the
+    /// prompt stands alone: the next keys start a new line. Ctrl-U, not
+    /// Ctrl-C: a SIGINT makes the terminal drop the keys typed after it.
+    pub fn fresh_line(&self) {
+        self.keys(&["C-u", "clear", "Enter"]);
+        let started = std::time::Instant::now();
+        loop {
+            let screen = self.screen(false);
+            let prompt = screen.ends_with('#') || screen.ends_with('$');
+            if screen.lines().count() == 1 && prompt {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the prompt did not come back:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Waits until the screen shows `text`; the screen.
     pub fn wait_for(&self, text: &str, timeout: std::time::Duration) -> String {
         let started = std::time::Instant::now();

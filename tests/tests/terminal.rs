@@ -94,13 +94,13 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
             "Enter",
         ]);
     }
-    t.keys(&["clear", "Enter"]);
+    t.fresh_line();
 
     // Flags after a subcommand.
     t.keys(&["hv-snap create --", "Tab", "Tab"]);
     let screen = t.wait_for("--description", Duration::from_secs(10));
     assert!(screen.contains("--disk-only"), "{screen}");
-    t.keys(&["C-c", "clear", "Enter"]);
+    t.fresh_line();
 
     // VM names: shut-off ones for hv-start, running ones for hv-stop.
     let prefix = hv_testbench::run_prefix();
@@ -110,19 +110,19 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
         !screen.contains(&on.name),
         "hv-start offers a running VM: {screen}"
     );
-    t.keys(&["C-c", "clear", "Enter"]);
+    t.fresh_line();
     t.keys(&[&format!("hv-stop {prefix}complete-"), "Tab"]);
     let screen = t.wait_for(&on.name, Duration::from_secs(10));
     assert!(
         !screen.contains(&off.name),
         "hv-stop offers a stopped VM: {screen}"
     );
-    t.keys(&["C-c", "clear", "Enter"]);
+    t.fresh_line();
 
     // --wait is offered with its `=`, never as a flag taking the next word.
-    t.keys(&["hv-start --wa", "Tab", "Tab"]);
+    t.keys(&["hv-start --wait", "Tab", "Tab"]);
     t.wait_for("--wait=agent", Duration::from_secs(10));
-    t.keys(&["C-c", "clear", "Enter"]);
+    t.fresh_line();
 
     // Backup ids from the repository named on the line.
     let dir = scratch("complete-backup");
