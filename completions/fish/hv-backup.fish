@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_backup_global_optspecs
-    string join \n h/help V/version
+    string join \n c/connect= format= json h/help V/version
 end
 
 function __fish_hv_backup_needs_command
@@ -24,6 +24,12 @@ function __fish_hv_backup_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -s V -l version -d 'Print version'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "init" -d 'Create a repository'
@@ -44,6 +50,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s r -l repo -d 'The repository directory' -r -F
@@ -72,6 +79,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
@@ -81,6 +89,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
@@ -93,6 +102,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l format -d
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l deep -d 'Decrypt, decompress and re-hash every chunk and every disk image'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s h -l help -d 'Print help'
@@ -129,6 +139,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l format -d 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s n -l dry-run -d 'Show what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l no-gc -d 'Do not collect unreferenced chunks afterwards'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'
@@ -139,6 +150,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s n -l dry-run -d 'Count what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s h -l help -d 'Print help'
@@ -150,6 +162,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l form
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "init" -d 'Create a repository'

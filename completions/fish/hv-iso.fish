@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_iso_global_optspecs
-    string join \n library= h/help V/version
+    string join \n library= format= json h/help V/version
 end
 
 function __fish_hv_iso_needs_command
@@ -25,6 +25,11 @@ function __fish_hv_iso_using_subcommand
 end
 
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -l library -d 'The library directory' -r -F
+complete -c hv-iso -n "__fish_hv_iso_needs_command" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-iso -n "__fish_hv_iso_needs_command" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -s V -l version -d 'Print version'
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -f -a "add" -d 'Fetch or copy an image, prove it, and admit it to the library'

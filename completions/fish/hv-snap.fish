@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_snap_global_optspecs
-    string join \n h/help V/version
+    string join \n c/connect= format= json h/help V/version
 end
 
 function __fish_hv_snap_needs_command
@@ -24,6 +24,12 @@ function __fish_hv_snap_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -s V -l version -d 'Print version'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "create" -d 'Take a snapshot of each VM'

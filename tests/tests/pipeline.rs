@@ -123,3 +123,79 @@ fn bench_dry_runs_promise_only_what_the_real_run_may_do() {
     assert_eq!(recs[0]["disks"], serde_json::json!(["vda"]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Global options are taken before the subcommand as after it, as git and
+/// virsh take them.
+#[test]
+fn bench_global_options_go_before_or_after_the_subcommand() {
+    let conn = connect();
+    let g = GuestSpec::new("global opts").define(&conn);
+    let snap = hv_testbench::bin("hv-snap");
+    for args in [
+        vec![
+            "-c",
+            hv_testbench::URI,
+            "--format",
+            "jsonl",
+            "ls",
+            g.name.as_str(),
+        ],
+        vec!["--json", "ls", "-c", hv_testbench::URI, g.name.as_str()],
+    ] {
+        let out = hv_testbench::hv(&snap, &args, "");
+        assert!(
+            out.status.success(),
+            "hv-snap {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The value given before the subcommand is the one used.
+    let out = hv_testbench::hv(&snap, &["-c", "qemu:///nonexistent", "ls", &g.name], "");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = hv_testbench::scratch("global-backup");
+    let repo = dir.join("repo");
+    let args = hv_testbench::backup_repo(&dir, &repo);
+    let backup = hv_testbench::bin("hv-backup");
+    let mut create = vec![
+        "-c",
+        hv_testbench::URI,
+        "--format",
+        "json",
+        "create",
+        &g.name,
+    ];
+    create.extend(args.iter().map(String::as_str));
+    let out = hv_testbench::hv(&backup, &create, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.trim_start().starts_with('['),
+        "--format json before create: {text}"
+    );
+    let out = hv_testbench::hv(
+        &hv_testbench::bin("hv-iso"),
+        &[
+            "--json",
+            "--library",
+            dir.join("iso").to_str().unwrap(),
+            "ls",
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,6 +47,9 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+    /// `--format` and `--json` before the subcommand.
+    #[command(flatten)]
+    pub global_output: hv_common::cli::OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]

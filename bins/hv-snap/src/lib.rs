@@ -32,6 +32,12 @@ use virt::domain_snapshot::DomainSnapshot;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// `-c` before the subcommand, as git and virsh take it (`hv-snap -c URI ls`).
+    #[command(flatten)]
+    pub global_connect: hv_common::cli::ConnectArgs,
+    /// `--format` and `--json` before the subcommand.
+    #[command(flatten)]
+    pub global_output: hv_common::cli::OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]
