@@ -1,11 +1,11 @@
 complete -c hv-ls -l state -d 'Only VMs in this state: running, paused, shutoff, crashed, pmsuspended, blocked, shutdown or nostate (repeatable: any of them)' -r -f -a "running\t''
 blocked\t''
 paused\t''
-shutdown\t''
+shutdown\t'Shutting down: the guest was asked and has not finished'
 shutoff\t''
 crashed\t''
-pmsuspended\t''
-nostate\t''"
+pmsuspended\t'Suspended by the guest\'s power management (S3)'
+nostate\t'libvirt could not tell'"
 complete -c hv-ls -l name -d 'Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)' -r
 complete -c hv-ls -l tag -d 'Only VMs carrying this tag (repeatable: all of them); tags are set with hv-tag' -r
 complete -c hv-ls -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r

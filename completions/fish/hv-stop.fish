@@ -1,4 +1,5 @@
 complete -c hv-stop -l mode -d 'How to ask the guest: acpi or agent' -r -f -a "acpi\t'Press the virtual power button'
+agent\t'Ask the QEMU guest agent'"
 complete -c hv-stop -l timeout -d 'How long each guest gets to shut down before it is forced off (90, 90s, 5m, 1h30m)' -r
 complete -c hv-stop -s j -l jobs -d 'How many VMs to work on at once' -r
 complete -c hv-stop -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r

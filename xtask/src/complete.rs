@@ -32,6 +32,17 @@ impl Source {
         }
     }
 
+    /// The zsh function that adds the candidates (`compadd "$@"`).
+    fn zsh(self) -> &'static str {
+        match self {
+            Source::Vms(None) => "_hv_vms_any",
+            Source::Vms(Some("shutoff")) => "_hv_vms_shutoff",
+            Source::Vms(Some(_)) => "_hv_vms_running",
+            Source::Snapshots => "_hv_snapshots",
+            Source::Backups => "_hv_backups",
+        }
+    }
+
     /// The same, for fish.
     fn fish(self) -> &'static str {
         match self {
@@ -229,8 +240,15 @@ pub fn fish(command: &Command, generated: &str) -> String {
     let name = command.get_name();
     // As in bash: `--wait` is a switch here, its values follow `=`.
     let mut text = String::new();
+    // The value lines of --wait's multi-line `-a "…"`, up to its closing quote.
+    let mut in_wait = false;
     for line in generated.lines() {
+        if in_wait {
+            in_wait = !line.ends_with('"');
+            continue;
+        }
         if line.starts_with(&format!("complete -c {name} -l wait ")) {
+            in_wait = line.contains(" -a \"") && !line.ends_with('"');
             let desc = line
                 .split(" -d ")
                 .nth(1)
@@ -240,9 +258,6 @@ pub fn fish(command: &Command, generated: &str) -> String {
                 desc.unwrap_or("'Wait'")
             ));
             continue;
-        }
-        if line.starts_with("running\\t") || line.starts_with("agent\\t") {
-            continue; // the value lines of --wait's -a "…"
         }
         text.push_str(line);
         text.push('\n');
@@ -266,5 +281,94 @@ pub fn fish(command: &Command, generated: &str) -> String {
             ));
         }
     }
+    text
+}
+
+const ZSH_HELPERS: &str = r#"
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+# A record's fields come in a fixed order, `name` first. _arguments calls
+# these with compadd's options, passed on as "$@".
+(( $+functions[_hv_vms] )) ||
+_hv_vms() {
+    local -a filter vms
+    [[ -n $1 ]] && filter=(--state $1)
+    shift
+    vms=(${(f)"$(hv-ls --format jsonl $filter </dev/null 2>/dev/null |
+        sed -n 's/^{"name":"\(\([^"\\]\|\\.\)*\)".*/\1/p')"})
+    compadd "$@" -a vms
+}
+(( $+functions[_hv_vms_any] )) || _hv_vms_any() { _hv_vms '' "$@" }
+(( $+functions[_hv_vms_shutoff] )) || _hv_vms_shutoff() { _hv_vms shutoff "$@" }
+(( $+functions[_hv_vms_running] )) || _hv_vms_running() { _hv_vms running "$@" }
+(( $+functions[_hv_snapshots] )) ||
+_hv_snapshots() {
+    local -a vms snaps
+    vms=(${${words[2,CURRENT-1]}:#-*})
+    snaps=(${(f)"$(hv-snap ls --format jsonl $vms </dev/null 2>/dev/null |
+        sed -n 's/.*"snapshot":"\(\([^"\\]\|\\.\)*\)".*/\1/p' | sort -u)"})
+    compadd "$@" -a snaps
+}
+(( $+functions[_hv_backups] )) ||
+_hv_backups() {
+    local repo=$HV_BACKUP_REPO i
+    local -a ids
+    for (( i = 1; i < CURRENT; i++ )); do
+        case $words[i] in
+            (--repo|-r) repo=$words[i+1] ;;
+            (--repo=*) repo=${words[i]#--repo=} ;;
+        esac
+    done
+    [[ -n $repo ]] || return 1
+    ids=(${(f)"$(hv-backup ls --repo ${~repo} --format jsonl </dev/null 2>/dev/null |
+        sed -n 's/.*"id":"\([0-9TZa-f-]*\)".*/\1/p')"})
+    compadd "$@" -a ids
+}
+"#;
+
+/// The zsh file clap wrote, with positionals and `--snapshot` completed
+/// by asking hv.
+pub fn zsh(command: &Command, generated: &str) -> String {
+    let name = command.get_name();
+    let sites = sites(command);
+    let site_of = |sub: Option<&str>| {
+        sites
+            .iter()
+            .find(|s| s.path.get(1).map(String::as_str) == sub)
+    };
+    let mut sub: Option<String> = None;
+    let mut text = String::new();
+    for line in generated.lines() {
+        let trimmed = line.trim();
+        if command.has_subcommands()
+            && trimmed.starts_with('(')
+            && trimmed.ends_with(')')
+            && !trimmed.contains(' ')
+        {
+            sub = Some(trimmed[1..trimmed.len() - 1].to_owned());
+        }
+        let site = site_of(sub.as_deref());
+        let mut line = line.to_owned();
+        let positional =
+            line.starts_with("'*::") || (line.starts_with("':") && !line.starts_with("'::"));
+        if let Some(site) = site {
+            if positional && line.ends_with(":_default' \\") {
+                if let Some(source) = site.positional {
+                    line = line.replace(":_default' \\", &format!(":{}' \\", source.zsh()));
+                }
+            }
+            if site.snapshot_flag && line.starts_with("'--snapshot=[") {
+                line = line.replace(
+                    ":_default' \\",
+                    &format!(":{}' \\", Source::Snapshots.zsh()),
+                );
+            }
+        }
+        text.push_str(&line);
+        text.push('\n');
+        if line == "autoload -U is-at-least" {
+            text.push_str(ZSH_HELPERS);
+        }
+    }
+    debug_assert!(text.contains(&format!("#compdef {name}")));
     text
 }

@@ -167,6 +167,7 @@ fn generate() -> Result<Vec<(PathBuf, Vec<u8>)>, String> {
             let text = match shell {
                 clap_complete::Shell::Bash => crate::complete::bash(&tool.command, &text),
                 clap_complete::Shell::Fish => crate::complete::fish(&tool.command, &text),
+                clap_complete::Shell::Zsh => crate::complete::zsh(&tool.command, &text),
                 _ => text,
             };
             files.push((
