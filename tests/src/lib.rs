@@ -5,8 +5,16 @@
 //!
 //! The host is prepared by `tests/bench/setup-host.sh` and the guest image by
 //! `tests/guest/build.sh` (both run by `tests/run.sh`).
+//!
+//! Every test reads a command's result the same way: the runners ([`hv`],
+//! [`pipeline`], [`hv_as`]) return a [`Run`], whose assertions ([`run`]
+//! has why) print the same context wherever they fail.
 
+pub mod cmd;
 pub mod http;
+pub mod run;
+
+pub use run::{assert_fields, Run};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -350,25 +358,26 @@ pub fn bin(name: &str) -> String {
 }
 
 /// Runs a shell pipeline with the workspace's binaries first on PATH.
-pub fn pipeline(script: &str) -> Output {
+pub fn pipeline(script: &str) -> Run {
     let dir = Path::new(&bin("hv-ls")).parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    Command::new("bash")
+    let out = Command::new("bash")
         .args(["-o", "pipefail", "-c", script])
         .env("PATH", path)
         .env("HV_CONNECT", URI)
         .stdin(Stdio::null())
         .output()
-        .expect("run bash")
+        .expect("run bash");
+    Run::new(script, out)
 }
 
 /// Runs an hv command with `input` piped to it; with no input its stdin is
 /// /dev/null, as under cron or systemd (an empty pipe names no VM).
-pub fn hv(binary: &str, args: &[&str], input: &str) -> Output {
+pub fn hv(binary: &str, args: &[&str], input: &str) -> Run {
     let stdin = if input.is_empty() {
         Stdio::null()
     } else {
@@ -384,18 +393,18 @@ pub fn hv(binary: &str, args: &[&str], input: &str) -> Output {
         .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
     use std::io::Write;
     let stdin = child.stdin.take();
-    let input = input.to_owned();
+    let fed = input.to_owned();
     let feeder = std::thread::spawn(move || {
         if let Some(mut stdin) = stdin {
-            let _ = stdin.write_all(input.as_bytes());
+            let _ = stdin.write_all(fed.as_bytes());
         }
     });
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();
-    out
+    Run::new(run::command_line(binary, args, input), out)
 }
 
-/// The JSON lines of a command's stdout.
+/// The JSON lines of a command's stdout ([`Run::records`] for a [`Run`]).
 pub fn records(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -404,13 +413,13 @@ pub fn records(out: &Output) -> Vec<serde_json::Value> {
 }
 
 /// Runs a built binary as the unprivileged user `nobody`.
-pub fn hv_as_nobody(binary: &str, args: &[&str]) -> Output {
+pub fn hv_as_nobody(binary: &str, args: &[&str]) -> Run {
     hv_as("nobody", binary, args)
 }
 
 /// Runs a built binary as `user` with that user's groups, from a copy in a
 /// world-readable directory (the build tree may not be reachable for it).
-pub fn hv_as(user: &str, binary: &str, args: &[&str]) -> Output {
+pub fn hv_as(user: &str, binary: &str, args: &[&str]) -> Run {
     use std::os::unix::fs::PermissionsExt;
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -438,7 +447,10 @@ pub fn hv_as(user: &str, binary: &str, args: &[&str]) -> Output {
         .output()
         .expect("run setpriv (util-linux)");
     let _ = std::fs::remove_dir_all(&dir);
-    out
+    Run::new(
+        format!("(as {user}) {}", run::command_line(binary, args, "")),
+        out,
+    )
 }
 
 /// SHA-256 of a disk image's guest-visible bytes (qemu-img convert to raw,
@@ -575,7 +587,7 @@ pub fn backup_repo(dir: &Path, repo: &Path) -> Vec<String> {
         .trim()
         .to_owned();
     let keys = dir.join("keys").display().to_string();
-    let out = hv(
+    hv(
         &bin("hv-backup"),
         &[
             "init",
@@ -586,12 +598,8 @@ pub fn backup_repo(dir: &Path, repo: &Path) -> Vec<String> {
             &keys,
         ],
         "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .assert_ok();
     vec![
         "--repo".into(),
         repo.display().to_string(),
@@ -628,12 +636,11 @@ pub fn scratch(label: &str) -> PathBuf {
     dir
 }
 
-/// Runs hv-iso on the library `lib`; its stderr, for assertion messages.
-pub fn hv_iso_in(lib: &Path, args: &[&str]) -> String {
+/// Runs hv-iso on the library `lib`.
+pub fn hv_iso_in(lib: &Path, args: &[&str]) -> Run {
     let mut full = vec!["--library", lib.to_str().unwrap()];
     full.extend(args);
-    let out = hv(&bin("hv-iso"), &full, "");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    hv(&bin("hv-iso"), &full, "")
 }
 
 /// A real terminal: a detached tmux session of `width` columns running one
@@ -679,6 +686,11 @@ impl Terminal {
     /// An interactive bash of `width` columns, for typing into with
     /// [`Terminal::keys`] (completion, prompts).
     pub fn shell(width: u16) -> Terminal {
+        Terminal::shell_of(width, &["bash", "--norc", "--noprofile", "-i"])
+    }
+
+    /// The interactive shell `argv` (zsh, fish), as [`Terminal::shell`].
+    pub fn shell_of(width: u16, argv: &[&str]) -> Terminal {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session = format!("{}shell{n}", run_prefix());
@@ -686,7 +698,8 @@ impl Terminal {
         let st = Command::new("tmux")
             .args(["new-session", "-d", "-s", &session, "-x"])
             .arg(width.to_string())
-            .args(["-y", "50", "bash", "--norc", "--noprofile", "-i"])
+            .args(["-y", "50"])
+            .args(argv)
             .env(
                 "PATH",
                 format!(

@@ -7,11 +7,11 @@
 //! health unit reports a change once; the failure hook calls the user's
 //! command with the unit's name.
 
-use hv_testbench::{bin, connect, hv_as, records, run_prefix, scratch, GuestSpec, URI};
-use serde_json::Value;
+use hv_testbench::{assert_fields, bin, connect, hv_as, run_prefix, scratch, GuestSpec, Run, URI};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The services with timers, as xtask/src/deploy.rs defines them.
 const SERVICES: [&str; 5] = [
@@ -69,20 +69,16 @@ fn bindir() -> String {
         .to_string()
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Runs one ExecStart= line as systemd would: its escapes undone, the
 /// binaries from this build, `state_dir` in place of /var/lib/hv.
-fn exec(line: &str, env: &BTreeMap<String, String>, state_dir: &Path, instance: &str) -> Output {
+fn exec(line: &str, env: &BTreeMap<String, String>, state_dir: &Path, instance: &str) -> Run {
     let line = line
         .replace("/usr/local/bin", &bindir())
         .replace("/var/lib/hv/", &format!("{}/", state_dir.display()))
         .replace("$$", "$")
         .replace("%%", "%")
         .replace("%i", instance);
-    Command::new("bash")
+    let out = Command::new("bash")
         .args(["-c", &line])
         .envs(env)
         .env(
@@ -90,7 +86,8 @@ fn exec(line: &str, env: &BTreeMap<String, String>, state_dir: &Path, instance: 
             env.get("HV_CONNECT").map_or(URI, String::as_str),
         )
         .output()
-        .expect("run bash")
+        .expect("run bash");
+    Run::new(line, out)
 }
 
 #[test]
@@ -119,8 +116,9 @@ fn the_plain_units_pass_systemd_analyze_verify() {
         .args(&units)
         .output()
         .expect("systemd-analyze (Debian package systemd)");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stderr(&out), "", "systemd-analyze verify warns");
+    let out = Run::new("systemd-analyze verify", out);
+    out.assert_ok();
+    assert_eq!(out.stderr(), "", "systemd-analyze verify warns");
     for unit in SERVICES {
         let timer = unit_file(&format!("{unit}.timer"));
         assert_eq!(all(&timer, "Persistent"), ["true"], "{unit}.timer");
@@ -132,12 +130,13 @@ fn the_plain_units_pass_systemd_analyze_verify() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn nix(args: &[&str]) -> Output {
-    Command::new("nix-instantiate")
+fn nix(args: &[&str]) -> Run {
+    let out = Command::new("nix-instantiate")
         .args(args)
         .current_dir(repo_root())
         .output()
-        .expect("nix-instantiate (Debian package nix-bin)")
+        .expect("nix-instantiate (Debian package nix-bin)");
+    Run::new(format!("nix-instantiate {args:?}"), out)
 }
 
 #[test]
@@ -149,8 +148,7 @@ fn the_nix_files_parse_and_render_the_plain_units() {
         "nix/module.nix",
         "nix/render.nix",
     ] {
-        let out = nix(&["--parse", file]);
-        assert!(out.status.success(), "{file}: {}", stderr(&out));
+        nix(&["--parse", file]).assert_ok();
     }
     let out = nix(&[
         "--eval",
@@ -159,7 +157,7 @@ fn the_nix_files_parse_and_render_the_plain_units() {
         "-E",
         "import ./nix/render.nix { bindir = \"/usr/local/bin\"; bash = \"/bin/bash\"; }",
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    out.assert_ok();
     let rendered: Value = serde_json::from_slice(&out.stdout).unwrap();
     for unit in SERVICES {
         let plain = unit_file(&format!("{unit}.service"));
@@ -260,14 +258,9 @@ fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
         .chain(all(&unit, "ExecStart"))
         .collect();
     assert_eq!(lines.len(), 4, "init, create, prune, gc");
-    for round in 0..2 {
+    for _ in 0..2 {
         for line in &lines {
-            let out = exec(line, &env, &dir, "");
-            assert!(
-                out.status.success(),
-                "round {round}: {line}\n{}",
-                stderr(&out)
-            );
+            exec(line, &env, &dir, "").assert_ok(); // a failure names the line
         }
     }
     let listed = Command::new(bin("hv-backup"))
@@ -275,10 +268,7 @@ fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
         .arg(&repo)
         .output()
         .unwrap();
-    let backups: Vec<Value> = String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let backups = Run::new("hv-backup ls", listed).records();
     assert_eq!(
         backups.len(),
         1,
@@ -287,13 +277,9 @@ fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
     assert_eq!(backups[0]["name"], guest.name.as_str());
 
     env.remove("HV_BACKUP_REPO");
-    let out = exec(&lines[0], &env, &dir, "");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("set HV_BACKUP_REPO"),
-        "{}",
-        stderr(&out)
-    );
+    exec(&lines[0], &env, &dir, "")
+        .assert_exit(2)
+        .assert_stderr_contains("set HV_BACKUP_REPO");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -312,7 +298,7 @@ fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_ru
     );
     let line = &all(&unit, "ExecStart")[0];
     let out = exec(line, &env, &dir, "");
-    assert!(out.status.success(), "{}", stderr(&out));
+    out.assert_ok();
     let first = std::fs::read_to_string(&changes).unwrap();
     let records: Vec<Value> = first
         .lines()
@@ -325,12 +311,11 @@ fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_ru
     assert_eq!(autostart["change"], "new");
     assert_eq!(autostart["name"], guest.name.as_str());
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("vm.autostart"),
-        "and to the journal"
+        out.stdout().contains("vm.autostart"),
+        "and to the journal: {out:?}"
     );
 
-    let out = exec(line, &env, &dir, "");
-    assert!(out.status.success(), "{}", stderr(&out));
+    exec(line, &env, &dir, "").assert_ok();
     assert_eq!(
         std::fs::read_to_string(&changes).unwrap(),
         first,
@@ -342,7 +327,11 @@ fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_ru
         "qemu:///system?socket=/nonexistent/sock".into(),
     );
     let out = exec(line, &env, &dir, "");
-    assert!(!out.status.success(), "libvirt unreachable fails the unit");
+    assert_ne!(
+        out.code(),
+        Some(0),
+        "libvirt unreachable fails the unit: {out:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -361,18 +350,13 @@ fn the_failure_hook_calls_the_users_command_with_the_unit() {
     let line = &all(&unit_file("hv-failure@.service"), "ExecStart")[0];
     let mut env = BTreeMap::new();
     env.insert("HV_ON_FAILURE".to_owned(), hook.display().to_string());
-    let out = exec(line, &env, &dir, "hv-backup.service");
-    assert!(out.status.success(), "{}", stderr(&out));
+    exec(line, &env, &dir, "hv-backup.service").assert_ok();
     assert_eq!(
         std::fs::read_to_string(&told).unwrap(),
         "hv-backup.service\n"
     );
-    let out = exec(line, &BTreeMap::new(), &dir, "hv-backup.service");
-    assert!(
-        stderr(&out).contains("set HV_ON_FAILURE"),
-        "{}",
-        stderr(&out)
-    );
+    exec(line, &BTreeMap::new(), &dir, "hv-backup.service")
+        .assert_stderr_contains("set HV_ON_FAILURE");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -394,11 +378,12 @@ impl RoleDaemon {
             .arg(repo_root().join("contrib/polkit/50-hv.rules"))
             .output()
             .expect("run tests/bench/roles.sh");
+        let out = Run::new("tests/bench/roles.sh start", out);
         let daemon = RoleDaemon {
-            uri: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            uri: out.stdout().trim().to_owned(),
             dir,
         };
-        assert!(out.status.success(), "{}", stderr(&out));
+        out.assert_ok();
         daemon
     }
 
@@ -438,7 +423,7 @@ impl RoleDaemon {
     }
 
     /// Runs a built hv command as `user` against this daemon.
-    fn hv_as(&self, user: &str, command: &str, args: &[&str]) -> Output {
+    fn hv_as(&self, user: &str, command: &str, args: &[&str]) -> Run {
         let mut full = args.to_vec();
         full.extend(["-c", self.uri.as_str()]);
         hv_as(user, &bin(command), &full)
@@ -468,25 +453,15 @@ impl Drop for RoleDaemon {
     }
 }
 
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}: {}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    );
-}
-
 /// A refusal is exit 3 with a permission_denied record that names the
 /// polkit action and the role that has it.
-fn assert_denied(out: &Output, action: &str, what: &str) {
-    assert_eq!(out.status.code(), Some(3), "{what}: {}", stderr(out));
-    let records = records(out);
+#[track_caller]
+fn assert_denied(out: &Run, action: &str, what: &str) {
+    let records = out.assert_exit(3).records();
     let error = &records
         .first()
-        .unwrap_or_else(|| panic!("{what}: no record: {}", stderr(out)))["error"];
-    assert_eq!(error["code"], "permission_denied", "{what}: {error}");
+        .unwrap_or_else(|| panic!("{what}: no record: {out:?}"))["error"];
+    assert_fields(error, json!({"code": "permission_denied"}));
     let message = error["message"].as_str().unwrap();
     assert!(message.contains(action), "{what} names {action}: {message}");
     assert!(
@@ -503,13 +478,11 @@ fn polkit_roles_let_operators_run_vms_and_only_admins_remove_them() {
     let operator = "hv-test-operator";
 
     let listed = daemon.hv_as(operator, "hv-ls", &["--format", "jsonl"]);
-    assert_ok(&listed, "operator hv-ls");
-    assert_eq!(records(&listed)[0]["name"], name.as_str());
+    assert_fields(&listed.assert_ok().records()[0], json!({"name": name}));
     let snap = daemon.hv_as(operator, "hv-snap", &["create", &name, "--name", "before"]);
-    assert_ok(&snap, "operator hv-snap create");
     // Marking it as hv's needs domain write + save: said, not silent.
-    assert_eq!(records(&snap)[0]["hv_made"], false);
-    assert!(stderr(&snap).contains("hv-snap prune"), "{}", stderr(&snap));
+    assert_fields(&snap.assert_ok().records()[0], json!({"hv_made": false}));
+    snap.assert_stderr_contains("hv-snap prune");
     // Tags and autostart are domain write + save, which would let an
     // operator define any VM: admin only.
     for (command, args) in [
@@ -523,16 +496,14 @@ fn polkit_roles_let_operators_run_vms_and_only_admins_remove_them() {
             &format!("operator {command}"),
         );
     }
-    assert_ok(
-        &daemon.hv_as(operator, "hv-start", &[&name]),
-        "operator hv-start",
-    );
+    daemon.hv_as(operator, "hv-start", &[&name]).assert_ok();
     // Nothing in the VM answers ACPI: the graceful request (init-control)
     // and the forced stop after the timeout (stop) are both the operator's.
     let stopped = daemon.hv_as(operator, "hv-stop", &["--timeout", "1", &name]);
-    assert_ok(&stopped, "operator hv-stop");
-    assert_eq!(records(&stopped)[0]["state"], "shutoff");
-    assert_eq!(records(&stopped)[0]["how"], "forced");
+    assert_fields(
+        &stopped.assert_ok().records()[0],
+        json!({"state": "shutoff", "how": "forced"}),
+    );
 
     let refused = daemon.hv_as(operator, "hv-rm", &["--yes", &name]);
     assert_denied(&refused, "org.libvirt.api.domain.delete", "operator hv-rm");
@@ -541,20 +512,15 @@ fn polkit_roles_let_operators_run_vms_and_only_admins_remove_them() {
         "a refused hv-rm left {name} defined"
     );
 
-    let outsider = daemon.hv_as("nobody", "hv-start", &[&name]);
-    assert_eq!(outsider.status.code(), Some(3), "{}", stderr(&outsider));
-    assert!(
-        stderr(&outsider).contains("polkit"),
-        "{}",
-        stderr(&outsider)
-    );
+    daemon
+        .hv_as("nobody", "hv-start", &[&name])
+        .assert_exit(3)
+        .assert_stderr_contains("polkit");
 
     let admin = "hv-test-admin";
-    assert_ok(
-        &daemon.hv_as(admin, "hv-tag", &["--add", "web", &name]),
-        "admin hv-tag",
-    );
-    let removed = daemon.hv_as(admin, "hv-rm", &["--yes", &name]);
-    assert_ok(&removed, "admin hv-rm");
+    daemon
+        .hv_as(admin, "hv-tag", &["--add", "web", &name])
+        .assert_ok();
+    daemon.hv_as(admin, "hv-rm", &["--yes", &name]).assert_ok();
     assert!(!daemon.is_defined(&name));
 }

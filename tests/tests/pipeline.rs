@@ -1,6 +1,7 @@
 //! Commands composed the way users compose them: through a shell pipe.
 
-use hv_testbench::{connect, pipeline, records, run_prefix, GuestSpec};
+use hv_testbench::{assert_fields, connect, pipeline, run_prefix, GuestSpec};
+use serde_json::json;
 
 #[test]
 fn bench_listing_feeds_tagging_feeds_listing() {
@@ -14,24 +15,17 @@ fn bench_listing_feeds_tagging_feeds_listing() {
     let out = pipeline(&format!(
         "hv-ls --name '{glob}' --state shutoff | hv-tag --add cold -j 2 | hv-ls"
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs = records(&out);
+    let recs = out.assert_ok().records();
     let mut names: Vec<&str> = recs.iter().map(|r| r["name"].as_str().unwrap()).collect();
     names.sort();
     assert_eq!(
         names,
         vec![guests[1].name.as_str(), guests[2].name.as_str()]
     );
-    assert!(recs
-        .iter()
-        .all(|r| r["tags"] == serde_json::json!(["cold"]) && r["state"] == "shutoff"));
+    out.assert_each(json!({"tags": ["cold"], "state": "shutoff"}));
 
     let tagged = pipeline(&format!("hv-ls --name '{glob}' --tag cold --format csv"));
-    let text = String::from_utf8(tagged.stdout).unwrap();
+    let text = String::from_utf8(tagged.output.stdout).unwrap();
     assert_eq!(text.lines().count(), 3, "header and two rows: {text}");
 }
 
@@ -48,25 +42,18 @@ fn bench_ls_shutoff_into_start_starts_exactly_those() {
     let out = pipeline(&format!(
         "hv-ls --name '{glob}' --state shutoff | hv-start --wait -j 4"
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs = records(&out);
+    let recs = out.assert_ok().records();
     let mut started: Vec<&str> = recs.iter().map(|r| r["name"].as_str().unwrap()).collect();
     started.sort();
     assert_eq!(
         started,
         vec![guests[1].name.as_str(), guests[2].name.as_str()]
     );
-    assert!(recs
-        .iter()
-        .all(|r| r["ok"] == true && r["changed"] == true && r["state"] == "running"));
+    out.assert_each(json!({"ok": true, "changed": true, "state": "running"}));
     let running = pipeline(&format!(
         "hv-ls --name '{glob}' --state running | hv-stop --force | jq -s length"
     ));
-    assert_eq!(String::from_utf8_lossy(&running.stdout).trim(), "3");
+    assert_eq!(running.stdout().trim(), "3", "{running:?}");
 }
 
 #[test]
@@ -77,14 +64,10 @@ fn bench_snapshot_records_name_their_vm_to_the_next_command() {
         "hv-ls '{}' | hv-snap create --name piped | hv-ls",
         g.name
     ));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_fields(
+        &out.assert_ok().records()[0],
+        json!({"uuid": g.uuid, "snapshot_count": 1}),
     );
-    let recs = records(&out);
-    assert_eq!(recs[0]["uuid"], g.uuid.as_str());
-    assert_eq!(recs[0]["snapshot_count"], 1);
 }
 
 /// A dry run promises only what the real run may do: it connects as the
@@ -97,14 +80,8 @@ fn bench_dry_runs_promise_only_what_the_real_run_may_do() {
     let g = g.define(&conn);
     let start = hv_testbench::bin("hv-start");
     let out = hv_testbench::hv_as_nobody(&start, &["-c", hv_testbench::URI, "--dry-run", &g.name]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "hv-start --dry-run as nobody: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(records(&out).iter().all(|r| r["ok"] != true));
+    let recs = out.assert_exit(3).records();
+    assert!(recs.iter().all(|r| r["ok"] != true), "{out:?}");
 
     let dir = hv_testbench::scratch("dry-backup");
     let repo = dir.join("repo");
@@ -112,15 +89,10 @@ fn bench_dry_runs_promise_only_what_the_real_run_may_do() {
     let mut args: Vec<&str> = vec!["create", "--dry-run", &g.name];
     args.extend(init.iter().map(String::as_str));
     let out = hv_testbench::hv(&hv_testbench::bin("hv-backup"), &args, "");
-    assert!(
-        out.status.success(),
-        "hv-backup create --dry-run as root: {}",
-        String::from_utf8_lossy(&out.stderr)
+    assert_fields(
+        &out.assert_ok().records()[0],
+        json!({"ok": true, "dry_run": true, "disks": ["vda"]}),
     );
-    let recs = records(&out);
-    assert_eq!(recs[0]["ok"], true, "{recs:?}");
-    assert_eq!(recs[0]["dry_run"], true);
-    assert_eq!(recs[0]["disks"], serde_json::json!(["vda"]));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -142,21 +114,10 @@ fn bench_global_options_go_before_or_after_the_subcommand() {
         ],
         vec!["--json", "ls", "-c", hv_testbench::URI, g.name.as_str()],
     ] {
-        let out = hv_testbench::hv(&snap, &args, "");
-        assert!(
-            out.status.success(),
-            "hv-snap {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        hv_testbench::hv(&snap, &args, "").assert_ok();
     }
     // The value given before the subcommand is the one used.
-    let out = hv_testbench::hv(&snap, &["-c", "qemu:///nonexistent", "ls", &g.name], "");
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    hv_testbench::hv(&snap, &["-c", "qemu:///nonexistent", "ls", &g.name], "").assert_exit(3);
 
     let dir = hv_testbench::scratch("global-backup");
     let repo = dir.join("repo");
@@ -172,17 +133,12 @@ fn bench_global_options_go_before_or_after_the_subcommand() {
     ];
     create.extend(args.iter().map(String::as_str));
     let out = hv_testbench::hv(&backup, &create, "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = out.assert_ok().stdout();
     assert!(
         text.trim_start().starts_with('['),
         "--format json before create: {text}"
     );
-    let out = hv_testbench::hv(
+    hv_testbench::hv(
         &hv_testbench::bin("hv-iso"),
         &[
             "--json",
@@ -191,11 +147,7 @@ fn bench_global_options_go_before_or_after_the_subcommand() {
             "ls",
         ],
         "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .assert_ok();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -131,12 +131,7 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
     let mut create: Vec<&str> = vec!["create", &off.name];
     create.extend(args.iter().map(String::as_str));
     let out = hv_testbench::hv(&hv_testbench::bin("hv-backup"), &create, "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = hv_testbench::records(&out)[0]["id"]
+    let id = out.assert_ok().records()[0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -146,4 +141,76 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
     ]);
     t.wait_for(&id, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// zsh and fish complete VM names by asking hv, as bash does: shut-off
+/// ones for hv-start, running ones for hv-stop.
+#[test]
+fn bench_zsh_and_fish_complete_vm_names_from_hv() {
+    let conn = connect();
+    let off = GuestSpec::new("zcomplete-off").define(&conn);
+    let on = GuestSpec::new("zcomplete-on").define(&conn);
+    on.start_ready();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let zsh = Terminal::shell_of(120, &["zsh", "-f"]);
+    zsh.keys(&[
+        &format!(
+            "fpath=('{}' $fpath); autoload -U compinit; compinit -u -D",
+            root.join("completions/zsh").display()
+        ),
+        "Enter",
+    ]);
+    let fish = Terminal::shell_of(120, &["fish", "--no-config", "--private"]);
+    for command in ["hv-start", "hv-stop"] {
+        fish.keys(&[
+            &format!("source '{}'", completion("fish", command)),
+            "Enter",
+        ]);
+    }
+    let prefix = hv_testbench::run_prefix();
+    for (shell, t) in [("zsh", &zsh), ("fish", &fish)] {
+        t.fresh_line();
+        t.keys(&[&format!("hv-start {prefix}zcomplete-"), "Tab"]);
+        let screen = t.wait_for(&off.name, Duration::from_secs(10));
+        assert!(
+            !screen.contains(&on.name),
+            "{shell}: hv-start offers a running VM: {screen}"
+        );
+        t.fresh_line();
+        t.keys(&[&format!("hv-stop {prefix}zcomplete-"), "Tab"]);
+        let screen = t.wait_for(&on.name, Duration::from_secs(10));
+        assert!(
+            !screen.contains(&off.name),
+            "{shell}: hv-stop offers a stopped VM: {screen}"
+        );
+    }
+}
+
+/// A completion file that does not parse breaks completion for its
+/// command, silently: every one is read by its own shell.
+#[test]
+fn completion_files_parse_in_their_shells() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../completions");
+    for (shell, dir, check) in [
+        ("bash", "bash", vec!["bash", "-n"]),
+        ("zsh", "zsh", vec!["zsh", "-n"]),
+        ("fish", "fish", vec!["fish", "--no-config", "-n"]),
+    ] {
+        let files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 12, "{shell}: one file per command");
+        for file in files {
+            let out = std::process::Command::new(check[0])
+                .args(&check[1..])
+                .arg(&file)
+                .output()
+                .unwrap_or_else(|e| panic!("{shell} (Debian package {shell}): {e}"));
+            hv_testbench::Run::new(format!("{shell} -n {}", file.display()), out).assert_ok();
+        }
+    }
 }

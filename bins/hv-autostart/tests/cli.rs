@@ -1,6 +1,7 @@
 //! hv-autostart on real bench VMs; virsh is the ground truth.
 
-use hv_testbench::{connect, hv, records, GuestSpec, URI};
+use hv_testbench::{assert_fields, connect, hv, GuestSpec, URI};
+use serde_json::json;
 
 const HV_AUTOSTART: &str = env!("CARGO_BIN_EXE_hv-autostart");
 
@@ -29,18 +30,16 @@ fn bench_turns_autostart_on_and_off_in_bulk() {
         &["on"],
         &format!("{}\n{}\nmissing vm\n", a.name, b.uuid),
     );
-    assert_eq!(on.status.code(), Some(1), "the missing VM fails the run");
-    let recs = records(&on);
-    let by = |u: &str| recs.iter().find(|r| r["uuid"] == u).unwrap().clone();
-    assert_eq!(
-        (
-            by(&a.uuid)["autostart"].as_bool(),
-            by(&a.uuid)["changed"].as_bool()
-        ),
-        (Some(true), Some(true))
+    on.assert_exit(1); // the missing VM fails the run
+    assert_fields(
+        &on.record("uuid", a.uuid.as_str()),
+        json!({"autostart": true, "changed": true}),
     );
-    assert_eq!(by(&b.uuid)["changed"], false);
-    assert_eq!(recs.iter().filter(|r| r["ok"] == false).count(), 1);
+    assert_fields(
+        &on.record("uuid", b.uuid.as_str()),
+        json!({"changed": false}),
+    );
+    assert_eq!(on.records().iter().filter(|r| r["ok"] == false).count(), 1);
     assert_eq!(
         (
             virsh_autostart(&a.uuid).as_str(),
@@ -49,14 +48,10 @@ fn bench_turns_autostart_on_and_off_in_bulk() {
         ("enable", "enable")
     );
 
-    let dry = records(&hv(HV_AUTOSTART, &["off", "--dry-run", &a.name], ""));
-    assert_eq!(
-        (dry[0]["changed"].as_bool(), dry[0]["dry_run"].as_bool()),
-        (Some(true), Some(true))
-    );
+    let dry = hv(HV_AUTOSTART, &["off", "--dry-run", &a.name], "").records();
+    assert_fields(&dry[0], json!({"changed": true, "dry_run": true}));
     assert_eq!(virsh_autostart(&a.uuid), "enable");
-    let off = hv(HV_AUTOSTART, &["off", &a.name, &b.name], "");
-    assert!(off.status.success());
+    hv(HV_AUTOSTART, &["off", &a.name, &b.name], "").assert_ok();
     assert_eq!(
         (
             virsh_autostart(&a.uuid).as_str(),
@@ -82,26 +77,12 @@ fn timeout_takes_the_common_duration_syntax() {
         ]
     };
     let out = hv(HV_AUTOSTART, &args("5m"), "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r = &records(&out)[0];
-    assert_eq!(
-        (&r["ok"], &r["autostart"], &r["dry_run"]),
-        (
-            &serde_json::json!(true),
-            &serde_json::json!(true),
-            &serde_json::json!(true)
-        )
-    );
-    let bad = hv(HV_AUTOSTART, &args("5x"), "");
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert_eq!(bad.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("--timeout") && err.contains("90s, 5m, 1h30m, 2d"),
-        "the error names the flag and the accepted forms: {err}"
-    );
-    assert!(bad.stdout.is_empty());
+    let r = &out.assert_ok().records()[0];
+    assert_fields(r, json!({"ok": true, "autostart": true, "dry_run": true}));
+    // The error names the flag and the accepted forms.
+    hv(HV_AUTOSTART, &args("5x"), "")
+        .assert_exit(2)
+        .assert_stderr_contains("--timeout")
+        .assert_stderr_contains("90s, 5m, 1h30m, 2d")
+        .assert_stdout_empty();
 }

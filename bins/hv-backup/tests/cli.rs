@@ -3,11 +3,11 @@
 //! keys, kills at random moments, a full disk and retention.
 
 use hv_testbench::{
-    connect, hv, image_sha256, records, remove_domain, run_prefix, Guest, GuestSpec, URI,
+    assert_fields, connect, hv, image_sha256, remove_domain, run_prefix, Guest, GuestSpec, Run, URI,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const HV_BACKUP: &str = env!("CARGO_BIN_EXE_hv-backup");
@@ -50,7 +50,7 @@ impl Bench {
             "--recipient",
             &b.recipient(),
         ]);
-        ok(&out);
+        out.assert_ok().records();
         b
     }
 
@@ -89,11 +89,11 @@ impl Bench {
     }
 
     /// Runs hv-backup with this bench's repository, key and scratch directories.
-    fn run(&self, args: &[&str]) -> Output {
+    fn run(&self, args: &[&str]) -> Run {
         self.run_with_input(args, "")
     }
 
-    fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+    fn run_with_input(&self, args: &[&str], input: &str) -> Run {
         let full = self.args(args);
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         hv(HV_BACKUP, &refs, input)
@@ -125,33 +125,6 @@ impl Drop for Bench {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn ok(out: &Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{}{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    records(out)
-}
-
-fn failed(out: &Output, code: &str) -> Vec<Value> {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs = records(out);
-    assert!(
-        recs.iter()
-            .any(|r| r["ok"] == false && r["error"]["code"] == code),
-        "no {code} record in {recs:?}"
-    );
-    recs
 }
 
 /// Fills a guest's disk with what VM disks hold: random data, text-like
@@ -218,7 +191,7 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     let source_sha = image_sha256(&g.disk, None);
     let b = Bench::new("off");
 
-    let recs = ok(&b.run(&["create", &g.name]));
+    let recs = b.run(&["create", &g.name]).assert_ok().records();
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     assert_eq!(
@@ -241,7 +214,7 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     assert!(r.get("time").is_none(), "renamed to created_at: {r}");
 
     // Unchanged: nothing new is stored.
-    let again = ok(&b.run(&["create", &g.uuid]));
+    let again = b.run(&["create", &g.uuid]).assert_ok().records();
     assert_eq!(
         (
             again[0]["new_bytes"].as_u64(),
@@ -250,13 +223,15 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
         (Some(0), Some(0))
     );
     // Its image hash came from the host's cache; deep verify recomputes it.
-    ok(&b.run(&[
+    b.run(&[
         "verify",
         "--deep",
         "--identity",
         b.identity(),
         &backup_id(&again),
-    ]));
+    ])
+    .assert_ok()
+    .records();
     // One MiB changed mid-disk: hashing resumes from the cache there.
     let st = Command::new("qemu-io")
         .args(["-f", "qcow2", "-c", "write -P 0x55 40M 1M"])
@@ -265,17 +240,19 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
         .status()
         .unwrap();
     assert!(st.success());
-    let changed = ok(&b.run(&["create", &g.name]));
+    let changed = b.run(&["create", &g.name]).assert_ok().records();
     assert_eq!(changed[0]["new_bytes"], 4 << 20, "one 4 MiB chunk is new");
-    ok(&b.run(&[
+    b.run(&[
         "verify",
         "--deep",
         "--identity",
         b.identity(),
         &backup_id(&changed),
-    ]));
+    ])
+    .assert_ok()
+    .records();
 
-    let listed = ok(&b.run(&["ls", "--vm", &g.name]));
+    let listed = b.run(&["ls", "--vm", &g.name]).assert_ok().records();
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[2]["id"], id.as_str(), "newest first");
     assert!(listed[0]["age_hours"].as_f64().unwrap() < 1.0);
@@ -287,7 +264,10 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
         assert!(listed[2].get(old).is_none(), "{old} is gone: {}", listed[2]);
     }
 
-    let deep = ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &id]));
+    let deep = b
+        .run(&["verify", "--deep", "--identity", b.identity(), &id])
+        .assert_ok()
+        .records();
     assert_eq!(
         (deep[0]["ok"].as_bool(), deep[0]["deep"].as_bool()),
         (Some(true), Some(true))
@@ -298,17 +278,20 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     // Restore as a new domain beside the original, then boot it.
     let out_dir = b.out_dir("restored");
     let new_name = format!("{}backup-off restored ü", run_prefix());
-    let recs = ok(&b.run(&[
-        "restore",
-        &id,
-        "--identity",
-        b.identity(),
-        "--dir",
-        out_dir.to_str().unwrap(),
-        "--define",
-        "--name",
-        &new_name,
-    ]));
+    let recs = b
+        .run(&[
+            "restore",
+            &id,
+            "--identity",
+            b.identity(),
+            "--dir",
+            out_dir.to_str().unwrap(),
+            "--define",
+            "--name",
+            &new_name,
+        ])
+        .assert_ok()
+        .records();
     let restored = Restored {
         domain: conn
             .lookup_domain_by_name(&new_name)
@@ -342,10 +325,7 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     };
     let (dir, path_arg) = (out_dir.to_str().unwrap(), path.to_str().unwrap());
     let before = std::fs::read(&path).unwrap();
-    failed(
-        &restore(&["--dir", dir, "--name", &new_name]),
-        "invalid_state",
-    );
+    restore(&["--dir", dir, "--name", &new_name]).assert_failed("invalid_state");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
     // Replacing it with --force while that VM runs is refused before a byte
@@ -361,7 +341,7 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
         (&["-o", path_arg, "--disk", "vda", "--force"], "running VM"),
     ];
     for (more, says) in attempts {
-        let recs = failed(&restore(more), "invalid_state");
+        let recs = restore(more).assert_failed("invalid_state").records();
         let message = recs[0]["error"]["message"].as_str().unwrap();
         assert!(message.contains(says), "{message}");
         assert_eq!(
@@ -394,7 +374,7 @@ fn a_running_writing_vm_is_backed_up_live_without_pausing() {
     std::thread::sleep(Duration::from_secs(2));
     let b = Bench::new("live");
 
-    let recs = ok(&b.run(&["create", &g.name]));
+    let recs = b.run(&["create", &g.name]).assert_ok().records();
     assert_eq!(recs[0]["mode"], "live");
     assert!(
         g.virsh_domstate().starts_with("running"),
@@ -418,16 +398,19 @@ fn a_running_writing_vm_is_backed_up_live_without_pausing() {
 
     // The restored disk is exactly the backup's image, and holds the guest's own writes.
     let out = b.out_dir("out");
-    let recs = ok(&b.run(&[
-        "restore",
-        &id,
-        "--identity",
-        b.identity(),
-        "--dir",
-        out.to_str().unwrap(),
-        "--disk-format",
-        "raw",
-    ]));
+    let recs = b
+        .run(&[
+            "restore",
+            &id,
+            "--identity",
+            b.identity(),
+            "--dir",
+            out.to_str().unwrap(),
+            "--disk-format",
+            "raw",
+        ])
+        .assert_ok()
+        .records();
     let disk = &recs[0]["disks"][0];
     let path = PathBuf::from(disk["path"].as_str().unwrap());
     assert_eq!(image_sha256(&path, None), disk["sha256"].as_str().unwrap());
@@ -449,11 +432,7 @@ fn a_running_writing_vm_is_backed_up_live_without_pausing() {
         "-o",
         "-",
     ]);
-    assert!(
-        streamed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&streamed.stderr)
-    );
+    streamed.assert_ok();
     assert_eq!(streamed.stdout, head);
 }
 
@@ -463,8 +442,8 @@ fn damage_and_wrong_keys_are_caught_and_named() {
     let g = GuestSpec::new("backup-damage").define(&conn);
     fill_disk(&g, 2, 2);
     let b = Bench::new("damage");
-    let id = backup_id(&ok(&b.run(&["create", &g.name])));
-    ok(&b.run(&["verify", &id]));
+    let id = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+    b.run(&["verify", &id]).assert_ok().records();
 
     // A foreign identity opens nothing.
     let other = b.dir.join("other.txt");
@@ -481,13 +460,8 @@ fn damage_and_wrong_keys_are_caught_and_named() {
         other.to_str().unwrap(),
         &id,
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match any recipient"));
+    out.assert_exit(1)
+        .assert_stderr_contains("does not match any recipient");
 
     // One flipped bit: the fast verify (sizes) passes, deep verify and restore fail naming the chunk.
     let chunk = b.some_chunk();
@@ -496,11 +470,11 @@ fn damage_and_wrong_keys_are_caught_and_named() {
     let at = bytes.len() - 40;
     bytes[at] ^= 0x08;
     std::fs::write(&chunk, &bytes).unwrap();
-    ok(&b.run(&["verify", &id]));
-    let recs = failed(
-        &b.run(&["verify", "--deep", "--identity", b.identity(), &id]),
-        "corrupt",
-    );
+    b.run(&["verify", &id]).assert_ok().records();
+    let recs = b
+        .run(&["verify", "--deep", "--identity", b.identity(), &id])
+        .assert_failed("corrupt")
+        .records();
     assert!(
         recs[0]["error"]["message"]
             .as_str()
@@ -509,17 +483,17 @@ fn damage_and_wrong_keys_are_caught_and_named() {
         "{recs:?}"
     );
     let out = b.out_dir("out");
-    let recs = failed(
-        &b.run(&[
+    let recs = b
+        .run(&[
             "restore",
             &id,
             "--identity",
             b.identity(),
             "--dir",
             out.to_str().unwrap(),
-        ]),
-        "corrupt",
-    );
+        ])
+        .assert_failed("corrupt")
+        .records();
     assert!(recs[0]["error"]["message"]
         .as_str()
         .unwrap()
@@ -532,7 +506,7 @@ fn damage_and_wrong_keys_are_caught_and_named() {
 
     // A missing chunk fails even the fast verify.
     std::fs::remove_file(&chunk).unwrap();
-    let recs = failed(&b.run(&["verify", &id]), "corrupt");
+    let recs = b.run(&["verify", &id]).assert_failed("corrupt").records();
     assert!(recs[0]["error"]["message"]
         .as_str()
         .unwrap()
@@ -544,12 +518,12 @@ fn damage_and_wrong_keys_are_caught_and_named() {
     let text = std::fs::read_to_string(&list).unwrap();
     let kept: Vec<&str> = text.lines().collect();
     std::fs::write(&list, format!("{}\n", kept[..kept.len() - 1].join("\n"))).unwrap();
-    let recs = failed(&b.run(&["verify", &id]), "corrupt");
+    let recs = b.run(&["verify", &id]).assert_failed("corrupt").records();
     let message = recs[0]["error"]["message"].as_str().unwrap();
     assert!(message.contains("chunk list"), "{message}");
     let before = count_chunks(&b.repo);
     let out = b.run(&["gc"]);
-    assert_ne!(out.status.code(), Some(0), "gc ran on a damaged list");
+    assert_ne!(out.code(), Some(0), "gc ran on a damaged list: {out:?}");
     assert_eq!(count_chunks(&b.repo), before, "gc deleted a chunk");
 }
 
@@ -584,27 +558,24 @@ fn killed_backups_leave_no_partial_backup_and_the_next_run_succeeds() {
         let _ = child.kill();
         let _ = child.wait();
         // Whatever survived is whole.
-        let out = b.run(&["verify"]);
-        assert!(
-            out.status.success(),
-            "round {round}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        b.run(&["verify"]).assert_ok();
     }
     for vm in [&off.name, &live.name] {
-        let recs = ok(&b.run(&["create", vm]));
-        ok(&b.run(&[
+        let recs = b.run(&["create", vm]).assert_ok().records();
+        b.run(&[
             "verify",
             "--deep",
             "--identity",
             b.identity(),
             &backup_id(&recs),
-        ]));
+        ])
+        .assert_ok()
+        .records();
     }
-    let gc = ok(&b.run(&["gc"]));
+    let gc = b.run(&["gc"]).assert_ok().records();
     assert_eq!(gc[0]["ok"], true);
     assert_eq!(std::fs::read_dir(b.repo.join("tmp")).unwrap().count(), 0);
-    ok(&b.run(&["verify"]));
+    b.run(&["verify"]).assert_ok().records();
 }
 
 #[test]
@@ -616,7 +587,9 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
     for i in 0..4 {
         fill_disk(&g, 1 + i, 1);
         let protected = if i == 0 { "--protected" } else { "--note=x" };
-        ids.push(backup_id(&ok(&b.run(&["create", protected, &g.name]))));
+        ids.push(backup_id(
+            &b.run(&["create", protected, &g.name]).assert_ok().records(),
+        ));
     }
     // Age them: backup i is 3-i days old (index.json is the clear, documented index).
     let now = 1_800_000_000i64;
@@ -628,14 +601,17 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
         index["time_unix_ms"] = (t * 1000).into();
         std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
     }
-    let dry = ok(&b.run(&[
-        "prune",
-        "--keep-last",
-        "1",
-        "--keep-daily",
-        "1",
-        "--dry-run",
-    ]));
+    let dry = b
+        .run(&[
+            "prune",
+            "--keep-last",
+            "1",
+            "--keep-daily",
+            "1",
+            "--dry-run",
+        ])
+        .assert_ok()
+        .records();
     let kept = |recs: &[Value]| -> Vec<(String, bool, Value)> {
         recs.iter()
             .map(|r| {
@@ -666,9 +642,13 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
         judged_at,
         (0..4).map(|i| now - (3 - i) * 86_400).collect::<Vec<_>>()
     );
-    assert_eq!(ok(&b.run(&["ls"])).len(), 4, "a dry run deletes nothing");
+    assert_eq!(
+        b.run(&["ls"]).assert_ok().records().len(),
+        4,
+        "a dry run deletes nothing"
+    );
     // As the design brief has it: hv-backup list --json | jq 'select(.age_hours > 26)'
-    let listed = ok(&b.run(&["list", "--json"]));
+    let listed = b.run(&["list", "--json"]).assert_ok().records();
     let clock = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -679,8 +659,13 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
         assert!((r["age_hours"].as_f64().unwrap() - age).abs() < 0.2, "{r}");
     }
     let before = count_chunks(&b.repo);
-    ok(&b.run(&["prune", "--keep-last", "1", "--keep-daily", "1"]));
-    let left: Vec<String> = ok(&b.run(&["ls"]))
+    b.run(&["prune", "--keep-last", "1", "--keep-daily", "1"])
+        .assert_ok()
+        .records();
+    let left: Vec<String> = b
+        .run(&["ls"])
+        .assert_ok()
+        .records()
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
@@ -690,7 +675,9 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
         "the pruned backup's own chunks are gone"
     );
     for id in &left {
-        ok(&b.run(&["verify", "--deep", "--identity", b.identity(), id]));
+        b.run(&["verify", "--deep", "--identity", b.identity(), id])
+            .assert_ok()
+            .records();
     }
 
     // A backup whose clear index is damaged keeps its chunks through gc.
@@ -698,19 +685,16 @@ fn prune_keeps_the_documented_set_and_gc_frees_only_unreferenced_chunks() {
     let saved = std::fs::read(&index).unwrap();
     std::fs::write(&index, b"{").unwrap();
     let before = count_chunks(&b.repo);
-    let out = b.run(&["gc"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    b.run(&["gc"]).assert_ok();
     assert_eq!(
         count_chunks(&b.repo),
         before,
         "gc kept the damaged backup's chunks"
     );
     std::fs::write(&index, saved).unwrap();
-    ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &ids[3]]));
+    b.run(&["verify", "--deep", "--identity", b.identity(), &ids[3]])
+        .assert_ok()
+        .records();
 }
 
 fn count_chunks(repo: &Path) -> usize {
@@ -746,14 +730,14 @@ fn a_full_disk_fails_the_backup_and_damages_nothing() {
     }
     let _unmount = Unmount(mnt.clone());
     let b = Bench::at(&dir.join("bench"), Some(mnt.join("repo")));
-    let good = backup_id(&ok(&b.run(&["create", &g.name])));
+    let good = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
     let checkpoints = || {
         let out = Command::new("virsh")
             .args(["-c", URI, "checkpoint-list", "--name", &g.name])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        let out = Run::new("virsh checkpoint-list", out);
+        out.assert_ok().stdout().trim().to_owned()
     };
     let good_checkpoint = checkpoints();
     assert!(good_checkpoint.starts_with("hv-"), "{good_checkpoint:?}");
@@ -763,7 +747,11 @@ fn a_full_disk_fails_the_backup_and_damages_nothing() {
         let message = recs[0]["error"]["message"].as_str().unwrap();
         assert!(message.contains("No space left"), "{recs:?}");
     };
-    no_space(&failed(&b.run(&["create", &g.name]), "io_error"));
+    no_space(
+        &b.run(&["create", &g.name])
+            .assert_failed("io_error")
+            .records(),
+    );
     assert_eq!(
         checkpoints(),
         good_checkpoint,
@@ -771,16 +759,22 @@ fn a_full_disk_fails_the_backup_and_damages_nothing() {
     );
     // The same VM running: the backup job's checkpoint goes too.
     g.start_ready();
-    no_space(&failed(&b.run(&["create", &g.name]), "io_error"));
+    no_space(
+        &b.run(&["create", &g.name])
+            .assert_failed("io_error")
+            .records(),
+    );
     assert_eq!(
         checkpoints(),
         good_checkpoint,
         "the live failed backup removed its checkpoint"
     );
-    let listed = ok(&b.run(&["ls"]));
+    let listed = b.run(&["ls"]).assert_ok().records();
     assert_eq!(listed.len(), 1, "no partial backup is listed");
-    ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &good]));
-    ok(&b.run(&["gc"]));
+    b.run(&["verify", "--deep", "--identity", b.identity(), &good])
+        .assert_ok()
+        .records();
+    b.run(&["gc"]).assert_ok().records();
     assert_eq!(std::fs::read_dir(b.repo.join("tmp")).unwrap().count(), 0);
 
     // A read-only repository (a mounted snapshot, a DR copy) still verifies.
@@ -790,8 +784,10 @@ fn a_full_disk_fails_the_backup_and_damages_nothing() {
         .status()
         .unwrap();
     assert!(st.success(), "remount read-only");
-    ok(&b.run(&["verify", "--deep", "--identity", b.identity(), &good]));
-    assert_eq!(ok(&b.run(&["ls"])).len(), 1);
+    b.run(&["verify", "--deep", "--identity", b.identity(), &good])
+        .assert_ok()
+        .records();
+    assert_eq!(b.run(&["ls"]).assert_ok().records().len(), 1);
 }
 
 #[test]
@@ -799,20 +795,16 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
     let b = Bench::new("errors");
     // Not a repository.
     let out = hv(HV_BACKUP, &["ls", "--repo", "/nonexistent/repo"], "");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("hv-backup init") && err.lines().count() == 1,
-        "{err}"
-    );
+    out.assert_exit(2).assert_stderr_contains("hv-backup init");
+    assert_eq!(out.stderr().lines().count(), 1, "{out:?}");
     // init twice.
-    let again = b.run(&[
+    b.run(&[
         "init",
         b.repo.to_str().unwrap(),
         "--recipient",
         &b.recipient(),
-    ]);
-    assert_eq!(again.status.code(), Some(2));
+    ])
+    .assert_exit(2);
     // A device where a key file is meant is refused at once, by name, not
     // read until memory runs out.
     for args in [
@@ -820,57 +812,49 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
         vec!["recover-key", "--identity", "/dev/zero"],
     ] {
         let started = std::time::Instant::now();
-        let out = b.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("/dev/zero") && err.contains("a device") && err.contains("age-keygen"),
-            "{err}"
-        );
+        b.run(&args)
+            .assert_exit(2)
+            .assert_stderr_contains("/dev/zero")
+            .assert_stderr_contains("a device")
+            .assert_stderr_contains("age-keygen");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
-    let out = b.run(&[
+    b.run(&[
         "init",
         b.dir.join("r3").to_str().unwrap(),
         "--recipients-file",
         "/dev/zero",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("a device"));
+    ])
+    .assert_exit(2)
+    .assert_stderr_contains("a device");
     // A key directory open to everyone is not trusted with the key.
     {
         use std::os::unix::fs::PermissionsExt;
         let keys = PathBuf::from(b.key_dir());
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let out = b.run_with_input(&["create"], "some-vm\n");
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("writable by other users") && err.contains("chmod 700"),
-            "{err}"
-        );
+        b.run_with_input(&["create"], "some-vm\n")
+            .assert_exit(2)
+            .assert_stderr_contains("writable by other users")
+            .assert_stderr_contains("chmod 700");
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
     // A bad recipient names itself and the fix.
-    let bad = b.run(&[
+    b.run(&[
         "init",
         b.dir.join("r2").to_str().unwrap(),
         "--recipient",
         "age1nope",
-    ]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("age-keygen -y"));
+    ])
+    .assert_exit(2)
+    .assert_stderr_contains("age-keygen -y");
     // The host lost its key: create says how to recover it; recover-key does.
     std::fs::remove_dir_all(b.dir.join("keys")).unwrap();
-    let out = b.run_with_input(&["create"], "some-vm\n");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("recover-key"));
-    ok(&b.run(&["recover-key", "--identity", b.identity()]));
+    b.run_with_input(&["create"], "some-vm\n")
+        .assert_exit(1)
+        .assert_stderr_contains("recover-key");
+    b.run(&["recover-key", "--identity", b.identity()])
+        .assert_ok()
+        .records();
     // A damaged key says the same; recover-key replaces it whole.
     let key = std::fs::read_dir(b.dir.join("keys"))
         .unwrap()
@@ -879,17 +863,16 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
         .unwrap()
         .path();
     std::fs::write(&key, "half a ke").unwrap();
-    let out = b.run_with_input(&["create"], "some-vm\n");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("recover-key"),
-        "{out:?}"
-    );
-    ok(&b.run(&["recover-key", "--identity", b.identity()]));
+    b.run_with_input(&["create"], "some-vm\n")
+        .assert_stderr_contains("recover-key");
+    b.run(&["recover-key", "--identity", b.identity()])
+        .assert_ok()
+        .records();
     let keys: Vec<_> = std::fs::read_dir(b.dir.join("keys")).unwrap().collect();
     assert_eq!(keys.len(), 1, "no temporary file is left");
     // A missing VM is one failed record; the lock held by prune makes create wait, then fail.
-    let missing = b.run_with_input(&["create"], "no-such-vm-hv\n");
-    failed(&missing, "not_found");
+    b.run_with_input(&["create"], "no-such-vm-hv\n")
+        .assert_failed("not_found");
     let lock = b.repo.join("lock");
     let mut holder = Command::new("flock")
         .arg(&lock)
@@ -902,8 +885,7 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
     let out = b.run(&["gc", "--lock-wait", "1"]);
     let _ = holder.kill();
     let _ = holder.wait();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"));
+    out.assert_exit(1).assert_stderr_contains("locked");
 }
 
 /// docs/backup-format.md promises a reader needs only age, zstd and jq:
@@ -915,7 +897,7 @@ fn the_format_doc_recipe_restores_a_disk_without_hv() {
     fill_disk(&g, 5, 3);
     let expected = image_sha256(&g.disk, None);
     let b = Bench::new("doc");
-    let id = backup_id(&ok(&b.run(&["create", &g.name])));
+    let id = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../docs/backup-format.md"
@@ -941,13 +923,9 @@ fn the_format_doc_recipe_restores_a_disk_without_hv() {
         .current_dir(&b.repo)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("vda.raw: OK"));
+    let out = Run::new(script, out);
+    out.assert_ok();
+    assert!(out.stdout().contains("vda.raw: OK"), "{out:?}");
     assert_eq!(image_sha256(&b.repo.join("vda.raw"), None), expected);
 }
 
@@ -995,17 +973,16 @@ fn ctrl_c_lets_a_running_backup_of_a_stopped_vm_finish() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = child.wait_with_output().unwrap();
-    let recs = records(&out);
-    assert_eq!(recs.len(), 1, "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(recs[0]["ok"], true, "the running backup finished: {recs:?}");
-    assert_eq!(recs[0]["warnings"], serde_json::json!([]), "{recs:?}");
-    assert_eq!(
-        recs[0]["disks"],
-        serde_json::json!(["vda"]),
-        "targets, as ls gives"
+    let out = Run::new(
+        "hv-backup create (Ctrl-C)",
+        child.wait_with_output().unwrap(),
     );
-    assert_eq!(ok(&b.run(&["ls"])).len(), 1);
+    // The running backup finished; its disks are targets, as ls gives.
+    assert_fields(
+        &out.one_record(),
+        json!({"ok": true, "warnings": [], "disks": ["vda"]}),
+    );
+    assert_eq!(b.run(&["ls"]).assert_ok().records().len(), 1);
 }
 
 #[test]
@@ -1061,7 +1038,7 @@ fn a_backup_given_up_at_its_timeout_stops_and_commits_nothing() {
     assert_eq!(codes, ["\"timeout\""; 2], "{stdout}");
     assert_eq!(most, 1, "-j 1: a given-up backup went on beside the next");
     assert!(
-        ok(&b.run(&["ls"])).is_empty(),
+        b.run(&["ls"]).assert_ok().records().is_empty(),
         "a backup reported as timed out was committed"
     );
 }
@@ -1102,20 +1079,23 @@ fn intact_backups_verify_whichever_run_stored_their_chunks() {
 
     // What one clone stores on its own.
     let alone = Bench::new("twin-alone");
-    let single = new_bytes(&ok(&alone.run(&["create", &a.name])));
+    let single = new_bytes(&alone.run(&["create", &a.name]).assert_ok().records());
     assert!(single > 0);
 
     // Clones of one template backed up in one run: every chunk stored once,
     // counted once, and both backups verify.
     let bench = Bench::new("twins");
-    let recs = ok(&bench.run(&["create", "-j", "2", &a.name, &b.name]));
+    let recs = bench
+        .run(&["create", "-j", "2", &a.name, &b.name])
+        .assert_ok()
+        .records();
     assert_eq!(recs.len(), 2, "{recs:?}");
     assert_eq!(
         new_bytes(&recs),
         single,
         "two clones' new bytes must add up to one clone's: {recs:?}"
     );
-    let verified = ok(&bench.run(&["verify"]));
+    let verified = bench.run(&["verify"]).assert_ok().records();
     assert_eq!(verified.len(), 2, "{verified:?}");
 
     // Two creates of one VM at once, in two processes.
@@ -1130,9 +1110,13 @@ fn intact_backups_verify_whichever_run_stored_their_chunks() {
             .unwrap()
     };
     let (one, two) = (spawn(), spawn());
-    ok(&one.wait_with_output().unwrap());
-    ok(&two.wait_with_output().unwrap());
-    assert_eq!(ok(&bench.run(&["verify"])).len(), 4);
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        Run::new("hv-backup create (one of two at once)", out)
+            .assert_ok()
+            .records();
+    }
+    assert_eq!(bench.run(&["verify"]).assert_ok().records().len(), 4);
 
     // Chunks lost and stored again by a later backup: the older backups
     // that name them are whole again, and say so.
@@ -1147,23 +1131,35 @@ fn intact_backups_verify_whichever_run_stored_their_chunks() {
         }
     }
     assert!(lost >= 4, "only {lost} chunks");
-    failed(&bench.run(&["verify"]), "corrupt");
-    ok(&bench.run(&["create", "--full", &a.name]));
-    ok(&bench.run(&["create", "--full", &b.name]));
-    let recs = ok(&bench.run(&["verify", "--deep", "--identity", bench.identity()]));
+    bench.run(&["verify"]).assert_failed("corrupt");
+    bench
+        .run(&["create", "--full", &a.name])
+        .assert_ok()
+        .records();
+    bench
+        .run(&["create", "--full", &b.name])
+        .assert_ok()
+        .records();
+    let recs = bench
+        .run(&["verify", "--deep", "--identity", bench.identity()])
+        .assert_ok()
+        .records();
     assert_eq!(recs.len(), 6, "{recs:?}");
-    let recs = ok(&bench.run(&["ls"]));
+    let recs = bench.run(&["ls"]).assert_ok().records();
 
     // A backup written before chunk lists held body sizes still verifies.
     let id = recs[0]["id"].as_str().unwrap().to_owned();
     as_version_1(&bench.repo, &id);
-    ok(&bench.run(&["verify", &id]));
+    bench.run(&["verify", &id]).assert_ok().records();
     // A manifest cut short fails even the fast verify.
     let id = recs[1]["id"].as_str().unwrap().to_owned();
     let manifest = bench.repo.join("backups").join(&id).join("manifest.age");
     let sealed = std::fs::read(&manifest).unwrap();
     std::fs::write(&manifest, &sealed[..100]).unwrap();
-    let recs = failed(&bench.run(&["verify", &id]), "corrupt");
+    let recs = bench
+        .run(&["verify", &id])
+        .assert_failed("corrupt")
+        .records();
     assert!(
         recs[0]["error"]["message"]
             .as_str()
@@ -1172,7 +1168,7 @@ fn intact_backups_verify_whichever_run_stored_their_chunks() {
         "{recs:?}"
     );
     std::fs::write(&manifest, &sealed[..sealed.len() - 1]).unwrap();
-    failed(&bench.run(&["verify", &id]), "corrupt");
+    bench.run(&["verify", &id]).assert_failed("corrupt");
 }
 
 #[test]
@@ -1182,7 +1178,7 @@ fn a_backup_with_a_damaged_index_is_a_failing_record_not_gone() {
     fill_disk(&g, 2, 2);
     let b = Bench::new("index");
     let ids: Vec<String> = (0..3)
-        .map(|_| backup_id(&ok(&b.run(&["create", &g.name]))))
+        .map(|_| backup_id(&b.run(&["create", &g.name]).assert_ok().records()))
         .collect();
     let index = |id: &str| b.repo.join("backups").join(id).join("index.json");
     let text = std::fs::read(index(&ids[0])).unwrap();
@@ -1196,7 +1192,7 @@ fn a_backup_with_a_damaged_index_is_a_failing_record_not_gone() {
         vec!["verify", "--deep", "--identity", b.identity()],
     ] {
         let out = b.run(&args);
-        let recs = failed(&out, "corrupt");
+        let recs = out.assert_failed("corrupt").records();
         let bad: Vec<&str> = recs
             .iter()
             .filter(|r| r["ok"] == false)
@@ -1218,10 +1214,10 @@ fn a_backup_with_a_damaged_index_is_a_failing_record_not_gone() {
         }
     }
     // prune keeps what it cannot judge, in the shape of every prune record.
-    let pruned = failed(
-        &b.run(&["prune", "--keep-last", "1", "--dry-run"]),
-        "corrupt",
-    );
+    let pruned = b
+        .run(&["prune", "--keep-last", "1", "--dry-run"])
+        .assert_failed("corrupt")
+        .records();
     for r in pruned.iter().filter(|r| r["ok"] == false) {
         assert_eq!(
             (&r["kept"], &r["keep_reason"]),
@@ -1231,7 +1227,7 @@ fn a_backup_with_a_damaged_index_is_a_failing_record_not_gone() {
     }
     // Its chunks stay until someone repairs or drops it.
     let before = count_chunks(&b.repo);
-    ok(&b.run(&["gc"]));
+    b.run(&["gc"]).assert_ok().records();
     assert_eq!(count_chunks(&b.repo), before);
 }
 
@@ -1241,7 +1237,7 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
     let g = GuestSpec::new("restore-stop").define(&conn);
     fill_disk(&g, 48, 8);
     let b = Bench::new("restore-stop");
-    let id = backup_id(&ok(&b.run(&["create", &g.name])));
+    let id = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
 
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
         // --dir need not exist: it is made, private.
@@ -1282,12 +1278,7 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
             .unwrap();
         assert!(st.success());
         let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "SIG{signal}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        Run::new(format!("hv-backup restore (SIG{signal})"), out).assert_exit(code);
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert!(left.is_empty(), "SIG{signal} left {left:?}");
         use std::os::unix::fs::PermissionsExt;
@@ -1311,22 +1302,26 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
         .chain(args)
         .map(|a| format!("'{a}'"))
         .collect();
+    let script = format!(
+        "{} | head -c 1000 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        quoted.join(" ")
+    );
     let cut = Command::new("bash")
         .arg("-c")
-        .arg(format!(
-            "{} | head -c 1000 >/dev/null; echo ${{PIPESTATUS[0]}}",
-            quoted.join(" ")
-        ))
+        .arg(&script)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&cut.stdout).trim(), "1");
-    assert!(String::from_utf8_lossy(&cut.stderr).contains("incomplete"));
+    let cut = Run::new(script, cut);
+    assert_eq!(cut.stdout().trim(), "1", "{cut:?}");
+    cut.assert_stderr_contains("incomplete");
+    let script = format!("set -o pipefail; {} | sha256sum", quoted.join(" "));
     let whole = Command::new("bash")
         .arg("-c")
-        .arg(format!("set -o pipefail; {} | sha256sum", quoted.join(" ")))
+        .arg(&script)
         .output()
         .unwrap();
-    assert!(whole.status.success());
+    let whole = Run::new(script, whole);
+    whole.assert_ok();
     let raw = b.dir.join("source.raw");
     let st = Command::new("qemu-img")
         .args(["convert", "-q", "-O", "raw"])
@@ -1336,10 +1331,7 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
         .unwrap();
     assert!(st.success());
     assert_eq!(
-        String::from_utf8_lossy(&whole.stdout)
-            .split(' ')
-            .next()
-            .unwrap(),
+        whole.stdout().split(' ').next().unwrap(),
         image_sha256(&raw, None)
     );
 }
@@ -1350,12 +1342,15 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
 fn durations_and_ids_speak_the_common_language() {
     let b = Bench::new("language");
     let other = b.dir.join("other-repo");
-    let init = ok(&b.run(&[
-        "init",
-        other.to_str().unwrap(),
-        "--recipient",
-        &b.recipient(),
-    ]));
+    let init = b
+        .run(&[
+            "init",
+            other.to_str().unwrap(),
+            "--recipient",
+            &b.recipient(),
+        ])
+        .assert_ok()
+        .records();
     assert!(
         init[0]["repository_id"]
             .as_str()
@@ -1368,30 +1363,33 @@ fn durations_and_ids_speak_the_common_language() {
         "id is a backup's id: {}",
         init[0]
     );
-    let recovered = ok(&b.run(&["recover-key", "--identity", b.identity()]));
+    let recovered = b
+        .run(&["recover-key", "--identity", b.identity()])
+        .assert_ok()
+        .records();
     assert!(recovered[0].get("id").is_none(), "{}", recovered[0]);
     assert!(recovered[0]["repository_id"].is_string());
 
-    ok(&b.run(&["gc", "--lock-wait", "1m30s"]));
-    ok(&b.run(&[
+    b.run(&["gc", "--lock-wait", "1m30s"]).assert_ok().records();
+    b.run(&[
         "prune",
         "--keep-last",
         "1",
         "--lock-wait",
         "90",
         "--dry-run",
-    ]));
+    ])
+    .assert_ok()
+    .records();
     for args in [
         vec!["gc", "--lock-wait", "5x"],
         vec!["ls", "--lock-wait", "1.5h"],
         vec!["create", "--timeout", "5x", "some-vm"],
     ] {
-        let out = b.run(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(
-            err.contains(args[1]) && err.contains("90s, 5m, 1h30m, 2d"),
-            "{args:?}: the error names the flag and the accepted forms: {err}"
-        );
+        // The error names the flag and the accepted forms.
+        b.run(&args)
+            .assert_exit(2)
+            .assert_stderr_contains(args[1])
+            .assert_stderr_contains("90s, 5m, 1h30m, 2d");
     }
 }

@@ -5,19 +5,19 @@
 //! field, as a script reads them.
 
 use hv_testbench::{
-    backup_repo, bin, check_record as find, connect, hv, hv_iso_in, records, scratch, GuestSpec,
-    Tmpfs, URI,
+    assert_fields, backup_repo, bin, check_record as find, connect, hv, hv_iso_in, scratch,
+    GuestSpec, Run, Tmpfs, URI,
 };
-use serde_json::Value;
-use std::process::{Command, Output};
+use serde_json::{json, Value};
+use std::process::Command;
 
 const HV_HEALTH: &str = env!("CARGO_BIN_EXE_hv-health");
 
-fn health(args: &[&str]) -> Output {
+fn health(args: &[&str]) -> Run {
     let mut full = vec!["--format", "jsonl"];
     full.extend(args);
     let out = hv(HV_HEALTH, &full, "");
-    for r in records(&out) {
+    for r in out.records() {
         assert_record(&r);
     }
     out
@@ -65,11 +65,7 @@ fn virsh(args: &[&str]) {
         .args(args)
         .output()
         .expect("run virsh");
-    assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Run::new(format!("virsh {args:?}"), out).assert_ok();
 }
 
 #[test]
@@ -80,29 +76,21 @@ fn a_killed_guest_is_crashed_and_an_autostart_guest_left_off_is_reported() {
     off.domain.set_autostart(true).unwrap();
     crashed.start_ready();
     crashed.kill_qemu();
-    let snap = Command::new("virsh")
-        .args(["-c", URI, "-q", "snapshot-create-as", &off.name, "before"])
-        .output()
-        .unwrap();
-    assert!(
-        snap.status.success(),
-        "{}",
-        String::from_utf8_lossy(&snap.stderr)
-    );
+    virsh(&["snapshot-create-as", &off.name, "before"]);
 
     let out = health(&[&crashed.name, &off.name, "--max-snapshots", "0"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a failed check exits 1: {}",
-        stderr(&out)
-    );
-    let recs = records(&out);
+    let recs = out.assert_exit(1).records(); // a failed check exits 1
     let r = find(&recs, "vm.crashed", &crashed.name);
-    assert_eq!(r["status"], "fail");
-    assert_eq!(r["name"], crashed.name.as_str());
-    assert_eq!(r["uuid"], crashed.uuid.as_str());
-    assert_eq!(r["value"], "shutoff/crashed");
+    assert_fields(
+        r,
+        json!({
+            "status": "fail",
+            "name": crashed.name,
+            "uuid": crashed.uuid,
+            "value": "shutoff/crashed",
+            "threshold": null,
+        }),
+    );
     assert!(r["message"].as_str().unwrap().contains("crashed"), "{r}");
     assert!(
         r["hint"]
@@ -111,11 +99,9 @@ fn a_killed_guest_is_crashed_and_an_autostart_guest_left_off_is_reported() {
             .contains(&format!("hv-start {:?}", crashed.name)),
         "{r}"
     );
-    assert_eq!(r["threshold"], Value::Null);
 
     let r = find(&recs, "vm.autostart", &off.name);
-    assert_eq!(r["status"], "warn");
-    assert_eq!(r["value"], true);
+    assert_fields(r, json!({"status": "warn", "value": true}));
     assert!(
         r["hint"].as_str().unwrap().contains("hv-autostart off"),
         "{r}"
@@ -129,14 +115,9 @@ fn a_killed_guest_is_crashed_and_an_autostart_guest_left_off_is_reported() {
     );
 
     let r = find(&recs, "vm.snapshot_count", &off.name);
-    assert_eq!(
-        (
-            r["status"].as_str(),
-            r["value"].as_u64(),
-            r["threshold"].as_u64(),
-            r["unit"].as_str()
-        ),
-        (Some("warn"), Some(1), Some(0), Some("count"))
+    assert_fields(
+        r,
+        json!({"status": "warn", "value": 1, "threshold": 0, "unit": "count"}),
     );
     let r = find(&recs, "vm.snapshot_age", &off.name);
     assert_eq!(r["unit"], "seconds", "{r}");
@@ -147,22 +128,14 @@ fn a_killed_guest_is_crashed_and_an_autostart_guest_left_off_is_reported() {
     assert_eq!(find(&recs, "libvirt.reachable", "host")["status"], "pass");
 
     // Only the problems; and the crash fixed, the exit is 0 with a warning.
-    let out = health(&[&crashed.name, &off.name, "--problems"]);
-    let recs = records(&out);
+    let recs = health(&[&crashed.name, &off.name, "--problems"]).records();
     assert!(
         !recs.is_empty() && recs.iter().all(|r| r["status"] != "pass"),
         "{recs:#?}"
     );
     crashed.start_ready();
-    let out = health(&[&crashed.name, &off.name]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "a warning alone exits 0: {}",
-        stderr(&out)
-    );
-    let out = health(&[&crashed.name, &off.name, "--strict"]);
-    assert_eq!(out.status.code(), Some(1), "but 1 with --strict");
+    health(&[&crashed.name, &off.name]).assert_ok(); // a warning alone exits 0
+    health(&[&crashed.name, &off.name, "--strict"]).assert_exit(1); // but 1 with --strict
 }
 
 /// QEMU stopping a guest on its own (an internal error, here its monitor's
@@ -185,14 +158,17 @@ fn a_guest_paused_by_qemu_fails_and_one_paused_by_a_user_passes() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 
-    let out = health(&[&guest.name]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let recs = records(&out);
+    let recs = health(&[&guest.name]).assert_exit(1).records();
     let r = find(&recs, "vm.paused", &guest.name);
-    assert_eq!(r["status"], "fail", "{r}");
-    assert_eq!(r["uuid"], guest.uuid.as_str());
-    assert_eq!(r["value"], "paused/unknown");
-    assert_eq!(r["unit"], Value::Null);
+    assert_fields(
+        r,
+        json!({
+            "status": "fail",
+            "uuid": guest.uuid,
+            "value": "paused/unknown",
+            "unit": null,
+        }),
+    );
     let fix = r["hint"].as_str().unwrap();
     assert!(
         fix.contains(&format!("/var/log/libvirt/qemu/{}.log", guest.name))
@@ -203,17 +179,14 @@ fn a_guest_paused_by_qemu_fails_and_one_paused_by_a_user_passes() {
     assert_eq!(find(&recs, "vm.io_error", &guest.name)["status"], "pass");
 
     // The fix works: hv-start resumes it.
-    let started = hv(&bin("hv-start"), &[&guest.name], "");
-    assert!(started.status.success(), "{}", stderr(&started));
+    hv(&bin("hv-start"), &[&guest.name], "").assert_ok();
     assert_eq!(guest.virsh_domstate(), "running (unpaused)");
     virsh(&["suspend", &guest.uuid]);
     assert_eq!(guest.virsh_domstate(), "paused (user)");
-    let out = health(&[&guest.name]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r = find(&records(&out), "vm.paused", &guest.name).clone();
-    assert_eq!(
-        (r["status"].as_str(), r["value"].as_str(), &r["hint"]),
-        (Some("pass"), Some("paused/user"), &Value::Null)
+    let recs = health(&[&guest.name]).assert_ok().records();
+    assert_fields(
+        find(&recs, "vm.paused", &guest.name),
+        json!({"status": "pass", "value": "paused/user", "hint": null}),
     );
 }
 
@@ -229,7 +202,7 @@ fn the_state_file_marks_new_ongoing_and_resolved() {
     let run = |extra: &[&str]| {
         let mut args = vec![guest.name.as_str(), "--state-file", state];
         args.extend(extra);
-        records(&health(&args))
+        health(&args).records()
     };
     let first = run(&[]);
     assert_eq!(find(&first, "vm.crashed", &guest.name)["change"], "new");
@@ -246,17 +219,17 @@ fn the_state_file_marks_new_ongoing_and_resolved() {
     guest.start_ready();
     let fixed = run(&["--changes-only"]);
     assert_eq!(fixed.len(), 1, "{fixed:#?}");
-    assert_eq!(fixed[0]["check"], "vm.crashed");
-    assert_eq!(fixed[0]["status"], "pass");
-    assert_eq!(fixed[0]["change"], "resolved");
+    assert_fields(
+        &fixed[0],
+        json!({"check": "vm.crashed", "status": "pass", "change": "resolved"}),
+    );
     assert!(run(&["--changes-only"]).is_empty(), "resolved is said once");
 
     // A damaged state file does not stop the checks: it is named, and read as empty.
     std::fs::write(state, "not json").unwrap();
     let out = health(&[&guest.name, "--state-file", state]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("starting afresh"), "{}", stderr(&out));
-    assert!(!records(&out).is_empty());
+    out.assert_ok().assert_stderr_contains("starting afresh");
+    assert!(!out.records().is_empty());
     assert!(
         run(&["--changes-only"]).is_empty(),
         "the file is whole again"
@@ -274,29 +247,33 @@ fn the_newest_backup_of_each_vm_is_measured_against_max_backup_age() {
     let create_args = backup_repo(&dir, &repo);
     let mut args = vec!["create", backed.name.as_str()];
     args.extend(create_args.iter().map(String::as_str));
-    let made = hv(&bin("hv-backup"), &args, "");
-    assert!(made.status.success(), "{}", stderr(&made));
+    hv(&bin("hv-backup"), &args, "").assert_ok();
     let shown = repo.to_str().unwrap();
 
     let out = health(&[&backed.name, &never.name, "--repo", shown]);
-    let recs = records(&out);
+    let recs = out.records();
     let r = find(&recs, "vm.backup_age", &backed.name);
-    assert_eq!(r["status"], "pass", "{r}");
-    assert_eq!(r["uuid"], backed.uuid.as_str());
+    assert_fields(
+        r,
+        json!({
+            "status": "pass",
+            "uuid": backed.uuid,
+            "threshold": 26 * 3600,
+            "unit": "seconds",
+        }),
+    );
     assert!(r["value"].as_i64().unwrap() < 120, "{r}");
-    assert_eq!(r["threshold"], 26 * 3600);
-    assert_eq!(r["unit"], "seconds");
     assert!(r["message"].as_str().unwrap().contains(shown), "{r}");
     let r = find(&recs, "vm.backup_age", &never.name);
-    assert_eq!(r["status"], "warn", "{r}");
+    assert_fields(r, json!({"status": "warn"}));
     assert!(
         r["message"].as_str().unwrap().contains("has no backup"),
         "{r}"
     );
-    assert_eq!(
-        (&r["value"], &r["threshold"], r["unit"].as_str()),
-        (&Value::Null, &Value::from(26 * 3600), Some("seconds")),
-        "no age, but the limit it will be held to"
+    // No age, but the limit it will be held to.
+    assert_fields(
+        r,
+        json!({"value": null, "threshold": 26 * 3600, "unit": "seconds"}),
     );
     assert!(
         r["hint"]
@@ -305,7 +282,7 @@ fn the_newest_backup_of_each_vm_is_measured_against_max_backup_age() {
             .contains(&format!("hv-backup create {:?}", never.name)),
         "{r}"
     );
-    assert_eq!(out.status.code(), Some(0), "a warning alone exits 0");
+    out.assert_ok(); // a warning alone exits 0
 
     std::thread::sleep(std::time::Duration::from_secs(2));
     let out = health(&[
@@ -316,12 +293,10 @@ fn the_newest_backup_of_each_vm_is_measured_against_max_backup_age() {
         "1s",
         "--strict",
     ]);
-    assert_eq!(out.status.code(), Some(1), "--strict fails on a warning");
-    let recs = records(&out);
+    let recs = out.assert_exit(1).records(); // --strict fails on a warning
     let r = find(&recs, "vm.backup_age", &backed.name);
-    assert_eq!(r["status"], "warn", "{r}");
+    assert_fields(r, json!({"status": "warn", "threshold": 1}));
     assert!(r["value"].as_i64().unwrap() >= 2, "{r}");
-    assert_eq!(r["threshold"], 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -344,21 +319,21 @@ fn a_nearly_full_repository_filesystem_warns_then_fails_and_libvirt_down_still_c
             "95",
             "--host-only",
         ]);
-        let recs = records(&out);
-        let r = recs
-            .iter()
-            .find(|r| r["check"] == "repository.space")
-            .cloned();
-        (out.status.code(), r)
+        let r = out
+            .records()
+            .into_iter()
+            .find(|r| r["check"] == "repository.space");
+        (out.code(), r)
     };
     let (_, r) = only_repo(50);
     assert_eq!(r, None, "half full is no problem");
     let (_, r) = only_repo(88);
     let r = r.expect("a warning");
-    assert_eq!(r["status"], "warn");
-    assert_eq!(r["repository"], shown);
+    assert_fields(
+        &r,
+        json!({"status": "warn", "repository": shown, "unit": "percent"}),
+    );
     assert_eq!(r["threshold"], 80.0);
-    assert_eq!(r["unit"], "percent");
     let used = r["value"].as_f64().unwrap();
     assert!((85.0..95.0).contains(&used), "{used}");
     assert!(
@@ -385,10 +360,9 @@ fn a_nearly_full_repository_filesystem_warns_then_fails_and_libvirt_down_still_c
         ],
         "",
     );
-    assert_eq!(out.status.code(), Some(3));
-    let recs = records(&out);
+    let recs = out.assert_exit(3).records();
     let r = find(&recs, "libvirt.reachable", "host");
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     assert!(r["hint"].as_str().unwrap().contains("libvirtd"), "{r}");
     assert_eq!(
         find(&recs, "repository.space", shown)["status"],
@@ -407,31 +381,29 @@ fn iso_images_that_failed_or_missed_their_verify_are_reported() {
     for (name, byte) in [("good.iso", 1u8), ("rotten.iso", 2), ("unchecked.iso", 3)] {
         let image = dir.join(name);
         std::fs::write(&image, vec![byte; 1 << 20]).unwrap();
-        let err = iso(&["add", image.to_str().unwrap(), "--allow-unsigned"]);
-        assert!(lib.join(name).exists(), "{err}");
+        let added = iso(&["add", image.to_str().unwrap(), "--allow-unsigned"]);
+        assert!(lib.join(name).exists(), "{added:?}");
     }
     let mut rotten = std::fs::read(lib.join("rotten.iso")).unwrap();
     rotten[100] ^= 1;
     std::fs::write(lib.join("rotten.iso"), rotten).unwrap();
     iso(&["verify", "good.iso", "rotten.iso"]);
-    let out = health(&["--iso-library", lib.to_str().unwrap(), "--host-only"]);
-    let recs = records(&out);
+    let recs = health(&["--iso-library", lib.to_str().unwrap(), "--host-only"]).records();
     let shown = lib.display().to_string();
     let subject = |n: &str| format!("{n} {shown}");
     let good = find(&recs, "iso.verified", &subject("good.iso"));
-    assert_eq!(
-        (good["status"].as_str(), good["image"].as_str()),
-        (Some("pass"), Some("good.iso"))
+    assert_fields(
+        good,
+        json!({"status": "pass", "image": "good.iso", "library": shown}),
     );
-    assert_eq!(good["library"], shown.as_str());
     let bad = find(&recs, "iso.verified", &subject("rotten.iso"));
-    assert_eq!(bad["status"], "fail");
+    assert_fields(bad, json!({"status": "fail"}));
     assert!(
         bad["hint"].as_str().unwrap().contains("hv-iso add --force"),
         "{bad}"
     );
     let never = find(&recs, "iso.verified", &subject("unchecked.iso"));
-    assert_eq!(never["status"], "warn");
+    assert_fields(never, json!({"status": "warn"}));
     assert!(
         never["hint"].as_str().unwrap().contains("hv-iso verify"),
         "{never}"

@@ -6,11 +6,12 @@
 //! the library directory afterwards, and what the server was asked.
 
 use hv_testbench::http::{Fault, FileServer};
-use serde_json::Value;
+use hv_testbench::{assert_fields, Run};
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,7 @@ impl Gpg {
         Gpg { home }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    fn run(&self, args: &[&str]) -> Run {
         let out = Command::new("gpg")
             .arg("--homedir")
             .arg(&self.home)
@@ -69,11 +70,8 @@ impl Gpg {
             .stdin(Stdio::null())
             .output()
             .expect("gpg (Debian package gpg)");
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Run::new(format!("gpg {args:?}"), out);
+        out.assert_ok();
         out
     }
 
@@ -90,8 +88,8 @@ impl Gpg {
 
     /// The primary's fingerprint, then the subkeys'.
     fn fingerprints(&self, uid: &str) -> Vec<String> {
-        let out = self.run(&["--with-colons", "--list-keys", uid]);
-        String::from_utf8_lossy(&out.stdout)
+        self.run(&["--with-colons", "--list-keys", uid])
+            .stdout()
             .lines()
             .filter(|l| l.starts_with("fpr:"))
             .map(|l| l.split(':').nth(9).unwrap().to_owned())
@@ -172,11 +170,7 @@ fn make_iso(dir: &Path, name: &str, payload_mib: usize, seed: u64) -> PathBuf {
         .arg(&content)
         .output()
         .expect("xorriso (Debian package xorriso)");
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Run::new("xorriso -as mkisofs", out).assert_ok();
     std::fs::remove_dir_all(&content).unwrap();
     iso
 }
@@ -200,28 +194,17 @@ fn sha256sum(path: &Path) -> String {
         .to_owned()
 }
 
-fn hv_iso(lib: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hv-iso"))
+fn hv_iso(lib: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_hv-iso"))
         .args(args)
         .env("HV_ISO_LIBRARY", lib)
         .stdin(Stdio::null())
         .output()
-        .expect("run hv-iso")
-}
-
-fn one_record(out: &Output) -> Value {
-    let recs = hv_testbench::records(out);
-    assert_eq!(
-        recs.len(),
-        1,
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    recs.into_iter().next().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+        .expect("run hv-iso");
+    Run::new(
+        format!("HV_ISO_LIBRARY={} hv-iso {args:?}", lib.display()),
+        out,
+    )
 }
 
 /// What the library directory holds, dot-files included (not the lock
@@ -284,24 +267,25 @@ fn a_signed_image_is_admitted_listed_verified_and_bit_rot_is_caught() {
             s.0.join("debian-cd.asc").to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r = one_record(&out);
+    let r = out.assert_ok().one_record();
     let want_sha = sha256sum(&iso);
-    assert_eq!(r["ok"], true);
-    assert_eq!(r["name"], "debian-13.2.0-amd64-netinst.iso");
-    assert_eq!(r["verified_by"], "signature");
-    assert_eq!(r["unsigned"], false);
-    assert_eq!(r["signer"], key.as_str());
-    assert_eq!(r["sha256"], want_sha.as_str());
-    assert_eq!(r["size_bytes"], std::fs::metadata(&iso).unwrap().len());
-    assert_eq!(r["checksum"]["algorithm"], "sha256");
-    assert_eq!(
-        r["source"],
-        server.url("debian-13.2.0-amd64-netinst.iso").as_str()
-    );
-    assert_eq!(r["signature"], server.url("SHA256SUMS.sign").as_str());
     let image = s.lib().join("debian-13.2.0-amd64-netinst.iso");
-    assert_eq!(r["path"], image.to_str().unwrap());
+    assert_fields(
+        &r,
+        json!({
+            "ok": true,
+            "name": "debian-13.2.0-amd64-netinst.iso",
+            "verified_by": "signature",
+            "unsigned": false,
+            "signer": key,
+            "sha256": want_sha,
+            "size_bytes": std::fs::metadata(&iso).unwrap().len(),
+            "checksum": {"algorithm": "sha256"},
+            "source": server.url("debian-13.2.0-amd64-netinst.iso"),
+            "signature": server.url("SHA256SUMS.sign"),
+            "path": image.to_str().unwrap(),
+        }),
+    );
     assert_eq!(sha256sum(&image), want_sha);
     assert_eq!(
         listing(&s.lib()),
@@ -314,42 +298,39 @@ fn a_signed_image_is_admitted_listed_verified_and_bit_rot_is_caught() {
         &std::fs::read(s.lib().join("debian-13.2.0-amd64-netinst.iso.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(sidecar["sha256"], want_sha.as_str());
-    assert_eq!(sidecar["signer"], key.as_str());
+    assert_fields(&sidecar, json!({"sha256": want_sha, "signer": key}));
     assert!(sidecar["verified_at"].as_str().unwrap().ends_with('Z'));
 
-    let ls = hv_iso(&s.lib(), &["ls", "--format", "jsonl"]);
-    assert_eq!(ls.status.code(), Some(0));
-    let listed = one_record(&ls);
-    assert_eq!(listed["name"], "debian-13.2.0-amd64-netinst.iso");
-    assert_eq!(listed["sha256"], want_sha.as_str());
+    let listed = hv_iso(&s.lib(), &["ls", "--format", "jsonl"])
+        .assert_ok()
+        .one_record();
+    assert_fields(
+        &listed,
+        json!({"name": "debian-13.2.0-amd64-netinst.iso", "sha256": want_sha}),
+    );
 
     let verify = hv_iso(&s.lib(), &["verify"]);
-    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
-    assert_eq!(one_record(&verify)["ok"], true);
+    assert_fields(&verify.assert_ok().one_record(), json!({"ok": true}));
 
     flip_byte(&image, 40_000);
     let verify = hv_iso(&s.lib(), &["verify", "debian-13.2.0-amd64-netinst.iso"]);
-    assert_eq!(verify.status.code(), Some(1));
-    let r = one_record(&verify);
-    assert_eq!(r["ok"], false);
-    assert_eq!(r["error"]["code"], "corrupt");
+    let r = verify.assert_exit(1).one_record();
+    assert_fields(&r, json!({"ok": false, "error": {"code": "corrupt"}}));
     assert!(
         r["error"]["message"].as_str().unwrap().contains("--force"),
         "{r}"
     );
-    let after = one_record(&hv_iso(&s.lib(), &["ls", "--format", "jsonl"]));
-    assert_eq!(
-        after["check_ok"], false,
-        "the failed check is kept for hv-health and hv-metrics"
-    );
+    // The failed check is kept for hv-health and hv-metrics.
+    let after = hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).one_record();
+    assert_fields(&after, json!({"check_ok": false}));
 
-    let rm = hv_iso(&s.lib(), &["rm", "debian-13.2.0-amd64-netinst.iso"]);
-    assert_eq!(rm.status.code(), Some(0), "{}", stderr(&rm));
+    hv_iso(&s.lib(), &["rm", "debian-13.2.0-amd64-netinst.iso"]).assert_ok();
     assert!(listing(&s.lib()).is_empty());
     let again = hv_iso(&s.lib(), &["rm", "debian-13.2.0-amd64-netinst.iso"]);
-    assert_eq!(again.status.code(), Some(1));
-    assert_eq!(one_record(&again)["error"]["code"], "not_found");
+    assert_fields(
+        &again.assert_exit(1).one_record(),
+        json!({"error": {"code": "not_found"}}),
+    );
 }
 
 fn flip_byte(path: &Path, at: u64) {
@@ -404,20 +385,17 @@ fn fedora_clearsigned_sha512_with_crlf_from_local_files_signed_by_a_subkey() {
             keyring.to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r = one_record(&out);
-    assert_eq!(
-        r["signer"],
-        primary.as_str(),
-        "the primary key is named, not the subkey"
-    );
-    assert_eq!(r["checksum"]["algorithm"], "sha512");
-    assert_eq!(r["checksum"]["digest"], sha512.as_str());
-    assert_eq!(r["sha256"], sha256sum(&iso).as_str());
-    assert_eq!(
-        r["signature"],
-        Value::Null,
-        "clearsigned: no separate signature"
+    let r = out.assert_ok().one_record();
+    // The primary key is named, not the subkey; clearsigned, there is no
+    // separate signature.
+    assert_fields(
+        &r,
+        json!({
+            "signer": primary,
+            "checksum": {"algorithm": "sha512", "digest": sha512},
+            "sha256": sha256sum(&iso),
+            "signature": null,
+        }),
     );
 
     // Dash-escaping and CRLF are part of what is signed: change one digit
@@ -446,12 +424,8 @@ fn fedora_clearsigned_sha512_with_crlf_from_local_files_signed_by_a_subkey() {
             keyring.to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("does not match the signed file"),
-        "{}",
-        stderr(&out)
-    );
+    out.assert_exit(1)
+        .assert_stderr_contains("does not match the signed file");
 }
 
 #[test]
@@ -480,11 +454,14 @@ fn with_only_a_keyring_the_checksums_and_signature_next_to_the_image_are_found()
             s.0.join("key.asc").to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r = one_record(&out);
-    assert_eq!(r["checksums"], server.url("SHA256SUMS").as_str());
-    assert_eq!(r["signature"], server.url("SHA256SUMS.gpg").as_str());
-    assert_eq!(r["signer"], key.as_str());
+    assert_fields(
+        &out.assert_ok().one_record(),
+        json!({
+            "checksums": server.url("SHA256SUMS"),
+            "signature": server.url("SHA256SUMS.gpg"),
+            "signer": key,
+        }),
+    );
 }
 
 #[test]
@@ -502,22 +479,16 @@ fn a_tampered_image_is_refused_and_nothing_is_left() {
             s.0.join("key.asc").to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("distro.iso is not the published image"),
-        "{err}"
-    );
-    assert!(
-        err.contains(&sha256sum(&iso)),
-        "names the hash it got: {err}"
-    );
+    // It names the hash it got.
+    out.assert_exit(1)
+        .assert_stderr_contains("distro.iso is not the published image")
+        .assert_stderr_contains(&sha256sum(&iso));
     assert!(
         listing(&s.lib()).is_empty(),
         "left: {:?}",
         listing(&s.lib())
     );
-    assert_eq!(hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).stdout, b"");
+    hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).assert_stdout_empty();
 }
 
 #[test]
@@ -576,9 +547,8 @@ fn signatures_by_other_expired_or_revoked_keys_fail_naming_the_key_before_any_do
                 s.0.join("keyring.asc").to_str().unwrap(),
             ],
         );
-        assert_eq!(out.status.code(), Some(1), "{sig}: {}", stderr(&out));
-        let err = stderr(&out);
-        assert!(err.contains(why), "{sig}: {err}");
+        out.assert_exit(1).assert_stderr_contains(why);
+        let err = out.stderr();
         assert!(
             err.contains(fpr) || err.contains(&fpr[24..]),
             "{sig} names the key {fpr}: {err}"
@@ -601,23 +571,15 @@ fn a_wrong_or_missing_proof_is_refused_and_unsigned_admission_is_explicit_and_re
     let iso = make_iso(&s.www(), "homebrew.iso", 1, 9);
     let path = iso.to_str().unwrap();
     let out = hv_iso(&s.lib(), &["add", path]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("--allow-unsigned"),
-        "{}",
-        stderr(&out)
-    );
+    out.assert_exit(2)
+        .assert_stderr_contains("--allow-unsigned");
     let wrong = "ab".repeat(32);
     let out = hv_iso(
         &s.lib(),
         &["add", path, "--sha256", &wrong, "--allow-unsigned"],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains(&format!("--sha256 says {wrong}")),
-        "{}",
-        stderr(&out)
-    );
+    out.assert_exit(1)
+        .assert_stderr_contains(&format!("--sha256 says {wrong}"));
     assert!(
         listing(&s.lib()).is_empty(),
         "left: {:?}",
@@ -637,8 +599,7 @@ fn a_wrong_or_missing_proof_is_refused_and_unsigned_admission_is_explicit_and_re
             "--allow-unsigned",
         ],
     );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--allow-weak"), "{}", stderr(&out));
+    out.assert_exit(1).assert_stderr_contains("--allow-weak");
     let right = sha256sum(&iso);
     let out = hv_iso(
         &s.lib(),
@@ -652,13 +613,10 @@ fn a_wrong_or_missing_proof_is_refused_and_unsigned_admission_is_explicit_and_re
             "my image ü.iso",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r = one_record(&out);
-    assert_eq!(
-        (r["verified_by"].as_str(), r["unsigned"].as_bool()),
-        (Some("sha256"), Some(true))
+    assert_fields(
+        &out.assert_ok().one_record(),
+        json!({"verified_by": "sha256", "unsigned": true, "name": "my image ü.iso"}),
     );
-    assert_eq!(r["name"], "my image ü.iso");
     let out = hv_iso(
         &s.lib(),
         &[
@@ -671,16 +629,12 @@ fn a_wrong_or_missing_proof_is_refused_and_unsigned_admission_is_explicit_and_re
             "my image ü.iso",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an existing entry is not replaced without --force"
-    );
+    out.assert_exit(2); // an existing entry is not replaced without --force
     let out = hv_iso(
         &s.lib(),
         &["add", path, "--allow-unsigned", "--name", "../escape.iso"],
     );
-    assert_eq!(out.status.code(), Some(2));
+    out.assert_exit(2);
     let keybox = s.0.join("pubring.kbx");
     std::fs::write(&keybox, b"\0\0\0\x20\x01\x01\0\0KBXf").unwrap();
     let out = hv_iso(
@@ -694,11 +648,10 @@ fn a_wrong_or_missing_proof_is_refused_and_unsigned_admission_is_explicit_and_re
             keybox.to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("gpg --export"), "{}", stderr(&out));
+    out.assert_exit(2).assert_stderr_contains("gpg --export");
 }
 
-fn add_from(server: &FileServer, s: &Scratch, extra: &[&str]) -> Output {
+fn add_from(server: &FileServer, s: &Scratch, extra: &[&str]) -> Run {
     let mut args = vec![
         "add".to_owned(),
         server.url("distro.iso"),
@@ -720,12 +673,8 @@ fn a_dropped_download_resumes_within_the_run_and_across_runs() {
 
     server.fault("distro.iso", Fault::TruncateOnce(1 << 20));
     let out = add_from(&server, &s, &["--retries", "0"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out)
-            .contains("the 1048576 bytes fetched are kept: run the same command again to resume"),
-        "{}",
-        stderr(&out)
+    out.assert_exit(1).assert_stderr_contains(
+        "the 1048576 bytes fetched are kept: run the same command again to resume",
     );
     assert_eq!(
         listing(&s.lib()),
@@ -737,15 +686,14 @@ fn a_dropped_download_resumes_within_the_run_and_across_runs() {
             .len(),
         1 << 20
     );
-    assert_eq!(
-        hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).stdout,
-        b"",
-        "a partial file is not listed"
-    );
+    // A partial file is not listed.
+    hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).assert_stdout_empty();
 
     let out = add_from(&server, &s, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(one_record(&out)["sha256"], sha256sum(&iso).as_str());
+    assert_fields(
+        &out.assert_ok().one_record(),
+        json!({"sha256": sha256sum(&iso)}),
+    );
     let second = server.requests("distro.iso").pop().unwrap();
     assert_eq!(
         second.range.as_deref(),
@@ -761,12 +709,7 @@ fn a_dropped_download_resumes_within_the_run_and_across_runs() {
     std::fs::remove_dir_all(s.lib()).unwrap();
     server.fault("distro.iso", Fault::TruncateOnce(2 << 20));
     let out = add_from(&server, &s, &["--retries", "2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("resuming at byte"),
-        "{}",
-        stderr(&out)
-    );
+    out.assert_ok().assert_stderr_contains("resuming at byte");
     assert_eq!(sha256sum(&s.lib().join("distro.iso")), sha256sum(&iso));
 }
 
@@ -777,15 +720,12 @@ fn a_server_that_drops_every_connection_fails_cleanly() {
     let server = FileServer::start(s.www());
     server.fault("distro.iso", Fault::DropAlways);
     let out = add_from(&server, &s, &["--retries", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains(&server.url("distro.iso")),
-        "names the URL: {err}"
-    );
-    assert!(err.contains("resuming at byte 0"), "retried: {err}");
+    // It names the URL, and it retried.
+    out.assert_exit(1)
+        .assert_stderr_contains(&server.url("distro.iso"))
+        .assert_stderr_contains("resuming at byte 0");
     assert_eq!(server.requests("distro.iso").len(), 2);
-    assert_eq!(hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).stdout, b"");
+    hv_iso(&s.lib(), &["ls", "--format", "jsonl"]).assert_stdout_empty();
 
     let missing = FileServer::start(s.0.join("nowhere"));
     let out = hv_iso(
@@ -797,12 +737,8 @@ fn a_server_that_drops_every_connection_fails_cleanly() {
             s.0.join("key.asc").to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("give --checksums"),
-        "{}",
-        stderr(&out)
-    );
+    out.assert_exit(2)
+        .assert_stderr_contains("give --checksums");
 }
 
 #[test]
@@ -811,13 +747,10 @@ fn a_server_that_ignores_range_restarts_the_file_from_zero() {
     let iso = debian_mirror(&s, &gpg, &key, "distro.iso");
     let server = FileServer::start(s.www());
     server.fault("distro.iso", Fault::TruncateOnce(1 << 20));
-    assert_eq!(
-        add_from(&server, &s, &["--retries", "0"]).status.code(),
-        Some(1)
-    );
+    add_from(&server, &s, &["--retries", "0"]).assert_exit(1);
     server.fault("distro.iso", Fault::IgnoreRange);
     let out = add_from(&server, &s, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    out.assert_ok();
     assert_eq!(
         sha256sum(&s.lib().join("distro.iso")),
         sha256sum(&iso),
@@ -840,11 +773,12 @@ fn a_keyring_in_gnupgs_own_format_verifies_and_an_unreadable_certificate_hides_n
         "--import",
         asc.to_str().unwrap(),
     ]);
-    let listed = gpg.run(&["--list-packets", ring.to_str().unwrap()]);
+    let listed = gpg
+        .run(&["--list-packets", ring.to_str().unwrap()])
+        .stdout();
     assert!(
-        String::from_utf8_lossy(&listed.stdout).contains(":trust packet:"),
-        "gpg wrote no trust packets: {}",
-        String::from_utf8_lossy(&listed.stdout)
+        listed.contains(":trust packet:"),
+        "gpg wrote no trust packets: {listed}"
     );
     let server = FileServer::start(s.www());
     let add = |keyring: &Path, name: &str| {
@@ -861,10 +795,10 @@ fn a_keyring_in_gnupgs_own_format_verifies_and_an_unreadable_certificate_hides_n
         )
     };
     let out = add(&ring, "distro.iso");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r = one_record(&out);
-    assert_eq!(r["signer"], key.as_str());
-    assert_eq!(r["sha256"], sha256sum(&iso).as_str());
+    assert_fields(
+        &out.assert_ok().one_record(),
+        json!({"signer": key, "sha256": sha256sum(&iso)}),
+    );
 
     // Certificates that cannot be read come first: a key packet cut short
     // (with the user ID that followed it) and an RSA key whose modulus is
@@ -882,18 +816,13 @@ fn a_keyring_in_gnupgs_own_format_verifies_and_an_unreadable_certificate_hides_n
     let mixed_ring = s.0.join("mixed.gpg");
     std::fs::write(&mixed_ring, mixed).unwrap();
     let out = add(&mixed_ring, "again.iso");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(one_record(&out)["signer"], key.as_str());
+    assert_fields(&out.assert_ok().one_record(), json!({"signer": key}));
 
     let only_broken = s.0.join("broken.gpg");
     std::fs::write(&only_broken, broken.concat()).unwrap();
     let out = add(&only_broken, "third.iso");
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("holds no OpenPGP public key that can be read"),
-        "{}",
-        stderr(&out)
-    );
+    out.assert_exit(2)
+        .assert_stderr_contains("holds no OpenPGP public key that can be read");
 }
 
 #[test]
@@ -922,15 +851,16 @@ fn a_signature_of_another_file_names_both_files_and_the_fix_in_one_line() {
             s.0.join("key.asc").to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let err = stderr(&out);
     let want = format!(
         "{} does not match its signature {} (by key {key})",
         server.url("SHA256SUMS"),
         server.url("SHA512SUMS.sign")
     );
-    assert!(err.contains(&want), "{err}");
-    assert!(err.contains("fetch both again"), "names the fix: {err}");
+    // It names both files and the fix.
+    out.assert_exit(1)
+        .assert_stderr_contains(&want)
+        .assert_stderr_contains("fetch both again");
+    let err = out.stderr();
     assert!(
         !err.contains("assertion") && !err.contains("left:"),
         "no library internals: {err}"
@@ -1015,10 +945,10 @@ fn redirects_lead_only_to_http_or_https_and_a_server_never_reached_is_not_retrie
             "--allow-unsigned",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r = one_record(&out);
-    assert_eq!(r["sha256"], sha256sum(&iso).as_str());
-    assert_eq!(r["source"], hops.url("a/distro.iso").as_str());
+    assert_fields(
+        &out.assert_ok().one_record(),
+        json!({"sha256": sha256sum(&iso), "source": hops.url("a/distro.iso")}),
+    );
     assert_eq!(server.requests("distro.iso").len(), 1);
     std::fs::remove_dir_all(s.lib()).unwrap();
 
@@ -1048,14 +978,9 @@ fn redirects_lead_only_to_http_or_https_and_a_server_never_reached_is_not_retrie
         ],
     ] {
         let out = hv_iso(&s.lib(), &args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
-        let err = stderr(&out);
-        assert!(
-            err.contains(&format!(
-                "redirected to {ftp_url}, which is not HTTP or HTTPS"
-            )),
-            "{args:?}: {err}"
-        );
+        out.assert_exit(1).assert_stderr_contains(&format!(
+            "redirected to {ftp_url}, which is not HTTP or HTTPS"
+        ));
         assert!(
             listing(&s.lib()).is_empty(),
             "left: {:?}",
@@ -1090,13 +1015,12 @@ fn redirects_lead_only_to_http_or_https_and_a_server_never_reached_is_not_retrie
             "5",
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let err = stderr(&out);
+    out.assert_exit(1)
+        .assert_stderr_contains(&format!("redirected to {nowhere}: no answer"));
     assert!(
-        err.contains(&format!("redirected to {nowhere}: no answer")),
-        "{err}"
+        !out.stderr().contains("resuming at byte"),
+        "not retried: {out:?}"
     );
-    assert!(!err.contains("resuming at byte"), "not retried: {err}");
     assert!(
         begun.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -1130,12 +1054,8 @@ fn a_download_is_stopped_at_max_size_and_its_partial_file_deleted() {
             "2M",
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("more than 2 MiB arrived, the most --max-size allows"),
-        "{err}"
-    );
+    out.assert_exit(1)
+        .assert_stderr_contains("more than 2 MiB arrived, the most --max-size allows");
     assert!(
         listing(&s.lib()).is_empty(),
         "left: {:?}",
@@ -1155,12 +1075,8 @@ fn a_download_is_stopped_at_max_size_and_its_partial_file_deleted() {
             "1M",
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("more than --max-size (1 MiB)"),
-        "{}",
-        stderr(&out)
-    );
+    out.assert_exit(1)
+        .assert_stderr_contains("more than --max-size (1 MiB)");
     assert!(
         listing(&s.lib()).is_empty(),
         "left: {:?}",
@@ -1177,8 +1093,7 @@ fn a_download_is_stopped_at_max_size_and_its_partial_file_deleted() {
             "1M",
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--max-size"), "{}", stderr(&out));
+    out.assert_exit(1).assert_stderr_contains("--max-size");
     assert!(
         listing(&s.lib()).is_empty(),
         "left: {:?}",
@@ -1189,8 +1104,10 @@ fn a_download_is_stopped_at_max_size_and_its_partial_file_deleted() {
         &s.lib(),
         &["add", &server.url("big.iso"), "--allow-unsigned"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(one_record(&out)["sha256"], sha256sum(&iso).as_str());
+    assert_fields(
+        &out.assert_ok().one_record(),
+        json!({"sha256": sha256sum(&iso)}),
+    );
 }
 
 #[test]
@@ -1217,12 +1134,8 @@ fn a_checksum_file_over_16_mib_is_too_large_from_a_url_a_path_or_dev_zero() {
                 "--allow-unsigned",
             ],
         );
-        assert_eq!(out.status.code(), Some(1), "{given}: {}", stderr(&out));
-        let err = stderr(&out);
-        assert!(
-            err.contains(&format!("{given}: too large (over 16 MiB)")),
-            "{given}: {err}"
-        );
-        assert!(!err.contains("Failed writing"), "{err}");
+        out.assert_exit(1)
+            .assert_stderr_contains(&format!("{given}: too large (over 16 MiB)"));
+        assert!(!out.stderr().contains("Failed writing"), "{out:?}");
     }
 }

@@ -1,13 +1,13 @@
 //! hv-ls end to end: the real binary, against libvirt's test driver for the
 //! record format and against the bench daemon with real guests for the rest.
 
-use hv_testbench::{connect, hv, records, run_prefix, GuestSpec};
+use hv_testbench::{assert_fields, connect, hv, run_prefix, GuestSpec, Run};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 
 const HV_LS: &str = env!("CARGO_BIN_EXE_hv-ls");
 
-fn ls(args: &[&str], input: &str) -> std::process::Output {
+fn ls(args: &[&str], input: &str) -> Run {
     hv(HV_LS, args, input)
 }
 
@@ -18,42 +18,39 @@ fn virsh(args: &[&str]) {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "virsh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    Run::new(format!("virsh {args:?}"), out).assert_ok();
 }
 
 #[test]
 fn test_driver_domain_has_every_field() {
-    let out = ls(&["-c", "test:///default"], "");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let recs = records(&out);
-    assert_eq!(recs.len(), 1);
-    let r = &recs[0];
-    assert_eq!(r["name"], "test");
-    assert_eq!(r["uuid"], "6695eb01-f6a4-8304-79aa-97f2502e193f");
-    assert_eq!(r["domain_id"], 1);
-    assert_eq!(r["state"], "running");
+    let r = &ls(&["-c", "test:///default"], "").assert_ok().one_record();
+    assert_fields(
+        r,
+        json!({
+            "name": "test",
+            "uuid": "6695eb01-f6a4-8304-79aa-97f2502e193f",
+            "domain_id": 1,
+            "state": "running",
+            "persistent": true,
+            "autostart": false,
+            "vcpus": 2,
+            "memory_bytes": 2u64 << 30,
+            "max_memory_bytes": 8u64 << 30,
+            "snapshot_count": 0,
+            "checkpoint_count": 0,
+            "tags": [],
+        }),
+    );
     assert!(r["state_reason"].is_string());
-    assert_eq!(r["persistent"], true);
-    assert_eq!(r["autostart"], false);
-    assert_eq!(r["vcpus"], 2);
-    assert_eq!(r["memory_bytes"], 2u64 << 30);
-    assert_eq!(r["max_memory_bytes"], 8u64 << 30);
     assert!(r["cpu_time_ns"].is_u64());
-    assert_eq!(r["disks"][0]["target"], "vda");
-    assert_eq!(r["disks"][0]["source"], "/guest/diskimage1");
-    assert_eq!(r["interfaces"][0]["mac"], "aa:bb:cc:dd:ee:ff");
-    assert_eq!(r["interfaces"][0]["source"], "default");
-    assert_eq!(r["snapshot_count"], 0);
-    assert_eq!(r["checkpoint_count"], 0);
-    assert_eq!(r["tags"], json!([]));
+    assert_fields(
+        &r["disks"][0],
+        json!({"target": "vda", "source": "/guest/diskimage1"}),
+    );
+    assert_fields(
+        &r["interfaces"][0],
+        json!({"mac": "aa:bb:cc:dd:ee:ff", "source": "default"}),
+    );
     let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -81,31 +78,29 @@ fn test_driver_domain_has_every_field() {
 #[test]
 fn malformed_line_is_named_and_the_rest_still_answer() {
     let out = ls(&["-c", "test:///default"], "x\n{oops\ntest\n");
-    assert_eq!(out.status.code(), Some(2), "malformed input exits 2");
-    let err = stderr(&out);
-    assert!(err.contains("stdin line 2"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line per problem: {err}");
-    let recs = records(&out);
-    assert_eq!(recs[0]["name"], "x");
-    assert_eq!(recs[0]["ok"], false);
-    assert_eq!(recs[0]["error"]["code"], "not_found");
-    assert_eq!(recs[1]["name"], "test");
-    assert_eq!(recs[1]["state"], "running");
+    // Malformed input exits 2, with one line per problem.
+    out.assert_exit(2).assert_stderr_contains("stdin line 2");
+    assert_eq!(out.stderr().lines().count(), 1, "{out:?}");
+    let recs = out.records();
+    assert_fields(
+        &recs[0],
+        json!({"name": "x", "ok": false, "error": {"code": "not_found"}}),
+    );
+    assert_fields(&recs[1], json!({"name": "test", "state": "running"}));
 }
 
 #[test]
 fn failed_upstream_records_pass_through_untouched() {
     let failed = r#"{"name":"gone","uuid":null,"action":"start","ok":false,"error":{"code":"timeout","message":"m"}}"#;
-    let out = ls(&["-c", "test:///default"], &format!("{failed}\n"));
-    let recs = records(&out);
+    let recs = ls(&["-c", "test:///default"], &format!("{failed}\n")).records();
     assert_eq!(recs, vec![serde_json::from_str::<Value>(failed).unwrap()]);
 }
 
 #[test]
 fn csv_parses_with_the_same_rows_as_jsonl() {
-    let jsonl = records(&ls(&["-c", "test:///default"], ""));
+    let jsonl = ls(&["-c", "test:///default"], "").records();
     let out = ls(&["-c", "test:///default", "--format", "csv"], "");
-    assert!(out.status.success());
+    out.assert_ok();
     let mut reader = csv::Reader::from_reader(&out.stdout[..]);
     let headers = reader.headers().unwrap().clone();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -120,7 +115,7 @@ fn csv_parses_with_the_same_rows_as_jsonl() {
 #[test]
 fn table_and_json_formats() {
     let out = ls(&["-c", "test:///default", "--format", "table"], "");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = String::from_utf8(out.output.stdout).unwrap();
     assert!(
         text.starts_with("NAME  STATE    ID  VCPUS  MEMORY"),
         "{text}"
@@ -143,21 +138,18 @@ fn unreachable_daemon_exits_3_with_one_line_naming_uri_and_fix() {
         &["-c", "qemu+unix:///system?socket=/nonexistent/libvirt-sock"],
         "",
     );
-    assert_eq!(out.status.code(), Some(3));
-    let err = stderr(&out);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("/nonexistent/libvirt-sock") && err.contains("libvirtd"),
-        "{err}"
-    );
-    assert!(out.stdout.is_empty());
+    out.assert_exit(3);
+    assert_eq!(out.stderr().lines().count(), 1, "{out:?}");
+    out.assert_stderr_contains("/nonexistent/libvirt-sock")
+        .assert_stderr_contains("libvirtd")
+        .assert_stdout_empty();
 }
 
 #[test]
 fn bad_glob_is_a_usage_error() {
-    let out = ls(&["-c", "test:///default", "--name", "[oops"], "");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--name '[oops'"));
+    ls(&["-c", "test:///default", "--name", "[oops"], "")
+        .assert_exit(2)
+        .assert_stderr_contains("--name '[oops'");
 }
 
 #[test]
@@ -170,9 +162,12 @@ fn closed_stdout_is_not_an_error() {
         .spawn()
         .unwrap();
     drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    let out = Run::new(
+        "hv-ls -c test:///default --format jsonl (stdout closed)",
+        child.wait_with_output().unwrap(),
+    );
+    out.assert_ok();
+    assert!(out.stderr.is_empty(), "{out:?}");
 }
 
 #[test]
@@ -183,39 +178,49 @@ fn bench_running_guest_shows_its_state_and_disk() {
     // A running qcow2 disk's allocation is what the guest has written so far.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut out = ls(&[&guest.name], "");
-    while records(&out)[0]["disks"][0]["allocation_bytes"] == 0
+    while out.records()[0]["disks"][0]["allocation_bytes"] == 0
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(200));
         out = ls(&[&guest.name], "");
     }
-    assert!(out.status.success(), "{}", stderr(&out));
-    let r = &records(&out)[0];
+    let r = &out.assert_ok().records()[0];
     assert_eq!(guest.virsh_domstate(), "running (booted)");
-    assert_eq!(r["name"], guest.name.as_str());
-    assert_eq!(r["uuid"], guest.uuid.as_str());
-    assert_eq!(r["state"], "running");
-    assert_eq!(r["state_reason"], "booted");
+    assert_fields(
+        r,
+        json!({
+            "name": guest.name,
+            "uuid": guest.uuid,
+            "state": "running",
+            "state_reason": "booted",
+            "memory_bytes": 128u64 << 20,
+            "vcpus": 1,
+        }),
+    );
     assert!(r["domain_id"].as_u64().unwrap() > 0);
-    assert_eq!(r["memory_bytes"], 128u64 << 20);
-    assert_eq!(r["vcpus"], 1);
     assert!(
         r["cpu_time_ns"].as_u64().unwrap() > 0,
         "a booted guest has used CPU time"
     );
     let disk = &r["disks"][0];
-    assert_eq!(disk["target"], "vda");
-    assert_eq!(disk["source"], guest.disk.to_str().unwrap());
-    assert_eq!(disk["format"], "qcow2");
-    assert_eq!(disk["capacity_bytes"], 64u64 << 20);
+    assert_fields(
+        disk,
+        json!({
+            "target": "vda",
+            "source": guest.disk.to_str().unwrap(),
+            "format": "qcow2",
+            "capacity_bytes": 64u64 << 20,
+        }),
+    );
     assert!(disk["allocation_bytes"].as_u64().unwrap() > 0);
 
     // The UUID names it too, and a killed guest shows how it stopped.
     guest.domain.destroy().unwrap();
-    let r = &records(&ls(&[&guest.uuid], ""))[0];
-    assert_eq!(r["state"], "shutoff");
-    assert_eq!(r["state_reason"], "destroyed");
-    assert_eq!(r["domain_id"], Value::Null);
+    let r = &ls(&[&guest.uuid], "").records()[0];
+    assert_fields(
+        r,
+        json!({"state": "shutoff", "state_reason": "destroyed", "domain_id": null}),
+    );
     assert_eq!(
         r["cpu_time_ns"], 0,
         "a stopped VM uses no CPU: not the last run's time libvirt remembers"
@@ -249,9 +254,9 @@ fn bench_filters_select_by_state_name_tag_autostart_and_pipe() {
     let names = |args: &[&str], input: &str| -> Vec<String> {
         let mut all = vec!["--name", mine.as_str()];
         all.extend_from_slice(args);
-        let out = ls(&all, input);
-        assert!(out.status.success(), "{}", stderr(&out));
-        records(&out)
+        ls(&all, input)
+            .assert_ok()
+            .records()
             .iter()
             .map(|r| r["name"].as_str().unwrap().to_owned())
             .collect()
@@ -274,8 +279,7 @@ fn bench_filters_select_by_state_name_tag_autostart_and_pipe() {
     assert_eq!(names(&["--persistent"], "").len(), 2);
 
     // Records piped back in are re-read: the listing of both, filtered again.
-    let both = ls(&["--name", &mine], "");
-    let piped = String::from_utf8(both.stdout).unwrap();
+    let piped = String::from_utf8(ls(&["--name", &mine], "").output.stdout).unwrap();
     assert_eq!(
         names(&["--state", "running"], &piped),
         vec![up.name.clone()]
@@ -290,9 +294,10 @@ fn bench_counts_snapshots_and_checkpoints() {
     virsh(&["snapshot-create-as", &guest.uuid, "s2"]);
     guest.start_ready();
     virsh(&["checkpoint-create-as", &guest.uuid, "c1"]);
-    let r = &records(&ls(&[&guest.name], ""))[0];
-    assert_eq!(r["snapshot_count"], 2);
-    assert_eq!(r["checkpoint_count"], 1);
+    assert_fields(
+        &ls(&[&guest.name], "").records()[0],
+        json!({"snapshot_count": 2, "checkpoint_count": 1}),
+    );
 }
 
 #[test]
@@ -300,14 +305,12 @@ fn bench_unprivileged_user_lists_over_a_read_only_connection() {
     let conn = connect();
     let guest = GuestSpec::new("readonly").define(&conn);
     let out = hv_testbench::hv_as_nobody(HV_LS, &["-c", hv_testbench::URI, "--format", "jsonl"]);
-    assert!(out.status.success(), "as nobody: {}", stderr(&out));
-    let recs = records(&out);
-    let mine = recs
-        .iter()
-        .find(|r| r["uuid"] == guest.uuid.as_str())
-        .expect("the guest is listed");
-    assert_eq!(mine["state"], "shutoff");
-    assert_eq!(mine["disks"][0]["source"], guest.disk.to_str().unwrap());
+    let mine = out.assert_ok().record("uuid", guest.uuid.as_str());
+    assert_fields(&mine, json!({"state": "shutoff"}));
+    assert_fields(
+        &mine["disks"][0],
+        json!({"source": guest.disk.to_str().unwrap()}),
+    );
 }
 
 #[test]
@@ -328,13 +331,13 @@ fn an_open_socket_on_stdin_is_not_waited_for() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let out = child.wait_with_output().unwrap();
-    drop(ours);
-    assert_eq!(
-        records(&out)[0]["name"],
-        "test",
-        "with nothing named, every domain is listed"
+    let out = Run::new(
+        "hv-ls -c test:///default --format jsonl < (open socket)",
+        child.wait_with_output().unwrap(),
     );
+    drop(ours);
+    // With nothing named, every domain is listed.
+    assert_fields(&out.records()[0], json!({"name": "test"}));
 }
 
 #[test]
@@ -348,21 +351,17 @@ fn an_empty_pipe_names_no_vm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = piped.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        out.stdout.is_empty(),
-        "listed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("empty pipe") && said.contains("</dev/null"),
-        "{said}"
-    );
+    Run::new(
+        "hv-ls -c test:///default --format jsonl < (empty pipe)",
+        piped.wait_with_output().unwrap(),
+    )
+    .assert_ok()
+    .assert_stdout_empty()
+    .assert_stderr_contains("empty pipe")
+    .assert_stderr_contains("</dev/null");
     // Without a pipe (/dev/null, as systemd gives), every domain is listed.
-    assert_eq!(
-        records(&ls(&["-c", "test:///default"], ""))[0]["name"],
-        "test"
+    assert_fields(
+        &ls(&["-c", "test:///default"], "").records()[0],
+        json!({"name": "test"}),
     );
 }

@@ -5,13 +5,13 @@
 
 use hv_testbench::{
     bin, connect, free_port, hv, hv_as_nobody, hv_iso_in, promtool_check_metrics, run_prefix,
-    scratch, GuestSpec, KillOnDrop, URI,
+    scratch, GuestSpec, KillOnDrop, Run, URI,
 };
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const HV_METRICS: &str = env!("CARGO_BIN_EXE_hv-metrics");
@@ -81,11 +81,11 @@ fn value(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
     found.first().map(|s| s.value)
 }
 
-fn metrics(args: &[&str]) -> Output {
+fn metrics(args: &[&str]) -> Run {
     hv(HV_METRICS, args, "")
 }
 
-fn text(out: &Output) -> String {
+fn text(out: &Run) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
@@ -96,8 +96,7 @@ fn promtool_check(text: &str) {
 /// A successful scrape that passes promtool, as samples.
 fn scrape_ok(args: &[&str]) -> Vec<Sample> {
     let out = metrics(args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    out.assert_ok();
     let body = text(&out);
     promtool_check(&body);
     parse(&body)
@@ -254,11 +253,7 @@ fn output_passes_promtool_and_describes_each_guest() {
 
     // A monitoring user without write access gets the same metrics.
     let nobody = hv_as_nobody(HV_METRICS, &["-c", URI]);
-    assert!(
-        nobody.status.success(),
-        "{}",
-        String::from_utf8_lossy(&nobody.stderr)
-    );
+    nobody.assert_ok();
     let s = parse(&text(&nobody));
     assert_eq!(state(&run, "running"), Some(1.0));
     drop(s);
@@ -267,8 +262,9 @@ fn output_passes_promtool_and_describes_each_guest() {
     let dir = std::env::temp_dir().join(format!("{}textfile", run_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
     for _ in 0..2 {
-        let out = metrics(&["--textfile", dir.to_str().unwrap()]);
-        assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+        metrics(&["--textfile", dir.to_str().unwrap()])
+            .assert_ok()
+            .assert_stdout_empty();
     }
     let names: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -288,7 +284,7 @@ fn output_passes_promtool_and_describes_each_guest() {
         .into_iter()
         .map(|s| (key(&s.name, s.labels.into_iter().collect()), s.value))
         .collect();
-    let records = hv_testbench::records(&metrics(&["--format", "jsonl"]));
+    let records = metrics(&["--format", "jsonl"]).records();
     let from_records: BTreeMap<String, f64> = records
         .iter()
         .map(|r| {
@@ -324,16 +320,13 @@ fn output_passes_promtool_and_describes_each_guest() {
 #[test]
 fn unreachable_libvirt_still_reports_itself_down() {
     let out = metrics(&["-c", "qemu+unix:///system?socket=/nonexistent/libvirt-sock"]);
-    assert_eq!(out.status.code(), Some(3));
+    out.assert_exit(3);
     let s = parse(&text(&out));
     assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(0.0));
     assert!(!s.iter().any(|x| x.name.starts_with("hv_vm_")));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("/nonexistent/libvirt-sock") && err.contains("libvirtd"),
-        "{err}"
-    );
+    assert_eq!(out.stderr().lines().count(), 1, "{out:?}");
+    out.assert_stderr_contains("/nonexistent/libvirt-sock")
+        .assert_stderr_contains("libvirtd");
 }
 
 #[test]
@@ -353,8 +346,7 @@ fn promtool(args: &[&str]) {
         .current_dir(docs())
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "promtool {args:?}: {said}");
+    Run::new(format!("promtool {args:?}"), out).assert_ok();
 }
 
 /// docs/monitoring/prometheus.yml, pointed at this test's rules and target,
@@ -526,7 +518,7 @@ fn backups_and_backup_results_become_metrics() {
         .unwrap();
     let recipient = String::from_utf8(recipient.stdout).unwrap();
     let keys = dir.join("keys");
-    let init = hv(
+    hv(
         &bin("hv-backup"),
         &[
             "init",
@@ -537,12 +529,8 @@ fn backups_and_backup_results_become_metrics() {
             keys.to_str().unwrap(),
         ],
         "",
-    );
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    )
+    .assert_ok();
     let missing = format!("{}no-such-vm", run_prefix());
     let create = hv(
         &bin("hv-backup"),
@@ -559,22 +547,10 @@ fn backups_and_backup_results_become_metrics() {
         ],
         "",
     );
-    assert_eq!(
-        create.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&create.stderr)
-    );
+    create.assert_exit(1);
     let results = dir.join("results.jsonl");
     std::fs::write(&results, &create.stdout).unwrap();
-    let created: Vec<serde_json::Value> = String::from_utf8_lossy(&create.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let made = created
-        .iter()
-        .find(|r| r["ok"] == true)
-        .expect("one backup made");
+    let made = create.record("ok", true); // one backup made
 
     let s = scrape_ok(&[
         "--repo",
@@ -624,7 +600,7 @@ fn backups_and_backup_results_become_metrics() {
         "--repo",
         repo.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    out.assert_exit(1);
     let s = parse(&text(&out));
     assert_eq!(value(&s, "hv_libvirt_up", &[]), Some(1.0));
     assert_eq!(value(&s, "hv_backups", &vm), Some(1.0));
@@ -636,11 +612,8 @@ fn backups_and_backup_results_become_metrics() {
         ),
         Some(0.0)
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("not an hv-backup repository") && err.contains("hv-backup init"),
-        "{err}"
-    );
+    out.assert_stderr_contains("not an hv-backup repository")
+        .assert_stderr_contains("hv-backup init");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -660,14 +633,14 @@ fn the_iso_library_and_its_last_verify_become_metrics() {
                 .stdout,
         )
         .unwrap();
-        let err = iso(&[
+        let added = iso(&[
             "add",
             image.to_str().unwrap(),
             "--sha256",
             &sha[..64],
             "--allow-unsigned",
         ]);
-        assert!(lib.join(name).exists(), "{err}");
+        assert!(lib.join(name).exists(), "{added:?}");
     }
     let s = scrape_ok(&["--iso-library", lib.to_str().unwrap()]);
     let shown = lib.display().to_string();
@@ -897,7 +870,7 @@ fn listen_notices_when_a_stopped_guests_image_changes() {
         .arg(&guest.disk)
         .output()
         .unwrap();
-    assert!(written.status.success(), "{written:?}");
+    Run::new("qemu-io write", written).assert_ok();
     let after = allocation(&http_scrape(port));
     assert!(
         after >= before + 8.0 * 1048576.0,
@@ -979,8 +952,9 @@ fn cpu_seconds_from_libvirt(name: &str) -> f64 {
         .args(["-c", URI, "domstats", "--cpu-total", name])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = Run::new("virsh domstats --cpu-total", out)
+        .assert_ok()
+        .stdout();
     let ns: f64 = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("cpu.time="))

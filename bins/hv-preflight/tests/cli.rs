@@ -5,20 +5,20 @@
 //! live backup job in the way). Every record is checked field by field.
 
 use hv_testbench::{
-    backup_repo, bin, check_record as find, connect, hv, hv_as_nobody, records, run_prefix,
-    scratch, GuestSpec, Tmpfs, URI,
+    assert_fields, backup_repo, bin, check_record as find, connect, hv, hv_as_nobody, run_prefix,
+    scratch, GuestSpec, Run, Tmpfs, URI,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 const HV_PREFLIGHT: &str = env!("CARGO_BIN_EXE_hv-preflight");
 
-fn preflight(args: &[&str], input: &str) -> Output {
+fn preflight(args: &[&str], input: &str) -> Run {
     let mut full = vec!["--format", "jsonl"];
     full.extend(args);
     let out = hv(HV_PREFLIGHT, &full, input);
-    for r in records(&out) {
+    for r in out.records() {
         assert_record(&r);
     }
     out
@@ -75,10 +75,6 @@ fn assert_unit(r: &Value) {
     }
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 fn hint(r: &Value) -> &str {
     r["hint"].as_str().unwrap_or_else(|| panic!("no hint: {r}"))
 }
@@ -93,8 +89,9 @@ fn virsh(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run virsh");
-    assert!(out.status.success(), "virsh {args:?}: {}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    Run::new(format!("virsh {args:?}"), out)
+        .assert_ok()
+        .stdout()
 }
 
 /// virt-host-validate's QEMU checks, each mapped to the record that covers
@@ -107,7 +104,7 @@ fn every_virt_host_validate_check_is_covered_with_the_same_verdict() {
         .expect("virt-host-validate (Debian package libvirt-clients)");
     let text = String::from_utf8_lossy(&vhv.stdout);
     let out = preflight(&["-c", URI], "");
-    let recs = records(&out);
+    let recs = out.records();
     let mut compared = 0;
     for line in text.lines().filter(|l| l.contains("QEMU: Checking")) {
         let (what, verdict) = line.rsplit_once(':').unwrap();
@@ -153,49 +150,43 @@ fn every_virt_host_validate_check_is_covered_with_the_same_verdict() {
             .trim()
             .to_owned()
     };
-    let lib = find(&recs, "libvirt.version", "host");
-    assert_eq!(
-        lib["value"],
-        find_version("Using library: libvirt").as_str()
+    assert_fields(
+        find(&recs, "libvirt.version", "host"),
+        json!({"value": find_version("Using library: libvirt"), "threshold": "7.2.0"}),
     );
-    assert_eq!(lib["threshold"], "7.2.0");
-    let qemu = find(&recs, "qemu.version", "host");
-    assert_eq!(
-        qemu["value"],
-        find_version("Running hypervisor: QEMU").as_str()
+    assert_fields(
+        find(&recs, "qemu.version", "host"),
+        json!({"value": find_version("Running hypervisor: QEMU")}),
     );
-    assert_eq!(find(&recs, "libvirt.reachable", "host")["value"], URI);
+    assert_fields(
+        find(&recs, "libvirt.reachable", "host"),
+        json!({"value": URI}),
+    );
     let expected = if recs.iter().any(|r| r["status"] == "fail") {
         1
     } else {
         0
     };
-    assert_eq!(out.status.code(), Some(expected), "{}", stderr(&out));
+    out.assert_exit(expected);
 
-    let problems = preflight(&["-c", URI, "--problems", "--skip", "host.iommu"], "");
-    let recs = records(&problems);
+    let recs = preflight(&["-c", URI, "--problems", "--skip", "host.iommu"], "").records();
     assert!(
         recs.iter()
             .all(|r| r["status"] != "pass" && r["check"] != "host.iommu"),
         "{recs:#?}"
     );
-    let wrong = preflight(&["--skip", "host.iomu"], "");
-    assert_eq!(wrong.status.code(), Some(2));
-    assert!(
-        stderr(&wrong).contains("docs/preflight.md"),
-        "{}",
-        stderr(&wrong)
-    );
+    preflight(&["--skip", "host.iomu"], "")
+        .assert_exit(2)
+        .assert_stderr_contains("docs/preflight.md");
 }
 
 #[test]
 fn dev_kvm_unusable_for_the_user_fails_with_the_fix() {
     let out = hv_as_nobody(HV_PREFLIGHT, &["-c", URI, "--format", "jsonl"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let recs = records(&out);
+    let recs = out.assert_exit(1).records();
     recs.iter().for_each(assert_record);
     let r = find(&recs, "host.kvm_access", "host");
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     if Path::new("/dev/kvm").exists() {
         assert!(message(r).contains("nobody cannot open /dev/kvm"), "{r}");
         assert!(hint(r).contains("usermod -aG kvm nobody"), "{r}");
@@ -207,12 +198,18 @@ fn dev_kvm_unusable_for_the_user_fails_with_the_fix() {
         HV_PREFLIGHT,
         &["-c", URI, "--format", "jsonl", "--virt-type", "qemu"],
     );
-    let recs = records(&emulated);
-    assert_eq!(find(&recs, "host.kvm_access", "host")["status"], "warn");
-    assert_eq!(find(&recs, "libvirt.domain_type", "host")["value"], "qemu");
+    let recs = emulated.records();
+    assert_fields(
+        find(&recs, "host.kvm_access", "host"),
+        json!({"status": "warn"}),
+    );
+    assert_fields(
+        find(&recs, "libvirt.domain_type", "host"),
+        json!({"value": "qemu"}),
+    );
 
-    let root = preflight(&["-c", URI], "");
-    let r = find(&records(&root), "host.kvm_access", "host").clone();
+    let root = preflight(&["-c", URI], "").records();
+    let r = find(&root, "host.kvm_access", "host").clone();
     if Path::new("/dev/kvm").exists() {
         assert_eq!(r["status"], "pass", "root can use /dev/kvm: {r}");
     }
@@ -224,10 +221,9 @@ fn unreachable_libvirt_exits_3_and_the_host_checks_still_run() {
         &["-c", "qemu:///system?socket=/nonexistent/libvirt-sock"],
         "",
     );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let recs = records(&out);
+    let recs = out.assert_exit(3).records();
     let r = find(&recs, "libvirt.reachable", "host");
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     assert!(hint(r).contains("systemctl start libvirtd"), "{r}");
     find(&recs, "host.tun", "host");
     assert_eq!(
@@ -264,29 +260,25 @@ fn planned_vms_are_counted_together_against_names_memory_cpus_and_space() {
     input += &profile(&first, "\"vcpus\": 1");
     input += "{\"name\": \"typo\", \"memroy\": \"1G\"}\n";
     let out = preflight(&["--profiles", "-", "--virt-type", "qemu"], &input);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a malformed line exits 2: {}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("stdin line 5: unknown field \"memroy\""),
-        "{}",
-        stderr(&out)
-    );
-    let recs = records(&out);
+    // A malformed line exits 2.
+    out.assert_exit(2)
+        .assert_stderr_contains("stdin line 5: unknown field \"memroy\"");
+    let recs = out.records();
 
     let r = find(&recs, "plan.name", &taken.name);
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     assert!(message(r).contains(&taken.uuid), "{r}");
     assert!(hint(r).contains(&format!("hv-rm {:?}", taken.name)), "{r}");
-    assert_eq!(find(&recs, "plan.memory", &taken.name)["status"], "pass");
+    assert_fields(
+        find(&recs, "plan.memory", &taken.name),
+        json!({"status": "pass"}),
+    );
 
     let fits = find(&recs, "plan.storage", &format!("{first} {small}"));
-    assert_eq!(fits["status"], "pass", "{fits}");
-    assert_eq!(fits["dir"], small);
-    assert_eq!(fits["value"], 5 << 20);
+    assert_fields(
+        fits,
+        json!({"status": "pass", "dir": small, "value": 5 << 20}),
+    );
     let free = fits["threshold"].as_u64().unwrap();
     assert!(free > 7 << 20 && free <= 8 << 20, "{fits}");
     let full = find(&recs, "plan.storage", &format!("{second} {small}"));
@@ -297,27 +289,28 @@ fn planned_vms_are_counted_together_against_names_memory_cpus_and_space() {
     assert_eq!(full["threshold"], free - (5 << 20));
     assert!(hint(full).contains("--dir"), "{full}");
 
-    let memory = find(&recs, "plan.memory", &second);
-    assert_eq!(memory["status"], "fail");
-    assert_eq!(memory["value"], 100u64 << 40);
+    assert_fields(
+        find(&recs, "plan.memory", &second),
+        json!({"status": "fail", "value": 100u64 << 40}),
+    );
     let cpus = find(&recs, "plan.vcpus", &second);
-    assert_eq!(cpus["status"], "fail");
+    assert_fields(cpus, json!({"status": "fail"}));
     assert!(cpus["threshold"].as_u64().unwrap() < 4096, "{cpus}");
     let twice: Vec<&Value> = recs
         .iter()
         .filter(|r| r["check"] == "plan.name" && r["subject"] == first.as_str())
         .collect();
-    assert_eq!(twice[0]["status"], "pass");
-    assert_eq!(twice[1]["status"], "fail");
+    assert_fields(twice[0], json!({"status": "pass"}));
+    assert_fields(twice[1], json!({"status": "fail"}));
     assert!(message(twice[1]).contains("planned twice"));
     assert!(
         recs.iter().all(|r| r["name"] != "typo"),
         "a malformed profile is not checked"
     );
 
-    let no_unit = preflight(&["--name", "x", "--memory", "4096"], "");
-    assert_eq!(no_unit.status.code(), Some(2));
-    assert!(stderr(&no_unit).contains("4096M"), "{}", stderr(&no_unit));
+    preflight(&["--name", "x", "--memory", "4096"], "")
+        .assert_exit(2)
+        .assert_stderr_contains("4096M");
     drop(tiny);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -354,11 +347,10 @@ fn a_planned_disk_goes_to_an_active_pool() {
             ],
             "",
         );
-        find(&records(&out), "plan.storage", &format!("{vm} {pool}")).clone()
+        find(&out.records(), "plan.storage", &format!("{vm} {pool}")).clone()
     };
     let r = run(&pool, "1M");
-    assert_eq!(r["status"], "pass", "{r}");
-    assert_eq!(r["pool"], pool.as_str());
+    assert_fields(&r, json!({"status": "pass", "pool": pool}));
     let r = run(&pool, "7.5M");
     assert_eq!(
         r["status"], "warn",
@@ -400,7 +392,7 @@ fn signed_image(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) 
             .current_dir(dir)
             .output()
             .expect("gpg (Debian package gpg)");
-        assert!(st.status.success(), "gpg {args:?}: {}", stderr(&st));
+        Run::new(format!("gpg {args:?}"), st).assert_ok();
     };
     gpg(&[
         "--quick-gen-key",
@@ -437,8 +429,7 @@ fn the_iso_must_be_in_the_library_admitted_by_signature_and_unchanged() {
     let add = |args: &[&str]| {
         let mut full = vec!["add", "--library", lib.to_str().unwrap()];
         full.extend(args);
-        let out = hv(&bin("hv-iso"), &full, "");
-        assert!(out.status.success(), "hv-iso {full:?}: {}", stderr(&out));
+        hv(&bin("hv-iso"), &full, "").assert_ok();
     };
     add(&[
         image.to_str().unwrap(),
@@ -467,16 +458,13 @@ fn the_iso_must_be_in_the_library_admitted_by_signature_and_unchanged() {
             ],
             "",
         );
-        let recs = records(&out);
-        recs.iter()
-            .find(|r| r["check"] == "plan.iso")
-            .cloned()
-            .unwrap_or_else(|| panic!("{recs:#?}"))
+        out.record("check", "plan.iso")
     };
     let r = check("distro.iso");
-    assert_eq!(r["status"], "pass", "{r}");
-    assert_eq!(r["value"], "signature");
-    assert_eq!(r["subject"], format!("{vm} distro.iso"));
+    assert_fields(
+        &r,
+        json!({"status": "pass", "value": "signature", "subject": format!("{vm} distro.iso")}),
+    );
     let r = check("unsigned.iso");
     assert_eq!(r["status"], "warn", "{r}");
     assert!(hint(&r).contains("--signature"), "{r}");
@@ -501,8 +489,7 @@ fn the_iso_must_be_in_the_library_admitted_by_signature_and_unchanged() {
         .unwrap();
     grown.write_all(b"tampered").unwrap();
     let r = check("distro.iso");
-    assert_eq!(r["status"], "fail", "{r}");
-    assert_eq!(r["value"], (1 << 20) + 8);
+    assert_fields(&r, json!({"status": "fail", "value": (1 << 20) + 8}));
     assert!(hint(&r).contains("hv-iso verify"), "{r}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -540,11 +527,11 @@ fn before_a_start_each_vm_is_judged_by_its_own_domain_type() {
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let tcg_name = format!("{}preflight-tcg", run_prefix());
     let tcg = typed_vm(&conn, &tcg_name, &disk, "qemu").unwrap();
-    let host = records(&preflight(&["-c", URI], ""));
+    let host = preflight(&["-c", URI], "").records();
     let kvm_verdict = find(&host, "host.hw_virt", "host")["status"].clone();
 
     let out = preflight(&["--for", "start", &tcg_name], "");
-    let recs = records(&out);
+    let recs = out.records();
     for check in ["host.hw_virt", "host.kvm_device", "host.kvm_access"] {
         let r = find(&recs, check, "host");
         assert_eq!(r["status"], "pass", "an emulated VM needs no KVM: {r}");
@@ -553,16 +540,19 @@ fn before_a_start_each_vm_is_judged_by_its_own_domain_type() {
         let r = find(&recs, "host.hw_virt", "host");
         assert!(message(r).contains("domain type qemu"), "{r}");
     }
-    assert_eq!(find(&recs, "libvirt.domain_type", "host")["value"], "qemu");
+    assert_fields(
+        find(&recs, "libvirt.domain_type", "host"),
+        json!({"value": "qemu"}),
+    );
     assert!(recs.iter().all(|r| r["status"] != "fail"), "{recs:#?}");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    out.assert_ok();
 
     let kvm_name = format!("{}preflight-kvm", run_prefix());
     match typed_vm(&conn, &kvm_name, &disk, "kvm") {
         Err(e) => eprintln!("libvirt defines no kvm domains here ({e}); the kvm half is skipped"),
         Ok(kvm) => {
             let input = format!("{tcg_name}\n{kvm_name}\n");
-            let recs = records(&preflight(&["--for", "start"], &input));
+            let recs = preflight(&["--for", "start"], &input).records();
             let r = find(&recs, "host.hw_virt", "host");
             assert_eq!(
                 r["status"], kvm_verdict,
@@ -573,14 +563,16 @@ fn before_a_start_each_vm_is_judged_by_its_own_domain_type() {
                 assert!(!message(r).contains(&tcg_name), "{r}");
                 assert!(hint(r).contains("<domain type='qemu'>"), "{r}");
             }
-            assert_eq!(find(&recs, "libvirt.domain_type", "host")["value"], "kvm");
+            assert_fields(
+                find(&recs, "libvirt.domain_type", "host"),
+                json!({"value": "kvm"}),
+            );
             hv_testbench::remove_domain(&kvm);
         }
     }
 
     // --virt-type is for the host and planned VMs; a start reads each VM's.
-    let both = preflight(&["--for", "start", "--virt-type", "qemu", &tcg_name], "");
-    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    preflight(&["--for", "start", "--virt-type", "qemu", &tcg_name], "").assert_exit(2);
     hv_testbench::remove_domain(&tcg);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -596,19 +588,22 @@ fn vms_about_to_start_need_their_disks_memory_and_a_startable_state() {
         "{}\n{{\"name\": {:?}}}\nno-such-vm\n{{\"name\": \"upstream\", \"ok\": false, \"error\": {{\"code\": \"timeout\", \"message\": \"boom\"}}}}\n",
         off.name, lost_name
     );
-    let out = preflight(&["--for", "start"], &input);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let recs = records(&out);
+    let recs = preflight(&["--for", "start"], &input)
+        .assert_exit(1)
+        .records();
     find(&recs, "host.tun", "host");
-    let r = find(&recs, "vm.state", &off.name);
-    assert_eq!(
-        (r["status"].as_str(), r["value"].as_str()),
-        (Some("pass"), Some("shutoff"))
+    assert_fields(
+        find(&recs, "vm.state", &off.name),
+        json!({"status": "pass", "value": "shutoff", "uuid": off.uuid}),
     );
-    assert_eq!(r["uuid"], off.uuid.as_str());
-    assert_eq!(find(&recs, "vm.disks", &off.name)["status"], "pass");
-    let memory = find(&recs, "vm.memory", &off.name);
-    assert_eq!(memory["value"], 128u64 << 20);
+    assert_fields(
+        find(&recs, "vm.disks", &off.name),
+        json!({"status": "pass"}),
+    );
+    assert_fields(
+        find(&recs, "vm.memory", &off.name),
+        json!({"value": 128u64 << 20}),
+    );
     let vcpus = find(&recs, "vm.vcpus", &off.name);
     assert!(vcpus["value"].as_u64().unwrap() >= 1);
     let expected = if vcpus["value"].as_u64() > vcpus["threshold"].as_u64() {
@@ -618,17 +613,19 @@ fn vms_about_to_start_need_their_disks_memory_and_a_startable_state() {
     };
     assert_eq!(vcpus["status"], expected, "{vcpus}");
     let r = find(&recs, "vm.disks", &lost_name);
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     assert!(message(r).contains(&lost_disk.display().to_string()), "{r}");
     assert!(hint(r).contains("virsh edit"), "{r}");
-    let r = find(&recs, "vm.exists", "no-such-vm");
-    assert_eq!(r["status"], "fail");
+    assert_fields(
+        find(&recs, "vm.exists", "no-such-vm"),
+        json!({"status": "fail"}),
+    );
     let r = find(&recs, "vm.exists", "upstream");
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     assert_eq!(message(r), "failed upstream: boom");
 
     off.start_ready();
-    let recs = records(&preflight(&["--for", "start", &off.name], ""));
+    let recs = preflight(&["--for", "start", &off.name], "").records();
     assert!(message(find(&recs, "vm.state", &off.name)).contains("already running"));
     assert!(
         recs.iter().all(|r| r["check"] != "vm.memory"),
@@ -647,18 +644,21 @@ fn vms_about_to_be_snapshotted_need_qcow2_no_job_and_room_for_their_memory() {
     std::fs::write(&raw_disk, vec![0u8; 1 << 20]).unwrap();
     let raw = raw_vm(&conn, &raw_name, &raw_disk);
     let input = format!("{}\n{raw_name}\n", guest.name);
-    let out = preflight(&["--for", "snapshot"], &input);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let recs = records(&out);
+    let recs = preflight(&["--for", "snapshot"], &input)
+        .assert_exit(1)
+        .records();
     assert!(
         recs.iter()
             .all(|r| !r["check"].as_str().unwrap().starts_with("host.")),
         "no hardware checks for a snapshot"
     );
-    assert_eq!(find(&recs, "vm.job", &guest.name)["status"], "pass");
-    assert_eq!(
-        find(&recs, "vm.snapshot_format", &guest.name)["status"],
-        "pass"
+    assert_fields(
+        find(&recs, "vm.job", &guest.name),
+        json!({"status": "pass"}),
+    );
+    assert_fields(
+        find(&recs, "vm.snapshot_format", &guest.name),
+        json!({"status": "pass"}),
     );
     let disk_dir = guest.disk.parent().unwrap().display().to_string();
     let space = find(
@@ -666,23 +666,23 @@ fn vms_about_to_be_snapshotted_need_qcow2_no_job_and_room_for_their_memory() {
         "snapshot.space",
         &format!("{} {disk_dir}", guest.name),
     );
-    assert_eq!(space["status"], "pass");
+    assert_fields(space, json!({"status": "pass"}));
     let with_memory = space["value"].as_u64().unwrap();
     assert!(
         with_memory >= 128 << 20,
         "a running VM's snapshot holds its memory: {space}"
     );
     let r = find(&recs, "vm.snapshot_format", &raw_name);
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     assert!(message(r).contains("vda is raw"), "{r}");
     assert!(hint(r).contains("--disk-only"), "{r}");
 
-    let out = preflight(&["--for", "snapshot", "--disk-only"], &input);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let recs = records(&out);
-    assert_eq!(
-        find(&recs, "vm.snapshot_format", &raw_name)["status"],
-        "pass"
+    let recs = preflight(&["--for", "snapshot", "--disk-only"], &input)
+        .assert_ok()
+        .records();
+    assert_fields(
+        find(&recs, "vm.snapshot_format", &raw_name),
+        json!({"status": "pass"}),
     );
     let space = find(
         &recs,
@@ -710,7 +710,7 @@ fn vms_about_to_be_snapshotted_need_qcow2_no_job_and_room_for_their_memory() {
     )
     .unwrap();
     virsh(&["backup-begin", &guest.name, job_xml.to_str().unwrap()]);
-    let out = preflight(
+    let recs = preflight(
         &[
             "--for",
             "backup",
@@ -719,8 +719,8 @@ fn vms_about_to_be_snapshotted_need_qcow2_no_job_and_room_for_their_memory() {
             &guest.name,
         ],
         "",
-    );
-    let recs = records(&out);
+    )
+    .records();
     let r = find(&recs, "vm.job", &guest.name);
     assert_eq!(r["status"], "fail", "{r}");
     assert!(hint(r).contains("virsh domjobabort"), "{r}");
@@ -740,17 +740,18 @@ fn vms_about_to_be_backed_up_need_a_repository_with_room_for_them() {
     let repo = dir.join("repo");
     let backup_args = backup_repo(&dir, &repo);
     let shown = repo.to_str().unwrap();
-    let check = |repo: &str| {
-        let out = preflight(&["--for", "backup", "--repo", repo, &guest.name], "");
-        records(&out)
-    };
+    let check =
+        |repo: &str| preflight(&["--for", "backup", "--repo", repo, &guest.name], "").records();
     let recs = check(shown);
     let r = find(&recs, "backup.repository", shown);
     assert_eq!(r["status"], "pass", "{r}");
     assert!(message(r).contains("0 backups"), "{r}");
-    assert_eq!(find(&recs, "vm.state", &guest.name)["value"], "running");
+    assert_fields(
+        find(&recs, "vm.state", &guest.name),
+        json!({"value": "running"}),
+    );
     let first = find(&recs, "backup.space", &format!("{} {shown}", guest.name));
-    assert_eq!(first["status"], "pass");
+    assert_fields(first, json!({"status": "pass"}));
     assert!(
         first["value"].as_u64().unwrap() >= 8 << 20,
         "the first backup counts what the guest wrote: {first}"
@@ -760,8 +761,7 @@ fn vms_about_to_be_backed_up_need_a_repository_with_room_for_them() {
     let mut args: Vec<&str> = vec!["create", &guest.name];
     args.extend(backup_args.iter().map(String::as_str));
     let made = hv(&bin("hv-backup"), &args, "");
-    assert!(made.status.success(), "{}", stderr(&made));
-    let stored = records(&made)[0]["stored_bytes"]
+    let stored = made.assert_ok().records()[0]["stored_bytes"]
         .as_u64()
         .expect("stored_bytes");
     let recs = check(shown);
@@ -792,7 +792,7 @@ fn vms_about_to_be_backed_up_need_a_repository_with_room_for_them() {
 
     let recs = check(dir.to_str().unwrap());
     let r = find(&recs, "backup.repository", dir.to_str().unwrap());
-    assert_eq!(r["status"], "fail");
+    assert_fields(r, json!({"status": "fail"}));
     assert!(hint(r).contains("hv-backup init"), "{r}");
     assert!(recs.iter().all(|r| r["check"] != "backup.space"));
     drop(tiny);
@@ -801,11 +801,8 @@ fn vms_about_to_be_backed_up_need_a_repository_with_room_for_them() {
 
 #[test]
 fn a_device_given_as_profiles_is_refused_not_read() {
-    let out = preflight(&["--profiles", "/dev/zero", "--virt-type", "qemu"], "");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("/dev/zero") && err.contains("a device"),
-        "{err}"
-    );
+    preflight(&["--profiles", "/dev/zero", "--virt-type", "qemu"], "")
+        .assert_exit(2)
+        .assert_stderr_contains("/dev/zero")
+        .assert_stderr_contains("a device");
 }

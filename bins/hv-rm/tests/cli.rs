@@ -1,6 +1,7 @@
 //! hv-rm on real bench VMs: what it removes, what it refuses, what it keeps.
 
-use hv_testbench::{connect, hv, records, GuestSpec, URI};
+use hv_testbench::{assert_fields, connect, hv, GuestSpec, Run, URI};
+use serde_json::json;
 use std::process::Command;
 
 const HV_RM: &str = env!("CARGO_BIN_EXE_hv-rm");
@@ -14,10 +15,6 @@ fn defined(uuid: &str) -> bool {
         .success()
 }
 
-fn err(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn bench_in_a_pipe_without_yes_nothing_is_deleted() {
     let conn = connect();
@@ -27,9 +24,9 @@ fn bench_in_a_pipe_without_yes_nothing_is_deleted() {
         &["--remove-storage", "--force"],
         &format!("{}\n", g.name),
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(err(&out).contains("--yes"), "{}", err(&out));
-    assert!(out.stdout.is_empty());
+    out.assert_exit(2)
+        .assert_stderr_contains("--yes")
+        .assert_stdout_empty();
     assert!(defined(&g.uuid) && g.disk.exists());
 
     let dry = hv(
@@ -37,12 +34,10 @@ fn bench_in_a_pipe_without_yes_nothing_is_deleted() {
         &["--remove-storage", "--dry-run"],
         &format!("{}\n", g.name),
     );
-    let r = &records(&dry)[0];
-    assert_eq!(
-        r["removed_storage"],
-        serde_json::json!([g.disk.to_str().unwrap()])
+    assert_fields(
+        &dry.records()[0],
+        json!({"removed_storage": [g.disk.to_str().unwrap()], "dry_run": true}),
     );
-    assert_eq!(r["dry_run"], true);
     assert!(
         defined(&g.uuid) && g.disk.exists(),
         "a dry run deletes nothing"
@@ -60,14 +55,13 @@ fn bench_running_vms_are_refused_unless_forced() {
         &["--yes", "--remove-storage", &up.name, &down.name],
         "",
     );
-    assert_eq!(out.status.code(), Some(1));
-    let recs = records(&out);
-    let by = |u: &str| recs.iter().find(|r| r["uuid"] == u).unwrap().clone();
-    assert_eq!(by(&up.uuid)["error"]["code"], "invalid_state");
+    out.assert_exit(1);
+    let by = |u: &str| out.record("uuid", u);
+    assert_fields(&by(&up.uuid), json!({"error": {"code": "invalid_state"}}));
     assert!(defined(&up.uuid), "the running VM is untouched");
-    assert_eq!(
-        by(&down.uuid)["removed_storage"],
-        serde_json::json!([down.disk.to_str().unwrap()])
+    assert_fields(
+        &by(&down.uuid),
+        json!({"removed_storage": [down.disk.to_str().unwrap()]}),
     );
     assert!(!defined(&down.uuid) && !down.disk.exists());
 
@@ -76,8 +70,7 @@ fn bench_running_vms_are_refused_unless_forced() {
         &["--yes", "--force", "--remove-storage", &up.uuid],
         "",
     );
-    assert!(forced.status.success(), "{}", err(&forced));
-    assert_eq!(records(&forced)[0]["stopped"], true);
+    assert_fields(&forced.assert_ok().records()[0], json!({"stopped": true}));
     assert!(!defined(&up.uuid) && !up.disk.exists());
 }
 
@@ -100,11 +93,10 @@ fn bench_keeps_a_disk_another_vm_uses_as_backing_file_and_handles_snapshots() {
         .unwrap();
     assert!(snap.success());
     let out = hv(HV_RM, &["--yes", "--remove-storage", &base.name], "");
-    assert!(out.status.success(), "{}", err(&out));
-    let r = &records(&out)[0];
-    assert_eq!(r["removed_storage"], serde_json::json!([]));
+    let r = &out.assert_ok().records()[0];
+    assert_fields(r, json!({"removed_storage": []}));
     let kept = &r["kept_storage"][0];
-    assert_eq!(kept["path"], base.disk.to_str().unwrap());
+    assert_fields(kept, json!({"path": base.disk.to_str().unwrap()}));
     assert!(
         kept["reason"].as_str().unwrap().contains(&clone.name),
         "{kept}"
@@ -146,12 +138,8 @@ fn bench_at_a_terminal_it_asks_once() {
     );
     assert!(screen.contains("nothing removed"), "{screen}");
     assert!(defined(&g.uuid));
-    let yes = ask("y\n");
-    assert!(
-        yes.status.success(),
-        "{}",
-        String::from_utf8_lossy(&yes.stdout)
-    );
+    // script(1) puts the terminal, stderr included, on its stdout.
+    Run::new("script -qec hv-rm (answered y)", ask("y\n")).assert_ok();
     assert!(!defined(&g.uuid));
     assert!(g.disk.exists(), "without --remove-storage the disk stays");
 }
@@ -173,18 +161,58 @@ fn timeout_takes_the_common_duration_syntax() {
         ]
     };
     let out = hv(HV_RM, &args("5m"), "");
-    assert!(out.status.success(), "{}", err(&out));
-    let r = &records(&out)[0];
-    assert_eq!(
-        (&r["ok"], &r["dry_run"]),
-        (&serde_json::json!(true), &serde_json::json!(true))
+    assert_fields(
+        &out.assert_ok().records()[0],
+        json!({"ok": true, "dry_run": true}),
     );
-    let bad = hv(HV_RM, &args("5x"), "");
-    assert_eq!(bad.status.code(), Some(2), "{}", err(&bad));
-    assert!(
-        err(&bad).contains("--timeout") && err(&bad).contains("90s, 5m, 1h30m, 2d"),
-        "the error names the flag and the accepted forms: {}",
-        err(&bad)
+    // The error names the flag and the accepted forms.
+    hv(HV_RM, &args("5x"), "")
+        .assert_exit(2)
+        .assert_stderr_contains("--timeout")
+        .assert_stderr_contains("90s, 5m, 1h30m, 2d")
+        .assert_stdout_empty();
+}
+
+/// A VM whose files cannot all be deleted is a failure that still says
+/// what was removed: the user must not think nothing happened.
+#[test]
+fn bench_a_partial_removal_says_what_it_removed() {
+    let conn = connect();
+    let g = GuestSpec::new("rm partial").define(&conn);
+    let dir = hv_testbench::scratch("rm-partial");
+    let ro = hv_testbench::Tmpfs::mount(&dir.join("ro"), 16);
+    let stuck = ro.dir.join("data.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&stuck)
+        .arg("1M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let disk = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{}'/><target dev='vdb' bus='virtio'/></disk>",
+        stuck.display()
     );
-    assert!(bad.stdout.is_empty());
+    g.domain
+        .attach_device_flags(&disk, virt::sys::VIR_DOMAIN_AFFECT_CONFIG)
+        .unwrap();
+    // A read-only filesystem: the file cannot be deleted.
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&ro.dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let out = hv(HV_RM, &["--yes", "--remove-storage", &g.name], "");
+    out.assert_exit(1);
+    assert_fields(
+        &out.records()[0],
+        json!({
+            "ok": false,
+            "removed_storage": [g.disk.to_str().unwrap()],
+            "error": {"code": "io_error"},
+        }),
+    );
+    assert!(!defined(&g.uuid) && !g.disk.exists() && stuck.exists());
 }

@@ -1,24 +1,14 @@
 //! hv-snap on real guests that write to their disks.
 
-use hv_testbench::{connect, hv, records, Guest, GuestSpec, URI};
-use serde_json::Value;
+use hv_testbench::{assert_fields, connect, hv, Guest, GuestSpec, Run, URI};
+use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
 const HV_SNAP: &str = env!("CARGO_BIN_EXE_hv-snap");
 
-fn snap(args: &[&str]) -> std::process::Output {
+fn snap(args: &[&str]) -> Run {
     hv(HV_SNAP, args, "")
-}
-
-fn ok(out: &std::process::Output) -> Vec<Value> {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    records(out)
 }
 
 /// SHA-256 of the guest's disk as raw bytes: what it sees now (the active
@@ -35,7 +25,9 @@ fn write_a_while(g: &Guest) {
 }
 
 fn names(g: &Guest) -> Vec<String> {
-    ok(&snap(&["ls", &g.uuid]))
+    snap(&["ls", &g.uuid])
+        .assert_ok()
+        .records()
         .iter()
         .map(|r| r["snapshot"].as_str().unwrap().to_owned())
         .collect()
@@ -47,26 +39,26 @@ fn bench_revert_brings_the_disk_back_and_rm_deletes() {
     let g = GuestSpec::new("snap disk ü").writer().define(&conn);
     write_a_while(&g);
     let before = digest(&g, None);
-    let made = ok(&snap(&[
+    let made = snap(&[
         "create",
         "--name",
         "base ü",
         "--description",
         "known state",
         &g.name,
-    ]));
+    ])
+    .assert_ok()
+    .records();
     let r = &made[0];
-    assert_eq!(
-        (
-            r["snapshot"].as_str(),
-            r["kind"].as_str(),
-            r["memory"].as_bool()
-        ),
-        (Some("base ü"), Some("internal"), Some(false))
-    );
-    assert_eq!(
-        (r["hv_made"].as_bool(), r["state"].as_str()),
-        (Some(true), Some("shutoff"))
+    assert_fields(
+        r,
+        json!({
+            "snapshot": "base ü",
+            "kind": "internal",
+            "memory": false,
+            "hv_made": true,
+            "state": "shutoff",
+        }),
     );
     let created_at = r["created_at"].as_str().unwrap();
     assert!(
@@ -81,49 +73,45 @@ fn bench_revert_brings_the_disk_back_and_rm_deletes() {
         before,
         "the guest wrote after the snapshot"
     );
-    let reverted = ok(&snap(&["revert", "--snapshot", "base ü", &g.name]));
-    assert_eq!(reverted[0]["state"], "shutoff");
+    let reverted = snap(&["revert", "--snapshot", "base ü", &g.name])
+        .assert_ok()
+        .records();
+    assert_fields(&reverted[0], json!({"state": "shutoff"}));
     assert_eq!(digest(&g, None), before, "the disk is back as it was");
 
-    let listed = ok(&snap(&["ls", &g.name]));
-    assert_eq!(listed[0]["description"], "known state");
-    let gone = hv(
+    let listed = snap(&["ls", &g.name]).assert_ok().records();
+    assert_fields(&listed[0], json!({"description": "known state"}));
+    hv(
         HV_SNAP,
         &["rm"],
         &(serde_json::to_string(&listed[0]).unwrap() + "\n"),
-    );
-    assert!(
-        gone.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gone.stderr)
-    );
+    )
+    .assert_ok();
     assert!(names(&g).is_empty());
     let missing = snap(&["rm", "--snapshot", "base ü", &g.name]);
-    assert_eq!(missing.status.code(), Some(1));
-    assert_eq!(records(&missing)[0]["error"]["code"], "not_found");
+    assert_fields(
+        &missing.assert_exit(1).records()[0],
+        json!({"error": {"code": "not_found"}}),
+    );
 }
 
 #[test]
 fn bench_running_guest_internal_with_memory_external_and_quiesce() {
     let conn = connect();
     let g = GuestSpec::new("snap running").writer().define(&conn);
+    // A stopped VM has no memory.
     let refused = snap(&["create", "--memory", &g.name]);
-    assert_eq!(
-        records(&refused)[0]["error"]["code"],
-        "invalid_state",
-        "a stopped VM has no memory"
+    assert_fields(
+        &refused.records()[0],
+        json!({"error": {"code": "invalid_state"}}),
     );
     g.start_ready();
-    let internal = ok(&snap(&["create", "--name", "live", &g.name]));
-    assert_eq!(
-        (
-            internal[0]["memory"].as_bool(),
-            internal[0]["state"].as_str()
-        ),
-        (Some(true), Some("running"))
-    );
+    let internal = snap(&["create", "--name", "live", &g.name])
+        .assert_ok()
+        .records();
+    assert_fields(&internal[0], json!({"memory": true, "state": "running"}));
 
-    let planned = ok(&snap(&[
+    let planned = snap(&[
         "create",
         "--name",
         "frozen",
@@ -131,7 +119,9 @@ fn bench_running_guest_internal_with_memory_external_and_quiesce() {
         "--require-quiesce",
         "--dry-run",
         &g.name,
-    ]));
+    ])
+    .assert_ok()
+    .records();
     assert_eq!(
         planned[0]["quiesce"], "unchecked",
         "a dry run does not ask the agent"
@@ -144,8 +134,10 @@ fn bench_running_guest_internal_with_memory_external_and_quiesce() {
         "--require-quiesce",
         &g.name,
     ]);
-    assert_eq!(strict.status.code(), Some(1));
-    assert_eq!(records(&strict)[0]["error"]["code"], "timeout");
+    assert_fields(
+        &strict.assert_exit(1).records()[0],
+        json!({"error": {"code": "timeout"}}),
+    );
     assert!(
         !names(&g).contains(&"frozen".to_owned()),
         "nothing half-made is left"
@@ -159,18 +151,14 @@ fn bench_running_guest_internal_with_memory_external_and_quiesce() {
         "--quiesce",
         &g.name,
     ]);
-    let r = &ok(&loose)[0];
-    assert!(
-        String::from_utf8_lossy(&loose.stderr).contains("guest agent does not answer"),
-        "a warning, not a failure"
-    );
-    assert_eq!(
-        (
-            r["kind"].as_str(),
-            r["quiesced"].as_bool(),
-            r["parent"].as_str()
-        ),
-        (Some("external"), Some(false), Some("live"))
+    // A warning, not a failure.
+    let r = &loose
+        .assert_ok()
+        .assert_stderr_contains("guest agent does not answer")
+        .records()[0];
+    assert_fields(
+        r,
+        json!({"kind": "external", "quiesced": false, "parent": "live"}),
     );
     let overlay = g.disk.with_file_name(format!(
         "{}.ext_one.qcow2",
@@ -184,30 +172,22 @@ fn bench_running_guest_internal_with_memory_external_and_quiesce() {
 
     // Revert paused, so the guest cannot write again: its disk must now hold
     // exactly what the snapshot holds, though it kept writing after the snapshot.
-    let back = ok(&snap(&[
-        "revert",
-        "--paused",
-        "--snapshot",
-        "live",
-        &g.name,
-    ]));
-    assert_eq!(
-        (back[0]["state"].as_str(), back[0]["state_reason"].as_str()),
-        (Some("paused"), Some("from_snapshot"))
+    let back = snap(&["revert", "--paused", "--snapshot", "live", &g.name])
+        .assert_ok()
+        .records();
+    assert_fields(
+        &back[0],
+        json!({"state": "paused", "state_reason": "from_snapshot"}),
     );
     assert_eq!(
         digest(&g, None),
         digest(&g, Some("live")),
         "the disk is back as the snapshot has it"
     );
-    let resumed = ok(&snap(&[
-        "revert",
-        "--running",
-        "--snapshot",
-        "live",
-        &g.name,
-    ]));
-    assert_eq!(resumed[0]["state"], "running");
+    let resumed = snap(&["revert", "--running", "--snapshot", "live", &g.name])
+        .assert_ok()
+        .records();
+    assert_fields(&resumed[0], json!({"state": "running"}));
     let _ = std::fs::remove_file(overlay);
 }
 
@@ -216,21 +196,27 @@ fn bench_prune_keeps_exactly_what_the_rules_say() {
     let conn = connect();
     let g = GuestSpec::new("snap prune").define(&conn);
     for n in ["p1", "p2", "p3", "p4"] {
-        ok(&snap(&["create", "--name", n, &g.name]));
+        snap(&["create", "--name", n, &g.name])
+            .assert_ok()
+            .records();
     }
     let st = Command::new("virsh")
         .args(["-c", URI, "snapshot-create-as", &g.uuid, "by-hand"])
         .status()
         .unwrap();
     assert!(st.success());
-    let dry = ok(&snap(&["prune", "--keep-last", "2", "--dry-run", &g.name]));
-    assert_eq!(dry[0]["removed"], serde_json::json!(["p1", "p2"]));
+    let dry = snap(&["prune", "--keep-last", "2", "--dry-run", &g.name])
+        .assert_ok()
+        .records();
+    assert_fields(&dry[0], json!({"removed": ["p1", "p2"]}));
     assert_eq!(names(&g).len(), 5, "a dry run deletes nothing");
-    let done = ok(&hv(
+    let done = hv(
         HV_SNAP,
         &["prune", "--keep-last", "2"],
         &format!("{}\n", g.name),
-    ));
+    )
+    .assert_ok()
+    .records();
     // One shape with hv-backup prune: each snapshot says kept and keep_reason.
     let judged: Vec<(&str, bool, &Value)> = done[0]["snapshots"]
         .as_array()
@@ -250,11 +236,11 @@ fn bench_prune_keeps_exactly_what_the_rules_say() {
         vec![
             ("p1", false, &Value::Null),
             ("p2", false, &Value::Null),
-            ("p3", true, &serde_json::json!("keep-last")),
-            ("p4", true, &serde_json::json!("keep-last")),
+            ("p3", true, &json!("keep-last")),
+            ("p4", true, &json!("keep-last")),
         ]
     );
-    assert_eq!(done[0]["removed"], serde_json::json!(["p1", "p2"]));
+    assert_fields(&done[0], json!({"removed": ["p1", "p2"]}));
     let mut left = names(&g);
     left.sort();
     assert_eq!(
@@ -262,18 +248,16 @@ fn bench_prune_keeps_exactly_what_the_rules_say() {
         vec!["by-hand", "p3", "p4"],
         "a snapshot hv did not make is left alone"
     );
-    ok(&snap(&["prune", "--all", "--keep-last", "1", &g.name]));
+    snap(&["prune", "--all", "--keep-last", "1", &g.name])
+        .assert_ok()
+        .records();
     assert_eq!(
         names(&g),
         vec!["by-hand"],
         "with --all the newest of all is kept"
     );
-    let none = snap(&["prune", &g.name]);
-    assert_eq!(
-        none.status.code(),
-        Some(2),
-        "prune without a rule is refused"
-    );
+    // Prune without a rule is refused.
+    snap(&["prune", &g.name]).assert_exit(2);
 }
 
 /// `--timeout` takes the common duration syntax on every action; a bad one
@@ -281,7 +265,7 @@ fn bench_prune_keeps_exactly_what_the_rules_say() {
 /// bench.
 #[test]
 fn timeout_takes_the_common_duration_syntax() {
-    let out = snap(&[
+    let r = &snap(&[
         "prune",
         "-c",
         "test:///default",
@@ -291,14 +275,11 @@ fn timeout_takes_the_common_duration_syntax() {
         "--timeout",
         "5m",
         "test",
-    ]);
-    let r = &ok(&out)[0];
-    assert_eq!(
-        (&r["ok"], &r["dry_run"]),
-        (&Value::Bool(true), &Value::Bool(true))
-    );
-    assert_eq!(r["snapshots"], serde_json::json!([]));
-    let planned = ok(&snap(&[
+    ])
+    .assert_ok()
+    .records()[0];
+    assert_fields(r, json!({"ok": true, "dry_run": true, "snapshots": []}));
+    let planned = snap(&[
         "create",
         "-c",
         "test:///default",
@@ -307,8 +288,10 @@ fn timeout_takes_the_common_duration_syntax() {
         "--timeout",
         "1h30m",
         "test",
-    ]));
-    assert_eq!(planned[0]["dry_run"], true);
+    ])
+    .assert_ok()
+    .records();
+    assert_fields(&planned[0], json!({"dry_run": true}));
     for sub in [
         &["create"][..],
         &["revert", "--snapshot", "s"],
@@ -317,13 +300,11 @@ fn timeout_takes_the_common_duration_syntax() {
     ] {
         let mut args = sub.to_vec();
         args.extend(["-c", "test:///default", "--timeout", "5x", "test"]);
-        let out = snap(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{sub:?}: {err}");
-        assert!(
-            err.contains("--timeout") && err.contains("90s, 5m, 1h30m, 2d"),
-            "{sub:?}: the error names the flag and the accepted forms: {err}"
-        );
-        assert!(out.stdout.is_empty());
+        // The error names the flag and the accepted forms.
+        snap(&args)
+            .assert_exit(2)
+            .assert_stderr_contains("--timeout")
+            .assert_stderr_contains("90s, 5m, 1h30m, 2d")
+            .assert_stdout_empty();
     }
 }

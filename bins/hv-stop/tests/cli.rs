@@ -1,13 +1,10 @@
 //! hv-stop on real guests: one that powers off on ACPI, one that ignores it.
 
-use hv_testbench::{connect, hv, records, GuestSpec};
+use hv_testbench::{assert_fields, connect, hv, GuestSpec, Run};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 const HV_STOP: &str = env!("CARGO_BIN_EXE_hv-stop");
-
-fn err(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn bench_acpi_guest_stops_gracefully_and_a_deaf_one_is_forced_after_the_timeout() {
@@ -23,19 +20,16 @@ fn bench_acpi_guest_stops_gracefully_and_a_deaf_one_is_forced_after_the_timeout(
         "",
     );
     let wall = began.elapsed();
-    assert!(out.status.success(), "{}", err(&out));
-    let recs = records(&out);
-    let of = |uuid: &str| recs.iter().find(|r| r["uuid"] == uuid).unwrap().clone();
-    let p = of(&polite.uuid);
-    assert_eq!(
-        (p["action"].as_str(), p["ok"].as_bool(), p["how"].as_str()),
-        (Some("stop"), Some(true), Some("graceful"))
+    out.assert_ok();
+    let p = out.record("uuid", polite.uuid.as_str());
+    assert_fields(
+        &p,
+        json!({"action": "stop", "ok": true, "how": "graceful", "state": "shutoff"}),
     );
-    assert_eq!(p["state"], "shutoff");
     assert_eq!(polite.virsh_domstate(), "shut off (shutdown)");
     assert!(p["elapsed_ms"].as_u64().unwrap() < 6000);
-    let d = of(&deaf.uuid);
-    assert_eq!(d["how"], "forced");
+    let d = out.record("uuid", deaf.uuid.as_str());
+    assert_fields(&d, json!({"how": "forced"}));
     assert_eq!(deaf.virsh_domstate(), "shut off (destroyed)");
     assert!(
         d["elapsed_ms"].as_u64().unwrap() >= 6000,
@@ -63,13 +57,13 @@ fn bench_each_vm_has_its_own_timer() {
         &["--timeout", "4", "-j", "2"],
         &format!("{}\n{}\n", a.name, b.name),
     );
-    assert!(out.status.success(), "{}", err(&out));
+    out.assert_ok();
     assert!(
         began.elapsed() < Duration::from_secs(7),
         "about the longest item, not the sum (8 s): {:?}",
         began.elapsed()
     );
-    assert!(records(&out).iter().all(|r| r["how"] == "forced"));
+    out.assert_each(json!({"how": "forced"}));
 }
 
 #[test]
@@ -78,12 +72,8 @@ fn bench_no_force_leaves_a_deaf_guest_running_and_fails_it() {
     let deaf = GuestSpec::new("no force").ignore_acpi().define(&conn);
     deaf.start_ready();
     let out = hv(HV_STOP, &["--timeout", "2", "--no-force", &deaf.name], "");
-    assert_eq!(out.status.code(), Some(1));
-    let r = &records(&out)[0];
-    assert_eq!(
-        (r["ok"].as_bool(), r["error"]["code"].as_str()),
-        (Some(false), Some("timeout"))
-    );
+    let r = &out.assert_exit(1).records()[0];
+    assert_fields(r, json!({"ok": false, "error": {"code": "timeout"}}));
     assert!(r["error"]["message"]
         .as_str()
         .unwrap()
@@ -101,40 +91,25 @@ fn bench_force_already_off_pause_and_a_missing_vm() {
     pausable.start_ready();
     let input = format!("{}\nno such vm\n{}\n", on.name, off.name);
     let out = hv(HV_STOP, &["--force"], &input);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "one missing VM fails the run: {}",
-        err(&out)
-    );
-    let recs = records(&out);
-    assert_eq!(recs.len(), 3);
-    let by = |n: &str| recs.iter().find(|r| r["name"] == n).unwrap().clone();
-    assert_eq!(by(&on.name)["how"], "forced");
+    out.assert_exit(1); // one missing VM fails the run
+    assert_eq!(out.records().len(), 3);
+    let by = |n: &str| out.record("name", n);
+    assert_fields(&by(&on.name), json!({"how": "forced"}));
     assert!(
         by(&on.name)["elapsed_ms"].as_u64().unwrap() < 5000,
         "--force does not wait"
     );
-    assert_eq!(
-        (
-            by(&off.name)["how"].as_str(),
-            by(&off.name)["changed"].as_bool()
-        ),
-        (Some("already_off"), Some(false))
+    assert_fields(
+        &by(&off.name),
+        json!({"how": "already_off", "changed": false}),
     );
-    assert_eq!(by("no such vm")["error"]["code"], "not_found");
+    assert_fields(&by("no such vm"), json!({"error": {"code": "not_found"}}));
 
-    let paused = records(&hv(HV_STOP, &["--pause", &pausable.name], ""));
-    assert_eq!(
-        (paused[0]["action"].as_str(), paused[0]["state"].as_str()),
-        (Some("pause"), Some("paused"))
-    );
+    let paused = hv(HV_STOP, &["--pause", &pausable.name], "").records();
+    assert_fields(&paused[0], json!({"action": "pause", "state": "paused"}));
     assert_eq!(pausable.virsh_domstate(), "paused (user)");
-    let dry = records(&hv(HV_STOP, &["--dry-run", &pausable.name], ""));
-    assert_eq!(
-        (dry[0]["how"].as_str(), dry[0]["dry_run"].as_bool()),
-        (Some("forced"), Some(true))
-    );
+    let dry = hv(HV_STOP, &["--dry-run", &pausable.name], "").records();
+    assert_fields(&dry[0], json!({"how": "forced", "dry_run": true}));
     assert_eq!(
         pausable.virsh_domstate(),
         "paused (user)",
@@ -172,19 +147,17 @@ fn bench_ctrl_c_lets_the_running_stop_finish_and_cancels_the_rest() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
-    let recs = records(&out);
+    let out = Run::new(
+        "hv-stop --timeout 3 -j 1 (interrupted)",
+        child.wait_with_output().unwrap(),
+    );
+    let recs = out.assert_exit(1).records();
     assert_eq!(recs.len(), 3, "one record per VM, even cancelled ones");
-    let by = |g: &hv_testbench::Guest| {
-        recs.iter()
-            .find(|r| r["name"] == g.name.as_str())
-            .unwrap()
-            .clone()
-    };
-    assert_eq!(by(&guests[0])["how"], "forced", "the running stop finished");
-    assert_eq!(by(&guests[1])["error"]["code"], "cancelled");
-    assert_eq!(by(&guests[2])["error"]["code"], "cancelled");
+    let by = |g: &hv_testbench::Guest| out.record("name", g.name.as_str());
+    // The running stop finished.
+    assert_fields(&by(&guests[0]), json!({"how": "forced"}));
+    assert_fields(&by(&guests[1]), json!({"error": {"code": "cancelled"}}));
+    assert_fields(&by(&guests[2]), json!({"error": {"code": "cancelled"}}));
     assert_eq!(
         guests[1].virsh_domstate(),
         "running (booted)",
@@ -206,14 +179,8 @@ fn bench_a_transient_vm_is_stopped_though_it_is_gone_afterwards() {
         (&graceful, "graceful", "--timeout=60"),
         (&forced, "forced", "--force"),
     ] {
-        let out = hv(HV_STOP, &[flag, &g.uuid], "");
-        assert_eq!(out.status.code(), Some(0), "{}", err(&out));
-        let r = &records(&out)[0];
-        assert_eq!(
-            (r["how"].as_str(), r["state"].as_str()),
-            (Some(how), Some("shutoff")),
-            "{r}"
-        );
+        let r = &hv(HV_STOP, &[flag, &g.uuid], "").assert_ok().records()[0];
+        assert_fields(r, json!({"how": how, "state": "shutoff"}));
     }
     assert!(
         conn.lookup_domain_by_uuid_string(&forced.uuid).is_err(),

@@ -1,7 +1,7 @@
 //! hv-tag end to end on real bench guests: tags land in both the live and
 //! the stored definition, and every change is reported as it happened.
 
-use hv_testbench::{connect, hv, records, GuestSpec, URI};
+use hv_testbench::{assert_fields, connect, hv, GuestSpec, URI};
 use serde_json::json;
 use std::process::Command;
 
@@ -22,21 +22,18 @@ fn bench_tags_reach_live_and_stored_definitions() {
     let guest = GuestSpec::new("tags ü").define(&conn);
     guest.start_ready();
     let out = hv(HV_TAG, &["--add", "prod", "--add", "wëb", &guest.name], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = &out.assert_ok().records()[0];
+    assert_fields(
+        r,
+        json!({
+            "name": guest.name,
+            "uuid": guest.uuid,
+            "action": "tag",
+            "ok": true,
+            "changed": true,
+            "tags": ["prod", "wëb"],
+        }),
     );
-    let r = &records(&out)[0];
-    assert_eq!(
-        (r["name"].as_str(), r["uuid"].as_str()),
-        (Some(guest.name.as_str()), Some(guest.uuid.as_str()))
-    );
-    assert_eq!(
-        (&r["action"], &r["ok"], &r["changed"]),
-        (&json!("tag"), &json!(true), &json!(true))
-    );
-    assert_eq!(r["tags"], json!(["prod", "wëb"]));
     for inactive in [false, true] {
         let xml = dumpxml(&guest.uuid, inactive);
         assert!(
@@ -45,27 +42,20 @@ fn bench_tags_reach_live_and_stored_definitions() {
         );
     }
 
-    let again = records(&hv(HV_TAG, &["--add", "prod", &guest.uuid], ""));
+    let again = hv(HV_TAG, &["--add", "prod", &guest.uuid], "").records();
     assert_eq!(
         again[0]["changed"], false,
         "adding a tag it has changes nothing"
     );
 
-    let dry = records(&hv(
-        HV_TAG,
-        &["--remove", "prod", "--dry-run", &guest.name],
-        "",
-    ));
-    assert_eq!(
-        (&dry[0]["tags"], &dry[0]["dry_run"]),
-        (&json!(["wëb"]), &json!(true))
-    );
+    let dry = hv(HV_TAG, &["--remove", "prod", "--dry-run", &guest.name], "").records();
+    assert_fields(&dry[0], json!({"tags": ["wëb"], "dry_run": true}));
     assert!(
         dumpxml(&guest.uuid, true).contains("<hv:tag>prod</hv:tag>"),
         "dry run left the tag"
     );
 
-    let cleared = records(&hv(HV_TAG, &["--clear", &guest.name], ""));
+    let cleared = hv(HV_TAG, &["--clear", &guest.name], "").records();
     assert_eq!(cleared[0]["tags"], json!([]));
     assert!(
         !dumpxml(&guest.uuid, false).contains("hv.invalid"),
@@ -82,30 +72,30 @@ fn missing_vm_fails_alone_and_upstream_failures_pass_through() {
         &["-c", "test:///default", "-a", "x"],
         &format!("nope\n{failed}\ntest\n"),
     );
-    assert_eq!(out.status.code(), Some(1));
-    let recs = records(&out);
-    assert_eq!(recs.len(), 3);
-    let by_name = |n: &str| recs.iter().find(|r| r["name"] == n).unwrap().clone();
-    assert_eq!(by_name("nope")["error"]["code"], "not_found");
+    assert_eq!(out.assert_exit(1).records().len(), 3);
+    assert_fields(
+        &out.record("name", "nope"),
+        json!({"error": {"code": "not_found"}}),
+    );
     assert_eq!(
-        by_name("z"),
+        out.record("name", "z"),
         serde_json::from_str::<serde_json::Value>(failed).unwrap()
     );
-    assert_eq!(by_name("test")["tags"], json!(["x"]));
+    assert_fields(&out.record("name", "test"), json!({"tags": ["x"]}));
 }
 
 #[test]
 fn usage_errors_exit_2_and_name_the_fix() {
-    let bad = hv(
+    hv(
         HV_TAG,
         &["-c", "test:///default", "--add", "two words", "test"],
         "",
-    );
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid tag 'two words'"));
-    let nothing = hv(HV_TAG, &["-c", "test:///default", "test"], "");
-    assert_eq!(nothing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&nothing.stderr).contains("--add"));
+    )
+    .assert_exit(2)
+    .assert_stderr_contains("invalid tag 'two words'");
+    hv(HV_TAG, &["-c", "test:///default", "test"], "")
+        .assert_exit(2)
+        .assert_stderr_contains("--add");
 }
 
 #[test]
@@ -113,13 +103,11 @@ fn bench_unprivileged_write_is_denied_with_exit_3() {
     let conn = connect();
     let guest = GuestSpec::new("denied").define(&conn);
     let out = hv_testbench::hv_as_nobody(HV_TAG, &["-c", URI, "--add", "x", &guest.uuid]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.contains("qemu:///system") && err.contains("polkit"),
-        "names the URI and the fix: {err}"
-    );
+    // One line that names the URI and the fix.
+    out.assert_exit(3)
+        .assert_stderr_contains("qemu:///system")
+        .assert_stderr_contains("polkit");
+    assert_eq!(out.stderr().lines().count(), 1, "{out:?}");
     assert!(
         !dumpxml(&guest.uuid, true).contains("hv.invalid"),
         "nothing was written"

@@ -17,22 +17,25 @@ fn backup_paused(b: &Bench, g: &Guest, extra: &[&str]) -> (Value, String) {
     args.extend(extra);
     let out = b.run(&args);
     g.domain.resume().expect("resume the guest");
-    let rec = ok(&out).remove(0);
+    let rec = out.assert_ok().records().remove(0);
     (rec, truth)
 }
 
 fn restored_sha(b: &Bench, id: &str) -> String {
     let out = b.out_dir(&format!("restore-{id}"));
-    let recs = ok(&b.run(&[
-        "restore",
-        id,
-        "--identity",
-        b.identity(),
-        "--dir",
-        out.to_str().unwrap(),
-        "--disk-format",
-        "raw",
-    ]));
+    let recs = b
+        .run(&[
+            "restore",
+            id,
+            "--identity",
+            b.identity(),
+            "--dir",
+            out.to_str().unwrap(),
+            "--disk-format",
+            "raw",
+        ])
+        .assert_ok()
+        .records();
     let path = PathBuf::from(recs[0]["disks"][0]["path"].as_str().unwrap());
     let sha = image_sha256(&path, None);
     assert_eq!(recs[0]["disks"][0]["sha256"], sha.as_str());
@@ -170,7 +173,9 @@ fn incremental_backups_read_what_changed_and_survive_a_broken_chain() {
             (&full, &truth7),
         ],
     );
-    ok(&b.run(&["verify", "--deep", "--identity", b.identity()]));
+    b.run(&["verify", "--deep", "--identity", b.identity()])
+        .assert_ok()
+        .records();
 }
 
 #[test]
@@ -215,7 +220,7 @@ fn two_repositories_and_killed_runs_keep_separate_whole_chains() {
         std::thread::sleep(Duration::from_millis(100 + (seed >> 33) % 900));
         let _ = child.kill();
         let _ = child.wait();
-        ok(&a.run(&["verify"]));
+        a.run(&["verify"]).assert_ok().records();
     }
     let (after, truth) = backup_paused(&a, &g, &[]);
     assert_eq!(
@@ -257,7 +262,7 @@ fn bitmaps(image: &Path) -> Vec<String> {
 /// A stopped VM's backup, its only checkpoint and the image's only bitmap.
 fn backup_stopped(b: &Bench, g: &Guest) -> (Value, String) {
     let truth = image_sha256(&g.disk, None);
-    let rec = ok(&b.run(&["create", &g.name])).remove(0);
+    let rec = b.run(&["create", &g.name]).assert_ok().records().remove(0);
     assert_eq!(rec["mode"], "offline", "{rec}");
     let checkpoint = rec["checkpoint"].as_str().expect("a checkpoint").to_owned();
     assert_eq!(
