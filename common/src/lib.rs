@@ -1,26 +1,21 @@
-//! hv-common: what two or more hv commands need. The contract it enforces is
-//! DESIGN.md's: records on stdout, messages on stderr, one exit status
-//! scheme, one way to connect and to name VMs.
+//! hv-common: what two or more hv commands need, in three parts whose
+//! folders say what they are: the contract with users and with other
+//! commands (`contract`: flags, records, errors, exit status, bulk work;
+//! docs/records.md), libvirt access (`libvirt`), and the on-disk formats
+//! several commands read (`formats`). Each module is also re-exported at
+//! the top (`hv_common::cli`), the path commands use.
 
-pub mod backup_index;
-pub mod bulk;
-pub mod checks;
-pub mod cli;
-pub mod connect;
-pub mod domain;
-pub mod error;
-pub mod ffi;
+pub mod contract;
+pub mod formats;
 pub mod fsutil;
-pub mod iso_library;
-pub mod lifecycle;
-pub mod manual;
-pub mod output;
-pub mod progress;
+pub mod libvirt;
 pub mod retention;
-pub mod runner;
 pub mod size;
-pub mod snapshot;
-pub mod targets;
 pub mod time;
 
+pub use contract::{bulk, checks, cli, error, manual, output, progress, runner, targets};
+pub use formats::{backup_index, iso_library};
+pub use libvirt::{connect, domain, ffi, lifecycle, snapshot, state};
+
 pub use error::{Code, Error, Exit, Result};
+pub use state::{State, VmState};

@@ -7,7 +7,7 @@ use hv_common::cli::ActionArgs;
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
 use hv_common::{time, Code, Error, Exit, Result};
-use serde_json::{Map, Value};
+use serde::Serialize;
 use std::time::Duration;
 use virt::domain::Domain;
 
@@ -75,7 +75,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     })
 }
 
-fn set(dom: &Domain, want: bool, dry_run: bool) -> Result<Map<String, Value>> {
+fn set(dom: &Domain, want: bool, dry_run: bool) -> Result<Switched> {
     if !hv_common::domain::is_persistent(dom)? {
         return Err(Error::new(
             Code::InvalidState,
@@ -95,11 +95,19 @@ fn set(dom: &Domain, want: bool, dry_run: bool) -> Result<Map<String, Value>> {
             )
         })?;
     }
-    let mut r = Map::new();
-    r.insert("autostart".into(), want.into());
-    r.insert("changed".into(), changed.into());
-    if dry_run {
-        r.insert("dry_run".into(), true.into());
-    }
-    Ok(r)
+    Ok(Switched {
+        autostart: want,
+        changed,
+        dry_run: dry_run.then_some(true),
+    })
+}
+
+/// What hv-autostart says of one VM, after `name`, `uuid`, `action` and `ok`.
+#[derive(Debug, Serialize)]
+struct Switched {
+    /// The setting now.
+    autostart: bool,
+    changed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
 }

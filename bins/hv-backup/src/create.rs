@@ -13,8 +13,8 @@ use crate::source::{self, JobDisk, LiveJob, QemuNbd, RunDir};
 use crate::store::{self, Counts, Prior, Reuse, Sealer, Stored};
 use hv_common::domain::{self as domxml, Disk};
 use hv_common::targets::VmRef;
-use hv_common::{cli, ffi, runner, time, Code, Error, Result};
-use serde_json::{json, Map, Value};
+use hv_common::{cli, lifecycle, runner, time, Code, Error, Result, State};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,22 +34,108 @@ pub struct Plan {
     pub full: bool,
 }
 
-/// libvirt states in which a QEMU process runs and a backup job can read it.
-fn has_qemu(state: u32) -> bool {
+/// States in which QEMU runs and a backup job can read the disks through
+/// it. A VM shutting down or crashed has a QEMU too, but one about to go
+/// or kept for inspection: its disks are read in place, as a stopped VM's.
+fn live_backup(state: State) -> bool {
     matches!(
         state,
-        sys::VIR_DOMAIN_RUNNING
-            | sys::VIR_DOMAIN_BLOCKED
-            | sys::VIR_DOMAIN_PAUSED
-            | sys::VIR_DOMAIN_PMSUSPENDED
+        State::Running | State::Blocked | State::Paused | State::Pmsuspended
     )
 }
 
-pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Value>> {
+/// What `create` reports for one VM, after `name`, `uuid`, `action` and
+/// `ok` (docs/backups.md): the backup it made, or with --dry-run what it
+/// would read.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Backed {
+    /// --dry-run: nothing was read or written.
+    Planned(Planned),
+    /// The backup now in the repository.
+    Made(Made),
+}
+
+/// What a dry run would back up.
+#[derive(Debug, Serialize)]
+pub struct Planned {
+    /// `live` (through a backup job of the running VM) or `offline` (the
+    /// stopped VM's disks read in place).
+    mode: &'static str,
+    /// The targets of the disks it would back up (`vda`, …; not cdroms).
+    disks: Vec<String>,
+    /// Always true.
+    dry_run: bool,
+}
+
+/// A backup `create` made.
+#[derive(Debug, Serialize)]
+pub struct Made {
+    /// The backup's id (`20261121T020000Z-3fa2b1c9`).
+    id: String,
+    /// When the backup was made, RFC 3339 UTC.
+    created_at: String,
+    /// `live` (through a backup job of the running VM) or `offline` (the
+    /// stopped VM's disks read in place).
+    mode: String,
+    /// The targets of the backed-up disks, as in the dry run and in `ls`.
+    disks: Vec<String>,
+    /// The disks' virtual size, summed, in bytes.
+    size_bytes: u64,
+    /// Bytes read from the VM's disks (unallocated and zero regions are
+    /// never read; an incremental read reads only changed chunks).
+    read_bytes: u64,
+    /// Bytes of plaintext that were not in the repository before (after dedup).
+    new_bytes: u64,
+    /// Bytes written: whole chunk files, compressed and encrypted.
+    stored_bytes: u64,
+    /// How long the backup took, in milliseconds.
+    elapsed_ms: u64,
+    /// `read_bytes` per second of `elapsed_ms`.
+    throughput_bytes_per_s: u64,
+    /// The libvirt checkpoint this backup created, which the next backup
+    /// reads incrementally from; null when it made none.
+    checkpoint: Option<String>,
+    /// How each disk was read, in order.
+    reads: Vec<DiskReport>,
+    /// What cost a full read or a new checkpoint, as also said on stderr.
+    warnings: Vec<String>,
+}
+
+/// How one disk was read.
+#[derive(Debug, Serialize)]
+pub struct DiskReport {
+    /// The disk's target (`vda`, …).
+    target: String,
+    /// `read`: `full` with its `reason`, or `incremental` with `base` and
+    /// `dirty_bytes`.
+    #[serde(flatten)]
+    how: HowRead,
+}
+
+/// Whether a disk was read in full or only where it changed; the `read`
+/// field of a [`DiskReport`].
+#[derive(Debug, Serialize)]
+#[serde(tag = "read", rename_all = "lowercase")]
+pub enum HowRead {
+    /// Every allocated block was read.
+    Full {
+        /// Why in full: the first backup of the disk, --full, or what broke
+        /// the chain.
+        reason: String,
+    },
+    /// Only the chunks the checkpoint's dirty bitmap marks were read.
+    Incremental {
+        /// The backup whose chunk list supplied the unchanged chunks.
+        base: Option<String>,
+        /// Bytes the dirty bitmap marked changed.
+        dirty_bytes: Option<u64>,
+    },
+}
+
+pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Backed> {
     let start = Instant::now();
-    let (state, _) =
-        ffi::state(dom).map_err(|e| Error::libvirt("cannot read the VM's state", &e))?;
-    let live = has_qemu(state);
+    let live = live_backup(lifecycle::state(dom)?.state);
     let secure = sys::VIR_DOMAIN_XML_SECURE;
     let config_xml = dom
         .xml_desc(secure | sys::VIR_DOMAIN_XML_INACTIVE)
@@ -60,14 +146,15 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     } else {
         config_xml.clone()
     };
-    let parsed = domxml::parse(&live_xml).map_err(|e| Error::new(Code::Libvirt, e))?;
+    let parsed = domxml::parse(&live_xml)?;
     let disks: Vec<&Disk> = parsed.disks.iter().filter(|d| d.device == "disk").collect();
     let mode = if live { "live" } else { "offline" };
     if plan.dry_run {
-        let targets: Vec<&str> = disks.iter().map(|d| d.target.as_str()).collect();
-        return Ok(crate::obj(
-            json!({ "mode": mode, "disks": targets, "dry_run": true }),
-        ));
+        return Ok(Backed::Planned(Planned {
+            mode,
+            disks: disks.iter().map(|d| d.target.clone()).collect(),
+            dry_run: true,
+        }));
     }
     let cache = HashCache::new(plan, vm);
     let mut got = Gathered::default();
@@ -122,11 +209,23 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Map<String, Va
     for w in &got.warnings {
         cli::warn(format!("{name}: {w}"));
     }
-    let mut fields = result_fields(&index);
-    fields.insert("checkpoint".into(), json!(checkpoint));
-    fields.insert("reads".into(), Value::Array(got.reads()));
-    fields.insert("warnings".into(), json!(got.warnings));
-    Ok(fields)
+    let created_at = crate::created_at(&index);
+    let secs = (index.elapsed_ms.max(1)) as f64 / 1000.0;
+    Ok(Backed::Made(Made {
+        id: index.id,
+        created_at,
+        mode: index.mode,
+        disks: index.disks.into_iter().map(|d| d.target).collect(),
+        size_bytes: index.size_bytes,
+        read_bytes: index.read_bytes,
+        new_bytes: index.new_bytes,
+        stored_bytes: index.stored_bytes,
+        elapsed_ms: index.elapsed_ms,
+        throughput_bytes_per_s: (index.read_bytes as f64 / secs) as u64,
+        checkpoint,
+        reads: got.reads(),
+        warnings: got.warnings,
+    }))
 }
 
 /// A running VM's disks through one backup job.
@@ -488,18 +587,21 @@ impl Gathered {
     }
 
     /// One entry per disk for the result record.
-    fn reads(&self) -> Vec<Value> {
+    fn reads(&self) -> Vec<DiskReport> {
         self.disks
             .iter()
             .zip(&self.images)
-            .map(|(d, image)| match &d.full {
-                Some(reason) => json!({ "target": d.target, "read": "full", "reason": reason }),
-                None => json!({
-                    "target": d.target,
-                    "read": "incremental",
-                    "base": image.base,
-                    "dirty_bytes": d.dirty_bytes,
-                }),
+            .map(|(d, image)| DiskReport {
+                target: d.target.clone(),
+                how: match &d.full {
+                    Some(reason) => HowRead::Full {
+                        reason: reason.clone(),
+                    },
+                    None => HowRead::Incremental {
+                        base: image.base.clone(),
+                        dirty_bytes: d.dirty_bytes,
+                    },
+                },
             })
             .collect()
     }
@@ -633,23 +735,6 @@ impl<'a> HashCache<'a> {
             }
         }
     }
-}
-
-fn result_fields(index: &Index) -> Map<String, Value> {
-    let secs = (index.elapsed_ms.max(1)) as f64 / 1000.0;
-    crate::obj(json!({
-        "id": index.id,
-        "created_at": crate::created_at(index),
-        "mode": index.mode,
-        // Targets, as in the dry run and in `ls`.
-        "disks": index.disks.iter().map(|d| d.target.as_str()).collect::<Vec<_>>(),
-        "size_bytes": index.size_bytes,
-        "read_bytes": index.read_bytes,
-        "new_bytes": index.new_bytes,
-        "stored_bytes": index.stored_bytes,
-        "elapsed_ms": index.elapsed_ms,
-        "throughput_bytes_per_s": (index.read_bytes as f64 / secs) as u64,
-    }))
 }
 
 /// `20261121T101500Z-3fa2b1c9`: sorts by time, unique per run.

@@ -52,6 +52,18 @@ pub fn read_recipients_file(path: &Path) -> Result<Recipients> {
     parse_recipients(text.lines(), &path.display().to_string())
 }
 
+/// The identity `why` (e.g. "restore") needs, from the file `--identity`
+/// or `HV_BACKUP_IDENTITY` names. Commands read it only once they know
+/// they decrypt, so a fast verify never asks for a key kept off the host.
+pub fn load_identity(path: Option<&Path>, why: &str) -> Result<Identities> {
+    let path = path.ok_or_else(|| {
+        Error::usage(format!(
+            "{why} needs the identity: give --identity FILE or set HV_BACKUP_IDENTITY"
+        ))
+    })?;
+    read_identity(path)
+}
+
 /// Reads an age identity file (`AGE-SECRET-KEY-1…` lines, as `age-keygen`
 /// writes; `#` comments and blank lines ignored).
 pub fn read_identity(path: &Path) -> Result<Identities> {

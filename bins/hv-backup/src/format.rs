@@ -18,7 +18,8 @@ pub const INDEX_VERSION: u32 = 2;
 /// manifests are still read.
 pub const MANIFEST_VERSION: u32 = 2;
 
-/// `hv-backup.json`: the repository's clear configuration.
+/// The repository's clear configuration, in
+/// [`REPO_FILE`](hv_common::backup_index::REPO_FILE) at its root.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     pub format: String,

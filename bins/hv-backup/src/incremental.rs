@@ -28,10 +28,11 @@
 //! checkpoints, so other tools' chains stay correct); a checkpoint left by
 //! a killed run goes the same way.
 
+use crate::ffi;
 use crate::midstate::DiskCache;
 use crate::repo::Repo;
 use hv_common::domain::{xml_escape, Disk};
-use hv_common::{ffi, time};
+use hv_common::time;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

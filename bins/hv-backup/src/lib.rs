@@ -5,11 +5,13 @@
 //! the identity that opens it lives elsewhere until a restore needs it.
 //! docs/backup-format.md specifies the repository for other readers.
 
-mod check;
 mod create;
 mod crypt;
+mod define;
 mod direct;
+mod ffi;
 mod format;
+mod gc;
 mod incremental;
 mod load;
 mod midstate;
@@ -19,18 +21,20 @@ mod repo;
 mod restore;
 mod source;
 mod store;
+mod verify;
+mod write;
 
 use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{ActionArgs, ConnectArgs, OutputArgs};
 use hv_common::manual::Manual;
-use hv_common::output::{col, obj, Column, Printer, Show};
+use hv_common::output::{col, to_record, Column, Format, Printer, Show};
 use hv_common::progress::Progress;
 use hv_common::retention::Keep;
 use hv_common::{time, Error, Exit, Result};
 use repo::{LockKind, Repo};
-use serde_json::{json, Map, Value};
-use std::path::PathBuf;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,17 +201,6 @@ pub struct IdentityArgs {
     pub identity: Option<PathBuf>,
 }
 
-impl IdentityArgs {
-    fn load(&self, why: &str) -> Result<crypt::Identities> {
-        let path = self.identity.as_ref().ok_or_else(|| {
-            Error::usage(format!(
-                "{why} needs the identity: give --identity FILE or set HV_BACKUP_IDENTITY"
-            ))
-        })?;
-        crypt::read_identity(path)
-    }
-}
-
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// Backup ids [default: ids from piped records, else every backup]
@@ -247,7 +240,7 @@ pub struct RestoreArgs {
     pub dir: Option<PathBuf>,
     /// Format of the restored disks: qcow2 or raw [default: each disk's original format]
     #[arg(long, value_enum, value_name = "FORMAT", hide_possible_values = true)]
-    pub disk_format: Option<restore::DiskFormat>,
+    pub disk_format: Option<write::DiskFormat>,
     /// Define the domain again around the restored disks, with a new UUID and new MACs
     #[arg(long)]
     pub define: bool,
@@ -336,17 +329,88 @@ pub const MANUAL: Manual = Manual {
     ],
 };
 
+/// Each subcommand's arguments become plain values here: the commands
+/// below never see clap, so they read, and can be called, without it.
 pub fn run(cli: Cli) -> Result<Exit> {
     match cli.command {
-        Command::Init(a) => init(a),
+        Command::Init(a) => init(
+            &a.repo,
+            &a.recipient,
+            a.recipients_file.as_deref(),
+            a.compression_level,
+            &a.key_dir.key_dir,
+            a.output.format(),
+        ),
         Command::Create(a) => create(a),
-        Command::Ls(a) => ls(a),
-        Command::Verify(a) => check::verify(a),
-        Command::Restore(a) => check::restore(a),
-        Command::Prune(a) => prune::prune(a),
-        Command::Gc(a) => prune::gc(a),
-        Command::RecoverKey(a) => recover_key(a),
+        Command::Ls(a) => ls(&a.repo.repo, &a.vm, a.output.format()),
+        Command::Verify(a) => verify::verify(&verify::Plan {
+            workers: a.work.workers(),
+            format: a.output.format(),
+            repo: a.repo.repo,
+            lock_wait: a.repo.lock_wait,
+            ids: a.ids,
+            vms: a.vm,
+            deep: a.deep,
+            identity: a.identity.identity,
+        }),
+        Command::Restore(a) => restore::restore(&restore::Plan {
+            workers: a.work.workers(),
+            format: a.output.format(),
+            libvirt: hv_common::connect::resolve(a.connect.connect.as_deref(), |k| {
+                std::env::var(k).ok()
+            }),
+            repo: a.repo.repo,
+            lock_wait: a.repo.lock_wait,
+            id: a.id,
+            identity: a.identity.identity,
+            disk: a.disk,
+            output_path: a.output_path,
+            dir: a.dir,
+            disk_format: a.disk_format,
+            define: a.define,
+            name: a.name,
+            force: a.force,
+            scratch_dir: a.work.scratch_dir,
+        }),
+        Command::Prune(a) => prune::prune(&prune::Plan {
+            format: a.output.format(),
+            repo: a.repo.repo,
+            lock_wait: a.repo.lock_wait,
+            vms: a.vm,
+            keep: a.keep,
+            dry_run: a.dry_run,
+            gc: !a.no_gc,
+        }),
+        Command::Gc(a) => gc::gc(&gc::Plan {
+            format: a.output.format(),
+            repo: a.repo.repo,
+            lock_wait: a.repo.lock_wait,
+            dry_run: a.dry_run,
+        }),
+        Command::RecoverKey(a) => recover_key(
+            &a.repo.repo,
+            a.identity.identity.as_deref(),
+            &a.key_dir.key_dir,
+            a.output.format(),
+        ),
     }
+}
+
+/// What init and recover-key print: the repository, and where this host
+/// keeps its chunk-id key.
+#[derive(Debug, Serialize)]
+struct RepositoryKey<'a> {
+    /// The repository directory.
+    repository: String,
+    /// The repository's own id (a backup's id is `id`).
+    repository_id: &'a str,
+    /// The age public keys (age1...) backups are encrypted to; init only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipients: Option<&'a [String]>,
+    /// Where this host keeps the repository's chunk-id key (--key-dir).
+    key_file: String,
+    /// Always true: a failure is an error on stderr, not a record.
+    ok: bool,
 }
 
 const REPO_COLUMNS: &[Column] = &[
@@ -355,42 +419,50 @@ const REPO_COLUMNS: &[Column] = &[
     col("KEY FILE", "key_file", Show::Plain),
 ];
 
-fn init(a: InitArgs) -> Result<Exit> {
+fn init(
+    dir: &Path,
+    recipient: &[String],
+    recipients_file: Option<&Path>,
+    compression_level: i32,
+    key_dir: &Path,
+    format: Option<Format>,
+) -> Result<Exit> {
     let mut recipients =
-        crypt::parse_recipients(a.recipient.iter().map(String::as_str), "--recipient")?;
-    if let Some(file) = &a.recipients_file {
+        crypt::parse_recipients(recipient.iter().map(String::as_str), "--recipient")?;
+    if let Some(file) = recipients_file {
         recipients.extend(crypt::read_recipients_file(file)?);
     }
-    let repo = Repo::init(
-        &a.repo,
-        &recipients,
-        a.compression_level,
-        &a.key_dir.key_dir,
-    )?;
-    let mut printer = Printer::stdout(a.output.format(), REPO_COLUMNS);
-    printer.emit(obj(json!({
-        "repository": repo.root.display().to_string(),
-        "repository_id": repo.config.id,
-        "recipients": repo.config.recipients,
-        "key_file": repo.host_key_path(&a.key_dir.key_dir).display().to_string(),
-        "ok": true,
-    })))?;
+    let repo = Repo::init(dir, &recipients, compression_level, key_dir)?;
+    let mut printer = Printer::stdout(format, REPO_COLUMNS);
+    printer.emit(to_record(&RepositoryKey {
+        repository: repo.root.display().to_string(),
+        repository_id: &repo.config.id,
+        recipients: Some(repo.config.recipients.as_slice()),
+        key_file: repo.host_key_path(key_dir).display().to_string(),
+        ok: true,
+    }))?;
     printer.finish()?;
     Ok(Exit::Ok)
 }
 
-fn recover_key(a: RecoverKeyArgs) -> Result<Exit> {
-    let repo = Repo::open(&a.repo.repo)?;
-    let identities = a.identity.load("recover-key")?;
+fn recover_key(
+    repo: &Path,
+    identity: Option<&Path>,
+    key_dir: &Path,
+    format: Option<Format>,
+) -> Result<Exit> {
+    let repo = Repo::open(repo)?;
+    let identities = crypt::load_identity(identity, "recover-key")?;
     let key = repo.sealed_key(&identities)?;
-    repo.save_host_key(&a.key_dir.key_dir, &key)?;
-    let mut printer = Printer::stdout(a.output.format(), REPO_COLUMNS);
-    printer.emit(obj(json!({
-        "repository": repo.root.display().to_string(),
-        "repository_id": repo.config.id,
-        "key_file": repo.host_key_path(&a.key_dir.key_dir).display().to_string(),
-        "ok": true,
-    })))?;
+    repo.save_host_key(key_dir, &key)?;
+    let mut printer = Printer::stdout(format, REPO_COLUMNS);
+    printer.emit(to_record(&RepositoryKey {
+        repository: repo.root.display().to_string(),
+        repository_id: &repo.config.id,
+        recipients: None,
+        key_file: repo.host_key_path(key_dir).display().to_string(),
+        ok: true,
+    }))?;
     printer.finish()?;
     Ok(Exit::Ok)
 }
@@ -457,25 +529,29 @@ const LS_COLUMNS: &[Column] = &[
     col("PROTECTED", "protected", Show::Plain),
 ];
 
-fn ls(a: LsArgs) -> Result<Exit> {
-    let repo = Repo::open(&a.repo.repo)?;
+fn ls(repo: &Path, vms: &[String], format: Option<Format>) -> Result<Exit> {
+    let repo = Repo::open(repo)?;
     let listing = hv_common::backup_index::list_all(&repo.root)?;
     let mut backups = listing.backups;
-    backups.retain(|b| matches_vm(&a.vm, &b.name, &b.uuid));
+    backups.retain(|b| matches_vm(vms, &b.name, &b.uuid));
     backups.reverse();
     let now = time::now();
-    let mut printer = Printer::stdout(a.output.format(), LS_COLUMNS);
-    for b in backups {
-        printer.emit(ls_record(&b, now))?;
+    let mut printer = Printer::stdout(format, LS_COLUMNS);
+    for b in &backups {
+        printer.emit(to_record(&Listed::new(b, now)))?;
     }
     // A damaged backup cannot say which VM it is of: it is listed whatever
     // --vm asks for, so a filter never hides damage.
     let mut status = hv_common::cli::Status::default();
-    for (id, e) in listing.damaged {
-        status.failed(&e);
-        printer.emit(obj(json!({
-            "name": null, "uuid": null, "id": id, "ok": false, "error": e.to_json(),
-        })))?;
+    for (id, e) in &listing.damaged {
+        status.failed(e);
+        printer.emit(to_record(&DamagedListed {
+            name: None,
+            uuid: None,
+            id,
+            ok: false,
+            error: e,
+        }))?;
     }
     printer.finish()?;
     Ok(status.exit())
@@ -487,25 +563,128 @@ pub(crate) fn created_at(b: &format::Index) -> String {
     time::rfc3339(b.time_unix)
 }
 
-fn ls_record(b: &format::Index, now: i64) -> Map<String, Value> {
-    let age_hours = ((now - b.time_unix) as f64 / 360.0).round() / 10.0;
-    obj(json!({
-        "name": b.name,
-        "uuid": b.uuid,
-        "id": b.id,
-        "created_at": created_at(b),
-        "age_hours": age_hours,
-        "mode": b.mode,
-        "disks": b.disks.iter().map(|d| d.target.clone()).collect::<Vec<_>>(),
-        "size_bytes": b.size_bytes,
-        "read_bytes": b.read_bytes,
-        "new_bytes": b.new_bytes,
-        "stored_bytes": b.stored_bytes,
-        "referenced_bytes": b.referenced_bytes,
-        "chunks": b.chunks,
-        "elapsed_ms": b.elapsed_ms,
-        "protected": b.protected,
-    }))
+/// One backup as `ls` lists it (docs/backups.md): the index's summary,
+/// in the repository's clear `index.json`.
+#[derive(Debug, Serialize)]
+struct Listed<'a> {
+    /// The backed-up VM's name.
+    name: &'a str,
+    /// The backed-up VM's UUID.
+    uuid: &'a str,
+    /// The backup's id (`20261121T020000Z-3fa2b1c9`); hv-backup verify
+    /// reads it from piped records.
+    id: &'a str,
+    /// When the backup was made, RFC 3339 UTC (it sorts as text).
+    created_at: String,
+    /// Hours since the backup was made, to a tenth.
+    age_hours: f64,
+    /// `live` (backup job of a running VM) or `offline` (stopped VM read in place).
+    mode: &'a str,
+    /// The targets of the backed-up disks (`vda`, …).
+    disks: Vec<&'a str>,
+    /// The disks' virtual size, summed, in bytes.
+    size_bytes: u64,
+    /// Bytes read from the VM's disks (unallocated and zero regions are
+    /// never read).
+    read_bytes: u64,
+    /// Bytes of plaintext that were not in the repository before (after dedup).
+    new_bytes: u64,
+    /// Bytes written: whole chunk files, compressed and encrypted.
+    stored_bytes: u64,
+    /// The body size of every chunk the backup uses, in bytes.
+    referenced_bytes: u64,
+    /// How many chunks the backup uses.
+    chunks: u64,
+    /// How long the backup took, in milliseconds.
+    elapsed_ms: u64,
+    /// Whether the backup is protected: prune keeps it.
+    protected: bool,
+}
+
+impl<'a> Listed<'a> {
+    /// `now`: Unix time the ages are counted to.
+    fn new(b: &'a format::Index, now: i64) -> Self {
+        Listed {
+            name: &b.name,
+            uuid: &b.uuid,
+            id: &b.id,
+            created_at: created_at(b),
+            age_hours: ((now - b.time_unix) as f64 / 360.0).round() / 10.0,
+            mode: &b.mode,
+            disks: b.disks.iter().map(|d| d.target.as_str()).collect(),
+            size_bytes: b.size_bytes,
+            read_bytes: b.read_bytes,
+            new_bytes: b.new_bytes,
+            stored_bytes: b.stored_bytes,
+            referenced_bytes: b.referenced_bytes,
+            chunks: b.chunks,
+            elapsed_ms: b.elapsed_ms,
+            protected: b.protected,
+        }
+    }
+}
+
+/// A backup `ls` cannot list because its index does not read: a failure,
+/// so a damaged backup never looks deleted.
+#[derive(Debug, Serialize)]
+struct DamagedListed<'a> {
+    /// Always null: the damaged index is what would name the VM.
+    name: Option<&'a str>,
+    /// Always null, as `name`.
+    uuid: Option<&'a str>,
+    /// The backup's id (its directory under `backups/`).
+    id: &'a str,
+    /// Always false.
+    ok: bool,
+    /// Why the index cannot be read.
+    error: &'a Error,
+}
+
+/// The head of the record verify, restore and prune print for one backup:
+/// a result record (docs/records.md), `name` and `uuid` first.
+#[derive(Debug, Serialize)]
+pub(crate) struct BackupHead<'a> {
+    /// The backed-up VM's name; null when the backup's index cannot be read.
+    name: Option<&'a str>,
+    /// The backed-up VM's UUID; null when the backup's index cannot be read.
+    uuid: Option<&'a str>,
+    /// `verify`, `restore` or `prune`.
+    action: &'a str,
+    /// Whether the action succeeded on this backup.
+    ok: bool,
+    /// The backup's id.
+    id: &'a str,
+    /// When the backup was made, RFC 3339 UTC; absent when the backup's
+    /// index cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
+}
+
+impl<'a> BackupHead<'a> {
+    /// The head for a backup whose index reads.
+    pub(crate) fn of(index: &'a format::Index, action: &'a str, ok: bool) -> Self {
+        BackupHead {
+            name: Some(index.name.as_str()),
+            uuid: Some(index.uuid.as_str()),
+            action,
+            ok,
+            id: &index.id,
+            created_at: Some(created_at(index)),
+        }
+    }
+
+    /// The head for backup `id` whose index cannot be read: the VM is
+    /// unknown, and the action failed.
+    pub(crate) fn unread(id: &'a str, action: &'a str) -> Self {
+        BackupHead {
+            name: None,
+            uuid: None,
+            action,
+            ok: false,
+            id,
+            created_at: None,
+        }
+    }
 }
 
 /// True when `filter` is empty or names this VM by name or UUID.

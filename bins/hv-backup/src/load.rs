@@ -1,11 +1,12 @@
-//! Reading a stored image back, for restore and deep verify: workers open
-//! chunks in parallel (decryption and decompression are the cost), and the
-//! caller receives them in disk order with the image's SHA-256 computed
-//! and, where the manifest has one, checked at the end. Every chunk is checked against its id on the way, so a flipped
+//! Reading a stored backup back, for restore and deep verify: its manifest,
+//! then each image, whose chunks workers open in parallel (decryption and
+//! decompression are the cost) and hand to the caller in disk order, with
+//! the image's SHA-256 computed and, where the manifest has one, checked at
+//! the end. Every chunk is checked against its id on the way, so a flipped
 //! bit or a swapped file is named by chunk and offset, not discovered later.
 
 use crate::crypt::{self, ChunkKey, Identities};
-use crate::format::Image;
+use crate::format::{self, Image, Manifest};
 use crate::repo::Repo;
 use hv_common::{Code, Error, Result};
 use sha2::{Digest, Sha256};
@@ -21,6 +22,38 @@ pub struct Opener<'a> {
     pub workers: usize,
     /// Names the backup in errors.
     pub backup: &'a str,
+}
+
+/// Opens backup `id`'s manifest with the identity, refusing one that
+/// belongs to another backup or is newer than this hv-backup reads.
+pub fn open_manifest(repo: &Repo, id: &str, identities: &Identities) -> Result<Manifest> {
+    let sealed = repo.sealed_manifest(id)?;
+    let json = crypt::decrypt(identities, &sealed, &format!("backup {id}: manifest"))?;
+    let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| {
+        Error::new(
+            Code::Corrupt,
+            format!("backup {id}: manifest is not valid: {e}"),
+        )
+    })?;
+    if manifest.id != id || manifest.format != format::MANIFEST_FORMAT {
+        return Err(Error::new(
+            Code::Corrupt,
+            format!(
+                "backup {id}: its manifest belongs to another backup ({})",
+                manifest.id
+            ),
+        ));
+    }
+    if !(1..=format::MANIFEST_VERSION).contains(&manifest.version) {
+        return Err(Error::new(
+            Code::Unsupported,
+            format!(
+                "backup {id}: manifest version {} is newer than this hv-backup",
+                manifest.version
+            ),
+        ));
+    }
+    Ok(manifest)
 }
 
 /// One piece of the image, in order: data, or a run of zeros.

@@ -9,7 +9,7 @@
 //! same file keeps the chunk list and checkpoint an incremental backup
 //! starts from (see incremental.rs).
 
-use hv_common::ffi;
+use crate::ffi;
 use sha2::digest::generic_array::GenericArray;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};

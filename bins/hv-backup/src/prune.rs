@@ -1,17 +1,39 @@
-//! `hv-backup prune` and `gc`. Prune judges each VM's backups separately
-//! with the shared retention rules (Proxmox semantics) and never touches a
-//! protected backup; removing a backup is one rename, so a killed prune
-//! leaves every backup whole or gone. gc then deletes the chunks nothing
-//! references. Both hold the repository lock alone: a backup running at
-//! the same time could otherwise reference a chunk gc is deleting.
+//! `hv-backup prune`: a retention policy applied per VM, with the rules
+//! hv-snap prune uses (Proxmox semantics), so backups and snapshots are
+//! kept alike and reported alike (docs/records.md, Prune records); a
+//! protected backup is never touched. Removing a backup is one rename, so
+//! a killed prune leaves every backup whole or gone; the chunks it frees
+//! go in the gc that follows. The repository lock is held alone: a backup
+//! running at the same time could reference a chunk gc is deleting.
 
 use crate::repo::{LockKind, Repo};
-use crate::{created_at, matches_vm, obj, GcArgs, PruneArgs};
+use crate::{matches_vm, BackupHead};
 use hv_common::cli::{self, Status};
-use hv_common::output::{col, Column, Printer, Show};
-use hv_common::{backup_index, retention};
-use hv_common::{Error, Exit, Result};
-use serde_json::json;
+use hv_common::output::{col, to_record, Column, Format, Printer, Show};
+use hv_common::retention::{self, Keep, Verdict};
+use hv_common::{backup_index, Error, Exit, Result};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What `prune` is asked to keep, and whether to delete.
+#[derive(Debug)]
+pub struct Plan {
+    /// The repository directory.
+    pub repo: PathBuf,
+    /// How long to wait for the repository lock.
+    pub lock_wait: Duration,
+    /// Only backups of these VMs (name or UUID); none: every VM.
+    pub vms: Vec<String>,
+    /// The `--keep-*` rules.
+    pub keep: Keep,
+    /// Report what would go, delete nothing.
+    pub dry_run: bool,
+    /// Collect the chunks no backup references afterwards.
+    pub gc: bool,
+    /// The output format asked for (`None`: by what stdout is).
+    pub format: Option<Format>,
+}
 
 const PRUNE_COLUMNS: &[Column] = &[
     col("ID", "id", Show::Plain),
@@ -21,53 +43,75 @@ const PRUNE_COLUMNS: &[Column] = &[
     col("REASON", "keep_reason", Show::Plain),
 ];
 
-pub fn prune(a: PruneArgs) -> Result<Exit> {
-    if a.keep.is_empty() {
+/// What prune decided about one backup, in the shape of each item of
+/// hv-snap prune's `snapshots` (docs/records.md, Prune records).
+#[derive(Debug, Serialize)]
+struct PruneItem<'a> {
+    /// Which backup, of which VM; `ok` is false when it could not be
+    /// deleted, or its index cannot be read.
+    #[serde(flatten)]
+    head: BackupHead<'a>,
+    /// Whether the backup stays.
+    kept: bool,
+    /// The rule that kept it: `keep-last` … `keep-yearly`, `protected`, or
+    /// `damaged` for a backup whose index cannot be read (its record fails);
+    /// null when it goes.
+    keep_reason: Verdict,
+    /// Whether this was a dry run, where nothing is deleted; absent for a
+    /// damaged backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    /// Why the backup could not be deleted, or its index read; absent on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Error>,
+}
+
+pub fn prune(plan: &Plan) -> Result<Exit> {
+    if plan.keep.is_empty() {
         return Err(Error::usage(
             "no --keep-* rule given: prune would keep everything; e.g. --keep-daily 7 --keep-weekly 4",
         ));
     }
-    let repo = Repo::open(&a.repo.repo)?;
-    let _lock = repo.lock(LockKind::Exclusive, a.repo.lock_wait)?;
+    let repo = Repo::open(&plan.repo)?;
+    let _lock = repo.lock(LockKind::Exclusive, plan.lock_wait)?;
     let listing = backup_index::list_all(&repo.root)?;
     let chosen = listing.backups.into_iter();
-    let by_vm = backup_index::by_vm(chosen.filter(|b| matches_vm(&a.vm, &b.name, &b.uuid)));
-    let mut printer = Printer::stdout(a.output.format(), PRUNE_COLUMNS);
+    let by_vm = backup_index::by_vm(chosen.filter(|b| matches_vm(&plan.vms, &b.name, &b.uuid)));
+    let mut printer = Printer::stdout(plan.format, PRUNE_COLUMNS);
     let mut status = Status::default();
     // A backup whose index is damaged cannot be judged: it is kept, and
     // fails, so the timer that prunes says the repository needs a person.
-    for (id, e) in listing.damaged {
-        status.failed(&e);
-        printer.emit(obj(json!({
-            "name": null, "uuid": null, "action": "prune", "ok": false, "id": id,
-            "kept": true, "keep_reason": "damaged", "error": e.to_json(),
-        })))?;
+    for (id, e) in &listing.damaged {
+        status.failed(e);
+        printer.emit(to_record(&PruneItem {
+            head: BackupHead::unread(id, "prune"),
+            kept: true,
+            keep_reason: Some("damaged"),
+            dry_run: None,
+            error: Some(e),
+        }))?;
     }
     for backups in by_vm.values() {
-        for (b, reason) in backups.iter().zip(verdicts(backups, &a.keep)) {
-            let mut r = obj(json!({
-                "name": b.name,
-                "uuid": b.uuid,
-                "action": "prune",
-                "ok": true,
-                "id": b.id,
-                "created_at": created_at(b),
-                "kept": reason.is_some(),
-                "keep_reason": reason,
-                "dry_run": a.dry_run,
-            }));
-            if reason.is_none() && !a.dry_run {
-                if let Err(e) = repo.remove_backup(&b.id) {
-                    status.failed(&e);
-                    r.insert("ok".into(), false.into());
-                    r.insert("error".into(), e.to_json());
-                }
+        for (b, reason) in backups.iter().zip(verdicts(backups, &plan.keep)) {
+            let removed = match reason {
+                None if !plan.dry_run => repo.remove_backup(&b.id),
+                _ => Ok(()),
+            };
+            let error = removed.err();
+            if let Some(e) = &error {
+                status.failed(e);
             }
-            printer.emit(r)?;
+            printer.emit(to_record(&PruneItem {
+                head: BackupHead::of(b, "prune", error.is_none()),
+                kept: reason.is_some(),
+                keep_reason: reason,
+                dry_run: Some(plan.dry_run),
+                error: error.as_ref(),
+            }))?;
         }
     }
     printer.finish()?;
-    if !a.no_gc && !a.dry_run {
+    if plan.gc && !plan.dry_run {
         let (chunks, bytes) = repo.gc(false)?;
         cli::warn(format!(
             "gc: deleted {chunks} unreferenced chunks, {} freed",
@@ -77,43 +121,11 @@ pub fn prune(a: PruneArgs) -> Result<Exit> {
     Ok(status.exit())
 }
 
-const GC_COLUMNS: &[Column] = &[
-    col("REPOSITORY", "repository", Show::Plain),
-    col("CHUNKS", "chunks_removed", Show::Plain),
-    col("FREED", "bytes_freed", Show::Bytes),
-];
-
-pub fn gc(a: GcArgs) -> Result<Exit> {
-    let repo = Repo::open(&a.repo.repo)?;
-    let _lock = repo.lock(LockKind::Exclusive, a.repo.lock_wait)?;
-    let (chunks, bytes) = repo.gc(a.dry_run)?;
-    let damaged: Vec<String> = backup_index::list_all(&repo.root)?
-        .damaged
-        .into_iter()
-        .map(|(id, e)| {
-            cli::warn(format!("{e} (its chunks are kept)"));
-            id
-        })
-        .collect();
-    let mut printer = Printer::stdout(a.output.format(), GC_COLUMNS);
-    printer.emit(obj(json!({
-        "repository": repo.root.display().to_string(),
-        "action": "gc",
-        "ok": true,
-        "chunks_removed": chunks,
-        "bytes_freed": bytes,
-        "damaged_backups": damaged,
-        "dry_run": a.dry_run,
-    })))?;
-    printer.finish()?;
-    Ok(Exit::Ok)
-}
-
 /// Why each backup is kept, or `None` when it goes. As in Proxmox Backup
 /// Server, a protected backup is kept outside the rules: it takes no
 /// `--keep-*` slot and covers no period, so the rules keep as many other
 /// backups as they would without it.
-fn verdicts(backups: &[backup_index::Index], keep: &retention::Keep) -> Vec<retention::Verdict> {
+fn verdicts(backups: &[backup_index::Index], keep: &Keep) -> Vec<retention::Verdict> {
     let unprotected: Vec<i64> = backups
         .iter()
         .filter(|b| !b.protected)
@@ -135,6 +147,7 @@ fn verdicts(backups: &[backup_index::Index], keep: &retention::Keep) -> Vec<rete
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn backup(day: i64, protected: bool) -> backup_index::Index {
         let t = 1_800_000_000 + day * 86_400;

@@ -10,7 +10,8 @@
 
 use crate::crypt::{self, ChunkKey, Identities, Recipients};
 use crate::format::{self, Config, Index};
-use hv_common::{backup_index, time, Code, Error, Result};
+use hv_common::backup_index::{self, REPO_FILE};
+use hv_common::{time, Code, Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -18,7 +19,6 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub const CONFIG_FILE: &str = "hv-backup.json";
 pub const KEY_FILE: &str = "keys/chunk-id-key.age";
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 
@@ -48,7 +48,7 @@ impl Repo {
                 "no recipients: give --recipient age1… or --recipients-file FILE",
             ));
         }
-        if root.join(CONFIG_FILE).exists() {
+        if root.join(REPO_FILE).exists() {
             return Err(Error::usage(format!(
                 "{} is already an hv-backup repository",
                 root.display()
@@ -89,16 +89,16 @@ impl Repo {
         repo.write_atomic(&root.join(KEY_FILE), &sealed_key)?;
         repo.save_host_key(key_dir, &key)?;
         let json = serde_json::to_vec_pretty(&repo.config).map_err(json_err)?;
-        repo.write_atomic(&root.join(CONFIG_FILE), &json)?;
+        repo.write_atomic(&root.join(REPO_FILE), &json)?;
         Ok(repo)
     }
 
     pub fn open(root: &Path) -> Result<Repo> {
-        let path = root.join(CONFIG_FILE);
+        let path = root.join(REPO_FILE);
         let text = fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::usage(format!(
-                    "{} is not an hv-backup repository (no {CONFIG_FILE}); create one with \
+                    "{} is not an hv-backup repository (no {REPO_FILE}); create one with \
                      `hv-backup init {} --recipient age1…`",
                     root.display(),
                     root.display()
@@ -127,7 +127,7 @@ impl Repo {
             ));
         }
         let recipients =
-            crypt::parse_recipients(config.recipients.iter().map(String::as_str), CONFIG_FILE)?;
+            crypt::parse_recipients(config.recipients.iter().map(String::as_str), REPO_FILE)?;
         Ok(Repo {
             root: root.to_path_buf(),
             config,

@@ -1,235 +1,418 @@
-//! `hv-backup restore`: disks back to new files, sparse, each checked
-//! chunk by chunk and against the backup's SHA-256 (where it has one)
-//! before it takes its final name; optionally
-//! the domain redefined around them. Nothing existing is replaced without
-//! `--force`, and a failed restore leaves no file behind.
+//! `hv-backup restore`: a backup back onto disks a VM can run from, and
+//! optionally the VM itself. Everything a restore could harm is checked
+//! before a byte is written (an existing file or domain is replaced only
+//! with --force, and never one a running VM uses), and a restore that
+//! fails part-way removes the files it created, so it leaves no disk its
+//! record does not name. The repository lock is held shared, so gc cannot
+//! delete a chunk the restore is about to read.
 
-use crate::direct::RawWriter;
-use crate::format::{Image, Manifest};
-use crate::load::{self, Opener, Piece};
-use crate::source::{QemuNbd, RunDir};
-use hv_common::domain::xml_escape;
-use hv_common::{Code, Error, Result};
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use crate::define;
+use crate::format::{self, Manifest};
+use crate::load::{self, Opener};
+use crate::repo::{LockKind, Repo};
+use crate::write::{self, DiskFormat, Restored};
+use crate::{crypt, BackupHead};
+use hv_common::cli;
+use hv_common::connect::{self, Access};
+use hv_common::output::{col, to_record, Column, Format, Printer, Show};
+use hv_common::{fsutil, Code, Error, Exit, Result};
+use serde::Serialize;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DiskFormat {
-    Qcow2,
-    Raw,
+/// What `restore` is asked to restore, where to, and how.
+#[derive(Debug)]
+pub struct Plan {
+    /// The repository directory.
+    pub repo: PathBuf,
+    /// How long to wait for the repository lock.
+    pub lock_wait: Duration,
+    /// The backup to restore.
+    pub id: String,
+    /// The identity file that opens the backup.
+    pub identity: Option<PathBuf>,
+    /// Only this disk (its target, e.g. `vda`); `None`: every disk.
+    pub disk: Option<String>,
+    /// Where the one disk goes; `-` streams it raw to stdout.
+    pub output_path: Option<PathBuf>,
+    /// The directory for the restored disks, named `<vm>-<target>.<format>`.
+    pub dir: Option<PathBuf>,
+    /// The format to write; `None`: each disk's original one.
+    pub disk_format: Option<DiskFormat>,
+    /// Define the domain again around the restored disks.
+    pub define: bool,
+    /// The name for the restored domain and files; `None`: the backed-up VM's.
+    pub name: Option<String>,
+    /// Replace existing files, and a shut-off domain of the same name.
+    pub force: bool,
+    /// Threads opening chunks.
+    pub workers: usize,
+    /// Where qemu-nbd's socket goes while a qcow2 disk is written.
+    pub scratch_dir: PathBuf,
+    /// The libvirt that checks which files running VMs use and defines the
+    /// domain; connected to only when one of those is needed, so a restore
+    /// to new files works on a host without libvirtd.
+    pub libvirt: connect::Target,
+    /// The output format asked for (`None`: by what stdout is).
+    pub format: Option<Format>,
 }
 
-impl DiskFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            DiskFormat::Qcow2 => "qcow2",
-            DiskFormat::Raw => "raw",
-        }
-    }
+const RESTORE_COLUMNS: &[Column] = &[
+    col("ID", "id", Show::Plain),
+    col("NAME", "name", Show::Plain),
+    col("OK", "ok", Show::Plain),
+    col("DOMAIN", "domain", Show::Plain),
+    col("ERROR", "error", Show::Plain),
+];
 
-    /// The format a restore writes when none is asked for: the disk's own.
-    pub fn of(image: &Image) -> DiskFormat {
-        if image.format == "qcow2" {
-            DiskFormat::Qcow2
-        } else {
-            DiskFormat::Raw
-        }
-    }
+/// What restore says about the backup it restored (docs/backups.md).
+#[derive(Debug, Serialize)]
+struct RestoreRecord<'a> {
+    /// Which backup, of which VM; `ok` says whether the restore worked.
+    #[serde(flatten)]
+    head: BackupHead<'a>,
+    /// What was written; absent on failure, when the files it had created
+    /// are removed again.
+    #[serde(flatten)]
+    files: Option<RestoredFiles>,
+    /// How long the restore took, in milliseconds; absent on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_ms: Option<u64>,
+    /// Why the restore failed; absent when it worked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Error>,
 }
 
-/// A restored disk: where it went, and the SHA-256 of what was written.
-pub struct Restored {
-    pub target: String,
-    pub path: PathBuf,
-    pub format: DiskFormat,
-    pub sha256: String,
+/// The disks a restore wrote and the domain it defined.
+#[derive(Debug, Serialize)]
+struct RestoredFiles {
+    /// One entry per restored disk.
+    disks: Vec<RestoredDisk>,
+    /// The name of the domain defined around the disks (`--define`); null
+    /// without --define.
+    domain: Option<String>,
 }
 
-/// Restores `image` to a new file at `dest`, via a hidden partial file.
-pub fn to_file(
-    op: &Opener,
-    manifest: &Manifest,
-    image: &Image,
-    dest: &Path,
-    format: DiskFormat,
-    force: bool,
-    scratch_root: &Path,
-) -> Result<Restored> {
-    if dest.exists() && !force {
-        return Err(Error::new(
-            Code::InvalidState,
-            format!(
-                "{} exists; restore elsewhere (--dir, -o) or add --force to replace it",
-                dest.display()
-            ),
-        ));
-    }
-    let partial = partial_path(dest)?;
-    let written = match format {
-        DiskFormat::Raw => write_raw(op, manifest, image, &partial),
-        DiskFormat::Qcow2 => write_qcow2(op, manifest, image, &partial, scratch_root),
+/// One disk written by restore.
+#[derive(Debug, Serialize)]
+struct RestoredDisk {
+    /// The disk's target in the backed-up domain (`vda`, …).
+    target: String,
+    /// The file written.
+    path: String,
+    /// `qcow2` or `raw`: the format written.
+    format: &'static str,
+    /// The disk's virtual size, in bytes.
+    virtual_size_bytes: u64,
+    /// SHA-256 of what was written (the disk's plaintext image), lowercase hex.
+    sha256: String,
+}
+
+pub fn restore(plan: &Plan) -> Result<Exit> {
+    // Ctrl-C and SIGTERM stop the restore between chunks, and the partial
+    // file is removed: a killed restore leaves no file behind.
+    let _ = cli::interrupt_flag();
+    let repo = Repo::open(&plan.repo)?;
+    let index = repo.index(&plan.id)?;
+    let identities = crypt::load_identity(plan.identity.as_deref(), "restore")?;
+    let _lock = repo.lock(LockKind::Shared, plan.lock_wait)?;
+    let manifest = load::open_manifest(&repo, &plan.id, &identities)?;
+    let op = Opener {
+        repo: &repo,
+        identities: &identities,
+        key: repo.sealed_key(&identities)?,
+        workers: plan.workers,
+        backup: &plan.id,
     };
-    let written = written.and_then(|sha| match hv_common::cli::interrupted() {
-        Some(_) => Err(hv_common::cli::interrupted_error(&format!(
-            "restore of {}",
-            dest.display()
-        ))),
-        None => Ok(sha),
-    });
-    let sha256 = match written.and_then(|sha| commit(&partial, dest, force).map(|()| sha)) {
-        Ok(sha) => sha,
-        Err(e) => {
-            let _ = fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    Ok(Restored {
-        target: image.target.clone(),
-        path: dest.to_path_buf(),
-        format,
-        sha256,
-    })
-}
-
-fn partial_path(dest: &Path) -> Result<PathBuf> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Error::usage(format!("{} is not a file path", dest.display())))?;
-    let salt = crate::crypt::random_hex::<4>()?;
-    Ok(dest.with_file_name(format!(".{}.partial-{salt}", name.to_string_lossy())))
-}
-
-/// Gives the verified partial file its name: a hard link refuses to
-/// replace an existing file, so a race with another writer loses nothing.
-fn commit(partial: &Path, dest: &Path, force: bool) -> Result<()> {
-    let err = |e| Error::io(format!("cannot create {}", dest.display()), e);
-    if force {
-        fs::rename(partial, dest).map_err(err)?;
-    } else {
-        fs::hard_link(partial, dest).map_err(err)?;
-        fs::remove_file(partial).map_err(err)?;
-    }
-    // The name, too, must survive a crash once the restore says it is done.
-    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty());
-    File::open(dir.unwrap_or(Path::new(".")))
-        .and_then(|d| d.sync_all())
-        .map_err(err)
-}
-
-fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))
-}
-
-fn write_raw(op: &Opener, manifest: &Manifest, image: &Image, path: &Path) -> Result<String> {
-    let file = create_new(path)?;
-    let err = |e| Error::io(format!("cannot write {}", path.display()), e);
-    file.set_len(image.virtual_size_bytes).map_err(err)?;
-    let mut out = RawWriter::new(file, path, manifest.chunk_size as usize);
-    let sha = load::read_image(
-        op,
-        image,
-        manifest.chunk_size,
-        |offset, piece| match piece {
-            Piece::Data(d) => out.write_at(d, offset).map_err(err),
-            Piece::Zeros(_) => Ok(()), // left as a hole
-        },
-    )?;
-    out.sync().map_err(err)?;
-    Ok(sha)
-}
-
-fn write_qcow2(
-    op: &Opener,
-    manifest: &Manifest,
-    image: &Image,
-    path: &Path,
-    scratch_root: &Path,
-) -> Result<String> {
-    drop(create_new(path)?);
-    let out = hv_common::cli::child_command("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg(image.virtual_size_bytes.to_string())
-        .output()
-        .map_err(|e| Error::io("cannot run qemu-img (install qemu-utils)", e))?;
-    if !out.status.success() {
-        return Err(Error::new(
-            Code::Io,
-            format!(
-                "qemu-img cannot create {}: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    let dir = RunDir::create(scratch_root, "restore")?;
-    let server = QemuNbd::serve(path, "qcow2", &dir.0, true, None, &image.target)?;
-    let mut client = server.connect()?;
-    if client.read_only() {
-        return Err(Error::new(
-            Code::Io,
-            format!("qemu-nbd serves {} read-only", path.display()),
-        ));
-    }
-    let err = |e: std::io::Error| Error::io(format!("cannot write {}", path.display()), e);
-    let sha = load::read_image(
-        op,
-        image,
-        manifest.chunk_size,
-        |offset, piece| match piece {
-            Piece::Data(d) => client.write_at(offset, d).map_err(err),
-            Piece::Zeros(_) => Ok(()),
-        },
-    )?;
-    client.flush().map_err(err)?;
-    drop(client);
-    server.finish()?;
-    File::open(path).and_then(|f| f.sync_all()).map_err(err)?;
-    Ok(sha)
-}
-
-/// Streams `image` raw, zeros included, to `out` (stdout for `-o -`).
-pub fn to_stream(
-    op: &Opener,
-    manifest: &Manifest,
-    image: &Image,
-    out: &mut impl Write,
-) -> Result<()> {
-    let zeros = vec![0u8; manifest.chunk_size as usize];
-    let mut sent = 0u64;
-    // A stream cut short is a disk cut short: unlike a listing that `head`
-    // ends, a closed pipe here fails the restore (exit 1), so
-    // `hv-backup restore -o - … | consumer` in a script does not pass
-    // when the consumer gave up.
-    let cut = |e: std::io::Error, sent: u64| {
-        Error::new(
-            Code::Io,
-            format!(
-                "disk {}: stdout failed after {sent} of {} bytes ({e}); the stream is incomplete",
-                image.target, image.virtual_size_bytes
-            ),
-        )
-    };
-    let _ = load::read_image(op, image, manifest.chunk_size, |_, piece| {
-        let r = match piece {
-            Piece::Data(d) => out.write_all(d).map(|()| d.len()),
-            Piece::Zeros(n) => out.write_all(&zeros[..n]).map(|()| n),
+    let images = chosen_disks(&manifest, plan.disk.as_deref())?;
+    if plan.output_path.as_deref() == Some(Path::new("-")) {
+        let [image] = images.as_slice() else {
+            return Err(Error::usage("-o - streams one disk: add --disk TARGET"));
         };
-        sent += r.map_err(|e| cut(e, sent))? as u64;
-        Ok(())
-    })?;
-    out.flush().map_err(|e| cut(e, sent))
+        let stdout = std::io::stdout();
+        write::to_stream(&op, &manifest, image, &mut stdout.lock())?;
+        return Ok(Exit::Ok);
+    }
+    let start = Instant::now();
+    let mut printer = Printer::stdout(plan.format, RESTORE_COLUMNS);
+    let outcome = restore_files(plan, &op, &manifest, &images);
+    let record = match outcome {
+        Ok(files) => RestoreRecord {
+            head: BackupHead::of(&index, "restore", true),
+            files: Some(files),
+            elapsed_ms: Some(start.elapsed().as_millis() as u64),
+            error: None,
+        },
+        Err(e) => {
+            if e.code.exit_status() != Exit::ItemFailed || e.code == Code::Interrupted {
+                return Err(e);
+            }
+            cli::warn(&e);
+            printer.emit(to_record(&RestoreRecord {
+                head: BackupHead::of(&index, "restore", false),
+                files: None,
+                elapsed_ms: None,
+                error: Some(&e),
+            }))?;
+            printer.finish()?;
+            return Ok(Exit::ItemFailed);
+        }
+    };
+    printer.emit(to_record(&record))?;
+    printer.finish()?;
+    Ok(Exit::Ok)
+}
+
+fn chosen_disks<'m>(manifest: &'m Manifest, disk: Option<&str>) -> Result<Vec<&'m format::Image>> {
+    let Some(target) = disk else {
+        return Ok(manifest.disks.iter().collect());
+    };
+    match manifest.disks.iter().find(|d| d.target == target) {
+        Some(d) => Ok(vec![d]),
+        None => {
+            let have: Vec<&str> = manifest.disks.iter().map(|d| d.target.as_str()).collect();
+            Err(Error::usage(format!(
+                "backup {} has no disk {target:?}; it has: {}",
+                manifest.id,
+                have.join(", ")
+            )))
+        }
+    }
+}
+
+fn restore_files(
+    plan: &Plan,
+    op: &Opener,
+    manifest: &Manifest,
+    images: &[&format::Image],
+) -> Result<RestoredFiles> {
+    if plan.define && images.len() != manifest.disks.len() {
+        return Err(Error::usage("--define restores every disk: drop --disk"));
+    }
+    let single = match (&plan.output_path, images) {
+        (Some(path), [_]) => Some(path.clone()),
+        (Some(_), _) => {
+            return Err(Error::usage(
+                "-o PATH writes one disk: add --disk TARGET, or use --dir",
+            ))
+        }
+        (None, _) => None,
+    };
+    let dir = match (&plan.dir, &single) {
+        (Some(d), _) => {
+            // As restic's --target: a directory that is not there yet is
+            // made, private, since it will hold VM data.
+            if !d.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(d)
+                    .map_err(|e| Error::io(format!("cannot create --dir {}", d.display()), e))?;
+            }
+            d.clone()
+        }
+        (None, Some(p)) => p
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        (None, None) => {
+            return Err(Error::usage(
+                "give --dir DIR for the restored disks (or -o PATH with --disk)",
+            ))
+        }
+    };
+    let stem = safe_file_stem(plan.name.as_deref().unwrap_or(&manifest.name));
+    let name = plan.name.clone().unwrap_or_else(|| manifest.name.clone());
+    let dests: Vec<(&format::Image, DiskFormat, PathBuf)> = images
+        .iter()
+        .map(|image| {
+            let fmt = plan.disk_format.unwrap_or_else(|| DiskFormat::of(image));
+            let dest = single
+                .clone()
+                .unwrap_or_else(|| dir.join(format!("{stem}-{}.{}", image.target, fmt.name())));
+            (*image, fmt, dest)
+        })
+        .collect();
+    // Checked before a byte is written: a replaced file under a running VM
+    // loses what the guest writes next.
+    let paths: Vec<&Path> = dests.iter().map(|(_, _, p)| p.as_path()).collect();
+    safe_to_write(plan, &name, &paths)?;
+    let mut restored: Vec<Restored> = Vec::new();
+    let mut disks = Vec::new();
+    let mut new_files = NewFiles::default();
+    for (image, fmt, dest) in dests {
+        new_files.note(&dest);
+        let r = write::to_file(
+            op,
+            manifest,
+            image,
+            &dest,
+            fmt,
+            plan.force,
+            &plan.scratch_dir,
+        )?;
+        disks.push(RestoredDisk {
+            target: r.target.clone(),
+            path: r.path.display().to_string(),
+            format: fmt.name(),
+            virtual_size_bytes: image.virtual_size_bytes,
+            sha256: r.sha256.clone(),
+        });
+        restored.push(r);
+    }
+    let mut files = RestoredFiles {
+        disks,
+        domain: None,
+    };
+    if plan.define {
+        let nvram = match &manifest.nvram {
+            Some(image) => {
+                let dest = dir.join(format!("{stem}-VARS.fd"));
+                new_files.note(&dest);
+                Some(
+                    write::to_file(
+                        op,
+                        manifest,
+                        image,
+                        &dest,
+                        DiskFormat::Raw,
+                        plan.force,
+                        &plan.scratch_dir,
+                    )?
+                    .path,
+                )
+            }
+            None => None,
+        };
+        let keep_old = dir.join(format!("{stem}-replaced-domain.xml"));
+        define::domain(
+            &plan.libvirt,
+            manifest,
+            &name,
+            &restored,
+            nvram.as_deref(),
+            &keep_old,
+        )?;
+        files.domain = Some(name);
+    }
+    new_files.keep();
+    Ok(files)
+}
+
+/// The files a restore creates where none was: removed again if the
+/// restore fails part-way, so it leaves no disk behind that its record
+/// does not name. A file `--force` replaced is not restored; it stays.
+#[derive(Default)]
+struct NewFiles {
+    paths: Vec<PathBuf>,
+    kept: bool,
+}
+
+impl NewFiles {
+    /// `path` is about to be written.
+    fn note(&mut self, path: &Path) {
+        if !path.exists() {
+            self.paths.push(path.to_path_buf());
+        }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for NewFiles {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for path in &self.paths {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    cli::warn(format!(
+                        "cannot remove {} of the failed restore: {e}",
+                        path.display()
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Refuses, before anything is written, a restore that would replace a
+/// file a running VM uses, or (with --define) a domain that exists without
+/// --force or is running.
+fn safe_to_write(plan: &Plan, name: &str, paths: &[&Path]) -> Result<()> {
+    if !plan.define && (!plan.force || !paths.iter().any(|p| p.exists())) {
+        return Ok(()); // existing files are refused one by one; new ones harm no VM
+    }
+    let conn = match connect::open(&plan.libvirt, Access::ReadOnly) {
+        Ok(conn) => conn,
+        Err(e) if !plan.define => {
+            cli::warn(format!(
+                "cannot check that no running VM uses the files --force replaces: {}",
+                e.message
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    if plan.define {
+        if let Ok(existing) = conn.lookup_domain_by_name(name) {
+            if !plan.force {
+                return Err(Error::new(
+                    Code::InvalidState,
+                    format!("domain {name:?} exists; restore under another --name, or --force to replace it"),
+                ));
+            }
+            if existing.is_active().unwrap_or(true) {
+                return Err(Error::new(
+                    Code::InvalidState,
+                    format!("domain {name:?} is running; stop it before replacing it"),
+                ));
+            }
+        }
+    }
+    for path in paths {
+        if let Some(vm) = running_vm_using(&conn, path)? {
+            return Err(Error::new(
+                Code::InvalidState,
+                format!("{} is a disk of the running VM {vm:?}; stop it, or restore elsewhere with --dir", path.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The running VM one of whose disks is the file at `path`, by device and
+/// inode (a path may be spelled many ways).
+fn running_vm_using(conn: &virt::connect::Connect, path: &Path) -> Result<Option<String>> {
+    let Some(target) = fsutil::file_id(path) else {
+        return Ok(None); // a new file
+    };
+    let running = conn
+        .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        .map_err(|e| Error::libvirt("cannot list the running VMs", &e))?;
+    for dom in running {
+        let Ok(xml) = dom.xml_desc(0) else { continue };
+        let Ok(parsed) = hv_common::domain::parse(&xml) else {
+            continue;
+        };
+        let sources = parsed.disks.iter().filter_map(|d| d.source.as_deref());
+        if sources
+            .into_iter()
+            .any(|s| fsutil::file_id(s) == Some(target))
+        {
+            return Ok(Some(dom.name().unwrap_or_default()));
+        }
+    }
+    Ok(None)
 }
 
 /// A file name from a VM name that cannot leave its directory.
-pub fn safe_file_stem(name: &str) -> String {
+fn safe_file_stem(name: &str) -> String {
     let cleaned: String = name
         .chars()
         .map(|c| {
@@ -248,106 +431,6 @@ pub fn safe_file_stem(name: &str) -> String {
     }
 }
 
-/// The domain XML to define around restored disks: new name, no UUID and
-/// no MACs (libvirt makes new ones, so the copy can run beside the
-/// original), disk sources and formats pointing at the restored files,
-/// backing chains dropped (the restored images are flat).
-pub fn rewrite_domain_xml(
-    xml: &str,
-    name: &str,
-    disks: &[Restored],
-    nvram: Option<&Path>,
-) -> Result<String> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| {
-        Error::new(
-            Code::Corrupt,
-            format!("the backup's domain XML is unreadable: {e}"),
-        )
-    })?;
-    let root = doc.root_element();
-    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-    for node in root.children().filter(|n| n.is_element()) {
-        match node.tag_name().name() {
-            "name" => edits.push((node.range(), format!("<name>{}</name>", xml_escape(name)))),
-            "uuid" => edits.push((node.range(), String::new())),
-            "os" => {
-                if let (Some(n), Some(path)) =
-                    (node.children().find(|c| c.has_tag_name("nvram")), nvram)
-                {
-                    let template = n
-                        .attribute("template")
-                        .map(|t| format!(" template='{}'", xml_escape(t)))
-                        .unwrap_or_default();
-                    let text = format!(
-                        "<nvram{template}>{}</nvram>",
-                        xml_escape(&path.display().to_string())
-                    );
-                    edits.push((n.range(), text));
-                }
-            }
-            "devices" => device_edits(node, disks, &mut edits),
-            _ => {}
-        }
-    }
-    edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
-    let mut out = xml.to_owned();
-    for (range, text) in edits {
-        out.replace_range(range, &text);
-    }
-    Ok(out)
-}
-
-fn device_edits(
-    devices: roxmltree::Node,
-    disks: &[Restored],
-    edits: &mut Vec<(std::ops::Range<usize>, String)>,
-) {
-    for dev in devices.children().filter(|n| n.is_element()) {
-        match dev.tag_name().name() {
-            "interface" => {
-                if let Some(mac) = dev.children().find(|c| c.has_tag_name("mac")) {
-                    edits.push((mac.range(), String::new()));
-                }
-            }
-            "disk" => {
-                let target = dev
-                    .children()
-                    .find(|c| c.has_tag_name("target"))
-                    .and_then(|t| t.attribute("dev"));
-                let Some(restored) = disks.iter().find(|d| Some(d.target.as_str()) == target)
-                else {
-                    continue;
-                };
-                if let Some(attr) = dev.attribute_node("type") {
-                    edits.push((attr.range(), "type='file'".into()));
-                }
-                for child in dev.children().filter(|c| c.is_element()) {
-                    match child.tag_name().name() {
-                        "source" => edits.push((
-                            child.range(),
-                            format!(
-                                "<source file='{}'/>",
-                                xml_escape(&restored.path.display().to_string())
-                            ),
-                        )),
-                        "backingStore" => edits.push((child.range(), String::new())),
-                        "driver" => {
-                            if let Some(attr) = child.attribute_node("type") {
-                                edits.push((
-                                    attr.range(),
-                                    format!("type='{}'", restored.format.name()),
-                                ));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,34 +440,5 @@ mod tests {
         assert_eq!(safe_file_stem("../../etc/passwd"), "_.._etc_passwd");
         assert_eq!(safe_file_stem("..."), "vm");
         assert_eq!(safe_file_stem("web 1 ünï"), "web 1 ünï");
-    }
-
-    #[test]
-    fn the_redefined_domain_points_at_the_restored_disks() {
-        let xml = "<domain type='kvm'><name>web1</name><uuid>1b2c</uuid>\
-            <os><type>hvm</type><nvram template='/t.fd'>/old/n.fd</nvram></os><devices>\
-            <disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/x'/>\
-            <backingStore/><target dev='vda' bus='virtio'/></disk>\
-            <disk type='file' device='cdrom'><source file='/iso'/><target dev='sda'/></disk>\
-            <interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/></interface>\
-            </devices></domain>";
-        let restored = [Restored {
-            target: "vda".into(),
-            path: PathBuf::from("/r/web1 copy-vda.qcow2"),
-            format: DiskFormat::Qcow2,
-            sha256: String::new(),
-        }];
-        let out =
-            rewrite_domain_xml(xml, "web1 copy", &restored, Some(Path::new("/r/n.fd"))).unwrap();
-        assert!(out.contains("<name>web1 copy</name>"));
-        assert!(!out.contains("<uuid>"));
-        assert!(!out.contains("52:54:00"));
-        assert!(out.contains("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/r/web1 copy-vda.qcow2'/><target"));
-        assert!(
-            out.contains("<source file='/iso'/>"),
-            "other disks untouched"
-        );
-        assert!(out.contains("<nvram template='/t.fd'>/r/n.fd</nvram>"));
-        roxmltree::Document::parse(&out).unwrap();
     }
 }

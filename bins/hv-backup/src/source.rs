@@ -10,9 +10,10 @@
 //! run killed with SIGKILL leaves its job behind; the next run recognises
 //! it by that root and ends it, so a kill never blocks later backups.
 
+use crate::ffi;
 use crate::nbd;
 use hv_common::domain::{xml_escape, Disk};
-use hv_common::{cli, ffi, Code, Error, Result};
+use hv_common::{cli, Code, Error, Result};
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};

@@ -149,16 +149,21 @@ pub fn store_export(
         let read = reader.run(client);
         drop(work_tx);
         drop(hash_tx);
-        let hashed = hasher.join().ok().flatten();
-        let synced = syncer.join().unwrap_or_else(|_| {
-            Err(Error::new(
-                Code::Io,
-                "the thread that syncs chunks to disk panicked; nothing it held was committed",
+        let hashed = hasher.join().map_err(|p| {
+            Error::internal(format!(
+                "hashing the disk: {}",
+                hv_common::runner::panic_message(p.as_ref())
             ))
+        });
+        let synced = syncer.join().unwrap_or_else(|p| {
+            Err(Error::internal(format!(
+                "syncing chunks to disk, nothing it held was committed: {}",
+                hv_common::runner::panic_message(p.as_ref())
+            )))
         });
         (read, hashed, synced)
     });
-    let (sha, states) = match hashed {
+    let (sha, states) = match hashed.map_err(|e| in_disk(target, e))? {
         Some((sha, states)) => (Some(crypt::hex(&sha)), states),
         None => (None, Vec::new()),
     };

@@ -3,12 +3,13 @@
 //! against documented thresholds, so the same numbers drive a person's
 //! table, a timer's mail and hv-metrics' alerts.
 
-use crate::Cli;
+use crate::Limits;
 use hv_common::checks::{Check, Status, Unit};
 use hv_common::connect::version_text;
 use hv_common::iso_library::Library;
 use hv_common::{ffi, time};
 use std::path::Path;
+use std::time::Duration;
 use virt::connect::Connect;
 
 pub fn libvirt_up(conn: &Connect) -> Check {
@@ -30,14 +31,14 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// Available memory (free + buffers + page cache) as a share of the total.
-pub fn memory(conn: &Connect, cli: &Cli) -> Option<Check> {
+pub fn memory(conn: &Connect, limits: &Limits) -> Option<Check> {
     let stats = ffi::node_memory_stats(conn).ok()?;
     let kib = |k: &str| stats.get(k).copied().unwrap_or(0);
     let available = kib("free") + kib("buffers") + kib("cached");
     let share = percent(available, kib("total"));
     let status = match share {
-        s if s < cli.memory_fail => Status::Fail,
-        s if s < cli.memory_warn => Status::Warn,
+        s if s < limits.memory_fail => Status::Fail,
+        s if s < limits.memory_warn => Status::Warn,
         _ => Status::Pass,
     };
     let message = format!(
@@ -50,25 +51,25 @@ pub fn memory(conn: &Connect, cli: &Cli) -> Option<Check> {
                 Unit::Percent,
                 share,
                 if status == Status::Fail {
-                    cli.memory_fail
+                    limits.memory_fail
                 } else {
-                    cli.memory_warn
+                    limits.memory_warn
                 },
             )
             .hint("stop or shrink VMs (hv-ls --state running shows their memory), or add memory"),
     )
 }
 
-fn used_status(used: f64, cli: &Cli) -> (Status, f64) {
+fn used_status(used: f64, limits: &Limits) -> (Status, f64) {
     match used {
-        u if u >= cli.disk_fail => (Status::Fail, cli.disk_fail),
-        u if u >= cli.disk_warn => (Status::Warn, cli.disk_warn),
-        _ => (Status::Pass, cli.disk_warn),
+        u if u >= limits.disk_fail => (Status::Fail, limits.disk_fail),
+        u if u >= limits.disk_warn => (Status::Warn, limits.disk_warn),
+        _ => (Status::Pass, limits.disk_warn),
     }
 }
 
 /// Every active storage pool's fill level.
-pub fn pools(conn: &Connect, cli: &Cli) -> Vec<Check> {
+pub fn pools(conn: &Connect, limits: &Limits) -> Vec<Check> {
     let Ok(pools) = conn.list_all_storage_pools(virt::sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
     else {
         return Vec::new();
@@ -79,7 +80,7 @@ pub fn pools(conn: &Connect, cli: &Cli) -> Vec<Check> {
             let name = pool.name().ok()?;
             let info = pool.info().ok()?;
             let used = percent(info.capacity - info.available.min(info.capacity), info.capacity);
-            let (status, threshold) = used_status(used, cli);
+            let (status, threshold) = used_status(used, limits);
             let free = info.available >> 20;
             Some(
                 Check::new("pool.space", status, format!("pool {name} is {used}% full ({free} MiB free)"))
@@ -94,7 +95,7 @@ pub fn pools(conn: &Connect, cli: &Cli) -> Vec<Check> {
 }
 
 /// The filesystem holding a backup repository.
-pub fn repository_space(repo: &Path, cli: &Cli) -> Check {
+pub fn repository_space(repo: &Path, limits: &Limits) -> Check {
     let shown = repo.display().to_string();
     match ffi::fs_space(repo) {
         Ok(space) => {
@@ -102,7 +103,7 @@ pub fn repository_space(repo: &Path, cli: &Cli) -> Check {
                 space.size_bytes - space.available_bytes.min(space.size_bytes),
                 space.size_bytes,
             );
-            let (status, threshold) = used_status(used, cli);
+            let (status, threshold) = used_status(used, limits);
             let free = space.available_bytes >> 20;
             Check::new("repository.space", status, format!("{shown} is on a filesystem {used}% full ({free} MiB free)"))
                 .about("repository", shown.clone())
@@ -120,7 +121,7 @@ pub fn repository_space(repo: &Path, cli: &Cli) -> Check {
 }
 
 /// What the last `hv-iso verify` recorded for each image.
-pub fn isos(dir: &Path, cli: &Cli) -> Vec<Check> {
+pub fn isos(dir: &Path, limits: &Limits) -> Vec<Check> {
     let lib = Library::new(dir.to_path_buf());
     let shown = dir.display().to_string();
     let names = match lib.names() {
@@ -132,6 +133,7 @@ pub fn isos(dir: &Path, cli: &Cli) -> Vec<Check> {
         }
     };
     let now = time::now();
+    let max_age = seconds(limits.max_iso_check_age);
     names
         .iter()
         .map(|name| {
@@ -170,11 +172,11 @@ pub fn isos(dir: &Path, cli: &Cli) -> Vec<Check> {
                     "hv-iso add --force {:?} with the same proof as before, or hv-iso rm {name:?}",
                     s.source
                 )),
-                (_, Some(age)) if age <= cli.max_iso_check_age => check(
+                (_, Some(age)) if age <= max_age => check(
                     Status::Pass,
                     format!("{name} matched its sha256 {} ago", human_age(age)),
                 )
-                .measured(Unit::Seconds, age, cli.max_iso_check_age),
+                .measured(Unit::Seconds, age, max_age),
                 (_, age) => check(
                     Status::Warn,
                     match age {
@@ -185,7 +187,7 @@ pub fn isos(dir: &Path, cli: &Cli) -> Vec<Check> {
                 .measured(
                     Unit::Seconds,
                     age.map_or(serde_json::Value::Null, Into::into),
-                    cli.max_iso_check_age,
+                    max_age,
                 )
                 .hint(format!(
                     "hv-iso verify {name:?} (and run it from a timer: docs/iso.md)"
@@ -193,6 +195,12 @@ pub fn isos(dir: &Path, cli: &Cli) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// A limit in the seconds that ages are measured in (differences of Unix
+/// times, negative when a clock was set back).
+pub fn seconds(limit: Duration) -> i64 {
+    i64::try_from(limit.as_secs()).unwrap_or(i64::MAX)
 }
 
 pub fn human_age(secs: i64) -> String {

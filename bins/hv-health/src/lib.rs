@@ -3,18 +3,20 @@
 //! hv-preflight shares); with a state file, a timer reports what changed
 //! since the last run instead of the same problem every five minutes.
 
+mod ffi;
 mod host;
 mod vms;
 
 use clap::Parser;
 use hv_common::checks::{self, Check, Status};
 use hv_common::cli::{ConnectArgs, OutputArgs};
-use hv_common::connect::Access;
+use hv_common::connect::{self, Access, Target};
 use hv_common::manual::Manual;
-use hv_common::output::Printer;
+use hv_common::output::{Format, Printer};
 use hv_common::{time, Exit, Result};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,20 +49,20 @@ pub struct Cli {
     pub iso_library: Option<PathBuf>,
 
     /// Warn when a VM's newest backup (in --repo) is older than this
-    #[arg(long, value_name = "AGE", default_value = "26h", value_parser = duration)]
-    pub max_backup_age: i64,
+    #[arg(long, value_name = "AGE", default_value = "26h", value_parser = time::duration)]
+    pub max_backup_age: Duration,
 
     /// Warn when a VM keeps a snapshot older than this
-    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = duration)]
-    pub max_snapshot_age: i64,
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = time::duration)]
+    pub max_snapshot_age: Duration,
 
     /// Warn when a VM has more snapshots than this
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub max_snapshots: u32,
 
     /// Warn when an ISO image was last verified longer ago than this
-    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = duration)]
-    pub max_iso_check_age: i64,
+    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = time::duration)]
+    pub max_iso_check_age: Duration,
 
     /// Warn when a storage pool or repository filesystem is this full (percent used)
     #[arg(long, value_name = "PERCENT", default_value_t = 85.0)]
@@ -102,10 +104,6 @@ pub struct Cli {
     pub output: OutputArgs,
 }
 
-fn duration(s: &str) -> std::result::Result<i64, String> {
-    time::parse_duration(s)
-}
-
 pub const MANUAL: Manual = Manual {
     exit_status: &[
         ("0", "No check failed (warnings allowed unless --strict)."),
@@ -129,36 +127,96 @@ pub const MANUAL: Manual = Manual {
     ],
 };
 
-pub fn run(mut cli: Cli) -> Result<Exit> {
+/// A run's request once clap and the environment have had their say: the
+/// checks are written against plain values, so none of them depends on how
+/// a flag is spelled or where a default came from.
+struct Options {
+    /// VMs named as arguments; none means every VM, or the records piped in.
+    vms: Vec<String>,
+    host_only: bool,
+    /// --repo, else $HV_BACKUP_REPO.
+    repos: Vec<PathBuf>,
+    /// --iso-library, else $HV_ISO_LIBRARY.
+    iso_library: Option<PathBuf>,
+    limits: Limits,
+    state_file: Option<PathBuf>,
+    problems: bool,
+    changes_only: bool,
+    strict: bool,
+    /// -c, else $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default.
+    connect: Target,
+    format: Format,
+}
+
+/// Where a measure turns into a warning or a failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_backup_age: Duration,
+    pub max_snapshot_age: Duration,
+    pub max_snapshots: u32,
+    pub max_iso_check_age: Duration,
+    /// Percent used.
+    pub disk_warn: f64,
+    pub disk_fail: f64,
+    /// Percent of the host's memory available.
+    pub memory_warn: f64,
+    pub memory_fail: f64,
+}
+
+pub fn run(cli: Cli) -> Result<Exit> {
     // As the units load them from hv.env, where an empty value means none.
     let from_env = |key: &str| {
         std::env::var_os(key)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    if cli.repos.is_empty() {
-        cli.repos.extend(from_env("HV_BACKUP_REPO"));
+    let mut repos = cli.repos;
+    if repos.is_empty() {
+        repos.extend(from_env("HV_BACKUP_REPO"));
     }
-    if cli.iso_library.is_none() {
-        cli.iso_library = from_env("HV_ISO_LIBRARY");
-    }
-    let previous = match &cli.state_file {
+    let opts = Options {
+        vms: cli.vms,
+        host_only: cli.host_only,
+        repos,
+        iso_library: cli.iso_library.or_else(|| from_env("HV_ISO_LIBRARY")),
+        limits: Limits {
+            max_backup_age: cli.max_backup_age,
+            max_snapshot_age: cli.max_snapshot_age,
+            max_snapshots: cli.max_snapshots,
+            max_iso_check_age: cli.max_iso_check_age,
+            disk_warn: cli.disk_warn,
+            disk_fail: cli.disk_fail,
+            memory_warn: cli.memory_warn,
+            memory_fail: cli.memory_fail,
+        },
+        state_file: cli.state_file,
+        problems: cli.problems,
+        changes_only: cli.changes_only,
+        strict: cli.strict,
+        connect: connect::resolve(cli.connect.connect.as_deref(), |k| std::env::var(k).ok()),
+        format: Format::or_default_for_stdout(cli.output.format()),
+    };
+    health(&opts)
+}
+
+fn health(opts: &Options) -> Result<Exit> {
+    let previous = match &opts.state_file {
         Some(path) => Some(checks::load_state(path)?),
         None => None,
     };
-    let mut printer = Printer::stdout(cli.output.format(), checks::COLUMNS);
+    let mut printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
-    let reachable = match cli.connect.open(Access::ReadOnly) {
+    let reachable = match connect::open(&opts.connect, Access::ReadOnly) {
         Ok(conn) => {
             found.push(host::libvirt_up(&conn));
-            if !cli.host_only {
+            if !opts.host_only {
                 let domains =
-                    hv_common::targets::select(&conn, &cli.vms, &mut printer, &mut status)?;
-                found.extend(vms::check(&domains, &cli));
+                    hv_common::targets::select(&conn, &opts.vms, &mut printer, &mut status)?;
+                found.extend(vms::check(&domains, &opts.repos, &opts.limits));
             }
-            found.extend(host::memory(&conn, &cli));
-            found.extend(host::pools(&conn, &cli));
+            found.extend(host::memory(&conn, &opts.limits));
+            found.extend(host::pools(&conn, &opts.limits));
             true
         }
         Err(e) => {
@@ -166,20 +224,20 @@ pub fn run(mut cli: Cli) -> Result<Exit> {
             false
         }
     };
-    for repo in &cli.repos {
-        found.push(host::repository_space(repo, &cli));
+    for repo in &opts.repos {
+        found.push(host::repository_space(repo, &opts.limits));
     }
-    if let Some(dir) = &cli.iso_library {
-        found.extend(host::isos(dir, &cli));
+    if let Some(dir) = &opts.iso_library {
+        found.extend(host::isos(dir, &opts.limits));
     }
     // An earlier problem is looked at again when its check ran here; the
     // VM, pool and memory checks when libvirt answered (over every VM for
     // the VM checks: a VM that stopped or went has no disk_errors check,
     // and its problem is gone). One not looked at is not resolved.
-    let some_vms = !cli.vms.is_empty() || hv_common::cli::stdin_has_targets(&cli.vms);
+    let some_vms = !opts.vms.is_empty() || hv_common::cli::stdin_has_targets(&opts.vms);
     let ran: std::collections::HashSet<&str> = found.iter().map(|c| c.check).collect();
     let covered = |check: &str| match check.split('.').next() {
-        Some("vm") => reachable && !cli.host_only && !some_vms,
+        Some("vm") => reachable && !opts.host_only && !some_vms,
         Some("pool") => reachable,
         _ if check == "host.memory" => reachable,
         _ => ran.contains(check),
@@ -188,26 +246,26 @@ pub fn run(mut cli: Cli) -> Result<Exit> {
         Some(previous) => checks::with_changes(&found, previous, covered),
         None => found.iter().map(Check::record).collect(),
     };
-    for record in records.into_iter().filter(|r| shown(r, &cli)) {
+    for record in records.into_iter().filter(|r| shown(r, opts)) {
         printer.emit(record)?;
     }
     printer.finish()?;
-    if let (Some(path), Some(previous)) = (&cli.state_file, &previous) {
+    if let (Some(path), Some(previous)) = (&opts.state_file, &previous) {
         checks::save_state(path, &found, previous, covered)?;
     }
-    let mut exit = checks::exit(&found, cli.strict).worst(status.exit());
+    let mut exit = checks::exit(&found, opts.strict).worst(status.exit());
     if !reachable {
         exit = exit.worst(Exit::Unreachable);
     }
     Ok(exit)
 }
 
-fn shown(record: &Map<String, Value>, cli: &Cli) -> bool {
+fn shown(record: &Map<String, Value>, opts: &Options) -> bool {
     let change = record.get("change").and_then(Value::as_str);
-    if cli.changes_only {
+    if opts.changes_only {
         return matches!(change, Some("new" | "resolved"));
     }
-    !cli.problems
+    !opts.problems
         || record.get("status").and_then(Value::as_str) != Some(Status::Pass.as_str())
         || change == Some("resolved")
 }

@@ -1,22 +1,23 @@
-//! Checks of each VM: what state it is in and why (libvirt's state
-//! reasons tell a crash from a shutdown, and a pause someone chose from one
-//! that happened to the guest), what its disks report, and whether its
-//! snapshots and backups are within bounds.
+//! Checks of each VM, for the problems nobody sees until the VM is needed:
+//! it crashed, it is paused and nobody will resume it, it should run with
+//! the host and does not, a disk failed, its snapshots or backups went
+//! stale. The state reason is read, not only the state, because it tells a
+//! crash from a shutdown and a pause someone chose from one that happened
+//! to the guest; only the second of each is a problem.
 
-use crate::host::human_age;
-use crate::Cli;
+use crate::host::{human_age, seconds};
+use crate::Limits;
 use hv_common::checks::{Check, Status, Unit};
-use hv_common::domain::{state_name, state_reason_name};
-use hv_common::{backup_index, ffi, snapshot, time, Error};
+use hv_common::{backup_index, lifecycle, snapshot, time, Error, State, VmState};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use virt::domain::Domain;
 use virt::sys;
 
 struct Vm {
     name: String,
     uuid: String,
-    state: u32,
-    reason: u32,
+    state: VmState,
 }
 
 impl Vm {
@@ -27,12 +28,17 @@ impl Vm {
     }
 
     fn running(&self) -> bool {
-        self.state == sys::VIR_DOMAIN_RUNNING
+        self.state.state.is_running()
+    }
+
+    fn paused(&self) -> bool {
+        self.state.state == State::Paused
     }
 }
 
-pub fn check(domains: &[Domain], cli: &Cli) -> Vec<Check> {
-    let newest = newest_backups(cli);
+/// `repos` are the backup repositories (none: no backup check).
+pub fn check(domains: &[Domain], repos: &[PathBuf], limits: &Limits) -> Vec<Check> {
+    let newest = newest_backups(repos);
     let now = time::now();
     let mut out = Vec::new();
     for dom in domains {
@@ -46,28 +52,25 @@ pub fn check(domains: &[Domain], cli: &Cli) -> Vec<Check> {
         if vm.running() {
             out.push(disk_errors(dom, &vm));
         }
-        out.extend(snapshots(dom, &vm, cli, now));
+        out.extend(snapshots(dom, &vm, limits, now));
         if let Some(newest) = &newest {
-            out.push(backup_age(&vm, newest.get(&vm.uuid), cli, now));
+            out.push(backup_age(&vm, newest.get(&vm.uuid), repos, limits, now));
         }
     }
     out
 }
 
 fn describe(dom: &Domain) -> Option<Vm> {
-    let (state, reason) = ffi::state(dom).ok()?;
     Some(Vm {
+        state: lifecycle::state(dom).ok()?,
         name: dom.name().ok()?,
         uuid: dom.uuid_string().ok()?,
-        state,
-        reason,
     })
 }
 
 fn crashed(vm: &Vm) -> Check {
-    let died = vm.state == sys::VIR_DOMAIN_CRASHED
-        || (vm.state == sys::VIR_DOMAIN_SHUTOFF && vm.reason == sys::VIR_DOMAIN_SHUTOFF_CRASHED);
-    let (state, reason) = (state_name(vm.state), state_reason_name(vm.state, vm.reason));
+    let died = vm.state.crashed();
+    let (state, reason) = (vm.state.state, vm.state.reason_name());
     let status = if died { Status::Fail } else { Status::Pass };
     vm.check(
         "vm.crashed",
@@ -75,7 +78,7 @@ fn crashed(vm: &Vm) -> Check {
         format!("{} is {state} ({reason})", vm.name),
     )
     .value(format!("{state}/{reason}"))
-    .hint(if vm.state == sys::VIR_DOMAIN_CRASHED {
+    .hint(if vm.state.state == State::Crashed {
         // A crashed domain is kept for inspection; hv-start refuses it.
         format!(
             "read why in /var/log/libvirt/qemu/{}.log, then hv-stop --force {:?} and hv-start {:?}",
@@ -90,7 +93,7 @@ fn crashed(vm: &Vm) -> Check {
 }
 
 fn io_error(vm: &Vm) -> Check {
-    let paused = vm.state == sys::VIR_DOMAIN_PAUSED && vm.reason == sys::VIR_DOMAIN_PAUSED_IOERROR;
+    let paused = vm.paused() && vm.state.reason == sys::VIR_DOMAIN_PAUSED_IOERROR;
     let (status, message) = if paused {
         (
             Status::Fail,
@@ -147,9 +150,10 @@ fn paused_problem(reason: u32) -> Option<&'static str> {
 }
 
 fn paused(vm: &Vm) -> Check {
-    let (state, reason) = (state_name(vm.state), state_reason_name(vm.state, vm.reason));
-    let problem = (vm.state == sys::VIR_DOMAIN_PAUSED)
-        .then(|| paused_problem(vm.reason))
+    let (state, reason) = (vm.state.state, vm.state.reason_name());
+    let problem = vm
+        .paused()
+        .then(|| paused_problem(vm.state.reason))
         .flatten();
     let (status, message) = match problem {
         Some(why) => (
@@ -159,15 +163,11 @@ fn paused(vm: &Vm) -> Check {
                 vm.name
             ),
         ),
-        None if vm.state == sys::VIR_DOMAIN_PAUSED
-            && vm.reason == sys::VIR_DOMAIN_PAUSED_IOERROR =>
-        {
-            (
-                Status::Pass,
-                format!("{} is paused by an I/O error: see vm.io_error", vm.name),
-            )
-        }
-        None if vm.state == sys::VIR_DOMAIN_PAUSED => (
+        None if vm.paused() && vm.state.reason == sys::VIR_DOMAIN_PAUSED_IOERROR => (
+            Status::Pass,
+            format!("{} is paused by an I/O error: see vm.io_error", vm.name),
+        ),
+        None if vm.paused() => (
             Status::Pass,
             format!(
                 "{} is paused ({reason}), as someone or a job chose",
@@ -177,7 +177,7 @@ fn paused(vm: &Vm) -> Check {
         None => (Status::Pass, format!("{} is not paused", vm.name)),
     };
     let log = format!("/var/log/libvirt/qemu/{}.log", vm.name);
-    let hint = if vm.reason == sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED {
+    let hint = if vm.paused() && vm.state.reason == sys::VIR_DOMAIN_PAUSED_POSTCOPY_FAILED {
         format!(
             "read why in {log}; recover the migration with virsh migrate --postcopy --postcopy-resume {:?} DESTINATION (stopping it loses the memory already moved)",
             vm.name
@@ -196,7 +196,7 @@ fn paused(vm: &Vm) -> Check {
 fn autostart(dom: &Domain, vm: &Vm) -> Check {
     let on = dom.autostart().unwrap_or(false);
     let down = on && !vm.running();
-    let state = state_name(vm.state);
+    let state = vm.state.state;
     let (status, message) = match (on, down) {
         (true, true) => (
             Status::Warn,
@@ -220,7 +220,7 @@ fn autostart(dom: &Domain, vm: &Vm) -> Check {
 }
 
 fn disk_errors(dom: &Domain, vm: &Vm) -> Check {
-    match ffi::disk_errors(dom) {
+    match crate::ffi::disk_errors(dom) {
         Ok(errors) if errors.is_empty() => vm.check(
             "vm.disk_errors",
             Status::Pass,
@@ -239,16 +239,12 @@ fn disk_errors(dom: &Domain, vm: &Vm) -> Check {
         Err(e) => vm.check(
             "vm.disk_errors",
             Status::Warn,
-            format!(
-                "cannot read {}'s disk errors: {}",
-                vm.name,
-                Error::libvirt("", &e).message
-            ),
+            Error::libvirt(format!("cannot read {}'s disk errors", vm.name), &e).message,
         ),
     }
 }
 
-fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
+fn snapshots(dom: &Domain, vm: &Vm, limits: &Limits, now: i64) -> Vec<Check> {
     let snaps = dom.list_all_snapshots(0).unwrap_or_default();
     let count = snaps.len() as u32;
     let oldest = snaps
@@ -258,7 +254,7 @@ fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
         .map(|info| (info.created, info.name))
         .filter(|(created, _)| *created > 0)
         .min();
-    let status = if count > cli.max_snapshots {
+    let status = if count > limits.max_snapshots {
         Status::Warn
     } else {
         Status::Pass
@@ -269,13 +265,14 @@ fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
             status,
             format!("{} has {count} snapshots", vm.name),
         )
-        .measured(Unit::Count, count, cli.max_snapshots)
+        .measured(Unit::Count, count, limits.max_snapshots)
         .hint(format!(
             "hv-snap prune {:?} --keep-last {}",
-            vm.name, cli.max_snapshots
+            vm.name, limits.max_snapshots
         ));
     let age = oldest.as_ref().map_or(0, |(created, _)| now - created);
-    let status = if age > cli.max_snapshot_age {
+    let max_age = seconds(limits.max_snapshot_age);
+    let status = if age > max_age {
         Status::Warn
     } else {
         Status::Pass
@@ -290,7 +287,7 @@ fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
     };
     let old = vm
         .check("vm.snapshot_age", status, message)
-        .measured(Unit::Seconds, age, cli.max_snapshot_age)
+        .measured(Unit::Seconds, age, max_age)
         .hint(format!(
             "an old snapshot grows without bound: hv-snap rm {:?} {:?} once it is not needed",
             vm.name,
@@ -299,13 +296,13 @@ fn snapshots(dom: &Domain, vm: &Vm, cli: &Cli, now: i64) -> Vec<Check> {
     vec![many, old]
 }
 
-/// Newest backup time per VM uuid across every --repo; None without --repo.
-fn newest_backups(cli: &Cli) -> Option<HashMap<String, (i64, String)>> {
-    if cli.repos.is_empty() {
+/// Newest backup time per VM uuid across every repository; None without one.
+fn newest_backups(repos: &[PathBuf]) -> Option<HashMap<String, (i64, String)>> {
+    if repos.is_empty() {
         return None;
     }
     let mut newest: HashMap<String, (i64, String)> = HashMap::new();
-    for repo in &cli.repos {
+    for repo in repos {
         let Ok(backups) = backup_index::list(repo) else {
             continue; // repository.space reports an unreadable repository
         };
@@ -322,9 +319,15 @@ fn newest_backups(cli: &Cli) -> Option<HashMap<String, (i64, String)>> {
     Some(newest)
 }
 
-fn backup_age(vm: &Vm, newest: Option<&(i64, String)>, cli: &Cli, now: i64) -> Check {
-    let repos: Vec<String> = cli
-        .repos
+fn backup_age(
+    vm: &Vm,
+    newest: Option<&(i64, String)>,
+    repos: &[PathBuf],
+    limits: &Limits,
+    now: i64,
+) -> Check {
+    let max_age = seconds(limits.max_backup_age);
+    let repos: Vec<String> = repos
         .iter()
         .map(|r| format!("{:?}", r.display().to_string()))
         .collect();
@@ -336,11 +339,11 @@ fn backup_age(vm: &Vm, newest: Option<&(i64, String)>, cli: &Cli, now: i64) -> C
                 Status::Warn,
                 format!("{} has no backup in {}", vm.name, repos.join(", ")),
             )
-            .limit(Unit::Seconds, cli.max_backup_age)
+            .limit(Unit::Seconds, max_age)
             .hint(fix),
         Some((at, repo)) => {
             let age = now - at;
-            let status = if age > cli.max_backup_age {
+            let status = if age > max_age {
                 Status::Warn
             } else {
                 Status::Pass
@@ -354,7 +357,7 @@ fn backup_age(vm: &Vm, newest: Option<&(i64, String)>, cli: &Cli, now: i64) -> C
                     human_age(age)
                 ),
             )
-            .measured(Unit::Seconds, age, cli.max_backup_age)
+            .measured(Unit::Seconds, age, max_age)
             .hint(format!(
                 "{fix}; check the backup timer: systemctl status hv-backup.timer"
             ))
@@ -397,8 +400,7 @@ mod tests {
         let vm = |state, reason| Vm {
             name: "web 1".into(),
             uuid: "u".into(),
-            state,
-            reason,
+            state: VmState::from_raw(state, reason),
         };
         let crashed = paused(&vm(sys::VIR_DOMAIN_PAUSED, sys::VIR_DOMAIN_PAUSED_CRASHED));
         assert_eq!(crashed.status, Status::Fail);

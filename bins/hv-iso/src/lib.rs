@@ -15,10 +15,11 @@ use clap::{Parser, Subcommand};
 use hv_common::cli::{OutputArgs, Status};
 use hv_common::iso_library::{self as library, Entry, Library, Sidecar};
 use hv_common::manual::Manual;
-use hv_common::output::{col, obj, Column, Printer, Show};
+use hv_common::output::{self, col, Column, Printer, Show};
 use hv_common::progress::{Counter, Progress};
 use hv_common::{time, Code, Error, Exit, Result};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -193,30 +194,69 @@ const ENTRY_COLUMNS: &[Column] = &[
     col("CHECK OK", "check_ok", Show::Plain),
 ];
 
-fn entry_record(lib: &Library, s: &Sidecar) -> Map<String, Value> {
-    let mut record =
-        obj(json!({ "name": s.name, "path": lib.image(&s.name).display().to_string() }));
-    if let Value::Object(fields) = serde_json::to_value(s).expect("a sidecar serializes") {
-        record.extend(
-            fields
-                .into_iter()
-                .filter(|(k, _)| k != "format" && k != "name"),
-        );
+/// An image in the library, as hv-iso add and ls print it (docs/iso.md):
+/// its sidecar's facts without the file-format version, and where it is.
+#[derive(Debug, Serialize)]
+struct EntryRecord<'a> {
+    name: &'a str,
+    path: String,
+    size_bytes: u64,
+    sha256: &'a str,
+    /// The URL or path it was added from.
+    source: &'a str,
+    /// `signature`, `checksums` (unsigned), `sha256` (given by hand) or `none`.
+    verified_by: &'a str,
+    unsigned: bool,
+    checksums: Option<&'a str>,
+    /// The checksum file's entry the image matched: algorithm and digest.
+    checksum: Option<&'a library::Checksum>,
+    signature: Option<&'a str>,
+    keyring: Option<&'a str>,
+    /// The signing key's primary fingerprint.
+    signer: Option<&'a str>,
+    verified_at: &'a str,
+    /// The last `hv-iso verify`: when, and whether the image still matched.
+    checked_at: Option<&'a str>,
+    check_ok: Option<bool>,
+    /// hv-iso add only: it was admitted, and how long that took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_ms: Option<u64>,
+}
+
+fn entry_record<'a>(lib: &Library, s: &'a Sidecar) -> EntryRecord<'a> {
+    EntryRecord {
+        name: &s.name,
+        path: lib.image(&s.name).display().to_string(),
+        size_bytes: s.size_bytes,
+        sha256: &s.sha256,
+        source: &s.source,
+        verified_by: &s.verified_by,
+        unsigned: s.unsigned,
+        checksums: s.checksums.as_deref(),
+        checksum: s.checksum.as_ref(),
+        signature: s.signature.as_deref(),
+        keyring: s.keyring.as_deref(),
+        signer: s.signer.as_deref(),
+        verified_at: &s.verified_at,
+        checked_at: s.checked_at.as_deref(),
+        check_ok: s.check_ok,
+        ok: None,
+        elapsed_ms: None,
     }
-    record
 }
 
 fn add(lib: &Library, a: AddArgs) -> Result<Exit> {
     let begun = Instant::now();
     let sidecar = add::add(lib, &a)?;
-    let mut record = entry_record(lib, &sidecar);
-    record.insert("ok".into(), true.into());
-    record.insert(
-        "elapsed_ms".into(),
-        (begun.elapsed().as_millis() as u64).into(),
-    );
+    let record = EntryRecord {
+        ok: Some(true),
+        elapsed_ms: Some(begun.elapsed().as_millis() as u64),
+        ..entry_record(lib, &sidecar)
+    };
     let mut printer = Printer::stdout(a.output.format(), ENTRY_COLUMNS);
-    printer.emit(record)?;
+    printer.emit(output::to_record(&record))?;
     printer.finish()?;
     Ok(Exit::Ok)
 }
@@ -251,13 +291,47 @@ fn select(
         .collect())
 }
 
+/// What hv-iso verify and rm say of one image (docs/iso.md).
+#[derive(Debug, Serialize)]
+struct ImageOutcome<'a> {
+    name: &'a str,
+    path: String,
+    /// hv-iso rm: `rm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'static str>,
+    ok: bool,
+    /// hv-iso verify: the image's size, digest and how long the check took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Error>,
+}
+
+impl<'a> ImageOutcome<'a> {
+    fn new(name: &'a str, path: String) -> Self {
+        ImageOutcome {
+            name,
+            path,
+            action: None,
+            ok: true,
+            size_bytes: None,
+            sha256: None,
+            elapsed_ms: None,
+            error: None,
+        }
+    }
+}
+
 fn failure(lib: &Library, name: &str, err: &Error) -> Map<String, Value> {
-    obj(json!({
-        "name": name,
-        "path": lib.image(name).display().to_string(),
-        "ok": false,
-        "error": err.to_json(),
-    }))
+    output::to_record(&ImageOutcome {
+        ok: false,
+        error: Some(err),
+        ..ImageOutcome::new(name, lib.image(name).display().to_string())
+    })
 }
 
 fn ls(lib: &Library, a: LsArgs) -> Result<Exit> {
@@ -268,7 +342,7 @@ fn ls(lib: &Library, a: LsArgs) -> Result<Exit> {
             // An image missing beside its sidecar was never fully admitted
             // (or was deleted by hand): not listed; verify reports it.
             Ok(entry) if !library::exists(&entry.path) => {}
-            Ok(entry) => printer.emit(entry_record(lib, &entry.sidecar))?,
+            Ok(entry) => printer.emit(output::to_record(&entry_record(lib, &entry.sidecar)))?,
             Err((name, e)) => {
                 status.failed(&e);
                 hv_common::cli::warn(format!("{name}: {e}"));
@@ -292,17 +366,14 @@ fn verify(lib: &Library, a: VerifyArgs) -> Result<Exit> {
         let begun = Instant::now();
         let checked = recheck(entry);
         record_check(lib, &mut entry.sidecar, checked.is_ok());
-        let mut record = obj(json!({
-            "name": entry.sidecar.name,
-            "path": entry.path.display().to_string(),
-            "ok": checked.is_ok(),
-            "size_bytes": entry.sidecar.size_bytes,
-            "sha256": entry.sidecar.sha256,
-            "elapsed_ms": begun.elapsed().as_millis() as u64,
-        }));
-        if let Err(e) = &checked {
-            record.insert("error".into(), e.to_json());
-        }
+        let record = output::to_record(&ImageOutcome {
+            ok: checked.is_ok(),
+            size_bytes: Some(entry.sidecar.size_bytes),
+            sha256: Some(&entry.sidecar.sha256),
+            elapsed_ms: Some(begun.elapsed().as_millis() as u64),
+            error: checked.as_ref().err(),
+            ..ImageOutcome::new(&entry.sidecar.name, entry.path.display().to_string())
+        });
         (record, checked.err())
     })
 }
@@ -423,10 +494,8 @@ fn remove(lib: &Library, entry: &Entry) -> Result<Map<String, Value>> {
     }
     let sidecar = lib.sidecar_path(name);
     std::fs::remove_file(&sidecar).map_err(|e| Error::io(sidecar.display(), e))?;
-    Ok(obj(json!({
-        "name": name,
-        "path": entry.path.display().to_string(),
-        "action": "rm",
-        "ok": true,
-    })))
+    Ok(output::to_record(&ImageOutcome {
+        action: Some("rm"),
+        ..ImageOutcome::new(name, entry.path.display().to_string())
+    }))
 }

@@ -10,10 +10,11 @@ use hv_common::connect::Access;
 use hv_common::domain::{self, DomainXml};
 use hv_common::ffi::{self, Stats};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{self, col, Column, Printer, Show};
 use hv_common::targets;
-use hv_common::{Code, Error, Exit, Result};
-use serde_json::{json, Map, Value};
+use hv_common::{Code, Error, Exit, Result, State, VmState};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -38,9 +39,8 @@ pub struct Cli {
 
     /// Only VMs in this state: running, paused, shutoff, crashed, pmsuspended, blocked,
     /// shutdown or nostate (repeatable: any of them)
-    #[arg(long, value_name = "STATE", hide_possible_values = true,
-          value_parser = clap::builder::PossibleValuesParser::new(domain::STATE_NAMES))]
-    pub state: Vec<String>,
+    #[arg(long, value_enum, value_name = "STATE", hide_possible_values = true)]
+    pub state: Vec<State>,
 
     /// Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)
     #[arg(long = "name", value_name = "GLOB")]
@@ -120,7 +120,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
 }
 
 struct Filter {
-    states: Vec<String>,
+    states: Vec<State>,
     names: Vec<glob::Pattern>,
     tags: Vec<String>,
     autostart: Option<bool>,
@@ -153,7 +153,7 @@ impl Filter {
     }
 
     fn keeps(&self, b: &Basic) -> bool {
-        (self.states.is_empty() || self.states.iter().any(|s| s == domain::state_name(b.state)))
+        (self.states.is_empty() || self.states.contains(&b.state.state))
             && (self.names.is_empty() || self.names.iter().any(|p| p.matches(&b.name)))
             && self.autostart.is_none_or(|a| a == b.autostart)
             && self.persistent.is_none_or(|p| p == b.persistent)
@@ -170,8 +170,7 @@ struct Basic {
     name: String,
     uuid: String,
     id: Option<u32>,
-    state: u32,
-    reason: u32,
+    state: VmState,
     persistent: bool,
     autostart: bool,
     /// Whether counting is worth a call: most domains have neither.
@@ -201,7 +200,9 @@ fn list(
     let mut records = Vec::with_capacity(basics.len());
     for (basic, detail) in basics.iter().zip(details) {
         match detail {
-            Ok(Some(d)) if filter.keeps_tags(&d.xml) => records.push(record(basic, &d)),
+            Ok(Some(d)) if filter.keeps_tags(&d.xml) => {
+                records.push(output::to_record(&record(basic, &d)))
+            }
             Ok(_) => {}
             Err(e) => {
                 status.failed(&e);
@@ -238,8 +239,10 @@ fn basics(conn: &Connect, domains: Vec<Domain>) -> Result<Vec<Basic>> {
             Basic {
                 name: domain.name().unwrap_or_default(),
                 id: domain.id(),
-                state: stats.u64("state.state").unwrap_or(0) as u32,
-                reason: stats.u64("state.reason").unwrap_or(0) as u32,
+                state: VmState::from_raw(
+                    stats.u64("state.state").unwrap_or(0) as u32,
+                    stats.u64("state.reason").unwrap_or(0) as u32,
+                ),
                 persistent: persistent.contains(&uuid),
                 autostart: autostart.contains(&uuid),
                 has_snapshots: with_snapshots.contains(&uuid),
@@ -286,7 +289,7 @@ fn detail(b: &Basic) -> Result<Option<Detail>> {
             .xml_desc(0)
             .map_err(|e| Error::libvirt(format!("VM '{name}': cannot read its XML"), &e))?;
         let xml = domain::parse(&xml)
-            .map_err(|m| Error::new(Code::Libvirt, format!("VM '{name}': {m}")))?;
+            .map_err(|e| Error::new(e.code, format!("VM '{name}': {}", e.message)))?;
         let snapshots = if !b.has_snapshots {
             Ok(0)
         } else {
@@ -312,51 +315,104 @@ fn detail(b: &Basic) -> Result<Option<Detail>> {
     }
 }
 
-fn record(b: &Basic, d: &Detail) -> Map<String, Value> {
-    let disks: Vec<Value> = d
+/// One VM, as hv-ls prints it (docs/records.md, "hv-ls"). Field order is
+/// part of the contract: `name` comes first, so a shell completion can
+/// read it without a JSON parser.
+#[derive(Debug, Serialize)]
+pub struct VmRecord<'a> {
+    pub name: &'a str,
+    pub uuid: &'a str,
+    /// libvirt's id of the running domain; null when it is not running.
+    pub domain_id: Option<u32>,
+    /// `state` and `state_reason`.
+    #[serde(flatten)]
+    pub state: VmState,
+    pub persistent: bool,
+    pub autostart: bool,
+    pub vcpus: u64,
+    pub memory_bytes: u64,
+    pub max_memory_bytes: u64,
+    /// CPU time of the running QEMU; 0 when it is not running.
+    pub cpu_time_ns: u64,
+    pub disks: Vec<DiskRecord<'a>>,
+    pub interfaces: Vec<InterfaceRecord<'a>>,
+    pub snapshot_count: u32,
+    pub checkpoint_count: u32,
+    pub tags: &'a [String],
+}
+
+/// One disk of a [`VmRecord`].
+#[derive(Debug, Serialize)]
+pub struct DiskRecord<'a> {
+    pub target: &'a str,
+    /// `disk`, `cdrom`, `floppy` or `lun`.
+    pub device: &'a str,
+    /// libvirt's source type: `file`, `block`, `volume`, `network`, `dir`.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// A path, `pool/volume`, or null for an empty drive.
+    pub source: Option<&'a str>,
+    pub format: Option<&'a str>,
+    pub capacity_bytes: Option<u64>,
+    pub allocation_bytes: Option<u64>,
+}
+
+/// One network interface of a [`VmRecord`].
+#[derive(Debug, Serialize)]
+pub struct InterfaceRecord<'a> {
+    pub mac: Option<&'a str>,
+    /// `network`, `bridge`, `direct`, `user`…
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub source: Option<&'a str>,
+    pub model: Option<&'a str>,
+}
+
+fn record<'a>(b: &'a Basic, d: &'a Detail) -> VmRecord<'a> {
+    let disks = d
         .xml
         .disks
         .iter()
         .map(|disk| {
-            let (capacity, allocation) = block_sizes(&b.stats, &disk.target);
-            json!({
-                "target": disk.target,
-                "device": disk.device,
-                "type": disk.kind,
-                "source": disk.source,
-                "format": disk.format,
-                "capacity_bytes": capacity,
-                "allocation_bytes": allocation,
-            })
+            let (capacity_bytes, allocation_bytes) = block_sizes(&b.stats, &disk.target);
+            DiskRecord {
+                target: &disk.target,
+                device: &disk.device,
+                kind: &disk.kind,
+                source: disk.source.as_deref(),
+                format: disk.format.as_deref(),
+                capacity_bytes,
+                allocation_bytes,
+            }
         })
         .collect();
-    let interfaces: Vec<Value> = d
+    let interfaces = d
         .xml
         .interfaces
         .iter()
-        .map(|i| json!({"mac": i.mac, "type": i.kind, "source": i.source, "model": i.model}))
+        .map(|i| InterfaceRecord {
+            mac: i.mac.as_deref(),
+            kind: &i.kind,
+            source: i.source.as_deref(),
+            model: i.model.as_deref(),
+        })
         .collect();
-    let record = json!({
-        "name": b.name,
-        "uuid": b.uuid,
-        "domain_id": b.id,
-        "state": domain::state_name(b.state),
-        "state_reason": domain::state_reason_name(b.state, b.reason),
-        "persistent": b.persistent,
-        "autostart": b.autostart,
-        "vcpus": d.xml.vcpus,
-        "memory_bytes": d.xml.memory_bytes,
-        "max_memory_bytes": d.xml.max_memory_bytes,
-        "cpu_time_ns": cpu_time_ns(b),
-        "disks": disks,
-        "interfaces": interfaces,
-        "snapshot_count": d.snapshots,
-        "checkpoint_count": d.checkpoints,
-        "tags": d.xml.tags,
-    });
-    match record {
-        Value::Object(map) => map,
-        _ => unreachable!("json! object literal"),
+    VmRecord {
+        name: &b.name,
+        uuid: &b.uuid,
+        domain_id: b.id,
+        state: b.state,
+        persistent: b.persistent,
+        autostart: b.autostart,
+        vcpus: d.xml.vcpus,
+        memory_bytes: d.xml.memory_bytes,
+        max_memory_bytes: d.xml.max_memory_bytes,
+        cpu_time_ns: cpu_time_ns(b),
+        disks,
+        interfaces,
+        snapshot_count: d.snapshots,
+        checkpoint_count: d.checkpoints,
+        tags: &d.xml.tags,
     }
 }
 
@@ -383,4 +439,52 @@ fn block_sizes(stats: &Stats, target: &str) -> (Option<u64>, Option<u64>) {
             )
         })
         .unwrap_or((None, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field column of the table under `heading` in docs/records.md.
+    fn documented(heading: &str) -> Vec<String> {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/records.md"
+        ))
+        .unwrap();
+        let at = doc.find(heading).unwrap_or_else(|| panic!("{heading}"));
+        doc[at..]
+            .lines()
+            .skip_while(|l| !l.starts_with("| field"))
+            .skip(2)
+            .take_while(|l| l.starts_with("| `"))
+            .map(|l| l.split('`').nth(1).unwrap().to_owned())
+            .collect()
+    }
+
+    /// docs/records.md is the contract scripts read: it names exactly the
+    /// fields of the record hv-ls prints, in its order.
+    #[test]
+    fn the_vm_record_is_the_documented_one() {
+        let xml = DomainXml::default();
+        let record = VmRecord {
+            name: "web 1",
+            uuid: "u",
+            domain_id: None,
+            state: VmState::bare(State::Shutoff),
+            persistent: true,
+            autostart: false,
+            vcpus: 1,
+            memory_bytes: 0,
+            max_memory_bytes: 0,
+            cpu_time_ns: 0,
+            disks: Vec::new(),
+            interfaces: Vec::new(),
+            snapshot_count: 0,
+            checkpoint_count: 0,
+            tags: &xml.tags,
+        };
+        let fields: Vec<String> = output::to_record(&record).keys().cloned().collect();
+        assert_eq!(fields, documented("## VM records (hv-ls)"));
+    }
 }

@@ -8,9 +8,10 @@
 use crate::exposition::Exposition;
 use crate::remembered::{Listed, Remembered};
 use hv_common::connect::version_text;
-use hv_common::domain::{self, state_name, state_reason_name};
+use hv_common::domain;
 use hv_common::ffi::{self, Stats};
 use hv_common::{backup_index, iso_library, snapshot, time, Code, Error, Result};
+use hv_common::{State, VmState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -319,18 +320,22 @@ fn vm_series(e: &mut Exposition, vms: &[Stats], flags: &Flags) {
 
 fn vm_state(e: &mut Exposition, stats: &Stats) {
     let id = vm_id(stats);
-    let state = stats.u64("state.state").unwrap_or(0) as u32;
-    let reason = stats.u64("state.reason").unwrap_or(0) as u32;
-    let current = state_name(state);
-    for name in domain::STATE_NAMES {
-        let labels = [id[0], id[1], ("state", *name)];
-        e.add("hv_vm_state", &labels, bool_value(*name == current));
+    let current = VmState::from_raw(
+        stats.u64("state.state").unwrap_or(0) as u32,
+        stats.u64("state.reason").unwrap_or(0) as u32,
+    );
+    for state in State::ALL {
+        let labels = [id[0], id[1], ("state", state.as_str())];
+        e.add("hv_vm_state", &labels, bool_value(state == current.state));
     }
-    let reason_name = state_reason_name(state, reason);
-    let labels = [id[0], id[1], ("state", current), ("reason", reason_name)];
+    let labels = [
+        id[0],
+        id[1],
+        ("state", current.state.as_str()),
+        ("reason", current.reason_name()),
+    ];
     e.add("hv_vm_state_reason", &labels, 1.0);
-    let crashed = current == "crashed" || (current == "shutoff" && reason_name == "crashed");
-    e.add("hv_vm_crashed", &id, bool_value(crashed));
+    e.add("hv_vm_crashed", &id, bool_value(current.crashed()));
 }
 
 /// libvirt's stats key, hv's metric, and how to reach base units.
@@ -527,7 +532,7 @@ fn host(e: &mut Exposition, conn: &Connect) -> Result<()> {
 /// A driver without this call (the test driver, a daemon without the
 /// storage driver) has nothing to report, which is not a failed scrape.
 fn unsupported(err: &virt::error::Error) -> bool {
-    Error::libvirt("", err).code == Code::Unsupported
+    hv_common::error::libvirt_code(err) == Code::Unsupported
 }
 
 fn pools(e: &mut Exposition, conn: &Connect) -> Result<()> {
@@ -589,11 +594,12 @@ fn read_repository(
     repo: &Path,
     shown: &str,
 ) -> Result<Vec<backup_index::Index>> {
-    if !repo.join("hv-backup.json").is_file() {
+    if !repo.join(backup_index::REPO_FILE).is_file() {
         return Err(Error::new(
             Code::NotFound,
             format!(
-                "{shown} is not an hv-backup repository (no hv-backup.json): check --repo, or create it with `hv-backup init`"
+                "{shown} is not an hv-backup repository (no {}): check --repo, or create it with `hv-backup init`",
+                backup_index::REPO_FILE
             ),
         ));
     }

@@ -6,7 +6,6 @@
 //! is checked against that table by a test, so the documented list cannot
 //! drift from what is exported.
 
-use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -207,22 +206,39 @@ impl Exposition {
 
 impl Exposition {
     /// The samples as records, in the order [`Exposition::render`] writes
-    /// them: the metric's name, its labels as fields, and its value.
-    pub fn records(&self) -> impl Iterator<Item = Map<String, Value>> + '_ {
+    /// them.
+    pub fn records(&self) -> impl Iterator<Item = Series<'_>> + '_ {
         METRICS.iter().flat_map(move |metric| {
             let samples = self.samples.get(metric.name).into_iter().flatten();
-            samples.map(move |(labels, value)| {
-                let mut record = Map::new();
-                record.insert("metric".into(), metric.name.into());
-                for (key, label) in labels {
-                    record.insert((*key).into(), label.clone().into());
-                }
-                let number =
-                    serde_json::Number::from_f64(*value).map_or(Value::Null, Value::Number);
-                record.insert("value".into(), number);
-                record
+            samples.map(move |(labels, value)| Series {
+                metric: metric.name,
+                labels,
+                value: *value,
             })
         })
+    }
+}
+
+/// One sample as a record (`hv-metrics --format jsonl`): the metric's
+/// name, its labels as fields of their own, and its value (null for NaN).
+pub struct Series<'a> {
+    metric: &'static str,
+    labels: &'a Labels,
+    value: f64,
+}
+
+impl serde::Serialize for Series<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.labels.len() + 2))?;
+        m.serialize_entry("metric", self.metric)?;
+        for (key, label) in self.labels {
+            m.serialize_entry(key, label)?;
+        }
+        // JSON has no NaN or infinity: such a value is null.
+        let value = self.value.is_finite().then_some(self.value);
+        m.serialize_entry("value", &value)?;
+        m.end()
     }
 }
 

@@ -16,7 +16,7 @@ use exposition::Exposition;
 use hv_common::cli::ConnectArgs;
 use hv_common::connect::Access;
 use hv_common::manual::Manual;
-use hv_common::output::{Format, Printer};
+use hv_common::output::{self, Format, Printer};
 use hv_common::{Code, Error, Exit, Result};
 use remembered::Remembered;
 use std::io::Write;
@@ -170,7 +170,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
 fn print_records(exposition: &Exposition, format: Format) -> Result<()> {
     let mut printer = Printer::new(format, std::io::stdout(), &[]);
     for record in exposition.records() {
-        printer.emit(record)?;
+        printer.emit(output::to_record(&record))?;
     }
     printer.finish().map(drop)
 }

@@ -1,14 +1,25 @@
 //! Planned VMs, VMs about to start and backups about to run draw on the
 //! same memory, CPUs and filesystems. One ledger counts them together, so
 //! the tenth VM fails its check when the nine before it took what was
-//! there, as it would fail for real, instead of each passing alone.
+//! there, as it would fail for real, instead of each passing alone. Space
+//! is counted per filesystem, not per path: two directories on one disk
+//! draw on the same free bytes.
 
-use crate::Cli;
 use hv_common::checks::{Check, Status, Unit};
-use hv_common::ffi;
 use hv_common::output::human_bytes;
+use hv_common::{ffi, Code, Error, Result};
 use std::collections::HashMap;
+use std::path::Path;
 use virt::connect::Connect;
+
+/// Where what is left turns into a warning, in percent: --memory-warn (of
+/// the host's memory still available) and --disk-warn (of a pool or
+/// filesystem used).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_warn: f64,
+    pub disk_warn: f64,
+}
 
 pub struct Budget {
     /// Total and still available bytes (free + buffers + page cache).
@@ -29,7 +40,7 @@ pub struct Fit {
 }
 
 impl Budget {
-    pub fn new(conn: &Connect, cli: &Cli) -> Budget {
+    pub fn new(conn: &Connect, limits: Limits) -> Budget {
         let memory = ffi::node_memory_stats(conn).ok().map(|s| {
             let kib = |k: &str| s.get(k).copied().unwrap_or(0);
             (
@@ -47,11 +58,11 @@ impl Budget {
             .sum();
         Budget {
             memory,
-            memory_warn: cli.memory_warn,
+            memory_warn: limits.memory_warn,
             host_cpus,
             vcpus_active,
             space: HashMap::new(),
-            disk_warn: cli.disk_warn,
+            disk_warn: limits.disk_warn,
         }
     }
 
@@ -154,4 +165,29 @@ impl Budget {
     pub fn disk_warn(&self) -> f64 {
         self.disk_warn
     }
+}
+
+/// The filesystem holding `dir`: its key (one budget per filesystem, so two
+/// directories on one disk share it), size and available bytes.
+pub fn dir_space(dir: &Path) -> Result<(String, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("cannot use {}", dir.display()), e))?;
+    if !meta.is_dir() {
+        return Err(Error::new(
+            Code::Io,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    let space = ffi::fs_space(dir).map_err(|e| {
+        Error::io(
+            format!("cannot read the free space of {}", dir.display()),
+            e,
+        )
+    })?;
+    Ok((
+        format!("dev:{}", meta.dev()),
+        space.size_bytes,
+        space.available_bytes,
+    ))
 }

@@ -9,17 +9,16 @@ mod budget;
 mod host;
 mod ops;
 mod plan;
-use hv_common::size;
 
-use budget::Budget;
+use budget::{Budget, Limits};
 use clap::{Parser, ValueEnum};
 use host::Need;
 use hv_common::checks::{self, Check, Status};
 use hv_common::cli::{ConnectArgs, OutputArgs};
-use hv_common::connect::Access;
+use hv_common::connect::{self, Access, Target};
 use hv_common::manual::Manual;
-use hv_common::output::Printer;
-use hv_common::{Error, Exit, Result};
+use hv_common::output::{Format, Printer};
+use hv_common::{size, Error, Exit, Result};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,78 +230,44 @@ pub const MANUAL: Manual = Manual {
     ],
 };
 
+/// A run's request once clap has had its say and the flags that only make
+/// sense together have been checked together: the checks are written
+/// against plain values, so none of them depends on how a flag is spelled.
+struct Options {
+    /// What is checked besides the host.
+    asked: Asked,
+    /// The domain type the host or the planned VMs will run with.
+    virt_type: VirtType,
+    limits: Limits,
+    /// Check ids to leave out.
+    skip: Vec<String>,
+    problems: bool,
+    strict: bool,
+    /// -c, else $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default.
+    connect: Target,
+    format: Format,
+}
+
+/// The three kinds of run: each needs its own flags and no other's.
+enum Asked {
+    /// Only the host.
+    Host,
+    /// VMs about to be backed up, snapshotted or started (--for).
+    Vms(ops::Request),
+    /// VMs about to be created (--name or --profiles).
+    Planned(plan::Request),
+}
+
 pub fn run(cli: Cli) -> Result<Exit> {
-    validate(&cli)?;
-    let printer = Printer::stdout(cli.output.format(), checks::COLUMNS);
-    let mut status = hv_common::cli::Status::default();
-    let mut found = Vec::new();
-    // Backups and snapshots start no QEMU; starts need what the VMs'
-    // own domain types need, known only once libvirt has described them.
-    let needs_hardware = !matches!(cli.operation, Some(Operation::Backup | Operation::Snapshot));
-    let root = host::Root::system();
-    let conn = match cli.connect.open(Access::ReadOnly) {
-        Ok(conn) => conn,
-        Err(e) => {
-            if needs_hardware {
-                let need = match cli.operation {
-                    Some(_) => Need::Unknown,
-                    None => Need::Chosen(cli.virt_type),
-                };
-                found.extend(host::hardware(&root, &need));
-            }
-            found.push(checks::libvirt_down(&e));
-            let exit = emit(printer, &found, &cli)?;
-            return Ok(exit.worst(Exit::Unreachable));
-        }
-    };
-    let mut budget = Budget::new(&conn, &cli);
-    let mut need = Need::Chosen(cli.virt_type);
-    let mut asked = Vec::new();
-    if let Some(op) = cli.operation {
-        let mut kvm = Vec::new();
-        asked = ops::check(&conn, op, &cli, &mut budget, &mut status, &mut kvm)?;
-        need = Need::Vms(kvm);
-    } else if planned(&cli) {
-        asked = plan::check(&conn, &cli, &mut budget, &mut status)?;
-    }
-    if needs_hardware {
-        found.extend(host::hardware(&root, &need));
-    }
-    found.extend(host::libvirt(&conn, needs_hardware.then_some(&need)));
-    found.extend(asked);
-    Ok(emit(printer, &found, &cli)?.worst(status.exit()))
-}
-
-fn emit(mut printer: Printer<std::io::Stdout>, found: &[Check], cli: &Cli) -> Result<Exit> {
-    let kept: Vec<Check> = found
-        .iter()
-        .filter(|c| !cli.skip.iter().any(|s| s == c.check))
-        .cloned()
-        .collect();
-    for c in kept
-        .iter()
-        .filter(|c| !cli.problems || c.status != Status::Pass)
-    {
-        printer.emit(c.record())?;
-    }
-    printer.finish()?;
-    Ok(checks::exit(&kept, cli.strict))
-}
-
-fn planned(cli: &Cli) -> bool {
-    cli.name.is_some() || cli.profiles.is_some()
-}
-
-/// What clap cannot say: the flags of a planned VM need a VM to describe,
-/// and a backup needs the repository it goes to.
-fn validate(cli: &Cli) -> Result<()> {
+    // What clap cannot say: the flags of a planned VM need a VM to
+    // describe, and a backup needs the repository it goes to.
     let describes_plan = cli.memory.is_some()
         || cli.vcpus.is_some()
         || cli.disk.is_some()
         || cli.pool.is_some()
         || cli.dir.is_some()
         || cli.iso.is_some();
-    if describes_plan && !planned(cli) {
+    if describes_plan && cli.name.is_none() && cli.profiles.is_none() {
         return Err(Error::usage(
             "--memory, --vcpus, --disk, --pool, --dir and --iso describe a planned VM: give its --name, or --profiles FILE",
         ));
@@ -318,7 +283,110 @@ fn validate(cli: &Cli) -> Result<()> {
     if cli.disk_only && cli.operation != Some(Operation::Snapshot) {
         return Err(Error::usage("--disk-only is only used with --for snapshot"));
     }
-    Ok(())
+    // clap keeps --for, --name and --profiles apart.
+    let planned = match (cli.name, cli.profiles) {
+        (Some(name), _) => Some(plan::Source::Name(name)),
+        (None, Some(file)) => Some(plan::Source::Profiles(file)),
+        (None, None) => None,
+    };
+    let asked = match (cli.operation, planned) {
+        (Some(op), _) => Asked::Vms(ops::Request {
+            op,
+            vms: cli.vms,
+            repo: cli.repo,
+            disk_only: cli.disk_only,
+        }),
+        (None, Some(from)) => Asked::Planned(plan::Request {
+            from,
+            memory: cli.memory,
+            vcpus: cli.vcpus,
+            disk: cli.disk,
+            pool: cli.pool,
+            dir: cli.dir,
+            iso: cli.iso,
+            iso_library: cli.iso_library,
+        }),
+        (None, None) => Asked::Host,
+    };
+    let opts = Options {
+        asked,
+        virt_type: cli.virt_type,
+        limits: Limits {
+            disk_warn: cli.disk_warn,
+            memory_warn: cli.memory_warn,
+        },
+        skip: cli.skip,
+        problems: cli.problems,
+        strict: cli.strict,
+        connect: connect::resolve(cli.connect.connect.as_deref(), |k| std::env::var(k).ok()),
+        format: Format::or_default_for_stdout(cli.output.format()),
+    };
+    preflight(&opts)
+}
+
+fn preflight(opts: &Options) -> Result<Exit> {
+    let printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
+    let mut status = hv_common::cli::Status::default();
+    let mut found = Vec::new();
+    // Backups and snapshots start no QEMU; starts need what the VMs'
+    // own domain types need, known only once libvirt has described them.
+    let needs_hardware = !matches!(
+        &opts.asked,
+        Asked::Vms(ops::Request {
+            op: Operation::Backup | Operation::Snapshot,
+            ..
+        })
+    );
+    let root = host::Root::system();
+    let conn = match connect::open(&opts.connect, Access::ReadOnly) {
+        Ok(conn) => conn,
+        Err(e) => {
+            if needs_hardware {
+                let need = match opts.asked {
+                    Asked::Vms(_) => Need::Unknown,
+                    Asked::Host | Asked::Planned(_) => Need::Chosen(opts.virt_type),
+                };
+                found.extend(host::hardware(&root, &need));
+            }
+            found.push(checks::libvirt_down(&e));
+            let exit = emit(printer, &found, opts)?;
+            return Ok(exit.worst(Exit::Unreachable));
+        }
+    };
+    let mut budget = Budget::new(&conn, opts.limits);
+    let mut need = Need::Chosen(opts.virt_type);
+    let asked = match &opts.asked {
+        Asked::Host => Vec::new(),
+        Asked::Vms(request) => {
+            let mut kvm = Vec::new();
+            let asked = ops::check(&conn, request, &mut budget, &mut status, &mut kvm)?;
+            need = Need::Vms(kvm);
+            asked
+        }
+        Asked::Planned(request) => plan::check(&conn, request, &mut budget, &mut status)?,
+    };
+    if needs_hardware {
+        found.extend(host::hardware(&root, &need));
+    }
+    found.extend(host::libvirt(&conn, needs_hardware.then_some(&need)));
+    found.extend(asked);
+    Ok(emit(printer, &found, opts)?.worst(status.exit()))
+}
+
+fn emit(mut printer: Printer<std::io::Stdout>, found: &[Check], opts: &Options) -> Result<Exit> {
+    let kept: Vec<Check> = found
+        .iter()
+        .filter(|c| !opts.skip.iter().any(|s| s == c.check))
+        .cloned()
+        .collect();
+    for c in kept
+        .iter()
+        .filter(|c| !opts.problems || c.status != Status::Pass)
+    {
+        printer.emit(c.record())?;
+    }
+    printer.finish()?;
+    Ok(checks::exit(&kept, opts.strict))
 }
 
 #[cfg(test)]

@@ -5,22 +5,19 @@
 //! already know (disk allocations, the sizes of earlier backups), so a
 //! check costs no reading of disks.
 
-use crate::budget::Budget;
-use crate::plan::dir_space;
-use crate::{Cli, Operation};
+use crate::budget::{dir_space, Budget};
+use crate::Operation;
 use hv_common::checks::{Check, Status, Unit};
-use hv_common::domain::{self, state_name, DomainXml};
+use hv_common::domain::{self, DomainXml};
 use hv_common::output::human_bytes;
 use hv_common::targets::{self, Input};
-use hv_common::{backup_index, cli, ffi, Error, Result};
+use hv_common::{backup_index, cli, Error, Result};
+use hv_common::{lifecycle, State};
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
-
-/// Backup repositories keep this file at their root (docs/backup-format.md).
-const REPO_CONFIG: &str = "hv-backup.json";
 
 /// How many of a VM's latest backups predict its next one.
 const RECENT_BACKUPS: usize = 5;
@@ -29,7 +26,7 @@ struct Vm {
     dom: Domain,
     name: String,
     uuid: String,
-    state: u32,
+    state: State,
     xml: DomainXml,
     /// `kvm` or `qemu` (TCG emulation): what starting it needs of the host.
     domain_type: String,
@@ -43,10 +40,7 @@ impl Vm {
     }
 
     fn active(&self) -> bool {
-        !matches!(
-            self.state,
-            sys::VIR_DOMAIN_SHUTOFF | sys::VIR_DOMAIN_NOSTATE
-        )
+        self.state.is_active()
     }
 
     /// The disks an operation writes to or copies: not cdroms, not media
@@ -74,11 +68,23 @@ impl Vm {
 }
 
 struct Repo {
-    root: std::path::PathBuf,
+    root: PathBuf,
     /// Filesystem key, size and available bytes; None when unusable.
     space: Option<(String, u64, u64)>,
     /// The stored bytes of each VM's latest backups, by UUID.
     recent: BTreeMap<String, Vec<u64>>,
+}
+
+/// The VMs and the operation they are about to undergo.
+#[derive(Debug)]
+pub struct Request {
+    pub op: Operation,
+    /// Named as arguments; none means the records or names piped in.
+    pub vms: Vec<String>,
+    /// Where the backups go; set exactly for a backup.
+    pub repo: Option<PathBuf>,
+    /// The snapshots will be external overlays, with no memory saved.
+    pub disk_only: bool,
 }
 
 /// The checks of the VMs named; `kvm` gets the names of those that a start
@@ -86,14 +92,14 @@ struct Repo {
 /// hardware checks.
 pub fn check(
     conn: &Connect,
-    op: Operation,
-    cli: &Cli,
+    request: &Request,
     budget: &mut Budget,
     status: &mut cli::Status,
     kvm: &mut Vec<String>,
 ) -> Result<Vec<Check>> {
-    let inputs: Box<dyn Iterator<Item = Input>> = if !cli.vms.is_empty() {
-        Box::new(targets::from_args(&cli.vms).into_iter())
+    let op = request.op;
+    let inputs: Box<dyn Iterator<Item = Input>> = if !request.vms.is_empty() {
+        Box::new(targets::from_args(&request.vms).into_iter())
     } else if cli::stdin_has_targets(&[]) {
         Box::new(targets::from_reader(std::io::stdin().lock()))
     } else {
@@ -102,7 +108,7 @@ pub fn check(
         ));
     };
     let mut out = Vec::new();
-    let repo = match (op, &cli.repo) {
+    let repo = match (op, &request.repo) {
         (Operation::Backup, Some(root)) => {
             let (check, repo) = repository(root);
             out.push(check);
@@ -137,7 +143,7 @@ pub fn check(
                             if op == Operation::Start && !vm.active() && vm.domain_type == "kvm" {
                                 kvm.push(vm.name.clone());
                             }
-                            out.extend(checks(&vm, op, cli, budget, repo.as_ref()));
+                            out.extend(checks(&vm, request, budget, repo.as_ref()));
                         }
                     },
                 }
@@ -166,14 +172,14 @@ fn upstream_failed(record: &serde_json::Map<String, serde_json::Value>) -> Check
 
 fn describe(dom: Domain) -> Result<Vm> {
     let context = |e: &virt::error::Error| Error::libvirt("cannot read the VM", e);
-    let (state, _) = ffi::state(&dom).map_err(|e| context(&e))?;
+    let state = lifecycle::state(&dom)?.state;
     let xml = dom.xml_desc(0).map_err(|e| context(&e))?;
     Ok(Vm {
         name: dom.name().map_err(|e| context(&e))?,
         uuid: dom.uuid_string().map_err(|e| context(&e))?,
         state,
         domain_type: domain_type(&xml),
-        xml: domain::parse(&xml).map_err(|e| Error::new(hv_common::Code::Corrupt, e))?,
+        xml: domain::parse(&xml)?,
         dom,
     })
 }
@@ -187,16 +193,10 @@ fn domain_type(xml: &str) -> String {
         .unwrap_or_default()
 }
 
-fn checks(
-    vm: &Vm,
-    op: Operation,
-    cli: &Cli,
-    budget: &mut Budget,
-    repo: Option<&Repo>,
-) -> Vec<Check> {
+fn checks(vm: &Vm, request: &Request, budget: &mut Budget, repo: Option<&Repo>) -> Vec<Check> {
     let mut out = vec![vm.check("vm.exists", Status::Pass, format!("{} is defined", vm.name))];
-    out.push(state(vm, op, cli.disk_only));
-    match op {
+    out.push(state(vm, request.op, request.disk_only));
+    match request.op {
         Operation::Start => {
             if !vm.active() {
                 out.push(disks_present(vm));
@@ -216,8 +216,8 @@ fn checks(
         }
         Operation::Snapshot => {
             out.extend(job(vm));
-            out.push(snapshot_format(vm, cli.disk_only));
-            out.extend(snapshot_space(vm, cli.disk_only, budget));
+            out.push(snapshot_format(vm, request.disk_only));
+            out.extend(snapshot_space(vm, request.disk_only, budget));
         }
         Operation::Backup => {
             out.extend(job(vm));
@@ -230,95 +230,91 @@ fn checks(
 }
 
 fn state(vm: &Vm, op: Operation, disk_only: bool) -> Check {
-    use sys::{
-        VIR_DOMAIN_BLOCKED as BLOCKED, VIR_DOMAIN_CRASHED as CRASHED, VIR_DOMAIN_PAUSED as PAUSED,
-        VIR_DOMAIN_PMSUSPENDED as PMSUSPENDED, VIR_DOMAIN_RUNNING as RUNNING,
-        VIR_DOMAIN_SHUTDOWN as SHUTDOWN, VIR_DOMAIN_SHUTOFF as SHUTOFF,
-    };
+    use State::{Blocked, Crashed, Paused, Pmsuspended, Running, Shutdown, Shutoff};
     let name = &vm.name;
     let force = format!("hv-stop --force {name:?} first");
     let (status, what, hint) = match (op, vm.state) {
-        (_, SHUTDOWN) => (
+        (_, Shutdown) => (
             Status::Warn,
             "is shutting down; wait until it is off".to_owned(),
             format!("hv-stop {name:?} waits until it is off"),
         ),
-        (Operation::Start, SHUTOFF) => (
+        (Operation::Start, Shutoff) => (
             Status::Pass,
             "is shut off: hv-start starts it".to_owned(),
             String::new(),
         ),
-        (Operation::Start, PAUSED) => (
+        (Operation::Start, Paused) => (
             Status::Pass,
             "is paused: hv-start resumes it".to_owned(),
             String::new(),
         ),
-        (Operation::Start, PMSUSPENDED) => (
+        (Operation::Start, Pmsuspended) => (
             Status::Pass,
             "is suspended: hv-start wakes it".to_owned(),
             String::new(),
         ),
-        (Operation::Start, RUNNING | BLOCKED) => (
+        (Operation::Start, Running | Blocked) => (
             Status::Pass,
             "is already running: hv-start leaves it".to_owned(),
             String::new(),
         ),
-        (Operation::Start | Operation::Snapshot, CRASHED) => (
+        (Operation::Start | Operation::Snapshot, Crashed) => (
             Status::Fail,
             "crashed and is kept for inspection".to_owned(),
             force,
         ),
-        (Operation::Snapshot, SHUTOFF) if disk_only => (
+        (Operation::Snapshot, Shutoff) if disk_only => (
             Status::Pass,
             "is shut off: external overlays of its disks".to_owned(),
             String::new(),
         ),
-        (Operation::Snapshot, SHUTOFF) => (
+        (Operation::Snapshot, Shutoff) => (
             Status::Pass,
             "is shut off: an internal snapshot of its disks".to_owned(),
             String::new(),
         ),
-        (Operation::Snapshot, RUNNING | PAUSED | BLOCKED) if disk_only => (
+        (Operation::Snapshot, Running | Paused | Blocked) if disk_only => (
             Status::Pass,
-            format!("is {}: external overlays, no pause", state_name(vm.state)),
+            format!("is {}: external overlays, no pause", vm.state),
             String::new(),
         ),
-        (Operation::Snapshot, RUNNING | PAUSED | BLOCKED) => (
+        (Operation::Snapshot, Running | Paused | Blocked) => (
             Status::Pass,
             format!(
                 "is {}: the snapshot saves its memory too, pausing it meanwhile",
-                state_name(vm.state)
+                vm.state
             ),
             String::new(),
         ),
-        (Operation::Snapshot, PMSUSPENDED) => (
+        (Operation::Snapshot, Pmsuspended) => (
             Status::Fail,
             "is suspended by its guest; libvirt cannot snapshot it".to_owned(),
             format!("wake it first: hv-start {name:?}"),
         ),
-        (Operation::Backup, SHUTOFF) => (
+        (Operation::Backup, Shutoff) => (
             Status::Pass,
             "is shut off: its disks are read in place".to_owned(),
             String::new(),
         ),
-        (Operation::Backup, RUNNING | PAUSED | BLOCKED | PMSUSPENDED) => (
+        (Operation::Backup, Running | Paused | Blocked | Pmsuspended) => (
             Status::Pass,
-            format!("is {}: a live backup job, no pause", state_name(vm.state)),
+            format!("is {}: a live backup job, no pause", vm.state),
             String::new(),
         ),
-        (Operation::Backup, CRASHED) => (
+        (Operation::Backup, Crashed) => (
             Status::Warn,
             "crashed: its disks may be inconsistent".to_owned(),
             format!("{force}, then back it up shut off"),
         ),
         (_, other) => (
             Status::Fail,
-            format!("is in state {}", state_name(other)),
+            format!("is in state {}", other),
             "hv-ls shows its state; try again once it is running or shut off".to_owned(),
         ),
     };
     vm.check("vm.state", status, format!("{name} {what}"))
-        .value(state_name(vm.state))
+        .value(vm.state.as_str())
         .hint(hint)
 }
 
@@ -434,9 +430,9 @@ fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
         };
         let (key, size, available) = match dir_space(dir) {
             Ok(found) => found,
-            Err(message) => {
+            Err(e) => {
                 out.push(
-                    vm.check("snapshot.space", Status::Fail, message)
+                    vm.check("snapshot.space", Status::Fail, e.message)
                         .about("dir", dir.display().to_string())
                         .hint("check that the disk's directory exists and is mounted"),
                 );
@@ -514,8 +510,8 @@ fn repository(root: &Path) -> (Check, Repo) {
         Check::new("backup.repository", status, message).about("repository", shown.clone())
     };
     let init =
-        format!("create it: hv-backup init --repo {shown:?} --recipient age1… (docs/backup.md)");
-    if !root.join(REPO_CONFIG).is_file() {
+        format!("create it: hv-backup init --repo {shown:?} --recipient age1… (docs/backups.md)");
+    if !root.join(backup_index::REPO_FILE).is_file() {
         let why = if root.exists() {
             "is not an hv-backup repository"
         } else {
@@ -528,9 +524,9 @@ fn repository(root: &Path) -> (Check, Repo) {
     }
     let space = match dir_space(root) {
         Ok(space) => space,
-        Err(message) => {
+        Err(e) => {
             return (
-                check(Status::Fail, message).hint("check the path, and that its disk is mounted"),
+                check(Status::Fail, e.message).hint("check the path, and that its disk is mounted"),
                 repo,
             )
         }

@@ -1,14 +1,14 @@
 //! A planned VM, from flags or profile records: whether it can be created
-//! here as described. It checks only what the profile gives (a profile
-//! without a disk has no storage check), and a profile field that is
-//! misspelled is an error, never silently ignored.
+//! here as described, asked before an install fails halfway. Only what a
+//! profile gives is checked (a profile without a disk has no storage
+//! check), and a misspelled field is an error: ignoring `memroy` would pass
+//! a check that was never made.
 
-use crate::budget::Budget;
-use crate::{size, Cli};
+use crate::budget::{dir_space, Budget};
 use hv_common::checks::{Check, Status, Unit};
 use hv_common::iso_library::{self, Library};
 use hv_common::output::human_bytes;
-use hv_common::{cli, ffi, fsutil, Error, Result};
+use hv_common::{cli, fsutil, size, Error, Result};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::io::{BufRead, Read};
@@ -28,44 +28,74 @@ pub struct Profile {
 
 const FIELDS: &str = "name, memory, memory_bytes, vcpus, disk, disk_bytes, pool, dir, iso";
 
+/// The planned VMs, and what is said of all of them: --memory, --vcpus,
+/// --disk, --pool, --dir and --iso describe the one VM --name names, or
+/// fill in what a profile leaves out.
+#[derive(Debug)]
+pub struct Request {
+    pub from: Source,
+    pub memory: Option<u64>,
+    pub vcpus: Option<u32>,
+    pub disk: Option<u64>,
+    pub pool: Option<String>,
+    pub dir: Option<PathBuf>,
+    pub iso: Option<String>,
+    /// Where an --iso given by name is looked up.
+    pub iso_library: PathBuf,
+}
+
+/// Where the planned VMs come from.
+#[derive(Debug)]
+pub enum Source {
+    /// One VM, described by the flags alone (--name).
+    Name(String),
+    /// Profile records, one per line, from a file or `-` for stdin (--profiles).
+    Profiles(PathBuf),
+}
+
 pub fn check(
     conn: &Connect,
-    cli: &Cli,
+    request: &Request,
     budget: &mut Budget,
     status: &mut cli::Status,
 ) -> Result<Vec<Check>> {
-    let profiles = match (&cli.name, &cli.profiles) {
-        (Some(name), _) => vec![Profile {
+    let profiles = match &request.from {
+        Source::Name(name) => vec![Profile {
             name: name.clone(),
             ..Profile::default()
         }],
-        (None, Some(file)) => read_profiles(file, status)?,
-        (None, None) => Vec::new(),
+        Source::Profiles(file) => read_profiles(file, status)?,
     };
     let mut named = HashSet::new();
     let mut out = Vec::new();
     for p in profiles {
-        let p = with_defaults(p, cli);
-        out.extend(check_one(conn, cli, budget, &p, &mut named));
+        let p = with_defaults(p, request);
+        out.extend(check_one(
+            conn,
+            &request.iso_library,
+            budget,
+            &p,
+            &mut named,
+        ));
     }
     Ok(out)
 }
 
-fn with_defaults(mut p: Profile, cli: &Cli) -> Profile {
-    p.memory = p.memory.or(cli.memory);
-    p.vcpus = p.vcpus.or(cli.vcpus);
-    p.disk = p.disk.or(cli.disk);
+fn with_defaults(mut p: Profile, request: &Request) -> Profile {
+    p.memory = p.memory.or(request.memory);
+    p.vcpus = p.vcpus.or(request.vcpus);
+    p.disk = p.disk.or(request.disk);
     if p.pool.is_none() && p.dir.is_none() {
-        p.pool.clone_from(&cli.pool);
-        p.dir.clone_from(&cli.dir);
+        p.pool.clone_from(&request.pool);
+        p.dir.clone_from(&request.dir);
     }
-    p.iso = p.iso.or_else(|| cli.iso.clone());
+    p.iso = p.iso.or_else(|| request.iso.clone());
     p
 }
 
 fn check_one(
     conn: &Connect,
-    cli: &Cli,
+    iso_library: &Path,
     budget: &mut Budget,
     p: &Profile,
     named: &mut HashSet<String>,
@@ -86,7 +116,7 @@ fn check_one(
         out.push(about(storage(conn, budget, p, disk)));
     }
     if let Some(iso) = &p.iso {
-        out.push(about(iso_checked(&cli.iso_library, iso)));
+        out.push(about(iso_checked(iso_library, iso)));
     }
     out
 }
@@ -125,8 +155,8 @@ fn storage(conn: &Connect, budget: &mut Budget, p: &Profile, disk: u64) -> Check
     let (key, label, size, available, subject) = match &p.dir {
         Some(dir) => match dir_space(dir) {
             Ok((key, size, available)) => (key, format!("directory {}", dir.display()), size, available, ("dir", dir.display().to_string())),
-            Err(message) => {
-                return Check::new("plan.storage", Status::Fail, message)
+            Err(e) => {
+                return Check::new("plan.storage", Status::Fail, e.message)
                     .about("dir", dir.display().to_string())
                     .hint(format!("create it: mkdir -p {:?} (writable for libvirt's QEMU user), or choose another --dir or a --pool", dir.display().to_string()))
             }
@@ -166,23 +196,6 @@ fn storage(conn: &Connect, budget: &mut Budget, p: &Profile, disk: u64) -> Check
         .about(subject.0, subject.1)
         .measured(Unit::Bytes, disk, fit.left)
         .hint(format!("free space in the {label} (hv-snap prune, remove unused volumes or images), grow it, or put the disk elsewhere with --pool or --dir"))
-}
-
-/// The filesystem holding `dir`: its key (one budget per filesystem, so two
-/// directories on one disk share it), size and available bytes.
-pub fn dir_space(dir: &Path) -> std::result::Result<(String, u64, u64), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    let space = ffi::fs_space(dir)
-        .map_err(|e| format!("cannot read the free space of {}: {e}", dir.display()))?;
-    Ok((
-        format!("dev:{}", meta.dev()),
-        space.size_bytes,
-        space.available_bytes,
-    ))
 }
 
 fn pool_space(conn: &Connect, name: &str) -> std::result::Result<(u64, u64), (String, String)> {
@@ -367,7 +380,8 @@ fn read_profiles(file: &Path, status: &mut cli::Status) -> Result<Vec<Profile>> 
     Ok(out)
 }
 
-pub fn parse_profile(line: &str) -> std::result::Result<Profile, String> {
+/// One profile line; the error is the reason, for the warning that names the line.
+fn parse_profile(line: &str) -> std::result::Result<Profile, String> {
     let record: Map<String, Value> = serde_json::from_str(line.trim())
         .map_err(|e| format!("not a JSON object ({e}); a profile looks like {{\"name\": \"web1\", \"memory\": \"4G\"}}"))?;
     let mut p = Profile::default();

@@ -9,12 +9,13 @@ use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{self, ActionArgs};
 use hv_common::domain::{self, Disk};
-use hv_common::lifecycle::{self, SHUTOFF};
+use hv_common::lifecycle;
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Show};
+use hv_common::output::{self, col, Column, Show};
 use hv_common::targets::Input;
 use hv_common::{time, Code, Error, Exit, Result};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::{Arc, OnceLock};
@@ -191,7 +192,7 @@ fn remove(
     plan: Plan,
     users: &OnceLock<Result<Users>>,
 ) -> Result<Map<String, Value>> {
-    let running = lifecycle::state(dom)?.0 != SHUTOFF;
+    let running = lifecycle::state(dom)?.state.is_active();
     if running && !plan.force {
         return Err(Error::new(
             Code::InvalidState,
@@ -233,27 +234,23 @@ fn remove(
             undefine(dom)?;
         }
     }
-    let mut r = Map::new();
-    r.insert("stopped".into(), running.into());
     let failed = if plan.dry_run {
         Vec::new()
     } else {
         delete_files(conn, &doomed)
     };
-    let removed: Vec<&String> = doomed
-        .iter()
-        .filter(|p| !failed.iter().any(|(f, _)| f == *p))
-        .collect();
-    r.insert("removed_storage".into(), json!(removed));
-    r.insert(
-        "kept_storage".into(),
-        kept.iter()
-            .map(|(p, why)| json!({"path": p, "reason": why}))
+    let removed = Removed {
+        stopped: running,
+        removed_storage: doomed
+            .iter()
+            .filter(|p| !failed.iter().any(|(f, _)| f == *p))
             .collect(),
-    );
-    if plan.dry_run {
-        r.insert("dry_run".into(), true.into());
-    }
+        kept_storage: kept
+            .iter()
+            .map(|(path, reason)| KeptFile { path, reason })
+            .collect(),
+        dry_run: plan.dry_run.then_some(true),
+    };
     if let Some((path, why)) = failed.first() {
         return Err(Error::new(
             Code::Io,
@@ -261,9 +258,31 @@ fn remove(
                 "undefined, but {path} could not be deleted: {why} ({} file(s) remain)",
                 failed.len()
             ),
-        ));
+        )
+        .with_done(&removed));
     }
-    Ok(r)
+    Ok(output::to_record(&removed))
+}
+
+/// What hv-rm did to one VM, after `name`, `uuid`, `action` and `ok`
+/// (docs/records.md, "hv-rm"). A VM whose files could not all be deleted
+/// is a failure that still says what was removed.
+#[derive(Debug, Serialize)]
+struct Removed<'a> {
+    /// Whether it was forced off first (--force).
+    stopped: bool,
+    /// Disk files deleted.
+    removed_storage: Vec<&'a String>,
+    /// Disk files left in place, each with why.
+    kept_storage: Vec<KeptFile<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct KeptFile<'a> {
+    path: &'a str,
+    reason: &'a str,
 }
 
 fn undefine(dom: &Domain) -> Result<()> {

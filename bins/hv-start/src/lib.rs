@@ -5,13 +5,11 @@
 use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
-use hv_common::lifecycle::{
-    self, BLOCKED, CRASHED, PAUSED, PMSUSPENDED, RUNNING, SHUTDOWN, SHUTOFF,
-};
+use hv_common::lifecycle::{self, Transition};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
+use hv_common::State;
 use hv_common::{time, Code, Error, Exit, Result};
-use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
@@ -107,11 +105,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
     bulk::act(inputs, &cli.args, action, move |_, dom, _| start(dom, plan))
 }
 
-fn start(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+fn start(dom: &Domain, plan: Plan) -> Result<Transition> {
     let began = Instant::now();
-    let (state, _) = lifecycle::state(dom)?;
+    let state = lifecycle::state(dom)?.state;
     let changed = match state {
-        SHUTOFF => act(plan, || {
+        State::Shutoff => act(plan, || {
             let flags = if plan.paused {
                 virt::sys::VIR_DOMAIN_START_PAUSED
             } else {
@@ -119,32 +117,30 @@ fn start(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
             };
             dom.create_with_flags(flags)
         })?,
-        PAUSED if plan.paused => false,
-        PAUSED => act(plan, || dom.resume())?,
-        PMSUSPENDED => act(plan, || dom.pm_wakeup(0))?,
-        RUNNING | BLOCKED => false,
-        SHUTDOWN => return Err(refused("it is shutting down; start it once it is off")),
-        CRASHED => {
+        State::Paused if plan.paused => false,
+        State::Paused => act(plan, || dom.resume())?,
+        State::Pmsuspended => act(plan, || dom.pm_wakeup(0))?,
+        State::Running | State::Blocked => false,
+        State::Shutdown => return Err(refused("it is shutting down; start it once it is off")),
+        State::Crashed => {
             return Err(refused(
                 "it crashed and is kept for inspection; `hv-stop --force` it first",
             ))
         }
-        _ => return Err(refused("libvirt reports no state for it")),
+        State::Nostate => return Err(refused("libvirt reports no state for it")),
     };
     if !plan.dry_run {
         // Only a VM that was off or paused is left paused; a running or
         // suspended one runs.
-        let paused = plan.paused && matches!(state, SHUTOFF | PAUSED);
+        let paused = plan.paused && matches!(state, State::Shutoff | State::Paused);
         wait(dom, plan, paused, began)?;
     }
-    let mut r = Map::new();
-    r.insert("changed".into(), changed.into());
-    if plan.dry_run {
-        r.insert("dry_run".into(), true.into());
-    }
-    r.extend(lifecycle::state_fields(dom)?);
-    r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
-    Ok(r)
+    Ok(Transition::new(
+        changed,
+        plan.dry_run,
+        lifecycle::state(dom)?,
+        began,
+    ))
 }
 
 /// Runs the libvirt call unless this is a dry run; either way it is a change.
@@ -169,7 +165,11 @@ fn wait(dom: &Domain, plan: Plan, paused: bool, began: Instant) -> Result<()> {
     match plan.wait {
         None => Ok(()),
         Some(WaitFor::Running) => {
-            let target = if paused { PAUSED } else { RUNNING };
+            let target = if paused {
+                State::Paused
+            } else {
+                State::Running
+            };
             if lifecycle::wait_until(dom, deadline, |s| s == target, |_| {})? {
                 Ok(())
             } else {

@@ -6,11 +6,11 @@
 use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
-use hv_common::lifecycle::{self, PAUSED, SHUTOFF};
+use hv_common::lifecycle::{self, Transition};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
+use hv_common::state::{State, VmState};
 use hv_common::{time, Code, Error, Exit, Result};
-use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
@@ -135,42 +135,37 @@ pub fn run(cli: Cli) -> Result<Exit> {
 fn record(
     dom: &Domain,
     plan: Plan,
-    how: &str,
+    how: &'static str,
     changed: bool,
     began: Instant,
-) -> Result<Map<String, Value>> {
-    let mut r = Map::new();
-    r.insert("changed".into(), changed.into());
-    r.insert("how".into(), how.into());
-    if plan.dry_run {
-        r.insert("dry_run".into(), true.into());
-    }
-    r.extend(lifecycle::fields_of(state_of(dom)?));
-    r.insert("elapsed_ms".into(), lifecycle::elapsed_ms(began));
-    Ok(r)
+) -> Result<Transition> {
+    Ok(Transition {
+        how: Some(how),
+        ..Transition::new(changed, plan.dry_run, state_of(dom)?, began)
+    })
 }
 
 /// The domain's state. A transient domain is gone once it is off, and
 /// reading it then says there is no such domain: it is off.
-fn state_of(dom: &Domain) -> Result<(u32, u32)> {
+fn state_of(dom: &Domain) -> Result<VmState> {
     match lifecycle::state(dom) {
-        Err(e) if e.code == Code::NotFound => Ok((SHUTOFF, 0)),
+        Err(e) if e.code == Code::NotFound => Ok(VmState::bare(State::Shutoff)),
         other => other,
     }
 }
 
-fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+fn stop(dom: &Domain, plan: Plan) -> Result<Transition> {
     let began = Instant::now();
-    let (state, _) = state_of(dom)?;
-    if state == SHUTOFF {
+    let state = state_of(dom)?.state;
+    if state == State::Shutoff {
         return record(dom, plan, "already_off", false, began);
     }
-    let paused_and_kept = state == PAUSED && !plan.force_now && !plan.force_after;
+    let paused_and_kept = state == State::Paused && !plan.force_now && !plan.force_after;
     if paused_and_kept {
         return Err(Error::new(Code::InvalidState, "it is paused and cannot act on a shutdown request; resume it with hv-start, or drop --no-force"));
     }
     if plan.dry_run {
-        let how = if plan.force_now || state == PAUSED {
+        let how = if plan.force_now || state == State::Paused {
             "forced"
         } else {
             "graceful"
@@ -181,7 +176,7 @@ fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
         force_off(dom)?;
         return record(dom, plan, "forced", true, began);
     }
-    if state == PAUSED {
+    if state == State::Paused {
         force_off(dom)?;
         return record(dom, plan, "forced", true, began);
     }
@@ -201,9 +196,10 @@ fn stop(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
         Err(e) if !plan.force_after => Err(e),
         Err(e) => {
             force_off(dom)?;
-            let mut r = record(dom, plan, "forced", true, began)?;
-            r.insert("graceful_error".into(), e.message.into());
-            Ok(r)
+            Ok(Transition {
+                graceful_error: Some(e.message),
+                ..record(dom, plan, "forced", true, began)?
+            })
         }
     }
 }
@@ -220,7 +216,7 @@ fn graceful(dom: &Domain, plan: Plan, began: Instant) -> Result<bool> {
     let ask = || dom.shutdown_flags(shutdown_flags(plan.mode));
     if let Err(e) = ask() {
         // It may have gone off between our look and the request.
-        if state_of(dom)?.0 == SHUTOFF {
+        if state_of(dom)?.state == State::Shutoff {
             return Ok(true);
         }
         return Err(Error::libvirt_needing(
@@ -233,7 +229,7 @@ fn graceful(dom: &Domain, plan: Plan, began: Instant) -> Result<bool> {
     let waited = lifecycle::wait_until(
         dom,
         began + plan.timeout,
-        |s| s == SHUTOFF,
+        |s| s == State::Shutoff,
         |waited| {
             if waited >= resent + RESEND {
                 resent = waited;
@@ -251,7 +247,7 @@ fn force_off(dom: &Domain) -> Result<()> {
     match dom.destroy() {
         Ok(()) => Ok(()),
         // It shut down by itself just before: that is what we wanted.
-        Err(_) if state_of(dom)?.0 == SHUTOFF => Ok(()),
+        Err(_) if state_of(dom)?.state == State::Shutoff => Ok(()),
         Err(e) => Err(Error::libvirt_needing(
             "could not force it off",
             &e,
@@ -260,9 +256,9 @@ fn force_off(dom: &Domain) -> Result<()> {
     }
 }
 
-fn reboot(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+fn reboot(dom: &Domain, plan: Plan) -> Result<Transition> {
     let began = Instant::now();
-    if lifecycle::state(dom)?.0 == SHUTOFF {
+    if !lifecycle::state(dom)?.state.is_active() {
         return Err(Error::new(
             Code::InvalidState,
             "it is not running; start it with hv-start",
@@ -289,11 +285,11 @@ fn reboot(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
     record(dom, plan, how, true, began)
 }
 
-fn pause(dom: &Domain, plan: Plan) -> Result<Map<String, Value>> {
+fn pause(dom: &Domain, plan: Plan) -> Result<Transition> {
     let began = Instant::now();
-    match lifecycle::state(dom)?.0 {
-        PAUSED => record(dom, plan, "already_paused", false, began),
-        SHUTOFF => Err(Error::new(
+    match lifecycle::state(dom)?.state {
+        State::Paused => record(dom, plan, "already_paused", false, began),
+        State::Shutoff => Err(Error::new(
             Code::InvalidState,
             "it is not running, so it cannot be paused",
         )),

@@ -11,7 +11,7 @@ use hv_common::domain::{self, TAGS_NS, TAGS_PREFIX};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
 use hv_common::{time, Error, Exit, Result};
-use serde_json::{Map, Value};
+use serde::Serialize;
 use std::time::Duration;
 use virt::domain::Domain;
 
@@ -121,7 +121,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     })
 }
 
-fn retag(dom: &Domain, change: &Change) -> Result<Map<String, Value>> {
+fn retag(dom: &Domain, change: &Change) -> Result<Retagged> {
     let (persistent, definition) = domain::definition(dom)?;
     let active = dom
         .is_active()
@@ -133,13 +133,21 @@ fn retag(dom: &Domain, change: &Change) -> Result<Map<String, Value>> {
     if changed && !change.dry_run {
         write_tags(dom, &wanted, persistent, active)?;
     }
-    let mut r = Map::new();
-    r.insert("tags".into(), wanted.into());
-    r.insert("changed".into(), changed.into());
-    if change.dry_run {
-        r.insert("dry_run".into(), true.into());
-    }
-    Ok(r)
+    Ok(Retagged {
+        tags: wanted,
+        changed,
+        dry_run: change.dry_run.then_some(true),
+    })
+}
+
+/// What hv-tag says of one VM, after `name`, `uuid`, `action` and `ok`.
+#[derive(Debug, Serialize)]
+struct Retagged {
+    /// Its tags after the change, sorted.
+    tags: Vec<String>,
+    changed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
 }
 
 fn write_tags(dom: &Domain, tags: &[String], persistent: bool, active: bool) -> Result<()> {

@@ -1,5 +1,5 @@
 //! The man page sections clap cannot derive: exit statuses, environment and
-//! examples. Every command shares the first two word for word (DESIGN.md
+//! examples. Every command shares the first two word for word (docs/records.md
 //! promises one scheme), and states its own examples beside its `Cli`.
 
 /// What a command adds to its generated man page.

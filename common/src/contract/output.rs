@@ -6,6 +6,16 @@ use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::io::{IsTerminal, Write};
 
+/// A typed record as the printer takes it: records are structs that
+/// derive `Serialize`, and this is where they become a JSON object.
+pub fn to_record<T: serde::Serialize + ?Sized>(record: &T) -> Map<String, Value> {
+    match serde_json::to_value(record) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => panic!("a record must serialize to a JSON object, not {other}"),
+        Err(e) => panic!("a record must serialize: {e}"),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// One JSON object per line (default when stdout is not a terminal).

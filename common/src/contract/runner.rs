@@ -105,7 +105,7 @@ where
     E: FnMut(Finished<T, R>) -> Result<()>,
 {
     let work = Arc::new(work);
-    let (tx, rx) = mpsc::channel::<(usize, Option<R>)>();
+    let (tx, rx) = mpsc::channel::<(usize, Result<R, String>)>();
     let mut running: HashMap<usize, InFlight<T>> = HashMap::new();
     let mut jobs = jobs.into_iter();
     let mut exhausted = false;
@@ -177,7 +177,7 @@ fn cancelled<T, R>(job: Job<T, R>) -> Finished<T, R> {
 struct Worker<R> {
     id: usize,
     state: Arc<AtomicU8>,
-    tx: mpsc::Sender<(usize, Option<R>)>,
+    tx: mpsc::Sender<(usize, Result<R, String>)>,
 }
 
 fn spawn<T, R, W>(worker: Worker<R>, item: Arc<T>, work: Arc<W>)
@@ -189,7 +189,8 @@ where
     std::thread::spawn(move || {
         ITEM.with(|state| *state.borrow_mut() = Some(Arc::clone(&worker.state)));
         // A panicking worker still reports, so the run never waits for it forever.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&item))).ok();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&item)))
+            .map_err(|panic| panic_message(panic.as_ref()));
         // Done before its deadline is seen: the outcome stands.
         let _ =
             worker
@@ -199,8 +200,18 @@ where
     });
 }
 
+/// What a panic said, for the record of the item it ended.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("the work on this item panicked ({what}); this is a bug in hv, please report it")
+}
+
 fn wait_for_one<T, R, E>(
-    rx: &mpsc::Receiver<(usize, Option<R>)>,
+    rx: &mpsc::Receiver<(usize, Result<R, String>)>,
     running: &mut HashMap<usize, InFlight<T>>,
     timeout: Option<Duration>,
     emit: &mut E,
@@ -219,14 +230,8 @@ where
             };
             if done.released_at.is_none() {
                 emit(match outcome {
-                    Some(r) => Finished::Done(done.item, r),
-                    None => Finished::Failed(
-                        done.item,
-                        Error::new(
-                            Code::Libvirt,
-                            "internal error: the worker for this item panicked",
-                        ),
-                    ),
+                    Ok(r) => Finished::Done(done.item, r),
+                    Err(why) => Finished::Failed(done.item, Error::internal(why)),
                 })?;
             }
         }
@@ -471,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn a_panicking_item_fails_alone() {
+    fn a_panicking_item_fails_alone_as_internal() {
         let mut codes = Vec::new();
         run(
             vec![Job::Run(0u8), Job::Run(1)],
@@ -480,12 +485,18 @@ mod tests {
                 assert!(*n != 0, "boom");
             },
             |f| {
-                codes.push(matches!(f, Finished::Done(..)));
+                codes.push(match f {
+                    Finished::Failed(_, e) => {
+                        assert!(e.message.contains("boom"), "{}", e.message);
+                        Some(e.code)
+                    }
+                    _ => None,
+                });
                 Ok(())
             },
         )
         .unwrap();
-        codes.sort();
-        assert_eq!(codes, vec![false, true]);
+        codes.sort_by_key(Option::is_none);
+        assert_eq!(codes, vec![Some(Code::Internal), None]);
     }
 }

@@ -9,6 +9,7 @@ use crate::output::Column;
 use crate::output::Printer;
 use crate::runner::{self, Finished, Job, RunOptions};
 use crate::targets::{self, Input, VmRef};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::sync::Arc;
@@ -46,14 +47,15 @@ pub struct Action {
 /// a read-only one it would say `ok` for actions the user may not take,
 /// and could not read what the real run reads (a backup's secure XML).
 /// What a dry run does with it is only reads.
-pub fn act<F>(
+pub fn act<F, R>(
     inputs: impl Iterator<Item = Input>,
     args: &ActionArgs,
     action: Action,
     work: F,
 ) -> Result<Exit>
 where
-    F: Fn(&Connect, &Domain, &VmRef) -> Result<Map<String, Value>> + Send + Sync + 'static,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<R> + Send + Sync + 'static,
+    R: Serialize,
 {
     let conn = Arc::new(args.connect.open(Access::ReadWrite)?);
     let mut printer = Printer::stdout(args.output.format(), action.columns);
@@ -70,7 +72,7 @@ enum Outcome {
 
 /// Runs `action` on every target. The action gets the connection and the
 /// domain and returns the record fields after `name`, `uuid`, `action`, `ok`.
-fn run<W, F>(
+fn run<W, F, R>(
     inputs: impl Iterator<Item = Input>,
     conn: Arc<Connect>,
     opts: &RunOptions,
@@ -80,7 +82,8 @@ fn run<W, F>(
 ) -> Result<Exit>
 where
     W: Write,
-    F: Fn(&Connect, &Domain, &VmRef) -> Result<Map<String, Value>> + Send + Sync + 'static,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<R> + Send + Sync + 'static,
+    R: Serialize,
 {
     let jobs = inputs.map(|input| match input {
         Input::Vm(vm) => Job::Run(vm),
@@ -109,9 +112,10 @@ where
     Ok(status.exit())
 }
 
-fn attempt<F>(conn: &Connect, vm: &VmRef, action: &str, work: &F) -> Outcome
+fn attempt<F, R>(conn: &Connect, vm: &VmRef, action: &str, work: &F) -> Outcome
 where
-    F: Fn(&Connect, &Domain, &VmRef) -> Result<Map<String, Value>>,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<R>,
+    R: Serialize,
 {
     let domain = match targets::lookup(conn, vm) {
         Ok(d) => d,
@@ -125,13 +129,15 @@ where
     };
     match work(conn, &domain, &named) {
         Ok(fields) => {
-            let mut r = Map::new();
-            r.insert("name".into(), named.name.into());
-            r.insert("uuid".into(), named.uuid.into());
-            r.insert("action".into(), action.into());
-            r.insert("ok".into(), true.into());
-            r.extend(fields);
-            Outcome::Record(r, None)
+            let record = crate::output::to_record(&targets::Outcome {
+                name: named.name.as_deref(),
+                uuid: named.uuid.as_deref(),
+                action: Some(action),
+                ok: true,
+                fields,
+                error: None,
+            });
+            Outcome::Record(record, None)
         }
         Err(e) => Outcome::Record(targets::failure_record(&named, Some(action), &e), Some(e)),
     }

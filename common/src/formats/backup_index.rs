@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+/// The repository's clear configuration, at its root: the file that makes
+/// a directory an hv-backup repository, for every command that looks for one.
+pub const REPO_FILE: &str = "hv-backup.json";
 pub const INDEX_FORMAT: &str = "hv-backup-index";
 /// An index is a few hundred bytes; anything past this is not one.
 const INDEX_LIMIT: u64 = 1 << 20;

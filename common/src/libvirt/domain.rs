@@ -41,8 +41,12 @@ pub struct DomainXml {
     pub tags: Vec<String>,
 }
 
-pub fn parse(xml: &str) -> Result<DomainXml, String> {
-    let doc = Document::parse(xml).map_err(|e| format!("unreadable domain XML: {e}"))?;
+/// A domain's XML as libvirt gave it; XML it cannot read is libvirt's
+/// failure (`libvirt_error`), said as such.
+pub fn parse(xml: &str) -> crate::Result<DomainXml> {
+    let doc = Document::parse(xml).map_err(|e| {
+        crate::Error::new(crate::Code::Libvirt, format!("unreadable domain XML: {e}"))
+    })?;
     let root = doc.root_element();
     let devices = child(root, "devices");
     let max_memory_bytes = child(root, "memory").map_or(0, memory_bytes);
@@ -228,7 +232,7 @@ pub fn definition(dom: &virt::domain::Domain) -> crate::Result<(bool, DomainXml)
     let xml = dom
         .xml_desc(flags)
         .map_err(|e| crate::Error::libvirt("cannot read the VM's XML", &e))?;
-    let parsed = parse(&xml).map_err(|m| crate::Error::new(crate::Code::Libvirt, m))?;
+    let parsed = parse(&xml)?;
     Ok((persistent, parsed))
 }
 
@@ -244,90 +248,6 @@ pub fn uuids_listed(
         .map_err(|e| crate::Error::libvirt("cannot list domains", &e))?;
     Ok(listed.iter().filter_map(|d| d.uuid_string().ok()).collect())
 }
-
-/// virDomainState, as virsh names them (`virsh domstate`), but in snake_case.
-pub fn state_name(state: u32) -> &'static str {
-    match state {
-        1 => "running",
-        2 => "blocked",
-        3 => "paused",
-        4 => "shutdown",
-        5 => "shutoff",
-        6 => "crashed",
-        7 => "pmsuspended",
-        _ => "nostate",
-    }
-}
-
-/// The reason enums of virDomainState*Reason for each state.
-pub fn state_reason_name(state: u32, reason: u32) -> &'static str {
-    const RUNNING: &[&str] = &[
-        "unknown",
-        "booted",
-        "migrated",
-        "restored",
-        "from_snapshot",
-        "unpaused",
-        "migration_canceled",
-        "save_canceled",
-        "wakeup",
-        "crashed",
-        "postcopy",
-        "postcopy_failed",
-    ];
-    const PAUSED: &[&str] = &[
-        "unknown",
-        "user",
-        "migration",
-        "save",
-        "dump",
-        "ioerror",
-        "watchdog",
-        "from_snapshot",
-        "shutting_down",
-        "snapshot",
-        "crashed",
-        "starting_up",
-        "postcopy",
-        "postcopy_failed",
-        "api_error",
-    ];
-    const SHUTDOWN: &[&str] = &["unknown", "user"];
-    const SHUTOFF: &[&str] = &[
-        "unknown",
-        "shutdown",
-        "destroyed",
-        "crashed",
-        "migrated",
-        "saved",
-        "failed",
-        "from_snapshot",
-        "daemon",
-    ];
-    const CRASHED: &[&str] = &["unknown", "panicked"];
-    const PMSUSPENDED: &[&str] = &["unknown"];
-    let table: &[&str] = match state {
-        1 => RUNNING,
-        3 => PAUSED,
-        4 => SHUTDOWN,
-        5 => SHUTOFF,
-        6 => CRASHED,
-        7 => PMSUSPENDED,
-        _ => &["unknown"],
-    };
-    table.get(reason as usize).copied().unwrap_or("unknown")
-}
-
-pub const STATE_NAMES: &[&str] = &[
-    "running",
-    "blocked",
-    "paused",
-    "shutdown",
-    "shutoff",
-    "crashed",
-    "pmsuspended",
-    "nostate",
-];
 
 #[cfg(test)]
 mod tests {
@@ -387,13 +307,5 @@ mod tests {
         assert!(check_tag("a b").unwrap_err().contains("'a b'"));
         assert!(check_tag("a,b").is_err());
         assert!(check_tag("").is_err());
-    }
-
-    #[test]
-    fn state_names_match_virsh() {
-        assert_eq!(state_name(5), "shutoff");
-        assert_eq!(state_reason_name(5, 2), "destroyed");
-        assert_eq!(state_reason_name(3, 5), "ioerror");
-        assert_eq!(state_reason_name(1, 99), "unknown");
     }
 }

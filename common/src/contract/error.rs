@@ -1,6 +1,6 @@
 //! One error type for every command, so that a failure becomes the same
 //! `{"code", "message"}` object in a result record and the same exit status
-//! (DESIGN.md) whichever command hit it. Codes are part of the interface:
+//! (docs/records.md) whichever command hit it. Codes are part of the interface:
 //! scripts match on them, so they never change spelling.
 
 use std::fmt;
@@ -43,12 +43,37 @@ pub enum Code {
     Untrusted,
     /// A download failed (HTTP status, connection dropped, timeout).
     Fetch,
+    /// A bug in hv: a worker or thread panicked. Never a success.
+    Internal,
     /// Ctrl-C or SIGTERM stopped work that cannot be left half done; what
     /// it had written is removed. The process exits 128 + the signal.
     Interrupted,
 }
 
 impl Code {
+    /// Every code, as docs/records.md lists them.
+    pub const ALL: [Code; 19] = [
+        Code::Usage,
+        Code::MalformedInput,
+        Code::ConnectFailed,
+        Code::PermissionDenied,
+        Code::NotFound,
+        Code::InvalidState,
+        Code::Timeout,
+        Code::Cancelled,
+        Code::Unsupported,
+        Code::Io,
+        Code::Libvirt,
+        Code::BrokenPipe,
+        Code::Corrupt,
+        Code::DecryptFailed,
+        Code::Locked,
+        Code::Untrusted,
+        Code::Fetch,
+        Code::Internal,
+        Code::Interrupted,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Usage => "usage",
@@ -69,6 +94,7 @@ impl Code {
             Code::Untrusted => "untrusted",
             Code::Fetch => "fetch_failed",
             Code::Interrupted => "interrupted",
+            Code::Internal => "internal",
         }
     }
 
@@ -83,7 +109,7 @@ impl Code {
     }
 }
 
-/// The exit statuses of DESIGN.md, ordered by severity so that a run's
+/// The exit statuses of docs/records.md, ordered by severity so that a run's
 /// status is the maximum over everything that happened in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum Exit {
@@ -110,6 +136,10 @@ impl From<Exit> for std::process::ExitCode {
 pub struct Error {
     pub code: Code,
     pub message: String,
+    /// What the item had done before it failed (files removed, snapshots
+    /// deleted): its record keeps these fields, so a partial outcome is
+    /// never reported as nothing done.
+    pub done: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -118,7 +148,22 @@ impl Error {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         // Messages end up in one stderr line and one JSON field: keep them single-line.
         let message = message.into().replace('\n', "; ");
-        Error { code, message }
+        Error {
+            code,
+            message,
+            done: None,
+        }
+    }
+
+    /// Keeps `fields` (a typed record part) in the failed item's record.
+    pub fn with_done(mut self, fields: &impl serde::Serialize) -> Self {
+        self.done = Some(Box::new(crate::output::to_record(fields)));
+        self
+    }
+
+    /// A bug in hv, said as one: what panicked and that it should be reported.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(Code::Internal, message)
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
@@ -173,7 +218,7 @@ impl Error {
             }
         };
         Error::new(
-            classify(err),
+            libvirt_code(err),
             format!("{context}: {}{needs}{hint}", err.message()),
         )
     }
@@ -184,7 +229,18 @@ impl Error {
 
     /// The `error` object of a result record.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({ "code": self.code.as_str(), "message": self.message })
+        serde_json::to_value(self).expect("an error always serializes")
+    }
+}
+
+/// `{"code": …, "message": …}`: the `error` field of a failed record.
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Error", 2)?;
+        st.serialize_field("code", self.code.as_str())?;
+        st.serialize_field("message", &self.message)?;
+        st.end()
     }
 }
 
@@ -199,7 +255,9 @@ impl std::error::Error for Error {}
 /// Appended to libvirt's bare "access denied": which role would allow it.
 const ACCESS_HINT: &str = "; libvirt's polkit access control refused this to your user: with hv's rules (docs/deploy.md, Roles) group hv-operator may list, start, stop, snapshot and back up VMs, and only group hv-admin may remove, tag or change them";
 
-fn classify(err: &virt::error::Error) -> Code {
+/// The code a libvirt error gets: for a caller that needs to tell "no
+/// such snapshot" from other failures before it words its own message.
+pub fn libvirt_code(err: &virt::error::Error) -> Code {
     use virt::error::ErrorNumber as N;
     match err.code().unwrap_or(N::InternalError) {
         N::NoDomain
@@ -235,6 +293,32 @@ mod tests {
         assert_eq!(Code::NotFound.exit_status() as u8, 1);
         assert_eq!(Exit::ItemFailed.worst(Exit::Unreachable), Exit::Unreachable);
         assert_eq!(Exit::Usage.worst(Exit::ItemFailed), Exit::Usage);
+    }
+
+    /// The codes table of docs/records.md is the contract scripts read:
+    /// it lists exactly the codes a record can carry (a pipe's
+    /// `broken_pipe` never reaches one).
+    #[test]
+    fn docs_list_every_code_and_no_other() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/records.md"))
+                .unwrap();
+        let start = doc.find("| code | meaning | exit status |").unwrap();
+        let listed: Vec<&str> = doc[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with("| `"))
+            .map(|l| l.split('`').nth(1).unwrap())
+            .collect();
+        let mut codes: Vec<&str> = Code::ALL
+            .iter()
+            .filter(|c| **c != Code::BrokenPipe)
+            .map(|c| c.as_str())
+            .collect();
+        let mut sorted = listed.clone();
+        sorted.sort_unstable();
+        codes.sort_unstable();
+        assert_eq!(sorted, codes, "docs/records.md's code table");
     }
 
     #[test]

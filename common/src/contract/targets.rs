@@ -217,21 +217,32 @@ fn not_found(vm: &VmRef, err: &virt::error::Error) -> Error {
 /// The record for an item that failed before or during its action: it names
 /// the VM as the user did, so the failure can be traced and piped onward.
 pub fn failure_record(vm: &VmRef, action: Option<&str>, err: &Error) -> Map<String, Value> {
-    let mut r = Map::new();
-    r.insert(
-        "name".into(),
-        vm.name.clone().map_or(Value::Null, Value::String),
-    );
-    r.insert(
-        "uuid".into(),
-        vm.uuid.clone().map_or(Value::Null, Value::String),
-    );
-    if let Some(a) = action {
-        r.insert("action".into(), Value::String(a.to_owned()));
-    }
-    r.insert("ok".into(), Value::Bool(false));
-    r.insert("error".into(), err.to_json());
-    r
+    crate::output::to_record(&Outcome {
+        name: vm.name.as_deref(),
+        uuid: vm.uuid.as_deref(),
+        action,
+        ok: false,
+        fields: err.done.as_deref(),
+        error: Some(err),
+    })
+}
+
+/// The envelope of every result record (docs/records.md, "Result
+/// records"): which VM, which action, whether it worked, what the action
+/// reports, and on failure why. `name` and `uuid` come first, so the next
+/// command in a pipeline can name the VM.
+#[derive(Debug, serde::Serialize)]
+pub struct Outcome<'a, F: serde::Serialize> {
+    pub name: Option<&'a str>,
+    pub uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'a str>,
+    pub ok: bool,
+    /// The action's own fields; on failure, what it had done before.
+    #[serde(flatten)]
+    pub fields: F,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a Error>,
 }
 
 /// The domains a reading command works on: those named as arguments or on

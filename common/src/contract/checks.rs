@@ -202,28 +202,29 @@ impl Check {
     }
 
     pub fn record(&self) -> Map<String, Value> {
-        let mut r = Map::new();
-        r.insert("check".into(), self.check.into());
-        r.insert("status".into(), self.status.as_str().into());
-        r.insert("subject".into(), self.subject_label().into());
+        crate::output::to_record(self)
+    }
+}
+
+/// A check record (docs/records.md, "Check records"): `check`, `status`,
+/// `subject`, the subject's own fields (`name` and `uuid`, `pool`, …),
+/// `message`, `hint`, `value`, `threshold`, `unit`; absent ones are null.
+impl serde::Serialize for Check {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(7 + self.subject.len()))?;
+        m.serialize_entry("check", self.check)?;
+        m.serialize_entry("status", self.status.as_str())?;
+        m.serialize_entry("subject", &self.subject_label())?;
         for (k, v) in &self.subject {
-            r.insert((*k).into(), v.clone().into());
+            m.serialize_entry(k, v)?;
         }
-        r.insert("message".into(), self.message.clone().into());
-        r.insert(
-            "hint".into(),
-            self.hint.clone().map_or(Value::Null, Value::from),
-        );
-        r.insert("value".into(), self.value.clone().unwrap_or(Value::Null));
-        r.insert(
-            "threshold".into(),
-            self.threshold.clone().unwrap_or(Value::Null),
-        );
-        r.insert(
-            "unit".into(),
-            self.unit.map_or(Value::Null, |u| u.as_str().into()),
-        );
-        r
+        m.serialize_entry("message", &self.message)?;
+        m.serialize_entry("hint", &self.hint)?;
+        m.serialize_entry("value", &self.value)?;
+        m.serialize_entry("threshold", &self.threshold)?;
+        m.serialize_entry("unit", &self.unit.map(Unit::as_str))?;
+        m.end()
     }
 }
 
@@ -234,7 +235,7 @@ pub fn libvirt_down(err: &Error) -> Check {
     )
 }
 
-/// DESIGN.md's mapping: any fail → 1; a warn → 1 only with `--strict`.
+/// docs/records.md (Check records): any fail → 1; a warn → 1 only with `--strict`.
 pub fn exit(checks: &[Check], strict: bool) -> Exit {
     let worst = checks
         .iter()

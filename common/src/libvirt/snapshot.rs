@@ -5,7 +5,6 @@
 //! it. Snapshot XML has no metadata of its own, and a marker in the live
 //! domain would be lost when the domain is reverted.
 
-use crate::time;
 use roxmltree::{Document, Node};
 
 pub const MADE_NS: &str = "https://hv.invalid/xmlns/snapshot/1";
@@ -38,8 +37,12 @@ fn text(node: Node, name: &str) -> Option<String> {
     child(node, name).and_then(|n| n.text()).map(str::to_owned)
 }
 
-pub fn parse(xml: &str) -> Result<Info, String> {
-    let doc = Document::parse(xml).map_err(|e| format!("unreadable snapshot XML: {e}"))?;
+/// A snapshot's XML as libvirt gave it; XML it cannot read is libvirt's
+/// failure (`libvirt_error`).
+pub fn parse(xml: &str) -> crate::Result<Info> {
+    let doc = Document::parse(xml).map_err(|e| {
+        crate::Error::new(crate::Code::Libvirt, format!("unreadable snapshot XML: {e}"))
+    })?;
     let root = doc.root_element();
     let name = text(root, "name").unwrap_or_default();
     let disks = child(root, "disks");
@@ -71,25 +74,6 @@ pub fn parse(xml: &str) -> Result<Info, String> {
     })
 }
 
-/// The fields of a snapshot record after the VM's `name` and `uuid`.
-pub fn fields(info: &Info, current: bool) -> serde_json::Map<String, serde_json::Value> {
-    let v = serde_json::json!({
-        "snapshot": info.name,
-        "created": time::rfc3339(info.created),
-        "state": info.state,
-        "kind": if info.external { "external" } else { "internal" },
-        "memory": info.memory,
-        "parent": info.parent,
-        "current": current,
-        "description": info.description,
-        "hv_made": info.hv_made,
-    });
-    match v {
-        serde_json::Value::Object(m) => m,
-        _ => unreachable!("object literal"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +91,7 @@ mod tests {
         assert_eq!(info.name, "pre & post");
         assert_eq!(info.parent.as_deref(), Some("older"));
         assert!(info.memory && !info.external && info.hv_made);
-        assert_eq!(fields(&info, true)["created"], "2026-11-21T22:00:05Z");
+        assert_eq!(info.created, 1_795_298_405);
         assert!(marker("pre & post").contains("pre &amp; post"));
     }
 

@@ -1,0 +1,14 @@
+//! The contract every command keeps with its users and the commands
+//! around it (docs/records.md): flags, records out and targets in, errors
+//! with stable codes and exit statuses, the parallel runner and the bulk
+//! driver on top of it, check records, terminal output.
+
+pub mod bulk;
+pub mod checks;
+pub mod cli;
+pub mod error;
+pub mod manual;
+pub mod output;
+pub mod progress;
+pub mod runner;
+pub mod targets;

@@ -1,0 +1,8 @@
+//! Files other commands read: a backup repository's index (hv-backup
+//! writes it; hv-health, hv-metrics and hv-preflight read it) and the ISO
+//! library's sidecars (hv-iso writes them; hv-preflight, hv-health and
+//! hv-metrics read them). Their layout is a format with a version, so it
+//! is defined once.
+
+pub mod backup_index;
+pub mod iso_library;

@@ -1,0 +1,10 @@
+//! Talking to libvirt: connecting, reading a domain's XML and state,
+//! snapshots, waiting on guests, and the few C calls the `virt` crate does
+//! not wrap. Nothing here prints or decides what a command reports.
+
+pub mod connect;
+pub mod domain;
+pub mod ffi;
+pub mod lifecycle;
+pub mod snapshot;
+pub mod state;
