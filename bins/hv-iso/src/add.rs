@@ -125,8 +125,7 @@ fn resolve_trust(a: &AddArgs, source: &Source, file_name: &str) -> Result<Trust>
     }
     let keyring = match &a.keyring {
         Some(path) => Some(
-            Keyring::load(path)
-                .map_err(|why| Error::usage(format!("keyring {}: {why}", path.display())))?,
+            Keyring::load(path)?,
         ),
         None => None,
     };

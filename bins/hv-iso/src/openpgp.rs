@@ -51,28 +51,35 @@ pub struct Verified {
 }
 
 impl Keyring {
-    pub fn load(path: &Path) -> Result<Keyring, String> {
+    /// The keyring the user named with --keyring. What is wrong with it
+    /// is a usage error naming the file: the fix is another file.
+    pub fn load(path: &Path) -> hv_common::Result<Keyring> {
+        let named = |why: String| {
+            hv_common::Error::usage(format!("keyring {}: {why}", path.display()))
+        };
         let bytes = crate::fetch::read_capped(path, KEYRING_LIMIT)
-            .map_err(|e| format!("cannot read: {e}"))?
+            .map_err(|e| named(format!("cannot read: {e}")))?
             .ok_or_else(|| {
-                format!(
+                named(format!(
                     "is too large for a keyring (over {} MiB): give the distributor's keys, \
                      exported with gpg --export FINGERPRINT",
                     KEYRING_LIMIT >> 20
-                )
+                ))
             })?;
         let origin = path.display().to_string();
         if bytes.get(8..12) == Some(b"KBXf") {
-            return Err("is a GnuPG keybox, not a keyring: export the key with \
-                        gpg --export FINGERPRINT > keyring.gpg and pass that"
-                .to_owned());
+            return Err(named(
+                "is a GnuPG keybox, not a keyring: export the key with \
+                 gpg --export FINGERPRINT > keyring.gpg and pass that"
+                    .to_owned(),
+            ));
         }
         let (keys, skipped) = parse_keys(&bytes);
         if keys.is_empty() {
-            return Err(match skipped.first() {
+            return Err(named(match skipped.first() {
                 Some(why) => format!("holds no OpenPGP public key that can be read ({why})"),
                 None => "holds no OpenPGP public key".to_owned(),
-            });
+            }));
         }
         Ok(Keyring {
             keys,
