@@ -30,16 +30,11 @@ const FIELDS: &str = "name, memory, memory_bytes, vcpus, disk, disk_bytes, pool,
 
 /// The planned VMs, and what is said of all of them: --memory, --vcpus,
 /// --disk, --pool, --dir and --iso describe the one VM --name names, or
-/// fill in what a profile leaves out.
+/// fill in what a profile leaves out (`defaults`, whose name is unused).
 #[derive(Debug)]
 pub struct Request {
     pub from: Source,
-    pub memory: Option<u64>,
-    pub vcpus: Option<u32>,
-    pub disk: Option<u64>,
-    pub pool: Option<String>,
-    pub dir: Option<PathBuf>,
-    pub iso: Option<String>,
+    pub defaults: Profile,
     /// Where an --iso given by name is looked up.
     pub iso_library: PathBuf,
 }
@@ -82,14 +77,15 @@ pub fn check(
 }
 
 fn with_defaults(mut p: Profile, request: &Request) -> Profile {
-    p.memory = p.memory.or(request.memory);
-    p.vcpus = p.vcpus.or(request.vcpus);
-    p.disk = p.disk.or(request.disk);
+    let d = &request.defaults;
+    p.memory = p.memory.or(d.memory);
+    p.vcpus = p.vcpus.or(d.vcpus);
+    p.disk = p.disk.or(d.disk);
     if p.pool.is_none() && p.dir.is_none() {
-        p.pool.clone_from(&request.pool);
-        p.dir.clone_from(&request.dir);
+        p.pool.clone_from(&d.pool);
+        p.dir.clone_from(&d.dir);
     }
-    p.iso = p.iso.or_else(|| request.iso.clone());
+    p.iso = p.iso.or_else(|| d.iso.clone());
     p
 }
 

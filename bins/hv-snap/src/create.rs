@@ -295,6 +295,14 @@ mod tests {
             elapsed_ms: 7,
         });
         let keys: Vec<String> = output::to_record(&taken).keys().cloned().collect();
+        // A snapshot's own fields (in their tested order), then create's.
+        let mut expected: Vec<String> =
+            output::to_record(&Snapshot::new(&snapshots::example(), true))
+                .keys()
+                .cloned()
+                .collect();
+        expected.extend(["quiesced".to_owned(), "elapsed_ms".to_owned()]);
+        assert_eq!(keys, expected);
         assert_eq!(
             keys,
             [

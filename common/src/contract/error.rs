@@ -4,6 +4,7 @@
 //! scripts match on them, so they never change spelling.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Stable, machine-readable failure classes. The string form is what users
 /// match on in `.error.code`.
@@ -132,7 +133,7 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Error {
     pub code: Code,
     pub message: String,
@@ -140,7 +141,20 @@ pub struct Error {
     /// deleted): its record keeps these fields, so a partial outcome is
     /// never reported as nothing done.
     pub done: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// The error hv's message was made from (an I/O or libvirt error), for
+    /// `std::error::Error::source`; its text is already in `message`.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+/// Two errors are the same failure when they say the same; where they came
+/// from is not compared.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        (self.code, &self.message, &self.done) == (other.code, &other.message, &other.done)
+    }
+}
+
+impl Eq for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -152,7 +166,14 @@ impl Error {
             code,
             message,
             done: None,
+            source: None,
         }
+    }
+
+    /// Keeps `source` as the cause (`std::error::Error::source`).
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     /// Keeps `fields` (a typed record part) in the failed item's record.
@@ -171,7 +192,7 @@ impl Error {
     }
 
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
-        Error::new(Code::Io, format!("{what}: {err}"))
+        Error::new(Code::Io, format!("{what}: {err}")).caused_by(err)
     }
 
     /// A failed write to stdout; a closed pipe is turned into a quiet stop.
@@ -221,6 +242,7 @@ impl Error {
             libvirt_code(err),
             format!("{context}: {}{needs}{hint}", err.message()),
         )
+        .caused_by(err.clone())
     }
 
     pub fn exit_status(&self) -> Exit {
@@ -250,7 +272,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Appended to libvirt's bare "access denied": which role would allow it.
 const ACCESS_HINT: &str = "; libvirt's polkit access control refused this to your user: with hv's rules (docs/deploy.md, Roles) group hv-operator may list, start, stop, snapshot and back up VMs, and only group hv-admin may remove, tag or change them";
@@ -319,6 +347,18 @@ mod tests {
         sorted.sort_unstable();
         codes.sort_unstable();
         assert_eq!(sorted, codes, "docs/records.md's code table");
+    }
+
+    #[test]
+    fn an_io_error_keeps_its_source() {
+        use std::error::Error as _;
+        let e = Error::io("x", std::io::Error::from(std::io::ErrorKind::NotFound));
+        let source = e.source().expect("a source");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::NotFound)
+        );
+        assert_eq!(e, Error::new(Code::Io, e.message.clone()), "compared by what it says");
     }
 
     #[test]
