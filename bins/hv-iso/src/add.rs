@@ -124,9 +124,7 @@ fn resolve_trust(a: &AddArgs, source: &Source, file_name: &str) -> Result<Trust>
         ));
     }
     let keyring = match &a.keyring {
-        Some(path) => Some(
-            Keyring::load(path)?,
-        ),
+        Some(path) => Some(Keyring::load(path)?),
         None => None,
     };
     let mut trust = Trust {

@@ -54,9 +54,8 @@ impl Keyring {
     /// The keyring the user named with --keyring. What is wrong with it
     /// is a usage error naming the file: the fix is another file.
     pub fn load(path: &Path) -> hv_common::Result<Keyring> {
-        let named = |why: String| {
-            hv_common::Error::usage(format!("keyring {}: {why}", path.display()))
-        };
+        let named =
+            |why: String| hv_common::Error::usage(format!("keyring {}: {why}", path.display()));
         let bytes = crate::fetch::read_capped(path, KEYRING_LIMIT)
             .map_err(|e| named(format!("cannot read: {e}")))?
             .ok_or_else(|| {

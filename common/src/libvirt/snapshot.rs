@@ -41,7 +41,10 @@ fn text(node: Node, name: &str) -> Option<String> {
 /// failure (`libvirt_error`).
 pub fn parse(xml: &str) -> crate::Result<Info> {
     let doc = Document::parse(xml).map_err(|e| {
-        crate::Error::new(crate::Code::Libvirt, format!("unreadable snapshot XML: {e}"))
+        crate::Error::new(
+            crate::Code::Libvirt,
+            format!("unreadable snapshot XML: {e}"),
+        )
     })?;
     let root = doc.root_element();
     let name = text(root, "name").unwrap_or_default();
