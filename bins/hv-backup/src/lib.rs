@@ -5,24 +5,39 @@
 //! the identity that opens it lives elsewhere until a restore needs it.
 //! docs/backup-format.md specifies the repository for other readers.
 
+// `create` backs up a VM in stages, in the order a disk's data flows:
 mod create;
-mod crypt;
-mod define;
-mod direct;
-mod ffi;
-mod format;
-mod gc;
-mod incremental;
-mod load;
+// 1. per disk, a full read or an incremental one, and why;
+mod decide;
+// 2. each disk's export opened and read;
+mod read;
+// 3. cut into chunks, holes and zeros skipped, the image hashed;
+mod chunk;
+// 4. each new chunk compressed, encrypted and written;
+mod seal;
+// 5. the manifest and index written, the backup renamed into place.
+mod commit;
+// What create's stages stand on: checkpoints, this host's caches, and the
+// NBD exports disks are read through (restore writes through them too).
+mod checkpoint;
 mod midstate;
 mod nbd;
-mod prune;
-mod repo;
-mod restore;
 mod source;
-mod store;
+// The other commands.
+mod gc;
+mod prune;
+mod restore;
 mod verify;
+// What restore and verify stand on.
+mod define;
+mod direct;
+mod load;
 mod write;
+// Shared by all: the repository, its formats and keys, and libvirt calls.
+mod crypt;
+mod ffi;
+mod format;
+mod repo;
 
 use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
@@ -486,7 +501,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
     let key = repo.host_key(&a.key_dir.key_dir)?;
     let _lock = repo.lock(LockKind::Shared, a.repo.lock_wait)?;
     let plan = Arc::new(create::Plan {
-        sealer: store::Sealer {
+        sealer: seal::Sealer {
             repo: Arc::new(repo),
             key,
             workers: a.work.workers(),

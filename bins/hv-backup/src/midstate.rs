@@ -7,9 +7,10 @@
 //! as its chunk ids match the cache. Equal keyed-BLAKE3 ids mean equal
 //! bytes, so the resumed state is exactly what hashing would give. The
 //! same file keeps the chunk list and checkpoint an incremental backup
-//! starts from (see incremental.rs).
+//! starts from (decide.rs judges whether it still can).
 
 use crate::ffi;
+use crate::format::Image;
 use sha2::digest::generic_array::GenericArray;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -117,6 +118,58 @@ pub fn cache_path(dir: &Path, repo_id: &str, uuid: &str, target: &str) -> Option
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     (safe(repo_id) && safe(uuid) && safe(target)).then(|| dir.join(repo_id).join(uuid).join(target))
+}
+
+/// This host's caches of one VM's disks in one repository: what the last
+/// backup of each disk left for the next.
+pub struct DiskCaches<'a> {
+    dir: &'a Path,
+    repo_id: &'a str,
+    uuid: String,
+    chunk_size: u64,
+}
+
+impl<'a> DiskCaches<'a> {
+    /// The caches under `dir` (`--cache-dir`) of the VM `uuid` in the
+    /// repository `repo_id`, whose chunks are `chunk_size` long.
+    pub fn new(dir: &'a Path, repo_id: &'a str, uuid: String, chunk_size: u64) -> Self {
+        DiskCaches {
+            dir,
+            repo_id,
+            uuid,
+            chunk_size,
+        }
+    }
+
+    fn path(&self, target: &str) -> Option<PathBuf> {
+        cache_path(self.dir, self.repo_id, &self.uuid, target)
+    }
+
+    /// What the last backup of disk `target` left; `None` if nothing usable.
+    pub fn load(&self, target: &str) -> Option<DiskCache> {
+        DiskCache::load(&self.path(target)?, self.chunk_size)
+    }
+
+    /// Saves the cache of the disk stored as `image` once backup `id` has
+    /// committed; a failure only costs the next backup a full read.
+    pub fn save(&self, image: &Image, id: &str, checkpoint: Option<String>, states: Vec<[u32; 8]>) {
+        let cache = DiskCache {
+            chunk_size: self.chunk_size,
+            size: image.virtual_size_bytes,
+            backup: id.to_owned(),
+            checkpoint,
+            source: image.source.clone(),
+            ids: id_bytes(&image.chunks),
+            states,
+        };
+        let saved = self.path(&image.target).map(|p| cache.save(&p));
+        if let Some(Err(e)) = saved {
+            hv_common::cli::warn(format!(
+                "cannot save the cache for disk {}: {e}; the next backup reads it in full",
+                image.target
+            ));
+        }
+    }
 }
 
 impl DiskCache {

@@ -103,6 +103,15 @@ impl Bench {
         self.identity.to_str().unwrap()
     }
 
+    /// `hv-backup restore ID --identity KEY --dir DIR EXTRA…`, the restore
+    /// most tests check.
+    fn restore_to(&self, id: &str, dir: &Path, extra: &[&str]) -> Run {
+        let dir = dir.to_str().unwrap();
+        let mut args = vec!["restore", id, "--identity", self.identity(), "--dir", dir];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     fn out_dir(&self, name: &str) -> PathBuf {
         let d = self.dir.join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -279,17 +288,7 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     let out_dir = b.out_dir("restored");
     let new_name = format!("{}backup-off restored ü", run_prefix());
     let recs = b
-        .run(&[
-            "restore",
-            &id,
-            "--identity",
-            b.identity(),
-            "--dir",
-            out_dir.to_str().unwrap(),
-            "--define",
-            "--name",
-            &new_name,
-        ])
+        .restore_to(&id, &out_dir, &["--define", "--name", &new_name])
         .assert_ok()
         .records();
     let restored = Restored {
@@ -399,16 +398,7 @@ fn a_running_writing_vm_is_backed_up_live_without_pausing() {
     // The restored disk is exactly the backup's image, and holds the guest's own writes.
     let out = b.out_dir("out");
     let recs = b
-        .run(&[
-            "restore",
-            &id,
-            "--identity",
-            b.identity(),
-            "--dir",
-            out.to_str().unwrap(),
-            "--disk-format",
-            "raw",
-        ])
+        .restore_to(&id, &out, &["--disk-format", "raw"])
         .assert_ok()
         .records();
     let disk = &recs[0]["disks"][0];
@@ -484,14 +474,7 @@ fn damage_and_wrong_keys_are_caught_and_named() {
     );
     let out = b.out_dir("out");
     let recs = b
-        .run(&[
-            "restore",
-            &id,
-            "--identity",
-            b.identity(),
-            "--dir",
-            out.to_str().unwrap(),
-        ])
+        .restore_to(&id, &out, &[])
         .assert_failed("corrupt")
         .records();
     assert!(recs[0]["error"]["message"]

@@ -24,16 +24,7 @@ fn backup_paused(b: &Bench, g: &Guest, extra: &[&str]) -> (Value, String) {
 fn restored_sha(b: &Bench, id: &str) -> String {
     let out = b.out_dir(&format!("restore-{id}"));
     let recs = b
-        .run(&[
-            "restore",
-            id,
-            "--identity",
-            b.identity(),
-            "--dir",
-            out.to_str().unwrap(),
-            "--disk-format",
-            "raw",
-        ])
+        .restore_to(id, &out, &["--disk-format", "raw"])
         .assert_ok()
         .records();
     let path = PathBuf::from(recs[0]["disks"][0]["path"].as_str().unwrap());

@@ -1,38 +1,38 @@
-//! Turning one disk into stored chunks. One thread reads the export in
-//! chunk order, asking block status first so holes and zeros are never
-//! read; one thread hashes the whole image (SHA-256 is sequential); worker
-//! threads id, compress, encrypt and write chunks, which is where the CPU
-//! goes; one thread syncs and renames written chunks, so workers never wait
-//! for the disk. The hashing thread resumes from this host's midstate cache
-//! while the disk matches its previous backup. An incremental read skips
-//! the chunks the dirty bitmap leaves clean and takes their ids from the
-//! previous backup; it cannot hash the whole image without reading it, so
-//! it records no image SHA-256 (see docs/backup-format.md). Queues are
-//! bounded, so memory stays at a few chunks per worker.
+//! Cutting one disk into chunks: the stage between an open export and the
+//! sealers. One thread reads the export in chunk order, asking block status
+//! first so holes and zeros are never read; one thread hashes the whole
+//! image (SHA-256 is sequential); worker threads seal the chunks (seal.rs),
+//! which is where the CPU goes. Queues are bounded, so memory stays at a
+//! few chunks per worker.
+//!
+//! What a reader must know to trust this stage:
+//!
+//! - A zero chunk is never stored: the chunk list says `null`, which reads
+//!   as zeros, and the image hash still hashes its zeros.
+//! - The hashing thread resumes from this host's midstate cache while the
+//!   chunk ids match the previous backup's (midstate.rs): equal keyed-BLAKE3
+//!   ids mean equal bytes, so the digest is what hashing everything gives.
+//! - An incremental read skips the chunks the dirty bitmap leaves clean and
+//!   takes their ids from the previous backup, whose files decide.rs found
+//!   present; it cannot hash the whole image without reading it, so it
+//!   records no image SHA-256 (see docs/backup-format.md).
+//! - The reader stops between chunks when a worker failed or the VM was
+//!   given up on (`--timeout`), and a panicked hashing or sync thread is a
+//!   failure, never a success: a disk is stored only if every chunk is.
 
 use crate::crypt::{self, ChunkKey};
 use crate::format::Image;
 use crate::midstate::{Entry, ImageHash};
 use crate::nbd::{self, Extent};
-use crate::repo::{Repo, Sealed};
+use crate::seal::{self, Done, Piece, Sealer, Unsynced};
+use hv_common::progress::Counter;
 use hv_common::{runner, Code, Error, Result};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-/// What writing chunks needs, shared by every disk of a run.
-pub struct Sealer {
-    pub repo: Arc<Repo>,
-    pub key: ChunkKey,
-    pub workers: usize,
-    /// Chunks this run stored, found stored, or is storing.
-    pub seen: Seen,
-    /// Bytes done, for the progress line.
-    pub progress: Arc<hv_common::progress::Counter>,
-}
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -93,12 +93,8 @@ pub struct Stored {
     pub states: Vec<[u32; 8]>,
 }
 
-type Piece = (usize, Arc<Vec<u8>>);
 /// A chunk's bytes for the image hash, and whether they are all zeros.
 type ForHash = (Arc<Vec<u8>>, bool);
-type Done = (usize, Result<Chunk>);
-/// A written, not yet synced chunk: its temporary path, id and body size.
-type Unsynced = (PathBuf, String, u64);
 
 /// Reads the export of `client` into the repository: all of it, or with
 /// [`Prior::Reuse`] only the changed chunks.
@@ -129,11 +125,11 @@ pub fn store_export(
     let (read_result, hashed, synced) = std::thread::scope(|s| {
         let key = sealer.key;
         let hasher = s.spawn(move || hashing.then(|| hash_all(hash_rx, chunk, &key, cache)));
-        let syncer = s.spawn(|| sync_loop(sync_rx, sealer));
+        let syncer = s.spawn(|| seal::sync_loop(sync_rx, sealer));
         for _ in 0..sealer.workers {
             let (done_tx, sync_tx) = (done_tx.clone(), sync_tx.clone());
             let (work_rx, failed) = (&work_rx, &failed);
-            s.spawn(move || seal_loop(work_rx, done_tx, sync_tx, sealer, failed));
+            s.spawn(move || seal::seal_loop(work_rx, done_tx, sync_tx, sealer, failed));
         }
         drop(done_tx);
         drop(sync_tx);
@@ -143,7 +139,7 @@ pub fn store_export(
             work_tx: &work_tx,
             hash_tx: hashing.then_some(&hash_tx),
             failed: &failed,
-            sealer,
+            progress: &sealer.progress,
             reuse: reuse.as_ref(),
         };
         let read = reader.run(client);
@@ -204,6 +200,49 @@ fn in_disk(target: &str, e: Error) -> Error {
     Error::new(e.code, format!("disk {target}: {}", e.message))
 }
 
+/// Stores a small regular file (the NVRAM) as an image of its own, read
+/// whole and sealed chunk by chunk.
+pub fn store_file(sealer: &Sealer, path: &Path) -> Result<Stored> {
+    let data = std::fs::read(path)
+        .map_err(|e| Error::io(format!("cannot read NVRAM {}", path.display()), e))?;
+    let chunk = sealer.repo.config.chunk_size as usize;
+    let mut counts = Counts {
+        read_bytes: data.len() as u64,
+        ..Counts::default()
+    };
+    let mut chunks = Vec::new();
+    let mut refs = Vec::new();
+    for piece in data.chunks(chunk) {
+        if is_zero(piece) {
+            chunks.push(None);
+            continue;
+        }
+        let c = seal::seal_one(sealer, piece)?;
+        if let Some(written) = c.written {
+            counts.new_bytes += piece.len() as u64;
+            counts.stored_bytes += written;
+        }
+        refs.push((c.id.clone(), c.body));
+        chunks.push(Some(c.id));
+    }
+    let image = Image {
+        target: "nvram".into(),
+        format: "raw".into(),
+        source: Some(path.display().to_string()),
+        virtual_size_bytes: data.len() as u64,
+        sha256: Some(crypt::hex(&Sha256::digest(&data))),
+        read: Some("full".into()),
+        base: None,
+        chunks,
+    };
+    Ok(Stored {
+        image,
+        refs,
+        counts,
+        states: Vec::new(),
+    })
+}
+
 /// The reading side of [`store_export`].
 struct Reader<'a> {
     chunk: u64,
@@ -212,7 +251,8 @@ struct Reader<'a> {
     /// Where every chunk's bytes go for the image hash; none when incremental.
     hash_tx: Option<&'a SyncSender<ForHash>>,
     failed: &'a AtomicBool,
-    sealer: &'a Sealer,
+    /// Bytes passed, for the progress line.
+    progress: &'a Counter,
     reuse: Option<&'a Reuse>,
 }
 
@@ -237,7 +277,7 @@ impl Reader<'_> {
             }
             let start = i as u64 * self.chunk;
             let len = self.chunk.min(size - start);
-            self.sealer.progress.add(len);
+            self.progress.add(len);
             if let Some(id) = self.unchanged(i) {
                 if let Some(id) = id {
                     let stored = self.reuse.and_then(|r| r.sizes.get(id)).copied();
@@ -338,194 +378,6 @@ fn hash_all(
     }
     let tail = last.as_deref().map(Vec::as_slice).unwrap_or_default();
     (h.finish(tail), states)
-}
-
-/// Makes written chunks durable and visible: sync, then rename into place.
-fn sync_loop(rx: Receiver<Unsynced>, sealer: &Sealer) -> Result<()> {
-    let mut first_error = None;
-    for (tmp, id, body) in rx {
-        if first_error.is_some() {
-            let _ = std::fs::remove_file(&tmp);
-            sealer.seen.release(&id);
-            continue;
-        }
-        match sealer.repo.commit_chunk(&tmp, &id) {
-            Ok(()) => sealer.seen.stored(&id, body),
-            Err(e) => {
-                sealer.seen.release(&id);
-                first_error = Some(e);
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-fn seal_loop(
-    work_rx: &Mutex<Receiver<Piece>>,
-    done_tx: mpsc::Sender<Done>,
-    sync_tx: mpsc::Sender<Unsynced>,
-    sealer: &Sealer,
-    failed: &AtomicBool,
-) {
-    loop {
-        let next = work_rx.lock().map(|rx| rx.recv());
-        let Ok(Ok((i, buf))) = next else { return };
-        let result = seal_with(sealer, &buf, |unsynced| {
-            // The sync thread reports its own failures, and releases the claim.
-            if let Err(mpsc::SendError((tmp, id, _))) = sync_tx.send(unsynced) {
-                let _ = std::fs::remove_file(tmp);
-                sealer.seen.release(&id);
-                return Err(Error::new(Code::Io, "the chunk sync thread is gone"));
-            }
-            Ok(())
-        });
-        if result.is_err() {
-            failed.store(true, Ordering::Relaxed);
-        }
-        if done_tx.send((i, result)).is_err() {
-            return;
-        }
-    }
-}
-
-/// One chunk of an image as stored: its id, its body size (the same
-/// whichever run sealed it), and its file size when this call wrote it.
-pub struct Chunk {
-    pub id: String,
-    pub body: u64,
-    pub written: Option<u64>,
-}
-
-/// Ids a chunk and, unless the repository already has it or another
-/// worker of this run is storing it, seals and writes it to `tmp/`,
-/// handing the file to `finish` (the sync thread, or an immediate commit).
-fn seal_with(
-    sealer: &Sealer,
-    plain: &[u8],
-    finish: impl FnOnce(Unsynced) -> Result<()>,
-) -> Result<Chunk> {
-    let id = crypt::chunk_id(&sealer.key, plain);
-    if let Claim::Stored(body) = sealer.seen.claim(&id, &sealer.repo) {
-        return Ok(Chunk {
-            id,
-            body,
-            written: None,
-        });
-    }
-    let written = crypt::seal_chunk(
-        &sealer.repo.recipients,
-        sealer.repo.config.compression_level,
-        plain,
-    )
-    .and_then(|(sealed, body)| {
-        let tmp = sealer.repo.write_chunk_unsynced(&sealed)?;
-        Ok((tmp, body, sealed.len() as u64))
-    });
-    let (tmp, body, whole) = match written {
-        Ok(w) => w,
-        Err(e) => {
-            sealer.seen.release(&id);
-            return Err(e);
-        }
-    };
-    finish((tmp, id.clone(), body))?;
-    Ok(Chunk {
-        id,
-        body,
-        written: Some(whole),
-    })
-}
-
-/// [`seal_with`], committing the chunk before it returns.
-pub fn seal_one(sealer: &Sealer, plain: &[u8]) -> Result<Chunk> {
-    seal_with(sealer, plain, |(tmp, id, body)| {
-        match sealer.repo.commit_chunk(&tmp, &id) {
-            Ok(()) => sealer.seen.stored(&id, body),
-            Err(e) => {
-                sealer.seen.release(&id);
-                return Err(e);
-            }
-        }
-        Ok(())
-    })
-}
-
-/// The chunks of one run, shared by all its disks: which are stored, and
-/// which a worker is storing now. Clones of one template share most
-/// chunks, and their disks are read at once; without claims two workers
-/// would seal and write the same chunk, and both count it as new.
-#[derive(Default)]
-pub struct Seen {
-    chunks: Mutex<HashMap<String, Slot>>,
-    changed: Condvar,
-}
-
-enum Slot {
-    /// A worker is sealing it; it is not yet in the repository.
-    Claimed,
-    /// In the repository, with this body size.
-    Stored(u64),
-}
-
-enum Claim {
-    Stored(u64),
-    /// The caller must store it, and then call [`Seen::stored`] or [`Seen::release`].
-    Mine,
-}
-
-/// How long a worker waits for another to store a chunk before it stores
-/// its own copy (an equal one: the rename replaces a chunk with its twin).
-const CLAIM_WAIT: Duration = Duration::from_secs(120);
-
-impl Seen {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        self.chunks.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn claim(&self, id: &str, repo: &Repo) -> Claim {
-        let deadline = Instant::now() + CLAIM_WAIT;
-        let mut chunks = self.lock();
-        loop {
-            match chunks.get(id) {
-                Some(Slot::Stored(body)) => return Claim::Stored(*body),
-                Some(Slot::Claimed) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Claim::Mine;
-                    }
-                    chunks = match self.changed.wait_timeout(chunks, left) {
-                        Ok((guard, _)) => guard,
-                        Err(e) => e.into_inner().0,
-                    };
-                }
-                None => break,
-            }
-        }
-        chunks.insert(id.to_owned(), Slot::Claimed);
-        drop(chunks);
-        // A damaged chunk file is stored again: its twin replaces it.
-        match repo.chunk_file(id) {
-            Sealed::Intact { body, .. } => {
-                self.stored(id, body);
-                Claim::Stored(body)
-            }
-            Sealed::Missing | Sealed::Damaged => Claim::Mine,
-        }
-    }
-
-    fn stored(&self, id: &str, body: u64) {
-        self.lock().insert(id.to_owned(), Slot::Stored(body));
-        self.changed.notify_all();
-    }
-
-    fn release(&self, id: &str) {
-        let mut chunks = self.lock();
-        if matches!(chunks.get(id), Some(Slot::Claimed)) {
-            chunks.remove(id);
-        }
-        drop(chunks);
-        self.changed.notify_all();
-    }
 }
 
 /// True when every byte is zero; word-wise so it vectorises.

@@ -1,39 +1,34 @@
-//! Incremental reads through libvirt checkpoints. Every live backup
-//! creates a checkpoint atomically with its job; the next backup to the same
-//! repository asks libvirt for the blocks dirtied since then and reads only
-//! the chunks they touch, taking the others from this host's cache of the
-//! previous chunk list (midstate.rs). The manifest stays a full list, so a
-//! restore never replays a chain.
+//! The libvirt checkpoints incremental reads rest on: naming them, making
+//! them, and removing them. A checkpoint is a point in time plus a dirty
+//! bitmap per qcow2 disk; the next backup to the same repository reads only
+//! the chunks the bitmap marks (decide.rs checks the chain before it is
+//! trusted; read.rs reads through it).
 //!
-//! The failures peers are known for come from trusting a chain that is no
-//! longer whole. hv trusts nothing it did not just check: the checkpoint
-//! must exist with a bitmap for the disk, the disk must be the same file at
-//! the same size, and every chunk to be reused must still be in the
-//! repository. Anything else reads that disk in full and says why, and a
-//! job libvirt refuses is started again without increments; so a broken
-//! chain costs one full read, never a failing night after night.
+//! What a reader must know to trust this stage:
 //!
-//! libvirt creates and deletes checkpoints only on running domains. For a
-//! stopped VM hv does what libvirt would: it adds the bitmap to each qcow2
-//! image with `qemu-img bitmap` (whose write lock keeps the VM from
-//! starting meanwhile) and redefines the checkpoint to libvirt, which then
-//! carries it on when the VM starts; qemu-nbd exports the old bitmap for the
-//! read. Every bitmap libvirt makes records all writes since it was
-//! created, so a stopped VM's chain and a running VM's are one chain.
-//!
-//! Checkpoint names carry a per-repository prefix (`hv-<16 hex of the
-//! repository id>-`), so two repositories never share or delete each
-//! other's chain. After a backup commits, every checkpoint of its prefix
-//! but the new one is deleted (libvirt merges their bitmaps into older
-//! checkpoints, so other tools' chains stay correct); a checkpoint left by
-//! a killed run goes the same way.
+//! - A running VM's checkpoint is created by libvirt atomically with the
+//!   backup job, so the bitmap starts at exactly the instant the job reads.
+//!   It must not be changed before that job has ended: libvirt 11.3 can
+//!   then keep a job that never ends ([`NewCheckpoint`] waits for it).
+//! - libvirt creates and deletes checkpoints only on running domains. For a
+//!   stopped VM hv does what libvirt would: it adds the bitmap to each qcow2
+//!   image with `qemu-img bitmap` (whose write lock keeps the VM from
+//!   starting meanwhile) and redefines the checkpoint to libvirt, which then
+//!   carries it on when the VM starts; qemu-nbd exports the old bitmap for
+//!   the read. Every bitmap libvirt makes records all writes since it was
+//!   created, so a stopped VM's chain and a running VM's are one chain.
+//! - A checkpoint made by a backup that then fails is removed again, so
+//!   failing nights do not pile up bitmaps every guest write updates.
+//! - Checkpoint names carry a per-repository prefix (`hv-<16 hex of the
+//!   repository id>-`), so two repositories never share or delete each
+//!   other's chain. After a backup commits, every checkpoint of its prefix
+//!   but the new one is deleted (libvirt merges their bitmaps into older
+//!   checkpoints, so other tools' chains stay correct); a checkpoint left by
+//!   a killed run goes the same way.
 
 use crate::ffi;
-use crate::midstate::DiskCache;
-use crate::repo::Repo;
 use hv_common::domain::{xml_escape, Disk};
 use hv_common::time;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use virt::domain::Domain;
@@ -84,38 +79,6 @@ pub fn checkpoint_xml(name: &str, all: &[Disk], tracked: &[&str], created: Optio
     out
 }
 
-/// Why a disk is read in full; `warn` when it is not the expected case (a
-/// first backup, `--full`, a raw disk) but a chain that broke.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Full {
-    pub reason: String,
-    pub warn: bool,
-}
-
-impl Full {
-    pub fn expected(reason: impl Into<String>) -> Full {
-        Full {
-            reason: reason.into(),
-            warn: false,
-        }
-    }
-
-    pub fn broken(reason: impl Into<String>) -> Full {
-        Full {
-            reason: reason.into(),
-            warn: true,
-        }
-    }
-}
-
-/// An incremental read's starting point for one disk.
-pub struct Base {
-    pub checkpoint: String,
-    pub cache: DiskCache,
-    /// Stored sizes of the cached chunks, every one present.
-    pub sizes: HashMap<String, u64>,
-}
-
 /// This repository's checkpoints on one domain.
 pub struct Chain {
     pub prefix: String,
@@ -143,99 +106,6 @@ impl Chain {
             },
         }
     }
-
-    /// Where `disk` can be read incrementally from, or why not.
-    pub fn base(
-        &self,
-        dom: &Domain,
-        repo: &Repo,
-        disk: &Disk,
-        cache: Option<DiskCache>,
-    ) -> Result<Base, Full> {
-        let target = &disk.target;
-        if !can_track(disk) {
-            return Err(Full::expected(format!(
-                "disk {target} is not qcow2 and keeps no dirty bitmap"
-            )));
-        }
-        let Some(cache) = cache else {
-            return Err(if self.ours.is_empty() {
-                Full::expected(format!("first backup of disk {target} to this repository"))
-            } else {
-                Full::broken(format!(
-                    "this host has no chunk list of disk {target}'s last backup (cache \
-                     directory cleared?)"
-                ))
-            });
-        };
-        let Some(checkpoint) = cache.checkpoint.clone() else {
-            return Err(Full::expected(format!(
-                "disk {target}'s last backup made no checkpoint"
-            )));
-        };
-        if let Some(why) = &self.unlisted {
-            return Err(Full::broken(format!("cannot list checkpoints: {why}")));
-        }
-        if !self.ours.contains(&checkpoint) {
-            return Err(Full::broken(format!(
-                "checkpoint {checkpoint} is gone (deleted outside hv-backup?)"
-            )));
-        }
-        if !has_bitmap(dom, &checkpoint, target) {
-            return Err(Full::broken(format!(
-                "checkpoint {checkpoint} keeps no bitmap for disk {target}"
-            )));
-        }
-        if cache.source != disk.source {
-            return Err(Full::broken(format!(
-                "disk {target} was replaced since backup {} ({} then, {} now)",
-                cache.backup,
-                cache.source.as_deref().unwrap_or("-"),
-                disk.source.as_deref().unwrap_or("-")
-            )));
-        }
-        let sizes = present_chunks(repo, &cache).ok_or_else(|| {
-            Full::broken(format!(
-                "chunks of backup {} are missing or damaged in the repository (pruned?)",
-                cache.backup
-            ))
-        })?;
-        Ok(Base {
-            checkpoint,
-            cache,
-            sizes,
-        })
-    }
-}
-
-fn has_bitmap(dom: &Domain, checkpoint: &str, target: &str) -> bool {
-    let Ok(xml) = ffi::checkpoint_xml(dom, checkpoint) else {
-        return false;
-    };
-    let Ok(doc) = roxmltree::Document::parse(&xml) else {
-        return false;
-    };
-    doc.descendants().any(|n| {
-        n.has_tag_name("disk")
-            && n.attribute("name") == Some(target)
-            && n.attribute("checkpoint") == Some("bitmap")
-    })
-}
-
-/// The body size of every chunk `cache` lists, or `None` if one is
-/// missing or damaged (an incremental backup must not lean on it).
-fn present_chunks(repo: &Repo, cache: &DiskCache) -> Option<HashMap<String, u64>> {
-    let mut sizes = HashMap::new();
-    for id in cache.ids.iter().flatten() {
-        if let std::collections::hash_map::Entry::Vacant(slot) = sizes.entry(crate::crypt::hex(id))
-        {
-            match repo.chunk_file(slot.key()) {
-                crate::repo::Sealed::Intact { body, .. } => slot.insert(body),
-                _ => return None,
-            };
-        }
-    }
-    Some(sizes)
 }
 
 /// A checkpoint a backup made: by a running VM's backup job, or by hand for
@@ -312,7 +182,8 @@ pub fn create_offline<'a>(
     name: &str,
     all: &'a [Disk],
     tracked: &[&Disk],
-) -> Result<NewCheckpoint<'a>, String> {
+) -> hv_common::Result<NewCheckpoint<'a>> {
+    let io = |message: String| hv_common::Error::new(hv_common::Code::Io, message);
     let mut added: Vec<&Disk> = Vec::new();
     let undo = |added: &[&Disk]| {
         for disk in added {
@@ -322,7 +193,7 @@ pub fn create_offline<'a>(
     for disk in tracked {
         if let Err(e) = bitmap(disk, "--add", name) {
             undo(&added);
-            return Err(e);
+            return Err(io(e));
         }
         added.push(disk);
     }
@@ -330,7 +201,7 @@ pub fn create_offline<'a>(
     let xml = checkpoint_xml(name, all, &targets, Some(time::now()));
     ffi::redefine_checkpoint(dom, &xml).map_err(|e| {
         undo(&added);
-        format!("libvirt would not take checkpoint {name}: {}", e.message())
+        hv_common::Error::libvirt(format!("libvirt would not take checkpoint {name}"), &e)
     })?;
     Ok(NewCheckpoint {
         dom,
@@ -345,25 +216,31 @@ pub fn create_offline<'a>(
 /// consistent. qemu-nbd would otherwise export a bitmap of that name from
 /// a backing file (an image moved aside under a new overlay), which never
 /// saw the overlay's writes, or refuse one QEMU never saved.
-pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> Result<(), String> {
+pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> hv_common::Result<()> {
+    let io = |message: String| hv_common::Error::new(hv_common::Code::Io, message);
     let out = hv_common::cli::child_command("qemu-img")
         .args(["info", "-U", "--output=json"])
         .arg(path)
         .output()
-        .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;
+        .map_err(|e| io(format!("cannot run qemu-img (install qemu-utils): {e}")))?;
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
-        format!(
+        io(format!(
             "qemu-img cannot read {}: {}",
             path.display(),
             String::from_utf8_lossy(&out.stderr).trim()
-        )
+        ))
     })?;
     let listed = info["format-specific"]["data"]["bitmaps"].as_array();
     let found = listed
         .into_iter()
         .flatten()
         .find(|b| b["name"] == bitmap)
-        .ok_or_else(|| format!("{} holds no bitmap {bitmap} (replaced?)", path.display()))?;
+        .ok_or_else(|| {
+            io(format!(
+                "{} holds no bitmap {bitmap} (replaced?)",
+                path.display()
+            ))
+        })?;
     let flags: Vec<&str> = found["flags"]
         .as_array()
         .into_iter()
@@ -371,13 +248,16 @@ pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> Result<(), Strin
         .filter_map(|f| f.as_str())
         .collect();
     if flags.contains(&"in-use") {
-        return Err(format!(
+        return Err(io(format!(
             "bitmap {bitmap} in {} was never saved (QEMU stopped without closing it)",
             path.display()
-        ));
+        )));
     }
     if !flags.contains(&"auto") {
-        return Err(format!("bitmap {bitmap} in {} is disabled", path.display()));
+        return Err(io(format!(
+            "bitmap {bitmap} in {} is disabled",
+            path.display()
+        )));
     }
     Ok(())
 }
