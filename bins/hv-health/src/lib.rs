@@ -5,6 +5,7 @@
 
 mod ffi;
 mod host;
+mod state_file;
 mod vms;
 
 use clap::Parser;
@@ -201,7 +202,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
 
 fn health(opts: &Options) -> Result<Exit> {
     let previous = match &opts.state_file {
-        Some(path) => Some(checks::load_state(path)?),
+        Some(path) => Some(state_file::load(path)?),
         None => None,
     };
     let mut printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
@@ -243,7 +244,7 @@ fn health(opts: &Options) -> Result<Exit> {
         _ => ran.contains(check),
     };
     let records = match &previous {
-        Some(previous) => checks::with_changes(&found, previous, covered),
+        Some(previous) => state_file::with_changes(&found, previous, covered),
         None => found.iter().map(Check::record).collect(),
     };
     for record in records.into_iter().filter(|r| shown(r, opts)) {
@@ -251,7 +252,7 @@ fn health(opts: &Options) -> Result<Exit> {
     }
     printer.finish()?;
     if let (Some(path), Some(previous)) = (&opts.state_file, &previous) {
-        checks::save_state(path, &found, previous, covered)?;
+        state_file::save(path, &found, previous, covered)?;
     }
     let mut exit = checks::exit(&found, opts.strict).worst(status.exit());
     if !reachable {

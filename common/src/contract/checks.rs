@@ -5,14 +5,10 @@
 //! (a share of a disk, an age, a size, a count) in one pair of fields: a
 //! script comparing `value` with `threshold` must not need to know each
 //! check to know whether 90 is a percentage, seconds or bytes.
-//! The state file turns a timer's repeated runs into changes (new, ongoing,
-//! resolved), so a problem alerts once instead of every five minutes.
 
 use crate::error::{Error, Exit, Result};
 use crate::output::{col, Column, Show};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The table both check commands print: the fix is always on screen.
 pub const COLUMNS: &[Column] = &[
@@ -62,7 +58,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Option<Status> {
+    pub fn parse(s: &str) -> Option<Status> {
         match s {
             "pass" => Some(Status::Pass),
             "warn" => Some(Status::Warn),
@@ -249,122 +245,6 @@ pub fn exit(checks: &[Check], strict: bool) -> Exit {
     }
 }
 
-/// What the last run found wrong: key → its record.
-pub type Previous = BTreeMap<String, Map<String, Value>>;
-
-/// Reads the state file; a missing file is a first run.
-/// A damaged file (a crash while it was written by an older hv) is
-/// reported and read as empty: the checks must still run and report.
-pub fn load_state(path: &Path) -> Result<Previous> {
-    let text = match crate::fsutil::read_limited(path, 64 << 20) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Previous::new()),
-        Err(e) => {
-            return Err(Error::usage(format!(
-                "--state-file {}: cannot read it ({e}); give a file this user may read and write",
-                path.display()
-            )))
-        }
-    };
-    Ok(serde_json::from_slice(&text).unwrap_or_else(|e| {
-        crate::cli::warn(format!(
-            "{}: not an hv state file ({e}); starting afresh, so every problem is new once",
-            path.display()
-        ));
-        Previous::new()
-    }))
-}
-
-/// Saves the problems of this run, and the earlier ones of checks this run
-/// did not cover (libvirt unreachable, some VMs only), atomically: a
-/// killed run leaves the previous state, and the next run reports the same
-/// changes again. Runs at once each write their own temporary file.
-pub fn save_state(
-    path: &Path,
-    checks: &[Check],
-    previous: &Previous,
-    covered: impl Fn(&str) -> bool,
-) -> Result<()> {
-    let looked_at: std::collections::HashSet<String> = checks.iter().map(Check::key).collect();
-    let mut problems: Previous = previous
-        .iter()
-        .filter(|(k, r)| {
-            let check = r.get("check").and_then(Value::as_str).unwrap_or("");
-            !covered(check) && !looked_at.contains(*k)
-        })
-        .map(|(k, r)| (k.clone(), r.clone()))
-        .collect();
-    problems.extend(
-        checks
-            .iter()
-            .filter(|c| c.status != Status::Pass)
-            .map(|c| (c.key(), c.record())),
-    );
-    let text = serde_json::to_vec_pretty(&problems).expect("records serialize");
-    crate::fsutil::write_atomic(path, &text, 0o644).map_err(|e| Error::io(path.display(), e))
-}
-
-/// Each record with its `change` against the last run: `new` or `ongoing`
-/// for a problem, null for a pass that was no problem before; then one
-/// `resolved` record (status pass) per earlier problem that is gone. An
-/// earlier problem of a check this run did not cover (`covered` is false
-/// for its id) is neither: it was not looked at.
-pub fn with_changes(
-    checks: &[Check],
-    previous: &Previous,
-    covered: impl Fn(&str) -> bool,
-) -> Vec<Map<String, Value>> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for c in checks {
-        let key = c.key();
-        let was = previous
-            .get(&key)
-            .and_then(|r| r.get("status")?.as_str())
-            .and_then(Status::parse);
-        let change = match (c.status, was) {
-            (Status::Pass, Some(_)) => "resolved",
-            (Status::Pass, None) => "",
-            (_, None) => "new",
-            (now, Some(before)) if now != before => "new",
-            _ => "ongoing",
-        };
-        seen.insert(key);
-        let mut r = c.record();
-        r.insert(
-            "change".into(),
-            if change.is_empty() {
-                Value::Null
-            } else {
-                change.into()
-            },
-        );
-        out.push(r);
-    }
-    for (key, before) in previous {
-        let check = before.get("check").and_then(Value::as_str).unwrap_or("");
-        if seen.contains(key) || !covered(check) {
-            continue;
-        }
-        let mut r = before.clone();
-        r.insert("status".into(), "pass".into());
-        r.insert(
-            "message".into(),
-            format!(
-                "no longer found: {}",
-                before.get("message").and_then(Value::as_str).unwrap_or("")
-            )
-            .into(),
-        );
-        r.insert("hint".into(), Value::Null);
-        // A state file written before records had a unit.
-        r.entry("unit").or_insert(Value::Null);
-        r.insert("change".into(), "resolved".into());
-        out.push(r);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,71 +253,6 @@ mod tests {
         Check::new(check, status, "m")
             .about("name", "web 1")
             .about("uuid", uuid)
-    }
-
-    #[test]
-    fn changes_against_the_last_run() {
-        let first = [
-            vm("vm.crashed", Status::Fail, "u1"),
-            vm("vm.crashed", Status::Fail, "u2"),
-            vm("vm.crashed", Status::Pass, "u3"),
-        ];
-        let previous: Previous = first
-            .iter()
-            .filter(|c| c.status != Status::Pass)
-            .map(|c| (c.key(), c.record()))
-            .collect();
-        let second = [
-            vm("vm.crashed", Status::Fail, "u1"),
-            vm("vm.crashed", Status::Pass, "u3"),
-            vm("vm.crashed", Status::Warn, "u4"),
-        ];
-        let out = with_changes(&second, &previous, |_| true);
-        let changes: Vec<(&str, &str, Option<&str>)> = out
-            .iter()
-            .map(|r| {
-                (
-                    r["uuid"].as_str().unwrap(),
-                    r["status"].as_str().unwrap(),
-                    r["change"].as_str(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            changes,
-            [
-                ("u1", "fail", Some("ongoing")),
-                ("u3", "pass", None),
-                ("u4", "warn", Some("new")),
-                ("u2", "pass", Some("resolved"))
-            ]
-        );
-    }
-
-    #[test]
-    fn a_problem_not_looked_at_is_neither_resolved_nor_forgotten() {
-        let problem = vm("vm.crashed", Status::Fail, "u1");
-        let previous: Previous = [(problem.key(), problem.record())].into();
-        // libvirt unreachable: no VM check ran.
-        let down = [Check::new("libvirt.reachable", Status::Fail, "down")];
-        let covered = |check: &str| check == "libvirt.reachable";
-        let out = with_changes(&down, &previous, covered);
-        assert!(out.iter().all(|r| r["change"] != "resolved"), "{out:?}");
-        let dir = std::env::temp_dir().join(format!("hv-state-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("health.json");
-        save_state(&path, &down, &previous, covered).unwrap();
-        let kept = load_state(&path).unwrap();
-        assert!(
-            kept.contains_key(&problem.key()),
-            "the crash is still remembered"
-        );
-        std::fs::write(&path, "{\"half").unwrap();
-        assert!(
-            load_state(&path).unwrap().is_empty(),
-            "a damaged file reads as empty"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
