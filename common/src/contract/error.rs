@@ -358,7 +358,11 @@ mod tests {
             source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
             Some(std::io::ErrorKind::NotFound)
         );
-        assert_eq!(e, Error::new(Code::Io, e.message.clone()), "compared by what it says");
+        assert_eq!(
+            e,
+            Error::new(Code::Io, e.message.clone()),
+            "compared by what it says"
+        );
     }
 
     #[test]
