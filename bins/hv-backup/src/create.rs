@@ -48,11 +48,83 @@ pub struct Plan {
     pub scratch_root: PathBuf,
     /// This host's midstate caches (see midstate.rs).
     pub cache_dir: PathBuf,
+    /// How long a backup of a VM waits for another run's backup of it
+    /// (`--lock-wait`).
+    pub lock_wait: std::time::Duration,
     pub note: Option<String>,
     pub protected: bool,
     pub dry_run: bool,
     /// Read every disk in full (`--full`).
     pub full: bool,
+}
+
+/// One backup of a VM at a time on this host, whichever repository it
+/// goes to: two at once race for its images (one run's `qemu-img bitmap
+/// --add` holds the write lock another run's qemu-nbd needs) and for its
+/// checkpoints. The second waits up to `wait`, as for the repository lock,
+/// and then backs up. A lock that cannot be taken at all (a read-only
+/// cache directory) is warned about, not a failed backup.
+fn lock_vm(
+    cache_dir: &std::path::Path,
+    uuid: &str,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<Option<std::fs::File>> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let safe = !uuid.is_empty() && uuid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !safe {
+        return Ok(None);
+    }
+    let path = cache_dir.join(format!("{uuid}.lock"));
+    let opened = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(cache_dir)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+        });
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) => {
+            hv_common::cli::warn(format!(
+                "{name}: cannot take this host's lock {} ({e}); a second backup of it at the same time may fail",
+                path.display()
+            ));
+            return Ok(None);
+        }
+    };
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock)
+                if start.elapsed() < wait && !hv_common::runner::abandoned() =>
+            {
+                if !told {
+                    hv_common::cli::warn(format!(
+                        "{name}: waiting for another hv-backup run that is backing it up"
+                    ));
+                    told = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    hv_common::Code::Locked,
+                    "another hv-backup run is backing up this VM; try again when it ends, or raise --lock-wait",
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", path.display()), e))
+            }
+        }
+    }
 }
 
 /// States in which QEMU runs and a backup job can read the disks through
@@ -179,6 +251,12 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Backed> {
             dry_run: true,
         }));
     }
+    let _one_at_a_time = lock_vm(
+        &plan.cache_dir,
+        vm.uuid.as_deref().unwrap_or_default(),
+        vm.name.as_deref().unwrap_or_default(),
+        plan.lock_wait,
+    )?;
     let sealer = &plan.sealer;
     let repo = &sealer.repo;
     let caches = DiskCaches::new(

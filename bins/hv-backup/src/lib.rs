@@ -510,6 +510,7 @@ fn create(a: CreateArgs) -> Result<Exit> {
         },
         scratch_root: a.work.scratch_dir.clone(),
         cache_dir: a.cache_dir.clone(),
+        lock_wait: a.repo.lock_wait,
         note: a.note.clone(),
         protected: a.protected,
         dry_run: a.args.dry_run,
