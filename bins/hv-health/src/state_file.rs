@@ -144,9 +144,7 @@ mod tests {
     use super::*;
 
     fn vm(check: &'static str, status: Status, uuid: &str) -> Check {
-        Check::new(check, status, "m")
-            .about("name", "web 1")
-            .about("uuid", uuid)
+        Check::new(check, status, "m").about_vm("web 1", uuid)
     }
 
     #[test]

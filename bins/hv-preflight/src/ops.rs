@@ -34,9 +34,7 @@ struct Vm {
 
 impl Vm {
     fn check(&self, id: &'static str, status: Status, message: String) -> Check {
-        Check::new(id, status, message)
-            .about("name", self.name.clone())
-            .about("uuid", self.uuid.clone())
+        Check::new(id, status, message).about_vm(&self.name, &self.uuid)
     }
 
     fn active(&self) -> bool {

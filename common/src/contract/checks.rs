@@ -103,6 +103,11 @@ impl Check {
         self
     }
 
+    /// About a VM: its `name` and `uuid`, as every VM check says it.
+    pub fn about_vm(self, name: impl Into<String>, uuid: impl Into<String>) -> Check {
+        self.about("name", name).about("uuid", uuid)
+    }
+
     /// The fix, when the check did not pass.
     pub fn hint(mut self, hint: impl Into<String>) -> Check {
         if self.status != Status::Pass {
@@ -250,9 +255,7 @@ mod tests {
     use super::*;
 
     fn vm(check: &'static str, status: Status, uuid: &str) -> Check {
-        Check::new(check, status, "m")
-            .about("name", "web 1")
-            .about("uuid", uuid)
+        Check::new(check, status, "m").about_vm("web 1", uuid)
     }
 
     #[test]
