@@ -790,3 +790,32 @@ impl Drop for Terminal {
             .status();
     }
 }
+
+/// The fields the table under `heading` in `docs/<doc>` names, in order:
+/// every backticked name in the first column of each row (`` `name`,
+/// `uuid` `` is two). A record type's test compares its fields with
+/// these, so the docs cannot drift from the code.
+pub fn documented_fields(doc: &str, heading: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(doc);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let at = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{} has no {heading:?}", path.display()));
+    text[at..]
+        .lines()
+        .skip_while(|l| !l.starts_with("| field"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| `"))
+        .flat_map(|l| {
+            let first = l.split(" | ").next().unwrap_or("");
+            first
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

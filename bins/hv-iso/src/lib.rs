@@ -499,3 +499,48 @@ fn remove(lib: &Library, entry: &Entry) -> Result<Map<String, Value>> {
         ..ImageOutcome::new(name, entry.path.display().to_string())
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecar() -> Sidecar {
+        Sidecar {
+            format: 1,
+            name: "d.iso".into(),
+            size_bytes: 1,
+            sha256: "00".into(),
+            source: "/tmp/d.iso".into(),
+            verified_by: "none".into(),
+            unsigned: true,
+            checksums: None,
+            checksum: None,
+            signature: None,
+            keyring: None,
+            signer: None,
+            verified_at: "2026-12-06T00:00:00Z".into(),
+            checked_at: None,
+            check_ok: None,
+        }
+    }
+
+    /// docs/iso.md names the sidecar's fields, and a listed entry is the
+    /// sidecar without its format, where its name says where it lives.
+    #[test]
+    fn sidecars_and_entries_are_the_documented_ones() {
+        let s = sidecar();
+        let keys = |m: Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+        let documented = hv_testbench::documented_fields("iso.md", "The sidecar (format 1)");
+        assert_eq!(keys(output::to_record(&s)), documented);
+        let lib = Library {
+            root: PathBuf::from("/srv/iso"),
+        };
+        let mut expected: Vec<String> = vec!["name".into(), "path".into()];
+        expected.extend(
+            documented
+                .into_iter()
+                .filter(|f| f != "format" && f != "name"),
+        );
+        assert_eq!(keys(output::to_record(&entry_record(&lib, &s))), expected);
+    }
+}

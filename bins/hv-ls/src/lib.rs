@@ -445,23 +445,6 @@ fn block_sizes(stats: &Stats, target: &str) -> (Option<u64>, Option<u64>) {
 mod tests {
     use super::*;
 
-    /// The field column of the table under `heading` in docs/records.md.
-    fn documented(heading: &str) -> Vec<String> {
-        let doc = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/records.md"
-        ))
-        .unwrap();
-        let at = doc.find(heading).unwrap_or_else(|| panic!("{heading}"));
-        doc[at..]
-            .lines()
-            .skip_while(|l| !l.starts_with("| field"))
-            .skip(2)
-            .take_while(|l| l.starts_with("| `"))
-            .map(|l| l.split('`').nth(1).unwrap().to_owned())
-            .collect()
-    }
-
     /// docs/records.md is the contract scripts read: it names exactly the
     /// fields of the record hv-ls prints, in its order.
     #[test]
@@ -485,6 +468,9 @@ mod tests {
             tags: &xml.tags,
         };
         let fields: Vec<String> = output::to_record(&record).keys().cloned().collect();
-        assert_eq!(fields, documented("## VM records (hv-ls)"));
+        assert_eq!(
+            fields,
+            hv_testbench::documented_fields("records.md", "## VM records (hv-ls)")
+        );
     }
 }

@@ -86,5 +86,11 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
             r#"{"name":"web1","uuid":"u","snapshot":"pre","created_at":"2026-11-21T22:00:05Z","state":"shutoff","kind":"internal","memory":false,"parent":null,"current":false,"description":null,"hv_made":true}"#
         );
+        // docs/snapshots.md names exactly these fields, in this order.
+        let fields: Vec<String> = hv_common::output::to_record(&r).keys().cloned().collect();
+        assert_eq!(
+            fields,
+            hv_testbench::documented_fields("snapshots.md", "## Snapshot records")
+        );
     }
 }
