@@ -14,7 +14,10 @@ demos=(demo-web1 demo-web2 demo-db)
 if [ "${1:-}" = --clean ]; then
     for vm in "${demos[@]}"; do
         as_root virsh -c "$HV_CONNECT" destroy "$vm" >/dev/null 2>&1 || true
-        as_root virsh -c "$HV_CONNECT" undefine "$vm" >/dev/null 2>&1 && echo "removed $vm"
+        virsh -c "$HV_CONNECT" dominfo "$vm" >/dev/null 2>&1 || continue
+        # Its snapshots and checkpoints (the demo makes both) go with it.
+        as_root virsh -c "$HV_CONNECT" undefine "$vm" --snapshots-metadata --checkpoints-metadata >/dev/null \
+            && echo "removed $vm" || echo "could not remove $vm" >&2
     done
     as_root rm -rf "$dir"
     exit 0
@@ -28,8 +31,13 @@ as_root mkdir -p "$dir"
 for vm in "${demos[@]}"; do
     virsh -c "$HV_CONNECT" dominfo "$vm" >/dev/null 2>&1 && continue
     as_root qemu-img create -q -f qcow2 "$dir/$vm.qcow2" 256M
+    # The same 32 MiB on every disk, as clones of one template have: a
+    # backup of several stores it once.
+    as_root qemu-io -f qcow2 -c "write -P 0x5a 0 32M" "$dir/$vm.qcow2" >/dev/null
+    cmdline="console=ttyS0 panic=-1 quiet"
+    [ "$vm" = demo-web1 ] && cmdline="$cmdline hvtest.writer=1" # keeps writing while it runs
     sed -e "s|@TYPE@|${HV_DOMAIN_TYPE:-qemu}|" -e "s|@NAME@|$vm|" -e "s|@MEMORY_MIB@|128|" \
-        -e "s|@IMAGE_DIR@|$image|" -e "s|@CMDLINE@|console=ttyS0 panic=-1 quiet|" \
+        -e "s|@IMAGE_DIR@|$image|" -e "s|@CMDLINE@|$cmdline|" \
         -e "s|@DISK@|$dir/$vm.qcow2|" -e "s|@LOG@|$dir/$vm.log|" -e "s|@CHANNEL@|$dir/$vm.sock|" \
         tests/guest/domain.xml.in >"$dir/$vm.xml"
     as_root virsh -c "$HV_CONNECT" define "$dir/$vm.xml" >/dev/null
