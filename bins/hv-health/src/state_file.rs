@@ -211,4 +211,26 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// docs/health.md names every field a record can have: the fixed ones
+    /// in this order, with the subject's own fields after `subject`.
+    #[test]
+    fn records_are_the_documented_ones() {
+        let documented = hv_testbench::documented_fields("health.md", "## Records");
+        let subjects = ["name", "uuid", "pool", "repository", "image", "library"];
+        let fixed = |keys: &[String]| -> Vec<String> {
+            keys.iter()
+                .filter(|k| !subjects.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        };
+        let check = vm("vm.crashed", Status::Fail, "u1");
+        let record = hv_common::output::to_record(&Changed {
+            record: &check,
+            change: Some("new"),
+        });
+        let keys: Vec<String> = record.keys().cloned().collect();
+        assert_eq!(fixed(&keys), fixed(&documented));
+        assert!(keys.iter().all(|k| documented.contains(k)), "{keys:?}");
+    }
 }

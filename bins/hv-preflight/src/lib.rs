@@ -404,4 +404,31 @@ mod tests {
             );
         }
     }
+
+    /// docs/preflight.md names every field a record can have: the fixed
+    /// ones in this order, with the subject's own fields after `subject`.
+    #[test]
+    fn records_are_the_documented_ones() {
+        use hv_common::checks::{Check, Status};
+        let documented = hv_testbench::documented_fields("preflight.md", "## Records");
+        let subjects = [
+            "name",
+            "uuid",
+            "controller",
+            "pool",
+            "dir",
+            "repository",
+            "image",
+        ];
+        let fixed = |keys: &[String]| -> Vec<String> {
+            keys.iter()
+                .filter(|k| !subjects.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        };
+        let check = Check::new("plan.memory", Status::Warn, "m").about_vm("web 1", "u");
+        let keys: Vec<String> = check.record().keys().cloned().collect();
+        assert_eq!(fixed(&keys), fixed(&documented));
+        assert!(keys.iter().all(|k| documented.contains(k)), "{keys:?}");
+    }
 }
