@@ -9,25 +9,15 @@
 use crate::time;
 use std::collections::HashSet;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::Args)]
+/// A retention policy: how many of each period's newest items to keep
+/// (Proxmox Backup Server's rules). `None` is a rule not given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Keep {
-    /// Keep the N newest
-    #[arg(long = "keep-last", value_name = "N")]
     pub last: Option<usize>,
-    /// Keep the newest of each of the last N hours that have one
-    #[arg(long = "keep-hourly", value_name = "N")]
     pub hourly: Option<usize>,
-    /// Keep the newest of each of the last N days that have one
-    #[arg(long = "keep-daily", value_name = "N")]
     pub daily: Option<usize>,
-    /// Keep the newest of each of the last N ISO weeks that have one
-    #[arg(long = "keep-weekly", value_name = "N")]
     pub weekly: Option<usize>,
-    /// Keep the newest of each of the last N months that have one
-    #[arg(long = "keep-monthly", value_name = "N")]
     pub monthly: Option<usize>,
-    /// Keep the newest of each of the last N years that have one
-    #[arg(long = "keep-yearly", value_name = "N")]
     pub yearly: Option<usize>,
 }
 

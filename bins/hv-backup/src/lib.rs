@@ -41,11 +41,11 @@ mod repo;
 
 use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
+use hv_common::cli::KeepArgs;
 use hv_common::cli::{ActionArgs, ConnectArgs, OutputArgs};
 use hv_common::manual::Manual;
 use hv_common::output::{col, to_record, Column, Format, Printer, Show};
 use hv_common::progress::Progress;
-use hv_common::retention::Keep;
 use hv_common::{time, Error, Exit, Result};
 use repo::{LockKind, Repo};
 use serde::Serialize;
@@ -281,7 +281,7 @@ pub struct PruneArgs {
     #[arg(long, value_name = "VM")]
     pub vm: Vec<String>,
     #[command(flatten)]
-    pub keep: Keep,
+    pub keep: KeepArgs,
     /// Show what would be deleted, delete nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -392,7 +392,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             repo: a.repo.repo,
             lock_wait: a.repo.lock_wait,
             vms: a.vm,
-            keep: a.keep,
+            keep: a.keep.into(),
             dry_run: a.dry_run,
             gc: !a.no_gc,
         }),

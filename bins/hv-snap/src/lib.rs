@@ -18,10 +18,10 @@ mod snapshots;
 
 use clap::{Parser, Subcommand};
 use create::CreatePlan;
+use hv_common::cli::KeepArgs;
 use hv_common::cli::{ActionArgs, ConnectArgs, OutputArgs};
 use hv_common::connect::Access;
 use hv_common::manual::Manual;
-use hv_common::retention::Keep;
 use hv_common::{time, Exit, Result};
 use ls::LsOptions;
 use pick::{AfterRevert, PickAction, PickPlan};
@@ -139,7 +139,7 @@ pub struct PruneArgs {
     #[arg(value_name = "VM")]
     pub vms: Vec<String>,
     #[command(flatten)]
-    pub keep: Keep,
+    pub keep: KeepArgs,
     /// Also consider snapshots hv did not make
     #[arg(long)]
     pub all: bool,
@@ -225,7 +225,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Prune(a) => {
             let plan = PrunePlan {
                 vms: a.vms,
-                keep: a.keep,
+                keep: a.keep.into(),
                 all: a.all,
                 timeout: a.timeout,
                 dry_run: a.args.dry_run,

@@ -236,3 +236,40 @@ mod tests {
         assert!(format(&["--json", "--format", "table"]).is_err());
     }
 }
+
+/// The `--keep-*` flags of hv-snap prune and hv-backup prune, one policy
+/// ([`crate::retention::Keep`]) for both.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct KeepArgs {
+    /// Keep the N newest
+    #[arg(long = "keep-last", value_name = "N")]
+    pub last: Option<usize>,
+    /// Keep the newest of each of the last N hours that have one
+    #[arg(long = "keep-hourly", value_name = "N")]
+    pub hourly: Option<usize>,
+    /// Keep the newest of each of the last N days that have one
+    #[arg(long = "keep-daily", value_name = "N")]
+    pub daily: Option<usize>,
+    /// Keep the newest of each of the last N ISO weeks that have one
+    #[arg(long = "keep-weekly", value_name = "N")]
+    pub weekly: Option<usize>,
+    /// Keep the newest of each of the last N months that have one
+    #[arg(long = "keep-monthly", value_name = "N")]
+    pub monthly: Option<usize>,
+    /// Keep the newest of each of the last N years that have one
+    #[arg(long = "keep-yearly", value_name = "N")]
+    pub yearly: Option<usize>,
+}
+
+impl From<KeepArgs> for crate::retention::Keep {
+    fn from(a: KeepArgs) -> Self {
+        crate::retention::Keep {
+            last: a.last,
+            hourly: a.hourly,
+            daily: a.daily,
+            weekly: a.weekly,
+            monthly: a.monthly,
+            yearly: a.yearly,
+        }
+    }
+}
