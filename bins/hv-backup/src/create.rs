@@ -394,6 +394,40 @@ fn nvram_path(xml: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// docs/backups.md names exactly the fields of a backup's record, in
+    /// their order (the envelope, then what create made).
+    #[test]
+    fn the_backup_record_is_the_documented_one() {
+        let made = Backed::Made(Made {
+            id: "20261121T020000Z-3fa2b1c9".into(),
+            created_at: "2026-11-21T02:00:00Z".into(),
+            mode: "live".into(),
+            disks: vec!["vda".into()],
+            size_bytes: 1,
+            read_bytes: 1,
+            new_bytes: 1,
+            stored_bytes: 1,
+            elapsed_ms: 1,
+            throughput_bytes_per_s: 1,
+            checkpoint: None,
+            reads: Vec::new(),
+            warnings: Vec::new(),
+        });
+        let record = hv_common::output::to_record(&hv_common::targets::Outcome {
+            name: Some("web1"),
+            uuid: Some("u"),
+            action: Some("backup"),
+            ok: true,
+            fields: made,
+            error: None,
+        });
+        let fields: Vec<String> = record.keys().cloned().collect();
+        assert_eq!(
+            fields,
+            hv_testbench::documented_fields("backups.md", "### Backup records")
+        );
+    }
+
     #[test]
     fn nvram_comes_from_the_os_element() {
         let xml =
