@@ -819,3 +819,19 @@ pub fn documented_fields(doc: &str, heading: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Asserts that `record` has exactly the fields the table under `heading`
+/// in `docs/<doc>` names, in that order.
+#[track_caller]
+pub fn assert_documented(
+    record: &serde_json::Map<String, serde_json::Value>,
+    doc: &str,
+    heading: &str,
+) {
+    let fields: Vec<String> = record.keys().cloned().collect();
+    assert_eq!(
+        fields,
+        documented_fields(doc, heading),
+        "docs/{doc}, {heading}"
+    );
+}

@@ -111,3 +111,37 @@ struct Switched {
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<bool>,
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    fn outcome<F: serde::Serialize>(
+        action: &'static str,
+        fields: F,
+        error: Option<&hv_common::Error>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        hv_common::output::to_record(&hv_common::targets::Outcome {
+            name: Some("web1"),
+            uuid: Some("u"),
+            action: Some(action),
+            ok: error.is_none(),
+            fields,
+            error,
+        })
+    }
+
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let s = Switched {
+            autostart: true,
+            changed: true,
+            dry_run: Some(true),
+        };
+        hv_testbench::assert_documented(
+            &outcome("autostart", s, None),
+            "lifecycle.md",
+            "## hv-autostart",
+        );
+    }
+}

@@ -528,3 +528,35 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    /// A failed removal keeps what it removed: every field at once.
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let gone = "/var/lib/a.qcow2".to_owned();
+        let removed = Removed {
+            stopped: true,
+            removed_storage: vec![&gone],
+            kept_storage: vec![KeptFile {
+                path: "/srv/base.qcow2",
+                reason: "a backing file",
+            }],
+            dry_run: Some(true),
+        };
+        let err = Error::new(Code::Io, "x").with_done(&removed);
+        let record = hv_common::targets::failure_record(
+            &hv_common::targets::VmRef {
+                name: Some("web1".into()),
+                uuid: Some("u".into()),
+                line: None,
+                record: None,
+            },
+            Some("rm"),
+            &err,
+        );
+        hv_testbench::assert_documented(&record, "lifecycle.md", "### hv-rm records");
+    }
+}

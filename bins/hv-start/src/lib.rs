@@ -223,3 +223,38 @@ mod cli_tests {
         assert!(err.to_string().contains("90s, 5m, 1h30m, 2d"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    fn outcome(
+        action: &'static str,
+        fields: Transition,
+        error: Option<&hv_common::Error>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        hv_common::output::to_record(&hv_common::targets::Outcome {
+            name: Some("web1"),
+            uuid: Some("u"),
+            action: Some(action),
+            ok: error.is_none(),
+            fields,
+            error,
+        })
+    }
+
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let t = Transition::new(
+            true,
+            true,
+            hv_common::VmState::bare(State::Running),
+            Instant::now(),
+        );
+        hv_testbench::assert_documented(
+            &outcome("start", t, None),
+            "lifecycle.md",
+            "### hv-start records",
+        );
+    }
+}
