@@ -78,3 +78,26 @@ pub fn gc(plan: &Plan) -> Result<Exit> {
     printer.finish()?;
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let record = Collected {
+            repository: "/srv/backup".into(),
+            action: "gc",
+            ok: true,
+            chunks_removed: 1,
+            bytes_freed: 1,
+            damaged_backups: Vec::new(),
+            dry_run: false,
+        };
+        hv_testbench::assert_documented(
+            &hv_common::output::to_record(&record),
+            "backups.md",
+            "#### gc records",
+        );
+    }
+}

@@ -710,3 +710,34 @@ fn matches_vm(filter: &[String], name: &str, uuid: &str) -> bool {
             .iter()
             .any(|f| f == name || f.eq_ignore_ascii_case(uuid))
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn listed_backups_are_the_documented_ones() {
+        let record = Listed {
+            name: "web1",
+            uuid: "u",
+            id: "20261121T020000Z-3fa2b1c9",
+            created_at: "2026-11-21T02:00:00Z".into(),
+            age_hours: 1.5,
+            mode: "live",
+            disks: vec!["vda"],
+            size_bytes: 1,
+            read_bytes: 1,
+            new_bytes: 1,
+            stored_bytes: 1,
+            referenced_bytes: 1,
+            chunks: 1,
+            elapsed_ms: 1,
+            protected: false,
+        };
+        hv_testbench::assert_documented(
+            &hv_common::output::to_record(&record),
+            "backups.md",
+            "#### Listed backups",
+        );
+    }
+}

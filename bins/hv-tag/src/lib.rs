@@ -223,3 +223,25 @@ mod tests {
         assert!(err.to_string().contains("90s, 5m, 1h30m, 2d"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let record = hv_common::output::to_record(&hv_common::targets::Outcome {
+            name: Some("web1"),
+            uuid: Some("u"),
+            action: Some("tag"),
+            ok: true,
+            fields: Retagged {
+                tags: vec!["prod".into()],
+                changed: true,
+                dry_run: Some(true),
+            },
+            error: None,
+        });
+        hv_testbench::assert_documented(&record, "records.md", "### hv-tag records");
+    }
+}
