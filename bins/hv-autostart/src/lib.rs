@@ -116,21 +116,6 @@ struct Switched {
 mod record_tests {
     use super::*;
 
-    fn outcome<F: serde::Serialize>(
-        action: &'static str,
-        fields: F,
-        error: Option<&hv_common::Error>,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        hv_common::output::to_record(&hv_common::targets::Outcome {
-            name: Some("web1"),
-            uuid: Some("u"),
-            action: Some(action),
-            ok: error.is_none(),
-            fields,
-            error,
-        })
-    }
-
     #[test]
     fn the_record_is_the_documented_one() {
         let s = Switched {
@@ -139,7 +124,11 @@ mod record_tests {
             dry_run: Some(true),
         };
         hv_testbench::assert_documented(
-            &outcome("autostart", s, None),
+            &hv_common::targets::success_record(
+                &hv_common::targets::VmRef::named("web1", "u"),
+                "autostart",
+                &s,
+            ),
             "lifecycle.md",
             "## hv-autostart",
         );

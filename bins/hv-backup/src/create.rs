@@ -413,14 +413,8 @@ mod tests {
             reads: Vec::new(),
             warnings: Vec::new(),
         });
-        let record = hv_common::output::to_record(&hv_common::targets::Outcome {
-            name: Some("web1"),
-            uuid: Some("u"),
-            action: Some("backup"),
-            ok: true,
-            fields: made,
-            error: None,
-        });
+        let vm = hv_common::targets::VmRef::named("web1", "u");
+        let record = hv_common::targets::success_record(&vm, "backup", &made);
         let fields: Vec<String> = record.keys().cloned().collect();
         assert_eq!(
             fields,

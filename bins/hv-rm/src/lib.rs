@@ -548,12 +548,7 @@ mod record_tests {
         };
         let err = Error::new(Code::Io, "x").with_done(&removed);
         let record = hv_common::targets::failure_record(
-            &hv_common::targets::VmRef {
-                name: Some("web1".into()),
-                uuid: Some("u".into()),
-                line: None,
-                record: None,
-            },
+            &hv_common::targets::VmRef::named("web1", "u"),
             Some("rm"),
             &err,
         );

@@ -228,21 +228,6 @@ mod cli_tests {
 mod record_tests {
     use super::*;
 
-    fn outcome(
-        action: &'static str,
-        fields: Transition,
-        error: Option<&hv_common::Error>,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        hv_common::output::to_record(&hv_common::targets::Outcome {
-            name: Some("web1"),
-            uuid: Some("u"),
-            action: Some(action),
-            ok: error.is_none(),
-            fields,
-            error,
-        })
-    }
-
     #[test]
     fn the_record_is_the_documented_one() {
         let t = Transition::new(
@@ -252,7 +237,11 @@ mod record_tests {
             Instant::now(),
         );
         hv_testbench::assert_documented(
-            &outcome("start", t, None),
+            &hv_common::targets::success_record(
+                &hv_common::targets::VmRef::named("web1", "u"),
+                "start",
+                &t,
+            ),
             "lifecycle.md",
             "### hv-start records",
         );

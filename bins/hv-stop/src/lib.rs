@@ -332,21 +332,6 @@ mod cli_tests {
 mod record_tests {
     use super::*;
 
-    fn outcome(
-        action: &'static str,
-        fields: Transition,
-        error: Option<&hv_common::Error>,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        hv_common::output::to_record(&hv_common::targets::Outcome {
-            name: Some("web1"),
-            uuid: Some("u"),
-            action: Some(action),
-            ok: error.is_none(),
-            fields,
-            error,
-        })
-    }
-
     #[test]
     fn the_record_is_the_documented_one() {
         let t = Transition {
@@ -355,7 +340,11 @@ mod record_tests {
             ..Transition::new(true, true, VmState::bare(State::Shutoff), Instant::now())
         };
         hv_testbench::assert_documented(
-            &outcome("stop", t, None),
+            &hv_common::targets::success_record(
+                &hv_common::targets::VmRef::named("web1", "u"),
+                "stop",
+                &t,
+            ),
             "lifecycle.md",
             "### hv-stop records",
         );

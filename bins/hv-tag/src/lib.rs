@@ -230,18 +230,13 @@ mod record_tests {
 
     #[test]
     fn the_record_is_the_documented_one() {
-        let record = hv_common::output::to_record(&hv_common::targets::Outcome {
-            name: Some("web1"),
-            uuid: Some("u"),
-            action: Some("tag"),
-            ok: true,
-            fields: Retagged {
-                tags: vec!["prod".into()],
-                changed: true,
-                dry_run: Some(true),
-            },
-            error: None,
-        });
+        let retagged = Retagged {
+            tags: vec!["prod".into()],
+            changed: true,
+            dry_run: Some(true),
+        };
+        let vm = hv_common::targets::VmRef::named("web1", "u");
+        let record = hv_common::targets::success_record(&vm, "tag", &retagged);
         hv_testbench::assert_documented(&record, "records.md", "### hv-tag records");
     }
 }

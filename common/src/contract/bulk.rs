@@ -128,17 +128,7 @@ where
         record: vm.record.clone(),
     };
     match work(conn, &domain, &named) {
-        Ok(fields) => {
-            let record = crate::output::to_record(&targets::Outcome {
-                name: named.name.as_deref(),
-                uuid: named.uuid.as_deref(),
-                action: Some(action),
-                ok: true,
-                fields,
-                error: None,
-            });
-            Outcome::Record(record, None)
-        }
+        Ok(fields) => Outcome::Record(targets::success_record(&named, action, &fields), None),
         Err(e) => Outcome::Record(targets::failure_record(&named, Some(action), &e), Some(e)),
     }
 }

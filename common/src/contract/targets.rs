@@ -37,6 +37,16 @@ pub enum Input {
 }
 
 impl VmRef {
+    /// A VM known by name and UUID (a looked-up domain).
+    pub fn named(name: impl Into<String>, uuid: impl Into<String>) -> VmRef {
+        VmRef {
+            name: Some(name.into()),
+            uuid: Some(uuid.into()),
+            line: None,
+            record: None,
+        }
+    }
+
     /// What to call it in a message: the name if known, else the UUID.
     pub fn label(&self) -> String {
         let at = self
@@ -224,6 +234,23 @@ pub fn failure_record(vm: &VmRef, action: Option<&str>, err: &Error) -> Map<Stri
         ok: false,
         fields: err.done.as_deref(),
         error: Some(err),
+    })
+}
+
+/// The record of an action that worked on `vm`: the envelope around the
+/// action's own `fields`.
+pub fn success_record(
+    vm: &VmRef,
+    action: &str,
+    fields: &impl serde::Serialize,
+) -> Map<String, Value> {
+    crate::output::to_record(&Outcome {
+        name: vm.name.as_deref(),
+        uuid: vm.uuid.as_deref(),
+        action: Some(action),
+        ok: true,
+        fields,
+        error: None,
     })
 }
 
