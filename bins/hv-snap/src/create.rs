@@ -303,6 +303,13 @@ mod tests {
                 .collect();
         expected.extend(["quiesced".to_owned(), "elapsed_ms".to_owned()]);
         assert_eq!(keys, expected);
+        // The whole record is the one docs/snapshots.md shows.
+        let vm = hv_common::targets::VmRef::named("web1", "u");
+        hv_testbench::assert_documented(
+            &hv_common::targets::success_record(&vm, "snapshot", &taken),
+            "snapshots.md",
+            "### create records",
+        );
         // Compared as text: the order of the fields is part of the contract.
         let dry = |quiesce| {
             serde_json::to_string(&Created::WouldTake(WouldTake {

@@ -194,4 +194,25 @@ mod tests {
             r#"{"snapshot":"pre","dry_run":true,"state":"running","state_reason":"unknown","elapsed_ms":3}"#
         );
     }
+
+    /// A revert's record is the one docs/snapshots.md shows; an rm's has
+    /// no state.
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let picked = |state| Picked {
+            snapshot: "pre".into(),
+            dry_run: Some(true),
+            state,
+            elapsed_ms: 1,
+        };
+        let vm = hv_common::targets::VmRef::named("web1", "u");
+        let revert = hv_common::targets::success_record(
+            &vm,
+            "revert",
+            &picked(Some(hv_common::VmState::bare(hv_common::State::Running))),
+        );
+        hv_testbench::assert_documented(&revert, "snapshots.md", "### revert and rm records");
+        let rm = hv_common::targets::success_record(&vm, "rm", &picked(None));
+        assert!(!rm.contains_key("state") && !rm.contains_key("state_reason"));
+    }
 }
