@@ -17,7 +17,7 @@ pub mod run;
 pub use run::{assert_fields, Run};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use virt::connect::Connect;
@@ -404,14 +404,6 @@ pub fn hv(binary: &str, args: &[&str], input: &str) -> Run {
     Run::new(run::command_line(binary, args, input), out)
 }
 
-/// The JSON lines of a command's stdout ([`Run::records`] for a [`Run`]).
-pub fn records(out: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
-
 /// Runs a built binary as the unprivileged user `nobody`.
 pub fn hv_as_nobody(binary: &str, args: &[&str]) -> Run {
     hv_as("nobody", binary, args)
@@ -791,7 +783,7 @@ impl Drop for Terminal {
     }
 }
 
-/// The fields the table under `heading` in `docs/<doc>` names, in order:
+/// The names the first table at or after `heading` in `docs/<doc>` gives, in order:
 /// every backticked name in the first column of each row (`` `name`,
 /// `uuid` `` is two). A record type's test compares its fields with
 /// these, so the docs cannot drift from the code.
@@ -805,7 +797,7 @@ pub fn documented_fields(doc: &str, heading: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("{} has no {heading:?}", path.display()));
     text[at..]
         .lines()
-        .skip_while(|l| !l.starts_with("| field"))
+        .skip_while(|l| !l.starts_with('|'))
         .skip(2)
         .take_while(|l| l.starts_with("| `"))
         .flat_map(|l| {

@@ -248,11 +248,6 @@ impl Error {
     pub fn exit_status(&self) -> Exit {
         self.code.exit_status()
     }
-
-    /// The `error` object of a result record.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("an error always serializes")
-    }
 }
 
 /// `{"code": …, "message": …}`: the `error` field of a failed record.
@@ -328,22 +323,14 @@ mod tests {
     /// `broken_pipe` never reaches one).
     #[test]
     fn docs_list_every_code_and_no_other() {
-        let doc =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/records.md"))
-                .unwrap();
-        let start = doc.find("| code | meaning | exit status |").unwrap();
-        let listed: Vec<&str> = doc[start..]
-            .lines()
-            .skip(2)
-            .take_while(|l| l.starts_with("| `"))
-            .map(|l| l.split('`').nth(1).unwrap())
-            .collect();
+        let listed =
+            hv_testbench::documented_fields("records.md", "| code | meaning | exit status |");
         let mut codes: Vec<&str> = Code::ALL
             .iter()
             .filter(|c| **c != Code::BrokenPipe)
             .map(|c| c.as_str())
             .collect();
-        let mut sorted = listed.clone();
+        let mut sorted: Vec<&str> = listed.iter().map(String::as_str).collect();
         sorted.sort_unstable();
         codes.sort_unstable();
         assert_eq!(sorted, codes, "docs/records.md's code table");
@@ -369,6 +356,6 @@ mod tests {
     fn messages_stay_on_one_line() {
         let e = Error::new(Code::Libvirt, "first\nsecond");
         assert_eq!(e.message, "first; second");
-        assert_eq!(e.to_json()["code"], "libvirt_error");
+        assert_eq!(serde_json::to_value(&e).unwrap()["code"], "libvirt_error");
     }
 }

@@ -5,7 +5,6 @@
 use crate::error::{Error, Result};
 use crate::ffi;
 use crate::state::{State, VmState};
-use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
@@ -16,11 +15,6 @@ pub fn state(dom: &Domain) -> Result<VmState> {
     let (state, reason) =
         ffi::state(dom).map_err(|e| Error::libvirt("cannot read the VM's state", &e))?;
     Ok(VmState::from_raw(state, reason))
-}
-
-/// `state` and `state_reason` fields for a result record.
-pub fn state_fields(dom: &Domain) -> Result<Map<String, Value>> {
-    Ok(crate::output::to_record(&state(dom)?))
 }
 
 /// Polls until `done(state)` holds or `deadline` passes; `tick` runs on
@@ -49,10 +43,6 @@ pub fn agent_answers(dom: &Domain, wait: Duration) -> bool {
     let secs = wait.as_secs().clamp(1, 60) as i32;
     dom.qemu_agent_command(r#"{"execute":"guest-ping"}"#, secs, 0)
         .is_ok()
-}
-
-pub fn elapsed_ms(since: Instant) -> Value {
-    Value::from(since.elapsed().as_millis() as u64)
 }
 
 /// What hv-start and hv-stop say of one VM, after `name`, `uuid`,

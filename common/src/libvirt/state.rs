@@ -189,11 +189,6 @@ impl VmState {
         self.state == State::Crashed
             || (self.state == State::Shutoff && self.reason_name() == "crashed")
     }
-
-    /// Paused, and why: `Some("ioerror")`; `None` when not paused.
-    pub fn paused_because(&self) -> Option<&'static str> {
-        (self.state == State::Paused).then(|| self.reason_name())
-    }
 }
 
 #[cfg(test)]
