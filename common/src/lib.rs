@@ -9,13 +9,14 @@ pub mod contract;
 pub mod formats;
 pub mod fsutil;
 pub mod libvirt;
+pub mod plan;
 pub mod retention;
 pub mod size;
 pub mod time;
 
 pub use contract::{bulk, checks, cli, error, manual, output, progress, runner, targets};
-pub use formats::{backup_index, iso_library};
-pub use libvirt::{connect, domain, ffi, lifecycle, snapshot, state};
+pub use formats::{backup_index, iso_library, profile};
+pub use libvirt::{connect, domain, ffi, inventory, lifecycle, snapshot, state};
 
 pub use error::{Code, Error, Exit, Result};
 pub use state::{State, VmState};

@@ -5,12 +5,10 @@
 //! says for every problem the command that fixes it. Every check runs: one
 //! failure never hides the next. Records share hv-health's shape.
 
-mod budget;
 mod host;
 mod ops;
 mod plan;
 
-use budget::{Budget, Limits};
 use clap::{Parser, ValueEnum};
 use host::Need;
 use hv_common::checks::{self, Check, Status};
@@ -18,6 +16,7 @@ use hv_common::cli::{ConnectArgs, OutputArgs};
 use hv_common::connect::{self, Access, Target};
 use hv_common::manual::Manual;
 use hv_common::output::{Format, Printer};
+use hv_common::plan::{Budget, Limits};
 use hv_common::{size, Error, Exit, Result};
 use std::path::PathBuf;
 
@@ -298,8 +297,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         }),
         (None, Some(from)) => Asked::Planned(plan::Request {
             from,
-            defaults: plan::Profile {
-                name: String::new(),
+            defaults: plan::Defaults {
                 memory: cli.memory,
                 vcpus: cli.vcpus,
                 disk: cli.disk,

@@ -5,11 +5,11 @@
 //! already know (disk allocations, the sizes of earlier backups), so a
 //! check costs no reading of disks.
 
-use crate::budget::{dir_space, Budget};
 use crate::Operation;
 use hv_common::checks::{Check, Status, Unit};
 use hv_common::domain::{self, DomainXml};
 use hv_common::output::human_bytes;
+use hv_common::plan::{dir_space, Budget};
 use hv_common::targets::{self, Input};
 use hv_common::{backup_index, cli, Error, Result};
 use hv_common::{lifecycle, State};

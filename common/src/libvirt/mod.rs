@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod domain;
 pub mod ffi;
+pub mod inventory;
 pub mod lifecycle;
 pub mod snapshot;
 pub mod state;

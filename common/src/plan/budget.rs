@@ -5,9 +5,9 @@
 //! is counted per filesystem, not per path: two directories on one disk
 //! draw on the same free bytes.
 
-use hv_common::checks::{Check, Status, Unit};
-use hv_common::output::human_bytes;
-use hv_common::{ffi, Code, Error, Result};
+use crate::checks::{Check, Status, Unit};
+use crate::output::human_bytes;
+use crate::{ffi, Code, Error, Result};
 use std::collections::HashMap;
 use std::path::Path;
 use virt::connect::Connect;
