@@ -28,10 +28,16 @@ tail -c +"$((offset + 1))" "$vmlinuz" | xz -dc --single-stream >vmlinux 2>/dev/n
 [ "$(head -c4 vmlinux | od -An -c | tr -d ' ')" = '177ELF' ] || { log "could not extract vmlinux from $vmlinuz"; exit 1; }
 
 root=initramfs
-mkdir -p $root/bin $root/proc $root/sys $root/dev $root/etc $root/lib/modules $root/tmp
+mkdir -p $root/bin $root/proc $root/sys $root/dev $root/etc $root/lib/modules $root/tmp $root/mnt/cidata
 cp bb/bin/busybox $root/bin/busybox
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_console evdev button; do
+# Boot modules, then (loaded by init in the background after "ready") what a
+# cloud-init NoCloud seed needs: q35's AHCI controller, the SATA CD-ROM and
+# ISO 9660, in dependency order (the package has no modules.dep: the order
+# follows each module's depends=). A module the kernel has built in is skipped.
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_console evdev button \
+    scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs; do
     f=$(find kernel/lib/modules -name "$m.ko*" | head -n1)
+    if [ -z "$f" ] && grep -qE "/$m\.ko\$" kernel/lib/modules/*/modules.builtin; then log "module $m is built in"; continue; fi
     [ -n "$f" ] || { log "module $m missing from $kernel_pkg"; exit 1; }
     case "$f" in
         *.xz) xz -dc "$f" >"$root/lib/modules/$m.ko" ;;

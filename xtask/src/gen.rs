@@ -44,6 +44,10 @@ fn tools() -> Vec<Tool> {
             manual: &hv_rm::MANUAL,
         },
         Tool {
+            command: hv_define::Cli::command(),
+            manual: &hv_define::MANUAL,
+        },
+        Tool {
             command: hv_snap::Cli::command(),
             manual: &hv_snap::MANUAL,
         },

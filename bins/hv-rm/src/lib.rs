@@ -211,7 +211,7 @@ fn remove(
             .get_or_init(|| disk_users(conn))
             .as_ref()
             .map_err(Clone::clone)?;
-        sort_disks(&disks, users, &uuid)
+        sort_disks(&disks, users, &uuid, definition.seed.as_deref())
     } else {
         (
             Vec::new(),
@@ -290,7 +290,8 @@ fn undefine(dom: &Domain) -> Result<()> {
     let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
         | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
         | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-        | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+        | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM
+        | virt::sys::VIR_DOMAIN_UNDEFINE_TPM;
     dom.undefine_flags(flags).map_err(|e| {
         Error::libvirt_needing("libvirt refused to undefine it", &e, &["domain.delete"])
     })
@@ -321,6 +322,7 @@ fn sort_disks(
     disks: &[Disk],
     users: &Users,
     own_uuid: &str,
+    own_seed: Option<&str>,
 ) -> (Vec<String>, Vec<(String, String)>) {
     let mut doomed = Vec::new();
     let mut kept = Vec::new();
@@ -334,9 +336,11 @@ fn sort_disks(
             .unknown_chains
             .iter()
             .find(|(uuid, ..)| uuid != own_uuid);
-        let reason = if disk.device != "disk" {
+        // The cloud-init seed hv-define wrote is the VM's own, though a CD-ROM.
+        let seed = own_seed == Some(path.as_str()) && disk.device == "cdrom";
+        let reason = if disk.device != "disk" && !seed {
             Some(format!("a {} is media, not the VM's own disk", disk.device))
-        } else if disk.shared {
+        } else if disk.shared && !seed {
             Some("marked read-only or shareable".to_owned())
         } else if disk.kind == "volume" {
             Some("a storage volume libvirt could not find".to_owned())
@@ -499,7 +503,7 @@ mod tests {
             disk("disk", "block", "/dev/sdz", false),
             disk("disk", "file", "/shared/data.img", true),
         ];
-        let (doomed, kept) = sort_disks(&disks, &users, "me");
+        let (doomed, kept) = sort_disks(&disks, &users, "me", None);
         assert_eq!(doomed, vec![own.clone()]);
         let reasons: Vec<&str> = kept.iter().map(|(_, r)| r.as_str()).collect();
         assert_eq!(reasons[0], "also used by VM 'clone'");
@@ -512,14 +516,14 @@ mod tests {
             (uuid.to_string(), "clone".into(), "vda".into(), why)
         };
         users.unknown_chains.push(unreadable("me"));
-        let (doomed, _) = sort_disks(&disks[..1], &users, "me");
+        let (doomed, _) = sort_disks(&disks[..1], &users, "me", None);
         assert_eq!(
             doomed,
             vec![own.clone()],
             "its own unreadable image blocks nothing"
         );
         users.unknown_chains.push(unreadable("other-uuid"));
-        let (doomed, kept) = sort_disks(&disks[..1], &users, "me");
+        let (doomed, kept) = sort_disks(&disks[..1], &users, "me", None);
         assert!(
             doomed.is_empty(),
             "another VM's unknown chain keeps every disk"

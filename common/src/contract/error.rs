@@ -44,6 +44,9 @@ pub enum Code {
     Untrusted,
     /// A download failed (HTTP status, connection dropped, timeout).
     Fetch,
+    /// A check made before the action failed (hv-define's planned-VM
+    /// checks); the record's `checks` say which, each with its fix.
+    CheckFailed,
     /// A bug in hv: a worker or thread panicked. Never a success.
     Internal,
     /// Ctrl-C or SIGTERM stopped work that cannot be left half done; what
@@ -53,7 +56,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, as docs/records.md lists them.
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::Usage,
         Code::MalformedInput,
         Code::ConnectFailed,
@@ -71,6 +74,7 @@ impl Code {
         Code::Locked,
         Code::Untrusted,
         Code::Fetch,
+        Code::CheckFailed,
         Code::Internal,
         Code::Interrupted,
     ];
@@ -95,6 +99,7 @@ impl Code {
             Code::Untrusted => "untrusted",
             Code::Fetch => "fetch_failed",
             Code::Interrupted => "interrupted",
+            Code::CheckFailed => "check_failed",
             Code::Internal => "internal",
         }
     }

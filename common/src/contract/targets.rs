@@ -14,7 +14,7 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 
 /// A VM as the user named it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VmRef {
     pub name: Option<String>,
     pub uuid: Option<String>,

@@ -540,7 +540,7 @@ pub fn parse_one(text: &str, source: &str, line: usize) -> Result<Read, ProfileE
 /// serde's words, made to name the fix where it is not obvious.
 fn explain(message: &str) -> String {
     if message.starts_with("unknown field") {
-        return message.replace("expected one of", "a profile's fields here are");
+        return message.replace("expected one of", "the fields known here are");
     }
     if message.starts_with("missing field `name`") {
         return "no \"name\": every profile names its VM".to_owned();

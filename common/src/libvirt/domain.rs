@@ -7,6 +7,10 @@ use roxmltree::{Document, Node};
 /// domain definition (virsh dumpxml/define keeps them) and need no database.
 pub const TAGS_NS: &str = "https://hv.invalid/xmlns/tags/1";
 pub const TAGS_PREFIX: &str = "hv";
+/// What hv-define and hv-clone record of a VM they made: its cloud-init
+/// seed (hv-rm --remove-storage deletes it with the disks, though it is a
+/// read-only CD-ROM) and the VM it was cloned from.
+pub const MADE_NS: &str = "https://hv.invalid/xmlns/made/1";
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Disk {
@@ -39,6 +43,10 @@ pub struct DomainXml {
     pub disks: Vec<Disk>,
     pub interfaces: Vec<Interface>,
     pub tags: Vec<String>,
+    /// The cloud-init seed hv-define or hv-clone wrote for it.
+    pub seed: Option<String>,
+    /// The VM hv-clone made it from.
+    pub cloned_from: Option<String>,
 }
 
 /// A domain's XML as libvirt gave it; XML it cannot read is libvirt's
@@ -64,7 +72,30 @@ pub fn parse(xml: &str) -> crate::Result<DomainXml> {
             .map(|d| children(d, "interface").map(interface).collect())
             .unwrap_or_default(),
         tags: tags(root),
+        seed: made(root, "seed"),
+        cloned_from: made(root, "cloned-from"),
     })
+}
+
+fn made(root: Node, field: &str) -> Option<String> {
+    child(root, "metadata")?
+        .children()
+        .filter(|c| c.is_element() && c.tag_name().namespace() == Some(MADE_NS))
+        .flat_map(|m| m.children())
+        .find(|c| c.is_element() && c.tag_name().name() == field)
+        .and_then(|c| c.text().map(str::to_owned))
+}
+
+/// The `<hv:made>` element for a VM hv made (see [`MADE_NS`]).
+pub fn made_metadata(seed: Option<&str>, cloned_from: Option<&str>) -> String {
+    let mut body = String::new();
+    if let Some(s) = seed {
+        body += &format!("<seed>{}</seed>", xml_escape(s));
+    }
+    if let Some(c) = cloned_from {
+        body += &format!("<cloned-from>{}</cloned-from>", xml_escape(c));
+    }
+    format!("<made>{body}</made>")
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {

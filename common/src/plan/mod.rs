@@ -12,7 +12,7 @@ pub use budget::{dir_space, Budget, Fit, Limits};
 use crate::checks::{Check, Status, Unit};
 use crate::iso_library::{self, Library};
 use crate::output::human_bytes;
-use crate::profile::{Firmware, Place, Profile, VirtType};
+use crate::profile::{Firmware, Graphics, Place, Profile, VirtType};
 use std::collections::HashSet;
 use std::path::Path;
 use virt::connect::Connect;
@@ -75,8 +75,16 @@ pub fn check_profile(
     }
     let virt_type = p.virt_type.unwrap_or(VirtType::Kvm);
     let machine = p.machine.as_deref().unwrap_or("q35");
-    if p.firmware == Some(Firmware::Uefi) || p.tpm {
+    let graphics = match p.graphics {
+        Some(Graphics::Vnc) => Some("vnc"),
+        Some(Graphics::Spice) => Some("spice"),
+        _ => None,
+    };
+    if p.firmware == Some(Firmware::Uefi) || p.tpm || graphics.is_some() {
         let caps = DomainCaps::read(conn, virt_type, machine);
+        if let Some(kind) = graphics {
+            out.push(about(caps.graphics(kind)));
+        }
         if p.firmware == Some(Firmware::Uefi) {
             out.push(about(caps.uefi(p.secure_boot)));
         }
@@ -213,6 +221,30 @@ impl DomainCaps {
                 if secure_boot { " with Secure Boot" } else { "" }
             ),
         )
+    }
+
+    fn graphics(&self, kind: &str) -> Check {
+        if let Some(c) = self.unreadable("plan.graphics") {
+            return c;
+        }
+        let kinds = self.values("graphics", "type").unwrap_or_default();
+        if kinds.iter().any(|k| k == kind) {
+            return Check::new(
+                "plan.graphics",
+                Status::Pass,
+                format!("QEMU here can show {kind} graphics"),
+            );
+        }
+        let fix = match kind {
+            "spice" => "install QEMU's SPICE module (Debian: apt-get install qemu-system-modules-spice), or use \"graphics\": \"vnc\"",
+            _ => "install a QEMU built with VNC, or use \"graphics\": \"none\" and the serial console",
+        };
+        Check::new(
+            "plan.graphics",
+            Status::Fail,
+            format!("QEMU on this host has no {kind} graphics"),
+        )
+        .hint(fix)
     }
 
     fn tpm(&self) -> Check {

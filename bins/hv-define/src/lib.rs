@@ -1,0 +1,449 @@
+//! hv-define: VMs made from JSON profiles (docs/profiles.md), as files or
+//! JSON lines, so a fleet is a jq filter away (`jq -c '.[]' fleet.json |
+//! hv-define | hv-start`). Every profile is checked before anything is
+//! made, the whole batch counted together (hv-preflight's planned-VM
+//! checks), and each VM is made all or nothing: the records that come out
+//! are hv-ls records, ready for hv-start, hv-snap or hv-backup.
+
+mod make;
+mod xml;
+
+use clap::Parser;
+use hv_common::checks::{Check, Status as CheckStatus};
+use hv_common::cli::{self, ConnectArgs, OutputArgs, Status};
+use hv_common::connect::Access;
+use hv_common::iso_library::Library;
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::plan::{self, Budget, Limits};
+use hv_common::profile::{self, Profile, ProfileError};
+use hv_common::targets::{self, VmRef};
+use hv_common::{fsutil, inventory, Code, Error, Exit, Result};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use virt::connect::Connect;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-define",
+    version,
+    about = "Make VMs from JSON profiles, checked first, all or nothing",
+    long_about = "Make VMs from JSON profiles (docs/profiles.md): files named as arguments, each \
+        holding one profile or several one after another, or JSON lines on stdin.\n\n\
+        Before anything is made, every profile passes hv-preflight's planned-VM checks, the \
+        whole batch counted together: the name is free, memory, vCPUs and disk space are there, \
+        the ISO is in the hv-iso library and proven by its signature, the IOMMU is on for \
+        hostdev, OVMF for uefi, swtpm for tpm. A profile that fails a check, or is not valid, \
+        gets a failing record; the others are still made. Each VM is made all or nothing: a \
+        failure at any step removes its disks, seed and domain. An existing VM or file is never \
+        replaced.\n\n\
+        Each VM gets one record: the VM as hv-ls prints it, with action \"define\" and \
+        changed, so the output pipes into hv-start, hv-snap or hv-backup."
+)]
+pub struct Cli {
+    /// Profile files [default: JSON lines from stdin]
+    #[arg(value_name = "PROFILE", value_hint = clap::ValueHint::FilePath)]
+    pub profiles: Vec<PathBuf>,
+
+    /// Check the profiles and print each VM's XML in the `xml` field; make nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Accept an ISO that hv-iso did not admit by a signature (the record says iso_unverified)
+    #[arg(long)]
+    pub allow_unverified_iso: bool,
+
+    /// The hv-iso library the profiles' `iso` names are looked up in
+    #[arg(
+        long,
+        env = "HV_ISO_LIBRARY",
+        value_name = "DIR",
+        default_value = "/var/lib/hv/isos"
+    )]
+    pub iso_library: PathBuf,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: &[
+        ("HV_CONNECT", "The libvirt URI when -c is not given."),
+        ("HV_ISO_LIBRARY", "The hv-iso library when --iso-library is not given (default /var/lib/hv/isos)."),
+    ],
+    examples: &[
+        ("Make two VMs from profile files:", "hv-define web.json db.json"),
+        ("Make a fleet from one JSON array, and start it:", "jq -c '.[]' fleet.json | hv-define | hv-start"),
+        ("The XML a profile gives, nothing made:", "hv-define --dry-run win11.json | jq -r .xml"),
+        ("Check profiles the way hv-define will, without it:", "hv-preflight --profiles fleet.jsonl"),
+    ],
+    notes: &["Profiles, their fields and worked examples: docs/profiles.md; the JSON Schema: docs/profile.schema.json. A record with ok false has error code malformed_input (the profile is not valid: the message names its source, line and field), check_failed (a planned-VM check failed: `checks` lists them, each with its fix), untrusted (the ISO is not proven by hv-iso), invalid_state (a file it would create exists) or the code of the step that failed; nothing of that VM is left behind. The disks are NAME.qcow2, NAME-1.qcow2… and the cloud-init seed NAME-cidata.iso, in the pool's directory or dir; hv-rm --remove-storage removes them with the NVRAM and TPM state."],
+};
+
+static COLUMNS: [Column; 5] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("state", "state", Show::Plain),
+    col("changed", "changed", Show::Plain),
+    col("disks", "disks", Show::Join(Some("source"))),
+];
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let sources = if cli.profiles.is_empty() {
+        if !cli::stdin_has_targets(&[]) {
+            return Err(Error::usage(
+                "no profiles: name profile files, or pipe JSON lines in (jq -c '.[]' fleet.json | hv-define)",
+            ));
+        }
+        vec![Source::Stdin]
+    } else {
+        cli.profiles.into_iter().map(Source::File).collect()
+    };
+    let opts = Options {
+        sources,
+        dry_run: cli.dry_run,
+        allow_unverified_iso: cli.allow_unverified_iso,
+        iso_library: cli.iso_library,
+    };
+    let _ = cli::interrupt_flag();
+    let conn = cli.connect.open(Access::ReadWrite)?;
+    let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
+    let mut status = Status::default();
+    define_all(&conn, &opts, &mut printer, &mut status)?;
+    printer.finish()?;
+    Ok(status.exit())
+}
+
+/// What `run` turned the arguments into.
+struct Options {
+    sources: Vec<Source>,
+    dry_run: bool,
+    allow_unverified_iso: bool,
+    iso_library: PathBuf,
+}
+
+enum Source {
+    File(PathBuf),
+    Stdin,
+}
+
+/// Profiles are small; the limit keeps `/dev/zero` or an endless pipe
+/// from eating memory.
+const LIMIT: u64 = 16 << 20;
+
+fn read_source(source: &Source) -> Vec<std::result::Result<profile::Read, Error>> {
+    let (label, data) = match source {
+        Source::Stdin => {
+            let mut data = Vec::new();
+            let read = std::io::stdin()
+                .lock()
+                .take(LIMIT + 1)
+                .read_to_end(&mut data);
+            if let Err(e) = read {
+                return vec![Err(Error::io("cannot read stdin", e))];
+            }
+            if data.len() as u64 > LIMIT {
+                return vec![Err(Error::new(
+                    Code::MalformedInput,
+                    "stdin holds more than 16 MiB: that is not a list of profiles",
+                ))];
+            }
+            ("stdin".to_owned(), data)
+        }
+        Source::File(path) => {
+            match fsutil::read_named(
+                path,
+                "profile file",
+                LIMIT,
+                "give a file holding JSON profiles (docs/profiles.md)",
+            ) {
+                Ok(data) => (path.display().to_string(), data),
+                Err(e) => return vec![Err(Error::new(Code::MalformedInput, e.message))],
+            }
+        }
+    };
+    let text = String::from_utf8_lossy(&data);
+    profile::parse_all(&text, &label)
+        .into_iter()
+        .map(|r| r.map_err(invalid))
+        .collect()
+}
+
+fn invalid(e: ProfileError) -> Error {
+    let mut err = Error::new(
+        Code::MalformedInput,
+        format!("{e}; this profile is not made"),
+    );
+    err.done = e
+        .name
+        .map(|n| Box::new(Map::from_iter([("name".to_owned(), Value::String(n))])));
+    err
+}
+
+fn define_all(
+    conn: &Connect,
+    opts: &Options,
+    printer: &mut Printer<std::io::Stdout>,
+    status: &mut Status,
+) -> Result<()> {
+    let mut profiles = Vec::new();
+    for source in &opts.sources {
+        for read in read_source(source) {
+            match read {
+                Ok(r) => profiles.push(r),
+                Err(e) => {
+                    status.malformed();
+                    let name = e
+                        .done
+                        .as_ref()
+                        .and_then(|d| d.get("name")?.as_str().map(str::to_owned));
+                    let mut e = e;
+                    e.done = None;
+                    cli::warn(&e);
+                    printer.emit(targets::failure_record(
+                        &VmRef {
+                            name,
+                            ..VmRef::default()
+                        },
+                        Some("define"),
+                        &e,
+                    ))?;
+                }
+            }
+        }
+    }
+    // Every gate first, for the batch: the tenth VM fails when the nine
+    // before it took the memory or space, before any of them is made.
+    let mut budget = Budget::new(
+        conn,
+        Limits {
+            memory_warn: 10.0,
+            disk_warn: 85.0,
+        },
+    );
+    let mut named = HashSet::new();
+    let gated: Vec<_> = profiles
+        .into_iter()
+        .map(|r| {
+            let checks =
+                plan::check_profile(conn, &opts.iso_library, &mut budget, &r.profile, &mut named);
+            (r, checks)
+        })
+        .collect();
+    for (read, checks) in gated {
+        let name = read.profile.name.clone();
+        let record = match gate(&read.profile, &checks, opts) {
+            Err(e) if opts.dry_run => Err(with_xml(conn, e, &read.profile, opts)),
+            Err(e) => Err(e),
+            Ok(unverified) => define_one(conn, &read.profile, opts, unverified),
+        };
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                status.failed(&e);
+                cli::warn(format!("{name}: {e}"));
+                targets::failure_record(
+                    &VmRef {
+                        name: Some(name),
+                        ..VmRef::default()
+                    },
+                    Some("define"),
+                    &e,
+                )
+            }
+        };
+        printer.emit(record)?;
+        if let Some(_sig) = cli::interrupted() {
+            return Err(cli::interrupted_error(
+                "hv-define stopped; the VMs made so far stay",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The checks' verdict: an error naming what failed, or whether the ISO
+/// goes in unproven (--allow-unverified-iso). Warnings go to stderr.
+fn gate(p: &Profile, checks: &[Check], opts: &Options) -> Result<bool> {
+    let mut failed: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .collect();
+    let unproven = checks
+        .iter()
+        .find(|c| c.check == "plan.iso" && c.status == CheckStatus::Warn);
+    if let (Some(c), false) = (unproven, opts.allow_unverified_iso) {
+        if failed.is_empty() {
+            return Err(Error::new(
+                Code::Untrusted,
+                format!("{}; hv-define uses only ISO images hv-iso admitted by a signature: {}, or add --allow-unverified-iso", c.message, c.hint.as_deref().unwrap_or("hv-iso add URL --keyring KEY")),
+            )
+            .with_done(&Refused { checks: vec![c.record()] }));
+        }
+        failed.push(c);
+    }
+    if let Some(first) = failed.first() {
+        let code = if first.check == "plan.iso" {
+            Code::Untrusted
+        } else {
+            Code::CheckFailed
+        };
+        let more = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and {} more failed check(s))", n - 1),
+        };
+        return Err(Error::new(
+            code,
+            format!(
+                "{}{more}; fix: {}",
+                first.message,
+                first.hint.as_deref().unwrap_or("see checks")
+            ),
+        )
+        .with_done(&Refused {
+            checks: failed.iter().map(|c| c.record()).collect(),
+        }));
+    }
+    for c in checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Warn && c.check != "plan.iso")
+    {
+        cli::warn(format!("{}: {}", p.name, c.message));
+    }
+    Ok(unproven.is_some())
+}
+
+/// A dry run shows the XML of a refused profile too: what would be made
+/// once the failed checks are fixed.
+fn with_xml(conn: &Connect, mut e: Error, p: &Profile, opts: &Options) -> Error {
+    let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
+    if let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso), new_uuid()) {
+        let done = e.done.get_or_insert_with(Default::default);
+        done.insert("dry_run".into(), true.into());
+        done.insert("xml".into(), xml::domain(p, &uuid, &plan.layout).into());
+    }
+    e
+}
+
+/// What a refused profile's record says beside its error.
+#[derive(Debug, Serialize)]
+struct Refused {
+    /// The failed checks, as hv-preflight prints them.
+    checks: Vec<Map<String, Value>>,
+}
+
+/// What hv-define adds to the hv-ls record of a VM it made.
+#[derive(Debug, Serialize)]
+struct Defined<'a> {
+    changed: bool,
+    /// Present when --allow-unverified-iso let an ISO in that hv-iso did not prove.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    iso_unverified: bool,
+    /// The cloud-init seed's path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    /// The domain XML (--dry-run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xml: Option<&'a str>,
+}
+
+fn define_one(
+    conn: &Connect,
+    p: &Profile,
+    opts: &Options,
+    iso_unverified: bool,
+) -> Result<Map<String, Value>> {
+    let uuid = new_uuid()?;
+    let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
+    let plan = make::plan(conn, p, iso)?;
+    let seed = plan.layout.seed.as_ref().map(|s| s.display().to_string());
+    if opts.dry_run {
+        let xml = xml::domain(p, &uuid, &plan.layout);
+        let extra = Defined {
+            changed: false,
+            iso_unverified,
+            seed,
+            dry_run: Some(true),
+            xml: Some(&xml),
+        };
+        return Ok(targets::success_record(
+            &VmRef::named(&p.name, &uuid),
+            "define",
+            &extra,
+        ));
+    }
+    let mut undo = make::Undo::new();
+    let dom = make::make(conn, p, &uuid, &plan, &mut undo)?;
+    let listed = inventory::records(conn, vec![dom])?
+        .pop()
+        .and_then(|r| r.transpose())
+        .ok_or_else(|| {
+            Error::new(
+                Code::NotFound,
+                "the VM disappeared right after it was defined",
+            )
+        })??;
+    undo.keep();
+    let extra = Defined {
+        changed: true,
+        iso_unverified,
+        seed,
+        dry_run: None,
+        xml: None,
+    };
+    Ok(with_envelope(listed, &extra))
+}
+
+/// The hv-ls record with the result envelope: `action` and `ok` after
+/// `name` and `uuid`, what hv-define adds at the end.
+fn with_envelope(listed: Map<String, Value>, extra: &impl Serialize) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut rest = listed.into_iter();
+    for (k, v) in rest.by_ref().take(2) {
+        out.insert(k, v);
+    }
+    out.insert("action".into(), "define".into());
+    out.insert("ok".into(), true.into());
+    out.extend(rest);
+    out.extend(hv_common::output::to_record(extra));
+    out
+}
+
+/// An ISO named in the library, or a path (refused by the gate unless
+/// --allow-unverified-iso).
+fn iso_path(library: &Path, iso: &str) -> PathBuf {
+    if iso.contains('/') {
+        PathBuf::from(iso)
+    } else {
+        Library::new(library.to_path_buf()).image(iso)
+    }
+}
+
+/// A random (version 4) UUID, chosen here so a dry run can show it and a
+/// failed run can name what it removes.
+fn new_uuid() -> Result<String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::io("cannot read /dev/urandom", e))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hv_common::output::hex(&b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
