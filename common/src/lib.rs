@@ -9,6 +9,7 @@ pub mod contract;
 pub mod formats;
 pub mod fsutil;
 pub mod libvirt;
+pub mod making;
 pub mod plan;
 pub mod retention;
 pub mod size;

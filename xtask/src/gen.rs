@@ -48,6 +48,10 @@ fn tools() -> Vec<Tool> {
             manual: &hv_define::MANUAL,
         },
         Tool {
+            command: hv_clone::Cli::command(),
+            manual: &hv_clone::MANUAL,
+        },
+        Tool {
             command: hv_snap::Cli::command(),
             manual: &hv_snap::MANUAL,
         },

@@ -18,7 +18,7 @@ use hv_common::output::{col, Column, Printer, Show};
 use hv_common::plan::{self, Budget, Limits};
 use hv_common::profile::{self, Profile, ProfileError};
 use hv_common::targets::{self, VmRef};
-use hv_common::{fsutil, inventory, Code, Error, Exit, Result};
+use hv_common::{fsutil, inventory, making, Code, Error, Exit, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -324,7 +324,7 @@ fn gate(p: &Profile, checks: &[Check], opts: &Options) -> Result<bool> {
 /// once the failed checks are fixed.
 fn with_xml(conn: &Connect, mut e: Error, p: &Profile, opts: &Options) -> Error {
     let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
-    if let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso), new_uuid()) {
+    if let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso), making::new_uuid()) {
         let done = e.done.get_or_insert_with(Default::default);
         done.insert("dry_run".into(), true.into());
         done.insert("xml".into(), xml::domain(p, &uuid, &plan.layout).into());
@@ -362,7 +362,7 @@ fn define_one(
     opts: &Options,
     iso_unverified: bool,
 ) -> Result<Map<String, Value>> {
-    let uuid = new_uuid()?;
+    let uuid = making::new_uuid()?;
     let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
     let plan = make::plan(conn, p, iso)?;
     let seed = plan.layout.seed.as_ref().map(|s| s.display().to_string());
@@ -381,7 +381,7 @@ fn define_one(
             &extra,
         ));
     }
-    let mut undo = make::Undo::new();
+    let mut undo = making::Undo::new();
     let dom = make::make(conn, p, &uuid, &plan, &mut undo)?;
     let listed = inventory::records(conn, vec![dom])?
         .pop()
@@ -400,22 +400,7 @@ fn define_one(
         dry_run: None,
         xml: None,
     };
-    Ok(with_envelope(listed, &extra))
-}
-
-/// The hv-ls record with the result envelope: `action` and `ok` after
-/// `name` and `uuid`, what hv-define adds at the end.
-fn with_envelope(listed: Map<String, Value>, extra: &impl Serialize) -> Map<String, Value> {
-    let mut out = Map::new();
-    let mut rest = listed.into_iter();
-    for (k, v) in rest.by_ref().take(2) {
-        out.insert(k, v);
-    }
-    out.insert("action".into(), "define".into());
-    out.insert("ok".into(), true.into());
-    out.extend(rest);
-    out.extend(hv_common::output::to_record(extra));
-    out
+    Ok(making::with_envelope(listed, "define", &extra))
 }
 
 /// An ISO named in the library, or a path (refused by the gate unless
@@ -426,24 +411,4 @@ fn iso_path(library: &Path, iso: &str) -> PathBuf {
     } else {
         Library::new(library.to_path_buf()).image(iso)
     }
-}
-
-/// A random (version 4) UUID, chosen here so a dry run can show it and a
-/// failed run can name what it removes.
-fn new_uuid() -> Result<String> {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Error::io("cannot read /dev/urandom", e))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hv_common::output::hex(&b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
 }

@@ -208,7 +208,7 @@ fn metadata(x: &mut String, p: &Profile, layout: &Layout) {
         let _ = writeln!(x, "    {tags}");
     }
     if let Some(seed) = &seed {
-        let made = made_metadata(Some(seed), None);
+        let made = made_metadata(Some(seed), None, false);
         let made = made.replacen("<made>", &format!("<hvm:made xmlns:hvm='{MADE_NS}'>"), 1);
         let made = made
             .replace("<seed>", "<hvm:seed>")

@@ -5,12 +5,14 @@
 use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
+use hv_common::domain;
 use hv_common::lifecycle::{self, Transition};
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
 use hv_common::State;
 use hv_common::{time, Code, Error, Exit, Result};
 use std::time::{Duration, Instant};
+use virt::connect::Connect;
 use virt::domain::Domain;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +50,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = time::duration)]
     pub timeout: Duration,
 
+    /// Start a template even though linked clones (hv-clone --linked) use its disks as their base
+    #[arg(long)]
+    pub force: bool,
+
     #[command(flatten)]
     pub args: ActionArgs,
 }
@@ -78,6 +84,7 @@ static COLUMNS: [Column; 5] = [
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     paused: bool,
+    force: bool,
     wait: Option<WaitFor>,
     timeout: Duration,
     dry_run: bool,
@@ -91,6 +98,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
     }
     let plan = Plan {
         paused: cli.paused,
+        force: cli.force,
         wait: cli.wait,
         timeout: cli.timeout,
         dry_run: cli.args.dry_run,
@@ -102,12 +110,17 @@ pub fn run(cli: Cli) -> Result<Exit> {
         columns: &COLUMNS,
         item_timeout: plan.timeout + Duration::from_secs(30),
     };
-    bulk::act(inputs, &cli.args, action, move |_, dom, _| start(dom, plan))
+    bulk::act(inputs, &cli.args, action, move |conn, dom, _| {
+        start(conn, dom, plan)
+    })
 }
 
-fn start(dom: &Domain, plan: Plan) -> Result<Transition> {
+fn start(conn: &Connect, dom: &Domain, plan: Plan) -> Result<Transition> {
     let began = Instant::now();
     let state = lifecycle::state(dom)?.state;
+    if state == State::Shutoff && !plan.force {
+        refuse_linked_template(conn, dom)?;
+    }
     let changed = match state {
         State::Shutoff => act(plan, || {
             let flags = if plan.paused {
@@ -140,6 +153,41 @@ fn start(dom: &Domain, plan: Plan) -> Result<Transition> {
         plan.dry_run,
         lifecycle::state(dom)?,
         began,
+    ))
+}
+
+/// A template's disks are the read-only base of its linked clones: the
+/// template running would write under them and corrupt every one. Only
+/// VMs tagged `template` (hv-clone --linked tags its sources) are looked
+/// at, so starting ordinary VMs costs no scan of every definition.
+fn refuse_linked_template(conn: &Connect, dom: &Domain) -> Result<()> {
+    let (_, def) = domain::definition(dom)?;
+    if !def.tags.iter().any(|t| t == "template") {
+        return Ok(());
+    }
+    let uuid = dom.uuid_string().unwrap_or_default();
+    let all = conn
+        .list_all_domains(0)
+        .map_err(|e| Error::libvirt("cannot list the VMs linked to it", &e))?;
+    let clones: Vec<String> = all
+        .iter()
+        .filter(|d| d.uuid_string().ok().as_deref() != Some(&uuid))
+        .filter_map(|d| {
+            let (_, x) = domain::definition(d).ok()?;
+            (x.linked && x.cloned_from.as_deref() == Some(&uuid))
+                .then(|| d.name().unwrap_or_default())
+        })
+        .collect();
+    if clones.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::InvalidState,
+        format!(
+            "it is a template: {} linked clone(s) ({}) use its disks as their base, and running it would corrupt them; start the clones, or add --force if they are to be thrown away",
+            clones.len(),
+            clones.join(", ")
+        ),
     ))
 }
 

@@ -7,7 +7,7 @@
 use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
-use hv_common::domain::{self, TAGS_NS, TAGS_PREFIX};
+use hv_common::domain;
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
 use hv_common::{time, Error, Exit, Result};
@@ -131,7 +131,7 @@ fn retag(dom: &Domain, change: &Change) -> Result<Retagged> {
     let wanted = change.apply(&current);
     let changed = wanted != current;
     if changed && !change.dry_run {
-        write_tags(dom, &wanted, persistent, active)?;
+        domain::write_tags(dom, &wanted, persistent, active)?;
     }
     Ok(Retagged {
         tags: wanted,
@@ -148,32 +148,6 @@ struct Retagged {
     changed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     dry_run: Option<bool>,
-}
-
-fn write_tags(dom: &Domain, tags: &[String], persistent: bool, active: bool) -> Result<()> {
-    let mut flags = 0;
-    if persistent {
-        flags |= virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
-    }
-    if active {
-        flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
-    }
-    let element = virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32;
-    let body = (!tags.is_empty()).then(|| domain::tags_metadata(tags));
-    dom.set_metadata(
-        element,
-        body.as_deref(),
-        Some(TAGS_PREFIX),
-        Some(TAGS_NS),
-        flags,
-    )
-    .map_err(|e| {
-        Error::libvirt_needing(
-            "cannot store tags in the VM's metadata",
-            &e,
-            &["domain.write", "domain.save"],
-        )
-    })
 }
 
 #[cfg(test)]

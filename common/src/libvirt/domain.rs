@@ -45,8 +45,10 @@ pub struct DomainXml {
     pub tags: Vec<String>,
     /// The cloud-init seed hv-define or hv-clone wrote for it.
     pub seed: Option<String>,
-    /// The VM hv-clone made it from.
+    /// The UUID of the VM hv-clone made it from.
     pub cloned_from: Option<String>,
+    /// Its disks are overlays backed by that VM's (hv-clone --linked).
+    pub linked: bool,
 }
 
 /// A domain's XML as libvirt gave it; XML it cannot read is libvirt's
@@ -74,6 +76,7 @@ pub fn parse(xml: &str) -> crate::Result<DomainXml> {
         tags: tags(root),
         seed: made(root, "seed"),
         cloned_from: made(root, "cloned-from"),
+        linked: made(root, "linked").as_deref() == Some("yes"),
     })
 }
 
@@ -86,14 +89,19 @@ fn made(root: Node, field: &str) -> Option<String> {
         .and_then(|c| c.text().map(str::to_owned))
 }
 
-/// The `<hv:made>` element for a VM hv made (see [`MADE_NS`]).
-pub fn made_metadata(seed: Option<&str>, cloned_from: Option<&str>) -> String {
+/// The `<hv:made>` element for a VM hv made (see [`MADE_NS`]):
+/// `cloned_from` is the source's UUID, `linked` says the clone's disks are
+/// overlays backed by the source's.
+pub fn made_metadata(seed: Option<&str>, cloned_from: Option<&str>, linked: bool) -> String {
     let mut body = String::new();
     if let Some(s) = seed {
         body += &format!("<seed>{}</seed>", xml_escape(s));
     }
     if let Some(c) = cloned_from {
         body += &format!("<cloned-from>{}</cloned-from>", xml_escape(c));
+    }
+    if linked {
+        body += "<linked>yes</linked>";
     }
     format!("<made>{body}</made>")
 }
@@ -220,6 +228,39 @@ pub fn tags_metadata(tags: &[String]) -> String {
         .map(|t| format!("<tag>{}</tag>", xml_escape(t)))
         .collect();
     format!("<tags>{body}</tags>")
+}
+
+/// Stores `tags` in hv's metadata of the definition (`persistent`) and
+/// of the running domain (`active`); none removes the element.
+pub fn write_tags(
+    dom: &virt::domain::Domain,
+    tags: &[String],
+    persistent: bool,
+    active: bool,
+) -> crate::Result<()> {
+    let mut flags = 0;
+    if persistent {
+        flags |= virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+    }
+    if active {
+        flags |= virt::sys::VIR_DOMAIN_AFFECT_LIVE;
+    }
+    let element = virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32;
+    let body = (!tags.is_empty()).then(|| tags_metadata(tags));
+    dom.set_metadata(
+        element,
+        body.as_deref(),
+        Some(TAGS_PREFIX),
+        Some(TAGS_NS),
+        flags,
+    )
+    .map_err(|e| {
+        crate::Error::libvirt_needing(
+            "cannot store tags in the VM's metadata",
+            &e,
+            &["domain.write", "domain.save"],
+        )
+    })
 }
 
 /// Escapes text for XML element content and for attributes in either quote style.

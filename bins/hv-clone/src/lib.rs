@@ -1,0 +1,613 @@
+//! hv-clone: new VMs from shut-off ones, many at once (`hv-ls --tag
+//! template | hv-clone --count 3 --linked | hv-start`). A clone is the
+//! source's definition with only what must differ changed, its disks
+//! copied the fastest faithful way (reflink, else sparse) or linked as
+//! qcow2 overlays; every clone is checked before any is made (name free,
+//! space for the copies, counted together) and made all or nothing, like
+//! hv-define's VMs.
+
+mod copy;
+mod ffi;
+mod xml;
+
+use clap::Parser;
+use copy::How;
+use hv_common::checks::Status as CheckStatus;
+use hv_common::cli::{self, ConnectArgs, JobArgs, OutputArgs, Status};
+use hv_common::connect::Access;
+use hv_common::making::{self, create_new, qemu_img, seed, Undo};
+use hv_common::manual::Manual;
+use hv_common::output::{col, Column, Printer, Show};
+use hv_common::plan::{self, Budget, Limits};
+use hv_common::profile::Place;
+use hv_common::runner::{self, Finished, Job, RunOptions};
+use hv_common::targets::{self, Input, VmRef};
+use hv_common::{bulk, domain, inventory, lifecycle, Code, Error, Exit, Result};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hv-clone",
+    version,
+    about = "Clone shut-off VMs: full sparse copies or linked overlays, checked first, all or nothing",
+    long_about = "Clone shut-off VMs named as arguments or piped in as records (e.g. from hv-ls).\n\n\
+        Each clone gets a new name, UUID and MAC addresses, its own NVRAM (a copy of the \
+        source's) and TPM state (new), a cloud-init seed of its own with its own host name when \
+        the source has one, the source's tags unless --no-tags, and cloned_from in its record. \
+        Disks are full copies (a reflink where the filesystem can, else a sparse copy), or with \
+        --linked qcow2 overlays backed by the source's disks: the source is then tagged \
+        template, and hv-start refuses to start it while clones are linked to it.\n\n\
+        Before anything is made, every clone is checked, all together: its name is free and \
+        its copies fit. Each clone is made all or nothing, and an existing VM or file is never \
+        replaced. Each clone gets one record: the VM as hv-ls prints it, with action \"clone\"."
+)]
+pub struct Cli {
+    /// VMs to clone, by name or UUID [default: records or names from stdin]
+    #[arg(value_name = "VM")]
+    pub vms: Vec<String>,
+
+    /// The clone's name; with --count a pattern: {name} is the source's, {n} counts from 1 [default: {name}-clone, or {name}-{n} with --count]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// How many clones of each VM
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: u32,
+
+    /// Make qcow2 overlays backed by the source's disks instead of copies (the source becomes a template)
+    #[arg(long)]
+    pub linked: bool,
+
+    /// Put the clones' disks in DIR [default: beside each source disk]
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    pub dir: Option<PathBuf>,
+
+    /// Do not give the clones the source's tags
+    #[arg(long)]
+    pub no_tags: bool,
+
+    /// Check and print each clone's XML in the `xml` field; make nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub const MANUAL: Manual = Manual {
+    exit_status: hv_common::manual::EXIT_STATUS,
+    environment: hv_common::manual::ENVIRONMENT,
+    examples: &[
+        ("One full clone:", "hv-clone web1 --name web2"),
+        ("Three linked clones of every template, started:", "hv-ls --tag template | hv-clone --count 3 --linked --name '{name}-{n}' | hv-start"),
+        ("What would be made:", "hv-clone --dry-run --count 2 base | jq -r .name"),
+    ],
+    notes: &["A running or paused source is refused (error code invalid_state): stop it first, since its disks change while they are copied. A clone that fails a check has error code check_failed with `checks`; one that fails while being made leaves no disk, seed, NVRAM or domain. Records add to the hv-ls fields: changed, cloned_from (the source's name), linked, copies (each disk's target and how it was copied: reflink, sparse, flattened or linked), seed when the clone got one, and with --dry-run dry_run and xml. hv-rm --remove-storage removes a clone's disks, seed, NVRAM and TPM state and keeps the files linked clones still use."],
+};
+
+static COLUMNS: [Column; 5] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("cloned_from", "from", Show::Plain),
+    col("linked", "linked", Show::Plain),
+    col("disks", "disks", Show::Join(Some("source"))),
+];
+
+pub fn run(cli: Cli) -> Result<Exit> {
+    let pattern = match (cli.name, cli.count) {
+        (Some(p), n) if n > 1 && !p.contains("{n}") => {
+            return Err(Error::usage(format!(
+                "--name {p:?} with --count {n} would give every clone one name: put {{n}} in it, e.g. --name '{{name}}-{{n}}'"
+            )))
+        }
+        (Some(p), _) => p,
+        (None, 1) => "{name}-clone".to_owned(),
+        (None, _) => "{name}-{n}".to_owned(),
+    };
+    let opts = Options {
+        pattern,
+        count: cli.count,
+        linked: cli.linked,
+        dir: cli.dir,
+        keep_tags: !cli.no_tags,
+        dry_run: cli.dry_run,
+        // A copy takes as long as its disks need: no timeout per clone.
+        run: RunOptions {
+            timeout: None,
+            ..cli.jobs.options(std::time::Duration::ZERO)
+        },
+    };
+    let inputs = bulk::inputs(
+        &cli.vms,
+        "hv-ls --tag template | hv-clone --count 3 --linked",
+    )?;
+    let conn = Arc::new(cli.connect.open(Access::ReadWrite)?);
+    let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
+    let status = clone_all(conn, inputs, opts, &mut printer)?;
+    printer.finish()?;
+    Ok(status.exit())
+}
+
+/// What `run` turned the arguments into.
+struct Options {
+    pattern: String,
+    count: u32,
+    linked: bool,
+    dir: Option<PathBuf>,
+    keep_tags: bool,
+    dry_run: bool,
+    run: RunOptions,
+}
+
+/// One clone to make, decided and checked before any is made.
+struct Plan {
+    source: Domain,
+    source_name: String,
+    source_uuid: String,
+    source_xml: String,
+    from: xml::Source,
+    name: String,
+    uuid: String,
+    /// Source disk path → the clone's.
+    disks: Vec<(String, String, String)>,
+    nvram: Option<String>,
+    seed: Option<(String, String)>,
+    linked: bool,
+    keep_tags: bool,
+    dry_run: bool,
+}
+
+/// An item's outcome: known before the run (a failed check, a record
+/// passed through, a malformed line) or when its clone is made.
+enum Ready {
+    Record(Map<String, Value>, Option<Error>),
+    Malformed(String),
+}
+
+fn clone_all(
+    conn: Arc<Connect>,
+    inputs: impl Iterator<Item = Input>,
+    opts: Options,
+    printer: &mut Printer<std::io::Stdout>,
+) -> Result<Status> {
+    let mut budget = Budget::new(
+        &conn,
+        Limits {
+            memory_warn: 10.0,
+            disk_warn: 85.0,
+        },
+    );
+    let mut named = HashSet::new();
+    let mut jobs = Vec::new();
+    for input in inputs {
+        match input {
+            Input::Malformed { message, .. } => jobs.push(Job::Ready(Ready::Malformed(message))),
+            Input::PassThrough(record) => jobs.push(Job::Ready(Ready::Record(record, None))),
+            Input::Vm(vm) => match source(&conn, &vm) {
+                Err(e) => jobs.push(Job::Ready(failure(&vm, e))),
+                Ok((dom, xml_text, from)) => {
+                    for n in 1..=opts.count {
+                        let planned = plan_one(
+                            &conn,
+                            &dom,
+                            &xml_text,
+                            &from,
+                            n,
+                            &opts,
+                            &mut budget,
+                            &mut named,
+                        );
+                        jobs.push(match planned {
+                            Ok(p) => Job::Run(p),
+                            Err((name, e)) => Job::Ready(failure(
+                                &VmRef {
+                                    name: Some(name),
+                                    ..VmRef::default()
+                                },
+                                e,
+                            )),
+                        });
+                    }
+                }
+            },
+        }
+    }
+    let mut status = Status::default();
+    let linked_sources: Arc<Mutex<Vec<(Domain, String)>>> = Arc::default();
+    let worker = {
+        let conn = Arc::clone(&conn);
+        let linked_sources = Arc::clone(&linked_sources);
+        move |p: &Plan| {
+            let r = make(&conn, p);
+            if r.is_ok() && p.linked && !p.dry_run {
+                linked_sources
+                    .lock()
+                    .expect("no panics while held")
+                    .push((p.source.clone(), p.source_uuid.clone()));
+            }
+            match r {
+                Ok(record) => Ready::Record(record, None),
+                Err(e) => {
+                    let (record, e) = made_failure(p, e);
+                    Ready::Record(record, Some(e))
+                }
+            }
+        }
+    };
+    runner::run(jobs, &opts.run, worker, |finished| {
+        let (record, err) = match finished {
+            Finished::Ready(Ready::Record(r, e)) | Finished::Done(_, Ready::Record(r, e)) => (r, e),
+            Finished::Ready(Ready::Malformed(m)) | Finished::Done(_, Ready::Malformed(m)) => {
+                cli::warn(m);
+                status.malformed();
+                return Ok(());
+            }
+            Finished::Failed(p, e) => {
+                let (record, e) = made_failure(&p, e);
+                (record, Some(e))
+            }
+        };
+        if let Some(e) = &err {
+            cli::warn(format!(
+                "{}: {e}",
+                record.get("name").and_then(Value::as_str).unwrap_or("?")
+            ));
+            status.failed(e);
+        }
+        printer.emit(record)
+    })?;
+    // A source others are linked to is a template from now on.
+    let mut done = HashSet::new();
+    for (dom, uuid) in linked_sources.lock().expect("no panics while held").iter() {
+        if done.insert(uuid.clone()) {
+            if let Err(e) = tag_template(dom) {
+                cli::warn(format!(
+                    "could not tag the source of linked clones as template: {e}"
+                ));
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// A clone that failed while being made (nothing of it is left).
+fn made_failure(p: &Plan, mut e: Error) -> (Map<String, Value>, Error) {
+    let vm = VmRef {
+        name: Some(p.name.clone()),
+        uuid: Some(p.uuid.clone()),
+        ..VmRef::default()
+    };
+    let done = e.done.get_or_insert_with(Default::default);
+    done.insert("cloned_from".into(), p.source_name.clone().into());
+    (targets::failure_record(&vm, Some("clone"), &e), e)
+}
+
+fn failure(vm: &VmRef, e: Error) -> Ready {
+    Ready::Record(targets::failure_record(vm, Some("clone"), &e), Some(e))
+}
+
+/// The source, shut off, with its definition.
+fn source(conn: &Connect, vm: &VmRef) -> Result<(Domain, String, xml::Source)> {
+    let dom = targets::lookup(conn, vm)?;
+    let name = dom.name().unwrap_or_default();
+    if lifecycle::state(&dom)?.state.is_active() {
+        return Err(Error::new(
+            Code::InvalidState,
+            format!("{name} is running: its disks change while they are copied; stop it first (hv-stop {name:?}), then clone"),
+        ));
+    }
+    let text = dom
+        .xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE | virt::sys::VIR_DOMAIN_XML_SECURE)
+        .map_err(|e| {
+            Error::libvirt_needing("cannot read its definition", &e, &["domain.read-secure"])
+        })?;
+    let from =
+        xml::read(&text).map_err(|e| Error::new(e.code, format!("{name}: {}", e.message)))?;
+    Ok((dom, text, from))
+}
+
+/// Names the clone's files and checks what can be checked before anything
+/// is made: its name is free, its copies fit where they go.
+#[allow(clippy::too_many_arguments)]
+fn plan_one(
+    conn: &Connect,
+    dom: &Domain,
+    text: &str,
+    from: &xml::Source,
+    n: u32,
+    opts: &Options,
+    budget: &mut Budget,
+    named: &mut HashSet<String>,
+) -> std::result::Result<Plan, (String, Error)> {
+    let name = opts
+        .pattern
+        .replace("{name}", &from.name)
+        .replace("{n}", &n.to_string());
+    let fail = |e: Error| (name.clone(), e);
+    let mut checks = vec![plan::name_free(conn, &name, named)];
+    let mut disks = Vec::new();
+    for (i, (target, path)) in from.disks.iter().enumerate() {
+        let src = Path::new(path);
+        let dir = match &opts.dir {
+            Some(d) => d.clone(),
+            None => src
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        };
+        let ext = if opts.linked {
+            "qcow2"
+        } else {
+            src.extension().and_then(|e| e.to_str()).unwrap_or("img")
+        };
+        let file = match i {
+            0 => format!("{name}.{ext}"),
+            i => format!("{name}-{i}.{ext}"),
+        };
+        if !opts.linked {
+            use std::os::unix::fs::MetadataExt;
+            let need = std::fs::metadata(src)
+                .map(|m| m.blocks() * 512)
+                .map_err(|e| {
+                    fail(Error::io(
+                        format!("cannot read disk {target} of {}: {path}", from.name),
+                        e,
+                    ))
+                })?;
+            checks.push(plan::storage(conn, budget, &Place::Dir(dir.clone()), need));
+        }
+        disks.push((
+            target.clone(),
+            path.clone(),
+            dir.join(file).display().to_string(),
+        ));
+    }
+    let failed: Vec<_> = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .collect();
+    if let Some(first) = failed.first() {
+        #[derive(Serialize)]
+        struct Refused {
+            cloned_from: String,
+            checks: Vec<Map<String, Value>>,
+        }
+        return Err(fail(
+            Error::new(
+                Code::CheckFailed,
+                format!(
+                    "{}; fix: {}",
+                    first.message,
+                    first.hint.as_deref().unwrap_or("see checks")
+                ),
+            )
+            .with_done(&Refused {
+                cloned_from: from.name.clone(),
+                checks: failed.iter().map(|c| c.record()).collect(),
+            }),
+        ));
+    }
+    for c in checks.iter().filter(|c| c.status == CheckStatus::Warn) {
+        cli::warn(format!("{name}: {}", c.message));
+    }
+    let nvram = from.nvram.as_ref().map(|old| {
+        let dir = Path::new(old)
+            .parent()
+            .unwrap_or(Path::new("/var/lib/libvirt/qemu/nvram"));
+        dir.join(format!("{name}_VARS.fd")).display().to_string()
+    });
+    let seed = from.seed.as_ref().map(|old| {
+        let dir = disks
+            .first()
+            .and_then(|(_, _, new)| Path::new(new).parent().map(Path::to_path_buf))
+            .or_else(|| Path::new(old).parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        (
+            old.clone(),
+            dir.join(format!("{name}-cidata.iso")).display().to_string(),
+        )
+    });
+    Ok(Plan {
+        source: dom.clone(),
+        source_name: from.name.clone(),
+        source_uuid: dom.uuid_string().unwrap_or_default(),
+        source_xml: text.to_owned(),
+        from: xml::Source {
+            name: from.name.clone(),
+            disks: from.disks.clone(),
+            nvram: from.nvram.clone(),
+            seed: from.seed.clone(),
+        },
+        uuid: making::new_uuid().map_err(fail)?,
+        name,
+        disks,
+        nvram,
+        seed,
+        linked: opts.linked,
+        keep_tags: opts.keep_tags,
+        dry_run: opts.dry_run,
+    })
+}
+
+/// What hv-clone adds to the hv-ls record of a clone.
+#[derive(Debug, Serialize)]
+struct Cloned<'a> {
+    changed: bool,
+    cloned_from: &'a str,
+    linked: bool,
+    copies: Vec<Copied>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xml: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct Copied {
+    target: String,
+    how: How,
+}
+
+fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
+    let map: HashMap<String, String> = p
+        .disks
+        .iter()
+        .map(|(_, old, new)| (old.clone(), new.clone()))
+        .collect();
+    let text = xml::clone(
+        &p.source_xml,
+        &xml::Changes {
+            name: &p.name,
+            uuid: &p.uuid,
+            disks: &map,
+            linked: p.linked,
+            nvram: p.nvram.as_deref(),
+            seed: p.seed.as_ref().map(|(o, n)| (o.as_str(), n.as_str())),
+            keep_tags: p.keep_tags,
+        },
+    )?;
+    let seed = p.seed.as_ref().map(|(_, n)| n.as_str());
+    if p.dry_run {
+        let copies = p
+            .disks
+            .iter()
+            .map(|(t, ..)| Copied {
+                target: t.clone(),
+                how: if p.linked { How::Linked } else { How::Sparse },
+            })
+            .collect();
+        let extra = Cloned {
+            changed: false,
+            cloned_from: &p.source_name,
+            linked: p.linked,
+            copies,
+            seed,
+            dry_run: Some(true),
+            xml: Some(&text),
+        };
+        return Ok(targets::success_record(
+            &VmRef::named(&p.name, &p.uuid),
+            "clone",
+            &extra,
+        ));
+    }
+    let mut undo = Undo::new();
+    let mut copies = Vec::new();
+    for (target, old, new) in &p.disks {
+        making::not_interrupted()?;
+        let dst = create_new(Path::new(new), &mut undo)?;
+        let how = disk(old, new, dst, p.linked)?;
+        copies.push(Copied {
+            target: target.clone(),
+            how,
+        });
+    }
+    if let (Some(old), Some(new)) = (&p.from.nvram, &p.nvram) {
+        if Path::new(old).exists() {
+            let dst = create_new(Path::new(new), &mut undo)?;
+            let src = std::fs::File::open(old)
+                .map_err(|e| Error::io(format!("cannot read the NVRAM {old}"), e))?;
+            copy::copy(&src, &dst)
+                .map_err(|e| Error::io(format!("cannot copy the NVRAM to {new}"), e))?;
+        }
+    }
+    if let Some((old, new)) = &p.seed {
+        making::not_interrupted()?;
+        let files = seed::read(Path::new(old))?;
+        create_new(Path::new(new), &mut undo)?;
+        seed::write(
+            Path::new(new),
+            &seed::renamed(&files, &p.uuid, &seed::hostname_from(&p.name)),
+        )?;
+    }
+    making::not_interrupted()?;
+    let dom = conn
+        .define_domain_xml_flags(&text, virt::sys::VIR_DOMAIN_DEFINE_VALIDATE)
+        .map_err(|e| {
+            Error::libvirt_needing(
+                "libvirt refused the clone's definition",
+                &e,
+                &["domain.write", "domain.save"],
+            )
+        })?;
+    undo.defined(&dom);
+    let made = domain::made_metadata(seed, Some(&p.source_uuid), p.linked);
+    dom.set_metadata(
+        virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+        Some(&made),
+        Some("hvm"),
+        Some(domain::MADE_NS),
+        virt::sys::VIR_DOMAIN_AFFECT_CONFIG,
+    )
+    .map_err(|e| Error::libvirt("cannot record in its metadata what it was cloned from", &e))?;
+    making::not_interrupted()?;
+    let listed = inventory::records(conn, vec![dom])?
+        .pop()
+        .and_then(|r| r.transpose())
+        .ok_or_else(|| {
+            Error::new(
+                Code::NotFound,
+                "the clone disappeared right after it was defined",
+            )
+        })??;
+    undo.keep();
+    let extra = Cloned {
+        changed: true,
+        cloned_from: &p.source_name,
+        linked: p.linked,
+        copies,
+        seed,
+        dry_run: None,
+        xml: None,
+    };
+    Ok(making::with_envelope(listed, "clone", &extra))
+}
+
+/// One disk: an overlay backed by the source's, or a full copy.
+fn disk(old: &str, new: &str, dst: std::fs::File, linked: bool) -> Result<How> {
+    let src = std::fs::File::open(old).map_err(|e| Error::io(format!("cannot read {old}"), e))?;
+    let header =
+        copy::qcow2_header(&src).map_err(|e| Error::io(format!("cannot read {old}"), e))?;
+    let format = if header.is_some() { "qcow2" } else { "raw" };
+    if linked {
+        drop(dst);
+        qemu_img(&["create", "-q", "-f", "qcow2", "-b", old, "-F", format, new])?;
+        return Ok(How::Linked);
+    }
+    match header {
+        Some(h) if h.backing || h.snapshots > 0 => {
+            drop(dst);
+            qemu_img(&["convert", "-q", "-f", "qcow2", "-O", "qcow2", old, new])?;
+            Ok(How::Flattened)
+        }
+        _ => {
+            copy::copy(&src, &dst).map_err(|e| Error::io(format!("cannot copy {old} to {new}"), e))
+        }
+    }
+}
+
+/// Adds the `template` tag to a source that linked clones now depend on.
+fn tag_template(dom: &Domain) -> Result<()> {
+    let (persistent, def) = domain::definition(dom)?;
+    if def.tags.iter().any(|t| t == "template") {
+        return Ok(());
+    }
+    let mut tags = def.tags;
+    tags.push("template".into());
+    tags.sort();
+    domain::write_tags(dom, &tags, persistent, false)
+}
