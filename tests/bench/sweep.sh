@@ -14,7 +14,7 @@ virsh -c "$uri" pool-list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | whi
     virsh -c "$uri" pool-undefine "$name" >/dev/null 2>&1
     echo "sweep: removed leftover storage pool '$name'" >&2
 done
-rm -f /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-*
+rm -rf /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-* # files, and the directories of hv-define's tests
 # tmpfs a killed test left mounted (rm -rf would empty it, not remove it)
 awk '$2 ~ "^/var/tmp/hv[tb]-" {print $2}' /proc/mounts | xargs -r -n1 umount
 # the role test's private libvirtd, polkitd and bus (tests/bench/roles.sh), and its VM

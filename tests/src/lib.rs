@@ -628,6 +628,69 @@ pub fn scratch(label: &str) -> PathBuf {
     dir
 }
 
+/// A distributor's signed SHA256SUMS for one image, made with gpg in
+/// `dir` (a fresh keyring in `dir/gnupg`): the image (1 MiB), the sums,
+/// their detached signature and the signer's public key, as `hv-iso add
+/// IMAGE --checksums SUMS --signature SIG --keyring KEY` takes them.
+pub fn signed_image(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let gnupg = dir.join("gnupg");
+    std::fs::create_dir_all(&gnupg).unwrap();
+    gpg(
+        &gnupg,
+        dir,
+        &[
+            "--quick-gen-key",
+            "hv test <test@hv.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+    );
+    let image = dir.join(name);
+    std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
+    let sums = dir.join("SHA256SUMS");
+    let hash = Command::new("sha256sum")
+        .arg(name)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    std::fs::write(&sums, &hash.stdout).unwrap();
+    gpg(
+        &gnupg,
+        dir,
+        &[
+            "--armor",
+            "--detach-sign",
+            "--output",
+            "SHA256SUMS.asc",
+            "SHA256SUMS",
+        ],
+    );
+    gpg(&gnupg, dir, &["--armor", "--export", "--output", "key.asc"]);
+    (image, sums, dir.join("SHA256SUMS.asc"), dir.join("key.asc"))
+}
+
+/// gpg with the keyring in `gnupg`, run in `dir`, batch mode with no
+/// passphrase; a failure fails the test.
+fn gpg(gnupg: &Path, dir: &Path, args: &[&str]) {
+    let out = Command::new("gpg")
+        .arg("--homedir")
+        .arg(gnupg)
+        .args([
+            "--batch",
+            "--quiet",
+            "--passphrase",
+            "",
+            "--pinentry-mode",
+            "loopback",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("gpg (Debian package gpg)");
+    Run::new(format!("gpg {args:?}"), out).assert_ok();
+}
+
 /// Runs hv-iso on the library `lib`.
 pub fn hv_iso_in(lib: &Path, args: &[&str]) -> Run {
     let mut full = vec!["--library", lib.to_str().unwrap()];

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use virt::connect::Connect;
 use virt::domain::Domain;
 
@@ -224,19 +224,24 @@ fn clone_all(
             },
         }
     }
+    // A source linked clones are about to depend on is a template from
+    // now on: tagged before the first overlay exists, so an interrupted run
+    // leaves no untagged source that hv-start would start under its clones.
+    let mut tagged = HashSet::new();
+    for job in &jobs {
+        if let Job::Run(p) = job {
+            if p.linked && !p.dry_run && tagged.insert(p.source_uuid.clone()) {
+                if let Err(e) = tag_template(&p.source) {
+                    cli::warn(format!("{}: could not tag it template, which keeps hv-start from starting it under its linked clones: {e}", p.source_name));
+                }
+            }
+        }
+    }
     let mut status = Status::default();
-    let linked_sources: Arc<Mutex<Vec<(Domain, String)>>> = Arc::default();
     let worker = {
         let conn = Arc::clone(&conn);
-        let linked_sources = Arc::clone(&linked_sources);
         move |p: &Plan| {
             let r = make(&conn, p);
-            if r.is_ok() && p.linked && !p.dry_run {
-                linked_sources
-                    .lock()
-                    .expect("no panics while held")
-                    .push((p.source.clone(), p.source_uuid.clone()));
-            }
             match r {
                 Ok(record) => Ready::Record(record, None),
                 Err(e) => {
@@ -268,17 +273,6 @@ fn clone_all(
         }
         printer.emit(record)
     })?;
-    // A source others are linked to is a template from now on.
-    let mut done = HashSet::new();
-    for (dom, uuid) in linked_sources.lock().expect("no panics while held").iter() {
-        if done.insert(uuid.clone()) {
-            if let Err(e) = tag_template(dom) {
-                cli::warn(format!(
-                    "could not tag the source of linked clones as template: {e}"
-                ));
-            }
-        }
-    }
     Ok(status)
 }
 
@@ -429,6 +423,7 @@ fn plan_one(
             disks: from.disks.clone(),
             nvram: from.nvram.clone(),
             seed: from.seed.clone(),
+            tags: from.tags.clone(),
         },
         uuid: making::new_uuid().map_err(fail)?,
         name,
@@ -477,7 +472,6 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
             linked: p.linked,
             nvram: p.nvram.as_deref(),
             seed: p.seed.as_ref().map(|(o, n)| (o.as_str(), n.as_str())),
-            keep_tags: p.keep_tags,
         },
     )?;
     let seed = p.seed.as_ref().map(|(_, n)| n.as_str());
@@ -527,7 +521,8 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
     }
     if let Some((old, new)) = &p.seed {
         making::not_interrupted()?;
-        let files = seed::read(Path::new(old))?;
+        let work = Path::new(new).parent().unwrap_or(Path::new("."));
+        let files = seed::read(Path::new(old), work)?;
         create_new(Path::new(new), &mut undo)?;
         seed::write(
             Path::new(new),
@@ -554,6 +549,17 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
         virt::sys::VIR_DOMAIN_AFFECT_CONFIG,
     )
     .map_err(|e| Error::libvirt("cannot record in its metadata what it was cloned from", &e))?;
+    // A clone is no template, even of one: its tags are the source's but that.
+    let tags: Vec<String> = p
+        .from
+        .tags
+        .iter()
+        .filter(|t| *t != "template")
+        .cloned()
+        .collect();
+    if p.keep_tags && !tags.is_empty() {
+        domain::write_tags(&dom, &tags, true, false)?;
+    }
     making::not_interrupted()?;
     let listed = inventory::records(conn, vec![dom])?
         .pop()
@@ -610,4 +616,30 @@ fn tag_template(dom: &Domain) -> Result<()> {
     tags.push("template".into());
     tags.sort();
     domain::write_tags(dom, &tags, persistent, false)
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn what_hv_clone_adds_is_documented() {
+        let c = Cloned {
+            changed: true,
+            cloned_from: "web1",
+            linked: true,
+            copies: vec![Copied {
+                target: "vda".into(),
+                how: How::Linked,
+            }],
+            seed: Some("s"),
+            dry_run: Some(true),
+            xml: Some("x"),
+        };
+        let fields: Vec<String> = hv_common::output::to_record(&c).keys().cloned().collect();
+        assert_eq!(
+            fields,
+            hv_testbench::documented_fields("profiles.md", "### What hv-clone adds")
+        );
+    }
 }

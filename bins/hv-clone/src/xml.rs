@@ -19,6 +19,7 @@ pub struct Source {
     pub nvram: Option<String>,
     /// hv's cloud-init seed, when hv-define or hv-clone wrote one.
     pub seed: Option<String>,
+    pub tags: Vec<String>,
 }
 
 pub fn read(xml: &str) -> Result<Source> {
@@ -64,6 +65,7 @@ pub fn read(xml: &str) -> Result<Source> {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty()),
         seed: parsed.seed,
+        tags: parsed.tags,
     })
 }
 
@@ -78,7 +80,6 @@ pub struct Changes<'a> {
     pub nvram: Option<&'a str>,
     /// The source's seed and the clone's.
     pub seed: Option<(&'a str, &'a str)>,
-    pub keep_tags: bool,
 }
 
 pub fn clone(xml: &str, c: &Changes) -> Result<String> {
@@ -99,8 +100,9 @@ pub fn clone(xml: &str, c: &Changes) -> Result<String> {
     if let Some(meta) = child(root, "metadata") {
         for m in meta.children().filter(Node::is_element) {
             let ns = m.tag_name().namespace();
-            // hv's own record of how it was made is written anew after define.
-            if ns == Some(MADE_NS) || (ns == Some(TAGS_NS) && !c.keep_tags) {
+            // hv's own record of how it was made, and its tags, are written
+            // anew after define.
+            if ns == Some(MADE_NS) || ns == Some(TAGS_NS) {
                 edits.push((m.range(), String::new()));
             }
         }
@@ -250,7 +252,6 @@ mod tests {
                 linked: true,
                 nvram: Some("/var/lib/libvirt/qemu/nvram/web-2_VARS.fd"),
                 seed: Some(("/v/web 1-cidata.iso", "/v/web-2-cidata.iso")),
-                keep_tags: false,
             },
         )
         .unwrap();

@@ -134,6 +134,9 @@ enum Source {
     Stdin,
 }
 
+/// A VM's memory when its profile gives none.
+pub(crate) const DEFAULT_MEMORY: u64 = 1 << 30;
+
 /// Profiles are small; the limit keeps `/dev/zero` or an endless pipe
 /// from eating memory.
 const LIMIT: u64 = 16 << 20;
@@ -232,15 +235,25 @@ fn define_all(
     let gated: Vec<_> = profiles
         .into_iter()
         .map(|r| {
-            let checks =
-                plan::check_profile(conn, &opts.iso_library, &mut budget, &r.profile, &mut named);
+            // What hv-define gives a VM whose profile says nothing is counted too.
+            let mut p = r.profile.clone();
+            if p.memory().is_none() {
+                p.memory_bytes = Some(DEFAULT_MEMORY);
+            }
+            p.vcpus = p.vcpus.or(Some(1));
+            let checks = plan::check_profile(conn, &opts.iso_library, &mut budget, &p, &mut named);
             (r, checks)
         })
         .collect();
     for (read, checks) in gated {
         let name = read.profile.name.clone();
+        let mut uuid = None;
         let record = match gate(&read.profile, &checks, opts) {
-            Err(e) if opts.dry_run => Err(with_xml(conn, e, &read.profile, opts)),
+            Err(e) if opts.dry_run => {
+                let (e, planned) = with_xml(conn, e, &read.profile, opts);
+                uuid = planned;
+                Err(e)
+            }
             Err(e) => Err(e),
             Ok(unverified) => define_one(conn, &read.profile, opts, unverified),
         };
@@ -252,6 +265,7 @@ fn define_all(
                 targets::failure_record(
                     &VmRef {
                         name: Some(name),
+                        uuid,
                         ..VmRef::default()
                     },
                     Some("define"),
@@ -322,14 +336,16 @@ fn gate(p: &Profile, checks: &[Check], opts: &Options) -> Result<bool> {
 
 /// A dry run shows the XML of a refused profile too: what would be made
 /// once the failed checks are fixed.
-fn with_xml(conn: &Connect, mut e: Error, p: &Profile, opts: &Options) -> Error {
+/// The UUID in that XML is the record's.
+fn with_xml(conn: &Connect, mut e: Error, p: &Profile, opts: &Options) -> (Error, Option<String>) {
     let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
-    if let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso), making::new_uuid()) {
-        let done = e.done.get_or_insert_with(Default::default);
-        done.insert("dry_run".into(), true.into());
-        done.insert("xml".into(), xml::domain(p, &uuid, &plan.layout).into());
-    }
-    e
+    let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso), making::new_uuid()) else {
+        return (e, None);
+    };
+    let done = e.done.get_or_insert_with(Default::default);
+    done.insert("dry_run".into(), true.into());
+    done.insert("xml".into(), xml::domain(p, &uuid, &plan.layout).into());
+    (e, Some(uuid))
 }
 
 /// What a refused profile's record says beside its error.
@@ -410,5 +426,26 @@ fn iso_path(library: &Path, iso: &str) -> PathBuf {
         PathBuf::from(iso)
     } else {
         Library::new(library.to_path_buf()).image(iso)
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn what_hv_define_adds_is_documented() {
+        let d = Defined {
+            changed: true,
+            iso_unverified: true,
+            seed: Some("s".into()),
+            dry_run: Some(true),
+            xml: Some("x"),
+        };
+        let fields: Vec<String> = hv_common::output::to_record(&d).keys().cloned().collect();
+        assert_eq!(
+            fields,
+            hv_testbench::documented_fields("profiles.md", "### What hv-define adds")
+        );
     }
 }

@@ -123,11 +123,6 @@ pub fn make(
         create_new(seed, undo)?;
         seed::write(seed, &seed::files(ci, &p.name, uuid))?;
     }
-    for name in &plan.pools {
-        if let Ok(pool) = conn.lookup_storage_pool_by_name(name) {
-            let _ = pool.refresh(0);
-        }
-    }
     not_interrupted()?;
     let xml = xml::domain(p, uuid, &plan.layout);
     let dom = conn
@@ -140,6 +135,12 @@ pub fn make(
             )
         })?;
     undo.defined(&dom);
+    for name in &plan.pools {
+        if let Ok(pool) = conn.lookup_storage_pool_by_name(name) {
+            let _ = pool.refresh(0);
+        }
+    }
+
     if p.autostart {
         dom.set_autostart(true)
             .map_err(|e| Error::libvirt("libvirt refused to set autostart", &e))?;
@@ -181,9 +182,16 @@ fn disk(mut f: std::fs::File, file: &DiskFile, want: &PlannedDisk) -> Result<()>
         (Some(from), false) => {
             let from = absolute(from)?;
             let src = image_format(&from)?;
+            let image = virtual_size(&from, src)?;
+            if let Some(size) = want.size.filter(|s| *s < image) {
+                return Err(Error::new(
+                    Code::Usage,
+                    format!("a {size}-byte disk cannot hold {from}, a {image}-byte image: give no size, or one of at least {image} bytes"),
+                ));
+            }
             qemu_img(&["convert", "-q", "-f", src, "-O", fmt, &from, &path])?;
             match &size {
-                Some(s) if want.size > Some(virtual_size(&from, src)?) => {
+                Some(s) if want.size > Some(image) => {
                     qemu_img(&["resize", "-q", "-f", fmt, &path, s])
                 }
                 _ => Ok(()),

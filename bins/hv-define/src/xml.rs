@@ -44,7 +44,7 @@ pub fn domain(p: &Profile, uuid: &str, layout: &Layout) -> String {
         let _ = writeln!(x, "  <description>{}</description>", e(d));
     }
     metadata(&mut x, p, layout);
-    let kib = p.memory().unwrap_or(1 << 30).div_ceil(1024);
+    let kib = p.memory().unwrap_or(crate::DEFAULT_MEMORY).div_ceil(1024);
     let _ = writeln!(x, "  <memory unit='KiB'>{kib}</memory>");
     let _ = writeln!(x, "  <currentMemory unit='KiB'>{kib}</currentMemory>");
     let _ = writeln!(

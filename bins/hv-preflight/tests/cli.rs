@@ -6,7 +6,7 @@
 
 use hv_testbench::{
     assert_fields, backup_repo, bin, check_record as find, connect, hv, hv_as_nobody, run_prefix,
-    scratch, GuestSpec, Run, Tmpfs, URI,
+    scratch, signed_image, GuestSpec, Run, Tmpfs, URI,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -262,7 +262,7 @@ fn planned_vms_are_counted_together_against_names_memory_cpus_and_space() {
     let out = preflight(&["--profiles", "-", "--virt-type", "qemu"], &input);
     // A malformed line exits 2.
     out.assert_exit(2)
-        .assert_stderr_contains("stdin line 5: unknown field \"memroy\"");
+        .assert_stderr_contains("stdin line 5: memroy: unknown field `memroy`");
     let recs = out.records();
 
     let r = find(&recs, "plan.name", &taken.name);
@@ -370,55 +370,6 @@ fn a_planned_disk_goes_to_an_active_pool() {
     virsh(&["pool-undefine", &idle]);
     drop(tiny);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A distributor's signed SHA256SUMS for one image, made with gpg.
-fn signed_image(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-    let gnupg = dir.join("gnupg");
-    std::fs::create_dir_all(&gnupg).unwrap();
-    let gpg = |args: &[&str]| {
-        let st = Command::new("gpg")
-            .arg("--homedir")
-            .arg(&gnupg)
-            .args([
-                "--batch",
-                "--quiet",
-                "--passphrase",
-                "",
-                "--pinentry-mode",
-                "loopback",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("gpg (Debian package gpg)");
-        Run::new(format!("gpg {args:?}"), st).assert_ok();
-    };
-    gpg(&[
-        "--quick-gen-key",
-        "hv test <test@hv.invalid>",
-        "ed25519",
-        "sign",
-        "never",
-    ]);
-    let image = dir.join(name);
-    std::fs::write(&image, vec![7u8; 1 << 20]).unwrap();
-    let sums = dir.join("SHA256SUMS");
-    let hash = Command::new("sha256sum")
-        .arg(name)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    std::fs::write(&sums, &hash.stdout).unwrap();
-    gpg(&[
-        "--armor",
-        "--detach-sign",
-        "--output",
-        "SHA256SUMS.asc",
-        "SHA256SUMS",
-    ]);
-    gpg(&["--armor", "--export", "--output", "key.asc"]);
-    (image, sums, dir.join("SHA256SUMS.asc"), dir.join("key.asc"))
 }
 
 #[test]

@@ -286,13 +286,7 @@ struct KeptFile<'a> {
 }
 
 fn undefine(dom: &Domain) -> Result<()> {
-    // Metadata that would otherwise make libvirt refuse the undefine.
-    let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-        | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-        | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-        | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM
-        | virt::sys::VIR_DOMAIN_UNDEFINE_TPM;
-    dom.undefine_flags(flags).map_err(|e| {
+    domain::undefine_all(dom).map_err(|e| {
         Error::libvirt_needing("libvirt refused to undefine it", &e, &["domain.delete"])
     })
 }

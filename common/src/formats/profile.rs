@@ -307,6 +307,23 @@ impl Profile {
         if self.disk.is_some() && self.disk_bytes.is_some() {
             return bad("disk_bytes", "give disk or disk_bytes, not both".into());
         }
+        for (i, t) in self.tags.iter().enumerate() {
+            if let Err(why) = crate::domain::check_tag(t) {
+                return bad(&format!("tags[{i}]"), why);
+            }
+        }
+        if self.disk_bytes == Some(0) {
+            return bad("disk_bytes", "must be more than 0".into());
+        }
+        if self.cpu == Some(CpuMode::HostPassthrough) && self.virt_type == Some(VirtType::Qemu) {
+            return bad("cpu", "host-passthrough needs \"type\": \"kvm\"; under qemu (TCG) leave cpu out or use host-model".into());
+        }
+        if self.graphics_listen.is_some() && matches!(self.graphics, None | Some(Graphics::None)) {
+            return bad(
+                "graphics_listen",
+                "needs \"graphics\": \"vnc\" or \"spice\"".into(),
+            );
+        }
         if self.secure_boot && self.firmware != Some(Firmware::Uefi) {
             return bad("secure_boot", "needs \"firmware\": \"uefi\"".into());
         }
@@ -343,7 +360,14 @@ impl Profile {
                         "needs a size, or from (an image to copy or link)".into(),
                     )
                 }
-                (Some(0), _) => return bad(&format!("{path}.size"), "must be more than 0".into()),
+                (Some(0), _) => {
+                    let field = if d.size_bytes.is_some() {
+                        "size_bytes"
+                    } else {
+                        "size"
+                    };
+                    return bad(&format!("{path}.{field}"), "must be more than 0".into());
+                }
                 _ => {}
             }
             if d.linked && d.from.is_none() {
@@ -595,6 +619,20 @@ mod tests {
         let e = err(r#"{"name": "a", "disks": [{"linked": true, "size": "1G"}]}"#);
         assert_eq!(e.path, "disks[0].linked");
         assert!(err(r#"{"memory": "1G"}"#).message.contains("no \"name\""));
+        assert_eq!(
+            err(r#"{"name": "a", "disks": [{"size_bytes": 0}]}"#).path,
+            "disks[0].size_bytes"
+        );
+        assert_eq!(err(r#"{"name": "a", "disk_bytes": 0}"#).path, "disk_bytes");
+        assert_eq!(err(r#"{"name": "a", "tags": ["a b"]}"#).path, "tags[0]");
+        assert_eq!(
+            err(r#"{"name": "a", "type": "qemu", "cpu": "host-passthrough"}"#).path,
+            "cpu"
+        );
+        assert_eq!(
+            err(r#"{"name": "a", "graphics_listen": "0.0.0.0"}"#).path,
+            "graphics_listen"
+        );
         let e = err(r#"{"name": "a", "cloud_init": {"hostname": "a b"}}"#);
         assert_eq!(e.path, "cloud_init.hostname");
         let e = err("{\"name\": \"a\",\n \"disk\": {\"sise\": \"1G\"}}");
@@ -626,5 +664,90 @@ mod tests {
         assert_eq!(pci_address("01:00.1"), Some((0, 1, 0, 1)));
         assert_eq!(pci_address("01:00"), None);
         assert_eq!(pci_address("0000:01:20.0"), None);
+    }
+
+    /// The fields serde accepts where `json` has the unknown field `zzz`,
+    /// read from its own error: the types are the truth the docs follow.
+    fn accepted(json: &str) -> Vec<String> {
+        let e = parse_one(json, "t", 1).unwrap_err();
+        let list = e
+            .message
+            .split("known here are")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}"));
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn docs() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs")
+    }
+
+    /// docs/profiles.md's tables and docs/profile.schema.json name exactly
+    /// the fields hv reads, in the same order.
+    #[test]
+    fn the_docs_and_the_schema_name_every_field() {
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(docs().join("profile.schema.json")).unwrap(),
+        )
+        .unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let defs = &schema["$defs"];
+        for (probe, heading, in_schema) in [
+            (r#"{"name": "a", "zzz": 1}"#, "## Fields", keys(&schema)),
+            (
+                r#"{"name": "a", "disks": [{"zzz": 1}]}"#,
+                "### disks[]",
+                keys(&defs["disk"]),
+            ),
+            (
+                r#"{"name": "a", "networks": [{"zzz": 1}]}"#,
+                "### networks[]",
+                keys(&defs["network"]),
+            ),
+            (
+                r#"{"name": "a", "cloud_init": {"zzz": 1}}"#,
+                "### cloud_init",
+                keys(&defs["cloud_init"]),
+            ),
+        ] {
+            let fields = accepted(probe);
+            assert_eq!(
+                hv_testbench::documented_fields("profiles.md", heading),
+                fields,
+                "docs/profiles.md {heading}"
+            );
+            assert_eq!(in_schema, fields, "docs/profile.schema.json for {heading}");
+        }
+    }
+
+    /// The worked examples are profiles hv reads, and the doc shows each
+    /// file as it is.
+    #[test]
+    fn the_examples_are_valid_profiles_shown_in_the_doc() {
+        let doc = std::fs::read_to_string(docs().join("profiles.md")).unwrap();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(docs().join("examples")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            parse_one(&text, &path.display().to_string(), 1).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                doc.contains(text.trim()),
+                "docs/profiles.md does not show {}",
+                path.display()
+            );
+            seen += 1;
+        }
+        assert_eq!(seen, 4, "the four examples of issue 22");
     }
 }

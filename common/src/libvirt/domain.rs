@@ -263,6 +263,26 @@ pub fn write_tags(
     })
 }
 
+/// Undefines a domain with all it gathered, so libvirt cannot refuse
+/// (managed save, snapshot and checkpoint metadata) and nothing is left
+/// (NVRAM, TPM state). libvirt before 8.9 does not know the TPM flag:
+/// then without it, as those versions keep no TPM state apart.
+pub fn undefine_all(dom: &virt::domain::Domain) -> Result<(), virt::error::Error> {
+    let flags = virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+        | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+        | virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM;
+    match dom.undefine_flags(flags | virt::sys::VIR_DOMAIN_UNDEFINE_TPM) {
+        Err(e)
+            if e.code().unwrap_or(virt::error::ErrorNumber::InternalError)
+                == virt::error::ErrorNumber::InvalidArg =>
+        {
+            dom.undefine_flags(flags).map(|_| ())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
 /// Escapes text for XML element content and for attributes in either quote style.
 pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")

@@ -263,12 +263,12 @@ fn block_sizes(stats: &Stats, target: &str) -> (Option<u64>, Option<u64>) {
         .unwrap_or((None, None))
 }
 
-/// The records of `domains`, each as hv-ls prints it; `Ok(None)` for one
-/// that disappeared meanwhile.
-pub fn records(
-    conn: &Connect,
-    domains: Vec<Domain>,
-) -> Result<Vec<Result<Option<serde_json::Map<String, serde_json::Value>>>>> {
+/// One domain's record as hv-ls prints it; `Ok(None)` when it disappeared
+/// while being read.
+pub type Listed = Result<Option<serde_json::Map<String, serde_json::Value>>>;
+
+/// The records of `domains`, each as hv-ls prints it.
+pub fn records(conn: &Connect, domains: Vec<Domain>) -> Result<Vec<Listed>> {
     let basics = basics(conn, domains)?;
     let details = details(&basics);
     Ok(basics

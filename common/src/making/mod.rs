@@ -42,13 +42,10 @@ impl Undo {
 impl Drop for Undo {
     fn drop(&mut self) {
         if let Some(dom) = self.domain.take() {
-            let _ = dom.destroy();
-            let flags = virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM
-                | virt::sys::VIR_DOMAIN_UNDEFINE_TPM
-                | virt::sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                | virt::sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                | virt::sys::VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA;
-            if let Err(e) = dom.undefine_flags(flags) {
+            if dom.is_active().unwrap_or(false) {
+                let _ = dom.destroy();
+            }
+            if let Err(e) = crate::domain::undefine_all(&dom) {
                 cli::warn(format!(
                     "could not undefine the half-made VM: {e}; remove it with hv-rm"
                 ));
@@ -86,7 +83,7 @@ pub fn create_new(path: &Path, undo: &mut Undo) -> Result<std::fs::File> {
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => Error::new(
                 Code::InvalidState,
-                format!("{} already exists: hv-define never overwrites a file; remove it or choose another name", path.display()),
+                format!("{} already exists: hv never overwrites a file; remove it or choose another name", path.display()),
             ),
             _ => Error::io(format!("cannot create {}", path.display()), e),
         })?;

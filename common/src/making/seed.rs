@@ -126,12 +126,20 @@ mod tests {
 }
 
 /// The files of an existing seed, read back with xorriso (for hv-clone,
-/// which gives a clone a seed of its own).
-pub fn read(seed: &Path) -> Result<Vec<(String, String)>> {
+/// which gives a clone a seed of its own), extracted in `work_dir`. xorriso
+/// reads a missing file, or any file, as blank media and says nothing: a
+/// seed must be a file and hold meta-data.
+pub fn read(seed: &Path, work_dir: &Path) -> Result<Vec<(String, String)>> {
+    if !std::fs::metadata(seed).is_ok_and(|m| m.is_file()) {
+        return Err(Error::new(
+            Code::NotFound,
+            format!("the cloud-init seed {} is gone: hv-rm --remove-storage, or redefine the VM without it", seed.display()),
+        ));
+    }
     // Clones of one source read its seed at the same time: each its own directory.
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = seed.with_extension(format!("read-{}-{n}", std::process::id()));
+    let tmp = work_dir.join(format!(".hv-seed-read-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| {
         let out = cli::child_command("xorriso")
@@ -170,6 +178,15 @@ pub fn read(seed: &Path) -> Result<Vec<(String, String)>> {
                     ))
                 }
             }
+        }
+        if !files.iter().any(|(name, _)| name == "meta-data") {
+            return Err(Error::new(
+                Code::Corrupt,
+                format!(
+                    "{} is not a cloud-init seed: it holds no meta-data",
+                    seed.display()
+                ),
+            ));
         }
         Ok(files)
     })();

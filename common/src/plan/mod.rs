@@ -39,7 +39,7 @@ pub fn check_profile(
     }
     for disk in p.planned_disks() {
         if let Some(from) = &disk.from {
-            if let Err(c) = source_image(from) {
+            if let Some(c) = source_image(from, disk.size) {
                 out.push(about(c));
                 continue;
             }
@@ -101,23 +101,42 @@ fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
 }
 
-fn source_image(from: &Path) -> Result<(), Check> {
+/// Why the image a disk copies or links cannot be used: it is missing,
+/// unreadable, or larger than the size asked.
+fn source_image(from: &Path, size: Option<u64>) -> Option<Check> {
     match std::fs::metadata(from) {
-        Ok(m) if m.is_file() => Ok(()),
-        Ok(_) => Err(Check::new(
-            "plan.storage",
-            Status::Fail,
-            format!("{} is not a file", from.display()),
-        )
-        .about("from", from.display().to_string())
-        .hint("give the path of a disk image to copy or link")),
-        Err(e) => Err(Check::new(
-            "plan.storage",
-            Status::Fail,
-            format!("cannot read {}: {e}", from.display()),
-        )
-        .about("from", from.display().to_string())
-        .hint("give the path of an existing disk image (hv-ls shows the VMs' disks)")),
+        Ok(m) if m.is_file() => {
+            let size = size?;
+            let shown = from.display().to_string();
+            let image = crate::making::image_format(&shown)
+                .and_then(|format| crate::making::virtual_size(&shown, format));
+            match image {
+                Ok(image) if size < image => Some(Check::new("plan.storage", Status::Fail, format!("a {} disk cannot hold {shown}, a {} image: a disk does not shrink", human_bytes(size), human_bytes(image)))
+                    .about("from", shown)
+                    .measured(Unit::Bytes, size, image)
+                    .hint("give no size (the disk is as large as the image), or one at least as large as the image")),
+                Ok(_) => None,
+                Err(e) => Some(Check::new("plan.storage", Status::Fail, e.message).about("from", shown).hint("give the path of a qcow2 or raw disk image")),
+            }
+        }
+        Ok(_) => Some(
+            Check::new(
+                "plan.storage",
+                Status::Fail,
+                format!("{} is not a file", from.display()),
+            )
+            .about("from", from.display().to_string())
+            .hint("give the path of a disk image to copy or link"),
+        ),
+        Err(e) => Some(
+            Check::new(
+                "plan.storage",
+                Status::Fail,
+                format!("cannot read {}: {e}", from.display()),
+            )
+            .about("from", from.display().to_string())
+            .hint("give the path of an existing disk image (hv-ls shows the VMs' disks)"),
+        ),
     }
 }
 
@@ -293,7 +312,19 @@ pub fn name_free(conn: &Connect, name: &str, named: &mut HashSet<String>) -> Che
             ),
             &format!("choose another name, or remove the old VM first: hv-rm {name:?}"),
         ),
-        Err(_) => Check::new("plan.name", Status::Pass, format!("no VM is named {name}")),
+        Err(e)
+            if e.code().unwrap_or(virt::error::ErrorNumber::InternalError)
+                == virt::error::ErrorNumber::NoDomain =>
+        {
+            Check::new("plan.name", Status::Pass, format!("no VM is named {name}"))
+        }
+        // A lookup that failed for another reason proves nothing.
+        Err(e) => Check::new(
+            "plan.name",
+            Status::Fail,
+            format!("cannot tell whether {name} is free: {e}"),
+        )
+        .hint("check that libvirtd answers (hv-health), then run again"),
     }
 }
 
