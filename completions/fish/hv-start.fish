@@ -7,6 +7,7 @@ json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-start -l paused -d 'Start them with their CPUs paused (a paused VM stays paused)'
+complete -c hv-start -l force -d 'Start a template even though linked clones (hv-clone --linked) use its disks as their base'
 complete -c hv-start -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-start -l json -d 'Shorthand for --format jsonl'
 complete -c hv-start -s h -l help -d 'Print help (see more with \'--help\')'

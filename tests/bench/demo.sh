@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # hv on a fresh Debian 12 machine: sets up libvirt and QEMU, builds hv and a
-# tiny guest image, defines three demo VMs, and shows their main jobs: listing
-# and acting in bulk, a snapshot, an encrypted backup of a running and a
-# stopped VM, a deep verify, and a restore checked against the source disk.
+# tiny guest image, makes demo VMs from profiles (hv-define, with cloud-init)
+# and linked clones of one (hv-clone), and shows hv's main jobs on them:
+# listing and acting in bulk, a snapshot, an encrypted backup of a running
+# and a stopped VM, a deep verify, and a restore checked against the source disk.
 # The VMs stay for you to play with; `tests/bench/demo.sh --clean` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+export -f as_root
 export HV_CONNECT=qemu:///system
 dir=/var/lib/libvirt/images/hv-demo
-demos=(demo-web1 demo-web2 demo-db)
 
 if [ "${1:-}" = --clean ]; then
-    for vm in "${demos[@]}"; do
-        as_root virsh -c "$HV_CONNECT" destroy "$vm" >/dev/null 2>&1 || true
+    export PATH="$PWD/target/release:$PATH"
+    # The clones first: hv-rm keeps a template's disk while clones use it.
+    for vm in demo-web1 demo-web2 demo-db demo-base; do
         virsh -c "$HV_CONNECT" dominfo "$vm" >/dev/null 2>&1 || continue
-        # Its snapshots and checkpoints (the demo makes both) go with it.
-        as_root virsh -c "$HV_CONNECT" undefine "$vm" --snapshots-metadata --checkpoints-metadata >/dev/null \
+        as_root "$PWD/target/release/hv-rm" --force --remove-storage --yes "$vm" >/dev/null \
             && echo "removed $vm" || echo "could not remove $vm" >&2
     done
     as_root rm -rf "$dir"
@@ -25,28 +26,46 @@ fi
 
 as_root bash tests/bench/setup-host.sh
 image=$(as_root bash tests/guest/build.sh)
-cargo build --release --quiet -p hv-ls -p hv-tag -p hv-start -p hv-stop -p hv-snap -p hv-backup -p hv-health
+cargo build --release --quiet -p hv-ls -p hv-tag -p hv-start -p hv-stop -p hv-snap -p hv-backup -p hv-health \
+    -p hv-define -p hv-clone -p hv-rm
 export PATH="$PWD/target/release:$PATH"
 as_root mkdir -p "$dir"
-for vm in "${demos[@]}"; do
-    virsh -c "$HV_CONNECT" dominfo "$vm" >/dev/null 2>&1 && continue
-    as_root qemu-img create -q -f qcow2 "$dir/$vm.qcow2" 256M
-    # The same 32 MiB on every disk, as clones of one template have: a
-    # backup of several stores it once.
-    as_root qemu-io -f qcow2 -c "write -P 0x5a 0 32M" "$dir/$vm.qcow2" >/dev/null
-    cmdline="console=ttyS0 panic=-1 quiet"
-    [ "$vm" = demo-web1 ] && cmdline="$cmdline hvtest.writer=1" # keeps writing while it runs
-    sed -e "s|@TYPE@|${HV_DOMAIN_TYPE:-qemu}|" -e "s|@NAME@|$vm|" -e "s|@MEMORY_MIB@|128|" \
-        -e "s|@IMAGE_DIR@|$image|" -e "s|@CMDLINE@|$cmdline|" \
-        -e "s|@DISK@|$dir/$vm.qcow2|" -e "s|@LOG@|$dir/$vm.log|" -e "s|@CHANNEL@|$dir/$vm.sock|" \
-        tests/guest/domain.xml.in >"$dir/$vm.xml"
-    as_root virsh -c "$HV_CONNECT" define "$dir/$vm.xml" >/dev/null
-done
+# A base image with the same 32 MiB on it that every demo disk starts
+# from, as VMs made from one template share: a backup of several stores it once.
+if [ ! -e "$dir/base-image.qcow2" ]; then
+    as_root qemu-img create -q -f qcow2 "$dir/base-image.qcow2" 256M
+    as_root qemu-io -f qcow2 -c "write -P 0x5a 0 32M" "$dir/base-image.qcow2" >/dev/null
+fi
+# Profiles: the test guest's kernel boots directly; cloud-init names each VM.
+profile() { # name hostname cmdline
+    jq -cn --arg name "$1" --arg host "$2" --arg cmdline "$3" --arg dir "$dir" --arg image "$image" \
+        --arg type "${HV_DOMAIN_TYPE:-qemu}" \
+        '{name: $name, type: $type, memory: "128M", dir: $dir,
+          disk: {from: "\($dir)/base-image.qcow2"},
+          kernel: "\($image)/vmlinux", initrd: "\($image)/initramfs.img", cmdline: $cmdline,
+          cloud_init: {hostname: $host}}'
+}
+{
+    # The base keeps writing to its disk while it runs, and so do its clones.
+    profile demo-base demo-base "console=ttyS0 panic=-1 quiet hvtest.writer=1"
+    profile demo-db demo-db "console=ttyS0 panic=-1 quiet"
+} >"$dir/profiles.jsonl.new"
+as_root mv "$dir/profiles.jsonl.new" "$dir/profiles.jsonl"
 
 show() { printf '\n$ %s\n' "$*"; bash -o pipefail -c "$*"; }
+show "cat $dir/profiles.jsonl | jq -c '{name, memory, disk, cloud_init}'"
+if ! virsh -c "$HV_CONNECT" dominfo demo-base >/dev/null 2>&1; then
+    show "hv-define $dir/profiles.jsonl --format table"
+    show "hv-clone demo-base --linked --count 2 --name 'demo-web{n}' --format table"
+fi
 show "hv-tag --add web demo-web1 demo-web2 --format table"
 show "hv-tag --add db demo-db --format table"
 show "hv-start --wait demo-web1 demo-db --format table"
+show "hv-start demo-base --format table || true"
+# Each clone booted with a cloud-init seed of its own: the guest says which host name it found.
+logs="/var/log/libvirt/qemu/demo-web1-serial0.log /var/log/libvirt/qemu/demo-db-serial0.log"
+for _ in $(seq 90); do [ "$(as_root cat $logs 2>/dev/null | grep -c 'cidata hostname')" -ge 2 ] && break; sleep 1; done
+show "as_root grep -h cidata /var/log/libvirt/qemu/demo-web1-serial0.log /var/log/libvirt/qemu/demo-db-serial0.log"
 show "hv-ls --format table"
 show "hv-ls --tag web --state shutoff | hv-tag --add cold | jq -c '{name, tags}'"
 show "hv-ls --state running | jq -r '\"\\(.name): \\(.memory_bytes / 1048576) MiB, disk \\(.disks[0].source)\"'"

@@ -59,10 +59,10 @@ impl Source {
 /// subcommand, if any) complete to.
 fn positional(path: &[&str]) -> Option<Source> {
     match path {
-        ["hv-start"] => Some(Source::Vms(Some("shutoff"))),
+        ["hv-start" | "hv-clone"] => Some(Source::Vms(Some("shutoff"))),
         ["hv-stop"] => Some(Source::Vms(Some("running"))),
         ["hv-backup", "verify" | "restore"] => Some(Source::Backups),
-        ["hv-metrics" | "hv-iso", ..] => None,
+        ["hv-metrics" | "hv-iso" | "hv-define", ..] => None,
         ["hv-backup", sub] if *sub != "create" => None,
         _ => Some(Source::Vms(None)),
     }

@@ -10,6 +10,7 @@ mod bench_backup;
 mod bench_incremental;
 mod bench_iso;
 mod bench_lifecycle;
+mod bench_make;
 mod bench_metrics;
 mod cmd;
 mod complete;
@@ -84,6 +85,27 @@ enum Task {
         #[arg(long, default_value_t = 4096)]
         size_mib: u64,
     },
+    /// hv-define of N profiles against a loop of virt-install --import
+    BenchDefine {
+        /// How many VMs
+        #[arg(long, default_value_t = 50)]
+        vms: usize,
+        /// Runs of each side (the median is printed)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// hv-clone (full and --linked) of a VM-like template against a loop of virt-clone --auto-clone
+    BenchClone {
+        /// How many clones
+        #[arg(long, default_value_t = 20)]
+        clones: usize,
+        /// Template disk size in MiB
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Runs of each side (the median is printed)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
     BenchLs {
         /// How many domains to define for the run
@@ -110,6 +132,12 @@ fn main() -> ExitCode {
         Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
         Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),
         Task::BenchIso { size_mib } => bench_iso::run(size_mib),
+        Task::BenchDefine { vms, rounds } => bench_make::define(vms, rounds),
+        Task::BenchClone {
+            clones,
+            size_mib,
+            rounds,
+        } => bench_make::clone(clones, size_mib, rounds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,31 @@
+complete -c hv-define -l iso-library -d 'The hv-iso library the profiles\' `iso` names are looked up in' -r -F
+complete -c hv-define -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-define -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-define -s n -l dry-run -d 'Check the profiles and print each VM\'s XML in the `xml` field; make nothing'
+complete -c hv-define -l allow-unverified-iso -d 'Accept an ISO that hv-iso did not admit by a signature (the record says iso_unverified)'
+complete -c hv-define -l json -d 'Shorthand for --format jsonl'
+complete -c hv-define -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-define -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
