@@ -81,7 +81,8 @@ fn timed(cmd: &mut Command) -> Result<(Duration, Vec<u8>), String> {
     Ok((start.elapsed(), out))
 }
 
-/// CPU time libvirtd has used so far (user + system), from /proc.
+/// CPU time libvirtd and the children it waited for (qemu-img, which it
+/// runs to copy volumes) have used so far (user + system), from /proc.
 pub(crate) fn daemon_cpu() -> Option<Duration> {
     let pid = String::from_utf8(
         Command::new("pgrep")
@@ -94,7 +95,14 @@ pub(crate) fn daemon_cpu() -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_comm.split(' ').collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let ticks: u64 = (11..=14)
+        .map(|i| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
     Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
 }
 

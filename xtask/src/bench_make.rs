@@ -10,7 +10,7 @@
 //! hv-start: so `hv-define | hv-start` is timed too, for the same end state.
 
 use crate::cmd::{
-    cost, median_cost, need_tools, ok, release_build, verdict, verdict_at_most, Cost,
+    capture, cost, median_cost, need_tools, ok, release_build, verdict, verdict_at_most, Cost,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +21,7 @@ const DIR: &str = "/var/lib/libvirt/images/hv-bench-make";
 /// Removes the bench's VMs, files and the pool virtinst makes for DIR.
 struct Cleanup {
     prefix: String,
+    dir: PathBuf,
 }
 
 impl Cleanup {
@@ -38,14 +39,14 @@ impl Cleanup {
             for p in pools {
                 let here = p
                     .xml_desc(0)
-                    .is_ok_and(|x| x.contains(&format!("<path>{DIR}</path>")));
+                    .is_ok_and(|x| x.contains(&format!("<path>{}</path>", self.dir.display())));
                 if here {
                     let _ = p.destroy();
                     let _ = p.undefine();
                 }
             }
         }
-        if let Ok(entries) = std::fs::read_dir(DIR) {
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(&self.prefix) {
                     let _ = std::fs::remove_file(e.path());
@@ -58,7 +59,7 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         self.now();
-        let _ = std::fs::remove_dir_all(DIR);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -68,6 +69,7 @@ pub fn define(n: usize, rounds: usize) -> Result<(), String> {
     std::fs::create_dir_all(DIR).map_err(|e| e.to_string())?;
     let clean = Cleanup {
         prefix: format!("hvbm-{}-", std::process::id()),
+        dir: PathBuf::from(DIR),
     };
     let names: Vec<String> = (0..n)
         .map(|i| format!("{}vm{i:02}", clean.prefix))
@@ -166,25 +168,99 @@ pub fn define(n: usize, rounds: usize) -> Result<(), String> {
 }
 
 pub fn clone(n: usize, size_mib: u64, rounds: usize) -> Result<(), String> {
-    need_tools(&["virt-clone", "qemu-img"], "virtinst qemu-utils")?;
+    need_tools(
+        &["virt-clone", "qemu-img", "mkfs.xfs"],
+        "virtinst qemu-utils xfsprogs",
+    )?;
     let release = release_build(&["hv-define", "hv-clone"])?;
-    std::fs::create_dir_all(DIR).map_err(|e| e.to_string())?;
+    let host_fs =
+        capture(Command::new("stat").args(["-f", "-c", "%T", "/var/lib/libvirt/images"]))?;
+    clone_in(
+        &release,
+        Path::new(DIR),
+        &format!("the host's filesystem ({host_fs})"),
+        n,
+        size_mib,
+        rounds,
+    )?;
+    // Where the filesystem can share blocks, a copy need not be written:
+    // XFS with reflink, as on many hosts, in a loop-mounted file here.
+    let xfs = XfsMount::new(Path::new(XFS_DIR), (n as u64 + 4) * size_mib * 2)?;
+    clone_in(
+        &release,
+        &xfs.dir,
+        "XFS with reflink (loop-mounted)",
+        n,
+        size_mib,
+        rounds,
+    )
+}
+
+const XFS_DIR: &str = "/var/lib/libvirt/images/hv-bench-make-xfs";
+
+/// An XFS filesystem with reflink in a sparse file, mounted for the run
+/// (discard returns what a round freed to the host).
+struct XfsMount {
+    dir: PathBuf,
+    image: PathBuf,
+}
+
+impl XfsMount {
+    fn new(dir: &Path, size_mib: u64) -> Result<XfsMount, String> {
+        let image = PathBuf::from(format!("/var/tmp/hv-bench-make-{}.xfs", std::process::id()));
+        let f = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        f.set_len(size_mib << 20).map_err(|e| e.to_string())?;
+        ok(Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(&image))?;
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        ok(Command::new("mount")
+            .args(["-o", "loop,discard"])
+            .arg(&image)
+            .arg(dir))?;
+        Ok(XfsMount {
+            dir: dir.to_path_buf(),
+            image,
+        })
+    }
+}
+
+impl Drop for XfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+fn clone_in(
+    release: &Path,
+    dir: &Path,
+    fs: &str,
+    n: usize,
+    size_mib: u64,
+    rounds: usize,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let clean = Cleanup {
         prefix: format!("hvbm-{}-", std::process::id()),
+        dir: dir.to_path_buf(),
     };
     let template = format!("{}template", clean.prefix);
-    let image = PathBuf::from(DIR).join(format!("{}source.qcow2", clean.prefix));
+    let image = dir
+        .to_path_buf()
+        .join(format!("{}source.qcow2", clean.prefix));
     eprintln!("writing a {size_mib} MiB VM-like template…");
     template_image(&image, size_mib)?;
     let profile = serde_json::json!({"name": template, "type": "qemu", "memory": "128M",
-        "disk": {"from": image, "format": "qcow2"}, "dir": DIR})
+        "disk": {"from": image, "format": "qcow2"}, "dir": dir})
     .to_string();
     ok(Command::new(release.join("hv-define"))
         .args(["-c", URI])
         .stdin(stdin_of(&profile)?))?;
     // Read once so every side starts from the page cache.
     ok(Command::new("cat")
-        .arg(PathBuf::from(DIR).join(format!("{template}.qcow2")))
+        .arg(dir.to_path_buf().join(format!("{template}.qcow2")))
         .stdout(Stdio::null()))?;
     let remove_clones = || {
         let conn = hv_testbench::connect();
@@ -198,7 +274,7 @@ pub fn clone(n: usize, size_mib: u64, rounds: usize) -> Result<(), String> {
                 }
             }
         }
-        if let Ok(entries) = std::fs::read_dir(DIR) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
                 let f = e.file_name().to_string_lossy().into_owned();
                 if f.starts_with(&format!("{template}-"))
@@ -252,7 +328,7 @@ pub fn clone(n: usize, size_mib: u64, rounds: usize) -> Result<(), String> {
         remove_clones();
     }
     let (hv, linked, vc) = (median_cost(&hv), median_cost(&linked), median_cost(&vc));
-    println!("clone bench: {n} clones of a {size_mib} MiB VM-like qcow2 template, {URI}, median of {rounds}");
+    println!("clone bench: {n} clones of a {size_mib} MiB VM-like qcow2 template on {fs}, {URI}, median of {rounds}");
     println!("  virt-clone --auto-clone loop: {vc}");
     println!("  hv-clone -j 2 (full copies):  {hv}");
     println!("  hv-clone --linked:            {linked}");

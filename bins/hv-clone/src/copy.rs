@@ -1,7 +1,9 @@
 //! A clone's disk as a full copy, the fastest faithful way the filesystem
 //! allows: a reflink (instant, blocks shared until written) where it can,
-//! else a sparse copy that reads only where the source holds data and
-//! writes no block of zeros, so a 100 GiB image holding 2 GiB costs 2 GiB.
+//! else a sparse copy that copies, inside the kernel, only where the source
+//! holds data, so a 100 GiB image holding 2 GiB costs 2 GiB. (Reading
+//! every block to find zeros cost three times the CPU of qemu-img and lost
+//! to virt-clone; a qcow2 image stores no unwritten cluster anyway.)
 //! An image whose content lives partly elsewhere (a backing chain) or
 //! holds internal snapshots is converted by qemu-img instead: a byte copy
 //! would share the backing file or carry snapshots libvirt does not know.
@@ -61,46 +63,64 @@ pub fn copy(src: &File, dst: &File) -> io::Result<How> {
     Ok(How::Sparse)
 }
 
-/// Where a written block is checked for zeros: big enough to write in
-/// large pieces, small enough to keep the holes of a typical image.
-const BLOCK: usize = 64 << 10;
-const BUFFER: usize = 4 << 20;
+/// How much one copy_file_range call is asked to copy.
+const STEP: usize = 64 << 20;
 
+/// Copies where `src` holds data, inside the kernel; holes stay holes
+/// (the destination is sized first, so they read as zeros). A filesystem
+/// or kernel without copy_file_range between these files falls back to
+/// reading and writing.
 fn sparse(src: &File, dst: &File) -> io::Result<()> {
     let len = src.metadata()?.len();
     dst.set_len(len)?;
-    let mut buf = vec![0u8; BUFFER];
     let mut pos = 0;
     while pos < len {
         let Some(data) = ffi::next_data(src, pos)? else {
             break;
         };
         let end = ffi::next_hole(src, data)?.min(len);
-        let mut off = data;
-        while off < end {
-            let n = BUFFER.min((end - off) as usize);
-            src.read_exact_at(&mut buf[..n], off)?;
-            let mut at = 0;
-            while at < n {
-                let m = BLOCK.min(n - at);
-                let block = &buf[at..at + m];
-                if !is_zero(block) {
-                    dst.write_all_at(block, off + at as u64)?;
-                }
-                at += m;
-            }
-            off += n as u64;
-        }
+        copy_segment(src, dst, data, end)?;
         pos = end.max(data + 1);
     }
     Ok(())
 }
 
-/// Written so the compiler vectorises it: no early exit per byte.
-fn is_zero(block: &[u8]) -> bool {
-    block
-        .chunks(512)
-        .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0)
+fn copy_segment(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
+    let mut off = start;
+    while off < end {
+        let want = STEP.min((end - off) as usize);
+        match ffi::copy_range(src, dst, off, want) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the source image shrank while it was copied",
+                ))
+            }
+            Ok(n) => off += n as u64,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+                ) =>
+            {
+                return copy_by_hand(src, dst, off, end);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn copy_by_hand(src: &File, dst: &File, start: u64, end: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; 4 << 20];
+    let mut off = start;
+    while off < end {
+        let n = buf.len().min((end - off) as usize);
+        src.read_exact_at(&mut buf[..n], off)?;
+        dst.write_all_at(&buf[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -109,13 +129,12 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn a_sparse_copy_is_identical_and_keeps_holes_and_zero_blocks_as_holes() {
+    fn a_sparse_copy_is_identical_and_keeps_holes_as_holes() {
         let dir = std::env::temp_dir().join(format!("hv-clone-copy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src_path = dir.join("src");
         let mut src = File::create(&src_path).unwrap();
         src.write_all(&[1u8; 100_000]).unwrap();
-        src.write_all_at(&vec![0u8; 1 << 20], 1 << 20).unwrap(); // written zeros
         src.write_all_at(b"tail", (32 << 20) + 3).unwrap();
         let src = File::open(&src_path).unwrap();
         let dst_path = dir.join("dst");
