@@ -2,8 +2,8 @@
 //! allows: a reflink (instant, blocks shared until written) where it can,
 //! else a sparse copy that copies, inside the kernel, only where the source
 //! holds data, so a 100 GiB image holding 2 GiB costs 2 GiB. (Reading
-//! every block to find zeros cost three times the CPU of qemu-img and lost
-//! to virt-clone; a qcow2 image stores no unwritten cluster anyway.)
+//! every block through this process to find zeros cost more CPU than
+//! qemu-img's whole copy; a qcow2 image stores no unwritten cluster anyway.)
 //! An image whose content lives partly elsewhere (a backing chain) or
 //! holds internal snapshots is converted by qemu-img instead: a byte copy
 //! would share the backing file or carry snapshots libvirt does not know.

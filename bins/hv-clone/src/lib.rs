@@ -100,7 +100,7 @@ pub const MANUAL: Manual = Manual {
 static COLUMNS: [Column; 5] = [
     col("name", "name", Show::Plain),
     col("ok", "ok", Show::Plain),
-    col("cloned_from", "from", Show::Plain),
+    col("from", "cloned_from", Show::Plain),
     col("linked", "linked", Show::Plain),
     col("disks", "disks", Show::Join(Some("source"))),
 ];
