@@ -890,3 +890,63 @@ pub fn assert_documented(
         "docs/{doc}, {heading}"
     );
 }
+
+/// Where hv-define's VMs log their serial console (its `<log>` element).
+pub fn serial_log(name: &str) -> PathBuf {
+    PathBuf::from(format!("/var/log/libvirt/qemu/{name}-serial0.log"))
+}
+
+/// Waits until the log at `path` has a whole line holding `start`; that
+/// line from `start` on (the serial console ends lines with "\r\n").
+pub fn wait_for_line(path: &Path, start: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read(path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if let Some(at) = text.find(start) {
+            if let Some(end) = text[at..].find('\n') {
+                return text[at..at + end].trim_end().to_owned();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {start:?} in {} within {timeout:?}; it holds:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// virsh on the bench daemon; its stdout, or a panic with its stderr.
+pub fn virsh(args: &[&str]) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", URI])
+        .args(args)
+        .output()
+        .expect("virsh (Debian package libvirt-clients)");
+    Run::new(format!("virsh {args:?}"), out)
+        .assert_ok()
+        .stdout()
+}
+
+/// Whether a domain of that name exists on the bench daemon.
+pub fn exists(name: &str) -> bool {
+    connect().lookup_domain_by_name(name).is_ok()
+}
+
+/// A record's field names, in order.
+pub fn keys(record: &serde_json::Value) -> Vec<String> {
+    record
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The `error.message` of a failure record.
+pub fn error_message(record: &serde_json::Value) -> String {
+    record["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message: {record}"))
+        .to_owned()
+}

@@ -12,15 +12,16 @@
 //! and both directories when the test ends, however it ends.
 
 use hv_testbench::{
-    assert_fields, bin, connect, domain_type, guest_image, hv, image_sha256, remove_domain,
-    run_prefix, scratch, Run, IMAGE_DIR, URI,
+    assert_fields, bin, connect, domain_type, error_message, exists, guest_image, hv, image_sha256,
+    keys, remove_domain, run_prefix, scratch, serial_log, virsh, wait_for_line, Run, IMAGE_DIR,
+    URI,
 };
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HV_CLONE: &str = env!("CARGO_BIN_EXE_hv-clone");
 
@@ -154,26 +155,6 @@ fn define(profile: &Value) -> Value {
         .one_record()
 }
 
-/// Where the domains hv-define makes, and their clones, log their serial console.
-fn serial_log(name: &str) -> PathBuf {
-    PathBuf::from(format!("/var/log/libvirt/qemu/{name}-serial0.log"))
-}
-
-fn exists(name: &str) -> bool {
-    connect().lookup_domain_by_name(name).is_ok()
-}
-
-fn virsh(args: &[&str]) -> String {
-    let out = Command::new("virsh")
-        .args(["-c", URI])
-        .args(args)
-        .output()
-        .expect("virsh (Debian package libvirt-clients)");
-    Run::new(format!("virsh {args:?}"), out)
-        .assert_ok()
-        .stdout()
-}
-
 /// Runs qemu-io's `commands` (e.g. `write -P 0x5a 0 8M`) on a qcow2 image.
 fn qemu_io(image: &Path, commands: &[&str]) {
     let mut cmd = Command::new("qemu-io");
@@ -225,35 +206,6 @@ fn hostname_of(vm: &str) -> String {
     h.trim_matches('-').chars().take(63).collect()
 }
 
-/// Waits until the log at `path` has a whole line holding `start`; that
-/// line from `start` on (the serial console ends lines with "\r\n").
-fn wait_for_line(path: &Path, start: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = std::fs::read(path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        if let Some(at) = text.find(start) {
-            if let Some(end) = text[at..].find('\n') {
-                return text[at..at + end].trim_end().to_owned();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no line with {start:?} in {} within {timeout:?}; it holds:\n{text}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn keys(record: &Value) -> Vec<String> {
-    record
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
 fn tags(record: &Value) -> Vec<String> {
     record["tags"]
         .as_array()
@@ -263,13 +215,6 @@ fn tags(record: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn message(record: &Value) -> String {
-    record["error"]["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error message: {record}"))
-        .to_owned()
 }
 
 /// An hv-ls record with the envelope (`action`, `ok`) after name and uuid
@@ -378,7 +323,7 @@ fn bench_linked_clones_boot_with_their_own_names_and_leave_the_template_alone() 
 
     let refused = hv(&bin("hv-start"), &[&source], "");
     let r = refused.assert_failed("invalid_state").one_record();
-    let why = message(&r);
+    let why = error_message(&r);
     for name in &names {
         assert!(
             why.contains(name.as_str()),
@@ -694,7 +639,7 @@ fn bench_a_clone_failing_after_its_disk_is_copied_leaves_nothing() {
         &r,
         json!({"name": clone, "action": "clone", "ok": false, "cloned_from": source}),
     );
-    let why = message(&r);
+    let why = error_message(&r);
     assert!(
         why.contains(&blocker.display().to_string()),
         "names the file in the way: {why}"
@@ -738,7 +683,7 @@ fn bench_a_source_whose_seed_is_gone_is_not_cloned_and_leaves_nothing() {
         json!({"name": clone, "action": "clone", "ok": false, "cloned_from": source}),
     );
     assert!(
-        message(&r).contains(&seed.display().to_string()),
+        error_message(&r).contains(&seed.display().to_string()),
         "names the missing seed: {r:#}"
     );
     assert!(!exists(&clone), "no domain {clone} is left");

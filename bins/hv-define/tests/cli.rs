@@ -12,14 +12,15 @@
 //! the test ends, however it ends.
 
 use hv_testbench::{
-    assert_fields, bin, connect, domain_type, guest_image, hv, hv_iso_in, pipeline, remove_domain,
-    run_prefix, scratch, signed_image, GuestSpec, Run, IMAGE_DIR, URI,
+    assert_fields, bin, connect, domain_type, error_message, exists, guest_image, hv, hv_iso_in,
+    keys, pipeline, remove_domain, run_prefix, scratch, serial_log, signed_image, virsh,
+    wait_for_line, GuestSpec, Run, IMAGE_DIR, URI,
 };
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HV_DEFINE: &str = env!("CARGO_BIN_EXE_hv-define");
 
@@ -92,11 +93,6 @@ impl Drop for Bench {
     }
 }
 
-/// Where hv-define's domains log their serial console.
-fn serial_log(name: &str) -> PathBuf {
-    PathBuf::from(format!("/var/log/libvirt/qemu/{name}-serial0.log"))
-}
-
 /// The UEFI variable store libvirt keeps for a VM.
 fn nvram(name: &str) -> PathBuf {
     PathBuf::from(format!("/var/lib/libvirt/qemu/nvram/{name}_VARS.fd"))
@@ -123,21 +119,6 @@ fn define(args: &[&str], profiles: &[Value]) -> Run {
     hv(HV_DEFINE, args, &input)
 }
 
-fn exists(name: &str) -> bool {
-    connect().lookup_domain_by_name(name).is_ok()
-}
-
-fn virsh(args: &[&str]) -> String {
-    let out = Command::new("virsh")
-        .args(["-c", URI])
-        .args(args)
-        .output()
-        .expect("virsh (Debian package libvirt-clients)");
-    Run::new(format!("virsh {args:?}"), out)
-        .assert_ok()
-        .stdout()
-}
-
 /// `text` quoted for bash.
 fn sh(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -154,41 +135,6 @@ fn assert_valid_xml(xml: &str, file: &Path) {
         .expect("virt-xml-validate (Debian package libvirt-clients)");
     let run = Run::new(format!("virt-xml-validate {} domain", file.display()), out);
     assert!(run.status.success(), "{run:?}\nthe XML:\n{xml}");
-}
-
-/// Waits until the log at `path` has a whole line holding `start`; that
-/// line from `start` on (the serial console ends lines with "\r\n").
-fn wait_for_line(path: &Path, start: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text = std::fs::read(path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
-        if let Some(at) = text.find(start) {
-            if let Some(end) = text[at..].find('\n') {
-                return text[at..at + end].trim_end().to_owned();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no line with {start:?} in {} within {timeout:?}; it holds:\n{text}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn keys(record: &Value) -> Vec<String> {
-    record
-        .as_object()
-        .map(|m| m.keys().cloned().collect::<Vec<String>>())
-        .unwrap_or_default()
-}
-
-fn message(record: &Value) -> &str {
-    record["error"]["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error message: {record}"))
 }
 
 /// The user's whole way: a profile file made into a VM whose record is
@@ -318,7 +264,7 @@ fn bench_bad_profiles_name_their_field_and_spare_the_others() {
             &r,
             json!({"action": "define", "ok": false, "error": {"code": "malformed_input"}}),
         );
-        message(&r).to_owned()
+        error_message(&r).to_owned()
     };
     let m = refused(sized.as_str());
     assert!(m.contains("stdin line 1: disks[1].size"), "{m}");
@@ -355,7 +301,7 @@ fn bench_bad_profiles_name_their_field_and_spare_the_others() {
         json!({"name": in_file, "ok": false, "error": {"code": "malformed_input"}}),
     );
     let at = format!("{} line 3: memroy", file.display());
-    assert!(message(&r).starts_with(&at), "{r}");
+    assert!(error_message(&r).starts_with(&at), "{r}");
     assert!(!exists(&in_file));
 }
 
@@ -529,7 +475,10 @@ fn bench_isos_must_be_proven_by_hv_iso() {
     let unproven = bench.name("define iso unsigned");
     let out = define(&library, &[with_iso(unproven.as_str(), "unsigned.iso")]);
     let r = out.assert_failed("untrusted").one_record();
-    assert!(message(&r).contains("hv-iso add"), "names the fix: {r}");
+    assert!(
+        error_message(&r).contains("hv-iso add"),
+        "names the fix: {r}"
+    );
     assert!(!exists(&unproven));
 
     let outside = bench.name("define iso path");
@@ -563,7 +512,7 @@ fn bench_isos_must_be_proven_by_hv_iso() {
         assert_fields(&r, json!({"name": tampered, "ok": false}));
         let code = r["error"]["code"].as_str().unwrap_or_default();
         assert!(["check_failed", "untrusted"].contains(&code), "{r}");
-        assert!(message(&r).contains("changed since"), "{r}");
+        assert!(error_message(&r).contains("changed since"), "{r}");
         assert!(!exists(&tampered), "{args:?}");
         assert_eq!(bench.files(), made, "{args:?}: nothing is made");
     }
