@@ -703,6 +703,22 @@ impl<'a> BackupHead<'a> {
     }
 }
 
+#[cfg(test)]
+impl BackupHead<'static> {
+    /// A head with every field present, for the tests that compare a
+    /// whole record with its table in docs/backups.md.
+    pub(crate) fn example(action: &'static str) -> Self {
+        BackupHead {
+            name: Some("web1"),
+            uuid: Some("u"),
+            action,
+            ok: false,
+            id: "20261121T020000Z-3fa2b1c9",
+            created_at: Some("2026-11-21T02:00:00Z".into()),
+        }
+    }
+}
+
 /// True when `filter` is empty or names this VM by name or UUID.
 fn matches_vm(filter: &[String], name: &str, uuid: &str) -> bool {
     filter.is_empty()

@@ -183,4 +183,24 @@ mod tests {
             "a protected backup covers no day"
         );
     }
+
+    /// Every field at once (only a damaged backup's record has no
+    /// `dry_run`, and only a failed one an `error`): the table in
+    /// docs/backups.md names them all, in this order.
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let error = Error::new(hv_common::Code::Io, "x");
+        let record = PruneItem {
+            head: BackupHead::example("prune"),
+            kept: true,
+            keep_reason: Some("keep-daily"),
+            dry_run: Some(false),
+            error: Some(&error),
+        };
+        hv_testbench::assert_documented(
+            &hv_common::output::to_record(&record),
+            "backups.md",
+            "#### prune records",
+        );
+    }
 }

@@ -441,4 +441,38 @@ mod tests {
         assert_eq!(safe_file_stem("..."), "vm");
         assert_eq!(safe_file_stem("web 1 ünï"), "web 1 ünï");
     }
+
+    /// Every field at once, as no one record has them (a failed restore
+    /// has no `disks` or `domain`, a successful one no `error`): the table
+    /// in docs/backups.md names them all, in this order, and each disk's.
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let error = Error::new(Code::Io, "x");
+        let record = hv_common::output::to_record(&RestoreRecord {
+            head: BackupHead::example("restore"),
+            files: Some(RestoredFiles {
+                disks: vec![RestoredDisk {
+                    target: "vda".into(),
+                    path: "/var/lib/libvirt/images/web1-restored-vda.qcow2".into(),
+                    format: "qcow2",
+                    virtual_size_bytes: 1,
+                    sha256: "0".repeat(64),
+                }],
+                domain: Some("web1-restored".into()),
+            }),
+            elapsed_ms: Some(1),
+            error: Some(&error),
+        });
+        hv_testbench::assert_documented(&record, "backups.md", "#### restore records");
+        let disk: Vec<&str> = record["disks"][0]
+            .as_object()
+            .expect("a disk is an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            disk,
+            ["target", "path", "format", "virtual_size_bytes", "sha256"]
+        );
+    }
 }

@@ -315,4 +315,24 @@ mod tests {
         assert!(ids_from(&b"\xff\xfe\n"[..], &mut status).is_empty());
         assert_eq!(status.exit(), Exit::Usage, "an unreadable line");
     }
+
+    /// Every field at once, as no one record has them (a failed check's
+    /// `error` beside a passed one's `chunks` and `elapsed_ms`): the
+    /// table in docs/backups.md names them all, in this order.
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let error = Error::new(Code::Corrupt, "backup b: 1 chunks missing (first: c)");
+        let record = Verified {
+            head: BackupHead::example("verify"),
+            error: Some(&error),
+            deep: Some(true),
+            chunks: Some(1),
+            elapsed_ms: Some(1),
+        };
+        hv_testbench::assert_documented(
+            &hv_common::output::to_record(&record),
+            "backups.md",
+            "#### verify records",
+        );
+    }
 }

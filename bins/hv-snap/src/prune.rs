@@ -146,4 +146,23 @@ mod tests {
             r#"{"snapshot":"pre","created_at":"2026-11-21T22:00:05Z","kept":false,"keep_reason":null}"#
         );
     }
+
+    /// Every field at once: a prune of which a deletion failed keeps, in
+    /// its failed record, what it judged and removed (as prune_vm makes
+    /// it). The table in docs/snapshots.md names them all, in this order.
+    #[test]
+    fn the_record_is_the_documented_one() {
+        let pruned = Pruned {
+            snapshots: vec![Judged::new(&example(), None)],
+            removed: vec!["pre".into()],
+            dry_run: Some(true),
+        };
+        let err = Error::new(Code::Libvirt, "x").with_done(&pruned);
+        let record = hv_common::targets::failure_record(
+            &hv_common::targets::VmRef::named("web1", "u"),
+            Some("prune"),
+            &err,
+        );
+        hv_testbench::assert_documented(&record, "snapshots.md", "### prune records");
+    }
 }
