@@ -950,3 +950,30 @@ pub fn error_message(record: &serde_json::Value) -> String {
         .unwrap_or_else(|| panic!("no error message: {record}"))
         .to_owned()
 }
+
+/// An hv-ls record with the result envelope (`action`, `ok`) after name
+/// and uuid and `extra` at the end: what hv-define and hv-clone print of a
+/// VM they made.
+pub fn with_envelope(
+    action: &str,
+    listed: &serde_json::Value,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut expected = serde_json::Map::new();
+    for (i, (k, v)) in listed
+        .as_object()
+        .expect("an hv-ls record")
+        .iter()
+        .enumerate()
+    {
+        if i == 2 {
+            expected.insert("action".into(), action.into());
+            expected.insert("ok".into(), true.into());
+        }
+        expected.insert(k.clone(), v.clone());
+    }
+    for (k, v) in extra.as_object().expect("an object") {
+        expected.insert(k.clone(), v.clone());
+    }
+    serde_json::Value::Object(expected)
+}

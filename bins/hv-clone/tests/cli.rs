@@ -16,7 +16,7 @@ use hv_testbench::{
     keys, remove_domain, run_prefix, scratch, serial_log, virsh, wait_for_line, Run, IMAGE_DIR,
     URI,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -190,22 +190,6 @@ fn allocated(path: &Path) -> u64 {
         * 512
 }
 
-/// The host name a clone's seed gives it: its name in lowercase, other
-/// characters than letters and digits as '-', at most 63.
-fn hostname_of(vm: &str) -> String {
-    let h: String = vm
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    h.trim_matches('-').chars().take(63).collect()
-}
-
 fn tags(record: &Value) -> Vec<String> {
     record["tags"]
         .as_array()
@@ -215,28 +199,6 @@ fn tags(record: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// An hv-ls record with the envelope (`action`, `ok`) after name and uuid
-/// and `extra` at the end: what hv-clone prints of a clone it made.
-fn with_envelope(listed: &Value, extra: Value) -> Value {
-    let mut expected = Map::new();
-    for (i, (k, v)) in listed
-        .as_object()
-        .expect("an hv-ls record")
-        .iter()
-        .enumerate()
-    {
-        if i == 2 {
-            expected.insert("action".into(), json!("clone"));
-            expected.insert("ok".into(), json!(true));
-        }
-        expected.insert(k.clone(), v.clone());
-    }
-    for (k, v) in extra.as_object().expect("an object") {
-        expected.insert(k.clone(), v.clone());
-    }
-    Value::Object(expected)
 }
 
 /// The way the docs show: three linked clones of a VM with a seed, started
@@ -314,7 +276,10 @@ fn bench_linked_clones_boot_with_their_own_names_and_leave_the_template_alone() 
         let line = wait_for_line(&serial_log(name), "hv-guest: cidata", BOOT);
         assert_eq!(
             line,
-            format!("hv-guest: cidata hostname={}", hostname_of(name)),
+            format!(
+                "hv-guest: cidata hostname={}",
+                hv_common::making::seed::hostname_from(name)
+            ),
             "{name} read a seed of its own, named after it"
         );
         said.insert(line);
@@ -426,7 +391,8 @@ fn bench_a_full_clone_is_a_sparse_identical_independent_copy() {
         json!({"device": "disk", "source": disk, "format": "qcow2"}),
     );
     let listed = hv(&bin("hv-ls"), &[&copy], "").assert_ok().one_record();
-    let expected = with_envelope(
+    let expected = hv_testbench::with_envelope(
+        "clone",
         &listed,
         json!({
             "changed": true,

@@ -16,7 +16,7 @@ use hv_testbench::{
     keys, pipeline, remove_domain, run_prefix, scratch, serial_log, signed_image, virsh,
     wait_for_line, GuestSpec, Run, IMAGE_DIR, URI,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -162,22 +162,8 @@ fn bench_a_kernel_profile_is_started_reads_its_seed_and_stops() {
         .one_record();
     // hv-ls's record, with the envelope after name and uuid and what
     // hv-define adds at the end.
-    let mut expected = Map::new();
-    for (i, (k, v)) in listed
-        .as_object()
-        .expect("an hv-ls record")
-        .iter()
-        .enumerate()
-    {
-        if i == 2 {
-            expected.insert("action".into(), json!("define"));
-            expected.insert("ok".into(), json!(true));
-        }
-        expected.insert(k.clone(), v.clone());
-    }
-    expected.insert("changed".into(), json!(true));
-    expected.insert("seed".into(), json!(seed));
-    let expected = Value::Object(expected);
+    let expected =
+        hv_testbench::with_envelope("define", &listed, json!({"changed": true, "seed": seed}));
     assert_eq!(
         keys(&defined),
         keys(&expected),
