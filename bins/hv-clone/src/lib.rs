@@ -17,7 +17,7 @@ use hv_common::cli::{self, ConnectArgs, JobArgs, OutputArgs, Status};
 use hv_common::connect::Access;
 use hv_common::making::{self, create_new, qemu_img, seed, Undo};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{self, col, Column, Printer, Show};
 use hv_common::plan::{self, Budget, Limits};
 use hv_common::profile::Place;
 use hv_common::runner::{self, Finished, Job, RunOptions};
@@ -580,7 +580,7 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
         dry_run: None,
         xml: None,
     };
-    Ok(making::with_envelope(listed, "clone", &extra))
+    Ok(output::with_envelope(listed, "clone", &extra))
 }
 
 /// One disk: an overlay backed by the source's, or a full copy.

@@ -14,7 +14,7 @@ use hv_common::cli::{self, ConnectArgs, OutputArgs, Status};
 use hv_common::connect::Access;
 use hv_common::iso_library::Library;
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{self, col, Column, Printer, Show};
 use hv_common::plan::{self, Budget, Limits};
 use hv_common::profile::{self, Profile, ProfileError};
 use hv_common::targets::{self, VmRef};
@@ -416,7 +416,7 @@ fn define_one(
         dry_run: None,
         xml: None,
     };
-    Ok(making::with_envelope(listed, "define", &extra))
+    Ok(output::with_envelope(listed, "define", &extra))
 }
 
 /// An ISO named in the library, or a path (refused by the gate unless

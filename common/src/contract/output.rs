@@ -16,6 +16,25 @@ pub fn to_record<T: serde::Serialize + ?Sized>(record: &T) -> Map<String, Value>
     }
 }
 
+/// The record of a VM hv made: its hv-ls record with the result envelope
+/// (`action` and `ok` after `name` and `uuid`), then what the command adds.
+pub fn with_envelope(
+    listed: Map<String, Value>,
+    action: &str,
+    extra: &impl serde::Serialize,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let mut rest = listed.into_iter();
+    for (k, v) in rest.by_ref().take(2) {
+        out.insert(k, v);
+    }
+    out.insert("action".into(), action.into());
+    out.insert("ok".into(), true.into());
+    out.extend(rest);
+    out.extend(to_record(extra));
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// One JSON object per line (default when stdout is not a terminal).

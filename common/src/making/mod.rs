@@ -181,22 +181,3 @@ pub fn new_uuid() -> Result<String> {
         &h[20..32]
     ))
 }
-
-/// The record of a VM hv made: its hv-ls record with the result envelope
-/// (`action` and `ok` after `name` and `uuid`), then what the command adds.
-pub fn with_envelope(
-    listed: serde_json::Map<String, serde_json::Value>,
-    action: &str,
-    extra: &impl serde::Serialize,
-) -> serde_json::Map<String, serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    let mut rest = listed.into_iter();
-    for (k, v) in rest.by_ref().take(2) {
-        out.insert(k, v);
-    }
-    out.insert("action".into(), action.into());
-    out.insert("ok".into(), true.into());
-    out.extend(rest);
-    out.extend(crate::output::to_record(extra));
-    out
-}
