@@ -15,7 +15,9 @@ pub mod retention;
 pub mod size;
 pub mod time;
 
-pub use contract::{bulk, checks, cli, error, manual, output, progress, runner, targets};
+pub use contract::{
+    across, bulk, checks, cli, error, hosts, manual, output, progress, runner, targets,
+};
 pub use formats::{backup_index, iso_library, profile};
 pub use libvirt::{connect, domain, ffi, inventory, lifecycle, snapshot, state};
 

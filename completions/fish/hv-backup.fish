@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_backup_global_optspecs
-    string join \n c/connect= format= json h/help V/version
+    string join \n c/connect= hosts= connect-timeout= format= json h/help V/version
 end
 
 function __fish_hv_backup_needs_command
@@ -24,7 +24,9 @@ function __fish_hv_backup_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c hv-backup -n "__fish_hv_backup_needs_command" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -50,7 +52,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s r -l repo -d 'The repository directory' -r -F
@@ -62,7 +66,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l scratch-d
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l cache-dir -d 'Where this host keeps each disk\'s last chunk list, checkpoint and hash states (deleting it makes the next backup a full read)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s j -l jobs -d 'How many VMs to work on at once' -r
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -79,7 +85,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
@@ -89,7 +97,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
@@ -102,7 +112,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l format -d
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l deep -d 'Decrypt, decompress and re-hash every chunk and every disk image'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s h -l help -d 'Print help'
@@ -117,7 +129,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l workers 
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s r -l repo -d 'The repository directory' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -139,7 +153,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l format -d 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s n -l dry-run -d 'Show what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l no-gc -d 'Do not collect unreferenced chunks afterwards'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'
@@ -150,7 +166,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s n -l dry-run -d 'Count what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s h -l help -d 'Print help'
@@ -162,7 +180,9 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l form
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "init" -d 'Create a repository'

@@ -2,7 +2,9 @@ complete -c hv-clone -l name -d 'The clone\'s name; with --count a pattern: {nam
 complete -c hv-clone -l count -d 'How many clones of each VM' -r
 complete -c hv-clone -l dir -d 'Put the clones\' disks in DIR [default: beside each source disk]' -r -f -a "(__fish_complete_directories)"
 complete -c hv-clone -s j -l jobs -d 'How many VMs to work on at once' -r
-complete -c hv-clone -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-clone -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-clone -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-clone -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-clone -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

@@ -1,5 +1,7 @@
 complete -c hv-define -l iso-library -d 'The hv-iso library the profiles\' `iso` names are looked up in' -r -F
-complete -c hv-define -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-define -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-define -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-define -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-define -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

@@ -9,7 +9,9 @@ complete -c hv-health -l disk-fail -d 'Fail when a storage pool or repository fi
 complete -c hv-health -l memory-warn -d 'Warn when the host\'s available memory (free + cache) falls below this (percent)' -r
 complete -c hv-health -l memory-fail -d 'Fail when the host\'s available memory falls below this (percent)' -r
 complete -c hv-health -l state-file -d 'Compare with the last run\'s problems kept in this file: each record gets change new, ongoing or resolved' -r -F
-complete -c hv-health -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-health -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-health -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-health -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-health -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

@@ -8,7 +8,9 @@ pmsuspended\t'Suspended by the guest\'s power management (S3)'
 nostate\t'libvirt could not tell'"
 complete -c hv-ls -l name -d 'Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)' -r
 complete -c hv-ls -l tag -d 'Only VMs carrying this tag (repeatable: all of them); tags are set with hv-tag' -r
-complete -c hv-ls -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-ls -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-ls -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-ls -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-ls -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

@@ -8,7 +8,9 @@ jsonl\t''
 json\t''
 table\t''
 csv\t''"
-complete -c hv-metrics -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-metrics -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-metrics -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-metrics -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-metrics -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-metrics -s V -l version -d 'Print version'
 

@@ -16,7 +16,9 @@ qemu\t''"
 complete -c hv-preflight -l disk-warn -d 'Warn when a pool, directory or repository would be this full afterwards (percent used)' -r
 complete -c hv-preflight -l memory-warn -d 'Warn when the host would keep less than this share of its memory available (percent)' -r
 complete -c hv-preflight -l skip -d 'Leave out a check, by id (repeatable): --skip host.iommu' -r
-complete -c hv-preflight -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-preflight -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-preflight -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-preflight -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-preflight -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

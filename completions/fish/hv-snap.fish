@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_snap_global_optspecs
-    string join \n c/connect= format= json h/help V/version
+    string join \n c/connect= hosts= connect-timeout= format= json h/help V/version
 end
 
 function __fish_hv_snap_needs_command
@@ -24,7 +24,9 @@ function __fish_hv_snap_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c hv-snap -n "__fish_hv_snap_needs_command" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -42,7 +44,9 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l name -d 'Snap
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l description -d 'A note stored with the snapshot' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s j -l jobs -d 'How many VMs to work on at once' -r
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -54,7 +58,9 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l require-quies
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s h -l help -d 'Print help'
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -65,7 +71,9 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s h -l help -d 'Pri
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s j -l jobs -d 'How many VMs to work on at once' -r
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -78,7 +86,9 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s h -l help -d 
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l snapshot -d 'The snapshot [default: the `snapshot` field of each piped record]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s j -l jobs -d 'How many VMs to work on at once' -r
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -94,7 +104,9 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-monthly -
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l keep-yearly -d 'Keep the newest of each of the last N years that have one' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s j -l jobs -d 'How many VMs to work on at once' -r
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

@@ -2,7 +2,9 @@ complete -c hv-tag -s a -l add -d 'Add this tag (repeatable)' -r
 complete -c hv-tag -s d -l remove -d 'Remove this tag (repeatable; -d as in `git tag -d`)' -r
 complete -c hv-tag -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
 complete -c hv-tag -s j -l jobs -d 'How many VMs to work on at once' -r
-complete -c hv-tag -s c -l connect -d 'libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-tag -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-tag -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-tag -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-tag -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'

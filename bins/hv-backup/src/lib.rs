@@ -371,9 +371,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Restore(a) => restore::restore(&restore::Plan {
             workers: a.work.workers(),
             format: a.output.format(),
-            libvirt: hv_common::connect::resolve(a.connect.connect.as_deref(), |k| {
-                std::env::var(k).ok()
-            }),
+            libvirt: a.connect.target()?,
             repo: a.repo.repo,
             lock_wait: a.repo.lock_wait,
             id: a.id,

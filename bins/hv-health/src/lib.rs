@@ -194,7 +194,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         problems: cli.problems,
         changes_only: cli.changes_only,
         strict: cli.strict,
-        connect: connect::resolve(cli.connect.connect.as_deref(), |k| std::env::var(k).ok()),
+        connect: cli.connect.target()?,
         format: Format::or_default_for_stdout(cli.output.format()),
     };
     health(&opts)

@@ -5,17 +5,16 @@
 //! per-domain reads done in parallel, never a `virsh dominfo` per VM.
 
 use clap::Parser;
+use hv_common::across::{self, AtHost};
 use hv_common::cli::{ConnectArgs, OutputArgs, Status};
 use hv_common::connect::Access;
 use hv_common::domain::DomainXml;
-use hv_common::inventory::{basics, details, record, Basic};
+use hv_common::inventory::{basics, details, record, Basic, VmRecord};
 use hv_common::manual::Manual;
 use hv_common::output::{self, col, Column, Printer, Show};
 use hv_common::targets;
 use hv_common::{Error, Exit, Result, State};
 use serde_json::{Map, Value};
-use virt::connect::Connect;
-use virt::domain::Domain;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,13 +98,18 @@ static COLUMNS: [Column; 8] = [
 
 pub fn run(cli: Cli) -> Result<Exit> {
     let filter = Filter::new(&cli)?;
-    let conn = cli.connect.open(Access::ReadOnly)?;
+    let scope = cli.connect.scope()?;
     let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
     let mut status = Status::default();
-    let domains = targets::select(&conn, &cli.vms, &mut printer, &mut status)?;
-    for record in list(&conn, domains, &filter, &mut status)? {
-        printer.emit(record)?;
-    }
+    across::each_host(
+        &scope,
+        Access::ReadOnly,
+        cli.connect.connect_timeout,
+        &cli.vms,
+        &mut printer,
+        &mut status,
+        |at, status| list(at, &filter, status),
+    )?;
     printer.finish()?;
     Ok(status.exit())
 }
@@ -155,13 +159,8 @@ impl Filter {
     }
 }
 
-fn list(
-    conn: &Connect,
-    domains: Vec<Domain>,
-    filter: &Filter,
-    status: &mut Status,
-) -> Result<Vec<Map<String, Value>>> {
-    let basics: Vec<Basic> = basics(conn, domains)?
+fn list(at: &AtHost, filter: &Filter, status: &mut Status) -> Result<Vec<Map<String, Value>>> {
+    let basics: Vec<Basic> = basics(&at.conn, at.domains.clone())?
         .into_iter()
         .filter(|b| filter.keeps(b))
         .collect();
@@ -170,7 +169,10 @@ fn list(
     for (basic, detail) in basics.iter().zip(details) {
         match detail {
             Ok(Some(d)) if filter.keeps_tags(&d.xml) => {
-                records.push(output::to_record(&record(basic, &d)))
+                records.push(output::to_record(&VmRecord {
+                    host: at.name(),
+                    ..record(basic, &d)
+                }))
             }
             Ok(_) => {}
             Err(e) => {
@@ -178,6 +180,7 @@ fn list(
                 let vm = targets::VmRef {
                     name: Some(basic.name.clone()),
                     uuid: Some(basic.uuid.clone()),
+                    host: at.name().map(Into::into),
                     line: None,
                     record: None,
                 };

@@ -319,7 +319,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         skip: cli.skip,
         problems: cli.problems,
         strict: cli.strict,
-        connect: connect::resolve(cli.connect.connect.as_deref(), |k| std::env::var(k).ok()),
+        connect: cli.connect.target()?,
         format: Format::or_default_for_stdout(cli.output.format()),
     };
     preflight(&opts)

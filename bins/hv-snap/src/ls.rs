@@ -59,6 +59,7 @@ pub fn run(conn: &Connect, opts: &LsOptions) -> Result<Exit> {
                 let vm = VmRef {
                     name: Some(name),
                     uuid: Some(uuid),
+                    host: None,
                     line: None,
                     record: None,
                 };

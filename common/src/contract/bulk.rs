@@ -5,6 +5,7 @@
 use crate::cli::{self, ActionArgs, Status};
 use crate::connect::Access;
 use crate::error::{Error, Exit, Result};
+use crate::hosts::{Pool, Route};
 use crate::output::Column;
 use crate::output::Printer;
 use crate::runner::{self, Finished, Job, RunOptions};
@@ -40,13 +41,18 @@ pub struct Action {
     pub item_timeout: Duration,
 }
 
-/// Opens the connection the action needs, runs `work` on every target and
+/// Opens the connections the action needs, runs `work` on every target and
 /// prints the records.
 ///
 /// A dry run opens the same read-write connection the real run would: on
 /// a read-only one it would say `ok` for actions the user may not take,
 /// and could not read what the real run reads (a backup's secure XML).
 /// What a dry run does with it is only reads.
+///
+/// With one host, a host that cannot be reached ends the run (exit 3), as
+/// before anything is done. With several, each item goes to its record's
+/// host; an unreachable host fails its own items (`unreachable`) and the
+/// others go on; the run exits 3 only when no host could be reached.
 pub fn act<F, R>(
     inputs: impl Iterator<Item = Input>,
     args: &ActionArgs,
@@ -57,10 +63,25 @@ where
     F: Fn(&Connect, &Domain, &VmRef) -> Result<R> + Send + Sync + 'static,
     R: Serialize,
 {
-    let conn = Arc::new(args.connect.open(Access::ReadWrite)?);
+    let scope = args.connect.scope()?;
+    let pool = Arc::new(Pool::new(
+        scope.clone(),
+        Access::ReadWrite,
+        args.connect.connect_timeout,
+    ));
+    if let Some(route) = scope.single() {
+        pool.get(&route)?;
+    }
     let mut printer = Printer::stdout(args.output.format(), action.columns);
     let opts = args.jobs.options(action.item_timeout);
-    let exit = run(inputs, conn, &opts, action.name, &mut printer, work)?;
+    let exit = run(
+        inputs,
+        Arc::clone(&pool),
+        &opts,
+        action.name,
+        &mut printer,
+        work,
+    )?;
     printer.finish()?;
     Ok(exit)
 }
@@ -74,7 +95,7 @@ enum Outcome {
 /// domain and returns the record fields after `name`, `uuid`, `action`, `ok`.
 fn run<W, F, R>(
     inputs: impl Iterator<Item = Input>,
-    conn: Arc<Connect>,
+    pool: Arc<Pool>,
     opts: &RunOptions,
     action: &'static str,
     printer: &mut Printer<W>,
@@ -91,7 +112,8 @@ where
         Input::Malformed { message, .. } => Job::Ready(Outcome::Malformed(message)),
     });
     let mut status = Status::default();
-    let worker = move |vm: &VmRef| attempt(&conn, vm, action, &work);
+    let hosts = Arc::clone(&pool);
+    let worker = move |vm: &VmRef| at_host(&hosts, vm, action, &work);
     runner::run(jobs, opts, worker, |finished| {
         let (record, err) = match finished {
             Finished::Done(_, Outcome::Record(r, e)) | Finished::Ready(Outcome::Record(r, e)) => {
@@ -109,7 +131,39 @@ where
         }
         printer.emit(record)
     })?;
+    if !pool.reached() {
+        status.none_reached();
+    }
     Ok(status.exit())
+}
+
+/// Sends the item to its host: the one its record names, else the run's.
+fn at_host<F, R>(pool: &Pool, vm: &VmRef, action: &str, work: &F) -> Outcome
+where
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<R>,
+    R: Serialize,
+{
+    let fail = |vm: &VmRef, e: Error| {
+        Outcome::Record(targets::failure_record(vm, Some(action), &e), Some(e))
+    };
+    let route = match pool.scope().route(vm.host.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = Error::new(e.code, format!("VM {}: {}", vm.label(), e.message));
+            return fail(vm, e);
+        }
+    };
+    let vm = &VmRef {
+        host: match &route {
+            Route::Default => None,
+            Route::Host(h) => Some(h.name.clone()),
+        },
+        ..vm.clone()
+    };
+    match pool.get(&route) {
+        Ok(conn) => attempt(&conn, vm, action, work),
+        Err(e) => fail(vm, e),
+    }
 }
 
 fn attempt<F, R>(conn: &Connect, vm: &VmRef, action: &str, work: &F) -> Outcome
@@ -124,8 +178,7 @@ where
     let named = VmRef {
         name: domain.name().ok().or_else(|| vm.name.clone()),
         uuid: domain.uuid_string().ok().or_else(|| vm.uuid.clone()),
-        line: vm.line,
-        record: vm.record.clone(),
+        ..vm.clone()
     };
     match work(conn, &domain, &named) {
         Ok(fields) => Outcome::Record(targets::success_record(&named, action, &fields), None),

@@ -2,26 +2,59 @@
 //! exit statuses, `-c`, `--format`, `-j` and the treatment of a closed pipe
 //! cannot drift between commands.
 
-use crate::connect::{self, Access};
+use crate::connect::{Access, Target, UriSource};
 use crate::error::{Code, Error, Exit, Result};
+use crate::hosts::Scope;
 use crate::output::Format;
 use crate::runner::RunOptions;
 use clap::Parser;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
-    /// libvirt URI [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default]
+    /// libvirt URI, or a host's alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default]
     #[arg(short = 'c', long = "connect", value_name = "URI", global = true)]
-    pub connect: Option<String>,
+    pub connect: Vec<String>,
+
+    /// Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]
+    #[arg(long = "hosts", value_name = "FILE", global = true)]
+    pub hosts: Option<PathBuf>,
+
+    /// How long to wait for each host to answer
+    #[arg(long = "connect-timeout", value_name = "DURATION", default_value = "30s", value_parser = crate::time::duration, global = true)]
+    pub connect_timeout: Duration,
 }
 
 impl ConnectArgs {
+    /// The hosts the run works on.
+    pub fn scope(&self) -> Result<Scope> {
+        Scope::resolve(&self.connect, self.hosts.as_deref(), |k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// The one connection of a command that works on one host.
     pub fn open(&self, access: Access) -> Result<virt::connect::Connect> {
-        let target = connect::resolve(self.connect.as_deref(), |k| std::env::var(k).ok());
-        connect::open(&target, access)
+        Ok(self.scope()?.open_one(access, self.connect_timeout)?.1)
+    }
+
+    /// The one host of a command that works on one host, to open later.
+    pub fn target(&self) -> Result<Target> {
+        match self.scope()? {
+            Scope::Default(target) => Ok(target),
+            Scope::Named { hosts, .. } if hosts.len() == 1 => Ok(Target {
+                uri: Some(hosts[0].uri.clone()),
+                source: UriSource::Flag,
+            }),
+            Scope::Named { hosts, .. } => Err(Error::usage(format!(
+                "{} works on one host at a time, and {} are given; give one with -c",
+                program(),
+                hosts.len()
+            ))),
+        }
     }
 }
 
@@ -198,11 +231,26 @@ pub fn main<C: Parser>(run: fn(C) -> Result<Exit>) -> std::process::ExitCode {
 
 /// Tracks the run's exit status as items finish.
 #[derive(Debug, Default)]
-pub struct Status(Exit);
+pub struct Status(Exit, bool);
 
 impl Status {
     pub fn failed(&mut self, err: &Error) {
         self.0 = self.0.worst(err.exit_status());
+        self.1 |= err.code == Code::Unreachable;
+    }
+
+    /// Takes in what happened on one host of a run over several.
+    pub fn merge(&mut self, other: &Status) {
+        self.0 = self.0.worst(other.0);
+        self.1 |= other.1;
+    }
+
+    /// No host of a run over several answered: if that failed items, the
+    /// run could not reach the hypervisor at all (exit 3).
+    pub fn none_reached(&mut self) {
+        if self.1 {
+            self.0 = self.0.worst(Exit::Unreachable);
+        }
     }
 
     pub fn malformed(&mut self) {

@@ -18,6 +18,9 @@ pub enum Code {
     ConnectFailed,
     /// libvirt or polkit refused the operation.
     PermissionDenied,
+    /// One of several hosts could not be reached: its items fail with
+    /// this, the other hosts' go on.
+    Unreachable,
     /// The named VM (or object) does not exist.
     NotFound,
     /// The VM is in a state that does not allow the operation.
@@ -56,11 +59,12 @@ pub enum Code {
 
 impl Code {
     /// Every code, as docs/records.md lists them.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::Usage,
         Code::MalformedInput,
         Code::ConnectFailed,
         Code::PermissionDenied,
+        Code::Unreachable,
         Code::NotFound,
         Code::InvalidState,
         Code::Timeout,
@@ -85,6 +89,7 @@ impl Code {
             Code::MalformedInput => "malformed_input",
             Code::ConnectFailed => "connect_failed",
             Code::PermissionDenied => "permission_denied",
+            Code::Unreachable => "unreachable",
             Code::NotFound => "not_found",
             Code::InvalidState => "invalid_state",
             Code::Timeout => "timeout",

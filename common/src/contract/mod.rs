@@ -3,10 +3,12 @@
 //! with stable codes and exit statuses, the parallel runner and the bulk
 //! driver on top of it, check records, terminal output.
 
+pub mod across;
 pub mod bulk;
 pub mod checks;
 pub mod cli;
 pub mod error;
+pub mod hosts;
 pub mod manual;
 pub mod output;
 pub mod progress;

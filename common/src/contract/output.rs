@@ -120,6 +120,10 @@ impl<W: Write> Printer<W> {
     }
 
     pub fn finish(mut self) -> Result<W> {
+        // Records of several hosts arrive as each host answers: a table or
+        // CSV groups them by host (by name), keeping each host's own order.
+        self.held
+            .sort_by_key(|r| r.get("host").and_then(Value::as_str).map(str::to_owned));
         match self.format {
             Format::Jsonl => {}
             Format::Json => {
@@ -210,10 +214,19 @@ fn table_columns(
     columns: &[Column],
 ) -> Vec<(String, String, Show)> {
     if !columns.is_empty() {
-        return columns
+        let mut shown: Vec<(String, String, Show)> = columns
             .iter()
             .map(|c| (c.header.to_uppercase(), c.key.to_owned(), c.show))
             .collect();
+        // A run over hosts: which host each row is on, after the name.
+        let hosts = records.iter().any(|r| r.contains_key("host"));
+        if hosts && !shown.iter().any(|(_, k, _)| k == "host") {
+            shown.insert(
+                1.min(shown.len()),
+                ("HOST".into(), "host".into(), Show::Plain),
+            );
+        }
+        return shown;
     }
     union_keys(records)
         .into_iter()

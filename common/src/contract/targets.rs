@@ -18,6 +18,9 @@ use virt::domain::Domain;
 pub struct VmRef {
     pub name: Option<String>,
     pub uuid: Option<String>,
+    /// The host it is on, as a record named it (docs/hosts.md); `None`
+    /// for a bare name, which goes to the run's one host.
+    pub host: Option<String>,
     /// The stdin line it came from, for messages.
     pub line: Option<usize>,
     /// The whole record it came from, for commands that read more of it
@@ -42,6 +45,7 @@ impl VmRef {
         VmRef {
             name: Some(name.into()),
             uuid: Some(uuid.into()),
+            host: None,
             line: None,
             record: None,
         }
@@ -99,6 +103,7 @@ pub fn parse_line(n: usize, line: &str) -> Option<Input> {
             Ok(name) if !name.is_empty() => Input::Vm(VmRef {
                 name: Some(name),
                 uuid: None,
+                host: None,
                 line: Some(n),
                 record: None,
             }),
@@ -115,6 +120,7 @@ fn bare(text: &str, line: Option<usize>) -> VmRef {
         VmRef {
             name: None,
             uuid: Some(text.to_owned()),
+            host: None,
             line,
             record: None,
         }
@@ -122,6 +128,7 @@ fn bare(text: &str, line: Option<usize>) -> VmRef {
         VmRef {
             name: Some(text.to_owned()),
             uuid: None,
+            host: None,
             line,
             record: None,
         }
@@ -141,12 +148,13 @@ fn parse_object(n: usize, text: &str) -> Input {
         Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
         Some(_) => Err(format!("\"{k}\" must be a non-empty string")),
     };
-    match (field("name"), field("uuid")) {
-        (Err(m), _) | (_, Err(m)) => malformed(n, &m),
-        (Ok(None), Ok(None)) => malformed(n, "a JSON object with neither \"name\" nor \"uuid\""),
-        (Ok(name), Ok(uuid)) => Input::Vm(VmRef {
+    match (field("name"), field("uuid"), field("host")) {
+        (Err(m), _, _) | (_, Err(m), _) | (_, _, Err(m)) => malformed(n, &m),
+        (Ok(None), Ok(None), _) => malformed(n, "a JSON object with neither \"name\" nor \"uuid\""),
+        (Ok(name), Ok(uuid), Ok(host)) => Input::Vm(VmRef {
             name,
             uuid,
+            host,
             line: Some(n),
             record: Some(record.clone()),
         }),
@@ -230,6 +238,7 @@ pub fn failure_record(vm: &VmRef, action: Option<&str>, err: &Error) -> Map<Stri
     crate::output::to_record(&Outcome {
         name: vm.name.as_deref(),
         uuid: vm.uuid.as_deref(),
+        host: vm.host.as_deref(),
         action,
         ok: false,
         fields: err.done.as_deref(),
@@ -247,6 +256,7 @@ pub fn success_record(
     crate::output::to_record(&Outcome {
         name: vm.name.as_deref(),
         uuid: vm.uuid.as_deref(),
+        host: vm.host.as_deref(),
         action: Some(action),
         ok: true,
         fields,
@@ -262,6 +272,9 @@ pub fn success_record(
 pub struct Outcome<'a, F: serde::Serialize> {
     pub name: Option<&'a str>,
     pub uuid: Option<&'a str>,
+    /// The host the VM is on, in a run that names hosts (docs/hosts.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<&'a str>,
     pub ok: bool,
@@ -347,6 +360,7 @@ mod tests {
         Input::Vm(VmRef {
             name: name.map(Into::into),
             uuid: uuid.map(Into::into),
+            host: None,
             line: Some(line),
             record: None,
         })
@@ -446,6 +460,7 @@ mod tests {
             &VmRef {
                 name: Some("test".into()),
                 uuid: None,
+                host: None,
                 line: None,
                 record: None,
             },
@@ -457,6 +472,7 @@ mod tests {
             &VmRef {
                 name: None,
                 uuid: Some(uuid.clone()),
+                host: None,
                 line: None,
                 record: None,
             },
@@ -468,6 +484,7 @@ mod tests {
             &VmRef {
                 name: Some("nope".into()),
                 uuid: None,
+                host: None,
                 line: Some(4),
                 record: None,
             },
@@ -486,6 +503,7 @@ mod tests {
             &VmRef {
                 name: Some("test".into()),
                 uuid: Some("00000000-1111-2222-3333-444444444444".into()),
+                host: None,
                 line: None,
                 record: None,
             },

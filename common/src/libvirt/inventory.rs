@@ -144,6 +144,9 @@ fn detail(b: &Basic) -> Result<Option<Detail>> {
 pub struct VmRecord<'a> {
     pub name: &'a str,
     pub uuid: &'a str,
+    /// The host it is on, in a run that names hosts (docs/hosts.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a str>,
     /// libvirt's id of the running domain; null when it is not running.
     pub domain_id: Option<u32>,
     /// `state` and `state_reason`.
@@ -222,6 +225,7 @@ pub fn record<'a>(b: &'a Basic, d: &'a Detail) -> VmRecord<'a> {
     VmRecord {
         name: &b.name,
         uuid: &b.uuid,
+        host: None,
         domain_id: b.id,
         state: b.state,
         persistent: b.persistent,
@@ -290,6 +294,7 @@ mod tests {
         let record = VmRecord {
             name: "web 1",
             uuid: "u",
+            host: Some("h1"),
             domain_id: None,
             state: VmState::bare(crate::State::Shutoff),
             persistent: true,
