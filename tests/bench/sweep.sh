@@ -23,3 +23,8 @@ for pids in /var/tmp/hvt-*/libvirtd.pid; do
 done
 pkill -9 -f -- '-name guest=hvt-[^,]*-role,' 2>/dev/null
 rm -rf /var/tmp/hvt-* /var/tmp/hvb-* # benches and tests that panicked before their cleanup
+# the multi-host tests' extra hosts (tests/bench/hosts.sh), their guests and disks
+if [ -d /var/tmp/hv-hosts ]; then
+    bash "$(dirname "$0")/hosts.sh" stop /var/tmp/hv-hosts
+    rm -rf /var/tmp/hv-hosts
+fi

@@ -89,6 +89,9 @@ pub struct GuestSpec {
     /// The guest ignores ACPI power-button presses (to test forced stops).
     pub ignore_acpi: bool,
     pub autostart: bool,
+    /// Where its disk, serial log and channel go: [`IMAGE_DIR`], or a
+    /// directory every host can see ([`Hosts::images`]).
+    pub image_dir: PathBuf,
 }
 
 impl GuestSpec {
@@ -101,7 +104,14 @@ impl GuestSpec {
             writer: false,
             ignore_acpi: false,
             autostart: false,
+            image_dir: PathBuf::from(IMAGE_DIR),
         }
+    }
+
+    /// For a guest of one of the extra hosts, whose /var/lib/libvirt is its own.
+    pub fn in_dir(mut self, dir: &Path) -> Self {
+        self.image_dir = dir.to_path_buf();
+        self
     }
 
     pub fn writer(mut self) -> Self {
@@ -126,19 +136,20 @@ impl GuestSpec {
 
     /// Defines the guest (shut off) with a fresh qcow2 disk.
     pub fn define(self, conn: &Connect) -> Guest {
-        std::fs::create_dir_all(IMAGE_DIR).expect("create the bench image directory");
+        let image_dir = self.image_dir.clone();
+        std::fs::create_dir_all(&image_dir).expect("create the bench image directory");
         let file_stem = format!(
             "{}{}",
             run_prefix(),
             safe_file_name(&self.name[run_prefix().len()..])
         );
-        let disk = PathBuf::from(IMAGE_DIR).join(format!("{file_stem}.qcow2"));
-        let log = PathBuf::from(IMAGE_DIR).join(format!("{file_stem}.log"));
+        let disk = image_dir.join(format!("{file_stem}.qcow2"));
+        let log = image_dir.join(format!("{file_stem}.log"));
         let _ = std::fs::remove_file(&log);
         // Socket paths must stay under 108 bytes, whatever the guest's name.
         static CHANNELS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = CHANNELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let channel = PathBuf::from(IMAGE_DIR).join(format!("{}{n}.sock", run_prefix()));
+        let channel = image_dir.join(format!("{}{n}.sock", run_prefix()));
         let _ = std::fs::remove_file(&channel);
         let status = Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
@@ -325,6 +336,83 @@ impl Drop for Guest {
         let _ = std::fs::remove_file(&self.disk);
         let _ = std::fs::remove_file(&self.log);
         let _ = std::fs::remove_file(&self.channel);
+    }
+}
+
+/// Extra libvirt hosts on this machine (tests/bench/hosts.sh): each its own
+/// libvirtd in its own mount and network namespace, reached over a real
+/// sshd as `qemu+ssh://root@10.231.0.1N/system`. Started once and shared by
+/// every test (starting is idempotent and locked); sweep.sh stops them.
+pub struct Hosts {
+    /// (alias, URI), h1 first.
+    pub hosts: Vec<(String, String)>,
+    /// Guest disks and logs for the extra hosts: outside /var/lib/libvirt,
+    /// which each host has its own of.
+    pub images: PathBuf,
+}
+
+pub const HOSTS_DIR: &str = "/var/tmp/hv-hosts";
+
+/// At least `n` extra hosts, started if they are not running.
+pub fn hosts(n: usize) -> Hosts {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/hosts.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["start", HOSTS_DIR, &n.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/bench/hosts.sh");
+    assert!(
+        out.status.success(),
+        "tests/bench/hosts.sh start failed (it needs root, sshd and iproute2)"
+    );
+    let hosts = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (alias, uri) = l.split_once(' ').expect("alias URI");
+            (alias.to_owned(), uri.to_owned())
+        })
+        .collect();
+    let images = PathBuf::from(HOSTS_DIR).join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    Hosts { hosts, images }
+}
+
+impl Hosts {
+    pub fn uri(&self, alias: &str) -> &str {
+        &self.hosts.iter().find(|(a, _)| a == alias).expect(alias).1
+    }
+
+    pub fn connect(&self, alias: &str) -> Connect {
+        Connect::open(Some(self.uri(alias)))
+            .unwrap_or_else(|e| panic!("connect to {alias} ({}): {e}", self.uri(alias)))
+    }
+
+    /// Writes a hosts file of these hosts and `extra` lines into `dir`.
+    pub fn file(&self, dir: &Path, extra: &[&str]) -> PathBuf {
+        let mut text = String::from("# the bench's extra hosts (tests/bench/hosts.sh)\n");
+        for (alias, uri) in &self.hosts {
+            text.push_str(&format!("{alias}  {uri}\n"));
+        }
+        for line in extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let path = dir.join("hosts");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Stops or starts host `i`'s libvirtd; its sshd keeps answering.
+    pub fn daemon(&self, i: usize, action: &str) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/hosts.sh");
+        let st = Command::new("bash")
+            .arg(&script)
+            .args(["daemon", HOSTS_DIR, &i.to_string(), action])
+            .status()
+            .unwrap();
+        assert!(st.success(), "hosts.sh daemon {i} {action}");
     }
 }
 

@@ -1,0 +1,184 @@
+//! Several libvirt hosts at once (docs/records.md, Hosts): real libvirtd
+//! instances in their own namespaces, reached over a real sshd
+//! (tests/bench/hosts.sh), listed and acted on in one run.
+
+use hv_testbench::{hosts, pipeline, run_prefix, scratch, GuestSpec};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn by_host<'a>(records: &'a [Value], host: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["host"] == host).collect()
+}
+
+#[test]
+fn bench_records_know_their_host_and_go_back_to_it() {
+    let hosts = hosts(2);
+    let dir = scratch("hosts-route");
+    let file = hosts.file(&dir, &[]);
+    let (c1, c2) = (hosts.connect("h1"), hosts.connect("h2"));
+    // The same name on two hosts is two VMs.
+    let (d1, d2) = (hosts.images.join("h1"), hosts.images.join("h2"));
+    let same1 = GuestSpec::new("same").in_dir(&d1).define(&c1);
+    let same2 = GuestSpec::new("same").in_dir(&d2).define(&c2);
+    let other = GuestSpec::new("other").in_dir(&d1).define(&c1);
+    same1.start_ready();
+    same2.start_ready();
+    let glob = format!("{}*", run_prefix());
+    let f = file.display();
+
+    let listed = pipeline(&format!("hv-ls --hosts {f} --name '{glob}'"));
+    let recs = listed.assert_ok().records();
+    assert_eq!(recs.len(), 3, "{listed:?}");
+    let on1: Vec<(&str, &str)> = by_host(&recs, "h1")
+        .iter()
+        .map(|r| (r["uuid"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert!(
+        on1.contains(&(same1.uuid.as_str(), "running")),
+        "{listed:?}"
+    );
+    assert!(
+        on1.contains(&(other.uuid.as_str(), "shutoff")),
+        "{listed:?}"
+    );
+    let on2 = by_host(&recs, "h2");
+    assert_eq!(on2.len(), 1, "{listed:?}");
+    assert_eq!(on2[0]["uuid"], same2.uuid.as_str());
+    assert_eq!(
+        hv_testbench::keys(&recs[0])[..3],
+        ["name", "uuid", "host"],
+        "host comes right after the VM's name and uuid"
+    );
+
+    // h1's records, piped to a stop over both hosts, stop h1's VM only,
+    // though h2 has one of the same name.
+    let stopped = pipeline(&format!(
+        "hv-ls --hosts {f} -c h1 --name '{glob}same' | hv-stop --hosts {f} --force"
+    ));
+    let rec = stopped.assert_ok().one_record();
+    assert_eq!(rec["host"], "h1", "{stopped:?}");
+    assert_eq!(rec["uuid"], same1.uuid.as_str(), "{stopped:?}");
+    assert!(!same1.domain.is_active().unwrap(), "h1's VM is stopped");
+    assert!(
+        same2.domain.is_active().unwrap(),
+        "h2's VM of the same name runs on"
+    );
+
+    // A bare name over several hosts is found on each; with no host in a
+    // record and several hosts, the record is refused rather than guessed.
+    let both = pipeline(&format!("hv-ls --hosts {f} '{}same'", run_prefix()));
+    assert_eq!(both.assert_ok().records().len(), 2, "{both:?}");
+    let refused = pipeline(&format!(
+        "printf '{{\"uuid\":\"{}\"}}\\n' | hv-stop --hosts {f} --force",
+        same2.uuid
+    ));
+    refused.assert_exit(2);
+    assert_eq!(
+        refused.one_record()["error"]["code"],
+        "usage",
+        "{refused:?}"
+    );
+    assert!(
+        hv_testbench::error_message(&refused.one_record()).contains("host"),
+        "says what is missing: {refused:?}"
+    );
+    assert!(
+        same2.domain.is_active().unwrap(),
+        "nothing was stopped by a guess"
+    );
+
+    // With no host named, records stay as they were: no host field.
+    let plain = pipeline("hv-ls --format json");
+    assert!(!plain.stdout().contains("\"host\""), "{plain:?}");
+
+    // A table sorts by host and says which; CSV has a host column.
+    let table = pipeline(&format!("hv-ls --hosts {f} --name '{glob}' --format table"));
+    let text = table.assert_ok().stdout();
+    let hosts_col: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(hosts_col, ["h1", "h1", "h2"], "{text}");
+    let csv = pipeline(&format!("hv-ls --hosts {f} --name '{glob}' --format csv"));
+    assert!(
+        csv.assert_ok()
+            .stdout()
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("name,uuid,host,"),
+        "{csv:?}"
+    );
+}
+
+#[test]
+fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
+    let hosts = hosts(3);
+    let dir = scratch("hosts-down");
+    // h9 has an address on the bench's bridge and nobody behind it; a
+    // listener on loopback accepts and never answers (a hung host).
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_uri = format!(
+        "qemu+ssh://root@127.0.0.1:{}/system?command={}/ssh",
+        hung.local_addr().unwrap().port(),
+        hv_testbench::HOSTS_DIR
+    );
+    let file = hosts.file(
+        &dir,
+        &[
+            &format!(
+                "h9 qemu+ssh://root@10.231.0.19/system?command={}/ssh",
+                hv_testbench::HOSTS_DIR
+            ),
+            &format!("hung {hung_uri}"),
+        ],
+    );
+    let f = file.display();
+    let guest = GuestSpec::new("listed")
+        .in_dir(&hosts.images)
+        .define(&hosts.connect("h1"));
+    // h3 answers ssh, but its libvirtd is down.
+    hosts.daemon(3, "stop");
+    struct Restart<'a>(&'a hv_testbench::Hosts);
+    impl Drop for Restart<'_> {
+        fn drop(&mut self) {
+            self.0.daemon(3, "start");
+        }
+    }
+    let _restart = Restart(&hosts);
+
+    let began = Instant::now();
+    let out = pipeline(&format!(
+        "hv-ls --hosts {f} --connect-timeout 5s --name '{}*'",
+        run_prefix()
+    ));
+    let took = began.elapsed();
+    out.assert_exit(1);
+    let recs = out.records();
+    let listed = by_host(&recs, "h1");
+    assert_eq!(listed.len(), 1, "{out:?}");
+    assert_eq!(listed[0]["uuid"], guest.uuid.as_str());
+    for host in ["h3", "h9", "hung"] {
+        let failed = by_host(&recs, host);
+        assert_eq!(failed.len(), 1, "one record for {host}: {out:?}");
+        assert_eq!(failed[0]["ok"], false);
+        assert_eq!(failed[0]["error"]["code"], "unreachable", "{out:?}");
+        let message = failed[0]["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("host {host}: ")), "{message}");
+        assert!(message.contains("ssh"), "names the fix: {message}");
+    }
+    assert!(by_host(&recs, "h2").is_empty(), "h2 has no VM of this run");
+    // The hung host holds back nobody: h1's record comes before its, and
+    // the run ends at the connection timeout, not ssh's own.
+    let at = |host: &str| recs.iter().position(|r| r["host"] == host).unwrap();
+    assert!(at("h1") < at("hung"), "{out:?}");
+    assert!(took < Duration::from_secs(9), "took {took:?}");
+
+    // No host reached at all: exit 3.
+    let none = pipeline(&format!(
+        "hv-ls --hosts {f} -c h3 -c h9 --connect-timeout 5s"
+    ));
+    none.assert_exit(3);
+    assert_eq!(none.records().len(), 2, "{none:?}");
+}
