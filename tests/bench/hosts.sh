@@ -10,7 +10,9 @@
 # N is 10.231.0.(10+N). Nothing listens on any other address. The client
 # side (key, known_hosts) stays in DIR: the bench never touches ~/.ssh. The
 # URIs name DIR/ssh, a wrapper that runs ssh with DIR/ssh_config, through
-# libvirt's `command` URI parameter.
+# libvirt's `command` URI parameter. A guest's disk on host I lives in the
+# host's own /var/lib/libvirt/images (DIR/hI/lib/images from outside), so a
+# migration with --copy-storage really copies it.
 #
 #   hosts.sh start DIR N        start hosts h1..hN (idempotent); print a hosts file
 #   hosts.sh daemon DIR I stop  stop host hI's libvirtd (the host stays reachable by ssh)
@@ -80,7 +82,7 @@ network() { # I
 
 host_config() { # DIR I
     local h=$1/h$2 uuid
-    mkdir -p "$h/etc/qemu" "$h/run" "$h/lib" "$h/cache" "$h/log" "$h/images"
+    mkdir -p "$h/etc/qemu" "$h/run" "$h/lib/images" "$h/cache" "$h/log"
     [[ -f $h/host_uuid ]] || cat /proc/sys/kernel/random/uuid >"$h/host_uuid"
     uuid=$(<"$h/host_uuid")
     # Root reaches the socket through sshd; nobody else can: the socket
@@ -93,10 +95,14 @@ unix_sock_ro_perms = "0700"
 unix_sock_rw_perms = "0700"
 EOF
     # The bench daemon owns the cgroups; QEMU's namespaces would hide /dev/kvm.
+    # All hosts share one hostname, so migration traffic is sent to the
+    # host's own address rather than to whatever the hostname resolves to.
     cat >"$h/etc/qemu.conf" <<EOF
 namespaces = [ ]
 cgroup_controllers = [ ]
 stdio_handler = "file"
+migration_address = "$(addr "$2")"
+migration_host = "$(addr "$2")"
 EOF
     [[ -f $h/host_key ]] || ssh-keygen -q -t ed25519 -N '' -C "hv-bench-h$2" -f "$h/host_key"
     cat >"$h/sshd_config" <<EOF
@@ -173,7 +179,20 @@ start() {
     for ((i = 1; i <= n; i++)); do
         wait_for "virsh -q -c '$(uri "$dir" "$i")' version >/dev/null 2>&1" 30 "qemu+ssh to h$i" "$dir/h$i/sshd.log"
     done
+    for ((i = 1; i <= n; i++)); do default_pool "$dir" "$i"; done
     for ((i = 1; i <= n; i++)); do echo "h$i $(uri "$dir" "$i")"; done
+}
+
+# Each host's own /var/lib/libvirt/images (DIR/hI/lib/images seen from
+# outside) as its pool "default", as a packaged libvirt host has: a disk
+# copied by a migration is created there by the destination's libvirt.
+default_pool() { # DIR I
+    local u
+    u=$(uri "$1" "$2")
+    virsh -q -c "$u" pool-info default >/dev/null 2>&1 && return 0
+    virsh -q -c "$u" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
+    virsh -q -c "$u" pool-autostart default >/dev/null
+    virsh -q -c "$u" pool-start default >/dev/null
 }
 
 stop() {

@@ -89,9 +89,11 @@ pub struct GuestSpec {
     /// The guest ignores ACPI power-button presses (to test forced stops).
     pub ignore_acpi: bool,
     pub autostart: bool,
-    /// Where its disk, serial log and channel go: [`IMAGE_DIR`], or a
-    /// directory every host can see ([`Hosts::images`]).
+    /// Where its disk, serial log and channel go: [`IMAGE_DIR`], or an
+    /// extra host's own image directory as seen from here.
     pub image_dir: PathBuf,
+    /// The same directory as the guest's host sees it, when that differs.
+    pub host_dir: Option<PathBuf>,
 }
 
 impl GuestSpec {
@@ -105,12 +107,15 @@ impl GuestSpec {
             ignore_acpi: false,
             autostart: false,
             image_dir: PathBuf::from(IMAGE_DIR),
+            host_dir: None,
         }
     }
 
-    /// For a guest of one of the extra hosts, whose /var/lib/libvirt is its own.
-    pub fn in_dir(mut self, dir: &Path) -> Self {
-        self.image_dir = dir.to_path_buf();
+    /// For a guest of one of the extra hosts: its files go to that host's
+    /// own /var/lib/libvirt/images, which no other host sees.
+    pub fn on_host(mut self, hosts: &Hosts, alias: &str) -> Self {
+        self.image_dir = hosts.images(alias);
+        self.host_dir = Some(PathBuf::from(HOST_IMAGES));
         self
     }
 
@@ -158,7 +163,11 @@ impl GuestSpec {
             .status()
             .expect("run qemu-img");
         assert!(status.success(), "qemu-img create {}", disk.display());
-        let xml = domain_xml(&self, &disk, &log, &channel);
+        let inside = |p: &Path| match &self.host_dir {
+            Some(d) => d.join(p.file_name().unwrap()),
+            None => p.to_path_buf(),
+        };
+        let xml = domain_xml(&self, &inside(&disk), &inside(&log), &inside(&channel));
         let domain = conn
             .define_domain_xml(&xml)
             .unwrap_or_else(|e| panic!("define {}: {e}", self.name));
@@ -273,29 +282,7 @@ impl Guest {
 
     /// Sends one command line to the guest's command port; its answer line.
     pub fn command(&self, line: &str) -> String {
-        use std::io::{BufRead, Write};
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let sock = loop {
-            match std::os::unix::net::UnixStream::connect(&self.channel) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() > deadline => {
-                    panic!(
-                        "guest {}: command port {}: {e}",
-                        self.name,
-                        self.channel.display()
-                    )
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        sock.set_read_timeout(Some(Duration::from_secs(300)))
-            .unwrap();
-        (&sock).write_all(format!("{line}\n").as_bytes()).unwrap();
-        let mut answer = String::new();
-        std::io::BufReader::new(&sock)
-            .read_line(&mut answer)
-            .unwrap_or_else(|e| panic!("guest {}: no answer to {line:?}: {e}", self.name));
-        answer.trim().to_owned()
+        command_at(&self.channel, &self.name, line)
     }
 
     /// virsh's own view, e.g. "shut off (shutdown)": the ground truth tests compare with.
@@ -346,12 +333,12 @@ impl Drop for Guest {
 pub struct Hosts {
     /// (alias, URI), h1 first.
     pub hosts: Vec<(String, String)>,
-    /// Guest disks and logs for the extra hosts: outside /var/lib/libvirt,
-    /// which each host has its own of.
-    pub images: PathBuf,
 }
 
 pub const HOSTS_DIR: &str = "/var/tmp/hv-hosts";
+
+/// Each extra host's image directory (its pool "default"), as it sees it.
+pub const HOST_IMAGES: &str = "/var/lib/libvirt/images";
 
 /// At least `n` extra hosts, started if they are not running.
 pub fn hosts(n: usize) -> Hosts {
@@ -374,12 +361,15 @@ pub fn hosts(n: usize) -> Hosts {
             (alias.to_owned(), uri.to_owned())
         })
         .collect();
-    let images = PathBuf::from(HOSTS_DIR).join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    Hosts { hosts, images }
+    Hosts { hosts }
 }
 
 impl Hosts {
+    /// Host `alias`'s own /var/lib/libvirt/images, seen from here.
+    pub fn images(&self, alias: &str) -> PathBuf {
+        PathBuf::from(HOSTS_DIR).join(alias).join("lib/images")
+    }
+
     pub fn uri(&self, alias: &str) -> &str {
         &self.hosts.iter().find(|(a, _)| a == alias).expect(alias).1
     }
@@ -414,6 +404,30 @@ impl Hosts {
             .unwrap();
         assert!(st.success(), "hosts.sh daemon {i} {action}");
     }
+}
+
+/// Sends one command line to a guest's command port at `channel` (after a
+/// migration, on its new host); its answer line.
+pub fn command_at(channel: &Path, name: &str, line: &str) -> String {
+    use std::io::{BufRead, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sock = loop {
+        match std::os::unix::net::UnixStream::connect(channel) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => {
+                panic!("guest {}: command port {}: {e}", name, channel.display())
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    sock.set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    (&sock).write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(&sock)
+        .read_line(&mut answer)
+        .unwrap_or_else(|e| panic!("guest {}: no answer to {line:?}: {e}", name));
+    answer.trim().to_owned()
 }
 
 /// Destroys and undefines a domain with whatever metadata it gathered.

@@ -17,13 +17,19 @@ fn bench_records_know_their_host_and_go_back_to_it() {
     let file = hosts.file(&dir, &[]);
     let (c1, c2) = (hosts.connect("h1"), hosts.connect("h2"));
     // The same name on two hosts is two VMs.
-    let (d1, d2) = (hosts.images.join("h1"), hosts.images.join("h2"));
-    let same1 = GuestSpec::new("same").in_dir(&d1).define(&c1);
-    let same2 = GuestSpec::new("same").in_dir(&d2).define(&c2);
-    let other = GuestSpec::new("other").in_dir(&d1).define(&c1);
+    let same1 = GuestSpec::new("route-same")
+        .on_host(&hosts, "h1")
+        .define(&c1);
+    let same2 = GuestSpec::new("route-same")
+        .on_host(&hosts, "h2")
+        .define(&c2);
+    let other = GuestSpec::new("route-other")
+        .on_host(&hosts, "h1")
+        .define(&c1);
     same1.start_ready();
     same2.start_ready();
-    let glob = format!("{}*", run_prefix());
+    // Names of this test only: the other tests of this process share the prefix.
+    let glob = format!("{}route-*", run_prefix());
     let f = file.display();
 
     let listed = pipeline(&format!("hv-ls --hosts {f} --name '{glob}'"));
@@ -53,7 +59,8 @@ fn bench_records_know_their_host_and_go_back_to_it() {
     // h1's records, piped to a stop over both hosts, stop h1's VM only,
     // though h2 has one of the same name.
     let stopped = pipeline(&format!(
-        "hv-ls --hosts {f} -c h1 --name '{glob}same' | hv-stop --hosts {f} --force"
+        "hv-ls --hosts {f} -c h1 --name '{}route-same' | hv-stop --hosts {f} --force",
+        run_prefix()
     ));
     let rec = stopped.assert_ok().one_record();
     assert_eq!(rec["host"], "h1", "{stopped:?}");
@@ -66,7 +73,7 @@ fn bench_records_know_their_host_and_go_back_to_it() {
 
     // A bare name over several hosts is found on each; with no host in a
     // record and several hosts, the record is refused rather than guessed.
-    let both = pipeline(&format!("hv-ls --hosts {f} '{}same'", run_prefix()));
+    let both = pipeline(&format!("hv-ls --hosts {f} '{}route-same'", run_prefix()));
     assert_eq!(both.assert_ok().records().len(), 2, "{both:?}");
     let refused = pipeline(&format!(
         "printf '{{\"uuid\":\"{}\"}}\\n' | hv-stop --hosts {f} --force",
@@ -136,7 +143,7 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
     );
     let f = file.display();
     let guest = GuestSpec::new("listed")
-        .in_dir(&hosts.images)
+        .on_host(&hosts, "h1")
         .define(&hosts.connect("h1"));
     // h3 answers ssh, but its libvirtd is down.
     hosts.daemon(3, "stop");
@@ -150,7 +157,7 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
 
     let began = Instant::now();
     let out = pipeline(&format!(
-        "hv-ls --hosts {f} --connect-timeout 5s --name '{}*'",
+        "hv-ls --hosts {f} --connect-timeout 5s --name '{}listed'",
         run_prefix()
     ));
     let took = began.elapsed();
@@ -181,4 +188,176 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
     ));
     none.assert_exit(3);
     assert_eq!(none.records().len(), 2, "{none:?}");
+}
+
+/// The writer's count on the guest's disk, as the guest reads it.
+fn counter(channel: &std::path::Path, name: &str) -> u64 {
+    let answer = hv_testbench::command_at(channel, name, "counter");
+    answer
+        .strip_prefix("counter ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("guest {name}: {answer:?}"))
+}
+
+/// Removes the moved guest from its new host when the test ends.
+struct Moved(virt::domain::Domain);
+impl Drop for Moved {
+    fn drop(&mut self) {
+        hv_testbench::remove_domain(&self.0);
+    }
+}
+
+#[test]
+fn bench_a_writing_guest_moves_live_with_its_disk() {
+    let hosts = hosts(2);
+    let dir = scratch("migrate");
+    let f = hosts.file(&dir, &[]);
+    let (c1, c2) = (hosts.connect("h1"), hosts.connect("h2"));
+    let guest = GuestSpec::new("mover")
+        .writer()
+        .on_host(&hosts, "h1")
+        .define(&c1);
+    guest.start_ready();
+    let before = counter(&guest.channel, &guest.name);
+
+    let out = pipeline(&format!(
+        "hv-ls --hosts {} -c h1 '{}' | hv-migrate --hosts {} --to h2 --copy-storage",
+        f.display(),
+        guest.name,
+        f.display()
+    ));
+    let rec = out.assert_ok().one_record();
+    let there = c2
+        .lookup_domain_by_uuid_string(&guest.uuid)
+        .unwrap_or_else(|e| panic!("h2 has it: {e}; {out:?}"));
+    let _cleanup = Moved(there.clone());
+    hv_testbench::assert_fields(
+        &rec,
+        serde_json::json!({
+            "name": guest.name, "uuid": guest.uuid, "host": "h2", "action": "migrate",
+            "ok": true, "changed": true, "how": "live", "from": "h1", "to": "h2",
+            "copy_storage": true, "source_kept": false, "state": "running",
+        }),
+    );
+    assert!(rec["downtime_ms"].is_u64(), "QEMU's downtime: {rec}");
+    assert!(rec["bytes"].as_u64().unwrap() > 0, "{rec}");
+    assert!(there.is_active().unwrap() && there.is_persistent().unwrap());
+    assert!(
+        c1.lookup_domain_by_uuid_string(&guest.uuid).is_err(),
+        "the source no longer defines it"
+    );
+
+    // It runs on at h2, from h2's own copy of its disk: its writer goes on
+    // counting, and what it reads is what h2's image file holds.
+    let file = |p: &std::path::Path| hosts.images("h2").join(p.file_name().unwrap());
+    let (channel, disk) = (file(&guest.channel), file(&guest.disk));
+    let after = counter(&channel, &guest.name);
+    assert!(after > before, "counted on: {before} then {after}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        counter(&channel, &guest.name) > after,
+        "keeps counting on h2"
+    );
+    assert_eq!(
+        hv_testbench::command_at(&channel, &guest.name, "hold"),
+        "held"
+    );
+    let seen = hv_testbench::command_at(&channel, &guest.name, "sum");
+    there.destroy().unwrap();
+    assert_eq!(
+        seen,
+        format!("sum {}", hv_testbench::image_sha256(&disk, None)),
+        "h2's disk holds what the guest wrote"
+    );
+    // The piped record finds it where it now is.
+    let found = pipeline(&format!(
+        "hv-ls --hosts {} -c h1 '{}' | hv-migrate --hosts {} --to h2 --copy-storage | hv-ls --hosts {}",
+        f.display(),
+        guest.name,
+        f.display(),
+        f.display()
+    ));
+    // h1 has it no more: the first hv-ls says not_found, which passes
+    // through untouched; no migration is attempted.
+    assert_eq!(found.code(), Some(1), "{found:?}");
+    assert_eq!(
+        found.one_record()["error"]["code"],
+        "not_found",
+        "{found:?}"
+    );
+    let listed = pipeline(&format!(
+        "printf '%s\\n' '{}' | hv-ls --hosts {}",
+        serde_json::to_string(&rec).unwrap().replace('\'', "'\\''"),
+        f.display()
+    ));
+    let again = listed.assert_ok().one_record();
+    assert_eq!(
+        (again["host"].as_str(), again["state"].as_str()),
+        (Some("h2"), Some("shutoff"))
+    );
+}
+
+#[test]
+fn bench_a_migration_cut_short_leaves_the_guest_running_on_the_source() {
+    let hosts = hosts(2);
+    let dir = scratch("migrate-abort");
+    let f = hosts.file(&dir, &[]);
+    let (c1, c2) = (hosts.connect("h1"), hosts.connect("h2"));
+    let guest = GuestSpec::new("stays")
+        .writer()
+        .on_host(&hosts, "h1")
+        .define(&c1);
+    guest.start_ready();
+    // At 1 MiB/s its 128 MiB of memory would take two minutes.
+    let out = pipeline(&format!(
+        "hv-migrate --hosts {} -c h1 --to h2 --copy-storage --bandwidth 1 --timeout 3s '{}'",
+        f.display(),
+        guest.name
+    ));
+    let rec = out.assert_failed("timeout").one_record();
+    let message = hv_testbench::error_message(&rec);
+    assert!(message.contains("runs on, on the source"), "{message}");
+    assert_eq!(rec["host"], "h1", "it is still on h1: {rec}");
+    assert!(guest.domain.is_active().unwrap(), "still running on h1");
+    assert!(
+        c2.lookup_domain_by_uuid_string(&guest.uuid).is_err(),
+        "nothing is left half-defined on h2"
+    );
+    let before = counter(&guest.channel, &guest.name);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        counter(&guest.channel, &guest.name) > before,
+        "and still writing"
+    );
+
+    // SIGTERM (systemctl stop) part-way: aborted the same way.
+    let term = pipeline(&format!(
+        "hv-migrate --hosts {} -c h1 --to h2 --copy-storage --bandwidth 1 '{}' & pid=$!; sleep 3; kill -TERM $pid; wait $pid",
+        f.display(),
+        guest.name
+    ));
+    term.assert_exit(143);
+    let rec = term.one_record();
+    assert_eq!(rec["error"]["code"], "interrupted", "{term:?}");
+    assert!(
+        hv_testbench::error_message(&rec).contains("runs on, on the source"),
+        "{term:?}"
+    );
+    assert!(guest.domain.is_active().unwrap(), "still running on h1");
+    assert!(c2.lookup_domain_by_uuid_string(&guest.uuid).is_err());
+
+    // A destination that already has the VM is refused before anything moves.
+    let dup = GuestSpec::new("stays").on_host(&hosts, "h2").define(&c2);
+    let refused = pipeline(&format!(
+        "hv-migrate --hosts {} -c h1 --to h2 '{}'",
+        f.display(),
+        guest.name
+    ));
+    let rec = refused.assert_failed("invalid_state").one_record();
+    assert!(
+        hv_testbench::error_message(&rec).contains("h2 already has a different VM named"),
+        "{rec}"
+    );
+    drop(dup);
+    assert!(guest.domain.is_active().unwrap());
 }

@@ -40,6 +40,10 @@ fn tools() -> Vec<Tool> {
             manual: &hv_autostart::MANUAL,
         },
         Tool {
+            command: hv_migrate::Cli::command(),
+            manual: &hv_migrate::MANUAL,
+        },
+        Tool {
             command: hv_rm::Cli::command(),
             manual: &hv_rm::MANUAL,
         },

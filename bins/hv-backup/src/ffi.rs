@@ -1,6 +1,6 @@
 //! The libvirt calls only hv-backup makes and the `virt` crate does not
 //! wrap: checkpoints (list, look up, read, redefine, delete) and pull-mode
-//! backup jobs (begin, read, abort); and geteuid(2), which the standard
+//! backup jobs (begin, read); and geteuid(2), which the standard
 //! library does not offer. Calls two or more commands need are in
 //! hv-common's `ffi`. Only the ffi modules allow `unsafe`; each block says
 //! why it is sound by libvirt's documented ownership rules.
@@ -157,16 +157,6 @@ pub fn backup_xml(domain: &Domain) -> Result<String, VirtError> {
         libc_free(ptr as *mut std::ffi::c_void);
         Ok(s)
     }
-}
-
-/// Ends the domain's current job; for a pull-mode backup this is how it ends.
-pub fn abort_job(domain: &Domain) -> Result<(), VirtError> {
-    // SAFETY: `domain` is borrowed for the call, so its pointer stays valid;
-    // nothing is passed or returned by pointer.
-    if unsafe { sys::virDomainAbortJob(domain.as_ptr()) } < 0 {
-        return Err(VirtError::last_error());
-    }
-    Ok(())
 }
 
 extern "C" {

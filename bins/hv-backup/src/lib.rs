@@ -494,6 +494,8 @@ const CREATE_COLUMNS: &[Column] = &[
 ];
 
 fn create(a: CreateArgs) -> Result<Exit> {
+    // The disks are read on the machine hv runs on: one host per run.
+    a.args.connect.target()?;
     let inputs = bulk::inputs(&a.vms, "hv-ls --tag prod | hv-backup create")?;
     let repo = Repo::open(&a.repo.repo)?;
     let key = repo.host_key(&a.key_dir.key_dir)?;

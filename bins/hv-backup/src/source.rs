@@ -161,7 +161,7 @@ impl LiveJob {
 
 impl Drop for LiveJob {
     fn drop(&mut self) {
-        if let Err(e) = ffi::abort_job(&self.domain) {
+        if let Err(e) = hv_common::ffi::abort_job(&self.domain) {
             cli::warn(format!("cannot end the backup job: {}", e.message()));
         }
         let gone = wait_job_gone(&self.domain);
@@ -200,7 +200,8 @@ fn end_stale_job(domain: &Domain, root: &Path) -> Result<()> {
         ));
     }
     cli::warn("ending a backup job left by an earlier hv-backup run that was stopped");
-    ffi::abort_job(domain).map_err(|e| Error::libvirt("cannot end the stale backup job", &e))?;
+    hv_common::ffi::abort_job(domain)
+        .map_err(|e| Error::libvirt("cannot end the stale backup job", &e))?;
     wait_job_gone(domain);
     if let Some(dir) = stale_dir(&xml, root) {
         let _ = fs::remove_dir_all(dir);

@@ -29,6 +29,8 @@ fn test_driver_domain_has_every_field() {
         json!({
             "name": "test",
             "uuid": "6695eb01-f6a4-8304-79aa-97f2502e193f",
+            // -c names the host, so the record says which one (docs/records.md, Hosts)
+            "host": "test:///default",
             "domain_id": 1,
             "state": "running",
             "persistent": true,
@@ -57,6 +59,7 @@ fn test_driver_domain_has_every_field() {
         [
             "name",
             "uuid",
+            "host",
             "domain_id",
             "state",
             "state_reason",
@@ -117,14 +120,14 @@ fn table_and_json_formats() {
     let out = ls(&["-c", "test:///default", "--format", "table"], "");
     let text = String::from_utf8(out.output.stdout).unwrap();
     assert!(
-        text.starts_with("NAME  STATE    ID  VCPUS  MEMORY"),
+        text.starts_with("NAME  HOST             STATE    ID  VCPUS  MEMORY"),
         "{text}"
     );
     assert!(
         text.lines()
             .nth(1)
             .unwrap()
-            .starts_with("test  running  1   2      2 GiB"),
+            .starts_with("test  test:///default  running  1   2      2 GiB"),
         "{text}"
     );
     let out = ls(&["-c", "test:///default", "--format", "json"], "");

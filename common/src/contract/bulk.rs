@@ -63,6 +63,25 @@ where
     F: Fn(&Connect, &Domain, &VmRef) -> Result<R> + Send + Sync + 'static,
     R: Serialize,
 {
+    act_moving(inputs, args, action, move |conn, dom, vm| {
+        work(conn, dom, vm).map(|r| (r, None))
+    })
+}
+
+/// [`act`] for an action that moves the VM to another host (hv-migrate):
+/// its work returns, beside the fields, the host the VM is on afterwards,
+/// which becomes the record's `host`, so the next command in the pipe
+/// finds the VM where it now is.
+pub fn act_moving<F, R>(
+    inputs: impl Iterator<Item = Input>,
+    args: &ActionArgs,
+    action: Action,
+    work: F,
+) -> Result<Exit>
+where
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<(R, Option<String>)> + Send + Sync + 'static,
+    R: Serialize,
+{
     let scope = args.connect.scope()?;
     let pool = Arc::new(Pool::new(
         scope.clone(),
@@ -103,7 +122,7 @@ fn run<W, F, R>(
 ) -> Result<Exit>
 where
     W: Write,
-    F: Fn(&Connect, &Domain, &VmRef) -> Result<R> + Send + Sync + 'static,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<(R, Option<String>)> + Send + Sync + 'static,
     R: Serialize,
 {
     let jobs = inputs.map(|input| match input {
@@ -140,7 +159,7 @@ where
 /// Sends the item to its host: the one its record names, else the run's.
 fn at_host<F, R>(pool: &Pool, vm: &VmRef, action: &str, work: &F) -> Outcome
 where
-    F: Fn(&Connect, &Domain, &VmRef) -> Result<R>,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<(R, Option<String>)>,
     R: Serialize,
 {
     let fail = |vm: &VmRef, e: Error| {
@@ -168,7 +187,7 @@ where
 
 fn attempt<F, R>(conn: &Connect, vm: &VmRef, action: &str, work: &F) -> Outcome
 where
-    F: Fn(&Connect, &Domain, &VmRef) -> Result<R>,
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<(R, Option<String>)>,
     R: Serialize,
 {
     let domain = match targets::lookup(conn, vm) {
@@ -181,7 +200,13 @@ where
         ..vm.clone()
     };
     match work(conn, &domain, &named) {
-        Ok(fields) => Outcome::Record(targets::success_record(&named, action, &fields), None),
+        Ok((fields, moved)) => {
+            let now_on = VmRef {
+                host: moved.or(named.host.clone()),
+                ..named
+            };
+            Outcome::Record(targets::success_record(&now_on, action, &fields), None)
+        }
         Err(e) => Outcome::Record(targets::failure_record(&named, Some(action), &e), Some(e)),
     }
 }

@@ -281,3 +281,15 @@ pub fn terminal_width(fd: std::os::fd::BorrowedFd<'_>) -> Option<usize> {
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
     (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
+
+/// Ends the domain's current job: how a pull-mode backup ends (hv-backup),
+/// and how a migration that must not go on is called off (hv-migrate).
+/// The `virt` crate does not wrap virDomainAbortJob.
+pub fn abort_job(domain: &Domain) -> Result<(), VirtError> {
+    // SAFETY: `domain` is borrowed for the call, so its pointer stays valid;
+    // nothing is passed or returned by pointer.
+    if unsafe { sys::virDomainAbortJob(domain.as_ptr()) } < 0 {
+        return Err(VirtError::last_error());
+    }
+    Ok(())
+}

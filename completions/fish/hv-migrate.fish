@@ -1,0 +1,42 @@
+complete -c hv-migrate -l to -d 'The destination: a libvirt URI the source host can reach, or an alias from the hosts file' -r
+complete -c hv-migrate -l bandwidth -d 'Limit the migration to this many MiB/s (libvirt\'s bandwidth), to leave the link to others [default: no limit]' -r
+complete -c hv-migrate -l timeout -d 'Abort a migration that has not finished after this long; the VM keeps running on the source (0: no limit)' -r
+complete -c hv-migrate -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-migrate -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-migrate -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-migrate -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-migrate -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-migrate -l live -d 'Move running VMs while they run (the default for them); a stopped VM is then an error'
+complete -c hv-migrate -l offline -d 'Move only stopped VMs, as definitions; a running VM is then an error'
+complete -c hv-migrate -l copy-storage -d 'Copy the VM\'s disks to the destination (for disks not on shared storage); live only'
+complete -c hv-migrate -l persistent -d 'Define the VM on the destination (the default)'
+complete -c hv-migrate -l transient -d 'Leave it undefined on the destination: it disappears there when it stops'
+complete -c hv-migrate -l keep-source -d 'Keep the source host\'s definition after the move (it is removed by default)'
+complete -c hv-migrate -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-migrate -l json -d 'Shorthand for --format jsonl'
+complete -c hv-migrate -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-migrate -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-migrate -f -a '(__hv_vms)'
