@@ -72,6 +72,15 @@ in
       description = "The libvirt URI the services use (HV_CONNECT); null for libvirt's default.";
     };
 
+    hosts = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        h1 = "qemu+ssh://root@h1.lan/system";
+        h2 = "qemu+ssh://root@h2.lan/system";
+      };
+      description = "libvirt hosts by alias, for working on several at once: written to /etc/hv/hosts, and HV_HOSTS is set for shells, so `hv-ls` lists every host and `-c h1` names one (docs/hosts.md). The timers keep working on this host only.";
+    };
     onFailure = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -196,6 +205,13 @@ in
   };
 
   config = mkIf cfg.enable (mkMerge [
+    (mkIf (cfg.hosts != { }) {
+      environment.etc."hv/hosts".text = lib.concatStrings (
+        [ "# services.hv.hosts: an alias and a libvirt URI per line (docs/hosts.md)\n" ]
+        ++ lib.mapAttrsToList (alias: uri: "${alias} ${uri}\n") cfg.hosts
+      );
+      environment.variables.HV_HOSTS = "/etc/hv/hosts";
+    })
     {
       environment.systemPackages = [ cfg.package ];
       environment.variables = optionalAttrs (cfg.isoVerify.enable) { HV_ISO_LIBRARY = cfg.isoVerify.library; };

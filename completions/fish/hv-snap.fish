@@ -130,6 +130,17 @@ function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
 end
+function __hv_hosts
+    set -l words (commandline -opc)
+    set -l file $HV_HOSTS
+    for i in (seq (count $words))
+        if test $words[$i] = --hosts; and test $i -lt (count $words)
+            set file $words[(math $i + 1)]
+        end
+    end
+    test -f "$file"; and test -r "$file"; or return
+    awk '$1 !~ /^#/ && NF >= 2 {print $1}' $file
+end
 function __hv_backups
     set -l words (commandline -opc)
     set -l repo $HV_BACKUP_REPO
@@ -142,9 +153,19 @@ function __hv_backups
     hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
 end
 complete -c hv-snap -n '__fish_seen_subcommand_from create' -f -a '(__hv_vms)'
+complete -c hv-snap -n '__fish_seen_subcommand_from create' -l connect -x -a '(__hv_hosts)'
+complete -c hv-snap -n '__fish_seen_subcommand_from create' -s c -x -a '(__hv_hosts)'
 complete -c hv-snap -n '__fish_seen_subcommand_from ls' -f -a '(__hv_vms)'
+complete -c hv-snap -n '__fish_seen_subcommand_from ls' -l connect -x -a '(__hv_hosts)'
+complete -c hv-snap -n '__fish_seen_subcommand_from ls' -s c -x -a '(__hv_hosts)'
 complete -c hv-snap -n '__fish_seen_subcommand_from revert' -f -a '(__hv_vms)'
 complete -c hv-snap -n '__fish_seen_subcommand_from revert' -l snapshot -x -a '(__hv_snapshots)'
+complete -c hv-snap -n '__fish_seen_subcommand_from revert' -l connect -x -a '(__hv_hosts)'
+complete -c hv-snap -n '__fish_seen_subcommand_from revert' -s c -x -a '(__hv_hosts)'
 complete -c hv-snap -n '__fish_seen_subcommand_from rm' -f -a '(__hv_vms)'
 complete -c hv-snap -n '__fish_seen_subcommand_from rm' -l snapshot -x -a '(__hv_snapshots)'
+complete -c hv-snap -n '__fish_seen_subcommand_from rm' -l connect -x -a '(__hv_hosts)'
+complete -c hv-snap -n '__fish_seen_subcommand_from rm' -s c -x -a '(__hv_hosts)'
 complete -c hv-snap -n '__fish_seen_subcommand_from prune' -f -a '(__hv_vms)'
+complete -c hv-snap -n '__fish_seen_subcommand_from prune' -l connect -x -a '(__hv_hosts)'
+complete -c hv-snap -n '__fish_seen_subcommand_from prune' -s c -x -a '(__hv_hosts)'

@@ -26,6 +26,17 @@ function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
 end
+function __hv_hosts
+    set -l words (commandline -opc)
+    set -l file $HV_HOSTS
+    for i in (seq (count $words))
+        if test $words[$i] = --hosts; and test $i -lt (count $words)
+            set file $words[(math $i + 1)]
+        end
+    end
+    test -f "$file"; and test -r "$file"; or return
+    awk '$1 !~ /^#/ && NF >= 2 {print $1}' $file
+end
 function __hv_backups
     set -l words (commandline -opc)
     set -l repo $HV_BACKUP_REPO
@@ -38,3 +49,5 @@ function __hv_backups
     hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
 end
 complete -c hv-stop -f -a '(__hv_vms --state running)'
+complete -c hv-stop -l connect -x -a '(__hv_hosts)'
+complete -c hv-stop -s c -x -a '(__hv_hosts)'

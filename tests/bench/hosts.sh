@@ -41,10 +41,20 @@ wait_for() { # TEST SECONDS WHAT LOG
     die "$3 did not come up within $2 s; log: $(tail -n 5 "$4" 2>/dev/null | tr '\n' ' ')"
 }
 
+# Writes FILE from stdin only when it changes, by rename: other tests'
+# ssh sessions may be reading it right now.
+put() { # FILE MODE
+    local tmp
+    tmp=$(mktemp "$1.XXXXXX")
+    cat >"$tmp"
+    chmod "$2" "$tmp"
+    if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; fi
+}
+
 client() { # DIR: the key and ssh configuration libvirt's ssh transport uses
     local dir=$1
     [[ -f $dir/key ]] || ssh-keygen -q -t ed25519 -N '' -C hv-bench -f "$dir/key"
-    cat >"$dir/ssh_config" <<EOF
+    put "$dir/ssh_config" 0644 <<EOF
 Host *
     User root
     IdentityFile $dir/key
@@ -54,10 +64,8 @@ Host *
     BatchMode yes
     ConnectTimeout 10
 EOF
-    printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$dir/ssh_config" >"$dir/ssh"
-    chmod 0755 "$dir/ssh"
-    cp "$dir/key.pub" "$dir/authorized_keys"
-    chmod 0644 "$dir/authorized_keys"
+    printf '#!/bin/sh\nexec ssh -F "%s" "$@"\n' "$dir/ssh_config" | put "$dir/ssh" 0755
+    put "$dir/authorized_keys" 0644 <"$dir/key.pub"
 }
 
 bridge() {
@@ -117,8 +125,12 @@ UsePAM no
 StrictModes no
 X11Forwarding no
 EOF
-    local known="$(addr "$2") $(cut -d' ' -f1,2 "$h/host_key.pub")"
-    grep -qxF "$known" "$1/known_hosts" 2>/dev/null || echo "$known" >>"$1/known_hosts"
+    # One line per address: a host key made anew replaces the old line.
+    local known
+    known="$(addr "$2") $(cut -d' ' -f1,2 "$h/host_key.pub")"
+    if ! grep -qxF "$known" "$1/known_hosts" 2>/dev/null; then
+        { grep -v "^$(addr "$2") " "$1/known_hosts" 2>/dev/null || true; echo "$known"; } | put "$1/known_hosts" 0644
+    fi
 }
 
 BINDS() { # DIR I: the mounts that make the host's libvirt its own
@@ -139,7 +151,7 @@ stop_libvirtd() { # DIR I
     local h=$1/h$2 pid
     alive "$h/run/libvirtd.pid" libvirtd || return 0
     pid=$(<"$h/run/libvirtd.pid")
-    kill "$pid"
+    kill "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$h/run/libvirtd.pid" "$h/run/libvirt-sock" "$h/run/libvirt-sock-ro"
@@ -168,11 +180,8 @@ uri() { # DIR I
 
 start() {
     local dir=$1 n=$2 i
-    mkdir -p "$dir"
+    locked "$dir"
     chmod 0755 "$dir"
-    # The daemons started below must not inherit the lock (9>&-).
-    exec 9>"$dir/lock"
-    flock 9
     client "$dir"
     bridge
     for ((i = 1; i <= n; i++)); do start_host "$dir" "$i"; done
@@ -189,22 +198,27 @@ start() {
 default_pool() { # DIR I
     local u
     u=$(uri "$1" "$2")
-    virsh -q -c "$u" pool-info default >/dev/null 2>&1 && return 0
-    virsh -q -c "$u" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
-    virsh -q -c "$u" pool-autostart default >/dev/null
-    virsh -q -c "$u" pool-start default >/dev/null
+    if ! virsh -q -c "$u" pool-info default >/dev/null 2>&1; then
+        virsh -q -c "$u" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null
+        virsh -q -c "$u" pool-autostart default >/dev/null
+    fi
+    # (grep reads it all: with pipefail, an early exit would fail virsh)
+    virsh -q -c "$u" pool-info default | grep '^State: *running' >/dev/null ||
+        virsh -q -c "$u" pool-start default >/dev/null
 }
 
 stop() {
-    local dir=$1 h i pid
+    local dir=$1 h i pid name
     for h in "$dir"/h*/; do
         [[ -d $h ]] || continue
         i=${h%/}; i=${i##*/h}
         # Guests outlive their libvirtd: stop them through it first.
         if alive "$h/run/libvirtd.pid" libvirtd; then
-            virsh -q -c "$(uri "$dir" "$i")" list --name 2>/dev/null | while IFS= read -r name; do
-                [[ -n $name ]] && virsh -q -c "$(uri "$dir" "$i")" destroy "$name" >/dev/null 2>&1
-            done
+            while IFS= read -r name; do
+                if [[ -n $name ]]; then
+                    virsh -q -c "$(uri "$dir" "$i")" destroy "$name" >/dev/null 2>&1 || true
+                fi
+            done < <(virsh -q -c "$(uri "$dir" "$i")" list --name 2>/dev/null || true)
         fi
         stop_libvirtd "$dir" "$i"
         if alive "$h/sshd.pid" sshd; then
@@ -214,22 +228,32 @@ stop() {
             kill -9 "$pid" 2>/dev/null || true
         fi
         rm -f "$h/sshd.pid"
+        # Whatever still runs in the host's network namespace (a guest
+        # whose libvirtd was already gone) goes with it.
+        ip netns pids "hv-h$i" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip netns del "hv-h$i" 2>/dev/null || true
         ip link del "hv-h$i" 2>/dev/null || true
     done
     ip link del "$BRIDGE" 2>/dev/null || true
 }
 
+locked() { # DIR: one hosts.sh at a time per DIR; the daemons do not inherit the lock
+    mkdir -p "$1"
+    exec 9>"$1/lock"
+    flock 9
+}
+
 case ${1:-} in
 start) [[ $# == 3 ]] || die "usage: hosts.sh start DIR N"; start "$2" "$3" ;;
 daemon)
     [[ $# == 4 ]] || die "usage: hosts.sh daemon DIR I stop|start"
+    locked "$2"
     case $4 in
     stop) stop_libvirtd "$2" "$3" ;;
     start) start_libvirtd "$2" "$3" ;;
     *) die "usage: hosts.sh daemon DIR I stop|start" ;;
     esac
     ;;
-stop) [[ $# == 2 ]] || die "usage: hosts.sh stop DIR"; stop "$2" ;;
+stop) [[ $# == 2 ]] || die "usage: hosts.sh stop DIR"; [[ -d $2 ]] || exit 0; locked "$2"; stop "$2" ;;
 *) die "usage: hosts.sh start DIR N | daemon DIR I stop|start | stop DIR" ;;
 esac

@@ -210,6 +210,68 @@ fn bench_zsh_and_fish_complete_vm_names_from_hv() {
     }
 }
 
+/// `-c` and hv-migrate's `--to` complete to the aliases of the hosts
+/// file (`--hosts` on the line, else HV_HOSTS) in every shell; comments
+/// are not aliases.
+#[test]
+fn host_aliases_complete_from_the_hosts_file() {
+    let dir = scratch("complete-hosts");
+    let file = dir.join("hosts");
+    std::fs::write(
+        &file,
+        "# the lab\nalpha qemu+ssh://root@alpha/system\nalbatross qemu+ssh://root@albatross/system # nas\n",
+    )
+    .unwrap();
+    let other = dir.join("other");
+    std::fs::write(&other, "alder qemu+ssh://root@alder/system\n").unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let bash = Terminal::shell(120);
+    let zsh = Terminal::shell_of(120, &["zsh", "-f"]);
+    zsh.keys(&[
+        &format!(
+            "fpath=('{}' $fpath); autoload -U compinit; compinit -u -D",
+            root.join("completions/zsh").display()
+        ),
+        "Enter",
+    ]);
+    let fish = Terminal::shell_of(120, &["fish", "--no-config", "--private"]);
+    for command in ["hv-ls", "hv-migrate"] {
+        bash.keys(&[
+            &format!("source '{}'", completion("bash", command)),
+            "Enter",
+        ]);
+        fish.keys(&[
+            &format!("source '{}'", completion("fish", command)),
+            "Enter",
+        ]);
+    }
+    for (shell, t) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
+        let export = match shell {
+            "fish" => format!("set -x HV_HOSTS '{}'", file.display()),
+            _ => format!("export HV_HOSTS='{}'", file.display()),
+        };
+        t.keys(&[&export, "Enter"]);
+        t.fresh_line();
+        t.keys(&["hv-ls -c al", "Tab", "Tab"]);
+        let screen = t.wait_for("albatross", Duration::from_secs(10));
+        assert!(screen.contains("alpha"), "{shell}: {screen}");
+        assert!(!screen.contains("alder"), "{shell}: {screen}");
+        t.fresh_line();
+        // --hosts on the line wins over HV_HOSTS.
+        t.keys(&[
+            &format!("hv-migrate --hosts '{}' --to al", other.display()),
+            "Tab",
+        ]);
+        let screen = t.wait_for("--to alder", Duration::from_secs(10));
+        assert!(!screen.contains("albatross"), "{shell}: {screen}");
+        t.fresh_line();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A completion file that does not parse breaks completion for its
 /// command, silently: every one is read by its own shell.
 #[test]

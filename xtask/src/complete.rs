@@ -1,7 +1,7 @@
 //! What clap_complete cannot write: completions that ask hv itself, when
 //! Tab is pressed, which VMs, snapshots and backups there are (as virsh's
-//! completion asks libvirt), and a repair of its bash output for commands
-//! named with a hyphen.
+//! completion asks libvirt), host aliases read from the hosts file, and a
+//! repair of its bash output for commands named with a hyphen.
 //!
 //! clap_complete 4.5 names a subcommand's state `hv__snap__subcmd__create`
 //! but its case label `hv__subcmd__snap__subcmd__create`, so nothing after
@@ -75,6 +75,9 @@ struct Site {
     valued: Vec<String>,
     positional: Option<Source>,
     snapshot_flag: bool,
+    /// The flags that name a host (`-c`, `--connect`, `--to`): they
+    /// complete to the aliases of the hosts file.
+    host_flags: Vec<String>,
 }
 
 fn sites(command: &Command) -> Vec<Site> {
@@ -101,6 +104,16 @@ fn sites(command: &Command) -> Vec<Site> {
             snapshot_flag: cmd
                 .get_arguments()
                 .any(|a| a.get_long() == Some("snapshot")),
+            host_flags: cmd
+                .get_arguments()
+                .filter(|a| matches!(a.get_long(), Some("connect" | "to")))
+                .flat_map(|a| {
+                    a.get_long()
+                        .map(|l| format!("--{l}"))
+                        .into_iter()
+                        .chain(a.get_short().map(|c| format!("-{c}")))
+                })
+                .collect(),
             valued,
             path,
         });
@@ -136,6 +149,19 @@ _hv_backups() {
     [[ -n $repo ]] || return 0
     hv-backup ls --repo "$repo" --format jsonl </dev/null 2>/dev/null |
         sed -n 's/.*"id":"\([0-9TZa-f-]*\)".*/\1/p'
+}
+# The aliases of the hosts file: --hosts on the line, else HV_HOSTS.
+_hv_hosts() {
+    local i file=${HV_HOSTS-}
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        [[ ${COMP_WORDS[i]} == --hosts ]] && file=${COMP_WORDS[i + 1]}
+    done
+    # The word as typed: without its quotes, with ~ for $HOME.
+    file=${file//\'/}
+    file=${file//\"/}
+    file=${file/#\~/$HOME}
+    [[ -f $file && -r $file ]] || return 0
+    awk '$1 !~ /^#/ && NF >= 2 {print $1}' "$file"
 }
 # Offers the lines on stdin that start with the word being completed (fed
 # with < <(…): in a pipe it would fill a subshell's COMPREPLY).
@@ -195,6 +221,12 @@ pub fn bash(command: &Command, generated: &str) -> String {
                 Source::Snapshots.bash()
             ));
         }
+        if !site.host_flags.is_empty() {
+            text.push_str(&format!(
+                "                {}) _hv_offer < <(_hv_hosts) ;;\n",
+                site.host_flags.join(" | ")
+            ));
+        }
         if !site.valued.is_empty() {
             text.push_str(&format!(
                 "                {}) ;;\n",
@@ -221,6 +253,17 @@ end
 function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_hosts
+    set -l words (commandline -opc)
+    set -l file $HV_HOSTS
+    for i in (seq (count $words))
+        if test $words[$i] = --hosts; and test $i -lt (count $words)
+            set file $words[(math $i + 1)]
+        end
+    end
+    test -f "$file"; and test -r "$file"; or return
+    awk '$1 !~ /^#/ && NF >= 2 {print $1}' $file
 end
 function __hv_backups
     set -l words (commandline -opc)
@@ -280,6 +323,15 @@ pub fn fish(command: &Command, generated: &str) -> String {
                 Source::Snapshots.fish()
             ));
         }
+        for flag in &site.host_flags {
+            let spec = match flag.strip_prefix("--") {
+                Some(long) => format!("-l {long}"),
+                None => format!("-s {}", &flag[1..]),
+            };
+            text.push_str(&format!(
+                "complete -c {name}{cond} {spec} -x -a '(__hv_hosts)'\n"
+            ));
+        }
     }
     text
 }
@@ -307,6 +359,20 @@ _hv_snapshots() {
     snaps=(${(f)"$(hv-snap ls --format jsonl $vms </dev/null 2>/dev/null |
         sed -n 's/.*"snapshot":"\(\([^"\\]\|\\.\)*\)".*/\1/p' | sort -u)"})
     compadd "$@" -a snaps
+}
+(( $+functions[_hv_hosts] )) ||
+_hv_hosts() {
+    local file=$HV_HOSTS i
+    local -a aliases
+    for (( i = 1; i < CURRENT; i++ )); do
+        case $words[i] in
+            (--hosts) file=${(Q)words[i+1]} ;;
+            (--hosts=*) file=${(Q)words[i]#--hosts=} ;;
+        esac
+    done
+    [[ -f ${~file} && -r ${~file} ]] || return 1
+    aliases=(${(f)"$(awk '$1 !~ /^#/ && NF >= 2 {print $1}' ${~file})"})
+    compadd "$@" -a aliases
 }
 (( $+functions[_hv_backups] )) ||
 _hv_backups() {
@@ -355,6 +421,15 @@ pub fn zsh(command: &Command, generated: &str) -> String {
                 if let Some(source) = site.positional {
                     line = line.replace(":_default' \\", &format!(":{}' \\", source.zsh()));
                 }
+            }
+            let names_host = site.host_flags.iter().any(|f| {
+                line.starts_with(&format!("'*{f}=["))
+                    || line.starts_with(&format!("'*{f}+["))
+                    || line.starts_with(&format!("'{f}=["))
+                    || line.starts_with(&format!("'{f}+["))
+            });
+            if names_host && line.ends_with(":_default' \\") {
+                line = line.replace(":_default' \\", ":_hv_hosts' \\");
             }
             if site.snapshot_flag && line.starts_with("'--snapshot=[") {
                 line = line.replace(

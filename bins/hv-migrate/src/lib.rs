@@ -194,6 +194,17 @@ pub fn run(cli: Cli) -> Result<Exit> {
         dry_run: cli.args.dry_run,
         connect_timeout: cli.args.connect.connect_timeout,
     };
+    if !plan.persistent && !plan.keep_source {
+        return Err(Error::usage(
+            "--transient without --keep-source would leave the VM defined nowhere once it stops; \
+             add --keep-source, or drop --transient",
+        ));
+    }
+    if plan.mode == Mode::Offline && !plan.persistent {
+        return Err(Error::usage(
+            "--offline moves a VM's definition, so --transient does not apply; drop one of them",
+        ));
+    }
     if plan.mode == Mode::Offline && plan.copy_storage {
         return Err(Error::usage(
             "--copy-storage needs a running VM (libvirt copies disks only during a live migration); \
@@ -204,13 +215,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let action = Action {
         name: "migrate",
         columns: &COLUMNS,
-        // The runner's own limit lies past the migration's deadline: at
-        // the deadline the job is aborted, and the abort takes a moment.
-        item_timeout: plan
-            .timeout
-            .map_or(Duration::from_secs(365 * 24 * 3600), |t| {
-                t + Duration::from_secs(60)
-            }),
+        // No limit of the runner's: --timeout is enforced by aborting the
+        // job, and a migration past its switch-over must be let finish, so
+        // its record says where the VM is.
+        item_timeout: Duration::from_secs(365 * 24 * 3600),
     };
     let counter = Arc::new(Counter::default());
     let progress = Progress::start("migrated", Arc::clone(&counter));
@@ -259,6 +267,15 @@ struct Destination {
 }
 
 impl Destination {
+    /// A new connection, past the cached one.
+    fn fresh(&self) -> Result<Connect> {
+        let target = Target {
+            uri: Some(self.host.uri.clone()),
+            source: UriSource::Flag,
+        };
+        hosts::open_within(&target, Access::ReadOnly, self.timeout)
+    }
+
     fn conn(&self) -> Result<Arc<Connect>> {
         self.conn
             .get_or_init(|| {
@@ -316,8 +333,34 @@ fn migrate(
             "it is a stopped transient VM: there is nothing to move",
         ));
     }
+    if how == How::Offline && !plan.persistent {
+        return Err(Error::new(
+            Code::InvalidState,
+            "it is not running, and an offline move moves its definition, so --transient does not apply; drop --transient",
+        ));
+    }
     let dconn = dest.conn()?;
+    if same_host(conn, &dconn) {
+        // Already where it is asked to go (an evacuation piping in every
+        // host's VMs): nothing to do, and nothing to refuse.
+        return Ok(Moved {
+            changed: false,
+            dry_run: plan.dry_run.then_some(true),
+            how,
+            from: dest.host.name.clone(),
+            to: dest.host.name.clone(),
+            copy_storage: false,
+            source_kept: true,
+            state: lifecycle::state(dom)?,
+            downtime_ms: None,
+            bytes: None,
+            elapsed_ms: began.elapsed().as_millis() as u64,
+        });
+    }
     not_there(&dconn, dom, &dest.host)?;
+    if how == How::Offline && !plan.keep_source {
+        disks_there(&dconn, dom, &dest.host)?;
+    }
     let mut moved = Moved {
         changed: true,
         dry_run: plan.dry_run.then_some(true),
@@ -335,27 +378,56 @@ fn migrate(
         moved.elapsed_ms = began.elapsed().as_millis() as u64;
         return Ok(moved);
     }
-    let last = run_job(dom, plan, how, &dest.host, counter)?;
-    let there = dconn.lookup_domain_by_uuid_string(
-        &dom.uuid_string()
-            .map_err(|e| Error::libvirt("moved, but its UUID could not be read", &e))?,
-    );
-    let there = there.map_err(|e| {
-        Error::libvirt(
-            format!(
-                "libvirt reported success, but {} does not have it; look with `hv-ls -c {}`",
-                dest.host.name, dest.host.name
-            ),
-            &e,
-        )
-    })?;
-    moved.state = lifecycle::state(&there)?;
+    let uuid = dom
+        .uuid_string()
+        .map_err(|e| Error::libvirt("its UUID could not be read", &e))?;
+    let copies = if plan.copy_storage {
+        Some(Copies::before(dest, dom)?)
+    } else {
+        None
+    };
+    let last = match run_job(dom, plan, how, &dest.host, counter) {
+        Ok(last) => last,
+        Err(e) => {
+            // libvirt resumes the VM on the source but leaves the disks it
+            // created on the destination: remove those, and only those.
+            let cleaned = copies.map(|c| c.remove(&dest.host));
+            return Err(match cleaned {
+                Some(Err(left)) => Error::new(e.code, format!("{}; {left}", e.message)),
+                _ => e,
+            });
+        }
+    };
+    // From here it is on the destination: the record says so whatever
+    // else goes wrong. The connection opened before may have gone stale
+    // during a long migration; one retry on a fresh one.
+    let there = dconn.lookup_domain_by_uuid_string(&uuid).or_else(|_| {
+        dest.fresh()?
+            .lookup_domain_by_uuid_string(&uuid)
+            .map_err(|e| Error::libvirt("", &e))
+    });
+    let there = match there {
+        Ok(d) => Some(d),
+        Err(e) => {
+            cli::warn(format!(
+                "{}: moved to {}, but its state there could not be read: {}",
+                vm.label(),
+                dest.host.name,
+                e.message
+            ));
+            None
+        }
+    };
+    moved.state = there
+        .as_ref()
+        .and_then(|d| lifecycle::state(d).ok())
+        .unwrap_or_else(|| VmState::bare(State::Nostate));
     if how == How::Live {
         // The destination keeps the completed job's figures; the source's
         // are gone with its definition.
         let done = there
-            .job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED)
-            .ok()
+            .as_ref()
+            .and_then(|d| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED).ok())
             .filter(|s| s.data_processed.is_some() || s.downtime.is_some());
         let stats = done.as_ref().or(last.as_ref());
         moved.downtime_ms = stats.and_then(|s| s.downtime);
@@ -392,6 +464,112 @@ fn not_there(dconn: &Connect, dom: &Domain, host: &Host) -> Result<()> {
                 host.name
             ),
         ));
+    }
+    Ok(())
+}
+
+/// The disks a storage migration will create on the destination: the
+/// paths no volume of its pools had before (pools refreshed, so a file
+/// copied there by hand counts). After a failed migration these, and no
+/// others, are removed.
+struct Copies {
+    conn: Connect,
+    paths: Vec<String>,
+}
+
+impl Copies {
+    fn before(dest: &Destination, dom: &Domain) -> Result<Copies> {
+        let target = Target {
+            uri: Some(dest.host.uri.clone()),
+            source: UriSource::Flag,
+        };
+        let conn = hosts::open_within(&target, Access::ReadWrite, dest.timeout)
+            .map_err(|e| hosts::unreachable(&dest.host, &e))?;
+        refresh_pools(&conn);
+        let xml = dom
+            .xml_desc(0)
+            .map_err(|e| Error::libvirt("its definition could not be read", &e))?;
+        let paths = hv_common::domain::parse(&xml)?
+            .disks
+            .into_iter()
+            .filter(|d| d.device == "disk" && !d.shared)
+            .filter_map(|d| d.source)
+            .filter(|p| conn.lookup_storage_vol_by_path(p).is_err())
+            .collect();
+        Ok(Copies { conn, paths })
+    }
+
+    /// Removes what the migration created; says what it could not.
+    fn remove(self, host: &Host) -> std::result::Result<(), String> {
+        refresh_pools(&self.conn);
+        let left: Vec<String> = self
+            .paths
+            .iter()
+            .filter(|p| match self.conn.lookup_storage_vol_by_path(p) {
+                Ok(vol) => vol.delete(0).is_err(),
+                Err(_) => false, // never created, or already gone
+            })
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the partial copies {} on {} could not be removed; remove them by hand",
+                left.join(", "),
+                host.name
+            ))
+        }
+    }
+}
+
+fn refresh_pools(conn: &Connect) {
+    for pool in conn
+        .list_all_storage_pools(sys::VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+        .unwrap_or_default()
+    {
+        let _ = pool.refresh(0);
+    }
+}
+
+/// Whether two connections reach the same libvirt host: its host UUID,
+/// which libvirt itself compares before migrating.
+fn same_host(a: &Connect, b: &Connect) -> bool {
+    fn uuid(conn: &Connect) -> Option<String> {
+        let caps = conn.capabilities().ok()?;
+        let host = &caps[caps.find("<host>")?..];
+        let start = host.find("<uuid>")? + "<uuid>".len();
+        let end = host[start..].find("</uuid>")? + start;
+        Some(host[start..end].trim().to_owned())
+    }
+    matches!((uuid(a), uuid(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// An offline move undefines the VM here and defines it there: its disks
+/// must be there already, or it would be left with disks nowhere it is
+/// defined. libvirt can tell only for disks in a storage pool.
+fn disks_there(dconn: &Connect, dom: &Domain, host: &Host) -> Result<()> {
+    let xml = dom
+        .xml_desc(0)
+        .map_err(|e| Error::libvirt("its definition could not be read", &e))?;
+    let parsed = hv_common::domain::parse(&xml)?;
+    for disk in parsed.disks.iter().filter(|d| d.device == "disk") {
+        let Some(path) = disk
+            .source
+            .as_deref()
+            .filter(|_| disk.kind == "file" || disk.kind == "block")
+        else {
+            continue;
+        };
+        if dconn.lookup_storage_vol_by_path(path).is_err() {
+            return Err(Error::new(
+                Code::InvalidState,
+                format!(
+                    "its disk {path} is in no storage pool of {}, so {} may not have it; copy it there (then `virsh pool-refresh` its pool there), or start the VM and use --copy-storage, or add --keep-source to move the definition and keep this one",
+                    host.name, host.name
+                ),
+            ));
+        }
     }
     Ok(())
 }

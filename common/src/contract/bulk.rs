@@ -88,13 +88,20 @@ where
         Access::ReadWrite,
         args.connect.connect_timeout,
     ));
-    if let Some(route) = scope.single() {
-        pool.get(&route)?;
+    match scope.single() {
+        Some(route) => {
+            pool.get(&route)?;
+        }
+        // Every host at once, before any item waits on one: a host that
+        // hangs costs its own items, not the others' -j slots.
+        None => pool.open_all(),
     }
     let mut printer = Printer::stdout(args.output.format(), action.columns);
     let opts = args.jobs.options(action.item_timeout);
+    let placed = Arc::clone(&pool);
+    let jobs = inputs.flat_map(move |input| place(&placed, input, action.name));
     let exit = run(
-        inputs,
+        jobs,
         Arc::clone(&pool),
         &opts,
         action.name,
@@ -113,7 +120,7 @@ enum Outcome {
 /// Runs `action` on every target. The action gets the connection and the
 /// domain and returns the record fields after `name`, `uuid`, `action`, `ok`.
 fn run<W, F, R>(
-    inputs: impl Iterator<Item = Input>,
+    jobs: impl Iterator<Item = Job<VmRef, Outcome>>,
     pool: Arc<Pool>,
     opts: &RunOptions,
     action: &'static str,
@@ -125,11 +132,6 @@ where
     F: Fn(&Connect, &Domain, &VmRef) -> Result<(R, Option<String>)> + Send + Sync + 'static,
     R: Serialize,
 {
-    let jobs = inputs.map(|input| match input {
-        Input::Vm(vm) => Job::Run(vm),
-        Input::PassThrough(record) => Job::Ready(Outcome::Record(record, None)),
-        Input::Malformed { message, .. } => Job::Ready(Outcome::Malformed(message)),
-    });
     let mut status = Status::default();
     let hosts = Arc::clone(&pool);
     let worker = move |vm: &VmRef| at_host(&hosts, vm, action, &work);
@@ -154,6 +156,80 @@ where
         status.none_reached();
     }
     Ok(status.exit())
+}
+
+/// Says which host each item is for, before it is queued, so that even a
+/// record written without its work (a timeout, a cancelled item) names it.
+/// A VM named by a bare name or an argument, in a run over several hosts,
+/// is looked for on each: it goes to the one host that has it, is
+/// `not_found` when none that answered has it, and is refused when several
+/// have it (acting on all of them is a guess). A record without `host` is
+/// refused there too (`at_host`): records come from a run that knew.
+fn place(pool: &Pool, input: Input, action: &str) -> Vec<Job<VmRef, Outcome>> {
+    let vm = match input {
+        Input::Vm(vm) => vm,
+        Input::PassThrough(record) => return vec![Job::Ready(Outcome::Record(record, None))],
+        Input::Malformed { message, .. } => return vec![Job::Ready(Outcome::Malformed(message))],
+    };
+    let hosts = pool.scope().hosts();
+    if vm.host.is_some() || hosts.is_empty() {
+        return vec![Job::Run(vm)];
+    }
+    if let [one] = hosts {
+        return vec![Job::Run(VmRef {
+            host: Some(one.name.clone()),
+            ..vm
+        })];
+    }
+    if vm.record.is_some() {
+        return vec![Job::Run(vm)]; // refused with a usage error by at_host
+    }
+    let mut on: Vec<VmRef> = Vec::new();
+    let mut answered = false;
+    for host in hosts {
+        let at = VmRef {
+            host: Some(host.name.clone()),
+            ..vm.clone()
+        };
+        match pool.get(&Route::Host(host.clone())) {
+            // Its items fail with the host's error, one per item.
+            Err(_) => on.push(at),
+            Ok(conn) => {
+                answered = true;
+                match targets::lookup(&conn, &at) {
+                    Ok(_) => on.push(at),
+                    Err(e) if e.code == crate::error::Code::NotFound => {}
+                    Err(_) => on.push(at), // at_host reports why
+                }
+            }
+        }
+    }
+    let fail = |e: Error| {
+        vec![Job::Ready(Outcome::Record(
+            targets::failure_record(&vm, Some(action), &e),
+            Some(e),
+        ))]
+    };
+    let found: Vec<&str> = on.iter().filter_map(|v| v.host.as_deref()).collect();
+    match on.len() {
+        0 if answered => fail(Error::new(
+            crate::error::Code::NotFound,
+            format!(
+                "no VM {} on any host that answered; `hv-ls` lists the defined VMs",
+                vm.label()
+            ),
+        )),
+        n if n > 1 && on.iter().all(|v| pool.reachable(v.host.as_deref())) => {
+            fail(Error::usage(format!(
+                "VM {} is on several hosts ({}): say which, e.g. `hv-ls -c {} {} | …`",
+                vm.label(),
+                found.join(", "),
+                found[0],
+                vm.label()
+            )))
+        }
+        _ => on.into_iter().map(Job::Run).collect(),
+    }
 }
 
 /// Sends the item to its host: the one its record names, else the run's.

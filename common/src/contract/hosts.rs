@@ -169,7 +169,12 @@ impl Scope {
         }
         let mut hosts: Vec<Host> = Vec::new();
         for c in connect {
-            let host = match listed.iter().flatten().find(|h| &h.name == c) {
+            // A URI the file lists is that host, under its alias.
+            let host = match listed
+                .iter()
+                .flatten()
+                .find(|h| &h.name == c || &h.uri == c)
+            {
                 Some(h) => h.clone(),
                 None if is_uri(c) => Host {
                     name: c.clone(),
@@ -343,6 +348,29 @@ impl Pool {
         &self.scope
     }
 
+    /// Opens every host of the run at once, each in its own thread; each
+    /// result is kept for the items bound for that host.
+    pub fn open_all(&self) {
+        std::thread::scope(|s| {
+            for host in self.scope.hosts() {
+                let route = Route::Host(host.clone());
+                s.spawn(move || {
+                    let _ = self.get(&route);
+                });
+            }
+        });
+    }
+
+    /// Whether the host of this name was opened and answered.
+    pub fn reachable(&self, host: Option<&str>) -> bool {
+        let Some(name) = host else { return false };
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns
+            .get(name)
+            .and_then(|cell| cell.get())
+            .is_some_and(|opened| opened.is_ok())
+    }
+
     /// The connection for a route.
     pub fn get(&self, route: &Route) -> Result<Arc<Connect>> {
         let got = self.open(route);
@@ -495,6 +523,9 @@ mod tests {
         );
         let uri = Scope::resolve(&["test:///default".into()], None, no_env).unwrap();
         assert_eq!(uri.hosts()[0].name, "test:///default");
+        // A URI the file lists is that host, by its alias: not a second host.
+        let both = Scope::resolve(&["h1".into(), "test:///default".into()], None, env).unwrap();
+        assert_eq!(both.hosts(), &all.hosts()[..1]);
         std::fs::remove_file(&dir).unwrap();
     }
 
