@@ -1,6 +1,8 @@
-complete -c hv-preflight -l for -d 'Check VMs before this operation: backup, snapshot or start' -r -f -a "backup\t''
+complete -c hv-preflight -l for -d 'Check VMs before this operation: backup, snapshot, start or migrate (with --to)' -r -f -a "backup\t''
 snapshot\t''
-start\t''"
+start\t''
+migrate\t'Moving to another host (hv-migrate): needs --to'"
+complete -c hv-preflight -l to -d 'For --for migrate: the destination, a URI or an alias of the hosts file' -r
 complete -c hv-preflight -l repo -d 'The hv-backup repository the backups go to (needed with --for backup)' -r -F
 complete -c hv-preflight -l name -d 'A planned VM\'s name' -r
 complete -c hv-preflight -l memory -d 'A planned VM\'s memory, with a unit: 512M, 4G (also the default for --profiles)' -r
@@ -61,5 +63,6 @@ function __hv_backups
     hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
 end
 complete -c hv-preflight -f -a '(__hv_vms)'
+complete -c hv-preflight -l to -x -a '(__hv_hosts)'
 complete -c hv-preflight -l connect -x -a '(__hv_hosts)'
 complete -c hv-preflight -s c -x -a '(__hv_hosts)'

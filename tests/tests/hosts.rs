@@ -218,6 +218,32 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
     assert!(at("h1") < at("hung"), "{out:?}");
     assert!(took < Duration::from_secs(9), "took {took:?}");
 
+    // hv-health checks each host and says which; h3's daemon is down.
+    let health = pipeline(&format!(
+        "hv-health --hosts {f} -c h1 -c h3 --host-only --connect-timeout 5s --format jsonl"
+    ));
+    health.assert_exit(1);
+    let checks = health.records();
+    let reach = |host: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == "libvirt.reachable" && c["host"] == host)
+            .unwrap_or_else(|| panic!("no libvirt.reachable for {host}: {health:?}"))["status"]
+            .clone()
+    };
+    assert_eq!((reach("h1"), reach("h3")), ("pass".into(), "fail".into()));
+    assert!(
+        checks
+            .iter()
+            .filter(|c| c["check"] == "pool.space")
+            .all(|c| c["host"] == "h1"),
+        "h1's pools, said to be h1's: {health:?}"
+    );
+    let none = pipeline(&format!(
+        "hv-health --hosts {f} -c h3 -c h9 --host-only --connect-timeout 5s --format jsonl"
+    ));
+    none.assert_exit(3);
+
     // No host reached at all: exit 3.
     let none = pipeline(&format!(
         "hv-ls --hosts {f} -c h3 -c h9 --connect-timeout 5s"
@@ -255,6 +281,28 @@ fn bench_a_writing_guest_moves_live_with_its_disk() {
         .define(&c1);
     guest.start_ready();
     let before = counter(&guest.channel, &guest.name);
+
+    // hv-preflight says the move can work: h2 answers, has the memory,
+    // can give the guest its CPU, and has a pool to copy its disk into.
+    let pre = pipeline(&format!(
+        "hv-preflight --hosts {} -c h1 --for migrate --to h2 '{}' --format jsonl",
+        f.display(),
+        guest.name
+    ));
+    let checks = pre.assert_ok().records();
+    for id in [
+        "migrate.destination",
+        "migrate.name_free",
+        "migrate.memory",
+        "migrate.cpu",
+        "migrate.disk",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c["check"] == id)
+            .unwrap_or_else(|| panic!("no {id}: {pre:?}"));
+        assert_ne!(c["status"], "fail", "{c}");
+    }
 
     let out = pipeline(&format!(
         "hv-ls --hosts {} -c h1 '{}' | hv-migrate --hosts {} --to h2 --copy-storage",
@@ -430,6 +478,18 @@ fn bench_a_migration_cut_short_leaves_the_guest_running_on_the_source() {
         hv_testbench::error_message(&rec).contains("h2 already has a different VM named"),
         "{rec}"
     );
+    let pre = pipeline(&format!(
+        "hv-preflight --hosts {} -c h1 --for migrate --to h2 '{}' --format jsonl",
+        f.display(),
+        guest.name
+    ));
+    pre.assert_exit(1);
+    let taken = pre
+        .records()
+        .into_iter()
+        .find(|c| c["check"] == "migrate.name_free")
+        .unwrap();
+    assert_eq!(taken["status"], "fail", "{taken}");
     drop(dup);
     assert!(guest.domain.is_active().unwrap());
 }

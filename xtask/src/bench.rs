@@ -28,7 +28,7 @@ impl Drop for Domains<'_> {
     }
 }
 
-fn domain_xml(name: &str, disk: &str, i: usize) -> String {
+pub(crate) fn domain_xml(name: &str, disk: &str, i: usize) -> String {
     let tags = if i.is_multiple_of(3) {
         "<hv:tags xmlns:hv='https://hv.invalid/xmlns/tags/1'><tag>bench</tag></hv:tags>"
     } else {

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_backup;
+mod bench_hosts;
 mod bench_incremental;
 mod bench_iso;
 mod bench_lifecycle;
@@ -106,6 +107,21 @@ enum Task {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// hv-ls over several hosts at once against a `virsh list` loop and hv-ls once per host (the bench's extra hosts)
+    BenchHosts {
+        /// How many extra hosts
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        /// Domains defined on each
+        #[arg(long, default_value_t = 250)]
+        domains: usize,
+    },
+    /// hv-migrate --live --copy-storage against virsh migrate --live --p2p --copy-storage-all, between two extra hosts
+    BenchMigrate {
+        /// The test guest's disk in MiB (3/4 of it written)
+        #[arg(long, default_value_t = 1024)]
+        disk_mib: u32,
+    },
     /// hv-ls over many defined domains against `virsh list` and a `virsh dominfo` loop
     BenchLs {
         /// How many domains to define for the run
@@ -128,6 +144,8 @@ fn main() -> ExitCode {
         Task::Deb => deb::run(),
         Task::BenchLifecycle { guests } => bench_lifecycle::run(guests),
         Task::BenchLs { domains, uri } => bench::ls(domains, &uri),
+        Task::BenchHosts { hosts, domains } => bench_hosts::ls(hosts, domains),
+        Task::BenchMigrate { disk_mib } => bench_hosts::migrate(disk_mib),
         Task::BenchMetrics { domains, running } => bench_metrics::run(domains, running),
         Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
         Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),

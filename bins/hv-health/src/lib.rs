@@ -9,13 +9,16 @@ mod state_file;
 mod vms;
 
 use clap::Parser;
+use hv_common::across;
 use hv_common::checks::{self, Check, Status};
 use hv_common::cli::{ConnectArgs, OutputArgs};
-use hv_common::connect::{self, Access, Target};
+use hv_common::connect::Access;
+use hv_common::hosts::Scope;
 use hv_common::manual::Manual;
 use hv_common::output::{Format, Printer};
 use hv_common::{time, Exit, Result};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -145,7 +148,9 @@ struct Options {
     changes_only: bool,
     strict: bool,
     /// -c, else $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default.
-    connect: Target,
+    /// The hosts to check, each in its own thread (docs/hosts.md).
+    scope: Scope,
+    connect_timeout: Duration,
     format: Format,
 }
 
@@ -194,7 +199,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         problems: cli.problems,
         changes_only: cli.changes_only,
         strict: cli.strict,
-        connect: cli.connect.target()?,
+        scope: cli.connect.scope()?,
+        connect_timeout: cli.connect.connect_timeout,
         format: Format::or_default_for_stdout(cli.output.format()),
     };
     health(&opts)
@@ -208,23 +214,51 @@ fn health(opts: &Options) -> Result<Exit> {
     let mut printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
-    let reachable = match connect::open(&opts.connect, Access::ReadOnly) {
-        Ok(conn) => {
-            found.push(host::libvirt_up(&conn));
+    // The hosts that answered, by name (None: the one unnamed host).
+    let mut reached: HashSet<Option<String>> = HashSet::new();
+    let selection = (!opts.host_only).then_some(&opts.vms[..]);
+    across::each_host_with(
+        &opts.scope,
+        Access::ReadOnly,
+        opts.connect_timeout,
+        selection,
+        &mut printer,
+        &mut status,
+        |at, _| {
+            let on = |c: Check| match at.name() {
+                Some(h) => c.on_host(h),
+                None => c,
+            };
+            let mut checks = vec![on(host::libvirt_up(&at.conn))];
             if !opts.host_only {
-                let domains =
-                    hv_common::targets::select(&conn, &opts.vms, &mut printer, &mut status)?;
-                found.extend(vms::check(&domains, &opts.repos, &opts.limits));
+                checks.extend(
+                    vms::check(&at.domains, &opts.repos, &opts.limits)
+                        .into_iter()
+                        .map(on),
+                );
             }
-            found.extend(host::memory(&conn, &opts.limits));
-            found.extend(host::pools(&conn, &opts.limits));
-            true
-        }
-        Err(e) => {
-            found.push(checks::libvirt_down(&e));
-            false
-        }
-    };
+            checks.extend(host::memory(&at.conn, &opts.limits).map(on));
+            checks.extend(host::pools(&at.conn, &opts.limits).into_iter().map(on));
+            Ok(checks)
+        },
+        |host, got, _, _| {
+            let name = host.map(|h| h.name.clone());
+            match got {
+                Ok(checks) => {
+                    found.extend(checks);
+                    reached.insert(name);
+                }
+                Err(e) => {
+                    let down = checks::libvirt_down(&e);
+                    found.push(match name {
+                        Some(h) => down.on_host(h),
+                        None => down,
+                    });
+                }
+            }
+            Ok(())
+        },
+    )?;
     for repo in &opts.repos {
         found.push(host::repository_space(repo, &opts.limits));
     }
@@ -232,16 +266,21 @@ fn health(opts: &Options) -> Result<Exit> {
         found.extend(host::isos(dir, &opts.limits));
     }
     // An earlier problem is looked at again when its check ran here; the
-    // VM, pool and memory checks when libvirt answered (over every VM for
+    // VM, pool and memory checks when its host answered (over every VM for
     // the VM checks: a VM that stopped or went has no disk_errors check,
     // and its problem is gone). One not looked at is not resolved.
     let some_vms = !opts.vms.is_empty() || hv_common::cli::stdin_has_targets(&opts.vms);
-    let ran: std::collections::HashSet<&str> = found.iter().map(|c| c.check).collect();
-    let covered = |check: &str| match check.split('.').next() {
-        Some("vm") => reachable && !opts.host_only && !some_vms,
-        Some("pool") => reachable,
-        _ if check == "host.memory" => reachable,
-        _ => ran.contains(check),
+    let ran: HashSet<(&str, Option<&str>)> =
+        found.iter().map(|c| (c.check, c.host.as_deref())).collect();
+    let covered = |before: &state_file::Stored| {
+        let host = before.about.get("host").and_then(Value::as_str);
+        let up = reached.contains(&host.map(str::to_owned));
+        match before.check.split('.').next() {
+            Some("vm") => up && !opts.host_only && !some_vms,
+            Some("pool") => up,
+            _ if before.check == "host.memory" => up,
+            _ => ran.contains(&(before.check.as_str(), host)),
+        }
     };
     let records = match &previous {
         Some(previous) => state_file::with_changes(&found, previous, covered),
@@ -255,7 +294,7 @@ fn health(opts: &Options) -> Result<Exit> {
         state_file::save(path, &found, previous, covered)?;
     }
     let mut exit = checks::exit(&found, opts.strict).worst(status.exit());
-    if !reachable {
+    if reached.is_empty() {
         exit = exit.worst(Exit::Unreachable);
     }
     Ok(exit)

@@ -79,12 +79,12 @@ pub fn save(
     path: &Path,
     checks: &[Check],
     previous: &Previous,
-    covered: impl Fn(&str) -> bool,
+    covered: impl Fn(&Stored) -> bool,
 ) -> Result<()> {
     let looked_at: HashSet<String> = checks.iter().map(Check::key).collect();
     let mut problems: Previous = previous
         .iter()
-        .filter(|(k, r)| !covered(&r.check) && !looked_at.contains(*k))
+        .filter(|(k, r)| !covered(r) && !looked_at.contains(*k))
         .map(|(k, r)| (k.clone(), r.clone()))
         .collect();
     problems.extend(
@@ -99,12 +99,11 @@ pub fn save(
 
 /// Each record with its change against the last run, then one `resolved`
 /// record (status pass) per earlier problem that is gone. An earlier
-/// problem of a check this run did not cover (`covered` is false for its
-/// id) is neither: it was not looked at.
+/// problem of a check this run did not cover (`covered` is false for it) is neither: it was not looked at.
 pub fn with_changes(
     checks: &[Check],
     previous: &Previous,
-    covered: impl Fn(&str) -> bool,
+    covered: impl Fn(&Stored) -> bool,
 ) -> Vec<Map<String, Value>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -122,7 +121,7 @@ pub fn with_changes(
         out.push(hv_common::output::to_record(&Changed { record: c, change }));
     }
     for (key, before) in previous {
-        if seen.contains(key) || !covered(&before.check) {
+        if seen.contains(key) || !covered(before) {
             continue;
         }
         let gone = Stored {
@@ -192,7 +191,7 @@ mod tests {
         let previous: Previous = [(problem.key(), Stored::of(&problem))].into();
         // libvirt unreachable: no VM check ran.
         let down = [Check::new("libvirt.reachable", Status::Fail, "down")];
-        let covered = |check: &str| check == "libvirt.reachable";
+        let covered = |s: &Stored| s.check == "libvirt.reachable";
         let out = with_changes(&down, &previous, covered);
         assert!(out.iter().all(|r| r["change"] != "resolved"), "{out:?}");
         let dir = std::env::temp_dir().join(format!("hv-state-{}", std::process::id()));
@@ -224,7 +223,7 @@ mod tests {
                 .cloned()
                 .collect()
         };
-        let check = vm("vm.crashed", Status::Fail, "u1");
+        let check = vm("vm.crashed", Status::Fail, "u1").on_host("h1");
         let record = hv_common::output::to_record(&Changed {
             record: &check,
             change: Some("new"),
@@ -232,5 +231,26 @@ mod tests {
         let keys: Vec<String> = record.keys().cloned().collect();
         assert_eq!(fixed(&keys), fixed(&documented));
         assert!(keys.iter().all(|k| documented.contains(k)), "{keys:?}");
+    }
+
+    /// The same check on two hosts is two problems, and a stored one
+    /// keeps its host through the state file.
+    #[test]
+    fn a_problem_is_of_its_host() {
+        let (a, b) = (
+            vm("vm.crashed", Status::Fail, "u1").on_host("h1"),
+            vm("vm.crashed", Status::Fail, "u1").on_host("h2"),
+        );
+        assert_ne!(a.key(), b.key());
+        let stored = Stored::of(&a);
+        assert_eq!(stored.about["host"], "h1");
+        let again = serde_json::to_value(&stored).unwrap();
+        let keys: Vec<&str> = again
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys[..5], ["check", "status", "subject", "host", "name"]);
     }
 }

@@ -5,7 +5,9 @@
 //! says for every problem the command that fixes it. Every check runs: one
 //! failure never hides the next. Records share hv-health's shape.
 
+mod ffi;
 mod host;
+mod migrate;
 mod ops;
 mod plan;
 
@@ -25,6 +27,8 @@ pub enum Operation {
     Backup,
     Snapshot,
     Start,
+    /// Moving to another host (hv-migrate): needs --to
+    Migrate,
 }
 
 /// The libvirt domain type VMs will use: `kvm` needs the hardware, `qemu`
@@ -64,7 +68,7 @@ pub struct Cli {
     #[arg(value_name = "VM", requires = "operation")]
     pub vms: Vec<String>,
 
-    /// Check VMs before this operation: backup, snapshot or start
+    /// Check VMs before this operation: backup, snapshot, start or migrate (with --to)
     #[arg(
         long = "for",
         value_name = "OPERATION",
@@ -72,6 +76,10 @@ pub struct Cli {
         hide_possible_values = true
     )]
     pub operation: Option<Operation>,
+
+    /// For --for migrate: the destination, a URI or an alias of the hosts file
+    #[arg(long, value_name = "HOST")]
+    pub to: Option<String>,
 
     /// The hv-backup repository the backups go to (needed with --for backup)
     #[arg(long, value_name = "DIR")]
@@ -163,6 +171,12 @@ pub struct Cli {
 
 /// Every check id, in the order docs/preflight.md explains them.
 pub const CHECK_IDS: &[&str] = &[
+    "migrate.destination",
+    "migrate.name_free",
+    "migrate.memory",
+    "migrate.cpu",
+    "migrate.network",
+    "migrate.disk",
     "host.hw_virt",
     "host.kvm_device",
     "host.kvm_access",
@@ -279,6 +293,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
     if cli.repo.is_some() && cli.operation != Some(Operation::Backup) {
         return Err(Error::usage("--repo is only used with --for backup"));
     }
+    if (cli.operation == Some(Operation::Migrate)) != cli.to.is_some() {
+        return Err(Error::usage(
+            "--for migrate and --to HOST go together: the checks are about that destination",
+        ));
+    }
     if cli.disk_only && cli.operation != Some(Operation::Snapshot) {
         return Err(Error::usage("--disk-only is only used with --for snapshot"));
     }
@@ -294,6 +313,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
             vms: cli.vms,
             repo: cli.repo,
             disk_only: cli.disk_only,
+            to: match &cli.to {
+                Some(to) => Some(destination(to, &cli.connect)?),
+                None => None,
+            },
+            connect_timeout: cli.connect.connect_timeout,
         }),
         (None, Some(from)) => Asked::Planned(plan::Request {
             from,
@@ -325,6 +349,18 @@ pub fn run(cli: Cli) -> Result<Exit> {
     preflight(&opts)
 }
 
+/// `--to`: a URI, or an alias of the hosts file (`--hosts`, `HV_HOSTS`).
+fn destination(to: &str, connect: &ConnectArgs) -> Result<hv_common::hosts::Host> {
+    let env = |k: &str| std::env::var(k).ok();
+    match hv_common::hosts::Scope::resolve(&[to.to_owned()], connect.hosts.as_deref(), env) {
+        Ok(hv_common::hosts::Scope::Named { hosts, .. }) if hosts.len() == 1 => {
+            Ok(hosts[0].clone())
+        }
+        Ok(_) => Err(Error::usage(format!("--to {to:?}: give one host"))),
+        Err(e) => Err(Error::usage(e.message.replacen("-c ", "--to ", 1))),
+    }
+}
+
 fn preflight(opts: &Options) -> Result<Exit> {
     let printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
@@ -334,7 +370,7 @@ fn preflight(opts: &Options) -> Result<Exit> {
     let needs_hardware = !matches!(
         &opts.asked,
         Asked::Vms(ops::Request {
-            op: Operation::Backup | Operation::Snapshot,
+            op: Operation::Backup | Operation::Snapshot | Operation::Migrate,
             ..
         })
     );

@@ -83,6 +83,9 @@ pub struct Request {
     pub repo: Option<PathBuf>,
     /// The snapshots will be external overlays, with no memory saved.
     pub disk_only: bool,
+    /// Where a migration goes; set exactly for one.
+    pub to: Option<hv_common::hosts::Host>,
+    pub connect_timeout: std::time::Duration,
 }
 
 /// The checks of the VMs named; `kvm` gets the names of those that a start
@@ -114,6 +117,12 @@ pub fn check(
         }
         _ => None,
     };
+    let mut dest = request.to.clone().map(|host| {
+        let (dest, check) =
+            crate::migrate::Destination::open(host, request.connect_timeout, budget.limits());
+        out.push(check);
+        dest
+    });
     let mut seen = HashSet::new();
     for input in inputs {
         match input {
@@ -142,6 +151,11 @@ pub fn check(
                                 kvm.push(vm.name.clone());
                             }
                             out.extend(checks(&vm, request, budget, repo.as_ref()));
+                            if let Some(dest) = dest.as_mut() {
+                                out.extend(crate::migrate::checks(
+                                    dest, &vm.dom, &vm.xml, vm.state, &vm.name, &vm.uuid,
+                                ));
+                            }
                         }
                     },
                 }
@@ -223,6 +237,7 @@ fn checks(vm: &Vm, request: &Request, budget: &mut Budget, repo: Option<&Repo>) 
                 out.extend(backup_space(vm, repo, budget));
             }
         }
+        Operation::Migrate => out.extend(job(vm)),
     }
     out
 }
@@ -298,6 +313,17 @@ fn state(vm: &Vm, op: Operation, disk_only: bool) -> Check {
         (Operation::Backup, Running | Paused | Blocked | Pmsuspended) => (
             Status::Pass,
             format!("is {}: a live backup job, no pause", vm.state),
+            String::new(),
+        ),
+        (Operation::Migrate, Running | Paused | Blocked) => (
+            Status::Pass,
+            format!("is {}: it moves live", vm.state),
+            String::new(),
+        ),
+        (Operation::Migrate, Shutoff) => (
+            Status::Pass,
+            "is shut off: its definition moves (offline); its disks must be there already"
+                .to_owned(),
             String::new(),
         ),
         (Operation::Backup, Crashed) => (

@@ -53,13 +53,69 @@ where
     W: std::io::Write,
     F: Fn(&AtHost, &mut Status) -> Result<Vec<Map<String, Value>>> + Sync,
 {
-    let piped = args.is_empty() && cli::stdin_has_targets(args);
-    let inputs: Option<Vec<Input>> = if !args.is_empty() {
-        Some(targets::from_args(args))
-    } else if piped {
-        Some(targets::from_reader(std::io::stdin().lock()).collect())
-    } else {
-        None
+    // One host: it is the hypervisor, and not reaching it (or not reading
+    // it) ends the run, as it always has (exit 3). A host only a piped
+    // record names is one failed record, as among several.
+    let single = scope.single();
+    let fatal = |host: Option<&Host>| match &single {
+        Some(Route::Default) => host.is_none(),
+        Some(Route::Host(one)) => host == Some(one),
+        None => false,
+    };
+    each_host_with(
+        scope,
+        access,
+        timeout,
+        Some(args),
+        printer,
+        status,
+        read,
+        |host, got, printer, status| match got {
+            Err(e) if fatal(host) => Err(e),
+            Err(e) => {
+                status.failed(&e);
+                printer.emit(targets::failure_record(
+                    &VmRef {
+                        host: host.map(|h| h.name.clone()),
+                        ..VmRef::default()
+                    },
+                    None,
+                    &e,
+                ))
+            }
+            Ok(records) => records.into_iter().try_for_each(|r| printer.emit(r)),
+        },
+    )
+}
+
+/// [`each_host`] for a command that makes something other than records of
+/// each host's share (hv-health: checks, judged together at the end):
+/// `take` gets each host's result on this thread, as each host finishes,
+/// and an unreachable host as its error. With `args` `None` no VM is
+/// selected (and stdin is not read): `read` gets each host, no domains.
+#[allow(clippy::too_many_arguments)]
+pub fn each_host_with<W, T, F, G>(
+    scope: &Scope,
+    access: Access,
+    timeout: Duration,
+    args: Option<&[String]>,
+    printer: &mut Printer<W>,
+    status: &mut Status,
+    read: F,
+    mut take: G,
+) -> Result<()>
+where
+    W: std::io::Write,
+    T: Send,
+    F: Fn(&AtHost, &mut Status) -> Result<T> + Sync,
+    G: FnMut(Option<&Host>, Result<T>, &mut Printer<W>, &mut Status) -> Result<()>,
+{
+    let piped = args.is_some_and(|a| a.is_empty() && cli::stdin_has_targets(a));
+    let inputs: Option<Vec<Input>> = match args {
+        None => Some(Vec::new()),
+        Some(a) if !a.is_empty() => Some(targets::from_args(a)),
+        Some(_) if piped => Some(targets::from_reader(std::io::stdin().lock()).collect()),
+        Some(_) => None,
     };
     if piped && inputs.as_ref().is_some_and(Vec::is_empty) {
         cli::warn("stdin was an empty pipe, so no VM was selected; to mean every VM, give stdin </dev/null (cron gives its jobs an empty pipe)");
@@ -95,7 +151,7 @@ where
                     },
                 }
             }
-            if !anywhere.is_empty() {
+            if !anywhere.is_empty() || args.is_none() {
                 for route in &every {
                     if !asked.iter().any(|(r, _)| r == route) {
                         asked.push((route.clone(), Some(Vec::new())));
@@ -105,12 +161,6 @@ where
         }
     }
     let pool = Pool::new(scope.clone(), access, timeout);
-    // One host: it is the hypervisor, and not reaching it (or not reading
-    // it) ends the run, as it always has (exit 3).
-    let single = asked.len() == 1 && scope.single().is_some();
-    if single {
-        pool.get(&asked[0].0)?;
-    }
     let anywhere = &anywhere;
     let read = &read;
     let pool = &pool;
@@ -132,18 +182,7 @@ where
                 Route::Host(h) => Some(h),
             };
             match got {
-                Err(e) if single => return Err(e),
-                Err(e) => {
-                    status.failed(&e);
-                    printer.emit(targets::failure_record(
-                        &VmRef {
-                            host: host.map(|h| h.name.clone()),
-                            ..VmRef::default()
-                        },
-                        None,
-                        &e,
-                    ))?;
-                }
+                Err(e) => take(host, Err(e), printer, status)?,
                 Ok(done) => {
                     any_answered = true;
                     status.merge(&done.status);
@@ -153,6 +192,7 @@ where
                     for record in done.records {
                         printer.emit(record)?;
                     }
+                    take(host, Ok(done.made), printer, status)?;
                 }
             }
         }
@@ -178,22 +218,25 @@ where
 }
 
 /// What one host gave.
-struct Share {
+struct Share<T> {
+    /// Failed lookups of the VMs asked for.
     records: Vec<Map<String, Value>>,
+    /// What `read` made of the host's share.
+    made: T,
     /// Which of the VMs named without a host this host has.
     found: Vec<bool>,
     status: Status,
 }
 
-fn share<F>(
+fn share<T, F>(
     pool: &Pool,
     route: &Route,
     vms: Option<Vec<VmRef>>,
     anywhere: &[VmRef],
     read: &F,
-) -> Result<Share>
+) -> Result<Share<T>>
 where
-    F: Fn(&AtHost, &mut Status) -> Result<Vec<Map<String, Value>>>,
+    F: Fn(&AtHost, &mut Status) -> Result<T>,
 {
     let conn = pool.get(route)?;
     let host = match route {
@@ -251,9 +294,10 @@ where
         conn,
         domains,
     };
-    records.extend(read(&at, &mut status)?);
+    let made = read(&at, &mut status)?;
     Ok(Share {
         records,
+        made,
         found,
         status,
     })

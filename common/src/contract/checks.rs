@@ -73,6 +73,8 @@ impl Status {
 pub struct Check {
     pub check: &'static str,
     pub status: Status,
+    /// The host it is about, in a run that names hosts (docs/hosts.md).
+    pub host: Option<String>,
     /// What it is about: `name`/`uuid` for a VM, `pool`, `repository`,
     /// `library`, `image`; empty for the host.
     pub subject: Vec<(&'static str, String)>,
@@ -89,6 +91,7 @@ impl Check {
         Check {
             check,
             status,
+            host: None,
             subject: Vec::new(),
             message: message.into(),
             hint: None,
@@ -100,6 +103,12 @@ impl Check {
 
     pub fn about(mut self, key: &'static str, value: impl Into<String>) -> Check {
         self.subject.push((key, value.into()));
+        self
+    }
+
+    /// On one of several hosts: records say which.
+    pub fn on_host(mut self, host: impl Into<String>) -> Check {
+        self.host = Some(host.into());
         self
     }
 
@@ -178,7 +187,10 @@ impl Check {
             .subject
             .iter()
             .filter(|(k, _)| *k != "name" || !self.has("uuid"));
-        let parts: Vec<String> = subject.map(|(k, v)| format!("{k}={v}")).collect();
+        let host = self.host.iter().map(|h| format!("host={h}"));
+        let parts: Vec<String> = host
+            .chain(subject.map(|(k, v)| format!("{k}={v}")))
+            .collect();
         format!("{} {}", self.check, parts.join(" "))
     }
 
@@ -208,15 +220,18 @@ impl Check {
 }
 
 /// A check record (docs/records.md, "Check records"): `check`, `status`,
-/// `subject`, the subject's own fields (`name` and `uuid`, `pool`, …),
+/// `subject`, `host` when hosts are named, the subject's own fields (`name` and `uuid`, `pool`, …),
 /// `message`, `hint`, `value`, `threshold`, `unit`; absent ones are null.
 impl serde::Serialize for Check {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(7 + self.subject.len()))?;
+        let mut m = s.serialize_map(Some(8 + self.subject.len()))?;
         m.serialize_entry("check", self.check)?;
         m.serialize_entry("status", self.status.as_str())?;
         m.serialize_entry("subject", &self.subject_label())?;
+        if let Some(host) = &self.host {
+            m.serialize_entry("host", host)?;
+        }
         for (k, v) in &self.subject {
             m.serialize_entry(k, v)?;
         }

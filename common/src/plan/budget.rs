@@ -162,6 +162,14 @@ impl Budget {
         Fit { status, left }
     }
 
+    /// The limits it was made with, for a budget of another host.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_warn: self.memory_warn,
+            disk_warn: self.disk_warn(),
+        }
+    }
+
     pub fn disk_warn(&self) -> f64 {
         self.disk_warn
     }
