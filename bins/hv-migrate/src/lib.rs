@@ -100,7 +100,7 @@ pub const MANUAL: Manual = Manual {
         ("Empty a host before maintenance, then check where everything went:", "hv-ls -c h1 --state running | hv-migrate --to h2 --copy-storage | hv-ls"),
     ],
     notes: &[
-        "Result records carry name, uuid, host (the destination, where the VM now is), action (migrate), ok, changed, how (live or offline), from and to (the hosts), copy_storage, source_kept, state and state_reason on the destination, downtime_ms (the pause at switch-over, as QEMU reports it; null offline), bytes (what libvirt moved: memory and copied disks; null offline) and elapsed_ms.",
+        "Result records carry name, uuid, host (the destination, where the VM now is), action (migrate), ok, changed, how (live or offline), from and to (the hosts), copy_storage, source_kept, state and state_reason on the destination, downtime_ms (the pause at switch-over, from the completed job on the destination; null offline), bytes (what libvirt reports as moved: the guest's memory, not a --copy-storage copy; null offline) and elapsed_ms.",
         "The destination URI is used by the source host's libvirtd (peer to peer), so it must work from there: for qemu+ssh, root on the source needs an ssh key the destination accepts and its host key in known_hosts.",
         "A failed migration is reported with the VM still on the source: libvirt resumes it there and cleans up the destination. --timeout, Ctrl-C and SIGTERM abort the migration job (libvirt's abort) with the same result.",
         "Live migration needs a CPU the destination can provide: use host-model or a named CPU model rather than host-passthrough between different hosts.",
@@ -144,9 +144,11 @@ pub struct Moved {
     /// Its state on the destination.
     #[serde(flatten)]
     pub state: VmState,
-    /// The pause at the switch-over, as QEMU reports it; null offline.
+    /// The pause at the switch-over, from the completed job on the
+    /// destination; null offline.
     pub downtime_ms: Option<u64>,
-    /// What libvirt moved (memory and copied disks); null offline.
+    /// What libvirt reports as moved (`data_processed`): the memory, not
+    /// a storage copy, which libvirt does not count there; null offline.
     pub bytes: Option<u64>,
     pub elapsed_ms: u64,
 }
@@ -225,7 +227,18 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let dest = Arc::new(Destination {
         host: plan.to.clone(),
         timeout: plan.connect_timeout,
+        // Removing what a failed storage copy left there takes write access.
+        access: if plan.copy_storage {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        },
         conn: OnceLock::new(),
+    });
+    // Opened while the source is: an ssh handshake each, side by side.
+    let early = Arc::clone(&dest);
+    std::thread::spawn(move || {
+        let _ = early.conn();
     });
     let result = bulk::act_moving(inputs, &cli.args, action, move |conn, dom, vm| {
         migrate(conn, dom, vm, &plan, &dest, &counter).map(|moved| {
@@ -258,11 +271,13 @@ fn destination(
     }
 }
 
-/// The destination host, opened once (read-only) to check it does not
-/// have the VM already and to read the VM's state there afterwards.
+/// The destination host, opened once (read-only, or read-write to clean up
+/// after a failed storage copy) to check it does not have the VM already
+/// and to read the VM's state there afterwards.
 struct Destination {
     host: Host,
     timeout: Duration,
+    access: Access,
     conn: OnceLock<Result<Arc<Connect>>>,
 }
 
@@ -273,7 +288,7 @@ impl Destination {
             uri: Some(self.host.uri.clone()),
             source: UriSource::Flag,
         };
-        hosts::open_within(&target, Access::ReadOnly, self.timeout)
+        hosts::open_within(&target, self.access, self.timeout)
     }
 
     fn conn(&self) -> Result<Arc<Connect>> {
@@ -283,7 +298,7 @@ impl Destination {
                     uri: Some(self.host.uri.clone()),
                     source: UriSource::Flag,
                 };
-                hosts::open_within(&target, Access::ReadOnly, self.timeout)
+                hosts::open_within(&target, self.access, self.timeout)
                     .map(Arc::new)
                     .map_err(|e| hosts::unreachable(&self.host, &e))
             })
@@ -423,18 +438,31 @@ fn migrate(
         .and_then(|d| lifecycle::state(d).ok())
         .unwrap_or_else(|| VmState::bare(State::Nostate));
     if how == How::Live {
-        // The destination keeps the completed job's figures; the source's
-        // are gone with its definition.
+        // The destination keeps the completed job's figures (the source's
+        // go with its definition); read them without taking them, so
+        // `virsh domjobinfo --completed` there still shows them. Only
+        // these say the real downtime: while it runs, libvirt reports the
+        // downtime QEMU expects.
         let done = there
             .as_ref()
-            .and_then(|d| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED).ok())
+            .and_then(|d| {
+                d.job_stats(
+                    sys::VIR_DOMAIN_JOB_STATS_COMPLETED | sys::VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED,
+                )
+                .ok()
+            })
             .filter(|s| s.data_processed.is_some() || s.downtime.is_some());
-        let stats = done.as_ref().or(last.as_ref());
-        moved.downtime_ms = stats.and_then(|s| s.downtime);
-        moved.bytes = stats.and_then(|s| {
+        let bytes = |s: &virt::domain::JobStats| {
             s.data_processed
                 .or_else(|| Some(s.mem_processed? + s.disk_processed.unwrap_or(0)))
-        });
+        };
+        match &done {
+            Some(done) => {
+                moved.downtime_ms = done.downtime;
+                moved.bytes = bytes(done);
+            }
+            None => moved.bytes = last.as_ref().and_then(bytes),
+        }
     }
     moved.elapsed_ms = began.elapsed().as_millis() as u64;
     Ok(moved)
@@ -473,18 +501,13 @@ fn not_there(dconn: &Connect, dom: &Domain, host: &Host) -> Result<()> {
 /// copied there by hand counts). After a failed migration these, and no
 /// others, are removed.
 struct Copies {
-    conn: Connect,
+    conn: Arc<Connect>,
     paths: Vec<String>,
 }
 
 impl Copies {
     fn before(dest: &Destination, dom: &Domain) -> Result<Copies> {
-        let target = Target {
-            uri: Some(dest.host.uri.clone()),
-            source: UriSource::Flag,
-        };
-        let conn = hosts::open_within(&target, Access::ReadWrite, dest.timeout)
-            .map_err(|e| hosts::unreachable(&dest.host, &e))?;
+        let conn = dest.conn()?;
         refresh_pools(&conn);
         let xml = dom
             .xml_desc(0)
