@@ -20,7 +20,6 @@ use clap::{Parser, Subcommand};
 use create::CreatePlan;
 use hv_common::cli::KeepArgs;
 use hv_common::cli::{ActionArgs, ConnectArgs, OutputArgs};
-use hv_common::connect::Access;
 use hv_common::manual::Manual;
 use hv_common::{time, Exit, Result};
 use ls::LsOptions;
@@ -201,13 +200,14 @@ pub fn run(cli: Cli) -> Result<Exit> {
             create::run(plan, &a.args)
         }
         Command::Ls(a) => {
-            let conn = a.connect.open(Access::ReadOnly)?;
             let opts = LsOptions {
                 vms: a.vms,
                 hv_only: a.hv_only,
                 format: a.output.format(),
+                scope: a.connect.scope()?,
+                connect_timeout: a.connect.connect_timeout,
             };
-            ls::run(&conn, &opts)
+            ls::run(&opts)
         }
         Command::Revert(a) => {
             let after = match (a.paused, a.running) {

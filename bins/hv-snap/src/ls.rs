@@ -1,17 +1,22 @@
 //! hv-snap ls. It prints one record per snapshot, not per VM, so jq can
 //! pick snapshots and pipe them to revert or rm, which read `snapshot`.
-//! It only reads, over the read-only connection `run` opens, so an
-//! unprivileged monitoring user can list; a VM whose snapshots cannot be
-//! read is one failed record, and the others are still listed.
+//! It only reads, over read-only connections, so an unprivileged
+//! monitoring user can list; a VM whose snapshots cannot be read is one
+//! failed record, and the others are still listed. Over several hosts
+//! each is read at once, and every record says its host.
 
 use crate::columns::LS_COLUMNS;
 use crate::snapshots::{snapshots_of, Snapshot};
+use hv_common::across::{self, AtHost};
 use hv_common::cli::Status;
+use hv_common::connect::Access;
+use hv_common::hosts::Scope;
 use hv_common::output::{self, Format, Printer};
 use hv_common::targets::{self, VmRef};
 use hv_common::{Exit, Result};
 use serde::Serialize;
-use virt::connect::Connect;
+use serde_json::{Map, Value};
+use std::time::Duration;
 
 /// What `hv-snap ls` was asked to list.
 #[derive(Debug, Clone)]
@@ -22,6 +27,9 @@ pub struct LsOptions {
     pub hv_only: bool,
     /// The format asked for; none: a table at a terminal, else JSON lines.
     pub format: Option<Format>,
+    /// The hosts to list (docs/hosts.md).
+    pub scope: Scope,
+    pub connect_timeout: Duration,
 }
 
 /// One line of `hv-snap ls` (docs/snapshots.md).
@@ -31,27 +39,47 @@ pub struct SnapshotRecord<'a> {
     pub name: &'a str,
     /// The VM's UUID.
     pub uuid: &'a str,
+    /// Its host, in a run that names hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<&'a str>,
     /// The snapshot.
     #[serde(flatten)]
     pub snapshot: Snapshot,
 }
 
-pub fn run(conn: &Connect, opts: &LsOptions) -> Result<Exit> {
+pub fn run(opts: &LsOptions) -> Result<Exit> {
     let mut printer = Printer::stdout(opts.format, &LS_COLUMNS);
     let mut status = Status::default();
-    for dom in targets::select(conn, &opts.vms, &mut printer, &mut status)? {
+    across::each_host(
+        &opts.scope,
+        Access::ReadOnly,
+        opts.connect_timeout,
+        &opts.vms,
+        &mut printer,
+        &mut status,
+        |at, status| Ok(list(at, opts.hv_only, status)),
+    )?;
+    printer.finish()?;
+    Ok(status.exit())
+}
+
+/// One host's snapshots, VM by VM.
+fn list(at: &AtHost, hv_only: bool, status: &mut Status) -> Vec<Map<String, Value>> {
+    let mut out = Vec::new();
+    for dom in &at.domains {
         let (name, uuid) = (
             dom.name().unwrap_or_default(),
             dom.uuid_string().unwrap_or_default(),
         );
-        match snapshots_of(&dom) {
+        match snapshots_of(dom) {
             Ok(list) => {
-                for s in list.into_iter().filter(|s| s.info.hv_made || !opts.hv_only) {
-                    printer.emit(output::to_record(&SnapshotRecord {
+                for s in list.into_iter().filter(|s| s.info.hv_made || !hv_only) {
+                    out.push(output::to_record(&SnapshotRecord {
                         name: &name,
                         uuid: &uuid,
+                        host: at.name(),
                         snapshot: Snapshot::new(&s.info, s.current),
-                    }))?;
+                    }));
                 }
             }
             Err(e) => {
@@ -59,16 +87,15 @@ pub fn run(conn: &Connect, opts: &LsOptions) -> Result<Exit> {
                 let vm = VmRef {
                     name: Some(name),
                     uuid: Some(uuid),
-                    host: None,
+                    host: at.name().map(str::to_owned),
                     line: None,
                     record: None,
                 };
-                printer.emit(targets::failure_record(&vm, Some("ls"), &e))?;
+                out.push(targets::failure_record(&vm, Some("ls"), &e));
             }
         }
     }
-    printer.finish()?;
-    Ok(status.exit())
+    out
 }
 
 #[cfg(test)]
@@ -81,13 +108,19 @@ mod tests {
         let r = SnapshotRecord {
             name: "web1",
             uuid: "u",
+            host: None,
             snapshot: Snapshot::new(&example(), false),
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"name":"web1","uuid":"u","snapshot":"pre","created_at":"2026-11-21T22:00:05Z","state":"shutoff","kind":"internal","memory":false,"parent":null,"current":false,"description":null,"hv_made":true}"#
         );
-        // docs/snapshots.md names exactly these fields, in this order.
+        // docs/snapshots.md names exactly these fields, in this order
+        // (with host, as when hosts are named).
+        let r = SnapshotRecord {
+            host: Some("h1"),
+            ..r
+        };
         let fields: Vec<String> = hv_common::output::to_record(&r).keys().cloned().collect();
         assert_eq!(
             fields,

@@ -38,12 +38,16 @@ impl ConnectArgs {
 
     /// The one connection of a command that works on one host.
     pub fn open(&self, access: Access) -> Result<virt::connect::Connect> {
-        Ok(self.scope()?.open_one(access, self.connect_timeout)?.1)
+        let scope = self.scope()?;
+        crate::hosts::working_on(&scope);
+        Ok(scope.open_one(access, self.connect_timeout)?.1)
     }
 
     /// The one host of a command that works on one host, to open later.
     pub fn target(&self) -> Result<Target> {
-        match self.scope()? {
+        let scope = self.scope()?;
+        crate::hosts::working_on(&scope);
+        match scope {
             Scope::Default(target) => Ok(target),
             Scope::Named { hosts, .. } if hosts.len() == 1 => Ok(Target {
                 uri: Some(hosts[0].uri.clone()),

@@ -248,6 +248,27 @@ impl Scope {
         }
     }
 
+    /// For a command that works on one host: a record's host must be that
+    /// one (a record from another host is not looked for here by name).
+    pub fn on_the_one(&self, host: Option<&str>) -> Result<()> {
+        let Some(one) = self.single() else {
+            return Err(Error::usage("several hosts are given; give one with -c"));
+        };
+        let route = self.route(host)?;
+        if route == one {
+            return Ok(());
+        }
+        let here = match &one {
+            Route::Default => "the default host".to_owned(),
+            Route::Host(h) => h.name.clone(),
+        };
+        let there = host.unwrap_or_default();
+        Err(Error::usage(format!(
+            "it is on host {there:?}, and {} works on one host, {here}: give -c {there}",
+            crate::cli::program()
+        )))
+    }
+
     /// The run's one connection, for a command that works on one host; a
     /// usage error when several are named.
     pub fn open_one(&self, access: Access, timeout: Duration) -> Result<(Option<Host>, Connect)> {
@@ -304,6 +325,24 @@ pub fn unreachable(host: &Host, err: &Error) -> Error {
         Code::Unreachable,
         format!("host {}: {}{fix}", host.name, err.message),
     )
+}
+
+/// The one host of a command that works on one host, once it has opened
+/// it; lookups refuse records from another host (`targets::lookup`).
+static ONE: OnceLock<Scope> = OnceLock::new();
+
+/// Says that this run works on the one host of `scope`.
+pub fn working_on(scope: &Scope) {
+    let _ = ONE.set(scope.clone());
+}
+
+/// Whether a record's host may be looked up in this run: always, unless
+/// the run works on one host and the record names another.
+pub fn may_look_up(host: Option<&str>) -> Result<()> {
+    match (ONE.get(), host) {
+        (Some(scope), Some(_)) => scope.on_the_one(host),
+        _ => Ok(()),
+    }
 }
 
 /// One host's connection, opened at most once and shared by the items bound

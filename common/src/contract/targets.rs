@@ -184,6 +184,8 @@ pub fn looks_like_uuid(s: &str) -> bool {
 /// that took its name is not it (a saved list must not act on a newer VM).
 /// A bare word that looks like a UUID may still be a VM's name.
 pub fn lookup(conn: &Connect, vm: &VmRef) -> Result<Domain> {
+    crate::hosts::may_look_up(vm.host.as_deref())
+        .map_err(|e| Error::new(e.code, format!("VM {}: {}", vm.label(), e.message)))?;
     if let Some(uuid) = &vm.uuid {
         match conn.lookup_domain_by_uuid_string(uuid) {
             Ok(d) => return Ok(d),
