@@ -88,6 +88,23 @@ fn bench_tables_fit_80_columns() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// zsh with the checked-in completions on its fpath.
+fn zsh_with_completions() -> Terminal {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    let zsh = Terminal::shell_of(120, &["zsh", "-f"]);
+    zsh.keys(&[
+        &format!(
+            "fpath=('{}' $fpath); autoload -U compinit; compinit -u -D",
+            root.join("completions/zsh").display()
+        ),
+        "Enter",
+    ]);
+    zsh
+}
+
 /// The checked-in completion file for `shell` and `command`.
 fn completion(shell: &str, command: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -172,18 +189,7 @@ fn bench_zsh_and_fish_complete_vm_names_from_hv() {
     let off = GuestSpec::new("zcomplete-off").define(&conn);
     let on = GuestSpec::new("zcomplete-on").define(&conn);
     on.start_ready();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap();
-    let zsh = Terminal::shell_of(120, &["zsh", "-f"]);
-    zsh.keys(&[
-        &format!(
-            "fpath=('{}' $fpath); autoload -U compinit; compinit -u -D",
-            root.join("completions/zsh").display()
-        ),
-        "Enter",
-    ]);
+    let zsh = zsh_with_completions();
     let fish = Terminal::shell_of(120, &["fish", "--no-config", "--private"]);
     for command in ["hv-start", "hv-stop"] {
         fish.keys(&[
@@ -224,19 +230,8 @@ fn host_aliases_complete_from_the_hosts_file() {
     .unwrap();
     let other = dir.join("other");
     std::fs::write(&other, "alder qemu+ssh://root@alder/system\n").unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap();
     let bash = Terminal::shell(120);
-    let zsh = Terminal::shell_of(120, &["zsh", "-f"]);
-    zsh.keys(&[
-        &format!(
-            "fpath=('{}' $fpath); autoload -U compinit; compinit -u -D",
-            root.join("completions/zsh").display()
-        ),
-        "Enter",
-    ]);
+    let zsh = zsh_with_completions();
     let fish = Terminal::shell_of(120, &["fish", "--no-config", "--private"]);
     for command in ["hv-ls", "hv-migrate"] {
         bash.keys(&[

@@ -101,8 +101,8 @@ pub const MANUAL: Manual = Manual {
     ],
     notes: &[
         "Result records carry name, uuid, host (the destination, where the VM now is), action (migrate), ok, changed, how (live or offline), from and to (the hosts), copy_storage, source_kept, state and state_reason on the destination, downtime_ms (the pause at switch-over, from the completed job on the destination; null offline), bytes (what libvirt reports as moved: the guest's memory, not a --copy-storage copy; null offline) and elapsed_ms.",
-        "The destination URI is used by the source host's libvirtd (peer to peer), so it must work from there: for qemu+ssh, root on the source needs an ssh key the destination accepts and its host key in known_hosts.",
-        "A failed migration is reported with the VM still on the source: libvirt resumes it there and cleans up the destination. --timeout, Ctrl-C and SIGTERM abort the migration job (libvirt's abort) with the same result.",
+        "The destination URI is used by the source host's libvirtd (peer to peer) and by hv-migrate itself (checks before, the VM's state after), so it must work from both: for qemu+ssh, root on the source needs an ssh key the destination accepts and its host key in known_hosts.",
+        "A failed migration is reported with the VM still on the source: libvirt resumes it there, and hv-migrate removes the disks a storage copy had created on the destination (only those). --timeout, Ctrl-C and SIGTERM abort the migration job (libvirt's abort) with the same result.",
         "Live migration needs a CPU the destination can provide: use host-model or a named CPU model rather than host-passthrough between different hosts.",
     ],
 };
