@@ -406,10 +406,10 @@ fn migrate(
         Err(e) => {
             // libvirt resumes the VM on the source but leaves the disks it
             // created on the destination: remove those, and only those.
-            let cleaned = copies.map(|c| c.remove(&dest.host));
-            return Err(match cleaned {
-                Some(Err(left)) => Error::new(e.code, format!("{}; {left}", e.message)),
-                _ => e,
+            let left = copies.and_then(|c| c.remove(&dest.host));
+            return Err(match left {
+                Some(left) => Error::new(e.code, format!("{}; {left}", e.message)),
+                None => e,
             });
         }
     };
@@ -523,7 +523,7 @@ impl Copies {
     }
 
     /// Removes what the migration created; says what it could not.
-    fn remove(self, host: &Host) -> std::result::Result<(), String> {
+    fn remove(self, host: &Host) -> Option<String> {
         refresh_pools(&self.conn);
         let left: Vec<String> = self
             .paths
@@ -534,15 +534,13 @@ impl Copies {
             })
             .cloned()
             .collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
+        (!left.is_empty()).then(|| {
+            format!(
                 "the partial copies {} on {} could not be removed; remove them by hand",
                 left.join(", "),
                 host.name
-            ))
-        }
+            )
+        })
     }
 }
 

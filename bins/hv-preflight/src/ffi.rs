@@ -8,6 +8,7 @@
 use std::ffi::CString;
 use std::ptr;
 use virt::connect::Connect;
+use virt::error::Error as VirtError;
 use virt::sys;
 
 /// Whether the hypervisor can give the guest its CPU.
@@ -24,10 +25,12 @@ pub fn compare_hypervisor_cpu(
     machine: Option<&str>,
     virttype: Option<&str>,
     cpu_xml: &str,
-) -> Result<CpuFit, String> {
-    let c = |s: Option<&str>| s.map(CString::new).transpose().map_err(|e| e.to_string());
+) -> Result<CpuFit, VirtError> {
+    // A NUL inside libvirt's own XML or names cannot happen; say so if it does.
+    let nul = |_| VirtError::last_error();
+    let c = |s: Option<&str>| s.map(CString::new).transpose().map_err(nul);
     let (arch, machine, virttype) = (c(arch)?, c(machine)?, c(virttype)?);
-    let xml = CString::new(cpu_xml).map_err(|e| e.to_string())?;
+    let xml = CString::new(cpu_xml).map_err(nul)?;
     let p = |s: &Option<CString>| s.as_ref().map_or(ptr::null(), |s| s.as_ptr());
     // SAFETY: `conn` is borrowed for the call, so its pointer stays valid;
     // the strings are NUL-terminated CStrings that outlive the call (or
@@ -47,6 +50,6 @@ pub fn compare_hypervisor_cpu(
     match result {
         sys::VIR_CPU_COMPARE_IDENTICAL | sys::VIR_CPU_COMPARE_SUPERSET => Ok(CpuFit::Fits),
         sys::VIR_CPU_COMPARE_INCOMPATIBLE => Ok(CpuFit::Lacks),
-        _ => Err(virt::error::Error::last_error().to_string()),
+        _ => Err(VirtError::last_error()),
     }
 }
