@@ -3,7 +3,10 @@
 # tiny guest image, makes demo VMs from profiles (hv-define, with cloud-init)
 # and linked clones of one (hv-clone), and shows hv's main jobs on them:
 # listing and acting in bulk, a snapshot, an encrypted backup of a running
-# and a stopped VM, a deep verify, and a restore checked against the source disk.
+# and a stopped VM, a deep verify, and a restore checked against the source
+# disk; then two more hosts (the bench's extra libvirtd instances, reached
+# over ssh), all hosts listed at once, and a running VM moved live, with
+# its disk, from one to the other.
 # The VMs stay for you to play with; `tests/bench/demo.sh --clean` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,13 +24,15 @@ if [ "${1:-}" = --clean ]; then
             && echo "removed $vm" || echo "could not remove $vm" >&2
     done
     as_root rm -rf "$dir"
+    as_root bash tests/bench/hosts.sh stop /var/tmp/hv-hosts
+    as_root rm -rf /var/tmp/hv-hosts
     exit 0
 fi
 
 as_root bash tests/bench/setup-host.sh
 image=$(as_root bash tests/guest/build.sh)
 cargo build --release --quiet -p hv-ls -p hv-tag -p hv-start -p hv-stop -p hv-snap -p hv-backup -p hv-health \
-    -p hv-define -p hv-clone -p hv-rm
+    -p hv-define -p hv-clone -p hv-rm -p hv-preflight -p hv-migrate
 export PATH="$PWD/target/release:$PATH"
 as_root mkdir -p "$dir"
 # A base image with the same 32 MiB on it that every demo disk starts
@@ -88,4 +93,25 @@ show "hv-backup restore $id --identity $dir/identity.txt --dir $dir/restored --d
 show "qemu-img convert -O raw $dir/demo-web2.qcow2 $dir/source.raw && sha256sum $dir/source.raw $dir/restored/*.raw | cut -c1-16,65-"
 as_root rm -f "$dir/source.raw"
 show "hv-health --format table --problems || true"
-printf '\nThe demo VMs and the repository in %s stay; remove them with: tests/bench/demo.sh --clean\n' "$dir"
+
+# Two more hosts, each its own libvirtd reached over ssh (tests/bench/hosts.sh:
+# on this machine, in namespaces of their own); a hosts file names them and
+# this one. A VM made on h1 moves live, with its disk, to h2.
+hosts=$(as_root bash tests/bench/hosts.sh start /var/tmp/hv-hosts 2)
+{ echo "here qemu:///system"; echo "$hosts"; } | as_root tee "$dir/hosts" >/dev/null
+export HV_HOSTS="$dir/hosts"
+show "cat $dir/hosts"
+if ! hv-ls -c h1 -c h2 demo-mover >/dev/null 2>&1; then
+    jq -cn --arg image "$image" --arg type "${HV_DOMAIN_TYPE:-qemu}" \
+        '{name: "demo-mover", type: $type, memory: "128M", disk: {size: "256M"},
+          kernel: "\($image)/vmlinux", initrd: "\($image)/initramfs.img",
+          cmdline: "console=ttyS0 panic=-1 quiet hvtest.writer=1"}' >"$dir/mover.json"
+    show "hv-define -c h1 $dir/mover.json | hv-start --wait --format table"
+fi
+show "hv-ls --format table"
+mover_on=$(hv-ls -c h1 -c h2 demo-mover | jq -r .host)
+to=h2; [ "$mover_on" = h2 ] && to=h1
+show "hv-preflight -c $mover_on --for migrate --to $to demo-mover --format table"
+show "hv-ls -c $mover_on demo-mover | hv-migrate --to $to --copy-storage --format table"
+show "hv-ls --name 'demo-*' --format table"
+printf '\nThe demo VMs, the repository in %s and the extra hosts stay; remove them with: tests/bench/demo.sh --clean\n' "$dir"

@@ -478,8 +478,8 @@ fn not_there(dconn: &Connect, dom: &Domain, host: &Host) -> Result<()> {
         return Err(Error::new(
             Code::InvalidState,
             format!(
-                "{} already has a VM with its UUID; remove that one (hv-rm -c {}) or keep this one here",
-                host.name, host.name
+                "{} already defines a VM with its UUID (moved there before with --keep-source?); keep one of the two definitions, then move it",
+                host.name
             ),
         ));
     }
@@ -554,7 +554,8 @@ fn refresh_pools(conn: &Connect) {
 }
 
 /// Whether two connections reach the same libvirt host: its host UUID,
-/// which libvirt itself compares before migrating.
+/// which libvirt itself compares before migrating, else (a driver that
+/// reports none) the same URI.
 fn same_host(a: &Connect, b: &Connect) -> bool {
     fn uuid(conn: &Connect) -> Option<String> {
         let caps = conn.capabilities().ok()?;
@@ -563,7 +564,10 @@ fn same_host(a: &Connect, b: &Connect) -> bool {
         let end = host[start..].find("</uuid>")? + start;
         Some(host[start..end].trim().to_owned())
     }
-    matches!((uuid(a), uuid(b)), (Some(x), Some(y)) if x == y)
+    match (uuid(a), uuid(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => matches!((a.uri(), b.uri()), (Ok(x), Ok(y)) if x == y),
+    }
 }
 
 /// An offline move undefines the VM here and defines it there: its disks
