@@ -8,6 +8,7 @@ jsonl\t''
 json\t''
 table\t''
 csv\t''"
+complete -c hv-metrics -l host-label -d 'Add host="NAME" to every series, for one Prometheus job or textfile collection over several hosts [default: none: Prometheus\' instance label names the host]' -r
 complete -c hv-metrics -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-metrics -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-metrics -l connect-timeout -d 'How long to wait for each host to answer' -r

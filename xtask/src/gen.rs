@@ -226,7 +226,10 @@ can change with `virsh domrename`, a UUID cannot). A metric whose source is
 missing is left out rather than written as 0: balloon statistics need a
 virtio balloon device with a stats period, disk and network counters need
 a running VM, backup metrics need `--repo`, `hv_backup_result_*` needs
-`--backup-results`. How to use them: [monitoring.md](monitoring.md).
+`--backup-results`. With `--host-label NAME` every series also carries
+`host` first, for a textfile directory or a Prometheus job that gathers
+several hosts without an `instance` per host ([hosts.md](hosts.md)). How
+to use them: [monitoring.md](monitoring.md).
 
 ";
 

@@ -20,6 +20,8 @@ use virt::sys;
 
 /// What a scrape reads besides libvirt.
 pub struct Sources {
+    /// `--host-label`: a `host` label on every series.
+    pub host_label: Option<String>,
     pub repos: Vec<PathBuf>,
     pub backup_results: Option<PathBuf>,
     pub iso_library: Option<PathBuf>,
@@ -65,8 +67,10 @@ pub fn scrape(conn: Option<&Connect>, sources: &Sources, memory: &mut Remembered
         &[],
         start.elapsed().as_secs_f64(),
     );
+    let mut exposition = s.e;
+    exposition.host = sources.host_label.clone();
     Scrape {
-        exposition: s.e,
+        exposition,
         errors: s.errors,
     }
 }

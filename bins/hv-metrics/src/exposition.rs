@@ -155,6 +155,8 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Default)]
 pub struct Exposition {
     samples: HashMap<&'static str, Vec<(Labels, f64)>>,
+    /// `--host-label`: written first on every series.
+    pub host: Option<String>,
 }
 
 impl Exposition {
@@ -197,7 +199,7 @@ impl Exposition {
             let _ = writeln!(out, "# HELP {} {}", metric.name, escape_help(metric.help));
             let _ = writeln!(out, "# TYPE {} {}", metric.name, metric.kind.as_str());
             for (labels, value) in samples {
-                write_sample(&mut out, metric.name, labels, *value);
+                write_sample(&mut out, metric.name, self.host.as_deref(), labels, *value);
             }
         }
         out
@@ -212,6 +214,7 @@ impl Exposition {
             let samples = self.samples.get(metric.name).into_iter().flatten();
             samples.map(move |(labels, value)| Series {
                 metric: metric.name,
+                host: self.host.as_deref(),
                 labels,
                 value: *value,
             })
@@ -223,6 +226,7 @@ impl Exposition {
 /// name, its labels as fields of their own, and its value (null for NaN).
 pub struct Series<'a> {
     metric: &'static str,
+    host: Option<&'a str>,
     labels: &'a Labels,
     value: f64,
 }
@@ -230,8 +234,11 @@ pub struct Series<'a> {
 impl serde::Serialize for Series<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(self.labels.len() + 2))?;
+        let mut m = s.serialize_map(Some(self.labels.len() + 3))?;
         m.serialize_entry("metric", self.metric)?;
+        if let Some(host) = self.host {
+            m.serialize_entry("host", host)?;
+        }
         for (key, label) in self.labels {
             m.serialize_entry(key, label)?;
         }
@@ -242,11 +249,13 @@ impl serde::Serialize for Series<'_> {
     }
 }
 
-fn write_sample(out: &mut String, name: &str, labels: &Labels, value: f64) {
+fn write_sample(out: &mut String, name: &str, host: Option<&str>, labels: &Labels, value: f64) {
     out.push_str(name);
-    if !labels.is_empty() {
+    let host = host.map(|h| ("host", h.to_owned()));
+    let all: Vec<&(&str, String)> = host.iter().chain(labels.iter()).collect();
+    if !all.is_empty() {
         out.push('{');
-        for (i, (key, val)) in labels.iter().enumerate() {
+        for (i, (key, val)) in all.into_iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }

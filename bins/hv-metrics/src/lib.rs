@@ -68,8 +68,27 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = MetricsFormat::Prometheus, hide_possible_values = true, conflicts_with_all = ["textfile", "listen"])]
     pub format: MetricsFormat,
 
+    /// Add host="NAME" to every series, for one Prometheus job or textfile
+    /// collection over several hosts [default: none: Prometheus' instance label names the host]
+    #[arg(long, value_name = "NAME", value_parser = host_label)]
+    pub host_label: Option<String>,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// A label value Prometheus and a shell both take as it is.
+fn host_label(text: &str) -> std::result::Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 253
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err("use 1 to 253 letters, digits, '-', '_', '.' or ':' (a host name or alias)".into())
+    }
 }
 
 /// What Prometheus reads is the default, on a terminal too: the records
@@ -136,6 +155,7 @@ pub const MANUAL: Manual = Manual {
 pub fn run(cli: Cli) -> Result<Exit> {
     let env = |key: &str| std::env::var_os(key);
     let sources = Sources {
+        host_label: cli.host_label,
         repos: or_from_env(cli.repos, "HV_BACKUP_REPO", env),
         backup_results: cli.backup_results,
         iso_library: or_from_env(cli.iso_library.into_iter().collect(), "HV_ISO_LIBRARY", env)

@@ -962,3 +962,34 @@ fn cpu_seconds_from_libvirt(name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no cpu.time in {text}"));
     ns / 1e9
 }
+
+/// `--host-label` puts `host` on every series, first, for one Prometheus
+/// job or one textfile directory gathering several hosts; without it no
+/// series has one (Prometheus' `instance` names the host it scraped).
+#[test]
+fn a_host_label_only_when_asked() {
+    let with = scrape_ok(&["-c", "test:///default", "--host-label", "h1"]);
+    assert!(!with.is_empty());
+    for s in &with {
+        assert_eq!(
+            s.labels.get("host").map(String::as_str),
+            Some("h1"),
+            "{s:?}"
+        );
+    }
+    let without = scrape_ok(&["-c", "test:///default"]);
+    assert!(without.iter().all(|s| !s.labels.contains_key("host")));
+    let out = metrics(&[
+        "-c",
+        "test:///default",
+        "--host-label",
+        "h1",
+        "--format",
+        "jsonl",
+    ]);
+    let first = out.assert_ok().records().remove(0);
+    assert_eq!(hv_testbench::keys(&first)[..2], ["metric", "host"]);
+    metrics(&["-c", "test:///default", "--host-label", "a b"])
+        .assert_exit(2)
+        .assert_stderr_contains("a host name or alias");
+}
