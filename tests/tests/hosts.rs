@@ -493,3 +493,60 @@ fn bench_a_migration_cut_short_leaves_the_guest_running_on_the_source() {
     drop(dup);
     assert!(guest.domain.is_active().unwrap());
 }
+
+/// A host that freezes after it answered (here: its libvirtd stopped with
+/// SIGSTOP while hv-stop waits on a guest there) fails its own items once
+/// libvirt's keepalive gives up on it, instead of holding the run until
+/// the items' deadline; the other host's work is done. h4 is this test's
+/// own, so freezing it disturbs no other test.
+#[test]
+fn bench_a_host_that_freezes_mid_run_fails_its_items_not_the_run() {
+    let hosts = hosts(4);
+    let dir = scratch("hosts-freeze");
+    let f = hosts.file(&dir, &[]);
+    let (c1, c4) = (hosts.connect("h1"), hosts.connect("h4"));
+    let quick = GuestSpec::new("freeze-quick")
+        .on_host(&hosts, "h1")
+        .define(&c1);
+    let deaf = GuestSpec::new("freeze-deaf")
+        .ignore_acpi()
+        .on_host(&hosts, "h4")
+        .define(&c4);
+    quick.start_ready();
+    deaf.start_ready();
+    let pid_file = std::path::Path::new(hv_testbench::HOSTS_DIR).join("h4/run/libvirtd.pid");
+    let daemon = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    struct Thaw(String);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0])
+                .status();
+        }
+    }
+    let _thaw = Thaw(daemon.clone());
+    let began = Instant::now();
+    let out = pipeline(&format!(
+        "hv-ls --hosts {} -c h1 -c h4 --name '{}freeze-*' | hv-stop --hosts {} --no-force --timeout 90s & run=$!; sleep 5; kill -STOP {daemon}; wait $run",
+        f.display(),
+        run_prefix(),
+        f.display()
+    ));
+    let took = began.elapsed();
+    drop(_thaw);
+    out.assert_exit(1);
+    let recs = out.records();
+    let on = |host: &str| by_host(&recs, host).into_iter().next().cloned().unwrap();
+    assert_eq!(on("h1")["how"], "graceful", "{out:?}");
+    let frozen = on("h4");
+    assert_eq!(frozen["ok"], false, "{out:?}");
+    assert!(
+        hv_testbench::error_message(&frozen).contains("keepalive"),
+        "{out:?}"
+    );
+    // Without keepalive it would end at the item's deadline (90 s + 60 s).
+    assert!(took < Duration::from_secs(75), "took {took:?}");
+}

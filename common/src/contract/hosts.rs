@@ -296,10 +296,27 @@ impl Scope {
 /// that never answers is left behind (it ends with the process): libvirt
 /// has no way to cancel an open.
 pub fn open_within(target: &Target, access: Access, timeout: Duration) -> Result<Connect> {
+    let remote = target
+        .uri
+        .as_deref()
+        .is_some_and(|u| u.contains("://") && !u.contains(":///"));
+    if remote {
+        keepalive_loop();
+    }
     let (tx, rx) = std::sync::mpsc::channel();
     let t = target.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(connect::open(&t, access));
+        let opened = connect::open(&t, access);
+        if let Ok(conn) = &opened {
+            if remote {
+                // A host that stops answering after the open (a frozen
+                // daemon, a dead link) fails its calls after about
+                // KEEPALIVE_SECS × (KEEPALIVE_COUNT + 1) instead of
+                // hanging them.
+                let _ = conn.set_keep_alive(KEEPALIVE_SECS, KEEPALIVE_COUNT);
+            }
+        }
+        let _ = tx.send(opened);
     });
     match rx.recv_timeout(timeout) {
         Ok(opened) => opened,
@@ -311,6 +328,29 @@ pub fn open_within(target: &Target, access: Access, timeout: Duration) -> Result
             ),
         )),
     }
+}
+
+/// libvirt's keepalive for remote hosts: a probe every 5 s, and the
+/// connection is closed after 3 go unanswered.
+const KEEPALIVE_SECS: i32 = 5;
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// libvirt sends keepalive probes from its event loop: registered once,
+/// before the first remote connection is opened, and run in a thread of
+/// its own for the life of the process.
+fn keepalive_loop() {
+    static LOOP: OnceLock<bool> = OnceLock::new();
+    LOOP.get_or_init(|| {
+        if virt::event::event_register_default_impl().is_err() {
+            return false;
+        }
+        std::thread::spawn(|| loop {
+            if virt::event::event_run_default_impl().is_err() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        true
+    });
 }
 
 /// The error for a host that could not be opened, in a run over several
