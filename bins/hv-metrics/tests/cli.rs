@@ -275,6 +275,13 @@ fn output_passes_promtool_and_describes_each_guest() {
     std::fs::remove_dir_all(&dir).unwrap();
 
     // The same series as records, each flat with its labels as fields.
+    // Only this test's VMs (and the host's series) are compared: other
+    // tests' guests come and go between the two scrapes.
+    let ours = |labels: &[(String, String)]| {
+        labels
+            .iter()
+            .all(|(k, v)| k != "name" || v.starts_with(hv_testbench::run_prefix()))
+    };
     let key = |metric: &str, labels: Vec<(String, String)>| {
         let mut labels = labels;
         labels.sort();
@@ -282,23 +289,28 @@ fn output_passes_promtool_and_describes_each_guest() {
     };
     let series: BTreeMap<String, f64> = parse(&text(&metrics(&[])))
         .into_iter()
-        .map(|s| (key(&s.name, s.labels.into_iter().collect()), s.value))
+        .map(|s| (s.name, s.labels.into_iter().collect::<Vec<_>>(), s.value))
+        .filter(|(_, labels, _)| ours(labels))
+        .map(|(name, labels, value)| (key(&name, labels), value))
         .collect();
     let records = metrics(&["--format", "jsonl"]).records();
     let from_records: BTreeMap<String, f64> = records
         .iter()
         .map(|r| {
             let r = r.as_object().unwrap();
-            let labels = r
+            let labels: Vec<(String, String)> = r
                 .iter()
                 .filter(|(k, _)| *k != "metric" && *k != "value")
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
                 .collect();
             (
-                key(r["metric"].as_str().unwrap(), labels),
+                r["metric"].as_str().unwrap().to_owned(),
+                labels,
                 r["value"].as_f64().unwrap(),
             )
         })
+        .filter(|(_, labels, _)| ours(labels))
+        .map(|(metric, labels, value)| (key(&metric, labels), value))
         .collect();
     assert_eq!(
         series.keys().collect::<Vec<_>>(),
