@@ -5,8 +5,8 @@
 # listing and acting in bulk, a snapshot, an encrypted backup of a running
 # and a stopped VM, a deep verify, and a restore checked against the source
 # disk; then two more hosts (the bench's extra libvirtd instances, reached
-# over ssh), all hosts listed at once, and a running VM moved live, with
-# its disk, from one to the other.
+# over ssh), all hosts listed at once, and a running VM made here moved
+# live, with its disk, to another host.
 # The VMs stay for you to play with; `tests/bench/demo.sh --clean` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +18,7 @@ dir=/var/lib/libvirt/images/hv-demo
 if [ "${1:-}" = --clean ]; then
     export PATH="$PWD/target/release:$PATH"
     # The clones first: hv-rm keeps a template's disk while clones use it.
+    HV_HOSTS=$dir/hosts "$PWD/target/release/hv-ls" demo-mover 2>/dev/null | as_root env HV_HOSTS="$dir/hosts" "$PWD/target/release/hv-rm" --force --remove-storage --yes >/dev/null 2>&1 || true
     for vm in demo-web1 demo-web2 demo-db demo-base; do
         virsh -c "$HV_CONNECT" dominfo "$vm" >/dev/null 2>&1 || continue
         as_root "$PWD/target/release/hv-rm" --force --remove-storage --yes "$vm" >/dev/null \
@@ -96,22 +97,23 @@ show "hv-health --format table --problems || true"
 
 # Two more hosts, each its own libvirtd reached over ssh (tests/bench/hosts.sh:
 # on this machine, in namespaces of their own); a hosts file names them and
-# this one. A VM made on h1 moves live, with its disk, to h2.
+# this one. A VM made here moves live, with its disk, to h1 and on to h2.
 hosts=$(as_root bash tests/bench/hosts.sh start /var/tmp/hv-hosts 2)
 { echo "here qemu:///system"; echo "$hosts"; } | as_root tee "$dir/hosts" >/dev/null
 export HV_HOSTS="$dir/hosts"
 show "cat $dir/hosts"
-if ! hv-ls -c h1 -c h2 demo-mover >/dev/null 2>&1; then
+if ! hv-ls demo-mover >/dev/null 2>&1; then
     jq -cn --arg image "$image" --arg type "${HV_DOMAIN_TYPE:-qemu}" \
-        '{name: "demo-mover", type: $type, memory: "128M", disk: {size: "256M"},
+        '{name: "demo-mover", type: $type, memory: "128M",
+          dir: "/var/lib/libvirt/images", disk: {size: "256M"},
           kernel: "\($image)/vmlinux", initrd: "\($image)/initramfs.img",
           cmdline: "console=ttyS0 panic=-1 quiet hvtest.writer=1"}' >"$dir/mover.json"
-    show "hv-define -c h1 $dir/mover.json | hv-start --wait --format table"
+    show "hv-define -c here $dir/mover.json | hv-start --wait --format table"
 fi
-show "hv-ls --format table"
-mover_on=$(hv-ls -c h1 -c h2 demo-mover | jq -r .host)
-to=h2; [ "$mover_on" = h2 ] && to=h1
+show "hv-ls --state running --format table"
+mover_on=$(hv-ls demo-mover | jq -r .host)
+to=h1; [ "$mover_on" = h1 ] && to=h2
 show "hv-preflight -c $mover_on --for migrate --to $to demo-mover --format table"
 show "hv-ls -c $mover_on demo-mover | hv-migrate --to $to --copy-storage --format table"
-show "hv-ls --name 'demo-*' --format table"
+show "hv-ls --name 'demo-mover' | jq -c '{name, host, state, disk: .disks[0].source}'"
 printf '\nThe demo VMs, the repository in %s and the extra hosts stay; remove them with: tests/bench/demo.sh --clean\n' "$dir"

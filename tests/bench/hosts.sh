@@ -90,7 +90,7 @@ network() { # I
 
 host_config() { # DIR I
     local h=$1/h$2 uuid
-    mkdir -p "$h/etc/qemu" "$h/run" "$h/lib/images" "$h/cache" "$h/log"
+    mkdir -p "$h/etc/qemu" "$h/run" "$h/lib/images" "$h/cache" "$h/log/qemu"
     [[ -f $h/host_uuid ]] || cat /proc/sys/kernel/random/uuid >"$h/host_uuid"
     uuid=$(<"$h/host_uuid")
     # Root reaches the socket through sshd; nobody else can: the socket

@@ -94,6 +94,28 @@ fn bench_records_know_their_host_and_go_back_to_it() {
         "nothing was stopped by a guess"
     );
 
+    // hv-rm --remove-storage deletes files where it runs: for h1's VM it
+    // would delete this machine's file of the same path (a decoy here),
+    // so it refuses and does nothing to that VM.
+    let decoy =
+        std::path::Path::new(hv_testbench::HOST_IMAGES).join(other.disk.file_name().unwrap());
+    std::fs::write(&decoy, b"this machine's own file").unwrap();
+    let rm = pipeline(&format!(
+        "hv-rm --hosts {f} -c h1 --remove-storage --yes '{}route-other'",
+        run_prefix()
+    ));
+    let refused = rm.assert_failed("unsupported").one_record();
+    assert!(
+        hv_testbench::error_message(&refused).contains("run it there"),
+        "{rm:?}"
+    );
+    assert_eq!(std::fs::read(&decoy).unwrap(), b"this machine's own file");
+    assert!(
+        c1.lookup_domain_by_uuid_string(&other.uuid).is_ok(),
+        "still defined on h1"
+    );
+    std::fs::remove_file(&decoy).unwrap();
+
     // With no host named, records stay as they were: no host field.
     let local = GuestSpec::new("route-local").define(&hv_testbench::connect());
     let plain = pipeline(&format!("hv-ls '{}'", local.name));
@@ -549,4 +571,51 @@ fn bench_a_host_that_freezes_mid_run_fails_its_items_not_the_run() {
     );
     // Without keepalive it would end at the item's deadline (90 s + 60 s).
     assert!(took < Duration::from_secs(75), "took {took:?}");
+}
+
+/// A one-host command's records name the host it was given, so the next
+/// command in a pipe over several hosts acts there: a VM made with
+/// hv-define on `here` (this machine, by its alias in the hosts file)
+/// starts there, and not on h1 or h2.
+#[test]
+fn bench_a_vm_made_on_one_host_is_started_there() {
+    let hosts = hosts(2);
+    let dir = scratch("hosts-define");
+    let f = hosts.file(&dir, &[&format!("here {}", hv_testbench::URI)]);
+    let image = hv_testbench::guest_image();
+    let name = format!("{}made-here", run_prefix());
+    let profile = serde_json::json!({
+        "name": name, "type": hv_testbench::domain_type(), "memory": "128M",
+        "dir": hv_testbench::IMAGE_DIR, "disk": {"size": "64M"},
+        "kernel": image.join("vmlinux"), "initrd": image.join("initramfs.img"),
+        "cmdline": "console=ttyS0 panic=-1 quiet",
+    });
+    let file = dir.join("profile.json");
+    std::fs::write(&file, profile.to_string()).unwrap();
+    let here = hv_testbench::connect();
+    let out = pipeline(&format!(
+        "hv-define --hosts {f} -c here {} | hv-start --hosts {f} --wait",
+        file.display(),
+        f = f.display()
+    ));
+    let made = here.lookup_domain_by_name(&name).ok().map(Moved);
+    let rec = out.assert_ok().one_record();
+    assert_eq!(
+        (rec["host"].as_str(), rec["state"].as_str()),
+        (Some("here"), Some("running")),
+        "{out:?}"
+    );
+    assert!(made.as_ref().is_some_and(|m| m.0.is_active().unwrap()));
+    drop(made);
+    let _ = std::fs::remove_file(format!("{}/{name}.qcow2", hv_testbench::IMAGE_DIR));
+    // It makes files on this machine: another host is refused, not filled
+    // with a VM whose disk is here.
+    let remote = pipeline(&format!(
+        "hv-define --hosts {} -c h1 {}",
+        f.display(),
+        file.display()
+    ));
+    remote
+        .assert_exit(2)
+        .assert_stderr_contains("is another host: run it there");
 }

@@ -133,7 +133,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
         &cli.vms,
         "hv-ls --tag template | hv-clone --count 3 --linked",
     )?;
-    let conn = Arc::new(cli.connect.open(Access::ReadWrite)?);
+    let conn = Arc::new(
+        cli.connect
+            .open_local(Access::ReadWrite, "the clones' disks")?,
+    );
     let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
     let status = clone_all(conn, inputs, opts, &mut printer)?;
     printer.finish()?;
@@ -561,7 +564,7 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
         domain::write_tags(&dom, &tags, true, false)?;
     }
     making::not_interrupted()?;
-    let listed = inventory::records(conn, vec![dom])?
+    let listed = inventory::records(conn, vec![dom], hv_common::hosts::the_one_host().as_deref())?
         .pop()
         .and_then(|r| r.transpose())
         .ok_or_else(|| {

@@ -113,7 +113,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
         iso_library: cli.iso_library,
     };
     let _ = cli::interrupt_flag();
-    let conn = cli.connect.open(Access::ReadWrite)?;
+    let conn = cli
+        .connect
+        .open_local(Access::ReadWrite, "its disks and cloud-init seeds")?;
     let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
     let mut status = Status::default();
     define_all(&conn, &opts, &mut printer, &mut status)?;
@@ -399,7 +401,7 @@ fn define_one(
     }
     let mut undo = making::Undo::new();
     let dom = make::make(conn, p, &uuid, &plan, &mut undo)?;
-    let listed = inventory::records(conn, vec![dom])?
+    let listed = inventory::records(conn, vec![dom], hv_common::hosts::the_one_host().as_deref())?
         .pop()
         .and_then(|r| r.transpose())
         .ok_or_else(|| {

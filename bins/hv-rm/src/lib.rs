@@ -192,6 +192,17 @@ fn remove(
     plan: Plan,
     users: &OnceLock<Result<Users>>,
 ) -> Result<Map<String, Value>> {
+    // Files are looked at and deleted on the machine hv-rm runs on: on
+    // another host's VM that would read, and delete, this machine's files
+    // of the same path. Nothing is done to that VM.
+    if plan.remove_storage {
+        if let Some(uri) = conn.uri().ok().filter(|u| hv_common::hosts::is_remote(u)) {
+            return Err(Error::new(
+                Code::Unsupported,
+                format!("--remove-storage works on the machine hv-rm runs on, and this VM is on {uri}: run it there (e.g. `ssh root@HOST hv-rm --remove-storage NAME`), or drop --remove-storage to only undefine it; nothing was done"),
+            ));
+        }
+    }
     let running = lifecycle::state(dom)?.state.is_active();
     if running && !plan.force {
         return Err(Error::new(

@@ -43,6 +43,26 @@ impl ConnectArgs {
         Ok(scope.open_one(access, self.connect_timeout)?.1)
     }
 
+    /// The one connection of a command that writes files for libvirt on
+    /// the machine it runs on (disk images, seeds): that machine must be
+    /// the host, or the files land where the VM is not.
+    pub fn open_local(&self, access: Access, writes: &str) -> Result<virt::connect::Connect> {
+        let scope = self.scope()?;
+        let uri = match &scope {
+            Scope::Named { hosts, .. } if hosts.len() == 1 => Some(hosts[0].uri.clone()),
+            Scope::Default(target) => target.uri.clone(),
+            Scope::Named { .. } => None, // refused by open() below
+        };
+        if let Some(uri) = uri.filter(|u| crate::hosts::is_remote(u)) {
+            return Err(Error::usage(format!(
+                "{} writes {writes} on this machine, and {uri} is another host: run it there (e.g. `ssh root@HOST {} ...`)",
+                program(),
+                program()
+            )));
+        }
+        self.open(access)
+    }
+
     /// The one host of a command that works on one host, to open later.
     pub fn target(&self) -> Result<Target> {
         let scope = self.scope()?;

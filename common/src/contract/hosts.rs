@@ -296,10 +296,7 @@ impl Scope {
 /// that never answers is left behind (it ends with the process): libvirt
 /// has no way to cancel an open.
 pub fn open_within(target: &Target, access: Access, timeout: Duration) -> Result<Connect> {
-    let remote = target
-        .uri
-        .as_deref()
-        .is_some_and(|u| u.contains("://") && !u.contains(":///"));
+    let remote = target.uri.as_deref().is_some_and(is_remote);
     if remote {
         keepalive_loop();
     }
@@ -328,6 +325,12 @@ pub fn open_within(target: &Target, access: Access, timeout: Duration) -> Result
             ),
         )),
     }
+}
+
+/// Whether a libvirt URI names another machine (`qemu+ssh://h1/system`)
+/// rather than this one (`qemu:///system`, `test:///default`).
+pub fn is_remote(uri: &str) -> bool {
+    uri.contains("://") && !uri.contains(":///")
 }
 
 /// libvirt's keepalive for remote hosts: a probe every 5 s, and the
@@ -374,6 +377,15 @@ static ONE: OnceLock<Scope> = OnceLock::new();
 /// Says that this run works on the one host of `scope`.
 pub fn working_on(scope: &Scope) {
     let _ = ONE.set(scope.clone());
+}
+
+/// The host a one-host command works on, when the run named it (`-c h1`):
+/// its records say so, as every command's do when hosts are named.
+pub fn the_one_host() -> Option<String> {
+    match ONE.get()? {
+        Scope::Named { hosts, .. } if hosts.len() == 1 => Some(hosts[0].name.clone()),
+        _ => None,
+    }
 }
 
 /// Whether a record's host may be looked up in this run: always, unless

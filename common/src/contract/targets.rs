@@ -237,10 +237,11 @@ fn not_found(vm: &VmRef, err: &virt::error::Error) -> Error {
 /// The record for an item that failed before or during its action: it names
 /// the VM as the user did, so the failure can be traced and piped onward.
 pub fn failure_record(vm: &VmRef, action: Option<&str>, err: &Error) -> Map<String, Value> {
+    let one = crate::hosts::the_one_host();
     crate::output::to_record(&Outcome {
         name: vm.name.as_deref(),
         uuid: vm.uuid.as_deref(),
-        host: vm.host.as_deref(),
+        host: vm.host.as_deref().or(one.as_deref()),
         action,
         ok: false,
         fields: err.done.as_deref(),
@@ -255,10 +256,11 @@ pub fn success_record(
     action: &str,
     fields: &impl serde::Serialize,
 ) -> Map<String, Value> {
+    let one = crate::hosts::the_one_host();
     crate::output::to_record(&Outcome {
         name: vm.name.as_deref(),
         uuid: vm.uuid.as_deref(),
-        host: vm.host.as_deref(),
+        host: vm.host.as_deref().or(one.as_deref()),
         action: Some(action),
         ok: true,
         fields,

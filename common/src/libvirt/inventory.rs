@@ -271,14 +271,24 @@ fn block_sizes(stats: &Stats, target: &str) -> (Option<u64>, Option<u64>) {
 /// while being read.
 pub type Listed = Result<Option<serde_json::Map<String, serde_json::Value>>>;
 
-/// The records of `domains`, each as hv-ls prints it.
-pub fn records(conn: &Connect, domains: Vec<Domain>) -> Result<Vec<Listed>> {
+/// The records of `domains`, each as hv-ls prints it, with `host` when
+/// the run named its host.
+pub fn records(conn: &Connect, domains: Vec<Domain>, host: Option<&str>) -> Result<Vec<Listed>> {
     let basics = basics(conn, domains)?;
     let details = details(&basics);
     Ok(basics
         .iter()
         .zip(details)
-        .map(|(b, d)| d.map(|d| d.map(|d| crate::output::to_record(&record(b, &d)))))
+        .map(|(b, d)| {
+            d.map(|d| {
+                d.map(|d| {
+                    crate::output::to_record(&VmRecord {
+                        host,
+                        ..record(b, &d)
+                    })
+                })
+            })
+        })
         .collect())
 }
 
