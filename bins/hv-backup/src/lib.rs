@@ -369,6 +369,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
             identity: a.identity.identity,
         }),
         Command::Restore(a) => restore::restore(&restore::Plan {
+            // The disks are written here; a VM defined on another host
+            // would point at paths that are not there.
+            define: {
+                if a.define {
+                    a.connect
+                        .this_machine("defines the restored VM with disks written")?;
+                }
+                a.define
+            },
             workers: a.work.workers(),
             format: a.output.format(),
             libvirt: a.connect.target()?,
@@ -380,7 +389,6 @@ pub fn run(cli: Cli) -> Result<Exit> {
             output_path: a.output_path,
             dir: a.dir,
             disk_format: a.disk_format,
-            define: a.define,
             name: a.name,
             force: a.force,
             scratch_dir: a.work.scratch_dir,
@@ -494,8 +502,11 @@ const CREATE_COLUMNS: &[Column] = &[
 ];
 
 fn create(a: CreateArgs) -> Result<Exit> {
-    // The disks are read on the machine hv runs on: one host per run.
+    // The disks are read on the machine hv runs on: one host per run, and
+    // that host is this machine (another's VM would be backed up from this
+    // machine's file of the same path).
     a.args.connect.target()?;
+    a.args.connect.this_machine("reads the VMs' disks")?;
     let inputs = bulk::inputs(&a.vms, "hv-ls --tag prod | hv-backup create")?;
     let repo = Repo::open(&a.repo.repo)?;
     let key = repo.host_key(&a.key_dir.key_dir)?;

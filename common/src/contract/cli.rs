@@ -47,20 +47,26 @@ impl ConnectArgs {
     /// the machine it runs on (disk images, seeds): that machine must be
     /// the host, or the files land where the VM is not.
     pub fn open_local(&self, access: Access, writes: &str) -> Result<virt::connect::Connect> {
-        let scope = self.scope()?;
-        let uri = match &scope {
+        self.this_machine(&format!("writes {writes}"))?;
+        self.open(access)
+    }
+
+    /// Refuses a host other than this machine, for a command that `does`
+    /// something to files on the machine it runs on.
+    pub fn this_machine(&self, does: &str) -> Result<()> {
+        let uri = match self.scope()? {
             Scope::Named { hosts, .. } if hosts.len() == 1 => Some(hosts[0].uri.clone()),
-            Scope::Default(target) => target.uri.clone(),
-            Scope::Named { .. } => None, // refused by open() below
+            Scope::Default(target) => target.uri,
+            Scope::Named { .. } => None, // several: refused where the host is opened
         };
-        if let Some(uri) = uri.filter(|u| crate::hosts::is_remote(u)) {
-            return Err(Error::usage(format!(
-                "{} writes {writes} on this machine, and {uri} is another host: run it there (e.g. `ssh root@HOST {} ...`)",
+        match uri.filter(|u| crate::hosts::is_remote(u)) {
+            Some(uri) => Err(Error::usage(format!(
+                "{} {does} on this machine, and {uri} is another host: run it there (e.g. `ssh root@HOST {} ...`)",
                 program(),
                 program()
-            )));
+            ))),
+            None => Ok(()),
         }
-        self.open(access)
     }
 
     /// The one host of a command that works on one host, to open later.
