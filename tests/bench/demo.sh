@@ -25,6 +25,7 @@ if [ "${1:-}" = --clean ]; then
             && echo "removed $vm" || echo "could not remove $vm" >&2
     done
     as_root rm -rf "$dir"
+    as_root rm -f /var/lib/libvirt/images/demo-mover.qcow2 # wherever it moved, its first disk stays here
     as_root bash tests/bench/hosts.sh stop /var/tmp/hv-hosts
     as_root rm -rf /var/tmp/hv-hosts
     exit 0

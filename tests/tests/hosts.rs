@@ -606,6 +606,23 @@ fn bench_a_vm_made_on_one_host_is_started_there() {
         "{out:?}"
     );
     assert!(made.as_ref().is_some_and(|m| m.0.is_active().unwrap()));
+    // Its CPU, as hv-define wrote it, is compared by libvirt with what
+    // h1's hypervisor can give (a read-write call there).
+    let pre = pipeline(&format!(
+        "hv-preflight --hosts {} -c here --for migrate --to h1 '{name}' --format jsonl",
+        f.display()
+    ));
+    let cpu = pre
+        .records()
+        .into_iter()
+        .find(|c| c["check"] == "migrate.cpu")
+        .unwrap_or_else(|| panic!("no migrate.cpu: {pre:?}"));
+    assert_eq!(cpu["status"], "pass", "{cpu}");
+    assert!(
+        hv_testbench::error_message(&serde_json::json!({"error": {"message": cpu["message"]}}))
+            .contains("can give it the CPU"),
+        "{cpu}"
+    );
     drop(made);
     let _ = std::fs::remove_file(format!("{}/{name}.qcow2", hv_testbench::IMAGE_DIR));
     // It makes files on this machine: another host is refused, not filled

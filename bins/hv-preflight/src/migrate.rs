@@ -2,7 +2,8 @@
 //! wrong only part-way, or what would leave a VM that cannot run where it
 //! lands. The destination answers; it has the memory the running VMs
 //! need, together; the CPU the guest sees is one it can give (libvirt's
-//! own comparison); the networks the VM's NICs use exist there; and each
+//! own comparison, which takes a read-write connection there); the
+//! networks the VM's NICs use exist there; and each
 //! disk is either there already or has a pool with room to be copied to.
 
 use crate::ffi;
@@ -38,7 +39,15 @@ impl Destination {
             uri: Some(host.uri.clone()),
             source: hv_common::connect::UriSource::Flag,
         };
-        let opened = hosts::open_within(&target, hv_common::connect::Access::ReadOnly, timeout);
+        // libvirt's CPU comparison needs a read-write connection; a user
+        // who may only read still gets every other check.
+        use hv_common::connect::Access;
+        let opened = match hosts::open_within(&target, Access::ReadWrite, timeout) {
+            Err(e) if e.code == hv_common::Code::PermissionDenied => {
+                hosts::open_within(&target, Access::ReadOnly, timeout)
+            }
+            other => other,
+        };
         let check = match &opened {
             Ok(_) => Check::new(
                 "migrate.destination",
