@@ -15,7 +15,7 @@ use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{self, ActionArgs};
 use hv_common::connect::{Access, Target, UriSource};
-use hv_common::hosts::{self, Host, Scope};
+use hv_common::hosts::{self, Host};
 use hv_common::lifecycle;
 use hv_common::manual::Manual;
 use hv_common::output::{col, Column, Show};
@@ -180,7 +180,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 pub fn run(cli: Cli) -> Result<Exit> {
     let env = |k: &str| std::env::var(k).ok();
-    let to = destination(&cli.to, cli.args.connect.hosts.as_deref(), env)?;
+    let to = hosts::destination(&cli.to, cli.args.connect.hosts.as_deref(), env)?;
     let plan = Plan {
         to,
         mode: match (cli.live, cli.offline) {
@@ -256,19 +256,6 @@ pub fn run(cli: Cli) -> Result<Exit> {
         ));
     }
     Ok(exit)
-}
-
-/// `--to`: a URI, or an alias of the hosts file (`--hosts`, `HV_HOSTS`).
-fn destination(
-    to: &str,
-    hosts_file: Option<&std::path::Path>,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Host> {
-    match Scope::resolve(&[to.to_owned()], hosts_file, env) {
-        Ok(Scope::Named { hosts, .. }) if hosts.len() == 1 => Ok(hosts[0].clone()),
-        Ok(_) => Err(Error::usage(format!("--to {to:?}: give one host"))),
-        Err(e) => Err(Error::usage(e.message.replacen("-c ", "--to ", 1))),
-    }
 }
 
 /// The destination host, opened once (read-only, or read-write to clean up
@@ -712,24 +699,6 @@ fn failed(dom: &Domain, to: &Host, aborted: Option<Error>, err: &virt::error::Er
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_destination_is_a_uri_or_an_alias_of_the_hosts_file() {
-        let dir = std::env::temp_dir().join(format!("hv-migrate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("hosts");
-        std::fs::write(&file, "h2 qemu+ssh://root@h2/system\n").unwrap();
-        let none = |_: &str| None;
-        let by_alias = destination("h2", Some(&file), none).unwrap();
-        assert_eq!(by_alias.name, "h2");
-        assert_eq!(by_alias.uri, "qemu+ssh://root@h2/system");
-        let by_uri = destination("qemu+tcp://h3/system", None, none).unwrap();
-        assert_eq!(by_uri.name, "qemu+tcp://h3/system");
-        let e = destination("h3", Some(&file), none).unwrap_err();
-        assert_eq!(e.code, Code::Usage);
-        assert!(e.message.starts_with("--to \"h3\""), "{}", e.message);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn flags_follow_the_plan() {

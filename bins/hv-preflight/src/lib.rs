@@ -314,7 +314,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
             repo: cli.repo,
             disk_only: cli.disk_only,
             to: match &cli.to {
-                Some(to) => Some(destination(to, &cli.connect)?),
+                Some(to) => Some(hv_common::hosts::destination(
+                    to,
+                    cli.connect.hosts.as_deref(),
+                    |k| std::env::var(k).ok(),
+                )?),
                 None => None,
             },
             connect_timeout: cli.connect.connect_timeout,
@@ -347,18 +351,6 @@ pub fn run(cli: Cli) -> Result<Exit> {
         format: Format::or_default_for_stdout(cli.output.format()),
     };
     preflight(&opts)
-}
-
-/// `--to`: a URI, or an alias of the hosts file (`--hosts`, `HV_HOSTS`).
-fn destination(to: &str, connect: &ConnectArgs) -> Result<hv_common::hosts::Host> {
-    let env = |k: &str| std::env::var(k).ok();
-    match hv_common::hosts::Scope::resolve(&[to.to_owned()], connect.hosts.as_deref(), env) {
-        Ok(hv_common::hosts::Scope::Named { hosts, .. }) if hosts.len() == 1 => {
-            Ok(hosts[0].clone())
-        }
-        Ok(_) => Err(Error::usage(format!("--to {to:?}: give one host"))),
-        Err(e) => Err(Error::usage(e.message.replacen("-c ", "--to ", 1))),
-    }
 }
 
 fn preflight(opts: &Options) -> Result<Exit> {

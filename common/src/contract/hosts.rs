@@ -370,6 +370,20 @@ pub fn unreachable(host: &Host, err: &Error) -> Error {
     )
 }
 
+/// `--to HOST` (hv-migrate, hv-preflight --for migrate): a URI, or an
+/// alias of the hosts file (`--hosts`, else `HV_HOSTS`).
+pub fn destination(
+    to: &str,
+    hosts_file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Host> {
+    match Scope::resolve(&[to.to_owned()], hosts_file, env) {
+        Ok(Scope::Named { hosts, .. }) if hosts.len() == 1 => Ok(hosts[0].clone()),
+        Ok(_) => Err(Error::usage(format!("--to {to:?}: give one host"))),
+        Err(e) => Err(Error::usage(e.message.replacen("-c ", "--to ", 1))),
+    }
+}
+
 /// The one host of a command that works on one host, once it has opened
 /// it; lookups refuse records from another host (`targets::lookup`).
 static ONE: OnceLock<Scope> = OnceLock::new();
@@ -618,6 +632,21 @@ mod tests {
         let both = Scope::resolve(&["h1".into(), "test:///default".into()], None, env).unwrap();
         assert_eq!(both.hosts(), &all.hosts()[..1]);
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_destination_is_a_uri_or_an_alias_of_the_hosts_file() {
+        let file = std::env::temp_dir().join(format!("hv-to-{}", std::process::id()));
+        std::fs::write(&file, "h2 qemu+ssh://root@h2/system\n").unwrap();
+        let by_alias = destination("h2", Some(&file), no_env).unwrap();
+        assert_eq!(by_alias.name, "h2");
+        assert_eq!(by_alias.uri, "qemu+ssh://root@h2/system");
+        let by_uri = destination("qemu+tcp://h3/system", None, no_env).unwrap();
+        assert_eq!(by_uri.name, "qemu+tcp://h3/system");
+        let e = destination("h3", Some(&file), no_env).unwrap_err();
+        assert_eq!(e.code, Code::Usage);
+        assert!(e.message.starts_with("--to \"h3\""), "{}", e.message);
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]
