@@ -14,7 +14,7 @@
 use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{self, ActionArgs};
-use hv_common::connect::{Access, Target, UriSource};
+use hv_common::connect::Access;
 use hv_common::hosts::{self, Host};
 use hv_common::lifecycle;
 use hv_common::manual::Manual;
@@ -271,21 +271,13 @@ struct Destination {
 impl Destination {
     /// A new connection, past the cached one.
     fn fresh(&self) -> Result<Connect> {
-        let target = Target {
-            uri: Some(self.host.uri.clone()),
-            source: UriSource::Flag,
-        };
-        hosts::open_within(&target, self.access, self.timeout)
+        self.host.open(self.access, self.timeout)
     }
 
     fn conn(&self) -> Result<Arc<Connect>> {
         self.conn
             .get_or_init(|| {
-                let target = Target {
-                    uri: Some(self.host.uri.clone()),
-                    source: UriSource::Flag,
-                };
-                hosts::open_within(&target, self.access, self.timeout)
+                self.fresh()
                     .map(Arc::new)
                     .map_err(|e| hosts::unreachable(&self.host, &e))
             })

@@ -35,16 +35,12 @@ impl Destination {
         timeout: std::time::Duration,
         limits: hv_common::plan::Limits,
     ) -> (Destination, Check) {
-        let target = hv_common::connect::Target {
-            uri: Some(host.uri.clone()),
-            source: hv_common::connect::UriSource::Flag,
-        };
         // libvirt's CPU comparison needs a read-write connection; a user
         // who may only read still gets every other check.
         use hv_common::connect::Access;
-        let opened = match hosts::open_within(&target, Access::ReadWrite, timeout) {
+        let opened = match host.open(Access::ReadWrite, timeout) {
             Err(e) if e.code == hv_common::Code::PermissionDenied => {
-                hosts::open_within(&target, Access::ReadOnly, timeout)
+                host.open(Access::ReadOnly, timeout)
             }
             other => other,
         };

@@ -2,7 +2,7 @@
 //! exit statuses, `-c`, `--format`, `-j` and the treatment of a closed pipe
 //! cannot drift between commands.
 
-use crate::connect::{Access, Target, UriSource};
+use crate::connect::{Access, Target};
 use crate::error::{Code, Error, Exit, Result};
 use crate::hosts::Scope;
 use crate::output::Format;
@@ -54,10 +54,10 @@ impl ConnectArgs {
     /// Refuses a host other than this machine, for a command that `does`
     /// something to files on the machine it runs on.
     pub fn this_machine(&self, does: &str) -> Result<()> {
-        let uri = match self.scope()? {
-            Scope::Named { hosts, .. } if hosts.len() == 1 => Some(hosts[0].uri.clone()),
-            Scope::Default(target) => target.uri,
-            Scope::Named { .. } => None, // several: refused where the host is opened
+        let scope = self.scope()?;
+        let uri = match (&scope, scope.the_one()?) {
+            (Scope::Default(target), _) => target.uri.clone(),
+            (_, one) => one.map(|h| h.uri.clone()),
         };
         match uri.filter(|u| crate::hosts::is_remote(u)) {
             Some(uri) => Err(Error::usage(format!(
@@ -73,17 +73,9 @@ impl ConnectArgs {
     pub fn target(&self) -> Result<Target> {
         let scope = self.scope()?;
         crate::hosts::working_on(&scope);
-        match scope {
-            Scope::Default(target) => Ok(target),
-            Scope::Named { hosts, .. } if hosts.len() == 1 => Ok(Target {
-                uri: Some(hosts[0].uri.clone()),
-                source: UriSource::Flag,
-            }),
-            Scope::Named { hosts, .. } => Err(Error::usage(format!(
-                "{} works on one host at a time, and {} are given; give one with -c",
-                program(),
-                hosts.len()
-            ))),
+        match (&scope, scope.the_one()?) {
+            (Scope::Default(target), _) => Ok(target.clone()),
+            (_, one) => Ok(one.expect("a named scope's one host").target()),
         }
     }
 }

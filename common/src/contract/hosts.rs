@@ -23,6 +23,21 @@ pub struct Host {
     pub uri: String,
 }
 
+impl Host {
+    /// The host as a connection target, for messages and opening.
+    pub fn target(&self) -> Target {
+        Target {
+            uri: Some(self.uri.clone()),
+            source: UriSource::Flag,
+        }
+    }
+
+    /// Opens it, giving up after `timeout` ([`open_within`]).
+    pub fn open(&self, access: Access, timeout: Duration) -> Result<Connect> {
+        open_within(&self.target(), access, timeout)
+    }
+}
+
 /// Which hosts a run works on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
@@ -272,16 +287,22 @@ impl Scope {
     /// The run's one connection, for a command that works on one host; a
     /// usage error when several are named.
     pub fn open_one(&self, access: Access, timeout: Duration) -> Result<(Option<Host>, Connect)> {
+        match (self, self.the_one()?) {
+            (Scope::Default(target), _) => Ok((None, connect::open(target, access)?)),
+            (_, one) => {
+                let one = one.expect("a named scope's one host");
+                Ok((Some(one.clone()), one.open(access, timeout)?))
+            }
+        }
+    }
+
+    /// The run's one named host (`None`: the unnamed default); a usage
+    /// error when several are named, for a command that works on one.
+    pub fn the_one(&self) -> Result<Option<&Host>> {
         match self {
-            Scope::Default(target) => Ok((None, connect::open(target, access)?)),
+            Scope::Default(_) => Ok(None),
             Scope::Named { hosts, .. } => match &hosts[..] {
-                [one] => {
-                    let target = Target {
-                        uri: Some(one.uri.clone()),
-                        source: UriSource::Flag,
-                    };
-                    Ok((Some(one.clone()), open_within(&target, access, timeout)?))
-                }
+                [one] => Ok(Some(one)),
                 _ => Err(Error::usage(format!(
                     "{} works on one host at a time, and {} are given; give one with -c",
                     crate::cli::program(),
@@ -498,11 +519,7 @@ impl Pool {
             Route::Host(host) => {
                 self.cell(host)
                     .get_or_init(|| {
-                        let target = Target {
-                            uri: Some(host.uri.clone()),
-                            source: UriSource::Flag,
-                        };
-                        let opened = open_within(&target, self.access, self.timeout).map(Arc::new);
+                        let opened = host.open(self.access, self.timeout).map(Arc::new);
                         // A run's only host is the hypervisor: not reaching it
                         // is the run's error, as without hosts (exit 3).
                         if self.scope.single().as_ref() == Some(route) {
