@@ -819,11 +819,10 @@ impl Terminal {
             "export PATH='{}':\"$PATH\" HV_CONNECT='{URI}'; unset COLUMNS; {script}; echo \"[exit $?]\"; sleep 600",
             dir.display()
         );
-        let st = Command::new("tmux")
+        let st = tmux(&session)
             .args(["new-session", "-d", "-s", &session, "-x"])
             .arg(width.to_string())
             .args(["-y", "200", "bash", "--norc", "--noprofile", "-c", &line])
-            .env_remove("TMUX")
             .status()
             .expect("tmux (Debian package tmux)");
         assert!(st.success(), "tmux new-session");
@@ -852,7 +851,7 @@ impl Terminal {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session = format!("{}shell{n}", run_prefix());
         let dir = Path::new(&bin("hv-ls")).parent().unwrap().to_path_buf();
-        let st = Command::new("tmux")
+        let st = tmux(&session)
             .args(["new-session", "-d", "-s", &session, "-x"])
             .arg(width.to_string())
             .args(["-y", "50"])
@@ -867,7 +866,6 @@ impl Terminal {
             )
             .env("HV_CONNECT", URI)
             .env("PS1", "$ ")
-            .env_remove("TMUX")
             .status()
             .expect("tmux (Debian package tmux)");
         assert!(st.success(), "tmux new-session");
@@ -876,7 +874,7 @@ impl Terminal {
 
     /// Types `keys` (tmux key names such as `Tab`, `Enter`, or text).
     pub fn keys(&self, keys: &[&str]) {
-        let st = Command::new("tmux")
+        let st = tmux(&self.session)
             .args(["send-keys", "-t", &self.session])
             .args(keys)
             .status()
@@ -923,7 +921,7 @@ impl Terminal {
     /// What the terminal shows; with `joined`, lines the terminal wrapped
     /// are joined again, so a line longer than the width shows as one.
     pub fn screen(&self, joined: bool) -> String {
-        let mut cmd = Command::new("tmux");
+        let mut cmd = tmux(&self.session);
         cmd.args(["capture-pane", "-p", "-t", &self.session]);
         if joined {
             cmd.arg("-J");
@@ -942,10 +940,18 @@ impl Terminal {
 
 impl Drop for Terminal {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .status();
+        let _ = tmux(&self.session).arg("kill-server").status();
     }
+}
+
+/// tmux talking to the server of `session` alone. Each terminal has its
+/// own server (`-L`): on one shared server, the last session's end
+/// stops the server while another test's `new-session` is connecting
+/// to it, and that test fails with "server exited unexpectedly".
+fn tmux(session: &str) -> Command {
+    let mut cmd = Command::new("tmux");
+    cmd.args(["-L", session]).env_remove("TMUX");
+    cmd
 }
 
 /// The names the first table at or after `heading` in `docs/<doc>` gives, in order:
