@@ -114,6 +114,27 @@ in
       schedule = schedule "hv-backup";
     };
 
+    backupSync = {
+      enable = mkEnableOption "a nightly copy of new backups to a replica of the repository (hv-backup sync), e.g. a disk or host elsewhere";
+      destination = mkOption {
+        type = types.str;
+        example = "/mnt/offsite/hv";
+        description = "The replica (HV_BACKUP_SYNC_TO): a new or empty directory the first sync makes a replica of services.hv.backup.repository.";
+      };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ "--verify" ];
+        example = [
+          "--verify"
+          "--prune"
+          "--keep-monthly"
+          "24"
+        ];
+        description = "More hv-backup sync arguments: --verify checks (and repairs) each backup there; --prune with --keep-* rules applies the replica's own retention.";
+      };
+      schedule = schedule "hv-backup-sync";
+    };
+
     snapshotPrune = {
       enable = mkEnableOption "pruning of the snapshots hv made";
       inherit select;
@@ -230,6 +251,11 @@ in
         HV_BACKUP_RECIPIENTS_FILE = toString cfg.backup.recipientsFile;
       }
     ) { path = [ pkgs.qemu-utils ]; })
+    (unit "hv-backup-sync" cfg.backupSync {
+      HV_BACKUP_REPO = cfg.backup.repository;
+      HV_BACKUP_SYNC_TO = cfg.backupSync.destination;
+      HV_BACKUP_SYNC_ARGS = lib.concatStringsSep " " cfg.backupSync.extraArgs;
+    } { })
     (unit "hv-snap-prune" cfg.snapshotPrune {
       HV_SNAP_SELECT = cfg.snapshotPrune.select;
       HV_SNAP_KEEP = keepArgs cfg.snapshotPrune.keep;

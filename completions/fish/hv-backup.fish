@@ -42,6 +42,7 @@ complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "verify" -d 'Che
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "restore" -d 'Restore a backup\'s disks to new files, and optionally its domain'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "sync" -d 'Copy backups to another repository (a replica), sending only what it lacks'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l recipient -d 'An age public key (age1...) backups are encrypted to; repeatable' -r
@@ -172,6 +173,28 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l connect-timeo
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s n -l dry-run -d 'Count what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l from -d 'The repository to copy from' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l to -d 'The repository to copy to; a new or empty directory becomes a replica of --from' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-last -d 'Keep the N newest' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-hourly -d 'Keep the newest of each of the last N hours that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-daily -d 'Keep the newest of each of the last N days that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-weekly -d 'Keep the newest of each of the last N ISO weeks that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-yearly -d 'Keep the newest of each of the last N years that have one' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l lock-wait -d 'How long to wait for another hv-backup run\'s lock on either repository (90, 90s, 5m, 1h30m)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l verify -d 'Check every chunk of each chosen backup at the destination, and send again what one it had lacks there'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l prune -d 'Afterwards, delete the destination\'s backups its --keep-* rules do not keep, then collect garbage there'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s n -l dry-run -d 'Show what would be sent, write nothing'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s r -l repo -d 'The repository directory' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
@@ -185,15 +208,16 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l host
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s h -l help -d 'Print help'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "init" -d 'Create a repository'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "create" -d 'Back up VMs'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "ls" -d 'List backups, newest first'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "verify" -d 'Check backups: every chunk present (fast) or every byte (--deep)'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "restore" -d 'Restore a backup\'s disks to new files, and optionally its domain'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc recover-key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "init" -d 'Create a repository'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "create" -d 'Back up VMs'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "ls" -d 'List backups, newest first'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "verify" -d 'Check backups: every chunk present (fast) or every byte (--deep)'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "restore" -d 'Restore a backup\'s disks to new files, and optionally its domain'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "sync" -d 'Copy backups to another repository (a replica), sending only what it lacks'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
 function __hv_vms
@@ -232,3 +256,4 @@ complete -c hv-backup -n '__fish_seen_subcommand_from verify' -f -a '(__hv_backu
 complete -c hv-backup -n '__fish_seen_subcommand_from restore' -f -a '(__hv_backups)'
 complete -c hv-backup -n '__fish_seen_subcommand_from restore' -l connect -x -a '(__hv_hosts)'
 complete -c hv-backup -n '__fish_seen_subcommand_from restore' -s c -x -a '(__hv_hosts)'
+complete -c hv-backup -n '__fish_seen_subcommand_from sync' -l to -x -a '(__hv_hosts)'

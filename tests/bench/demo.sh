@@ -94,6 +94,12 @@ id=$(hv-backup ls --format jsonl | jq -r 'select(.name == "demo-web2") | .id' | 
 show "hv-backup restore $id --identity $dir/identity.txt --dir $dir/restored --disk-format raw --format table"
 show "qemu-img convert -O raw $dir/demo-web2.qcow2 $dir/source.raw && sha256sum $dir/source.raw $dir/restored/*.raw | cut -c1-16,65-"
 as_root rm -f "$dir/source.raw"
+# A second copy elsewhere (here: another directory): the first sync makes
+# the replica, the second sends nothing; the replica verifies on its own.
+as_root rm -rf "$dir/offsite"
+show "hv-backup sync --from $dir/repo --to $dir/offsite --format table"
+show "hv-backup sync --from $dir/repo --to $dir/offsite --verify --format table"
+show "hv-backup verify --repo $dir/offsite --deep --identity $dir/identity.txt --format table"
 show "hv-health --format table --problems || true"
 
 # Two more hosts, each its own libvirtd reached over ssh (tests/bench/hosts.sh:

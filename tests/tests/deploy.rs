@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The services with timers, as xtask/src/deploy.rs defines them.
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "hv-backup",
+    "hv-backup-sync",
     "hv-snap-prune",
     "hv-health",
     "hv-metrics",
@@ -108,8 +109,8 @@ fn the_plain_units_pass_systemd_analyze_verify() {
         .collect();
     assert_eq!(
         units.len(),
-        11,
-        "five services, five timers, the failure hook"
+        SERVICES.len() * 2 + 1,
+        "a service and a timer each, and the failure hook"
     );
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
@@ -236,7 +237,7 @@ fn recipients(dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
+fn the_backup_units_create_the_repository_back_up_prune_collect_and_sync() {
     let conn = connect();
     let guest = GuestSpec::new("deploy-backup").define(&conn);
     let dir = scratch("deploy-backup");
@@ -275,6 +276,33 @@ fn the_backup_unit_creates_the_repository_backs_up_prunes_and_collects() {
         "two runs the same day keep one daily backup: {backups:#?}"
     );
     assert_eq!(backups[0]["name"], guest.name.as_str());
+
+    // The nightly sync makes the replica, then sends only what is new.
+    let sync_unit = unit_file("hv-backup-sync.service");
+    let mut sync_env = defaults(&sync_unit);
+    let offsite = dir.join("off site");
+    sync_env.insert("HV_BACKUP_REPO".into(), repo.display().to_string());
+    sync_env.insert("HV_BACKUP_SYNC_TO".into(), offsite.display().to_string());
+    let sync_lines: Vec<String> = all(&sync_unit, "ExecStartPre")
+        .into_iter()
+        .chain(all(&sync_unit, "ExecStart"))
+        .collect();
+    for round in 0..2 {
+        let mut out = None;
+        for line in &sync_lines {
+            out = Some(exec(line, &sync_env, &dir, ""));
+            out.as_ref().unwrap().assert_ok();
+        }
+        let recs = out.unwrap().records();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_eq!(recs[0]["id"], backups[0]["id"]);
+        assert_eq!(recs[0]["changed"], round == 0, "{recs:?}");
+        assert_eq!(recs[0]["verified"], true, "the default arguments verify");
+    }
+    sync_env.remove("HV_BACKUP_SYNC_TO");
+    exec(&sync_lines[0], &sync_env, &dir, "")
+        .assert_exit(2)
+        .assert_stderr_contains("set HV_BACKUP_REPO and HV_BACKUP_SYNC_TO");
 
     env.remove("HV_BACKUP_REPO");
     exec(&lines[0], &env, &dir, "")

@@ -68,6 +68,25 @@ const UNITS: &[Unit] = &[
         accuracy: None,
     },
     Unit {
+        name: "hv-backup-sync",
+        description: "hv: copy new backups to the off-site replica of the repository",
+        documentation: "man:hv-backup-sync(1)",
+        environment: &[("HV_BACKUP_SYNC_TO", ""), ("HV_BACKUP_SYNC_ARGS", "--verify")],
+        exec_start_pre: &[
+            "@bash@ -c 'test -n \"$$HV_BACKUP_REPO\" && test -n \"$$HV_BACKUP_SYNC_TO\" || { echo \"set HV_BACKUP_REPO and HV_BACKUP_SYNC_TO in /etc/hv/hv.env\" >&2; exit 2; }'",
+        ],
+        exec_start: &[
+            // --from and --to come from HV_BACKUP_REPO and HV_BACKUP_SYNC_TO, so
+            // paths with spaces stay one argument.
+            "@bindir@/hv-backup sync --format jsonl $HV_BACKUP_SYNC_ARGS",
+        ],
+        extra: &[("Nice", "10"), ("IOSchedulingClass", "idle")],
+        // After the nightly backup (01:30, up to 30 minutes later).
+        on_calendar: "*-*-* 04:00:00",
+        randomized_delay: Some("30min"),
+        accuracy: None,
+    },
+    Unit {
         name: "hv-snap-prune",
         description: "hv: prune the snapshots hv made, by their retention rules",
         documentation: "man:hv-snap-prune(1)",

@@ -27,6 +27,7 @@ mod source;
 mod gc;
 mod prune;
 mod restore;
+mod sync;
 mod verify;
 // What restore and verify stand on.
 mod define;
@@ -92,6 +93,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Delete chunks no backup references, and leftovers of killed runs
     Gc(GcArgs),
+    /// Copy backups to another repository (a replica), sending only what it lacks
+    Sync(SyncArgs),
     /// Put the repository's chunk-id key back on this host, from the repository and the identity
     RecoverKey(RecoverKeyArgs),
 }
@@ -306,6 +309,38 @@ pub struct GcArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Backup ids [default: ids from piped records, else every backup]
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
+    /// The repository to copy from
+    #[arg(long, env = "HV_BACKUP_REPO", value_name = "DIR")]
+    pub from: PathBuf,
+    /// The repository to copy to; a new or empty directory becomes a replica of --from
+    #[arg(long, env = "HV_BACKUP_SYNC_TO", value_name = "DIR")]
+    pub to: PathBuf,
+    /// Only backups of this VM (name or UUID); repeatable
+    #[arg(long, value_name = "VM")]
+    pub vm: Vec<String>,
+    /// Check every chunk of each chosen backup at the destination, and send again what one it had lacks there
+    #[arg(long)]
+    pub verify: bool,
+    /// Afterwards, delete the destination's backups its --keep-* rules do not keep, then collect garbage there
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// Show what would be sent, write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// How long to wait for another hv-backup run's lock on either repository (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = time::duration)]
+    pub lock_wait: Duration,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RecoverKeyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -329,6 +364,7 @@ pub const MANUAL: Manual = Manual {
         ("Restore a backup as a new VM beside the original:", "hv-backup restore 20261121T020000Z-3fa2b1c9 --identity key.txt --dir /var/lib/libvirt/images --define --name web1-restored"),
         ("Stream one disk raw onto a logical volume (exit 1 if the stream is cut short):", "hv-backup restore ID --identity key.txt --disk vda -o - | dd of=/dev/vg0/web1-vda bs=4M"),
         ("Keep 7 daily, 4 weekly and 6 monthly backups per VM:", "hv-backup prune --keep-daily 7 --keep-weekly 4 --keep-monthly 6"),
+        ("Copy the backups to a disk elsewhere (the first run makes it a replica; later runs send only what is new):", "hv-backup sync --from /srv/backup --to /mnt/offsite/hv --verify"),
     ],
     notes: &[
         "The repository is a directory (docs/backup-format.md describes every file): chunks/ holds 4 MiB pieces of disk images, each compressed with zstd and encrypted with age to the recipients given to init, named by a keyed BLAKE3 hash so equal data is stored once; backups/<id>/ holds a clear index.json (VM, time, sizes, protected), the list of chunks it references, and manifest.age, the encrypted manifest (domain XML, NVRAM, per disk its format, size, chunk list and SHA-256). The repository is safe to copy with rsync while no backup runs.",
@@ -336,10 +372,11 @@ pub const MANUAL: Manual = Manual {
         "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id (the backup's), created_at (RFC 3339, UTC), mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s, checkpoint (the one this backup created, or null), reads (per disk: target, read full with its reason, or incremental with base and dirty_bytes) and warnings.",
         "Incremental: each backup of a VM with qcow2 disks creates a libvirt checkpoint (a stopped VM's by qemu-img bitmap --add and a redefinition, as libvirt creates checkpoints only on running VMs) (named hv-<16 hex of the repository id>-<time>-<random>, so repositories never share a chain); the next backup to the same repository reads only the 4 MiB chunks the checkpoint's dirty bitmap marks and takes the others from the previous chunk list, which --cache-dir keeps. Every manifest is still complete. A deleted or foreign checkpoint, a missing bitmap, a replaced or resized disk, chunks no longer in the repository, a cleared cache or a job libvirt refuses each cost one full read of that disk with a warning, never a failed backup; older hv checkpoints of the repository are deleted after each backup. A bitmap QEMU never saved (killed while running) also costs one full read. Raw disks are always read in full. An incrementally read disk records no whole-image SHA-256 (that would need every byte); its chunks are still checked by id. --full reads everything.",
         "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait (default 1h).",
-        "Environment: HV_BACKUP_REPO for --repo, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, HV_BACKUP_CACHE_DIR for --cache-dir, and HV_BACKUP_IDENTITY naming the identity file.",
+        "Environment: HV_BACKUP_REPO for --repo (and sync's --from), HV_BACKUP_SYNC_TO for sync's --to, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, HV_BACKUP_CACHE_DIR for --cache-dir, and HV_BACKUP_IDENTITY naming the identity file.",
         "On a full read, the image SHA-256 of an unchanged disk is not recomputed: after each backup the host keeps, in --cache-dir, each disk's chunk ids and the SHA-256 state after each chunk; the next backup resumes hashing after the last unchanged leading chunk. Equal keyed-BLAKE3 chunk ids mean equal bytes, so the result is the same as hashing everything; deleting the cache only makes the next backup a full read.",
         "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed. Piped records name the backups by their id (hv-backup ls, hv-backup create); a failed record (ok false, e.g. a create that failed) is printed again untouched.",
         "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after every chunk matched its id and the image's SHA-256 matched the backup's (where it has one); the record gives the SHA-256 of what was written; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
+        "sync copies backups to a replica without the identity: a new or empty --to gets the source's configuration and sealed chunk-id key byte for byte, then each backup's chunks the replica lacks and its three files, committed last as create commits (a killed sync leaves whole backups or none, and its stored chunks are reused). Another repository (its own init) is refused: its chunk ids come from another key. --verify checks every chunk of each chosen backup at the destination and sends again what is missing there; --prune with --keep-* rules then prunes the replica by its own rules. Records: id, changed, chunks, chunks_sent, bytes_sent, verified.",
         "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept and take no --keep-* slot. Each backup gets a record with kept (true or false) and keep_reason (the rule that kept it: keep-last ... keep-yearly, protected, or damaged for a backup whose index cannot be read; null when it goes), the shape of each item of hv-snap prune's snapshots.",
     ],
 };
@@ -406,6 +443,33 @@ pub fn run(cli: Cli) -> Result<Exit> {
             format: a.output.format(),
             repo: a.repo.repo,
             lock_wait: a.repo.lock_wait,
+            dry_run: a.dry_run,
+        }),
+        Command::Sync(a) => sync::sync(&sync::Plan {
+            prune: {
+                let keep: hv_common::retention::Keep = a.keep.into();
+                match (a.prune, keep.is_empty()) {
+                    (true, true) => {
+                        return Err(hv_common::Error::usage(
+                            "--prune needs the destination's --keep-* rules, e.g. --keep-daily 7 --keep-weekly 4",
+                        ))
+                    }
+                    (false, false) => {
+                        return Err(hv_common::Error::usage(
+                            "--keep-* rules apply with --prune: add --prune to delete what they do not keep at the destination",
+                        ))
+                    }
+                    (true, false) => Some(keep),
+                    (false, true) => None,
+                }
+            },
+            format: a.output.format(),
+            from: a.from,
+            to: a.to,
+            lock_wait: a.lock_wait,
+            ids: a.ids,
+            vms: a.vm,
+            verify: a.verify,
             dry_run: a.dry_run,
         }),
         Command::RecoverKey(a) => recover_key(

@@ -54,18 +54,7 @@ impl Repo {
                 root.display()
             )));
         }
-        if fs::read_dir(root)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-        {
-            return Err(Error::usage(format!(
-                "{} exists and is not empty; give a new or empty directory",
-                root.display()
-            )));
-        }
-        for dir in ["", "chunks", "backups", "tmp", "keys"] {
-            mkdir(&root.join(dir))?;
-        }
+        make_layout(root)?;
         let key: ChunkKey = crypt::random_bytes()?;
         let id = crypt::random_hex::<16>()?;
         let config = Config {
@@ -91,6 +80,53 @@ impl Repo {
         let json = serde_json::to_vec_pretty(&repo.config).map_err(json_err)?;
         repo.write_atomic(&root.join(REPO_FILE), &json)?;
         Ok(repo)
+    }
+
+    /// Makes `root` (absent or an empty directory) a replica of `from`:
+    /// its configuration and sealed chunk-id key copied byte for byte, so
+    /// the two share an id, recipients and chunk ids, and backups move
+    /// between them without being opened. The configuration is written
+    /// last: a killed run leaves a directory that is not yet a repository.
+    pub fn replicate(root: &Path, from: &Repo) -> Result<Repo> {
+        make_layout(root)?;
+        let read = |name: &str| {
+            let path = from.root.join(name);
+            fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
+        };
+        let repo = Repo {
+            root: root.to_path_buf(),
+            config: from.config.clone(),
+            recipients: from.recipients.clone(),
+        };
+        repo.write_atomic(&root.join(KEY_FILE), &read(KEY_FILE)?)?;
+        repo.write_atomic(&root.join(REPO_FILE), &read(REPO_FILE)?)?;
+        Ok(repo)
+    }
+
+    /// Whether backups can move from `self` to `other` as they are: the
+    /// same repository id (so the same chunk-id key), recipients and chunk
+    /// size. Anything else would need every chunk opened and sealed again.
+    pub fn same_keys_as(&self, other: &Repo) -> Result<()> {
+        let (a, b) = (&self.config, &other.config);
+        let recipients = |c: &Config| c.recipients.iter().cloned().collect::<BTreeSet<_>>();
+        let differs = if a.id != b.id {
+            Some(format!("its id is {}, not {}", b.id, a.id))
+        } else if recipients(a) != recipients(b) {
+            Some("its recipients differ".to_owned())
+        } else if (a.chunk_size, &a.chunk_id) != (b.chunk_size, &b.chunk_id) {
+            Some("its chunk size or chunk ids differ".to_owned())
+        } else {
+            None
+        };
+        match differs {
+            None => Ok(()),
+            Some(why) => Err(Error::usage(format!(
+                "{} is not a replica of {} ({why}): backups cannot move between them without \
+                 the identity; sync into a new or empty directory instead, which becomes a replica",
+                other.root.display(),
+                self.root.display()
+            ))),
+        }
     }
 
     pub fn open(root: &Path) -> Result<Repo> {
@@ -304,6 +340,12 @@ impl Repo {
         })
     }
 
+    /// Stores a sealed chunk under `id`, durably, replacing a damaged one.
+    pub fn store_chunk(&self, id: &str, sealed: &[u8]) -> Result<()> {
+        let tmp = self.write_chunk_unsynced(sealed)?;
+        self.commit_chunk(&tmp, id)
+    }
+
     pub fn read_chunk(&self, id: &str) -> Result<Vec<u8>> {
         let path = self.chunk_path(id);
         fs::read(&path).map_err(|e| {
@@ -360,18 +402,40 @@ impl Repo {
         refs: &BTreeMap<String, u64>,
         sealed_manifest: &[u8],
     ) -> Result<()> {
+        let index_json = serde_json::to_vec_pretty(index).map_err(json_err)?;
+        self.commit_backup_files(
+            &index.id,
+            &BackupFiles {
+                index: &index_json,
+                chunks: format::format_refs(refs).as_bytes(),
+                manifest: sealed_manifest,
+            },
+        )
+    }
+
+    /// A backup's three files as they are stored.
+    pub fn backup_files(&self, id: &str) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+        let read = |name: &str| {
+            let path = self.backup_dir(id).join(name);
+            fs::read(&path).map_err(|e| {
+                Error::new(
+                    Code::Corrupt,
+                    format!("backup {id}: cannot read its {name}: {e}"),
+                )
+            })
+        };
+        Ok((read("index.json")?, read("chunks")?, read("manifest.age")?))
+    }
+
+    /// Makes backup `id` exist with these files, at once (see [`Repo::commit_backup`]).
+    pub fn commit_backup_files(&self, id: &str, files: &BackupFiles) -> Result<()> {
         let tmp = self.tmp_path("backup")?;
         mkdir(&tmp)?;
-        let index_json = serde_json::to_vec_pretty(index).map_err(json_err)?;
-        write_synced(&tmp.join("index.json"), &index_json, 0o600)?;
-        write_synced(
-            &tmp.join("chunks"),
-            format::format_refs(refs).as_bytes(),
-            0o600,
-        )?;
-        write_synced(&tmp.join("manifest.age"), sealed_manifest, 0o600)?;
+        write_synced(&tmp.join("index.json"), files.index, 0o600)?;
+        write_synced(&tmp.join("chunks"), files.chunks, 0o600)?;
+        write_synced(&tmp.join("manifest.age"), files.manifest, 0o600)?;
         sync_dir(&tmp)?;
-        let dest = self.backup_dir(&index.id);
+        let dest = self.backup_dir(id);
         fs::rename(&tmp, &dest)
             .map_err(|e| Error::io(format!("cannot commit backup {}", dest.display()), e))?;
         sync_dir(&self.root.join("backups"))
@@ -475,6 +539,36 @@ impl Repo {
         }
         Ok((count, bytes))
     }
+}
+
+/// A backup's three files, as [`Repo::commit_backup_files`] writes them.
+pub struct BackupFiles<'a> {
+    pub index: &'a [u8],
+    pub chunks: &'a [u8],
+    pub manifest: &'a [u8],
+}
+
+/// The directories of a new repository, in `root` (absent or empty).
+fn make_layout(root: &Path) -> Result<()> {
+    if fs::read_dir(root)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        return Err(Error::usage(format!(
+            "{} exists and is not empty; give a new or empty directory",
+            root.display()
+        )));
+    }
+    if root.exists() && !root.is_dir() {
+        return Err(Error::usage(format!(
+            "{} is not a directory; give a new or empty directory",
+            root.display()
+        )));
+    }
+    for dir in ["", "chunks", "backups", "tmp", "keys"] {
+        mkdir(&root.join(dir))?;
+    }
+    Ok(())
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {

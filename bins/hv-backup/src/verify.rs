@@ -148,7 +148,7 @@ pub fn verify(plan: &Plan) -> Result<Exit> {
 
 /// Fast verify: the manifest and every referenced chunk exist, each an
 /// age file whose body has the recorded size. Returns the number of chunks.
-fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
+pub(crate) fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
     let id = &index.id;
     match sealed_file(&repo.backup_dir(id).join("manifest.age")) {
         Sealed::Intact { body, .. } if index.manifest_bytes.is_none_or(|m| m == body) => {}
@@ -212,13 +212,13 @@ fn check_every_byte(op: &Opener) -> Result<()> {
 /// What verify is given: a backup to check, or an upstream failure
 /// (`"ok": false`, e.g. a failed `create`), printed again untouched.
 #[derive(Debug, PartialEq)]
-enum Target {
+pub(crate) enum Target {
     Id(String),
     Failed(Map<String, Value>),
 }
 
 /// The backups to work on: named ids, ids from piped records, or all.
-fn pick_ids(
+pub(crate) fn pick_ids(
     repo: &Repo,
     ids: &[String],
     vms: &[String],

@@ -73,7 +73,7 @@ impl Bench {
         let sub = args[0];
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let path = |p: &Path| p.display().to_string();
-        if sub != "init" {
+        if !matches!(sub, "init" | "sync") {
             full.extend(["--repo".into(), path(&self.repo)]);
         }
         if matches!(sub, "init" | "create" | "recover-key") {
@@ -1375,4 +1375,344 @@ fn durations_and_ids_speak_the_common_language() {
             .assert_stderr_contains(args[1])
             .assert_stderr_contains("90s, 5m, 1h30m, 2d");
     }
+}
+
+/// `hv-backup sync --from` this bench's repository `--to` `to`, plus `args`.
+fn sync(b: &Bench, to: &Path, args: &[&str]) -> Run {
+    let (from, to) = (b.repo.to_str().unwrap(), to.to_str().unwrap());
+    let mut full = vec!["sync", "--from", from, "--to", to];
+    full.extend_from_slice(args);
+    b.run(&full)
+}
+
+fn ids_of(recs: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = recs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn field_sum(recs: &[Value], field: &str) -> u64 {
+    recs.iter().map(|r| r[field].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn sync_sends_only_what_the_replica_lacks_and_the_replica_restores() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-sync").define(&conn);
+    fill_disk(&g, 8, 4);
+    let b = Bench::new("sync");
+    let first = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+    let st = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x5a 20M 1M"])
+        .arg(&g.disk)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let second = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+    let source_sha = image_sha256(&g.disk, None);
+
+    // A dry run into a new directory sends nothing and makes nothing.
+    let to = b.dir.join("off site");
+    let dry = sync(&b, &to, &["--dry-run"]).assert_ok().records();
+    assert_eq!(dry.len(), 2);
+    assert!(dry
+        .iter()
+        .all(|r| r["dry_run"] == true && r["changed"] == true));
+    assert!(!to.exists(), "a dry run made {}", to.display());
+
+    // The first sync makes a replica and sends every chunk once; the
+    // second backup shares all but one chunk with the first.
+    let recs = sync(&b, &to, &[]).assert_ok().records();
+    assert_eq!(ids_of(&recs), ids_of(&dry));
+    assert_eq!(recs[0]["id"], first.as_str(), "oldest first");
+    assert_eq!(
+        (recs[0]["action"].as_str(), recs[0]["changed"].as_bool()),
+        (Some("sync"), Some(true))
+    );
+    assert_eq!(recs[1]["chunks_sent"], 1, "{recs:?}");
+    assert_eq!(
+        (
+            field_sum(&recs, "chunks_sent"),
+            field_sum(&recs, "bytes_sent")
+        ),
+        (
+            field_sum(&dry, "chunks_sent"),
+            field_sum(&dry, "bytes_sent")
+        ),
+        "the dry run promised what the run did"
+    );
+    assert_eq!(
+        std::fs::read(to.join("hv-backup.json")).unwrap(),
+        std::fs::read(b.repo.join("hv-backup.json")).unwrap(),
+        "a replica has the source's configuration"
+    );
+    let listed = |repo: &Path| {
+        let repo = repo.to_str().unwrap();
+        ids_of(
+            &hv(HV_BACKUP, &["ls", "--repo", repo], "")
+                .assert_ok()
+                .records(),
+        )
+    };
+    assert_eq!(listed(&to), listed(&b.repo));
+
+    // Nothing new: nothing sent.
+    let again = sync(&b, &to, &["--verify"]).assert_ok().records();
+    assert!(
+        again
+            .iter()
+            .all(|r| r["changed"] == false && r["chunks_sent"] == 0 && r["verified"] == true),
+        "{again:?}"
+    );
+
+    // The replica restores to the source disk's exact bytes, with the
+    // identity alone.
+    let to_s = to.to_str().unwrap();
+    hv(
+        HV_BACKUP,
+        &[
+            "verify",
+            "--repo",
+            to_s,
+            "--deep",
+            "--identity",
+            b.identity(),
+        ],
+        "",
+    )
+    .assert_ok();
+    let out = b.out_dir("restored");
+    let restored = hv(
+        HV_BACKUP,
+        &[
+            "restore",
+            &second,
+            "--repo",
+            to_s,
+            "--identity",
+            b.identity(),
+            "--dir",
+            out.to_str().unwrap(),
+            "--disk-format",
+            "raw",
+        ],
+        "",
+    )
+    .assert_ok()
+    .records();
+    let path = restored[0]["disks"][0]["path"].as_str().unwrap();
+    assert_eq!(image_sha256(Path::new(path), None), source_sha);
+
+    // A chunk lost at the destination: --verify names it and sends it again.
+    let lost = std::fs::read_dir(to.join("chunks"))
+        .unwrap()
+        .flatten()
+        .find_map(|d| std::fs::read_dir(d.path()).unwrap().flatten().next())
+        .unwrap()
+        .path();
+    std::fs::remove_file(&lost).unwrap();
+    hv(HV_BACKUP, &["verify", "--repo", to_s], "").assert_failed("corrupt");
+    let repaired = sync(&b, &to, &["--verify"]).assert_ok().records();
+    assert!(field_sum(&repaired, "chunks_sent") >= 1, "{repaired:?}");
+    assert!(lost.exists());
+    hv(HV_BACKUP, &["verify", "--repo", to_s], "").assert_ok();
+
+    // A piped record syncs that backup only; --prune then applies the
+    // destination's own rules there, and leaves the source alone.
+    let other = b.dir.join("other");
+    let piped = b
+        .run_with_input(
+            &[
+                "sync",
+                "--from",
+                b.repo.to_str().unwrap(),
+                "--to",
+                other.to_str().unwrap(),
+            ],
+            &format!("{{\"id\":\"{first}\",\"name\":\"x\"}}\n"),
+        )
+        .assert_ok()
+        .records();
+    assert_eq!(ids_of(&piped), vec![first.clone()]);
+    let pruned = sync(&b, &to, &["--prune", "--keep-last", "1"])
+        .assert_ok()
+        .records();
+    assert!(
+        pruned
+            .iter()
+            .any(|r| r["action"] == "prune" && r["id"] == first.as_str() && r["kept"] == false),
+        "{pruned:?}"
+    );
+    assert_eq!(listed(&to), vec![second.clone()]);
+    assert_eq!(listed(&b.repo).len(), 2, "the source keeps both");
+}
+
+#[test]
+fn sync_refuses_a_foreign_destination_and_sends_no_damaged_backup() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-sync-bad").define(&conn);
+    fill_disk(&g, 4, 4);
+    let b = Bench::new("sync-bad");
+    let good = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+
+    // Another repository, even with the same recipient, has another
+    // chunk-id key: its chunks could not be told apart from ours.
+    let foreign = b.dir.join("foreign");
+    b.run(&[
+        "init",
+        foreign.to_str().unwrap(),
+        "--recipient",
+        &b.recipient(),
+    ])
+    .assert_ok();
+    sync(&b, &foreign, &[])
+        .assert_exit(2)
+        .assert_stdout_empty()
+        .assert_stderr_contains("is not a replica");
+    for (to, says) in [
+        (Path::new("/dev/zero"), "not a directory"),
+        (b.repo.as_path(), "same repository"),
+        (b.identity.as_path(), "not a directory"),
+    ] {
+        sync(&b, to, &[])
+            .assert_exit(2)
+            .assert_stderr_contains(says);
+    }
+    sync(&b, &b.dir.join("x"), &["--keep-last", "1"])
+        .assert_exit(2)
+        .assert_stderr_contains("--prune");
+    assert!(!b.dir.join("x").exists());
+
+    // A second backup whose chunk is cut short at the source fails, and
+    // does not appear at the destination; the good one does.
+    fill_disk(&g, 5, 3);
+    let recs = b.run(&["create", &g.name]).assert_ok().records();
+    let bad = backup_id(&recs);
+    let list = std::fs::read_to_string(b.repo.join("backups").join(&bad).join("chunks")).unwrap();
+    let first_ids: std::collections::BTreeSet<String> =
+        std::fs::read_to_string(b.repo.join("backups").join(&good).join("chunks"))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_owned())
+            .collect();
+    let only_bad = list
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .find(|c| !first_ids.contains(*c))
+        .expect("a chunk only the second backup has");
+    let path = b.repo.join("chunks").join(&only_bad[..2]).join(only_bad);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let to = b.dir.join("replica");
+    let out = sync(&b, &to, &[]);
+    out.assert_failed("corrupt");
+    let recs = out.records();
+    let failed = recs.iter().find(|r| r["ok"] == false).unwrap();
+    assert_eq!(failed["id"], bad.as_str());
+    assert!(failed["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(only_bad));
+    let to_s = to.to_str().unwrap();
+    let there = hv(HV_BACKUP, &["ls", "--repo", to_s], "")
+        .assert_ok()
+        .records();
+    assert_eq!(ids_of(&there), vec![good.clone()]);
+    hv(HV_BACKUP, &["verify", "--repo", to_s], "").assert_ok();
+}
+
+#[test]
+fn a_killed_sync_leaves_whole_backups_and_the_next_one_finishes() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-sync-kill")
+        .disk_mib(64)
+        .define(&conn);
+    let b = Bench::new("sync-kill");
+    for i in 0..3 {
+        fill_disk(&g, 20 + i, 20);
+        b.run(&["create", &g.name]).assert_ok();
+    }
+    let to = b.dir.join("replica");
+    let to_s = to.to_str().unwrap();
+    let mut seed = std::process::id() as u64;
+    for _ in 0..5 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = 5 + (seed >> 33) % 120;
+        let mut child = Command::new(HV_BACKUP)
+            .args(b.args(&["sync", "--from", b.repo.to_str().unwrap(), "--to", to_s]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        if to.join("hv-backup.json").exists() {
+            // Whatever arrived is whole.
+            hv(HV_BACKUP, &["verify", "--repo", to_s], "").assert_ok();
+        }
+    }
+    sync(&b, &to, &[]).assert_ok();
+    hv(
+        HV_BACKUP,
+        &[
+            "verify",
+            "--repo",
+            to_s,
+            "--deep",
+            "--identity",
+            b.identity(),
+        ],
+        "",
+    )
+    .assert_ok();
+    let again = sync(&b, &to, &[]).assert_ok().records();
+    assert_eq!(field_sum(&again, "bytes_sent"), 0);
+    hv(HV_BACKUP, &["gc", "--repo", to_s], "").assert_ok();
+    assert_eq!(std::fs::read_dir(to.join("tmp")).unwrap().count(), 0);
+
+    // SIGTERM stops it between chunks, with the shell's status for it.
+    let fresh = b.dir.join("fresh");
+    let child = Command::new(HV_BACKUP)
+        .args(["sync", "--from", b.repo.to_str().unwrap(), "--to"])
+        .arg(&fresh)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    unsafe_free_kill(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    match out.status.code() {
+        Some(0) => {} // it finished first
+        Some(143) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("SIGTERM"), "{err}");
+        }
+        other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+    if fresh.join("hv-backup.json").exists() {
+        hv(
+            HV_BACKUP,
+            &["verify", "--repo", fresh.to_str().unwrap()],
+            "",
+        )
+        .assert_ok();
+    }
+}
+
+/// `kill -SIG PID`, through the shell's kill.
+fn unsafe_free_kill(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
