@@ -43,6 +43,8 @@ complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "restore" -d 'Re
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "sync" -d 'Copy backups to another repository (a replica), sending only what it lacks'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "mount" -d 'Show a backed-up disk\'s filesystem read-only in a directory, to copy files out'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "umount" -d 'Take down what hv-backup mount put on a directory'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l recipient -d 'An age public key (age1...) backups are encrypted to; repeatable' -r
@@ -195,6 +197,35 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l prune -d 'A
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s n -l dry-run -d 'Show what would be sent, write nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l disk -d 'The disk to show, by target (vda) [default: the backup\'s only disk]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l partition -d 'The partition whose filesystem to show [default: the disk\'s only filesystem]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l cache -d 'Memory for decrypted chunks (256M, 1G)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l raw -d 'Show the disk images as read-only files in DIR instead, for your own tools'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s h -l help -d 'Print help'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s r -l repo -d 'The repository directory' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
@@ -208,16 +239,18 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l host
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l connect-timeout -d 'How long to wait for each host to answer' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s h -l help -d 'Print help'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "init" -d 'Create a repository'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "create" -d 'Back up VMs'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "ls" -d 'List backups, newest first'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "verify" -d 'Check backups: every chunk present (fast) or every byte (--deep)'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "restore" -d 'Restore a backup\'s disks to new files, and optionally its domain'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "sync" -d 'Copy backups to another repository (a replica), sending only what it lacks'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync recover-key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "init" -d 'Create a repository'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "create" -d 'Back up VMs'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "ls" -d 'List backups, newest first'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "verify" -d 'Check backups: every chunk present (fast) or every byte (--deep)'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "restore" -d 'Restore a backup\'s disks to new files, and optionally its domain'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "prune" -d 'Delete the backups a retention policy does not keep, then collect garbage'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "gc" -d 'Delete chunks no backup references, and leftovers of killed runs'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "sync" -d 'Copy backups to another repository (a replica), sending only what it lacks'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "mount" -d 'Show a backed-up disk\'s filesystem read-only in a directory, to copy files out'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "umount" -d 'Take down what hv-backup mount put on a directory'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "recover-key" -d 'Put the repository\'s chunk-id key back on this host, from the repository and the identity'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
 function __hv_vms
@@ -256,4 +289,5 @@ complete -c hv-backup -n '__fish_seen_subcommand_from verify' -f -a '(__hv_backu
 complete -c hv-backup -n '__fish_seen_subcommand_from restore' -f -a '(__hv_backups)'
 complete -c hv-backup -n '__fish_seen_subcommand_from restore' -l connect -x -a '(__hv_hosts)'
 complete -c hv-backup -n '__fish_seen_subcommand_from restore' -s c -x -a '(__hv_hosts)'
+complete -c hv-backup -n '__fish_seen_subcommand_from sync' -f -a '(__hv_backups)'
 complete -c hv-backup -n '__fish_seen_subcommand_from sync' -l to -x -a '(__hv_hosts)'

@@ -61,7 +61,7 @@ fn positional(path: &[&str]) -> Option<Source> {
     match path {
         ["hv-start" | "hv-clone"] => Some(Source::Vms(Some("shutoff"))),
         ["hv-stop"] => Some(Source::Vms(Some("running"))),
-        ["hv-backup", "verify" | "restore"] => Some(Source::Backups),
+        ["hv-backup", "verify" | "restore" | "sync"] => Some(Source::Backups),
         ["hv-metrics" | "hv-iso" | "hv-define", ..] => None,
         ["hv-backup", sub] if *sub != "create" => None,
         _ => Some(Source::Vms(None)),

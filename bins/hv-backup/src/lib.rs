@@ -25,6 +25,7 @@ mod nbd;
 mod source;
 // The other commands.
 mod gc;
+mod mount;
 mod prune;
 mod restore;
 mod sync;
@@ -95,6 +96,10 @@ pub enum Command {
     Gc(GcArgs),
     /// Copy backups to another repository (a replica), sending only what it lacks
     Sync(SyncArgs),
+    /// Show a backed-up disk's filesystem read-only in a directory, to copy files out
+    Mount(MountArgs),
+    /// Take down what hv-backup mount put on a directory
+    Umount(UmountArgs),
     /// Put the repository's chunk-id key back on this host, from the repository and the identity
     RecoverKey(RecoverKeyArgs),
 }
@@ -341,6 +346,47 @@ pub struct SyncArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct MountArgs {
+    /// The backup id (see hv-backup ls)
+    #[arg(value_name = "ID")]
+    pub id: String,
+    /// An empty directory: the disk's filesystem appears here (with --raw, its image files)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The disk to show, by target (vda) [default: the backup's only disk]
+    #[arg(long, value_name = "TARGET")]
+    pub disk: Option<String>,
+    /// The partition whose filesystem to show [default: the disk's only filesystem]
+    #[arg(long, value_name = "N", conflicts_with = "raw")]
+    pub partition: Option<u32>,
+    /// Show the disk images as read-only files in DIR instead, for your own tools
+    #[arg(long)]
+    pub raw: bool,
+    /// Memory for decrypted chunks (256M, 1G)
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = hv_common::size::parse)]
+    pub cache: u64,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UmountArgs {
+    /// The directory hv-backup mount serves
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub work: WorkArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct RecoverKeyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -364,6 +410,7 @@ pub const MANUAL: Manual = Manual {
         ("Restore a backup as a new VM beside the original:", "hv-backup restore 20261121T020000Z-3fa2b1c9 --identity key.txt --dir /var/lib/libvirt/images --define --name web1-restored"),
         ("Stream one disk raw onto a logical volume (exit 1 if the stream is cut short):", "hv-backup restore ID --identity key.txt --disk vda -o - | dd of=/dev/vg0/web1-vda bs=4M"),
         ("Keep 7 daily, 4 weekly and 6 monthly backups per VM:", "hv-backup prune --keep-daily 7 --keep-weekly 4 --keep-monthly 6"),
+        ("Copy one file out of last night's backup of web1, then take the mount down:", "hv-backup mount \"$(hv-backup ls --vm web1 | head -1 | jq -r .id)\" /mnt/r --identity key.txt & sleep 2; cp /mnt/r/etc/nginx/nginx.conf .; hv-backup umount /mnt/r"),
         ("Copy the backups to a disk elsewhere (the first run makes it a replica; later runs send only what is new):", "hv-backup sync --from /srv/backup --to /mnt/offsite/hv --verify"),
     ],
     notes: &[
@@ -377,6 +424,7 @@ pub const MANUAL: Manual = Manual {
         "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed. Piped records name the backups by their id (hv-backup ls, hv-backup create); a failed record (ok false, e.g. a create that failed) is printed again untouched.",
         "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after every chunk matched its id and the image's SHA-256 matched the backup's (where it has one); the record gives the SHA-256 of what was written; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
         "sync copies backups to a replica without the identity: a new or empty --to gets the source's configuration and sealed chunk-id key byte for byte, then each backup's chunks the replica lacks and its three files, committed last as create commits (a killed sync leaves whole backups or none, and its stored chunks are reused). Another repository (its own init) is refused: its chunk ids come from another key. --verify checks every chunk of each chosen backup at the destination and sends again what is missing there; --prune with --keep-* rules then prunes the replica by its own rules. Records: id, changed, chunks, chunks_sent, bytes_sent, verified.",
+        "mount shows a backed-up disk's filesystem read-only in an empty directory without restoring it: the image is served by the mount process over FUSE, each 4 MiB chunk read only when touched (decrypted and checked against its id) and cached (--cache), the partition table read with partx, the chosen partition (the only mountable one, or --partition N) attached to a read-only loop device and mounted ro,nodev,nosuid,noexec (ext3/4 noload, XFS norecovery). --raw shows the images as files instead. It lasts as long as the process: Ctrl-C, SIGTERM, hv-backup umount DIR or umount DIR take it down and leave nothing attached; umount also cleans up after a killed mount. Needs root.",
         "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept and take no --keep-* slot. Each backup gets a record with kept (true or false) and keep_reason (the rule that kept it: keep-last ... keep-yearly, protected, or damaged for a backup whose index cannot be read; null when it goes), the shape of each item of hv-snap prune's snapshots.",
     ],
 };
@@ -472,6 +520,20 @@ pub fn run(cli: Cli) -> Result<Exit> {
             verify: a.verify,
             dry_run: a.dry_run,
         }),
+        Command::Mount(a) => mount::mount(&mount::Plan {
+            format: a.output.format(),
+            repo: a.repo.repo,
+            lock_wait: a.repo.lock_wait,
+            id: a.id,
+            identity: a.identity.identity,
+            disk: a.disk,
+            dir: a.dir,
+            raw: a.raw,
+            partition: a.partition,
+            cache_bytes: a.cache,
+            scratch_dir: a.work.scratch_dir,
+        }),
+        Command::Umount(a) => mount::umount(&a.dir, &a.work.scratch_dir, a.output.format()),
         Command::RecoverKey(a) => recover_key(
             &a.repo.repo,
             a.identity.identity.as_deref(),

@@ -169,7 +169,12 @@ fn open_loop(
     }
 }
 
-fn open_one(op: &Opener, image: &Image, chunk_size: u64, i: usize) -> Result<Option<Vec<u8>>> {
+pub(crate) fn open_one(
+    op: &Opener,
+    image: &Image,
+    chunk_size: u64,
+    i: usize,
+) -> Result<Option<Vec<u8>>> {
     let Some(id) = &image.chunks[i] else {
         return Ok(None);
     };

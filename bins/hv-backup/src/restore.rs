@@ -164,7 +164,10 @@ pub fn restore(plan: &Plan) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn chosen_disks<'m>(manifest: &'m Manifest, disk: Option<&str>) -> Result<Vec<&'m format::Image>> {
+pub(crate) fn chosen_disks<'m>(
+    manifest: &'m Manifest,
+    disk: Option<&str>,
+) -> Result<Vec<&'m format::Image>> {
     let Some(target) = disk else {
         return Ok(manifest.disks.iter().collect());
     };

@@ -1716,3 +1716,254 @@ fn unsafe_free_kill(pid: u32, sig: &str) {
         .unwrap();
     assert!(st.success());
 }
+
+/// Makes the guest's disk a 64 MiB image holding an ext4 filesystem made
+/// from `files` (mkfs.ext4 -d: nothing is mounted to fill it): on a
+/// partition at 1 MiB of an MBR table, or with `partitioned` false on the
+/// whole disk.
+fn disk_with_filesystem(g: &Guest, files: &Path, partitioned: bool) {
+    let raw = g.disk.with_extension("fs.raw");
+    let file = std::fs::File::create(&raw).unwrap();
+    file.set_len(64 << 20).unwrap();
+    drop(file);
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-F", "-q", "-d"]).arg(files);
+    if partitioned {
+        // One partition entry (type 0x83, from sector 2048 to the end) and
+        // the boot signature: what fdisk would write.
+        let mut mbr = vec![0u8; 512];
+        mbr[446 + 4] = 0x83;
+        mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        mbr[446 + 12..446 + 16].copy_from_slice(&((64u32 << 11) - 2048).to_le_bytes());
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+        f.write_all_at(&mbr, 0).unwrap();
+        mkfs.args(["-E", "offset=1048576"]).arg(&raw).arg("63M");
+    } else {
+        mkfs.arg(&raw);
+    }
+    let out = mkfs.output().expect("mkfs.ext4 (Debian package e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&g.disk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(&raw).unwrap();
+}
+
+/// A running `hv-backup mount`, and the record it printed when ready.
+struct Mounting {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    record: Value,
+}
+
+fn start_mount(b: &Bench, id: &str, dir: &Path, extra: &[&str]) -> Mounting {
+    use std::io::BufRead;
+    let mut args = vec![
+        "mount",
+        id,
+        dir.to_str().unwrap(),
+        "--identity",
+        b.identity(),
+        "--format",
+        "jsonl",
+    ];
+    args.extend_from_slice(extra);
+    let mut full = b.args(&args);
+    full.extend([
+        "--scratch-dir".into(),
+        b.dir.join("scratch").display().to_string(),
+    ]);
+    let mut child = Command::new(HV_BACKUP)
+        .args(&full)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a record when mounted").unwrap();
+    Mounting {
+        child,
+        lines,
+        record: serde_json::from_str(&first).unwrap(),
+    }
+}
+
+fn umount(b: &Bench, dir: &Path) -> Run {
+    let scratch = b.dir.join("scratch");
+    hv(
+        HV_BACKUP,
+        &[
+            "umount",
+            dir.to_str().unwrap(),
+            "--scratch-dir",
+            scratch.to_str().unwrap(),
+        ],
+        "",
+    )
+}
+
+/// Nothing of a mount is left: no mount on `dir` or under the scratch
+/// directory, no loop device reading from it, no note.
+fn assert_nothing_attached(b: &Bench, dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let scratch = b.dir.join("scratch");
+    for line in info.lines() {
+        let point = line.split(' ').nth(4).unwrap().replace("\\040", " ");
+        assert!(
+            !point.starts_with(scratch.to_str().unwrap()) && point != dir.to_str().unwrap(),
+            "still mounted: {line}"
+        );
+    }
+    let loops = Command::new("losetup").arg("-a").output().unwrap();
+    let loops = String::from_utf8_lossy(&loops.stdout);
+    assert!(
+        !loops.contains(scratch.to_str().unwrap()),
+        "a loop device is left: {loops}"
+    );
+    let notes = std::fs::read_dir(&scratch)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("mount-"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(notes, 0, "a mount's scratch directory is left");
+}
+
+#[test]
+fn one_file_comes_back_from_a_mounted_backup_and_nothing_stays_attached() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-mount").define(&conn);
+    let b = Bench::new("mount");
+    let files = b.out_dir("files");
+    std::fs::create_dir_all(files.join("etc/nginx")).unwrap();
+    let conf = "server { listen 80; root /srv/www; }\n";
+    std::fs::write(files.join("etc/nginx/nginx.conf"), conf).unwrap();
+    let mut big = vec![0u8; 3 << 20];
+    for (i, b) in big.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2654435761).to_le_bytes()[3];
+    }
+    std::fs::write(files.join("big.bin"), &big).unwrap();
+    disk_with_filesystem(&g, &files, true);
+    let disk_sha = image_sha256(&g.disk, None);
+    let id = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+    let dir = b.out_dir("mnt dir ü");
+
+    // Mounted: the file reads back, then umount takes it all down.
+    let mut m = start_mount(&b, &id, &dir, &[]);
+    assert_eq!(
+        (
+            m.record["action"].as_str(),
+            m.record["filesystem"].as_str(),
+            m.record["partition"].as_u64()
+        ),
+        (Some("mount"), Some("ext4"), Some(1)),
+        "{}",
+        m.record
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/nginx/nginx.conf")).unwrap(),
+        conf
+    );
+    assert!(std::fs::read(dir.join("big.bin")).unwrap() == big);
+    assert!(
+        std::fs::write(dir.join("new"), "x").is_err(),
+        "the backup is read-only"
+    );
+    let out = umount(&b, &dir).assert_ok().records();
+    assert_eq!(out[0]["action"], "umount");
+    assert!(m.child.wait().unwrap().success());
+    let last: Value = serde_json::from_str(&m.lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(last["action"], "umount");
+    assert!(last["chunks_read"].as_u64().unwrap() >= 1, "{last}");
+    assert_nothing_attached(&b, &dir);
+
+    // Ctrl-C takes it down too.
+    let mut m = start_mount(&b, &id, &dir, &[]);
+    assert!(dir.join("big.bin").exists());
+    Command::new("kill")
+        .args(["-INT", &m.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(m.child.wait().unwrap().success());
+    assert_nothing_attached(&b, &dir);
+
+    // A killed mount leaves its mounts; umount finds and removes them.
+    let mut m = start_mount(&b, &id, &dir, &[]);
+    m.child.kill().unwrap();
+    m.child.wait().unwrap();
+    umount(&b, &dir).assert_ok();
+    assert_nothing_attached(&b, &dir);
+
+    // --raw: the image itself, byte for byte.
+    let mut m = start_mount(&b, &id, &dir, &["--raw"]);
+    assert_eq!(m.record["filesystem"], Value::Null);
+    assert_eq!(image_sha256(&dir.join("vda.raw"), None), disk_sha);
+    umount(&b, &dir).assert_ok();
+    assert!(m.child.wait().unwrap().success());
+    assert_nothing_attached(&b, &dir);
+
+    // A whole-disk filesystem mounts as well.
+    disk_with_filesystem(&g, &files, false);
+    let whole = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+    let mut m = start_mount(&b, &whole, &dir, &[]);
+    assert_eq!(m.record["partition"], Value::Null);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/nginx/nginx.conf")).unwrap(),
+        conf
+    );
+    umount(&b, &dir).assert_ok();
+    assert!(m.child.wait().unwrap().success());
+    assert_nothing_attached(&b, &dir);
+}
+
+#[test]
+fn mount_mistakes_get_one_line_errors_and_leave_nothing() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-mount-bad").define(&conn);
+    fill_disk(&g, 4, 4);
+    let b = Bench::new("mount-bad");
+    let id = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+    let dir = b.out_dir("mnt");
+    let scratch = b.dir.join("scratch");
+    let scratch = scratch.to_str().unwrap();
+    let mount = |dir: &str, extra: &[&str]| {
+        let mut args = vec!["mount", &id, dir, "--identity", b.identity()];
+        args.extend_from_slice(extra);
+        let mut full = b.args(&args);
+        full.extend(["--scratch-dir".into(), scratch.into()]);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        hv(HV_BACKUP, &refs, "")
+    };
+    // Random data and text: no filesystem to show.
+    mount(dir.to_str().unwrap(), &[])
+        .assert_exit(2)
+        .assert_stderr_contains("no filesystem to mount")
+        .assert_stderr_contains("--raw");
+    assert_nothing_attached(&b, &dir);
+    mount(dir.to_str().unwrap(), &["--disk", "vdz"])
+        .assert_exit(2)
+        .assert_stderr_contains("no disk \"vdz\"");
+    mount("/dev/zero", &["--raw"])
+        .assert_exit(2)
+        .assert_stderr_contains("not a directory");
+    std::fs::write(dir.join("file"), "x").unwrap();
+    mount(dir.to_str().unwrap(), &["--raw"])
+        .assert_exit(2)
+        .assert_stderr_contains("not empty");
+    umount(&b, &dir)
+        .assert_exit(2)
+        .assert_stderr_contains("not mounted by hv-backup mount");
+    assert_nothing_attached(&b, &dir);
+}
