@@ -12,6 +12,8 @@ step "bench host (libvirt 11, QEMU 10, daemons)"
 as_root bash tests/bench/setup-host.sh
 step "test guest"
 as_root bash tests/guest/build.sh
+step "object store (Garage, built once into /var/cache/hv-test)"
+as_root bash tests/bench/garage.sh install
 as_root bash tests/bench/sweep.sh
 trap 'as_root bash tests/bench/sweep.sh' EXIT
 

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_backup_global_optspecs
-    string join \n c/connect= hosts= connect-timeout= format= json h/help V/version
+    string join \n c/connect= hosts= connect-timeout= format= json s3-endpoint= s3-region= s3-virtual-host h/help V/version
 end
 
 function __fish_hv_backup_needs_command
@@ -31,7 +31,10 @@ complete -c hv-backup -n "__fish_hv_backup_needs_command" -l format -d 'Output f
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -s V -l version -d 'Print version'
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -f -a "init" -d 'Create a repository'
@@ -58,9 +61,12 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s h -l help -d 'Print help'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l note -d 'A note stored (encrypted) with each backup' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l timeout -d 'Give up on a VM after this long (90, 90s, 5m, 1h30m; 0: never)' -r
@@ -76,13 +82,16 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l format -d
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l protected -d 'Mark the backups protected: prune keeps them'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l full -d 'Read every disk in full, even where a checkpoint allows an incremental read'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
@@ -91,10 +100,13 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
@@ -103,13 +115,16 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
@@ -118,8 +133,11 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l deep -d 'Decrypt, decompress and re-hash every chunk and every disk image'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l disk -d 'Restore only this disk (its target, e.g. vda)' -r
@@ -130,7 +148,7 @@ raw\t''"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l name -d 'Name for the restored domain and files [default: the backed-up VM\'s name]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
@@ -139,9 +157,12 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l format -
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l define -d 'Define the domain again around the restored disks, with a new UUID and new MACs'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l force -d 'Replace existing files, and a shut-off domain of the same name'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l vm -d 'Only backups of this VM (name or UUID); repeatable [default: every VM]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-last -d 'Keep the N newest' -r
@@ -150,7 +171,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-daily
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-weekly -d 'Keep the newest of each of the last N ISO weeks that have one' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-monthly -d 'Keep the newest of each of the last N months that have one' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l keep-yearly -d 'Keep the newest of each of the last N years that have one' -r
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
@@ -159,11 +180,14 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s n -l dry-run -d 'Show what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l no-gc -d 'Do not collect unreferenced chunks afterwards'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s h -l help -d 'Print help'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
@@ -172,11 +196,14 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s n -l dry-run -d 'Count what would be deleted, delete nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s h -l help -d 'Print help'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l from -d 'The repository to copy from' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l to -d 'The repository to copy to; a new or empty directory becomes a replica of --from' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l from -d 'The repository to copy from (a directory or s3://BUCKET/PREFIX)' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l to -d 'The repository to copy to; a new or empty directory or prefix becomes a replica of --from' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-last -d 'Keep the N newest' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l keep-hourly -d 'Keep the newest of each of the last N hours that have one' -r
@@ -192,10 +219,13 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l verify -d 'Check every chunk of each chosen backup at the destination, and send again what one it had lacks there'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l prune -d 'Afterwards, delete the destination\'s backups its --keep-* rules do not keep, then collect garbage there'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s n -l dry-run -d 'Show what would be sent, write nothing'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l disk -d 'The disk to show, by target (vda) [default: the backup\'s only disk]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l partition -d 'The partition whose filesystem to show [default: the disk\'s only filesystem]' -r
@@ -203,7 +233,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l cache -d '
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
@@ -212,8 +242,11 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l raw -d 'Show the disk images as read-only files in DIR instead, for your own tools'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l workers -d 'Threads compressing and encrypting (or decrypting) chunks [default: one per CPU]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l scratch-dir -d 'Directory for backup-job sockets and scratch files (QEMU must be able to enter it)' -r -F
@@ -224,9 +257,12 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -s h -l help -d 'Print help'
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s r -l repo -d 'The repository directory' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l key-dir -d 'Where this host keeps each repository\'s chunk-id key' -r -F
@@ -237,7 +273,10 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "init" -d 'Create a repository'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand help; and not __fish_seen_subcommand_from init create ls verify restore prune gc sync mount umount recover-key help" -f -a "create" -d 'Back up VMs'

@@ -15,8 +15,12 @@ virsh -c "$uri" pool-list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | whi
     echo "sweep: removed leftover storage pool '$name'" >&2
 done
 rm -rf /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-* # files, and the directories of hv-define's tests
-# tmpfs a killed test left mounted (rm -rf would empty it, not remove it)
-awk '$2 ~ "^/var/tmp/hv[tb]-" {print $2}' /proc/mounts | xargs -r -n1 umount
+# tmpfs, and hv-backup mount's filesystems and FUSE images, a killed test
+# left mounted (rm -rf would empty them, not remove them); deepest first
+awk '$2 ~ "^/var/tmp/hv[tb]-" {print $2}' /proc/mounts | sort -r | while IFS= read -r m; do
+    umount -l "$(printf '%b' "${m//\\/\\0}")" 2>/dev/null
+done
+losetup -a 2>/dev/null | grep -E '\(/var/tmp/hv[tb]-' | cut -d: -f1 | xargs -r -n1 losetup -d 2>/dev/null
 # the role test's private libvirtd, polkitd and bus (tests/bench/roles.sh), and its VM
 for pids in /var/tmp/hvt-*/libvirtd.pid; do
     [ -f "$pids" ] && bash "$(dirname "$0")/roles.sh" stop "$(dirname "$pids")"
@@ -28,3 +32,7 @@ if [ -d /var/tmp/hv-hosts ]; then
     bash "$(dirname "$0")/hosts.sh" stop /var/tmp/hv-hosts
     rm -rf /var/tmp/hv-hosts
 fi
+# the bench's object store (tests/bench/garage.sh)
+for d in /var/tmp/hv-garage /var/tmp/hv-garage3; do
+    [ -d "$d" ] && bash "$(dirname "$0")/garage.sh" stop "$d"
+done

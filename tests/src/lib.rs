@@ -1085,3 +1085,36 @@ pub fn with_envelope(
     }
     serde_json::Value::Object(expected)
 }
+
+/// Where the bench's one-node Garage keeps its data (tests/bench/garage.sh).
+pub const GARAGE_DIR: &str = "/var/tmp/hv-garage";
+
+/// Starts the bench's one-node Garage if it is not running, and puts what
+/// hv-backup needs to reach it (HV_S3_ENDPOINT, HV_S3_REGION,
+/// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) into this process's
+/// environment, which the commands it runs inherit. nextest runs each
+/// test in a process of its own. Returns those variables.
+pub fn garage() -> Vec<(String, String)> {
+    garage_cluster(GARAGE_DIR, 1, 39)
+}
+
+/// An N-node Garage cluster in `dir` with ports `P<node>0` (see
+/// tests/bench/garage.sh), as [`garage`].
+pub fn garage_cluster(dir: &str, nodes: u32, port_base: u32) -> Vec<(String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/garage.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["start", dir, &nodes.to_string(), &port_base.to_string()])
+        .output()
+        .expect("bash");
+    Run::new("garage.sh start", out.clone()).assert_ok();
+    let vars: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (k, v) in &vars {
+        std::env::set_var(k, v);
+    }
+    vars
+}

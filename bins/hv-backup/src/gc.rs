@@ -6,7 +6,6 @@
 //! reference a chunk gc is deleting.
 
 use crate::repo::{LockKind, Repo};
-use hv_common::backup_index;
 use hv_common::cli;
 use hv_common::output::{col, to_record, Column, Format, Printer, Show};
 use hv_common::{Exit, Result};
@@ -57,7 +56,8 @@ pub fn gc(plan: &Plan) -> Result<Exit> {
     let repo = Repo::open(&plan.repo)?;
     let _lock = repo.lock(LockKind::Exclusive, plan.lock_wait)?;
     let (chunks, bytes) = repo.gc(plan.dry_run)?;
-    let damaged: Vec<String> = backup_index::list_all(&repo.root)?
+    let damaged: Vec<String> = repo
+        .list_all()?
         .damaged
         .into_iter()
         .map(|(id, e)| {

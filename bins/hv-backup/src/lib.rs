@@ -39,7 +39,9 @@ mod write;
 mod crypt;
 mod ffi;
 mod format;
+mod lease;
 mod repo;
+mod s3;
 
 use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
@@ -75,6 +77,30 @@ pub struct Cli {
     /// `--format` and `--json` before the subcommand.
     #[command(flatten)]
     pub global_output: hv_common::cli::OutputArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Where an `s3://BUCKET/PREFIX` repository's store is. Credentials come
+/// from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the AWS-style
+/// credentials file, never from a flag (argv is visible to every user).
+#[derive(Debug, Clone, clap::Args)]
+pub struct S3Args {
+    /// The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)
+    #[arg(long, global = true, env = "HV_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The store's region (Garage: its s3_region, often "garage")
+    #[arg(
+        long,
+        global = true,
+        env = "HV_S3_REGION",
+        value_name = "REGION",
+        default_value = "us-east-1"
+    )]
+    pub s3_region: String,
+    /// Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)
+    #[arg(long, global = true, env = "HV_S3_VIRTUAL_HOST")]
+    pub s3_virtual_host: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,8 +132,13 @@ pub enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RepoArgs {
-    /// The repository directory
-    #[arg(short = 'r', long = "repo", env = "HV_BACKUP_REPO", value_name = "DIR")]
+    /// The repository: a directory, or s3://BUCKET/PREFIX on object storage
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "HV_BACKUP_REPO",
+        value_name = "DIR|URL"
+    )]
     pub repo: PathBuf,
     /// How long to wait for another hv-backup run's repository lock (90, 90s, 5m, 1h30m)
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = time::duration)]
@@ -153,8 +184,8 @@ impl WorkArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
-    /// Directory for the new repository (absent or empty)
-    #[arg(value_name = "DIR")]
+    /// Where the new repository goes: a directory (absent or empty), or s3://BUCKET/PREFIX (an empty prefix)
+    #[arg(value_name = "DIR|URL")]
     pub repo: PathBuf,
     /// An age public key (age1...) backups are encrypted to; repeatable
     #[arg(long, value_name = "AGE1", required_unless_present = "recipients_file")]
@@ -318,11 +349,11 @@ pub struct SyncArgs {
     /// Backup ids [default: ids from piped records, else every backup]
     #[arg(value_name = "ID")]
     pub ids: Vec<String>,
-    /// The repository to copy from
-    #[arg(long, env = "HV_BACKUP_REPO", value_name = "DIR")]
+    /// The repository to copy from (a directory or s3://BUCKET/PREFIX)
+    #[arg(long, env = "HV_BACKUP_REPO", value_name = "DIR|URL")]
     pub from: PathBuf,
-    /// The repository to copy to; a new or empty directory becomes a replica of --from
-    #[arg(long, env = "HV_BACKUP_SYNC_TO", value_name = "DIR")]
+    /// The repository to copy to; a new or empty directory or prefix becomes a replica of --from
+    #[arg(long, env = "HV_BACKUP_SYNC_TO", value_name = "DIR|URL")]
     pub to: PathBuf,
     /// Only backups of this VM (name or UUID); repeatable
     #[arg(long, value_name = "VM")]
@@ -411,6 +442,7 @@ pub const MANUAL: Manual = Manual {
         ("Stream one disk raw onto a logical volume (exit 1 if the stream is cut short):", "hv-backup restore ID --identity key.txt --disk vda -o - | dd of=/dev/vg0/web1-vda bs=4M"),
         ("Keep 7 daily, 4 weekly and 6 monthly backups per VM:", "hv-backup prune --keep-daily 7 --keep-weekly 4 --keep-monthly 6"),
         ("Copy one file out of last night's backup of web1, then take the mount down:", "hv-backup mount \"$(hv-backup ls --vm web1 | head -1 | jq -r .id)\" /mnt/r --identity key.txt & sleep 2; cp /mnt/r/etc/nginx/nginx.conf .; hv-backup umount /mnt/r"),
+        ("Back up to an S3-compatible store (credentials from the environment, never a flag):", "export HV_S3_ENDPOINT=https://s3.example.net AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=…; hv-backup init s3://backups/hv --recipient age1… && hv-ls --tag prod | hv-backup create --repo s3://backups/hv"),
         ("Copy the backups to a disk elsewhere (the first run makes it a replica; later runs send only what is new):", "hv-backup sync --from /srv/backup --to /mnt/offsite/hv --verify"),
     ],
     notes: &[
@@ -419,6 +451,7 @@ pub const MANUAL: Manual = Manual {
         "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id (the backup's), created_at (RFC 3339, UTC), mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s, checkpoint (the one this backup created, or null), reads (per disk: target, read full with its reason, or incremental with base and dirty_bytes) and warnings.",
         "Incremental: each backup of a VM with qcow2 disks creates a libvirt checkpoint (a stopped VM's by qemu-img bitmap --add and a redefinition, as libvirt creates checkpoints only on running VMs) (named hv-<16 hex of the repository id>-<time>-<random>, so repositories never share a chain); the next backup to the same repository reads only the 4 MiB chunks the checkpoint's dirty bitmap marks and takes the others from the previous chunk list, which --cache-dir keeps. Every manifest is still complete. A deleted or foreign checkpoint, a missing bitmap, a replaced or resized disk, chunks no longer in the repository, a cleared cache or a job libvirt refuses each cost one full read of that disk with a warning, never a failed backup; older hv checkpoints of the repository are deleted after each backup. A bitmap QEMU never saved (killed while running) also costs one full read. Raw disks are always read in full. An incrementally read disk records no whole-image SHA-256 (that would need every byte); its chunks are still checked by id. --full reads everything.",
         "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait (default 1h).",
+        "Object storage: --repo s3://BUCKET/PREFIX keeps the same files as objects (docs/backup-format.md): a backup's index.json is written last, so a backup is listed only when complete; locks are objects with a ten-minute lease refreshed every minute. --s3-endpoint (HV_S3_ENDPOINT), --s3-region (HV_S3_REGION), --s3-virtual-host (HV_S3_VIRTUAL_HOST); credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the AWS-style credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE). Requests that fail to connect or get 5xx are retried with backoff.",
         "Environment: HV_BACKUP_REPO for --repo (and sync's --from), HV_BACKUP_SYNC_TO for sync's --to, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, HV_BACKUP_CACHE_DIR for --cache-dir, and HV_BACKUP_IDENTITY naming the identity file.",
         "On a full read, the image SHA-256 of an unchanged disk is not recomputed: after each backup the host keeps, in --cache-dir, each disk's chunk ids and the SHA-256 state after each chunk; the next backup resumes hashing after the last unchanged leading chunk. Equal keyed-BLAKE3 chunk ids mean equal bytes, so the result is the same as hashing everything; deleting the cache only makes the next backup a full read.",
         "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed. Piped records name the backups by their id (hv-backup ls, hv-backup create); a failed record (ok false, e.g. a create that failed) is printed again untouched.",
@@ -432,6 +465,11 @@ pub const MANUAL: Manual = Manual {
 /// Each subcommand's arguments become plain values here: the commands
 /// below never see clap, so they read, and can be called, without it.
 pub fn run(cli: Cli) -> Result<Exit> {
+    s3::configure(s3::Settings {
+        endpoint: cli.s3.s3_endpoint,
+        region: cli.s3.s3_region,
+        path_style: !cli.s3.s3_virtual_host,
+    });
     match cli.command {
         Command::Init(a) => init(
             &a.repo,
@@ -684,7 +722,7 @@ const LS_COLUMNS: &[Column] = &[
 
 fn ls(repo: &Path, vms: &[String], format: Option<Format>) -> Result<Exit> {
     let repo = Repo::open(repo)?;
-    let listing = hv_common::backup_index::list_all(&repo.root)?;
+    let listing = repo.list_all()?;
     let mut backups = listing.backups;
     backups.retain(|b| matches_vm(vms, &b.name, &b.uuid));
     backups.reverse();

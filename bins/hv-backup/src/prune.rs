@@ -74,7 +74,7 @@ pub fn prune(plan: &Plan) -> Result<Exit> {
     }
     let repo = Repo::open(&plan.repo)?;
     let _lock = repo.lock(LockKind::Exclusive, plan.lock_wait)?;
-    let listing = backup_index::list_all(&repo.root)?;
+    let listing = repo.list_all()?;
     let chosen = listing.backups.into_iter();
     let by_vm = backup_index::by_vm(chosen.filter(|b| matches_vm(&plan.vms, &b.name, &b.uuid)));
     let mut printer = Printer::stdout(plan.format, PRUNE_COLUMNS);

@@ -7,9 +7,15 @@
 //! Locking is `flock(2)` on `lock`: backups share it, prune and gc take it
 //! alone. The kernel drops a dead process's lock, so a stale lock cannot
 //! outlive its holder.
+//!
+//! On object storage (`s3://`) the same files are objects, which appear
+//! whole when written: chunks first, a backup's `index.json` last, so a
+//! backup is listed only once everything it names is stored. Locks are
+//! objects with a lease ([`crate::lease`]).
 
 use crate::crypt::{self, ChunkKey, Identities, Recipients};
 use crate::format::{self, Config, Index};
+use crate::s3::{self, S3};
 use hv_common::backup_index::{self, REPO_FILE};
 use hv_common::{time, Code, Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,20 +23,46 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const KEY_FILE: &str = "keys/chunk-id-key.age";
 pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 
 pub struct Repo {
+    /// The directory, or the `s3://bucket/prefix` URL: what messages name.
     pub root: PathBuf,
     pub config: Config,
     pub recipients: Recipients,
+    /// The object store, for an `s3://` repository.
+    s3: Option<Arc<S3>>,
 }
 
 /// Held for as long as the operation needs the repository.
 /// Held until dropped; none on a repository nothing can write to.
-pub struct Lock(#[allow(dead_code)] Option<File>);
+pub struct Lock(#[allow(dead_code)] Held);
+
+enum Held {
+    None,
+    File(#[allow(dead_code)] File),
+    Lease(#[allow(dead_code)] crate::lease::Lease),
+}
+
+/// A chunk written but not yet durable under its name (a directory's
+/// `tmp/` file), or already stored (an object store's PUT).
+pub enum Pending {
+    Tmp(PathBuf),
+    Stored,
+}
+
+impl Pending {
+    /// Drops a chunk that will not be committed.
+    pub fn discard(&self) {
+        if let Pending::Tmp(tmp) = self {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
@@ -48,13 +80,7 @@ impl Repo {
                 "no recipients: give --recipient age1… or --recipients-file FILE",
             ));
         }
-        if root.join(REPO_FILE).exists() {
-            return Err(Error::usage(format!(
-                "{} is already an hv-backup repository",
-                root.display()
-            )));
-        }
-        make_layout(root)?;
+        let s3 = new_location(root)?;
         let key: ChunkKey = crypt::random_bytes()?;
         let id = crypt::random_hex::<16>()?;
         let config = Config {
@@ -73,12 +99,13 @@ impl Repo {
             root: root.to_path_buf(),
             config,
             recipients: recipients.clone(),
+            s3,
         };
         let sealed_key = crypt::encrypt(recipients, crypt::hex(&key).as_bytes())?;
-        repo.write_atomic(&root.join(KEY_FILE), &sealed_key)?;
+        repo.write_file(KEY_FILE, &sealed_key)?;
         repo.save_host_key(key_dir, &key)?;
         let json = serde_json::to_vec_pretty(&repo.config).map_err(json_err)?;
-        repo.write_atomic(&root.join(REPO_FILE), &json)?;
+        repo.write_file(REPO_FILE, &json)?;
         Ok(repo)
     }
 
@@ -88,19 +115,56 @@ impl Repo {
     /// between them without being opened. The configuration is written
     /// last: a killed run leaves a directory that is not yet a repository.
     pub fn replicate(root: &Path, from: &Repo) -> Result<Repo> {
-        make_layout(root)?;
+        let s3 = new_location(root)?;
         let read = |name: &str| {
-            let path = from.root.join(name);
-            fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
+            from.read_file(name)?.ok_or_else(|| {
+                Error::new(
+                    Code::Corrupt,
+                    format!("{}: {name} is missing", from.root.display()),
+                )
+            })
         };
         let repo = Repo {
             root: root.to_path_buf(),
             config: from.config.clone(),
             recipients: from.recipients.clone(),
+            s3,
         };
-        repo.write_atomic(&root.join(KEY_FILE), &read(KEY_FILE)?)?;
-        repo.write_atomic(&root.join(REPO_FILE), &read(REPO_FILE)?)?;
+        repo.write_file(KEY_FILE, &read(KEY_FILE)?)?;
+        repo.write_file(REPO_FILE, &read(REPO_FILE)?)?;
         Ok(repo)
+    }
+
+    /// Whether `root` holds a repository (its configuration), on either kind of store.
+    pub fn exists(root: &Path) -> Result<bool> {
+        if s3::is_s3(root) {
+            Ok(S3::open(root)?.get(REPO_FILE)?.is_some())
+        } else {
+            Ok(root.join(REPO_FILE).exists())
+        }
+    }
+
+    /// A file of the repository by its name (`hv-backup.json`,
+    /// `backups/<id>/chunks`); `None` when it is not there.
+    pub fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(s3) = &self.s3 {
+            return s3.get(name);
+        }
+        let path = self.root.join(name);
+        match fs::read(&path) {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
+        }
+    }
+
+    /// Writes a file of the repository whole: synced and renamed into
+    /// place, or one PUT.
+    fn write_file(&self, name: &str, data: &[u8]) -> Result<()> {
+        match &self.s3 {
+            Some(s3) => s3.put(name, data),
+            None => self.write_atomic(&self.root.join(name), data),
+        }
     }
 
     /// Whether backups can move from `self` to `other` as they are: the
@@ -131,18 +195,29 @@ impl Repo {
 
     pub fn open(root: &Path) -> Result<Repo> {
         let path = root.join(REPO_FILE);
-        let text = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::usage(format!(
-                    "{} is not an hv-backup repository (no {REPO_FILE}); create one with \
-                     `hv-backup init {} --recipient age1…`",
-                    root.display(),
-                    root.display()
-                ))
-            } else {
-                Error::io(format!("cannot read {}", path.display()), e)
-            }
-        })?;
+        let s3 = if s3::is_s3(root) {
+            Some(Arc::new(S3::open(root)?))
+        } else {
+            None
+        };
+        let not_one = || {
+            Error::usage(format!(
+                "{} is not an hv-backup repository (no {REPO_FILE}); create one with \
+                 `hv-backup init {} --recipient age1…`",
+                root.display(),
+                root.display()
+            ))
+        };
+        let text = match &s3 {
+            Some(s3) => s3.get(REPO_FILE)?.ok_or_else(not_one)?,
+            None => fs::read(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    not_one()
+                } else {
+                    Error::io(format!("cannot read {}", path.display()), e)
+                }
+            })?,
+        };
         let config: Config = serde_json::from_slice(&text).map_err(|e| {
             Error::new(
                 Code::Corrupt,
@@ -168,6 +243,7 @@ impl Repo {
             root: root.to_path_buf(),
             config,
             recipients,
+            s3,
         })
     }
 
@@ -175,6 +251,9 @@ impl Repo {
     /// A shared lock (verify, restore) also works on a repository this
     /// user may only read, or on a read-only copy (a mounted snapshot).
     pub fn lock(&self, kind: LockKind, wait: Duration) -> Result<Lock> {
+        if let Some(s3) = &self.s3 {
+            return crate::lease::Lease::take(s3.clone(), kind, wait).map(|l| Lock(Held::Lease(l)));
+        }
         let path = self.root.join("lock");
         let opened = OpenOptions::new()
             .create(true)
@@ -188,7 +267,7 @@ impl Repo {
                 Ok(file) => file,
                 // A read-only copy without a lock file: nothing can be writing.
                 Err(_) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
-                    return Ok(Lock(None))
+                    return Ok(Lock(Held::None))
                 }
                 Err(e) => return Err(Error::io(format!("cannot open {}", path.display()), e)),
             },
@@ -202,7 +281,7 @@ impl Repo {
                 LockKind::Exclusive => file.try_lock(),
             };
             match got {
-                Ok(()) => return Ok(Lock(Some(file))),
+                Ok(()) => return Ok(Lock(Held::File(file))),
                 Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
                     if !told {
                         hv_common::cli::warn(format!(
@@ -285,8 +364,15 @@ impl Repo {
     /// The chunk-id key, opened from the repository with the identity.
     pub fn sealed_key(&self, identities: &Identities) -> Result<ChunkKey> {
         let path = self.root.join(KEY_FILE);
-        let sealed =
-            fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let sealed = self.read_file(KEY_FILE)?.ok_or_else(|| {
+            Error::new(
+                Code::Corrupt,
+                format!(
+                    "{} is missing; recover-key cannot work without it",
+                    path.display()
+                ),
+            )
+        })?;
         let text = crypt::decrypt(identities, &sealed, &path.display().to_string())?;
         crypt::unhex32(&String::from_utf8_lossy(&text)).ok_or_else(|| {
             Error::new(
@@ -297,18 +383,34 @@ impl Repo {
     }
 
     pub fn chunk_path(&self, id: &str) -> PathBuf {
-        self.root.join("chunks").join(&id[..2]).join(id)
+        self.root.join(chunk_key(id))
     }
 
     /// What the repository holds under chunk `id`: nothing, a file that is
     /// no age file, or a sealed chunk with its body and file lengths.
     pub fn chunk_file(&self, id: &str) -> Sealed {
-        sealed_file(&self.chunk_path(id))
+        self.sealed(&chunk_key(id))
     }
 
-    /// Writes a sealed chunk to `tmp/` without syncing; [`Repo::commit_chunk`]
-    /// makes it durable and gives it its name.
-    pub fn write_chunk_unsynced(&self, sealed: &[u8]) -> Result<PathBuf> {
+    /// [`sealed_file`] for the file `name` of this repository.
+    pub fn sealed(&self, name: &str) -> Sealed {
+        match &self.s3 {
+            Some(s3) => match s3.get_head(name, MAX_HEADER) {
+                Ok(Some((head, whole))) => sealed_head(&head, whole),
+                Ok(None) => Sealed::Missing,
+                Err(_) => Sealed::Unreadable,
+            },
+            None => sealed_file(&self.root.join(name)),
+        }
+    }
+
+    /// Writes a sealed chunk without syncing it (to `tmp/`), or stores it
+    /// (an object store); [`Repo::commit_chunk`] makes it durable and
+    /// gives it its name.
+    pub fn write_chunk_unsynced(&self, id: &str, sealed: &[u8]) -> Result<Pending> {
+        if let Some(s3) = &self.s3 {
+            return s3.put(&chunk_key(id), sealed).map(|()| Pending::Stored);
+        }
         let tmp = self.tmp_path("chunk")?;
         let written = OpenOptions::new()
             .write(true)
@@ -320,12 +422,15 @@ impl Repo {
             let _ = fs::remove_file(&tmp); // a full disk must not keep the partial file
             return Err(Error::io(format!("cannot write {}", tmp.display()), e));
         }
-        Ok(tmp)
+        Ok(Pending::Tmp(tmp))
     }
 
     /// Syncs a chunk written by [`Repo::write_chunk_unsynced`] and renames it
     /// to its id; on failure the temporary file is removed.
-    pub fn commit_chunk(&self, tmp: &Path, id: &str) -> Result<()> {
+    pub fn commit_chunk(&self, pending: &Pending, id: &str) -> Result<()> {
+        let Pending::Tmp(tmp) = pending else {
+            return Ok(());
+        };
         let dir = self.root.join("chunks").join(&id[..2]);
         if !dir.is_dir() {
             mkdir(&dir)?;
@@ -342,12 +447,20 @@ impl Repo {
 
     /// Stores a sealed chunk under `id`, durably, replacing a damaged one.
     pub fn store_chunk(&self, id: &str, sealed: &[u8]) -> Result<()> {
-        let tmp = self.write_chunk_unsynced(sealed)?;
-        self.commit_chunk(&tmp, id)
+        let pending = self.write_chunk_unsynced(id, sealed)?;
+        self.commit_chunk(&pending, id)
     }
 
     pub fn read_chunk(&self, id: &str) -> Result<Vec<u8>> {
         let path = self.chunk_path(id);
+        if let Some(s3) = &self.s3 {
+            return s3.get(&chunk_key(id))?.ok_or_else(|| {
+                Error::new(
+                    Code::Corrupt,
+                    format!("chunk {id} is missing ({})", path.display()),
+                )
+            });
+        }
         fs::read(&path).map_err(|e| {
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 Code::Corrupt
@@ -366,6 +479,9 @@ impl Repo {
 
     /// Syncs the chunk directories `ids` landed in, so their renames survive a crash.
     pub fn sync_chunk_dirs<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        if self.s3.is_some() {
+            return Ok(()); // a stored object is durable
+        }
         let prefixes: BTreeSet<&str> = ids.into_iter().map(|id| &id[..2]).collect();
         for p in prefixes {
             sync_dir(&self.root.join("chunks").join(p))?;
@@ -394,6 +510,59 @@ impl Repo {
         self.root.join("backups").join(id)
     }
 
+    /// Whether backup `id` exists (complete: its index is there).
+    pub fn has_backup(&self, id: &str) -> Result<bool> {
+        match &self.s3 {
+            Some(s3) => Ok(s3
+                .get_head(&format!("backups/{id}/index.json"), 1)?
+                .is_some()),
+            None => Ok(self.backup_dir(id).is_dir()),
+        }
+    }
+
+    /// Every backup: those whose index reads, oldest first, and those
+    /// whose index does not.
+    pub fn list_all(&self) -> Result<backup_index::Listing> {
+        let Some(s3) = &self.s3 else {
+            return backup_index::list_all(&self.root);
+        };
+        let mut listing = backup_index::Listing {
+            backups: Vec::new(),
+            damaged: Vec::new(),
+        };
+        for id in self.ids()? {
+            match self.index(&id) {
+                Ok(index) => listing.backups.push(index),
+                Err(e) => listing.damaged.push((id, e)),
+            }
+        }
+        let _ = s3;
+        listing
+            .backups
+            .sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
+        Ok(listing)
+    }
+
+    /// The ids of every backup, whether its index reads or not.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let Some(s3) = &self.s3 else {
+            return backup_index::ids(&self.root);
+        };
+        let mut ids: Vec<String> = s3
+            .list("backups/")?
+            .into_iter()
+            .filter_map(|o| {
+                let id = o
+                    .key
+                    .strip_prefix("backups/")?
+                    .strip_suffix("/index.json")?;
+                backup_index::is_backup_id(id).then(|| id.to_owned())
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Makes a backup exist: its three files are written and synced in a
     /// temporary directory that is then renamed into `backups/` at once.
     pub fn commit_backup(
@@ -416,8 +585,12 @@ impl Repo {
     /// A backup's three files as they are stored.
     pub fn backup_files(&self, id: &str) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
         let read = |name: &str| {
-            let path = self.backup_dir(id).join(name);
-            fs::read(&path).map_err(|e| {
+            match self.read_file(&format!("backups/{id}/{name}")) {
+                Ok(Some(data)) => Ok(data),
+                Ok(None) => Err("it is missing".to_owned()),
+                Err(e) => Err(e.message),
+            }
+            .map_err(|e| {
                 Error::new(
                     Code::Corrupt,
                     format!("backup {id}: cannot read its {name}: {e}"),
@@ -429,6 +602,13 @@ impl Repo {
 
     /// Makes backup `id` exist with these files, at once (see [`Repo::commit_backup`]).
     pub fn commit_backup_files(&self, id: &str, files: &BackupFiles) -> Result<()> {
+        if let Some(s3) = &self.s3 {
+            // The index last: listing finds a backup by it.
+            let at = |name: &str| format!("backups/{id}/{name}");
+            s3.put(&at("manifest.age"), files.manifest)?;
+            s3.put(&at("chunks"), files.chunks)?;
+            return s3.put(&at("index.json"), files.index);
+        }
         let tmp = self.tmp_path("backup")?;
         mkdir(&tmp)?;
         write_synced(&tmp.join("index.json"), files.index, 0o600)?;
@@ -442,12 +622,28 @@ impl Repo {
     }
 
     pub fn index(&self, id: &str) -> Result<Index> {
-        backup_index::read(&self.root, id)
+        let Some(s3) = &self.s3 else {
+            return backup_index::read(&self.root, id);
+        };
+        if !backup_index::is_backup_id(id) {
+            return backup_index::read(&self.root, id); // says why
+        }
+        match s3.get(&format!("backups/{id}/index.json"))? {
+            Some(text) => backup_index::parse(id, &text),
+            None => Err(Error::new(
+                Code::NotFound,
+                format!("backup {id} not found in {}", self.root.display()),
+            )),
+        }
     }
 
     pub fn refs(&self, id: &str) -> Result<Vec<(String, u64)>> {
-        let path = self.backup_dir(id).join("chunks");
-        let text = fs::read_to_string(&path).map_err(|e| {
+        let text = match self.read_file(&format!("backups/{id}/chunks")) {
+            Ok(Some(data)) => String::from_utf8(data).map_err(|e| e.to_string()),
+            Ok(None) => Err("it is missing".to_owned()),
+            Err(e) => Err(e.message),
+        }
+        .map_err(|e| {
             Error::new(
                 Code::Corrupt,
                 format!("backup {id}: cannot read its chunk list: {e}"),
@@ -477,8 +673,12 @@ impl Repo {
     }
 
     pub fn sealed_manifest(&self, id: &str) -> Result<Vec<u8>> {
-        let path = self.backup_dir(id).join("manifest.age");
-        fs::read(&path).map_err(|e| {
+        match self.read_file(&format!("backups/{id}/manifest.age")) {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err("it is missing".to_owned()),
+            Err(e) => Err(e.message),
+        }
+        .map_err(|e| {
             Error::new(
                 Code::Corrupt,
                 format!("backup {id}: cannot read its manifest: {e}"),
@@ -488,6 +688,13 @@ impl Repo {
 
     /// Removes a backup: it disappears from `backups/` in one rename.
     pub fn remove_backup(&self, id: &str) -> Result<()> {
+        if let Some(s3) = &self.s3 {
+            // The index first: from then on the backup is not listed, and
+            // gc removes what is left of it.
+            s3.delete(&format!("backups/{id}/index.json"))?;
+            s3.delete(&format!("backups/{id}/chunks"))?;
+            return s3.delete(&format!("backups/{id}/manifest.age"));
+        }
         let tmp = self.tmp_path("deleted")?;
         fs::rename(self.backup_dir(id), &tmp)
             .map_err(|e| Error::io(format!("cannot remove backup {id}"), e))?;
@@ -505,12 +712,37 @@ impl Repo {
     /// A chunk list that cannot be read stops gc before anything is deleted.
     pub fn gc(&self, dry_run: bool) -> Result<(u64, u64)> {
         let mut live = BTreeSet::new();
-        for id in backup_index::ids(&self.root)? {
-            for (chunk, _) in self.refs(&id)? {
+        let ids = self.ids()?;
+        for id in &ids {
+            for (chunk, _) in self.refs(id)? {
                 live.insert(chunk);
             }
         }
         let (mut count, mut bytes) = (0, 0);
+        if let Some(s3) = &self.s3 {
+            // gc holds the repository alone: no backup is being written,
+            // so a chunk no index lists, and a backup's files without its
+            // index, are leftovers of runs that died.
+            let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+            for object in s3.list("chunks/")? {
+                let name = object.key.rsplit('/').next().unwrap_or("");
+                if live.contains(name) {
+                    continue;
+                }
+                count += 1;
+                bytes += object.size;
+                if !dry_run {
+                    s3.delete(&object.key)?;
+                }
+            }
+            for object in s3.list("backups/")? {
+                let id = object.key.trim_start_matches("backups/").split('/').next();
+                if id.is_some_and(|id| !ids.contains(id)) && !dry_run {
+                    s3.delete(&object.key)?;
+                }
+            }
+            return Ok((count, bytes));
+        }
         let chunks = self.root.join("chunks");
         for sub in read_dir(&chunks)? {
             for entry in read_dir(&sub)? {
@@ -539,6 +771,40 @@ impl Repo {
         }
         Ok((count, bytes))
     }
+}
+
+/// A chunk's name in the repository: `chunks/<first two hex digits>/<id>`.
+fn chunk_key(id: &str) -> String {
+    format!("chunks/{}/{id}", &id[..2])
+}
+
+/// Checks that `root` may become a new repository (absent or empty) and
+/// prepares it: the directory layout, or the object store.
+fn new_location(root: &Path) -> Result<Option<Arc<S3>>> {
+    if s3::is_s3(root) {
+        let s3 = S3::open(root)?;
+        if s3.get(REPO_FILE)?.is_some() {
+            return Err(Error::usage(format!(
+                "{} is already an hv-backup repository",
+                root.display()
+            )));
+        }
+        if !s3.list("")?.is_empty() {
+            return Err(Error::usage(format!(
+                "{} holds objects already; give a new or empty prefix",
+                root.display()
+            )));
+        }
+        return Ok(Some(Arc::new(s3)));
+    }
+    if root.join(REPO_FILE).exists() {
+        return Err(Error::usage(format!(
+            "{} is already an hv-backup repository",
+            root.display()
+        )));
+    }
+    make_layout(root)?;
+    Ok(None)
 }
 
 /// A backup's three files, as [`Repo::commit_backup_files`] writes them.
@@ -651,6 +917,8 @@ pub enum Sealed {
     Missing,
     /// Present, but with no whole age header: cut short or overwritten.
     Damaged,
+    /// The object store did not answer (after its retries).
+    Unreadable,
     /// `body`: the bytes after the header, fixed by the data (see
     /// [`crypt::header_len`]); `whole`: the file's length.
     Intact {
@@ -659,11 +927,12 @@ pub enum Sealed {
     },
 }
 
+/// Headers are a few hundred bytes: the intro, one stanza per recipient,
+/// a random one, the MAC. Many recipients fit in 64 KiB.
+const MAX_HEADER: u64 = 64 << 10;
+
 /// Reads just enough of `path` to find where its age header ends.
 pub fn sealed_file(path: &Path) -> Sealed {
-    // Headers are a few hundred bytes: the intro, one stanza per recipient,
-    // a random one, the MAC. Many recipients fit in 64 KiB.
-    const MAX_HEADER: u64 = 64 << 10;
     let Ok(file) = File::open(path) else {
         return Sealed::Missing;
     };
@@ -679,8 +948,13 @@ pub fn sealed_file(path: &Path) -> Sealed {
     {
         return Sealed::Damaged;
     }
-    match crypt::header_len(&head) {
-        Some(h) if whole - h as u64 >= crypt::MIN_BODY => Sealed::Intact {
+    sealed_head(&head, whole)
+}
+
+/// What a sealed file is, from its first bytes and its whole length.
+fn sealed_head(head: &[u8], whole: u64) -> Sealed {
+    match crypt::header_len(head) {
+        Some(h) if whole >= h as u64 && whole - h as u64 >= crypt::MIN_BODY => Sealed::Intact {
             body: whole - h as u64,
             whole,
         },

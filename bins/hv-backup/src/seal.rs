@@ -17,10 +17,9 @@
 //!   removed, so nothing half-written ever carries an id.
 
 use crate::crypt::{self, ChunkKey};
-use crate::repo::{Repo, Sealed};
+use crate::repo::{Pending, Repo, Sealed};
 use hv_common::{Code, Error, Result};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -43,7 +42,7 @@ pub type Piece = (usize, Arc<Vec<u8>>);
 /// A sealed chunk (or why not), by its index in the image.
 pub type Done = (usize, Result<Chunk>);
 /// A written, not yet synced chunk: its temporary path, id and body size.
-pub type Unsynced = (PathBuf, String, u64);
+pub type Unsynced = (Pending, String, u64);
 
 /// A worker: seals the pieces it takes from `work_rx`, hands written
 /// chunks to the sync thread, and reports each on `done_tx`; on a failure
@@ -61,7 +60,7 @@ pub fn seal_loop(
         let result = seal_with(sealer, &buf, |unsynced| {
             // The sync thread reports its own failures, and releases the claim.
             if let Err(mpsc::SendError((tmp, id, _))) = sync_tx.send(unsynced) {
-                let _ = std::fs::remove_file(tmp);
+                tmp.discard();
                 sealer.seen.release(&id);
                 return Err(Error::new(Code::Io, "the chunk sync thread is gone"));
             }
@@ -106,7 +105,7 @@ fn seal_with(
         plain,
     )
     .and_then(|(sealed, body)| {
-        let tmp = sealer.repo.write_chunk_unsynced(&sealed)?;
+        let tmp = sealer.repo.write_chunk_unsynced(&id, &sealed)?;
         Ok((tmp, body, sealed.len() as u64))
     });
     let (tmp, body, whole) = match written {
@@ -143,7 +142,7 @@ pub fn sync_loop(rx: Receiver<Unsynced>, sealer: &Sealer) -> Result<()> {
     let mut first_error = None;
     for (tmp, id, body) in rx {
         if first_error.is_some() {
-            let _ = std::fs::remove_file(&tmp);
+            tmp.discard();
             sealer.seen.release(&id);
             continue;
         }
@@ -217,7 +216,8 @@ impl Seen {
                 self.stored(id, body);
                 Claim::Stored(body)
             }
-            Sealed::Missing | Sealed::Damaged => Claim::Mine,
+            // An unreadable store fails the write that follows, with its reason.
+            Sealed::Missing | Sealed::Damaged | Sealed::Unreadable => Claim::Mine,
         }
     }
 

@@ -13,10 +13,9 @@
 //! backup holds them, so a gc on either side waits.
 
 use crate::format::{self, Index};
-use crate::repo::{sealed_file, BackupFiles, LockKind, Repo, Sealed};
+use crate::repo::{BackupFiles, LockKind, Repo, Sealed};
 use crate::verify::{self, Target};
 use crate::{crypt, prune, BackupHead};
-use hv_common::backup_index::REPO_FILE;
 use hv_common::cli::{self, Status};
 use hv_common::output::{col, to_record, Column, Format, Printer, Show};
 use hv_common::retention::Keep;
@@ -226,7 +225,7 @@ fn destination(plan: &Plan, from: &Repo) -> Result<Option<Repo>> {
             plan.to.display()
         )));
     }
-    if plan.to.join(REPO_FILE).exists() {
+    if Repo::exists(&plan.to)? {
         let to = Repo::open(&plan.to)?;
         from.same_keys_as(&to)?;
         return Ok(Some(to));
@@ -238,6 +237,10 @@ fn destination(plan: &Plan, from: &Repo) -> Result<Option<Repo>> {
 }
 
 fn same_place(a: &Path, b: &Path) -> bool {
+    if crate::s3::is_s3(a) || crate::s3::is_s3(b) {
+        let url = |p: &Path| p.to_string_lossy().trim_end_matches('/').to_owned();
+        return url(a) == url(b);
+    }
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -285,7 +288,10 @@ fn send(
     promised: &mut HashSet<String>,
 ) -> Result<()> {
     let id = &index.id;
-    let present = to.is_some_and(|to| to.backup_dir(id).is_dir());
+    let present = match to {
+        Some(to) => to.has_backup(id)?,
+        None => false,
+    };
     if present && !repair {
         sent.chunks = Some(index.chunks);
         return Ok(());
@@ -351,7 +357,7 @@ fn send(
         return Ok(());
     }
     let (index_json, chunks, manifest) = from.backup_files(id)?;
-    let manifest_ok = match sealed_file(&from.backup_dir(id).join("manifest.age")) {
+    let manifest_ok = match from.sealed(&format!("backups/{id}/manifest.age")) {
         Sealed::Intact { body, .. } => index.manifest_bytes.is_none_or(|m| m == body),
         _ => false,
     };

@@ -7,7 +7,7 @@
 
 use crate::format::Index;
 use crate::load::{self, Opener};
-use crate::repo::{sealed_file, LockKind, Repo, Sealed};
+use crate::repo::{LockKind, Repo, Sealed};
 use crate::{crypt, matches_vm, BackupHead};
 use hv_common::cli::{self, Status};
 use hv_common::output::{col, to_record, Column, Format, Printer, Show};
@@ -150,12 +150,13 @@ pub fn verify(plan: &Plan) -> Result<Exit> {
 /// age file whose body has the recorded size. Returns the number of chunks.
 pub(crate) fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
     let id = &index.id;
-    match sealed_file(&repo.backup_dir(id).join("manifest.age")) {
+    match repo.sealed(&format!("backups/{id}/manifest.age")) {
         Sealed::Intact { body, .. } if index.manifest_bytes.is_none_or(|m| m == body) => {}
         found => {
             let what = match found {
                 Sealed::Missing => "is missing",
                 Sealed::Damaged => "has no whole age header",
+                Sealed::Unreadable => "could not be read (the store did not answer)",
                 Sealed::Intact { .. } => "has the wrong size",
             };
             return Err(Error::new(
@@ -177,6 +178,15 @@ pub(crate) fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
             Sealed::Missing => missing.push(chunk.as_str()),
             Sealed::Intact { body, whole } if body == *size || (whole_sizes && whole == *size) => {}
             Sealed::Intact { .. } | Sealed::Damaged => wrong.push(chunk.as_str()),
+            Sealed::Unreadable => {
+                return Err(Error::new(
+                    Code::ConnectFailed,
+                    format!(
+                        "backup {id}: chunk {chunk} could not be read: the store did not answer; \
+                         run verify again when it does"
+                    ),
+                ))
+            }
         }
     }
     if missing.is_empty() && wrong.is_empty() {
@@ -232,7 +242,7 @@ pub(crate) fn pick_ids(
     }
     // A damaged backup is checked whatever VM it is of (its index, which
     // would say, is what is damaged), and fails.
-    let listing = hv_common::backup_index::list_all(&repo.root)?;
+    let listing = repo.list_all()?;
     Ok(listing
         .backups
         .into_iter()

@@ -3,7 +3,8 @@
 //! keys, kills at random moments, a full disk and retention.
 
 use hv_testbench::{
-    assert_fields, connect, hv, image_sha256, remove_domain, run_prefix, Guest, GuestSpec, Run, URI,
+    assert_fields, connect, garage, hv, image_sha256, remove_domain, run_prefix, Guest, GuestSpec,
+    Run, URI,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,17 @@ impl Bench {
         ]);
         out.assert_ok().records();
         b
+    }
+
+    /// A bench whose repository is on the bench's Garage, under a prefix
+    /// of its own.
+    fn s3(label: &str) -> Bench {
+        garage();
+        let repo = PathBuf::from(format!("s3://hv-bench/{}{label}", run_prefix()));
+        Bench::at(
+            &PathBuf::from("/var/tmp").join(format!("{}{label}", run_prefix())),
+            Some(repo),
+        )
     }
 
     fn recipient(&self) -> String {
@@ -1686,7 +1698,12 @@ fn a_killed_sync_leaves_whole_backups_and_the_next_one_finishes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(30));
+    // Once the replica exists the sync handles signals (it installs its
+    // handler first); before that a signal would just kill it.
+    let started = std::time::Instant::now();
+    while !fresh.join("hv-backup.json").exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     unsafe_free_kill(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();
     match out.status.code() {
@@ -1966,4 +1983,212 @@ fn mount_mistakes_get_one_line_errors_and_leave_nothing() {
         .assert_exit(2)
         .assert_stderr_contains("not mounted by hv-backup mount");
     assert_nothing_attached(&b, &dir);
+}
+
+/// Every object of the bench's bucket under `prefix`, through the S3 API
+/// as any client sees it (curl signs with --aws-sigv4).
+fn s3_objects(prefix: &str) -> Vec<String> {
+    let env: std::collections::HashMap<String, String> = garage().into_iter().collect();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--aws-sigv4",
+            "aws:amz:garage:s3",
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            "--user",
+        ])
+        .arg(format!(
+            "{}:{}",
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        ))
+        .arg(format!(
+            "{}/hv-bench?list-type=2&prefix={}",
+            env["HV_S3_ENDPOINT"],
+            prefix.replace('/', "%2F")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Writes `data` as object `key` of the bench's bucket, as a stranger could.
+fn s3_put(key: &str, data: &[u8]) {
+    let env: std::collections::HashMap<String, String> = garage().into_iter().collect();
+    let file = std::env::temp_dir().join(format!("{}put", run_prefix()));
+    std::fs::write(&file, data).unwrap();
+    let st = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--aws-sigv4",
+            "aws:amz:garage:s3",
+            "-H",
+            "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+            "--user",
+        ])
+        .arg(format!(
+            "{}:{}",
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        ))
+        .arg("-T")
+        .arg(&file)
+        .arg(format!("{}/hv-bench/{key}", env["HV_S3_ENDPOINT"]))
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(st.success());
+}
+
+#[test]
+fn a_repository_on_garage_backs_up_restores_prunes_and_syncs() {
+    let conn = connect();
+    let off = GuestSpec::new("backup-s3-off").define(&conn);
+    fill_disk(&off, 6, 6);
+    let off_sha = image_sha256(&off.disk, None);
+    let live = GuestSpec::new("backup-s3-live").writer().define(&conn);
+    fill_disk(&live, 4, 4);
+    live.start_ready();
+    let b = Bench::s3("s3");
+    let prefix = b
+        .repo
+        .to_str()
+        .unwrap()
+        .trim_start_matches("s3://hv-bench/")
+        .to_owned();
+    assert!(
+        s3_objects(&prefix)
+            .iter()
+            .any(|k| k.ends_with("/hv-backup.json")),
+        "init wrote the configuration as an object"
+    );
+
+    // A stopped and a running VM, then an incremental backup.
+    let first = b.run(&["create", &off.name]).assert_ok().records();
+    assert_eq!(first[0]["mode"], "offline");
+    let recs = b.run(&["create", &live.name]).assert_ok().records();
+    assert_eq!(recs[0]["mode"], "live");
+    let st = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x33 8M 1M"])
+        .arg(&off.disk)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let off_sha2 = image_sha256(&off.disk, None);
+    let second = b.run(&["create", &off.name]).assert_ok().records();
+    assert_eq!(
+        second[0]["new_bytes"],
+        4 << 20,
+        "only the changed chunk is new"
+    );
+    assert_eq!(
+        second[0]["reads"][0]["read"], "incremental",
+        "{}",
+        second[0]
+    );
+    let listed = b.run(&["ls"]).assert_ok().records();
+    assert_eq!(listed.len(), 3);
+    b.run(&["verify"]).assert_ok();
+    b.run(&["verify", "--deep", "--identity", b.identity()])
+        .assert_ok();
+
+    // Restores give the exact bytes.
+    for (id, sha) in [
+        (backup_id(&first), &off_sha),
+        (backup_id(&second), &off_sha2),
+    ] {
+        let out = b.out_dir(&format!("restored-{id}"));
+        let recs = b
+            .restore_to(&id, &out, &["--disk-format", "raw"])
+            .assert_ok()
+            .records();
+        let path = recs[0]["disks"][0]["path"].as_str().unwrap();
+        assert_eq!(&image_sha256(Path::new(path), None), sha);
+    }
+
+    // Sync to a directory and back to another prefix; second runs send nothing.
+    let dir_copy = b.dir.join("copy");
+    let sent = sync(&b, &dir_copy, &[]).assert_ok().records();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        field_sum(
+            &sync(&b, &dir_copy, &[]).assert_ok().records(),
+            "bytes_sent"
+        ),
+        0
+    );
+    let back = format!("{}-back", b.repo.display());
+    let dir_s = dir_copy.to_str().unwrap();
+    let to_s3 = |args: &[&str]| {
+        let mut full = vec!["sync", "--from", dir_s, "--to", &back];
+        full.extend_from_slice(args);
+        hv(HV_BACKUP, &full, "")
+    };
+    to_s3(&[]).assert_ok();
+    let again = to_s3(&["--verify"]).assert_ok().records();
+    assert!(
+        again
+            .iter()
+            .all(|r| r["changed"] == false && r["verified"] == true),
+        "{again:?}"
+    );
+    hv(
+        HV_BACKUP,
+        &[
+            "verify",
+            "--repo",
+            &back,
+            "--deep",
+            "--identity",
+            b.identity(),
+        ],
+        "",
+    )
+    .assert_ok();
+
+    // prune and gc on the store.
+    let before = s3_objects(&format!("{prefix}/chunks/")).len();
+    let pruned = b
+        .run(&["prune", "--keep-last", "1", "--vm", &off.name])
+        .assert_ok()
+        .records();
+    assert_eq!(pruned.iter().filter(|r| r["kept"] == false).count(), 1);
+    assert_eq!(b.run(&["ls"]).assert_ok().records().len(), 2);
+    assert!(s3_objects(&format!("{prefix}/chunks/")).len() <= before);
+    assert!(
+        s3_objects(&format!("{prefix}/locks/")).is_empty(),
+        "every lock was given back"
+    );
+    b.run(&["verify", "--deep", "--identity", b.identity()])
+        .assert_ok();
+
+    // Someone else's garbage in the bucket: verify names it, gc keeps it
+    // out of the way of backups, and a wrong key is exit 3 in one line.
+    let chunk = s3_objects(&format!("{prefix}/chunks/"))[0].clone();
+    s3_put(&chunk, b"not an age file");
+    let bad = b.run(&["verify"]);
+    bad.assert_failed("corrupt");
+    let id = chunk.rsplit('/').next().unwrap();
+    assert!(bad.stdout().contains(id), "{}", bad.stdout());
+    let out = Command::new(HV_BACKUP)
+        .args(["ls", "--repo", b.repo.to_str().unwrap()])
+        .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
 }

@@ -167,8 +167,26 @@ pub fn read(root: &Path, id: &str) -> Result<Index> {
         }
         Err(e) => return Err(damaged(format!("cannot be read ({e})"))),
     };
+    parse(id, &text)
+}
+
+/// Backup `id`'s index from the bytes of its `index.json` (a directory
+/// repository's file, or an object store's object).
+pub fn parse(id: &str, text: &[u8]) -> Result<Index> {
+    let damaged = |what: String| {
+        Error::new(
+            Code::Corrupt,
+            format!(
+                "backup {id}: index.json {what}; restore backups/{id}/ from a copy of the \
+                 repository, or remove it to drop the backup (then run hv-backup gc)"
+            ),
+        )
+    };
+    if text.len() as u64 > INDEX_LIMIT {
+        return Err(damaged("is too large".into()));
+    }
     let index: Index =
-        serde_json::from_slice(&text).map_err(|e| damaged(format!("is not valid ({e})")))?;
+        serde_json::from_slice(text).map_err(|e| damaged(format!("is not valid ({e})")))?;
     if index.id != id {
         return Err(Error::new(
             Code::Corrupt,
