@@ -5,7 +5,8 @@
 //! at once both see the other, both step back, and try again after a
 //! random pause. A holder that dies stops refreshing: its object goes
 //! stale after [`LEASE`] and is ignored (and removed by the next taker),
-//! so a killed run blocks others for minutes, never forever.
+//! so a killed run blocks others for minutes, never forever; on its own
+//! host, where the taker can see that the process is gone, not at all.
 
 use crate::repo::LockKind;
 use crate::s3::S3;
@@ -125,11 +126,33 @@ fn conflicts(s3: &S3, mine: &str, kind: LockKind) -> Result<Vec<String>> {
             continue;
         }
         let exclusive = object.key.starts_with("locks/exclusive-");
-        if kind == LockKind::Exclusive || exclusive {
-            found.push(object.key.trim_start_matches("locks/").to_owned());
+        if !(kind == LockKind::Exclusive || exclusive) {
+            continue;
         }
+        // A holder on this host that no longer runs (killed, or it could
+        // not delete its lock while the store was away) is stale at once.
+        if let Ok(Some(body)) = s3.get(&object.key) {
+            if dead_here(&String::from_utf8_lossy(&body)) {
+                let _ = s3.delete(&object.key);
+                continue;
+            }
+        }
+        found.push(object.key.trim_start_matches("locks/").to_owned());
     }
     Ok(found)
+}
+
+/// Whether a lock's body names a process of this host that is gone.
+fn dead_here(body: &str) -> bool {
+    let Ok(lock) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let (Some(host), Some(pid)) = (lock["host"].as_str(), lock["pid"].as_u64()) else {
+        return false;
+    };
+    host == hostname()
+        && !std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("hv-backup"))
 }
 
 fn hostname() -> String {

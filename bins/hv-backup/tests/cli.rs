@@ -3,8 +3,8 @@
 //! keys, kills at random moments, a full disk and retention.
 
 use hv_testbench::{
-    assert_fields, connect, garage, hv, image_sha256, remove_domain, run_prefix, Guest, GuestSpec,
-    Run, URI,
+    assert_fields, connect, garage, garage_cluster, hv, image_sha256, remove_domain, run_prefix,
+    Guest, GuestSpec, Run, URI,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -59,6 +59,12 @@ impl Bench {
     /// of its own.
     fn s3(label: &str) -> Bench {
         garage();
+        Bench::s3_here(label)
+    }
+
+    /// A bench on whatever store the environment names (after
+    /// [`garage_cluster`]).
+    fn s3_here(label: &str) -> Bench {
         let repo = PathBuf::from(format!("s3://hv-bench/{}{label}", run_prefix()));
         Bench::at(
             &PathBuf::from("/var/tmp").join(format!("{}{label}", run_prefix())),
@@ -1985,10 +1991,22 @@ fn mount_mistakes_get_one_line_errors_and_leave_nothing() {
     assert_nothing_attached(&b, &dir);
 }
 
+/// The store this test's commands use (set by [`garage`] or [`garage_cluster`]).
+fn s3_env() -> std::collections::HashMap<String, String> {
+    [
+        "HV_S3_ENDPOINT",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), std::env::var(k).expect("a store started")))
+    .collect()
+}
+
 /// Every object of the bench's bucket under `prefix`, through the S3 API
 /// as any client sees it (curl signs with --aws-sigv4).
 fn s3_objects(prefix: &str) -> Vec<String> {
-    let env: std::collections::HashMap<String, String> = garage().into_iter().collect();
+    let env = s3_env();
     let out = Command::new("curl")
         .args([
             "-sS",
@@ -2025,7 +2043,7 @@ fn s3_objects(prefix: &str) -> Vec<String> {
 
 /// Writes `data` as object `key` of the bench's bucket, as a stranger could.
 fn s3_put(key: &str, data: &[u8]) {
-    let env: std::collections::HashMap<String, String> = garage().into_iter().collect();
+    let env = s3_env();
     let file = std::env::temp_dir().join(format!("{}put", run_prefix()));
     std::fs::write(&file, data).unwrap();
     let st = Command::new("curl")
@@ -2191,4 +2209,152 @@ fn a_repository_on_garage_backs_up_restores_prunes_and_syncs() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+}
+
+/// The bench's three-node Garage (replication factor 3), for the tests
+/// that stop its nodes; its own directory and ports, so the one-node
+/// store the other tests share stays up.
+const CLUSTER: &str = "/var/tmp/hv-garage3";
+
+fn garage_node(node: u32, what: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/bench/garage.sh");
+    let st = Command::new("bash")
+        .arg(script)
+        .args(["node", CLUSTER, &node.to_string(), what])
+        .status()
+        .unwrap();
+    assert!(st.success(), "garage.sh node {node} {what}");
+}
+
+/// Spawns `hv-backup create VM` and waits until its first new chunk is in
+/// the store (its listing under `prefix`), so what follows happens mid-backup.
+fn create_until_first_chunk(b: &Bench, vm: &str, prefix: &str) -> std::process::Child {
+    let before = s3_objects(&format!("{prefix}/chunks/")).len();
+    let child = Command::new(HV_BACKUP)
+        .args(b.args(&["create", vm, "--workers", "1"]))
+        .env("HV_CONNECT", URI)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while s3_objects(&format!("{prefix}/chunks/")).len() <= before {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no chunk stored"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn garage_nodes_failing_mid_backup_leave_a_repository_that_verifies() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-s3-faults").define(&conn);
+    fill_disk(&g, 60, 0);
+    garage_cluster(CLUSTER, 3, 38);
+    let b = Bench::s3_here("faults");
+    let prefix = b
+        .repo
+        .to_str()
+        .unwrap()
+        .trim_start_matches("s3://hv-bench/")
+        .to_owned();
+
+    // One node of three killed: writes still reach a quorum.
+    let child = create_until_first_chunk(&b, &g.name, &prefix);
+    garage_node(3, "stop");
+    let out = child.wait_with_output().unwrap();
+    let run = Run::new("hv-backup create (a node stopped)", out);
+    garage_node(3, "start");
+    let done = run.assert_ok().records();
+    b.run(&[
+        "verify",
+        "--deep",
+        "--identity",
+        b.identity(),
+        &backup_id(&done),
+    ])
+    .assert_ok();
+
+    // Every node stopped: the backup fails clearly, and nothing of it
+    // looks like a backup once the store is back.
+    fill_disk(&g, 61, 0);
+    let child = create_until_first_chunk(&b, &g.name, &prefix);
+    for node in 1..=3 {
+        garage_node(node, "stop");
+    }
+    let out = child.wait_with_output().unwrap();
+    for node in 1..=3 {
+        garage_node(node, "start");
+    }
+    // A store that cannot be reached is exit 3, as libvirt that cannot be.
+    let failed = Run::new("hv-backup create (store down)", out);
+    failed.assert_exit(3);
+    let rec = &failed.record("ok", false);
+    assert_eq!(
+        (rec["ok"].as_bool(), rec["error"]["code"].as_str()),
+        (Some(false), Some("connect_failed")),
+        "{rec}"
+    );
+    let message = rec["error"]["message"].as_str().unwrap();
+    assert!(message.contains("check that the store"), "{message}");
+    // The store comes back within seconds; its S3 API may lag behind.
+    let started = std::time::Instant::now();
+    let listed = loop {
+        let out = b.run(&["ls"]);
+        if out.code() == Some(0) || started.elapsed() > Duration::from_secs(30) {
+            break out.assert_ok().records();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the complete backup is listed: {listed:?}"
+    );
+    b.run(&["verify"]).assert_ok();
+    let next = b.run(&["create", &g.name]).assert_ok().records();
+    b.run(&[
+        "verify",
+        "--deep",
+        "--identity",
+        b.identity(),
+        &backup_id(&next),
+    ])
+    .assert_ok();
+    b.run(&["gc"]).assert_ok();
+    b.run(&["verify", "--deep", "--identity", b.identity()])
+        .assert_ok();
+}
+
+#[test]
+fn garage_gc_waits_for_a_running_backup_and_never_takes_its_chunks() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-s3-race").define(&conn);
+    fill_disk(&g, 40, 8);
+    let b = Bench::s3("race");
+    let prefix = b
+        .repo
+        .to_str()
+        .unwrap()
+        .trim_start_matches("s3://hv-bench/")
+        .to_owned();
+    let child = create_until_first_chunk(&b, &g.name, &prefix);
+    // Mid-backup its chunks are referenced by no index yet: a gc that ran
+    // now would take them. It may not run.
+    let gc = b.run(&["gc", "--lock-wait", "0"]);
+    gc.assert_exit(1)
+        .assert_stderr_contains("locked by another hv-backup run");
+    let done = Run::new("hv-backup create", child.wait_with_output().unwrap());
+    let id = backup_id(&done.assert_ok().records());
+    // A gc that waits runs when the backup is done, and takes nothing it needs.
+    b.run(&["gc"]).assert_ok();
+    b.run(&["verify", "--deep", "--identity", b.identity(), &id])
+        .assert_ok();
+    assert!(
+        s3_objects(&format!("{prefix}/locks/")).is_empty(),
+        "every lock was given back"
+    );
 }
