@@ -44,9 +44,14 @@ let
   # One feature: its service (with environment on top of the defaults) and timer.
   unit = name: feature: environment: extra: {
     systemd.services.${name} = mkIf feature.enable (
-      lib.recursiveUpdate rendered.services.${name} {
-        environment = rendered.services.${name}.environment // common // environment;
-      }
+      lib.recursiveUpdate rendered.services.${name} (
+        {
+          environment = rendered.services.${name}.environment // common // environment;
+        }
+        // lib.optionalAttrs (cfg.environmentFile != null) {
+          serviceConfig.EnvironmentFile = toString cfg.environmentFile;
+        }
+      )
       // extra
     );
     systemd.timers.${name} = mkIf feature.enable (
@@ -112,6 +117,13 @@ in
         description = "Retention: keep-last, -hourly, -daily, -weekly, -monthly, -yearly counts for hv-backup prune.";
       };
       schedule = schedule "hv-backup";
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      example = "/run/secrets/hv.env";
+      description = "A file of secrets every hv service reads (systemd EnvironmentFile), kept out of the Nix store: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for an s3:// repository or replica, with HV_S3_ENDPOINT and HV_S3_REGION.";
     };
 
     backupSync = {

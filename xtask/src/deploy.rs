@@ -288,6 +288,9 @@ fn env_file() -> String {
          # The backup repository, and the age recipients file hv-backup.service\n\
          # initializes it with when it does not exist yet.\n\
          HV_BACKUP_REPO=\n#HV_BACKUP_RECIPIENTS_FILE=/etc/hv/recipients.txt\n\n\
+         # An s3:// repository or replica: the store, and its credentials (keep\n\
+         # this file mode 0600).\n#HV_S3_ENDPOINT=https://s3.example.net\n#HV_S3_REGION=garage\n\
+         #AWS_ACCESS_KEY_ID=\n#AWS_SECRET_ACCESS_KEY=\n\n\
          # A command run with the failed unit's name when a service fails.\n#HV_ON_FAILURE=/usr/local/bin/notify-admin\n\n",
     );
     for unit in UNITS {

@@ -13,6 +13,7 @@ mod bench_iso;
 mod bench_lifecycle;
 mod bench_make;
 mod bench_metrics;
+mod bench_s3;
 mod cmd;
 mod complete;
 mod deb;
@@ -61,6 +62,12 @@ enum Task {
     },
     /// hv-backup against zstd|age, restic, borg and virtnbdbackup on one VM-like disk
     BenchBackup {
+        /// Disk size in MiB
+        #[arg(long, default_value_t = 4096)]
+        size_mib: u32,
+    },
+    /// hv-backup on S3 (a bench Garage) against restic there: first backup, sync, a file from a mounted backup
+    BenchS3 {
         /// Disk size in MiB
         #[arg(long, default_value_t = 4096)]
         size_mib: u32,
@@ -149,6 +156,7 @@ fn main() -> ExitCode {
         Task::BenchMetrics { domains, running } => bench_metrics::run(domains, running),
         Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
         Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),
+        Task::BenchS3 { size_mib } => bench_s3::run(size_mib),
         Task::BenchIso { size_mib } => bench_iso::run(size_mib),
         Task::BenchDefine { vms, rounds } => bench_make::define(vms, rounds),
         Task::BenchClone {

@@ -2136,6 +2136,14 @@ fn a_repository_on_garage_backs_up_restores_prunes_and_syncs() {
         assert_eq!(&image_sha256(Path::new(path), None), sha);
     }
 
+    // A backup on the store mounts as well: its image, byte for byte.
+    let mnt = b.out_dir("mnt");
+    let mut m = start_mount(&b, &backup_id(&second), &mnt, &["--raw"]);
+    assert_eq!(image_sha256(&mnt.join("vda.raw"), None), off_sha2);
+    umount(&b, &mnt).assert_ok();
+    assert!(m.child.wait().unwrap().success());
+    assert_nothing_attached(&b, &mnt);
+
     // Sync to a directory and back to another prefix; second runs send nothing.
     let dir_copy = b.dir.join("copy");
     let sent = sync(&b, &dir_copy, &[]).assert_ok().records();
