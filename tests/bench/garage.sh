@@ -20,11 +20,16 @@ ROOT=/var/cache/hv-test/garage
 BIN=$ROOT/bin/garage
 
 install() {
-    if [[ -x $BIN ]] && "$BIN" --version 2>/dev/null | grep -q "$VERSION"; then
-        return
+    local have=""
+    # Captured, not piped into grep -q: an early-closed pipe would fail it.
+    [[ -x $BIN ]] && have=$("$BIN" --version 2>&1 || true)
+    if [[ $have == *"$VERSION"* ]]; then
+        return 0
     fi
     echo "garage.sh: building garage $VERSION (once; about 15 minutes on 2 cores)" >&2
-    cargo install garage --version "$VERSION" --locked --root "$ROOT" --quiet >&2
+    cargo install garage --version "$VERSION" --locked --root "$ROOT" >&2 ||
+        die "cargo install garage $VERSION failed (see above)"
+    [[ -x $BIN ]] || die "cargo install garage left no $BIN"
 }
 
 cfg() { echo "$1/n$2/garage.toml"; }

@@ -34,5 +34,6 @@ if [ -d /var/tmp/hv-hosts ]; then
 fi
 # the bench's object store (tests/bench/garage.sh)
 for d in /var/tmp/hv-garage /var/tmp/hv-garage3; do
-    [ -d "$d" ] && bash "$(dirname "$0")/garage.sh" stop "$d"
+    if [ -d "$d" ]; then bash "$(dirname "$0")/garage.sh" stop "$d"; fi
 done
+exit 0
