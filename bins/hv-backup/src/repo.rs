@@ -584,20 +584,27 @@ impl Repo {
 
     /// A backup's three files as they are stored.
     pub fn backup_files(&self, id: &str) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-        let read = |name: &str| {
-            match self.read_file(&format!("backups/{id}/{name}")) {
-                Ok(Some(data)) => Ok(data),
-                Ok(None) => Err("it is missing".to_owned()),
-                Err(e) => Err(e.message),
-            }
-            .map_err(|e| {
-                Error::new(
-                    Code::Corrupt,
-                    format!("backup {id}: cannot read its {name}: {e}"),
-                )
-            })
-        };
-        Ok((read("index.json")?, read("chunks")?, read("manifest.age")?))
+        Ok((
+            self.backup_file(id, "index.json", "index.json")?,
+            self.backup_file(id, "chunks", "chunk list")?,
+            self.backup_file(id, "manifest.age", "manifest")?,
+        ))
+    }
+
+    /// `backups/<id>/<name>`; one that is missing or unreadable is damage
+    /// to the backup (`corrupt`), named as `what`.
+    fn backup_file(&self, id: &str, name: &str, what: &str) -> Result<Vec<u8>> {
+        match self.read_file(&format!("backups/{id}/{name}")) {
+            Ok(Some(data)) => Ok(data),
+            Ok(None) => Err("it is missing".to_owned()),
+            Err(e) => Err(e.message),
+        }
+        .map_err(|e| {
+            Error::new(
+                Code::Corrupt,
+                format!("backup {id}: cannot read its {what}: {e}"),
+            )
+        })
     }
 
     /// Makes backup `id` exist with these files, at once (see [`Repo::commit_backup`]).
@@ -638,17 +645,13 @@ impl Repo {
     }
 
     pub fn refs(&self, id: &str) -> Result<Vec<(String, u64)>> {
-        let text = match self.read_file(&format!("backups/{id}/chunks")) {
-            Ok(Some(data)) => String::from_utf8(data).map_err(|e| e.to_string()),
-            Ok(None) => Err("it is missing".to_owned()),
-            Err(e) => Err(e.message),
-        }
-        .map_err(|e| {
-            Error::new(
-                Code::Corrupt,
-                format!("backup {id}: cannot read its chunk list: {e}"),
-            )
-        })?;
+        let text =
+            String::from_utf8(self.backup_file(id, "chunks", "chunk list")?).map_err(|e| {
+                Error::new(
+                    Code::Corrupt,
+                    format!("backup {id}: cannot read its chunk list: {e}"),
+                )
+            })?;
         let refs = format::parse_refs(&text).ok_or_else(|| {
             Error::new(
                 Code::Corrupt,
@@ -673,17 +676,7 @@ impl Repo {
     }
 
     pub fn sealed_manifest(&self, id: &str) -> Result<Vec<u8>> {
-        match self.read_file(&format!("backups/{id}/manifest.age")) {
-            Ok(Some(data)) => Ok(data),
-            Ok(None) => Err("it is missing".to_owned()),
-            Err(e) => Err(e.message),
-        }
-        .map_err(|e| {
-            Error::new(
-                Code::Corrupt,
-                format!("backup {id}: cannot read its manifest: {e}"),
-            )
-        })
+        self.backup_file(id, "manifest.age", "manifest")
     }
 
     /// Removes a backup: it disappears from `backups/` in one rename.

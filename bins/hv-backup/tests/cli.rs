@@ -1395,6 +1395,23 @@ fn durations_and_ids_speak_the_common_language() {
     }
 }
 
+/// `hv-backup verify --deep` of the repository `repo` with this bench's identity.
+fn deep_verify(b: &Bench, repo: &str) {
+    hv(
+        HV_BACKUP,
+        &[
+            "verify",
+            "--repo",
+            repo,
+            "--deep",
+            "--identity",
+            b.identity(),
+        ],
+        "",
+    )
+    .assert_ok();
+}
+
 /// `hv-backup sync --from` this bench's repository `--to` `to`, plus `args`.
 fn sync(b: &Bench, to: &Path, args: &[&str]) -> Run {
     let (from, to) = (b.repo.to_str().unwrap(), to.to_str().unwrap());
@@ -1490,19 +1507,7 @@ fn sync_sends_only_what_the_replica_lacks_and_the_replica_restores() {
     // The replica restores to the source disk's exact bytes, with the
     // identity alone.
     let to_s = to.to_str().unwrap();
-    hv(
-        HV_BACKUP,
-        &[
-            "verify",
-            "--repo",
-            to_s,
-            "--deep",
-            "--identity",
-            b.identity(),
-        ],
-        "",
-    )
-    .assert_ok();
+    deep_verify(&b, to_s);
     let out = b.out_dir("restored");
     let restored = hv(
         HV_BACKUP,
@@ -1677,19 +1682,7 @@ fn a_killed_sync_leaves_whole_backups_and_the_next_one_finishes() {
         }
     }
     sync(&b, &to, &[]).assert_ok();
-    hv(
-        HV_BACKUP,
-        &[
-            "verify",
-            "--repo",
-            to_s,
-            "--deep",
-            "--identity",
-            b.identity(),
-        ],
-        "",
-    )
-    .assert_ok();
+    deep_verify(&b, to_s);
     let again = sync(&b, &to, &[]).assert_ok().records();
     assert_eq!(field_sum(&again, "bytes_sent"), 0);
     hv(HV_BACKUP, &["gc", "--repo", to_s], "").assert_ok();
@@ -2170,19 +2163,7 @@ fn a_repository_on_garage_backs_up_restores_prunes_and_syncs() {
             .all(|r| r["changed"] == false && r["verified"] == true),
         "{again:?}"
     );
-    hv(
-        HV_BACKUP,
-        &[
-            "verify",
-            "--repo",
-            &back,
-            "--deep",
-            "--identity",
-            b.identity(),
-        ],
-        "",
-    )
-    .assert_ok();
+    deep_verify(&b, &back);
 
     // prune and gc on the store.
     let before = s3_objects(&format!("{prefix}/chunks/")).len();
