@@ -3,8 +3,9 @@
 # tiny guest image, makes demo VMs from profiles (hv-define, with cloud-init)
 # and linked clones of one (hv-clone), and shows hv's main jobs on them:
 # listing and acting in bulk, a snapshot, an encrypted backup of a running
-# and a stopped VM, a deep verify, and a restore checked against the source
-# disk; then two more hosts (the bench's extra libvirtd instances, reached
+# and a stopped VM, a deep verify, a restore checked against the source
+# disk, a replica (sync), a backup mounted as a file, a copy on S3 (the
+# bench's Garage, when built); then two more hosts (the bench's extra libvirtd instances, reached
 # over ssh), all hosts listed at once, and a running VM made here moved
 # live, with its disk, to another host.
 # The VMs stay for you to play with; `tests/bench/demo.sh --clean` removes them.
@@ -100,6 +101,27 @@ as_root rm -rf "$dir/offsite"
 show "hv-backup sync --from $dir/repo --to $dir/offsite --format table"
 show "hv-backup sync --from $dir/repo --to $dir/offsite --verify --format table"
 show "hv-backup verify --repo $dir/offsite --deep --identity $dir/identity.txt --format table"
+# The stopped VM's backup as a file again, without restoring it: served
+# read-only over FUSE, each chunk read when touched; the same bytes.
+as_root mkdir -p "$dir/mnt"
+hv-backup mount "$id" "$dir/mnt" --raw --identity "$dir/identity.txt" --format jsonl >"$dir/mount.jsonl" &
+until [ -s "$dir/mount.jsonl" ]; do sleep 0.2; done
+show "ls -l $dir/mnt && sha256sum $dir/mnt/vda.raw $dir/restored/*.raw | cut -c1-16,65-"
+show "hv-backup umount $dir/mnt --format table"
+wait
+# And a copy on S3-compatible object storage (the bench's Garage on
+# loopback, when tests/run.sh or tests/bench/garage.sh install built it).
+if [ -x /var/cache/hv-test/garage/bin/garage ]; then
+    set -a
+    # shellcheck disable=SC1090
+    . <(as_root bash tests/bench/garage.sh start /var/tmp/hv-garage)
+    set +a
+    s3=s3://hv-bench/demo-$(date +%s)
+    show "hv-backup sync --from $dir/repo --to $s3 --format table"
+    show "hv-backup ls --repo $s3 --format table"
+else
+    echo "(tests/bench/garage.sh install builds the object store for the S3 part of this demo)"
+fi
 show "hv-health --format table --problems || true"
 
 # Two more hosts, each its own libvirtd reached over ssh (tests/bench/hosts.sh:

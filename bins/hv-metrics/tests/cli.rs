@@ -1005,3 +1005,51 @@ fn a_host_label_only_when_asked() {
         .assert_exit(2)
         .assert_stderr_contains("a host name or alias");
 }
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn listen_keeps_one_waiting_open_for_a_host_that_never_answers() {
+    // A "libvirtd" that takes connections and never says a word: libvirt's
+    // open waits for it forever, and cannot be cancelled.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!(
+        "qemu+tcp://127.0.0.1:{}/system",
+        silent.local_addr().unwrap().port()
+    );
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let port = free_port();
+    let server = KillOnDrop(
+        Command::new(HV_METRICS)
+            .args(["--listen", &port.to_string(), "-c", &uri])
+            .args(["--connect-timeout", "1s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = server.0.id();
+    hv_testbench::http::get_metrics_when_up(port).unwrap_or_else(|e| panic!("{e}"));
+    let after_one = threads(pid);
+    for _ in 0..5 {
+        let (status, body) = get_whole(port);
+        assert!(status.contains("200"), "{status}");
+        assert!(
+            body.contains("hv_libvirt_up 0"),
+            "the host is reported down: {body}"
+        );
+    }
+    let after_six = threads(pid);
+    assert!(
+        after_six <= after_one + 1,
+        "a thread per scrape: {after_one} threads after one scrape, {after_six} after six"
+    );
+}

@@ -313,16 +313,79 @@ impl Scope {
     }
 }
 
-/// Opens a connection, giving up after `timeout`. The thread of a host
-/// that never answers is left behind (it ends with the process): libvirt
-/// has no way to cancel an open.
+/// Opens a connection, giving up after `timeout`. libvirt has no way to
+/// cancel an open, so the thread of a host that never answers is left
+/// behind; one per host and access at most: a later call for the same
+/// host waits on the open already under way instead of starting another
+/// (a scrape every 15 s of a hung host would otherwise add a thread each
+/// time). An open that answers after every caller gave up is closed.
 pub fn open_within(target: &Target, access: Access, timeout: Duration) -> Result<Connect> {
     let remote = target.uri.as_deref().is_some_and(is_remote);
     if remote {
         keepalive_loop();
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = target.clone();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let attempt = attempt_for(target, access, remote);
+        let (lock, done) = &*attempt.slot;
+        let slot = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (mut slot, _) = done
+            .wait_timeout_while(slot, left, |s| matches!(s, Opening::Pending))
+            .unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *slot, Opening::Taken) {
+            Opening::Ready(opened) => return opened,
+            // Another caller took this one: open again, in the time left.
+            Opening::Taken if std::time::Instant::now() < deadline => continue,
+            Opening::Taken => {}
+            Opening::Pending => *slot = Opening::Pending,
+        }
+        break;
+    }
+    Err(Error::new(
+        Code::ConnectFailed,
+        format!(
+            "cannot connect to {}: no answer within {timeout:?}; is the host up and its sshd or libvirtd answering? (--connect-timeout sets the wait)",
+            target.uri.as_deref().unwrap_or("libvirt's default URI"),
+        ),
+    ))
+}
+
+/// One open under way, and where its outcome goes.
+struct Attempt {
+    slot: std::sync::Arc<(std::sync::Mutex<Opening>, std::sync::Condvar)>,
+}
+
+enum Opening {
+    Pending,
+    Ready(Result<Connect>),
+    /// A caller has it.
+    Taken,
+}
+
+type Opens = std::collections::HashMap<(Option<String>, bool), Attempt>;
+
+/// The opens under way, by URI and access.
+fn opens() -> &'static std::sync::Mutex<Opens> {
+    static OPENS: std::sync::OnceLock<std::sync::Mutex<Opens>> = std::sync::OnceLock::new();
+    OPENS.get_or_init(Default::default)
+}
+
+/// The open of `target` under way, or a new one on a thread of its own.
+fn attempt_for(target: &Target, access: Access, remote: bool) -> Attempt {
+    let key = (target.uri.clone(), access == Access::ReadOnly);
+    let mut under_way = opens().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(a) = under_way.get(&key) {
+        return Attempt {
+            slot: a.slot.clone(),
+        };
+    }
+    let slot = std::sync::Arc::new((
+        std::sync::Mutex::new(Opening::Pending),
+        std::sync::Condvar::new(),
+    ));
+    under_way.insert(key.clone(), Attempt { slot: slot.clone() });
+    let (t, mine) = (target.clone(), slot.clone());
     std::thread::spawn(move || {
         let opened = connect::open(&t, access);
         if let Ok(conn) = &opened {
@@ -334,18 +397,16 @@ pub fn open_within(target: &Target, access: Access, timeout: Duration) -> Result
                 let _ = conn.set_keep_alive(KEEPALIVE_SECS, KEEPALIVE_COUNT);
             }
         }
-        let _ = tx.send(opened);
+        // Off the list first: the next call starts a new open.
+        opens()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        let (lock, done) = &*mine;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = Opening::Ready(opened);
+        done.notify_all();
     });
-    match rx.recv_timeout(timeout) {
-        Ok(opened) => opened,
-        Err(_) => Err(Error::new(
-            Code::ConnectFailed,
-            format!(
-                "cannot connect to {}: no answer within {timeout:?}; is the host up and its sshd or libvirtd answering? (--connect-timeout sets the wait)",
-                target.uri.as_deref().unwrap_or("libvirt's default URI"),
-            ),
-        )),
-    }
+    Attempt { slot }
 }
 
 /// Whether a libvirt URI names another machine (`qemu+ssh://h1/system`)
