@@ -27,7 +27,9 @@ let
   defaultSchedule = name: (lib.findFirst (u: u.name == name) null units.units).onCalendar;
   keepArgs =
     keep: lib.concatStringsSep " " (lib.mapAttrsToList (period: n: "--keep-${period} ${toString n}") keep);
-  common = optionalAttrs (cfg.connect != null) { HV_CONNECT = cfg.connect; };
+  common =
+    optionalAttrs (cfg.connect != null) { HV_CONNECT = cfg.connect; }
+    // optionalAttrs (cfg.auditLog != null) { HV_AUDIT_LOG = cfg.auditLog; };
   schedule =
     name:
     mkOption {
@@ -117,6 +119,13 @@ in
         description = "Retention: keep-last, -hourly, -daily, -weekly, -monthly, -yearly counts for hv-backup prune.";
       };
       schedule = schedule "hv-backup";
+    };
+
+    auditLog = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/var/log/hv/audit.jsonl";
+      description = "The audit log every hv command appends its changes to (HV_AUDIT_LOG, for the services and for shells); null: the systemd journal (journalctl HV_VM=web1). Read it with hv-audit.";
     };
 
     environmentFile = mkOption {
@@ -247,7 +256,9 @@ in
     })
     {
       environment.systemPackages = [ cfg.package ];
-      environment.variables = optionalAttrs (cfg.isoVerify.enable) { HV_ISO_LIBRARY = cfg.isoVerify.library; };
+      environment.variables =
+        optionalAttrs (cfg.isoVerify.enable) { HV_ISO_LIBRARY = cfg.isoVerify.library; }
+        // optionalAttrs (cfg.auditLog != null) { HV_AUDIT_LOG = cfg.auditLog; };
       systemd.services."hv-failure@" = {
         inherit (rendered.services."hv-failure@") description serviceConfig;
         environment = common // optionalAttrs (cfg.onFailure != null) { HV_ON_FAILURE = cfg.onFailure; };

@@ -16,7 +16,7 @@ pub mod size;
 pub mod time;
 
 pub use contract::{
-    across, bulk, checks, cli, error, hosts, manual, output, progress, runner, targets,
+    across, audit, bulk, checks, cli, error, hosts, manual, output, progress, runner, targets,
 };
 pub use formats::{backup_index, iso_library, profile};
 pub use libvirt::{connect, domain, ffi, inventory, lifecycle, snapshot, state};

@@ -7,6 +7,7 @@ complete -c hv-autostart -l format -d 'Output format: jsonl, json, table or csv 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-autostart -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-autostart -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-autostart -l json -d 'Shorthand for --format jsonl'
 complete -c hv-autostart -s h -l help -d 'Print help (see more with \'--help\')'

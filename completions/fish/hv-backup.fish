@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_backup_global_optspecs
-    string join \n c/connect= hosts= connect-timeout= format= json s3-endpoint= s3-region= s3-virtual-host h/help V/version
+    string join \n c/connect= hosts= connect-timeout= format= json audit-log= s3-endpoint= s3-region= s3-virtual-host h/help V/version
 end
 
 function __fish_hv_backup_needs_command
@@ -31,6 +31,7 @@ complete -c hv-backup -n "__fish_hv_backup_needs_command" -l format -d 'Output f
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_needs_command" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_needs_command" -l json -d 'Shorthand for --format jsonl'
@@ -58,6 +59,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand init" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -82,6 +84,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l format -d
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l protected -d 'Mark the backups protected: prune keeps them'
@@ -97,6 +100,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -112,6 +116,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -130,6 +135,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l format -d
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -157,6 +163,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l format -
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l s3-endpoint -d 'The S3 API of an s3:// repository (http://127.0.0.1:3900 for a local Garage)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l s3-region -d 'The store\'s region (Garage: its s3_region, often "garage")' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l define -d 'Define the domain again around the restored disks, with a new UUID and new MACs'
@@ -177,6 +184,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l format -d 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand prune" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -193,6 +201,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand gc" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -216,6 +225,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l format -d '
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand sync" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -239,6 +249,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l format -d 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand mount" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -254,6 +265,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l format -d
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand umount" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -270,6 +282,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l form
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand recover-key" -l connect-timeout -d 'How long to wait for each host to answer' -r

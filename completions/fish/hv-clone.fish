@@ -9,6 +9,7 @@ complete -c hv-clone -l format -d 'Output format: jsonl, json, table or csv [def
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-clone -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-clone -l linked -d 'Make qcow2 overlays backed by the source\'s disks instead of copies (the source becomes a template)'
 complete -c hv-clone -l no-tags -d 'Do not give the clones the source\'s tags'
 complete -c hv-clone -s n -l dry-run -d 'Check and print each clone\'s XML in the `xml` field; make nothing'

@@ -6,6 +6,7 @@ complete -c hv-define -l format -d 'Output format: jsonl, json, table or csv [de
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-define -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-define -s n -l dry-run -d 'Check the profiles and print each VM\'s XML in the `xml` field; make nothing'
 complete -c hv-define -l allow-unverified-iso -d 'Accept an ISO that hv-iso did not admit by a signature (the record says iso_unverified)'
 complete -c hv-define -l json -d 'Shorthand for --format jsonl'

@@ -16,6 +16,7 @@ complete -c hv-health -l format -d 'Output format: jsonl, json, table or csv [de
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-health -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-health -l host-only -d 'Check only the host, the repositories and the ISO library, no VM'
 complete -c hv-health -l problems -d 'Print only warn and fail records (and resolved ones)'
 complete -c hv-health -l changes-only -d 'Print only what changed since the last run: new problems and resolved ones'

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_iso_global_optspecs
-    string join \n library= format= json h/help V/version
+    string join \n library= format= json audit-log= h/help V/version
 end
 
 function __fish_hv_iso_needs_command
@@ -29,6 +29,7 @@ complete -c hv-iso -n "__fish_hv_iso_needs_command" -l format -d 'Output format:
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-iso -n "__fish_hv_iso_needs_command" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-iso -n "__fish_hv_iso_needs_command" -s V -l version -d 'Print version'
@@ -49,6 +50,7 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l format -d 'Output 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l library -d 'The library directory' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l allow-unsigned -d 'Admit the image without a verified signature (recorded in its sidecar)'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l allow-weak -d 'Accept an MD5 or SHA-1 checksum, which a forger can match'
@@ -59,6 +61,7 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l format -d 'Output f
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l library -d 'The library directory' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -s h -l help -d 'Print help'
@@ -66,6 +69,7 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l format -d 'Output
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l library -d 'The library directory' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -s h -l help -d 'Print help'
@@ -73,6 +77,7 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -l format -d 'Outp
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -l library -d 'The library directory' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand verify" -s h -l help -d 'Print help'
@@ -80,6 +85,7 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -l format -d 'Output f
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -l library -d 'The library directory' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand rm" -s h -l help -d 'Print help'

@@ -15,6 +15,7 @@ complete -c hv-ls -l format -d 'Output format: jsonl, json, table or csv [defaul
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-ls -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-ls -l autostart -d 'Only VMs that start with the host'
 complete -c hv-ls -l no-autostart -d 'Only VMs that do not start with the host'
 complete -c hv-ls -l persistent -d 'Only persistent (defined) VMs'

@@ -9,6 +9,7 @@ complete -c hv-migrate -l format -d 'Output format: jsonl, json, table or csv [d
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-migrate -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-migrate -l live -d 'Move running VMs while they run (the default for them); a stopped VM is then an error'
 complete -c hv-migrate -l offline -d 'Move only stopped VMs, as definitions; a running VM is then an error'
 complete -c hv-migrate -l copy-storage -d 'Copy the VM\'s disks to the destination (for disks not on shared storage); live only'

@@ -25,6 +25,7 @@ complete -c hv-preflight -l format -d 'Output format: jsonl, json, table or csv 
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-preflight -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-preflight -l disk-only -d 'With --for snapshot: the snapshots will be --disk-only (overlays, no memory saved)'
 complete -c hv-preflight -l problems -d 'Print only warn and fail records'
 complete -c hv-preflight -l strict -d 'Exit 1 on a warning too, not only on a failure'

@@ -7,6 +7,7 @@ complete -c hv-rm -l format -d 'Output format: jsonl, json, table or csv [defaul
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-rm -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-rm -l force -d 'Force running VMs off first instead of refusing them'
 complete -c hv-rm -l remove-storage -d 'Also delete the VMs\' disk files (see DESCRIPTION for what is kept)'
 complete -c hv-rm -s y -l yes -d 'Do not ask; required when stdin is not a terminal'

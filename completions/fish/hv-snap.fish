@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hv_snap_global_optspecs
-    string join \n c/connect= hosts= connect-timeout= format= json h/help V/version
+    string join \n c/connect= hosts= connect-timeout= format= json audit-log= h/help V/version
 end
 
 function __fish_hv_snap_needs_command
@@ -31,6 +31,7 @@ complete -c hv-snap -n "__fish_hv_snap_needs_command" -l format -d 'Output forma
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -s V -l version -d 'Print version'
@@ -51,6 +52,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l disk-only -d 'External disk-only snapshots: new overlay files next to each disk, no pause'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l memory -d 'Require the running VM\'s memory in the snapshot (internal snapshots of running VMs always have it)'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l quiesce -d 'Freeze the guest\'s filesystems through its agent for a --disk-only snapshot; warn if it does not answer'
@@ -65,6 +67,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l format -d 'Output
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l hv-only -d 'Only snapshots hv made'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s h -l help -d 'Print help'
@@ -78,6 +81,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l format -d 'Ou
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand revert" -l paused -d 'Leave the VM paused after reverting (default: the state the snapshot holds)'
@@ -93,6 +97,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l format -d 'Output
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand rm" -s h -l help -d 'Print help'
@@ -111,6 +116,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l format -d 'Out
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l all -d 'Also consider snapshots hv did not make'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'

@@ -8,6 +8,7 @@ complete -c hv-start -l format -d 'Output format: jsonl, json, table or csv [def
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-start -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-start -l paused -d 'Start them with their CPUs paused (a paused VM stays paused)'
 complete -c hv-start -l force -d 'Start a template even though linked clones (hv-clone --linked) use its disks as their base'
 complete -c hv-start -s n -l dry-run -d 'Show what would be done, change nothing'

@@ -9,6 +9,7 @@ complete -c hv-stop -l format -d 'Output format: jsonl, json, table or csv [defa
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-stop -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-stop -l no-force -d 'Leave a guest running when it does not stop in time (reported as a timeout)'
 complete -c hv-stop -l force -d 'Force off at once, like pulling the plug: no graceful attempt'
 complete -c hv-stop -l reboot -d 'Reboot instead (graceful; with --force a hard reset)'

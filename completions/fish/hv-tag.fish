@@ -9,6 +9,7 @@ complete -c hv-tag -l format -d 'Output format: jsonl, json, table or csv [defau
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
 csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-tag -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-tag -l clear -d 'Remove every tag first (then --add applies)'
 complete -c hv-tag -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-tag -l json -d 'Shorthand for --format jsonl'

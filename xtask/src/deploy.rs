@@ -291,6 +291,8 @@ fn env_file() -> String {
          # An s3:// repository or replica: the store, and its credentials (keep\n\
          # this file mode 0600).\n#HV_S3_ENDPOINT=https://s3.example.net\n#HV_S3_REGION=garage\n\
          #AWS_ACCESS_KEY_ID=\n#AWS_SECRET_ACCESS_KEY=\n\n\
+         # Where every change hv makes is logged (JSON lines, read with hv-audit);\n\
+         # unset: the systemd journal.\n#HV_AUDIT_LOG=/var/log/hv/audit.jsonl\n\n\
          # A command run with the failed unit's name when a service fails.\n#HV_ON_FAILURE=/usr/local/bin/notify-admin\n\n",
     );
     for unit in UNITS {

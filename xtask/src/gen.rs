@@ -44,6 +44,10 @@ fn tools() -> Vec<Tool> {
             manual: &hv_migrate::MANUAL,
         },
         Tool {
+            command: hv_audit::Cli::command(),
+            manual: &hv_audit::MANUAL,
+        },
+        Tool {
             command: hv_rm::Cli::command(),
             manual: &hv_rm::MANUAL,
         },

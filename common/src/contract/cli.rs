@@ -94,9 +94,18 @@ pub struct OutputArgs {
     /// Shorthand for --format jsonl
     #[arg(long, global = true, conflicts_with = "format")]
     json: bool,
+    /// Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]
+    #[arg(long, global = true, env = "HV_AUDIT_LOG", value_name = "FILE")]
+    audit_log: Option<std::path::PathBuf>,
 }
 
 impl OutputArgs {
+    /// `--audit-log` or HV_AUDIT_LOG: where changes are logged (and what
+    /// hv-audit reads).
+    pub fn audit_log(&self) -> Option<&std::path::Path> {
+        self.audit_log.as_deref()
+    }
+
     /// The format asked for, if any.
     pub fn format(&self) -> Option<Format> {
         if self.json {
@@ -226,8 +235,14 @@ pub fn stdin_has_targets(args: &[String]) -> bool {
 /// documented exit status.
 pub fn main<C: Parser>(run: fn(C) -> Result<Exit>) -> std::process::ExitCode {
     let _ = PROGRAM.set(C::command().get_name().to_owned());
-    let cli = match C::try_parse() {
-        Ok(cli) => cli,
+    let parsed = C::command()
+        .try_get_matches()
+        .and_then(|m| C::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            crate::audit::start(program(), audit_log(&matches));
+            cli
+        }
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -249,6 +264,16 @@ pub fn main<C: Parser>(run: fn(C) -> Result<Exit>) -> std::process::ExitCode {
             e.exit_status().into()
         }
     }
+}
+
+/// `--audit-log` (or HV_AUDIT_LOG), wherever on the command line it was given.
+fn audit_log(matches: &clap::ArgMatches) -> Option<std::path::PathBuf> {
+    let here = matches
+        .try_get_one::<std::path::PathBuf>("audit_log")
+        .ok()
+        .flatten()
+        .cloned();
+    here.or_else(|| matches.subcommand().and_then(|(_, sub)| audit_log(sub)))
 }
 
 /// Tracks the run's exit status as items finish.

@@ -4,6 +4,7 @@
 //! driver on top of it, check records, terminal output.
 
 pub mod across;
+pub mod audit;
 pub mod bulk;
 pub mod checks;
 pub mod cli;

@@ -109,6 +109,7 @@ impl<W: Write> Printer<W> {
     }
 
     pub fn emit(&mut self, record: Map<String, Value>) -> Result<()> {
+        crate::audit::note(&record);
         match self.format {
             Format::Jsonl => self.write_line(&Value::Object(record)),
             Format::Json => self.write_array_item(record),
