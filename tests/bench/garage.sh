@@ -95,6 +95,7 @@ EOF
     for ((i = 1; i <= n; i++)); do
         id=$("$BIN" -c "$(cfg "$dir" "$i")" node id -q 2>/dev/null | cut -d@ -f1)
         ids+=("$id")
+        echo "$id" >"$dir/n$i/id"
         ((i == 1)) || g "$dir" node connect "$id@127.0.0.1:$(port "$dir" "$i" 1)" >/dev/null
     done
     for ((i = 1; i <= n; i++)); do
@@ -130,7 +131,19 @@ node() { # DIR I stop|start
         for ((t = 0; t < 100; t++)); do alive "$1" "$2" || return 0; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         ;;
-    start) start_node "$1" "$2" ;;
+    start)
+        start_node "$1" "$2"
+        # Introduce it to the nodes that run, rather than wait for the
+        # nodes to find each other again (slow under load).
+        local j
+        for j in "$1"/n*; do
+            j=${j##*/n}
+            [[ $j == "$2" ]] && continue
+            alive "$1" "$j" || continue
+            "$BIN" -c "$(cfg "$1" "$2")" node connect \
+                "$(cat "$1/n$j/id")@127.0.0.1:$(port "$1" "$j" 1)" >/dev/null 2>&1 || true
+        done
+        ;;
     *) die "node DIR I stop|start" ;;
     esac
 }
