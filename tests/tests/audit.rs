@@ -121,3 +121,66 @@ fn bench_concurrent_commands_never_interleave_their_entries() {
         assert_eq!(entry["action"], "tag");
     }
 }
+
+#[test]
+fn bench_a_run_cut_short_by_ctrl_c_logs_what_it_printed() {
+    use std::process::{Command, Stdio};
+    let conn = connect();
+    // The first ignores the ACPI button, so the stop is still waiting when
+    // Ctrl-C comes; the second has not started then.
+    let deaf = GuestSpec::new("audit deaf").ignore_acpi().define(&conn);
+    let other = GuestSpec::new("audit other").define(&conn);
+    deaf.start_ready();
+    other.start_ready();
+    let dir = scratch("audit-int");
+    let log = dir.join("audit.log");
+    let mut child = Command::new(hv_testbench::bin("hv-stop"))
+        .args([
+            "--no-force",
+            "--timeout",
+            "5s",
+            "-j",
+            "1",
+            "--format",
+            "jsonl",
+        ])
+        .args([&deaf.name, &other.name])
+        .env("HV_CONNECT", hv_testbench::URI)
+        .env("HV_AUDIT_LOG", &log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let printed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let entries = audit(log.to_str().unwrap(), "");
+    // Every record printed is an entry, the cancelled one too; nothing else.
+    assert_eq!(entries.len(), printed.len(), "{entries:?}");
+    for (e, r) in entries.iter().zip(&printed) {
+        assert_eq!(&e["record"], r);
+    }
+    let codes: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["vm"].as_str().unwrap(),
+                e["record"]["error"]["code"].as_str().unwrap_or("none"),
+            )
+        })
+        .collect();
+    assert!(
+        codes.contains(&(other.name.as_str(), "cancelled")),
+        "{codes:?}"
+    );
+    assert!(codes.iter().any(|(vm, _)| *vm == deaf.name), "{codes:?}");
+}
