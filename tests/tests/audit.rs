@@ -134,7 +134,7 @@ fn bench_a_run_cut_short_by_ctrl_c_logs_what_it_printed() {
     other.start_ready();
     let dir = scratch("audit-int");
     let log = dir.join("audit.log");
-    let mut child = Command::new(hv_testbench::bin("hv-stop"))
+    let child = Command::new(hv_testbench::bin("hv-stop"))
         .args([
             "--no-force",
             "--timeout",
