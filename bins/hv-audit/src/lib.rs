@@ -4,9 +4,10 @@
 //! something (hv_common::audit); this only reads it.
 
 use clap::Parser;
+use hv_common::audit::Entry;
 use hv_common::cli::{self, OutputArgs};
 use hv_common::manual::Manual;
-use hv_common::output::{col, Column, Printer, Show};
+use hv_common::output::{col, to_record, Column, Printer, Show};
 use hv_common::{time, Code, Error, Exit, Result};
 use serde_json::{Map, Value};
 use std::io::{BufRead, Read};
@@ -94,9 +95,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
     };
     let mut printer = Printer::stdout(cli.output.format(), COLUMNS);
     let mut bad = 0;
-    let mut emit = |entry: Map<String, Value>| -> Result<()> {
+    let mut emit = |entry: Entry| -> Result<()> {
         if filter.keeps(&entry) {
-            printer.emit(entry)?;
+            printer.emit(to_record(&entry))?;
         }
         Ok(())
     };
@@ -110,24 +111,18 @@ pub fn run(cli: Cli) -> Result<Exit> {
 }
 
 impl Filter {
-    fn keeps(&self, e: &Map<String, Value>) -> bool {
-        let text = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-        let uuid = e
-            .get("record")
-            .and_then(|r| r.get("uuid"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
+    fn keeps(&self, e: &Entry) -> bool {
+        let vm = e.vm.as_deref().unwrap_or("");
+        let uuid = e.record.get("uuid").and_then(Value::as_str).unwrap_or("");
         (self.vms.is_empty()
             || self
                 .vms
                 .iter()
-                .any(|v| v == text("vm") || v.eq_ignore_ascii_case(uuid)))
-            && self
-                .since_ms
-                .is_none_or(|s| e.get("time_unix_ms").and_then(Value::as_i64).unwrap_or(0) >= s)
-            && (self.actions.is_empty() || self.actions.iter().any(|a| a == text("action")))
-            && (!self.failed || e.get("ok") != Some(&Value::Bool(true)))
-            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h == text("host")))
+                .any(|v| v == vm || v.eq_ignore_ascii_case(uuid)))
+            && self.since_ms.is_none_or(|s| e.time_unix_ms >= s)
+            && (self.actions.is_empty() || self.actions.contains(&e.action))
+            && (!self.failed || !e.ok)
+            && (self.hosts.is_empty() || e.host.as_ref().is_some_and(|h| self.hosts.contains(h)))
     }
 }
 
@@ -144,11 +139,7 @@ fn since(text: &str) -> Result<i64> {
     Ok(time::now_ms() - back * 1000)
 }
 
-fn read_file(
-    path: &Path,
-    emit: &mut dyn FnMut(Map<String, Value>) -> Result<()>,
-    bad: &mut u64,
-) -> Result<()> {
+fn read_file(path: &Path, emit: &mut dyn FnMut(Entry) -> Result<()>, bad: &mut u64) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| {
         Error::new(
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -183,8 +174,8 @@ fn read_file(
                 ),
             ));
         }
-        match serde_json::from_slice::<Map<String, Value>>(&line) {
-            Ok(entry) if entry.contains_key("action") => emit(entry)?,
+        match serde_json::from_slice::<Entry>(&line) {
+            Ok(entry) => emit(entry)?,
             _ if line.iter().all(u8::is_ascii_whitespace) => {}
             _ => {
                 *bad += 1;
@@ -198,10 +189,7 @@ fn read_file(
 }
 
 /// The journal's entries of hv's commands, through journalctl.
-fn read_journal(
-    emit: &mut dyn FnMut(Map<String, Value>) -> Result<()>,
-    bad: &mut u64,
-) -> Result<()> {
+fn read_journal(emit: &mut dyn FnMut(Entry) -> Result<()>, bad: &mut u64) -> Result<()> {
     let mut child = std::process::Command::new("journalctl")
         .args(["--output", "json", "--no-pager", "--all"])
         .args(PROGRAMS.iter().flat_map(|p| ["-t", p]))
@@ -225,7 +213,7 @@ fn read_journal(
         let Some(record) = fields.get("HV_RECORD").and_then(Value::as_str) else {
             continue;
         };
-        match serde_json::from_str::<Value>(record) {
+        match serde_json::from_str::<Map<String, Value>>(record) {
             Ok(record) => emit(journal_entry(&fields, record))?,
             Err(_) => *bad += 1,
         }
@@ -264,39 +252,24 @@ const PROGRAMS: &[&str] = &[
     "hv-health",
 ];
 
-fn journal_entry(fields: &Map<String, Value>, record: Value) -> Map<String, Value> {
-    let text = |k: &str| fields.get(k).cloned().unwrap_or(Value::Null);
-    let micros = fields
-        .get("__REALTIME_TIMESTAMP")
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse::<i64>().ok())
-        .unwrap_or(0);
-    let mut e = Map::new();
-    e.insert("time".into(), time::rfc3339(micros / 1_000_000).into());
-    e.insert("time_unix_ms".into(), (micros / 1000).into());
-    e.insert("host".into(), text("HV_HOST"));
-    e.insert("program".into(), text("SYSLOG_IDENTIFIER"));
-    e.insert(
-        "args".into(),
-        fields
-            .get("HV_ARGS")
-            .and_then(Value::as_str)
-            .and_then(|a| serde_json::from_str(a).ok())
-            .unwrap_or(Value::Null),
-    );
-    e.insert(
-        "uid".into(),
-        fields
-            .get("HV_UID")
-            .and_then(Value::as_str)
-            .and_then(|u| u.parse::<u64>().ok())
-            .map_or(Value::Null, Value::from),
-    );
-    e.insert("user".into(), text("HV_USER"));
-    e.insert("pid".into(), text("_PID"));
-    e.insert("action".into(), text("HV_ACTION"));
-    e.insert("vm".into(), text("HV_VM"));
-    e.insert("ok".into(), (text("HV_OK") == "true").into());
-    e.insert("record".into(), record);
-    e
+fn journal_entry(fields: &Map<String, Value>, record: Map<String, Value>) -> Entry {
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    let number = |k: &str| text(k).and_then(|t| t.parse::<i64>().ok());
+    let micros = number("__REALTIME_TIMESTAMP").unwrap_or(0);
+    Entry {
+        time: time::rfc3339(micros / 1_000_000),
+        time_unix_ms: micros / 1000,
+        host: text("HV_HOST"),
+        program: text("SYSLOG_IDENTIFIER").unwrap_or_default(),
+        args: text("HV_ARGS")
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or_default(),
+        uid: number("HV_UID").map(|u| u as u32),
+        user: text("HV_USER"),
+        pid: number("_PID").map(|p| p as u32),
+        action: text("HV_ACTION").unwrap_or_default(),
+        vm: text("HV_VM"),
+        ok: text("HV_OK").as_deref() == Some("true"),
+        record,
+    }
 }

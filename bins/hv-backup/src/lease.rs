@@ -37,7 +37,7 @@ impl Lease {
         let body = format!(
             "{{\"kind\":\"{name}\",\"pid\":{},\"host\":{:?},\"time\":{:?}}}\n",
             std::process::id(),
-            hostname(),
+            hv_common::hosts::local_hostname(),
             time::rfc3339(time::now())
         );
         let start = Instant::now();
@@ -150,13 +150,11 @@ fn dead_here(body: &str) -> bool {
     let (Some(host), Some(pid)) = (lock["host"].as_str(), lock["pid"].as_u64()) else {
         return false;
     };
-    host == hostname()
-        && !std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("hv-backup"))
+    host == hv_common::hosts::local_hostname() && !hv_backup_runs(pid as u32)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
+/// Whether process `pid` runs and is an hv-backup (not a reused pid).
+pub(crate) fn hv_backup_runs(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("hv-backup"))
 }

@@ -208,10 +208,9 @@ struct Shown {
 /// The mount being built or taken down, in the order it was built.
 struct Mount {
     owner: Owner,
-    /// The private directory holding the FUSE file (and the owner note's
-    /// directory); `None` with `--raw`.
+    /// The private directory holding the owner note and (unless raw) the
+    /// FUSE file; `None` once removed.
     private: Option<PathBuf>,
-    note: PathBuf,
     session: Option<fuser::BackgroundSession>,
     /// The filesystem is mounted at `owner.dir`.
     mounted: bool,
@@ -220,18 +219,18 @@ struct Mount {
 impl Mount {
     fn new(plan: &Plan, dir: &Path) -> Result<Mount> {
         let scratch = &plan.scratch_dir;
-        make_private_dir(scratch)?;
+        crate::repo::mkdir(scratch)?;
         let salt = crypt::random_hex::<4>()?;
         let name = format!("mount-{}-{salt}", std::process::id());
         let private = scratch.join(&name);
-        make_private_dir(&private)?;
+        crate::repo::mkdir(&private)?;
         let fuse = if plan.raw {
             dir.to_path_buf()
         } else {
             private.join("images")
         };
         if !plan.raw {
-            make_private_dir(&fuse)?;
+            crate::repo::mkdir(&fuse)?;
         }
         let m = Mount {
             owner: Owner {
@@ -240,7 +239,6 @@ impl Mount {
                 fuse,
                 device: None,
             },
-            note: private.join("owner.json"),
             private: Some(private),
             session: None,
             mounted: false,
@@ -250,10 +248,14 @@ impl Mount {
     }
 
     fn save_note(&self) -> Result<()> {
+        let Some(private) = &self.private else {
+            return Ok(());
+        };
+        let note = private.join("owner.json");
         let json = serde_json::to_vec(&self.owner)
             .map_err(|e| Error::new(Code::Io, format!("cannot encode JSON: {e}")))?;
-        hv_common::fsutil::write_atomic(&self.note, &json, 0o600)
-            .map_err(|e| Error::io(format!("cannot write {}", self.note.display()), e))
+        hv_common::fsutil::write_atomic(&note, &json, 0o600)
+            .map_err(|e| Error::io(format!("cannot write {}", note.display()), e))
     }
 
     /// Serves the images, then (unless raw) attaches and mounts one.
@@ -379,9 +381,7 @@ impl Mount {
             unmount(&self.owner.dir, lazy)?;
         }
         if let Some(private) = self.private.take() {
-            let _ = std::fs::remove_file(&self.note);
-            let _ = std::fs::remove_dir(private.join("images"));
-            let _ = std::fs::remove_dir(&private);
+            remove_private(&private);
         }
         Ok(())
     }
@@ -422,14 +422,12 @@ fn checked_dir(dir: &Path) -> Result<PathBuf> {
     Ok(canonical)
 }
 
-fn make_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(Error::io(format!("cannot create {}", dir.display()), e))
-        }
-        _ => Ok(()),
-    }
+/// Removes a mount's private directory: its note, and the images
+/// directory the FUSE file was served in.
+fn remove_private(private: &Path) {
+    let _ = std::fs::remove_file(private.join("owner.json"));
+    let _ = std::fs::remove_dir(private.join("images"));
+    let _ = std::fs::remove_dir(private);
 }
 
 /// Whether something is mounted exactly at `dir` (from /proc/self/mountinfo,
@@ -466,6 +464,18 @@ fn unmount(dir: &Path, lazy: bool) -> Result<()> {
 
 /// Runs a util-linux tool; its first line of output, or its error.
 fn run_tool(program: &str, args: &[&OsStr]) -> Result<String> {
+    Ok(tool_lines(program, args)?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
+}
+
+/// A tool's lines of output; none when it fails (no table, no filesystem).
+fn run_lines(program: &str, args: &[&OsStr]) -> Vec<String> {
+    tool_lines(program, args).unwrap_or_default()
+}
+
+fn tool_lines(program: &str, args: &[&OsStr]) -> Result<Vec<String>> {
     let out = cli::child_command(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -485,10 +495,8 @@ fn run_tool(program: &str, args: &[&OsStr]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_owned())
+        .map(|l| l.trim().to_owned())
+        .collect())
 }
 
 /// A filesystem found on a disk image: a partition's, or the whole disk's.
@@ -615,22 +623,6 @@ fn fs_type(file: &Path, offset: u64, size: u64) -> Option<String> {
     .into_iter()
     .next()
     .filter(|t| !t.is_empty())
-}
-
-/// A tool's lines of output; none when it fails (no table, no filesystem).
-fn run_lines(program: &str, args: &[&OsStr]) -> Vec<String> {
-    match cli::child_command(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-    {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.trim().to_owned())
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Ctrl-C and SIGTERM, counted here rather than by the common handler:
@@ -900,12 +892,12 @@ pub fn umount(dir: &Path, scratch_dir: &Path, format: Option<Format>) -> Result<
         )));
     };
     let started = Instant::now();
-    if process_is_mount(owner.pid) {
+    if crate::lease::hv_backup_runs(owner.pid) {
         run_tool(
             "kill",
             &[OsStr::new("-TERM"), OsStr::new(&owner.pid.to_string())],
         )?;
-        while process_is_mount(owner.pid) {
+        while crate::lease::hv_backup_runs(owner.pid) {
             if started.elapsed() > Duration::from_secs(30) {
                 return Err(Error::new(
                     Code::Timeout,
@@ -936,9 +928,7 @@ pub fn umount(dir: &Path, scratch_dir: &Path, format: Option<Format>) -> Result<
             unmount(&owner.fuse, false)?;
         }
         if let Some(private) = note.parent() {
-            let _ = std::fs::remove_file(&note);
-            let _ = std::fs::remove_dir(private.join("images"));
-            let _ = std::fs::remove_dir(private);
+            remove_private(private);
         }
     }
     let mut printer = Printer::stdout(format, UMOUNT_COLUMNS);
@@ -987,12 +977,6 @@ fn find_owner(scratch_dir: &Path, dir: &Path) -> Option<(PathBuf, Owner)> {
         let owner: Owner = serde_json::from_slice(&text).ok()?;
         (owner.dir == dir).then_some((note, owner))
     })
-}
-
-/// Whether `pid` is alive and is an hv-backup (not a reused pid).
-fn process_is_mount(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("hv-backup"))
 }
 
 #[cfg(test)]

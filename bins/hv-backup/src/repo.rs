@@ -392,6 +392,11 @@ impl Repo {
         self.sealed(&chunk_key(id))
     }
 
+    /// What backup `id`'s `manifest.age` is.
+    pub fn manifest_file(&self, id: &str) -> Sealed {
+        self.sealed(&format!("backups/{id}/manifest.age"))
+    }
+
     /// [`sealed_file`] for the file `name` of this repository.
     pub fn sealed(&self, name: &str) -> Sealed {
         match &self.s3 {
@@ -523,9 +528,9 @@ impl Repo {
     /// Every backup: those whose index reads, oldest first, and those
     /// whose index does not.
     pub fn list_all(&self) -> Result<backup_index::Listing> {
-        let Some(s3) = &self.s3 else {
+        if self.s3.is_none() {
             return backup_index::list_all(&self.root);
-        };
+        }
         let mut listing = backup_index::Listing {
             backups: Vec::new(),
             damaged: Vec::new(),
@@ -536,7 +541,6 @@ impl Repo {
                 Err(e) => listing.damaged.push((id, e)),
             }
         }
-        let _ = s3;
         listing
             .backups
             .sort_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
@@ -864,7 +868,8 @@ fn check_key_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mkdir(dir: &Path) -> Result<()> {
+/// Makes `dir` (mode 0700) unless it is there.
+pub(crate) fn mkdir(dir: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
             Err(Error::io(format!("cannot create {}", dir.display()), e))
@@ -923,6 +928,17 @@ pub enum Sealed {
 /// Headers are a few hundred bytes: the intro, one stanza per recipient,
 /// a random one, the MAC. Many recipients fit in 64 KiB.
 const MAX_HEADER: u64 = 64 << 10;
+
+impl Sealed {
+    /// Whether this is a whole sealed file of the recorded `size`: a body
+    /// size, or in a version 1 chunk list (`whole_sizes`) a file size.
+    pub fn holds(self, size: u64, whole_sizes: bool) -> bool {
+        match self {
+            Sealed::Intact { body, whole } => body == size || (whole_sizes && whole == size),
+            _ => false,
+        }
+    }
+}
 
 /// Reads just enough of `path` to find where its age header ends.
 pub fn sealed_file(path: &Path) -> Sealed {

@@ -300,10 +300,6 @@ fn send(
     sent.chunks = Some(refs.len() as u64);
     // Version 1 chunk lists hold whole file sizes (docs/backup-format.md).
     let whole_sizes = index.version < 2;
-    let fits = |found: Sealed, size: u64| match found {
-        Sealed::Intact { body, whole } => body == size || (whole_sizes && whole == size),
-        _ => false,
-    };
     let mut stored = Vec::new();
     for (chunk, size) in &refs {
         if cli::interrupted().is_some() {
@@ -316,7 +312,7 @@ fn send(
         // A dry run writes nothing, so what it would have sent for an
         // earlier backup is remembered instead.
         if (dry_run && promised.contains(chunk))
-            || to.is_some_and(|to| fits(to.chunk_file(chunk), *size))
+            || to.is_some_and(|to| to.chunk_file(chunk).holds(*size, whole_sizes))
         {
             continue;
         }
@@ -328,7 +324,7 @@ fn send(
             },
             _ => Sealed::Damaged,
         };
-        if !fits(found, *size) {
+        if !found.holds(*size, whole_sizes) {
             return Err(Error::new(
                 Code::Corrupt,
                 format!(
@@ -357,7 +353,7 @@ fn send(
         return Ok(());
     }
     let (index_json, chunks, manifest) = from.backup_files(id)?;
-    let manifest_ok = match from.sealed(&format!("backups/{id}/manifest.age")) {
+    let manifest_ok = match from.manifest_file(id) {
         Sealed::Intact { body, .. } => index.manifest_bytes.is_none_or(|m| m == body),
         _ => false,
     };

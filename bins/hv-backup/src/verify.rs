@@ -150,7 +150,7 @@ pub fn verify(plan: &Plan) -> Result<Exit> {
 /// age file whose body has the recorded size. Returns the number of chunks.
 pub(crate) fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
     let id = &index.id;
-    match repo.sealed(&format!("backups/{id}/manifest.age")) {
+    match repo.manifest_file(id) {
         Sealed::Intact { body, .. } if index.manifest_bytes.is_none_or(|m| m == body) => {}
         found => {
             let what = match found {
@@ -176,7 +176,7 @@ pub(crate) fn check_chunks(repo: &Repo, index: &Index) -> Result<u64> {
     for (chunk, size) in &refs {
         match repo.chunk_file(chunk) {
             Sealed::Missing => missing.push(chunk.as_str()),
-            Sealed::Intact { body, whole } if body == *size || (whole_sizes && whole == *size) => {}
+            found if found.holds(*size, whole_sizes) => {}
             Sealed::Intact { .. } | Sealed::Damaged => wrong.push(chunk.as_str()),
             Sealed::Unreadable => {
                 return Err(Error::new(

@@ -177,14 +177,19 @@ fn fill_disk(g: &Guest, random_mib: u32, text_mib: u32) {
         *b = text[i % text.len()];
     }
     std::fs::write(&raw, &data).unwrap();
+    raw_into_disk(&raw, g);
+}
+
+/// Makes the raw image `raw` the guest's qcow2 disk, and removes it.
+fn raw_into_disk(raw: &Path, g: &Guest) {
     let st = Command::new("qemu-img")
         .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
+        .arg(raw)
         .arg(&g.disk)
         .status()
         .unwrap();
     assert!(st.success());
-    std::fs::remove_file(&raw).unwrap();
+    std::fs::remove_file(raw).unwrap();
 }
 
 /// A domain defined by a restore, removed with its disk files at the end.
@@ -1766,14 +1771,7 @@ fn disk_with_filesystem(g: &Guest, files: &Path, partitioned: bool) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let st = Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&g.disk)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::remove_file(&raw).unwrap();
+    raw_into_disk(&raw, g);
 }
 
 /// A running `hv-backup mount`, and the record it printed when ready.

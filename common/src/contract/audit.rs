@@ -11,6 +11,7 @@
 //! else nowhere. A log that cannot be written is said once on stderr and
 //! never fails the command: the action already happened.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,10 +43,39 @@ const CHANGING: &[&str] = &[
 
 const JOURNAL: &str = "/run/systemd/journal/socket";
 
+/// One entry of the trail (docs/audit.md, Entries): who did what, where,
+/// and the result record it printed. hv-audit reads these back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// When the record was printed, RFC 3339 UTC.
+    pub time: String,
+    /// The same instant in milliseconds.
+    pub time_unix_ms: i64,
+    /// The host the record is about, else this machine's name.
+    pub host: Option<String>,
+    pub program: String,
+    pub args: Vec<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub pid: Option<u32>,
+    pub action: String,
+    /// The record's `name`.
+    pub vm: Option<String>,
+    pub ok: bool,
+    pub record: Map<String, Value>,
+}
+
+/// Who and what: the same in every entry of one run.
+struct Run {
+    program: String,
+    args: Vec<String>,
+    uid: u32,
+    user: String,
+}
+
 struct Trail {
     file: Option<PathBuf>,
-    /// Who and what, the same in every entry of this run.
-    head: Map<String, Value>,
+    run: Run,
     sink: Mutex<Option<Sink>>,
     told: std::sync::atomic::AtomicBool,
 }
@@ -63,17 +93,15 @@ pub fn start(program: &str, file: Option<PathBuf>) {
     if program == "hv-audit" {
         return;
     }
-    let args: Vec<Value> = std::env::args().skip(1).map(Value::from).collect();
     let uid = current_uid();
-    let mut head = Map::new();
-    head.insert("program".into(), program.into());
-    head.insert("args".into(), Value::Array(args));
-    head.insert("uid".into(), uid.into());
-    head.insert("user".into(), user_name(uid).into());
-    head.insert("pid".into(), std::process::id().into());
     let _ = TRAIL.set(Trail {
         file,
-        head,
+        run: Run {
+            program: program.to_owned(),
+            args: std::env::args().skip(1).collect(),
+            uid,
+            user: user_name(uid),
+        },
         sink: Mutex::new(None),
         told: false.into(),
     });
@@ -86,33 +114,22 @@ pub fn note(record: &Map<String, Value>) {
     if !CHANGING.contains(&action) || record.get("dry_run") == Some(&Value::Bool(true)) {
         return;
     }
-    let mut entry = Map::new();
     let now_ms = crate::time::now_ms();
-    entry.insert(
-        "time".into(),
-        crate::time::rfc3339(now_ms.div_euclid(1000)).into(),
-    );
-    entry.insert("time_unix_ms".into(), now_ms.into());
-    entry.insert(
-        "host".into(),
-        record
-            .get("host")
-            .cloned()
-            .unwrap_or_else(|| hostname().into()),
-    );
-    for (k, v) in &trail.head {
-        entry.insert(k.clone(), v.clone());
-    }
-    entry.insert("action".into(), action.into());
-    entry.insert(
-        "vm".into(),
-        record.get("name").cloned().unwrap_or(Value::Null),
-    );
-    entry.insert(
-        "ok".into(),
-        record.get("ok").cloned().unwrap_or(Value::Null),
-    );
-    entry.insert("record".into(), Value::Object(record.clone()));
+    let text = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_owned);
+    let entry = Entry {
+        time: crate::time::rfc3339(now_ms.div_euclid(1000)),
+        time_unix_ms: now_ms,
+        host: text("host").or_else(|| Some(crate::hosts::local_hostname())),
+        program: trail.run.program.clone(),
+        args: trail.run.args.clone(),
+        uid: Some(trail.run.uid),
+        user: Some(trail.run.user.clone()),
+        pid: Some(std::process::id()),
+        action: action.to_owned(),
+        vm: text("name"),
+        ok: record.get("ok") == Some(&Value::Bool(true)),
+        record: record.clone(),
+    };
     if let Err(e) = trail.write(&entry) {
         if !trail.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
             crate::cli::warn(format!("the audit log could not be written: {e}"));
@@ -121,7 +138,7 @@ pub fn note(record: &Map<String, Value>) {
 }
 
 impl Trail {
-    fn write(&self, entry: &Map<String, Value>) -> std::io::Result<()> {
+    fn write(&self, entry: &Entry) -> std::io::Result<()> {
         let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
         if sink.is_none() {
             *sink = self.open()?;
@@ -174,38 +191,35 @@ impl Trail {
 
 /// An entry in the journal's native protocol: `KEY=value` lines, with
 /// fields to select by (`journalctl HV_VM=web1 HV_OK=false`).
-fn journal_fields(entry: &Map<String, Value>) -> Vec<u8> {
-    let text = |k: &str| match entry.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(v) => v.to_string(),
-    };
-    let one_line = |s: String| s.replace('\n', " ");
-    let mut out = String::new();
+fn journal_fields(e: &Entry) -> Vec<u8> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let message = format!(
         "{} {} {}: {}",
-        text("program"),
-        text("action"),
-        text("vm"),
-        if entry.get("ok") == Some(&Value::Bool(true)) {
-            "ok"
-        } else {
-            "failed"
-        }
+        e.program,
+        e.action,
+        opt(&e.vm),
+        if e.ok { "ok" } else { "failed" }
     );
+    let mut out = String::new();
     for (k, v) in [
         ("MESSAGE", message),
-        ("SYSLOG_IDENTIFIER", text("program")),
-        ("HV_ACTION", text("action")),
-        ("HV_VM", text("vm")),
-        ("HV_OK", text("ok")),
-        ("HV_HOST", text("host")),
-        ("HV_USER", text("user")),
-        ("HV_UID", text("uid")),
-        ("HV_ARGS", text("args")),
-        ("HV_RECORD", text("record")),
+        ("SYSLOG_IDENTIFIER", e.program.clone()),
+        ("HV_ACTION", e.action.clone()),
+        ("HV_VM", opt(&e.vm)),
+        ("HV_OK", e.ok.to_string()),
+        ("HV_HOST", opt(&e.host)),
+        ("HV_USER", opt(&e.user)),
+        ("HV_UID", e.uid.map(|u| u.to_string()).unwrap_or_default()),
+        (
+            "HV_ARGS",
+            serde_json::to_string(&e.args).unwrap_or_default(),
+        ),
+        (
+            "HV_RECORD",
+            serde_json::to_string(&e.record).unwrap_or_default(),
+        ),
     ] {
-        out += &format!("{k}={}\n", one_line(v));
+        out += &format!("{k}={}\n", v.replace('\n', " "));
     }
     out.into_bytes()
 }
@@ -230,23 +244,26 @@ fn user_name(uid: u32) -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn journal_entries_are_one_field_per_line() {
-        let mut entry = Map::new();
-        entry.insert("program".into(), "hv-stop".into());
-        entry.insert("action".into(), "stop".into());
-        entry.insert("vm".into(), "web 1\nx".into());
-        entry.insert("ok".into(), false.into());
+        let entry = Entry {
+            time: "2026-12-06T00:00:00Z".into(),
+            time_unix_ms: 0,
+            host: Some("h1".into()),
+            program: "hv-stop".into(),
+            args: vec!["web 1\nx".into()],
+            uid: Some(0),
+            user: Some("root".into()),
+            pid: Some(1),
+            action: "stop".into(),
+            vm: Some("web 1\nx".into()),
+            ok: false,
+            record: Map::new(),
+        };
         let text = String::from_utf8(journal_fields(&entry)).unwrap();
         assert!(
             text.contains("MESSAGE=hv-stop stop web 1 x: failed\n"),

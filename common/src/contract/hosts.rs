@@ -409,6 +409,14 @@ fn attempt_for(target: &Target, access: Access, remote: bool) -> Attempt {
     Attempt { slot }
 }
 
+/// This machine's host name (what the kernel says), for records and logs
+/// that name where something ran.
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// Whether a libvirt URI names another machine (`qemu+ssh://h1/system`)
 /// rather than this one (`qemu:///system`, `test:///default`).
 pub fn is_remote(uri: &str) -> bool {
