@@ -20,16 +20,16 @@ trap 'as_root bash tests/bench/sweep.sh' EXIT
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features bench --quiet -- -D warnings
 step "generated man pages and completions are current"
 cargo xtask gen --check
 mandoc -T lint man/*.1
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast
+    cargo nextest run --workspace --features bench --no-fail-fast
 else
-    cargo test --workspace --no-fail-fast
+    cargo test --workspace --features bench --no-fail-fast
 fi
 
 step "Debian package and cargo xtask install (tests/bench/deb.sh)"

@@ -16,10 +16,12 @@ pub mod size;
 pub mod time;
 
 pub use contract::{
-    across, audit, bulk, checks, cli, error, hosts, manual, output, progress, runner, targets,
+    across, audit, bulk, checks, choice, cli, error, hosts, manual, output, progress, runner,
+    targets,
 };
 pub use formats::{backup_index, iso_library, profile};
 pub use libvirt::{connect, domain, ffi, inventory, lifecycle, snapshot, state};
 
+pub use choice::Choice;
 pub use error::{Code, Error, Exit, Result};
 pub use state::{State, VmState};

@@ -2,6 +2,10 @@
 //! logs. (The bench test tests/tests/audit.rs makes its log with real
 //! commands on real VMs.)
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{hv, scratch};
 use serde_json::json;
 

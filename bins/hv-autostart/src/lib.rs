@@ -11,10 +11,21 @@ use serde::Serialize;
 use std::time::Duration;
 use virt::domain::Domain;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Switch {
     On,
     Off,
+}
+
+impl hv_common::Choice for Switch {
+    const ALL: &'static [Switch] = &[Switch::On, Switch::Off];
+
+    fn name(self) -> &'static str {
+        match self {
+            Switch::On => "on",
+            Switch::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -28,7 +39,7 @@ pub enum Switch {
 )]
 pub struct Cli {
     /// on or off
-    #[arg(value_enum, value_name = "on|off", hide_possible_values = true)]
+    #[arg(value_parser = hv_common::cli::choice::<Switch>(), value_name = "on|off", hide_possible_values = true)]
     pub switch: Switch,
 
     /// VMs to change, by name or UUID [default: records or names from stdin]

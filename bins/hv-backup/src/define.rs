@@ -153,7 +153,7 @@ fn device_edits(
                             if let Some(attr) = child.attribute_node("type") {
                                 edits.push((
                                     attr.range(),
-                                    format!("type='{}'", restored.format.name()),
+                                    format!("type='{}'", restored.format.as_str()),
                                 ));
                             }
                         }

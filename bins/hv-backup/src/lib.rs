@@ -56,6 +56,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use write::DiskFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -293,8 +294,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Format of the restored disks: qcow2 or raw [default: each disk's original format]
-    #[arg(long, value_enum, value_name = "FORMAT", hide_possible_values = true)]
-    pub disk_format: Option<write::DiskFormat>,
+    #[arg(long, value_parser = hv_common::cli::choice::<DiskFormat>(), value_name = "FORMAT", hide_possible_values = true)]
+    pub disk_format: Option<DiskFormat>,
     /// Define the domain again around the restored disks, with a new UUID and new MACs
     #[arg(long)]
     pub define: bool,

@@ -230,10 +230,10 @@ fn restore_files(
     let dests: Vec<(&format::Image, DiskFormat, PathBuf)> = images
         .iter()
         .map(|image| {
-            let fmt = plan.disk_format.unwrap_or_else(|| DiskFormat::of(image));
+            let fmt = plan.disk_format.unwrap_or_else(|| write::format_of(image));
             let dest = single
                 .clone()
-                .unwrap_or_else(|| dir.join(format!("{stem}-{}.{}", image.target, fmt.name())));
+                .unwrap_or_else(|| dir.join(format!("{stem}-{}.{}", image.target, fmt.as_str())));
             (*image, fmt, dest)
         })
         .collect();
@@ -258,7 +258,7 @@ fn restore_files(
         disks.push(RestoredDisk {
             target: r.target.clone(),
             path: r.path.display().to_string(),
-            format: fmt.name(),
+            format: fmt.as_str(),
             virtual_size_bytes: image.virtual_size_bytes,
             sha256: r.sha256.clone(),
         });

@@ -15,27 +15,14 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DiskFormat {
-    Qcow2,
-    Raw,
-}
+pub use hv_common::profile::DiskFormat;
 
-impl DiskFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            DiskFormat::Qcow2 => "qcow2",
-            DiskFormat::Raw => "raw",
-        }
-    }
-
-    /// The format a restore writes when none is asked for: the disk's own.
-    pub fn of(image: &Image) -> DiskFormat {
-        if image.format == "qcow2" {
-            DiskFormat::Qcow2
-        } else {
-            DiskFormat::Raw
-        }
+/// The format a restore writes when none is asked for: the disk's own.
+pub fn format_of(image: &Image) -> DiskFormat {
+    if image.format == "qcow2" {
+        DiskFormat::Qcow2
+    } else {
+        DiskFormat::Raw
     }
 }
 

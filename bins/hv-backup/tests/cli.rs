@@ -2,6 +2,10 @@
 //! up, restored, booted and compared byte for byte; damaged chunks, wrong
 //! keys, kills at random moments, a full disk and retention.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{
     assert_fields, connect, garage, garage_cluster, hv, image_sha256, remove_domain, run_prefix,
     Guest, GuestSpec, Run, URI,

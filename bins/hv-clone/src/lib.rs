@@ -280,14 +280,19 @@ fn clone_all(
 }
 
 /// A clone that failed while being made (nothing of it is left).
-fn made_failure(p: &Plan, mut e: Error) -> (Map<String, Value>, Error) {
+fn made_failure(p: &Plan, e: Error) -> (Map<String, Value>, Error) {
+    #[derive(Serialize)]
+    struct Source<'a> {
+        cloned_from: &'a str,
+    }
     let vm = VmRef {
         name: Some(p.name.clone()),
         uuid: Some(p.uuid.clone()),
         ..VmRef::default()
     };
-    let done = e.done.get_or_insert_with(Default::default);
-    done.insert("cloned_from".into(), p.source_name.clone().into());
+    let e = e.and_done(&Source {
+        cloned_from: &p.source_name,
+    });
     (targets::failure_record(&vm, Some("clone"), &e), e)
 }
 

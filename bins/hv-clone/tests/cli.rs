@@ -11,6 +11,10 @@
 //! removes every VM whose name starts with the test's prefix, their logs
 //! and both directories when the test ends, however it ends.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{
     assert_fields, bin, connect, domain_type, error_message, exists, guest_image, hv, image_sha256,
     keys, remove_domain, run_prefix, scratch, serial_log, virsh, wait_for_line, Run, IMAGE_DIR,

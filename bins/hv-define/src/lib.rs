@@ -339,15 +339,21 @@ fn gate(p: &Profile, checks: &[Check], opts: &Options) -> Result<bool> {
 /// A dry run shows the XML of a refused profile too: what would be made
 /// once the failed checks are fixed.
 /// The UUID in that XML is the record's.
-fn with_xml(conn: &Connect, mut e: Error, p: &Profile, opts: &Options) -> (Error, Option<String>) {
+fn with_xml(conn: &Connect, e: Error, p: &Profile, opts: &Options) -> (Error, Option<String>) {
+    #[derive(Serialize)]
+    struct Shown {
+        dry_run: bool,
+        xml: String,
+    }
     let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
     let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso), making::new_uuid()) else {
         return (e, None);
     };
-    let done = e.done.get_or_insert_with(Default::default);
-    done.insert("dry_run".into(), true.into());
-    done.insert("xml".into(), xml::domain(p, &uuid, &plan.layout).into());
-    (e, Some(uuid))
+    let shown = Shown {
+        dry_run: true,
+        xml: xml::domain(p, &uuid, &plan.layout),
+    };
+    (e.and_done(&shown), Some(uuid))
 }
 
 /// What a refused profile's record says beside its error.

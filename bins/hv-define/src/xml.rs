@@ -33,10 +33,7 @@ pub fn domain(p: &Profile, uuid: &str, layout: &Layout) -> String {
     let path = |p: &Path| xml_escape(&p.to_string_lossy());
     let virt_type = p.virt_type.unwrap_or(VirtType::Kvm);
     let mut x = String::new();
-    let kind = match virt_type {
-        VirtType::Kvm => "kvm",
-        VirtType::Qemu => "qemu",
-    };
+    let kind = virt_type.as_str();
     let _ = writeln!(x, "<domain type='{kind}'>");
     let _ = writeln!(x, "  <name>{}</name>", e(&p.name));
     let _ = writeln!(x, "  <uuid>{uuid}</uuid>");

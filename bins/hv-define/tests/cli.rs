@@ -11,6 +11,10 @@
 //! there is no storage pool on the bench); [`Bench`] removes all of it when
 //! the test ends, however it ends.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{
     assert_fields, bin, connect, domain_type, error_message, exists, guest_image, hv, hv_iso_in,
     keys, pipeline, remove_domain, run_prefix, scratch, serial_log, signed_image, virsh,

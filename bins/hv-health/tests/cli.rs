@@ -4,6 +4,10 @@
 //! daemon, and the state file across runs. Records are checked field by
 //! field, as a script reads them.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{
     assert_fields, backup_repo, bin, check_record as find, connect, hv, hv_iso_in, scratch,
     GuestSpec, Run, Tmpfs, URI,

@@ -142,12 +142,7 @@ fn resolve_trust(a: &AddArgs, source: &Source, file_name: &str) -> Result<Trust>
             None => bytes,
         };
         let entries = checksums::parse(&String::from_utf8_lossy(&text));
-        let entry = checksums::find(&entries, file_name).map_err(|why| {
-            Error::new(
-                Code::NotFound,
-                format!("{origin} does not list {file_name}: {why}; is it the checksum file for this image?"),
-            )
-        })?;
+        let entry = checksums::find(&entries, file_name, &origin.to_string())?;
         if entry.algorithm.is_weak() && !a.allow_weak {
             return Err(Error::new(
                 Code::Untrusted,

@@ -3,6 +3,7 @@
 //! CRLF ends, `./` prefixes and comments. One parser reads them all, so the
 //! user passes whatever file the mirror has and never edits it first.
 
+use hv_common::{Code, Error, Result};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -125,8 +126,8 @@ fn entry(algorithm: Algorithm, digest: &str, name: &str) -> Option<Entry> {
 
 /// The entry for `file_name`: by exact name, else by the last path
 /// component (mirrors list `iso-cd/x.iso`); the strongest algorithm when a
-/// file lists several. Err says what the file does list, for the message.
-pub fn find<'a>(entries: &'a [Entry], file_name: &str) -> Result<&'a Entry, String> {
+/// file lists several. The error says what the file `origin` does list.
+pub fn find<'a>(entries: &'a [Entry], file_name: &str, origin: &str) -> Result<&'a Entry> {
     let base = |n: &str| n.rsplit('/').next().unwrap_or(n).to_owned();
     let exact = entries.iter().filter(|e| e.name == file_name);
     let by_base = entries.iter().filter(|e| base(&e.name) == file_name);
@@ -136,14 +137,20 @@ pub fn find<'a>(entries: &'a [Entry], file_name: &str) -> Result<&'a Entry, Stri
     if let Some(best) = by_base.max_by_key(|e| e.algorithm) {
         return Ok(best);
     }
-    Err(match entries.len() {
+    let why = match entries.len() {
         0 => "it has no checksum lines".to_owned(),
         n => {
             let names: Vec<&str> = entries.iter().take(3).map(|e| e.name.as_str()).collect();
             let more = if n > 3 { ", ..." } else { "" };
             format!("it lists {n} other files ({}{more})", names.join(", "))
         }
-    })
+    };
+    Err(Error::new(
+        Code::NotFound,
+        format!(
+            "{origin} does not list {file_name}: {why}; is it the checksum file for this image?"
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -203,12 +210,17 @@ mod tests {
             "d".repeat(128)
         ));
         assert_eq!(
-            find(&entries, "x.iso").unwrap().algorithm,
+            find(&entries, "x.iso", "SUMS").unwrap().algorithm,
             Algorithm::Sha512
         );
         let only_path = parse(&format!("{H256}  iso-cd/y.iso\n"));
-        assert_eq!(find(&only_path, "y.iso").unwrap().digest, H256);
-        let err = find(&only_path, "z.iso").unwrap_err();
-        assert!(err.contains("iso-cd/y.iso"), "{err}");
+        assert_eq!(find(&only_path, "y.iso", "SUMS").unwrap().digest, H256);
+        let err = find(&only_path, "z.iso", "SUMS").unwrap_err();
+        assert_eq!(err.code, Code::NotFound);
+        assert!(
+            err.message
+                .contains("SUMS does not list z.iso: it lists 1 other files (iso-cd/y.iso)"),
+            "{err}"
+        );
     }
 }

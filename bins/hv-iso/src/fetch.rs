@@ -189,7 +189,7 @@ const MAX_REDIRECTS: usize = 10;
 /// HTTPS, and never from HTTPS down to plain HTTP, where anyone on the way
 /// could read or cut the download. A user who accepts plain HTTP gives the
 /// http:// URL themselves.
-pub fn follow(from: &str, to: &str) -> Result<(), String> {
+fn follow(from: &str, to: &str) -> std::result::Result<(), String> {
     match (scheme(from), scheme(to)) {
         (_, None) => Err(format!(
             "redirected to {to}, which is not HTTP or HTTPS: hv-iso downloads only over \

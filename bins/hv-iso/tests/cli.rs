@@ -5,6 +5,10 @@
 //! asserted is what a user checks: the exit status, the record, what is in
 //! the library directory afterwards, and what the server was asked.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::http::{Fault, FileServer};
 use hv_testbench::{assert_fields, Run};
 use serde_json::{json, Value};

@@ -34,7 +34,7 @@ pub struct Cli {
 
     /// Only VMs in this state: running, paused, shutoff, crashed, pmsuspended, blocked,
     /// shutdown or nostate (repeatable: any of them)
-    #[arg(long, value_enum, value_name = "STATE", hide_possible_values = true)]
+    #[arg(long, value_parser = hv_common::cli::choice::<State>(), value_name = "STATE", hide_possible_values = true)]
     pub state: Vec<State>,
 
     /// Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)

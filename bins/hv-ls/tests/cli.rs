@@ -1,6 +1,10 @@
 //! hv-ls end to end: the real binary, against libvirt's test driver for the
 //! record format and against the bench daemon with real guests for the rest.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{assert_fields, connect, hv, run_prefix, GuestSpec, Run};
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};

@@ -65,7 +65,7 @@ pub struct Cli {
 
     /// prometheus (the text exposition format), or one record per series: jsonl, json,
     /// table or csv
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = MetricsFormat::Prometheus, hide_possible_values = true, conflicts_with_all = ["textfile", "listen"])]
+    #[arg(long, value_parser = hv_common::cli::choice::<MetricsFormat>(), value_name = "FORMAT", default_value = "prometheus", hide_possible_values = true, conflicts_with_all = ["textfile", "listen"])]
     pub format: MetricsFormat,
 
     /// Add host="NAME" to every series, for one Prometheus job or textfile
@@ -93,13 +93,30 @@ fn host_label(text: &str) -> std::result::Result<String, String> {
 
 /// What Prometheus reads is the default, on a terminal too: the records
 /// are for scripts that would rather not parse it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricsFormat {
     Prometheus,
     Jsonl,
     Json,
     Table,
     Csv,
+}
+
+impl hv_common::Choice for MetricsFormat {
+    const ALL: &'static [MetricsFormat] = &[
+        MetricsFormat::Prometheus,
+        MetricsFormat::Jsonl,
+        MetricsFormat::Json,
+        MetricsFormat::Table,
+        MetricsFormat::Csv,
+    ];
+
+    fn name(self) -> &'static str {
+        match self.records() {
+            None => "prometheus",
+            Some(format) => format.name(),
+        }
+    }
 }
 
 impl MetricsFormat {

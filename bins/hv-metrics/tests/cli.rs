@@ -3,6 +3,10 @@
 //! shipped alert rules fire on a guest killed from outside; backups made by
 //! hv-backup show up; an unreachable libvirt still yields `hv_libvirt_up 0`.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{
     bin, connect, free_port, hv, hv_as_nobody, hv_iso_in, promtool_check_metrics, run_prefix,
     scratch, GuestSpec, KillOnDrop, Run, URI,

@@ -3,6 +3,10 @@
 //! errors before anything is opened. (The moves themselves are tested on
 //! the bench's extra hosts, tests/tests/hosts.rs.)
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{hv, Run};
 
 fn migrate(args: &[&str]) -> Run {

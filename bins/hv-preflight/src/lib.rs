@@ -11,18 +11,19 @@ mod migrate;
 mod ops;
 mod plan;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use host::Need;
 use hv_common::checks::{self, Check, Status};
-use hv_common::cli::{ConnectArgs, OutputArgs};
+use hv_common::cli::{self, ConnectArgs, OutputArgs};
 use hv_common::connect::{self, Access, Target};
 use hv_common::manual::Manual;
 use hv_common::output::{Format, Printer};
 use hv_common::plan::{Budget, Limits};
-use hv_common::{size, Error, Exit, Result};
+pub use hv_common::profile::VirtType;
+use hv_common::{size, Choice, Error, Exit, Result};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Backup,
     Snapshot,
@@ -31,20 +32,25 @@ pub enum Operation {
     Migrate,
 }
 
-/// The libvirt domain type VMs will use: `kvm` needs the hardware, `qemu`
-/// (TCG emulation) runs anywhere, only slower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum VirtType {
-    Kvm,
-    Qemu,
-}
+impl Choice for Operation {
+    const ALL: &'static [Operation] = &[
+        Operation::Backup,
+        Operation::Snapshot,
+        Operation::Start,
+        Operation::Migrate,
+    ];
 
-impl VirtType {
-    fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
-            VirtType::Kvm => "kvm",
-            VirtType::Qemu => "qemu",
+            Operation::Backup => "backup",
+            Operation::Snapshot => "snapshot",
+            Operation::Start => "start",
+            Operation::Migrate => "migrate",
         }
+    }
+
+    fn help(self) -> Option<&'static str> {
+        (self == Operation::Migrate).then_some("Moving to another host (hv-migrate): needs --to")
     }
 }
 
@@ -72,7 +78,7 @@ pub struct Cli {
     #[arg(
         long = "for",
         value_name = "OPERATION",
-        value_enum,
+        value_parser = cli::choice::<Operation>(),
         hide_possible_values = true
     )]
     pub operation: Option<Operation>,
@@ -134,7 +140,7 @@ pub struct Cli {
     /// no hardware needed); --for start reads each VM's own
     #[arg(
         long,
-        value_enum,
+        value_parser = cli::choice::<VirtType>(),
         value_name = "TYPE",
         default_value = "kvm",
         hide_possible_values = true,

@@ -4,6 +4,10 @@
 //! library, and real guests before start, snapshot and backup (one with a
 //! live backup job in the way). Every record is checked field by field.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{
     assert_fields, backup_repo, bin, check_record as find, connect, hv, hv_as_nobody, run_prefix,
     scratch, signed_image, GuestSpec, Run, Tmpfs, URI,

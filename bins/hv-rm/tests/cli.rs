@@ -1,5 +1,9 @@
 //! hv-rm on real bench VMs: what it removes, what it refuses, what it keeps.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{assert_fields, connect, hv, GuestSpec, Run, URI};
 use serde_json::json;
 use std::process::Command;

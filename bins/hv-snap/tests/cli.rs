@@ -1,5 +1,9 @@
 //! hv-snap on real guests that write to their disks.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{assert_fields, connect, hv, Guest, GuestSpec, Run, URI};
 use serde_json::{json, Value};
 use std::process::Command;

@@ -15,12 +15,30 @@ use std::time::{Duration, Instant};
 use virt::connect::Connect;
 use virt::domain::Domain;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitFor {
     /// Until libvirt reports the VM running
     Running,
     /// Until the QEMU guest agent answers a ping
     Agent,
+}
+
+impl hv_common::Choice for WaitFor {
+    const ALL: &'static [WaitFor] = &[WaitFor::Running, WaitFor::Agent];
+
+    fn name(self) -> &'static str {
+        match self {
+            WaitFor::Running => "running",
+            WaitFor::Agent => "agent",
+        }
+    }
+
+    fn help(self) -> Option<&'static str> {
+        Some(match self {
+            WaitFor::Running => "Until libvirt reports the VM running",
+            WaitFor::Agent => "Until the QEMU guest agent answers a ping",
+        })
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -43,7 +61,7 @@ pub struct Cli {
     pub paused: bool,
 
     /// Wait until each VM is running, or with --wait=agent until its guest agent answers
-    #[arg(long, value_enum, value_name = "UNTIL", num_args = 0..=1, require_equals = true, default_missing_value = "running", hide_possible_values = true)]
+    #[arg(long, value_parser = hv_common::cli::choice::<WaitFor>(), value_name = "UNTIL", num_args = 0..=1, require_equals = true, default_missing_value = "running", hide_possible_values = true)]
     pub wait: Option<WaitFor>,
 
     /// How long each VM may take to start, and to answer with --wait (90, 90s, 5m, 1h30m)

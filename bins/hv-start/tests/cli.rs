@@ -1,5 +1,9 @@
 //! hv-start on real guests.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{assert_fields, connect, hv, GuestSpec, Run};
 use serde_json::json;
 

@@ -14,12 +14,30 @@ use hv_common::{time, Code, Error, Exit, Result};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Press the virtual power button
     Acpi,
     /// Ask the QEMU guest agent
     Agent,
+}
+
+impl hv_common::Choice for Mode {
+    const ALL: &'static [Mode] = &[Mode::Acpi, Mode::Agent];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Acpi => "acpi",
+            Mode::Agent => "agent",
+        }
+    }
+
+    fn help(self) -> Option<&'static str> {
+        Some(match self {
+            Mode::Acpi => "Press the virtual power button",
+            Mode::Agent => "Ask the QEMU guest agent",
+        })
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -40,7 +58,7 @@ pub struct Cli {
     pub vms: Vec<String>,
 
     /// How to ask the guest: acpi or agent
-    #[arg(long, value_enum, default_value = "acpi", hide_possible_values = true)]
+    #[arg(long, value_parser = hv_common::cli::choice::<Mode>(), default_value = "acpi", hide_possible_values = true)]
     pub mode: Mode,
 
     /// How long each guest gets to shut down before it is forced off (90, 90s, 5m, 1h30m)

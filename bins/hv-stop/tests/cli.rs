@@ -1,5 +1,9 @@
 //! hv-stop on real guests: one that powers off on ACPI, one that ignores it.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{assert_fields, connect, hv, GuestSpec, Run};
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -1,6 +1,10 @@
 //! hv-tag end to end on real bench guests: tags land in both the live and
 //! the stored definition, and every change is reported as it happened.
 
+// These tests need the bench (tests/run.sh); `cargo test` without
+// `--features bench` still builds the command for the transcripts.
+#![cfg(feature = "bench")]
+
 use hv_testbench::{assert_fields, connect, hv, GuestSpec, URI};
 use serde_json::json;
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! exit statuses, `-c`, `--format`, `-j` and the treatment of a closed pipe
 //! cannot drift between commands.
 
+use crate::choice::Choice;
 use crate::connect::{Access, Target};
 use crate::error::{Code, Error, Exit, Result};
 use crate::hosts::Scope;
@@ -85,7 +86,7 @@ pub struct OutputArgs {
     /// Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]
     #[arg(
         long,
-        value_enum,
+        value_parser = choice::<Format>(),
         value_name = "FORMAT",
         global = true,
         hide_possible_values = true
@@ -151,6 +152,18 @@ pub struct ActionArgs {
 
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// clap's parser for a flag whose values are a [`Choice`]:
+/// `#[arg(value_parser = cli::choice::<State>())]`.
+pub fn choice<T: Choice>() -> impl clap::builder::TypedValueParser<Value = T> {
+    let values = T::ALL
+        .iter()
+        .map(|&value| clap::builder::PossibleValue::new(value.name()).help(value.help()));
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(values).try_map(|name| {
+        T::from_name(&name).ok_or_else(|| format!("{name:?} is not one of the values listed"))
+    })
 }
 
 static PROGRAM: OnceLock<String> = OnceLock::new();

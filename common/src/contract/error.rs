@@ -192,6 +192,14 @@ impl Error {
         self
     }
 
+    /// Adds `fields` to what the record says was done, keeping what is
+    /// there (a command adds its own to what a shared step reported).
+    pub fn and_done(mut self, fields: &impl serde::Serialize) -> Self {
+        let done = self.done.get_or_insert_with(Default::default);
+        done.extend(crate::output::to_record(fields));
+        self
+    }
+
     /// A bug in hv, said as one: what panicked and that it should be reported.
     pub fn internal(message: impl Into<String>) -> Self {
         Error::new(Code::Internal, message)

@@ -7,6 +7,7 @@ pub mod across;
 pub mod audit;
 pub mod bulk;
 pub mod checks;
+pub mod choice;
 pub mod cli;
 pub mod error;
 pub mod hosts;

@@ -35,7 +35,7 @@ pub fn with_envelope(
     out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// One JSON object per line (default when stdout is not a terminal).
     Jsonl,
@@ -45,6 +45,28 @@ pub enum Format {
     Table,
     /// Comma-separated values with a header; nested values as JSON text.
     Csv,
+}
+
+impl crate::Choice for Format {
+    const ALL: &'static [Format] = &[Format::Jsonl, Format::Json, Format::Table, Format::Csv];
+
+    fn name(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Json => "json",
+            Format::Table => "table",
+            Format::Csv => "csv",
+        }
+    }
+
+    fn help(self) -> Option<&'static str> {
+        Some(match self {
+            Format::Jsonl => "One JSON object per line (default when stdout is not a terminal)",
+            Format::Json => "One JSON array of all records",
+            Format::Table => "Aligned columns for people (default on a terminal)",
+            Format::Csv => "Comma-separated values with a header; nested values as JSON text",
+        })
+    }
 }
 
 impl Format {

@@ -68,6 +68,23 @@ pub enum VirtType {
     Qemu,
 }
 
+impl VirtType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VirtType::Kvm => "kvm",
+            VirtType::Qemu => "qemu",
+        }
+    }
+}
+
+impl crate::Choice for VirtType {
+    const ALL: &'static [VirtType] = &[VirtType::Kvm, VirtType::Qemu];
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CpuMode {
@@ -104,6 +121,14 @@ impl DiskFormat {
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Raw => "raw",
         }
+    }
+}
+
+impl crate::Choice for DiskFormat {
+    const ALL: &'static [DiskFormat] = &[DiskFormat::Qcow2, DiskFormat::Raw];
+
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 

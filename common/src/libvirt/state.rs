@@ -8,9 +8,8 @@
 use serde::Serialize;
 
 /// virDomainState, named as `virsh domstate` names it (snake_case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-#[value(rename_all = "lowercase")]
 pub enum State {
     Running,
     Blocked,
@@ -23,6 +22,23 @@ pub enum State {
     Pmsuspended,
     /// libvirt could not tell.
     Nostate,
+}
+
+impl crate::Choice for State {
+    const ALL: &'static [State] = &State::ALL;
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+
+    fn help(self) -> Option<&'static str> {
+        match self {
+            State::Shutdown => Some("Shutting down: the guest was asked and has not finished"),
+            State::Pmsuspended => Some("Suspended by the guest's power management (S3)"),
+            State::Nostate => Some("libvirt could not tell"),
+            _ => None,
+        }
+    }
 }
 
 impl State {

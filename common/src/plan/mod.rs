@@ -183,10 +183,7 @@ struct DomainCaps {
 
 impl DomainCaps {
     fn read(conn: &Connect, virt_type: VirtType, machine: &str) -> DomainCaps {
-        let kind = match virt_type {
-            VirtType::Kvm => "kvm",
-            VirtType::Qemu => "qemu",
-        };
+        let kind = virt_type.as_str();
         let xml = conn
             .domain_capabilities(None, Some("x86_64"), Some(machine), Some(kind), 0)
             .map_err(|e| e.to_string());
