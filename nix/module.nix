@@ -207,6 +207,36 @@ in
         default = null;
         description = "A command that reads the changed check records (JSON lines) on stdin.";
       };
+      fix = mkOption {
+        type = types.listOf (
+          types.enum [
+            "vm.crashed"
+            "vm.io_error"
+            "vm.autostart"
+          ]
+        );
+        default = [ ];
+        example = [
+          "vm.crashed"
+          "vm.autostart"
+        ];
+        description = "--fix: the problems hv-health repairs on its own (docs/health.md, Repairs); none by default.";
+      };
+      fixAttempts = mkOption {
+        type = types.ints.positive;
+        default = 3;
+        description = "--fix-attempts: repairs per VM within fixWindow before hv-health gives up on it until `hv-health --reset`.";
+      };
+      fixWindow = mkOption {
+        type = types.str;
+        default = "1h";
+        description = "--fix-window";
+      };
+      fixBackoff = mkOption {
+        type = types.str;
+        default = "5m";
+        description = "--fix-backoff: the wait after a VM's first repair; it doubles after each.";
+      };
       schedule = schedule "hv-health";
     };
 
@@ -295,6 +325,12 @@ in
           ]
           ++ lib.optional cfg.backup.enable "--repo ${cfg.backup.repository}"
           ++ lib.optional cfg.isoVerify.enable "--iso-library ${cfg.isoVerify.library}"
+          ++ lib.optionals (cfg.health.fix != [ ]) [
+            "--fix ${lib.concatStringsSep "," cfg.health.fix}"
+            "--fix-attempts ${toString cfg.health.fixAttempts}"
+            "--fix-window ${cfg.health.fixWindow}"
+            "--fix-backoff ${cfg.health.fixBackoff}"
+          ]
           ++ cfg.health.extraArgs
         );
       }

@@ -9,6 +9,13 @@ complete -c hv-health -l disk-fail -d 'Fail when a storage pool or repository fi
 complete -c hv-health -l memory-warn -d 'Warn when the host\'s available memory (free + cache) falls below this (percent)' -r
 complete -c hv-health -l memory-fail -d 'Fail when the host\'s available memory falls below this (percent)' -r
 complete -c hv-health -l state-file -d 'Compare with the last run\'s problems kept in this file: each record gets change new, ongoing or resolved' -r -F
+complete -c hv-health -l fix -d 'After checking, repair these problems (comma-separated): vm.crashed (restart it), vm.autostart (start it), vm.io_error (resume it once its disks have space); needs --state-file, which keeps the limits' -r -f -a "vm.crashed\t'Stop a crashed VM and start it again'
+vm.io_error\t'Resume a VM paused by a disk I/O error once its disks have space'
+vm.autostart\t'Start an autostart VM that is shut off'"
+complete -c hv-health -l fix-attempts -d 'Repairs per VM within --fix-window; when one more is needed, hv-health gives up on that VM until --reset' -r
+complete -c hv-health -l fix-window -d 'The window --fix-attempts counts in' -r
+complete -c hv-health -l fix-backoff -d 'The wait after a VM\'s first repair before the next; it doubles after each' -r
+complete -c hv-health -l reset -d 'Forget the repairs and the give-up of these VMs (names or UUIDs) in --state-file, after a person fixed the cause; no check runs' -r
 complete -c hv-health -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-health -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-health -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -21,6 +28,7 @@ complete -c hv-health -l host-only -d 'Check only the host, the repositories and
 complete -c hv-health -l problems -d 'Print only warn and fail records (and resolved ones)'
 complete -c hv-health -l changes-only -d 'Print only what changed since the last run: new problems and resolved ones'
 complete -c hv-health -l strict -d 'Exit 1 on a warning too, not only on a failure'
+complete -c hv-health -l dry-run -d 'With --fix: say what would be repaired, and repair nothing'
 complete -c hv-health -l json -d 'Shorthand for --format jsonl'
 complete -c hv-health -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hv-health -s V -l version -d 'Print version'

@@ -31,9 +31,15 @@ fn bench_every_change_leaves_one_entry_per_vm_with_its_user_and_result() {
          hv-ls --name '{a}' >/dev/null
          hv-autostart on '{b}' >/dev/null
          hv-snap create --name first '{b}' >/dev/null
+         printf 'an image' > '{dir}/tiny.iso'
+         sum=$(sha256sum '{dir}/tiny.iso' | cut -d' ' -f1)
+         hv-iso add --library '{dir}/isos' --allow-unsigned --sha256 \"$sum\" '{dir}/tiny.iso' >/dev/null
+         hv-iso add --library '{dir}/isos' --allow-unsigned --sha256 {zeros} --name bad.iso '{dir}/tiny.iso' >/dev/null 2>&1
          true",
         a = a.name,
-        b = b.name
+        b = b.name,
+        dir = dir.display(),
+        zeros = "0".repeat(64),
     );
     pipeline(&script).assert_ok();
     let all = audit(log, "");
@@ -60,11 +66,17 @@ fn bench_every_change_leaves_one_entry_per_vm_with_its_user_and_result() {
             ("snapshot".into(), true)
         ]
     );
+    assert_eq!(of("tiny.iso"), [("add".into(), true)], "hv-iso add");
     // A failure is an entry too, with its error.
     let failed = audit(log, "--failed");
-    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed.len(), 2, "{failed:?}");
     assert_eq!(failed[0]["vm"], missing.as_str());
     assert_eq!(failed[0]["record"]["error"]["code"], "not_found");
+    assert_eq!(
+        (&failed[1]["vm"], &failed[1]["action"]),
+        (&Value::from("bad.iso"), &Value::from("add"))
+    );
+    assert_eq!(failed[1]["record"]["error"]["code"], "corrupt");
     for e in &all {
         assert_eq!(
             (e["uid"].as_u64(), e["user"].as_str()),

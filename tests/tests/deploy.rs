@@ -350,6 +350,23 @@ fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_ru
         "nothing changed, nothing said"
     );
 
+    // With --fix, as services.hv.health.fix adds it: the VM is started,
+    // and the repair is said as a change.
+    env.insert(
+        "HV_HEALTH_ARGS".into(),
+        format!("{} --fix vm.crashed,vm.autostart", guest.name),
+    );
+    exec(line, &env, &dir, "").assert_ok();
+    let all_changes = std::fs::read_to_string(&changes).unwrap();
+    let repairs: Vec<Value> = all_changes[first.len()..]
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] == "fix")
+        .collect();
+    assert_eq!(repairs.len(), 1, "{all_changes}");
+    assert_eq!(repairs[0]["did"], "started", "{all_changes}");
+    assert_eq!(guest.virsh_domstate(), "running (booted)");
+
     env.insert(
         "HV_CONNECT".into(),
         "qemu:///system?socket=/nonexistent/sock".into(),

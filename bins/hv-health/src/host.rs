@@ -23,7 +23,7 @@ pub fn libvirt_up(conn: &Connect) -> Check {
     .value(version)
 }
 
-fn percent(part: u64, whole: u64) -> f64 {
+pub fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         return 0.0;
     }

@@ -4,14 +4,16 @@
 //! since the last run instead of the same problem every five minutes.
 
 mod ffi;
+mod fix;
 mod host;
 mod state_file;
 mod vms;
 
 use clap::Parser;
+use fix::{Fix, Histories, Policy};
 use hv_common::across;
 use hv_common::checks::{self, Check, Status};
-use hv_common::cli::{ConnectArgs, OutputArgs};
+use hv_common::cli::{self, ConnectArgs, OutputArgs};
 use hv_common::connect::Access;
 use hv_common::hosts::Scope;
 use hv_common::manual::Manual;
@@ -101,6 +103,30 @@ pub struct Cli {
     #[arg(long)]
     pub strict: bool,
 
+    /// After checking, repair these problems (comma-separated): vm.crashed (restart it), vm.autostart (start it), vm.io_error (resume it once its disks have space); needs --state-file, which keeps the limits
+    #[arg(long, value_name = "CHECK,...", value_delimiter = ',', value_parser = cli::choice::<Fix>(), requires = "state_file", hide_possible_values = true)]
+    pub fix: Vec<Fix>,
+
+    /// Repairs per VM within --fix-window; when one more is needed, hv-health gives up on that VM until --reset
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fix_attempts: u32,
+
+    /// The window --fix-attempts counts in
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = time::duration)]
+    pub fix_window: Duration,
+
+    /// The wait after a VM's first repair before the next; it doubles after each
+    #[arg(long, value_name = "AGE", default_value = "5m", value_parser = time::duration)]
+    pub fix_backoff: Duration,
+
+    /// With --fix: say what would be repaired, and repair nothing
+    #[arg(long, requires = "fix")]
+    pub dry_run: bool,
+
+    /// Forget the repairs and the give-up of these VMs (names or UUIDs) in --state-file, after a person fixed the cause; no check runs
+    #[arg(long, value_name = "VM", num_args = 1.., requires = "state_file", conflicts_with_all = ["fix", "vms"])]
+    pub reset: Vec<String>,
+
     #[command(flatten)]
     pub connect: ConnectArgs,
 
@@ -124,10 +150,13 @@ pub const MANUAL: Manual = Manual {
             "hv-health --repo /srv/backup --state-file /var/lib/hv/health.json --changes-only --format jsonl | ifne mail -s 'hv-health' root",
         ),
         ("Only the production VMs, with a backup expected nightly:", "hv-ls --tag prod | hv-health --repo /srv/backup --max-backup-age 26h"),
+        ("Restart crashed VMs and start autostart VMs left off, at most 3 times an hour each:", "hv-health --fix vm.crashed,vm.autostart --state-file /var/lib/hv/health.json --problems"),
+        ("After finding why web kept crashing, let --fix try again:", "hv-health --reset web --state-file /var/lib/hv/health.json"),
     ],
     notes: &[
         "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, repository, library or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured), and unit: what value and threshold count when they are numbers (percent, seconds, bytes or count), null when they are text (a state, a version). With --state-file, change is new or ongoing for a problem, resolved for a problem that went away (its record comes back with status pass), and null otherwise. docs/health.md lists every check with its threshold and fix.",
-        "The connection is read-only, so a monitoring user without write access to libvirt can run it. ISO images are not re-hashed here: hv-iso verify does that from its own timer and records the outcome, which hv-health reads.",
+        "--fix repairs after checking, one repair per VM and run, each a result record after the check records (action fix, check, did: restarted, resumed or started, attempt, changed) and an audit entry; a VM tagged no-autofix is left alone. Its limits are kept in --state-file: --fix-attempts repairs per VM within --fix-window, the wait between them starting at --fix-backoff and doubling; when one more is needed it gives up on the VM, and a vm.autofix check fails every run until hv-health --reset VM. The exit status counts the checks as found before the repairs. docs/health.md, Repairs.",
+        "The connection is read-only (read-write with --fix), so a monitoring user without write access to libvirt can run it. ISO images are not re-hashed here: hv-iso verify does that from its own timer and records the outcome, which hv-health reads.",
     ],
 };
 
@@ -147,6 +176,10 @@ struct Options {
     problems: bool,
     changes_only: bool,
     strict: bool,
+    /// What --fix may repair; `None` without --fix.
+    fix: Option<Policy>,
+    /// --reset: the VMs whose repairs to forget.
+    reset: Vec<String>,
     /// -c, else $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default.
     /// The hosts to check, each in its own thread (docs/hosts.md).
     scope: Scope,
@@ -199,17 +232,84 @@ pub fn run(cli: Cli) -> Result<Exit> {
         problems: cli.problems,
         changes_only: cli.changes_only,
         strict: cli.strict,
+        fix: (!cli.fix.is_empty()).then_some(Policy {
+            fixes: cli.fix,
+            attempts: cli.fix_attempts,
+            window: cli.fix_window,
+            backoff: cli.fix_backoff,
+            dry_run: cli.dry_run,
+            space_below: cli.disk_fail,
+        }),
+        reset: cli.reset,
         scope: cli.connect.scope()?,
         connect_timeout: cli.connect.connect_timeout,
         format: Format::or_default_for_stdout(cli.output.format()),
     };
+    if !opts.reset.is_empty() {
+        return reset(&opts);
+    }
     health(&opts)
 }
 
+/// `--reset`: a person says the cause is fixed; `--fix` may try again.
+fn reset(opts: &Options) -> Result<Exit> {
+    #[derive(serde::Serialize)]
+    struct Reset {
+        changed: bool,
+        message: String,
+    }
+    let path = opts
+        .state_file
+        .as_deref()
+        .expect("clap requires --state-file");
+    let _lock = state_file::lock(path)?;
+    let mut saved = state_file::load(path)?;
+    let mut printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
+    for vm in &opts.reset {
+        let forgot = fix::reset(&mut saved.fixes, std::slice::from_ref(vm));
+        let message = if forgot.is_empty() {
+            format!("no repairs of {vm} are on record in {}", path.display())
+        } else {
+            format!("forgot the repairs of {vm}: hv-health --fix may repair it again")
+        };
+        let named = hv_common::targets::VmRef {
+            name: Some(vm.clone()),
+            ..Default::default()
+        };
+        printer.emit(hv_common::targets::success_record(
+            &named,
+            "reset",
+            &Reset {
+                changed: !forgot.is_empty(),
+                message,
+            },
+        ))?;
+    }
+    printer.finish()?;
+    state_file::write(path, &saved)?;
+    Ok(Exit::Ok)
+}
+
 fn health(opts: &Options) -> Result<Exit> {
-    let previous = match &opts.state_file {
-        Some(path) => Some(state_file::load(path)?),
-        None => None,
+    // Two runs with --fix at once would both repair the same VM.
+    let _lock = match (&opts.fix, &opts.state_file) {
+        (Some(_), Some(path)) => Some(state_file::lock(path)?),
+        _ => None,
+    };
+    let (previous, histories) = match &opts.state_file {
+        Some(path) => {
+            let saved = state_file::load(path)?;
+            (Some(saved.problems), saved.fixes)
+        }
+        None => (None, Histories::new()),
+    };
+    let histories = std::sync::Mutex::new(histories);
+    let now = time::now();
+    let mut repairs = Vec::new();
+    let access = if opts.fix.is_some() {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
     };
     let mut printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
@@ -219,7 +319,7 @@ fn health(opts: &Options) -> Result<Exit> {
     let selection = (!opts.host_only).then_some(&opts.vms[..]);
     across::each_host_with(
         &opts.scope,
-        Access::ReadOnly,
+        access,
         opts.connect_timeout,
         selection,
         &mut printer,
@@ -239,13 +339,20 @@ fn health(opts: &Options) -> Result<Exit> {
             }
             checks.extend(host::memory(&at.conn, &opts.limits).map(on));
             checks.extend(host::pools(&at.conn, &opts.limits).into_iter().map(on));
-            Ok(checks)
+            let mut repaired = Vec::new();
+            if let (Some(policy), false) = (&opts.fix, opts.host_only) {
+                let got = fix::repair(policy, &at.domains, &checks, &histories, at.name(), now);
+                checks.extend(got.checks.into_iter().map(on));
+                repaired = got.repairs;
+            }
+            Ok((checks, repaired))
         },
         |host, got, _, _| {
             let name = host.map(|h| h.name.clone());
             match got {
-                Ok(checks) => {
+                Ok((checks, repaired)) => {
                     found.extend(checks);
+                    repairs.extend(repaired);
                     reached.insert(name);
                 }
                 Err(e) => {
@@ -276,6 +383,8 @@ fn health(opts: &Options) -> Result<Exit> {
         let host = before.about.get("host").and_then(Value::as_str);
         let up = reached.contains(&host.map(str::to_owned));
         match before.check.split('.').next() {
+            // Only a run with --fix looks at the repairs.
+            _ if before.check == "vm.autofix" && opts.fix.is_none() => false,
             Some("vm") => up && !opts.host_only && !some_vms,
             Some("pool") => up,
             _ if before.check == "host.memory" => up,
@@ -289,9 +398,13 @@ fn health(opts: &Options) -> Result<Exit> {
     for record in records.into_iter().filter(|r| shown(r, opts)) {
         printer.emit(record)?;
     }
+    for record in repairs {
+        printer.emit(record)?;
+    }
     printer.finish()?;
     if let (Some(path), Some(previous)) = (&opts.state_file, &previous) {
-        state_file::save(path, &found, previous, covered)?;
+        let histories = histories.into_inner().unwrap_or_else(|p| p.into_inner());
+        state_file::save(path, &found, previous, covered, &histories)?;
     }
     let mut exit = checks::exit(&found, opts.strict).worst(status.exit());
     if reached.is_empty() {

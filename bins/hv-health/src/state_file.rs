@@ -1,8 +1,10 @@
 //! `--state-file` turns a timer's repeated runs into changes (new,
 //! ongoing, resolved), so a problem alerts once instead of every five
 //! minutes. The file holds the problems of the last run as their records,
-//! so a problem that is gone can still be named when it resolves.
+//! so a problem that is gone can still be named when it resolves, and the
+//! repairs `--fix` made, so its limits hold across runs.
 
+use crate::fix::Histories;
 use hv_common::checks::{Check, Status};
 use hv_common::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -12,6 +14,15 @@ use std::path::Path;
 
 /// What the last run found wrong: key (check id and subject) → its record.
 pub type Previous = BTreeMap<String, Stored>;
+
+/// The state file (docs/health.md, "The state file").
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Saved {
+    pub problems: Previous,
+    /// Each VM's repairs by `--fix`.
+    #[serde(default)]
+    pub fixes: Histories,
+}
 
 /// A check record as the state file keeps it, read back as it was
 /// written (docs/records.md, "Check records").
@@ -51,10 +62,10 @@ pub struct Changed<R: Serialize> {
 /// Reads the state file; a missing file is a first run.
 /// A damaged file (a crash while it was written by an older hv) is
 /// reported and read as empty: the checks must still run and report.
-pub fn load(path: &Path) -> Result<Previous> {
+pub fn load(path: &Path) -> Result<Saved> {
     let text = match hv_common::fsutil::read_limited(path, 64 << 20) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Previous::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::default()),
         Err(e) => {
             return Err(Error::usage(format!(
                 "--state-file {}: cannot read it ({e}); give a file this user may read and write",
@@ -62,12 +73,24 @@ pub fn load(path: &Path) -> Result<Previous> {
             )))
         }
     };
-    Ok(serde_json::from_slice(&text).unwrap_or_else(|e| {
+    // Files written before `--fix` hold the problems alone.
+    let read = serde_json::from_slice::<Value>(&text).and_then(|v| {
+        if v.get("problems").is_some() {
+            serde_json::from_value::<Saved>(v)
+        } else {
+            serde_json::from_value::<Previous>(v).map(|problems| Saved {
+                problems,
+                ..Saved::default()
+            })
+        }
+    });
+    Ok(read.unwrap_or_else(|e| {
         hv_common::cli::warn(format!(
-            "{}: not an hv state file ({e}); starting afresh, so every problem is new once",
+            "{}: not an hv state file ({e}); starting afresh, so every problem is new once \
+             and --fix counts its attempts anew",
             path.display()
         ));
-        Previous::new()
+        Saved::default()
     }))
 }
 
@@ -80,6 +103,7 @@ pub fn save(
     checks: &[Check],
     previous: &Previous,
     covered: impl Fn(&Stored) -> bool,
+    fixes: &Histories,
 ) -> Result<()> {
     let looked_at: HashSet<String> = checks.iter().map(Check::key).collect();
     let mut problems: Previous = previous
@@ -93,8 +117,35 @@ pub fn save(
             .filter(|c| c.status != Status::Pass)
             .map(|c| (c.key(), Stored::of(c))),
     );
-    let text = serde_json::to_vec_pretty(&problems).expect("records serialize");
+    let saved = Saved {
+        problems,
+        fixes: fixes.clone(),
+    };
+    write(path, &saved)
+}
+
+/// Writes `saved` as it is (after `--reset`), atomically.
+pub fn write(path: &Path, saved: &Saved) -> Result<()> {
+    let text = serde_json::to_vec_pretty(saved).expect("records serialize");
     hv_common::fsutil::write_atomic(path, &text, 0o644).map_err(|e| Error::io(path.display(), e))
+}
+
+/// Holds `FILE.lock` beside the state file while a run may repair or
+/// reset: two timers' runs at once would both restart a VM, and the later
+/// save would drop the earlier run's attempts. The lock goes with the
+/// process, however it ends.
+pub fn lock(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&name)
+        .map_err(|e| Error::io(Path::new(&name).display(), e))?;
+    file.lock()
+        .map_err(|e| Error::io(Path::new(&name).display(), e))?;
+    Ok(file)
 }
 
 /// Each record with its change against the last run, then one `resolved`
@@ -197,15 +248,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hv-state-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("health.json");
-        save(&path, &down, &previous, covered).unwrap();
-        let kept = load(&path).unwrap();
+        save(&path, &down, &previous, covered, &Histories::new()).unwrap();
+        let kept = load(&path).unwrap().problems;
         assert!(
             kept.contains_key(&problem.key()),
             "the crash is still remembered"
         );
+        // As hv wrote it before --fix: the problems alone.
+        std::fs::write(&path, serde_json::to_vec(&previous).unwrap()).unwrap();
+        assert_eq!(load(&path).unwrap().problems, previous);
         std::fs::write(&path, "{\"half").unwrap();
+        let damaged = load(&path).unwrap();
         assert!(
-            load(&path).unwrap().is_empty(),
+            damaged.problems.is_empty() && damaged.fixes.is_empty(),
             "a damaged file reads as empty"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -414,3 +414,232 @@ fn iso_images_that_failed_or_missed_their_verify_are_reported() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// hv-health --fix with a state file: its check records (shape checked
+/// as always) and, after them, its repairs.
+fn fixing(state: &str, args: &[&str]) -> (Run, Vec<Value>, Vec<Value>) {
+    let mut full = vec!["--format", "jsonl", "--state-file", state];
+    full.extend(args);
+    let out = hv(HV_HEALTH, &full, "");
+    let records = out.records();
+    let first_repair = records
+        .iter()
+        .position(|r| r["action"] == "fix")
+        .unwrap_or(records.len());
+    let (checks, repairs) = records.split_at(first_repair);
+    checks.iter().for_each(assert_record);
+    assert!(
+        repairs.iter().all(|r| r["action"] == "fix"),
+        "repairs come after the checks: {records:#?}"
+    );
+    (out, checks.to_vec(), repairs.to_vec())
+}
+
+fn repair_of<'a>(repairs: &'a [Value], name: &str) -> Option<&'a Value> {
+    let found: Vec<&Value> = repairs.iter().filter(|r| r["name"] == name).collect();
+    assert!(found.len() <= 1, "one repair per VM and run: {repairs:#?}");
+    found.first().copied()
+}
+
+fn audit_entries(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn fix_restarts_a_killed_guest_until_its_limit_then_leaves_it_to_a_person() {
+    let conn = connect();
+    let crashing = GuestSpec::new("fix crashing").define(&conn);
+    let spared = GuestSpec::new("fix spared").define(&conn);
+    let off = GuestSpec::new("fix autostart").autostart().define(&conn);
+    hv(&bin("hv-tag"), &["--add", "no-autofix", &spared.name], "").assert_ok();
+    crashing.start_ready();
+    spared.start_ready();
+    crashing.kill_qemu();
+    spared.kill_qemu();
+    let dir = scratch("health-fix");
+    let (state, audit) = (dir.join("health.json"), dir.join("audit.jsonl"));
+    let (state_arg, audit_arg) = (state.to_str().unwrap(), audit.to_str().unwrap());
+    let run = |backoff: &str, extra: &[&str]| {
+        let mut args = vec![crashing.name.as_str(), &spared.name, &off.name];
+        args.extend(["--fix", "vm.crashed,vm.autostart", "--fix-attempts", "2"]);
+        args.extend(["--fix-backoff", backoff, "--audit-log", audit_arg]);
+        args.extend(extra);
+        fixing(state_arg, &args)
+    };
+    let crashed = "shut off (crashed)";
+
+    // A dry run says what it would do, and does nothing.
+    let (_, _, repairs) = run("0", &["--dry-run"]);
+    assert_eq!(repairs.len(), 2, "{repairs:#?}");
+    for r in &repairs {
+        assert_fields(r, json!({"ok": true, "changed": false, "dry_run": true}));
+    }
+    assert_eq!(crashing.virsh_domstate(), crashed);
+    assert!(off.virsh_domstate().starts_with("shut off"));
+    assert!(audit_entries(&audit).is_empty(), "a dry run is not logged");
+
+    let (out, checks, repairs) = run("0", &[]);
+    out.assert_exit(1); // the crash was found: a failed check
+    assert_fields(
+        repair_of(&repairs, &crashing.name).expect("the crashed guest is repaired"),
+        json!({"uuid": crashing.uuid, "action": "fix", "ok": true, "check": "vm.crashed",
+               "did": "restarted", "changed": true, "attempt": 1}),
+    );
+    assert_fields(
+        repair_of(&repairs, &off.name).expect("the autostart guest is started"),
+        json!({"ok": true, "check": "vm.autostart", "did": "started", "attempt": 1}),
+    );
+    assert!(repair_of(&repairs, &spared.name).is_none());
+    let r = find(&checks, "vm.autofix", &spared.name);
+    assert_eq!(r["status"], "pass", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("no-autofix"), "{r}");
+    assert_eq!(crashing.virsh_domstate(), "running (booted)");
+    assert_eq!(off.virsh_domstate(), "running (booted)");
+    assert_eq!(spared.virsh_domstate(), crashed, "no-autofix is respected");
+    let logged = audit_entries(&audit);
+    let mut logged_vms: Vec<&str> = logged.iter().map(|e| e["vm"].as_str().unwrap()).collect();
+    logged_vms.sort_unstable();
+    let mut want = [crashing.name.as_str(), off.name.as_str()];
+    want.sort_unstable();
+    assert_eq!(logged_vms, want, "one audit entry per repair: {logged:#?}");
+    assert!(logged
+        .iter()
+        .all(|e| e["action"] == "fix" && e["ok"] == true));
+
+    crashing.kill_qemu();
+    let (_, _, repairs) = run("0", &[]);
+    assert_fields(
+        repair_of(&repairs, &crashing.name).unwrap(),
+        json!({"ok": true, "attempt": 2}),
+    );
+    assert_eq!(crashing.virsh_domstate(), "running (booted)");
+
+    // A third crash within the hour: the limit is 2, so it gives up.
+    crashing.kill_qemu();
+    for _ in 0..2 {
+        let (out, checks, repairs) = run("0", &[]);
+        out.assert_exit(1);
+        assert!(
+            repair_of(&repairs, &crashing.name).is_none(),
+            "{repairs:#?}"
+        );
+        let r = find(&checks, "vm.autofix", &crashing.name);
+        assert_fields(r, json!({"status": "fail", "value": "vm.crashed"}));
+        let message = r["message"].as_str().unwrap();
+        assert!(
+            message.contains("gave up") || message.contains("gives up"),
+            "{r}"
+        );
+        assert!(
+            r["hint"].as_str().unwrap().contains("hv-health --reset"),
+            "{r}"
+        );
+        assert_eq!(crashing.virsh_domstate(), crashed, "left as it is");
+    }
+
+    // A person looked: --reset lets --fix try again.
+    let reset = hv(
+        HV_HEALTH,
+        &[
+            "--format",
+            "jsonl",
+            "--state-file",
+            state_arg,
+            "--reset",
+            &crashing.name,
+        ],
+        "",
+    );
+    let recs = reset.assert_ok().records();
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_fields(
+        &recs[0],
+        json!({"name": crashing.name, "action": "reset", "ok": true, "changed": true}),
+    );
+    let (_, checks, repairs) = run("0", &[]);
+    assert_fields(
+        repair_of(&repairs, &crashing.name).unwrap(),
+        json!({"ok": true, "attempt": 1}),
+    );
+    assert_eq!(
+        find(&checks, "vm.autofix", &crashing.name)["status"],
+        "pass"
+    );
+
+    // Backoff: the next attempt waits (an hour here), and says until when.
+    crashing.kill_qemu();
+    let (_, checks, repairs) = run("1h", &[]);
+    assert!(
+        repair_of(&repairs, &crashing.name).is_none(),
+        "{repairs:#?}"
+    );
+    let r = find(&checks, "vm.autofix", &crashing.name);
+    assert_eq!(r["status"], "warn", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("attempt 2 of 2 waits until"),
+        "{r}"
+    );
+    assert_eq!(crashing.virsh_domstate(), crashed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// QEMU pauses a guest whose disk cannot grow (a full filesystem); --fix
+/// vm.io_error resumes it only once there is space again.
+#[test]
+fn fix_resumes_a_guest_paused_by_a_full_disk_once_there_is_space() {
+    let conn = connect();
+    let dir = scratch("health-fix-full");
+    let fs = Tmpfs::mount(&dir.join("fs"), 96);
+    fs.fill(94);
+    let mut spec = GuestSpec::new("fix full disk").writer();
+    spec.image_dir = fs.dir.clone();
+    let guest = spec.define(&conn);
+    guest.start_ready();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while guest.virsh_domstate() != "paused (I/O error)" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            guest.virsh_domstate()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let state = dir.join("health.json");
+    let run = || {
+        fixing(
+            state.to_str().unwrap(),
+            &[&guest.name, "--fix", "vm.io_error", "--fix-backoff", "0"],
+        )
+    };
+    let (_, checks, repairs) = run();
+    assert_eq!(find(&checks, "vm.io_error", &guest.name)["status"], "fail");
+    assert!(repairs.is_empty(), "still full: {repairs:#?}");
+    let r = find(&checks, "vm.autofix", &guest.name);
+    assert_eq!(r["status"], "warn", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("stays paused until there is space"),
+        "{r}"
+    );
+    assert_eq!(guest.virsh_domstate(), "paused (I/O error)");
+
+    std::fs::remove_file(fs.dir.join("fill")).unwrap();
+    let (_, _, repairs) = run();
+    assert_fields(
+        repair_of(&repairs, &guest.name).expect("resumed"),
+        json!({"ok": true, "check": "vm.io_error", "did": "resumed", "changed": true}),
+    );
+    assert_eq!(guest.virsh_domstate(), "running (unpaused)");
+    drop(guest);
+    drop(fs);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -199,6 +199,9 @@ const ENTRY_COLUMNS: &[Column] = &[
 #[derive(Debug, Serialize)]
 struct EntryRecord<'a> {
     name: &'a str,
+    /// hv-iso add only: `add`, so the audit trail logs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'static str>,
     path: String,
     size_bytes: u64,
     sha256: &'a str,
@@ -242,6 +245,7 @@ fn entry_record<'a>(lib: &Library, s: &'a Sidecar) -> EntryRecord<'a> {
         verified_at: &s.verified_at,
         checked_at: s.checked_at.as_deref(),
         check_ok: s.check_ok,
+        action: None,
         ok: None,
         elapsed_ms: None,
     }
@@ -249,13 +253,35 @@ fn entry_record<'a>(lib: &Library, s: &'a Sidecar) -> EntryRecord<'a> {
 
 fn add(lib: &Library, a: AddArgs) -> Result<Exit> {
     let begun = Instant::now();
-    let sidecar = add::add(lib, &a)?;
+    let mut printer = Printer::stdout(a.output.format(), ENTRY_COLUMNS);
+    let sidecar = match add::add(lib, &a) {
+        Ok(sidecar) => sidecar,
+        // A refusal is a result too, for scripts and the audit trail,
+        // when it is about a name (not a usage error or Ctrl-C).
+        Err(e) if e.code != Code::Usage && e.code != Code::Interrupted => {
+            let name = a
+                .name
+                .clone()
+                .or_else(|| fetch::Source::parse(&a.source).file_name());
+            if let Some(name) = name {
+                printer.emit(output::to_record(&ImageOutcome {
+                    action: Some("add"),
+                    ok: false,
+                    error: Some(&e),
+                    ..ImageOutcome::new(&name, lib.image(&name).display().to_string())
+                }))?;
+                printer.finish()?;
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let record = EntryRecord {
+        action: Some("add"),
         ok: Some(true),
         elapsed_ms: Some(begun.elapsed().as_millis() as u64),
         ..entry_record(lib, &sidecar)
     };
-    let mut printer = Printer::stdout(a.output.format(), ENTRY_COLUMNS);
     printer.emit(output::to_record(&record))?;
     printer.finish()?;
     Ok(Exit::Ok)

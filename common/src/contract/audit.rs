@@ -39,6 +39,8 @@ const CHANGING: &[&str] = &[
     "clone",
     "migrate",
     "fix",
+    "reset",
+    "add",
 ];
 
 const JOURNAL: &str = "/run/systemd/journal/socket";
