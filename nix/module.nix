@@ -170,6 +170,30 @@ in
       schedule = schedule "hv-snap-prune";
     };
 
+    snapshotSchedule = {
+      enable = mkEnableOption "snapshots on schedules chosen by tag (snap:POLICY), taken and pruned by hv-snap schedule";
+      policies = mkOption {
+        type = types.nullOr (types.attrsOf types.anything);
+        default = null;
+        example = {
+          hourly = {
+            every = "1h";
+            keep.last = 24;
+          };
+          nightly = {
+            every = "1d";
+            keep = {
+              daily = 7;
+              weekly = 4;
+            };
+            disk_only = true;
+          };
+        };
+        description = "The policies, in the shape of hv-snap schedule's --policies file (docs/snapshots.md, Schedules); null: the built-in hourly, daily, weekly and monthly.";
+      };
+      schedule = schedule "hv-snap-schedule";
+    };
+
     health = {
       enable = mkEnableOption "hv-health every few minutes, reporting what changed";
       maxBackupAge = mkOption {
@@ -313,6 +337,13 @@ in
       HV_SNAP_SELECT = cfg.snapshotPrune.select;
       HV_SNAP_KEEP = keepArgs cfg.snapshotPrune.keep;
     } { })
+    (unit "hv-snap-schedule" cfg.snapshotSchedule (
+      optionalAttrs (cfg.snapshotSchedule.policies != null) {
+        HV_SNAP_POLICIES = toString (
+          pkgs.writeText "hv-snap-policies.json" (builtins.toJSON cfg.snapshotSchedule.policies)
+        );
+      }
+    ) { })
     (unit "hv-health" cfg.health (
       {
         HV_HEALTH_ARGS = lib.concatStringsSep " " (

@@ -40,6 +40,7 @@ complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "ls" -d 'List snapsh
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "revert" -d 'Revert each VM to a snapshot'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "rm" -d 'Delete a snapshot of each VM'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "prune" -d 'Delete the snapshots a retention policy does not keep'
+complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "schedule" -d 'Take and prune the snapshots that VMs tagged snap:POLICY are due for (from a timer)'
 complete -c hv-snap -n "__fish_hv_snap_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l name -d 'Snapshot name [default: hv-YYYYmmdd-HHMMSS, the same for the whole batch]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l description -d 'A note stored with the snapshot' -r
@@ -121,12 +122,27 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l all -d 'Also c
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand prune" -s h -l help -d 'Print help'
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "create" -d 'Take a snapshot of each VM'
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "ls" -d 'List snapshots, one record each'
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "revert" -d 'Revert each VM to a snapshot'
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "rm" -d 'Delete a snapshot of each VM'
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "prune" -d 'Delete the snapshots a retention policy does not keep'
-complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -l policies -d 'A JSON file of policies: {"NAME": {"every": "1h", "keep": {"last": 24}, "disk_only": false}, ...} [default: hourly, daily, weekly and monthly, kept 24, 7, 4 and 12]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -l timeout -d 'How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -s j -l jobs -d 'How many VMs to work on at once' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -s n -l dry-run -d 'Show what would be done, change nothing'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -l json -d 'Shorthand for --format jsonl'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand schedule" -s h -l help -d 'Print help'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune schedule help" -f -a "create" -d 'Take a snapshot of each VM'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune schedule help" -f -a "ls" -d 'List snapshots, one record each'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune schedule help" -f -a "revert" -d 'Revert each VM to a snapshot'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune schedule help" -f -a "rm" -d 'Delete a snapshot of each VM'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune schedule help" -f -a "prune" -d 'Delete the snapshots a retention policy does not keep'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune schedule help" -f -a "schedule" -d 'Take and prune the snapshots that VMs tagged snap:POLICY are due for (from a timer)'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand help; and not __fish_seen_subcommand_from create ls revert rm prune schedule help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 
 # Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
 function __hv_vms
@@ -175,3 +191,5 @@ complete -c hv-snap -n '__fish_seen_subcommand_from rm' -s c -x -a '(__hv_hosts)
 complete -c hv-snap -n '__fish_seen_subcommand_from prune' -f -a '(__hv_vms)'
 complete -c hv-snap -n '__fish_seen_subcommand_from prune' -l connect -x -a '(__hv_hosts)'
 complete -c hv-snap -n '__fish_seen_subcommand_from prune' -s c -x -a '(__hv_hosts)'
+complete -c hv-snap -n '__fish_seen_subcommand_from schedule' -l connect -x -a '(__hv_hosts)'
+complete -c hv-snap -n '__fish_seen_subcommand_from schedule' -s c -x -a '(__hv_hosts)'

@@ -4,20 +4,24 @@
 //! against the bench exactly as systemd would run them (its `$$` and `%%`
 //! escapes undone, the environment file's variables set): the backup unit
 //! creates the repository, backs up, prunes and collects garbage; the
-//! health unit reports a change once; the failure hook calls the user's
-//! command with the unit's name.
+//! health unit reports a change once and repairs with --fix; the snapshot
+//! schedule takes what a VM's tag asks for, once; the failure hook calls
+//! the user's command with the unit's name.
 
-use hv_testbench::{assert_fields, bin, connect, hv_as, run_prefix, scratch, GuestSpec, Run, URI};
+use hv_testbench::{
+    assert_fields, bin, connect, hv, hv_as, run_prefix, scratch, GuestSpec, Run, URI,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The services with timers, as xtask/src/deploy.rs defines them.
-const SERVICES: [&str; 6] = [
+const SERVICES: [&str; 7] = [
     "hv-backup",
     "hv-backup-sync",
     "hv-snap-prune",
+    "hv-snap-schedule",
     "hv-health",
     "hv-metrics",
     "hv-iso-verify",
@@ -377,6 +381,47 @@ fn the_health_unit_reports_a_change_once_and_fails_only_when_hv_health_cannot_ru
         Some(0),
         "libvirt unreachable fails the unit: {out:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_snapshot_schedule_unit_takes_what_a_tag_asks_for_once() {
+    let conn = connect();
+    let guest = GuestSpec::new("deploy-schedule").define(&conn);
+    hv(&bin("hv-tag"), &["--add", "snap:daily", &guest.name], "").assert_ok();
+    let dir = scratch("deploy-schedule");
+    let unit = unit_file("hv-snap-schedule.service");
+    let env = defaults(&unit);
+    assert_eq!(env["HV_SNAP_POLICIES"], "", "the built-in policies");
+    let line = &all(&unit, "ExecStart")[0];
+    let mine = |out: &Run| -> Value {
+        let found: Vec<Value> = out
+            .records()
+            .into_iter()
+            .filter(|r| r["uuid"] == guest.uuid.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "{out:?}");
+        found[0].clone()
+    };
+    let first = mine(exec(line, &env, &dir, "").assert_ok());
+    assert_fields(
+        &first,
+        json!({"action": "schedule", "ok": true, "changed": true}),
+    );
+    let daily = &first["policies"][0];
+    assert_eq!(daily["policy"], "daily", "{first}");
+    assert!(
+        daily["taken"]["snapshot"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("daily-")),
+        "{first}"
+    );
+    // The timer's next run, 15 minutes on: the daily one is not due.
+    let again = mine(exec(line, &env, &dir, "").assert_ok());
+    assert_fields(&again, json!({"changed": false}));
+    assert_eq!(again["policies"][0]["taken"], Value::Null);
+    let timer = unit_file("hv-snap-schedule.timer");
+    assert_eq!(all(&timer, "OnCalendar"), ["*:0/15"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -104,6 +104,21 @@ const UNITS: &[Unit] = &[
         accuracy: None,
     },
     Unit {
+        name: "hv-snap-schedule",
+        description: "hv: take and prune the snapshots that VMs tagged snap:POLICY are due for",
+        documentation: "man:hv-snap-schedule(1)",
+        // Empty: the built-in policies (hourly, daily, weekly, monthly).
+        environment: &[("HV_SNAP_POLICIES", "")],
+        exec_start_pre: &[],
+        // Due snapshots are read from the snapshots themselves, so a run
+        // every 15 minutes serves every policy and catches up after a stop.
+        exec_start: &["@bindir@/hv-snap schedule --format jsonl"],
+        extra: &[],
+        on_calendar: "*:0/15",
+        randomized_delay: None,
+        accuracy: Some("1min"),
+    },
+    Unit {
         name: "hv-health",
         description: "hv: check the host and its VMs, report what changed",
         documentation: "man:hv-health(1)",

@@ -32,3 +32,11 @@ pub static PRUNE_COLUMNS: [Column; 4] = [
     col("snapshots", "snapshots", Show::Join(Some("snapshot"))),
     col("removed", "removed", Show::Join(None)),
 ];
+
+/// schedule: one row per VM, its policies by name.
+pub static SCHEDULE_COLUMNS: [Column; 4] = [
+    col("name", "name", Show::Plain),
+    col("ok", "ok", Show::Plain),
+    col("changed", "changed", Show::Plain),
+    col("policies", "policies", Show::Join(Some("policy"))),
+];

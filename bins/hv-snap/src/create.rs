@@ -42,6 +42,9 @@ pub struct CreatePlan {
     pub timeout: Duration,
     /// Say what would be taken, take nothing.
     pub dry_run: bool,
+    /// The schedule policy taking it (`hv-snap schedule`), recorded in
+    /// hv's marker.
+    pub policy: Option<String>,
 }
 
 /// What create reports of one VM, after `name`, `uuid`, `action` and `ok`.
@@ -101,7 +104,7 @@ pub fn run(plan: CreatePlan, args: &ActionArgs) -> Result<Exit> {
     })
 }
 
-fn snapshot_vm(dom: &Domain, plan: &CreatePlan) -> Result<Created> {
+pub fn snapshot_vm(dom: &Domain, plan: &CreatePlan) -> Result<Created> {
     let began = Instant::now();
     let running = lifecycle::state(dom)?.state.is_active();
     if plan.memory && !running {
@@ -149,7 +152,7 @@ fn snapshot_vm(dom: &Domain, plan: &CreatePlan) -> Result<Created> {
     }
     // Given up on at its timeout, it must not take the snapshot after all.
     runner::point_of_no_return()?;
-    let snap = with_marker(dom, &plan.name, || {
+    let snap = with_marker(dom, &plan.name, plan.policy.as_deref(), || {
         dom.create_snapshot_xml(&snapshot_xml, flags)
     })
     .map_err(needing_snapshot(
@@ -257,6 +260,7 @@ fn snapshot_xml(plan: &CreatePlan, disks: &[Disk]) -> Result<String> {
 fn with_marker<T>(
     dom: &Domain,
     name: &str,
+    policy: Option<&str>,
     take: impl FnOnce() -> std::result::Result<T, virt::error::Error>,
 ) -> std::result::Result<T, virt::error::Error> {
     let mut flags = 0;
@@ -270,7 +274,7 @@ fn with_marker<T>(
     let ns = Some(snapshot::MADE_NS);
     let marked = dom.set_metadata(
         element,
-        Some(&snapshot::marker(name)),
+        Some(&snapshot::marker(name, policy)),
         Some(snapshot::MADE_PREFIX),
         ns,
         flags,

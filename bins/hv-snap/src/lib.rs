@@ -14,6 +14,7 @@ mod errors;
 mod ls;
 mod pick;
 mod prune;
+mod schedule;
 mod snapshots;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +60,20 @@ pub enum Command {
     Rm(PickArgs),
     /// Delete the snapshots a retention policy does not keep
     Prune(PruneArgs),
+    /// Take and prune the snapshots that VMs tagged snap:POLICY are due for (from a timer)
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// A JSON file of policies: {"NAME": {"every": "1h", "keep": {"last": 24}, "disk_only": false}, ...} [default: hourly, daily, weekly and monthly, kept 24, 7, 4 and 12]
+    #[arg(long, value_name = "FILE", env = "HV_SNAP_POLICIES")]
+    pub policies: Option<std::path::PathBuf>,
+    /// How long each VM may take before it is reported as timed out (90, 90s, 5m, 1h30m)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = time::duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub args: ActionArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,11 +172,13 @@ pub const MANUAL: Manual = Manual {
         ("List the snapshots of running VMs:", "hv-ls --state running | hv-snap ls --format table"),
         ("Delete every snapshot named pre-upgrade:", "hv-snap ls | jq -c 'select(.snapshot == \"pre-upgrade\")' | hv-snap rm"),
         ("Go back to it on one VM:", "hv-snap revert --snapshot pre-upgrade web1"),
+        ("Hourly and daily snapshots of web1, taken and pruned by the hv-snap-schedule timer:", "hv-tag --add snap:hourly --add snap:daily web1 && hv-snap schedule --dry-run"),
         ("Keep a rolling set from a timer:", "hv-ls --tag prod | hv-snap create && hv-ls --tag prod | hv-snap prune --keep-last 3 --keep-daily 7 --keep-weekly 4"),
     ],
     notes: &[
         "hv-snap create: a stopped VM gets an internal snapshot of its disks (qcow2 only). A running VM's internal snapshot includes its memory, which libvirt requires (the VM pauses while its RAM is saved); --disk-only makes external snapshots instead: each disk gets a new overlay file <disk>.<snapshot>.qcow2 beside it and the VM does not pause. Snapshots are atomic across disks: if one disk fails, none is kept. Records: snapshot, created_at (RFC 3339, UTC), state, kind (internal or external), memory, parent, current, description, hv_made, and for create quiesced and elapsed_ms.",
         "hv-snap revert and rm take the snapshot from --snapshot or from the snapshot field of each piped record. libvirt 11 reverts internal and external snapshots; it refuses to delete an external snapshot whose parent is internal, and that refusal is reported with error code unsupported.",
+        "hv-snap schedule takes a snapshot named POLICY-YYYYmmdd-HHMMSS of each VM tagged snap:POLICY whose newest snapshot of that policy is `every` old (or that has none), then prunes that policy's snapshots by its keep rules; the policy is recorded in hv's marker, and plain hv-snap prune leaves such snapshots alone. Built-in policies: hourly (kept 24), daily (7), weekly (4), monthly (12); --policies FILE (HV_SNAP_POLICIES) replaces them. One record per tagged VM: policies (each with policy, due, taken, next_due and pruned) and changed. docs/snapshots.md, Schedules.",
         "hv-snap prune applies --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly and --keep-yearly with Proxmox Backup Server's rules (docs/snapshots.md); periods are UTC. Only snapshots hv made are considered unless --all. Each VM's record has snapshots (each considered snapshot with snapshot, created_at, kept and keep_reason: the rule that kept it, or null) and removed (the names deleted, or that would be with --dry-run).",
     ],
 };
@@ -196,6 +213,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 require_quiesce: a.require_quiesce,
                 timeout: a.timeout,
                 dry_run: a.args.dry_run,
+                policy: None,
             };
             create::run(plan, &a.args)
         }
@@ -229,8 +247,17 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 all: a.all,
                 timeout: a.timeout,
                 dry_run: a.args.dry_run,
+                policy: None,
             };
             prune::run(plan, &a.args)
+        }
+        Command::Schedule(a) => {
+            let plan = schedule::SchedulePlan {
+                policies: a.policies,
+                timeout: a.timeout,
+                dry_run: a.args.dry_run,
+            };
+            schedule::run(plan, &a.args)
         }
     }
 }
@@ -249,6 +276,7 @@ mod tests {
             Command::Revert(a) => a.pick.timeout,
             Command::Rm(a) => a.timeout,
             Command::Prune(a) => a.timeout,
+            Command::Schedule(a) => a.timeout,
             Command::Ls(_) => unreachable!(),
         };
         assert_eq!(timeout(&["create", "vm"]), Duration::from_secs(1800));

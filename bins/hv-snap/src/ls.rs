@@ -113,7 +113,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
-            r#"{"name":"web1","uuid":"u","snapshot":"pre","created_at":"2026-11-21T22:00:05Z","state":"shutoff","kind":"internal","memory":false,"parent":null,"current":false,"description":null,"hv_made":true}"#
+            r#"{"name":"web1","uuid":"u","snapshot":"pre","created_at":"2026-11-21T22:00:05Z","state":"shutoff","kind":"internal","memory":false,"parent":null,"current":false,"description":null,"hv_made":true,"policy":null}"#
         );
         // docs/snapshots.md names exactly these fields, in this order
         // (with host, as when hosts are named).

@@ -29,6 +29,9 @@ pub struct PrunePlan {
     pub timeout: Duration,
     /// Judge and report, delete nothing.
     pub dry_run: bool,
+    /// Judge only the snapshots this `hv-snap schedule` policy took; without
+    /// one, only snapshots no policy took (a schedule prunes its own).
+    pub policy: Option<String>,
 }
 
 /// What prune did to one VM, after `name`, `uuid`, `action` and `ok`
@@ -87,10 +90,10 @@ pub fn run(plan: PrunePlan, args: &ActionArgs) -> Result<Exit> {
     bulk::act(inputs, args, action, move |_, dom, _| prune_vm(dom, &plan))
 }
 
-fn prune_vm(dom: &Domain, plan: &PrunePlan) -> Result<Pruned> {
+pub fn prune_vm(dom: &Domain, plan: &PrunePlan) -> Result<Pruned> {
     let candidates: Vec<_> = snapshots_of(dom)?
         .into_iter()
-        .filter(|s| plan.all || s.info.hv_made)
+        .filter(|s| (plan.all || s.info.hv_made) && s.info.policy == plan.policy)
         .collect();
     let times: Vec<i64> = candidates.iter().map(|s| s.info.created).collect();
     let verdicts = retention::judge(&times, &plan.keep);

@@ -37,6 +37,9 @@ pub struct Snapshot {
     pub description: Option<String>,
     /// Whether hv took it; prune leaves the others alone unless `--all`.
     pub hv_made: bool,
+    /// The `hv-snap schedule` policy that took it, which alone prunes it;
+    /// null for any other snapshot.
+    pub policy: Option<String>,
 }
 
 impl Snapshot {
@@ -51,6 +54,7 @@ impl Snapshot {
             current,
             description: info.description.clone(),
             hv_made: info.hv_made,
+            policy: info.policy.clone(),
         }
     }
 }
@@ -125,6 +129,7 @@ pub fn example() -> Info {
         external: false,
         memory: false,
         hv_made: true,
+        policy: None,
     }
 }
 

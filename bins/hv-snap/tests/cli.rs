@@ -312,3 +312,177 @@ fn timeout_takes_the_common_duration_syntax() {
             .assert_stdout_empty();
     }
 }
+
+/// The records of `hv-snap schedule` about `guests` (other tests' VMs
+/// may share the daemon), by VM name.
+fn schedule(args: &[&str], guests: &[&Guest]) -> (Run, Vec<Value>) {
+    let mut full = vec!["schedule"];
+    full.extend(args);
+    let out = snap(&full);
+    let records = out
+        .records()
+        .into_iter()
+        .filter(|r| guests.iter().any(|g| r["uuid"] == g.uuid.as_str()))
+        .collect();
+    (out, records)
+}
+
+fn of<'a>(records: &'a [Value], g: &Guest) -> &'a Value {
+    let found: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["uuid"] == g.uuid.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "{}: {records:#?}", g.name);
+    found[0]
+}
+
+/// `policy` in a VM's schedule record: (due, the snapshot taken, removed).
+fn ran(record: &Value, policy: &str) -> (bool, Option<String>, Vec<String>) {
+    let p = record["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["policy"] == policy)
+        .unwrap_or_else(|| panic!("{policy}: {record}"));
+    let removed = p["pruned"]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    (
+        p["due"] == true,
+        p["taken"]["snapshot"].as_str().map(str::to_owned),
+        removed,
+    )
+}
+
+#[test]
+fn bench_schedule_takes_what_is_due_and_each_policy_prunes_only_its_own() {
+    let conn = connect();
+    let both = GuestSpec::new("sched both").define(&conn);
+    let one = GuestSpec::new("sched one").define(&conn);
+    let untagged = GuestSpec::new("sched none").define(&conn);
+    let tag = |g: &Guest, tags: &[&str]| {
+        let mut args = Vec::new();
+        for t in tags {
+            args.extend(["--add", *t]);
+        }
+        args.push(&g.name);
+        hv(&hv_testbench::bin("hv-tag"), &args, "").assert_ok();
+    };
+    tag(&both, &["snap:often", "snap:rare"]);
+    tag(&one, &["snap:often", "snap:nosuch"]);
+    let dir = hv_testbench::scratch("snap-schedule");
+    let policies = dir.join("policies.json");
+    std::fs::write(
+        &policies,
+        r#"{"often": {"every": "2s", "keep": {"last": 2}}, "rare": {"every": "1h", "keep": {"last": 5}}}"#,
+    )
+    .unwrap();
+    let policies = policies.to_str().unwrap();
+    // A snapshot by hand and one by plain hv-snap create, on the same VM.
+    Command::new("virsh")
+        .args(["-c", URI, "-q", "snapshot-create-as", &one.uuid, "by-hand"])
+        .status()
+        .unwrap();
+    snap(&["create", "--name", "plain", &one.uuid]).assert_ok();
+    let guests = [&both, &one, &untagged];
+
+    let (out, recs) = schedule(&["--policies", policies], &guests);
+    out.assert_ok()
+        .assert_stderr_contains("tag snap:nosuch names no policy");
+    assert_eq!(recs.len(), 2, "the untagged VM is not touched: {recs:#?}");
+    assert_fields(
+        of(&recs, &both),
+        json!({"action": "schedule", "ok": true, "changed": true}),
+    );
+    let (due, first, _) = ran(of(&recs, &both), "often");
+    assert!(due && first.as_deref().is_some_and(|s| s.starts_with("often-")));
+    assert!(ran(of(&recs, &both), "rare").0);
+    let (_, first_one, _) = ran(of(&recs, &one), "often");
+
+    // At once again: nothing is due, nothing taken.
+    let (_, recs) = schedule(&["--policies", policies], &guests);
+    assert_eq!(ran(of(&recs, &both), "often"), (false, None, vec![]));
+    assert_fields(of(&recs, &both), json!({"changed": false}));
+
+    let mut taken = vec![first.unwrap()];
+    for round in 0..2 {
+        std::thread::sleep(Duration::from_millis(2200));
+        let (_, recs) = schedule(&["--policies", policies], &guests);
+        let (due, snapshot, removed) = ran(of(&recs, &both), "often");
+        assert!(due, "round {round}");
+        taken.push(snapshot.unwrap());
+        assert!(!ran(of(&recs, &both), "rare").0, "rare is hourly");
+        // keep last 2: the third run removes the first.
+        let expected: Vec<String> = if round == 1 {
+            vec![taken[0].clone()]
+        } else {
+            vec![]
+        };
+        assert_eq!(removed, expected, "round {round}");
+    }
+    let now = names(&both);
+    assert!(
+        !now.contains(&taken[0]) && now.contains(&taken[1]) && now.contains(&taken[2]),
+        "{now:?}"
+    );
+    assert_eq!(
+        now.iter().filter(|n| n.starts_with("rare-")).count(),
+        1,
+        "{now:?}"
+    );
+
+    // The plain prune judges only snapshots no policy took.
+    let pruned = snap(&["prune", "--keep-last", "1", &one.uuid])
+        .assert_ok()
+        .records();
+    let judged: Vec<&str> = pruned[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(judged, ["plain"]);
+    let listed = snap(&["ls", &one.uuid]).assert_ok().records();
+    let policy_of = |name: &str| {
+        listed
+            .iter()
+            .find(|s| s["snapshot"] == name)
+            .map(|s| s["policy"].clone())
+            .unwrap_or_else(|| panic!("{name}: {listed:#?}"))
+    };
+    assert_eq!(policy_of("by-hand"), Value::Null);
+    assert_eq!(policy_of("plain"), Value::Null);
+    let scheduled: Vec<&Value> = listed
+        .iter()
+        .filter(|s| s["snapshot"].as_str().unwrap().starts_with("often-"))
+        .collect();
+    assert_eq!(scheduled.len(), 2, "kept last 2: {listed:#?}");
+    assert!(scheduled.iter().all(|s| s["policy"] == "often"));
+    assert!(!listed
+        .iter()
+        .any(|s| s["snapshot"] == first_one.as_deref().unwrap()));
+
+    // A dry run says what is due and takes nothing.
+    std::thread::sleep(Duration::from_millis(2200));
+    let before = names(&both);
+    let (_, recs) = schedule(&["--policies", policies, "--dry-run"], &guests);
+    assert_fields(of(&recs, &both), json!({"dry_run": true, "changed": false}));
+    assert!(ran(of(&recs, &both), "often").0);
+    assert_eq!(names(&both), before);
+
+    // A bad policies file names the field, and nothing runs.
+    std::fs::write(
+        dir.join("bad.json"),
+        r#"{"often": {"every": "2s", "keep": {"lats": 2}}}"#,
+    )
+    .unwrap();
+    let bad = dir.join("bad.json");
+    snap(&["schedule", "--policies", bad.to_str().unwrap()])
+        .assert_exit(2)
+        .assert_stderr_contains("often.keep.lats: unknown field");
+    assert_eq!(names(&both), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -31,6 +31,7 @@ const CHANGING: &[&str] = &[
     "snapshot",
     "revert",
     "prune",
+    "schedule",
     "backup",
     "gc",
     "restore",

@@ -247,6 +247,7 @@ pub fn stdin_has_targets(args: &[String]) -> bool {
 /// Every command's `main`: parse, run, and turn the outcome into the
 /// documented exit status.
 pub fn main<C: Parser>(run: fn(C) -> Result<Exit>) -> std::process::ExitCode {
+    unset_empty_hv_variables();
     let _ = PROGRAM.set(C::command().get_name().to_owned());
     let parsed = C::command()
         .try_get_matches()
@@ -276,6 +277,20 @@ pub fn main<C: Parser>(run: fn(C) -> Result<Exit>) -> std::process::ExitCode {
             warn(&e);
             e.exit_status().into()
         }
+    }
+}
+
+/// An empty `HV_*` variable means "not set": /etc/hv/hv.env and the units
+/// set every variable, most of them empty, and clap would read an empty
+/// `HV_AUDIT_LOG` as an empty path and refuse to run. Done before clap
+/// reads the environment, while `main` is the only thread.
+fn unset_empty_hv_variables() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| v.is_empty() && k.to_str().is_some_and(|k| k.starts_with("HV_")))
+        .map(|(k, _)| k)
+        .collect();
+    for key in empty {
+        std::env::remove_var(key);
     }
 }
 

@@ -21,11 +21,19 @@ pub struct Info {
     pub external: bool,
     pub memory: bool,
     pub hv_made: bool,
+    /// The schedule policy (`hv-snap schedule`) that took it and alone
+    /// prunes it.
+    pub policy: Option<String>,
 }
 
-/// The metadata element that marks `name` as made by hv.
-pub fn marker(name: &str) -> String {
-    format!("<made name=\"{}\"/>", crate::domain::xml_escape(name))
+/// The metadata element that marks `name` as made by hv, by `policy` when
+/// a schedule took it.
+pub fn marker(name: &str, policy: Option<&str>) -> String {
+    let esc = crate::domain::xml_escape;
+    match policy {
+        Some(p) => format!("<made name=\"{}\" policy=\"{}\"/>", esc(name), esc(p)),
+        None => format!("<made name=\"{}\"/>", esc(name)),
+    }
 }
 
 fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
@@ -55,14 +63,16 @@ pub fn parse(xml: &str) -> crate::Result<Info> {
     });
     let memory =
         child(root, "memory").is_some_and(|m| m.attribute("snapshot").is_some_and(|s| s != "no"));
-    let hv_made = child(root, "domain")
+    let made = child(root, "domain")
         .and_then(|d| child(d, "metadata"))
-        .is_some_and(|m| {
-            m.descendants().any(|n| {
+        .and_then(|m| {
+            m.descendants().find(|n| {
                 n.tag_name().namespace() == Some(MADE_NS)
                     && n.attribute("name") == Some(name.as_str())
             })
         });
+    let hv_made = made.is_some();
+    let policy = made.and_then(|n| n.attribute("policy")).map(str::to_owned);
     Ok(Info {
         description: text(root, "description"),
         state: text(root, "state").unwrap_or_default(),
@@ -73,6 +83,7 @@ pub fn parse(xml: &str) -> crate::Result<Info> {
         external,
         memory,
         hv_made,
+        policy,
         name,
     })
 }
@@ -94,8 +105,18 @@ mod tests {
         assert_eq!(info.name, "pre & post");
         assert_eq!(info.parent.as_deref(), Some("older"));
         assert!(info.memory && !info.external && info.hv_made);
+        assert_eq!(info.policy, None);
         assert_eq!(info.created, 1_795_298_405);
-        assert!(marker("pre & post").contains("pre &amp; post"));
+        assert!(marker("pre & post", None).contains("pre &amp; post"));
+        let scheduled = xml.replace(
+            "name='pre &amp; post'/>",
+            "name='pre &amp; post' policy='hourly'/>",
+        );
+        assert_eq!(parse(&scheduled).unwrap().policy.as_deref(), Some("hourly"));
+        assert_eq!(
+            marker("hourly-1", Some("hourly")),
+            "<made name=\"hourly-1\" policy=\"hourly\"/>"
+        );
     }
 
     #[test]
