@@ -283,6 +283,24 @@ in
       schedule = schedule "hv-metrics";
     };
 
+    bootOrder = {
+      enable = mkEnableOption "hv-boot.service: the VMs tagged boot:N start group by group at boot (lower N first, after each group's boot-delay) and stop in reverse at shutdown";
+      inherit select;
+      wait = mkOption {
+        type = types.enum [
+          "running"
+          "agent"
+        ];
+        default = "running";
+        description = "What each group waits for before the next (hv-start --wait).";
+      };
+      stopTimeout = mkOption {
+        type = types.str;
+        default = "3m";
+        description = "How long each VM may take to shut down before it is forced off (hv-stop --timeout).";
+      };
+    };
+
     isoVerify = {
       enable = mkEnableOption "weekly re-verification of the hv-iso library";
       library = mkOption {
@@ -378,6 +396,23 @@ in
       );
     } { })
     (unit "hv-iso-verify" cfg.isoVerify { HV_ISO_LIBRARY = cfg.isoVerify.library; } { })
+    (mkIf cfg.bootOrder.enable {
+      systemd.services.hv-boot = lib.recursiveUpdate rendered.services.hv-boot (
+        {
+          environment =
+            rendered.services.hv-boot.environment
+            // common
+            // {
+              HV_BOOT_SELECT = cfg.bootOrder.select;
+              HV_BOOT_WAIT = cfg.bootOrder.wait;
+              HV_BOOT_STOP_TIMEOUT = cfg.bootOrder.stopTimeout;
+            };
+        }
+        // lib.optionalAttrs (cfg.environmentFile != null) {
+          serviceConfig.EnvironmentFile = toString cfg.environmentFile;
+        }
+      );
+    })
     (mkIf cfg.roles.enable {
       users.groups.${units.operatorGroup} = { };
       users.groups.${units.adminGroup} = { };

@@ -49,6 +49,29 @@ let
 in
 {
   services = builtins.listToAttrs (map service units.units) // {
+    "hv-boot" = {
+      description = "hv: start the VMs tagged boot:N in their order, and stop them in reverse at shutdown";
+      documentation = [
+        "man:hv-start(1)"
+        "man:hv-stop(1)"
+      ];
+      after = [
+        "libvirtd.service"
+        "virtqemud.service"
+        "network-online.target"
+      ];
+      onFailure = [ "hv-failure@%N.service" ];
+      wantedBy = [ "multi-user.target" ];
+      environment = units.boot.environment;
+      serviceConfig =
+        units.hardening
+        // units.boot.serviceConfig
+        // {
+          Type = "oneshot";
+          ExecStart = [ (subst units.boot.execStart) ];
+          ExecStop = [ (subst units.boot.execStop) ];
+        };
+    };
     "hv-failure@" = {
       description = "hv: tell someone that %i failed";
       serviceConfig = {

@@ -20,7 +20,7 @@ pub use contract::{
     targets,
 };
 pub use formats::{backup_index, iso_library, profile};
-pub use libvirt::{connect, domain, ffi, inventory, lifecycle, snapshot, state};
+pub use libvirt::{boot_order, connect, domain, ffi, inventory, lifecycle, snapshot, state};
 
 pub use choice::Choice;
 pub use error::{Code, Error, Exit, Result};

@@ -7,7 +7,7 @@ crashed\t''
 pmsuspended\t'Suspended by the guest\'s power management (S3)'
 nostate\t'libvirt could not tell'"
 complete -c hv-ls -l name -d 'Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)' -r
-complete -c hv-ls -l tag -d 'Only VMs carrying this tag (repeatable: all of them); tags are set with hv-tag' -r
+complete -c hv-ls -l tag -d 'Only VMs carrying this tag, or one matching this glob (boot:*) (repeatable: all of them); tags are set with hv-tag' -r
 complete -c hv-ls -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-ls -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-ls -l connect-timeout -d 'How long to wait for each host to answer' -r

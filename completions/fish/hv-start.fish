@@ -11,6 +11,7 @@ csv\t'Comma-separated values with a header; nested values as JSON text'"
 complete -c hv-start -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
 complete -c hv-start -l paused -d 'Start them with their CPUs paused (a paused VM stays paused)'
 complete -c hv-start -l force -d 'Start a template even though linked clones (hv-clone --linked) use its disks as their base'
+complete -c hv-start -l order -d 'Start group by group in the order of the VMs\' boot:N tags (lower first, untagged last), each group at once, waiting its longest boot-delay:DURATION tag before the next'
 complete -c hv-start -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-start -l json -d 'Shorthand for --format jsonl'
 complete -c hv-start -s h -l help -d 'Print help (see more with \'--help\')'

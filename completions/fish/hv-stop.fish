@@ -14,6 +14,7 @@ complete -c hv-stop -l no-force -d 'Leave a guest running when it does not stop 
 complete -c hv-stop -l force -d 'Force off at once, like pulling the plug: no graceful attempt'
 complete -c hv-stop -l reboot -d 'Reboot instead (graceful; with --force a hard reset)'
 complete -c hv-stop -l pause -d 'Pause (suspend) the VMs\' CPUs instead'
+complete -c hv-stop -l order -d 'Stop group by group in the reverse order of the VMs\' boot:N tags (untagged first, then the highest N), each group at once'
 complete -c hv-stop -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-stop -l json -d 'Shorthand for --format jsonl'
 complete -c hv-stop -s h -l help -d 'Print help (see more with \'--help\')'

@@ -113,8 +113,8 @@ fn the_plain_units_pass_systemd_analyze_verify() {
         .collect();
     assert_eq!(
         units.len(),
-        SERVICES.len() * 2 + 1,
-        "a service and a timer each, and the failure hook"
+        SERVICES.len() * 2 + 2,
+        "a service and a timer each, the failure hook and hv-boot"
     );
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
@@ -219,6 +219,26 @@ fn the_nix_files_parse_and_render_the_plain_units() {
         rendered["services"]["hv-failure@"]["serviceConfig"]["ExecStart"],
         all(&hook, "ExecStart")[0].as_str()
     );
+    let boot = unit_file("hv-boot.service");
+    let nixos = &rendered["services"]["hv-boot"];
+    for key in ["ExecStart", "ExecStop"] {
+        assert_eq!(
+            nixos["serviceConfig"][key],
+            json!(all(&boot, key)),
+            "hv-boot {key}"
+        );
+    }
+    for key in ["RemainAfterExit", "TimeoutStopSec", "ProtectSystem"] {
+        assert_eq!(
+            nixos["serviceConfig"][key],
+            all(&boot, key)[0].as_str(),
+            "hv-boot {key}"
+        );
+    }
+    assert_eq!(nixos["wantedBy"], json!(all(&boot, "WantedBy")));
+    let env: BTreeMap<String, String> =
+        serde_json::from_value(nixos["environment"].clone()).unwrap();
+    assert_eq!(env, defaults(&boot), "hv-boot");
 }
 
 /// An age identity in `dir`, and the recipients file of its public key.
@@ -422,6 +442,52 @@ fn the_snapshot_schedule_unit_takes_what_a_tag_asks_for_once() {
     assert_eq!(again["policies"][0]["taken"], Value::Null);
     let timer = unit_file("hv-snap-schedule.timer");
     assert_eq!(all(&timer, "OnCalendar"), ["*:0/15"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// hv-boot.service as the host's boot and shutdown run it: the VMs
+/// tagged boot:N start in their order, and stop in reverse.
+#[test]
+fn the_boot_unit_starts_the_ordered_vms_and_its_stop_stops_them() {
+    let conn = connect();
+    let early = GuestSpec::new("deploy-boot early").define(&conn);
+    let late = GuestSpec::new("deploy-boot late").define(&conn);
+    let left = GuestSpec::new("deploy-boot untagged").define(&conn);
+    hv(&bin("hv-tag"), &["--add", "boot:1", &early.name], "").assert_ok();
+    hv(&bin("hv-tag"), &["--add", "boot:5", &late.name], "").assert_ok();
+    let dir = scratch("deploy-boot");
+    let unit = unit_file("hv-boot.service");
+    assert_eq!(all(&unit, "WantedBy"), ["multi-user.target"]);
+    assert_eq!(all(&unit, "RemainAfterExit"), ["yes"]);
+    let mut env = defaults(&unit);
+    // Only this test's VMs (others on the bench may carry boot tags).
+    env.insert(
+        "HV_BOOT_SELECT".into(),
+        // Split by bash as the unit splits it: no quotes.
+        format!("--name {}deploy-boot*", run_prefix()),
+    );
+    let names = |out: &Run| -> Vec<String> {
+        out.records()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let started = exec(&all(&unit, "ExecStart")[0], &env, &dir, "");
+    assert_eq!(
+        names(started.assert_ok()),
+        [early.name.clone(), late.name.clone()]
+    );
+    started.assert_each(json!({"action": "start", "ok": true, "state": "running"}));
+    assert!(
+        left.virsh_domstate().starts_with("shut off"),
+        "untagged VMs are left alone"
+    );
+    let stopped = exec(&all(&unit, "ExecStop")[0], &env, &dir, "");
+    assert_eq!(
+        names(stopped.assert_ok()),
+        [late.name.clone(), early.name.clone()]
+    );
+    stopped.assert_each(json!({"action": "stop", "ok": true, "state": "shutoff"}));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

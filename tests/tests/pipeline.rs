@@ -151,3 +151,83 @@ fn bench_global_options_go_before_or_after_the_subcommand() {
     .assert_ok();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Seconds since the guest's QEMU started (ps etimes), while it runs.
+fn qemu_age(guest: &hv_testbench::Guest) -> u64 {
+    let pid = std::fs::read_to_string(format!("/var/run/libvirt/qemu/{}.pid", guest.name)).unwrap();
+    let out = std::process::Command::new("ps")
+        .args(["-o", "etimes=", "-p", pid.trim()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn bench_boot_order_starts_groups_in_order_and_stops_them_in_reverse() {
+    let conn = connect();
+    let first = GuestSpec::new("order first").define(&conn);
+    let also_first = GuestSpec::new("order also first").define(&conn);
+    let second = GuestSpec::new("order second").define(&conn);
+    let untagged = GuestSpec::new("order untagged").define(&conn);
+    let tag = |g: &hv_testbench::Guest, tags: &str| {
+        pipeline(&format!("hv-tag {tags} '{}' >/dev/null", g.name)).assert_ok();
+    };
+    tag(&first, "--add boot:1 --add boot-delay:3s");
+    tag(&also_first, "--add boot:1");
+    tag(&second, "--add boot:2");
+    let glob = format!("{}order *", run_prefix());
+
+    // Given by name, in the wrong order: started by their tags.
+    let out = pipeline(&format!(
+        "hv-start --order --format jsonl '{}' '{}' '{}' '{}'",
+        untagged.name, second.name, also_first.name, first.name
+    ));
+    let names: Vec<String> = out
+        .assert_ok()
+        .records()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    let group_one = [first.name.clone(), also_first.name.clone()];
+    assert!(
+        group_one.contains(&names[0]) && group_one.contains(&names[1]),
+        "{names:?}"
+    );
+    assert_eq!(names[2..], [second.name.clone(), untagged.name.clone()]);
+    // boot-delay:3s of the first group held the second back.
+    let gap = qemu_age(&first) - qemu_age(&second);
+    assert!(gap >= 2, "the second group started {gap}s after the first");
+    assert!(
+        qemu_age(&also_first).abs_diff(qemu_age(&first)) <= 1,
+        "a group starts at once"
+    );
+
+    // hv-ls selects the ordered VMs by a tag glob; they stop in reverse.
+    let listed = pipeline(&format!(
+        "hv-ls --name '{glob}' --tag 'boot:*' --format jsonl"
+    ));
+    assert_eq!(
+        listed.assert_ok().records().len(),
+        3,
+        "the untagged one is not listed"
+    );
+    let out = pipeline(&format!(
+        "hv-ls --name '{glob}' --format jsonl | hv-stop --order --force --format jsonl"
+    ));
+    let names: Vec<String> = out
+        .assert_ok()
+        .records()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names[..2],
+        [untagged.name.clone(), second.name.clone()],
+        "{names:?}"
+    );
+    assert!(
+        group_one.contains(&names[2]) && group_one.contains(&names[3]),
+        "{names:?}"
+    );
+    out.assert_each(json!({"action": "stop", "ok": true, "state": "shutoff"}));
+}

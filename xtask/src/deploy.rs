@@ -227,6 +227,10 @@ pub fn files() -> Vec<(PathBuf, Vec<u8>)> {
         PathBuf::from("contrib/systemd/hv-failure@.service"),
         plain(&failure_service()).into_bytes(),
     ));
+    files.push((
+        PathBuf::from("contrib/systemd/hv-boot.service"),
+        plain(&boot_service()).into_bytes(),
+    ));
     files.push((PathBuf::from("contrib/hv.env"), env_file().into_bytes()));
     files.push((
         PathBuf::from("contrib/polkit/50-hv.rules"),
@@ -282,6 +286,40 @@ fn timer(unit: &Unit) -> String {
     s
 }
 
+/// hv-boot.service: started by the host's boot and stopped by its
+/// shutdown, not by a timer. The VMs tagged `boot:N` start group by group
+/// (docs/lifecycle.md, "Boot order"), and stop in reverse before libvirtd
+/// goes down.
+const BOOT_ENVIRONMENT: &[(&str, &str)] = &[
+    ("HV_BOOT_SELECT", ""),
+    ("HV_BOOT_WAIT", "running"),
+    ("HV_BOOT_STOP_TIMEOUT", "3m"),
+];
+const BOOT_START: &str = "@bash@ -o pipefail -c '@bindir@/hv-ls --format jsonl --tag \"boot:*\" $$HV_BOOT_SELECT | @bindir@/hv-start --order --wait=$$HV_BOOT_WAIT --format jsonl'";
+const BOOT_STOP: &str = "@bash@ -o pipefail -c '@bindir@/hv-ls --format jsonl --tag \"boot:*\" $$HV_BOOT_SELECT | @bindir@/hv-stop --order --timeout $$HV_BOOT_STOP_TIMEOUT --format jsonl'";
+const BOOT_EXTRA: &[(&str, &str)] = &[
+    ("RemainAfterExit", "yes"),
+    // Each group waits for its VMs and its boot-delay; the stop's groups
+    // each up to HV_BOOT_STOP_TIMEOUT and a forced stop after it.
+    ("TimeoutStartSec", "30min"),
+    ("TimeoutStopSec", "30min"),
+];
+
+fn boot_service() -> String {
+    let mut s = String::from(GENERATED);
+    s += "[Unit]\nDescription=hv: start the VMs tagged boot:N in their order, and stop them in reverse at shutdown\nDocumentation=man:hv-start(1) man:hv-stop(1)\nAfter=libvirtd.service virtqemud.service network-online.target\nOnFailure=hv-failure@%N.service\n\n[Service]\nType=oneshot\n";
+    for (k, v) in BOOT_ENVIRONMENT {
+        s += &format!("Environment=\"{k}={v}\"\n");
+    }
+    s += "EnvironmentFile=-/etc/hv/hv.env\n";
+    s += &format!("ExecStart={BOOT_START}\nExecStop={BOOT_STOP}\n");
+    for (k, v) in BOOT_EXTRA.iter().chain(HARDENING) {
+        s += &format!("{k}={v}\n");
+    }
+    s += "\n[Install]\nWantedBy=multi-user.target\n";
+    s
+}
+
 /// The OnFailure= hook of every service: runs HV_ON_FAILURE with the
 /// failed unit's name, so a user points it at mail, ntfy or a pager.
 fn failure_service() -> String {
@@ -316,6 +354,10 @@ fn env_file() -> String {
             s += &format!("#{k}=\"{v}\"\n");
         }
         s += "\n";
+    }
+    s += "# hv-boot.service (VMs tagged boot:N; HV_BOOT_SELECT: more hv-ls arguments)\n";
+    for (k, v) in BOOT_ENVIRONMENT {
+        s += &format!("#{k}=\"{v}\"\n");
     }
     s
 }
@@ -376,6 +418,12 @@ fn nix_json() -> Value {
         "units": units,
         "hardening": HARDENING.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
         "failureExecStart": failure_exec(),
+        "boot": {
+            "environment": BOOT_ENVIRONMENT.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+            "execStart": BOOT_START,
+            "execStop": BOOT_STOP,
+            "serviceConfig": BOOT_EXTRA.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+        },
         "operatorGroup": OPERATOR_GROUP,
         "adminGroup": ADMIN_GROUP,
     })

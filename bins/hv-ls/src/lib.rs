@@ -41,7 +41,7 @@ pub struct Cli {
     #[arg(long = "name", value_name = "GLOB")]
     pub names: Vec<String>,
 
-    /// Only VMs carrying this tag (repeatable: all of them); tags are set with hv-tag
+    /// Only VMs carrying this tag, or one matching this glob (boot:*) (repeatable: all of them); tags are set with hv-tag
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
@@ -117,7 +117,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
 struct Filter {
     states: Vec<State>,
     names: Vec<glob::Pattern>,
-    tags: Vec<String>,
+    /// Each must match one of the VM's tags (a tag without `*?[` matches
+    /// only itself).
+    tags: Vec<glob::Pattern>,
     autostart: Option<bool>,
     persistent: Option<bool>,
 }
@@ -128,6 +130,11 @@ impl Filter {
             .names
             .iter()
             .map(|g| glob::Pattern::new(g).map_err(|e| Error::usage(format!("--name '{g}': {e}"))))
+            .collect::<Result<_>>()?;
+        let tags = cli
+            .tags
+            .iter()
+            .map(|g| glob::Pattern::new(g).map_err(|e| Error::usage(format!("--tag '{g}': {e}"))))
             .collect::<Result<_>>()?;
         let either = |yes: bool, no: bool| {
             if yes {
@@ -141,7 +148,7 @@ impl Filter {
         Ok(Filter {
             states: cli.state.clone(),
             names,
-            tags: cli.tags.clone(),
+            tags,
             autostart: either(cli.autostart, cli.no_autostart),
             persistent: either(cli.persistent, cli.transient),
         })
@@ -155,7 +162,9 @@ impl Filter {
     }
 
     fn keeps_tags(&self, xml: &DomainXml) -> bool {
-        self.tags.iter().all(|t| xml.tags.contains(t))
+        self.tags
+            .iter()
+            .all(|p| xml.tags.iter().any(|t| p.matches(t)))
     }
 }
 

@@ -3,6 +3,7 @@
 //! `"changed": false`, so a pipeline can be re-run safely.
 
 use clap::Parser;
+use hv_common::boot_order;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
 use hv_common::domain;
@@ -72,6 +73,10 @@ pub struct Cli {
     #[arg(long)]
     pub force: bool,
 
+    /// Start group by group in the order of the VMs' boot:N tags (lower first, untagged last), each group at once, waiting its longest boot-delay:DURATION tag before the next
+    #[arg(long)]
+    pub order: bool,
+
     #[command(flatten)]
     pub args: ActionArgs,
 }
@@ -84,6 +89,7 @@ pub const MANUAL: Manual = Manual {
         ("Start two VMs and wait until their guest agents answer:", "hv-start --wait=agent --timeout 5m web1 db1"),
         ("Start a batch four at a time and list what failed:", "hv-ls --tag lab | hv-start -j 4 | jq -c 'select(.ok == false)'"),
         ("Resume every paused VM:", "hv-ls --state paused | hv-start"),
+        ("Start the VMs tagged boot:N group by group, as hv-boot.service does at boot:", "hv-ls --tag 'boot:*' | hv-start --order --wait"),
     ],
     notes: &[
         "Result records carry name, uuid, action (\"start\"), ok, changed, state, state_reason and elapsed_ms; with --dry-run, dry_run and no state change. A shut-off VM is started, a paused one resumed, a pmsuspended one woken up; one that is running is left alone. A VM that is shutting down or crashed (kept for inspection) is refused with error code invalid_state.",
@@ -128,6 +134,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
         columns: &COLUMNS,
         item_timeout: plan.timeout + Duration::from_secs(30),
     };
+    if cli.order {
+        let stages = boot_order::staged(inputs, &cli.args.connect, false, plan.dry_run)?;
+        return bulk::act_in_stages(stages, &cli.args, action, move |conn, dom, _| {
+            start(conn, dom, plan)
+        });
+    }
     bulk::act(inputs, &cli.args, action, move |conn, dom, _| {
         start(conn, dom, plan)
     })

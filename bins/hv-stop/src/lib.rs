@@ -4,6 +4,7 @@
 //! long as its slowest guest, and the record says how each one ended.
 
 use clap::Parser;
+use hv_common::boot_order;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::ActionArgs;
 use hv_common::lifecycle::{self, Transition};
@@ -81,6 +82,10 @@ pub struct Cli {
     #[arg(long, conflicts_with_all = ["force", "no_force"])]
     pub pause: bool,
 
+    /// Stop group by group in the reverse order of the VMs' boot:N tags (untagged first, then the highest N), each group at once
+    #[arg(long, conflicts_with_all = ["reboot", "pause"])]
+    pub order: bool,
+
     #[command(flatten)]
     pub args: ActionArgs,
 }
@@ -93,6 +98,7 @@ pub const MANUAL: Manual = Manual {
         ("Stop everything that runs, ten at a time, and show which had to be forced:", "hv-ls --state running | hv-stop -j 10 | jq -r 'select(.how == \"forced\") | .name'"),
         ("Ask through the guest agent, never force:", "hv-stop --mode agent --no-force db1"),
         ("Pause a batch, later resume it:", "hv-ls --tag batch | hv-stop --pause; hv-ls --tag batch | hv-start"),
+        ("Stop the VMs tagged boot:N in reverse order, as hv-boot.service does at shutdown:", "hv-ls --tag 'boot:*' | hv-stop --order --timeout 3m"),
     ],
     notes: &[
         "Result records carry name, uuid, action (stop, reboot or pause), ok, changed, how, state, state_reason and elapsed_ms. how is graceful (the guest shut down by itself in time), forced (it was destroyed), already_off, or for --reboot graceful/forced and for --pause paused/already_paused.",
@@ -142,6 +148,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
     } else if cli.reboot {
         bulk::act(inputs, &cli.args, action("reboot"), move |_, dom, _| {
             reboot(dom, plan)
+        })
+    } else if cli.order {
+        let stages = boot_order::staged(inputs, &cli.args.connect, true, plan.dry_run)?;
+        bulk::act_in_stages(stages, &cli.args, action("stop"), move |_, dom, _| {
+            stop(dom, plan)
         })
     } else {
         bulk::act(inputs, &cli.args, action("stop"), move |_, dom, _| {

@@ -68,6 +68,72 @@ where
     })
 }
 
+/// [`act`] in stages, one after another (hv-start and hv-stop `--order`):
+/// each stage's items at once (up to `-j`), then its pause, then the next.
+/// One connection and one output for all of them, so the records read as
+/// one run. After Ctrl-C no stage starts and no pause is waited: the
+/// remaining items are reported cancelled.
+pub fn act_in_stages<F, R>(
+    stages: Vec<(Vec<Input>, Duration)>,
+    args: &ActionArgs,
+    action: Action,
+    work: F,
+) -> Result<Exit>
+where
+    F: Fn(&Connect, &Domain, &VmRef) -> Result<R> + Send + Sync + 'static,
+    R: Serialize,
+{
+    let scope = args.connect.scope()?;
+    let pool = Arc::new(Pool::new(
+        scope.clone(),
+        Access::ReadWrite,
+        args.connect.connect_timeout,
+    ));
+    match scope.single() {
+        Some(route) => {
+            pool.get(&route)?;
+        }
+        None => pool.open_all(),
+    }
+    let mut printer = Printer::stdout(args.output.format(), action.columns);
+    let opts = args.jobs.options(action.item_timeout);
+    let work = Arc::new(work);
+    let mut exit = Exit::Ok;
+    let count = stages.len();
+    for (i, (inputs, pause)) in stages.into_iter().enumerate() {
+        let placed = Arc::clone(&pool);
+        let jobs = inputs
+            .into_iter()
+            .flat_map(move |input| place(&placed, input, action.name));
+        let work = Arc::clone(&work);
+        let done = run(
+            jobs,
+            Arc::clone(&pool),
+            &opts,
+            action.name,
+            &mut printer,
+            move |conn, dom, vm| work(conn, dom, vm).map(|r| (r, None)),
+        )?;
+        exit = exit.worst(done);
+        if i + 1 < count {
+            pause_unless_interrupted(pause, &opts.cancel);
+        }
+    }
+    printer.finish()?;
+    Ok(exit)
+}
+
+fn pause_unless_interrupted(pause: Duration, cancel: &std::sync::atomic::AtomicBool) {
+    let until = std::time::Instant::now() + pause;
+    while !cancel.load(std::sync::atomic::Ordering::SeqCst) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 /// [`act`] for an action that moves the VM to another host (hv-migrate):
 /// its work returns, beside the fields, the host the VM is on afterwards,
 /// which becomes the record's `host`, so the next command in the pipe

@@ -2,6 +2,7 @@
 //! snapshots, waiting on guests, and the few C calls the `virt` crate does
 //! not wrap. Nothing here prints or decides what a command reports.
 
+pub mod boot_order;
 pub mod connect;
 pub mod domain;
 pub mod ffi;
