@@ -385,7 +385,7 @@ in
       }
       // optionalAttrs (cfg.health.onChange != null) { HV_ON_CHANGE = cfg.health.onChange; }
     ) { })
-    (unit "hv-metrics" cfg.metrics {
+    (unit "hv-metrics" cfg.metrics ({
       HV_METRICS_TEXTFILE_DIR = cfg.metrics.textfileDirectory;
       HV_METRICS_ARGS = lib.concatStringsSep " " (
         lib.optionals cfg.backup.enable [
@@ -394,7 +394,10 @@ in
         ]
         ++ cfg.metrics.extraArgs
       );
-    } { })
+    }
+    // optionalAttrs (cfg.health.enable && cfg.health.fix != [ ]) {
+      HV_HEALTH_STATE = "/var/lib/hv/health.json";
+    }) { })
     (unit "hv-iso-verify" cfg.isoVerify { HV_ISO_LIBRARY = cfg.isoVerify.library; } { })
     (mkIf cfg.bootOrder.enable {
       systemd.services.hv-boot = lib.recursiveUpdate rendered.services.hv-boot (

@@ -19,7 +19,7 @@ pub use contract::{
     across, audit, bulk, checks, choice, cli, error, hosts, manual, output, progress, runner,
     targets,
 };
-pub use formats::{backup_index, iso_library, profile};
+pub use formats::{backup_index, health_state, iso_library, profile};
 pub use libvirt::{boot_order, connect, domain, ffi, inventory, lifecycle, snapshot, state};
 
 pub use choice::Choice;

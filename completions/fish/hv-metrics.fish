@@ -3,6 +3,7 @@ complete -c hv-metrics -l listen -d 'Serve /metrics over HTTP on ADDR:PORT (a ba
 complete -c hv-metrics -l repo -d 'An hv-backup repository whose backups to report: each VM\'s newest backup time, duration and sizes, and the free space of its filesystem (repeatable) [default: $HV_BACKUP_REPO when set]' -r -F
 complete -c hv-metrics -l backup-results -d 'The saved output of the last hv-backup create run (hv-backup create ... > FILE): reports which VMs\' last backup failed' -r -F
 complete -c hv-metrics -l iso-library -d 'An hv-iso library whose images to report: present, unsigned, and the outcome of the last hv-iso verify (which this does not repeat) [default: $HV_ISO_LIBRARY when set]' -r -F
+complete -c hv-metrics -l health-state -d 'hv-health\'s state file: reports the repairs hv-health --fix made and the VMs it gave up on [default: $HV_HEALTH_STATE when set]' -r -F
 complete -c hv-metrics -l format -d 'prometheus (the text exposition format), or one record per series: jsonl, json, table or csv' -r -f -a "prometheus\t''
 jsonl\t''
 json\t''

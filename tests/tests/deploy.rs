@@ -516,6 +516,69 @@ fn the_failure_hook_calls_the_users_command_with_the_unit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// docs/monitoring/hv-notify as HV_ON_FAILURE: the failed unit reaches a
+/// webhook as an HTTP POST (curl to a listener on loopback).
+#[test]
+fn the_notify_script_posts_the_failed_unit_to_a_webhook() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers, then the body its Content-Length announces.
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length || n == 0 {
+                    break;
+                }
+            }
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&got).to_string()
+    });
+    let dir = scratch("deploy-notify");
+    let script = repo_root().join("docs/monitoring/hv-notify");
+    let line = &all(&unit_file("hv-failure@.service"), "ExecStart")[0];
+    let mut env = BTreeMap::new();
+    env.insert(
+        "HV_ON_FAILURE".to_owned(),
+        format!("/bin/sh {}", script.display()),
+    );
+    env.insert(
+        "HV_NOTIFY_URL".to_owned(),
+        format!("http://127.0.0.1:{port}/alert"),
+    );
+    exec(line, &env, &dir, "hv-backup.service").assert_ok();
+    let request = server.join().unwrap();
+    assert!(request.starts_with("POST /alert "), "{request}");
+    assert!(
+        request.contains("hv-backup.service failed on "),
+        "{request}"
+    );
+    // Told nobody: it says so and fails, for the journal.
+    env.remove("HV_NOTIFY_URL");
+    exec(line, &env, &dir, "hv-backup.service")
+        .assert_exit(1)
+        .assert_stderr_contains("nobody was told");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A private libvirtd whose every call libvirt's polkit access driver checks
 /// against hv's generated rules (tests/bench/roles.sh has why it is private).
 /// Dropping it destroys its domains and stops it.

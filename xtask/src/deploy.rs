@@ -346,7 +346,11 @@ fn env_file() -> String {
          #AWS_ACCESS_KEY_ID=\n#AWS_SECRET_ACCESS_KEY=\n\n\
          # Where every change hv makes is logged (JSON lines, read with hv-audit);\n\
          # unset: the systemd journal.\n#HV_AUDIT_LOG=/var/log/hv/audit.jsonl\n\n\
-         # A command run with the failed unit's name when a service fails.\n#HV_ON_FAILURE=/usr/local/bin/notify-admin\n\n",
+         # A command run with the failed unit's name when a service fails\n\
+         # (docs/monitoring.md: hv-notify mails it or posts it to a webhook).\n\
+         #HV_ON_FAILURE=\"/bin/sh /usr/share/doc/hv/monitoring/hv-notify\"\n#HV_NOTIFY_MAIL=root\n#HV_NOTIFY_URL=\n\n\
+         # hv-health's state file, for hv-metrics' hv_autofix_* series (HvAutofixGaveUp).\n\
+         #HV_HEALTH_STATE=/var/lib/hv/health.json\n\n",
     );
     for unit in UNITS {
         s += &format!("# {}.service\n", unit.name);

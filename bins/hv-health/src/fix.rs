@@ -13,9 +13,8 @@ use hv_common::checks::{Check, Status};
 use hv_common::ffi::fs_space;
 use hv_common::targets::{self, VmRef};
 use hv_common::{domain, lifecycle, time, Choice, Code, Error, State};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -69,29 +68,7 @@ pub struct Policy {
     pub space_below: f64,
 }
 
-/// One VM's repairs, kept in the state file between runs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    /// Its name when last seen, for `--reset` and messages.
-    pub name: String,
-    /// When each attempt within the window was made (Unix seconds), oldest
-    /// first.
-    #[serde(default)]
-    pub attempts: Vec<i64>,
-    #[serde(default)]
-    pub gave_up: Option<GaveUp>,
-}
-
-/// hv-health stopped trying: what for, when, after how many attempts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GaveUp {
-    pub check: String,
-    pub at: i64,
-    pub attempts: u32,
-}
-
-/// Every VM's history, by UUID (`host/UUID` in a run that names hosts).
-pub type Histories = BTreeMap<String, History>;
+pub use hv_common::health_state::{GaveUp, Histories, History};
 
 pub fn key(host: Option<&str>, uuid: &str) -> String {
     match host {
@@ -418,7 +395,7 @@ fn fix_hint(fix: Fix, name: &str) -> String {
 pub fn reset(histories: &mut Histories, vms: &[String]) -> Vec<String> {
     let mut matched = Vec::new();
     histories.retain(|key, h| {
-        let uuid = key.rsplit('/').next().unwrap_or(key);
+        let uuid = hv_common::health_state::uuid_of(key);
         let hit = vms.iter().any(|v| *v == h.name || v == uuid);
         if hit {
             matched.push(h.name.clone());

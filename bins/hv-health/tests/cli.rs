@@ -541,6 +541,15 @@ fn fix_restarts_a_killed_guest_until_its_limit_then_leaves_it_to_a_person() {
         assert_eq!(crashing.virsh_domstate(), crashed, "left as it is");
     }
 
+    // hv-metrics reports it from the same state file, for HvAutofixGaveUp.
+    let metrics = hv(&bin("hv-metrics"), &["--health-state", state_arg], "");
+    let text = metrics.stdout();
+    let gave_up = format!(
+        "hv_autofix_gave_up{{name=\"{}\",uuid=\"{}\",check=\"vm.crashed\"}} 1",
+        crashing.name, crashing.uuid
+    );
+    assert!(text.contains(&gave_up), "{text}");
+
     // A person looked: --reset lets --fix try again.
     let reset = hv(
         HV_HEALTH,

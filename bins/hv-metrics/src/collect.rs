@@ -10,7 +10,7 @@ use crate::remembered::{Listed, Remembered};
 use hv_common::connect::version_text;
 use hv_common::domain;
 use hv_common::ffi::{self, Stats};
-use hv_common::{backup_index, iso_library, snapshot, time, Code, Error, Result};
+use hv_common::{backup_index, health_state, iso_library, snapshot, time, Code, Error, Result};
 use hv_common::{State, VmState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,8 @@ pub struct Sources {
     pub repos: Vec<PathBuf>,
     pub backup_results: Option<PathBuf>,
     pub iso_library: Option<PathBuf>,
+    /// hv-health's state file, for its repairs.
+    pub health_state: Option<PathBuf>,
 }
 
 pub struct Scrape {
@@ -103,7 +105,28 @@ fn files(sources: &Sources) -> Scraper {
     if let Some(dir) = &sources.iso_library {
         s.run("isos", |e| isos(e, dir));
     }
+    if let Some(file) = &sources.health_state {
+        s.run("autofix", |e| autofix(e, file));
+    }
     s
+}
+
+/// What hv-health --fix did and gave up on, from its state file.
+fn autofix(e: &mut Exposition, file: &Path) -> Result<()> {
+    for (key, h) in health_state::read_fixes(file)? {
+        let uuid = health_state::uuid_of(&key);
+        let vm = [("name", h.name.as_str()), ("uuid", uuid)];
+        e.add("hv_autofix_attempts", &vm, h.attempts.len() as f64);
+        if let Some(g) = &h.gave_up {
+            let labels = [
+                ("name", h.name.as_str()),
+                ("uuid", uuid),
+                ("check", g.check.as_str()),
+            ];
+            e.add("hv_autofix_gave_up", &labels, 1.0);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Default)]

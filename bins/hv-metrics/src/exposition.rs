@@ -123,6 +123,8 @@ pub static METRICS: &[Metric] = &[
     gauge("hv_iso_verified_timestamp_seconds", "When the image was admitted (Unix time)."),
     gauge("hv_iso_check_ok", "1 when the last hv-iso verify found the image unchanged, 0 when it did not; absent before the first verify."),
     gauge("hv_iso_checked_timestamp_seconds", "When hv-iso verify last re-hashed the image (Unix time)."),
+    gauge("hv_autofix_attempts", "Repairs hv-health --fix made of the VM within its window (from --health-state)."),
+    gauge("hv_autofix_gave_up", "1 while hv-health --fix has given up repairing the VM (check: what it repaired), until hv-health --reset."),
 ];
 
 /// The label names a metric carries, in order. One rule per family of
@@ -144,6 +146,8 @@ pub fn labels_of(name: &str) -> &'static [&'static str] {
         n if n.starts_with("hv_backup_result_") => VM,
         n if n.starts_with("hv_backup") => &["name", "uuid", "repository"],
         "hv_iso_images" => &["library"],
+        "hv_autofix_gave_up" => &["name", "uuid", "check"],
+        "hv_autofix_attempts" => VM,
         n if n.starts_with("hv_iso_") => &["name", "library"],
         _ => &[],
     }

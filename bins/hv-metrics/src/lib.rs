@@ -63,6 +63,11 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub iso_library: Option<PathBuf>,
 
+    /// hv-health's state file: reports the repairs hv-health --fix made and the VMs it gave up on
+    /// [default: $HV_HEALTH_STATE when set]
+    #[arg(long, value_name = "FILE")]
+    pub health_state: Option<PathBuf>,
+
     /// prometheus (the text exposition format), or one record per series: jsonl, json,
     /// table or csv
     #[arg(long, value_parser = hv_common::cli::choice::<MetricsFormat>(), value_name = "FORMAT", default_value = "prometheus", hide_possible_values = true, conflicts_with_all = ["textfile", "listen"])]
@@ -162,7 +167,7 @@ pub const MANUAL: Manual = Manual {
         ),
     ],
     notes: &[
-        "Every VM series carries the labels name and uuid; disk series add target, network series interface, backup series repository. docs/metrics.md lists every metric; docs/monitoring/ has alert rules (tested with promtool), a Grafana dashboard and a prometheus.yml.",
+        "Every VM series carries the labels name and uuid; disk series add target, network series interface, backup series repository. With --health-state (hv-health's state file), hv_autofix_attempts and hv_autofix_gave_up report hv-health --fix's repairs, for the HvAutofixGaveUp alert. docs/metrics.md lists every metric; docs/monitoring/ has alert rules (tested with promtool), a Grafana dashboard and a prometheus.yml.",
         "When libvirt cannot be reached, the output still comes out with hv_libvirt_up 0 (so the HvLibvirtDown alert can fire), and the exit status is 3. When one part of a scrape fails (storage pools, a backup repository), the rest is still written, hv_scrape_collector_success is 0 for that part, the reason goes to stderr, and the exit status is 1.",
         "The connection is read-only: a monitoring user needs no write access to libvirt. With --listen the connection is kept between scrapes and reopened when libvirt restarts, and what costs libvirt much but changes seldom is remembered for up to a minute: a stopped VM's disk sizes (until one of its image files changes) and a running VM's vCPU counts and memory size (until it stops). See docs/monitoring.md.",
         "With --listen, up to 64 connections are served at once, each on its own thread. A request head must arrive whole within 5 s (else 408) and 8 KiB (else 431), and an answer must be taken within 10 s; these are deadlines for the whole, not per read. When all 64 places are taken, the connection that has waited longest for its request is closed to make room, so idle connections cannot keep a scrape out; only when all 64 are being answered does a new one get 503. libvirt is asked for one scrape at a time: requests that arrive during a scrape share the next one. SIGTERM or Ctrl-C stops accepting, gives answers under way up to 5 s, and exits with status 0; a second signal exits at once.",
@@ -177,6 +182,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
         backup_results: cli.backup_results,
         iso_library: or_from_env(cli.iso_library.into_iter().collect(), "HV_ISO_LIBRARY", env)
             .pop(),
+        health_state: or_from_env(
+            cli.health_state.into_iter().collect(),
+            "HV_HEALTH_STATE",
+            env,
+        )
+        .pop(),
     };
     if let Some(addr) = &cli.listen {
         return listen(&cli.connect, addr, &sources);

@@ -355,6 +355,53 @@ fn alert_rules_pass_their_unit_tests_and_the_example_config_is_valid() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The example Alertmanager configuration is valid, and sends each alert
+/// of the rules where its severity says: critical ones to a person at
+/// once (mail and webhook), warnings as mail, info nowhere.
+#[test]
+fn the_alertmanager_example_routes_each_alert_by_its_severity() {
+    let amtool = |args: &[&str]| {
+        let out = Command::new("amtool")
+            .args(args)
+            .current_dir(docs())
+            .output()
+            .expect("amtool (Debian package prometheus-alertmanager)");
+        Run::new(format!("amtool {args:?}"), out)
+    };
+    amtool(&["check-config", "alertmanager.yml"]).assert_ok();
+    let rules = std::fs::read_to_string(docs().join("hv-alerts.yml")).unwrap();
+    let mut alerts = Vec::new();
+    let mut name = None;
+    for line in rules.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("- alert: ") {
+            name = Some(n.to_owned());
+        } else if let Some(s) = line.strip_prefix("severity: ") {
+            alerts.push((
+                name.take().expect("an alert before its labels"),
+                s.to_owned(),
+            ));
+        }
+    }
+    assert!(alerts.len() >= 21, "{alerts:?}");
+    for (alert, severity) in alerts {
+        let want = match severity.as_str() {
+            "critical" => "page",
+            "warning" => "mail",
+            "info" => "null",
+            other => panic!("{alert}: severity {other}"),
+        };
+        let routed = amtool(&[
+            "config",
+            "routes",
+            "test",
+            "--config.file=alertmanager.yml",
+            &format!("alertname={alert}"),
+            &format!("severity={severity}"),
+        ]);
+        assert_eq!(routed.assert_ok().stdout().trim(), want, "{alert}");
+    }
+}
+
 /// Runs promtool in docs/monitoring and fails the test with its output.
 fn promtool(args: &[&str]) {
     let out = Command::new("promtool")
@@ -423,8 +470,14 @@ fn prometheus_scrapes_listen_and_the_crash_alert_fires() {
     let dir = std::env::temp_dir().join(format!("{}prometheus", run_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
 
+    // hv-health's state file, as it is once --fix gave up on the guest.
+    let state = dir.join("health.json");
+    let gave_up = serde_json::json!({"problems": {}, "fixes": {guest.uuid.as_str(): {
+        "name": guest.name, "attempts": [1, 2, 3],
+        "gave_up": {"check": "vm.crashed", "at": 3, "attempts": 3}}}});
+    std::fs::write(&state, gave_up.to_string()).unwrap();
     let hv_port = free_port();
-    let _exporter = listening(hv_port);
+    let _exporter = listening_with(hv_port, &[("HV_HEALTH_STATE", state.to_str().unwrap())]);
     let prom_port = free_port();
     let config = example_config(&dir, &format!("127.0.0.1:{hv_port}"));
     let _prometheus = KillOnDrop(
@@ -468,6 +521,13 @@ fn prometheus_scrapes_listen_and_the_crash_alert_fires() {
     );
     let firing = wait_for_series(prom_port, &alert);
     assert_eq!(firing[0]["metric"]["uuid"], guest.uuid.as_str());
+    // hv-health gave up on it: the alert that asks a person to look.
+    let alert = format!(
+        r#"ALERTS{{alertname="HvAutofixGaveUp",alertstate="firing",name="{}"}}"#,
+        guest.name
+    );
+    let firing = wait_for_series(prom_port, &alert);
+    assert_eq!(firing[0]["metric"]["check"], "vm.crashed");
     drop(guest);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -693,9 +753,14 @@ fn the_iso_library_and_its_last_verify_become_metrics() {
 
 /// `hv-metrics --listen PORT` on the bench, stopped when dropped.
 fn listening(port: u16) -> KillOnDrop {
+    listening_with(port, &[])
+}
+
+fn listening_with(port: u16, env: &[(&str, &str)]) -> KillOnDrop {
     KillOnDrop(
         Command::new(HV_METRICS)
             .args(["--listen", &port.to_string(), "-c", URI])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
