@@ -10,8 +10,11 @@ use crate::time;
 use std::collections::HashSet;
 
 /// A retention policy: how many of each period's newest items to keep
-/// (Proxmox Backup Server's rules). `None` is a rule not given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// (Proxmox Backup Server's rules). `None` is a rule not given. Read from
+/// a file (hv-snap schedule's policies) as the `--keep-*` options without
+/// `keep-`: `{"last": 24, "daily": 7}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Keep {
     pub last: Option<usize>,
     pub hourly: Option<usize>,

@@ -70,6 +70,15 @@ impl Run {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
 
+    /// The `name` of each record, in the order they came.
+    #[track_caller]
+    pub fn names(&self) -> Vec<String> {
+        self.records()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// The JSON lines of stdout; a line that is not JSON fails the test.
     #[track_caller]
     pub fn records(&self) -> Vec<Value> {

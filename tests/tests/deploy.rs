@@ -466,15 +466,9 @@ fn the_boot_unit_starts_the_ordered_vms_and_its_stop_stops_them() {
         // Split by bash as the unit splits it: no quotes.
         format!("--name {}deploy-boot*", run_prefix()),
     );
-    let names = |out: &Run| -> Vec<String> {
-        out.records()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
     let started = exec(&all(&unit, "ExecStart")[0], &env, &dir, "");
     assert_eq!(
-        names(started.assert_ok()),
+        started.assert_ok().names(),
         [early.name.clone(), late.name.clone()]
     );
     started.assert_each(json!({"action": "start", "ok": true, "state": "running"}));
@@ -484,7 +478,7 @@ fn the_boot_unit_starts_the_ordered_vms_and_its_stop_stops_them() {
     );
     let stopped = exec(&all(&unit, "ExecStop")[0], &env, &dir, "");
     assert_eq!(
-        names(stopped.assert_ok()),
+        stopped.assert_ok().names(),
         [late.name.clone(), early.name.clone()]
     );
     stopped.assert_each(json!({"action": "stop", "ok": true, "state": "shutoff"}));

@@ -182,12 +182,7 @@ fn bench_boot_order_starts_groups_in_order_and_stops_them_in_reverse() {
         "hv-start --order --format jsonl '{}' '{}' '{}' '{}'",
         untagged.name, second.name, also_first.name, first.name
     ));
-    let names: Vec<String> = out
-        .assert_ok()
-        .records()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap().to_owned())
-        .collect();
+    let names = out.assert_ok().names();
     let group_one = [first.name.clone(), also_first.name.clone()];
     assert!(
         group_one.contains(&names[0]) && group_one.contains(&names[1]),
@@ -214,12 +209,7 @@ fn bench_boot_order_starts_groups_in_order_and_stops_them_in_reverse() {
     let out = pipeline(&format!(
         "hv-ls --name '{glob}' --format jsonl | hv-stop --order --force --format jsonl"
     ));
-    let names: Vec<String> = out
-        .assert_ok()
-        .records()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap().to_owned())
-        .collect();
+    let names = out.assert_ok().names();
     assert_eq!(
         names[..2],
         [untagged.name.clone(), second.name.clone()],

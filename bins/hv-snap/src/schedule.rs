@@ -42,35 +42,10 @@ pub struct Policy {
     #[serde(deserialize_with = "duration")]
     pub every: Duration,
     /// What prune keeps of the policy's snapshots.
-    pub keep: KeepRules,
+    pub keep: Keep,
     /// External snapshots (no pause of a running VM) instead of internal.
     #[serde(default)]
     pub disk_only: bool,
-}
-
-/// `keep` as the file writes it: the `--keep-*` options without `keep-`.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeepRules {
-    pub last: Option<usize>,
-    pub hourly: Option<usize>,
-    pub daily: Option<usize>,
-    pub weekly: Option<usize>,
-    pub monthly: Option<usize>,
-    pub yearly: Option<usize>,
-}
-
-impl From<KeepRules> for Keep {
-    fn from(k: KeepRules) -> Keep {
-        Keep {
-            last: k.last,
-            hourly: k.hourly,
-            daily: k.daily,
-            weekly: k.weekly,
-            monthly: k.monthly,
-            yearly: k.yearly,
-        }
-    }
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
@@ -81,14 +56,14 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Durat
 /// The policies without a file: hourly kept a day, daily a week, weekly
 /// a month, monthly a year.
 pub fn built_in() -> BTreeMap<String, Policy> {
-    let policy = |every: u64, keep: KeepRules| Policy {
+    let policy = |every: u64, keep: Keep| Policy {
         every: Duration::from_secs(every),
         keep,
         disk_only: false,
     };
-    let last = |n| KeepRules {
+    let last = |n| Keep {
         last: Some(n),
-        ..KeepRules::default()
+        ..Keep::default()
     };
     BTreeMap::from([
         ("hourly".to_owned(), policy(3600, last(24))),
@@ -116,7 +91,7 @@ pub fn load(path: &std::path::Path) -> Result<BTreeMap<String, Policy>> {
                 "policy name {name:?}: use letters, digits, - and _"
             )));
         }
-        if Keep::from(p.keep).is_empty() {
+        if p.keep.is_empty() {
             return Err(bad(format!("{name}.keep: give at least one rule")));
         }
         if p.every.is_zero() {
@@ -277,7 +252,7 @@ fn run_policy(
     let last = if due { now } else { newest.unwrap_or(now) };
     let prune = PrunePlan {
         vms: Vec::new(),
-        keep: policy.keep.into(),
+        keep: policy.keep,
         all: false,
         timeout: plan.timeout,
         dry_run: plan.dry_run,

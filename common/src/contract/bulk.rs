@@ -83,18 +83,7 @@ where
     F: Fn(&Connect, &Domain, &VmRef) -> Result<R> + Send + Sync + 'static,
     R: Serialize,
 {
-    let scope = args.connect.scope()?;
-    let pool = Arc::new(Pool::new(
-        scope.clone(),
-        Access::ReadWrite,
-        args.connect.connect_timeout,
-    ));
-    match scope.single() {
-        Some(route) => {
-            pool.get(&route)?;
-        }
-        None => pool.open_all(),
-    }
+    let pool = open_pool(args)?;
     let mut printer = Printer::stdout(args.output.format(), action.columns);
     let opts = args.jobs.options(action.item_timeout);
     let work = Arc::new(work);
@@ -123,6 +112,26 @@ where
     Ok(exit)
 }
 
+/// The read-write connections of a run: the one host's, opened now so an
+/// unreachable host is one error, or every host's at once, before any item
+/// waits on one (a host that hangs costs its own items, not the others'
+/// -j slots).
+fn open_pool(args: &ActionArgs) -> Result<Arc<Pool>> {
+    let scope = args.connect.scope()?;
+    let pool = Arc::new(Pool::new(
+        scope.clone(),
+        Access::ReadWrite,
+        args.connect.connect_timeout,
+    ));
+    match scope.single() {
+        Some(route) => {
+            pool.get(&route)?;
+        }
+        None => pool.open_all(),
+    }
+    Ok(pool)
+}
+
 fn pause_unless_interrupted(pause: Duration, cancel: &std::sync::atomic::AtomicBool) {
     let until = std::time::Instant::now() + pause;
     while !cancel.load(std::sync::atomic::Ordering::SeqCst) {
@@ -148,20 +157,7 @@ where
     F: Fn(&Connect, &Domain, &VmRef) -> Result<(R, Option<String>)> + Send + Sync + 'static,
     R: Serialize,
 {
-    let scope = args.connect.scope()?;
-    let pool = Arc::new(Pool::new(
-        scope.clone(),
-        Access::ReadWrite,
-        args.connect.connect_timeout,
-    ));
-    match scope.single() {
-        Some(route) => {
-            pool.get(&route)?;
-        }
-        // Every host at once, before any item waits on one: a host that
-        // hangs costs its own items, not the others' -j slots.
-        None => pool.open_all(),
-    }
+    let pool = open_pool(args)?;
     let mut printer = Printer::stdout(args.output.format(), action.columns);
     let opts = args.jobs.options(action.item_timeout);
     let placed = Arc::clone(&pool);
