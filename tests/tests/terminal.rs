@@ -55,6 +55,14 @@ fn bench_tables_fit_80_columns() {
         ),
         (format!("hv-clone --dry-run --count 2 '{made}'"), "hv-clone"),
         ("hv-health".to_owned(), "hv-health"),
+        (
+            format!(
+                "hv-health --fix vm.crashed,vm.autostart --dry-run --state-file '{}'",
+                dir.join("health.json").display()
+            ),
+            "hv-health --fix",
+        ),
+        ("hv-snap schedule --dry-run".to_owned(), "hv-snap schedule"),
         ("hv-preflight".to_owned(), "hv-preflight"),
         ("hv-ls".to_owned(), "hv-ls"),
         (
