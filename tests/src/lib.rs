@@ -811,6 +811,23 @@ impl Terminal {
     /// Runs `script` in a new `width`-column terminal and waits (up to
     /// `timeout`) for it to end.
     pub fn run(script: &str, width: u16, timeout: std::time::Duration) -> Terminal {
+        let t = Terminal::start(script, width, 200);
+        let started = std::time::Instant::now();
+        while !t.screen(false).contains("[exit ") {
+            assert!(
+                started.elapsed() < timeout,
+                "{script} did not end within {timeout:?}:\n{}",
+                t.screen(false)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        t
+    }
+
+    /// Starts `script` in a new `width` × `height` terminal and returns at
+    /// once, for a program that keeps the screen (hv-top); when it ends,
+    /// the terminal shows `[exit STATUS]`.
+    pub fn start(script: &str, width: u16, height: u16) -> Terminal {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let session = format!("{}term{n}", run_prefix());
@@ -822,21 +839,19 @@ impl Terminal {
         let st = tmux(&session)
             .args(["new-session", "-d", "-s", &session, "-x"])
             .arg(width.to_string())
-            .args(["-y", "200", "bash", "--norc", "--noprofile", "-c", &line])
+            .args([
+                "-y",
+                &height.to_string(),
+                "bash",
+                "--norc",
+                "--noprofile",
+                "-c",
+                &line,
+            ])
             .status()
             .expect("tmux (Debian package tmux)");
         assert!(st.success(), "tmux new-session");
-        let t = Terminal { session };
-        let started = std::time::Instant::now();
-        while !t.screen(false).contains("[exit ") {
-            assert!(
-                started.elapsed() < timeout,
-                "{script} did not end within {timeout:?}:\n{}",
-                t.screen(false)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        t
+        Terminal { session }
     }
 
     /// An interactive bash of `width` columns, for typing into with
@@ -928,6 +943,15 @@ impl Terminal {
         }
         let out = cmd.output().expect("tmux capture-pane");
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    /// The process ID of the terminal's shell: what it runs are its children.
+    pub fn shell_pid(&self) -> u32 {
+        let out = tmux(&self.session)
+            .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
+            .output()
+            .expect("tmux list-panes");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
     /// The exit status the command line ended with.

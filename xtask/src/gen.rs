@@ -48,6 +48,10 @@ fn tools() -> Vec<Tool> {
             manual: &hv_audit::MANUAL,
         },
         Tool {
+            command: hv_top::Cli::command(),
+            manual: &hv_top::MANUAL,
+        },
+        Tool {
             command: hv_rm::Cli::command(),
             manual: &hv_rm::MANUAL,
         },

@@ -1,0 +1,667 @@
+//! The screen: a thread per host refreshes and sends its sample; this
+//! thread draws, reads keys and runs actions, so a refresh in flight never
+//! freezes the keys. The terminal is restored however the run ends: q,
+//! Ctrl-C (a key in raw mode), SIGTERM (polled between frames) and a panic
+//! (a hook restores it before the message prints).
+
+use crate::sample::{self, Row, Sample};
+use crate::{keeps, targets, Options};
+use hv_common::connect::Access;
+use hv_common::{hosts, Error, Exit, Result, State};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::crossterm::ExecutableCommand;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table, TableState};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a host's thread sends: its latest sample and the one before, or
+/// why it could not refresh.
+enum Update {
+    Sampled(Box<(Sample, Option<Sample>)>),
+    Failed(Option<String>, String),
+}
+
+/// A host as last seen: its figures and rows, or why it did not answer.
+type Seen = std::result::Result<(sample::Host, Vec<Row>), String>;
+
+/// The columns the table can be sorted by, in the order `s` cycles them.
+const SORTS: [&str; 6] = ["name", "state", "cpu%", "memory", "disk", "net"];
+
+struct App {
+    /// Per host (alias or None): its rows, or its error.
+    hosts: BTreeMap<Option<String>, Seen>,
+    refreshed: Option<String>,
+    cursor: usize,
+    selected: HashSet<String>,
+    sort: usize,
+    reverse: bool,
+    filter: String,
+    editing: bool,
+    state_filter: Option<State>,
+    /// The last action's outcome, shown on the bottom line.
+    status: String,
+    /// A force stop waiting for `y`.
+    confirming: Option<Vec<Row>>,
+    read_only: bool,
+    colour: bool,
+    tags: Vec<String>,
+    interval: Duration,
+}
+
+pub fn run(opts: &Options) -> Result<Exit> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| Error::io("cannot watch for SIGTERM", e))?;
+    }
+    let (tx, rx) = mpsc::channel();
+    for (alias, target) in targets(&opts.scope) {
+        let tx = tx.clone();
+        let (timeout, interval, stop) = (opts.connect_timeout, opts.interval, Arc::clone(&stop));
+        std::thread::spawn(move || refresh_loop(alias, target, timeout, interval, &tx, &stop));
+    }
+    let mut app = App {
+        hosts: BTreeMap::new(),
+        refreshed: None,
+        cursor: 0,
+        selected: HashSet::new(),
+        sort: 0,
+        reverse: false,
+        filter: String::new(),
+        editing: false,
+        state_filter: None,
+        status: String::new(),
+        confirming: None,
+        read_only: opts.read_only,
+        colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        tags: opts.tags.clone(),
+        interval: opts.interval,
+    };
+    let terminal = Screen::enter()?;
+    let outcome = app.main_loop(terminal, &rx, &stop);
+    stop.store(true, Ordering::SeqCst);
+    outcome
+}
+
+/// Owns the terminal's raw mode and alternate screen; dropping it gives
+/// the terminal back, on any return path.
+struct Screen(ratatui::Terminal<ratatui::backend::CrosstermBackend<std::io::Stdout>>);
+
+impl Screen {
+    fn enter() -> Result<Screen> {
+        let io = |e| Error::io("cannot set up the terminal", e);
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            hook(info);
+        }));
+        enable_raw_mode().map_err(io)?;
+        std::io::stdout()
+            .execute(EnterAlternateScreen)
+            .map_err(io)?;
+        let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
+        let mut terminal = ratatui::Terminal::new(backend).map_err(io)?;
+        terminal.clear().map_err(io)?;
+        Ok(Screen(terminal))
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore();
+        let _ = self.0.show_cursor();
+    }
+}
+
+fn restore() {
+    let _ = disable_raw_mode();
+    let _ = std::io::stdout().execute(LeaveAlternateScreen);
+}
+
+fn refresh_loop(
+    alias: Option<String>,
+    target: hv_common::connect::Target,
+    timeout: Duration,
+    interval: Duration,
+    tx: &mpsc::Sender<Update>,
+    stop: &AtomicBool,
+) {
+    let mut tags = sample::Tags::default();
+    let mut last: Option<Sample> = None;
+    let mut conn: Option<virt::connect::Connect> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if conn.is_none() {
+            match hosts::open_within(&target, Access::ReadOnly, timeout) {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    if tx.send(Update::Failed(alias.clone(), e.message)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(c) = &conn {
+            match sample::sample(c, alias.as_deref(), &mut tags) {
+                Ok(now) => {
+                    let before = last.replace(now.clone());
+                    if tx.send(Update::Sampled(Box::new((now, before)))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    conn = None; // reopened next time: libvirtd may have restarted
+                    if tx.send(Update::Failed(alias.clone(), e.message)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let until = std::time::Instant::now() + interval;
+        while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl App {
+    fn main_loop(
+        &mut self,
+        mut screen: Screen,
+        rx: &mpsc::Receiver<Update>,
+        stop: &AtomicBool,
+    ) -> Result<Exit> {
+        let io = |e| Error::io("cannot draw", e);
+        loop {
+            while let Ok(update) = rx.try_recv() {
+                self.take(update);
+            }
+            screen.0.draw(|f| self.draw(f)).map_err(io)?;
+            if stop.load(Ordering::SeqCst) {
+                return Ok(Exit::Ok);
+            }
+            if event::poll(Duration::from_millis(200)).map_err(io)? {
+                match event::read().map_err(io)? {
+                    Event::Key(key) if key.kind == KeyEventKind::Press && !self.key(key) => {
+                        return Ok(Exit::Ok);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn take(&mut self, update: Update) {
+        match update {
+            Update::Sampled(both) => {
+                let (now, before) = *both;
+                let rows = sample::rows(&now, before.as_ref());
+                self.hosts
+                    .insert(now.host.alias.clone(), Ok((now.host, rows)));
+                self.refreshed = Some(clock());
+            }
+            Update::Failed(alias, message) => {
+                self.hosts.insert(alias, Err(message));
+            }
+        }
+    }
+
+    /// The rows shown: filtered and sorted.
+    fn visible(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .hosts
+            .values()
+            .filter_map(|h| h.as_ref().ok())
+            .flat_map(|(_, rows)| rows.iter().cloned())
+            .filter(|r| keeps(r, &self.tags))
+            .filter(|r| self.filter.is_empty() || r.name.contains(&self.filter))
+            .filter(|r| self.state_filter.is_none_or(|s| r.state == s))
+            .collect();
+        let num = |v: Option<f64>| v.unwrap_or(-1.0);
+        let sum = |a: Option<u64>, b: Option<u64>| num(a.zip(b).map(|(a, b)| (a + b) as f64));
+        rows.sort_by(|a, b| {
+            let by = match SORTS[self.sort] {
+                "state" => a.state.as_str().cmp(b.state.as_str()),
+                "cpu%" => num(b.cpu_percent).total_cmp(&num(a.cpu_percent)),
+                "memory" => b.memory_bytes.cmp(&a.memory_bytes),
+                "disk" => sum(b.disk_read_bytes_per_s, b.disk_write_bytes_per_s)
+                    .total_cmp(&sum(a.disk_read_bytes_per_s, a.disk_write_bytes_per_s)),
+                "net" => sum(b.net_rx_bytes_per_s, b.net_tx_bytes_per_s)
+                    .total_cmp(&sum(a.net_rx_bytes_per_s, a.net_tx_bytes_per_s)),
+                _ => std::cmp::Ordering::Equal,
+            };
+            by.then_with(|| a.name.cmp(&b.name))
+        });
+        if self.reverse {
+            rows.reverse();
+        }
+        rows
+    }
+
+    /// Handles a key; false to quit.
+    fn key(&mut self, key: KeyEvent) -> bool {
+        let ctrl_c =
+            key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c');
+        if ctrl_c {
+            return false;
+        }
+        if self.editing {
+            match key.code {
+                KeyCode::Enter => self.editing = false,
+                KeyCode::Esc => {
+                    self.editing = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) => self.filter.push(c),
+                _ => {}
+            }
+            self.cursor = 0;
+            return true;
+        }
+        if let Some(rows) = self.confirming.take() {
+            if key.code == KeyCode::Char('y') {
+                self.act("hv-stop", &["--force"], &rows);
+            } else {
+                self.status = "force stop cancelled".into();
+            }
+            return true;
+        }
+        let rows = self.visible();
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => return false,
+            KeyCode::Down | KeyCode::Char('j') => {
+                self.cursor = (self.cursor + 1).min(rows.len().saturating_sub(1));
+            }
+            KeyCode::Up | KeyCode::Char('k') => self.cursor = self.cursor.saturating_sub(1),
+            KeyCode::Char(' ') => {
+                if let Some(r) = rows.get(self.cursor) {
+                    if !self.selected.remove(&r.uuid) {
+                        self.selected.insert(r.uuid.clone());
+                    }
+                }
+            }
+            KeyCode::Char('s') => self.sort = (self.sort + 1) % SORTS.len(),
+            KeyCode::Char('r') => self.reverse = !self.reverse,
+            KeyCode::Char('/') => {
+                self.editing = true;
+                self.filter.clear();
+            }
+            KeyCode::Char('t') => {
+                self.state_filter = match self.state_filter {
+                    None => Some(State::Running),
+                    Some(State::Running) => Some(State::Paused),
+                    Some(State::Paused) => Some(State::Shutoff),
+                    Some(State::Shutoff) => Some(State::Crashed),
+                    Some(_) => None,
+                };
+                self.cursor = 0;
+            }
+            KeyCode::Char(c @ ('S' | 'T' | 'K' | 'P')) if self.read_only => {
+                self.status = format!("{c}: hv-top runs --read-only; actions are off");
+            }
+            KeyCode::Char('S') => self.act("hv-start", &[], &self.targets(&rows)),
+            KeyCode::Char('T') => self.act("hv-stop", &[], &self.targets(&rows)),
+            KeyCode::Char('P') => self.act("hv-snap", &["create"], &self.targets(&rows)),
+            KeyCode::Char('K') => {
+                let targets = self.targets(&rows);
+                if !targets.is_empty() {
+                    let names: Vec<&str> = targets.iter().map(|r| r.name.as_str()).collect();
+                    self.status = format!("force off {}? y to confirm", names.join(", "));
+                    self.confirming = Some(targets);
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The selected VMs, else the one under the cursor.
+    fn targets(&self, rows: &[Row]) -> Vec<Row> {
+        let picked: Vec<Row> = rows
+            .iter()
+            .filter(|r| self.selected.contains(&r.uuid))
+            .cloned()
+            .collect();
+        if picked.is_empty() {
+            rows.get(self.cursor).cloned().into_iter().collect()
+        } else {
+            picked
+        }
+    }
+
+    /// Runs `program` (an hv command) on `rows`, as records on its stdin so
+    /// each goes to its host, and says how it went.
+    fn act(&mut self, program: &str, args: &[&str], rows: &[Row]) {
+        if rows.is_empty() {
+            return;
+        }
+        let input: String = rows
+            .iter()
+            .map(|r| {
+                let mut rec = serde_json::json!({"name": r.name, "uuid": r.uuid});
+                if let Some(h) = &r.host {
+                    rec["host"] = h.clone().into();
+                }
+                rec.to_string() + "\n"
+            })
+            .collect();
+        self.status = match run_command(program, args, &input) {
+            Ok(records) => summary(program, &records),
+            Err(e) => format!("{program}: {e}"),
+        };
+        self.selected.clear();
+    }
+
+    fn draw(&self, f: &mut ratatui::Frame) {
+        let rows = self.visible();
+        let host_lines = self.hosts.len().max(1) as u16;
+        let [head, table, foot] = Layout::vertical([
+            Constraint::Length(host_lines + 2),
+            Constraint::Min(3),
+            Constraint::Length(2),
+        ])
+        .areas(f.area());
+        f.render_widget(Paragraph::new(self.header(&rows)), head);
+        let style = |s: State| {
+            if !self.colour {
+                return Style::default();
+            }
+            Style::default().fg(match s {
+                State::Running | State::Blocked => Color::Green,
+                State::Paused | State::Pmsuspended | State::Shutdown => Color::Yellow,
+                State::Crashed => Color::Red,
+                State::Shutoff | State::Nostate => Color::DarkGray,
+            })
+        };
+        let many_hosts = self.hosts.len() > 1;
+        // At 80 columns the name matters most: vCPUs and TX go, and come
+        // back on a wider terminal.
+        let wide = f.area().width >= 100;
+        let mut titles = vec!["NAME"];
+        let mut widths = vec![Constraint::Fill(2)];
+        if many_hosts {
+            titles.push("HOST");
+            widths.push(Constraint::Length(8));
+        }
+        titles.extend(["STATE", "CPU%"]);
+        widths.extend([Constraint::Length(8), Constraint::Length(5)]);
+        if wide {
+            titles.push("VCPU");
+            widths.push(Constraint::Length(4));
+        }
+        titles.extend(["MEM", "RD/s", "WR/s", "RX/s"]);
+        widths.extend([Constraint::Length(5); 4]);
+        if wide {
+            titles.push("TX/s");
+            widths.push(Constraint::Length(5));
+        }
+        titles.push("TAGS");
+        widths.push(Constraint::Fill(1));
+        let body: Vec<TableRow> = rows
+            .iter()
+            .map(|r| {
+                let mark = if self.selected.contains(&r.uuid) {
+                    "*"
+                } else {
+                    " "
+                };
+                let mut cells = vec![Cell::from(format!("{mark}{}", r.name))];
+                if many_hosts {
+                    cells.push(Cell::from(r.host.clone().unwrap_or_default()));
+                }
+                cells.push(Cell::from(r.state.as_str()).style(style(r.state)));
+                cells.push(Cell::from(percent(r.cpu_percent)));
+                if wide {
+                    cells.push(Cell::from(r.vcpus.to_string()));
+                }
+                cells.extend([
+                    Cell::from(bytes(r.memory_bytes as f64)),
+                    Cell::from(rate(r.disk_read_bytes_per_s)),
+                    Cell::from(rate(r.disk_write_bytes_per_s)),
+                    Cell::from(rate(r.net_rx_bytes_per_s)),
+                ]);
+                if wide {
+                    cells.push(Cell::from(rate(r.net_tx_bytes_per_s)));
+                }
+                cells.push(Cell::from(r.tags.join(",")));
+                TableRow::new(cells)
+            })
+            .collect();
+        let highlight = if self.colour {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD)
+        };
+        let table_widget = Table::new(body, widths)
+            .header(TableRow::new(titles).style(Style::default().add_modifier(Modifier::BOLD)))
+            .row_highlight_style(highlight)
+            .column_spacing(1);
+        let mut state = TableState::default()
+            .with_selected(Some(self.cursor.min(rows.len().saturating_sub(1))));
+        f.render_stateful_widget(table_widget, table, &mut state);
+        f.render_widget(Paragraph::new(self.footer()), foot);
+    }
+
+    fn header(&self, rows: &[Row]) -> Vec<Line<'static>> {
+        let mut lines = Vec::new();
+        let count = |s: &[State]| rows.iter().filter(|r| s.contains(&r.state)).count();
+        lines.push(Line::from(format!(
+            "hv-top {}  {} VMs: {} running, {} paused, {} off, {} crashed  every {}s",
+            self.refreshed.as_deref().unwrap_or("--:--:--"),
+            rows.len(),
+            count(&[State::Running, State::Blocked]),
+            count(&[State::Paused, State::Pmsuspended]),
+            count(&[State::Shutoff]),
+            count(&[State::Crashed]),
+            self.interval.as_secs(),
+        )));
+        if self.hosts.is_empty() {
+            lines.push(Line::from("connecting…"));
+        }
+        for (alias, h) in &self.hosts {
+            let name = alias.clone().unwrap_or_else(|| "host".into());
+            lines.push(match h {
+                Ok((host, host_rows)) => {
+                    // max: an empty sum is -0.0, which would print as "-0".
+                    let cpu = (host_rows.iter().filter_map(|r| r.cpu_percent).sum::<f64>()
+                        / f64::from(host.cpus.max(1)))
+                    .max(0.0);
+                    let used = host.memory_bytes.saturating_sub(host.free_memory_bytes);
+                    let mem = 100.0 * used as f64 / host.memory_bytes.max(1) as f64;
+                    let pools: Vec<String> = host
+                        .pools
+                        .iter()
+                        .map(|(p, cap, avail)| {
+                            format!("{p} {} free", bytes(*avail as f64)).replace(' ', "\u{a0}")
+                                + if *cap > 0 && *avail * 10 < *cap {
+                                    "!"
+                                } else {
+                                    ""
+                                }
+                        })
+                        .collect();
+                    Line::from(vec![
+                        Span::raw(format!(
+                            "{name}: CPU {} {:>3.0}% of {}  MEM {} {:>3.0}% of {}  ",
+                            bar(cpu),
+                            cpu,
+                            host.cpus,
+                            bar(mem),
+                            mem,
+                            bytes(host.memory_bytes as f64)
+                        )),
+                        Span::raw(format!(
+                            "libvirt {}  {}",
+                            host.libvirt_version,
+                            pools.join(" ")
+                        )),
+                    ])
+                }
+                Err(e) => Line::from(Span::styled(
+                    format!("{name}: not answering: {e}"),
+                    if self.colour {
+                        Style::default().fg(Color::Red)
+                    } else {
+                        Style::default()
+                    },
+                )),
+            });
+        }
+        lines.push(Line::from(""));
+        lines
+    }
+
+    fn footer(&self) -> Vec<Line<'static>> {
+        let shown = match (&self.state_filter, self.filter.is_empty()) {
+            (Some(s), _) => format!(
+                " [{}{}]",
+                s.as_str(),
+                if self.filter.is_empty() {
+                    String::new()
+                } else {
+                    format!(" /{}", self.filter)
+                }
+            ),
+            (None, false) => format!(" [/{}]", self.filter),
+            (None, true) => String::new(),
+        };
+        let keys = if self.editing {
+            format!("filter: {}_  (Enter keeps, Esc clears)", self.filter)
+        } else if self.read_only {
+            format!(
+                "q quit  s sort:{}  r reverse  / filter  t state  (read-only){shown}",
+                SORTS[self.sort]
+            )
+        } else {
+            format!(
+                "q  s:{} r  / t  spc:select S:start T:stop K:kill P:snap{shown}",
+                SORTS[self.sort]
+            )
+        };
+        vec![Line::from(keys), Line::from(self.status.clone())]
+    }
+}
+
+/// Runs an hv command with records on its stdin; its records, or its
+/// error line when it printed none.
+fn run_command(
+    program: &str,
+    args: &[&str],
+    input: &str,
+) -> std::result::Result<Vec<serde_json::Value>, String> {
+    use std::io::Write;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(program)))
+        .filter(|p| p.exists());
+    let path = beside.map_or_else(|| program.into(), |p| p.into_os_string());
+    let mut child = std::process::Command::new(path)
+        .args(args)
+        .args(["--format", "jsonl"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    if records.is_empty() && !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.lines().next().unwrap_or("failed").to_owned());
+    }
+    Ok(records)
+}
+
+/// One line for the bottom of the screen: how many worked, the first error.
+fn summary(program: &str, records: &[serde_json::Value]) -> String {
+    let ok = records.iter().filter(|r| r["ok"] == true).count();
+    let first_error = records.iter().find(|r| r["ok"] == false).map(|r| {
+        format!(
+            "; {}: {}",
+            r["name"].as_str().unwrap_or("?"),
+            r["error"]["message"].as_str().unwrap_or("failed")
+        )
+    });
+    format!(
+        "{program}: {ok} of {} ok{}",
+        records.len(),
+        first_error.unwrap_or_default()
+    )
+}
+
+fn clock() -> String {
+    let t = hv_common::time::rfc3339(hv_common::time::now());
+    t.get(11..19).unwrap_or(&t).to_owned()
+}
+
+fn bar(percent: f64) -> String {
+    let filled = ((percent / 10.0).round() as usize).min(10);
+    format!("[{}{}]", "|".repeat(filled), " ".repeat(10 - filled))
+}
+
+fn percent(p: Option<f64>) -> String {
+    p.map_or_else(|| "-".into(), |p| format!("{p:.0}"))
+}
+
+fn rate(r: Option<u64>) -> String {
+    r.map_or_else(|| "-".into(), |r| bytes(r as f64))
+}
+
+/// 1023, 1.0K, 12M, 3.4G: short enough for a 6-wide column.
+fn bytes(b: f64) -> String {
+    let units = ["", "K", "M", "G", "T"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0}")
+    } else if v < 10.0 {
+        format!("{v:.1}{}", units[i])
+    } else {
+        format!("{v:.0}{}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_fit_their_columns() {
+        assert_eq!(bytes(1023.0), "1023");
+        assert_eq!(bytes(1536.0), "1.5K");
+        assert_eq!(bytes(128.0 * 1024.0 * 1024.0), "128M");
+        assert_eq!(bytes(3.4 * 1024.0 * 1024.0 * 1024.0), "3.4G");
+        assert_eq!(bar(0.0), "[          ]");
+        assert_eq!(bar(55.0), "[||||||    ]");
+        assert_eq!(bar(400.0), "[||||||||||]");
+        let recs = vec![
+            serde_json::json!({"name": "a", "ok": true}),
+            serde_json::json!({"name": "b", "ok": false, "error": {"message": "it is shutting down"}}),
+        ];
+        assert_eq!(
+            summary("hv-start", &recs),
+            "hv-start: 1 of 2 ok; b: it is shutting down"
+        );
+    }
+}

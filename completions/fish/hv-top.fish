@@ -1,0 +1,48 @@
+complete -c hv-top -l interval -d 'How often to refresh, at least 1s (2s, 5s, 1m)' -r
+complete -c hv-top -l tag -d 'Only VMs carrying this tag (repeatable: all of them)' -r
+complete -c hv-top -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-top -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-top -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-top -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
+json\t'One JSON array of all records'
+table\t'Aligned columns for people (default on a terminal)'
+csv\t'Comma-separated values with a header; nested values as JSON text'"
+complete -c hv-top -l audit-log -d 'Append an entry for every change made to this JSON-lines file [default: the systemd journal, when it runs]' -r -F
+complete -c hv-top -l once -d 'Print one frame as records (rates measured over one --interval) and exit'
+complete -c hv-top -l read-only -d 'Hide the action keys (the default when libvirt allows this user only read-only access)'
+complete -c hv-top -l json -d 'Shorthand for --format jsonl'
+complete -c hv-top -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-top -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_hosts
+    set -l words (commandline -opc)
+    set -l file $HV_HOSTS
+    for i in (seq (count $words))
+        if test $words[$i] = --hosts; and test $i -lt (count $words)
+            set file $words[(math $i + 1)]
+        end
+    end
+    test -f "$file"; and test -r "$file"; or return
+    awk '$1 !~ /^#/ && NF >= 2 {print $1}' $file
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-top -l connect -x -a '(__hv_hosts)'
+complete -c hv-top -s c -x -a '(__hv_hosts)'
