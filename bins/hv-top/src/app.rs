@@ -28,7 +28,18 @@ use std::time::Duration;
 enum Update {
     Sampled(Box<(Sample, Option<Sample>)>),
     Failed(Option<String>, String),
+    /// hv-ls's record of the VM in the detail pane, or why not.
+    Detail(String, std::result::Result<serde_json::Value, String>),
+    /// hv-health's problems, worst first.
+    Health(Vec<serde_json::Value>),
 }
+
+/// What the helper thread is asked: the detail of a VM.
+struct Ask(Row);
+
+/// How often hv-health runs for the header: its checks read more than a
+/// refresh does (snapshots, pools, disk errors).
+const HEALTH_EVERY: Duration = Duration::from_secs(30);
 
 /// A host as last seen: its figures and rows, or why it did not answer.
 type Seen = std::result::Result<(sample::Host, Vec<Row>), String>;
@@ -55,6 +66,72 @@ struct App {
     colour: bool,
     tags: Vec<String>,
     interval: Duration,
+    /// The detail pane, when open: the VM's UUID and hv-ls's record of it.
+    detail: Option<(
+        String,
+        Option<std::result::Result<serde_json::Value, String>>,
+    )>,
+    /// hv-health's last problems (single host only), worst first.
+    health: Vec<serde_json::Value>,
+    ask: mpsc::Sender<Ask>,
+}
+
+/// Runs what the screen needs besides the refreshes, off its thread: the
+/// detail pane's hv-ls, and hv-health every [`HEALTH_EVERY`].
+fn helper(
+    asked: &mpsc::Receiver<Ask>,
+    tx: &mpsc::Sender<Update>,
+    health_args: Option<&[String]>,
+    stop: &AtomicBool,
+) {
+    let mut next_health = std::time::Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(args) = health_args.filter(|_| std::time::Instant::now() >= next_health) {
+            let mut full: Vec<&str> = vec!["--problems"];
+            full.extend(args.iter().map(String::as_str));
+            // hv-health exits 1 when a check fails: its records are the answer.
+            let mut problems = run_command("hv-health", &full, "").unwrap_or_default();
+            let rank = |r: &serde_json::Value| match r["status"].as_str() {
+                Some("fail") => 0,
+                Some("warn") => 1,
+                _ => 2,
+            };
+            problems.retain(|r| rank(r) < 2);
+            problems.sort_by_key(rank);
+            if tx.send(Update::Health(problems)).is_err() {
+                return;
+            }
+            next_health = std::time::Instant::now() + HEALTH_EVERY;
+        }
+        match asked.recv_timeout(Duration::from_millis(500)) {
+            Ok(Ask(row)) => {
+                let input = records_of(std::slice::from_ref(&row));
+                let got = run_command("hv-ls", &[], &input).and_then(|r| {
+                    r.into_iter()
+                        .next()
+                        .ok_or_else(|| "hv-ls printed nothing".into())
+                });
+                if tx.send(Update::Detail(row.uuid, got)).is_err() {
+                    return;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Rows as the records hv's commands read on stdin: name, UUID, host.
+fn records_of(rows: &[Row]) -> String {
+    rows.iter()
+        .map(|r| {
+            let mut rec = serde_json::json!({"name": r.name, "uuid": r.uuid});
+            if let Some(h) = &r.host {
+                rec["host"] = h.clone().into();
+            }
+            rec.to_string() + "\n"
+        })
+        .collect()
 }
 
 pub fn run(opts: &Options) -> Result<Exit> {
@@ -64,10 +141,27 @@ pub fn run(opts: &Options) -> Result<Exit> {
             .map_err(|e| Error::io("cannot watch for SIGTERM", e))?;
     }
     let (tx, rx) = mpsc::channel();
-    for (alias, target) in targets(&opts.scope) {
+    let all = targets(&opts.scope);
+    // hv-health for the header: of the one host, through its URI.
+    let health_args: Option<Vec<String>> = match all.as_slice() {
+        [(None, target)] => Some(
+            target
+                .uri
+                .iter()
+                .flat_map(|u| ["-c".to_owned(), u.clone()])
+                .collect(),
+        ),
+        _ => None,
+    };
+    for (alias, target) in all {
         let tx = tx.clone();
         let (timeout, interval, stop) = (opts.connect_timeout, opts.interval, Arc::clone(&stop));
         std::thread::spawn(move || refresh_loop(alias, target, timeout, interval, &tx, &stop));
+    }
+    let (ask, asked) = mpsc::channel::<Ask>();
+    {
+        let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || helper(&asked, &tx, health_args.as_deref(), &stop));
     }
     let mut app = App {
         hosts: BTreeMap::new(),
@@ -85,6 +179,9 @@ pub fn run(opts: &Options) -> Result<Exit> {
         colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         tags: opts.tags.clone(),
         interval: opts.interval,
+        detail: None,
+        health: Vec::new(),
+        ask,
     };
     let terminal = Screen::enter()?;
     let outcome = app.main_loop(terminal, &rx, &stop);
@@ -211,6 +308,14 @@ impl App {
             Update::Failed(alias, message) => {
                 self.hosts.insert(alias, Err(message));
             }
+            Update::Detail(uuid, got) => {
+                if let Some((open, slot)) = &mut self.detail {
+                    if *open == uuid {
+                        *slot = Some(got);
+                    }
+                }
+            }
+            Update::Health(problems) => self.health = problems,
         }
     }
 
@@ -307,12 +412,23 @@ impl App {
                 };
                 self.cursor = 0;
             }
-            KeyCode::Char(c @ ('S' | 'T' | 'K' | 'P')) if self.read_only => {
+            KeyCode::Enter => {
+                self.detail = match self.detail {
+                    Some(_) => None,
+                    None => rows.get(self.cursor).map(|r| (r.uuid.clone(), None)),
+                };
+                if let Some(r) = rows.get(self.cursor).filter(|_| self.detail.is_some()) {
+                    let _ = self.ask.send(Ask(r.clone()));
+                }
+            }
+            KeyCode::Char(c @ ('S' | 'T' | 'K' | 'P' | 'B')) if self.read_only => {
                 self.status = format!("{c}: hv-top runs --read-only; actions are off");
             }
             KeyCode::Char('S') => self.act("hv-start", &[], &self.targets(&rows)),
             KeyCode::Char('T') => self.act("hv-stop", &[], &self.targets(&rows)),
             KeyCode::Char('P') => self.act("hv-snap", &["create"], &self.targets(&rows)),
+            // To the repository HV_BACKUP_REPO names, as the backup timer.
+            KeyCode::Char('B') => self.act("hv-backup", &["create"], &self.targets(&rows)),
             KeyCode::Char('K') => {
                 let targets = self.targets(&rows);
                 if !targets.is_empty() {
@@ -323,7 +439,65 @@ impl App {
             }
             _ => {}
         }
+        self.follow(&rows);
         true
+    }
+
+    /// Keeps the open detail pane on the VM under the cursor.
+    fn follow(&mut self, rows: &[Row]) {
+        let Some(row) = rows.get(self.cursor.min(rows.len().saturating_sub(1))) else {
+            return;
+        };
+        if let Some((uuid, slot)) = &mut self.detail {
+            if *uuid != row.uuid {
+                *uuid = row.uuid.clone();
+                *slot = None;
+                let _ = self.ask.send(Ask(row.clone()));
+            }
+        }
+    }
+
+    /// The detail pane's lines: hv-ls's record of the VM, briefly.
+    fn detail_lines(&self) -> Vec<Line<'static>> {
+        let Some((_, got)) = &self.detail else {
+            return Vec::new();
+        };
+        let r = match got {
+            None => return vec![Line::from("reading…")],
+            Some(Err(e)) => return vec![Line::from(format!("cannot read it: {e}"))],
+            Some(Ok(r)) => r,
+        };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        let mut lines = vec![Line::from(format!(
+            "{}  {}  autostart {}  snapshots {}  checkpoints {}",
+            text(&r["name"]),
+            text(&r["uuid"]),
+            r["autostart"],
+            r["snapshot_count"],
+            r["checkpoint_count"]
+        ))];
+        for d in r["disks"].as_array().into_iter().flatten() {
+            let size = d["capacity_bytes"]
+                .as_u64()
+                .map_or("-".into(), |b| bytes(b as f64));
+            lines.push(Line::from(format!(
+                "  disk {} {} {} {}",
+                text(&d["target"]),
+                text(&d["format"]),
+                size,
+                text(&d["source"])
+            )));
+        }
+        for n in r["interfaces"].as_array().into_iter().flatten() {
+            lines.push(Line::from(format!(
+                "  nic  {} {} {} {}",
+                text(&n["mac"]),
+                text(&n["type"]),
+                text(&n["source"]),
+                text(&n["model"])
+            )));
+        }
+        lines
     }
 
     /// The selected VMs, else the one under the cursor.
@@ -346,16 +520,7 @@ impl App {
         if rows.is_empty() {
             return;
         }
-        let input: String = rows
-            .iter()
-            .map(|r| {
-                let mut rec = serde_json::json!({"name": r.name, "uuid": r.uuid});
-                if let Some(h) = &r.host {
-                    rec["host"] = h.clone().into();
-                }
-                rec.to_string() + "\n"
-            })
-            .collect();
+        let input = records_of(rows);
         self.status = match run_command(program, args, &input) {
             Ok(records) => summary(program, &records),
             Err(e) => format!("{program}: {e}"),
@@ -365,13 +530,24 @@ impl App {
 
     fn draw(&self, f: &mut ratatui::Frame) {
         let rows = self.visible();
-        let host_lines = self.hosts.len().max(1) as u16;
-        let [head, table, foot] = Layout::vertical([
+        let host_lines = self.hosts.len().max(1) as u16 + u16::from(!self.health.is_empty());
+        let detail = self.detail_lines();
+        let [head, table, pane, foot] = Layout::vertical([
             Constraint::Length(host_lines + 2),
             Constraint::Min(3),
+            Constraint::Length(if detail.is_empty() {
+                0
+            } else {
+                detail.len().min(8) as u16 + 1
+            }),
             Constraint::Length(2),
         ])
         .areas(f.area());
+        if !detail.is_empty() {
+            let mut shown = vec![Line::from("─".repeat(usize::from(pane.width)))];
+            shown.extend(detail);
+            f.render_widget(Paragraph::new(shown), pane);
+        }
         f.render_widget(Paragraph::new(self.header(&rows)), head);
         let style = |s: State| {
             if !self.colour {
@@ -518,6 +694,23 @@ impl App {
                 )),
             });
         }
+        if let Some(worst) = self.health.first() {
+            let fails = self.health.iter().filter(|r| r["status"] == "fail").count();
+            let warns = self.health.len() - fails;
+            let style = if self.colour && fails > 0 {
+                Style::default().fg(Color::Red)
+            } else {
+                Style::default()
+            };
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "health: {fails} fail, {warns} warn: {} {}",
+                    worst["check"].as_str().unwrap_or("?"),
+                    worst["message"].as_str().unwrap_or("")
+                ),
+                style,
+            )));
+        }
         lines.push(Line::from(""));
         lines
     }
@@ -545,7 +738,7 @@ impl App {
             )
         } else {
             format!(
-                "q  s:{} r  / t  spc:select S:start T:stop K:kill P:snap{shown}",
+                "q s:{} r / t ⏎:detail spc S:start T:stop K:kill P:snap B:backup{shown}",
                 SORTS[self.sort]
             )
         };
@@ -566,10 +759,17 @@ fn run_command(
         .and_then(|p| p.parent().map(|d| d.join(program)))
         .filter(|p| p.exists());
     let path = beside.map_or_else(|| program.into(), |p| p.into_os_string());
+    // No records: stdin is /dev/null, for "every VM" (an empty pipe would
+    // name none, as under cron).
+    let stdin = if input.is_empty() {
+        std::process::Stdio::null()
+    } else {
+        std::process::Stdio::piped()
+    };
     let mut child = std::process::Command::new(path)
         .args(args)
         .args(["--format", "jsonl"])
-        .stdin(std::process::Stdio::piped())
+        .stdin(stdin)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

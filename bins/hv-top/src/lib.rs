@@ -21,7 +21,7 @@ use std::time::Duration;
 #[command(
     name = "hv-top",
     version,
-    about = "Watch the VMs live, sort and filter them, and start, stop or snapshot them from the keyboard",
+    about = "Watch the VMs live, sort and filter them, and start, stop, snapshot or back them up from the keyboard",
     long_about = "A live view of the VMs of one host, or of several (-c repeated, --hosts): \
         the host's CPUs, memory, pools and VM counts, and a table of VMs with state, CPU %, \
         memory, disk and network rates and tags, refreshed every --interval. Keys sort, \
@@ -68,7 +68,7 @@ pub const MANUAL: Manual = Manual {
         ("The busiest VMs, for a script:", "hv-top --once --format jsonl | jq -r 'select(.cpu_percent > 50) | .name'"),
     ],
     notes: &[
-        "Keys: Up/Down (or k/j) move, Space selects several, s sorts by the next column and r reverses it, / filters by name (Enter keeps it, Esc clears it), t cycles the state filter, S starts, T stops gracefully, K forces off (after y), P takes a snapshot (hv-snap create), q quits. An action runs hv-start, hv-stop or hv-snap from beside hv-top (else from PATH) for the selected VMs, or the one under the cursor; its outcome, or the first error, shows on the last line, and the command's audit entry is written as it would be from a shell.",
+        "Keys: Up/Down (or k/j) move, Space selects several, s sorts by the next column and r reverses it, / filters by name (Enter keeps it, Esc clears it), t cycles the state filter, Enter opens the detail pane (hv-ls's record: disks, interfaces, snapshot count), S starts, T stops gracefully, K forces off (after y), P takes a snapshot (hv-snap create), B backs up (hv-backup create, to HV_BACKUP_REPO), q quits. On one host, the header's health line counts hv-health's problems (run every 30 s) and names the worst. An action runs hv-start, hv-stop or hv-snap from beside hv-top (else from PATH) for the selected VMs, or the one under the cursor; its outcome, or the first error, shows on the last line, and the command's audit entry is written as it would be from a shell.",
         "Each refresh makes a fixed number of libvirt calls whatever the number of VMs (the domain list, one statistics call for all, the node's memory, the autostart list, the pools); a VM's tags are read once, when it is first seen. CPU % is CPU time per wall time in percent of one CPU, so a VM with two busy vCPUs shows 200. Rates need two refreshes: the first frame shows none.",
         "Records of --once: name, uuid, host (when hosts are named), state, autostart, vcpus, cpu_percent, memory_bytes, max_memory_bytes, disk_read_bytes_per_s, disk_write_bytes_per_s, net_rx_bytes_per_s, net_tx_bytes_per_s, tags. NO_COLOR turns colours off; the terminal is restored on q, Ctrl-C, SIGTERM and a panic.",
     ],

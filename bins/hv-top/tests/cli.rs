@@ -41,7 +41,7 @@ fn wait_state(t: &Terminal, name: &str, state: &str) -> String {
 #[test]
 fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
     let conn = connect();
-    let _off = GuestSpec::new("top a off").define(&conn);
+    let off = GuestSpec::new("top a off").define(&conn);
     let on = GuestSpec::new("top b on").define(&conn);
     on.start_ready();
     let t = Terminal::start("hv-top --interval 1s", 80, 24);
@@ -95,6 +95,20 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
         assert!(started.elapsed() < Duration::from_secs(10), "{screen}");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Enter opens the detail pane of the VM under the cursor (hv-ls's
+    // record of it: its disk), and closes it again.
+    t.keys(&["Enter"]);
+    t.wait_for("disk vda qcow2", Duration::from_secs(30));
+    t.keys(&["Enter"]);
+
+    // A crash reaches the header through hv-health (every 30 s).
+    off.kill_qemu();
+    t.wait_for("health: ", Duration::from_secs(90));
+
+    // B backs up through hv-backup; without a repository it says so.
+    t.keys(&["B"]);
+    t.wait_for("hv-backup: ", Duration::from_secs(30));
 
     // q gives the terminal back: the shell's line shows, hv-top's frame not.
     t.keys(&["q"]);
