@@ -2,7 +2,8 @@
 //! thread draws, reads keys and runs actions, so a refresh in flight never
 //! freezes the keys. The terminal is restored however the run ends: q,
 //! Ctrl-C (a key in raw mode), SIGTERM (polled between frames) and a panic
-//! (a hook restores it before the message prints).
+//! (a hook restores it before the message prints); a hangup (SIGHUP) ends
+//! the run even while crossterm is stuck reading the dead terminal.
 
 use crate::sample::{self, Row, Sample};
 use crate::{keeps, targets, Options};
@@ -139,6 +140,21 @@ pub fn run(opts: &Options) -> Result<Exit> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| Error::io("cannot watch for SIGTERM", e))?;
+    }
+    // A terminal that hangs up (its window closed, its tmux killed) sends
+    // SIGHUP, and crossterm then spins reading an empty terminal without
+    // coming back to the loop that would see the flag: this thread ends
+    // the run in its place. A normal quit ends the process first.
+    {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            restore();
+            std::process::exit(0);
+        });
     }
     let (tx, rx) = mpsc::channel();
     let all = targets(&opts.scope);

@@ -133,6 +133,31 @@ fn sigterm_restores_the_terminal_and_read_only_hides_the_actions() {
         !screen.contains("(read-only)"),
         "the frame is left:\n{screen}"
     );
+
+    // A terminal that goes away (its tmux killed: a hangup) ends hv-top
+    // too, rather than leaving it spinning on a dead terminal.
+    let gone = Terminal::start("hv-top", 80, 24);
+    gone.wait_for("hv-top ", Duration::from_secs(30));
+    let pid = String::from_utf8(
+        std::process::Command::new("pgrep")
+            .args(["-P", &gone.shell_pid().to_string(), "-x", "hv-top"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    assert!(!pid.is_empty());
+    drop(gone); // kills its tmux server
+    let started = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "hv-top {pid} outlived its terminal"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The terminal is back in cooked mode: the shell echoes what is typed.
     let stty = Terminal::run(
         "hv-top --once --format jsonl > /dev/null; stty -a | grep -o ' icanon'",
