@@ -92,7 +92,12 @@ pub(crate) fn daemon_cpu() -> Option<Duration> {
             .stdout,
     )
     .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    process_cpu(pid.trim())
+}
+
+/// The CPU time process `pid` and its waited-for children have used.
+pub(crate) fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_comm.split(' ').collect();
     let ticks: u64 = (11..=14)

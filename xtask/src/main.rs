@@ -14,6 +14,7 @@ mod bench_lifecycle;
 mod bench_make;
 mod bench_metrics;
 mod bench_s3;
+mod bench_top;
 mod cmd;
 mod complete;
 mod deb;
@@ -77,6 +78,18 @@ enum Task {
         /// Disk size in MiB
         #[arg(long, default_value_t = 4096)]
         size_mib: u32,
+    },
+    /// One hv-top refresh against one hv-ls run: libvirtd's CPU, with many defined domains
+    BenchTop {
+        /// How many domains in all
+        #[arg(long, default_value_t = 1000)]
+        domains: usize,
+        /// How many of them are running test guests
+        #[arg(long, default_value_t = 10)]
+        running: usize,
+        /// Runs of each, for the medians
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// hv-metrics --listen against prometheus-libvirt-exporter: scrape time and series
     BenchMetrics {
@@ -154,6 +167,11 @@ fn main() -> ExitCode {
         Task::BenchHosts { hosts, domains } => bench_hosts::ls(hosts, domains),
         Task::BenchMigrate { disk_mib } => bench_hosts::migrate(disk_mib),
         Task::BenchMetrics { domains, running } => bench_metrics::run(domains, running),
+        Task::BenchTop {
+            domains,
+            running,
+            rounds,
+        } => bench_top::run(domains, running, rounds),
         Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
         Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),
         Task::BenchS3 { size_mib } => bench_s3::run(size_mib),
