@@ -8,7 +8,7 @@
 //! needed hides a cause no restart will cure, and a loop of restarts would
 //! hide it from the person who can.
 
-use crate::host::{human_age, percent};
+use crate::host::{human_age, percent, seconds};
 use hv_common::checks::{Check, Status};
 use hv_common::ffi::fs_space;
 use hv_common::targets::{self, VmRef};
@@ -176,10 +176,7 @@ impl Vm<'_> {
                     ),
                 )
                 .value(g.check.clone())
-                .hint(format!(
-                    "find out why in /var/log/libvirt/qemu/{name}.log, fix the cause, then \
-                     hv-health --reset {name:?} (with the same --state-file)"
-                ));
+                .hint(reset_hint(name));
             return (check, None);
         }
         let Some(fix) = need else {
@@ -198,7 +195,7 @@ impl Vm<'_> {
             );
             return (check, None);
         }
-        let window = policy.window.as_secs() as i64;
+        let window = seconds(policy.window);
         history.attempts.retain(|&t| now - t < window);
         let made = history.attempts.len() as u32;
         if made >= policy.attempts {
@@ -210,7 +207,7 @@ impl Vm<'_> {
             let message = format!(
                 "hv-health gives up repairing {} of {name}: {made} attempts in {} did not last",
                 fix.name(),
-                human_age(policy.window.as_secs() as i64),
+                human_age(window),
             );
             if !policy.dry_run {
                 history.gave_up = Some(given);
@@ -218,15 +215,12 @@ impl Vm<'_> {
             let check = self
                 .check(Status::Fail, message)
                 .value(fix.name())
-                .hint(format!(
-                    "find out why in /var/log/libvirt/qemu/{name}.log, fix the cause, then \
-                     hv-health --reset {name:?} (with the same --state-file)"
-                ));
+                .hint(reset_hint(name));
             return (check, None);
         }
         if let Some(&last) = history.attempts.last() {
             let wait = backoff(policy.backoff, made);
-            let due = last + wait.as_secs() as i64;
+            let due = last.saturating_add(seconds(wait));
             if now < due {
                 let check = self
                     .check(
@@ -382,6 +376,14 @@ impl Vm<'_> {
 /// The wait after `made` attempts: `first`, doubling after each.
 fn backoff(first: Duration, made: u32) -> Duration {
     first.saturating_mul(1 << made.saturating_sub(1).min(16))
+}
+
+/// What a person does once hv-health gave up on `name`.
+fn reset_hint(name: &str) -> String {
+    format!(
+        "find out why in /var/log/libvirt/qemu/{name}.log, fix the cause, then \
+         hv-health --reset {name:?} (with the same --state-file)"
+    )
 }
 
 fn fix_hint(fix: Fix, name: &str) -> String {

@@ -122,15 +122,26 @@ fn helper(
     }
 }
 
-/// Rows as the records hv's commands read on stdin: name, UUID, host.
+/// A VM as hv's commands read it on stdin (docs/records.md): the host
+/// sends it back to the host it is on.
+#[derive(serde::Serialize)]
+struct Target<'a> {
+    name: &'a str,
+    uuid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+}
+
+/// Rows as JSON lines of [`Target`].
 fn records_of(rows: &[Row]) -> String {
     rows.iter()
         .map(|r| {
-            let mut rec = serde_json::json!({"name": r.name, "uuid": r.uuid});
-            if let Some(h) = &r.host {
-                rec["host"] = h.clone().into();
-            }
-            rec.to_string() + "\n"
+            let target = Target {
+                name: &r.name,
+                uuid: &r.uuid,
+                host: r.host.as_deref(),
+            };
+            serde_json::to_string(&target).expect("a target serializes") + "\n"
         })
         .collect()
 }
