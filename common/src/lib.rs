@@ -16,11 +16,14 @@ pub mod size;
 pub mod time;
 
 pub use contract::{
-    across, audit, bulk, checks, choice, cli, error, hosts, manual, output, progress, runner,
-    targets,
+    across, audit, bulk, checks, choice, cli, error, hosts, manual, objects, output, progress,
+    runner, targets,
 };
 pub use formats::{backup_index, health_state, iso_library, profile};
-pub use libvirt::{boot_order, connect, domain, ffi, inventory, lifecycle, snapshot, state};
+pub use libvirt::{
+    boot_order, connect, domain, ffi, inventory, lifecycle, local_qemu, network, remote, snapshot,
+    state, storage,
+};
 
 pub use choice::Choice;
 pub use error::{Code, Error, Exit, Result};

@@ -211,3 +211,142 @@ pub fn human_age(secs: i64) -> String {
         s => format!("{s} seconds"),
     }
 }
+
+/// Who uses a network or a bridge: VMs, by name, and whether any of them
+/// runs or starts with the host (then the network is needed now).
+#[derive(Debug, Default)]
+struct Users {
+    names: Vec<String>,
+    needed: bool,
+}
+
+/// The networks and bridges of the host's VMs (`domains`): each network
+/// runs when a VM that runs or starts with the host uses it, its DHCP
+/// range has room, and on this machine each bridge a VM or a running
+/// network uses is up (another host's interfaces are not hv's to read).
+pub fn networks(
+    conn: &Connect,
+    domains: &[virt::domain::Domain],
+    this_machine: bool,
+) -> Vec<Check> {
+    use std::collections::BTreeMap;
+    let nets = match hv_common::network::networks(conn) {
+        Ok(n) => n,
+        Err(e) => {
+            return vec![Check::new(
+            "net.active",
+            Status::Warn,
+            format!("the networks cannot be read: {}", e.message),
+        )
+        .hint(
+            "check libvirtd's network driver (Debian: libvirt-daemon-driver-network) and its log",
+        )]
+        }
+    };
+    let mut on_network: BTreeMap<String, Users> = BTreeMap::new();
+    let mut on_bridge: BTreeMap<String, Users> = BTreeMap::new();
+    for dom in domains {
+        let Ok(xml) = dom.xml_desc(0) else { continue };
+        let Ok(parsed) = hv_common::domain::parse(&xml) else {
+            continue;
+        };
+        let name = dom.name().unwrap_or_default();
+        let needed = dom.is_active().unwrap_or(false) || dom.autostart().unwrap_or(false);
+        for nic in parsed.interfaces {
+            let Some(source) = nic.source else { continue };
+            let map = match nic.kind.as_str() {
+                "network" => &mut on_network,
+                "bridge" => &mut on_bridge,
+                _ => continue,
+            };
+            let users = map.entry(source).or_default();
+            if !users.names.contains(&name) {
+                users.names.push(name.clone());
+            }
+            users.needed |= needed;
+        }
+    }
+    let mut out = Vec::new();
+    for net in &nets {
+        let users = on_network.get(&net.name);
+        let who = users.map(|u| u.names.join(", ")).unwrap_or_default();
+        let name = &net.name;
+        let check = match (net.active, users) {
+            (true, _) => Check::new("net.active", Status::Pass, format!("network {name} runs")),
+            (false, Some(u)) if u.needed => Check::new("net.active", Status::Fail, format!("network {name} is not running, and {who} use it: they cannot start (or have no network)"))
+                .hint(format!("virsh net-start {name}; virsh net-autostart {name} so it starts with the host")),
+            (false, Some(_)) => Check::new("net.active", Status::Warn, format!("network {name} is not running; {who} use it and cannot start until it does"))
+                .hint(format!("virsh net-start {name}; virsh net-autostart {name} so it starts with the host")),
+            (false, None) if net.autostart => Check::new("net.active", Status::Warn, format!("network {name} starts with the host but is not running"))
+                .hint(format!("virsh net-start {name}")),
+            (false, None) => Check::new("net.active", Status::Pass, format!("network {name} is not running, and no VM uses it")),
+        };
+        out.push(check.about("network", name.clone()).value(net.active));
+        if let (true, Some(size)) = (net.active, net.dhcp_addresses) {
+            let status = if net.leases >= size {
+                Status::Fail
+            } else if net.leases * 10 >= size * 9 {
+                Status::Warn
+            } else {
+                Status::Pass
+            };
+            let message = match status {
+                Status::Fail => format!("network {name}'s DHCP range is full: {} leases of {size} addresses; the next VM gets no address", net.leases),
+                _ => format!("network {name} has handed out {} of its {size} DHCP addresses", net.leases),
+            };
+            out.push(
+                Check::new("net.dhcp", status, message)
+                    .about("network", name.clone())
+                    .measured(Unit::Count, net.leases as f64, size as f64)
+                    .hint(format!("widen its DHCP range (virsh net-edit {name}), or give some VMs static addresses")),
+            );
+        }
+        if let (true, true, Some(bridge)) = (this_machine, net.active, &net.bridge) {
+            on_bridge.entry(bridge.clone()).or_default().needed = true;
+        }
+    }
+    // A network VMs name that the host does not have.
+    for (name, users) in &on_network {
+        if nets.iter().any(|n| n.name == *name) {
+            continue;
+        }
+        let status = if users.needed {
+            Status::Fail
+        } else {
+            Status::Warn
+        };
+        out.push(
+            Check::new(
+                "net.active",
+                status,
+                format!(
+                    "there is no network {name}, and {} use it",
+                    users.names.join(", ")
+                ),
+            )
+            .about("network", name.clone())
+            .value(false)
+            .hint(format!(
+                "define network {name} (hv-net define), or change the VMs' NICs"
+            )),
+        );
+    }
+    if this_machine {
+        for (bridge, users) in &on_bridge {
+            let who = if users.names.is_empty() {
+                "a running network".to_owned()
+            } else {
+                users.names.join(", ")
+            };
+            let check = match hv_common::network::bridge_up(bridge) {
+                Some(true) => Check::new("net.bridge", Status::Pass, format!("bridge {bridge} is up")),
+                Some(false) => Check::new("net.bridge", if users.needed { Status::Fail } else { Status::Warn }, format!("bridge {bridge} is down, and {who} use it"))
+                    .hint(format!("ip link set {bridge} up, and check the host's network configuration (systemd-networkd; services.hv on NixOS)")),
+                None => Check::new("net.bridge", if users.needed { Status::Fail } else { Status::Warn }, format!("there is no bridge {bridge}, and {who} use it"))
+                    .hint(format!("create bridge {bridge} in the host's network configuration (docs/networks.md), or change the VMs' NICs")),
+            };
+            out.push(check.about("bridge", bridge.clone()));
+        }
+    }
+    out
+}

@@ -154,7 +154,7 @@ pub const MANUAL: Manual = Manual {
         ("After finding why web kept crashing, let --fix try again:", "hv-health --reset web --state-file /var/lib/hv/health.json"),
     ],
     notes: &[
-        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, repository, library or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured), and unit: what value and threshold count when they are numbers (percent, seconds, bytes or count), null when they are text (a state, a version). With --state-file, change is new or ongoing for a problem, resolved for a problem that went away (its record comes back with status pass), and null otherwise. docs/health.md lists every check with its threshold and fix.",
+        "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, repository, library, image, network or bridge, message, hint (the fix; null on pass), value and threshold (null where nothing is measured), and unit: what value and threshold count when they are numbers (percent, seconds, bytes or count), null when they are text (a state, a version). With --state-file, change is new or ongoing for a problem, resolved for a problem that went away (its record comes back with status pass), and null otherwise. docs/health.md lists every check with its threshold and fix.",
         "--fix repairs after checking, one repair per VM and run, each a result record after the check records (action fix, check, did: restarted, resumed or started, attempt, changed) and an audit entry; a VM tagged no-autofix is left alone. Its limits are kept in --state-file: --fix-attempts repairs per VM within --fix-window, the wait between them starting at --fix-backoff and doubling; when one more is needed it gives up on the VM, and a vm.autofix check fails every run until hv-health --reset VM. The exit status counts the checks as found before the repairs. docs/health.md, Repairs.",
         "The connection is read-only (read-write with --fix), so a monitoring user without write access to libvirt can run it. ISO images are not re-hashed here: hv-iso verify does that from its own timer and records the outcome, which hv-health reads.",
     ],
@@ -339,6 +339,12 @@ fn health(opts: &Options) -> Result<Exit> {
             }
             checks.extend(host::memory(&at.conn, &opts.limits).map(on));
             checks.extend(host::pools(&at.conn, &opts.limits).into_iter().map(on));
+            let this_machine = !hv_common::hosts::is_remote_conn(&at.conn);
+            checks.extend(
+                host::networks(&at.conn, &at.domains, this_machine)
+                    .into_iter()
+                    .map(on),
+            );
             let mut repaired = Vec::new();
             if let (Some(policy), false) = (&opts.fix, opts.host_only) {
                 let got = fix::repair(policy, &at.domains, &checks, &histories, at.name(), now);

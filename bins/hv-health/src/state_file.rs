@@ -271,7 +271,16 @@ mod tests {
     #[test]
     fn records_are_the_documented_ones() {
         let documented = hv_testbench::documented_fields("health.md", "## Records");
-        let subjects = ["name", "uuid", "pool", "repository", "image", "library"];
+        let subjects = [
+            "name",
+            "uuid",
+            "pool",
+            "repository",
+            "image",
+            "library",
+            "network",
+            "bridge",
+        ];
         let fixed = |keys: &[String]| -> Vec<String> {
             keys.iter()
                 .filter(|k| !subjects.contains(&k.as_str()))

@@ -116,6 +116,8 @@ pub struct LsArgs {
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
     #[command(flatten)]
+    pub fields: hv_common::cli::FieldsArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
 }
 
@@ -360,9 +362,29 @@ fn failure(lib: &Library, name: &str, err: &Error) -> Map<String, Value> {
     })
 }
 
+/// The fields of a listed image's record, for `--fields`.
+const LS_FIELDS: &[&str] = &[
+    "name",
+    "path",
+    "size_bytes",
+    "sha256",
+    "source",
+    "verified_by",
+    "unsigned",
+    "checksums",
+    "checksum",
+    "signature",
+    "keyring",
+    "signer",
+    "verified_at",
+    "checked_at",
+    "check_ok",
+];
+
 fn ls(lib: &Library, a: LsArgs) -> Result<Exit> {
     let mut status = Status::default();
-    let mut printer = Printer::stdout(a.output.format(), ENTRY_COLUMNS);
+    let fields = a.fields.checked(LS_FIELDS)?;
+    let mut printer = Printer::stdout(a.output.format(), ENTRY_COLUMNS).only(&fields);
     for item in select(lib, &a.names)? {
         match item {
             // An image missing beside its sidecar was never fully admitted
@@ -568,5 +590,36 @@ mod tests {
                 .filter(|f| f != "format" && f != "name"),
         );
         assert_eq!(keys(output::to_record(&entry_record(&lib, &s))), expected);
+    }
+}
+
+#[cfg(test)]
+mod fields_tests {
+    use super::*;
+
+    #[test]
+    fn fields_knows_every_field_of_a_listed_image() {
+        let record = output::to_record(&EntryRecord {
+            name: "debian.iso",
+            path: "/l/debian.iso".into(),
+            size_bytes: 1,
+            sha256: "0",
+            source: "https://x/debian.iso",
+            verified_by: "signature",
+            unsigned: false,
+            checksums: None,
+            checksum: None,
+            signature: None,
+            keyring: None,
+            signer: None,
+            verified_at: "2026-12-07T00:00:00Z",
+            checked_at: None,
+            check_ok: None,
+            action: None,
+            ok: None,
+            elapsed_ms: None,
+        });
+        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        assert_eq!(keys, LS_FIELDS);
     }
 }

@@ -372,3 +372,93 @@ fn an_empty_pipe_names_no_vm() {
         json!({"name": "test"}),
     );
 }
+
+/// `--fields` prints only the fields asked, in their order, with the
+/// values full records have; the ones that need no XML come from bulk
+/// calls (a guest's state and CPU time among them), the others from the
+/// full records; an unknown field is a usage error naming the fields.
+#[test]
+fn bench_fields_project_records_and_agree_with_full_ones() {
+    let conn = connect();
+    let on = GuestSpec::new("fields-on").define(&conn);
+    let off = GuestSpec::new("fields-off").define(&conn);
+    on.start_ready();
+    let glob = format!("{}fields-*", run_prefix());
+    let full = ls(&["--name", &glob, "--format", "jsonl"], "")
+        .assert_ok()
+        .records();
+    let cheap = ls(
+        &[
+            "--name",
+            &glob,
+            "--fields",
+            "state,name,uuid,domain_id,persistent,autostart",
+            "--format",
+            "jsonl",
+        ],
+        "",
+    )
+    .assert_ok()
+    .records();
+    assert_eq!(cheap.len(), 2);
+    for r in &cheap {
+        assert_eq!(
+            hv_testbench::keys(r),
+            [
+                "state",
+                "name",
+                "uuid",
+                "domain_id",
+                "persistent",
+                "autostart"
+            ]
+        );
+        let f = full.iter().find(|f| f["uuid"] == r["uuid"]).unwrap();
+        for k in ["state", "name", "domain_id", "persistent", "autostart"] {
+            assert_eq!(r[k], f[k], "{k}: {r} vs {f}");
+        }
+    }
+    // Filters work on the bulk path too.
+    let running = ls(
+        &[
+            "--name",
+            &glob,
+            "--state",
+            "running",
+            "--fields",
+            "name,cpu_time_ns",
+        ],
+        "",
+    )
+    .assert_ok()
+    .records();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0]["name"], on.name.as_str());
+    assert!(running[0]["cpu_time_ns"].as_u64().unwrap() > 0);
+    let stopped = ls(
+        &[
+            "--name",
+            &glob,
+            "--state",
+            "shutoff",
+            "--fields",
+            "name,cpu_time_ns",
+        ],
+        "",
+    )
+    .assert_ok()
+    .one_record();
+    assert_eq!(
+        (stopped["name"].as_str(), stopped["cpu_time_ns"].as_u64()),
+        (Some(off.name.as_str()), Some(0))
+    );
+    // A field that needs the XML comes from the full record.
+    let disks = ls(&[&off.name, "--fields", "name,disks"], "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(hv_testbench::keys(&disks), ["name", "disks"]);
+    assert_eq!(disks["disks"][0]["target"], "vda");
+    ls(&["--fields", "name,size"], "")
+        .assert_exit(2)
+        .assert_stderr_contains("the fields are name, uuid");
+}

@@ -46,6 +46,7 @@ pub fn scrape(conn: Option<&Connect>, sources: &Sources, memory: &mut Remembered
                 let mut s = Scraper::default();
                 s.run("host", |e| host(e, conn));
                 s.run("pools", |e| pools(e, conn));
+                s.run("networks", |e| networks(e, conn));
                 s
             })
         });
@@ -580,6 +581,31 @@ fn pools(e: &mut Exposition, conn: &Connect) -> Result<()> {
         e.add("hv_pool_capacity_bytes", &labels, info.capacity as f64);
         e.add("hv_pool_allocation_bytes", &labels, info.allocation as f64);
         e.add("hv_pool_available_bytes", &labels, info.available as f64);
+    }
+    Ok(())
+}
+
+/// The host's networks; a daemon without the network driver has none.
+/// A bridge is read from this machine's /sys: only for a daemon here.
+fn networks(e: &mut Exposition, conn: &Connect) -> Result<()> {
+    let here = !hv_common::hosts::is_remote_conn(conn);
+    for net in hv_common::network::networks(conn)? {
+        let labels = [("network", net.name.as_str())];
+        e.add("hv_network_active", &labels, bool_value(net.active));
+        e.add("hv_network_autostart", &labels, bool_value(net.autostart));
+        if let Some(size) = net.dhcp_addresses {
+            e.add("hv_network_dhcp_addresses", &labels, size as f64);
+            e.add("hv_network_dhcp_leases", &labels, net.leases as f64);
+        }
+        if let (true, true, Some(bridge)) = (here, net.active, &net.bridge) {
+            if let Some(up) = hv_common::network::bridge_up(bridge) {
+                e.add(
+                    "hv_bridge_up",
+                    &[("bridge", bridge.as_str())],
+                    bool_value(up),
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -6,7 +6,6 @@
 
 mod collect;
 pub mod exposition;
-mod local_qemu;
 mod remembered;
 mod serve;
 

@@ -22,8 +22,8 @@
 //! `virsh setmem` or a disk added to a stopped VM shows up. One-shot runs
 //! start empty, so they always ask.
 
-use crate::local_qemu::LocalQemu;
 use hv_common::ffi::{self, Param, Stats};
+use hv_common::local_qemu::LocalQemu;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant, SystemTime};

@@ -8,6 +8,7 @@
 use crate::sample::{self, Row, Sample};
 use crate::{keeps, targets, Options};
 use hv_common::connect::Access;
+use hv_common::output::human_age;
 use hv_common::{hosts, Error, Exit, Result, State};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::terminal::{
@@ -29,24 +30,44 @@ use std::time::Duration;
 enum Update {
     Sampled(Box<(Sample, Option<Sample>)>),
     Failed(Option<String>, String),
-    /// hv-ls's record of the VM in the detail pane, or why not.
-    Detail(String, std::result::Result<serde_json::Value, String>),
+    /// What the detail pane shows of a VM (by UUID).
+    Detail(String, Detail),
     /// hv-health's problems, worst first.
     Health(Vec<serde_json::Value>),
+    /// The repository's newest backup per VM, or why it cannot be read.
+    Backups(std::result::Result<sample::Backups, String>),
+    /// An action's outcome, for the bottom line.
+    Acted(String),
 }
 
-/// What the helper thread is asked: the detail of a VM.
-struct Ask(Row);
+/// A VM in the detail pane: hv-ls's record of it and its last audit
+/// entries (hv-audit), each or why it cannot be read.
+struct Detail {
+    record: std::result::Result<serde_json::Value, String>,
+    audit: std::result::Result<Vec<serde_json::Value>, String>,
+}
 
-/// How often hv-health runs for the header: its checks read more than a
-/// refresh does (snapshots, pools, disk errors).
-const HEALTH_EVERY: Duration = Duration::from_secs(30);
+/// How many audit entries the detail pane shows, newest last.
+const AUDIT_SHOWN: usize = 3;
+
+/// What the helper thread is asked.
+enum Ask {
+    /// The detail pane of a VM.
+    Detail(Box<Row>),
+    /// The slow pass now, not at its time: an action may have changed
+    /// what it reads (a backup made with B).
+    Slow,
+}
+
+/// How often hv-health runs for the header, the repository's backups are
+/// read and snapshots counted again: these read more than a refresh does.
+const SLOW_EVERY: Duration = Duration::from_secs(30);
 
 /// A host as last seen: its figures and rows, or why it did not answer.
 type Seen = std::result::Result<(sample::Host, Vec<Row>), String>;
 
 /// The columns the table can be sorted by, in the order `s` cycles them.
-const SORTS: [&str; 6] = ["name", "state", "cpu%", "memory", "disk", "net"];
+const SORTS: [&str; 7] = ["name", "state", "cpu%", "memory", "disk", "net", "backup"];
 
 struct App {
     /// Per host (alias or None): its rows, or its error.
@@ -67,29 +88,45 @@ struct App {
     colour: bool,
     tags: Vec<String>,
     interval: Duration,
-    /// The detail pane, when open: the VM's UUID and hv-ls's record of it.
-    detail: Option<(
-        String,
-        Option<std::result::Result<serde_json::Value, String>>,
-    )>,
-    /// hv-health's last problems (single host only), worst first.
+    /// The detail pane, when open: the VM's UUID and what was read of it.
+    detail: Option<(String, Option<Detail>)>,
+    /// hv-health's last problems, worst first.
     health: Vec<serde_json::Value>,
+    /// --repo, and what was last read of it.
+    repo: Option<String>,
+    backups: Option<std::result::Result<sample::Backups, String>>,
     ask: mpsc::Sender<Ask>,
+    /// For the threads that run actions.
+    tx: mpsc::Sender<Update>,
+    /// A VM whose console the user asked for (C), opened between frames.
+    console: Option<Row>,
+    /// The run's hosts, for hv-console's flags.
+    scope: hosts::Scope,
 }
 
 /// Runs what the screen needs besides the refreshes, off its thread: the
-/// detail pane's hv-ls, and hv-health every [`HEALTH_EVERY`].
+/// detail pane's hv-ls and hv-audit, and every [`SLOW_EVERY`] hv-health
+/// and the repository's backups.
 fn helper(
     asked: &mpsc::Receiver<Ask>,
     tx: &mpsc::Sender<Update>,
-    health_args: Option<&[String]>,
+    health_args: &[String],
+    repo: Option<&str>,
     stop: &AtomicBool,
 ) {
-    let mut next_health = std::time::Instant::now();
+    let mut next_slow = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        if let Some(args) = health_args.filter(|_| std::time::Instant::now() >= next_health) {
+        if std::time::Instant::now() >= next_slow {
+            if let Some(repo) = repo {
+                let read = crate::local_repo(repo)
+                    .and_then(sample::backups)
+                    .map_err(|e| e.message);
+                if tx.send(Update::Backups(read)).is_err() {
+                    return;
+                }
+            }
             let mut full: Vec<&str> = vec!["--problems"];
-            full.extend(args.iter().map(String::as_str));
+            full.extend(health_args.iter().map(String::as_str));
             // hv-health exits 1 when a check fails: its records are the answer.
             let mut problems = run_command("hv-health", &full, "").unwrap_or_default();
             let rank = |r: &serde_json::Value| match r["status"].as_str() {
@@ -102,17 +139,30 @@ fn helper(
             if tx.send(Update::Health(problems)).is_err() {
                 return;
             }
-            next_health = std::time::Instant::now() + HEALTH_EVERY;
+            next_slow = std::time::Instant::now() + SLOW_EVERY;
         }
         match asked.recv_timeout(Duration::from_millis(500)) {
-            Ok(Ask(row)) => {
+            Ok(Ask::Slow) => next_slow = std::time::Instant::now(),
+            Ok(Ask::Detail(row)) => {
                 let input = records_of(std::slice::from_ref(&row));
-                let got = run_command("hv-ls", &[], &input).and_then(|r| {
+                let record = run_command("hv-ls", &[], &input).and_then(|r| {
                     r.into_iter()
                         .next()
                         .ok_or_else(|| "hv-ls printed nothing".into())
                 });
-                if tx.send(Update::Detail(row.uuid, got)).is_err() {
+                // The UUID: the same name on another host is another VM.
+                let mut audit_args = vec!["--vm", row.uuid.as_str()];
+                if let Some(host) = &row.host {
+                    audit_args.extend(["--host", host.as_str()]);
+                }
+                let audit = run_command("hv-audit", &audit_args, "").map(|mut entries| {
+                    entries.drain(..entries.len().saturating_sub(AUDIT_SHOWN));
+                    entries
+                });
+                if tx
+                    .send(Update::Detail(row.uuid, Detail { record, audit }))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -169,17 +219,11 @@ pub fn run(opts: &Options) -> Result<Exit> {
     }
     let (tx, rx) = mpsc::channel();
     let all = targets(&opts.scope);
-    // hv-health for the header: of the one host, through its URI.
-    let health_args: Option<Vec<String>> = match all.as_slice() {
-        [(None, target)] => Some(
-            target
-                .uri
-                .iter()
-                .flat_map(|u| ["-c".to_owned(), u.clone()])
-                .collect(),
-        ),
-        _ => None,
-    };
+    let mut health_args = host_args(&opts.scope);
+    health_args.extend([
+        "--connect-timeout".to_owned(),
+        format!("{}s", opts.connect_timeout.as_secs().max(1)),
+    ]);
     for (alias, target) in all {
         let tx = tx.clone();
         let (timeout, interval, stop) = (opts.connect_timeout, opts.interval, Arc::clone(&stop));
@@ -187,8 +231,8 @@ pub fn run(opts: &Options) -> Result<Exit> {
     }
     let (ask, asked) = mpsc::channel::<Ask>();
     {
-        let (tx, stop) = (tx.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || helper(&asked, &tx, health_args.as_deref(), &stop));
+        let (tx, stop, repo) = (tx.clone(), Arc::clone(&stop), opts.repo.clone());
+        std::thread::spawn(move || helper(&asked, &tx, &health_args, repo.as_deref(), &stop));
     }
     let mut app = App {
         hosts: BTreeMap::new(),
@@ -208,12 +252,40 @@ pub fn run(opts: &Options) -> Result<Exit> {
         interval: opts.interval,
         detail: None,
         health: Vec::new(),
+        repo: opts.repo.clone(),
+        backups: None,
         ask,
+        tx,
+        console: None,
+        scope: opts.scope.clone(),
     };
     let terminal = Screen::enter()?;
     let outcome = app.main_loop(terminal, &rx, &stop);
     stop.store(true, Ordering::SeqCst);
     outcome
+}
+
+/// The flags that name the run's hosts to another hv command (hv-health),
+/// so its records name them as hv-top's do.
+fn host_args(scope: &hosts::Scope) -> Vec<String> {
+    match scope {
+        hosts::Scope::Default(target) => target
+            .uri
+            .iter()
+            .flat_map(|u| ["-c".to_owned(), u.clone()])
+            .collect(),
+        hosts::Scope::Named { hosts, file } => {
+            let mut args: Vec<String> = file
+                .iter()
+                .flat_map(|f| ["--hosts".to_owned(), f.display().to_string()])
+                .collect();
+            for h in hosts {
+                // The alias when a file gave it, else the URI itself.
+                args.extend(["-c".to_owned(), h.name.clone()]);
+            }
+            args
+        }
+    }
 }
 
 /// Owns the terminal's raw mode and alternate screen; dropping it gives
@@ -239,6 +311,60 @@ impl Screen {
     }
 }
 
+impl Screen {
+    /// Takes the terminal back after a program that had it (hv-console).
+    fn resume(&mut self) -> Result<()> {
+        let io = |e| Error::io("cannot set up the terminal", e);
+        enable_raw_mode().map_err(io)?;
+        std::io::stdout()
+            .execute(EnterAlternateScreen)
+            .map_err(io)?;
+        self.0.clear().map_err(io)
+    }
+}
+
+/// Runs hv-console on `row`'s VM in this terminal, hv-top's screen left
+/// meanwhile; its outcome for the bottom line. A failure's message is
+/// left on the screen until Enter, so it can be read.
+fn console(row: &Row, scope: &hosts::Scope) -> String {
+    restore();
+    let mut args = vec![row.uuid.clone()];
+    match (scope, &row.host) {
+        (hosts::Scope::Named { file, .. }, Some(host)) => {
+            if let Some(f) = file {
+                args.extend(["--hosts".to_owned(), f.display().to_string()]);
+            }
+            args.extend(["-c".to_owned(), host.clone()]);
+        }
+        (hosts::Scope::Default(target), _) => {
+            args.extend(target.uri.iter().flat_map(|u| ["-c".to_owned(), u.clone()]));
+        }
+        (hosts::Scope::Named { .. }, None) => {}
+    }
+    let status = std::process::Command::new(sibling("hv-console"))
+        .args(&args)
+        .status();
+    match status {
+        Ok(s) if s.success() => format!("hv-console: left {}", row.name),
+        Ok(s) => {
+            eprint!("\n[hv-console failed; Enter returns to hv-top]");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            format!("hv-console: {} ({s})", row.name)
+        }
+        Err(e) => format!("hv-console: cannot run it: {e}"),
+    }
+}
+
+/// An hv command from beside hv-top, else from PATH.
+fn sibling(program: &str) -> std::ffi::OsString {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(program)))
+        .filter(|p| p.exists())
+        .map_or_else(|| program.into(), |p| p.into_os_string())
+}
+
 impl Drop for Screen {
     fn drop(&mut self) {
         restore();
@@ -259,8 +385,9 @@ fn refresh_loop(
     tx: &mpsc::Sender<Update>,
     stop: &AtomicBool,
 ) {
-    let mut tags = sample::Tags::default();
+    let mut known = sample::Known::default();
     let mut last: Option<Sample> = None;
+    let mut next_slow = std::time::Instant::now() + SLOW_EVERY;
     let mut conn: Option<virt::connect::Connect> = None;
     while !stop.load(Ordering::SeqCst) {
         if conn.is_none() {
@@ -274,7 +401,11 @@ fn refresh_loop(
             }
         }
         if let Some(c) = &conn {
-            match sample::sample(c, alias.as_deref(), &mut tags) {
+            let slow = std::time::Instant::now() >= next_slow;
+            if slow {
+                next_slow = std::time::Instant::now() + SLOW_EVERY;
+            }
+            match sample::sample(c, alias.as_deref(), &mut known, slow) {
                 Ok(now) => {
                     let before = last.replace(now.clone());
                     if tx.send(Update::Sampled(Box::new((now, before)))).is_err() {
@@ -320,6 +451,10 @@ impl App {
                     _ => {}
                 }
             }
+            if let Some(row) = self.console.take() {
+                self.status = console(&row, &self.scope);
+                screen.resume()?;
+            }
         }
     }
 
@@ -343,6 +478,11 @@ impl App {
                 }
             }
             Update::Health(problems) => self.health = problems,
+            Update::Backups(read) => self.backups = Some(read),
+            Update::Acted(status) => {
+                self.status = status;
+                let _ = self.ask.send(Ask::Slow);
+            }
         }
     }
 
@@ -357,6 +497,9 @@ impl App {
             .filter(|r| self.filter.is_empty() || r.name.contains(&self.filter))
             .filter(|r| self.state_filter.is_none_or(|s| r.state == s))
             .collect();
+        if let Some(Ok(b)) = &self.backups {
+            sample::with_backups(&mut rows, b, hv_common::time::now());
+        }
         let num = |v: Option<f64>| v.unwrap_or(-1.0);
         let sum = |a: Option<u64>, b: Option<u64>| num(a.zip(b).map(|(a, b)| (a + b) as f64));
         rows.sort_by(|a, b| {
@@ -368,6 +511,11 @@ impl App {
                     .total_cmp(&sum(a.disk_read_bytes_per_s, a.disk_write_bytes_per_s)),
                 "net" => sum(b.net_rx_bytes_per_s, b.net_tx_bytes_per_s)
                     .total_cmp(&sum(a.net_rx_bytes_per_s, a.net_tx_bytes_per_s)),
+                // The most at risk first: never backed up, then the oldest.
+                "backup" => b
+                    .last_backup_age_seconds
+                    .unwrap_or(i64::MAX)
+                    .cmp(&a.last_backup_age_seconds.unwrap_or(i64::MAX)),
                 _ => std::cmp::Ordering::Equal,
             };
             by.then_with(|| a.name.cmp(&b.name))
@@ -445,17 +593,27 @@ impl App {
                     None => rows.get(self.cursor).map(|r| (r.uuid.clone(), None)),
                 };
                 if let Some(r) = rows.get(self.cursor).filter(|_| self.detail.is_some()) {
-                    let _ = self.ask.send(Ask(r.clone()));
+                    let _ = self.ask.send(Ask::Detail(Box::new(r.clone())));
                 }
             }
-            KeyCode::Char(c @ ('S' | 'T' | 'K' | 'P' | 'B')) if self.read_only => {
+            KeyCode::Char(c @ ('S' | 'T' | 'K' | 'P' | 'B' | 'C')) if self.read_only => {
                 self.status = format!("{c}: hv-top runs --read-only; actions are off");
             }
             KeyCode::Char('S') => self.act("hv-start", &[], &self.targets(&rows)),
             KeyCode::Char('T') => self.act("hv-stop", &[], &self.targets(&rows)),
             KeyCode::Char('P') => self.act("hv-snap", &["create"], &self.targets(&rows)),
-            // To the repository HV_BACKUP_REPO names, as the backup timer.
-            KeyCode::Char('B') => self.act("hv-backup", &["create"], &self.targets(&rows)),
+            // To --repo, else to the repository HV_BACKUP_REPO names, as the
+            // backup timer.
+            KeyCode::Char('B') => {
+                let repo = self.repo.clone();
+                let mut args = vec!["create"];
+                if let Some(r) = &repo {
+                    args.extend(["--repo", r.as_str()]);
+                }
+                self.act("hv-backup", &args, &self.targets(&rows));
+            }
+            // The screen is left for hv-console, and comes back after it.
+            KeyCode::Char('C') => self.console = rows.get(self.cursor).cloned(),
             KeyCode::Char('K') => {
                 let targets = self.targets(&rows);
                 if !targets.is_empty() {
@@ -479,29 +637,36 @@ impl App {
             if *uuid != row.uuid {
                 *uuid = row.uuid.clone();
                 *slot = None;
-                let _ = self.ask.send(Ask(row.clone()));
+                let _ = self.ask.send(Ask::Detail(Box::new(row.clone())));
             }
         }
     }
 
-    /// The detail pane's lines: hv-ls's record of the VM, briefly.
-    fn detail_lines(&self) -> Vec<Line<'static>> {
-        let Some((_, got)) = &self.detail else {
+    /// The detail pane's lines: hv-ls's record of the VM briefly, and its
+    /// last audit entries.
+    fn detail_lines(&self, rows: &[Row]) -> Vec<Line<'static>> {
+        let Some((uuid, got)) = &self.detail else {
             return Vec::new();
         };
-        let r = match got {
-            None => return vec![Line::from("reading…")],
-            Some(Err(e)) => return vec![Line::from(format!("cannot read it: {e}"))],
-            Some(Ok(r)) => r,
+        let Some(detail) = got else {
+            return vec![Line::from("reading…")];
+        };
+        let r = match &detail.record {
+            Err(e) => return vec![Line::from(format!("cannot read it: {e}"))],
+            Ok(r) => r,
         };
         let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        let row = rows.iter().find(|r| r.uuid == *uuid);
+        let age = |v: Option<i64>| v.map_or_else(|| "-".into(), human_age);
         let mut lines = vec![Line::from(format!(
-            "{}  {}  autostart {}  snapshots {}  checkpoints {}",
+            "{}  {}  up {}  backup {}  snapshots {}  checkpoints {}  autostart {}",
             text(&r["name"]),
             text(&r["uuid"]),
-            r["autostart"],
+            age(row.and_then(|r| r.uptime_seconds)),
+            age(row.and_then(|r| r.last_backup_age_seconds)),
             r["snapshot_count"],
-            r["checkpoint_count"]
+            r["checkpoint_count"],
+            r["autostart"],
         ))];
         for d in r["disks"].as_array().into_iter().flatten() {
             let size = d["capacity_bytes"]
@@ -524,6 +689,28 @@ impl App {
                 text(&n["model"])
             )));
         }
+        match &detail.audit {
+            Ok(entries) if entries.is_empty() => lines.push(Line::from("  audit: no entries")),
+            Ok(entries) => {
+                for e in entries {
+                    lines.push(Line::from(format!(
+                        "  audit {} {} {} {}",
+                        text(&e["time"]).replace('T', " ").trim_end_matches('Z'),
+                        text(&e["user"]),
+                        text(&e["action"]),
+                        if e["ok"] == true {
+                            "ok".to_owned()
+                        } else {
+                            format!(
+                                "failed: {}",
+                                e["record"]["error"]["message"].as_str().unwrap_or("?")
+                            )
+                        }
+                    )));
+                }
+            }
+            Err(e) => lines.push(Line::from(format!("  audit: {e}"))),
+        }
         lines
     }
 
@@ -542,30 +729,41 @@ impl App {
     }
 
     /// Runs `program` (an hv command) on `rows`, as records on its stdin so
-    /// each goes to its host, and says how it went.
+    /// each goes to its host, on a thread of its own (a graceful stop may
+    /// take minutes, and the screen goes on), and says how it went.
     fn act(&mut self, program: &str, args: &[&str], rows: &[Row]) {
         if rows.is_empty() {
             return;
         }
         let input = records_of(rows);
-        self.status = match run_command(program, args, &input) {
-            Ok(records) => summary(program, &records),
-            Err(e) => format!("{program}: {e}"),
-        };
+        let (program, args) = (program.to_owned(), args.iter().map(|a| a.to_string()));
+        let args: Vec<String> = args.collect();
+        let tx = self.tx.clone();
+        self.status = format!("{program}: running…");
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let status = match run_command(&program, &args, &input) {
+                Ok(records) => summary(&program, &records),
+                Err(e) => format!("{program}: {e}"),
+            };
+            let _ = tx.send(Update::Acted(status));
+        });
         self.selected.clear();
     }
 
     fn draw(&self, f: &mut ratatui::Frame) {
         let rows = self.visible();
-        let host_lines = self.hosts.len().max(1) as u16 + u16::from(!self.health.is_empty());
-        let detail = self.detail_lines();
+        let host_lines = self.hosts.len().max(1) as u16
+            + u16::from(!self.health.is_empty())
+            + u16::from(self.repo.is_some());
+        let detail = self.detail_lines(&rows);
         let [head, table, pane, foot] = Layout::vertical([
             Constraint::Length(host_lines + 2),
             Constraint::Min(3),
             Constraint::Length(if detail.is_empty() {
                 0
             } else {
-                detail.len().min(8) as u16 + 1
+                detail.len().min(10) as u16 + 1
             }),
             Constraint::Length(2),
         ])
@@ -588,9 +786,13 @@ impl App {
             })
         };
         let many_hosts = self.hosts.len() > 1;
-        // At 80 columns the name matters most: vCPUs and TX go, and come
-        // back on a wider terminal.
+        // At 80 columns the name matters most: vCPUs, uptime, snapshots
+        // and TX go, and come back on a wider terminal; with a repository
+        // the backup age takes RX's place (what is unprotected matters
+        // more than what a VM receives).
         let wide = f.area().width >= 100;
+        let backups = self.repo.is_some();
+        let rx = wide || !backups;
         let mut titles = vec!["NAME"];
         let mut widths = vec![Constraint::Fill(2)];
         if many_hosts {
@@ -603,10 +805,18 @@ impl App {
             titles.push("VCPU");
             widths.push(Constraint::Length(4));
         }
-        titles.extend(["MEM", "RD/s", "WR/s", "RX/s"]);
-        widths.extend([Constraint::Length(5); 4]);
+        titles.extend(["MEM", "RD/s", "WR/s"]);
+        widths.extend([Constraint::Length(5); 3]);
+        if rx {
+            titles.push("RX/s");
+            widths.push(Constraint::Length(5));
+        }
         if wide {
-            titles.push("TX/s");
+            titles.extend(["TX/s", "UP", "SNAP"]);
+            widths.extend([Constraint::Length(5); 3]);
+        }
+        if backups {
+            titles.push("BKUP");
             widths.push(Constraint::Length(5));
         }
         titles.push("TAGS");
@@ -632,10 +842,20 @@ impl App {
                     Cell::from(bytes(r.memory_bytes as f64)),
                     Cell::from(rate(r.disk_read_bytes_per_s)),
                     Cell::from(rate(r.disk_write_bytes_per_s)),
-                    Cell::from(rate(r.net_rx_bytes_per_s)),
                 ]);
+                if rx {
+                    cells.push(Cell::from(rate(r.net_rx_bytes_per_s)));
+                }
+                let age = |v: Option<i64>| v.map_or_else(|| "-".into(), human_age);
                 if wide {
-                    cells.push(Cell::from(rate(r.net_tx_bytes_per_s)));
+                    cells.extend([
+                        Cell::from(rate(r.net_tx_bytes_per_s)),
+                        Cell::from(age(r.uptime_seconds)),
+                        Cell::from(r.snapshot_count.map_or("-".into(), |n| n.to_string())),
+                    ]);
+                }
+                if backups {
+                    cells.push(Cell::from(age(r.last_backup_age_seconds)));
                 }
                 cells.push(Cell::from(r.tags.join(",")));
                 TableRow::new(cells)
@@ -676,10 +896,11 @@ impl App {
             let name = alias.clone().unwrap_or_else(|| "host".into());
             lines.push(match h {
                 Ok((host, host_rows)) => {
-                    // max: an empty sum is -0.0, which would print as "-0".
-                    let cpu = (host_rows.iter().filter_map(|r| r.cpu_percent).sum::<f64>()
-                        / f64::from(host.cpus.max(1)))
-                    .max(0.0);
+                    // An empty sum is -0.0, which would print as "-0" (and
+                    // f64::max may keep it).
+                    let cpu = host_rows.iter().filter_map(|r| r.cpu_percent).sum::<f64>()
+                        / f64::from(host.cpus.max(1));
+                    let cpu = if cpu > 0.0 { cpu } else { 0.0 };
                     let used = host.memory_bytes.saturating_sub(host.free_memory_bytes);
                     let mem = 100.0 * used as f64 / host.memory_bytes.max(1) as f64;
                     let pools: Vec<String> = host
@@ -721,9 +942,27 @@ impl App {
                 )),
             });
         }
+        if let Some(repo) = &self.repo {
+            lines.push(Line::from(match &self.backups {
+                None => format!("repo {repo}: reading…"),
+                Some(Ok(b)) => format!(
+                    "repo {repo}: {} free, backups of {} VM{}",
+                    b.free_bytes.map_or("?".into(), |f| bytes(f as f64)),
+                    b.newest.len(),
+                    if b.newest.len() == 1 { "" } else { "s" }
+                ),
+                Some(Err(e)) => format!("repo {repo}: cannot read it: {e}"),
+            }));
+        }
         if let Some(worst) = self.health.first() {
             let fails = self.health.iter().filter(|r| r["status"] == "fail").count();
             let warns = self.health.len() - fails;
+            // Over several hosts, the worst problem says where it is.
+            let at = worst["host"]
+                .as_str()
+                .filter(|_| self.hosts.len() > 1)
+                .map(|h| format!("{h}: "))
+                .unwrap_or_default();
             let style = if self.colour && fails > 0 {
                 Style::default().fg(Color::Red)
             } else {
@@ -731,7 +970,7 @@ impl App {
             };
             lines.push(Line::from(Span::styled(
                 format!(
-                    "health: {fails} fail, {warns} warn: {} {}",
+                    "health: {fails} fail, {warns} warn: {at}{} {}",
                     worst["check"].as_str().unwrap_or("?"),
                     worst["message"].as_str().unwrap_or("")
                 ),
@@ -765,7 +1004,7 @@ impl App {
             )
         } else {
             format!(
-                "q s:{} r / t ⏎:detail spc S:start T:stop K:kill P:snap B:backup{shown}",
+                "q s:{} r / t ⏎:detail spc S:start T:stop K:kill P:snap B:bkup C:cons{shown}",
                 SORTS[self.sort]
             )
         };
@@ -781,11 +1020,7 @@ fn run_command(
     input: &str,
 ) -> std::result::Result<Vec<serde_json::Value>, String> {
     use std::io::Write;
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(program)))
-        .filter(|p| p.exists());
-    let path = beside.map_or_else(|| program.into(), |p| p.into_os_string());
+    let path = sibling(program);
     // No records: stdin is /dev/null, for "every VM" (an empty pipe would
     // name none, as under cron).
     let stdin = if input.is_empty() {

@@ -5,8 +5,13 @@
 //! second) are differences between two refreshes, so the first frame has
 //! none. A VM's tags need its XML, one call each: they are read when the
 //! VM is first seen and kept, so a steady screen costs no per-VM calls.
+//! Snapshot counts change rarely and cost a call per VM that has any: they
+//! are read when a VM is first seen and then on a slow pass (every 30 s),
+//! not at every refresh. Uptime is not libvirt's to tell: on this
+//! machine's system daemon it is the age of the VM's QEMU process.
 
 use hv_common::ffi::{self, Stats};
+use hv_common::local_qemu::LocalQemu;
 use hv_common::{domain, Error, Result, State};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -51,13 +56,33 @@ pub struct Counters {
     pub net_rx_bytes: u64,
     pub net_tx_bytes: u64,
     pub tags: Vec<String>,
+    /// When its QEMU started (Unix seconds): known for a running VM of
+    /// this machine's system daemon only.
+    pub started_unix: Option<i64>,
+    pub snapshot_count: Option<u64>,
 }
 
-/// Tags by UUID, read once per VM.
+/// What a host's refreshes keep of each VM (by UUID) between them: what
+/// costs a call per VM, read when first seen (tags, start time) or on the
+/// slow pass (snapshot counts).
 #[derive(Debug, Default)]
-pub struct Tags(HashMap<String, Vec<String>>);
+pub struct Known {
+    tags: HashMap<String, Vec<String>>,
+    snapshots: HashMap<String, u64>,
+    /// The domain id of the run the start time is of, and the time.
+    started: HashMap<String, (u32, Option<i64>)>,
+    /// Whether the host is this machine's system daemon, whose QEMU
+    /// processes hv can see.
+    local: Option<bool>,
+}
 
-pub fn sample(conn: &Connect, alias: Option<&str>, tags: &mut Tags) -> Result<Sample> {
+/// Reads a host. `slow`: also count every VM's snapshots again.
+pub fn sample(
+    conn: &Connect,
+    alias: Option<&str>,
+    known: &mut Known,
+    slow: bool,
+) -> Result<Sample> {
     let libvirt = |what: &'static str| move |e: virt::error::Error| Error::libvirt(what, &e);
     let all = conn
         .list_all_domains(0)
@@ -80,21 +105,60 @@ pub fn sample(conn: &Connect, alias: Option<&str>, tags: &mut Tags) -> Result<Sa
         .iter()
         .filter_map(|d| Some((d.uuid_string().ok()?, d)))
         .collect();
-    tags.0.retain(|uuid, _| seen.contains_key(uuid));
+    known.tags.retain(|uuid, _| seen.contains_key(uuid));
+    known.started.retain(|uuid, _| seen.contains_key(uuid));
+    let local = *known
+        .local
+        .get_or_insert_with(|| conn.uri().is_ok_and(|u| u == "qemu:///system"));
+    // One bulk call says which VMs have snapshots at all: only those are
+    // counted, and only when new or on the slow pass.
+    let with_snapshots = if slow || seen.keys().any(|u| !known.snapshots.contains_key(u)) {
+        domain::uuids_listed(conn, virt::sys::VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT).ok()
+    } else {
+        None
+    };
+    if let Some(with) = &with_snapshots {
+        known
+            .snapshots
+            .retain(|uuid, _| seen.contains_key(uuid) && with.contains(uuid));
+        for (uuid, d) in &seen {
+            let stale = slow || !known.snapshots.contains_key(uuid);
+            if with.contains(uuid) && stale {
+                if let Ok(n) = d.num_snapshots(0) {
+                    known.snapshots.insert(uuid.clone(), u64::from(n));
+                }
+            } else if !with.contains(uuid) {
+                known.snapshots.insert(uuid.clone(), 0);
+            }
+        }
+    }
     let vms = stats
         .iter()
         .map(|s| {
-            let t = tags
-                .0
+            let d = seen.get(&s.uuid);
+            let t = known
+                .tags
                 .entry(s.uuid.clone())
                 .or_insert_with(|| {
-                    seen.get(&s.uuid)
-                        .and_then(|d| domain::definition(d).ok())
+                    d.and_then(|d| domain::definition(d).ok())
                         .map(|(_, x)| x.tags)
                         .unwrap_or_default()
                 })
                 .clone();
-            counters(s, autostart.contains(&s.uuid), t)
+            let mut c = counters(s, autostart.contains(&s.uuid), t);
+            c.snapshot_count = known.snapshots.get(&s.uuid).copied();
+            if local && c.state.is_active() {
+                // A domain's id is new at each start: the start time is read
+                // once per run of the VM.
+                let id = d.and_then(|d| d.id()).unwrap_or(0);
+                let (was, started) = known.started.entry(s.uuid.clone()).or_insert((0, None));
+                if *was != id {
+                    *was = id;
+                    *started = LocalQemu::find(&c.name, &c.uuid).and_then(|q| q.started_unix());
+                }
+                c.started_unix = *started;
+            }
+            c
         })
         .collect();
     let host = Host {
@@ -133,6 +197,8 @@ fn counters(s: &Stats, autostart: bool, tags: Vec<String>) -> Counters {
         net_rx_bytes: sum("net.count", "rx.bytes"),
         net_tx_bytes: sum("net.count", "tx.bytes"),
         tags,
+        started_unix: None,
+        snapshot_count: None,
     }
 }
 
@@ -175,6 +241,14 @@ pub struct Row {
     pub net_rx_bytes_per_s: Option<u64>,
     pub net_tx_bytes_per_s: Option<u64>,
     pub tags: Vec<String>,
+    /// Seconds since the VM's QEMU started; null when it does not run, or
+    /// runs on another host (hv sees only this machine's processes).
+    pub uptime_seconds: Option<i64>,
+    /// Null until counted (the first refresh counts every VM).
+    pub snapshot_count: Option<u64>,
+    /// Seconds since its newest backup in the repository (`--repo`); null
+    /// without a repository or a backup.
+    pub last_backup_age_seconds: Option<i64>,
 }
 
 /// The rows of `now`, with rates against `before` (same host).
@@ -212,9 +286,40 @@ pub fn rows(now: &Sample, before: Option<&Sample>) -> Vec<Row> {
                 net_rx_bytes_per_s: per_s(|c| c.net_rx_bytes),
                 net_tx_bytes_per_s: per_s(|c| c.net_tx_bytes),
                 tags: c.tags.clone(),
+                uptime_seconds: c.started_unix.map(|t| (hv_common::time::now() - t).max(0)),
+                snapshot_count: c.snapshot_count,
+                last_backup_age_seconds: None,
             }
         })
         .collect()
+}
+
+/// Each VM's newest backup in a repository, by UUID (Unix seconds), and
+/// the free space where the repository lives. Read from the repository's
+/// clear indexes, without its identity or its lock, as hv-health does.
+pub struct Backups {
+    pub newest: HashMap<String, i64>,
+    pub free_bytes: Option<u64>,
+}
+
+pub fn backups(repo: &std::path::Path) -> Result<Backups> {
+    let list = hv_common::backup_index::list_all(repo)?;
+    let mut newest: HashMap<String, i64> = HashMap::new();
+    for b in list.backups {
+        let t = newest.entry(b.uuid).or_insert(b.time_unix);
+        *t = (*t).max(b.time_unix);
+    }
+    let free_bytes = hv_common::ffi::fs_space(repo)
+        .ok()
+        .map(|s| s.available_bytes);
+    Ok(Backups { newest, free_bytes })
+}
+
+/// Fills in each row's backup age from [`backups`].
+pub fn with_backups(rows: &mut [Row], backups: &Backups, now: i64) {
+    for r in rows {
+        r.last_backup_age_seconds = backups.newest.get(&r.uuid).map(|t| (now - t).max(0));
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +341,8 @@ mod tests {
             net_rx_bytes: 0,
             net_tx_bytes: 0,
             tags: vec![],
+            started_unix: None,
+            snapshot_count: None,
         }
     }
 

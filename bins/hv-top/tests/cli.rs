@@ -6,7 +6,8 @@
 // `--features bench` still builds the command for the transcripts.
 #![cfg(feature = "bench")]
 
-use hv_testbench::{connect, hv, run_prefix, GuestSpec, Terminal};
+use hv_testbench::{connect, hv, pipeline, run_prefix, scratch, GuestSpec, Terminal};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const HV_TOP: &str = env!("CARGO_BIN_EXE_hv-top");
@@ -38,13 +39,55 @@ fn wait_state(t: &Terminal, name: &str, state: &str) -> String {
     }
 }
 
+/// A new hv-backup repository in `dir`, and the environment hv-backup
+/// needs to write to it (its key directory).
+fn repository(dir: &Path) -> (PathBuf, String) {
+    let (repo, keys, identity) = (dir.join("repo"), dir.join("keys"), dir.join("identity"));
+    pipeline(&format!(
+        "age-keygen -o {i} 2>/dev/null && hv-backup init {r} --key-dir {k} --recipient \"$(age-keygen -y {i})\"",
+        i = identity.display(),
+        r = repo.display(),
+        k = keys.display()
+    ))
+    .assert_ok();
+    let env = format!(
+        "HV_BACKUP_KEY_DIR={} HV_BACKUP_SCRATCH_DIR={} HV_BACKUP_CACHE_DIR={}",
+        keys.display(),
+        dir.display(),
+        dir.join("cache").display()
+    );
+    (repo, env)
+}
+
+/// Whether a screen row shows an age in seconds (`12s`): the BKUP column
+/// of a VM backed up a moment ago (rates never end in `s`).
+fn shows_seconds_age(row: &str) -> bool {
+    row.split_whitespace().any(|t| {
+        t.strip_suffix('s')
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+    })
+}
+
 #[test]
 fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
     let conn = connect();
     let off = GuestSpec::new("top a off").define(&conn);
     let on = GuestSpec::new("top b on").define(&conn);
     on.start_ready();
-    let t = Terminal::start("hv-top --interval 1s", 80, 24);
+    let dir = scratch("top-keys");
+    let (repo, env) = repository(&dir);
+    let audit = dir.join("audit.log");
+    // The actions' commands inherit the environment: they write the audit
+    // log the detail pane reads, and B backs up to the repository.
+    let t = Terminal::start(
+        &format!(
+            "HV_AUDIT_LOG={} {env} hv-top --interval 1s --repo {}",
+            audit.display(),
+            repo.display()
+        ),
+        80,
+        24,
+    );
     // Only this test's guests: the filter is the run's prefix.
     t.wait_for("hv-top ", Duration::from_secs(30));
     t.keys(&["/"]);
@@ -97,18 +140,39 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
     }
 
     // Enter opens the detail pane of the VM under the cursor (hv-ls's
-    // record of it: its disk), and closes it again.
+    // record of it: its disk; and hv-audit's entries: the start or stop
+    // hv-top ran), and closes it again.
     t.keys(&["Enter"]);
     t.wait_for("disk vda qcow2", Duration::from_secs(30));
+    let screen = t.wait_for(" ok", Duration::from_secs(30));
+    assert!(
+        screen.contains(" start ok") || screen.contains(" stop ok"),
+        "{screen}"
+    );
     t.keys(&["Enter"]);
 
     // A crash reaches the header through hv-health (every 30 s).
     off.kill_qemu();
     t.wait_for("health: ", Duration::from_secs(90));
 
-    // B backs up through hv-backup; without a repository it says so.
+    // B backs up through hv-backup to --repo; the header shows the
+    // repository, and the VM's row its backup's age at once.
+    assert!(t
+        .screen(false)
+        .contains(&format!("repo {}: ", repo.display())));
+    assert!(!rows(&t.screen(false)).iter().any(|r| shows_seconds_age(r)));
     t.keys(&["B"]);
-    t.wait_for("hv-backup: ", Duration::from_secs(30));
+    t.wait_for("hv-backup: 1 of 1 ok", Duration::from_secs(120));
+    let started = std::time::Instant::now();
+    loop {
+        let screen = t.screen(false);
+        if rows(&screen).iter().any(|r| shows_seconds_age(r)) {
+            assert!(screen.contains("backups of 1 VM"), "{screen}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{screen}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // q gives the terminal back: the shell's line shows, hv-top's frame not.
     t.keys(&["q"]);
@@ -171,7 +235,9 @@ fn sigterm_restores_the_terminal_and_read_only_hides_the_actions() {
 fn once_prints_one_frame_as_records_with_rates() {
     let conn = connect();
     let g = GuestSpec::new("top once").writer().define(&conn);
+    let snapped = GuestSpec::new("top once snapped").define(&conn);
     g.start_ready();
+    pipeline(&format!("hv-snap create '{}'", snapped.name)).assert_ok();
     std::thread::sleep(Duration::from_secs(2)); // its writer is under way
     let out = hv(
         HV_TOP,
@@ -199,10 +265,32 @@ fn once_prints_one_frame_as_records_with_rates() {
             "disk_write_bytes_per_s",
             "net_rx_bytes_per_s",
             "net_tx_bytes_per_s",
-            "tags"
+            "tags",
+            "uptime_seconds",
+            "snapshot_count",
+            "last_backup_age_seconds"
         ]
     );
     assert_eq!(r["state"], "running");
+    // Its QEMU started when it was started, a few seconds ago.
+    let up = r["uptime_seconds"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{r}"));
+    assert!((3..120).contains(&up), "{r}");
+    assert_eq!(r["snapshot_count"], 0);
+    assert_eq!(
+        r["last_backup_age_seconds"],
+        serde_json::Value::Null,
+        "no --repo"
+    );
+    let s = recs
+        .iter()
+        .find(|r| r["uuid"] == snapped.uuid.as_str())
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert_eq!(
+        (s["snapshot_count"].as_u64(), s["uptime_seconds"].as_i64()),
+        (Some(1), None)
+    );
     assert!(r["cpu_percent"].as_f64().is_some_and(|c| c > 0.0), "{r}");
     // The guest's writer works its disk (a MiB a second when the host is
     // idle; less when other tests' guests boot beside it).
@@ -215,4 +303,56 @@ fn once_prints_one_frame_as_records_with_rates() {
     hv(HV_TOP, &[], "")
         .assert_exit(2)
         .assert_stderr_contains("--once");
+}
+
+/// C leaves hv-top's screen for the VM's serial console (hv-console), a
+/// line typed there reaches the guest's shell, and Ctrl-] brings the
+/// screen back.
+#[test]
+fn c_opens_the_console_and_ctrl_bracket_comes_back() {
+    let dir = scratch("top-console");
+    let name = format!("{}cons x", run_prefix());
+    let image = hv_testbench::guest_image();
+    let profile = serde_json::json!({
+        "name": name, "type": hv_testbench::domain_type(), "memory": "128M",
+        "dir": dir, "disk": "16M",
+        "kernel": image.join("vmlinux"), "initrd": image.join("initramfs.img"),
+        "cmdline": "console=ttyS0 panic=-1 quiet",
+    });
+    hv(
+        &hv_testbench::bin("hv-define"),
+        &[],
+        &format!("{profile}\n"),
+    )
+    .assert_ok();
+    struct Gone(String, PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            if let Ok(d) = connect().lookup_domain_by_name(&self.0) {
+                hv_testbench::remove_domain(&d);
+            }
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _gone = Gone(name.clone(), dir.clone());
+    pipeline(&format!(
+        "hv-start '{name}' >/dev/null && hv-console '{name}' --expect 'hv-test-guest: ready' --timeout 120s </dev/null >/dev/null"
+    ))
+    .assert_ok();
+    let t = Terminal::start("hv-top --interval 1s", 80, 24);
+    t.wait_for("hv-top ", Duration::from_secs(30));
+    t.keys(&["/"]);
+    t.keys(&["-l", &name]);
+    t.keys(&["Enter"]);
+    wait_state(&t, "cons x", "running");
+    t.keys(&["C"]);
+    t.wait_for("Ctrl-] leaves", Duration::from_secs(30));
+    t.keys(&["-l", "echo top-$((2+3))"]);
+    t.keys(&["Enter"]);
+    t.wait_for("top-5", Duration::from_secs(30));
+    t.keys(&["C-]"]);
+    let screen = t.wait_for("hv-console: left", Duration::from_secs(30));
+    assert!(row(&screen, "cons x").contains("running"), "{screen}");
+    t.keys(&["q"]);
+    t.wait_for("[exit 0]", Duration::from_secs(10));
 }

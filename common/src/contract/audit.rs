@@ -28,6 +28,7 @@ const CHANGING: &[&str] = &[
     "autostart",
     "rm",
     "tag",
+    "set",
     "snapshot",
     "revert",
     "prune",

@@ -44,32 +44,6 @@ impl ConnectArgs {
         Ok(scope.open_one(access, self.connect_timeout)?.1)
     }
 
-    /// The one connection of a command that writes files for libvirt on
-    /// the machine it runs on (disk images, seeds): that machine must be
-    /// the host, or the files land where the VM is not.
-    pub fn open_local(&self, access: Access, writes: &str) -> Result<virt::connect::Connect> {
-        self.this_machine(&format!("writes {writes}"))?;
-        self.open(access)
-    }
-
-    /// Refuses a host other than this machine, for a command that `does`
-    /// something to files on the machine it runs on.
-    pub fn this_machine(&self, does: &str) -> Result<()> {
-        let scope = self.scope()?;
-        let uri = match (&scope, scope.the_one()?) {
-            (Scope::Default(target), _) => target.uri.clone(),
-            (_, one) => one.map(|h| h.uri.clone()),
-        };
-        match uri.filter(|u| crate::hosts::is_remote(u)) {
-            Some(uri) => Err(Error::usage(format!(
-                "{} {does} on this machine, and {uri} is another host: run it there (e.g. `ssh root@HOST {} ...`)",
-                program(),
-                program()
-            ))),
-            None => Ok(()),
-        }
-    }
-
     /// The one host of a command that works on one host, to open later.
     pub fn target(&self) -> Result<Target> {
         let scope = self.scope()?;
@@ -394,5 +368,96 @@ impl From<KeepArgs> for crate::retention::Keep {
             monthly: a.monthly,
             yearly: a.yearly,
         }
+    }
+}
+
+/// Small JSON specs (hv-pool's and hv-net's): each file one object or
+/// several (JSON lines), else JSON lines on stdin. Each file and stdin is
+/// read up to 1 MiB, so `/dev/zero` or an endless pipe is refused, not
+/// read forever; a spec that does not parse is an error naming its source
+/// and line, and ends that source.
+pub fn json_specs<T: serde::de::DeserializeOwned>(files: &[std::path::PathBuf]) -> Vec<Result<T>> {
+    use std::io::Read;
+    const LIMIT: u64 = 1 << 20;
+    let mut texts = Vec::new();
+    if files.is_empty() {
+        let mut text = String::new();
+        let read = std::io::stdin()
+            .take(LIMIT + 1)
+            .read_to_string(&mut text)
+            .and_then(|n| {
+                if n as u64 > LIMIT {
+                    Err(std::io::Error::other(
+                        "more than 1 MiB of specs: split them, or name spec files",
+                    ))
+                } else {
+                    Ok(text)
+                }
+            });
+        texts.push(("stdin".to_owned(), read));
+    }
+    for f in files {
+        let read = std::fs::metadata(f).and_then(|m| {
+            if m.is_file() && m.len() <= LIMIT {
+                std::fs::read_to_string(f)
+            } else {
+                Err(std::io::Error::other(
+                    "not a spec file (JSON objects, at most 1 MiB)",
+                ))
+            }
+        });
+        texts.push((f.display().to_string(), read));
+    }
+    let mut out = Vec::new();
+    for (source, text) in texts {
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(Err(Error::usage(format!("{source}: {e}"))));
+                continue;
+            }
+        };
+        for item in serde_json::Deserializer::from_str(&text).into_iter::<T>() {
+            match item {
+                Ok(spec) => out.push(Ok(spec)),
+                Err(e) => {
+                    out.push(Err(Error::new(
+                        Code::MalformedInput,
+                        format!("{source}: line {}: {e}", e.line()),
+                    )));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `--fields` of the commands that list: which fields of each record to
+/// print, as `hv-ls --fields` does.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FieldsArgs {
+    /// Only these fields of each record, in this order (e.g. name,uuid); a record's host stays
+    #[arg(long, value_name = "FIELD,...", value_delimiter = ',')]
+    pub fields: Vec<String>,
+}
+
+impl FieldsArgs {
+    /// The fields asked for, each one of `known`, the fields the command's
+    /// records have; a name it lacks is a usage error that lists them.
+    pub fn checked(&self, known: &[&str]) -> Result<Vec<String>> {
+        self.fields
+            .iter()
+            .map(|f| {
+                let f = f.trim();
+                match known.contains(&f) {
+                    true => Ok(f.to_owned()),
+                    false => Err(Error::usage(format!(
+                        "--fields: these records have no field {f:?}; they have {}",
+                        known.join(", ")
+                    ))),
+                }
+            })
+            .collect()
     }
 }

@@ -423,15 +423,22 @@ pub fn is_remote(uri: &str) -> bool {
     uri.contains("://") && !uri.contains(":///")
 }
 
+/// Whether an open connection is to another machine: its files are not
+/// this machine's, and only its libvirt can reach them.
+pub fn is_remote_conn(conn: &virt::connect::Connect) -> bool {
+    conn.uri().is_ok_and(|u| is_remote(&u))
+}
+
 /// libvirt's keepalive for remote hosts: a probe every 5 s, and the
 /// connection is closed after 3 go unanswered.
 const KEEPALIVE_SECS: i32 = 5;
 const KEEPALIVE_COUNT: u32 = 3;
 
-/// libvirt sends keepalive probes from its event loop: registered once,
-/// before the first remote connection is opened, and run in a thread of
-/// its own for the life of the process.
-fn keepalive_loop() {
+/// libvirt sends keepalive probes from its event loop, and a stream opened
+/// non-blocking is fed from it (hv-console): registered once, before the
+/// first connection that needs it is opened, and run in a thread of its
+/// own for the life of the process.
+pub fn keepalive_loop() {
     static LOOP: OnceLock<bool> = OnceLock::new();
     LOOP.get_or_init(|| {
         if virt::event::event_register_default_impl().is_err() {

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod error;
 pub mod hosts;
 pub mod manual;
+pub mod objects;
 pub mod output;
 pub mod progress;
 pub mod runner;

@@ -87,6 +87,8 @@ pub enum Show {
     Bytes,
     /// An array joined with commas; for arrays of objects, the named field of each.
     Join(Option<&'static str>),
+    /// Whole seconds as an age, in its largest unit (`3h`).
+    Age,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,10 +102,31 @@ pub const fn col(header: &'static str, key: &'static str, show: Show) -> Column 
     Column { header, key, show }
 }
 
+/// A record with only `fields`, in their order. `host` stays when the
+/// record has one (the next command in a pipe routes by it), and a failed
+/// record stays whole: its error is what matters.
+pub fn project(mut record: Map<String, Value>, fields: &[String]) -> Map<String, Value> {
+    if record.get("ok") == Some(&Value::Bool(false)) {
+        return record;
+    }
+    let mut out = Map::new();
+    for f in fields {
+        if let Some(v) = record.remove(f) {
+            out.insert(f.clone(), v);
+        }
+    }
+    if let Some(h) = record.remove("host") {
+        out.insert("host".into(), h);
+    }
+    out
+}
+
 pub struct Printer<W: Write> {
     format: Format,
     out: W,
     columns: &'static [Column],
+    /// `--fields`: only these of each record, in this order; empty: all.
+    fields: Vec<String>,
     held: Vec<Map<String, Value>>,
     emitted: usize,
 }
@@ -125,13 +148,43 @@ impl<W: Write> Printer<W> {
             format,
             out,
             columns,
+            fields: Vec::new(),
             held: Vec::new(),
             emitted: 0,
         }
     }
 
+    /// Prints only `fields` of each record, in their order (`--fields`), and
+    /// a table shows them as its columns; nothing changes when it is empty.
+    pub fn only(mut self, fields: &[String]) -> Self {
+        if fields.is_empty() {
+            return self;
+        }
+        let columns: Vec<Column> = fields
+            .iter()
+            .map(|f| {
+                self.columns
+                    .iter()
+                    .find(|c| c.key == f.as_str())
+                    .copied()
+                    .unwrap_or_else(|| {
+                        let key: &'static str = Box::leak(f.clone().into_boxed_str());
+                        col(key, key, Show::Plain)
+                    })
+            })
+            .collect();
+        // One table per run: the columns live as long as the process.
+        self.columns = Box::leak(columns.into_boxed_slice());
+        self.fields = fields.to_vec();
+        self
+    }
+
     pub fn emit(&mut self, record: Map<String, Value>) -> Result<()> {
         crate::audit::note(&record);
+        let record = match self.fields.is_empty() {
+            true => record,
+            false => project(record, &self.fields),
+        };
         match self.format {
             Format::Jsonl => self.write_line(&Value::Object(record)),
             Format::Json => self.write_array_item(record),
@@ -465,6 +518,9 @@ fn cell(value: Option<&Value>, show: Show) -> String {
         (Some(Value::Number(n)), Show::Bytes) => {
             n.as_u64().map(human_bytes).unwrap_or_else(|| n.to_string())
         }
+        (Some(Value::Number(n)), Show::Age) => {
+            n.as_i64().map(human_age).unwrap_or_else(|| n.to_string())
+        }
         (Some(Value::String(s)), _) => s.clone(),
         (Some(Value::Array(items)), Show::Join(field)) => {
             let parts: Vec<String> = items
@@ -486,7 +542,6 @@ fn cell(value: Option<&Value>, show: Show) -> String {
     }
 }
 
-/// `1536` → `1.5 KiB`: binary units, as virsh and free(1) print them.
 /// The object inside a `json!({...})`, for building a record.
 pub fn obj(v: Value) -> Map<String, Value> {
     match v {
@@ -500,6 +555,19 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `10800` → `3h`: seconds in their largest whole unit (s, m, h, d), short
+/// enough for a narrow column; a negative span (a clock set back) is `0s`.
+pub fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// `1536` → `1.5 KiB`: binary units, as virsh and free(1) print them.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = n as f64;
@@ -653,6 +721,15 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(4 << 30), "4 GiB");
+    }
+
+    #[test]
+    fn ages_take_their_largest_unit() {
+        assert_eq!(human_age(-5), "0s");
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(60), "1m");
+        assert_eq!(human_age(3 * 3600 + 59), "3h");
+        assert_eq!(human_age(9 * 86_400), "9d");
     }
 
     #[test]

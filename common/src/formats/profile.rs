@@ -15,6 +15,9 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub name: String,
+    /// The host it is made on, by alias or URI (docs/hosts.md); a run
+    /// over several hosts sends each profile to its own.
+    pub host: Option<String>,
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -310,6 +313,12 @@ impl Profile {
         }
         if self.name.len() > 200 {
             return bad("name", "is longer than 200 bytes".into());
+        }
+        if self.host.as_deref().is_some_and(|h| h.trim().is_empty()) {
+            return bad(
+                "host",
+                "must not be blank: an alias of the hosts file or a libvirt URI".into(),
+            );
         }
         if self.memory.is_some() && self.memory_bytes.is_some() {
             return bad(

@@ -80,6 +80,21 @@ pub fn parse(xml: &str) -> crate::Result<DomainXml> {
     })
 }
 
+/// Whether a running domain's XML has a serial console a client can
+/// attach to: a pty serial port or console (hv-console).
+pub fn has_pty_console(xml: &str) -> bool {
+    let Ok(doc) = Document::parse(xml) else {
+        return false;
+    };
+    let devices = child(doc.root_element(), "devices");
+    devices.is_some_and(|d| {
+        d.children().any(|c| {
+            matches!(c.tag_name().name(), "serial" | "console")
+                && c.attribute("type") == Some("pty")
+        })
+    })
+}
+
 fn made(root: Node, field: &str) -> Option<String> {
     child(root, "metadata")?
         .children()
@@ -120,7 +135,8 @@ fn children<'a, 'i: 'a>(
         .filter(move |c| c.is_element() && c.tag_name().name() == name)
 }
 
-fn memory_bytes(node: Node) -> u64 {
+/// An element of a memory size (`<memory unit='MiB'>512</memory>`), in bytes.
+pub fn memory_bytes(node: Node) -> u64 {
     let value: u64 = node.text().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
     value.saturating_mul(unit_factor(node.attribute("unit").unwrap_or("KiB")))
 }

@@ -1,8 +1,8 @@
 //! Calls that two or more hv commands need and no safe crate offers: the
 //! `virt` crate does not wrap bulk domain statistics (its
 //! `DomainStatsRecord` is an opaque pointer), the checkpoint count, a raw
-//! state reason or the host's memory counters, and the standard library
-//! has no statvfs(3) or terminal width. Calls only one command makes live
+//! state reason, the host's memory counters or a network's DHCP leases, and the standard library
+//! has no statvfs(3), terminal width or clock tick rate. Calls only one command makes live
 //! in that command's own `ffi` module (hv-backup: checkpoints and backup
 //! jobs; hv-health: disk errors). Only the ffi modules allow `unsafe`; each
 //! block says why it is sound by libvirt's documented ownership rules.
@@ -238,6 +238,65 @@ pub fn node_memory_stats(conn: &Connect) -> Result<HashMap<String, u64>, VirtErr
             (name.to_string_lossy().into_owned(), p.value)
         })
         .collect())
+}
+
+/// A DHCP lease libvirt's dnsmasq handed out on a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub mac: String,
+    pub ip: String,
+    pub prefix: u32,
+    pub hostname: Option<String>,
+    /// When it expires, in Unix seconds.
+    pub expires: i64,
+}
+
+/// A network's current DHCP leases (virNetworkGetDHCPLeases).
+pub fn dhcp_leases(net: &virt::network::Network) -> Result<Vec<Lease>, VirtError> {
+    let mut leases: *mut sys::virNetworkDHCPLeasePtr = std::ptr::null_mut();
+    // SAFETY: `net` is a live network for the call (borrowed); a null MAC
+    // asks for every lease; on success libvirt allocates an array of `n`
+    // lease pointers, each freed below with virNetworkDHCPLeaseFree and
+    // the array itself with libc's free, as libvirt documents.
+    let n = unsafe { sys::virNetworkGetDHCPLeases(net.as_ptr(), std::ptr::null(), &mut leases, 0) };
+    if n < 0 {
+        return Err(VirtError::last_error());
+    }
+    let text = |p: *mut std::os::raw::c_char| -> Option<String> {
+        // SAFETY: a lease's strings are NUL-terminated or null, and live
+        // until the lease is freed, after this reads them.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n as usize {
+        // SAFETY: `leases` holds `n` valid lease pointers (above).
+        let lease = unsafe { *leases.add(i) };
+        // SAFETY: each pointer is a valid lease until freed just after.
+        let l = unsafe { &*lease };
+        out.push(Lease {
+            mac: text(l.mac).unwrap_or_default(),
+            ip: text(l.ipaddr).unwrap_or_default(),
+            prefix: l.prefix,
+            hostname: text(l.hostname),
+            expires: l.expirytime,
+        });
+        // SAFETY: freed once, after its fields were copied out.
+        unsafe { sys::virNetworkDHCPLeaseFree(lease) };
+    }
+    if !leases.is_null() {
+        // SAFETY: the array libvirt allocated, freed once, its elements
+        // already freed.
+        unsafe { libc::free(leases.cast()) };
+    }
+    Ok(out)
+}
+
+/// The clock ticks per second /proc counts process times in (USER_HZ).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the system; it has no
+    // preconditions and touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).unwrap_or(0)
 }
 
 /// Space on the filesystem holding a path, as statvfs(3) reports it.

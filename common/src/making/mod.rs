@@ -15,6 +15,8 @@ use virt::domain::Domain;
 /// What this run made, undone in reverse unless [`Undo::keep`] is called.
 pub struct Undo {
     files: Vec<PathBuf>,
+    /// Volumes made on another host through its libvirt.
+    volumes: Vec<virt::storage_vol::StorageVol>,
     domain: Option<Domain>,
 }
 
@@ -28,6 +30,7 @@ impl Undo {
     pub fn new() -> Undo {
         Undo {
             files: Vec::new(),
+            volumes: Vec::new(),
             domain: None,
         }
     }
@@ -35,6 +38,7 @@ impl Undo {
     /// The run worked: what it made stays.
     pub fn keep(mut self) {
         self.files.clear();
+        self.volumes.clear();
         self.domain = None;
     }
 }
@@ -49,6 +53,12 @@ impl Drop for Undo {
                 cli::warn(format!(
                     "could not undefine the half-made VM: {e}; remove it with hv-rm"
                 ));
+            }
+        }
+        for v in self.volumes.iter().rev() {
+            if let Err(e) = v.delete(0) {
+                let path = v.path().unwrap_or_default();
+                cli::warn(format!("could not remove volume {path}: {e}"));
             }
         }
         for f in self.files.iter().rev() {
@@ -101,6 +111,11 @@ impl Undo {
     /// A file this run made by other means than [`create_new`].
     pub fn made(&mut self, path: &Path) {
         self.files.push(path.to_path_buf());
+    }
+
+    /// A volume this run made on a host through its libvirt.
+    pub fn made_volume(&mut self, vol: &virt::storage_vol::StorageVol) {
+        self.volumes.push(vol.clone());
     }
 }
 

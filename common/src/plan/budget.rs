@@ -199,3 +199,33 @@ pub fn dir_space(dir: &Path) -> Result<(String, u64, u64)> {
         space.available_bytes,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_warns_past_the_share_and_fails_when_what_must_fit_does_not() {
+        let conn = Connect::open(Some("test:///default")).unwrap();
+        let limits = Limits {
+            memory_warn: 10.0,
+            disk_warn: 85.0,
+        };
+        let mut b = Budget::new(&conn, limits);
+        let gib = 1u64 << 30;
+        // 100 GiB with 20 free: 1 GiB more leaves it 81 % used.
+        let fit = b.space("d", 100 * gib, 20 * gib, gib, gib);
+        assert_eq!((fit.status, fit.left), (Status::Pass, 20 * gib));
+        // The next item counts from what the first left: 86 % used.
+        let fit = b.space("d", 100 * gib, 20 * gib, 5 * gib, 5 * gib);
+        assert_eq!((fit.status, fit.left), (Status::Warn, 19 * gib));
+        // More than is left, of what must fit: no room.
+        let fit = b.space("d", 100 * gib, 20 * gib, 20 * gib, 20 * gib);
+        assert_eq!(fit.status, Status::Fail);
+        // Another place starts from its own free space.
+        assert_eq!(
+            b.space("e", 100 * gib, 50 * gib, gib, 0).status,
+            Status::Pass
+        );
+    }
+}

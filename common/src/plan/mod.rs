@@ -13,17 +13,21 @@ use crate::checks::{Check, Status, Unit};
 use crate::iso_library::{self, Library};
 use crate::output::human_bytes;
 use crate::profile::{Firmware, Graphics, Place, Profile, VirtType};
+use crate::storage::{self, pool_of_dir, Machine, Seen};
 use std::collections::HashSet;
 use std::path::Path;
 use virt::connect::Connect;
 
-/// Every check of one profile, each naming it first.
+/// Every check of one profile, each naming it first. On another host
+/// (`machine`), what the profile names by path (images to copy or link, a
+/// kernel, a directory) is looked at through that host's storage pools.
 pub fn check_profile(
     conn: &Connect,
     iso_library: &Path,
     budget: &mut Budget,
     p: &Profile,
     named: &mut HashSet<String>,
+    machine: Machine,
 ) -> Vec<Check> {
     let who = &p.name;
     let about = |mut c: Check| {
@@ -39,7 +43,11 @@ pub fn check_profile(
     }
     for disk in p.planned_disks() {
         if let Some(from) = &disk.from {
-            if let Some(c) = source_image(from, disk.size) {
+            let refused = match machine {
+                Machine::This => source_image(from, disk.size),
+                Machine::Other(host) => source_volume(conn, host, from, disk.size),
+            };
+            if let Some(c) = refused {
                 out.push(about(c));
                 continue;
             }
@@ -48,17 +56,49 @@ pub fn check_profile(
         // overlay starts empty and grows as the guest writes.
         let need = match (disk.size, &disk.from, disk.linked) {
             (Some(size), _, _) => size,
-            (None, Some(from), false) => allocated(from),
+            (None, Some(from), false) => match machine {
+                Machine::This => allocated(from),
+                Machine::Other(_) => from
+                    .to_str()
+                    .and_then(|f| conn.lookup_storage_vol_by_path(f).ok())
+                    .and_then(|v| v.info().ok())
+                    .map_or(0, |i| i.allocation),
+            },
             _ => 0,
         };
         if need > 0 {
-            out.push(about(storage(conn, budget, &disk.place, need)));
+            let place = match (machine, &disk.place) {
+                (Machine::Other(host), Place::Dir(dir)) => match pool_of_dir(conn, dir) {
+                    Some(pool) => Place::Pool(pool.name),
+                    None => {
+                        out.push(about(
+                            Check::new("plan.storage", Status::Fail, format!("{} on {host} is no storage pool's directory: on another host disks are made as volumes of a pool", dir.display()))
+                                .about("dir", dir.display().to_string())
+                                .hint(format!("give \"pool\" (virsh -c URI pool-list on {host}), or define a pool for that directory there")),
+                        ));
+                        continue;
+                    }
+                },
+                (_, place) => place.clone(),
+            };
+            out.push(about(storage(conn, budget, &place, need)));
         }
     }
     if let Some(iso) = &p.iso {
         out.push(about(iso_checked(iso_library, iso)));
     }
     for file in [&p.kernel, &p.initrd].into_iter().flatten() {
+        if let Machine::Other(host) = machine {
+            // A kernel on another host is only seen if a pool holds it.
+            let seen = file.to_str().map(|f| storage::file(conn, f));
+            if seen != Some(Seen::There) {
+                out.push(about(
+                    Check::new("plan.boot", Status::Warn, format!("{host}'s libvirt cannot tell whether {} is there: no storage pool lists it", file.display()))
+                        .hint(format!("check that the file is on {host} (libvirt says at the first start), or keep kernels in a pool's directory")),
+                ));
+            }
+            continue;
+        }
         if !file.is_file() {
             out.push(about(
                 Check::new(
@@ -71,7 +111,11 @@ pub fn check_profile(
         }
     }
     if !p.hostdev.is_empty() {
-        out.push(about(hostdev(Path::new("/"), &p.hostdev)));
+        out.push(about(match machine {
+            Machine::This => hostdev(Path::new("/"), &p.hostdev),
+            Machine::Other(host) => Check::new("plan.hostdev", Status::Warn, format!("the IOMMU and the devices of {host} are read from its /sys, which hv cannot see from here"))
+                .hint(format!("run hv-preflight --profiles on {host} itself")),
+        }));
     }
     let virt_type = p.virt_type.unwrap_or(VirtType::Kvm);
     let machine = p.machine.as_deref().unwrap_or("q35");
@@ -93,6 +137,30 @@ pub fn check_profile(
         }
     }
     out
+}
+
+/// Why the volume a disk on another host copies or links cannot be used:
+/// no pool of that host has it, or it is larger than the size asked.
+fn source_volume(conn: &Connect, host: &str, from: &Path, size: Option<u64>) -> Option<Check> {
+    let shown = from.display().to_string();
+    let vol = match conn.lookup_storage_vol_by_path(&shown) {
+        Ok(vol) => vol,
+        Err(_) => {
+            return Some(
+                Check::new("plan.storage", Status::Fail, format!("no storage pool of {host} has {shown}"))
+                    .about("from", shown)
+                    .hint(format!("on another host an image to copy or link is a volume of one of its pools: put it in a pool's directory on {host} and refresh the pool (virsh pool-refresh)")),
+            )
+        }
+    };
+    let image = vol.info().ok()?.capacity;
+    match size {
+        Some(size) if size < image => Some(Check::new("plan.storage", Status::Fail, format!("a {} disk cannot hold {shown}, a {} image: a disk does not shrink", human_bytes(size), human_bytes(image)))
+            .about("from", shown)
+            .measured(Unit::Bytes, size, image)
+            .hint("give no size (the disk is as large as the image), or one at least as large as the image")),
+        _ => None,
+    }
 }
 
 /// Bytes a file holds on disk (a sparse image counts what it stores).

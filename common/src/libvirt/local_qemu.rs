@@ -1,6 +1,7 @@
 //! What a local system daemon's QEMU process tells through /proc and the
 //! cgroup filesystem, read by hv itself because libvirt would ask the QEMU
-//! monitor for it.
+//! monitor for it (hv-metrics), or does not say at all: when the VM
+//! started (hv-top's uptime).
 //!
 //! libvirt's balloon group asks the monitor for guest memory statistics
 //! even when the guest gives none, and its cpu-total group asks the monitor
@@ -59,8 +60,9 @@ impl LocalQemu {
         })
     }
 
-    /// This process, as if its pid file were `pid_file`.
-    #[cfg(test)]
+    /// This process, as if its pid file were `pid_file`: for the tests
+    /// of the commands that read a QEMU (hv-metrics).
+    #[doc(hidden)]
     pub fn this_process(pid_file: PathBuf, cpu_stat: PathBuf) -> LocalQemu {
         let pid = std::process::id();
         std::fs::write(&pid_file, pid.to_string()).unwrap();
@@ -75,6 +77,19 @@ impl LocalQemu {
     /// Whether the daemon still names this process the domain's QEMU.
     pub fn is_current(&self) -> bool {
         pid_in(&self.pid_file) == Some(self.pid) && start_time(self.pid) == Some(self.started)
+    }
+
+    /// When the process started, in Unix seconds: the VM's run began then.
+    pub fn started_unix(&self) -> Option<i64> {
+        let ticks = crate::ffi::clock_ticks_per_second();
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let boot: i64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (ticks > 0).then(|| boot + (self.started / ticks) as i64)
     }
 
     /// Resident memory in KiB, as libvirt's `balloon.rss`.
@@ -169,7 +184,7 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
         // mountinfo writes a space, tab, newline or backslash as `\040`.
         fields
             .get(4)
-            .map(|point| PathBuf::from(hv_common::fsutil::unescape(point, b'\\', 3, 8)))
+            .map(|point| PathBuf::from(crate::fsutil::unescape(point, b'\\', 3, 8)))
     })
 }
 
@@ -190,6 +205,18 @@ fn parse_cpu_stat(text: &str) -> Option<CpuTimes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_started_when_it_started() {
+        let dir = std::env::temp_dir().join(format!("hv-lq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let me = LocalQemu::this_process(dir.join("pid"), dir.join("cpu.stat"));
+        let started = me.started_unix().expect("this process's start time");
+        let now = crate::time::now();
+        // This test process began at most a few minutes ago.
+        assert!((now - 600..=now).contains(&started), "{started} vs {now}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn a_qemu_is_the_domains_only_with_its_name_and_uuid() {
