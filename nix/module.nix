@@ -24,6 +24,10 @@ let
     bash = "${pkgs.bash}/bin/bash";
   };
   units = builtins.fromJSON (builtins.readFile ./units.json);
+  host = import ./host.nix {
+    bindir = "${cfg.package}/bin";
+    inherit (cfg) bridges networks pools;
+  };
   defaultSchedule = name: (lib.findFirst (u: u.name == name) null units.units).onCalendar;
   keepArgs =
     keep: lib.concatStringsSep " " (lib.mapAttrsToList (period: n: "--keep-${period} ${toString n}") keep);
@@ -88,6 +92,110 @@ in
       };
       description = "libvirt hosts by alias, for working on several at once: written to /etc/hv/hosts, and HV_HOSTS is set for shells, so `hv-ls` lists every host and `-c h1` names one (docs/hosts.md). The timers keep working on this host only.";
     };
+    bridges = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options = {
+            interfaces = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+              example = [ "enp3s0" ];
+              description = "The host interfaces that join the bridge.";
+            };
+            mtu = mkOption {
+              type = types.nullOr types.ints.positive;
+              default = null;
+              description = "The bridge's MTU; null for the default.";
+            };
+            dhcp = mkOption {
+              type = types.bool;
+              default = true;
+              description = "Whether the bridge takes the host's address by DHCP (false: configure systemd.network.networks.\"40-NAME\" yourself).";
+            };
+          };
+        }
+      );
+      default = { };
+      example = {
+        br0.interfaces = [ "enp3s0" ];
+      };
+      description = "Host bridges, by name, as systemd-networkd files: VMs join them through a libvirt bridge network (services.hv.networks) or a profile's \"bridge\" (docs/networks.md).";
+    };
+
+    networks = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options = {
+            type = mkOption {
+              type = types.enum [
+                "nat"
+                "isolated"
+                "bridge"
+              ];
+              description = "nat (VMs reach out through the host), isolated, or bridge (VMs join a host bridge).";
+            };
+            address = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              example = "192.168.100.1/24";
+              description = "nat, isolated: the host's address on the network, CIDR.";
+            };
+            dhcp = mkOption {
+              type = types.nullOr types.bool;
+              default = null;
+              description = "nat, isolated: DHCP on the network (default: on, the 10th address to the last but one).";
+            };
+            bridge = mkOption {
+              type = types.nullOr types.str;
+              default = null;
+              description = "bridge: the host bridge (services.hv.bridges); nat, isolated: the bridge's name.";
+            };
+            autostart = mkOption {
+              type = types.bool;
+              default = true;
+              description = "Start it with the host.";
+            };
+          };
+        }
+      );
+      default = { };
+      example = {
+        lab = {
+          type = "nat";
+          address = "192.168.100.1/24";
+        };
+        lan = {
+          type = "bridge";
+          bridge = "br0";
+        };
+      };
+      description = "libvirt networks, by name, as hv-net define's specs: defined at boot when missing (an existing one is left as it is).";
+    };
+
+    pools = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options = {
+            path = mkOption {
+              type = types.str;
+              example = "/srv/images";
+              description = "The pool's directory, made when missing.";
+            };
+            autostart = mkOption {
+              type = types.bool;
+              default = true;
+              description = "Start it with the host.";
+            };
+          };
+        }
+      );
+      default = { };
+      example = {
+        images.path = "/srv/images";
+      };
+      description = "Directory storage pools, by name, as hv-pool define's specs: defined at boot when missing (an existing one is left as it is).";
+    };
+
     onFailure = mkOption {
       type = types.nullOr types.str;
       default = null;
@@ -319,6 +427,32 @@ in
   };
 
   config = mkIf cfg.enable (mkMerge [
+    (mkIf (cfg.bridges != { }) {
+      systemd.network.enable = true;
+      systemd.network.netdevs = host.network.netdevs;
+      systemd.network.networks = host.network.networks;
+    })
+    (mkIf (cfg.networks != { } || cfg.pools != { }) {
+      environment.etc."hv/networks.jsonl".text = host.networkSpecs;
+      environment.etc."hv/pools.jsonl".text = host.poolSpecs;
+      systemd.services.hv-host-setup = {
+        description = "hv: the libvirt networks and storage pools of services.hv";
+        documentation = [ "https://github.com/hv/hv/blob/main/docs/networks.md" ];
+        after = [
+          "libvirtd.service"
+          "virtqemud.service"
+          "systemd-networkd.service"
+        ];
+        wants = [ "libvirtd.service" ];
+        wantedBy = [ "multi-user.target" ];
+        environment = common;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = host.setup;
+        };
+      };
+    })
     (mkIf (cfg.hosts != { }) {
       environment.etc."hv/hosts".text = lib.concatStrings (
         [ "# services.hv.hosts: an alias and a libvirt URI per line (docs/hosts.md)\n" ]

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    hv_common::cli::main(hv_pool::run)
+}
