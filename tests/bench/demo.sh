@@ -6,8 +6,8 @@
 # and a stopped VM, a deep verify, a restore checked against the source
 # disk, a replica (sync), a backup mounted as a file, a copy on S3 (the
 # bench's Garage, when built); then two more hosts (the bench's extra libvirtd instances, reached
-# over ssh), all hosts listed at once, and a running VM made here moved
-# live, with its disk, to another host.
+# over ssh), all hosts listed at once, a running VM made here moved live,
+# with its disk, to another host, and backed up there from here over ssh.
 # The VMs stay for you to play with; `tests/bench/demo.sh --clean` removes them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +19,7 @@ dir=/var/lib/libvirt/images/hv-demo
 if [ "${1:-}" = --clean ]; then
     export PATH="$PWD/target/release:$PATH"
     # The clones first: hv-rm keeps a template's disk while clones use it.
-    HV_HOSTS=$dir/hosts "$PWD/target/release/hv-ls" demo-mover 2>/dev/null | as_root env HV_HOSTS="$dir/hosts" "$PWD/target/release/hv-rm" --force --remove-storage --yes >/dev/null 2>&1 || true
+    HV_HOSTS=$dir/hosts "$PWD/target/release/hv-ls" --name 'demo-mover*' 2>/dev/null | as_root env HV_HOSTS="$dir/hosts" "$PWD/target/release/hv-rm" --force --remove-storage --yes >/dev/null 2>&1 || true
     for vm in demo-web1 demo-web2 demo-db demo-base; do
         virsh -c "$HV_CONNECT" dominfo "$vm" >/dev/null 2>&1 || continue
         as_root "$PWD/target/release/hv-rm" --force --remove-storage --yes "$vm" >/dev/null \
@@ -93,7 +93,7 @@ show "hv-ls --tag web | hv-backup create --format table"
 show "hv-backup verify --deep --identity $dir/identity.txt --format table"
 id=$(hv-backup ls --format jsonl | jq -r 'select(.name == "demo-web2") | .id' | tail -1)
 show "hv-backup restore $id --identity $dir/identity.txt --dir $dir/restored --disk-format raw --format table"
-show "qemu-img convert -O raw $dir/demo-web2.qcow2 $dir/source.raw && sha256sum $dir/source.raw $dir/restored/*.raw | cut -c1-16,65-"
+show "qemu-img convert -O raw $dir/demo-web2.qcow2 $dir/source.raw && b3sum $dir/source.raw $dir/restored/*.raw | cut -c1-16,65-"
 as_root rm -f "$dir/source.raw"
 # A second copy elsewhere (here: another directory): the first sync makes
 # the replica, the second sends nothing; the replica verifies on its own.
@@ -145,4 +145,16 @@ to=h1; [ "$mover_on" = h1 ] && to=h2
 show "hv-preflight -c $mover_on --for migrate --to $to demo-mover --format table"
 show "hv-ls -c $mover_on demo-mover | hv-migrate --to $to --copy-storage --format table"
 show "hv-ls --name 'demo-mover' | jq -c '{name, host, state, disk: .disks[0].source}'"
+# Backed up from here where it now runs: read on its host over the ssh of
+# its URI, into this machine's repository.
+show "hv-ls --name 'demo-mover' | hv-backup create --format table"
+# And brought back on the third host, as after losing its own: the disk is
+# written there over its ssh, checked against the backup, and the VM is
+# defined and started there.
+back=h2; [ "$to" = h2 ] && back=h1
+# (A second run of the demo replaces the copy the first one left there.)
+as_root env HV_HOSTS="$HV_HOSTS" "$PWD/target/release/hv-rm" -c "$back" --force --yes demo-mover-back >/dev/null 2>&1 || true
+mover_id=$(hv-backup ls --vm demo-mover --format jsonl | jq -r .id | head -1)
+show "hv-backup restore $mover_id --identity $dir/identity.txt -c $back --dir /var/lib/libvirt/images --name demo-mover-back --define --force --format table"
+show "hv-start -c $back demo-mover-back --wait --format table"
 printf '\nThe demo VMs, the repository in %s and the extra hosts stay; remove them with: tests/bench/demo.sh --clean\n' "$dir"

@@ -20,8 +20,8 @@ backports_source() {
 }
 
 packages() {
-    local bp="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage libvirt-clients qemu-system-x86 qemu-system-modules-spice qemu-utils libvirt-dev"
-    local plain="build-essential ca-certificates pkg-config mandoc xz-utils jq procps age zstd util-linux mount e2fsprogs curl prometheus prometheus-alertmanager prometheus-libvirt-exporter libcurl4-openssl-dev xorriso gpg gpg-agent debian-keyring ubuntu-keyring tmux zsh fish nix-bin systemd dbus polkitd ovmf swtpm swtpm-tools virtinst xfsprogs openssh-server iproute2"
+    local bp="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage libvirt-daemon-driver-network libvirt-clients qemu-system-x86 qemu-system-modules-spice qemu-utils libvirt-dev"
+    local plain="build-essential ca-certificates pkg-config mandoc xz-utils jq procps age zstd util-linux mount e2fsprogs curl prometheus prometheus-alertmanager prometheus-libvirt-exporter libcurl4-openssl-dev xorriso gpg gpg-agent debian-keyring ubuntu-keyring tmux zsh fish nix-bin systemd dbus polkitd ovmf swtpm swtpm-tools virtinst xfsprogs openssh-server iproute2 dnsmasq-base nftables b3sum"
     if dpkg-query -W -f='${Status}\n' $bp $plain 2>/dev/null | grep -vq 'install ok installed' \
         || ! dpkg-query -W $bp $plain >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive

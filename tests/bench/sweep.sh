@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Removes what killed test or bench runs left behind: domains and storage
-# pools named hvt-* (tests) or hvb-* (benchmarks), and their files under the bench directory.
+# Removes what killed test or bench runs left behind: domains, storage
+# pools and networks named hvt-* (tests) or hvb-* (benchmarks), and their files under the bench directory.
 set -uo pipefail
 uri=${HV_TEST_URI:-qemu:///system}
 virsh -c "$uri" list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | while IFS= read -r name; do
@@ -13,6 +13,11 @@ virsh -c "$uri" pool-list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | whi
     virsh -c "$uri" pool-destroy "$name" >/dev/null 2>&1
     virsh -c "$uri" pool-undefine "$name" >/dev/null 2>&1
     echo "sweep: removed leftover storage pool '$name'" >&2
+done
+virsh -c "$uri" net-list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | while IFS= read -r name; do
+    virsh -c "$uri" net-destroy "$name" >/dev/null 2>&1
+    virsh -c "$uri" net-undefine "$name" >/dev/null 2>&1
+    echo "sweep: removed leftover network '$name'" >&2
 done
 rm -rf /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-* # files, and the directories of hv-define's tests
 # tmpfs, and hv-backup mount's filesystems and FUSE images, a killed test

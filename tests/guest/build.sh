@@ -32,10 +32,11 @@ mkdir -p $root/bin $root/proc $root/sys $root/dev $root/etc $root/lib/modules $r
 cp bb/bin/busybox $root/bin/busybox
 # Boot modules, then (loaded by init in the background after "ready") what a
 # cloud-init NoCloud seed needs: q35's AHCI controller, the SATA CD-ROM and
-# ISO 9660, in dependency order (the package has no modules.dep: the order
-# follows each module's depends=). A module the kernel has built in is skipped.
+# ISO 9660, and a virtio NIC for DHCP, in dependency order (the package has
+# no modules.dep: the order follows each module's depends=). A module the
+# kernel has built in is skipped.
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk virtio_console evdev button \
-    scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs; do
+    scsi_common scsi_mod libata libahci ahci cdrom sr_mod isofs failover net_failover virtio_net; do
     f=$(find kernel/lib/modules -name "$m.ko*" | head -n1)
     if [ -z "$f" ] && grep -qE "/$m\.ko\$" kernel/lib/modules/*/modules.builtin; then log "module $m is built in"; continue; fi
     [ -n "$f" ] || { log "module $m missing from $kernel_pkg"; exit 1; }

@@ -551,6 +551,16 @@ pub fn hv_as(user: &str, binary: &str, args: &[&str]) -> Run {
 /// then sha256sum), optionally of an internal snapshot; `-U` so a running
 /// guest's image can be read.
 pub fn image_sha256(image: &Path, snapshot: Option<&str>) -> String {
+    image_digest(image, snapshot, "sha256sum")
+}
+
+/// BLAKE3 of a disk image's guest-visible bytes, as `b3sum` prints it for
+/// the raw image: what hv-backup's manifests and restore records hold.
+pub fn image_blake3(image: &Path) -> String {
+    image_digest(image, None, "b3sum")
+}
+
+fn image_digest(image: &Path, snapshot: Option<&str>, tool: &str) -> String {
     let raw = std::env::temp_dir().join(format!(
         "{}digest-{}.raw",
         run_prefix(),
@@ -566,15 +576,15 @@ pub fn image_sha256(image: &Path, snapshot: Option<&str>) -> String {
     }
     let status = convert.arg(image).arg(&raw).status().expect("run qemu-img");
     assert!(status.success(), "qemu-img convert {}", image.display());
-    let out = Command::new("sha256sum")
+    let out = Command::new(tool)
         .arg(&raw)
         .output()
-        .expect("run sha256sum");
+        .unwrap_or_else(|e| panic!("run {tool} (setup-host.sh installs it): {e}"));
     let _ = std::fs::remove_file(&raw);
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
-        .expect("sha256sum output")
+        .unwrap_or_else(|| panic!("{tool} output"))
         .to_owned()
 }
 

@@ -618,7 +618,8 @@ impl RoleDaemon {
             "<domain type='{}'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
              <os><type arch='x86_64' machine='q35'>hvm</type></os><devices>\
              <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
-             <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+             <source file='{}'/><target dev='vda' bus='virtio'/></disk>\
+             <serial type='pty'/></devices></domain>",
             hv_testbench::domain_type(),
             disk.display()
         );
@@ -710,6 +711,15 @@ fn polkit_roles_let_operators_run_vms_and_only_admins_remove_them() {
         );
     }
     daemon.hv_as(operator, "hv-start", &[&name]).assert_ok();
+    // An operator may open its serial console (open-device); nothing in
+    // the VM prints, so the session ends at its timeout.
+    daemon
+        .hv_as(operator, "hv-console", &[&name, "--timeout", "2s"])
+        .assert_ok();
+    daemon
+        .hv_as("nobody", "hv-console", &[&name, "--timeout", "2s"])
+        .assert_exit(3)
+        .assert_stderr_contains("polkit");
     // Nothing in the VM answers ACPI: the graceful request (init-control)
     // and the forced stop after the timeout (stop) are both the operator's.
     let stopped = daemon.hv_as(operator, "hv-stop", &["--timeout", "1", &name]);
@@ -736,4 +746,85 @@ fn polkit_roles_let_operators_run_vms_and_only_admins_remove_them() {
         .assert_ok();
     daemon.hv_as(admin, "hv-rm", &["--yes", &name]).assert_ok();
     assert!(!daemon.is_defined(&name));
+}
+
+/// The NixOS module's bridges, networks and pools (nix/host.nix): bridges
+/// become systemd-networkd files, networks and pools the specs hv-net and
+/// hv-pool define at boot, which those commands take as they are, and
+/// take again at the next boot without failing (`--keep-existing`).
+#[test]
+fn the_nix_module_renders_bridges_networks_and_pools() {
+    nix(&["--parse", "nix/host.nix"]).assert_ok();
+    let out = nix(&[
+        "--eval",
+        "--strict",
+        "--json",
+        "-E",
+        "import ./nix/host.nix { bindir = \"/b\"; \
+           bridges = { br0 = { interfaces = [ \"enp3s0\" \"enp4s0\" ]; mtu = 9000; dhcp = true; }; }; \
+           networks = { lab = { type = \"nat\"; address = \"10.234.0.1/24\"; dhcp = null; bridge = null; autostart = true; }; \
+                        lan = { type = \"bridge\"; address = null; dhcp = null; bridge = \"br0\"; autostart = true; }; }; \
+           pools = { images = { path = \"/srv/images\"; autostart = true; }; }; }",
+    ]);
+    let host: Value = serde_json::from_slice(&out.assert_ok().stdout).unwrap();
+    assert_eq!(
+        host["network"]["netdevs"]["20-br0"]["netdevConfig"],
+        json!({"Name": "br0", "Kind": "bridge", "MTUBytes": "9000"})
+    );
+    for port in ["enp3s0", "enp4s0"] {
+        assert_eq!(
+            host["network"]["networks"][format!("30-br0-{port}")]["networkConfig"]["Bridge"],
+            "br0"
+        );
+    }
+    assert_eq!(
+        host["setup"],
+        json!([
+            "/b/hv-net define --keep-existing /etc/hv/networks.jsonl",
+            "/b/hv-pool define --keep-existing /etc/hv/pools.jsonl"
+        ])
+    );
+    // The specs are what hv-net and hv-pool take.
+    let net_specs = host["networkSpecs"].as_str().unwrap();
+    let nets = hv_testbench::hv(
+        &bin("hv-net"),
+        &["define", "--dry-run"],
+        &format!("{net_specs}\n"),
+    );
+    let recs = nets.assert_ok().records();
+    assert_eq!(recs.len(), 2, "{nets:?}");
+    assert!(recs[1]["xml"]
+        .as_str()
+        .unwrap()
+        .contains("<forward mode='bridge'/><bridge name='br0'/>"));
+    let dir = scratch("nix-pools");
+    let name = format!("{}nixpool", run_prefix());
+    let pool_spec =
+        serde_json::json!({"name": name, "path": dir.join("images"), "autostart": true});
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            if let Ok(p) = hv_testbench::connect().lookup_storage_pool_by_name(&self.0) {
+                let _ = p.destroy();
+                let _ = p.undefine();
+            }
+        }
+    }
+    let _gone = Gone(name.clone());
+    let file = dir.join("pools.jsonl");
+    std::fs::write(&file, format!("{pool_spec}\n")).unwrap();
+    let args = ["define", "--keep-existing", file.to_str().unwrap()];
+    let first = hv_testbench::hv(&bin("hv-pool"), &args, "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(first["changed"], true);
+    // The next boot: the pool is there, and is left as it is.
+    let again = hv_testbench::hv(&bin("hv-pool"), &args, "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(
+        (again["ok"].as_bool(), again["changed"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -66,6 +66,12 @@ fn bench_tables_fit_80_columns() {
         ("hv-preflight".to_owned(), "hv-preflight"),
         ("hv-ls".to_owned(), "hv-ls"),
         (
+            format!("hv-set '{made}' --memory 192M --vcpus 2 --boot cdrom,hd --dry-run"),
+            "hv-set",
+        ),
+        ("hv-pool ls".to_owned(), "hv-pool ls"),
+        ("hv-net ls".to_owned(), "hv-net ls"),
+        (
             format!("hv-iso --library {} ls", dir.join("iso").display()),
             "hv-iso ls",
         ),
@@ -85,7 +91,7 @@ fn bench_tables_fit_80_columns() {
             !screen.contains("scanned"),
             "{what}: the progress line is left on the screen:\n{screen}"
         );
-        if matches!(what, "hv-define" | "hv-clone") {
+        if matches!(what, "hv-define" | "hv-clone" | "hv-set") {
             assert!(screen.contains("[exit 0]"), "{what} failed:\n{screen}");
         }
     }
@@ -186,6 +192,42 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
         "Tab",
     ]);
     t.wait_for(&id, Duration::from_secs(10));
+    t.fresh_line();
+
+    // Pool names for a flag that names a pool, and for hv-pool ls.
+    let pool = format!("{prefix}complete-pool");
+    let spec = serde_json::json!({"name": pool, "path": dir.join("pool")});
+    hv_testbench::hv(
+        &hv_testbench::bin("hv-pool"),
+        &["define"],
+        &format!("{spec}\n"),
+    )
+    .assert_ok();
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            if let Ok(p) = connect().lookup_storage_pool_by_name(&self.0) {
+                let _ = p.destroy();
+                let _ = p.undefine();
+            }
+        }
+    }
+    let _gone = Gone(pool.clone());
+    for command in ["hv-preflight", "hv-pool"] {
+        t.keys(&[
+            &format!("source '{}'", completion("bash", command)),
+            "Enter",
+        ]);
+    }
+    t.fresh_line();
+    t.keys(&[
+        &format!("hv-preflight --name x --pool {prefix}complete-p"),
+        "Tab",
+    ]);
+    t.wait_for(&pool, Duration::from_secs(10));
+    t.fresh_line();
+    t.keys(&[&format!("hv-pool ls {prefix}complete-p"), "Tab"]);
+    t.wait_for(&pool, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

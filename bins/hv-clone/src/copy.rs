@@ -25,6 +25,10 @@ pub enum How {
     Flattened,
     /// A qcow2 overlay whose backing file is the source's disk (--linked).
     Linked,
+    /// On another host: copied there by its libvirt (a new volume from the
+    /// source's, qemu-img on that host; a qcow2 with a backing file or
+    /// snapshots comes out standalone).
+    Volume,
 }
 
 /// What a qcow2 header says that matters for copying it.

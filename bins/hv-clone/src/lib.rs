@@ -15,12 +15,14 @@ use copy::How;
 use hv_common::checks::Status as CheckStatus;
 use hv_common::cli::{self, ConnectArgs, JobArgs, OutputArgs, Status};
 use hv_common::connect::Access;
+use hv_common::hosts::{Pool, Route, Scope};
 use hv_common::making::{self, create_new, qemu_img, seed, Undo};
 use hv_common::manual::Manual;
 use hv_common::output::{self, col, Column, Printer, Show};
 use hv_common::plan::{self, Budget, Limits};
 use hv_common::profile::Place;
 use hv_common::runner::{self, Finished, Job, RunOptions};
+use hv_common::storage;
 use hv_common::targets::{self, Input, VmRef};
 use hv_common::{bulk, domain, inventory, lifecycle, Code, Error, Exit, Result};
 use serde::Serialize;
@@ -94,7 +96,7 @@ pub const MANUAL: Manual = Manual {
         ("Three linked clones of every template, started:", "hv-ls --tag template | hv-clone --count 3 --linked --name '{name}-{n}' | hv-start"),
         ("What would be made:", "hv-clone --dry-run --count 2 base | jq -r .name"),
     ],
-    notes: &["A running or paused source is refused (error code invalid_state): stop it first, since its disks change while they are copied. A clone that fails a check has error code check_failed with `checks`; one that fails while being made leaves no disk, seed, NVRAM or domain. Records add to the hv-ls fields: changed, cloned_from (the source's name), linked, copies (each disk's target and how it was copied: reflink, sparse, flattened or linked), seed when the clone got one, and with --dry-run dry_run and xml. hv-rm --remove-storage removes a clone's disks, seed, NVRAM and TPM state and keeps the files linked clones still use."],
+    notes: &["A running or paused source is refused (error code invalid_state): stop it first, since its disks change while they are copied. A clone that fails a check has error code check_failed with `checks`; one that fails while being made leaves no disk, seed, NVRAM or domain. Records add to the hv-ls fields: changed, cloned_from (the source's name), linked, copies (each disk's target and how it was copied: reflink, sparse, flattened or linked), seed when the clone got one, and with --dry-run dry_run and xml. hv-rm --remove-storage removes a clone's disks, seed, NVRAM and TPM state and keeps the files linked clones still use.", "On another host (-c ALIAS or a qemu+ssh URI, or a piped record's host) the source's disks must be volumes of its pools: linked clones are overlays its libvirt makes on them, full copies are new volumes its libvirt copies (how: volume); the seed goes through libvirt streams, and the NVRAM starts fresh from the firmware template.", "Over several hosts (--hosts FILE, or -c more than once) each source is cloned on its own host, as its record's host says (hv-ls --hosts F --tag template | hv-clone --hosts F); each host's clones are checked against that host's space and names, and a host that cannot be reached fails its own sources (error code unreachable) while the others are cloned."],
 };
 
 static COLUMNS: [Column; 5] = [
@@ -133,12 +135,25 @@ pub fn run(cli: Cli) -> Result<Exit> {
         &cli.vms,
         "hv-ls --tag template | hv-clone --count 3 --linked",
     )?;
-    let conn = Arc::new(
-        cli.connect
-            .open_local(Access::ReadWrite, "the clones' disks")?,
+    let scope = cli.connect.scope()?;
+    let pool = Pool::new(
+        scope.clone(),
+        Access::ReadWrite,
+        cli.connect.connect_timeout,
     );
+    // The run's one host is the hypervisor: not reaching it ends the run
+    // (exit 3); among several, an unreachable host fails its own VMs.
+    if let Some(route) = scope.single() {
+        // A named host: a record of another is refused, not looked up by
+        // its name there. A run that named none acts where a record's URI
+        // says (the routing does).
+        if let Scope::Named { .. } = scope {
+            hv_common::hosts::working_on(&scope);
+        }
+        pool.get(&route)?;
+    }
     let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
-    let status = clone_all(conn, inputs, opts, &mut printer)?;
+    let status = clone_all(&pool, inputs, opts, &mut printer)?;
     printer.finish()?;
     Ok(status.exit())
 }
@@ -170,6 +185,54 @@ struct Plan {
     linked: bool,
     keep_tags: bool,
     dry_run: bool,
+    /// The host it is made on, when it is not this machine.
+    other_host: Option<String>,
+    /// Its host's connection.
+    conn: Arc<Connect>,
+    /// The `host` of its record (the run named hosts).
+    host: Option<String>,
+}
+
+/// One host of the run, as its clones are planned: its connection, and
+/// its own budget and names, since each host's clones are counted against
+/// that host alone.
+struct AtHost {
+    conn: Arc<Connect>,
+    host: Option<String>,
+    /// Its name when it is not this machine: the clones' files are then
+    /// volumes of its pools.
+    other_host: Option<String>,
+    budget: Budget,
+    named: HashSet<String>,
+}
+
+impl AtHost {
+    fn open(pool: &Pool, route: &Route) -> Result<AtHost> {
+        let conn = pool.get(route)?;
+        let host = match route {
+            Route::Default => None,
+            Route::Host(h) => Some(h.name.clone()),
+        };
+        let uri = conn.uri().ok();
+        let other_host = match uri.as_deref().is_some_and(hv_common::hosts::is_remote) {
+            true => host.clone().or(uri),
+            false => None,
+        };
+        let budget = Budget::new(
+            &conn,
+            Limits {
+                memory_warn: 10.0,
+                disk_warn: 85.0,
+            },
+        );
+        Ok(AtHost {
+            conn,
+            host,
+            other_host,
+            budget,
+            named: HashSet::new(),
+        })
+    }
 }
 
 /// An item's outcome: known before the run (a failed check, a record
@@ -180,51 +243,90 @@ enum Ready {
 }
 
 fn clone_all(
-    conn: Arc<Connect>,
+    pool: &Pool,
     inputs: impl Iterator<Item = Input>,
     opts: Options,
     printer: &mut Printer<std::io::Stdout>,
 ) -> Result<Status> {
-    let mut budget = Budget::new(
-        &conn,
-        Limits {
-            memory_warn: 10.0,
-            disk_warn: 85.0,
-        },
-    );
-    let mut named = HashSet::new();
+    // Each source is cloned on its own host: a record's `host` says which.
+    // The hosts the sources name are opened at once, so a host that hangs
+    // costs one connection timeout, not one per host in turn.
+    let inputs: Vec<Input> = inputs.collect();
+    let mut named: Vec<Route> = Vec::new();
+    for input in &inputs {
+        if let Input::Vm(vm) = input {
+            if let Ok(route) = pool.scope().route(vm.host.as_deref()) {
+                if !named.contains(&route) {
+                    named.push(route);
+                }
+            }
+        }
+    }
+    std::thread::scope(|s| {
+        for route in &named {
+            s.spawn(move || pool.get(route).map(|_| ()));
+        }
+    });
+    let mut hosts: Vec<(Route, Result<AtHost>)> = Vec::new();
     let mut jobs = Vec::new();
     for input in inputs {
-        match input {
-            Input::Malformed { message, .. } => jobs.push(Job::Ready(Ready::Malformed(message))),
-            Input::PassThrough(record) => jobs.push(Job::Ready(Ready::Record(record, None))),
-            Input::Vm(vm) => match source(&conn, &vm) {
-                Err(e) => jobs.push(Job::Ready(failure(&vm, e))),
-                Ok((dom, xml_text, from)) => {
-                    for n in 1..=opts.count {
-                        let planned = plan_one(
-                            &conn,
-                            &dom,
-                            &xml_text,
-                            &from,
-                            n,
-                            &opts,
-                            &mut budget,
-                            &mut named,
-                        );
-                        jobs.push(match planned {
-                            Ok(p) => Job::Run(p),
-                            Err((name, e)) => Job::Ready(failure(
-                                &VmRef {
-                                    name: Some(name),
-                                    ..VmRef::default()
-                                },
-                                e,
-                            )),
-                        });
-                    }
-                }
-            },
+        let vm = match input {
+            Input::Malformed { message, .. } => {
+                jobs.push(Job::Ready(Ready::Malformed(message)));
+                continue;
+            }
+            Input::PassThrough(record) => {
+                jobs.push(Job::Ready(Ready::Record(record, None)));
+                continue;
+            }
+            Input::Vm(vm) => vm,
+        };
+        let route = match pool.scope().route(vm.host.as_deref()) {
+            Ok(route) => route,
+            Err(e) => {
+                let e = Error::new(e.code, format!("VM {}: {}", vm.label(), e.message));
+                jobs.push(Job::Ready(failure(&vm, e)));
+                continue;
+            }
+        };
+        let i = match hosts.iter().position(|(r, _)| *r == route) {
+            Some(i) => i,
+            None => {
+                let at = AtHost::open(pool, &route);
+                hosts.push((route, at));
+                hosts.len() - 1
+            }
+        };
+        let at = match &mut hosts[i].1 {
+            Ok(at) => at,
+            Err(e) => {
+                jobs.push(Job::Ready(failure(&vm, e.clone())));
+                continue;
+            }
+        };
+        let vm = VmRef {
+            host: vm.host.clone().or(at.host.clone()),
+            ..vm
+        };
+        let (dom, xml_text, from) = match source(&at.conn, &vm) {
+            Ok(found) => found,
+            Err(e) => {
+                jobs.push(Job::Ready(failure(&vm, e)));
+                continue;
+            }
+        };
+        for n in 1..=opts.count {
+            jobs.push(match plan_one(at, &dom, &xml_text, &from, n, &opts) {
+                Ok(p) => Job::Run(p),
+                Err((name, e)) => Job::Ready(failure(
+                    &VmRef {
+                        name: Some(name),
+                        host: at.host.clone(),
+                        ..VmRef::default()
+                    },
+                    e,
+                )),
+            });
         }
     }
     // A source linked clones are about to depend on is a template from
@@ -242,9 +344,8 @@ fn clone_all(
     }
     let mut status = Status::default();
     let worker = {
-        let conn = Arc::clone(&conn);
         move |p: &Plan| {
-            let r = make(&conn, p);
+            let r = make(&p.conn, p);
             match r {
                 Ok(record) => Ready::Record(record, None),
                 Err(e) => {
@@ -276,6 +377,10 @@ fn clone_all(
         }
         printer.emit(record)
     })?;
+    // Its items failed as unreachable: no host of several answered (exit 3).
+    if pool.scope().single().is_none() && !hosts.is_empty() && !pool.reached() {
+        status.none_reached();
+    }
     Ok(status)
 }
 
@@ -288,6 +393,7 @@ fn made_failure(p: &Plan, e: Error) -> (Map<String, Value>, Error) {
     let vm = VmRef {
         name: Some(p.name.clone()),
         uuid: Some(p.uuid.clone()),
+        host: p.host.clone(),
         ..VmRef::default()
     };
     let e = e.and_done(&Source {
@@ -322,17 +428,21 @@ fn source(conn: &Connect, vm: &VmRef) -> Result<(Domain, String, xml::Source)> {
 
 /// Names the clone's files and checks what can be checked before anything
 /// is made: its name is free, its copies fit where they go.
-#[allow(clippy::too_many_arguments)]
 fn plan_one(
-    conn: &Connect,
+    at: &mut AtHost,
     dom: &Domain,
     text: &str,
     from: &xml::Source,
     n: u32,
     opts: &Options,
-    budget: &mut Budget,
-    named: &mut HashSet<String>,
 ) -> std::result::Result<Plan, (String, Error)> {
+    let AtHost {
+        conn,
+        budget,
+        named,
+        other_host,
+        host,
+    } = at;
     let name = opts
         .pattern
         .replace("{name}", &from.name)
@@ -358,17 +468,40 @@ fn plan_one(
             0 => format!("{name}.{ext}"),
             i => format!("{name}-{i}.{ext}"),
         };
-        if !opts.linked {
-            use std::os::unix::fs::MetadataExt;
-            let need = std::fs::metadata(src)
-                .map(|m| m.blocks() * 512)
-                .map_err(|e| {
-                    fail(Error::io(
-                        format!("cannot read disk {target} of {}: {path}", from.name),
-                        e,
+        match (&*other_host, opts.linked) {
+            (None, false) => {
+                use std::os::unix::fs::MetadataExt;
+                let need = std::fs::metadata(src)
+                    .map(|m| m.blocks() * 512)
+                    .map_err(|e| {
+                        fail(Error::io(
+                            format!("cannot read disk {target} of {}: {path}", from.name),
+                            e,
+                        ))
+                    })?;
+                checks.push(plan::storage(conn, budget, &Place::Dir(dir.clone()), need));
+            }
+            (Some(host), linked) => {
+                // Another host's disk is a volume of one of its pools, and
+                // the clone's goes into the pool of its directory.
+                let vol = conn.lookup_storage_vol_by_path(path).map_err(|e| {
+                    fail(Error::libvirt(
+                        format!("disk {target} of {} ({path}) is in no storage pool of {host}: on another host hv-clone copies volumes", from.name),
+                        &e,
                     ))
                 })?;
-            checks.push(plan::storage(conn, budget, &Place::Dir(dir.clone()), need));
+                let pool = storage::pool_of_dir(conn, &dir).ok_or_else(|| {
+                    fail(Error::new(
+                        Code::Unsupported,
+                        format!("{} on {host} is no storage pool's directory: give --dir a pool's directory there", dir.display()),
+                    ))
+                })?;
+                if !linked {
+                    let need = vol.info().map(|i| i.allocation).unwrap_or(0);
+                    checks.push(plan::storage(conn, budget, &Place::Pool(pool.name), need));
+                }
+            }
+            (None, true) => {}
         }
         disks.push((
             target.clone(),
@@ -441,6 +574,9 @@ fn plan_one(
         linked: opts.linked,
         keep_tags: opts.keep_tags,
         dry_run: opts.dry_run,
+        other_host: other_host.clone(),
+        conn: Arc::clone(conn),
+        host: host.clone(),
     })
 }
 
@@ -509,7 +645,10 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
     }
     let mut undo = Undo::new();
     let mut copies = Vec::new();
-    for (target, old, new) in &p.disks {
+    if let Some(host) = &p.other_host {
+        copies = remote_files(conn, p, host, &mut undo)?;
+    }
+    for (target, old, new) in p.disks.iter().filter(|_| p.other_host.is_none()) {
         making::not_interrupted()?;
         let dst = create_new(Path::new(new), &mut undo)?;
         let how = disk(old, new, dst, p.linked)?;
@@ -518,7 +657,7 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
             how,
         });
     }
-    if let (Some(old), Some(new)) = (&p.from.nvram, &p.nvram) {
+    if let (Some(old), Some(new), None) = (&p.from.nvram, &p.nvram, &p.other_host) {
         if Path::new(old).exists() {
             let dst = create_new(Path::new(new), &mut undo)?;
             let src = std::fs::File::open(old)
@@ -527,7 +666,7 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
                 .map_err(|e| Error::io(format!("cannot copy the NVRAM to {new}"), e))?;
         }
     }
-    if let Some((old, new)) = &p.seed {
+    if let (Some((old, new)), None) = (&p.seed, &p.other_host) {
         making::not_interrupted()?;
         let work = Path::new(new).parent().unwrap_or(Path::new("."));
         let files = seed::read(Path::new(old), work)?;
@@ -569,7 +708,7 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
         domain::write_tags(&dom, &tags, true, false)?;
     }
     making::not_interrupted()?;
-    let listed = inventory::records(conn, vec![dom], hv_common::hosts::the_one_host().as_deref())?
+    let listed = inventory::records(conn, vec![dom], p.host.as_deref())?
         .pop()
         .and_then(|r| r.transpose())
         .ok_or_else(|| {
@@ -589,6 +728,66 @@ fn make(conn: &Connect, p: &Plan) -> Result<Map<String, Value>> {
         xml: None,
     };
     Ok(output::with_envelope(listed, "clone", &extra))
+}
+
+/// A clone's files on another host, as volumes of its pools: each disk an
+/// overlay on the source's volume or a copy the host's libvirt makes, and
+/// the seed read from the source's (downloaded), renamed here and
+/// uploaded. The NVRAM is a file outside any pool: the clone's starts
+/// fresh from the firmware's template, which libvirt writes at its first
+/// start.
+fn remote_files(conn: &Connect, p: &Plan, host: &str, undo: &mut Undo) -> Result<Vec<Copied>> {
+    let mut copies = Vec::new();
+    for (target, old, new) in &p.disks {
+        making::not_interrupted()?;
+        let src = conn
+            .lookup_storage_vol_by_path(old)
+            .map_err(|e| Error::libvirt(format!("no storage pool of {host} has {old}"), &e))?;
+        let pool = storage::pool_at(conn, Path::new(new), host)?;
+        let name = storage::file_name(Path::new(new));
+        let format = storage::volume_format(&src).unwrap_or_else(|| "raw".into());
+        let (vol, how) = if p.linked {
+            let capacity = src.info().map(|i| i.capacity).unwrap_or(0);
+            let vol =
+                storage::create_volume(&pool, &name, "qcow2", capacity, Some((old, &format)))?;
+            (vol, How::Linked)
+        } else {
+            (
+                storage::copy_volume(&pool, &name, &format, &src)?,
+                How::Volume,
+            )
+        };
+        undo.made_volume(&vol);
+        copies.push(Copied {
+            target: target.clone(),
+            how,
+        });
+    }
+    if let Some((old, new)) = &p.seed {
+        making::not_interrupted()?;
+        let work = std::env::temp_dir().join(format!("hv-clone-{}-{}", std::process::id(), p.uuid));
+        std::fs::create_dir(&work)
+            .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
+        let made = (|| {
+            let src = conn.lookup_storage_vol_by_path(old).map_err(|e| {
+                Error::libvirt(format!("no storage pool of {host} has the seed {old}"), &e)
+            })?;
+            let (theirs, ours) = (work.join("source.iso"), work.join("clone.iso"));
+            storage::download(conn, &src, &theirs)?;
+            let files = seed::read(&theirs, &work)?;
+            seed::write(
+                &ours,
+                &seed::renamed(&files, &p.uuid, &seed::hostname_from(&p.name)),
+            )?;
+            let pool = storage::pool_at(conn, Path::new(new), host)?;
+            let vol = storage::put_file(conn, &pool, &storage::file_name(Path::new(new)), &ours)?;
+            undo.made_volume(&vol);
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir_all(&work);
+        made?;
+    }
+    Ok(copies)
 }
 
 /// One disk: an overlay backed by the source's, or a full copy.

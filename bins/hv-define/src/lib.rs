@@ -12,11 +12,13 @@ use clap::Parser;
 use hv_common::checks::{Check, Status as CheckStatus};
 use hv_common::cli::{self, ConnectArgs, OutputArgs, Status};
 use hv_common::connect::Access;
+use hv_common::hosts::{Pool, Route, Scope};
 use hv_common::iso_library::Library;
 use hv_common::manual::Manual;
 use hv_common::output::{self, col, Column, Printer, Show};
 use hv_common::plan::{self, Budget, Limits};
 use hv_common::profile::{self, Profile, ProfileError};
+use hv_common::storage::Machine;
 use hv_common::targets::{self, VmRef};
 use hv_common::{fsutil, inventory, making, Code, Error, Exit, Result};
 use serde::Serialize;
@@ -24,6 +26,7 @@ use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use virt::connect::Connect;
 
 #[derive(Debug, Parser)]
@@ -83,8 +86,9 @@ pub const MANUAL: Manual = Manual {
         ("Make a fleet from one JSON array, and start it:", "jq -c '.[]' fleet.json | hv-define | hv-start"),
         ("The XML a profile gives, nothing made:", "hv-define --dry-run win11.json | jq -r .xml"),
         ("Check profiles the way hv-define will, without it:", "hv-preflight --profiles fleet.jsonl"),
+        ("A fleet over two hosts, each profile naming its own (\"host\": \"h1\"):", "jq -c '.[]' fleet.json | hv-define --hosts /etc/hv/hosts | hv-start --hosts /etc/hv/hosts"),
     ],
-    notes: &["Profiles, their fields and worked examples: docs/profiles.md; the JSON Schema: docs/profile.schema.json. A record with ok false has error code malformed_input (the profile is not valid: the message names its source, line and field), check_failed (a planned-VM check failed: `checks` lists them, each with its fix), untrusted (the ISO is not proven by hv-iso), invalid_state (a file it would create exists) or the code of the step that failed; nothing of that VM is left behind. The disks are NAME.qcow2, NAME-1.qcow2… and the cloud-init seed NAME-cidata.iso, in the pool's directory or dir; hv-rm --remove-storage removes them with the NVRAM and TPM state."],
+    notes: &["Profiles, their fields and worked examples: docs/profiles.md; the JSON Schema: docs/profile.schema.json. A record with ok false has error code malformed_input (the profile is not valid: the message names its source, line and field), check_failed (a planned-VM check failed: `checks` lists them, each with its fix), untrusted (the ISO is not proven by hv-iso), invalid_state (a file it would create exists) or the code of the step that failed; nothing of that VM is left behind. The disks are NAME.qcow2, NAME-1.qcow2… and the cloud-init seed NAME-cidata.iso, in the pool's directory or dir; hv-rm --remove-storage removes them with the NVRAM and TPM state.", "On another host (a profile's host, or -c ALIAS or a qemu+ssh URI) the disks are volumes of its pools made by its libvirt (pool, or a dir that is a pool's directory there; from must be a volume there), and the cloud-init seed and the ISO (from this machine's hv-iso library, uploaded once into the first disk's pool) go there through libvirt streams: no hv and no shell of hv's on that host. docs/profiles.md, On another host.", "Over several hosts (--hosts FILE, or -c more than once) each profile names its host in `host`, an alias of the hosts file or a URI; the hosts work in parallel, each checking its own batch, and a host that cannot be reached fails its own profiles (error code unreachable) while the others are made. A profile without host is a usage error there."],
 };
 
 static COLUMNS: [Column; 5] = [
@@ -113,12 +117,19 @@ pub fn run(cli: Cli) -> Result<Exit> {
         iso_library: cli.iso_library,
     };
     let _ = cli::interrupt_flag();
-    let conn = cli
-        .connect
-        .open_local(Access::ReadWrite, "its disks and cloud-init seeds")?;
+    let scope = cli.connect.scope()?;
+    if scope.single().is_some() {
+        hv_common::hosts::working_on(&scope);
+    }
     let mut printer = Printer::stdout(cli.output.format(), &COLUMNS);
     let mut status = Status::default();
-    define_all(&conn, &opts, &mut printer, &mut status)?;
+    define_all(
+        &scope,
+        cli.connect.connect_timeout,
+        &opts,
+        &mut printer,
+        &mut status,
+    )?;
     printer.finish()?;
     Ok(status.exit())
 }
@@ -192,17 +203,34 @@ fn invalid(e: ProfileError) -> Error {
     err
 }
 
+/// What a host's thread hands the printer.
+enum Outcome {
+    Made(Map<String, Value>),
+    Failed(Map<String, Value>, Error),
+    /// The run's only host cannot be reached: the run's error (exit 3).
+    Fatal(Error),
+}
+
 fn define_all(
-    conn: &Connect,
+    scope: &Scope,
+    timeout: Duration,
     opts: &Options,
     printer: &mut Printer<std::io::Stdout>,
     status: &mut Status,
 ) -> Result<()> {
-    let mut profiles = Vec::new();
+    let single = scope.single();
+    let pool = Pool::new(scope.clone(), Access::ReadWrite, timeout);
+    // The run's one host is the hypervisor: not reaching it ends the run
+    // before any profile is read, as a one-host command always has.
+    if let Some(route) = &single {
+        pool.get(route)?;
+    }
+    // Each host's profiles, in the order they were read.
+    let mut groups: Vec<(Route, Vec<profile::Read>)> = Vec::new();
     for source in &opts.sources {
         for read in read_source(source) {
-            match read {
-                Ok(r) => profiles.push(r),
+            let read = match read {
+                Ok(r) => r,
                 Err(e) => {
                     status.malformed();
                     let name = e
@@ -220,21 +248,139 @@ fn define_all(
                         Some("define"),
                         &e,
                     ))?;
+                    continue;
+                }
+            };
+            match scope.route(read.profile.host.as_deref()) {
+                Ok(route) => match groups.iter_mut().find(|(r, _)| *r == route) {
+                    Some((_, reads)) => reads.push(read),
+                    None => groups.push((route, vec![read])),
+                },
+                Err(e) => {
+                    let why = match &read.profile.host {
+                        None => format!(
+                            "its profile names no host, and {} hosts are given: add \"host\": \"ALIAS\" to it, or give one host with -c",
+                            scope.hosts().len()
+                        ),
+                        Some(_) => e.message,
+                    };
+                    let e = Error::new(
+                        e.code,
+                        format!("{} ({}): {why}", read.profile.name, read.at),
+                    );
+                    cli::warn(&e);
+                    status.failed(&e);
+                    printer.emit(targets::failure_record(
+                        &VmRef {
+                            name: Some(read.profile.name.clone()),
+                            host: read.profile.host.clone(),
+                            ..VmRef::default()
+                        },
+                        Some("define"),
+                        &e,
+                    ))?;
                 }
             }
         }
     }
-    // Every gate first, for the batch: the tenth VM fails when the nine
-    // before it took the memory or space, before any of them is made.
+    // Each host in a thread of its own: a slow host holds back only its
+    // own VMs, and an unreachable one fails its own profiles.
+    let pool = &pool;
+    let single = &single;
+    std::thread::scope(|s| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (route, reads) in groups {
+            let tx = tx.clone();
+            s.spawn(move || {
+                let fatal = single.as_ref() == Some(&route);
+                // A closed channel (stdout gone, the run ended) stops the
+                // host's thread before its next VM.
+                on_host(pool, &route, fatal, reads, opts, &mut |o| {
+                    tx.send(o).is_ok()
+                })
+            });
+        }
+        drop(tx);
+        for outcome in rx {
+            match outcome {
+                Outcome::Made(record) => printer.emit(record)?,
+                Outcome::Failed(record, e) => {
+                    status.failed(&e);
+                    printer.emit(record)?;
+                }
+                Outcome::Fatal(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })?;
+    if !pool.reached() && single.is_none() {
+        status.none_reached();
+    }
+    if let Some(_sig) = cli::interrupted() {
+        return Err(cli::interrupted_error(
+            "hv-define stopped; the VMs made so far stay",
+        ));
+    }
+    Ok(())
+}
+
+/// One host's profiles: every gate first, for the host's whole batch (the
+/// tenth VM fails when the nine before it took the memory or space, before
+/// any of them is made), then each VM made all or nothing.
+fn on_host(
+    pool: &Pool,
+    route: &Route,
+    fatal: bool,
+    reads: Vec<profile::Read>,
+    opts: &Options,
+    send: &mut dyn FnMut(Outcome) -> bool,
+) {
+    let host = match route {
+        Route::Default => None,
+        Route::Host(h) => Some(h.name.clone()),
+    };
+    let failed = |name: &str, uuid: Option<String>, e: Error| {
+        cli::warn(format!("{name}: {e}"));
+        let record = targets::failure_record(
+            &VmRef {
+                name: Some(name.to_owned()),
+                uuid,
+                host: host.clone(),
+                ..VmRef::default()
+            },
+            Some("define"),
+            &e,
+        );
+        Outcome::Failed(record, e)
+    };
+    let conn = match pool.get(route) {
+        Ok(conn) => conn,
+        Err(e) if fatal => {
+            send(Outcome::Fatal(e));
+            return;
+        }
+        Err(e) => {
+            for read in reads {
+                if !send(failed(&read.profile.name, None, e.clone())) {
+                    return;
+                }
+            }
+            return;
+        }
+    };
+    // Another host's files are volumes of its pools (docs/hosts.md).
+    let uri = conn.uri().ok();
+    let label = host.clone().or(uri.clone()).unwrap_or_default();
+    let machine = Machine::of(uri.as_deref(), &label);
     let mut budget = Budget::new(
-        conn,
+        &conn,
         Limits {
             memory_warn: 10.0,
             disk_warn: 85.0,
         },
     );
     let mut named = HashSet::new();
-    let gated: Vec<_> = profiles
+    let gated: Vec<_> = reads
         .into_iter()
         .map(|r| {
             // What hv-define gives a VM whose profile says nothing is counted too.
@@ -243,46 +389,40 @@ fn define_all(
                 p.memory_bytes = Some(DEFAULT_MEMORY);
             }
             p.vcpus = p.vcpus.or(Some(1));
-            let checks = plan::check_profile(conn, &opts.iso_library, &mut budget, &p, &mut named);
+            let checks = plan::check_profile(
+                &conn,
+                &opts.iso_library,
+                &mut budget,
+                &p,
+                &mut named,
+                machine,
+            );
             (r, checks)
         })
         .collect();
     for (read, checks) in gated {
-        let name = read.profile.name.clone();
+        if cli::interrupted().is_some() {
+            return;
+        }
+        let p = &read.profile;
         let mut uuid = None;
-        let record = match gate(&read.profile, &checks, opts) {
+        let record = match gate(p, &checks, opts) {
             Err(e) if opts.dry_run => {
-                let (e, planned) = with_xml(conn, e, &read.profile, opts);
+                let (e, planned) = with_xml(&conn, e, p, opts, machine);
                 uuid = planned;
                 Err(e)
             }
             Err(e) => Err(e),
-            Ok(unverified) => define_one(conn, &read.profile, opts, unverified),
+            Ok(unverified) => define_one(&conn, p, opts, unverified, machine, host.as_deref()),
         };
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                status.failed(&e);
-                cli::warn(format!("{name}: {e}"));
-                targets::failure_record(
-                    &VmRef {
-                        name: Some(name),
-                        uuid,
-                        ..VmRef::default()
-                    },
-                    Some("define"),
-                    &e,
-                )
-            }
-        };
-        printer.emit(record)?;
-        if let Some(_sig) = cli::interrupted() {
-            return Err(cli::interrupted_error(
-                "hv-define stopped; the VMs made so far stay",
-            ));
+        let sent = send(match record {
+            Ok(r) => Outcome::Made(r),
+            Err(e) => failed(&p.name, uuid, e),
+        });
+        if !sent {
+            return;
         }
     }
-    Ok(())
 }
 
 /// The checks' verdict: an error naming what failed, or whether the ISO
@@ -339,14 +479,20 @@ fn gate(p: &Profile, checks: &[Check], opts: &Options) -> Result<bool> {
 /// A dry run shows the XML of a refused profile too: what would be made
 /// once the failed checks are fixed.
 /// The UUID in that XML is the record's.
-fn with_xml(conn: &Connect, e: Error, p: &Profile, opts: &Options) -> (Error, Option<String>) {
+fn with_xml(
+    conn: &Connect,
+    e: Error,
+    p: &Profile,
+    opts: &Options,
+    machine: Machine,
+) -> (Error, Option<String>) {
     #[derive(Serialize)]
     struct Shown {
         dry_run: bool,
         xml: String,
     }
     let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
-    let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso), making::new_uuid()) else {
+    let (Ok(plan), Ok(uuid)) = (make::plan(conn, p, iso, machine), making::new_uuid()) else {
         return (e, None);
     };
     let shown = Shown {
@@ -385,10 +531,12 @@ fn define_one(
     p: &Profile,
     opts: &Options,
     iso_unverified: bool,
+    machine: Machine,
+    host: Option<&str>,
 ) -> Result<Map<String, Value>> {
     let uuid = making::new_uuid()?;
     let iso = p.iso.as_deref().map(|i| iso_path(&opts.iso_library, i));
-    let plan = make::plan(conn, p, iso)?;
+    let plan = make::plan(conn, p, iso, machine)?;
     let seed = plan.layout.seed.as_ref().map(|s| s.display().to_string());
     if opts.dry_run {
         let xml = xml::domain(p, &uuid, &plan.layout);
@@ -406,8 +554,8 @@ fn define_one(
         ));
     }
     let mut undo = making::Undo::new();
-    let dom = make::make(conn, p, &uuid, &plan, &mut undo)?;
-    let listed = inventory::records(conn, vec![dom], hv_common::hosts::the_one_host().as_deref())?
+    let dom = make::make(conn, p, &uuid, &plan, &mut undo, machine)?;
+    let listed = inventory::records(conn, vec![dom], host)?
         .pop()
         .and_then(|r| r.transpose())
         .ok_or_else(|| {

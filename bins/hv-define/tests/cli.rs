@@ -342,12 +342,16 @@ fn bench_a_dry_run_makes_nothing() {
     let disk = bench.dir.join(format!("{name}.qcow2"));
     let raw = bench.dir.join(format!("{name}-1.img"));
     let seed = bench.dir.join(format!("{name}-cidata.iso"));
-    // The other tests of this run define VMs meanwhile: theirs are left out.
+    // The other tests define VMs meanwhile, in this process and in others
+    // (each test process has a prefix of its own): every test VM but this
+    // one is left out.
     let vms = || -> Vec<String> {
         virsh(&["list", "--all", "--name"])
             .lines()
             .map(str::trim)
-            .filter(|n| !n.is_empty() && (!n.starts_with(run_prefix()) || *n == name.as_str()))
+            .filter(|n| {
+                !n.is_empty() && (!n.starts_with(hv_testbench::NAME_PREFIX) || *n == name.as_str())
+            })
             .map(str::to_owned)
             .collect()
     };

@@ -15,12 +15,16 @@ use clap::Parser;
 use host::Need;
 use hv_common::checks::{self, Check, Status};
 use hv_common::cli::{self, ConnectArgs, OutputArgs};
-use hv_common::connect::{self, Access, Target};
+use hv_common::connect::{Access, Target};
+use hv_common::hosts::Scope;
 use hv_common::manual::Manual;
 use hv_common::output::{Format, Printer};
 use hv_common::plan::{Budget, Limits};
+use hv_common::profile::Profile;
 pub use hv_common::profile::VirtType;
-use hv_common::{size, Choice, Error, Exit, Result};
+use hv_common::storage::Machine;
+use hv_common::targets::Input;
+use hv_common::{size, Choice, Code, Error, Exit, Result};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +231,7 @@ pub const MANUAL: Manual = Manual {
         ("0", "No check failed (warnings allowed unless --strict)."),
         ("1", "A check failed, or with --strict a check warned."),
         ("2", "Usage error, or a malformed profile or stdin line (reported with its line number; the other lines are still checked)."),
-        ("3", "libvirt could not be reached (the libvirt.reachable check fails; the host checks that need no libvirt still run)."),
+        ("3", "libvirt could not be reached (the libvirt.reachable check fails; the host checks that need no libvirt still run); over several hosts, none of them."),
     ],
     environment: &[
         ("HV_CONNECT", "The libvirt URI when -c is not given (then LIBVIRT_DEFAULT_URI, then libvirt's default)."),
@@ -240,11 +244,13 @@ pub const MANUAL: Manual = Manual {
         ("Several planned VMs at once (they are counted together):", "hv-preflight --profiles fleet.jsonl --pool default"),
         ("Before tonight's backups; back up only if nothing failed:", "hv-ls --tag prod | hv-preflight --for backup --repo /srv/backup >/dev/null && hv-ls --tag prod | hv-backup create --repo /srv/backup"),
         ("Before starting every stopped VM:", "hv-ls --state shutoff | hv-preflight --for start --problems"),
+        ("Every host of the hosts file, only the problems:", "hv-preflight --hosts /etc/hv/hosts --problems"),
     ],
     notes: &[
         "Every record has check (a stable id), status (pass, warn, fail), subject (what it is about: host, a VM name, a pool, a path), the VM's name and uuid or the pool, directory, repository, controller or image, message, hint (the fix; null on pass), value and threshold (null where nothing is measured), and unit: what value and threshold count when they are numbers (bytes, count, percent or seconds), null when they are text (a state, a version). docs/preflight.md lists every check with its threshold and fix.",
         "A profile record has name, and any of memory or memory_bytes, vcpus, disk or disk_bytes, pool, dir and iso; --memory, --vcpus, --disk, --pool, --dir and --iso fill in what a profile leaves out. Sizes take a unit: K, M, G, T (powers of 1024, also KiB...), KB, MB, GB, TB (powers of 1000). The planned VMs of one run (or the VMs of one --for start run) are counted together: each one's memory, vCPUs and disk are checked against what the ones before it leave.",
         "--for backup estimates each VM's need from its last backups in the repository (the most any of its last five stored), or, before its first, from its disks' allocation: compression and deduplication usually store less. --for snapshot counts a running VM's memory (saved into its first disk, unless --disk-only) and its disks' allocation (what the guest can rewrite while the snapshot keeps the old data).",
+        "Over several hosts (-c repeated, --hosts FILE), each host is checked in its own thread and every record has host. The hardware checks read this machine's /proc and /sys and run for this machine only; another host's libvirt says what it offers (libvirt.domain_type). With --for, a piped record is checked on the host it names, and a bare name on every host (vm.exists fails once, without host, when no host that answered has it); another host's disks are seen through its storage pools (vm.disks warns when a pool does not list a disk yet or none holds its directory), and a backup of its VMs is read over the ssh of its URI (another transport fails vm.disks). A planned VM is checked on the host its profile names (host), each host's counted together; over several hosts a profile without host fails plan.host.",
         "With --virt-type qemu the hardware and /dev/kvm checks warn instead of failing: TCG emulation runs without them, many times slower. --for start judges them by the domain type each VM to start is defined with: they fail when a VM of type kvm is among them (and name it), and pass when all are of type qemu, which need no hardware.",
     ],
 };
@@ -262,8 +268,10 @@ struct Options {
     skip: Vec<String>,
     problems: bool,
     strict: bool,
-    /// -c, else $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt's default.
-    connect: Target,
+    /// -c (repeatable) or --hosts, else $HV_CONNECT, else
+    /// $LIBVIRT_DEFAULT_URI, else libvirt's default.
+    scope: Scope,
+    connect_timeout: std::time::Duration,
     format: Format,
 }
 
@@ -353,18 +361,221 @@ pub fn run(cli: Cli) -> Result<Exit> {
         skip: cli.skip,
         problems: cli.problems,
         strict: cli.strict,
-        connect: cli.connect.target()?,
+        scope: cli.connect.scope()?,
+        connect_timeout: cli.connect.connect_timeout,
         format: Format::or_default_for_stdout(cli.output.format()),
     };
     preflight(&opts)
+}
+
+/// One host of a run.
+struct HostRun {
+    /// Its name in a run that names hosts: its records say it.
+    name: Option<String>,
+    target: Target,
+    /// Whether it is this machine, whose /proc, /sys and files hv-preflight
+    /// reads itself; another host is known through its libvirt only.
+    this_machine: bool,
+}
+
+impl HostRun {
+    fn machine(&self) -> Machine<'_> {
+        match (&self.name, self.this_machine) {
+            (_, true) => Machine::This,
+            (Some(name), false) => Machine::Other(name),
+            (None, false) => Machine::Other(self.target.uri.as_deref().unwrap_or("the host")),
+        }
+    }
 }
 
 fn preflight(opts: &Options) -> Result<Exit> {
     let printer = Printer::new(opts.format, std::io::stdout(), checks::COLUMNS);
     let mut status = hv_common::cli::Status::default();
     let mut found = Vec::new();
+    let local = |uri: Option<&str>| !uri.is_some_and(hv_common::hosts::is_remote);
+    let runs: Vec<HostRun> = match &opts.scope {
+        Scope::Default(target) => vec![HostRun {
+            name: None,
+            this_machine: local(target.uri.as_deref()),
+            target: target.clone(),
+        }],
+        Scope::Named { hosts, .. } => hosts
+            .iter()
+            .map(|h| HostRun {
+                name: Some(h.name.clone()),
+                target: h.target(),
+                this_machine: local(Some(&h.uri)),
+            })
+            .collect(),
+    };
+    if runs.len() == 1 {
+        // One host: a piped record of another host is refused, not looked
+        // up by its name here.
+        hv_common::hosts::working_on(&opts.scope);
+    }
+    // A planned VM is checked on the host its profile names (`host`), as
+    // hv-define will make it there; over one host, on that one.
+    let mut planned: Vec<Vec<Profile>> = runs.iter().map(|_| Vec::new()).collect();
+    if let Asked::Planned(request) = &opts.asked {
+        for p in plan::read(request, &mut status)? {
+            let to = match p.host.as_deref() {
+                None if runs.len() == 1 => Some(0),
+                None => None,
+                Some(h) => runs.iter().position(|r| {
+                    r.name.as_deref() == Some(h) || r.target.uri.as_deref() == Some(h)
+                }),
+            };
+            match to {
+                Some(i) => planned[i].push(p),
+                None => {
+                    let (message, hint) = match &p.host {
+                        None => (
+                            format!("{}: its profile names no host, and {} hosts are given", p.name, runs.len()),
+                            "give the profile a host (\"host\": \"ALIAS\"), or check it on one host with -c".to_owned(),
+                        ),
+                        Some(h) => (
+                            format!("{}: its profile is for host {h}, which is not among the hosts given", p.name),
+                            format!("give that host too (-c {h}, or --hosts FILE with it)"),
+                        ),
+                    };
+                    let mut c = Check::new("plan.host", Status::Fail, message)
+                        .about("name", p.name.clone())
+                        .hint(hint);
+                    if let Some(h) = &p.host {
+                        c = c.on_host(h.clone());
+                    }
+                    found.push(c);
+                }
+            }
+        }
+    }
+    // The VMs of --for are read once, and each goes to the host its record
+    // names, or is looked for on every host.
+    let anywhere = runs.len() > 1;
+    let mut routed: Vec<Vec<Input>> = runs.iter().map(|_| Vec::new()).collect();
+    if let Asked::Vms(request) = &opts.asked {
+        for input in ops::inputs(request)? {
+            match input {
+                Input::Malformed { message, .. } => {
+                    cli::warn(message);
+                    status.malformed();
+                }
+                Input::PassThrough(record) => found.push(ops::upstream_failed(&record)),
+                Input::Vm(vm) => {
+                    let to: Vec<usize> = match (&vm.host, anywhere) {
+                        (Some(h), true) => runs
+                            .iter()
+                            .position(|r| r.name.as_deref() == Some(h.as_str()))
+                            .into_iter()
+                            .collect(),
+                        _ => (0..runs.len()).collect(),
+                    };
+                    if to.is_empty() {
+                        found.push(
+                            Check::new("vm.exists", Status::Fail, format!("VM {}: its record is of host {}, which is not among the hosts given", vm.label(), vm.host.as_deref().unwrap_or_default()))
+                                .about("name", vm.name.clone().unwrap_or_else(|| vm.label()))
+                                .hint("give that host too (-c HOST, or --hosts FILE with it)"),
+                        );
+                    }
+                    for i in to {
+                        routed[i].push(Input::Vm(vm.clone()));
+                    }
+                }
+            }
+        }
+    }
+    // Each host in a thread of its own: a slow one holds back no other.
+    let results: Vec<Result<HostFound>> = std::thread::scope(|s| {
+        let threads: Vec<_> = runs
+            .iter()
+            .zip(routed.into_iter().zip(planned))
+            .map(|(run, (inputs, planned))| {
+                s.spawn(move || check_host(opts, run, inputs, planned, anywhere))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(Error::internal("a host's checks panicked")))
+            })
+            .collect()
+    });
+    let mut reached = 0;
+    // Named without a host and looked for on every host: missing only if
+    // no host that answered has it.
+    let mut missing: Option<Vec<String>> = None;
+    for (run, got) in runs.iter().zip(results) {
+        // Over several hosts, a host whose checks could not be made is its
+        // own failure and the other hosts' records stand; a mistake in the
+        // input (a usage error) is every host's, and ends the run.
+        let got = match got {
+            Ok(g) => g,
+            Err(e) if runs.len() == 1 || matches!(e.code, Code::Usage | Code::MalformedInput) => {
+                return Err(e)
+            }
+            Err(e) => HostFound {
+                checks: vec![checks::libvirt_down(&e)],
+                reached: false,
+                missing: Vec::new(),
+                status: hv_common::cli::Status::default(),
+            },
+        };
+        status.merge(&got.status);
+        if got.reached {
+            reached += 1;
+            missing = Some(match missing {
+                None => got.missing,
+                Some(before) => before
+                    .into_iter()
+                    .filter(|m| got.missing.contains(m))
+                    .collect(),
+            });
+        }
+        found.extend(got.checks.into_iter().map(|c| match &run.name {
+            Some(h) => c.on_host(h.clone()),
+            None => c,
+        }));
+    }
+    for label in missing.unwrap_or_default() {
+        found.push(
+            Check::new(
+                "vm.exists",
+                Status::Fail,
+                format!("no VM {label} on any host that answered"),
+            )
+            .about("name", label)
+            .hint("check the name or UUID (hv-ls --hosts FILE lists every host's VMs)"),
+        );
+    }
+    let exit = emit(printer, &found, opts)?.worst(status.exit());
+    Ok(if reached == 0 {
+        exit.worst(Exit::Unreachable)
+    } else {
+        exit
+    })
+}
+
+/// What one host's checks found.
+struct HostFound {
+    checks: Vec<Check>,
+    reached: bool,
+    missing: Vec<String>,
+    /// A malformed profile line (exit 2).
+    status: hv_common::cli::Status,
+}
+
+fn check_host(
+    opts: &Options,
+    run: &HostRun,
+    inputs: Vec<Input>,
+    planned: Vec<Profile>,
+    anywhere: bool,
+) -> Result<HostFound> {
     // Backups and snapshots start no QEMU; starts need what the VMs'
     // own domain types need, known only once libvirt has described them.
+    // The hardware is read from this machine's /proc and /sys: another
+    // host's is what its libvirt says (libvirt.domain_type).
     let needs_hardware = !matches!(
         &opts.asked,
         Asked::Vms(ops::Request {
@@ -372,40 +583,54 @@ fn preflight(opts: &Options) -> Result<Exit> {
             ..
         })
     );
+    let hardware = needs_hardware && run.this_machine;
     let root = host::Root::system();
-    let conn = match connect::open(&opts.connect, Access::ReadOnly) {
-        Ok(conn) => conn,
-        Err(e) => {
-            if needs_hardware {
-                let need = match opts.asked {
-                    Asked::Vms(_) => Need::Unknown,
-                    Asked::Host | Asked::Planned(_) => Need::Chosen(opts.virt_type),
-                };
-                found.extend(host::hardware(&root, &need));
+    let mut found = Vec::new();
+    let conn =
+        match hv_common::hosts::open_within(&run.target, Access::ReadOnly, opts.connect_timeout) {
+            Ok(conn) => conn,
+            Err(e) => {
+                if hardware {
+                    let need = match opts.asked {
+                        Asked::Vms(_) => Need::Unknown,
+                        Asked::Host | Asked::Planned(_) => Need::Chosen(opts.virt_type),
+                    };
+                    found.extend(host::hardware(&root, &need));
+                }
+                found.push(checks::libvirt_down(&e));
+                return Ok(HostFound {
+                    checks: found,
+                    reached: false,
+                    missing: Vec::new(),
+                    status: hv_common::cli::Status::default(),
+                });
             }
-            found.push(checks::libvirt_down(&e));
-            let exit = emit(printer, &found, opts)?;
-            return Ok(exit.worst(Exit::Unreachable));
-        }
-    };
+        };
     let mut budget = Budget::new(&conn, opts.limits);
     let mut need = Need::Chosen(opts.virt_type);
+    let mut missing = Vec::new();
+    let status = hv_common::cli::Status::default();
     let asked = match &opts.asked {
         Asked::Host => Vec::new(),
         Asked::Vms(request) => {
-            let mut kvm = Vec::new();
-            let asked = ops::check(&conn, request, &mut budget, &mut status, &mut kvm)?;
-            need = Need::Vms(kvm);
-            asked
+            let got = ops::check(&conn, request, &mut budget, inputs, anywhere, run.machine())?;
+            need = Need::Vms(got.kvm);
+            missing = got.missing;
+            got.checks
         }
-        Asked::Planned(request) => plan::check(&conn, request, &mut budget, &mut status)?,
+        Asked::Planned(request) => plan::check(&conn, request, planned, &mut budget, run.machine()),
     };
-    if needs_hardware {
+    if hardware {
         found.extend(host::hardware(&root, &need));
     }
     found.extend(host::libvirt(&conn, needs_hardware.then_some(&need)));
     found.extend(asked);
-    Ok(emit(printer, &found, opts)?.worst(status.exit()))
+    Ok(HostFound {
+        checks: found,
+        reached: true,
+        missing,
+        status,
+    })
 }
 
 fn emit(mut printer: Printer<std::io::Stdout>, found: &[Check], opts: &Options) -> Result<Exit> {
@@ -458,7 +683,9 @@ mod tests {
                 .cloned()
                 .collect()
         };
-        let check = Check::new("plan.memory", Status::Warn, "m").about_vm("web 1", "u");
+        let check = Check::new("plan.memory", Status::Warn, "m")
+            .about_vm("web 1", "u")
+            .on_host("h1");
         let keys: Vec<String> = check.record().keys().cloned().collect();
         assert_eq!(fixed(&keys), fixed(&documented));
         assert!(keys.iter().all(|k| documented.contains(k)), "{keys:?}");

@@ -113,7 +113,8 @@ pub fn checks(
         }
         out.push(about(cpu(conn, dom, &to)));
     }
-    out.extend(networks(conn, xml, &to).into_iter().map(about));
+    let uri = dest.host.uri.clone();
+    out.extend(networks(conn, &uri, xml, &to).into_iter().map(about));
     out.extend(disks(dest, dom, xml).into_iter().map(about));
     out
 }
@@ -188,7 +189,7 @@ fn cpu(conn: &Connect, dom: &Domain, to: &str) -> Check {
 }
 
 /// A NIC on a libvirt network needs that network, running, there.
-fn networks(conn: &Connect, xml: &DomainXml, to: &str) -> Vec<Check> {
+fn networks(conn: &Connect, uri: &str, xml: &DomainXml, to: &str) -> Vec<Check> {
     let mut out = Vec::new();
     for nic in &xml.interfaces {
         let Some(source) = &nic.source else { continue };
@@ -210,18 +211,49 @@ fn networks(conn: &Connect, xml: &DomainXml, to: &str) -> Vec<Check> {
                     Check::new("migrate.network", Status::Fail, format!("{to} has no bridge {source}"))
                         .hint(format!("create bridge {source} there, or change the VM's NIC"))
                 }
-                Err(e) => Check::new(
-                    "migrate.network",
-                    Status::Warn,
-                    format!("libvirt on {to} cannot list its host interfaces, so bridge {source} is not checked: {}", e.message()),
-                )
-                .hint(format!("check by hand: ip link show {source} on {to}")),
+                // No interface driver there: the host's own sysfs says.
+                Err(e) => match bridge_in_sysfs(uri, source) {
+                    Ok(true) => Check::new("migrate.network", Status::Pass, format!("{to} has bridge {source}")),
+                    Ok(false) => Check::new("migrate.network", Status::Fail, format!("{to} has no bridge {source}"))
+                        .hint(format!("create bridge {source} there, or change the VM's NIC")),
+                    Err(looked) => Check::new(
+                        "migrate.network",
+                        Status::Warn,
+                        format!(
+                            "libvirt on {to} cannot list its host interfaces ({}), and its /sys/class/net could not be read ({}), so bridge {source} is not checked",
+                            e.message(),
+                            looked.message
+                        ),
+                    )
+                    .hint(format!("check by hand: ip link show {source} on {to}")),
+                },
             },
             _ => continue,
         };
         out.push(check.about("network", source.clone()));
     }
     out
+}
+
+/// Whether `name` is a bridge of the host at `uri`, from its
+/// /sys/class/net, read here or over the ssh of a qemu+ssh URI: libvirt
+/// without an interface driver cannot say.
+fn bridge_in_sysfs(uri: &str, name: &str) -> hv_common::Result<bool> {
+    use hv_common::remote::Place;
+    let dir = std::path::Path::new("/sys/class/net")
+        .join(name)
+        .join("bridge");
+    let place = Place::from_uri(uri)?;
+    let test = ["-d".as_ref(), dir.as_os_str()];
+    let out = place.output(place.command("test", &test), "test")?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        _ => Err(hv_common::Error::new(
+            hv_common::Code::Io,
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        )),
+    }
 }
 
 /// Each disk is there already (a volume of a pool), or has a pool at its

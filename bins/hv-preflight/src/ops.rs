@@ -10,8 +10,9 @@ use hv_common::checks::{Check, Status, Unit};
 use hv_common::domain::{self, DomainXml};
 use hv_common::output::human_bytes;
 use hv_common::plan::{dir_space, Budget};
+use hv_common::storage::{self, Machine, Seen};
 use hv_common::targets::{self, Input};
-use hv_common::{backup_index, cli, Error, Result};
+use hv_common::{backup_index, cli, remote, Code, Error, Result};
 use hv_common::{lifecycle, State};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -51,13 +52,19 @@ impl Vm {
     }
 
     /// Bytes the host holds for a disk (what the guest has written).
-    fn allocation(&self, disk: &domain::Disk) -> u64 {
+    /// What the disk holds, as its host's libvirt says; on this machine,
+    /// failing that, what its file takes (another host's file of that path
+    /// is not this machine's).
+    fn allocation(&self, disk: &domain::Disk, machine: Machine) -> u64 {
         use std::os::unix::fs::MetadataExt;
         self.dom
             .block_info(&disk.target, 0)
             .map(|b| b.allocation)
             .ok()
             .or_else(|| {
+                if let Machine::Other(_) = machine {
+                    return None;
+                }
                 let meta = std::fs::metadata(disk.source.as_deref()?).ok()?;
                 Some(meta.blocks() * 512)
             })
@@ -88,26 +95,45 @@ pub struct Request {
     pub connect_timeout: std::time::Duration,
 }
 
-/// The checks of the VMs named; `kvm` gets the names of those that a start
-/// would run with KVM (not running yet, domain type kvm), for the host's
-/// hardware checks.
+/// The VMs a run checks, from its arguments or stdin, read once for every
+/// host.
+pub fn inputs(request: &Request) -> Result<Vec<Input>> {
+    if !request.vms.is_empty() {
+        Ok(targets::from_args(&request.vms))
+    } else if cli::stdin_has_targets(&[]) {
+        Ok(targets::from_reader(std::io::stdin().lock()).collect())
+    } else {
+        Err(Error::usage(
+            "--for checks VMs: name them as arguments or pipe them in (hv-ls --tag prod | hv-preflight --for backup --repo DIR)",
+        ))
+    }
+}
+
+/// What one host's VM checks found.
+#[derive(Default)]
+pub struct Found {
+    pub checks: Vec<Check>,
+    /// The VMs a start would run with KVM (not running yet, domain type
+    /// kvm), for the host's hardware checks.
+    pub kvm: Vec<String>,
+    /// With `anywhere`: the VMs named without a host that this host does
+    /// not have (they may be on another).
+    pub missing: Vec<String>,
+}
+
+/// The checks of the VMs `inputs` names on one host. `anywhere`: the run
+/// has several hosts, and a VM named without one is looked for on each; not
+/// having it here is not a failure of this host's.
 pub fn check(
     conn: &Connect,
     request: &Request,
     budget: &mut Budget,
-    status: &mut cli::Status,
-    kvm: &mut Vec<String>,
-) -> Result<Vec<Check>> {
+    inputs: Vec<Input>,
+    anywhere: bool,
+    machine: Machine,
+) -> Result<Found> {
     let op = request.op;
-    let inputs: Box<dyn Iterator<Item = Input>> = if !request.vms.is_empty() {
-        Box::new(targets::from_args(&request.vms).into_iter())
-    } else if cli::stdin_has_targets(&[]) {
-        Box::new(targets::from_reader(std::io::stdin().lock()))
-    } else {
-        return Err(Error::usage(
-            "--for checks VMs: name them as arguments or pipe them in (hv-ls --tag prod | hv-preflight --for backup --repo DIR)",
-        ));
-    };
+    let mut found = Found::default();
     let mut out = Vec::new();
     let repo = match (op, &request.repo) {
         (Operation::Backup, Some(root)) => {
@@ -126,14 +152,14 @@ pub fn check(
     let mut seen = HashSet::new();
     for input in inputs {
         match input {
-            Input::Malformed { message, .. } => {
-                cli::warn(message);
-                status.malformed();
-            }
-            Input::PassThrough(record) => out.push(upstream_failed(&record)),
+            // Read and counted once, before the hosts are asked.
+            Input::Malformed { .. } | Input::PassThrough(_) => {}
             Input::Vm(vm) => {
                 let label = vm.name.clone().unwrap_or_else(|| vm.label());
                 match targets::lookup(conn, &vm) {
+                    Err(e) if anywhere && vm.host.is_none() && e.code == Code::NotFound => {
+                        found.missing.push(label);
+                    }
                     Err(e) => out.push(
                         Check::new("vm.exists", Status::Fail, e.message)
                             .about("name", label)
@@ -148,9 +174,9 @@ pub fn check(
                         Ok(vm) if !seen.insert(vm.uuid.clone()) => {}
                         Ok(vm) => {
                             if op == Operation::Start && !vm.active() && vm.domain_type == "kvm" {
-                                kvm.push(vm.name.clone());
+                                found.kvm.push(vm.name.clone());
                             }
-                            out.extend(checks(&vm, request, budget, repo.as_ref()));
+                            out.extend(checks(conn, &vm, request, budget, repo.as_ref(), machine));
                             if let Some(dest) = dest.as_mut() {
                                 out.extend(crate::migrate::checks(
                                     dest, &vm.dom, &vm.xml, vm.state, &vm.name, &vm.uuid,
@@ -162,12 +188,13 @@ pub fn check(
             }
         }
     }
-    Ok(out)
+    found.checks = out;
+    Ok(found)
 }
 
 /// A failed record from upstream (`"ok": false`): that VM is not ready
 /// for anything, and a script gating on the exit status must see it.
-fn upstream_failed(record: &serde_json::Map<String, serde_json::Value>) -> Check {
+pub fn upstream_failed(record: &serde_json::Map<String, serde_json::Value>) -> Check {
     let field = |k: &str| record.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let why = record
         .get("error")
@@ -205,13 +232,20 @@ fn domain_type(xml: &str) -> String {
         .unwrap_or_default()
 }
 
-fn checks(vm: &Vm, request: &Request, budget: &mut Budget, repo: Option<&Repo>) -> Vec<Check> {
+fn checks(
+    conn: &Connect,
+    vm: &Vm,
+    request: &Request,
+    budget: &mut Budget,
+    repo: Option<&Repo>,
+    machine: Machine,
+) -> Vec<Check> {
     let mut out = vec![vm.check("vm.exists", Status::Pass, format!("{} is defined", vm.name))];
     out.push(state(vm, request.op, request.disk_only));
     match request.op {
         Operation::Start => {
             if !vm.active() {
-                out.push(disks_present(vm));
+                out.push(disks_present(conn, vm, machine));
                 out.push(
                     budget
                         .memory("vm.memory", &vm.name, vm.xml.max_memory_bytes)
@@ -229,12 +263,21 @@ fn checks(vm: &Vm, request: &Request, budget: &mut Budget, repo: Option<&Repo>) 
         Operation::Snapshot => {
             out.extend(job(vm));
             out.push(snapshot_format(vm, request.disk_only));
-            out.extend(snapshot_space(vm, request.disk_only, budget));
+            out.extend(snapshot_space(conn, vm, request.disk_only, budget, machine));
         }
         Operation::Backup => {
             out.extend(job(vm));
+            // hv-backup reads another host's disks where they lie, over
+            // the ssh of that host's URI; no other transport carries them.
+            let uri = conn.uri().unwrap_or_default();
+            if let (Machine::Other(host), Err(_)) = (machine, remote::Place::from_uri(&uri)) {
+                out.push(
+                    vm.check("vm.disks", Status::Fail, format!("hv-backup reads the disks of a VM on another host over ssh, and {} is on {host}, reached as {uri}", vm.name))
+                        .hint(format!("name {host} by a qemu+ssh://root@HOST/system URI (docs/hosts.md), or back it up on {host} itself")),
+                );
+            }
             if let Some(repo) = repo {
-                out.extend(backup_space(vm, repo, budget));
+                out.extend(backup_space(vm, repo, budget, machine));
             }
         }
         Operation::Migrate => out.extend(job(vm)),
@@ -381,18 +424,46 @@ fn job(vm: &Vm) -> Option<Check> {
 }
 
 /// Starting fails when a disk's file is gone; cdroms may be empty.
-fn disks_present(vm: &Vm) -> Check {
-    let missing: Vec<String> = vm
+fn disks_present(conn: &Connect, vm: &Vm, machine: Machine) -> Check {
+    let sources = vm
         .xml
         .disks
         .iter()
         .filter(|d| matches!(d.kind.as_str(), "file" | "block"))
-        .filter_map(|d| {
-            let source = d.source.as_ref()?;
-            (!Path::new(source).exists()).then(|| format!("{} ({source})", d.target))
-        })
-        .collect();
+        .filter_map(|d| Some((d, d.source.as_ref()?)));
     let name = &vm.name;
+    if let Machine::Other(host) = machine {
+        // Seen through the host's pools, which list what their last refresh
+        // found: a file put there by hand may not be listed yet, so what is
+        // not seen is a warning, never a failure.
+        let mut unseen = Vec::new();
+        let mut stale = Vec::new();
+        for (d, source) in sources {
+            match storage::file(conn, source) {
+                Seen::There => {}
+                Seen::Missing { pool } => stale.push((format!("{} ({source})", d.target), pool)),
+                Seen::Unknown => unseen.push(source.clone()),
+            }
+        }
+        if let Some((_, pool)) = stale.first() {
+            let listed: Vec<&str> = stale.iter().map(|(d, _)| d.as_str()).collect();
+            return vm.check("vm.disks", Status::Warn, format!("{} of {name} {} not among the volumes of {host}'s pool {pool}, as of its last refresh", listed.join(", "), if listed.len() == 1 { "is" } else { "are" }))
+                .hint(format!("check the files on {host}; if they are there, refresh the pool: virsh -c URI pool-refresh {pool}"));
+        }
+        if !unseen.is_empty() {
+            return vm.check("vm.disks", Status::Warn, format!("{host}'s libvirt cannot tell whether {} exist: no storage pool holds their directories", unseen.join(", ")))
+                .hint(format!("define a pool for the disks' directory on {host} (virsh pool-define-as NAME dir --target DIR), or check the files there"));
+        }
+        return vm.check(
+            "vm.disks",
+            Status::Pass,
+            format!("the disks of {name} are there ({host}'s pools have them)"),
+        );
+    }
+    let missing: Vec<String> = sources
+        .filter(|(_, source)| !Path::new(source).exists())
+        .map(|(d, source)| format!("{} ({source})", d.target))
+        .collect();
     if missing.is_empty() {
         return vm.check(
             "vm.disks",
@@ -440,7 +511,13 @@ fn snapshot_format(vm: &Vm, disk_only: bool) -> Check {
 /// Where a snapshot grows: a running VM's memory goes into its first disk
 /// (unless --disk-only), and after the snapshot every rewrite of the disks
 /// takes new space, up to what the guest has written (the allocation).
-fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
+fn snapshot_space(
+    conn: &Connect,
+    vm: &Vm,
+    disk_only: bool,
+    budget: &mut Budget,
+    machine: Machine,
+) -> Vec<Check> {
     let mut places: BTreeMap<String, Place> = BTreeMap::new();
     let mut memory = if vm.active() && !disk_only {
         vm.xml.max_memory_bytes
@@ -452,7 +529,13 @@ fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
         let Some(dir) = disk.source.as_deref().and_then(|s| Path::new(s).parent()) else {
             continue;
         };
-        let (key, size, available) = match dir_space(dir) {
+        let space = match machine {
+            Machine::This => dir_space(dir),
+            Machine::Other(host) => storage::pool_of_dir(conn, dir)
+                .map(|p| (format!("pool {}", p.name), p.capacity, p.available))
+                .ok_or_else(|| Error::new(Code::Unsupported, format!("{host}'s libvirt cannot measure {}: no storage pool holds it (define one for it there: virsh pool-define-as NAME dir --target DIR)", dir.display()))),
+        };
+        let (key, size, available) = match space {
             Ok(found) => found,
             Err(e) => {
                 out.push(
@@ -470,7 +553,7 @@ fn snapshot_space(vm: &Vm, disk_only: bool, budget: &mut Budget) -> Vec<Check> {
             need: 0,
             must: 0,
         });
-        place.need += vm.allocation(disk) + memory;
+        place.need += vm.allocation(disk, machine) + memory;
         place.must += memory;
         memory = 0;
     }
@@ -589,7 +672,7 @@ fn repository(root: &Path) -> (Check, Repo) {
 
 /// The next backup stores at most what the VM's recent backups stored; the
 /// first stores its disks' allocation, before compression.
-fn backup_space(vm: &Vm, repo: &Repo, budget: &mut Budget) -> Option<Check> {
+fn backup_space(vm: &Vm, repo: &Repo, budget: &mut Budget, machine: Machine) -> Option<Check> {
     let (key, size, available) = repo.space.clone()?;
     let recent = repo
         .recent
@@ -601,7 +684,7 @@ fn backup_space(vm: &Vm, repo: &Repo, budget: &mut Budget) -> Option<Check> {
             "the most one of its recent backups stored".to_owned(),
         ),
         None => (
-            vm.own_disks().map(|d| vm.allocation(d)).sum(),
+            vm.own_disks().map(|d| vm.allocation(d, machine)).sum(),
             "its first backup: its disks' allocation before compression".to_owned(),
         ),
     };

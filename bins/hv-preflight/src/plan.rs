@@ -44,19 +44,26 @@ pub enum Source {
     Profiles(PathBuf),
 }
 
-pub fn check(
-    conn: &Connect,
-    request: &Request,
-    budget: &mut Budget,
-    status: &mut cli::Status,
-) -> Result<Vec<Check>> {
-    let profiles = match &request.from {
+/// The planned VMs, read once for every host of the run (stdin cannot be
+/// read twice).
+pub fn read(request: &Request, status: &mut cli::Status) -> Result<Vec<Profile>> {
+    Ok(match &request.from {
         Source::Name(name) => vec![Profile {
             name: name.clone(),
             ..Profile::default()
         }],
         Source::Profiles(file) => read_profiles(file, status)?,
-    };
+    })
+}
+
+/// One host's planned VMs, counted together against that host.
+pub fn check(
+    conn: &Connect,
+    request: &Request,
+    profiles: Vec<Profile>,
+    budget: &mut Budget,
+    machine: hv_common::storage::Machine,
+) -> Vec<Check> {
     let mut named = HashSet::new();
     let mut out = Vec::new();
     for p in profiles {
@@ -67,9 +74,10 @@ pub fn check(
             budget,
             &p,
             &mut named,
+            machine,
         ));
     }
-    Ok(out)
+    out
 }
 
 fn with_defaults(mut p: Profile, request: &Request) -> Profile {

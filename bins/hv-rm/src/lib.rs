@@ -9,6 +9,7 @@ use clap::Parser;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{self, ActionArgs};
 use hv_common::domain::{self, Disk};
+use hv_common::hosts::{Host, Scope};
 use hv_common::lifecycle;
 use hv_common::manual::Manual;
 use hv_common::output::{self, col, Column, Show};
@@ -31,7 +32,9 @@ use virt::domain::Domain;
     long_about = "Undefine VMs, several at once. Running VMs are refused unless --force, which forces \
         them off first. With --remove-storage their disk files go too, but only files the domain \
         lists as disks, never CD-ROMs or shared/read-only media, and never a file another domain \
-        uses (directly or as a backing file).\n\n\
+        uses (directly or as a backing file); over several hosts (--hosts, -c repeated), a file \
+        a VM of another of the run's hosts names is kept too, and nothing is deleted while one of \
+        them does not answer.\n\n\
         At a terminal hv-rm asks once for the whole batch; when stdin is not a terminal it acts \
         only with --yes. --dry-run shows what would go and needs no confirmation."
 )]
@@ -88,9 +91,12 @@ struct Plan {
     dry_run: bool,
 }
 
-/// Every domain (uuid, name) that uses each file as a disk or backing
-/// file, computed once per run. Files are told apart by device and inode,
-/// not by how a path spells them (`/images/../base.qcow2`, a symlink).
+/// Every domain (uuid, how to name it) that uses each file as a disk or
+/// backing file, computed once per run. Files are told apart by device and
+/// inode, not by how a path spells them (`/images/../base.qcow2`, a
+/// symlink). Over several hosts, the other hosts' VMs count too: storage
+/// shared between hosts (NFS) holds one host's VM's base and another's
+/// overlay.
 #[derive(Default)]
 struct Users {
     by_file: HashMap<String, Vec<(String, String)>>,
@@ -98,6 +104,9 @@ struct Users {
     /// name, disk, why). Any file may be its base, so none of another VM's
     /// is deleted.
     unknown_chains: Vec<(String, String, String, String)>,
+    /// Another host of the run that did not answer, and why: its VMs may
+    /// use any file, so none is deleted.
+    unreached: Vec<(String, String)>,
 }
 
 impl Users {
@@ -131,6 +140,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
         confirm(&inputs, plan)?;
     }
     let users: Arc<OnceLock<Result<Users>>> = Arc::new(OnceLock::new());
+    // The run's other machines, whose VMs may share this one's files.
+    let others: Vec<Host> = match cli.args.connect.scope()? {
+        Scope::Named { hosts, .. } => hosts
+            .into_iter()
+            .filter(|h| hv_common::hosts::is_remote(&h.uri))
+            .collect(),
+        Scope::Default(_) => Vec::new(),
+    };
+    let timeout = cli.args.connect.connect_timeout;
     let action = Action {
         name: "rm",
         columns: &COLUMNS,
@@ -140,7 +158,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
         inputs.into_iter(),
         &cli.args,
         action,
-        move |conn, dom, _| remove(conn, dom, plan, &users),
+        move |conn, dom, _| {
+            remove(conn, dom, plan, &users, |u| {
+                other_hosts_users(u, &others, timeout);
+            })
+        },
     )
 }
 
@@ -191,6 +213,7 @@ fn remove(
     dom: &Domain,
     plan: Plan,
     users: &OnceLock<Result<Users>>,
+    elsewhere: impl FnOnce(&mut Users),
 ) -> Result<Map<String, Value>> {
     // Files are looked at and deleted on the machine hv-rm runs on: on
     // another host's VM that would read, and delete, this machine's files
@@ -219,7 +242,11 @@ fn remove(
     let uuid = dom.uuid_string().unwrap_or_default();
     let (doomed, kept) = if plan.remove_storage {
         let users = users
-            .get_or_init(|| disk_users(conn))
+            .get_or_init(|| {
+                let mut found = disk_users(conn)?;
+                elsewhere(&mut found);
+                Ok(found)
+            })
             .as_ref()
             .map_err(Clone::clone)?;
         sort_disks(&disks, users, &uuid, definition.seed.as_deref())
@@ -352,7 +379,9 @@ fn sort_disks(
         } else if disk.kind != "file" {
             Some(format!("a {} disk, not a file", disk.kind))
         } else if let Some((_, other)) = users.of(&path).iter().find(|(uuid, _)| uuid != own_uuid) {
-            Some(format!("also used by VM '{other}'"))
+            Some(format!("also used by {other}"))
+        } else if let Some((host, why)) = users.unreached.first() {
+            Some(format!("host {host} {why}: its VMs may use it"))
         } else if !std::path::Path::new(&path).is_absolute() {
             Some("a relative path".to_owned())
         } else if !std::path::Path::new(&path).is_file() {
@@ -382,7 +411,7 @@ fn disk_users(conn: &Connect) -> Result<Users> {
     for dom in &all {
         let user = (
             dom.uuid_string().unwrap_or_default(),
-            dom.name().unwrap_or_default(),
+            format!("VM '{}'", dom.name().unwrap_or_default()),
         );
         for flags in [0, virt::sys::VIR_DOMAIN_XML_INACTIVE] {
             let Ok(xml) = dom.xml_desc(flags) else {
@@ -424,6 +453,87 @@ fn disk_users(conn: &Connect) -> Result<Users> {
         }
     }
     Ok(users)
+}
+
+/// A VM of another host: its UUID, name and the paths its disks name.
+type DiskPaths = (String, String, Vec<String>);
+
+/// Adds the disks of the VMs of the run's other hosts (another machine
+/// each) to `users`, by path as their XML names them: on storage shared
+/// with this machine that is the same file. A path that is only the same
+/// spelling of another machine's own file keeps this machine's file too,
+/// which errs on the side of keeping. A volume disk is resolved to its
+/// path through that host's libvirt; a path that exists here is probed
+/// for its backing chain here (a stopped linked clone's XML names no
+/// base), and a chain that cannot be read keeps everything.
+fn other_hosts_users(users: &mut Users, others: &[Host], timeout: Duration) {
+    let found: Vec<(String, Result<Vec<DiskPaths>>)> = std::thread::scope(|s| {
+        let threads: Vec<_> = others
+            .iter()
+            .map(|h| {
+                s.spawn(move || {
+                    let conn = h.open(hv_common::connect::Access::ReadOnly, timeout)?;
+                    let all = conn
+                        .list_all_domains(0)
+                        .map_err(|e| Error::libvirt("cannot list domains", &e))?;
+                    let mut vms = Vec::new();
+                    for dom in &all {
+                        let mut paths = Vec::new();
+                        for flags in [0, virt::sys::VIR_DOMAIN_XML_INACTIVE] {
+                            let parsed = dom
+                                .xml_desc(flags)
+                                .ok()
+                                .and_then(|x| domain::parse(&x).ok());
+                            for disk in parsed.map(|p| p.disks).unwrap_or_default() {
+                                let disk = with_file(&conn, disk);
+                                paths.extend(disk.backing.iter().cloned().chain(disk.source));
+                            }
+                        }
+                        vms.push((
+                            dom.uuid_string().unwrap_or_default(),
+                            dom.name().unwrap_or_default(),
+                            paths,
+                        ));
+                    }
+                    Ok(vms)
+                })
+            })
+            .collect();
+        others
+            .iter()
+            .zip(threads)
+            .map(|(h, t)| {
+                let got = t
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::internal("reading a host panicked")));
+                (h.name.clone(), got)
+            })
+            .collect()
+    });
+    for (host, got) in found {
+        match got {
+            Ok(vms) => {
+                for (uuid, name, paths) in vms {
+                    let user = (uuid, format!("VM '{name}' on host {host}"));
+                    for path in paths {
+                        if std::path::Path::new(&path).is_file() {
+                            match backing_files(&path) {
+                                Ok(chain) => chain.iter().for_each(|p| users.add(p, &user)),
+                                Err(why) => users.unreached.push((
+                                    host.clone(),
+                                    format!("has VM '{name}', whose disk {path} has a backing chain hv-rm cannot read ({why})"),
+                                )),
+                            }
+                        }
+                        users.add(&path, &user);
+                    }
+                }
+            }
+            Err(e) => users
+                .unreached
+                .push((host, format!("did not answer ({})", e.message))),
+        }
+    }
 }
 
 /// The backing chain below an image, as qemu-img sees it (the domain XML of
@@ -500,7 +610,7 @@ mod tests {
             dir.display(),
             dir.file_name().unwrap().to_str().unwrap()
         );
-        users.add(&spelled, &("other-uuid".into(), "clone".into()));
+        users.add(&spelled, &("other-uuid".into(), "VM 'clone'".into()));
         let disks = vec![
             disk("disk", "file", &own, false),
             disk("disk", "file", &base, false),
@@ -512,6 +622,17 @@ mod tests {
         assert_eq!(doomed, vec![own.clone()]);
         let reasons: Vec<&str> = kept.iter().map(|(_, r)| r.as_str()).collect();
         assert_eq!(reasons[0], "also used by VM 'clone'");
+        let mut far = Users {
+            unreached: vec![("h2".into(), "did not answer (no answer within 30s)".into())],
+            ..Users::default()
+        };
+        let (doomed, kept) = sort_disks(&disks[..1], &far, "me", None);
+        assert!(doomed.is_empty(), "a silent host may use any file");
+        assert!(kept[0].1.starts_with("host h2 did not answer"), "{kept:?}");
+        far.unreached.clear();
+        far.add(&own, &("u2".into(), "VM 'x' on host h2".into()));
+        let (_, kept) = sort_disks(&disks[..1], &far, "me", None);
+        assert_eq!(kept[0].1, "also used by VM 'x' on host h2");
         assert!(reasons[1].contains("cdrom"));
         assert!(reasons[2].contains("block"));
         assert!(reasons[3].contains("read-only"));

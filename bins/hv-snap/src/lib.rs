@@ -115,6 +115,8 @@ pub struct LsArgs {
     #[arg(long)]
     pub hv_only: bool,
     #[command(flatten)]
+    pub fields: hv_common::cli::FieldsArgs,
+    #[command(flatten)]
     pub connect: ConnectArgs,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -221,6 +223,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
             let opts = LsOptions {
                 vms: a.vms,
                 hv_only: a.hv_only,
+                fields: a.fields.checked(ls::FIELDS)?,
                 format: a.output.format(),
                 scope: a.connect.scope()?,
                 connect_timeout: a.connect.connect_timeout,

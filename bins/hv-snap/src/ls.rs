@@ -25,12 +25,31 @@ pub struct LsOptions {
     pub vms: Vec<String>,
     /// Only snapshots hv made.
     pub hv_only: bool,
+    /// Only these fields of each record (`--fields`); empty: all.
+    pub fields: Vec<String>,
     /// The format asked for; none: a table at a terminal, else JSON lines.
     pub format: Option<Format>,
     /// The hosts to list (docs/hosts.md).
     pub scope: Scope,
     pub connect_timeout: Duration,
 }
+
+/// The fields of [`SnapshotRecord`], for `--fields`.
+pub const FIELDS: &[&str] = &[
+    "name",
+    "uuid",
+    "host",
+    "snapshot",
+    "created_at",
+    "state",
+    "kind",
+    "memory",
+    "parent",
+    "current",
+    "description",
+    "hv_made",
+    "policy",
+];
 
 /// One line of `hv-snap ls` (docs/snapshots.md).
 #[derive(Debug, Serialize)]
@@ -48,7 +67,7 @@ pub struct SnapshotRecord<'a> {
 }
 
 pub fn run(opts: &LsOptions) -> Result<Exit> {
-    let mut printer = Printer::stdout(opts.format, &LS_COLUMNS);
+    let mut printer = Printer::stdout(opts.format, &LS_COLUMNS).only(&opts.fields);
     let mut status = Status::default();
     across::each_host(
         &opts.scope,
@@ -126,5 +145,6 @@ mod tests {
             fields,
             hv_testbench::documented_fields("snapshots.md", "## Snapshot records")
         );
+        assert_eq!(fields, FIELDS, "--fields knows every field");
     }
 }

@@ -14,12 +14,15 @@ use crate::snapshots::snapshots_of;
 use hv_common::bulk::{self, Action};
 use hv_common::cli::{self, ActionArgs};
 use hv_common::connect::Access;
+use hv_common::hosts::{Pool, Route};
 use hv_common::retention::Keep;
-use hv_common::{domain, hosts, time, Code, Error, Exit, Result};
+use hv_common::targets::{Input, VmRef};
+use hv_common::{domain, time, Code, Error, Exit, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+use virt::connect::Connect;
 use virt::domain::Domain;
 
 /// The tag that puts a VM under a policy: `snap:POLICY`.
@@ -132,8 +135,63 @@ pub fn run(plan: SchedulePlan, args: &ActionArgs) -> Result<Exit> {
         Some(path) => load(path)?,
         None => built_in(),
     };
-    let target = args.connect.target()?;
-    let conn = hosts::open_within(&target, Access::ReadOnly, args.connect.connect_timeout)?;
+    // Each host's VMs whose tags name a policy; over several hosts, each
+    // host is read at once, and one that does not answer is one failed
+    // item (its own host's error) while the others' VMs are scheduled.
+    let scope = args.connect.scope()?;
+    let timeout = args.connect.connect_timeout;
+    let pool = Pool::new(scope.clone(), Access::ReadOnly, timeout);
+    let mut inputs = Vec::new();
+    match scope.single() {
+        Some(route) => {
+            let conn = pool.get(&route)?;
+            let host = match route {
+                Route::Default => None,
+                Route::Host(h) => Some(h.name),
+            };
+            for uuid in chosen(&conn, &policies)? {
+                inputs.push(VmRef {
+                    uuid: Some(uuid),
+                    host: host.clone(),
+                    ..VmRef::default()
+                });
+            }
+        }
+        None => {
+            pool.open_all();
+            for host in scope.hosts() {
+                let at = |uuid: Option<String>| VmRef {
+                    uuid,
+                    host: Some(host.name.clone()),
+                    ..VmRef::default()
+                };
+                match pool
+                    .get(&Route::Host(host.clone()))
+                    .map(|c| chosen(&c, &policies))
+                {
+                    Ok(Ok(uuids)) => inputs.extend(uuids.into_iter().map(|u| at(Some(u)))),
+                    // The host's item fails with its error where it is acted on.
+                    Ok(Err(_)) | Err(_) => inputs.push(at(None)),
+                }
+            }
+        }
+    }
+    drop(pool);
+    let action = Action {
+        name: "schedule",
+        columns: &SCHEDULE_COLUMNS,
+        item_timeout: plan.timeout,
+    };
+    let now = time::now();
+    let stamp = time::compact(now);
+    let inputs = inputs.into_iter().map(Input::Vm);
+    bulk::act(inputs, args, action, move |_, dom, _| {
+        schedule_vm(dom, &policies, &plan, now, &stamp)
+    })
+}
+
+/// The UUIDs of the VMs of `conn` whose tags name one of `policies`.
+fn chosen(conn: &Connect, policies: &BTreeMap<String, Policy>) -> Result<Vec<String>> {
     let mut chosen = Vec::new();
     let domains = conn
         .list_all_domains(0)
@@ -161,18 +219,7 @@ pub fn run(plan: SchedulePlan, args: &ActionArgs) -> Result<Exit> {
             );
         }
     }
-    drop(conn);
-    let action = Action {
-        name: "schedule",
-        columns: &SCHEDULE_COLUMNS,
-        item_timeout: plan.timeout,
-    };
-    let now = time::now();
-    let stamp = time::compact(now);
-    let inputs = hv_common::targets::from_args(&chosen).into_iter();
-    bulk::act(inputs, args, action, move |_, dom, _| {
-        schedule_vm(dom, &policies, &plan, now, &stamp)
-    })
+    Ok(chosen)
 }
 
 /// The policies of `dom`'s tags, each: a snapshot if due, then its prune.
