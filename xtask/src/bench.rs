@@ -3,7 +3,7 @@
 //! dominfo` loop (what a script does to get per-VM facts). The domains are
 //! defined for the run and removed afterwards, even on failure.
 
-use crate::cmd::{median, release_build, verdict, verdict_at_most};
+use crate::cmd::{cost, median_cost, release_build, verdict, verdict_at_most, Cost};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use virt::connect::Connect;
@@ -150,16 +150,42 @@ pub fn ls(n: usize, uri: &str) -> Result<(), String> {
         return Err(format!("hv-ls record lacks fields: {sample}"));
     }
     timed(&mut virsh_list())?;
-
-    let (mut t_hv, mut t_list, mut t_daemon) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let before = daemon_cpu();
-        t_hv.push(timed(&mut hv())?.0);
-        if let (Some(a), Some(b)) = (before, daemon_cpu()) {
-            t_daemon.push(b.saturating_sub(a));
-        }
-        t_list.push(timed(&mut virsh_list())?.0);
+    let fields = || {
+        let mut c = hv();
+        c.args(["--fields", "name,uuid,state"]);
+        c
+    };
+    let virsh_all = || {
+        let mut c = Command::new("virsh");
+        c.args(["-c", uri, "list", "--all"]);
+        c
+    };
+    let (_, out) = timed(&mut fields())?;
+    let projected = out.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+    if projected != total {
+        return Err(format!(
+            "hv-ls --fields printed {projected} records for {total} domains"
+        ));
     }
+    timed(&mut virsh_all())?;
+
+    // Medians of 3, each tool's CPU beside its wall time; the order turns
+    // every round so no tool always runs on a warmer daemon.
+    let run = |c: &mut Command| cost(|| timed(c).map(|_| ()));
+    let mut costs: [Vec<Cost>; 4] = Default::default();
+    for round in 0..ROUNDS {
+        for k in 0..4 {
+            let which = (k + round) % 4;
+            let c = match which {
+                0 => run(&mut hv())?,
+                1 => run(&mut fields())?,
+                2 => run(&mut virsh_list())?,
+                _ => run(&mut virsh_all())?,
+            };
+            costs[which].push(c);
+        }
+    }
+    let [full, projected, list, all] = costs.map(|c| median_cost(&c));
     eprintln!("running the virsh dominfo loop over {n} domains…");
     let (t_loop, _) = timed(
         Command::new("bash")
@@ -170,24 +196,51 @@ pub fn ls(n: usize, uri: &str) -> Result<(), String> {
             ])
             .args(&domains.names),
     )?;
-    let (hv_med, list_med) = (median(t_hv), median(t_list));
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let vs_list = hv_med.as_secs_f64() / list_med.as_secs_f64();
-    let vs_loop = t_loop.as_secs_f64() / hv_med.as_secs_f64();
     println!(
-        "hv-ls bench: {total} domains defined ({n} for the run), medians of {ROUNDS} runs, {uri}"
+        "hv-ls bench: {total} domains defined ({n} for the run), medians of {ROUNDS} runs (order turned each round), {uri}"
     );
-    println!("  hv-ls (full records, jsonl)    {:9.1} ms", ms(hv_med));
-    println!("  virsh list --all --name        {:9.1} ms", ms(list_med));
-    println!("  virsh dominfo loop (1 run)     {:9.1} ms", ms(t_loop));
-    if !t_daemon.is_empty() {
-        println!(
-            "  libvirtd CPU per hv-ls run     {:9.1} ms  (its own XML and block-size work)",
-            ms(median(t_daemon))
-        );
-    }
-    verdict_at_most("hv-ls time / virsh list time", vs_list, 1.5);
-    verdict("dominfo loop time / hv-ls time", vs_loop, 20.0);
+    println!("  hv-ls --fields name,uuid,state   {projected}");
+    println!("  virsh list --all --name          {list}");
+    println!("  virsh list --all                 {all}");
+    println!("  hv-ls (full records, jsonl)      {full}");
+    println!(
+        "  virsh dominfo loop (1 run)       wall {:7.2} s",
+        t_loop.as_secs_f64()
+    );
+    let secs = |c: &Cost| c.wall.as_secs_f64();
+    verdict_at_most(
+        "hv-ls --fields name,uuid,state / virsh list --all --name (wall)",
+        secs(&projected) / secs(&list),
+        1.5,
+    );
+    verdict_at_most(
+        "hv-ls --fields name,uuid,state / virsh list --all (wall)",
+        secs(&projected) / secs(&all),
+        1.0,
+    );
+    println!(
+        "  full records / virsh list --all --name (wall): {:.2}; libvirtd CPU per full listing {:.3} s",
+        secs(&full) / secs(&list),
+        full.daemon.as_secs_f64()
+    );
+    verdict(
+        "dominfo loop time / hv-ls time",
+        t_loop.as_secs_f64() / secs(&full),
+        20.0,
+    );
     drop(domains);
     Ok(())
+}
+
+/// The machine a figure came from, for the line above it: cores and CPU model.
+pub(crate) fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores ({model})")
 }

@@ -4,17 +4,19 @@
 //! of series each exports are printed. The domains are defined for the run
 //! (most stopped, some running test guests) and removed afterwards.
 
-use crate::bench::{daemon_cpu, define};
+use crate::bench::{daemon_cpu, define, process_cpu};
 use crate::cmd::{median, need_tools, release_build, verdict};
 use hv_testbench::http::{get_metrics, get_metrics_when_up};
 use hv_testbench::{free_port, Guest, GuestSpec, KillOnDrop};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Scrapes of each exporter. A scrape's time varies by a third from one to
-/// the next on a loaded 2-core host (it waits on QEMU monitors), so a
-/// median needs many.
-const ROUNDS: usize = 60;
+/// Runs, and scrapes of each exporter per run. A scrape's time varies by
+/// a third from one to the next on a loaded 2-core host (it waits on QEMU
+/// monitors), so each run's figure is itself a median of many scrapes; the
+/// figures printed are the medians of the runs.
+const RUNS: usize = 3;
+const ROUNDS: usize = 20;
 
 /// Time for the guests to finish booting before anything is timed.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -65,45 +67,47 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
     hv_testbench::promtool_check_metrics(&hv_body)?;
     let (hv_series, peer_series) = (series(&hv_body), series(&peer_body));
 
-    let (mut hv_times, mut peer_times) = (Vec::new(), Vec::new());
-    let (mut hv_cpu, mut peer_cpu) = (Duration::ZERO, Duration::ZERO);
     std::thread::sleep(SETTLE);
-    let scrape = |port, times: &mut Vec<Duration>, cpu: &mut Duration| {
-        let before = daemon_cpu().unwrap_or_default();
-        times.push(timed_scrape(port)?);
-        *cpu += daemon_cpu().unwrap_or_default().saturating_sub(before);
-        Ok::<(), String>(())
-    };
-    // In turn, each first every other round.
-    for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            scrape(hv_port, &mut hv_times, &mut hv_cpu)?;
-            scrape(peer_port, &mut peer_times, &mut peer_cpu)?;
-        } else {
-            scrape(peer_port, &mut peer_times, &mut peer_cpu)?;
-            scrape(hv_port, &mut hv_times, &mut hv_cpu)?;
-        }
+    let (hv_pid, peer_pid) = (_hv.0.id().to_string(), _peer.0.id().to_string());
+    let mut runs = Vec::new();
+    for run in 0..RUNS {
+        let r = measure_run(run, (hv_port, &hv_pid), (peer_port, &peer_pid))?;
+        println!(
+            "  run {}: hv-metrics {:.1} ms (libvirtd {:.1} ms, own {:.1} ms), exporter {:.1} ms (libvirtd {:.1} ms, own {:.1} ms)",
+            run + 1,
+            r.hv.wall,
+            r.hv.daemon,
+            r.hv.own,
+            r.peer.wall,
+            r.peer.daemon,
+            r.peer.own
+        );
+        runs.push(r);
     }
-    let (hv, peer) = (median(hv_times), median(peer_times));
-    println!("hv-metrics vs prometheus-libvirt-exporter, {total} domains ({running} running), median of {ROUNDS} scrapes each, in turn:");
+    let med = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (hv, peer) = (med(|r| r.hv.wall), med(|r| r.peer.wall));
     println!(
-        "  hv-metrics --listen:          {:>8.1} ms, {hv_series} series",
-        ms(hv)
+        "hv-metrics vs prometheus-libvirt-exporter, {total} domains ({running} running), {}; \
+         median of {RUNS} runs of {ROUNDS} scrapes each, in turn, per scrape:",
+        crate::bench::machine()
     );
-    println!(
-        "  prometheus-libvirt-exporter:  {:>8.1} ms, {peer_series} series",
-        ms(peer)
-    );
+    println!("  hv-metrics --listen:          {hv:>8.1} ms, {hv_series} series");
+    println!("  prometheus-libvirt-exporter:  {peer:>8.1} ms, {peer_series} series");
     println!(
         "  libvirtd CPU per scrape: hv-metrics {:.1} ms, exporter {:.1} ms",
-        ms(hv_cpu) / ROUNDS as f64,
-        ms(peer_cpu) / ROUNDS as f64
+        med(|r| r.hv.daemon),
+        med(|r| r.peer.daemon)
     );
-    verdict(
-        "exporter time / hv-metrics time",
-        peer.as_secs_f64() / hv.as_secs_f64(),
-        1.0,
+    println!(
+        "  the server's own CPU per scrape: hv-metrics {:.1} ms, exporter {:.1} ms",
+        med(|r| r.hv.own),
+        med(|r| r.peer.own)
     );
+    verdict("exporter time / hv-metrics time", peer / hv, 1.0);
     verdict(
         "hv-metrics series / exporter series",
         hv_series as f64 / peer_series as f64,
@@ -112,6 +116,50 @@ pub fn run(domains: usize, running: usize) -> Result<(), String> {
     print_collector_times(&get_metrics(hv_port).map_err(|e| e.to_string())?);
     drop(guests);
     Ok(())
+}
+
+/// One server's figures in one run, per scrape, in ms: the median time,
+/// and the mean CPU of libvirtd and of the server itself.
+#[derive(Default)]
+struct Figures {
+    wall: f64,
+    daemon: f64,
+    own: f64,
+}
+
+struct Run {
+    hv: Figures,
+    peer: Figures,
+}
+
+/// `ROUNDS` scrapes of each server in turn, each first every other round
+/// (the first one first in even runs).
+fn measure_run(run: usize, hv: (u16, &str), peer: (u16, &str)) -> Result<Run, String> {
+    let mut times = [Vec::new(), Vec::new()];
+    let mut daemon = [Duration::ZERO; 2];
+    let servers = [hv, peer];
+    let own0 = servers.map(|(_, pid)| process_cpu(pid));
+    for round in 0..ROUNDS {
+        let first = (round + run) % 2;
+        for k in [first, 1 - first] {
+            let before = daemon_cpu().unwrap_or_default();
+            times[k].push(timed_scrape(servers[k].0)?);
+            daemon[k] += daemon_cpu().unwrap_or_default().saturating_sub(before);
+        }
+    }
+    let mut figures = [0, 1].map(|k| {
+        let own = process_cpu(servers[k].1)
+            .zip(own0[k])
+            .map_or(f64::NAN, |(after, before)| ms(after.saturating_sub(before)));
+        Figures {
+            wall: ms(median(std::mem::take(&mut times[k]))),
+            daemon: ms(daemon[k]) / ROUNDS as f64,
+            own: own / ROUNDS as f64,
+        }
+    });
+    let peer = std::mem::take(&mut figures[1]);
+    let hv = std::mem::take(&mut figures[0]);
+    Ok(Run { hv, peer })
 }
 
 fn ms(d: Duration) -> f64 {

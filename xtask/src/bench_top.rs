@@ -1,9 +1,11 @@
 //! What one hv-top refresh costs libvirtd, against one hv-ls run, on the
 //! same daemon with many defined domains and some running test guests.
 //! hv-top runs as a user runs it, in a terminal (tmux) refreshing every
-//! second: libvirtd's CPU over ten seconds of it, less its CPU over ten
-//! idle seconds, is ten refreshes. The first refresh, which also reads
-//! each VM's XML once for its tags, is left out: that is the steady cost.
+//! second: libvirtd's CPU over thirty seconds of it, less its CPU over
+//! thirty idle seconds, is thirty refreshes and one slow pass (snapshots
+//! counted again, hv-health run for the header), which come every 30 s.
+//! The first refresh, which also reads each VM's XML once for its tags,
+//! is left out: that is the steady cost.
 //! `--once` (two refreshes, the first with the XML) is printed too.
 //! Medians of 3.
 
@@ -70,7 +72,7 @@ pub fn run(domains: usize, running: usize, rounds: usize) -> Result<(), String> 
 /// One refresh of hv-top running in a terminal: libvirtd's and hv-top's
 /// CPU over [`WINDOW`] refreshes, less libvirtd's idle CPU, divided out.
 fn steady_refresh(hv_top: &std::path::Path, uri: &str) -> Result<Cost, String> {
-    const WINDOW: u32 = 10;
+    const WINDOW: u32 = 30;
     let second = Duration::from_secs(1);
     let idle0 = daemon_cpu().unwrap_or_default();
     std::thread::sleep(second * WINDOW);

@@ -1,5 +1,6 @@
 //! What clap_complete cannot write: completions that ask hv itself, when
-//! Tab is pressed, which VMs, snapshots and backups there are (as virsh's
+//! Tab is pressed, which VMs, snapshots, backups, ISO images, networks and
+//! pools there are (as virsh's
 //! completion asks libvirt), host aliases read from the hosts file, and a
 //! repair of its bash output for commands named with a hyphen.
 //!
@@ -18,6 +19,12 @@ enum Source {
     Snapshots,
     /// Backups in the repository named on the line or by HV_BACKUP_REPO.
     Backups,
+    /// Images of the hv-iso library (HV_ISO_LIBRARY, or its default).
+    Isos,
+    /// The host's libvirt networks.
+    Networks,
+    /// The host's storage pools.
+    Pools,
 }
 
 impl Source {
@@ -29,6 +36,9 @@ impl Source {
             Source::Vms(Some(_)) => "_hv_vms --state running",
             Source::Snapshots => "_hv_snapshots",
             Source::Backups => "_hv_backups",
+            Source::Isos => "_hv_names hv-iso ls",
+            Source::Networks => "_hv_names hv-net ls",
+            Source::Pools => "_hv_names hv-pool ls",
         }
     }
 
@@ -40,6 +50,9 @@ impl Source {
             Source::Vms(Some(_)) => "_hv_vms_running",
             Source::Snapshots => "_hv_snapshots",
             Source::Backups => "_hv_backups",
+            Source::Isos => "_hv_isos",
+            Source::Networks => "_hv_networks",
+            Source::Pools => "_hv_pools",
         }
     }
 
@@ -51,6 +64,20 @@ impl Source {
             Source::Vms(Some(_)) => "__hv_vms --state running",
             Source::Snapshots => "__hv_snapshots",
             Source::Backups => "__hv_backups",
+            Source::Isos => "__hv_names hv-iso ls",
+            Source::Networks => "__hv_names hv-net ls",
+            Source::Pools => "__hv_names hv-pool ls",
+        }
+    }
+
+    /// The flag whose value comes from this source, if any.
+    fn of_flag(long: &str) -> Option<Source> {
+        match long {
+            "snapshot" => Some(Source::Snapshots),
+            "cdrom" | "iso" => Some(Source::Isos),
+            "pool" => Some(Source::Pools),
+            "network" => Some(Source::Networks),
+            _ => None,
         }
     }
 }
@@ -60,21 +87,26 @@ impl Source {
 fn positional(path: &[&str]) -> Option<Source> {
     match path {
         ["hv-start" | "hv-clone"] => Some(Source::Vms(Some("shutoff"))),
-        ["hv-stop"] => Some(Source::Vms(Some("running"))),
+        ["hv-stop" | "hv-console"] => Some(Source::Vms(Some("running"))),
         ["hv-backup", "verify" | "restore" | "sync"] => Some(Source::Backups),
-        ["hv-metrics" | "hv-iso" | "hv-define", ..] => None,
+        ["hv-iso", "ls" | "verify" | "rm"] => Some(Source::Isos),
+        ["hv-net", "ls"] => Some(Source::Networks),
+        ["hv-pool", "ls"] => Some(Source::Pools),
+        ["hv-metrics" | "hv-iso" | "hv-define" | "hv-net" | "hv-pool", ..] => None,
         ["hv-backup", sub] if *sub != "create" => None,
         _ => Some(Source::Vms(None)),
     }
 }
 
 /// One command or subcommand: its path, its value-taking flags, and what
-/// its positionals and `--snapshot` complete to.
+/// its positionals and some flags' values (`--snapshot`, `--cdrom`,
+/// `--pool`) complete to.
 struct Site {
     path: Vec<String>,
     valued: Vec<String>,
     positional: Option<Source>,
-    snapshot_flag: bool,
+    /// Long flags (without `--`) whose values come from a source.
+    sourced: Vec<(String, Source)>,
     /// The flags that name a host (`-c`, `--connect`, `--to`): they
     /// complete to the aliases of the hosts file.
     host_flags: Vec<String>,
@@ -101,9 +133,14 @@ fn sites(command: &Command) -> Vec<Site> {
             } else {
                 None
             },
-            snapshot_flag: cmd
+            sourced: cmd
                 .get_arguments()
-                .any(|a| a.get_long() == Some("snapshot")),
+                .filter(|a| !a.is_positional() && a.get_action().takes_values())
+                .filter_map(|a| {
+                    let long = a.get_long()?;
+                    Some((long.to_owned(), Source::of_flag(long)?))
+                })
+                .collect(),
             host_flags: cmd
                 .get_arguments()
                 .filter(|a| matches!(a.get_long(), Some("connect" | "to")))
@@ -149,6 +186,11 @@ _hv_backups() {
     [[ -n $repo ]] || return 0
     hv-backup ls --repo "$repo" --format jsonl </dev/null 2>/dev/null |
         sed -n 's/.*"id":"\([0-9TZa-f-]*\)".*/\1/p'
+}
+# The names an hv listing prints (hv-iso ls, hv-net ls, hv-pool ls).
+_hv_names() {
+    "$@" --format jsonl </dev/null 2>/dev/null |
+        sed -n 's/^{"name":"\(\([^"\\]\|\\.\)*\)".*/\1/p'
 }
 # The aliases of the hosts file: --hosts on the line, else HV_HOSTS.
 _hv_hosts() {
@@ -215,10 +257,10 @@ pub fn bash(command: &Command, generated: &str) -> String {
             "*".into()
         };
         text.push_str(&format!("        {label})\n            case $prev in\n"));
-        if site.snapshot_flag {
+        for (long, source) in &site.sourced {
             text.push_str(&format!(
-                "                --snapshot) _hv_offer < <({}) ;;\n",
-                Source::Snapshots.bash()
+                "                --{long}) _hv_offer < <({}) ;;\n",
+                source.bash()
             ));
         }
         if !site.host_flags.is_empty() {
@@ -253,6 +295,9 @@ end
 function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
 function __hv_hosts
     set -l words (commandline -opc)
@@ -317,10 +362,10 @@ pub fn fish(command: &Command, generated: &str) -> String {
                 source.fish()
             ));
         }
-        if site.snapshot_flag {
+        for (long, source) in &site.sourced {
             text.push_str(&format!(
-                "complete -c {name}{cond} -l snapshot -x -a '({})'\n",
-                Source::Snapshots.fish()
+                "complete -c {name}{cond} -l {long} -x -a '({})'\n",
+                source.fish()
             ));
         }
         for flag in &site.host_flags {
@@ -360,6 +405,17 @@ _hv_snapshots() {
         sed -n 's/.*"snapshot":"\(\([^"\\]\|\\.\)*\)".*/\1/p' | sort -u)"})
     compadd "$@" -a snaps
 }
+(( $+functions[_hv_names] )) ||
+_hv_names() {
+    local -a names
+    names=(${(f)"$($1 $2 --format jsonl </dev/null 2>/dev/null |
+        sed -n 's/^{"name":"\(\([^"\\]\|\\.\)*\)".*/\1/p')"})
+    shift 2
+    compadd "$@" -a names
+}
+(( $+functions[_hv_isos] )) || _hv_isos() { _hv_names hv-iso ls "$@" }
+(( $+functions[_hv_networks] )) || _hv_networks() { _hv_names hv-net ls "$@" }
+(( $+functions[_hv_pools] )) || _hv_pools() { _hv_names hv-pool ls "$@" }
 (( $+functions[_hv_hosts] )) ||
 _hv_hosts() {
     local file=$HV_HOSTS i
@@ -431,11 +487,10 @@ pub fn zsh(command: &Command, generated: &str) -> String {
             if names_host && line.ends_with(":_default' \\") {
                 line = line.replace(":_default' \\", ":_hv_hosts' \\");
             }
-            if site.snapshot_flag && line.starts_with("'--snapshot=[") {
-                line = line.replace(
-                    ":_default' \\",
-                    &format!(":{}' \\", Source::Snapshots.zsh()),
-                );
+            for (long, source) in &site.sourced {
+                if line.starts_with(&format!("'--{long}=[")) {
+                    line = line.replace(":_default' \\", &format!(":{}' \\", source.zsh()));
+                }
             }
         }
         text.push_str(&line);

@@ -191,9 +191,10 @@ const HARDENING: &[(&str, &str)] = &[
 
 /// What an operator may do beyond libvirt's read-only defaults: start,
 /// stop, pause, snapshot, checkpoint and back up (the backup job reads
-/// blocks), freeze filesystems for a quiesced snapshot. Not: undefine,
-/// delete volumes or pools, migrate, open consoles, and not tag or set
-/// autostart: libvirt checks those as domain write + save, and whoever
+/// blocks), freeze filesystems for a quiesced snapshot, and open a VM's
+/// serial console (hv-console; libvirt's open-device, which also covers
+/// graphics and channels). Not: undefine, delete volumes or pools,
+/// migrate, and not tag or set autostart: libvirt checks those as domain write + save, and whoever
 /// holds both may define a VM that mounts the host's disks, which is root.
 pub const OPERATOR_ACTIONS: &[&str] = &[
     "org.libvirt.unix.manage",
@@ -208,6 +209,7 @@ pub const OPERATOR_ACTIONS: &[&str] = &[
     "org.libvirt.api.domain.block-read",
     "org.libvirt.api.domain.fs-freeze",
     "org.libvirt.api.storage-pool.search-storage-vols",
+    "org.libvirt.api.domain.open-device",
 ];
 
 pub fn files() -> Vec<(PathBuf, Vec<u8>)> {
@@ -376,8 +378,8 @@ fn polkit_rules() -> String {
          // `cargo xtask gen` from xtask/src/deploy.rs; see docs/deploy.md.\n\
          // Needs access_drivers = [ \"polkit\" ] in libvirtd.conf (or virtqemud.conf).\n\
          //   {ADMIN_GROUP}: everything libvirt offers.\n\
-         //   {OPERATOR_GROUP}: list, start, stop, pause, snapshot, back up;\n\
-         //     not undefine, delete storage, migrate, open consoles, tag or\n\
+         //   {OPERATOR_GROUP}: list, start, stop, pause, snapshot, back up,\n\
+         //     open consoles; not undefine, delete storage, migrate, tag or\n\
          //     set autostart (domain write + save would allow defining VMs).\n\
          polkit.addRule(function(action, subject) {{\n\
          \x20   var libvirt = action.id == \"org.libvirt.unix.manage\" ||\n\

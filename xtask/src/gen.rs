@@ -52,6 +52,22 @@ fn tools() -> Vec<Tool> {
             manual: &hv_top::MANUAL,
         },
         Tool {
+            command: hv_console::Cli::command(),
+            manual: &hv_console::MANUAL,
+        },
+        Tool {
+            command: hv_set::Cli::command(),
+            manual: &hv_set::MANUAL,
+        },
+        Tool {
+            command: hv_pool::Cli::command(),
+            manual: &hv_pool::MANUAL,
+        },
+        Tool {
+            command: hv_net::Cli::command(),
+            manual: &hv_net::MANUAL,
+        },
+        Tool {
             command: hv_rm::Cli::command(),
             manual: &hv_rm::MANUAL,
         },

@@ -61,11 +61,20 @@ enum Task {
         #[arg(long, default_value_t = 10)]
         guests: usize,
     },
-    /// hv-backup against zstd|age, restic, borg and virtnbdbackup on one VM-like disk
+    /// hv-backup against zstd|age, restic, borg and virtnbdbackup: medians of runs with CPU times
     BenchBackup {
-        /// Disk size in MiB
-        #[arg(long, default_value_t = 4096)]
-        size_mib: u32,
+        /// Disk sizes in MiB (repeat for several)
+        #[arg(long = "size-mib", default_values_t = [2048, 4096])]
+        sizes: Vec<u32>,
+        /// Disk contents: vm (random, text, holes) or text (mostly text); repeat for several
+        #[arg(long = "mix", default_values = ["vm", "text"])]
+        mixes: Vec<bench_backup::Mix>,
+        /// Runs of each tool; the medians are printed
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Only these tools (prefixes: hv, zstd, restic, borg, virtnbdbackup)
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// hv-backup on S3 (a bench Garage) against restic there: first backup, sync, a file from a mounted backup
     BenchS3 {
@@ -172,7 +181,12 @@ fn main() -> ExitCode {
             running,
             rounds,
         } => bench_top::run(domains, running, rounds),
-        Task::BenchBackup { size_mib } => bench_backup::run(size_mib),
+        Task::BenchBackup {
+            sizes,
+            mixes,
+            runs,
+            only,
+        } => bench_backup::run(&sizes, &mixes, runs, &only),
         Task::BenchIncremental { size_mib } => bench_incremental::run(size_mib),
         Task::BenchS3 { size_mib } => bench_s3::run(size_mib),
         Task::BenchIso { size_mib } => bench_iso::run(size_mib),

@@ -25,10 +25,14 @@
 //!   but the new one is deleted (libvirt merges their bitmaps into older
 //!   checkpoints, so other tools' chains stay correct); a checkpoint left by
 //!   a killed run goes the same way.
+//! - A stopped VM's images are changed where they lie: on another host,
+//!   qemu-img runs there over ssh (hv_common::remote).
 
 use crate::ffi;
 use hv_common::domain::{xml_escape, Disk};
+use hv_common::remote::Place;
 use hv_common::time;
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use virt::domain::Domain;
@@ -114,8 +118,8 @@ impl Chain {
 /// updates. A running VM's must drop after its job has ended.
 pub struct NewCheckpoint<'a> {
     dom: &'a Domain,
-    /// A stopped VM's disks, whose images hold the bitmaps.
-    stopped: Option<&'a [Disk]>,
+    /// A stopped VM's disks, whose images hold the bitmaps, and where they are.
+    stopped: Option<(&'a [Disk], Place)>,
     /// Whether the job that made it has ended; none for a stopped VM's.
     job_ended: Option<Arc<AtomicBool>>,
     pub name: String,
@@ -162,7 +166,7 @@ impl Drop for NewCheckpoint<'_> {
             return;
         }
         let deleted = match self.stopped {
-            Some(disks) => delete_offline(self.dom, &self.name, disks),
+            Some((disks, ref place)) => delete_offline(place, self.dom, &self.name, disks),
             None => ffi::delete_checkpoint(self.dom, &self.name, false)
                 .map_err(|e| e.message().to_owned()),
         };
@@ -178,6 +182,7 @@ impl Drop for NewCheckpoint<'_> {
 /// Gives the stopped VM `dom` the checkpoint `name` on its `tracked`
 /// disks; undone if any step fails.
 pub fn create_offline<'a>(
+    place: &Place,
     dom: &'a Domain,
     name: &str,
     all: &'a [Disk],
@@ -187,11 +192,11 @@ pub fn create_offline<'a>(
     let mut added: Vec<&Disk> = Vec::new();
     let undo = |added: &[&Disk]| {
         for disk in added {
-            let _ = bitmap(disk, "--remove", name);
+            let _ = bitmap(place, disk, "--remove", name);
         }
     };
     for disk in tracked {
-        if let Err(e) = bitmap(disk, "--add", name) {
+        if let Err(e) = bitmap(place, disk, "--add", name) {
             undo(&added);
             return Err(io(e));
         }
@@ -205,7 +210,7 @@ pub fn create_offline<'a>(
     })?;
     Ok(NewCheckpoint {
         dom,
-        stopped: Some(all),
+        stopped: Some((all, place.clone())),
         job_ended: None,
         name: name.to_owned(),
         kept: false,
@@ -216,17 +221,20 @@ pub fn create_offline<'a>(
 /// consistent. qemu-nbd would otherwise export a bitmap of that name from
 /// a backing file (an image moved aside under a new overlay), which never
 /// saw the overlay's writes, or refuse one QEMU never saved.
-pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> hv_common::Result<()> {
+pub fn bitmap_in_image(
+    place: &Place,
+    path: &std::path::Path,
+    bitmap: &str,
+) -> hv_common::Result<()> {
     let io = |message: String| hv_common::Error::new(hv_common::Code::Io, message);
-    let out = hv_common::cli::child_command("qemu-img")
-        .args(["info", "-U", "--output=json"])
-        .arg(path)
-        .output()
-        .map_err(|e| io(format!("cannot run qemu-img (install qemu-utils): {e}")))?;
+    let info = ["info", "-U", "--output=json"].map(OsStr::new);
+    let cmd = place.command("qemu-img", &[&info[..], &[path.as_os_str()]].concat());
+    let out = place.output(cmd, "qemu-img (install qemu-utils)")?;
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
         io(format!(
-            "qemu-img cannot read {}: {}",
+            "qemu-img cannot read {}{}: {}",
             path.display(),
+            place.shown(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     })?;
@@ -263,21 +271,25 @@ pub fn bitmap_in_image(path: &std::path::Path, bitmap: &str) -> hv_common::Resul
 }
 
 /// `qemu-img bitmap OP` on a stopped VM's qcow2 image.
-fn bitmap(disk: &Disk, op: &str, bitmap: &str) -> Result<(), String> {
+fn bitmap(place: &Place, disk: &Disk, op: &str, bitmap: &str) -> Result<(), String> {
     let target = &disk.target;
     let path = disk
         .source
         .as_deref()
         .ok_or_else(|| format!("disk {target} has no image file"))?;
-    let out = hv_common::cli::child_command("qemu-img")
-        .args(["bitmap", op, "-f", "qcow2", path, bitmap])
-        .output()
-        .map_err(|e| format!("cannot run qemu-img (install qemu-utils): {e}"))?;
+    let args = ["bitmap", op, "-f", "qcow2", path, bitmap].map(OsStr::new);
+    let out = place
+        .output(
+            place.command("qemu-img", &args),
+            "qemu-img (install qemu-utils)",
+        )
+        .map_err(|e| e.message)?;
     if out.status.success() {
         return Ok(());
     }
     Err(format!(
-        "qemu-img bitmap {op} {bitmap} on disk {target}: {}",
+        "qemu-img bitmap {op} {bitmap} on disk {target}{}: {}",
+        place.shown(),
         String::from_utf8_lossy(&out.stderr).trim()
     ))
 }
@@ -286,6 +298,7 @@ fn bitmap(disk: &Disk, op: &str, bitmap: &str) -> Result<(), String> {
 /// could not be deleted, as warnings. `stopped` holds the disks of a VM
 /// that is not running, whose bitmaps hv removes itself.
 pub fn prune_chain(
+    place: &Place,
     dom: &Domain,
     chain: &Chain,
     keep: Option<&str>,
@@ -299,7 +312,7 @@ pub fn prune_chain(
             continue;
         }
         let deleted = match stopped {
-            Some(disks) => delete_offline(dom, name, disks),
+            Some(disks) => delete_offline(place, dom, name, disks),
             None => ffi::delete_checkpoint(dom, name, false).map_err(|e| e.message().to_owned()),
         };
         if let Err(e) = deleted {
@@ -313,14 +326,14 @@ pub fn prune_chain(
 
 /// Deletes a stopped VM's checkpoint: its bitmaps from the images, then
 /// libvirt's record of it (libvirt deletes bitmaps of running VMs only).
-fn delete_offline(dom: &Domain, name: &str, disks: &[Disk]) -> Result<(), String> {
-    remove_bitmaps(dom, name, disks)?;
+fn delete_offline(place: &Place, dom: &Domain, name: &str, disks: &[Disk]) -> Result<(), String> {
+    remove_bitmaps(place, dom, name, disks)?;
     ffi::delete_checkpoint(dom, name, true).map_err(|e| e.message().to_owned())
 }
 
 /// Removes checkpoint `name`'s bitmaps from a stopped VM's images; one
 /// already gone is fine.
-fn remove_bitmaps(dom: &Domain, name: &str, disks: &[Disk]) -> Result<(), String> {
+fn remove_bitmaps(place: &Place, dom: &Domain, name: &str, disks: &[Disk]) -> Result<(), String> {
     let xml = ffi::checkpoint_xml(dom, name).map_err(|e| e.message().to_owned())?;
     let doc = roxmltree::Document::parse(&xml).map_err(|e| e.to_string())?;
     let marked = doc
@@ -332,7 +345,7 @@ fn remove_bitmaps(dom: &Domain, name: &str, disks: &[Disk]) -> Result<(), String
             continue;
         };
         let bitmap_name = node.attribute("bitmap").unwrap_or(name);
-        match bitmap(disk, "--remove", bitmap_name) {
+        match bitmap(place, disk, "--remove", bitmap_name) {
             Err(e) if !e.contains("not found") => return Err(e),
             _ => {}
         }

@@ -1,37 +1,39 @@
 //! Cutting one disk into chunks: the stage between an open export and the
 //! sealers. One thread reads the export in chunk order, asking block status
-//! first so holes and zeros are never read; one thread hashes the whole
-//! image (SHA-256 is sequential); worker threads seal the chunks (seal.rs),
-//! which is where the CPU goes. Queues are bounded, so memory stays at a
-//! few chunks per worker.
+//! first so holes and zeros are never read; worker threads seal the chunks
+//! (seal.rs), which is where the CPU goes, and hash each one as a piece of
+//! the image's BLAKE3 tree (midstate.rs), so the image hash costs no pass
+//! of its own and spreads over every core. Queues are bounded, so memory
+//! stays at a few chunks per worker.
 //!
 //! What a reader must know to trust this stage:
 //!
 //! - A zero chunk is never stored: the chunk list says `null`, which reads
-//!   as zeros, and the image hash still hashes its zeros.
-//! - The hashing thread resumes from this host's midstate cache while the
-//!   chunk ids match the previous backup's (midstate.rs): equal keyed-BLAKE3
-//!   ids mean equal bytes, so the digest is what hashing everything gives.
+//!   as zeros, and the image hash still hashes its zeros (a worker does,
+//!   unless the last backup's cache knows that piece).
+//! - A chunk's piece of the image hash is taken from this host's cache only
+//!   when its keyed-BLAKE3 id is the cached one at the same offset: equal
+//!   ids mean equal bytes, so the root is what hashing everything gives.
 //! - An incremental read skips the chunks the dirty bitmap leaves clean and
 //!   takes their ids from the previous backup, whose files decide.rs found
-//!   present; it cannot hash the whole image without reading it, so it
-//!   records no image SHA-256 (see docs/backup-format.md).
+//!   present, and their pieces of the hash from the cache; without them it
+//!   records no image hash (see docs/backup-format.md).
 //! - The reader stops between chunks when a worker failed or the VM was
-//!   given up on (`--timeout`), and a panicked hashing or sync thread is a
-//!   failure, never a success: a disk is stored only if every chunk is.
+//!   given up on (`--timeout`), and a panicked sync thread is a failure,
+//!   never a success: a disk is stored only if every chunk is.
 
-use crate::crypt::{self, ChunkKey};
+use crate::crypt;
 use crate::format::Image;
-use crate::midstate::{Entry, ImageHash};
+use crate::mapped::Mapped;
+use crate::midstate::{image_root, tree_fits, Cv, Entry, Tree};
 use crate::nbd::{self, Extent};
 use crate::seal::{self, Done, Piece, Sealer, Unsynced};
 use hv_common::progress::Counter;
 use hv_common::{runner, Code, Error, Result};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -53,7 +55,8 @@ impl Counts {
 pub enum Prior {
     /// Nothing: read and hash everything.
     Nothing,
-    /// Hash states to resume from while the chunks match (a full read).
+    /// Each chunk's id and value from the last backup (a full read): an
+    /// unchanged chunk's value is not computed again.
     Hashes(Vec<Entry>),
     /// Read only the changed chunks and take the others from the previous backup.
     Reuse(Reuse),
@@ -67,6 +70,8 @@ pub struct Reuse {
     pub dirty: Vec<bool>,
     /// Body sizes of the previous chunks, all present in the repository.
     pub sizes: HashMap<String, u64>,
+    /// The previous chunks' values, from this host's cache (or none).
+    pub cvs: Vec<Cv>,
 }
 
 impl Reuse {
@@ -89,17 +94,55 @@ pub struct Stored {
     pub image: Image,
     pub refs: Vec<(String, u64)>,
     pub counts: Counts,
-    /// The hash state after each full chunk, for the next run's cache.
-    pub states: Vec<[u32; 8]>,
+    /// Each chunk's value, for the next run's cache (none if not all known).
+    pub cvs: Vec<Cv>,
 }
 
-/// A chunk's bytes for the image hash, and whether they are all zeros.
-type ForHash = (Arc<Vec<u8>>, bool);
+/// Chunk buffers, used again once the sealer is done with them: a fresh 4 MiB buffer per chunk costs a thousand page faults (and
+/// its clearing) each time.
+pub struct Buffers {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+}
+
+impl Buffers {
+    fn new(keep: usize) -> Buffers {
+        Buffers {
+            free: Mutex::new(Vec::new()),
+            keep,
+        }
+    }
+
+    /// A buffer of `len` bytes whose contents are anything: the reader
+    /// writes every byte of it.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut f| f.pop())
+            .unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Takes `buf` back if the caller held the last reference.
+    pub fn give(&self, buf: Arc<Vec<u8>>) {
+        if let Ok(buf) = Arc::try_unwrap(buf) {
+            if let Ok(mut free) = self.free.lock() {
+                if free.len() < self.keep {
+                    free.push(buf);
+                }
+            }
+        }
+    }
+}
 
 /// Reads the export of `client` into the repository: all of it, or with
 /// [`Prior::Reuse`] only the changed chunks.
 pub fn store_export(
     client: &mut nbd::Client,
+    mapped: Option<&Mapped>,
     sealer: &Sealer,
     target: &str,
     prior: Prior,
@@ -111,25 +154,33 @@ pub fn store_export(
     let count = size.div_ceil(chunk) as usize;
     let failed = AtomicBool::new(false);
     let (work_tx, work_rx) = mpsc::sync_channel::<Piece>(sealer.workers * 2);
-    let (hash_tx, hash_rx) = mpsc::sync_channel::<ForHash>(4);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let (sync_tx, sync_rx) = mpsc::channel::<Unsynced>();
     let work_rx = Mutex::new(work_rx);
 
-    let (cache, reuse) = match prior {
-        Prior::Nothing => (None, None),
-        Prior::Hashes(entries) => (Some(entries), None),
-        Prior::Reuse(reuse) => (None, Some(reuse)),
+    let (known, reuse) = match prior {
+        Prior::Nothing => (Vec::new(), None),
+        Prior::Hashes(entries) => (entries, None),
+        Prior::Reuse(reuse) => (Vec::new(), Some(reuse)),
     };
-    let hashing = reuse.is_none();
-    let (read_result, hashed, synced) = std::thread::scope(|s| {
-        let key = sealer.key;
-        let hasher = s.spawn(move || hashing.then(|| hash_all(hash_rx, chunk, &key, cache)));
+    let incremental = reuse.is_some();
+    // The image is hashed as a tree when its pieces are whole subtrees;
+    // an image of one piece is hashed whole.
+    let tree = tree_fits(chunk).then_some(Tree {
+        chunk_size: chunk,
+        whole: count == 1,
+        known,
+    });
+    // Every buffer in a queue or in a thread's hands, and a few to spare.
+    let buffers = &Buffers::new(sealer.workers * 3 + 8);
+    let (read_result, synced) = std::thread::scope(|s| {
         let syncer = s.spawn(|| seal::sync_loop(sync_rx, sealer));
         for _ in 0..sealer.workers {
             let (done_tx, sync_tx) = (done_tx.clone(), sync_tx.clone());
-            let (work_rx, failed) = (&work_rx, &failed);
-            s.spawn(move || seal::seal_loop(work_rx, done_tx, sync_tx, sealer, failed));
+            let (work_rx, failed, tree) = (&work_rx, &failed, tree.as_ref());
+            s.spawn(move || {
+                seal::seal_loop(work_rx, done_tx, sync_tx, sealer, failed, buffers, tree)
+            });
         }
         drop(done_tx);
         drop(sync_tx);
@@ -137,54 +188,57 @@ pub fn store_export(
             chunk,
             count,
             work_tx: &work_tx,
-            hash_tx: hashing.then_some(&hash_tx),
+            hashing: tree.is_some(),
             failed: &failed,
             progress: &sealer.progress,
             reuse: reuse.as_ref(),
+            buffers,
+            mapped,
         };
         let read = reader.run(client);
         drop(work_tx);
-        drop(hash_tx);
-        let hashed = hasher.join().map_err(|p| {
-            Error::internal(format!(
-                "hashing the disk: {}",
-                hv_common::runner::panic_message(p.as_ref())
-            ))
-        });
         let synced = syncer.join().unwrap_or_else(|p| {
             Err(Error::internal(format!(
                 "syncing chunks to disk, nothing it held was committed: {}",
                 hv_common::runner::panic_message(p.as_ref())
             )))
         });
-        (read, hashed, synced)
+        (read, synced)
     });
-    let (sha, states) = match hashed.map_err(|e| in_disk(target, e))? {
-        Some((sha, states)) => (Some(crypt::hex(&sha)), states),
-        None => (None, Vec::new()),
-    };
-    let (mut chunks, read_bytes, mut refs) = read_result.map_err(|e| in_disk(target, e))?;
+    let read = read_result.map_err(|e| in_disk(target, e))?;
     synced.map_err(|e| in_disk(target, e))?;
+    let (mut chunks, mut refs) = (read.chunks, read.reused);
+    let mut cvs = read.cvs;
     let mut counts = Counts {
-        read_bytes,
+        read_bytes: read.read,
         ..Counts::default()
     };
-    for (i, result) in done_rx {
-        let c = result.map_err(|e| in_disk(target, e))?;
-        if let Some(written) = c.written {
-            counts.new_bytes += chunk.min(size - i as u64 * chunk);
-            counts.stored_bytes += written;
+    for (i, result, cv) in done_rx {
+        if let Some(c) = result.map_err(|e| in_disk(target, e))? {
+            if let Some(written) = c.written {
+                counts.new_bytes += chunk.min(size - i as u64 * chunk);
+                counts.stored_bytes += written;
+            }
+            refs.push((c.id.clone(), c.body));
+            chunks[i] = Some(c.id);
         }
-        refs.push((c.id.clone(), c.body));
-        chunks[i] = Some(c.id);
+        cvs[i] = cv;
     }
+    // Every piece's value known (an incremental read takes the unchanged
+    // ones from the cache): the image has its BLAKE3.
+    let cvs: Vec<Cv> = match tree.is_some() {
+        true => cvs.into_iter().collect::<Option<_>>().unwrap_or_default(),
+        false => Vec::new(),
+    };
+    let blake3 = (cvs.len() == count).then(|| crypt::hex(&image_root(&cvs)));
     let image = Image {
         target: target.to_owned(),
         format: String::new(),
         source: None,
         virtual_size_bytes: size,
-        sha256: sha,
-        read: Some(if hashing { "full" } else { "incremental" }.into()),
+        sha256: None,
+        blake3,
+        read: Some(if incremental { "incremental" } else { "full" }.into()),
         base: None,
         chunks,
     };
@@ -192,7 +246,7 @@ pub fn store_export(
         image,
         refs,
         counts,
-        states,
+        cvs,
     })
 }
 
@@ -202,9 +256,7 @@ fn in_disk(target: &str, e: Error) -> Error {
 
 /// Stores a small regular file (the NVRAM) as an image of its own, read
 /// whole and sealed chunk by chunk.
-pub fn store_file(sealer: &Sealer, path: &Path) -> Result<Stored> {
-    let data = std::fs::read(path)
-        .map_err(|e| Error::io(format!("cannot read NVRAM {}", path.display()), e))?;
+pub fn store_bytes(sealer: &Sealer, path: &Path, data: &[u8]) -> Result<Stored> {
     let chunk = sealer.repo.config.chunk_size as usize;
     let mut counts = Counts {
         read_bytes: data.len() as u64,
@@ -230,7 +282,8 @@ pub fn store_file(sealer: &Sealer, path: &Path) -> Result<Stored> {
         format: "raw".into(),
         source: Some(path.display().to_string()),
         virtual_size_bytes: data.len() as u64,
-        sha256: Some(crypt::hex(&Sha256::digest(&data))),
+        sha256: None,
+        blake3: Some(crypt::hex(blake3::hash(data).as_bytes())),
         read: Some("full".into()),
         base: None,
         chunks,
@@ -239,7 +292,7 @@ pub fn store_file(sealer: &Sealer, path: &Path) -> Result<Stored> {
         image,
         refs,
         counts,
-        states: Vec::new(),
+        cvs: Vec::new(),
     })
 }
 
@@ -248,27 +301,38 @@ struct Reader<'a> {
     chunk: u64,
     count: usize,
     work_tx: &'a SyncSender<Piece>,
-    /// Where every chunk's bytes go for the image hash; none when incremental.
-    hash_tx: Option<&'a SyncSender<ForHash>>,
+    /// Whether the image is hashed: zero chunks go to the workers too.
+    hashing: bool,
     failed: &'a AtomicBool,
     /// Bytes passed, for the progress line.
     progress: &'a Counter,
     reuse: Option<&'a Reuse>,
+    buffers: &'a Buffers,
+    /// Where the image's data lies in its file, read there directly.
+    mapped: Option<&'a Mapped>,
 }
 
-/// The chunk list so far (zero and reused chunks filled in, the others
-/// come from the workers), bytes read, and the reused chunks' references.
-type ReadOutcome = (Vec<Option<String>>, u64, Vec<(String, u64)>);
+/// What the reader gives back: the chunk list so far (zero and reused
+/// chunks filled in, the others to come from the workers), bytes read, the
+/// reused chunks with their body sizes, and each reused chunk's value.
+struct ReadOutcome {
+    chunks: Vec<Option<String>>,
+    read: u64,
+    reused: Vec<(String, u64)>,
+    cvs: Vec<Option<Cv>>,
+}
 
 impl Reader<'_> {
     fn run(&self, client: &mut nbd::Client) -> Result<ReadOutcome> {
         let size = client.size();
-        let zeros = Arc::new(vec![0u8; self.chunk as usize]);
         let mut map = ExtentMap::default();
-        let mut read = 0;
-        let mut chunks = vec![None; self.count];
-        let mut reused = Vec::new();
-        for (i, slot) in chunks.iter_mut().enumerate() {
+        let mut out = ReadOutcome {
+            chunks: vec![None; self.count],
+            read: 0,
+            reused: Vec::new(),
+            cvs: vec![None; self.count],
+        };
+        for i in 0..self.count {
             if self.failed.load(Ordering::Relaxed) {
                 break; // a worker failed; its error is reported
             }
@@ -278,106 +342,94 @@ impl Reader<'_> {
             let start = i as u64 * self.chunk;
             let len = self.chunk.min(size - start);
             self.progress.add(len);
-            if let Some(id) = self.unchanged(i) {
+            if let Some((id, cv)) = self.unchanged(i) {
                 if let Some(id) = id {
                     let stored = self.reuse.and_then(|r| r.sizes.get(id)).copied();
-                    reused.push((id.clone(), stored.unwrap_or_default()));
+                    out.reused.push((id.clone(), stored.unwrap_or_default()));
                 }
-                *slot = id.clone();
+                out.chunks[i] = id.clone();
+                out.cvs[i] = cv;
                 continue;
             }
-            let data = read_chunk(client, &mut map, start, len, &mut read)?;
-            if let Some(hash_tx) = self.hash_tx {
-                let for_hash = match &data {
-                    Some(buf) => (buf.clone(), false),
-                    None if len == self.chunk => (zeros.clone(), true),
-                    None => (Arc::new(vec![0u8; len as usize]), true),
-                };
-                if hash_tx.send(for_hash).is_err() {
-                    break;
-                }
-            }
-            if let Some(buf) = data {
-                if self.work_tx.send((i, buf)).is_err() {
-                    break;
-                }
+            let data = read_chunk(
+                client,
+                self.mapped,
+                &mut map,
+                start,
+                len,
+                &mut out.read,
+                self.buffers,
+            )?;
+            let piece = match data {
+                Some(buf) => Piece::Data(i, buf),
+                None if self.hashing => Piece::Zeros(i, len as usize),
+                None => continue,
+            };
+            if self.work_tx.send(piece).is_err() {
+                break;
             }
         }
-        Ok((chunks, read, reused))
+        Ok(out)
     }
 
-    /// The previous backup's id for chunk `i` when it has not changed.
-    fn unchanged(&self, i: usize) -> Option<&Option<String>> {
+    /// The previous backup's id for chunk `i` when it has not changed, and
+    /// its value if the cache knows it.
+    fn unchanged(&self, i: usize) -> Option<(&Option<String>, Option<Cv>)> {
         let reuse = self.reuse?;
-        (!reuse.dirty.get(i).copied().unwrap_or(true))
-            .then(|| reuse.ids.get(i))
-            .flatten()
+        if reuse.dirty.get(i).copied().unwrap_or(true) {
+            return None;
+        }
+        let id = reuse.ids.get(i)?;
+        Some((id, reuse.cvs.get(i).copied()))
     }
 }
 
-/// Reads one chunk's allocated, non-zero extents; `None` when it is all zeros.
 fn read_chunk(
     client: &mut nbd::Client,
+    mapped: Option<&Mapped>,
     map: &mut ExtentMap,
     start: u64,
     len: u64,
     read: &mut u64,
+    buffers: &Buffers,
 ) -> Result<Option<Arc<Vec<u8>>>> {
     let extents = map.covering(client, start, len)?;
     if extents.iter().all(|e| e.zero) {
         return Ok(None);
     }
-    let mut buf = vec![0u8; len as usize];
+    // A used buffer: every byte is written below, zeros where the export
+    // says so (and everywhere first, should its extents leave a gap).
+    let mut buf = buffers.take(len as usize);
+    if extents.iter().map(|e| e.length).sum::<u64>() != len {
+        buf.fill(0);
+    }
+    for e in extents.iter().filter(|e| e.zero) {
+        let from = (e.offset - start) as usize;
+        buf[from..from + e.length as usize].fill(0);
+    }
     for e in extents.iter().filter(|e| !e.zero) {
         let from = (e.offset - start) as usize;
-        client
-            .read_at(e.offset, &mut buf[from..from + e.length as usize])
-            .map_err(|err| {
-                Error::new(
-                    Code::Io,
-                    format!("cannot read at offset {}: {err}", e.offset),
-                )
-            })?;
+        let dest = &mut buf[from..from + e.length as usize];
+        let err = |err: std::io::Error| {
+            Error::new(
+                Code::Io,
+                format!("cannot read at offset {}: {err}", e.offset),
+            )
+        };
+        let direct = match mapped {
+            Some(m) => m.read_at(e.offset, dest).map_err(err)?,
+            None => false,
+        };
+        if !direct {
+            client.read_at(e.offset, dest).map_err(err)?;
+        }
         *read += e.length;
     }
-    Ok((!is_zero(&buf)).then(|| Arc::new(buf)))
-}
-
-/// Hashes the image in order, resuming from the cache while the chunks
-/// match it. Returns the digest and the state after each full chunk.
-fn hash_all(
-    rx: Receiver<ForHash>,
-    chunk: u64,
-    key: &ChunkKey,
-    cache: Option<Vec<Entry>>,
-) -> ([u8; 32], Vec<[u32; 8]>) {
-    let mut h = ImageHash::default();
-    let mut states = Vec::new();
-    let mut cache = cache.unwrap_or_default().into_iter();
-    let mut matching = true;
-    let mut last: Option<Arc<Vec<u8>>> = None;
-    for (buf, zero) in rx {
-        if buf.len() as u64 != chunk {
-            last = Some(buf); // only the final chunk can be short
-            break;
-        }
-        if matching {
-            let id = (!zero).then(|| *blake3::keyed_hash(key, &buf).as_bytes());
-            match cache.next() {
-                Some(entry) if entry.id == id => {
-                    h.state = entry.state;
-                    h.len += chunk;
-                    states.push(h.state);
-                    continue;
-                }
-                _ => matching = false,
-            }
-        }
-        h.update_blocks(&buf);
-        states.push(h.state);
+    if is_zero(&buf) {
+        buffers.give(Arc::new(buf));
+        return Ok(None);
     }
-    let tail = last.as_deref().map(Vec::as_slice).unwrap_or_default();
-    (h.finish(tail), states)
+    Ok(Some(Arc::new(buf)))
 }
 
 /// True when every byte is zero; word-wise so it vectorises.

@@ -33,6 +33,7 @@ use crate::read::{self, Gathered};
 use crate::seal::Sealer;
 use crate::source;
 use hv_common::domain::{self as domxml, Disk};
+use hv_common::remote::Place;
 use hv_common::targets::VmRef;
 use hv_common::{cli, lifecycle, Error, Result, State};
 use serde::Serialize;
@@ -227,7 +228,7 @@ pub enum HowRead {
 }
 
 /// Backs up one VM, stage by stage in the order its data flows.
-pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Backed> {
+pub fn backup_vm(plan: &Plan, place: &Place, dom: &Domain, vm: &VmRef) -> Result<Backed> {
     let start = Instant::now();
     // What there is to back up: the VM's state, definitions and disks.
     let live = live_backup(lifecycle::state(dom)?.state);
@@ -272,6 +273,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Backed> {
     let (mut got, made) = if live {
         let decided = decide::decide(plan.full, &caches, dom, &chain, repo, &disks);
         let running = read::Live {
+            place,
             dom,
             live_xml: &live_xml,
             all: &parsed.disks,
@@ -284,6 +286,7 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Backed> {
         // (qemu-img bitmap --add needs their write lock); deciding looks
         // only at the old one.
         let offline = read::Offline::prepare(
+            place,
             dom,
             &parsed.disks,
             &disks,
@@ -297,8 +300,11 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Backed> {
     let new_checkpoint = made.as_ref().map(|c| c.name.clone());
     // From here a failure drops `made`, which removes the checkpoint again.
     let nvram = match nvram_path(&config_xml) {
-        Some(path) if path.exists() => Some(got.add(chunk::store_file(sealer, &path)?)),
-        _ => None,
+        Some(path) => match place.read_file(&path)? {
+            Some(data) => Some(got.add(chunk::store_bytes(sealer, &path, &data)?)),
+            None => None,
+        },
+        None => None,
     };
 
     // Commit: the backup exists from here.
@@ -324,14 +330,14 @@ pub fn backup_vm(plan: &Plan, dom: &Domain, vm: &VmRef) -> Result<Backed> {
         made.keep();
     }
     for (image, disk) in got.images.iter().zip(&got.disks) {
-        let states = disk.states.clone();
-        caches.save(image, &index.id, disk.checkpoint.clone(), states);
+        caches.save(image, &index.id, disk.checkpoint.clone(), disk.cvs.clone());
     }
     // A stopped VM that got no new checkpoint keeps its old ones: the
     // disks' caches still start from them.
     if live || new_checkpoint.is_some() {
         let stopped = (!live).then_some(parsed.disks.as_slice());
-        let pruned = checkpoint::prune_chain(dom, &chain, new_checkpoint.as_deref(), stopped);
+        let keep = new_checkpoint.as_deref();
+        let pruned = checkpoint::prune_chain(place, dom, &chain, keep, stopped);
         got.warnings.extend(pruned);
     }
 

@@ -123,7 +123,7 @@ pub fn decrypt(identities: &Identities, ciphertext: &[u8], what: &str) -> Result
     let mut r = decryptor
         .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
         .map_err(|e| corrupt_or_key(e, what))?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(ciphertext.len());
     r.read_to_end(&mut out)
         .map_err(|e| Error::new(Code::Corrupt, format!("{what} is corrupt: {e}")))?;
     Ok(out)
@@ -149,13 +149,91 @@ pub fn chunk_id(key: &ChunkKey, plain: &[u8]) -> String {
 
 /// zstd then age: what a chunk file holds, and its body length.
 pub fn seal_chunk(recipients: &Recipients, level: i32, plain: &[u8]) -> Result<(Vec<u8>, u64)> {
-    let packed =
-        zstd::bulk::compress(plain, level).map_err(|e| Error::io("cannot compress a chunk", e))?;
+    let packed = compress(level, plain).map_err(|e| Error::io("cannot compress a chunk", e))?;
     let sealed = encrypt(recipients, &packed)?;
     let body = header_len(&sealed)
         .map(|h| (sealed.len() - h) as u64)
         .ok_or_else(|| Error::new(Code::Io, "the age library wrote a header hv cannot parse"))?;
     Ok((sealed, body))
+}
+
+thread_local! {
+    /// Each worker keeps its zstd contexts: making one per chunk costs
+    /// allocating and clearing its tables (and the page faults) each time.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A zstd frame of `plain`. A chunk whose samples do not compress (random
+/// data, media, encrypted files) goes into raw blocks without a full
+/// attempt: zstd would spend nearly the time it spends on text to find
+/// nothing. Any zstd decoder reads either.
+pub fn compress(level: i32, plain: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().map(|(l, _)| *l) != Some(level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = cell.as_mut().expect("just made");
+        if incompressible(compressor, plain)? {
+            return Ok(raw_frame(plain));
+        }
+        compressor.compress(plain)
+    })
+}
+
+/// Decompresses a chunk of `len` bytes.
+pub fn decompress(packed: &[u8], len: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        cell.as_mut().expect("just made").decompress(packed, len)
+    })
+}
+
+/// Whether eight 8 KiB samples spread over `plain` all fail to shrink by
+/// 3%: then the whole is stored raw. One compressible sample (text, zeros,
+/// a half-empty chunk) sends the whole chunk to zstd.
+fn incompressible(compressor: &mut zstd::bulk::Compressor, plain: &[u8]) -> std::io::Result<bool> {
+    const SAMPLES: usize = 8;
+    const SAMPLE: usize = 8 << 10;
+    if plain.len() < SAMPLES * SAMPLE * 4 {
+        return Ok(false);
+    }
+    let step = plain.len() / SAMPLES;
+    for k in 0..SAMPLES {
+        let sample = &plain[k * step..k * step + SAMPLE];
+        if compressor.compress(sample)?.len() * 100 < SAMPLE * 97 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A zstd frame of raw blocks (RFC 8878, 3.1.1): a single segment with a
+/// 4-byte content size, then blocks of at most 128 KiB stored as they are.
+fn raw_frame(plain: &[u8]) -> Vec<u8> {
+    const BLOCK: usize = 128 << 10;
+    let blocks = plain.len().div_ceil(BLOCK).max(1);
+    let mut out = Vec::with_capacity(plain.len() + 9 + 3 * blocks);
+    out.extend_from_slice(&0xFD2F_B528u32.to_le_bytes());
+    out.push(0b1010_0000); // content size in 4 bytes; single segment
+    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+    let mut pieces = plain.chunks(BLOCK).peekable();
+    if plain.is_empty() {
+        out.extend_from_slice(&[1, 0, 0]); // the last block, raw, empty
+    }
+    while let Some(piece) = pieces.next() {
+        let last = u32::from(pieces.peek().is_none());
+        let header = last | ((piece.len() as u32) << 3); // block type 0: raw
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        out.extend_from_slice(piece);
+    }
+    out
 }
 
 /// The length of the age header that starts `head`, through its MAC line,
@@ -201,7 +279,7 @@ pub fn open_chunk(
     what: &str,
 ) -> Result<Vec<u8>> {
     let packed = decrypt(identities, sealed, what)?;
-    let plain = zstd::bulk::decompress(&packed, len)
+    let plain = decompress(&packed, len)
         .map_err(|e| Error::new(Code::Corrupt, format!("{what} does not decompress: {e}")))?;
     if plain.len() != len {
         return Err(Error::new(
@@ -248,6 +326,41 @@ pub fn unhex32(text: &str) -> Option<[u8; KEY_LEN]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Random bytes, as a chunk of encrypted or compressed files holds.
+    fn random(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_chunks_go_raw_and_any_zstd_reads_them() {
+        for len in [4 << 20, (4 << 20) - 1000, 300 << 10] {
+            let plain = random(len);
+            let packed = compress(3, &plain).unwrap();
+            assert_eq!(
+                packed.len(),
+                len + 9 + 3 * len.div_ceil(128 << 10),
+                "raw, {len}"
+            );
+            assert_eq!(zstd::stream::decode_all(&packed[..]).unwrap(), plain);
+            assert_eq!(decompress(&packed, len).unwrap(), plain);
+        }
+        assert_eq!(zstd::stream::decode_all(&raw_frame(&[])[..]).unwrap(), b"");
+        // Half random, half text: compressed, as one compressible sample says.
+        let mut mixed = random(2 << 20);
+        mixed.extend(b"systemd started session 42\n".repeat((2 << 20) / 28));
+        let packed = compress(3, &mixed).unwrap();
+        assert!(packed.len() < mixed.len() * 3 / 4, "{}", packed.len());
+        assert_eq!(decompress(&packed, mixed.len()).unwrap(), mixed);
+    }
 
     #[test]
     fn a_chunk_round_trips_and_a_flipped_bit_is_caught() {

@@ -15,6 +15,7 @@ use std::path::Path;
 /// saved to `keep_old` first and defined again if the new one is refused,
 /// so a failure never leaves neither.
 pub fn domain(
+    place: &hv_common::remote::Place,
     libvirt: &connect::Target,
     manifest: &Manifest,
     name: &str,
@@ -39,7 +40,7 @@ pub fn domain(
                 &e,
             )
         })?;
-        crate::repo::write_synced(keep_old, old.as_bytes(), 0o600)?;
+        crate::write::put(place, keep_old, old.as_bytes())?;
         existing
             .undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
             .map_err(|e| Error::libvirt(format!("cannot replace domain {name:?}"), &e))?;
@@ -185,7 +186,7 @@ mod tests {
             target: "vda".into(),
             path: PathBuf::from("/r/web1 copy-vda.qcow2"),
             format: DiskFormat::Qcow2,
-            sha256: String::new(),
+            digest: Default::default(),
         }];
         let out =
             rewrite_domain_xml(xml, "web1 copy", &restored, Some(Path::new("/r/n.fd"))).unwrap();

@@ -1,7 +1,7 @@
 //! The libvirt calls only hv-backup makes and the `virt` crate does not
 //! wrap: checkpoints (list, look up, read, redefine, delete) and pull-mode
-//! backup jobs (begin, read); and geteuid(2), which the standard
-//! library does not offer. Calls two or more commands need are in
+//! backup jobs (begin, read); and geteuid(2) and open file description
+//! locks (QEMU's image locks), which the standard library does not offer. Calls two or more commands need are in
 //! hv-common's `ffi`. Only the ffi modules allow `unsafe`; each block says
 //! why it is sound by libvirt's documented ownership rules.
 #![allow(unsafe_code)]
@@ -169,4 +169,55 @@ pub fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no
     // memory of ours.
     unsafe { libc::geteuid() }
+}
+
+/// glibc gives every allocation of 128 KiB or more its own mapping, and
+/// unmaps it when freed: each 4 MiB chunk buffer, zstd output and age
+/// output then costs a thousand page faults and their clearing. Backups
+/// allocate such buffers at disk speed; kept in the heap they are used
+/// again. (qemu-nbd gets the same through GLIBC_TUNABLES, source.rs.)
+pub fn keep_big_buffers() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // thread of hv's runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
+/// An open file description lock on byte `byte` of `file` (fcntl(2)
+/// F_OFD_SETLK), shared: the kind QEMU takes on its images. Held until
+/// every descriptor of this open file is closed.
+pub fn ofd_share_lock(file: &std::fs::File, byte: i64) -> std::io::Result<()> {
+    ofd(file, byte, libc::F_OFD_SETLK, libc::F_RDLCK).map(|_| ())
+}
+
+/// Whether another open file holds a lock on byte `byte` of `file` that
+/// an exclusive lock would conflict with (F_OFD_GETLK).
+pub fn ofd_byte_held(file: &std::fs::File, byte: i64) -> std::io::Result<bool> {
+    ofd(file, byte, libc::F_OFD_GETLK, libc::F_WRLCK).map(|t| t != libc::F_UNLCK)
+}
+
+fn ofd(
+    file: &std::fs::File,
+    byte: i64,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+) -> std::io::Result<libc::c_int> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock is plain old data; all-zero is a valid value (l_pid
+    // must be 0 for OFD locks), and the fields that matter are set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = byte;
+    lock.l_len = 1;
+    // SAFETY: the descriptor is borrowed from a live File for the call,
+    // and `lock` is a valid flock that fcntl reads and (GETLK) writes.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut lock) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lock.l_type as libc::c_int)
 }

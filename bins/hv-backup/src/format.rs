@@ -13,10 +13,12 @@ pub const VERSION: u32 = 1;
 /// `manifest_bytes`. Version 1 chunk lists recorded whole file sizes and
 /// are still checked as such.
 pub const INDEX_VERSION: u32 = 2;
-/// Manifests are at version 2: an incrementally read disk has no image
-/// SHA-256 and says which backup its unchanged chunks came from. Version 1
-/// manifests are still read.
-pub const MANIFEST_VERSION: u32 = 2;
+/// Manifests are at version 3: an image's hash is its BLAKE3 (as b3sum
+/// prints it), recorded for an incremental read too when this host's cache
+/// knew the unchanged chunks. Version 2 said which backup an incremental
+/// disk's unchanged chunks came from, and version 1 and 2 images carry a
+/// SHA-256 instead; both are still read and checked.
+pub const MANIFEST_VERSION: u32 = 3;
 
 /// The repository's clear configuration, in
 /// [`REPO_FILE`](hv_common::backup_index::REPO_FILE) at its root.
@@ -62,10 +64,14 @@ pub struct Image {
     pub format: String,
     pub source: Option<String>,
     pub virtual_size_bytes: u64,
-    /// SHA-256 of the whole plaintext image; absent when the disk was read
-    /// incrementally (hashing it would mean reading all of it).
+    /// SHA-256 of the whole plaintext image (versions 1 and 2; absent for
+    /// an incremental read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// BLAKE3 of the whole plaintext image (version 3); absent when an
+    /// incremental read could not know every unchanged chunk's part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
     /// `full` or `incremental` (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<String>,

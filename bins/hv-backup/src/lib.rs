@@ -20,6 +20,8 @@ mod commit;
 // What create's stages stand on: checkpoints, this host's caches, and the
 // NBD exports disks are read through (restore writes through them too).
 mod checkpoint;
+mod imagelock;
+mod mapped;
 mod midstate;
 mod nbd;
 mod source;
@@ -47,6 +49,7 @@ use clap::{Parser, Subcommand};
 use hv_common::bulk::{self, Action};
 use hv_common::cli::KeepArgs;
 use hv_common::cli::{ActionArgs, ConnectArgs, OutputArgs};
+use hv_common::hosts::Scope;
 use hv_common::manual::Manual;
 use hv_common::output::{col, to_record, Column, Format, Printer, Show};
 use hv_common::progress::Progress;
@@ -244,6 +247,8 @@ pub struct LsArgs {
     #[arg(long, value_name = "VM")]
     pub vm: Vec<String>,
     #[command(flatten)]
+    pub fields: hv_common::cli::FieldsArgs,
+    #[command(flatten)]
     pub repo: RepoArgs,
     #[command(flatten)]
     pub output: OutputArgs,
@@ -290,7 +295,7 @@ pub struct RestoreArgs {
     /// Write the one disk here; `-` streams it raw to stdout
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output_path: Option<PathBuf>,
-    /// Directory for the restored disks, named <vm>-<target>.<format>
+    /// Directory for the restored disks, named <vm>-<target>.<format>; on the host -c names
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Format of the restored disks: qcow2 or raw [default: each disk's original format]
@@ -440,6 +445,7 @@ pub const MANUAL: Manual = Manual {
         ("VMs whose newest backup is older than 26 hours:", "hv-backup ls | jq -s 'group_by(.uuid)[] | max_by(.created_at) | select(.age_hours > 26) | .name'"),
         ("Check every chunk of every backup, then every byte of the newest:", "hv-backup verify && hv-backup verify --deep --identity /safe/place/backup.key \"$(hv-backup ls | head -1 | jq -r .id)\""),
         ("Restore a backup as a new VM beside the original:", "hv-backup restore 20261121T020000Z-3fa2b1c9 --identity key.txt --dir /var/lib/libvirt/images --define --name web1-restored"),
+        ("Bring a VM back on another host, its disks written there over ssh:", "hv-backup restore ID --identity key.txt -c qemu+ssh://root@h2/system --dir /var/lib/libvirt/images --define"),
         ("Stream one disk raw onto a logical volume (exit 1 if the stream is cut short):", "hv-backup restore ID --identity key.txt --disk vda -o - | dd of=/dev/vg0/web1-vda bs=4M"),
         ("Keep 7 daily, 4 weekly and 6 monthly backups per VM:", "hv-backup prune --keep-daily 7 --keep-weekly 4 --keep-monthly 6"),
         ("Copy one file out of last night's backup of web1, then take the mount down:", "hv-backup mount \"$(hv-backup ls --vm web1 | head -1 | jq -r .id)\" /mnt/r --identity key.txt & sleep 2; cp /mnt/r/etc/nginx/nginx.conf .; hv-backup umount /mnt/r"),
@@ -447,16 +453,16 @@ pub const MANUAL: Manual = Manual {
         ("Copy the backups to a disk elsewhere (the first run makes it a replica; later runs send only what is new):", "hv-backup sync --from /srv/backup --to /mnt/offsite/hv --verify"),
     ],
     notes: &[
-        "The repository is a directory (docs/backup-format.md describes every file): chunks/ holds 4 MiB pieces of disk images, each compressed with zstd and encrypted with age to the recipients given to init, named by a keyed BLAKE3 hash so equal data is stored once; backups/<id>/ holds a clear index.json (VM, time, sizes, protected), the list of chunks it references, and manifest.age, the encrypted manifest (domain XML, NVRAM, per disk its format, size, chunk list and SHA-256). The repository is safe to copy with rsync while no backup runs.",
+        "The repository is a directory (docs/backup-format.md describes every file): chunks/ holds 4 MiB pieces of disk images, each compressed with zstd and encrypted with age to the recipients given to init, named by a keyed BLAKE3 hash so equal data is stored once; backups/<id>/ holds a clear index.json (VM, time, sizes, protected), the list of chunks it references, and manifest.age, the encrypted manifest (domain XML, NVRAM, per disk its format, size, chunk list and BLAKE3). The repository is safe to copy with rsync while no backup runs.",
         "Keys: the host needs only the recipients (public keys) and the chunk-id key, which init stores in --key-dir and also, encrypted, in the repository; recover-key puts it back on a new host. restore, verify --deep and recover-key need the identity (--identity FILE or HV_BACKUP_IDENTITY naming a file); keep it off the host.",
-        "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place through qemu-nbd --read-only, which holds the image's lock: starting the VM during its backup fails rather than corrupting the copy. Unallocated and zero regions are never read or stored. Records: id (the backup's), created_at (RFC 3339, UTC), mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s, checkpoint (the one this backup created, or null), reads (per disk: target, read full with its reason, or incremental with base and dirty_bytes) and warnings.",
-        "Incremental: each backup of a VM with qcow2 disks creates a libvirt checkpoint (a stopped VM's by qemu-img bitmap --add and a redefinition, as libvirt creates checkpoints only on running VMs) (named hv-<16 hex of the repository id>-<time>-<random>, so repositories never share a chain); the next backup to the same repository reads only the 4 MiB chunks the checkpoint's dirty bitmap marks and takes the others from the previous chunk list, which --cache-dir keeps. Every manifest is still complete. A deleted or foreign checkpoint, a missing bitmap, a replaced or resized disk, chunks no longer in the repository, a cleared cache or a job libvirt refuses each cost one full read of that disk with a warning, never a failed backup; older hv checkpoints of the repository are deleted after each backup. A bitmap QEMU never saved (killed while running) also costs one full read. Raw disks are always read in full. An incrementally read disk records no whole-image SHA-256 (that would need every byte); its chunks are still checked by id. --full reads everything.",
+        "create: a running VM is read through a libvirt pull-mode backup job: QEMU exports a point-in-time view over NBD on a unix socket in --scratch-dir, the guest keeps running, and only blocks it overwrites meanwhile go to a scratch file. A stopped VM is read in place, with qemu-nbd --read-only serving each image and the image locked against writers as QEMU locks images (qemu-nbd locks a qcow2 image, hv-backup a raw one): starting the VM during its backup fails rather than corrupting the copy. Here the data is read from the image file where qemu-img map places it, the rest through qemu-nbd. Unallocated and zero regions are never read or stored. A VM on another host (-c, --hosts) is read there the same way, over the ssh of its qemu+ssh:// URI (user, port, keyfile, known_hosts, command): the job's directory is made in --scratch-dir there, qemu-nbd and qemu-img run there, and their NBD sockets are forwarded to --scratch-dir here, so the data crosses inside ssh; other transports are refused. Records carry host then. Records: id (the backup's), created_at (RFC 3339, UTC), mode (live or offline), disks, size_bytes, read_bytes, new_bytes (after dedup), stored_bytes (compressed and encrypted), elapsed_ms, throughput_bytes_per_s, checkpoint (the one this backup created, or null), reads (per disk: target, read full with its reason, or incremental with base and dirty_bytes) and warnings.",
+        "Incremental: each backup of a VM with qcow2 disks creates a libvirt checkpoint (a stopped VM's by qemu-img bitmap --add and a redefinition, as libvirt creates checkpoints only on running VMs) (named hv-<16 hex of the repository id>-<time>-<random>, so repositories never share a chain); the next backup to the same repository reads only the 4 MiB chunks the checkpoint's dirty bitmap marks and takes the others from the previous chunk list, which --cache-dir keeps. Every manifest is still complete. A deleted or foreign checkpoint, a missing bitmap, a replaced or resized disk, chunks no longer in the repository, a cleared cache or a job libvirt refuses each cost one full read of that disk with a warning, never a failed backup; older hv checkpoints of the repository are deleted after each backup. A bitmap QEMU never saved (killed while running) also costs one full read. Raw disks are always read in full. An incrementally read disk gets its whole-image BLAKE3 from the cache's parts for the unchanged chunks (none if the cache lacks them; its chunks are still checked by id). --full reads everything.",
         "Crash safety: chunks are written to tmp/, synced and renamed; a backup's directory is renamed into backups/ last. A run killed at any point leaves no backup that looks complete; the next create ends a backup job the killed run left in libvirt; gc (also run by prune) deletes the leftovers. create shares the repository lock; prune and gc take it alone and wait up to --lock-wait (default 1h).",
         "Object storage: --repo s3://BUCKET/PREFIX keeps the same files as objects (docs/backup-format.md): a backup's index.json is written last, so a backup is listed only when complete; locks are objects with a ten-minute lease refreshed every minute. --s3-endpoint (HV_S3_ENDPOINT), --s3-region (HV_S3_REGION), --s3-virtual-host (HV_S3_VIRTUAL_HOST); credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the AWS-style credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE). Requests that fail to connect or get 5xx are retried with backoff.",
         "Environment: HV_BACKUP_REPO for --repo (and sync's --from), HV_BACKUP_SYNC_TO for sync's --to, HV_BACKUP_KEY_DIR for --key-dir, HV_BACKUP_SCRATCH_DIR for --scratch-dir, HV_BACKUP_CACHE_DIR for --cache-dir, and HV_BACKUP_IDENTITY naming the identity file.",
-        "On a full read, the image SHA-256 of an unchanged disk is not recomputed: after each backup the host keeps, in --cache-dir, each disk's chunk ids and the SHA-256 state after each chunk; the next backup resumes hashing after the last unchanged leading chunk. Equal keyed-BLAKE3 chunk ids mean equal bytes, so the result is the same as hashing everything; deleting the cache only makes the next backup a full read.",
-        "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's SHA-256. A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed. Piped records name the backups by their id (hv-backup ls, hv-backup create); a failed record (ok false, e.g. a create that failed) is printed again untouched.",
-        "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after every chunk matched its id and the image's SHA-256 matched the backup's (where it has one); the record gives the SHA-256 of what was written; existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files.",
+        "The image hash is BLAKE3 (what b3sum prints for the raw image), computed as a tree: the workers that seal the chunks hash each one as a subtree, in parallel, and the root is merged from them. After each backup the host keeps, in --cache-dir, each disk's chunk ids and their subtree values; the next backup takes the value of any chunk whose id is unchanged. Equal keyed-BLAKE3 chunk ids mean equal bytes, so the result is the same as hashing everything; deleting the cache only makes the next backup a full read. Backups made before (manifest versions 1 and 2) carry a SHA-256, still checked on restore and verify --deep.",
+        "verify checks that every chunk a backup references exists with its recorded size, without the identity. --deep decrypts, decompresses and re-hashes every chunk and each disk image's BLAKE3 (SHA-256 for older backups). A missing or damaged chunk fails the backup with code corrupt, naming the chunk; a wrong identity fails with decrypt_failed. Piped records name the backups by their id (hv-backup ls, hv-backup create); a failed record (ok false, e.g. a create that failed) is printed again untouched.",
+        "restore writes each disk to a new file (qcow2 or raw, sparse) under a hidden name and renames it only after every chunk matched its id and the image's BLAKE3 (SHA-256 for older backups) matched the backup's; the record gives the BLAKE3 of what was written (b3sum FILE prints the same for a raw disk); existing files and domains are kept unless --force. --define defines the domain again with a new UUID and new MAC addresses, its disks pointing at the restored files. With -c naming another host (a qemu+ssh:// URI or its alias) the disks are written there, through a writable qemu-nbd there whose socket is forwarded over that ssh, and --define defines the VM there; the same checks and the same partial-then-rename hold.",
         "sync copies backups to a replica without the identity: a new or empty --to gets the source's configuration and sealed chunk-id key byte for byte, then each backup's chunks the replica lacks and its three files, committed last as create commits (a killed sync leaves whole backups or none, and its stored chunks are reused). Another repository (its own init) is refused: its chunk ids come from another key. --verify checks every chunk of each chosen backup at the destination and sends again what is missing there; --prune with --keep-* rules then prunes the replica by its own rules. Records: id, changed, chunks, chunks_sent, bytes_sent, verified.",
         "mount shows a backed-up disk's filesystem read-only in an empty directory without restoring it: the image is served by the mount process over FUSE, each 4 MiB chunk read only when touched (decrypted and checked against its id) and cached (--cache), the partition table read with partx, the chosen partition (the only mountable one, or --partition N) attached to a read-only loop device and mounted ro,nodev,nosuid,noexec (ext3/4 noload, XFS norecovery). --raw shows the images as files instead. It lasts as long as the process: Ctrl-C, SIGTERM, hv-backup umount DIR or umount DIR take it down and leave nothing attached; umount also cleans up after a killed mount. Needs root.",
         "prune keeps backups by --keep-* rules per VM with Proxmox Backup Server's semantics (see hv-snap-prune(1)); protected backups are always kept and take no --keep-* slot. Each backup gets a record with kept (true or false) and keep_reason (the rule that kept it: keep-last ... keep-yearly, protected, or damaged for a backup whose index cannot be read; null when it goes), the shape of each item of hv-snap prune's snapshots.",
@@ -466,6 +472,7 @@ pub const MANUAL: Manual = Manual {
 /// Each subcommand's arguments become plain values here: the commands
 /// below never see clap, so they read, and can be called, without it.
 pub fn run(cli: Cli) -> Result<Exit> {
+    ffi::keep_big_buffers();
     s3::configure(s3::Settings {
         endpoint: cli.s3.s3_endpoint,
         region: cli.s3.s3_region,
@@ -481,7 +488,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
             a.output.format(),
         ),
         Command::Create(a) => create(a),
-        Command::Ls(a) => ls(&a.repo.repo, &a.vm, a.output.format()),
+        Command::Ls(a) => ls(
+            &a.repo.repo,
+            &a.vm,
+            &a.fields.checked(LS_FIELDS)?,
+            a.output.format(),
+        ),
         Command::Verify(a) => verify::verify(&verify::Plan {
             workers: a.work.workers(),
             format: a.output.format(),
@@ -493,15 +505,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
             identity: a.identity.identity,
         }),
         Command::Restore(a) => restore::restore(&restore::Plan {
-            // The disks are written here; a VM defined on another host
-            // would point at paths that are not there.
-            define: {
-                if a.define {
-                    a.connect
-                        .this_machine("defines the restored VM with disks written")?;
-                }
-                a.define
-            },
+            // The disks are written on the host -c names (over its ssh when
+            // it is another machine), where --define defines the VM.
+            define: a.define,
             workers: a.work.workers(),
             format: a.output.format(),
             libvirt: a.connect.target()?,
@@ -667,11 +673,17 @@ const CREATE_COLUMNS: &[Column] = &[
 ];
 
 fn create(a: CreateArgs) -> Result<Exit> {
-    // The disks are read on the machine hv runs on: one host per run, and
-    // that host is this machine (another's VM would be backed up from this
-    // machine's file of the same path).
-    a.args.connect.target()?;
-    a.args.connect.this_machine("reads the VMs' disks")?;
+    // Another host's disks are read over the ssh of its URI: a host named
+    // with another transport is refused before anything starts.
+    match a.args.connect.scope()? {
+        Scope::Default(target) => target
+            .uri
+            .iter()
+            .try_for_each(|u| hv_common::remote::Place::from_uri(u).map(drop))?,
+        Scope::Named { hosts, .. } => hosts
+            .iter()
+            .try_for_each(|h| hv_common::remote::Place::from_uri(&h.uri).map(drop))?,
+    }
     let inputs = bulk::inputs(&a.vms, "hv-ls --tag prod | hv-backup create")?;
     let repo = Repo::open(&a.repo.repo)?;
     let key = repo.host_key(&a.key_dir.key_dir)?;
@@ -704,8 +716,10 @@ fn create(a: CreateArgs) -> Result<Exit> {
     };
     let progress = Progress::start("scanned", plan.sealer.progress.clone());
     let work_plan = plan.clone();
-    let exit = bulk::act(inputs, &a.args, action, move |_conn, dom, vm| {
-        create::backup_vm(&work_plan, dom, vm)
+    let exit = bulk::act(inputs, &a.args, action, move |conn, dom, vm| {
+        // Each VM's disks are read where they lie: here, or over ssh (hv_common::remote).
+        let place = hv_common::remote::Place::of(conn)?;
+        create::backup_vm(&work_plan, &place, dom, vm)
     });
     progress.stop();
     exit
@@ -721,14 +735,33 @@ const LS_COLUMNS: &[Column] = &[
     col("PROTECTED", "protected", Show::Plain),
 ];
 
-fn ls(repo: &Path, vms: &[String], format: Option<Format>) -> Result<Exit> {
+/// The fields of an `ls` record, for `--fields`.
+const LS_FIELDS: &[&str] = &[
+    "name",
+    "uuid",
+    "id",
+    "created_at",
+    "age_hours",
+    "mode",
+    "disks",
+    "size_bytes",
+    "read_bytes",
+    "new_bytes",
+    "stored_bytes",
+    "referenced_bytes",
+    "chunks",
+    "elapsed_ms",
+    "protected",
+];
+
+fn ls(repo: &Path, vms: &[String], fields: &[String], format: Option<Format>) -> Result<Exit> {
     let repo = Repo::open(repo)?;
     let listing = repo.list_all()?;
     let mut backups = listing.backups;
     backups.retain(|b| matches_vm(vms, &b.name, &b.uuid));
     backups.reverse();
     let now = time::now();
-    let mut printer = Printer::stdout(format, LS_COLUMNS);
+    let mut printer = Printer::stdout(format, LS_COLUMNS).only(fields);
     for b in &backups {
         printer.emit(to_record(&Listed::new(b, now)))?;
     }
@@ -926,10 +959,9 @@ mod record_tests {
             elapsed_ms: 1,
             protected: false,
         };
-        hv_testbench::assert_documented(
-            &hv_common::output::to_record(&record),
-            "backups.md",
-            "#### Listed backups",
-        );
+        let record = hv_common::output::to_record(&record);
+        hv_testbench::assert_documented(&record, "backups.md", "#### Listed backups");
+        let keys: Vec<&str> = record.keys().map(String::as_str).collect();
+        assert_eq!(keys, LS_FIELDS, "--fields knows every field");
     }
 }

@@ -1,85 +1,95 @@
-//! SHA-256 of a whole disk image that can resume from a saved state.
-//! The manifest records each image's SHA-256, and hashing every byte again
-//! for an unchanged disk would cost more than the rest of the backup. A
-//! chunk boundary is a multiple of 64 bytes, so the hash state after each
-//! chunk is a plain SHA-256 midstate: this host caches them (with the chunk
-//! ids) after each backup, and the next backup skips hashing for as long
-//! as its chunk ids match the cache. Equal keyed-BLAKE3 ids mean equal
-//! bytes, so the resumed state is exactly what hashing would give. The
+//! The BLAKE3 of a whole disk image, from one chaining value per chunk.
+//! The manifest records each image's BLAKE3 (what `b3sum` prints for the
+//! raw image). BLAKE3 is a tree: a chunk of a power-of-two size at a
+//! multiple of its size is a subtree whose chaining value depends only on
+//! its bytes and offset, so the workers that seal the chunks hash them too,
+//! in parallel, and the root is merged from the values at the end. This
+//! host caches each chunk's value with its id after each backup; the next
+//! backup takes the value of any chunk whose id is unchanged instead of
+//! hashing it (equal keyed-BLAKE3 ids mean equal bytes), and an
+//! incremental backup gets a whole-image hash without reading the rest. The
 //! same file keeps the chunk list and checkpoint an incremental backup
 //! starts from (decide.rs judges whether it still can).
 
 use crate::ffi;
 use crate::format::Image;
-use sha2::digest::generic_array::GenericArray;
+use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-const IV: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
+/// A chunk's BLAKE3 chaining value; for an image of one chunk, the root.
+pub type Cv = [u8; 32];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageHash {
-    pub state: [u32; 8],
-    /// Bytes hashed so far; a multiple of 64 until `finish`.
-    pub len: u64,
+/// Whether images cut into `chunk_size` pieces can be hashed as a tree:
+/// every piece must be a whole BLAKE3 subtree.
+pub fn tree_fits(chunk_size: u64) -> bool {
+    chunk_size.is_power_of_two() && chunk_size >= blake3::CHUNK_LEN as u64
 }
 
-impl Default for ImageHash {
-    fn default() -> Self {
-        ImageHash { state: IV, len: 0 }
+/// The chaining value of the piece `data` at `offset`; `whole` when it is
+/// the image's only piece, whose value is then the image's BLAKE3.
+pub fn chunk_cv(offset: u64, data: &[u8], whole: bool) -> Cv {
+    if whole {
+        return *blake3::hash(data).as_bytes();
+    }
+    let mut h = blake3::Hasher::new();
+    h.set_input_offset(offset);
+    h.update(data);
+    h.finalize_non_root()
+}
+
+/// The image's BLAKE3 from its pieces' values, in order (see [`chunk_cv`]).
+pub fn image_root(cvs: &[Cv]) -> Cv {
+    /// The left subtree of n pieces holds the largest power of two below n.
+    fn merge(cvs: &[Cv], root: bool) -> Cv {
+        if cvs.len() == 1 {
+            return cvs[0];
+        }
+        let (left, right) = cvs.split_at(cvs.len().next_power_of_two() / 2);
+        let (l, r) = (merge(left, false), merge(right, false));
+        match root {
+            true => *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes(),
+            false => merge_subtrees_non_root(&l, &r, Mode::Hash),
+        }
+    }
+    match cvs {
+        [] => *blake3::hash(b"").as_bytes(),
+        _ => merge(cvs, true),
     }
 }
 
-impl ImageHash {
-    /// Hashes whole 64-byte blocks of `data`; a tail is only allowed in `finish`.
-    pub fn update_blocks(&mut self, data: &[u8]) {
-        debug_assert_eq!(data.len() % 64, 0);
-        for block in data.chunks_exact(64) {
-            sha2::compress256(&mut self.state, &[*GenericArray::from_slice(block)]);
-        }
-        self.len += data.len() as u64;
-    }
+/// How the workers hash one image: its pieces' size, whether it is one
+/// piece, and the last backup's values by index.
+pub struct Tree {
+    pub chunk_size: u64,
+    pub whole: bool,
+    pub known: Vec<Entry>,
+}
 
-    /// Hashes `tail` (any length) and pads: the digest.
-    pub fn finish(mut self, tail: &[u8]) -> [u8; 32] {
-        let whole = tail.len() - tail.len() % 64;
-        self.update_blocks(&tail[..whole]);
-        let rest = &tail[whole..];
-        let bits = (self.len + rest.len() as u64) * 8;
-        let mut last = Vec::with_capacity(128);
-        last.extend_from_slice(rest);
-        last.push(0x80);
-        while last.len() % 64 != 56 {
-            last.push(0);
+impl Tree {
+    /// Piece `i`'s value: the last backup's when its id is unchanged (the
+    /// same bytes at the same offset), else computed from `data`.
+    pub fn cv(&self, i: usize, id: Option<[u8; 32]>, data: &[u8]) -> Cv {
+        match self.known.get(i) {
+            Some(e) if e.id == id => e.cv,
+            _ => chunk_cv(i as u64 * self.chunk_size, data, self.whole),
         }
-        last.extend_from_slice(&bits.to_be_bytes());
-        for block in last.chunks_exact(64) {
-            sha2::compress256(&mut self.state, &[*GenericArray::from_slice(block)]);
-        }
-        let mut out = [0u8; 32];
-        for (o, w) in out.chunks_exact_mut(4).zip(self.state) {
-            o.copy_from_slice(&w.to_be_bytes());
-        }
-        out
     }
 }
 
-/// One chunk of the last backup as the hashing thread needs it.
+/// One chunk of the last backup as the sealing workers need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The chunk id as bytes, or `None` for a zero chunk.
     pub id: Option<[u8; 32]>,
-    /// The hash state after this chunk.
-    pub state: [u32; 8],
+    /// Its chaining value.
+    pub cv: Cv,
 }
 
 /// What this host remembers of a disk's last backup to one repository: its
 /// chunk ids (so an incremental backup can take unchanged chunks from it),
-/// the checkpoint made with it, and the hash states after each chunk for
-/// as long as they are known.
+/// the checkpoint made with it, and each chunk's chaining value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DiskCache {
     pub chunk_size: u64,
@@ -92,9 +102,8 @@ pub struct DiskCache {
     pub source: Option<String>,
     /// Every chunk, the last short one too; `None` for zeros.
     pub ids: Vec<Option<[u8; 32]>>,
-    /// The hash state after each full chunk, for a prefix of the chunks
-    /// (an incremental backup does not hash past its first changed chunk).
-    pub states: Vec<[u32; 8]>,
+    /// Each chunk's chaining value, or none when not all were known.
+    pub cvs: Vec<Cv>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -105,10 +114,14 @@ struct Header {
     checkpoint: Option<String>,
     source: Option<String>,
     chunks: usize,
+    /// Version 2 caches held SHA-256 states here, version 3 chaining values.
     states: usize,
 }
 
-const MAGIC: &[u8; 8] = b"hvbmid2\n";
+const MAGIC: &[u8; 8] = b"hvbmid3\n";
+/// Caches of hv before the image hash was BLAKE3: their chunk ids and
+/// checkpoint still serve an incremental backup, their SHA-256 states not.
+const MAGIC_V2: &[u8; 8] = b"hvbmid2\n";
 
 /// The per-disk cache file: `<cache dir>/<repository id>/<vm uuid>/<target>`.
 pub fn cache_path(dir: &Path, repo_id: &str, uuid: &str, target: &str) -> Option<PathBuf> {
@@ -152,7 +165,7 @@ impl<'a> DiskCaches<'a> {
 
     /// Saves the cache of the disk stored as `image` once backup `id` has
     /// committed; a failure only costs the next backup a full read.
-    pub fn save(&self, image: &Image, id: &str, checkpoint: Option<String>, states: Vec<[u32; 8]>) {
+    pub fn save(&self, image: &Image, id: &str, checkpoint: Option<String>, cvs: Vec<Cv>) {
         let cache = DiskCache {
             chunk_size: self.chunk_size,
             size: image.virtual_size_bytes,
@@ -160,7 +173,7 @@ impl<'a> DiskCaches<'a> {
             checkpoint,
             source: image.source.clone(),
             ids: id_bytes(&image.chunks),
-            states,
+            cvs,
         };
         let saved = self.path(&image.target).map(|p| cache.save(&p));
         if let Some(Err(e)) = saved {
@@ -181,19 +194,23 @@ impl DiskCache {
             .ok()?
             .read_to_end(&mut data)
             .ok()?;
-        let rest = data.strip_prefix(MAGIC)?;
+        let (rest, v2) = match data.strip_prefix(MAGIC) {
+            Some(rest) => (rest, false),
+            None => (data.strip_prefix(MAGIC_V2)?, true),
+        };
         let (len, rest) = rest.split_at_checked(4)?;
         let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
         let (head, body) = rest.split_at_checked(len)?;
         let h: Header = serde_json::from_slice(head).ok()?;
         let fits = h.chunk_size == chunk_size
             && h.chunks == h.size.div_ceil(chunk_size) as usize
+            && (h.states == 0 || h.states == h.chunks || v2)
             && h.states <= h.chunks
             && body.len() == h.chunks * 33 + h.states * 32;
         if !fits {
             return None;
         }
-        let (ids, states) = body.split_at(h.chunks * 33);
+        let (ids, cvs) = body.split_at(h.chunks * 33);
         Some(DiskCache {
             chunk_size,
             size: h.size,
@@ -204,13 +221,19 @@ impl DiskCache {
                 .chunks_exact(33)
                 .map(|e| (e[0] == 1).then(|| e[1..].try_into().unwrap_or_default()))
                 .collect(),
-            states: states.chunks_exact(32).map(words).collect(),
+            cvs: match v2 {
+                true => Vec::new(),
+                false => cvs
+                    .chunks_exact(32)
+                    .map(|c| c.try_into().unwrap_or_default())
+                    .collect(),
+            },
         })
     }
 
     /// Writes the cache atomically (temporary file, then rename), readable
-    /// by its owner only: a hash state after each chunk would let anyone
-    /// test a guess of what the chunk holds.
+    /// by its owner only: a chunk's chaining value would let anyone test a
+    /// guess of what the chunk holds.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
         private_dirs(dir)?;
@@ -221,7 +244,7 @@ impl DiskCache {
             checkpoint: self.checkpoint.clone(),
             source: self.source.clone(),
             chunks: self.ids.len(),
-            states: self.states.len(),
+            states: self.cvs.len(),
         })?;
         let mut data = Vec::with_capacity(12 + head.len() + self.ids.len() * 65);
         data.extend_from_slice(MAGIC);
@@ -231,23 +254,21 @@ impl DiskCache {
             data.push(u8::from(id.is_some()));
             data.extend_from_slice(&id.unwrap_or([0; 32]));
         }
-        for state in &self.states {
-            for w in state {
-                data.extend_from_slice(&w.to_be_bytes());
-            }
+        for cv in &self.cvs {
+            data.extend_from_slice(cv);
         }
         hv_common::fsutil::write_atomic(path, &data, 0o600)
     }
 
-    /// The chunks whose hash state is known, for resuming the image hash.
+    /// Each chunk's id and chaining value, if all are known.
     pub fn entries(&self) -> Vec<Entry> {
+        if self.cvs.len() != self.ids.len() {
+            return Vec::new();
+        }
         self.ids
             .iter()
-            .zip(&self.states)
-            .map(|(id, state)| Entry {
-                id: *id,
-                state: *state,
-            })
+            .zip(&self.cvs)
+            .map(|(id, cv)| Entry { id: *id, cv: *cv })
             .collect()
     }
 }
@@ -290,14 +311,6 @@ fn private_dirs(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn words(b: &[u8]) -> [u32; 8] {
-    let mut state = [0u32; 8];
-    for (s, w) in state.iter_mut().zip(b.chunks_exact(4)) {
-        *s = u32::from_be_bytes(w.try_into().unwrap_or_default());
-    }
-    state
-}
-
 /// Chunk ids as bytes, from an image's chunk list.
 pub fn id_bytes(chunks: &[Option<String>]) -> Vec<Option<[u8; 32]>> {
     chunks
@@ -309,31 +322,39 @@ pub fn id_bytes(chunks: &[Option<String>]) -> Vec<Option<[u8; 32]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest, Sha256};
 
     #[test]
-    fn resumed_hashes_equal_plain_sha256() {
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        for tail in [0usize, 1, 55, 56, 63, 64, 100] {
-            let msg = &data[..640 + tail];
-            let mut h = ImageHash::default();
-            h.update_blocks(&msg[..320]);
-            let saved = h; // a midstate, as the cache keeps it
-            let mut resumed = ImageHash {
-                state: saved.state,
-                len: saved.len,
-            };
-            resumed.update_blocks(&msg[320..640]);
+    fn merged_chunk_values_are_b3sums_hash() {
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let piece = 4096usize;
+        assert!(tree_fits(piece as u64) && !tree_fits(3000) && !tree_fits(512));
+        for len in [
+            0,
+            1,
+            1000,
+            piece - 1,
+            piece,
+            piece + 1,
+            3 * piece + 5,
+            4 * piece,
+            5 * piece,
+            8 * piece,
+            9 * piece + 17,
+        ] {
+            let msg = &data[..len];
+            let pieces: Vec<&[u8]> = msg.chunks(piece).collect();
+            let whole = pieces.len() == 1;
+            let cvs: Vec<Cv> = pieces
+                .iter()
+                .enumerate()
+                .map(|(i, p)| chunk_cv((i * piece) as u64, p, whole))
+                .collect();
             assert_eq!(
-                resumed.finish(&msg[640..]),
-                <[u8; 32]>::from(Sha256::digest(msg)),
-                "tail {tail}"
+                image_root(&cvs),
+                *blake3::hash(msg).as_bytes(),
+                "{len} bytes"
             );
         }
-        assert_eq!(
-            ImageHash::default().finish(&[]),
-            <[u8; 32]>::from(Sha256::digest(b""))
-        );
     }
 
     #[test]
@@ -347,7 +368,7 @@ mod tests {
             checkpoint: Some("hv-abc-1".into()),
             source: Some("/var/lib/x y.qcow2".into()),
             ids: vec![Some([3; 32]), None, None, Some([4; 32])],
-            states: vec![[1, 2, 3, 4, 5, 6, 7, 8], IV],
+            cvs: vec![[1; 32], [2; 32], [5; 32], [6; 32]],
         };
         // As an older hv left it: open to all.
         let repo_dir = dir.join("abc");
@@ -360,8 +381,19 @@ mod tests {
         assert_eq!(mode(&repo_dir), 0o700, "closed");
         assert_eq!(DiskCache::load(&path, 64), Some(cache.clone()));
         assert_eq!(DiskCache::load(&path, 128), None);
-        assert_eq!(cache.entries().len(), 2);
+        assert_eq!(cache.entries().len(), 4);
         assert_eq!(cache.entries()[1].id, None);
+        assert_eq!(cache.entries()[2].cv, [5; 32]);
+        // An older hv's cache: its ids serve, its SHA-256 states do not.
+        let mut old = std::fs::read(&path).unwrap();
+        old[..8].copy_from_slice(b"hvbmid2\n");
+        std::fs::write(&path, &old).unwrap();
+        let loaded = DiskCache::load(&path, 64).unwrap();
+        assert_eq!(
+            (loaded.ids.clone(), loaded.cvs.len()),
+            (cache.ids.clone(), 0)
+        );
+        assert!(loaded.entries().is_empty());
         std::fs::write(&path, b"hvbmid1\nold format").unwrap();
         assert_eq!(DiskCache::load(&path, 64), None);
         assert!(cache_path(&dir, "abc", "../x", "vda").is_none());

@@ -29,11 +29,14 @@ use crate::chunk::{self, Counts, Prior, Reuse, Stored};
 use crate::crypt;
 use crate::decide::{Base, Decided, Full};
 use crate::format::Image;
+use crate::imagelock::RawLock;
+use crate::mapped::Mapped;
 use crate::midstate::{DiskCache, DiskCaches};
 use crate::nbd;
 use crate::seal::Sealer;
 use crate::source::{self, JobDisk, LiveJob, QemuNbd, RunDir};
 use hv_common::domain::Disk;
+use hv_common::remote::Place;
 use hv_common::{Code, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +44,8 @@ use virt::domain::Domain;
 
 /// A running VM's disks, read through one backup job.
 pub struct Live<'a> {
+    /// Where the VM runs: the job's files and sockets are there.
+    pub place: &'a Place,
     pub dom: &'a Domain,
     /// The running definition: the job's disks, and the user QEMU runs as.
     pub live_xml: &'a str,
@@ -83,7 +88,14 @@ impl<'a> Live<'a> {
                         .remove(&disk.target)
                         .unwrap_or_else(|| Full::expected("read in full"));
                     let previous = caches.load(&disk.target);
-                    got.store(sealer, disk, job.connect(&disk.target)?, previous, why)?;
+                    got.store(
+                        sealer,
+                        disk,
+                        job.connect(&disk.target)?,
+                        None,
+                        previous,
+                        why,
+                    )?;
                 }
             }
             if let Some(last) = got.disks.last_mut() {
@@ -118,7 +130,14 @@ impl<'a> Live<'a> {
                     since: bases.get(&d.target).map(|b| b.checkpoint.as_str()),
                 })
                 .collect();
-            LiveJob::begin(self.dom, self.live_xml, &job, checkpoint, self.scratch_root)
+            LiveJob::begin(
+                self.place,
+                self.dom,
+                self.live_xml,
+                &job,
+                checkpoint,
+                self.scratch_root,
+            )
         };
         let first = attempt(bases, checkpoint.as_deref());
         let refused = match first {
@@ -148,6 +167,8 @@ impl<'a> Live<'a> {
 /// are read incrementally from their last checkpoint's bitmap, as a live
 /// job would, under a new checkpoint made by hand (checkpoint.rs).
 pub struct Offline<'a> {
+    /// Where the images are, and qemu-nbd runs.
+    place: Place,
     /// Each disk's image, in the order of the disks.
     paths: Vec<PathBuf>,
     /// The new checkpoint's name, made or not.
@@ -167,6 +188,7 @@ impl<'a> Offline<'a> {
     /// is every disk of the domain). A checkpoint that cannot be made is a
     /// warning: the read goes on from the old one.
     pub fn prepare(
+        place: &Place,
         dom: &'a Domain,
         all: &'a [Disk],
         disks: &[&Disk],
@@ -184,11 +206,11 @@ impl<'a> Offline<'a> {
             .copied()
             .filter(|d| checkpoint::can_track(d))
             .collect();
-        let dir = RunDir::create(scratch_root, label)?;
+        let dir = RunDir::create(place, scratch_root, label, None)?;
         let mut warnings = Vec::new();
         let made = match tracked.is_empty() {
             true => None,
-            false => checkpoint::create_offline(dom, &name, all, &tracked)
+            false => checkpoint::create_offline(place, dom, &name, all, &tracked)
                 .map_err(|e| {
                     warnings.push(format!(
                         "{e}; backing up without a new checkpoint, so the next backup reads these disks as this one did"
@@ -197,6 +219,7 @@ impl<'a> Offline<'a> {
                 .ok(),
         };
         Ok(Offline {
+            place: place.clone(),
             paths,
             name,
             made,
@@ -224,18 +247,26 @@ impl<'a> Offline<'a> {
             ..Gathered::default()
         };
         let made = self.made.is_some();
-        let dir = &self.dir.0;
+        let (dir, place) = (&self.dir, &self.place);
+        // Held until every server is gone (declared before them).
+        let mut locks = Vec::new();
         let mut servers = Vec::new();
         for (disk, path) in disks.iter().zip(&self.paths) {
             let fmt = disk.format.as_deref().unwrap_or("raw");
-            let serve =
-                |bitmap: Option<&str>| QemuNbd::serve(path, fmt, dir, false, bitmap, &disk.target);
+            // qemu-nbd locks a qcow2 image against writers, not a raw one
+            // (crate::imagelock); on another host it stays unlocked.
+            if let (Place::Here, "raw") = (place, fmt) {
+                locks.push(RawLock::hold(path)?);
+            }
+            let serve = |bitmap: Option<&str>| {
+                QemuNbd::serve(place, path, fmt, dir, false, bitmap, &disk.target)
+            };
             let base = bases.remove(&disk.target);
             let since = base.as_ref().map(|b| b.checkpoint.clone());
             match base {
                 Some(base) => {
                     let bitmap = base.checkpoint.clone();
-                    let in_image = checkpoint::bitmap_in_image(path, &bitmap);
+                    let in_image = checkpoint::bitmap_in_image(place, path, &bitmap);
                     let tracking =
                         in_image
                             .and_then(|()| serve(Some(&bitmap)))
@@ -258,7 +289,14 @@ impl<'a> Offline<'a> {
                         .unwrap_or_else(|| Full::expected("read in full"));
                     let server = serve(None)?;
                     let previous = caches.load(&disk.target);
-                    got.store(sealer, disk, server.connect()?, previous, why)?;
+                    // Read from the file where qemu-img places the data,
+                    // qemu-nbd holding the image meanwhile (crate::mapped).
+                    let mapped = match place {
+                        Place::Here => Mapped::of(path, fmt),
+                        Place::Ssh(_) => None,
+                    };
+                    let client = server.connect()?;
+                    got.store(sealer, disk, client, mapped.as_ref(), previous, why)?;
                     servers.push(server);
                 }
             }
@@ -294,8 +332,8 @@ pub struct DiskRead {
     pub full: Option<String>,
     /// Bytes the dirty bitmap marked changed (incremental reads).
     pub dirty_bytes: Option<u64>,
-    /// Hash states after each full chunk, as far as known.
-    pub states: Vec<[u32; 8]>,
+    /// Each chunk's BLAKE3 chaining value, if all are known.
+    pub cvs: Vec<crate::midstate::Cv>,
     /// The checkpoint the next backup of this disk can start from.
     pub checkpoint: Option<String>,
 }
@@ -307,6 +345,7 @@ impl Gathered {
         sealer: &Sealer,
         disk: &Disk,
         mut client: nbd::Client,
+        mapped: Option<&Mapped>,
         previous: Option<DiskCache>,
         why: Full,
     ) -> Result<()> {
@@ -314,7 +353,7 @@ impl Gathered {
             .filter(|c| c.size == client.size())
             .map(|c| c.entries());
         let prior = hashes.map_or(Prior::Nothing, Prior::Hashes);
-        let stored = chunk::store_export(&mut client, sealer, &disk.target, prior)?;
+        let stored = chunk::store_export(&mut client, mapped, sealer, &disk.target, prior)?;
         if why.warn {
             self.warnings
                 .push(format!("{}; read disk {} in full", why.reason, disk.target));
@@ -339,7 +378,7 @@ impl Gathered {
             Ok(client) => client,
             Err(e) => {
                 let why = Full::broken(format!("no dirty bitmap for disk {target}: {}", e.message));
-                return self.store(sealer, disk, plain()?, Some(base.cache), why);
+                return self.store(sealer, disk, plain()?, None, Some(base.cache), why);
             }
         };
         if client.size() != base.cache.size {
@@ -348,22 +387,20 @@ impl Gathered {
                 base.cache.size,
                 client.size()
             ));
-            return self.store(sealer, disk, client, None, why);
+            return self.store(sealer, disk, client, None, None, why);
         }
         let ranges = match client.dirty_ranges() {
             Ok(r) => r,
             Err(e) => {
                 let why = Full::broken(format!("cannot read disk {target}'s dirty bitmap: {e}"));
-                return self.store(sealer, disk, client, Some(base.cache), why);
+                return self.store(sealer, disk, client, None, Some(base.cache), why);
             }
         };
         let chunk_size = sealer.repo.config.chunk_size;
         let count = client.size().div_ceil(chunk_size) as usize;
         let dirty = Reuse::dirty_chunks(&ranges, chunk_size, count);
-        let unchanged_lead = dirty.iter().position(|d| *d).unwrap_or(count);
-        let mut states = base.cache.states;
-        states.truncate(unchanged_lead);
         let reuse = Reuse {
+            cvs: base.cache.cvs,
             ids: base
                 .cache
                 .ids
@@ -373,7 +410,7 @@ impl Gathered {
             dirty,
             sizes: base.sizes,
         };
-        let stored = chunk::store_export(&mut client, sealer, target, Prior::Reuse(reuse))?;
+        let stored = chunk::store_export(&mut client, None, sealer, target, Prior::Reuse(reuse))?;
         let dirty_bytes = ranges.iter().map(|r| r.1).sum();
         self.push(
             disk,
@@ -382,9 +419,6 @@ impl Gathered {
             Some(dirty_bytes),
             Some(base.cache.backup),
         );
-        if let Some(last) = self.disks.last_mut() {
-            last.states = states;
-        }
         Ok(())
     }
 
@@ -396,7 +430,7 @@ impl Gathered {
         dirty_bytes: Option<u64>,
         base: Option<String>,
     ) {
-        let states = std::mem::take(&mut stored.states);
+        let cvs = std::mem::take(&mut stored.cvs);
         let mut image = self.add(stored);
         image.format = disk.format.clone().unwrap_or_else(|| "raw".into());
         image.source = disk.source.clone();
@@ -406,7 +440,7 @@ impl Gathered {
             target: disk.target.clone(),
             full,
             dirty_bytes,
-            states,
+            cvs,
             checkpoint: None,
         });
     }

@@ -15,9 +15,9 @@ use crate::{crypt, BackupHead};
 use hv_common::cli;
 use hv_common::connect::{self, Access};
 use hv_common::output::{col, to_record, Column, Format, Printer, Show};
+use hv_common::remote::Place;
 use hv_common::{fsutil, Code, Error, Exit, Result};
 use serde::Serialize;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -105,14 +105,25 @@ struct RestoredDisk {
     format: &'static str,
     /// The disk's virtual size, in bytes.
     virtual_size_bytes: u64,
-    /// SHA-256 of what was written (the disk's plaintext image), lowercase hex.
-    sha256: String,
+    /// BLAKE3 of what was written (the disk's plaintext image, as b3sum
+    /// prints it), lowercase hex.
+    blake3: Option<String>,
+    /// SHA-256 of what was written, for a backup whose manifest has one
+    /// (made before hv hashed images with BLAKE3); else null.
+    sha256: Option<String>,
 }
 
 pub fn restore(plan: &Plan) -> Result<Exit> {
     // Ctrl-C and SIGTERM stop the restore between chunks, and the partial
     // file is removed: a killed restore leaves no file behind.
     let _ = cli::interrupt_flag();
+    // The disks go where the host given is: over its ssh when it is
+    // another machine, as a backup reads them there.
+    let place = match plan.libvirt.uri.as_deref() {
+        _ if plan.output_path.as_deref() == Some(Path::new("-")) => Place::Here,
+        Some(uri) if hv_common::hosts::is_remote(uri) => Place::from_uri(uri)?,
+        _ => Place::Here,
+    };
     let repo = Repo::open(&plan.repo)?;
     let index = repo.index(&plan.id)?;
     let identities = crypt::load_identity(plan.identity.as_deref(), "restore")?;
@@ -136,7 +147,7 @@ pub fn restore(plan: &Plan) -> Result<Exit> {
     }
     let start = Instant::now();
     let mut printer = Printer::stdout(plan.format, RESTORE_COLUMNS);
-    let outcome = restore_files(plan, &op, &manifest, &images);
+    let outcome = restore_files(plan, &place, &op, &manifest, &images);
     let record = match outcome {
         Ok(files) => RestoreRecord {
             head: BackupHead::of(&index, "restore", true),
@@ -186,6 +197,7 @@ pub(crate) fn chosen_disks<'m>(
 
 fn restore_files(
     plan: &Plan,
+    place: &Place,
     op: &Opener,
     manifest: &Manifest,
     images: &[&format::Image],
@@ -206,13 +218,7 @@ fn restore_files(
         (Some(d), _) => {
             // As restic's --target: a directory that is not there yet is
             // made, private, since it will hold VM data.
-            if !d.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(d)
-                    .map_err(|e| Error::io(format!("cannot create --dir {}", d.display()), e))?;
-            }
+            write::make_dir(place, d)?;
             d.clone()
         }
         (None, Some(p)) => p
@@ -240,13 +246,18 @@ fn restore_files(
     // Checked before a byte is written: a replaced file under a running VM
     // loses what the guest writes next.
     let paths: Vec<&Path> = dests.iter().map(|(_, _, p)| p.as_path()).collect();
-    safe_to_write(plan, &name, &paths)?;
+    safe_to_write(plan, place, &name, &paths)?;
     let mut restored: Vec<Restored> = Vec::new();
     let mut disks = Vec::new();
-    let mut new_files = NewFiles::default();
+    let mut new_files = NewFiles {
+        place,
+        paths: Vec::new(),
+        kept: false,
+    };
     for (image, fmt, dest) in dests {
-        new_files.note(&dest);
+        new_files.note(&dest)?;
         let r = write::to_file(
+            place,
             op,
             manifest,
             image,
@@ -260,7 +271,8 @@ fn restore_files(
             path: r.path.display().to_string(),
             format: fmt.as_str(),
             virtual_size_bytes: image.virtual_size_bytes,
-            sha256: r.sha256.clone(),
+            blake3: r.digest.blake3.clone(),
+            sha256: r.digest.sha256.clone(),
         });
         restored.push(r);
     }
@@ -272,9 +284,10 @@ fn restore_files(
         let nvram = match &manifest.nvram {
             Some(image) => {
                 let dest = dir.join(format!("{stem}-VARS.fd"));
-                new_files.note(&dest);
+                new_files.note(&dest)?;
                 Some(
                     write::to_file(
+                        place,
                         op,
                         manifest,
                         image,
@@ -290,6 +303,7 @@ fn restore_files(
         };
         let keep_old = dir.join(format!("{stem}-replaced-domain.xml"));
         define::domain(
+            place,
             &plan.libvirt,
             manifest,
             &name,
@@ -306,18 +320,20 @@ fn restore_files(
 /// The files a restore creates where none was: removed again if the
 /// restore fails part-way, so it leaves no disk behind that its record
 /// does not name. A file `--force` replaced is not restored; it stays.
-#[derive(Default)]
-struct NewFiles {
+struct NewFiles<'p> {
+    /// The machine they are on.
+    place: &'p Place,
     paths: Vec<PathBuf>,
     kept: bool,
 }
 
-impl NewFiles {
+impl NewFiles<'_> {
     /// `path` is about to be written.
-    fn note(&mut self, path: &Path) {
-        if !path.exists() {
+    fn note(&mut self, path: &Path) -> Result<()> {
+        if !write::exists(self.place, path)? {
             self.paths.push(path.to_path_buf());
         }
+        Ok(())
     }
 
     fn keep(mut self) {
@@ -325,21 +341,13 @@ impl NewFiles {
     }
 }
 
-impl Drop for NewFiles {
+impl Drop for NewFiles<'_> {
     fn drop(&mut self) {
         if self.kept {
             return;
         }
         for path in &self.paths {
-            match std::fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    cli::warn(format!(
-                        "cannot remove {} of the failed restore: {e}",
-                        path.display()
-                    ));
-                }
-                _ => {}
-            }
+            write::remove(self.place, path);
         }
     }
 }
@@ -347,8 +355,14 @@ impl Drop for NewFiles {
 /// Refuses, before anything is written, a restore that would replace a
 /// file a running VM uses, or (with --define) a domain that exists without
 /// --force or is running.
-fn safe_to_write(plan: &Plan, name: &str, paths: &[&Path]) -> Result<()> {
-    if !plan.define && (!plan.force || !paths.iter().any(|p| p.exists())) {
+fn safe_to_write(plan: &Plan, place: &Place, name: &str, paths: &[&Path]) -> Result<()> {
+    let mut existing = Vec::new();
+    for p in paths {
+        if write::exists(place, p)? {
+            existing.push(*p);
+        }
+    }
+    if !plan.define && (!plan.force || existing.is_empty()) {
         return Ok(()); // existing files are refused one by one; new ones harm no VM
     }
     let conn = match connect::open(&plan.libvirt, Access::ReadOnly) {
@@ -378,8 +392,8 @@ fn safe_to_write(plan: &Plan, name: &str, paths: &[&Path]) -> Result<()> {
             }
         }
     }
-    for path in paths {
-        if let Some(vm) = running_vm_using(&conn, path)? {
+    for path in existing {
+        if let Some(vm) = running_vm_using(&conn, place, path)? {
             return Err(Error::new(
                 Code::InvalidState,
                 format!("{} is a disk of the running VM {vm:?}; stop it, or restore elsewhere with --dir", path.display()),
@@ -390,28 +404,64 @@ fn safe_to_write(plan: &Plan, name: &str, paths: &[&Path]) -> Result<()> {
 }
 
 /// The running VM one of whose disks is the file at `path`, by device and
-/// inode (a path may be spelled many ways).
-fn running_vm_using(conn: &virt::connect::Connect, path: &Path) -> Result<Option<String>> {
-    let Some(target) = fsutil::file_id(path) else {
-        return Ok(None); // a new file
-    };
+/// inode (a path may be spelled many ways, a directory reached through a
+/// symlink): here with stat(2), on another host with stat(1) there.
+fn running_vm_using(
+    conn: &virt::connect::Connect,
+    place: &Place,
+    path: &Path,
+) -> Result<Option<String>> {
     let running = conn
         .list_all_domains(virt::sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         .map_err(|e| Error::libvirt("cannot list the running VMs", &e))?;
+    let mut disks: Vec<(String, PathBuf)> = Vec::new();
     for dom in running {
         let Ok(xml) = dom.xml_desc(0) else { continue };
         let Ok(parsed) = hv_common::domain::parse(&xml) else {
             continue;
         };
-        let sources = parsed.disks.iter().filter_map(|d| d.source.as_deref());
-        if sources
-            .into_iter()
-            .any(|s| fsutil::file_id(s) == Some(target))
-        {
-            return Ok(Some(dom.name().unwrap_or_default()));
+        let name = dom.name().unwrap_or_default();
+        for source in parsed.disks.iter().filter_map(|d| d.source.as_deref()) {
+            disks.push((name.clone(), PathBuf::from(source)));
         }
     }
-    Ok(None)
+    let mut paths: Vec<&Path> = vec![path];
+    paths.extend(disks.iter().map(|(_, p)| p.as_path()));
+    let ids = file_ids(place, &paths)?;
+    let Some(target) = ids[0].clone() else {
+        return Ok(None); // a new file
+    };
+    Ok(disks
+        .into_iter()
+        .zip(&ids[1..])
+        .find(|(_, id)| id.as_ref() == Some(&target))
+        .map(|((vm, _), _)| vm))
+}
+
+/// Each file's device and inode where `place` is (`None`: no such file).
+fn file_ids(place: &Place, paths: &[&Path]) -> Result<Vec<Option<String>>> {
+    let Place::Ssh(ssh) = place else {
+        return Ok(paths
+            .iter()
+            .map(|p| fsutil::file_id(p).map(|(dev, ino)| format!("{dev}:{ino}")))
+            .collect());
+    };
+    let mut script = std::ffi::OsString::from("for f in");
+    for p in paths {
+        script.push(" ");
+        script.push(hv_common::remote::quote(p.as_os_str()));
+    }
+    script.push("; do stat -L -c %d:%i -- \"$f\" 2>/dev/null || echo -; done");
+    let out = place.output(place.script(&script), "stat")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<Option<String>> = text
+        .lines()
+        .map(|l| (l != "-").then(|| l.to_owned()))
+        .collect();
+    if !out.status.success() || ids.len() != paths.len() {
+        return Err(ssh.failed("cannot check which files the running VMs use", &out));
+    }
+    Ok(ids)
 }
 
 /// A file name from a VM name that cannot leave its directory.
@@ -459,7 +509,8 @@ mod tests {
                     path: "/var/lib/libvirt/images/web1-restored-vda.qcow2".into(),
                     format: "qcow2",
                     virtual_size_bytes: 1,
-                    sha256: "0".repeat(64),
+                    blake3: Some("0".repeat(64)),
+                    sha256: None,
                 }],
                 domain: Some("web1-restored".into()),
             }),
@@ -475,7 +526,14 @@ mod tests {
             .collect();
         assert_eq!(
             disk,
-            ["target", "path", "format", "virtual_size_bytes", "sha256"]
+            [
+                "target",
+                "path",
+                "format",
+                "virtual_size_bytes",
+                "blake3",
+                "sha256"
+            ]
         );
     }
 }

@@ -17,6 +17,7 @@
 //!   removed, so nothing half-written ever carries an id.
 
 use crate::crypt::{self, ChunkKey};
+use crate::midstate::{Cv, Tree};
 use crate::repo::{Pending, Repo, Sealed};
 use hv_common::{Code, Error, Result};
 use std::collections::HashMap;
@@ -37,12 +38,22 @@ pub struct Sealer {
     pub progress: Arc<hv_common::progress::Counter>,
 }
 
-/// A chunk to seal: its index in the image and its plaintext.
-pub type Piece = (usize, Arc<Vec<u8>>);
-/// A sealed chunk (or why not), by its index in the image.
-pub type Done = (usize, Result<Chunk>);
+/// A piece of an image for a worker, by its index in the image: a chunk
+/// to seal (and hash), or a run of zeros only to hash.
+pub enum Piece {
+    Data(usize, Arc<Vec<u8>>),
+    Zeros(usize, usize),
+}
+/// What a worker made of a piece: the sealed chunk (none for zeros) or
+/// why not, and the piece's value when the image is hashed.
+pub type Done = (usize, Result<Option<Chunk>>, Option<Cv>);
 /// A written, not yet synced chunk: its temporary path, id and body size.
 pub type Unsynced = (Pending, String, u64);
+
+thread_local! {
+    /// Zeros to hash a hole's piece of the image from.
+    static ZEROS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// A worker: seals the pieces it takes from `work_rx`, hands written
 /// chunks to the sync thread, and reports each on `done_tx`; on a failure
@@ -53,10 +64,30 @@ pub fn seal_loop(
     sync_tx: mpsc::Sender<Unsynced>,
     sealer: &Sealer,
     failed: &AtomicBool,
+    buffers: &crate::chunk::Buffers,
+    tree: Option<&Tree>,
 ) {
     loop {
         let next = work_rx.lock().map(|rx| rx.recv());
-        let Ok(Ok((i, buf))) = next else { return };
+        let (i, buf) = match next {
+            Ok(Ok(Piece::Data(i, buf))) => (i, buf),
+            Ok(Ok(Piece::Zeros(i, len))) => {
+                let cv = tree.map(|t| {
+                    ZEROS.with(|z| {
+                        let mut z = z.borrow_mut();
+                        if z.len() < len {
+                            z.resize(len, 0);
+                        }
+                        t.cv(i, None, &z[..len])
+                    })
+                });
+                if done_tx.send((i, Ok(None), cv)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ => return,
+        };
         let result = seal_with(sealer, &buf, |unsynced| {
             // The sync thread reports its own failures, and releases the claim.
             if let Err(mpsc::SendError((tmp, id, _))) = sync_tx.send(unsynced) {
@@ -66,10 +97,15 @@ pub fn seal_loop(
             }
             Ok(())
         });
+        let cv = match (&result, tree) {
+            (Ok(c), Some(t)) => Some(t.cv(i, crypt::unhex32(&c.id), &buf)),
+            _ => None,
+        };
+        buffers.give(buf);
         if result.is_err() {
             failed.store(true, Ordering::Relaxed);
         }
-        if done_tx.send((i, result)).is_err() {
+        if done_tx.send((i, result.map(Some), cv)).is_err() {
             return;
         }
     }

@@ -9,11 +9,17 @@
 //! Jobs and sockets live in a per-run directory under the scratch root. A
 //! run killed with SIGKILL leaves its job behind; the next run recognises
 //! it by that root and ends it, so a kill never blocks later backups.
+//!
+//! A VM on another host is read the same way there (hv_common::remote): the job's
+//! directory and qemu-nbd are that host's, and their sockets are forwarded
+//! over ssh to sockets in a directory here.
 
 use crate::ffi;
 use crate::nbd;
 use hv_common::domain::{xml_escape, Disk};
+use hv_common::remote::{quote, Forward, Place};
 use hv_common::{cli, Code, Error, Result};
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -23,11 +29,82 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
-/// A per-run directory for sockets and scratch files, removed when dropped.
-pub struct RunDir(pub PathBuf);
+/// A per-run directory for sockets and scratch files, removed when dropped;
+/// on another host, with one here for the sockets forwarded from there.
+pub struct RunDir {
+    /// The directory, where the files are.
+    pub path: PathBuf,
+    place: Place,
+    here: Option<Box<RunDir>>,
+}
 
 impl RunDir {
-    pub fn create(root: &Path, label: &str) -> Result<RunDir> {
+    /// Makes the directory, handed to `owner` (QEMU's uid and gid) if given.
+    pub fn create(
+        place: &Place,
+        root: &Path,
+        label: &str,
+        owner: Option<(u32, u32)>,
+    ) -> Result<RunDir> {
+        let Place::Ssh(ssh) = place else {
+            return RunDir::create_here(root, label, owner);
+        };
+        if !root.is_absolute() {
+            return Err(Error::usage(format!(
+                "--scratch-dir {} must be an absolute path to be used on {}",
+                root.display(),
+                ssh.uri
+            )));
+        }
+        let here = RunDir::create_here(root, &format!("{label}-fwd"), None)?;
+        // Named like the one here, and marked as this machine's: its pid
+        // and salt say which run made it, here.
+        let name = here.path.file_name().unwrap_or_default().to_string_lossy();
+        let dir = root.join(name.replacen("-fwd-", &format!("@{}-", machine_mark()), 1));
+        let mut script = OsString::from("mkdir -p -m 0711 ");
+        script.push(quote(root.as_os_str()));
+        script.push(" && mkdir -m 0700 ");
+        script.push(quote(dir.as_os_str()));
+        if let Some((uid, gid)) = owner {
+            script.push(format!(" && chown {uid}:{gid} "));
+            script.push(quote(dir.as_os_str()));
+        }
+        script.push(" && ls -1 ");
+        script.push(quote(root.as_os_str()));
+        let out = place.output(place.script(&script), "mkdir")?;
+        if !out.status.success() {
+            return Err(ssh.failed(&format!("cannot create {}", dir.display()), &out));
+        }
+        let dead: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|name| made_by_dead_run_here(name))
+            .map(|name| root.join(name))
+            .collect();
+        if !dead.is_empty() {
+            let mut script = OsString::from("rm -rf");
+            for d in &dead {
+                script.push(" ");
+                script.push(quote(d.as_os_str()));
+            }
+            // Best effort: a leftover costs only its directory.
+            let _ = place.output(place.script(&script), "rm");
+        }
+        Ok(RunDir {
+            path: dir,
+            place: place.clone(),
+            here: Some(Box::new(here)),
+        })
+    }
+
+    /// Where the socket `name` of this directory is reached from here.
+    pub fn here(&self, name: &str) -> PathBuf {
+        self.here
+            .as_ref()
+            .map_or(&self.path, |h| &h.path)
+            .join(name)
+    }
+
+    fn create_here(root: &Path, label: &str, owner: Option<(u32, u32)>) -> Result<RunDir> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
@@ -45,7 +122,62 @@ impl RunDir {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        Ok(RunDir(dir))
+        if let Some((uid, gid)) = owner {
+            // QEMU creates the socket and scratch files: the directory must be its own.
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| Error::io(format!("cannot hand {} to QEMU", dir.display()), e))?;
+        }
+        Ok(RunDir {
+            path: dir,
+            place: Place::Here,
+            here: None,
+        })
+    }
+}
+
+/// What marks the directories this machine's runs make on other hosts:
+/// only this machine can tell whether their runs are alive.
+fn machine_mark() -> String {
+    let id = fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let id = if id.trim().is_empty() {
+        hv_common::hosts::local_hostname()
+    } else {
+        id
+    };
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect()
+}
+
+/// Whether the directory `name` on another host was made by a run of this
+/// machine (`LABEL@MARK-PID-SALT`) whose process is gone.
+fn made_by_dead_run_here(name: &str) -> bool {
+    let Some((_, rest)) = name.split_once(&format!("@{}-", machine_mark())) else {
+        return false;
+    };
+    let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Removes `dir` where it is, as far as it can.
+fn remove_dir(place: &Place, dir: &Path) {
+    match place {
+        Place::Here => {
+            let _ = fs::remove_dir_all(dir);
+        }
+        Place::Ssh(_) => {
+            let mut script = OsString::from("rm -rf ");
+            script.push(quote(dir.as_os_str()));
+            if let Err(e) = place.output(place.script(&script), "rm") {
+                cli::warn(format!(
+                    "cannot remove {}{}: {}",
+                    dir.display(),
+                    place.shown(),
+                    e.message
+                ));
+            }
+        }
     }
 }
 
@@ -62,6 +194,9 @@ fn sweep_dead_runs(root: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains('@') {
+            continue; // another machine's run: its pid is not ours to judge
+        }
         let mut parts = name.rsplit('-');
         let pid = parts.nth(1).and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
@@ -74,7 +209,7 @@ fn sweep_dead_runs(root: &Path) {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        remove_dir(&self.place, &self.path);
     }
 }
 
@@ -87,7 +222,10 @@ pub struct JobDisk<'a> {
 /// A running pull-mode backup job; ended (aborted) when dropped.
 pub struct LiveJob {
     domain: Domain,
+    /// The job's NBD socket as reached from here.
     socket: PathBuf,
+    /// Dropped before `dir`: ssh goes before the directory it forwards from.
+    forward: Option<Forward>,
     dir: RunDir,
     /// Set once the job has ended; see [`LiveJob::ended`].
     ended: Arc<AtomicBool>,
@@ -97,6 +235,7 @@ impl LiveJob {
     /// Starts a pull-mode backup of `disks` (by target), creating the
     /// checkpoint `checkpoint_xml` with it; the domain's other disks are left out.
     pub fn begin(
+        place: &Place,
         domain: &Domain,
         live_xml: &str,
         disks: &[JobDisk],
@@ -104,26 +243,31 @@ impl LiveJob {
         root: &Path,
     ) -> Result<LiveJob> {
         // libvirt wants absolute paths for the socket and scratch files.
-        let root = &std::path::absolute(root)
-            .map_err(|e| Error::io(format!("cannot resolve {}", root.display()), e))?;
-        end_stale_job(domain, root)?;
+        let root = &match place {
+            Place::Here => std::path::absolute(root)
+                .map_err(|e| Error::io(format!("cannot resolve {}", root.display()), e))?,
+            Place::Ssh(_) => root.to_owned(),
+        };
+        end_stale_job(place, domain, root)?;
         let uuid = domain.uuid_string().unwrap_or_default();
-        let dir = RunDir::create(root, &format!("live-{}", short(&uuid)))?;
-        if let Some((uid, gid)) = dac_owner(live_xml) {
-            // QEMU creates the socket and scratch files: the directory must be its own.
-            std::os::unix::fs::chown(&dir.0, Some(uid), Some(gid))
-                .map_err(|e| Error::io(format!("cannot hand {} to QEMU", dir.0.display()), e))?;
-        }
-        let socket = dir.0.join("nbd.sock");
-        let xml = backup_xml(live_xml, disks, &socket, &dir.0);
+        let label = format!("live-{}", short(&uuid));
+        let dir = RunDir::create(place, root, &label, dac_owner(live_xml))?;
+        let socket = dir.path.join("nbd.sock");
+        let xml = backup_xml(live_xml, disks, &socket, &dir.path);
         ffi::backup_begin(domain, &xml, checkpoint_xml)
             .map_err(|e| Error::libvirt("cannot start the backup job", &e))?;
-        Ok(LiveJob {
+        let mut job = LiveJob {
             ended: Arc::new(AtomicBool::new(false)),
             domain: domain.clone(),
-            socket,
+            socket: dir.here("nbd.sock"),
+            forward: None,
             dir,
-        })
+        };
+        if let Place::Ssh(ssh) = place {
+            // A failure here drops the job, which ends it.
+            job.forward = Some(ssh.forward(&socket, &job.socket, None, "the backup job")?);
+        }
+        Ok(job)
     }
 
     pub fn connect(&self, target: &str) -> Result<nbd::Client> {
@@ -166,6 +310,7 @@ impl Drop for LiveJob {
         }
         let gone = wait_job_gone(&self.domain);
         self.ended.store(gone, Ordering::SeqCst);
+        // Then the fields go: ssh, then the directory.
         let _ = &self.dir;
     }
 }
@@ -187,7 +332,7 @@ fn wait_job_gone(domain: &Domain) -> bool {
 
 /// Ends a backup job an earlier, killed hv-backup left running (its paths
 /// lie under `root`); any other job is someone else's and an error.
-fn end_stale_job(domain: &Domain, root: &Path) -> Result<()> {
+fn end_stale_job(place: &Place, domain: &Domain, root: &Path) -> Result<()> {
     let Ok(xml) = ffi::backup_xml(domain) else {
         return Ok(()); // no job: the normal case
     };
@@ -204,7 +349,7 @@ fn end_stale_job(domain: &Domain, root: &Path) -> Result<()> {
         .map_err(|e| Error::libvirt("cannot end the stale backup job", &e))?;
     wait_job_gone(domain);
     if let Some(dir) = stale_dir(&xml, root) {
-        let _ = fs::remove_dir_all(dir);
+        remove_dir(place, &dir);
     }
     Ok(())
 }
@@ -267,29 +412,51 @@ fn dac_owner(live_xml: &str) -> Option<(u32, u32)> {
 /// A `qemu-nbd` serving one image read-only (or writable, for restores);
 /// killed when dropped.
 pub struct QemuNbd {
-    child: Child,
+    server: Server,
+    /// Its socket as reached from here.
     socket: PathBuf,
     what: String,
+}
+
+enum Server {
+    Here(Child),
+    /// qemu-nbd on another host, in the ssh session that forwards its socket.
+    There(Forward),
+    /// Finished: nothing runs.
+    Done,
 }
 
 impl QemuNbd {
     /// Serves `path` (format `format`) on a socket in `dir`, with the
     /// image's persistent dirty bitmap `bitmap` when given.
     pub fn serve(
+        place: &Place,
         path: &Path,
         format: &str,
-        dir: &Path,
+        dir: &RunDir,
         writable: bool,
         bitmap: Option<&str>,
         what: &str,
     ) -> Result<QemuNbd> {
-        let socket = dir.join(format!("{what}.sock"));
+        let name = format!("{what}.sock");
+        let socket = dir.path.join(&name);
+        if let Place::Ssh(ssh) = place {
+            let here = dir.here(&name);
+            let script = remote_qemu_nbd(path, format, &socket, writable, bitmap);
+            let forward = ssh.forward(&socket, &here, Some(&script), &format!("disk {what}"))?;
+            return Ok(QemuNbd {
+                server: Server::There(forward),
+                socket: here,
+                what: what.to_owned(),
+            });
+        }
         // A server for this disk that was given up on leaves its socket.
         let _ = fs::remove_file(&socket);
         // setpriv --pdeathsig: if hv-backup is killed, qemu-nbd goes too and
         // does not keep holding the image's lock.
         let mut cmd = cli::child_command("setpriv");
-        cmd.args(["--pdeathsig", "KILL", "--", "qemu-nbd"]);
+        cmd.args(["--pdeathsig", "KILL", "--", "qemu-nbd"])
+            .env("GLIBC_TUNABLES", QEMU_NBD_TUNABLES);
         // Not --persistent: qemu-nbd exits when its one client disconnects,
         // which is how a restore knows its writes reached the image.
         cmd.arg("--shared=1")
@@ -316,7 +483,7 @@ impl QemuNbd {
                 )
             })?;
         let mut served = QemuNbd {
-            child,
+            server: Server::Here(child),
             socket,
             what: what.to_owned(),
         };
@@ -325,11 +492,14 @@ impl QemuNbd {
     }
 
     fn wait_ready(&mut self, path: &Path) -> Result<()> {
+        let Server::Here(child) = &mut self.server else {
+            return Ok(());
+        };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 let mut msg = String::new();
-                if let Some(mut err) = self.child.stderr.take() {
+                if let Some(mut err) = child.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut err, &mut msg);
                 }
                 return Err(Error::new(
@@ -374,9 +544,21 @@ impl QemuNbd {
 impl QemuNbd {
     /// Waits for qemu-nbd to exit after its client disconnected.
     pub fn finish(mut self) -> Result<()> {
+        let child = match &mut self.server {
+            Server::Here(child) => child,
+            Server::There(_) => {
+                let what = format!("disk {}: qemu-nbd", self.what);
+                let Server::There(forward) = std::mem::replace(&mut self.server, Server::Done)
+                else {
+                    unreachable!()
+                };
+                return forward.finish(Duration::from_secs(90), &what);
+            }
+            Server::Done => return Ok(()),
+        };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            match self.child.try_wait() {
+            match child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(status)) => {
                     return Err(Error::new(
@@ -400,20 +582,86 @@ impl QemuNbd {
 
 impl Drop for QemuNbd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.server {
+            Server::Here(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // Dropped with it: the script there ends qemu-nbd.
+            Server::There(_) | Server::Done => {}
+        }
     }
 }
 
+/// qemu-nbd allocates a buffer per request: kept in its heap rather than
+/// mapped and unmapped each time, a 4 MiB read costs no page faults.
+const QEMU_NBD_TUNABLES: &str =
+    "glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=536870912";
+
+/// The script that serves `path` read-only on another host: qemu-nbd runs
+/// until its one client is done, or until the ssh session ends (its stdin
+/// closes), so a killed run leaves no qemu-nbd holding the image there.
+/// A session cut while the script writes must not kill it before it ends
+/// qemu-nbd (SIGPIPE is ignored), and should the script die anyway, so
+/// does qemu-nbd (setpriv --pdeathsig, as here).
+///
+/// Writable, it is a restore's: once the session's stdin closes, the script
+/// waits for qemu-nbd to end by itself (its one client gone, its writes
+/// flushed) before it ends, so that the image is free when the session is.
+fn remote_qemu_nbd(
+    path: &Path,
+    format: &str,
+    socket: &Path,
+    writable: bool,
+    bitmap: Option<&str>,
+) -> OsString {
+    let sock = quote(socket.as_os_str());
+    let mut s = OsString::from("trap '' PIPE\nrm -f ");
+    s.push(&sock);
+    s.push(format!(
+        "\nGLIBC_TUNABLES={QEMU_NBD_TUNABLES} setpriv --pdeathsig KILL -- "
+    ));
+    s.push(match writable {
+        true => "qemu-nbd --shared=1 --cache=writeback --discard=unmap ",
+        false => "qemu-nbd --shared=1 --read-only ",
+    });
+    s.push(quote(OsStr::new(&format!("--format={format}"))));
+    s.push(" --socket=");
+    s.push(&sock);
+    if let Some(bitmap) = bitmap {
+        s.push(" ");
+        s.push(quote(OsStr::new(&format!("--bitmap={bitmap}"))));
+    }
+    s.push(" -- ");
+    s.push(quote(path.as_os_str()));
+    s.push(" & p=$!\nwhile [ ! -S ");
+    s.push(&sock);
+    s.push(" ]; do kill -0 $p 2>/dev/null || { wait $p; exit 1; }; sleep 0.05; done\n");
+    s.push("echo ready\ncat >/dev/null\n");
+    if writable {
+        // One that never had its client would wait forever: a minute, then
+        // it is ended. Its status says whether the image closed cleanly.
+        s.push("( sleep 60; kill $p 2>/dev/null ) </dev/null >/dev/null 2>&1 & w=$!\n");
+        s.push("wait $p; st=$?; kill $w 2>/dev/null; exit $st\n");
+    } else {
+        s.push("kill $p 2>/dev/null\n");
+    }
+    s
+}
+
 /// Retries `connect` while the socket exists but is not listening yet
-/// (qemu-nbd binds, then listens).
+/// (qemu-nbd binds, then listens; through ssh, that shows as a connection
+/// closed at once).
 fn until_listening<T>(mut connect: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, UnexpectedEof};
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match connect() {
             Err(e)
-                if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && Instant::now() < deadline =>
+                if matches!(
+                    e.kind(),
+                    ConnectionRefused | ConnectionReset | UnexpectedEof
+                ) && Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(20))
             }
@@ -459,6 +707,21 @@ mod tests {
         ));
         assert!(out.contains("<disk name='sda' backup='no'/>"));
         assert_eq!(dac_owner(xml), Some((64055, 994)));
+    }
+
+    #[test]
+    fn only_this_machines_dead_runs_are_swept_on_another_host() {
+        let mark = machine_mark();
+        assert!(!mark.is_empty());
+        let dead = format!("off-1a2b@{mark}-{}-0badf00d", u32::MAX - 1);
+        assert!(made_by_dead_run_here(&dead));
+        let alive = format!("off-1a2b@{mark}-{}-0badf00d", std::process::id());
+        assert!(!made_by_dead_run_here(&alive));
+        assert!(!made_by_dead_run_here(&format!(
+            "off-1a2b@other-{}-00",
+            u32::MAX - 1
+        )));
+        assert!(!made_by_dead_run_here("off-1a2b-4000000000-00"));
     }
 
     #[test]

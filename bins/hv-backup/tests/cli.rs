@@ -7,8 +7,8 @@
 #![cfg(feature = "bench")]
 
 use hv_testbench::{
-    assert_fields, connect, garage, garage_cluster, hv, image_sha256, remove_domain, run_prefix,
-    Guest, GuestSpec, Run, URI,
+    assert_fields, connect, garage, garage_cluster, hv, image_blake3, image_sha256, remove_domain,
+    run_prefix, Guest, GuestSpec, Run, URI,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -184,6 +184,17 @@ fn fill_disk(g: &Guest, random_mib: u32, text_mib: u32) {
     raw_into_disk(&raw, g);
 }
 
+/// The guest-visible bytes of `image` as a raw file at `raw`.
+fn convert_to_raw(image: &Path, raw: &Path) {
+    let st = Command::new("qemu-img")
+        .args(["convert", "-q", "-O", "raw"])
+        .arg(image)
+        .arg(raw)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
 /// Makes the raw image `raw` the guest's qcow2 disk, and removes it.
 fn raw_into_disk(raw: &Path, g: &Guest) {
     let st = Command::new("qemu-img")
@@ -207,6 +218,24 @@ impl Drop for Restored {
     }
 }
 
+/// `restore ID --disk vda -o -`: the disk, raw, on stdout.
+fn stream_vda(b: &Bench, id: &str) -> Run {
+    b.run(&stream_vda_args(b, id))
+}
+
+fn stream_vda_args<'a>(b: &'a Bench, id: &'a str) -> [&'a str; 8] {
+    [
+        "restore",
+        id,
+        "--identity",
+        b.identity(),
+        "--disk",
+        "vda",
+        "-o",
+        "-",
+    ]
+}
+
 fn backup_id(recs: &[Value]) -> String {
     recs[0]["id"].as_str().expect("a backup id").to_owned()
 }
@@ -225,6 +254,7 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     let g = GuestSpec::new("backup-off").define(&conn);
     fill_disk(&g, 6, 6);
     let source_sha = image_sha256(&g.disk, None);
+    let source_b3 = image_blake3(&g.disk);
     let b = Bench::new("off");
 
     let recs = b.run(&["create", &g.name]).assert_ok().records();
@@ -328,7 +358,8 @@ fn a_stopped_vm_is_backed_up_restored_and_boots() {
     let disk = &recs[0]["disks"][0];
     let path = PathBuf::from(disk["path"].as_str().unwrap());
     assert_eq!(disk["format"], "qcow2");
-    assert_eq!(disk["sha256"], source_sha.as_str());
+    assert_eq!(disk["blake3"], source_b3.as_str(), "{disk}");
+    assert_eq!(disk["sha256"], Value::Null, "a new backup has no SHA-256");
     assert_eq!(
         image_sha256(&path, None),
         source_sha,
@@ -430,7 +461,7 @@ fn a_running_writing_vm_is_backed_up_live_without_pausing() {
         .records();
     let disk = &recs[0]["disks"][0];
     let path = PathBuf::from(disk["path"].as_str().unwrap());
-    assert_eq!(image_sha256(&path, None), disk["sha256"].as_str().unwrap());
+    assert_eq!(image_blake3(&path), disk["blake3"].as_str().unwrap());
     let head = std::fs::read(&path).unwrap();
     assert!(
         head.starts_with(b"hv-test-guest counter"),
@@ -439,18 +470,69 @@ fn a_running_writing_vm_is_backed_up_live_without_pausing() {
     assert!(g.virsh_domstate().starts_with("running"));
 
     // Stream the disk raw to stdout: the same bytes.
-    let streamed = b.run(&[
-        "restore",
-        &id,
-        "--identity",
-        b.identity(),
-        "--disk",
-        "vda",
-        "-o",
-        "-",
-    ]);
+    let streamed = stream_vda(&b, &id);
     streamed.assert_ok();
     assert_eq!(streamed.stdout, head);
+}
+
+/// A stopped VM's image is read from its file where qemu-img places the
+/// data, and through qemu-nbd where it does not: a backing file, and
+/// compressed clusters. Every kind comes back the same.
+#[test]
+fn every_kind_of_cluster_of_a_stopped_vm_comes_back_the_same() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-clusters").define(&conn);
+    fill_disk(&g, 4, 4);
+    let base = g.disk.with_extension("base.qcow2");
+    std::fs::rename(&g.disk, &base).unwrap();
+    let qemu = |program: &str, args: &[&str]| {
+        let out = Command::new(program).args(args).output().unwrap();
+        assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    };
+    let (top, under) = (g.disk.to_str().unwrap(), base.to_str().unwrap());
+    qemu(
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", under, "-F", "qcow2", top,
+        ],
+    );
+    // Over the base's random data: compressed clusters, then plain ones,
+    // each half over data of the base and half over its zeros.
+    qemu(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -c -P 0x55 2M 4M", top],
+    );
+    qemu(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x33 6M 6M", top],
+    );
+    qemu(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x77 40M 1M", top],
+    );
+    let expected = g.disk.with_extension("expected.raw");
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-O",
+            "raw",
+            top,
+            expected.to_str().unwrap(),
+        ],
+    );
+    let b = Bench::new("clusters");
+    let recs = b.run(&["create", &g.name]).assert_ok().records();
+    let id = backup_id(&recs);
+    let streamed = stream_vda(&b, &id);
+    streamed.assert_ok();
+    let want = std::fs::read(&expected).unwrap();
+    assert_eq!(streamed.stdout.len(), want.len());
+    let first_difference = streamed.stdout.iter().zip(&want).position(|(a, b)| a != b);
+    assert_eq!(first_difference, None, "the restored disk differs");
+    let _ = std::fs::remove_file(&expected);
+    let _ = std::fs::remove_file(&base);
 }
 
 #[test]
@@ -939,6 +1021,89 @@ fn the_format_doc_recipe_restores_a_disk_without_hv() {
     assert_eq!(image_sha256(&b.repo.join("vda.raw"), None), expected);
 }
 
+/// A backup made before hv hashed images with BLAKE3 (manifest version 2,
+/// a SHA-256 per disk) still restores, checked by its SHA-256; a manifest
+/// whose image hash is not what the chunks reassemble to fails the
+/// restore, whichever hash it records, and leaves no file.
+#[test]
+fn older_sha256_manifests_restore_and_a_wrong_image_hash_is_caught() {
+    let conn = connect();
+    let g = GuestSpec::new("backup-v2").define(&conn);
+    fill_disk(&g, 5, 3);
+    let b = Bench::new("v2");
+    let id = backup_id(&b.run(&["create", &g.name]).assert_ok().records());
+    let sealed = b.repo.join("backups").join(&id).join("manifest.age");
+    let plain = Command::new("age")
+        .args(["-d", "-i", b.identity()])
+        .arg(&sealed)
+        .output()
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(manifest["version"], 3);
+    assert_eq!(
+        manifest["disks"][0]["blake3"],
+        image_blake3(&g.disk).as_str()
+    );
+    assert!(manifest["disks"][0].get("sha256").is_none(), "{manifest}");
+    let reseal = |m: &Value| {
+        let mut age = Command::new("age")
+            .args(["-r", &b.recipient(), "-o"])
+            .arg(&sealed)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        age.stdin
+            .take()
+            .unwrap()
+            .write_all(m.to_string().as_bytes())
+            .unwrap();
+        assert!(age.wait().unwrap().success());
+    };
+    let restore = |label: &str| {
+        let out = b.out_dir(label);
+        (b.restore_to(&id, &out, &["--disk-format", "raw"]), out)
+    };
+
+    // As hv wrote it at version 2.
+    let sha = image_sha256(&g.disk, None);
+    let mut v2 = manifest.clone();
+    v2["version"] = json!(2);
+    v2["disks"][0]["sha256"] = json!(sha);
+    v2["disks"][0].as_object_mut().unwrap().remove("blake3");
+    reseal(&v2);
+    let (run, _) = restore("v2");
+    let disk = &run.assert_ok().records()[0]["disks"][0];
+    assert_eq!(disk["sha256"], sha.as_str(), "{disk}");
+    assert_eq!(disk["blake3"], image_blake3(&g.disk).as_str(), "{disk}");
+
+    // A hash that does not match, of either kind: corrupt, no file kept.
+    for (field, version) in [("sha256", 2), ("blake3", 3)] {
+        let mut wrong = manifest.clone();
+        wrong["version"] = json!(version);
+        wrong["disks"][0]["blake3"] = Value::Null;
+        wrong["disks"][0].as_object_mut().unwrap().remove("blake3");
+        wrong["disks"][0][field] = json!("0".repeat(64));
+        reseal(&wrong);
+        let (run, out) = restore(&format!("wrong-{field}"));
+        let rec = run.assert_exit(1).records().remove(0);
+        assert_eq!(rec["error"]["code"], "corrupt", "{rec}");
+        let name = if field == "sha256" {
+            "SHA-256"
+        } else {
+            "BLAKE3"
+        };
+        assert!(
+            rec["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("reassembles to {name}")),
+            "{rec}"
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left");
+    }
+}
+
 #[path = "cli/incremental.rs"]
 mod incremental;
 
@@ -993,6 +1158,81 @@ fn ctrl_c_lets_a_running_backup_of_a_stopped_vm_finish() {
         json!({"ok": true, "warnings": [], "disks": ["vda"]}),
     );
     assert_eq!(b.run(&["ls"]).assert_ok().records().len(), 1);
+}
+
+/// While a stopped VM's disks are read it cannot start, so it cannot
+/// write under its own backup: qemu-nbd locks a qcow2 image, and hv-backup
+/// locks a raw one as QEMU does (qemu-nbd does not). Once the backup is
+/// done, the VM starts.
+#[test]
+fn a_stopped_vm_cannot_start_while_its_disks_are_read() {
+    let conn = connect();
+    for format in ["qcow2", "raw"] {
+        let g = GuestSpec::new(&format!("backup-lock-{format}")).define(&conn);
+        fill_disk(&g, 8, 8);
+        let mut disk = g.disk.clone();
+        if format == "raw" {
+            disk = g.disk.with_extension("raw");
+            convert_to_raw(&g.disk, &disk);
+            let xml = g
+                .domain
+                .xml_desc(0)
+                .unwrap()
+                .replace("type='qcow2'", "type='raw'")
+                .replace(g.disk.to_str().unwrap(), disk.to_str().unwrap());
+            conn.define_domain_xml(&xml).unwrap();
+        }
+        let b = Bench::new(&format!("lock-{format}"));
+        let child = Command::new(HV_BACKUP)
+            .args(b.args(&["create", &g.name]))
+            .env("HV_CONNECT", URI)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pattern = format!(
+            "^qemu-nbd .*{}$",
+            disk.display().to_string().replace('.', "[.]")
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{format}: never served"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Held mid-read, while it has the disk open.
+        let pid = child.id().to_string();
+        let signal = |s: &str| Command::new("kill").args([s, &pid]).status().unwrap();
+        signal("-STOP");
+        let started = g.domain.create();
+        signal("-CONT");
+        let out = Run::new("hv-backup create", child.wait_with_output().unwrap());
+        if started.is_ok() {
+            let _ = g.domain.destroy();
+        }
+        let why = started.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            why.contains("lock"),
+            "{format}: the VM started while its disk was read ({why})"
+        );
+        out.assert_ok();
+        g.domain
+            .create()
+            .expect("it starts once the backup is done");
+        let _ = g.domain.destroy();
+        if format == "raw" {
+            let _ = std::fs::remove_file(&disk);
+        }
+    }
 }
 
 #[test]
@@ -1298,16 +1538,7 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
 
     // A raw stream whose reader stops early is a failed restore; one read
     // to its end matches the source.
-    let args = b.args(&[
-        "restore",
-        &id,
-        "--identity",
-        b.identity(),
-        "--disk",
-        "vda",
-        "-o",
-        "-",
-    ]);
+    let args = b.args(&stream_vda_args(&b, &id));
     let quoted: Vec<String> = std::iter::once(HV_BACKUP.to_owned())
         .chain(args)
         .map(|a| format!("'{a}'"))
@@ -1333,13 +1564,7 @@ fn a_stopped_restore_leaves_no_file_and_a_cut_stream_fails() {
     let whole = Run::new(script, whole);
     whole.assert_ok();
     let raw = b.dir.join("source.raw");
-    let st = Command::new("qemu-img")
-        .args(["convert", "-q", "-O", "raw"])
-        .arg(&g.disk)
-        .arg(&raw)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    convert_to_raw(&g.disk, &raw);
     assert_eq!(
         whole.stdout().split(' ').next().unwrap(),
         image_sha256(&raw, None)
