@@ -786,7 +786,9 @@ fn new_location(root: &Path) -> Result<Option<Arc<S3>>> {
                 root.display()
             )));
         }
-        if !s3.list("")?.is_empty() {
+        // A killed init or sync stored at most the sealed key before
+        // the configuration, which comes last.
+        if s3.list("")?.iter().any(|o| o.key != KEY_FILE) {
             return Err(Error::usage(format!(
                 "{} holds objects already; give a new or empty prefix",
                 root.display()
@@ -811,27 +813,63 @@ pub struct BackupFiles<'a> {
     pub manifest: &'a [u8],
 }
 
-/// The directories of a new repository, in `root` (absent or empty).
+/// The directories of a new repository, in `root` (absent, empty, or
+/// left by a killed `init` or first `sync`).
 fn make_layout(root: &Path) -> Result<()> {
-    if fs::read_dir(root)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
-        return Err(Error::usage(format!(
-            "{} exists and is not empty; give a new or empty directory",
-            root.display()
-        )));
-    }
     if root.exists() && !root.is_dir() {
         return Err(Error::usage(format!(
             "{} is not a directory; give a new or empty directory",
             root.display()
         )));
     }
+    if !unfinished_or_empty(root) {
+        return Err(Error::usage(format!(
+            "{} exists and is not empty; give a new or empty directory",
+            root.display()
+        )));
+    }
     for dir in ["", "chunks", "backups", "tmp", "keys"] {
         mkdir(&root.join(dir))?;
     }
+    for entry in read_dir(&root.join("tmp"))? {
+        fs::remove_file(&entry)
+            .map_err(|e| Error::io(format!("cannot delete {}", entry.display()), e))?;
+    }
     Ok(())
+}
+
+/// Whether `root` holds nothing, or only what a repository's making
+/// writes before its configuration (which comes last): the empty layout,
+/// the sealed chunk-id key and files in `tmp/`. A run killed there must
+/// not leave a directory the next run refuses; anything else in it is
+/// someone's data and is never taken over.
+fn unfinished_or_empty(root: &Path) -> bool {
+    let names = |dir: &Path| -> Option<Vec<(String, fs::FileType)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).ok()? {
+            let entry = entry.ok()?;
+            out.push((
+                entry.file_name().to_str()?.to_owned(),
+                entry.file_type().ok()?,
+            ));
+        }
+        Some(out)
+    };
+    let Some(top) = names(root) else {
+        return !root.exists();
+    };
+    let key_name = KEY_FILE.trim_start_matches("keys/");
+    top.iter().all(|(name, kind)| {
+        let Some(inside) = kind.is_dir().then(|| names(&root.join(name))).flatten() else {
+            return false;
+        };
+        match name.as_str() {
+            "chunks" | "backups" => inside.is_empty(),
+            "tmp" => inside.iter().all(|(_, k)| k.is_file()),
+            "keys" => inside.iter().all(|(n, k)| n == key_name && k.is_file()),
+            _ => false,
+        }
+    })
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -1922,6 +1922,53 @@ fn a_killed_sync_leaves_whole_backups_and_the_next_one_finishes() {
     hv(HV_BACKUP, &["gc", "--repo", to_s], "").assert_ok();
     assert_eq!(std::fs::read_dir(to.join("tmp")).unwrap().count(), 0);
 
+    // The kills above land where they land; this is the moment one landed
+    // in CI: the layout, the sealed key and a temporary file written, the
+    // configuration (written last) not yet. The next sync, or init, takes
+    // such a directory over; one holding anything else is refused, intact.
+    let half_made = |name: &str| {
+        let dir = b.dir.join(name);
+        for sub in ["chunks", "backups", "tmp", "keys"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        std::fs::copy(
+            b.repo.join("keys/chunk-id-key.age"),
+            dir.join("keys/chunk-id-key.age"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("tmp/file-1-2"), b"half a key").unwrap();
+        dir
+    };
+    let half = half_made("half");
+    sync(&b, &half, &[]).assert_ok();
+    deep_verify(&b, half.to_str().unwrap());
+    let half = half_made("half-init");
+    let recipient = b.recipient();
+    hv(
+        HV_BACKUP,
+        &[
+            "init",
+            half.to_str().unwrap(),
+            "--recipient",
+            &recipient,
+            "--key-dir",
+            &b.key_dir(),
+        ],
+        "",
+    )
+    .assert_ok();
+    assert_eq!(std::fs::read_dir(half.join("tmp")).unwrap().count(), 0);
+    let theirs = half_made("theirs");
+    std::fs::write(theirs.join("backups/notes.txt"), b"mine").unwrap();
+    sync(&b, &theirs, &[])
+        .assert_exit(2)
+        .assert_stderr_contains("not empty");
+    assert_eq!(
+        std::fs::read(theirs.join("backups/notes.txt")).unwrap(),
+        b"mine"
+    );
+    assert!(!theirs.join("hv-backup.json").exists());
+
     // SIGTERM stops it between chunks, with the shell's status for it.
     let fresh = b.dir.join("fresh");
     let child = Command::new(HV_BACKUP)
