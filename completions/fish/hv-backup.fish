@@ -94,6 +94,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l json -d '
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand create" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l fields -d 'Only these fields of each record, in this order (e.g. name,uuid); a record\'s host stays' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -110,6 +111,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l json -d 'Shor
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -l s3-virtual-host -d 'Address the bucket in the host name (bucket.endpoint) instead of the path (endpoint/bucket)'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand ls" -s h -l help -d 'Print help'
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l vm -d 'Only backups of this VM (name or UUID); repeatable' -r
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l fields -d 'Only these fields of each record, in this order (e.g. name,uuid); a record\'s host stays' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -s r -l repo -d 'The repository: a directory, or s3://BUCKET/PREFIX on object storage' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l lock-wait -d 'How long to wait for another hv-backup run\'s repository lock (90, 90s, 5m, 1h30m)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand list" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
@@ -148,7 +150,7 @@ complete -c hv-backup -n "__fish_hv_backup_using_subcommand verify" -s h -l help
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s i -l identity -d 'The age identity file that opens the backups (never the key itself on the command line)' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l disk -d 'Restore only this disk (its target, e.g. vda)' -r
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -s o -l output -d 'Write the one disk here; `-` streams it raw to stdout' -r -F
-complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l dir -d 'Directory for the restored disks, named <vm>-<target>.<format>' -r -F
+complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l dir -d 'Directory for the restored disks, named <vm>-<target>.<format>; on the host -c names' -r -F
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l disk-format -d 'Format of the restored disks: qcow2 or raw [default: each disk\'s original format]' -r -f -a "qcow2\t''
 raw\t''"
 complete -c hv-backup -n "__fish_hv_backup_using_subcommand restore" -l name -d 'Name for the restored domain and files [default: the backed-up VM\'s name]' -r
@@ -311,6 +313,9 @@ end
 function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
 function __hv_hosts
     set -l words (commandline -opc)

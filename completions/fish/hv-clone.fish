@@ -25,6 +25,9 @@ function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
 end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
 function __hv_hosts
     set -l words (commandline -opc)
     set -l file $HV_HOSTS

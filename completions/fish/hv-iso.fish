@@ -57,6 +57,7 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l allow-weak -d 'Acc
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l force -d 'Replace an image of the same name'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand add" -s h -l help -d 'Print help'
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l fields -d 'Only these fields of each record, in this order (e.g. name,uuid); a record\'s host stays' -r
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -65,6 +66,7 @@ complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l audit-log -d 'Appen
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l library -d 'The library directory' -r -F
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand ls" -s h -l help -d 'Print help'
+complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l fields -d 'Only these fields of each record, in this order (e.g. name,uuid); a record\'s host stays' -r
 complete -c hv-iso -n "__fish_hv_iso_using_subcommand list" -l format -d 'Output format: jsonl, json, table or csv [default: table on a terminal, jsonl otherwise]' -r -f -a "jsonl\t'One JSON object per line (default when stdout is not a terminal)'
 json\t'One JSON array of all records'
 table\t'Aligned columns for people (default on a terminal)'
@@ -103,6 +105,9 @@ function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
 end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
 function __hv_hosts
     set -l words (commandline -opc)
     set -l file $HV_HOSTS
@@ -125,3 +130,6 @@ function __hv_backups
     test -n "$repo"; or return
     hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
 end
+complete -c hv-iso -n '__fish_seen_subcommand_from ls' -f -a '(__hv_names hv-iso ls)'
+complete -c hv-iso -n '__fish_seen_subcommand_from verify' -f -a '(__hv_names hv-iso ls)'
+complete -c hv-iso -n '__fish_seen_subcommand_from rm' -f -a '(__hv_names hv-iso ls)'

@@ -8,6 +8,7 @@ pmsuspended\t'Suspended by the guest\'s power management (S3)'
 nostate\t'libvirt could not tell'"
 complete -c hv-ls -l name -d 'Only VMs whose name matches this glob (*, ?, [abc]; repeatable: any of them)' -r
 complete -c hv-ls -l tag -d 'Only VMs carrying this tag, or one matching this glob (boot:*) (repeatable: all of them); tags are set with hv-tag' -r
+complete -c hv-ls -l fields -d 'Only these fields of each record, in this order (name,uuid,state); name, uuid, domain_id, state, state_reason, persistent, autostart and cpu_time_ns need no per-VM call, so a listing of only those is a few bulk calls' -r
 complete -c hv-ls -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-ls -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-ls -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -31,6 +32,9 @@ end
 function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
 function __hv_hosts
     set -l words (commandline -opc)

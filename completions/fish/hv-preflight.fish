@@ -41,6 +41,9 @@ function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
 end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
 function __hv_hosts
     set -l words (commandline -opc)
     set -l file $HV_HOSTS
@@ -64,6 +67,8 @@ function __hv_backups
     hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
 end
 complete -c hv-preflight -f -a '(__hv_vms)'
+complete -c hv-preflight -l pool -x -a '(__hv_names hv-pool ls)'
+complete -c hv-preflight -l iso -x -a '(__hv_names hv-iso ls)'
 complete -c hv-preflight -l to -x -a '(__hv_hosts)'
 complete -c hv-preflight -l connect -x -a '(__hv_hosts)'
 complete -c hv-preflight -s c -x -a '(__hv_hosts)'

@@ -61,6 +61,7 @@ complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l require-quies
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s n -l dry-run -d 'Show what would be done, change nothing'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -l json -d 'Shorthand for --format jsonl'
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand create" -s h -l help -d 'Print help'
+complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l fields -d 'Only these fields of each record, in this order (e.g. name,uuid); a record\'s host stays' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-snap -n "__fish_hv_snap_using_subcommand ls" -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -151,6 +152,9 @@ end
 function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
 function __hv_hosts
     set -l words (commandline -opc)

@@ -1,5 +1,6 @@
 complete -c hv-top -l interval -d 'How often to refresh, at least 1s (2s, 5s, 1m)' -r
 complete -c hv-top -l tag -d 'Only VMs carrying this tag (repeatable: all of them)' -r
+complete -c hv-top -l repo -d 'The hv-backup repository: each VM\'s last backup age, its free space, and where B backs up' -r
 complete -c hv-top -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
 complete -c hv-top -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
 complete -c hv-top -l connect-timeout -d 'How long to wait for each host to answer' -r
@@ -21,6 +22,9 @@ end
 function __hv_snapshots
     set -l vms (commandline -opc)[3..-1]
     hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
 function __hv_hosts
     set -l words (commandline -opc)

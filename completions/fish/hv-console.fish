@@ -1,0 +1,46 @@
+complete -c hv-console -l log -d 'Also append what the console prints to FILE' -r -F
+complete -c hv-console -l expect -d 'End when the guest prints TEXT (exit 0); fail if --timeout passes first' -r
+complete -c hv-console -l timeout -d 'Give up after this long (90s, 5m); with --expect, a failure [default: none; 60s with --expect]' -r
+complete -c hv-console -s c -l connect -d 'libvirt URI, or a host\'s alias from the hosts file; repeat it for several hosts [default: $HV_CONNECT, else $LIBVIRT_DEFAULT_URI, else libvirt\'s default]' -r
+complete -c hv-console -l hosts -d 'Work on every host of this file (an alias and a URI per line) [default: $HV_HOSTS]' -r -F
+complete -c hv-console -l connect-timeout -d 'How long to wait for each host to answer' -r
+complete -c hv-console -l force -d 'Take the console over from another session'
+complete -c hv-console -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c hv-console -s V -l version -d 'Print version'
+
+# Asked of hv when Tab is pressed: VM names, snapshot names, backup ids.
+function __hv_vms
+    hv-ls --format jsonl $argv </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_snapshots
+    set -l vms (commandline -opc)[3..-1]
+    hv-snap ls --format jsonl (string match -v -- '-*' $vms) </dev/null 2>/dev/null | string replace -rf '.*"snapshot":"((?:[^"\\\\]|\\\\.)*)".*' '$1' | sort -u
+end
+function __hv_names
+    $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_hosts
+    set -l words (commandline -opc)
+    set -l file $HV_HOSTS
+    for i in (seq (count $words))
+        if test $words[$i] = --hosts; and test $i -lt (count $words)
+            set file $words[(math $i + 1)]
+        end
+    end
+    test -f "$file"; and test -r "$file"; or return
+    awk '$1 !~ /^#/ && NF >= 2 {print $1}' $file
+end
+function __hv_backups
+    set -l words (commandline -opc)
+    set -l repo $HV_BACKUP_REPO
+    for i in (seq (count $words))
+        if contains -- $words[$i] --repo -r; and test $i -lt (count $words)
+            set repo $words[(math $i + 1)]
+        end
+    end
+    test -n "$repo"; or return
+    hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
+end
+complete -c hv-console -f -a '(__hv_vms --state running)'
+complete -c hv-console -l connect -x -a '(__hv_hosts)'
+complete -c hv-console -s c -x -a '(__hv_hosts)'
