@@ -19,6 +19,10 @@ virsh -c "$uri" net-list --all --name 2>/dev/null | grep -E '^(hvt|hvb)-' | whil
     virsh -c "$uri" net-undefine "$name" >/dev/null 2>&1
     echo "sweep: removed leftover network '$name'" >&2
 done
+# host bridges hv-net's test made (ip link names are short: hvt-brNNNNN)
+ip -o link show type bridge 2>/dev/null | awk -F': ' '$2 ~ /^hvt-br/ {print $2}' | while IFS= read -r name; do
+    ip link del "$name" 2>/dev/null && echo "sweep: removed leftover bridge '$name'" >&2
+done
 rm -rf /var/lib/libvirt/images/hv-test/hvt-* /var/lib/libvirt/images/hv-test/hvb-* # files, and the directories of hv-define's tests
 # tmpfs, and hv-backup mount's filesystems and FUSE images, a killed test
 # left mounted (rm -rf would empty them, not remove them); deepest first

@@ -301,8 +301,16 @@ pub fn networks(
                     .hint(format!("widen its DHCP range (virsh net-edit {name}), or give some VMs static addresses")),
             );
         }
+        // A running network needs its bridge, and so do the VMs on it:
+        // a bridge that is down names them.
         if let (true, true, Some(bridge)) = (this_machine, net.active, &net.bridge) {
-            on_bridge.entry(bridge.clone()).or_default().needed = true;
+            let on = on_bridge.entry(bridge.clone()).or_default();
+            on.needed = true;
+            for name in users.iter().flat_map(|u| &u.names) {
+                if !on.names.contains(name) {
+                    on.names.push(name.clone());
+                }
+            }
         }
     }
     // A network VMs name that the host does not have.

@@ -1,6 +1,8 @@
 //! hv-net on the bench: a NAT network with DHCP and a directory pool
 //! defined from specs, used by an hv-define'd guest that gets a lease,
-//! which `hv-net ls` shows; the refusals and a dry run.
+//! which `hv-net ls` shows; the refusals and a dry run. A network on a
+//! host bridge carrying a guest, and hv-health's checks of a bridge that
+//! goes down and of a DHCP range with no address left.
 
 // These tests need the bench (tests/run.sh); `cargo test` without
 // `--features bench` still builds the command for the transcripts.
@@ -183,5 +185,186 @@ fn a_guest_on_a_defined_nat_network_gets_a_lease_hv_net_shows() {
     .assert_exit(2)
     .assert_stderr_contains("mtu");
     drop(made);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A host bridge the test makes (on this machine only: it has no address
+/// and no port but the guest's), deleted at the end.
+struct Bridge(String);
+
+impl Bridge {
+    fn new() -> Bridge {
+        // Interface names are at most 15 bytes; sweep.sh removes `hvt-br*`.
+        let name = format!("hvt-br{}", std::process::id() % 100_000);
+        let st = std::process::Command::new("ip")
+            .args(["link", "add", "name", &name, "type", "bridge"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip link add {name}");
+        let bridge = Bridge(name);
+        bridge.set("up");
+        bridge
+    }
+
+    fn set(&self, state: &str) {
+        let st = std::process::Command::new("ip")
+            .args(["link", "set", &self.0, state])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip link set {} {state}", self.0);
+    }
+
+    /// The interfaces plugged into it.
+    fn ports(&self) -> Vec<String> {
+        std::fs::read_dir(format!("/sys/class/net/{}/brif", self.0))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn a_host_bridge_network_carries_a_guest_and_health_sees_a_bridge_down_and_a_full_range() {
+    let dir = scratch("net-bridge");
+    let bridge = Bridge::new();
+    let made = Made {
+        vm: format!("{}net-br-vm", run_prefix()),
+        pool: format!("{}net-br-pool", run_prefix()),
+        net: format!("{}br", run_prefix()),
+    };
+    // A second network, with a DHCP range of one address: the guest's
+    // first NIC takes it. Dropped after the VM (fields drop in order).
+    let small = Made {
+        vm: String::new(),
+        pool: String::new(),
+        net: format!("{}one", run_prefix()),
+    };
+    let specs = format!(
+        "{}\n{}\n",
+        json!({"name": small.net, "type": "nat", "address": "10.234.0.1/24",
+               "dhcp": {"start": "10.234.0.10", "end": "10.234.0.10"}}),
+        json!({"name": made.net, "type": "bridge", "bridge": bridge.0}),
+    );
+    hv(HV_NET, &["define"], &specs).assert_ok();
+    let listed = hv(HV_NET, &["ls", &made.net, "--format", "jsonl"], "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(
+        (
+            listed["forward"].as_str(),
+            listed["bridge"].as_str(),
+            listed["active"].as_bool()
+        ),
+        (Some("bridge"), Some(bridge.0.as_str()), Some(true)),
+        "{listed:#}"
+    );
+    let pool = json!({"name": made.pool, "path": dir.join("pool")});
+    hv(&bin("hv-pool"), &["define"], &format!("{pool}\n")).assert_ok();
+
+    let image = hv_testbench::guest_image();
+    let profile = json!({
+        "name": made.vm, "type": hv_testbench::domain_type(), "memory": "128M",
+        "pool": made.pool, "disk": "16M",
+        "networks": [{"network": small.net}, {"network": made.net}],
+        "kernel": image.join("vmlinux"), "initrd": image.join("initramfs.img"),
+        "cmdline": "console=ttyS0 panic=-1 quiet",
+    });
+    hv(&bin("hv-define"), &[], &format!("{profile}\n")).assert_ok();
+    assert!(bridge.ports().is_empty());
+    hv(&bin("hv-start"), &[&made.vm], "").assert_ok();
+    // Its second NIC is plugged into the host's bridge.
+    assert_eq!(bridge.ports().len(), 1, "{:?}", bridge.ports());
+    let said = wait_for_line(
+        &hv_testbench::serial_log(&made.vm),
+        "hv-test-guest: dhcp",
+        Duration::from_secs(120),
+    );
+    assert_eq!(said.trim(), "hv-test-guest: dhcp ip=10.234.0.10");
+
+    let health =
+        || hv_testbench::pipeline(&format!("hv-ls '{}' | hv-health --format jsonl", made.vm));
+    let of = |recs: &[serde_json::Value], check: &str, about: &str| {
+        recs.iter()
+            .find(|c| c["check"] == check && (c["network"] == about || c["bridge"] == about))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {check} of {about}: {recs:#?}"))
+    };
+    // The range's one address is taken: the next VM would get none.
+    let first = health();
+    first.assert_exit(1);
+    let recs = first.records();
+    let full = of(&recs, "net.dhcp", &small.net);
+    assert_eq!(
+        (
+            full["status"].as_str(),
+            full["value"].as_f64(),
+            full["threshold"].as_f64()
+        ),
+        (Some("fail"), Some(1.0), Some(1.0)),
+        "{full}"
+    );
+    assert!(full["message"].as_str().unwrap().contains("full"), "{full}");
+    assert!(
+        full["hint"].as_str().unwrap().contains("net-edit"),
+        "{full}"
+    );
+    assert_eq!(of(&recs, "net.bridge", &bridge.0)["status"], "pass");
+    // Running, the NIC's live XML says type='bridge' with the network in
+    // its source: it is still on the network, and no bridge is named
+    // after the network.
+    assert!(
+        !recs
+            .iter()
+            .any(|c| c["check"] == "net.bridge" && c["status"] != "pass"),
+        "{recs:#?}"
+    );
+    let listed = hv(&bin("hv-ls"), &[&made.vm, "--format", "jsonl"], "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(
+        (
+            listed["interfaces"][1]["type"].as_str(),
+            listed["interfaces"][1]["source"].as_str()
+        ),
+        (Some("network"), Some(made.net.as_str())),
+        "{listed:#}"
+    );
+
+    // The bridge goes down under the running guest: a failure naming it.
+    bridge.set("down");
+    let recs = health().records();
+    let down = of(&recs, "net.bridge", &bridge.0);
+    assert_eq!(down["status"], "fail", "{down}");
+    let message = down["message"].as_str().unwrap();
+    assert!(
+        message.contains("down") && message.contains(&made.vm),
+        "{down}"
+    );
+    assert!(
+        down["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ip link set {} up", bridge.0)),
+        "{down}"
+    );
+    bridge.set("up");
+    assert_eq!(
+        of(&health().records(), "net.bridge", &bridge.0)["status"],
+        "pass"
+    );
+
+    drop(made);
+    drop(small);
     let _ = std::fs::remove_dir_all(dir);
 }

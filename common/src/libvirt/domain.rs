@@ -205,11 +205,20 @@ fn backing_chain(disk: Node) -> Vec<String> {
 
 fn interface(node: Node) -> Interface {
     let source = child(node, "source");
+    // A running VM's NIC on a libvirt network whose forward mode is
+    // `bridge` reads `type='bridge'` with the network still in its source:
+    // it is on that network, as its definition says, not on a bridge
+    // named after the network.
+    let on_network = source.is_some_and(|s| s.attribute("network").is_some());
     Interface {
         mac: child(node, "mac")
             .and_then(|m| m.attribute("address"))
             .map(str::to_owned),
-        kind: node.attribute("type").unwrap_or_default().to_owned(),
+        kind: if on_network {
+            "network".to_owned()
+        } else {
+            node.attribute("type").unwrap_or_default().to_owned()
+        },
         source: source
             .and_then(|s| {
                 s.attribute("network")
@@ -376,6 +385,7 @@ mod tests {
         <disk type='volume' device='disk'><source pool='default' volume='v1'/><target dev='vdb'/></disk>
         <interface type='network'><mac address='52:54:00:aa:bb:cc'/><source network='default'/><model type='virtio'/></interface>
         <interface type='bridge'><mac address='52:54:00:aa:bb:cd'/><source bridge='br0'/></interface>
+        <interface type='bridge'><mac address='52:54:00:aa:bb:ce'/><source network='lan' portid='5e0c1e5b-3f77-4d1b-9c43-9d0bd1d6a8f1' bridge='br1'/></interface>
       </devices>
     </domain>"#;
 
@@ -397,6 +407,14 @@ mod tests {
         assert_eq!(d.interfaces[0].source.as_deref(), Some("default"));
         assert_eq!(d.interfaces[1].kind, "bridge");
         assert_eq!(d.interfaces[1].model, None);
+        // Live XML of a NIC on a network in bridge mode: on the network.
+        assert_eq!(
+            (
+                d.interfaces[2].kind.as_str(),
+                d.interfaces[2].source.as_deref()
+            ),
+            ("network", Some("lan"))
+        );
     }
 
     #[test]
