@@ -955,6 +955,16 @@ impl Terminal {
         String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
     }
 
+    /// What the terminal shows, with its colours and attributes as escape
+    /// sequences (tmux's own rendering of them).
+    pub fn screen_escaped(&self) -> String {
+        let out = tmux(&self.session)
+            .args(["capture-pane", "-p", "-e", "-t", &self.session])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
     /// The process ID of the terminal's shell: what it runs are its children.
     pub fn shell_pid(&self) -> u32 {
         let out = tmux(&self.session)

@@ -44,11 +44,16 @@ enum Update {
 /// entries (hv-audit), each or why it cannot be read.
 struct Detail {
     record: std::result::Result<serde_json::Value, String>,
+    /// hv-snap ls's records of the VM, oldest first.
+    snapshots: std::result::Result<Vec<serde_json::Value>, String>,
     audit: std::result::Result<Vec<serde_json::Value>, String>,
 }
 
 /// How many audit entries the detail pane shows, newest last.
 const AUDIT_SHOWN: usize = 3;
+
+/// How many snapshots the detail pane names, newest last.
+const SNAPSHOTS_SHOWN: usize = 3;
 
 /// What the helper thread is asked.
 enum Ask {
@@ -159,10 +164,13 @@ fn helper(
                     entries.drain(..entries.len().saturating_sub(AUDIT_SHOWN));
                     entries
                 });
-                if tx
-                    .send(Update::Detail(row.uuid, Detail { record, audit }))
-                    .is_err()
-                {
+                let snapshots = run_command("hv-snap", &["ls"], &input);
+                let detail = Detail {
+                    record,
+                    snapshots,
+                    audit,
+                };
+                if tx.send(Update::Detail(row.uuid, detail)).is_err() {
                     return;
                 }
             }
@@ -668,6 +676,17 @@ impl App {
             r["checkpoint_count"],
             r["autostart"],
         ))];
+        if let Some(row) = row {
+            lines.push(Line::from(format!(
+                "  memory {} of {} max, {} on the host, {} vCPU{}",
+                bytes(row.memory_bytes as f64),
+                bytes(row.max_memory_bytes as f64),
+                row.memory_resident_bytes
+                    .map_or("-".into(), |b| bytes(b as f64)),
+                row.vcpus,
+                if row.vcpus == 1 { "" } else { "s" }
+            )));
+        }
         for d in r["disks"].as_array().into_iter().flatten() {
             let size = d["capacity_bytes"]
                 .as_u64()
@@ -688,6 +707,31 @@ impl App {
                 text(&n["source"]),
                 text(&n["model"])
             )));
+        }
+        match &detail.snapshots {
+            Ok(snaps) if snaps.is_empty() => {}
+            Ok(snaps) => {
+                let older = snaps.len().saturating_sub(SNAPSHOTS_SHOWN);
+                for s in &snaps[older..] {
+                    lines.push(Line::from(format!(
+                        "  snap  {} {} {}{}",
+                        text(&s["snapshot"]),
+                        text(&s["created_at"])
+                            .replace('T', " ")
+                            .trim_end_matches('Z'),
+                        text(&s["kind"]),
+                        if s["current"] == true {
+                            " (current)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                if older > 0 {
+                    lines.push(Line::from(format!("  snap  and {older} older")));
+                }
+            }
+            Err(e) => lines.push(Line::from(format!("  snapshots: {e}"))),
         }
         match &detail.audit {
             Ok(entries) if entries.is_empty() => lines.push(Line::from("  audit: no entries")),
@@ -753,17 +797,15 @@ impl App {
 
     fn draw(&self, f: &mut ratatui::Frame) {
         let rows = self.visible();
-        let host_lines = self.hosts.len().max(1) as u16
-            + u16::from(!self.health.is_empty())
-            + u16::from(self.repo.is_some());
+        let header = self.header(&rows, usize::from(f.area().width));
         let detail = self.detail_lines(&rows);
         let [head, table, pane, foot] = Layout::vertical([
-            Constraint::Length(host_lines + 2),
+            Constraint::Length(header.len() as u16),
             Constraint::Min(3),
             Constraint::Length(if detail.is_empty() {
                 0
             } else {
-                detail.len().min(10) as u16 + 1
+                detail.len().min(12) as u16 + 1
             }),
             Constraint::Length(2),
         ])
@@ -773,7 +815,7 @@ impl App {
             shown.extend(detail);
             f.render_widget(Paragraph::new(shown), pane);
         }
-        f.render_widget(Paragraph::new(self.header(&rows)), head);
+        f.render_widget(Paragraph::new(header), head);
         let style = |s: State| {
             if !self.colour {
                 return Style::default();
@@ -876,7 +918,8 @@ impl App {
         f.render_widget(Paragraph::new(self.footer()), foot);
     }
 
-    fn header(&self, rows: &[Row]) -> Vec<Line<'static>> {
+    /// The header's lines for a screen `width` columns wide.
+    fn header(&self, rows: &[Row], width: usize) -> Vec<Line<'static>> {
         let mut lines = Vec::new();
         let count = |s: &[State]| rows.iter().filter(|r| s.contains(&r.state)).count();
         lines.push(Line::from(format!(
@@ -894,6 +937,7 @@ impl App {
         }
         for (alias, h) in &self.hosts {
             let name = alias.clone().unwrap_or_else(|| "host".into());
+            let mut pools_line = None;
             lines.push(match h {
                 Ok((host, host_rows)) => {
                     // An empty sum is -0.0, which would print as "-0" (and
@@ -907,7 +951,7 @@ impl App {
                         .pools
                         .iter()
                         .map(|(p, cap, avail)| {
-                            format!("{p} {} free", bytes(*avail as f64)).replace(' ', "\u{a0}")
+                            format!("{p} {} free", bytes(*avail as f64))
                                 + if *cap > 0 && *avail * 10 < *cap {
                                     "!"
                                 } else {
@@ -915,22 +959,32 @@ impl App {
                                 }
                         })
                         .collect();
-                    Line::from(vec![
-                        Span::raw(format!(
-                            "{name}: CPU {} {:>3.0}% of {}  MEM {} {:>3.0}% of {}  ",
-                            bar(cpu),
-                            cpu,
-                            host.cpus,
-                            bar(mem),
-                            mem,
-                            bytes(host.memory_bytes as f64)
-                        )),
-                        Span::raw(format!(
-                            "libvirt {}  {}",
-                            host.libvirt_version,
-                            pools.join(" ")
-                        )),
-                    ])
+                    let mut line = format!(
+                        "{name}: CPU {} {:>3.0}% of {}  MEM {} {:>3.0}% of {}  libvirt {}",
+                        bar(cpu),
+                        cpu,
+                        host.cpus,
+                        bar(mem),
+                        mem,
+                        bytes(host.memory_bytes as f64),
+                        host.libvirt_version,
+                    );
+                    // The pools follow on the host's line when they fit
+                    // there (a wide terminal), else on a line of their own:
+                    // at 80 columns the host's line is full already.
+                    let pools = pools.join("  ");
+                    if !pools.is_empty() {
+                        if line.chars().count() + 2 + pools.chars().count() <= width {
+                            line = format!("{line}  {pools}");
+                        } else {
+                            pools_line = Some(Line::from(format!(
+                                "{:indent$}pools: {pools}",
+                                "",
+                                indent = name.chars().count() + 2
+                            )));
+                        }
+                    }
+                    Line::from(line)
                 }
                 Err(e) => Line::from(Span::styled(
                     format!("{name}: not answering: {e}"),
@@ -941,6 +995,7 @@ impl App {
                     },
                 )),
             });
+            lines.extend(pools_line);
         }
         if let Some(repo) = &self.repo {
             lines.push(Line::from(match &self.backups {

@@ -51,6 +51,8 @@ pub struct Counters {
     pub cpu_time_ns: u64,
     pub memory_bytes: u64,
     pub max_memory_bytes: u64,
+    /// What its QEMU holds in the host's memory; None when it does not run.
+    pub memory_resident_bytes: Option<u64>,
     pub disk_read_bytes: u64,
     pub disk_write_bytes: u64,
     pub net_rx_bytes: u64,
@@ -192,6 +194,10 @@ fn counters(s: &Stats, autostart: bool, tags: Vec<String>) -> Counters {
         cpu_time_ns: s.u64("cpu.time").unwrap_or(0),
         memory_bytes: s.u64("balloon.current").unwrap_or(0) * 1024,
         max_memory_bytes: s.u64("balloon.maximum").unwrap_or(0) * 1024,
+        memory_resident_bytes: s
+            .u64("balloon.rss")
+            .filter(|_| State::from_raw(raw_state).is_active())
+            .map(|kib| kib * 1024),
         disk_read_bytes: sum("block.count", "rd.bytes"),
         disk_write_bytes: sum("block.count", "wr.bytes"),
         net_rx_bytes: sum("net.count", "rx.bytes"),
@@ -235,6 +241,10 @@ pub struct Row {
     pub cpu_percent: Option<f64>,
     pub memory_bytes: u64,
     pub max_memory_bytes: u64,
+    /// QEMU's resident memory on the host (libvirt's `balloon.rss`): what
+    /// the VM costs the host, against what it is assigned; null when it
+    /// does not run.
+    pub memory_resident_bytes: Option<u64>,
     /// Bytes per second since the last refresh; null as `cpu_percent` is.
     pub disk_read_bytes_per_s: Option<u64>,
     pub disk_write_bytes_per_s: Option<u64>,
@@ -281,6 +291,7 @@ pub fn rows(now: &Sample, before: Option<&Sample>) -> Vec<Row> {
                 cpu_percent: rate(|c| c.cpu_time_ns).map(|ns| (ns / 1e6).round() / 10.0),
                 memory_bytes: c.memory_bytes,
                 max_memory_bytes: c.max_memory_bytes,
+                memory_resident_bytes: c.memory_resident_bytes,
                 disk_read_bytes_per_s: per_s(|c| c.disk_read_bytes),
                 disk_write_bytes_per_s: per_s(|c| c.disk_write_bytes),
                 net_rx_bytes_per_s: per_s(|c| c.net_rx_bytes),
@@ -336,6 +347,7 @@ mod tests {
             cpu_time_ns: cpu,
             memory_bytes: 1 << 30,
             max_memory_bytes: 1 << 30,
+            memory_resident_bytes: Some(1 << 29),
             disk_read_bytes: read,
             disk_write_bytes: 0,
             net_rx_bytes: 0,

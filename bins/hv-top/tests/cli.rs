@@ -77,6 +77,14 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
     let dir = scratch("top-keys");
     let (repo, env) = repository(&dir);
     let audit = dir.join("audit.log");
+    // An active pool, so the header has at least one to show.
+    let pool = format!("{}top-pool", run_prefix());
+    std::fs::create_dir_all(dir.join("pool")).unwrap();
+    pipeline(&format!(
+        "virsh -q -c qemu:///system pool-create-as {pool} dir --target {}",
+        dir.join("pool").display()
+    ))
+    .assert_ok();
     // The actions' commands inherit the environment: they write the audit
     // log the detail pane reads, and B backs up to the repository.
     let t = Terminal::start(
@@ -111,12 +119,44 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
         "the filter keeps this test's two guests:\n{screen}"
     );
     assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
+    // At 80 columns the host's line is full: the pools' free space has a
+    // line of its own under it.
+    let pools = screen
+        .lines()
+        .find(|l| l.trim_start().starts_with("pools: "))
+        .unwrap_or_else(|| panic!("no pools line:\n{screen}"));
+    assert!(pools.contains(" free"), "{screen}");
+    pipeline(&format!("virsh -q -c qemu:///system pool-destroy {pool}")).assert_ok();
 
     // Sorted by name, the cursor is on the shut-off one: S starts it.
     t.keys(&["S"]);
     wait_state(&t, "top a off", "running");
     let screen = t.wait_for("hv-start: 1 of 1 ok", Duration::from_secs(30));
     assert!(row(&screen, "top a off").contains("running"), "{screen}");
+
+    // P snapshots it through hv-snap.
+    t.keys(&["P"]);
+    t.wait_for("hv-snap: 1 of 1 ok", Duration::from_secs(60));
+    let snaps = pipeline(&format!(
+        "virsh -q -c qemu:///system snapshot-list --name '{}'",
+        off.name
+    ));
+    snaps.assert_ok();
+    assert_eq!(snaps.stdout().trim().lines().count(), 1, "{snaps:?}");
+
+    // K forces it off, but only after y: any other key leaves it running.
+    t.keys(&["K"]);
+    t.wait_for("y to confirm", Duration::from_secs(10));
+    t.keys(&["n"]);
+    t.wait_for("force stop cancelled", Duration::from_secs(10));
+    assert!(row(&t.screen(false), "top a off").contains("running"));
+    t.keys(&["K"]);
+    t.wait_for("y to confirm", Duration::from_secs(10));
+    t.keys(&["y"]);
+    wait_state(&t, "top a off", "shutoff");
+    t.wait_for("hv-stop: 1 of 1 ok", Duration::from_secs(30));
+    t.keys(&["S"]);
+    wait_state(&t, "top a off", "running");
 
     // Down to the other, T stops it gracefully (the guest obeys ACPI).
     t.keys(&["j", "T"]);
@@ -149,6 +189,24 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
         screen.contains(" start ok") || screen.contains(" stop ok"),
         "{screen}"
     );
+    assert!(
+        screen.contains("  memory ") && screen.contains(" on the host, 1 vCPU"),
+        "{screen}"
+    );
+    // The pane follows the cursor; on a, the snapshot P made is named.
+    let mut named = false;
+    for key in ["k", "j", "k"] {
+        t.keys(&[key]);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(15) && !named {
+            named = t.screen(false).contains("  snap  ");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if named {
+            break;
+        }
+    }
+    assert!(named, "no snapshot in the pane:\n{}", t.screen(false));
     t.keys(&["Enter"]);
 
     // A crash reaches the header through hv-health (every 30 s).
@@ -178,6 +236,43 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
     t.keys(&["q"]);
     let screen = t.wait_for("[exit 0]", Duration::from_secs(10));
     assert!(!screen.contains("hv-top "), "the frame is left:\n{screen}");
+}
+
+/// Whether `screen` (with escapes) sets a foreground colour anywhere.
+fn coloured(screen: &str) -> bool {
+    screen.split('\u{1b}').skip(1).any(|seq| {
+        let Some(params) = seq.strip_prefix('[').and_then(|p| p.split('m').next()) else {
+            return false;
+        };
+        params.split(';').any(|p| {
+            p.parse::<u32>()
+                .is_ok_and(|n| (30..=38).contains(&n) || (90..=97).contains(&n))
+        })
+    })
+}
+
+#[test]
+fn states_are_coloured_unless_no_color_is_set() {
+    let conn = connect();
+    let g = GuestSpec::new("top colour").define(&conn);
+    g.start_ready();
+    let filter = |t: &Terminal| {
+        t.wait_for("hv-top ", Duration::from_secs(30));
+        t.keys(&["/"]);
+        t.keys(&["-l", &format!("{}top colour", run_prefix())]);
+        t.keys(&["Enter"]);
+        wait_state(t, "top colour", "running");
+    };
+    let t = Terminal::start("hv-top --read-only", 80, 24);
+    filter(&t);
+    let screen = t.screen_escaped();
+    assert!(coloured(row(&screen, "top colour")), "{screen:?}");
+    t.keys(&["q"]);
+    let plain = Terminal::start("NO_COLOR=1 hv-top --read-only", 80, 24);
+    filter(&plain);
+    let screen = plain.screen_escaped();
+    assert!(!coloured(&screen), "{screen:?}");
+    plain.keys(&["q"]);
 }
 
 #[test]
@@ -261,6 +356,7 @@ fn once_prints_one_frame_as_records_with_rates() {
             "cpu_percent",
             "memory_bytes",
             "max_memory_bytes",
+            "memory_resident_bytes",
             "disk_read_bytes_per_s",
             "disk_write_bytes_per_s",
             "net_rx_bytes_per_s",
@@ -272,6 +368,16 @@ fn once_prints_one_frame_as_records_with_rates() {
         ]
     );
     assert_eq!(r["state"], "running");
+    // Its QEMU holds some of the host's memory: more than nothing, and no
+    // more than its guest's memory and QEMU's own together.
+    let resident = r["memory_resident_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{r}"));
+    let assigned = r["max_memory_bytes"].as_u64().unwrap();
+    assert!(
+        resident > 1 << 20 && resident < assigned + (512 << 20),
+        "{r}"
+    );
     // Its QEMU started when it was started, a few seconds ago.
     let up = r["uptime_seconds"]
         .as_i64()
@@ -288,8 +394,12 @@ fn once_prints_one_frame_as_records_with_rates() {
         .find(|r| r["uuid"] == snapped.uuid.as_str())
         .unwrap_or_else(|| panic!("{recs:#?}"));
     assert_eq!(
-        (s["snapshot_count"].as_u64(), s["uptime_seconds"].as_i64()),
-        (Some(1), None)
+        (
+            s["snapshot_count"].as_u64(),
+            s["uptime_seconds"].as_i64(),
+            s["memory_resident_bytes"].as_u64()
+        ),
+        (Some(1), None, None)
     );
     assert!(r["cpu_percent"].as_f64().is_some_and(|c| c > 0.0), "{r}");
     // The guest's writer works its disk (a MiB a second when the host is
