@@ -203,16 +203,20 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
         &format!("{spec}\n"),
     )
     .assert_ok();
-    struct Gone(String);
+    /// Runs its cleanup when the test ends, passed or not.
+    struct Gone(Box<dyn Fn()>);
     impl Drop for Gone {
         fn drop(&mut self) {
-            if let Ok(p) = connect().lookup_storage_pool_by_name(&self.0) {
-                let _ = p.destroy();
-                let _ = p.undefine();
-            }
+            (self.0)();
         }
     }
-    let _gone = Gone(pool.clone());
+    let name = pool.clone();
+    let _gone = Gone(Box::new(move || {
+        if let Ok(p) = connect().lookup_storage_pool_by_name(&name) {
+            let _ = p.destroy();
+            let _ = p.undefine();
+        }
+    }));
     for command in ["hv-preflight", "hv-pool"] {
         t.keys(&[
             &format!("source '{}'", completion("bash", command)),
@@ -228,6 +232,31 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
     t.fresh_line();
     t.keys(&[&format!("hv-pool ls {prefix}complete-p"), "Tab"]);
     t.wait_for(&pool, Duration::from_secs(10));
+
+    // Network names for hv-net ls, from hv-net ls.
+    let net = format!("{prefix}complete-net");
+    let spec = serde_json::json!({"name": net, "type": "isolated", "address": "10.235.0.1/24"});
+    hv_testbench::hv(
+        &hv_testbench::bin("hv-net"),
+        &["define"],
+        &format!("{spec}\n"),
+    )
+    .assert_ok();
+    let name = net.clone();
+    let _net_gone = Gone(Box::new(move || {
+        if let Ok(n) = connect().lookup_network_by_name(&name) {
+            let _ = n.destroy();
+            let _ = n.undefine();
+        }
+    }));
+    t.fresh_line();
+    t.keys(&[
+        &format!("source '{}'", completion("bash", "hv-net")),
+        "Enter",
+    ]);
+    t.fresh_line();
+    t.keys(&[&format!("hv-net ls {prefix}complete-n"), "Tab"]);
+    t.wait_for(&net, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

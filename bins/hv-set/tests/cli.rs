@@ -2,7 +2,8 @@
 //! hv-ls and in the guest once started; a running guest's memory within its
 //! maximum changes now, above it at the next boot; a disk grown while the
 //! guest runs is seen by the guest at its new size; an unproven ISO is
-//! refused; a dry run changes nothing.
+//! refused, a proven one goes in by its library name and comes out with
+//! --eject; a dry run changes nothing.
 
 // These tests need the bench (tests/run.sh); `cargo test` without
 // `--features bench` still builds the command for the transcripts.
@@ -171,4 +172,125 @@ fn an_unproven_iso_is_refused_and_allowed_only_when_asked() {
         .expect("a drive was added");
     assert_eq!(drive["source"], iso_arg.as_str());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_proven_iso_goes_in_by_its_library_name_and_eject_takes_it_out() {
+    let g = GuestSpec::new("set-iso-proven").define(&connect());
+    let dir = scratch("set-iso-proven");
+    let library = dir.join("library");
+    let (image, sums, sig, key) = hv_testbench::signed_image(&dir, "distro.iso");
+    let path = |p: &std::path::Path| p.display().to_string();
+    hv(
+        &bin("hv-iso"),
+        &[
+            "add",
+            "--library",
+            &path(&library),
+            &path(&image),
+            "--checksums",
+            &path(&sums),
+            "--signature",
+            &path(&sig),
+            "--keyring",
+            &path(&key),
+        ],
+        "",
+    )
+    .assert_ok();
+    let lib_arg = path(&library);
+    let rec = hv(
+        HV_SET,
+        &[&g.name, "--cdrom", "distro.iso", "--iso-library", &lib_arg],
+        "",
+    )
+    .assert_ok()
+    .one_record();
+    let entry = path(&library.join("distro.iso"));
+    assert_eq!(change(&rec, "cdrom")["to"], entry.as_str(), "{rec:#}");
+    assert_ne!(rec["iso_unverified"], true, "{rec:#}");
+    let cdrom = |name: &str| {
+        listed(name)["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device"] == "cdrom")
+            .cloned()
+            .expect("a drive")
+    };
+    assert_eq!(cdrom(&g.name)["source"], entry.as_str());
+
+    // Ejected: the drive stays, empty.
+    let rec = hv(HV_SET, &[&g.name, "--eject"], "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(change(&rec, "cdrom")["to"], Value::Null, "{rec:#}");
+    assert_eq!(cdrom(&g.name)["source"], Value::Null);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn vcpu_maximum_description_cpu_and_start_order_land_in_the_definition() {
+    let g = GuestSpec::new("set-rest").define(&connect());
+    let rec = hv(
+        HV_SET,
+        &[
+            &g.name,
+            "--max-vcpus",
+            "4",
+            "--vcpus",
+            "2",
+            "--description",
+            "web tier: ünïcode & <angles>",
+            "--cpu",
+            "host-passthrough",
+            "--autostart-order",
+            "2",
+            "--autostart-delay",
+            "30s",
+        ],
+        "",
+    )
+    .assert_ok()
+    .one_record();
+    for setting in ["max_vcpus", "vcpus", "description", "cpu"] {
+        assert_eq!(change(&rec, setting)["when"], "next_start", "{rec:#}");
+    }
+    let xml = g
+        .domain
+        .xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
+        .unwrap();
+    assert!(xml.contains("current='2'>4</vcpu>"), "{xml}");
+    assert!(
+        xml.contains("<description>web tier: ünïcode &amp; &lt;angles&gt;</description>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<cpu mode='host-passthrough'"), "{xml}");
+    let tags = listed(&g.name)["tags"].clone();
+    assert!(
+        tags.as_array().unwrap().iter().any(|t| t == "boot:2")
+            && tags
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "boot-delay:30s"),
+        "{tags}"
+    );
+    // The same again changes nothing.
+    let again = hv(
+        HV_SET,
+        &[
+            &g.name,
+            "--max-vcpus",
+            "4",
+            "--vcpus",
+            "2",
+            "--cpu",
+            "host-passthrough",
+        ],
+        "",
+    )
+    .assert_ok()
+    .one_record();
+    assert_eq!(again["changed"], false, "{again:#}");
 }
