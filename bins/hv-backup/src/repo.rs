@@ -80,7 +80,7 @@ impl Repo {
                 "no recipients: give --recipient age1… or --recipients-file FILE",
             ));
         }
-        let s3 = new_location(root)?;
+        let (s3, _making) = new_location(root)?;
         let key: ChunkKey = crypt::random_bytes()?;
         let id = crypt::random_hex::<16>()?;
         let config = Config {
@@ -115,7 +115,7 @@ impl Repo {
     /// between them without being opened. The configuration is written
     /// last: a killed run leaves a directory that is not yet a repository.
     pub fn replicate(root: &Path, from: &Repo) -> Result<Repo> {
-        let s3 = new_location(root)?;
+        let (s3, _making) = new_location(root)?;
         let read = |name: &str| {
             from.read_file(name)?.ok_or_else(|| {
                 Error::new(
@@ -776,8 +776,9 @@ fn chunk_key(id: &str) -> String {
 }
 
 /// Checks that `root` may become a new repository (absent or empty) and
-/// prepares it: the directory layout, or the object store.
-fn new_location(root: &Path) -> Result<Option<Arc<S3>>> {
+/// prepares it: the directory layout, or the object store. A directory
+/// comes back held (`Making`) until its configuration is written.
+fn new_location(root: &Path) -> Result<(Option<Arc<S3>>, Option<Making>)> {
     if s3::is_s3(root) {
         let s3 = S3::open(root)?;
         if s3.get(REPO_FILE)?.is_some() {
@@ -794,17 +795,16 @@ fn new_location(root: &Path) -> Result<Option<Arc<S3>>> {
                 root.display()
             )));
         }
-        return Ok(Some(Arc::new(s3)));
+        return Ok((Some(Arc::new(s3)), None));
     }
-    if root.join(REPO_FILE).exists() {
-        return Err(Error::usage(format!(
-            "{} is already an hv-backup repository",
-            root.display()
-        )));
-    }
-    make_layout(root)?;
-    Ok(None)
+    let making = make_layout(root)?;
+    Ok((None, Some(making)))
 }
+
+/// A new repository's directory, held (an exclusive `flock` on it) while
+/// it is made: a second `init` or `sync` into the same directory waits
+/// for nothing and mixes nothing; it is refused.
+pub struct Making(#[allow(dead_code)] File);
 
 /// A backup's three files, as [`Repo::commit_backup_files`] writes them.
 pub struct BackupFiles<'a> {
@@ -814,28 +814,53 @@ pub struct BackupFiles<'a> {
 }
 
 /// The directories of a new repository, in `root` (absent, empty, or
-/// left by a killed `init` or first `sync`).
-fn make_layout(root: &Path) -> Result<()> {
+/// left by a killed `init` or first `sync`), held while it is made.
+fn make_layout(root: &Path) -> Result<Making> {
     if root.exists() && !root.is_dir() {
         return Err(Error::usage(format!(
             "{} is not a directory; give a new or empty directory",
             root.display()
         )));
     }
-    if !unfinished_or_empty(root) {
-        return Err(Error::usage(format!(
+    let not_empty = || {
+        Error::usage(format!(
             "{} exists and is not empty; give a new or empty directory",
+            root.display()
+        ))
+    };
+    if !unfinished_or_empty(root) {
+        return Err(not_empty());
+    }
+    mkdir(root)?;
+    let dir =
+        File::open(root).map_err(|e| Error::io(format!("cannot open {}", root.display()), e))?;
+    if dir.try_lock().is_err() {
+        return Err(Error::new(
+            Code::Locked,
+            format!(
+                "another hv-backup is making a repository in {} right now; let it finish",
+                root.display()
+            ),
+        ));
+    }
+    // Looked at again, held: the other run may have finished meanwhile.
+    if root.join(REPO_FILE).exists() {
+        return Err(Error::usage(format!(
+            "{} is already an hv-backup repository",
             root.display()
         )));
     }
-    for dir in ["", "chunks", "backups", "tmp", "keys"] {
+    if !unfinished_or_empty(root) {
+        return Err(not_empty());
+    }
+    for dir in ["chunks", "backups", "tmp", "keys"] {
         mkdir(&root.join(dir))?;
     }
     for entry in read_dir(&root.join("tmp"))? {
         fs::remove_file(&entry)
             .map_err(|e| Error::io(format!("cannot delete {}", entry.display()), e))?;
     }
-    Ok(())
+    Ok(Making(dir))
 }
 
 /// Whether `root` holds nothing, or only what a repository's making
@@ -859,17 +884,35 @@ fn unfinished_or_empty(root: &Path) -> bool {
         return !root.exists();
     };
     let key_name = KEY_FILE.trim_start_matches("keys/");
+    // Files come only after the whole layout is made.
+    let laid_out = ["chunks", "backups", "tmp", "keys"]
+        .iter()
+        .all(|d| top.iter().any(|(n, k)| n == d && k.is_dir()));
     top.iter().all(|(name, kind)| {
         let Some(inside) = kind.is_dir().then(|| names(&root.join(name))).flatten() else {
             return false;
         };
         match name.as_str() {
             "chunks" | "backups" => inside.is_empty(),
-            "tmp" => inside.iter().all(|(_, k)| k.is_file()),
-            "keys" => inside.iter().all(|(n, k)| n == key_name && k.is_file()),
+            "tmp" => inside.iter().all(|(n, k)| k.is_file() && is_tmp_name(n)) && laid_out,
+            "keys" => inside.iter().all(|(n, k)| n == key_name && k.is_file()) && laid_out,
             _ => false,
         }
     })
+}
+
+/// A name [`Repo::tmp_path`] gives: `<what>-<pid>-<16 hex digits>`.
+fn is_tmp_name(name: &str) -> bool {
+    let mut parts = name.rsplitn(3, '-');
+    let (Some(salt), Some(pid), Some(what)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    salt.len() == 16
+        && salt.bytes().all(|b| b.is_ascii_hexdigit())
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && !what.is_empty()
+        && what.bytes().all(|b| b.is_ascii_lowercase())
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -1936,7 +1936,7 @@ fn a_killed_sync_leaves_whole_backups_and_the_next_one_finishes() {
             dir.join("keys/chunk-id-key.age"),
         )
         .unwrap();
-        std::fs::write(dir.join("tmp/file-1-2"), b"half a key").unwrap();
+        std::fs::write(dir.join("tmp/file-1-0123456789abcdef"), b"half a key").unwrap();
         dir
     };
     let half = half_made("half");
@@ -1968,6 +1968,26 @@ fn a_killed_sync_leaves_whole_backups_and_the_next_one_finishes() {
         b"mine"
     );
     assert!(!theirs.join("hv-backup.json").exists());
+    // Nor is a directory whose only folder is called tmp, with a file in it.
+    let only_tmp = b.dir.join("only-tmp");
+    std::fs::create_dir_all(only_tmp.join("tmp")).unwrap();
+    std::fs::write(only_tmp.join("tmp/notes"), b"mine").unwrap();
+    sync(&b, &only_tmp, &[])
+        .assert_exit(2)
+        .assert_stderr_contains("not empty");
+    assert_eq!(std::fs::read(only_tmp.join("tmp/notes")).unwrap(), b"mine");
+    // Two runs making the same new directory: the second is refused while
+    // the first holds it (as this test does here), not mixed into it.
+    let held = b.dir.join("held");
+    std::fs::create_dir_all(&held).unwrap();
+    let holder = std::fs::File::open(&held).unwrap();
+    holder.try_lock().unwrap();
+    sync(&b, &held, &[])
+        .assert_exit(1)
+        .assert_stderr_contains("another hv-backup is making a repository");
+    assert_eq!(std::fs::read_dir(&held).unwrap().count(), 0);
+    drop(holder);
+    sync(&b, &held, &[]).assert_ok();
 
     // SIGTERM stops it between chunks, with the shell's status for it.
     let fresh = b.dir.join("fresh");
