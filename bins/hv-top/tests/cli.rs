@@ -157,6 +157,7 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
     t.wait_for("hv-stop: 1 of 1 ok", Duration::from_secs(30));
     t.keys(&["S"]);
     wait_state(&t, "top a off", "running");
+    t.wait_for("hv-start: 1 of 1 ok", Duration::from_secs(30));
 
     // Down to the other, T stops it gracefully (the guest obeys ACPI).
     t.keys(&["j", "T"]);
@@ -193,20 +194,15 @@ fn the_frame_shows_the_guests_and_keys_start_stop_sort_and_filter_them() {
         screen.contains("  memory ") && screen.contains(" on the host, 1 vCPU"),
         "{screen}"
     );
-    // The pane follows the cursor; on a, the snapshot P made is named.
-    let mut named = false;
-    for key in ["k", "j", "k"] {
-        t.keys(&[key]);
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(15) && !named {
-            named = t.screen(false).contains("  snap  ");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        if named {
-            break;
-        }
-    }
-    assert!(named, "no snapshot in the pane:\n{}", t.screen(false));
+    // The pane follows the cursor (its first line names the VM's UUID once
+    // its record is read): b, at the top, has no snapshot; a has the one
+    // P took.
+    t.keys(&["k", "k"]);
+    let screen = t.wait_for(&on.uuid, Duration::from_secs(30));
+    assert!(!screen.contains("  snap  "), "{screen}");
+    t.keys(&["j"]);
+    let screen = t.wait_for(&off.uuid, Duration::from_secs(30));
+    assert!(screen.contains("  snap  hv-"), "{screen}");
     t.keys(&["Enter"]);
 
     // A crash reaches the header through hv-health (every 30 s).
