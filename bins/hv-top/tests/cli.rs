@@ -248,7 +248,7 @@ fn coloured(screen: &str) -> bool {
 }
 
 #[test]
-fn states_are_coloured_unless_no_color_is_set() {
+fn states_are_coloured_unless_no_color_and_t_filters_them() {
     let conn = connect();
     let g = GuestSpec::new("top colour").define(&conn);
     g.start_ready();
@@ -263,6 +263,29 @@ fn states_are_coloured_unless_no_color_is_set() {
     filter(&t);
     let screen = t.screen_escaped();
     assert!(coloured(row(&screen, "top colour")), "{screen:?}");
+    // t cycles the state filter: running keeps the guest, paused hides it,
+    // and after crashed the filter is off again.
+    t.keys(&["t"]);
+    let screen = t.wait_for("[running", Duration::from_secs(10));
+    assert!(row(&screen, "top colour").contains("running"), "{screen}");
+    t.keys(&["t"]);
+    t.wait_for("[paused", Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let listed = |t: &Terminal| {
+        t.screen(false)
+            .lines()
+            .any(|l| l.trim_start().starts_with(run_prefix()) && l.contains("top colour"))
+    };
+    while listed(&t) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            t.screen(false)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.keys(&["t", "t", "t"]);
+    wait_state(&t, "top colour", "running");
     t.keys(&["q"]);
     let plain = Terminal::start("NO_COLOR=1 hv-top --read-only", 80, 24);
     filter(&plain);
