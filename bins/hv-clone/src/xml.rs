@@ -4,7 +4,7 @@
 //! had, hv-clone's author foresaw it or not, is the clone's too. Edits are
 //! byte ranges of the parsed document, applied from the end.
 
-use hv_common::domain::{xml_escape, MADE_NS, TAGS_NS};
+use hv_common::domain::{child, xml_escape, MADE_NS, TAGS_NS};
 use hv_common::{Code, Error, Result};
 use roxmltree::{Document, Node};
 use std::collections::HashMap;
@@ -212,12 +212,6 @@ fn with_text(node: Node, text: &str) -> String {
         s += &format!(" {}='{}'", a.name(), xml_escape(a.value()));
     }
     format!("{s}>{}</{}>", xml_escape(text), node.tag_name().name())
-}
-
-fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
-    node.children().find(|c| {
-        c.is_element() && c.tag_name().name() == name && c.tag_name().namespace().is_none()
-    })
 }
 
 fn in_devices(node: &Node) -> bool {

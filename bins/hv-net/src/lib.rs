@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 use hv_common::cli::{ConnectArgs, OutputArgs};
+use hv_common::domain::child;
 use hv_common::manual::Manual;
 use hv_common::objects;
 use hv_common::output::{col, Column, Printer, Show};
@@ -135,10 +136,6 @@ struct LeaseRecord {
     prefix: u32,
     hostname: Option<String>,
     expires: String,
-}
-
-fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
-    n.children().find(|c| c.has_tag_name(tag))
 }
 
 fn net_record(net: &Network, host: Option<&str>) -> Result<NetRecord> {

@@ -4,7 +4,7 @@
 //! it was, byte for byte. Edits are byte ranges of the parsed document,
 //! applied from the end (as hv-clone edits its XML).
 
-use hv_common::domain::{memory_bytes, xml_escape};
+use hv_common::domain::{child, memory_bytes, xml_escape};
 use hv_common::{Code, Error, Result};
 use roxmltree::{Document, Node};
 
@@ -59,10 +59,6 @@ fn drive<'a, 'i>(devices: Node<'a, 'i>, seed: &Option<String>) -> Option<Node<'a
 fn parse(xml: &str) -> Result<Document<'_>> {
     Document::parse(xml)
         .map_err(|e| Error::new(Code::Libvirt, format!("unreadable domain XML: {e}")))
-}
-
-fn child<'a, 'i>(n: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
-    n.children().find(|c| c.has_tag_name(name))
 }
 
 pub fn current(xml: &str) -> Result<Current> {

@@ -121,7 +121,9 @@ pub fn made_metadata(seed: Option<&str>, cloned_from: Option<&str>, linked: bool
     format!("<made>{body}</made>")
 }
 
-fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+/// The first child element named `name` (in no namespace, as libvirt's
+/// own elements are).
+pub fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
     node.children().find(|c| {
         c.is_element() && c.tag_name().name() == name && c.tag_name().namespace().is_none()
     })
