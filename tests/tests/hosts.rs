@@ -274,13 +274,22 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
     assert_eq!(none.records().len(), 2, "{none:?}");
 }
 
-/// The writer's count on the guest's disk, as the guest reads it.
+/// The writer's count on the guest's disk, as the guest reads it. The
+/// guest says "ready" before its writer's first count reaches the disk, so
+/// a bare `counter` (nothing written yet) is asked again, for up to 30 s.
 fn counter(channel: &std::path::Path, name: &str) -> u64 {
-    let answer = hv_testbench::command_at(channel, name, "counter");
-    answer
-        .strip_prefix("counter ")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("guest {name}: {answer:?}"))
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = hv_testbench::command_at(channel, name, "counter");
+        if let Some(n) = answer.strip_prefix("counter ").and_then(|n| n.parse().ok()) {
+            return n;
+        }
+        assert!(
+            answer == "counter" && Instant::now() < deadline,
+            "guest {name}: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Removes the moved guest from its new host when the test ends.
