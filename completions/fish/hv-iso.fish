@@ -108,6 +108,16 @@ end
 function __hv_names
     $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
+function __hv_isos
+    set -l words (commandline -opc)
+    set -l lib
+    for i in (seq (count $words))
+        if contains -- $words[$i] --iso-library --library; and test $i -lt (count $words)
+            set lib --library $words[(math $i + 1)]
+        end
+    end
+    __hv_names hv-iso $lib ls
+end
 function __hv_hosts
     set -l words (commandline -opc)
     set -l file $HV_HOSTS
@@ -130,6 +140,6 @@ function __hv_backups
     test -n "$repo"; or return
     hv-backup ls --repo $repo --format jsonl </dev/null 2>/dev/null | string replace -rf '.*"id":"([0-9TZa-f-]*)".*' '$1'
 end
-complete -c hv-iso -n '__fish_seen_subcommand_from ls' -f -a '(__hv_names hv-iso ls)'
-complete -c hv-iso -n '__fish_seen_subcommand_from verify' -f -a '(__hv_names hv-iso ls)'
-complete -c hv-iso -n '__fish_seen_subcommand_from rm' -f -a '(__hv_names hv-iso ls)'
+complete -c hv-iso -n '__fish_seen_subcommand_from ls' -f -a '(__hv_isos)'
+complete -c hv-iso -n '__fish_seen_subcommand_from verify' -f -a '(__hv_isos)'
+complete -c hv-iso -n '__fish_seen_subcommand_from rm' -f -a '(__hv_isos)'

@@ -44,6 +44,16 @@ end
 function __hv_names
     $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
+function __hv_isos
+    set -l words (commandline -opc)
+    set -l lib
+    for i in (seq (count $words))
+        if contains -- $words[$i] --iso-library --library; and test $i -lt (count $words)
+            set lib --library $words[(math $i + 1)]
+        end
+    end
+    __hv_names hv-iso $lib ls
+end
 function __hv_hosts
     set -l words (commandline -opc)
     set -l file $HV_HOSTS
@@ -68,7 +78,7 @@ function __hv_backups
 end
 complete -c hv-preflight -f -a '(__hv_vms)'
 complete -c hv-preflight -l pool -x -a '(__hv_names hv-pool ls)'
-complete -c hv-preflight -l iso -x -a '(__hv_names hv-iso ls)'
+complete -c hv-preflight -l iso -x -a '(__hv_isos)'
 complete -c hv-preflight -l to -x -a '(__hv_hosts)'
 complete -c hv-preflight -l connect -x -a '(__hv_hosts)'
 complete -c hv-preflight -s c -x -a '(__hv_hosts)'

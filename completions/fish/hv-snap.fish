@@ -156,6 +156,16 @@ end
 function __hv_names
     $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
 end
+function __hv_isos
+    set -l words (commandline -opc)
+    set -l lib
+    for i in (seq (count $words))
+        if contains -- $words[$i] --iso-library --library; and test $i -lt (count $words)
+            set lib --library $words[(math $i + 1)]
+        end
+    end
+    __hv_names hv-iso $lib ls
+end
 function __hv_hosts
     set -l words (commandline -opc)
     set -l file $HV_HOSTS

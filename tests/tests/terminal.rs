@@ -257,11 +257,47 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
     t.fresh_line();
     t.keys(&[&format!("hv-net ls {prefix}complete-n"), "Tab"]);
     t.wait_for(&net, Duration::from_secs(10));
+
+    // ISO names for hv-set --cdrom, from the hv-iso library that
+    // HV_ISO_LIBRARY names (hv-set's own default for it).
+    let lib = dir.join("library");
+    let iso = format!("{prefix}complete-distro.iso");
+    let (image, sums, sig, key) = hv_testbench::signed_image(&dir, &iso);
+    hv_testbench::hv_iso_in(
+        &lib,
+        &[
+            "add",
+            image.to_str().unwrap(),
+            "--checksums",
+            sums.to_str().unwrap(),
+            "--signature",
+            sig.to_str().unwrap(),
+            "--keyring",
+            key.to_str().unwrap(),
+        ],
+    )
+    .assert_ok();
+    t.fresh_line();
+    t.keys(&[
+        &format!(
+            "export HV_ISO_LIBRARY='{}'; source '{}'",
+            lib.display(),
+            completion("bash", "hv-set")
+        ),
+        "Enter",
+    ]);
+    t.fresh_line();
+    t.keys(&[
+        &format!("hv-set '{}' --cdrom {prefix}complete-d", off.name),
+        "Tab",
+    ]);
+    t.wait_for(&iso, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// zsh and fish complete VM names by asking hv, as bash does: shut-off
-/// ones for hv-start, running ones for hv-stop.
+/// ones for hv-start, running ones for hv-stop; and ISO names from the
+/// library named on the line.
 #[test]
 fn bench_zsh_and_fish_complete_vm_names_from_hv() {
     let conn = connect();
@@ -270,13 +306,46 @@ fn bench_zsh_and_fish_complete_vm_names_from_hv() {
     on.start_ready();
     let zsh = zsh_with_completions();
     let fish = Terminal::shell_of(120, &["fish", "--no-config", "--private"]);
-    for command in ["hv-start", "hv-stop"] {
+    for command in ["hv-start", "hv-stop", "hv-set"] {
         fish.keys(&[
             &format!("source '{}'", completion("fish", command)),
             "Enter",
         ]);
     }
     let prefix = hv_testbench::run_prefix();
+    // An ISO library named on the line, not by HV_ISO_LIBRARY.
+    let dir = scratch("zcomplete-iso");
+    let lib = dir.join("library");
+    let iso = format!("{prefix}zcomplete-distro.iso");
+    let (image, sums, sig, key) = hv_testbench::signed_image(&dir, &iso);
+    hv_testbench::hv_iso_in(
+        &lib,
+        &[
+            "add",
+            image.to_str().unwrap(),
+            "--checksums",
+            sums.to_str().unwrap(),
+            "--signature",
+            sig.to_str().unwrap(),
+            "--keyring",
+            key.to_str().unwrap(),
+        ],
+    )
+    .assert_ok();
+    // After a VM name (zsh once completed no option past one), and in a
+    // line short enough not to wrap at the terminal's edge.
+    for t in [&zsh, &fish] {
+        t.fresh_line();
+        t.keys(&[&format!("cd '{}'", dir.display()), "Enter"]);
+        t.fresh_line();
+        t.keys(&[
+            &format!("hv-set web1 --iso-library 'library' --cdrom {prefix}zcomplete-d"),
+            "Tab",
+        ]);
+        t.wait_for(&iso, Duration::from_secs(10));
+        t.fresh_line();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     for (shell, t) in [("zsh", &zsh), ("fish", &fish)] {
         t.fresh_line();
         t.keys(&[&format!("hv-start {prefix}zcomplete-"), "Tab"]);

@@ -1,8 +1,9 @@
 //! What clap_complete cannot write: completions that ask hv itself, when
 //! Tab is pressed, which VMs, snapshots, backups, ISO images, networks and
-//! pools there are (as virsh's
-//! completion asks libvirt), host aliases read from the hosts file, and a
-//! repair of its bash output for commands named with a hyphen.
+//! pools there are (as virsh's completion asks libvirt), host aliases read
+//! from the hosts file, and repairs of its output: of bash's for commands
+//! named with a hyphen, and of zsh's rest arguments, which hid every option
+//! after a VM name.
 //!
 //! clap_complete 4.5 names a subcommand's state `hv__snap__subcmd__create`
 //! but its case label `hv__subcmd__snap__subcmd__create`, so nothing after
@@ -19,7 +20,8 @@ enum Source {
     Snapshots,
     /// Backups in the repository named on the line or by HV_BACKUP_REPO.
     Backups,
-    /// Images of the hv-iso library (HV_ISO_LIBRARY, or its default).
+    /// Images of the hv-iso library named on the line (`--iso-library`,
+    /// hv-iso's `--library`), else HV_ISO_LIBRARY or hv-iso's default.
     Isos,
     /// The host's libvirt networks.
     Networks,
@@ -36,7 +38,7 @@ impl Source {
             Source::Vms(Some(_)) => "_hv_vms --state running",
             Source::Snapshots => "_hv_snapshots",
             Source::Backups => "_hv_backups",
-            Source::Isos => "_hv_names hv-iso ls",
+            Source::Isos => "_hv_isos",
             Source::Networks => "_hv_names hv-net ls",
             Source::Pools => "_hv_names hv-pool ls",
         }
@@ -64,7 +66,7 @@ impl Source {
             Source::Vms(Some(_)) => "__hv_vms --state running",
             Source::Snapshots => "__hv_snapshots",
             Source::Backups => "__hv_backups",
-            Source::Isos => "__hv_names hv-iso ls",
+            Source::Isos => "__hv_isos",
             Source::Networks => "__hv_names hv-net ls",
             Source::Pools => "__hv_names hv-pool ls",
         }
@@ -192,6 +194,16 @@ _hv_names() {
     "$@" --format jsonl </dev/null 2>/dev/null |
         sed -n 's/^{"name":"\(\([^"\\]\|\\.\)*\)".*/\1/p'
 }
+# ISO images of the library named on the line, else hv-iso's own default.
+_hv_isos() {
+    local i lib=()
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in
+            --iso-library | --library) lib=(--library "${COMP_WORDS[i + 1]}") ;;
+        esac
+    done
+    _hv_names hv-iso "${lib[@]}" ls
+}
 # The aliases of the hosts file: --hosts on the line, else HV_HOSTS.
 _hv_hosts() {
     local i file=${HV_HOSTS-}
@@ -298,6 +310,16 @@ function __hv_snapshots
 end
 function __hv_names
     $argv --format jsonl </dev/null 2>/dev/null | string replace -rf '^\{"name":"((?:[^"\\\\]|\\\\.)*)".*' '$1'
+end
+function __hv_isos
+    set -l words (commandline -opc)
+    set -l lib
+    for i in (seq (count $words))
+        if contains -- $words[$i] --iso-library --library; and test $i -lt (count $words)
+            set lib --library $words[(math $i + 1)]
+        end
+    end
+    __hv_names hv-iso $lib ls
 end
 function __hv_hosts
     set -l words (commandline -opc)
@@ -413,7 +435,21 @@ _hv_names() {
     shift 2
     compadd "$@" -a names
 }
-(( $+functions[_hv_isos] )) || _hv_isos() { _hv_names hv-iso ls "$@" }
+(( $+functions[_hv_isos] )) ||
+_hv_isos() {
+    local i dir
+    local -a lib names
+    for (( i = 1; i < CURRENT; i++ )); do
+        case $words[i] in
+            (--iso-library|--library) dir=${(Q)words[i+1]} ;;
+            (--iso-library=*|--library=*) dir=${(Q)words[i]#*=} ;;
+        esac
+    done
+    [[ -n $dir ]] && lib=(--library ${~dir})
+    names=(${(f)"$(hv-iso $lib ls --format jsonl </dev/null 2>/dev/null |
+        sed -n 's/^{"name":"\(\([^"\\]\|\\.\)*\)".*/\1/p')"})
+    compadd "$@" -a names
+}
 (( $+functions[_hv_networks] )) || _hv_networks() { _hv_names hv-net ls "$@" }
 (( $+functions[_hv_pools] )) || _hv_pools() { _hv_names hv-pool ls "$@" }
 (( $+functions[_hv_hosts] )) ||
@@ -449,6 +485,25 @@ _hv_backups() {
 
 /// The zsh file clap wrote, with positionals and `--snapshot` completed
 /// by asking hv.
+/// Whether `line` of clap's zsh output specifies the option `flag` (`-c`,
+/// `--cdrom`): `'FLAG=[`, repeatable `'*FLAG=[`, or with the options it
+/// excludes first, `'(--eject)FLAG=[`; `+[` for a value in the same word.
+fn zsh_option_is(line: &str, flag: &str) -> bool {
+    let Some(rest) = line.strip_prefix('\'') else {
+        return false;
+    };
+    let rest = rest.strip_prefix('*').unwrap_or(rest);
+    let rest = match rest.strip_prefix('(') {
+        Some(group) => match group.split_once(')') {
+            Some((_, after)) => after,
+            None => return false,
+        },
+        None => rest,
+    };
+    rest.strip_prefix(flag)
+        .is_some_and(|r| r.starts_with("=[") || r.starts_with("+["))
+}
+
 pub fn zsh(command: &Command, generated: &str) -> String {
     let name = command.get_name();
     let sites = sites(command);
@@ -478,20 +533,23 @@ pub fn zsh(command: &Command, generated: &str) -> String {
                     line = line.replace(":_default' \\", &format!(":{}' \\", source.zsh()));
                 }
             }
-            let names_host = site.host_flags.iter().any(|f| {
-                line.starts_with(&format!("'*{f}=["))
-                    || line.starts_with(&format!("'*{f}+["))
-                    || line.starts_with(&format!("'{f}=["))
-                    || line.starts_with(&format!("'{f}+["))
-            });
+            let names_host = site.host_flags.iter().any(|f| zsh_option_is(&line, f));
             if names_host && line.ends_with(":_default' \\") {
                 line = line.replace(":_default' \\", ":_hv_hosts' \\");
             }
             for (long, source) in &site.sourced {
-                if line.starts_with(&format!("'--{long}=[")) {
+                if zsh_option_is(&line, &format!("--{long}")) {
                     line = line.replace(":_default' \\", &format!(":{}' \\", source.zsh()));
                 }
             }
+        }
+        // clap_complete writes a rest argument as `'*::`, after which zsh
+        // completes no option's value once a positional is on the line
+        // (`hv-set web1 --cdrom <Tab>`); `'*:` keeps them. (`'*:::` hands
+        // the line to a subcommand and stays.)
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("'*::") && !trimmed.starts_with("'*:::") {
+            line = line.replacen("'*::", "'*:", 1);
         }
         text.push_str(&line);
         text.push('\n');
