@@ -247,8 +247,10 @@ impl Guest {
         self
     }
 
+    /// Waits for the guest's "ready" line: under TCG, with other tests'
+    /// guests booting beside it on two cores, that can take minutes.
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
             if self.serial_log().contains("hv-test-guest: ready") {
                 return;
@@ -256,7 +258,7 @@ impl Guest {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
-            "guest {} did not become ready in 60 s; serial log:\n{}",
+            "guest {} did not become ready in 180 s; serial log:\n{}",
             self.name,
             self.serial_log()
         );

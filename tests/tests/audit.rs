@@ -150,7 +150,7 @@ fn bench_a_run_cut_short_by_ctrl_c_logs_what_it_printed() {
         .args([
             "--no-force",
             "--timeout",
-            "5s",
+            "30s",
             "-j",
             "1",
             "--format",
@@ -164,7 +164,8 @@ fn bench_a_run_cut_short_by_ctrl_c_logs_what_it_printed() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Well inside the first stop's 30 s, even on a loaded machine.
+    std::thread::sleep(std::time::Duration::from_secs(5));
     let st = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -212,7 +212,7 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
 
     let began = Instant::now();
     let out = pipeline(&format!(
-        "hv-ls --hosts {f} --connect-timeout 5s --name '{}listed'",
+        "hv-ls --hosts {f} --connect-timeout 20s --name '{}listed'",
         run_prefix()
     ));
     let took = began.elapsed();
@@ -238,11 +238,11 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
     // the run ends at the connection timeout, not ssh's own.
     let at = |host: &str| recs.iter().position(|r| r["host"] == host).unwrap();
     assert!(at("h1") < at("hung"), "{out:?}");
-    assert!(took < Duration::from_secs(9), "took {took:?}");
+    assert!(took < Duration::from_secs(35), "took {took:?}");
 
     // hv-health checks each host and says which; h3's daemon is down.
     let health = pipeline(&format!(
-        "hv-health --hosts {f} -c h1 -c h3 --host-only --connect-timeout 5s --format jsonl"
+        "hv-health --hosts {f} -c h1 -c h3 --host-only --connect-timeout 20s --format jsonl"
     ));
     health.assert_exit(1);
     let checks = health.records();
@@ -274,22 +274,27 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
     assert_eq!(none.records().len(), 2, "{none:?}");
 }
 
-/// The writer's count on the guest's disk, as the guest reads it. The
-/// guest says "ready" before its writer's first count reaches the disk, so
-/// a bare `counter` (nothing written yet) is asked again, for up to 30 s.
+/// The writer's count on the guest's disk, as the guest reads it (0 is
+/// on the disk before the guest says "ready").
 fn counter(channel: &std::path::Path, name: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = hv_testbench::command_at(channel, name, "counter");
-        if let Some(n) = answer.strip_prefix("counter ").and_then(|n| n.parse().ok()) {
-            return n;
+    let answer = hv_testbench::command_at(channel, name, "counter");
+    answer
+        .strip_prefix("counter ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("guest {name}: {answer:?}"))
+}
+
+/// Waits until the guest's writer has counted past `n`: each count is two
+/// synced writes and a second's sleep, which a loaded host stretches.
+fn counts_past(channel: &std::path::Path, name: &str, n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if counter(channel, name) > n {
+            return true;
         }
-        assert!(
-            answer == "counter" && Instant::now() < deadline,
-            "guest {name}: {answer:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     }
+    false
 }
 
 /// Removes the moved guest from its new host when the test ends.
@@ -367,10 +372,9 @@ fn bench_a_writing_guest_moves_live_with_its_disk() {
     let file = |p: &std::path::Path| hosts.images("h2").join(p.file_name().unwrap());
     let (channel, disk) = (file(&guest.channel), file(&guest.disk));
     let after = counter(&channel, &guest.name);
-    assert!(after > before, "counted on: {before} then {after}");
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(after >= before, "counted on: {before} then {after}");
     assert!(
-        counter(&channel, &guest.name) > after,
+        counts_past(&channel, &guest.name, after),
         "keeps counting on h2"
     );
     assert_eq!(
@@ -474,17 +478,23 @@ fn bench_a_migration_cut_short_leaves_the_guest_running_on_the_source() {
         "the copy begun on h2 is removed"
     );
     let before = counter(&guest.channel, &guest.name);
-    std::thread::sleep(Duration::from_secs(3));
     assert!(
-        counter(&guest.channel, &guest.name) > before,
+        counts_past(&guest.channel, &guest.name, before),
         "and still writing"
     );
 
-    // SIGTERM (systemctl stop) part-way: aborted the same way.
+    // SIGTERM (systemctl stop) part-way, once h1 runs the migration job:
+    // aborted the same way.
     let term = pipeline(&format!(
-        "hv-migrate --hosts {} -c h1 --to h2 --copy-storage --bandwidth 1 '{}' & pid=$!; sleep 3; kill -TERM $pid; wait $pid",
-        f.display(),
-        guest.name
+        "hv-migrate --hosts {f} -c h1 --to h2 --copy-storage --bandwidth 1 '{name}' & pid=$!
+         for _ in $(seq 300); do
+             virsh -c '{uri}' domjobinfo '{name}' 2>/dev/null | grep -q '^Job type: *Unbounded' && break
+             sleep 0.2
+         done
+         kill -TERM $pid; wait $pid",
+        f = f.display(),
+        name = guest.name,
+        uri = hosts.uri("h1"),
     ));
     term.assert_exit(143);
     let rec = term.one_record();
@@ -559,14 +569,32 @@ fn bench_a_host_that_freezes_mid_run_fails_its_items_not_the_run() {
         }
     }
     let _thaw = Thaw(daemon.clone());
-    let began = Instant::now();
+    // Frozen once hv-stop has stopped the quick guest on h1: by then it has
+    // asked both guests to stop, side by side.
+    let frozen_at = dir.join("frozen-at");
     let out = pipeline(&format!(
-        "hv-ls --hosts {} -c h1 -c h4 --name '{}freeze-*' | hv-stop --hosts {} --no-force --timeout 90s & run=$!; sleep 5; kill -STOP {daemon}; wait $run",
-        f.display(),
-        run_prefix(),
-        f.display()
+        "hv-ls --hosts {f} -c h1 -c h4 --name '{prefix}freeze-*' | hv-stop --hosts {f} --no-force --timeout 90s & run=$!
+         for _ in $(seq 300); do
+             virsh -c '{h1}' domstate '{quick}' 2>/dev/null | grep -q 'shut off' && break
+             sleep 0.2
+         done
+         sleep 1; kill -STOP {daemon}; date +%s.%N > '{at}'; wait $run",
+        f = f.display(),
+        prefix = run_prefix(),
+        h1 = hosts.uri("h1"),
+        quick = quick.name,
+        at = frozen_at.display(),
     ));
-    let took = began.elapsed();
+    let frozen_secs: f64 = std::fs::read_to_string(&frozen_at)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let took = Duration::from_secs_f64(now - frozen_secs);
     drop(_thaw);
     out.assert_exit(1);
     let recs = out.records();
@@ -579,7 +607,10 @@ fn bench_a_host_that_freezes_mid_run_fails_its_items_not_the_run() {
         "{out:?}"
     );
     // Without keepalive it would end at the item's deadline (90 s + 60 s).
-    assert!(took < Duration::from_secs(75), "took {took:?}");
+    assert!(
+        took < Duration::from_secs(75),
+        "took {took:?} after the freeze"
+    );
 }
 
 /// A one-host command's records name the host it was given, so the next
@@ -826,7 +857,7 @@ fn bench_hv_top_watches_several_hosts_and_a_silent_one_freezes_nothing() {
     assert_eq!(of(&on.uuid), ("h2", "running"));
 
     let t = hv_testbench::Terminal::start(
-        &format!("hv-top --hosts {f} -c h1 -c h2 -c hung --connect-timeout 15s --interval 1s"),
+        &format!("hv-top --hosts {f} -c h1 -c h2 -c hung --connect-timeout 40s --interval 1s"),
         80,
         24,
     );
@@ -857,17 +888,20 @@ fn bench_hv_top_watches_several_hosts_and_a_silent_one_freezes_nothing() {
             break;
         }
         assert!(
-            began.elapsed() < Duration::from_secs(30),
+            began.elapsed() < Duration::from_secs(25),
             "both hosts' guests, while hung is still connecting:\n{screen}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The keys answer while hung's connection is out.
-    assert!(began.elapsed() < Duration::from_secs(15));
+    // The keys answer while hung's connection (40 s) is out.
     t.keys(&["s"]);
-    t.wait_for("s:state", Duration::from_secs(5));
+    t.wait_for("s:state", Duration::from_secs(10));
+    assert!(
+        !t.screen(false).contains("hung: not answering"),
+        "the keys answered only once hung had failed"
+    );
     // hung fails at its connection timeout; the others go on.
-    t.wait_for("hung: not answering", Duration::from_secs(40));
+    t.wait_for("hung: not answering", Duration::from_secs(60));
     // hv-health runs over the same hosts; its worst problem is hung's.
     let screen = t.wait_for("health: ", Duration::from_secs(60));
     let health = screen
@@ -1128,7 +1162,7 @@ fn bench_rm_keeps_a_file_a_vm_on_another_host_uses() {
     // The record of this machine's VM goes to this machine alone; the
     // other hosts of the run are only asked for their VMs' disks.
     let out = pipeline(&format!(
-        "hv-ls --hosts {f} -c here '{name}' | hv-rm --hosts {f} -c here -c hung --connect-timeout 5s --remove-storage --dry-run --yes --format jsonl"
+        "hv-ls --hosts {f} -c here '{name}' | hv-rm --hosts {f} -c here -c hung --connect-timeout 20s --remove-storage --dry-run --yes --format jsonl"
     ));
     let rec = out.assert_ok().one_record();
     assert_eq!(rec["removed_storage"], serde_json::json!([]), "{out:?}");
@@ -1605,7 +1639,7 @@ fn bench_a_fleet_is_made_and_cloned_over_several_hosts_in_one_run() {
     let (here, h6) = (hv_testbench::connect(), hosts.connect("h6"));
     let name = |n: &str| format!("{prefix}{n}");
     let made = pipeline(&format!(
-        "hv-define --hosts {f} -c here -c h6 -c h9 --connect-timeout 5s {} --format jsonl",
+        "hv-define --hosts {f} -c here -c h6 -c h9 --connect-timeout 20s {} --format jsonl",
         fleet.display()
     ));
     let mut doms: Vec<Moved> = Vec::new();
@@ -1653,7 +1687,7 @@ fn bench_a_fleet_is_made_and_cloned_over_several_hosts_in_one_run() {
     // answer fails alone.
     let cloned = pipeline(&format!(
         "(hv-ls --hosts {f} -c here -c h6 --name '{prefix}fleet-*'; echo '{{\"name\": \"ghost\", \"host\": \"h9\"}}') \
-         | hv-clone --hosts {f} -c here -c h6 -c h9 --connect-timeout 5s --linked --format jsonl"
+         | hv-clone --hosts {f} -c here -c h6 -c h9 --connect-timeout 20s --linked --format jsonl"
     ));
     for (conn, n) in [(&here, "fleet-here-clone"), (&h6, "fleet-h6-clone")] {
         if let Ok(d) = conn.lookup_domain_by_name(&name(n)) {
@@ -1730,7 +1764,7 @@ fn bench_snapshot_schedules_run_on_every_host_given() {
     ))
     .assert_ok();
     let out = pipeline(&format!(
-        "hv-snap schedule --hosts {f} -c h1 -c h2 -c h9 --connect-timeout 5s --format jsonl"
+        "hv-snap schedule --hosts {f} -c h1 -c h2 -c h9 --connect-timeout 20s --format jsonl"
     ));
     out.assert_exit(1);
     let recs = out.records();

@@ -968,12 +968,19 @@ fn repository_mistakes_get_one_line_errors_with_the_fix() {
     let lock = b.repo.join("lock");
     let mut holder = Command::new("flock")
         .arg(&lock)
-        .args(["sleep", "30"])
-        .stdout(Stdio::null())
+        .args(["sh", "-c", "echo held; exec sleep 30"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // It says so once it holds the lock.
+    let mut held = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut held,
+    )
+    .unwrap();
+    assert_eq!(held, "held\n");
     let out = b.run(&["gc", "--lock-wait", "1"]);
     let _ = holder.kill();
     let _ = holder.wait();

@@ -88,18 +88,34 @@ fn a_script_reads_the_boot_and_types_into_the_guests_shell() {
         .assert_stderr_contains("did not print");
 
     // One session at a time: a second is refused, and --force takes over.
-    let holder = std::process::Command::new(HV_CONSOLE)
+    let mut holder = std::process::Command::new(HV_CONSOLE)
         .args([&vm.name, "--timeout", "60s"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    // It holds the console once the guest answers through it.
+    {
+        use std::io::{BufRead, Write};
+        let mut stdin = holder.stdin.as_ref().unwrap();
+        stdin.write_all(b"echo held-$((1+1))\n").unwrap();
+        let lines = std::io::BufReader::new(holder.stdout.as_mut().unwrap()).lines();
+        let mut seen = String::new();
+        for line in lines.map_while(Result::ok) {
+            if line.contains("held-2") {
+                seen = line;
+                break;
+            }
+        }
+        assert!(
+            seen.contains("held-2"),
+            "the holder never reached the guest"
+        );
+    }
     hv(HV_CONSOLE, &[&vm.name, "--timeout", "1s"], "")
         .assert_exit(1)
         .assert_stderr_contains("--force takes it over");
     hv(HV_CONSOLE, &[&vm.name, "--force", "--timeout", "1s"], "").assert_ok();
-    let mut holder = holder;
     let _ = holder.kill();
     let _ = holder.wait();
 }

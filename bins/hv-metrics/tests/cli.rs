@@ -413,16 +413,16 @@ fn promtool(args: &[&str]) {
 }
 
 /// docs/monitoring/prometheus.yml, pointed at this test's rules and target,
-/// with 1 s intervals so the test does not wait for real-world ones.
+/// with 1–2 s intervals so the test does not wait for real-world ones.
 fn example_config(dir: &Path, target: &str) -> PathBuf {
     let rules = docs().join("hv-alerts.yml").canonicalize().unwrap();
     let text = std::fs::read_to_string(docs().join("prometheus.yml"))
         .unwrap()
         .replace("/etc/prometheus/hv-alerts.yml", rules.to_str().unwrap())
         .replace("127.0.0.1:9477", target)
-        .replace("scrape_interval: 30s", "scrape_interval: 1s")
+        .replace("scrape_interval: 30s", "scrape_interval: 2s")
         .replace("evaluation_interval: 30s", "evaluation_interval: 1s")
-        .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
+        .replace("scrape_timeout: 10s", "scrape_timeout: 2s");
     let path = dir.join("prometheus.yml");
     std::fs::write(&path, text).unwrap();
     path
@@ -444,7 +444,7 @@ fn query(port: u16, expr: &str) -> serde_json::Value {
 }
 
 fn wait_for_series(port: u16, expr: &str) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let answer = try_query(port, expr).unwrap_or_default();
         let result = answer["data"]["result"]
@@ -848,9 +848,9 @@ fn listen_answers_a_scrape_at_once_while_200_idle_connections_are_held_open() {
         "with 200 idle connections held open, the scrape got {status:?}"
     );
     assert!(
-        took < Duration::from_secs(1),
-        "with 200 idle and 4 trickling connections held open, a scrape took {took:.2?} (at most 1 s): \
-         idle clients hold scrapes back"
+        took < Duration::from_secs(4),
+        "with 200 idle and 4 trickling connections held open, a scrape took {took:.2?} (a server \
+         waiting on them takes their 5 s head deadline): idle clients hold scrapes back"
     );
     promtool_check(&body);
     assert_eq!(value(&parse(&body), "hv_libvirt_up", &[]), Some(1.0));
@@ -919,8 +919,8 @@ fn listen_exits_0_promptly_on_sigterm_and_ctrl_c() {
                 break status;
             }
             assert!(
-                sent.elapsed() < Duration::from_secs(3),
-                "hv-metrics --listen still runs 3 s after SIG{signal}"
+                sent.elapsed() < Duration::from_secs(10),
+                "hv-metrics --listen still runs 10 s after SIG{signal}"
             );
             std::thread::sleep(Duration::from_millis(50));
         };

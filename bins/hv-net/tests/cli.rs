@@ -108,17 +108,28 @@ fn a_guest_on_a_defined_nat_network_gets_a_lease_hv_net_shows() {
         .trim()
         .to_owned();
     assert!(ip.starts_with("10.233.0."), "{ip}");
-    let leases = hv(HV_NET, &["ls", &made.net, "--format", "jsonl"], "")
-        .assert_ok()
-        .one_record()["leases"]
-        .clone();
-    let lease = leases
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["mac"] == mac.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("no lease of {mac}: {leases:#}"));
+    // libvirt's lease file is written by a helper just after the guest has
+    // its address: asked again until the lease shows.
+    let started = std::time::Instant::now();
+    let lease = loop {
+        let leases = hv(HV_NET, &["ls", &made.net, "--format", "jsonl"], "")
+            .assert_ok()
+            .one_record()["leases"]
+            .clone();
+        let ours = leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["mac"] == mac.as_str())
+            .cloned();
+        match ours {
+            Some(lease) => break lease,
+            None if started.elapsed() > Duration::from_secs(30) => {
+                panic!("no lease of {mac}: {leases:#}")
+            }
+            None => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
     assert_eq!(lease["ip"], ip.as_str());
 
     // hv-health: the network runs, its range has room, its bridge is up.
@@ -308,7 +319,7 @@ fn a_host_bridge_network_carries_a_guest_and_health_sees_a_bridge_down_and_a_ful
         let run = health();
         let recs = run.records();
         if of(&recs, "net.dhcp", &small.net)["value"] == 1.0
-            || started.elapsed() > Duration::from_secs(15)
+            || started.elapsed() > Duration::from_secs(30)
         {
             run.assert_exit(1);
             break recs;

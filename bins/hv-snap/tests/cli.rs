@@ -21,10 +21,12 @@ fn digest(g: &Guest, snapshot: Option<&str>) -> String {
     hv_testbench::image_sha256(&g.disk, snapshot)
 }
 
-/// Lets the writer guest write for a while, then forces it off.
+/// Lets the writer guest write for a while (at least one random MiB, said
+/// written, besides its own counting), then forces it off.
 fn write_a_while(g: &Guest) {
     g.start_ready();
-    std::thread::sleep(Duration::from_secs(3));
+    g.write_mib(1, 1);
+    std::thread::sleep(Duration::from_secs(1));
     g.domain.destroy().unwrap();
 }
 
@@ -377,7 +379,7 @@ fn bench_schedule_takes_what_is_due_and_each_policy_prunes_only_its_own() {
     let policies = dir.join("policies.json");
     std::fs::write(
         &policies,
-        r#"{"often": {"every": "2s", "keep": {"last": 2}}, "rare": {"every": "1h", "keep": {"last": 5}}}"#,
+        r#"{"often": {"every": "10s", "keep": {"last": 2}}, "rare": {"every": "1h", "keep": {"last": 5}}}"#,
     )
     .unwrap();
     let policies = policies.to_str().unwrap();
@@ -409,7 +411,7 @@ fn bench_schedule_takes_what_is_due_and_each_policy_prunes_only_its_own() {
 
     let mut taken = vec![first.unwrap()];
     for round in 0..2 {
-        std::thread::sleep(Duration::from_millis(2200));
+        std::thread::sleep(Duration::from_secs(10));
         let (_, recs) = schedule(&["--policies", policies], &guests);
         let (due, snapshot, removed) = ran(of(&recs, &both), "often");
         assert!(due, "round {round}");
@@ -466,7 +468,7 @@ fn bench_schedule_takes_what_is_due_and_each_policy_prunes_only_its_own() {
         .any(|s| s["snapshot"] == first_one.as_deref().unwrap()));
 
     // A dry run says what is due and takes nothing.
-    std::thread::sleep(Duration::from_millis(2200));
+    std::thread::sleep(Duration::from_secs(10));
     let before = names(&both);
     let (_, recs) = schedule(&["--policies", policies, "--dry-run"], &guests);
     assert_fields(of(&recs, &both), json!({"dry_run": true, "changed": false}));

@@ -20,7 +20,7 @@ fn bench_acpi_guest_stops_gracefully_and_a_deaf_one_is_forced_after_the_timeout(
     let began = Instant::now();
     let out = hv(
         HV_STOP,
-        &["--timeout", "6", "-j", "2", &polite.name, &deaf.uuid],
+        &["--timeout", "30", "-j", "2", &polite.name, &deaf.uuid],
         "",
     );
     let wall = began.elapsed();
@@ -31,17 +31,17 @@ fn bench_acpi_guest_stops_gracefully_and_a_deaf_one_is_forced_after_the_timeout(
         json!({"action": "stop", "ok": true, "how": "graceful", "state": "shutoff"}),
     );
     assert_eq!(polite.virsh_domstate(), "shut off (shutdown)");
-    assert!(p["elapsed_ms"].as_u64().unwrap() < 6000);
+    assert!(p["elapsed_ms"].as_u64().unwrap() < 30_000);
     let d = out.record("uuid", deaf.uuid.as_str());
     assert_fields(&d, json!({"how": "forced"}));
     assert_eq!(deaf.virsh_domstate(), "shut off (destroyed)");
     assert!(
-        d["elapsed_ms"].as_u64().unwrap() >= 6000,
+        d["elapsed_ms"].as_u64().unwrap() >= 30_000,
         "forced only after the timeout: {d}"
     );
     assert!(
-        wall < Duration::from_secs(11),
-        "timers run side by side: {wall:?}"
+        wall < Duration::from_secs(50),
+        "timers run side by side (not 60 s one after the other): {wall:?}"
     );
     assert!(polite
         .serial_log()
@@ -58,13 +58,13 @@ fn bench_each_vm_has_its_own_timer() {
     let began = Instant::now();
     let out = hv(
         HV_STOP,
-        &["--timeout", "4", "-j", "2"],
+        &["--timeout", "10", "-j", "2"],
         &format!("{}\n{}\n", a.name, b.name),
     );
     out.assert_ok();
     assert!(
-        began.elapsed() < Duration::from_secs(7),
-        "about the longest item, not the sum (8 s): {:?}",
+        began.elapsed() < Duration::from_secs(17),
+        "about the longest item, not the sum (20 s): {:?}",
         began.elapsed()
     );
     out.assert_each(json!({"how": "forced"}));
@@ -100,7 +100,7 @@ fn bench_force_already_off_pause_and_a_missing_vm() {
     let by = |n: &str| out.record("name", n);
     assert_fields(&by(&on.name), json!({"how": "forced"}));
     assert!(
-        by(&on.name)["elapsed_ms"].as_u64().unwrap() < 5000,
+        by(&on.name)["elapsed_ms"].as_u64().unwrap() < 20_000,
         "--force does not wait"
     );
     assert_fields(
@@ -132,7 +132,7 @@ fn bench_ctrl_c_lets_the_running_stop_finish_and_cancels_the_rest() {
     guests[1].start_ready();
     let input: String = guests.iter().map(|g| format!("{}\n", g.name)).collect();
     let child = std::process::Command::new(HV_STOP)
-        .args(["-c", hv_testbench::URI, "--timeout", "3", "-j", "1"])
+        .args(["-c", hv_testbench::URI, "--timeout", "30", "-j", "1"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -145,14 +145,16 @@ fn bench_ctrl_c_lets_the_running_stop_finish_and_cancels_the_rest() {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    // Well inside the first stop's 30 s: hv-stop has asked the first guest
+    // by then, even on a loaded machine.
+    std::thread::sleep(Duration::from_secs(5));
     let kill = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let out = Run::new(
-        "hv-stop --timeout 3 -j 1 (interrupted)",
+        "hv-stop --timeout 30 -j 1 (interrupted)",
         child.wait_with_output().unwrap(),
     );
     let recs = out.assert_exit(1).records();

@@ -355,7 +355,7 @@ fn once_prints_one_frame_as_records_with_rates() {
     std::thread::sleep(Duration::from_secs(2)); // its writer is under way
     let out = hv(
         HV_TOP,
-        &["--once", "--interval", "3s", "--format", "jsonl"],
+        &["--once", "--interval", "5s", "--format", "jsonl"],
         "",
     );
     let recs = out.assert_ok().records();
