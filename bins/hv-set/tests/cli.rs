@@ -1,6 +1,7 @@
 //! hv-set on the bench's test guests: changes to a stopped guest show in
-//! hv-ls and in the guest once started; a running guest's memory within its
-//! maximum changes now, above it at the next boot; a disk grown while the
+//! hv-ls and in the guest once started; a running guest's memory and vCPUs
+//! within their maximums change now (the guest's kernel sees the vCPU),
+//! above them at the next boot; a disk grown while the
 //! guest runs is seen by the guest at its new size; an unproven ISO is
 //! refused, a proven one goes in by its library name and comes out with
 //! --eject; a dry run changes nothing.
@@ -11,6 +12,7 @@
 
 use hv_testbench::{bin, connect, hv, scratch, GuestSpec};
 use serde_json::Value;
+use std::time::Duration;
 
 const HV_SET: &str = env!("CARGO_BIN_EXE_hv-set");
 
@@ -94,6 +96,43 @@ fn a_running_guest_changes_memory_now_within_its_maximum_else_at_next_boot() {
 }
 
 #[test]
+fn a_running_guest_gets_a_vcpu_now_within_its_maximum_else_at_next_boot() {
+    let g = GuestSpec::new("set-cpus").define(&connect());
+    let rec = hv(HV_SET, &[&g.name, "--max-vcpus", "2"], "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(change(&rec, "max_vcpus")["to"], 2, "{rec:#}");
+    g.start_ready();
+    assert_eq!(g.command("cpus"), "cpus 0", "one vCPU of at most 2");
+
+    let rec = hv(HV_SET, &[&g.name, "--vcpus", "2"], "")
+        .assert_ok()
+        .one_record();
+    assert_eq!(change(&rec, "vcpus")["when"], "now", "{rec:#}");
+    assert_eq!(rec["next_boot"], false);
+    // The guest's kernel has it: ACPI CPU hotplug, no reboot.
+    let started = std::time::Instant::now();
+    while g.command("cpus") != "cpus 0-1" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the guest never saw its second vCPU: {}",
+            g.command("cpus")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(listed(&g.name)["vcpus"], 2);
+
+    // Above the maximum: at the next boot, said why.
+    let rec = hv(HV_SET, &[&g.name, "--vcpus", "3"], "")
+        .assert_ok()
+        .one_record();
+    let vcpus = change(&rec, "vcpus");
+    assert_eq!(vcpus["when"], "next_boot", "{rec:#}");
+    assert_eq!(rec["next_boot"], true, "{rec:#}");
+    assert_eq!(g.command("cpus"), "cpus 0-1", "nothing more now");
+}
+
+#[test]
 fn a_disk_grown_while_the_guest_runs_is_seen_at_its_new_size() {
     let g = GuestSpec::new("set-grow").define(&connect());
     g.start_ready();
@@ -109,12 +148,21 @@ fn a_disk_grown_while_the_guest_runs_is_seen_at_its_new_size() {
     let disk = change(&rec, "disk vda");
     assert_eq!(disk["when"], "now", "{rec:#}");
     assert_eq!(disk["to"].as_u64(), Some(before + (16 << 20)));
-    let seen: u64 = g
-        .command("size")
-        .trim_start_matches("size ")
-        .trim()
-        .parse()
-        .unwrap();
+    // The guest's kernel takes the resize from a work queue: asked again
+    // until it shows (or 30 s pass).
+    let started = std::time::Instant::now();
+    let seen = loop {
+        let seen: u64 = g
+            .command("size")
+            .trim_start_matches("size ")
+            .trim()
+            .parse()
+            .unwrap();
+        if seen != before || started.elapsed() > Duration::from_secs(30) {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(seen, before + (16 << 20), "the guest sees the grown disk");
     // Never smaller.
     let refused = hv(HV_SET, &[&g.name, "--grow", "vda=1M"], "");
