@@ -235,7 +235,12 @@ fn bench_an_unreachable_host_is_one_record_and_the_others_go_on() {
     }
     assert!(by_host(&recs, "h2").is_empty(), "h2 has no VM of this run");
     // The hung host holds back nobody: h1's record comes before its, and
-    // the run ends at the connection timeout, not ssh's own.
+    // the run ends at the connection timeout, not ssh's own (120 s in the
+    // bench's ssh_config).
+    assert!(
+        hv_testbench::error_message(by_host(&recs, "hung")[0]).contains("no answer within 20s"),
+        "{out:?}"
+    );
     let at = |host: &str| recs.iter().position(|r| r["host"] == host).unwrap();
     assert!(at("h1") < at("hung"), "{out:?}");
     assert!(took < Duration::from_secs(35), "took {took:?}");
@@ -316,7 +321,6 @@ fn bench_a_writing_guest_moves_live_with_its_disk() {
         .on_host(&hosts, "h1")
         .define(&c1);
     guest.start_ready();
-    let before = counter(&guest.channel, &guest.name);
 
     // hv-preflight says the move can work: h2 answers, has the memory,
     // can give the guest its CPU, and has a pool to copy its disk into.
@@ -372,7 +376,6 @@ fn bench_a_writing_guest_moves_live_with_its_disk() {
     let file = |p: &std::path::Path| hosts.images("h2").join(p.file_name().unwrap());
     let (channel, disk) = (file(&guest.channel), file(&guest.disk));
     let after = counter(&channel, &guest.name);
-    assert!(after >= before, "counted on: {before} then {after}");
     assert!(
         counts_past(&channel, &guest.name, after),
         "keeps counting on h2"
