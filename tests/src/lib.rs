@@ -784,6 +784,28 @@ pub fn signed_image(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf, PathB
     (image, sums, dir.join("SHA256SUMS.asc"), dir.join("key.asc"))
 }
 
+/// A library at `lib` holding `name`: a 1 MiB image that hv-iso admitted by
+/// its distributor's signature (made in `dir` by [`signed_image`]), as
+/// hv-define, hv-set and the completions find ISOs.
+pub fn proven_iso(dir: &Path, lib: &Path, name: &str) {
+    let (image, sums, sig, key) = signed_image(dir, name);
+    let p = |p: &Path| p.to_str().unwrap().to_owned();
+    hv_iso_in(
+        lib,
+        &[
+            "add",
+            &p(&image),
+            "--checksums",
+            &p(&sums),
+            "--signature",
+            &p(&sig),
+            "--keyring",
+            &p(&key),
+        ],
+    )
+    .assert_ok();
+}
+
 /// gpg with the keyring in `gnupg`, run in `dir`, batch mode with no
 /// passphrase; a failure fails the test.
 fn gpg(gnupg: &Path, dir: &Path, args: &[&str]) {

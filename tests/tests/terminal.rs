@@ -262,21 +262,7 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
     // HV_ISO_LIBRARY names (hv-set's own default for it).
     let lib = dir.join("library");
     let iso = format!("{prefix}complete-distro.iso");
-    let (image, sums, sig, key) = hv_testbench::signed_image(&dir, &iso);
-    hv_testbench::hv_iso_in(
-        &lib,
-        &[
-            "add",
-            image.to_str().unwrap(),
-            "--checksums",
-            sums.to_str().unwrap(),
-            "--signature",
-            sig.to_str().unwrap(),
-            "--keyring",
-            key.to_str().unwrap(),
-        ],
-    )
-    .assert_ok();
+    hv_testbench::proven_iso(&dir, &lib, &iso);
     t.fresh_line();
     t.keys(&[
         &format!(
@@ -292,6 +278,21 @@ fn bench_bash_completes_flags_after_a_subcommand_and_names_from_hv() {
         "Tab",
     ]);
     t.wait_for(&iso, Duration::from_secs(10));
+    // Named on the line instead, quoted and after `=` (which bash splits
+    // into a word of its own).
+    t.fresh_line();
+    t.keys(&[
+        &format!("unset HV_ISO_LIBRARY; cd '{}'", dir.display()),
+        "Enter",
+    ]);
+    t.fresh_line();
+    t.keys(&[
+        &format!("hv-set web1 --iso-library='library' --cdrom {prefix}complete-d"),
+        "Tab",
+    ]);
+    t.wait_for(&iso, Duration::from_secs(10));
+    t.fresh_line();
+    t.keys(&["cd /", "Enter"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -317,21 +318,7 @@ fn bench_zsh_and_fish_complete_vm_names_from_hv() {
     let dir = scratch("zcomplete-iso");
     let lib = dir.join("library");
     let iso = format!("{prefix}zcomplete-distro.iso");
-    let (image, sums, sig, key) = hv_testbench::signed_image(&dir, &iso);
-    hv_testbench::hv_iso_in(
-        &lib,
-        &[
-            "add",
-            image.to_str().unwrap(),
-            "--checksums",
-            sums.to_str().unwrap(),
-            "--signature",
-            sig.to_str().unwrap(),
-            "--keyring",
-            key.to_str().unwrap(),
-        ],
-    )
-    .assert_ok();
+    hv_testbench::proven_iso(&dir, &lib, &iso);
     // After a VM name (zsh once completed no option past one), and in a
     // line short enough not to wrap at the terminal's edge.
     for t in [&zsh, &fish] {
@@ -344,6 +331,7 @@ fn bench_zsh_and_fish_complete_vm_names_from_hv() {
         ]);
         t.wait_for(&iso, Duration::from_secs(10));
         t.fresh_line();
+        t.keys(&["cd /", "Enter"]);
     }
     let _ = std::fs::remove_dir_all(&dir);
     for (shell, t) in [("zsh", &zsh), ("fish", &fish)] {

@@ -23,6 +23,8 @@ enum Source {
     /// Images of the hv-iso library named on the line (`--iso-library`,
     /// hv-iso's `--library`), else HV_ISO_LIBRARY or hv-iso's default.
     Isos,
+    /// The same, or a file (hv-preflight's `--iso` takes a path too).
+    IsosOrFiles,
     /// The host's libvirt networks.
     Networks,
     /// The host's storage pools.
@@ -38,7 +40,7 @@ impl Source {
             Source::Vms(Some(_)) => "_hv_vms --state running",
             Source::Snapshots => "_hv_snapshots",
             Source::Backups => "_hv_backups",
-            Source::Isos => "_hv_isos",
+            Source::Isos | Source::IsosOrFiles => "_hv_isos",
             Source::Networks => "_hv_names hv-net ls",
             Source::Pools => "_hv_names hv-pool ls",
         }
@@ -53,6 +55,7 @@ impl Source {
             Source::Snapshots => "_hv_snapshots",
             Source::Backups => "_hv_backups",
             Source::Isos => "_hv_isos",
+            Source::IsosOrFiles => "_hv_isos_or_files",
             Source::Networks => "_hv_networks",
             Source::Pools => "_hv_pools",
         }
@@ -66,7 +69,7 @@ impl Source {
             Source::Vms(Some(_)) => "__hv_vms --state running",
             Source::Snapshots => "__hv_snapshots",
             Source::Backups => "__hv_backups",
-            Source::Isos => "__hv_isos",
+            Source::Isos | Source::IsosOrFiles => "__hv_isos",
             Source::Networks => "__hv_names hv-net ls",
             Source::Pools => "__hv_names hv-pool ls",
         }
@@ -76,7 +79,8 @@ impl Source {
     fn of_flag(long: &str) -> Option<Source> {
         match long {
             "snapshot" => Some(Source::Snapshots),
-            "cdrom" | "iso" => Some(Source::Isos),
+            "cdrom" => Some(Source::Isos),
+            "iso" => Some(Source::IsosOrFiles),
             "pool" => Some(Source::Pools),
             "network" => Some(Source::Networks),
             _ => None,
@@ -196,13 +200,25 @@ _hv_names() {
 }
 # ISO images of the library named on the line, else hv-iso's own default.
 _hv_isos() {
-    local i lib=()
+    local i dir=
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-            --iso-library | --library) lib=(--library "${COMP_WORDS[i + 1]}") ;;
+            --iso-library | --library)
+                dir=${COMP_WORDS[i + 1]}
+                # --iso-library=DIR: bash splits the word at the `=`.
+                [[ $dir == = ]] && dir=${COMP_WORDS[i + 2]}
+                ;;
         esac
     done
-    _hv_names hv-iso "${lib[@]}" ls
+    # The word as typed: without its quotes, with ~ for $HOME.
+    dir=${dir//\'/}
+    dir=${dir//\"/}
+    dir=${dir/#\~/$HOME}
+    if [[ -n $dir ]]; then
+        _hv_names hv-iso --library "$dir" ls
+    else
+        _hv_names hv-iso ls
+    fi
 }
 # The aliases of the hosts file: --hosts on the line, else HV_HOSTS.
 _hv_hosts() {
@@ -450,6 +466,8 @@ _hv_isos() {
         sed -n 's/^{"name":"\(\([^"\\]\|\\.\)*\)".*/\1/p')"})
     compadd "$@" -a names
 }
+(( $+functions[_hv_isos_or_files] )) ||
+_hv_isos_or_files() { _alternative 'isos:ISO:_hv_isos' 'files:file:_files' }
 (( $+functions[_hv_networks] )) || _hv_networks() { _hv_names hv-net ls "$@" }
 (( $+functions[_hv_pools] )) || _hv_pools() { _hv_names hv-pool ls "$@" }
 (( $+functions[_hv_hosts] )) ||
@@ -483,11 +501,10 @@ _hv_backups() {
 }
 "#;
 
-/// The zsh file clap wrote, with positionals and `--snapshot` completed
-/// by asking hv.
 /// Whether `line` of clap's zsh output specifies the option `flag` (`-c`,
 /// `--cdrom`): `'FLAG=[`, repeatable `'*FLAG=[`, or with the options it
-/// excludes first, `'(--eject)FLAG=[`; `+[` for a value in the same word.
+/// excludes first, `'(--eject)FLAG=[` or `'(--fix)*FLAG=[`; `+[` for a value
+/// in the same word.
 fn zsh_option_is(line: &str, flag: &str) -> bool {
     let Some(rest) = line.strip_prefix('\'') else {
         return false;
@@ -500,10 +517,14 @@ fn zsh_option_is(line: &str, flag: &str) -> bool {
         },
         None => rest,
     };
+    // clap writes the exclusion group before the `*` of a repeatable one.
+    let rest = rest.strip_prefix('*').unwrap_or(rest);
     rest.strip_prefix(flag)
         .is_some_and(|r| r.starts_with("=[") || r.starts_with("+["))
 }
 
+/// The zsh file clap wrote, with positionals and the values of flags such
+/// as `--snapshot` and `--cdrom` completed by asking hv.
 pub fn zsh(command: &Command, generated: &str) -> String {
     let name = command.get_name();
     let sites = sites(command);

@@ -17,7 +17,7 @@
 
 use hv_testbench::{
     assert_fields, bin, connect, domain_type, error_message, exists, guest_image, hv, hv_iso_in,
-    keys, pipeline, remove_domain, run_prefix, scratch, serial_log, signed_image, virsh,
+    keys, pipeline, proven_iso, remove_domain, run_prefix, scratch, serial_log, virsh,
     wait_for_line, GuestSpec, Run, IMAGE_DIR, URI,
 };
 use serde_json::{json, Value};
@@ -417,21 +417,9 @@ fn bench_a_failure_after_the_disks_exist_leaves_nothing() {
 fn bench_isos_must_be_proven_by_hv_iso() {
     let bench = Bench::new("define-iso");
     let lib = bench.scratch.join("library");
-    let (image, sums, sig, key) = signed_image(&bench.scratch, "distro.iso");
-    hv_iso_in(
-        &lib,
-        &[
-            "add",
-            image.to_str().unwrap(),
-            "--checksums",
-            sums.to_str().unwrap(),
-            "--signature",
-            sig.to_str().unwrap(),
-            "--keyring",
-            key.to_str().unwrap(),
-        ],
-    )
-    .assert_ok();
+    proven_iso(&bench.scratch, &lib, "distro.iso");
+    // The signed image itself, outside the library.
+    let image = bench.scratch.join("distro.iso");
     let unsigned = bench.scratch.join("unsigned.iso");
     std::fs::write(&unsigned, b"an image nobody signed").unwrap();
     hv_iso_in(

@@ -227,26 +227,8 @@ fn a_proven_iso_goes_in_by_its_library_name_and_eject_takes_it_out() {
     let g = GuestSpec::new("set-iso-proven").define(&connect());
     let dir = scratch("set-iso-proven");
     let library = dir.join("library");
-    let (image, sums, sig, key) = hv_testbench::signed_image(&dir, "distro.iso");
-    let path = |p: &std::path::Path| p.display().to_string();
-    hv(
-        &bin("hv-iso"),
-        &[
-            "add",
-            "--library",
-            &path(&library),
-            &path(&image),
-            "--checksums",
-            &path(&sums),
-            "--signature",
-            &path(&sig),
-            "--keyring",
-            &path(&key),
-        ],
-        "",
-    )
-    .assert_ok();
-    let lib_arg = path(&library);
+    hv_testbench::proven_iso(&dir, &library, "distro.iso");
+    let lib_arg = library.display().to_string();
     let rec = hv(
         HV_SET,
         &[&g.name, "--cdrom", "distro.iso", "--iso-library", &lib_arg],
@@ -254,7 +236,7 @@ fn a_proven_iso_goes_in_by_its_library_name_and_eject_takes_it_out() {
     )
     .assert_ok()
     .one_record();
-    let entry = path(&library.join("distro.iso"));
+    let entry = library.join("distro.iso").display().to_string();
     assert_eq!(change(&rec, "cdrom")["to"], entry.as_str(), "{rec:#}");
     assert_ne!(rec["iso_unverified"], true, "{rec:#}");
     let cdrom = |name: &str| {
